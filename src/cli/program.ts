@@ -1,0 +1,47 @@
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../config/config.ts';
+import { FerryError } from '../lib/errors.ts';
+import { registerDatamap } from './datamap.ts';
+import { registerMigrate } from './migrate.ts';
+import { registerTenants } from './tenants.ts';
+
+export const FERRY_VERSION = '0.1.0';
+
+/** One registration function per command file; a new command is a new file listed here. */
+const COMMANDS: ((program: Command) => void)[] = [registerMigrate, registerTenants, registerDatamap];
+
+export function buildProgram(): Command {
+  const program = new Command('ferry')
+    .description('Ferry: data export, backup and portability for AI customer-support platforms')
+    .version(FERRY_VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const register of COMMANDS) register(program);
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+/** Runs the CLI; any error becomes one clear line on stderr and a non-zero exit. */
+export async function runCli(program: Command, argv: string[]): Promise<void> {
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its message (help, version or a usage error).
+      process.exitCode = err.exitCode;
+      return;
+    }
+    process.stderr.write(`ferry: ${describeError(err)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+export function describeError(err: unknown): string {
+  if (err instanceof FerryError || err instanceof ConfigError) return err.message;
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ECONNREFUSED') return `cannot connect to the database: ${err.message}`;
+    return err.message.split('\n')[0] ?? 'unknown error';
+  }
+  return String(err);
+}

@@ -1,0 +1,639 @@
+import { REFERENCE_TABLES } from './reference-tables.ts';
+import type { DatasetDeclaration, DatasetField, DatasetFilter, TableColumn } from './types.ts';
+
+type Tables = typeof REFERENCE_TABLES;
+
+function column(ref: string): TableColumn {
+  const [table, name] = ref.split('.') as [string, string];
+  const declared = (REFERENCE_TABLES as Record<string, { columns: Record<string, TableColumn> }>)[table]
+    ?.columns[name];
+  if (!declared) throw new Error(`data map: dataset field reads unknown column ${ref}`);
+  return declared;
+}
+
+/** A field copied from one table column; type, class and description come from the table. */
+function from<T extends keyof Tables>(
+  table: T,
+  col: keyof Tables[T]['columns'] & string,
+  name: string = col,
+  alias = 't',
+): DatasetField {
+  const ref = `${table}.${col}`;
+  const c = column(ref);
+  return {
+    name,
+    type: c.type,
+    class: c.class,
+    description: c.description,
+    ...(c.pii ? { pii: c.pii } : {}),
+    sql: `${alias}.${col}`,
+    reads: [ref],
+  };
+}
+
+/** A derived field: its own SQL, type and description. */
+function derived(
+  name: string,
+  sql: string,
+  reads: string[],
+  spec: Pick<DatasetField, 'type' | 'class' | 'description'> & { pii?: DatasetField['pii'] },
+): DatasetField {
+  return { name, sql, reads, ...spec };
+}
+
+const TEXT_FORMATS = ['csv', 'json', 'ndjson', 'xml', 'parquet'] as const;
+
+const dateFilters = (col: string): DatasetFilter[] => [
+  {
+    name: 'from',
+    type: 'string',
+    sql: `${col} >= $value`,
+    description: 'Start date (inclusive), YYYY-MM-DD or ISO 8601.',
+  },
+  {
+    name: 'to',
+    type: 'string',
+    sql: `${col} < $value`,
+    description: 'End date (inclusive for dates), YYYY-MM-DD or ISO 8601.',
+  },
+];
+
+export const CONVERSATION_FIELDS: DatasetField[] = [
+  from('conversations', 'id', 'conversation_id'),
+  from('conversations', 'tenant_id'),
+  from('conversations', 'session_id'),
+  from('conversations', 'start_timestamp'),
+  from('conversations', 'end_timestamp'),
+  from('sites', 'url', 'site_url', 's'),
+  from('conversations', 'page_url'),
+  from('conversations', 'referrer'),
+  from('conversations', 'customer_email'),
+  from('conversations', 'customer_name'),
+  from('conversations', 'ip_address'),
+  from('conversations', 'country'),
+  from('conversations', 'language'),
+  from('conversations', 'user_agent'),
+  from('conversations', 'status', 'conversation_status'),
+  from('conversations', 'escalated'),
+  from('conversations', 'escalation_reason'),
+  from('conversations', 'resolution_time_minutes'),
+  from('conversations', 'satisfaction_score'),
+  from('conversations', 'satisfaction_feedback'),
+  from('conversations', 'ai_confidence_avg'),
+  from('conversations', 'message_count'),
+  from('conversations', 'customer_message_count'),
+  from('conversations', 'ai_message_count'),
+  from('conversations', 'human_message_count'),
+  from('conversations', 'topics_detected'),
+  derived(
+    'full_transcript',
+    `(SELECT string_agg(to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' ' || m.sender_type || ': ' || m.content, E'\\n' ORDER BY m.created_at, m.id) FROM messages m WHERE m.conversation_id = t.id)`,
+    ['messages.created_at', 'messages.sender_type', 'messages.content'],
+    {
+      type: 'string',
+      class: 'free_text',
+      description:
+        'Every message of the conversation in order, one per line: "<UTC time> <sender_type>: <text>".',
+    },
+  ),
+  from('conversations', 'internal_notes'),
+  from('conversations', 'tags'),
+  from('conversations', 'custom_fields'),
+  from('conversations', 'last_updated'),
+];
+
+export const MESSAGE_FIELDS: DatasetField[] = [
+  from('messages', 'id', 'message_id'),
+  from('messages', 'conversation_id'),
+  from('messages', 'created_at', 'timestamp'),
+  from('messages', 'sender_type'),
+  from('messages', 'sender_id'),
+  from('messages', 'content', 'message_content'),
+  from('messages', 'confidence_score'),
+  from('messages', 'processing_time_ms'),
+  from('messages', 'tokens_used'),
+  from('messages', 'content_sources'),
+  from('messages', 'source_relevance_scores'),
+  from('messages', 'message_length'),
+  from('messages', 'language_detected'),
+  from('messages', 'sentiment_score'),
+  from('messages', 'intent_classification'),
+  from('messages', 'entities_extracted'),
+  from('messages', 'custom_metadata'),
+  from('messages', 'edited'),
+];
+
+const conversationFilters: DatasetFilter[] = [
+  ...dateFilters('t.start_timestamp'),
+  {
+    name: 'site_url',
+    type: 'string',
+    sql: 's.url = $value',
+    description: 'Only conversations on this site.',
+  },
+  {
+    name: 'status',
+    type: 'enum',
+    values: ['resolved', 'unresolved', 'in_progress'],
+    sql: 't.status = $value',
+    description: 'Conversation status.',
+  },
+  {
+    name: 'escalated',
+    type: 'boolean',
+    sql: 't.escalated = $value',
+    description: 'Escalated to a human or not.',
+  },
+  {
+    name: 'satisfaction_min',
+    type: 'integer',
+    sql: 't.satisfaction_score >= $value',
+    description: 'Lowest rating (1-5).',
+  },
+  {
+    name: 'satisfaction_max',
+    type: 'integer',
+    sql: 't.satisfaction_score <= $value',
+    description: 'Highest rating (1-5).',
+  },
+  {
+    name: 'confidence_min',
+    type: 'number',
+    sql: 't.ai_confidence_avg >= $value',
+    description: 'Lowest mean AI confidence (0-1).',
+  },
+  {
+    name: 'confidence_max',
+    type: 'number',
+    sql: 't.ai_confidence_avg <= $value',
+    description: 'Highest mean AI confidence (0-1).',
+  },
+  {
+    name: 'topics',
+    type: 'string[]',
+    sql: 't.topics_detected && $value',
+    description: 'Any of these topics (comma-separated).',
+  },
+  {
+    name: 'tags',
+    type: 'string[]',
+    sql: 't.tags && $value',
+    description: 'Any of these tags (comma-separated).',
+  },
+  {
+    name: 'customer_segment',
+    type: 'enum',
+    values: ['smb', 'mid_market', 'enterprise', 'consumer'],
+    sql: 't.customer_id IN (SELECT id FROM customers WHERE segment = $value)',
+    description: "The customer's segment.",
+  },
+];
+
+function table(
+  name: string,
+  description: string,
+  source: keyof Tables,
+  fields: DatasetField[],
+  extra: Partial<Pick<DatasetDeclaration, 'from' | 'timeColumn' | 'key' | 'filters'>> = {},
+): DatasetDeclaration {
+  const decl = REFERENCE_TABLES[source];
+  const time =
+    extra.timeColumn === undefined ? (decl.timeColumn ? `t.${decl.timeColumn}` : null) : extra.timeColumn;
+  return {
+    name,
+    description,
+    kind: 'table',
+    source,
+    from: extra.from ?? `FROM ${source} t`,
+    timeColumn: time,
+    key: extra.key ?? (time ? [time, 't.id'] : ['t.id']),
+    fields,
+    filters: extra.filters ?? (time ? dateFilters(time) : []),
+    formats: TEXT_FORMATS,
+  };
+}
+
+function computed(
+  name: string,
+  description: string,
+  source: keyof Tables,
+  fields: DatasetField[],
+  formats: readonly string[],
+  filters: DatasetFilter[] = [],
+): DatasetDeclaration {
+  return {
+    name,
+    description,
+    kind: 'computed',
+    source,
+    from: '',
+    timeColumn: null,
+    key: [],
+    fields,
+    filters,
+    formats,
+  };
+}
+
+const num = (name: string, description: string, reads: string[], type: 'number' | 'integer' = 'number') =>
+  derived(name, name, reads, { type, class: 'none', description });
+
+/** Every dataset Ferry exports. The names are the public contract. */
+export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
+  conversations: table(
+    'conversations',
+    'One row per chat conversation, with its outcome and full transcript.',
+    'conversations',
+    CONVERSATION_FIELDS,
+    {
+      from: 'FROM conversations t JOIN sites s ON s.id = t.site_id',
+      filters: conversationFilters,
+    },
+  ),
+  messages: table('messages', 'One row per message of every conversation.', 'messages', MESSAGE_FIELDS, {
+    from: 'FROM messages t JOIN conversations c ON c.id = t.conversation_id JOIN sites s ON s.id = c.site_id',
+    filters: [
+      ...dateFilters('t.created_at'),
+      {
+        name: 'site_url',
+        type: 'string',
+        sql: 's.url = $value',
+        description: 'Only messages of conversations on this site.',
+      },
+      {
+        name: 'sender_type',
+        type: 'enum',
+        values: ['customer', 'ai', 'human'],
+        sql: 't.sender_type = $value',
+        description: 'Who sent the message.',
+      },
+      {
+        name: 'confidence_min',
+        type: 'number',
+        sql: 't.confidence_score >= $value',
+        description: 'Lowest AI confidence (0-1).',
+      },
+      {
+        name: 'confidence_max',
+        type: 'number',
+        sql: 't.confidence_score <= $value',
+        description: 'Highest AI confidence (0-1).',
+      },
+      {
+        name: 'status',
+        type: 'enum',
+        values: ['resolved', 'unresolved', 'in_progress'],
+        sql: 'c.status = $value',
+        description: 'Status of the conversation.',
+      },
+    ],
+  }),
+  team_members: table(
+    'team_members',
+    'The team: names, emails, roles. Never password hashes.',
+    'team_members',
+    [
+      from('team_members', 'id', 'team_member_id'),
+      from('team_members', 'tenant_id'),
+      from('team_members', 'name'),
+      from('team_members', 'email'),
+      from('team_members', 'role'),
+      from('team_members', 'created_at'),
+      from('team_members', 'last_login_at'),
+    ],
+  ),
+  customers: table('customers', 'Known website visitors (data subjects).', 'customers', [
+    from('customers', 'id', 'customer_id'),
+    from('customers', 'tenant_id'),
+    from('customers', 'email'),
+    from('customers', 'name'),
+    from('customers', 'phone'),
+    from('customers', 'country'),
+    from('customers', 'segment', 'customer_segment'),
+    from('customers', 'created_at'),
+  ]),
+  consent_records: table(
+    'consent_records',
+    'Consent given or withdrawn, per customer and purpose.',
+    'consent_records',
+    [
+      from('consent_records', 'id', 'consent_id'),
+      from('consent_records', 'tenant_id'),
+      from('consent_records', 'customer_id'),
+      from('consent_records', 'purpose'),
+      from('consent_records', 'granted'),
+      from('consent_records', 'source'),
+      from('consent_records', 'ip_address'),
+      from('consent_records', 'recorded_at'),
+    ],
+  ),
+  activity_logs: table('activity_logs', 'The audit trail of the account.', 'activity_logs', [
+    from('activity_logs', 'id', 'log_id'),
+    from('activity_logs', 'tenant_id'),
+    from('activity_logs', 'occurred_at', 'timestamp'),
+    from('activity_logs', 'actor_type'),
+    from('activity_logs', 'actor_id'),
+    from('activity_logs', 'action'),
+    from('activity_logs', 'target_type'),
+    from('activity_logs', 'target_id'),
+    from('activity_logs', 'ip_address'),
+    from('activity_logs', 'user_agent'),
+    from('activity_logs', 'metadata'),
+  ]),
+  billing: table(
+    'billing',
+    'Invoices with their subscription plan.',
+    'invoices',
+    [
+      from('invoices', 'id', 'invoice_id'),
+      from('invoices', 'tenant_id'),
+      from('invoices', 'number', 'invoice_number'),
+      from('subscriptions', 'plan', 'plan', 'b'),
+      from('subscriptions', 'billing_interval', 'billing_interval', 'b'),
+      from('invoices', 'amount'),
+      from('invoices', 'tax'),
+      derived('total', 't.amount + t.tax', ['invoices.amount', 'invoices.tax'], {
+        type: 'number',
+        class: 'none',
+        description: 'Amount plus tax.',
+      }),
+      from('invoices', 'currency'),
+      from('invoices', 'status'),
+      from('invoices', 'period_start'),
+      from('invoices', 'period_end'),
+      from('invoices', 'issued_at'),
+      from('invoices', 'due_at'),
+      from('invoices', 'paid_at'),
+    ],
+    { from: 'FROM invoices t JOIN subscriptions b ON b.id = t.subscription_id' },
+  ),
+  sites: table('sites', 'Websites running the chat widget.', 'sites', [
+    from('sites', 'id', 'site_id'),
+    from('sites', 'tenant_id'),
+    from('sites', 'url', 'site_url'),
+    from('sites', 'name'),
+    from('sites', 'created_at'),
+  ]),
+  settings: table(
+    'settings',
+    'Account settings as key/value pairs.',
+    'settings',
+    [from('settings', 'key'), from('settings', 'value'), from('settings', 'updated_at')],
+    { key: ['t.key'], timeColumn: null },
+  ),
+  integrations: table(
+    'integrations',
+    'Connected tools, with credentials masked. The secret itself never leaves.',
+    'integrations',
+    [
+      from('integrations', 'id', 'integration_id'),
+      from('integrations', 'type'),
+      from('integrations', 'name'),
+      from('integrations', 'config'),
+      from('integrations', 'credentials_hint', 'credentials'),
+      from('integrations', 'enabled'),
+      from('integrations', 'created_at'),
+      from('integrations', 'updated_at'),
+    ],
+  ),
+  analytics: computed(
+    'analytics',
+    'Metrics per period and site, computed in the tenant time zone.',
+    'conversations',
+    [
+      derived('date', 'date', ['conversations.start_timestamp'], {
+        type: 'string',
+        class: 'none',
+        description:
+          'Start of the period in the report time zone (YYYY-MM-DD, or YYYY-MM-DDTHH:00 for hourly).',
+      }),
+      derived('tenant_id', 'tenant_id', ['conversations.tenant_id'], {
+        type: 'uuid',
+        class: 'identifier',
+        description: 'The tenant.',
+      }),
+      derived('site_url', 'site_url', ['sites.url'], {
+        type: 'string',
+        class: 'none',
+        description: 'The site.',
+      }),
+      num('total_conversations', 'Conversations started in the period.', ['conversations.id'], 'integer'),
+      num(
+        'total_messages',
+        'Messages sent in those conversations.',
+        ['conversations.message_count'],
+        'integer',
+      ),
+      num('ai_messages', 'Messages sent by the AI.', ['conversations.ai_message_count'], 'integer'),
+      num(
+        'human_messages',
+        'Messages sent by human agents.',
+        ['conversations.human_message_count'],
+        'integer',
+      ),
+      num(
+        'avg_response_time_seconds',
+        'Mean time from a customer message to the next AI or human reply, in seconds.',
+        ['messages.created_at', 'messages.sender_type'],
+      ),
+      num('avg_resolution_time_minutes', 'Mean resolution_time_minutes of resolved conversations.', [
+        'conversations.resolution_time_minutes',
+      ]),
+      num('escalation_rate', 'Share of conversations escalated to a human (0-1).', [
+        'conversations.escalated',
+      ]),
+      num('resolution_rate', 'Share of conversations with status resolved (0-1).', ['conversations.status']),
+      num('satisfaction_avg', 'Mean satisfaction_score of rated conversations (1-5).', [
+        'conversations.satisfaction_score',
+      ]),
+      num(
+        'satisfaction_responses',
+        'Conversations with a rating.',
+        ['conversations.satisfaction_score'],
+        'integer',
+      ),
+      num('ai_confidence_avg', 'Mean confidence_score of AI messages (0-1).', ['messages.confidence_score']),
+      num('high_confidence_rate', 'Share of AI messages with confidence_score > 0.8.', [
+        'messages.confidence_score',
+      ]),
+      num('low_confidence_rate', 'Share of AI messages with confidence_score < 0.5.', [
+        'messages.confidence_score',
+      ]),
+      num('unique_visitors', 'Distinct session_id values.', ['conversations.session_id'], 'integer'),
+      num(
+        'returning_visitors',
+        'Distinct visitors (customer_id, else session_id) in the period who had a conversation on the same site before the period.',
+        ['conversations.customer_id', 'conversations.session_id'],
+      ),
+      num(
+        'conversion_rate',
+        'Share of conversations linked to a revenue event within 30 days after they started.',
+        ['revenue_events.conversation_ids'],
+      ),
+      num(
+        'bounce_rate',
+        'Share of conversations with exactly one customer message and no reply from the AI or a human.',
+        [
+          'conversations.customer_message_count',
+          'conversations.ai_message_count',
+          'conversations.human_message_count',
+        ],
+      ),
+      num(
+        'avg_session_duration',
+        'Mean seconds from start_timestamp to end_timestamp of ended conversations.',
+        ['conversations.start_timestamp', 'conversations.end_timestamp'],
+      ),
+      num(
+        'mobile_percentage',
+        'Percentage (0-100) of conversations whose user agent is a phone or tablet (Mobile, Android, iPhone, iPad).',
+        ['conversations.user_agent'],
+      ),
+      num(
+        'international_percentage',
+        "Percentage (0-100) of conversations from a country other than the tenant's home country.",
+        ['conversations.country', 'tenants.home_country'],
+      ),
+      num(
+        'after_hours_percentage',
+        'Percentage (0-100) of conversations started outside 09:00-17:00 Monday to Friday in the report time zone.',
+        ['conversations.start_timestamp'],
+      ),
+      derived('top_topics', 'top_topics', ['conversations.topics_detected'], {
+        type: 'string[]',
+        class: 'none',
+        description: 'The five most frequent topics, most frequent first.',
+      }),
+      derived(
+        'content_gap_topics',
+        'content_gap_topics',
+        ['conversations.topics_detected', 'messages.confidence_score'],
+        {
+          type: 'string[]',
+          class: 'none',
+          description:
+            'Topics of conversations whose mean AI confidence was below 0.5, most frequent first (up to five).',
+        },
+      ),
+      derived('custom_kpis', 'custom_kpis', ['conversations.custom_fields'], {
+        type: 'json',
+        class: 'none',
+        description: 'Tenant-defined KPIs: tokens_used (sum) and avg_processing_time_ms.',
+      }),
+    ],
+    TEXT_FORMATS,
+  ),
+  revenue_attribution: computed(
+    'revenue_attribution',
+    'Revenue events attributed to the conversations that preceded them.',
+    'revenue_events',
+    [
+      derived('date', 'date', ['revenue_events.occurred_at'], {
+        type: 'string',
+        class: 'none',
+        description: 'Day of the conversion (report time zone), YYYY-MM-DD.',
+      }),
+      derived('customer_id', 'customer_id', ['revenue_events.customer_id'], {
+        type: 'uuid',
+        class: 'identifier',
+        description: 'The converting customer.',
+        pii: 'person_id',
+      }),
+      derived('conversation_ids', 'conversation_ids', ['revenue_events.conversation_ids'], {
+        type: 'uuid[]',
+        class: 'identifier',
+        description: 'Conversations credited, oldest first.',
+      }),
+      derived('attribution_model', 'attribution_model', [], {
+        type: 'string',
+        class: 'none',
+        description: 'first_touch, last_touch or multi_touch (linear).',
+      }),
+      num('total_revenue', 'Transaction value.', ['revenue_events.amount']),
+      num('attributed_revenue', 'Value credited to chat conversations under the model.', [
+        'revenue_events.amount',
+      ]),
+      num('attribution_percentage', 'attributed_revenue / total_revenue x 100.', ['revenue_events.amount']),
+      derived('conversion_timestamp', 'conversion_timestamp', ['revenue_events.occurred_at'], {
+        type: 'timestamp',
+        class: 'none',
+        description: 'When the transaction happened.',
+      }),
+      derived('conversation_timestamp', 'conversation_timestamp', ['conversations.start_timestamp'], {
+        type: 'timestamp',
+        class: 'none',
+        description: 'Start of the credited conversation (first for first_touch, last otherwise).',
+      }),
+      num('time_to_conversion_hours', 'Hours from conversation_timestamp to conversion_timestamp.', [
+        'revenue_events.occurred_at',
+      ]),
+      derived('customer_segment', 'customer_segment', ['revenue_events.customer_segment'], {
+        type: 'string',
+        class: 'none',
+        description: 'Segment.',
+      }),
+      derived('product_category', 'product_category', ['revenue_events.product_category'], {
+        type: 'string',
+        class: 'none',
+        description: 'Product category.',
+      }),
+      derived('transaction_type', 'transaction_type', ['revenue_events.transaction_type'], {
+        type: 'string',
+        class: 'none',
+        description: 'purchase, subscription, upgrade or renewal.',
+      }),
+      num('lead_score', 'Lead score at conversion (0-100).', ['revenue_events.lead_score'], 'integer'),
+      num(
+        'engagement_score',
+        'Engagement 0-100: messages the customer sent in credited conversations, 10 points each, capped at 100.',
+        ['conversations.customer_message_count'],
+      ),
+      num('satisfaction_score', 'Mean rating of credited conversations (1-5).', [
+        'conversations.satisfaction_score',
+      ]),
+      derived('referral_source', 'referral_source', ['revenue_events.referral_source'], {
+        type: 'string',
+        class: 'none',
+        description: 'Traffic source.',
+      }),
+      derived('campaign_attribution', 'campaign_attribution', ['revenue_events.campaign'], {
+        type: 'string',
+        class: 'none',
+        description: 'Campaign credited.',
+      }),
+      derived('touchpoint_sequence', 'touchpoint_sequence', ['conversations.start_timestamp'], {
+        type: 'json',
+        class: 'none',
+        description: 'Credited conversations in order: [{conversation_id, timestamp, credit}].',
+      }),
+      num('lifetime_value', "Sum of all of the customer's transactions up to and including this one.", [
+        'revenue_events.amount',
+      ]),
+    ],
+    TEXT_FORMATS,
+  ),
+  knowledge_base: computed(
+    'knowledge_base',
+    'Knowledge-base documents with metadata, usage statistics and chunks.',
+    'documents',
+    [
+      from('documents', 'id', 'document_id'),
+      from('documents', 'title'),
+      from('documents', 'url'),
+      from('documents', 'content'),
+    ],
+    ['json', 'markdown', 'xml'],
+  ),
+  account: computed(
+    'account',
+    'Account data: settings, sites, team, integrations (masked), plan and usage.',
+    'tenants',
+    [
+      from('tenants', 'id', 'tenant_id'),
+      from('tenants', 'name'),
+      from('tenants', 'plan'),
+      from('tenants', 'timezone'),
+    ],
+    ['json'],
+  ),
+};

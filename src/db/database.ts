@@ -1,0 +1,81 @@
+import type { Kysely } from 'kysely';
+import type { Readable } from 'node:stream';
+import type { DB } from './schema.ts';
+
+export type DatabaseKind = 'postgres' | 'pglite';
+
+/**
+ * A query whose output is streamed with `COPY (...) TO STDOUT`. The statement is
+ * `SELECT <projection> <from> ORDER BY <key>`, where `from` holds FROM, JOINs and a
+ * WHERE clause with `{{KEY_RANGE}}` standing where an extra `AND ...` key predicate
+ * may be inserted. `key` lists ordering expressions that are unique together.
+ * PostgreSQL runs it as one COPY; PGlite, whose COPY output is materialised in
+ * memory, runs it as keyset pages of COPYs. Memory stays flat either way.
+ */
+export interface CopyQuery {
+  readonly projection: string;
+  readonly from: string;
+  readonly key: readonly string[];
+  /** COPY options without HEADER, e.g. `FORMAT csv`. */
+  readonly options: string;
+  /** Emit a header line (once, before the first row). */
+  readonly header?: boolean;
+}
+
+/** The database port: Kysely for queries plus the two bulk paths Kysely lacks. */
+export interface Database {
+  readonly kind: DatabaseKind;
+  readonly db: Kysely<DB>;
+  /** Streams the bytes of `COPY (query) TO STDOUT WITH (options)`. */
+  copyOut(query: CopyQuery): Readable;
+  /** Loads CSV (RFC 4180, no header) chunks into `table (columns)` with COPY FROM. */
+  copyIn(table: string, columns: readonly string[], csv: AsyncIterable<string | Buffer>): Promise<void>;
+  /** Runs one or more SQL statements without parameters (migrations, DDL). */
+  exec(sql: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+const KEY_RANGE = '{{KEY_RANGE}}';
+
+export interface KeyRange {
+  /** SQL literal list of the key after which rows start (exclusive). */
+  after?: string | null;
+  /** SQL literal list of the key where rows end (inclusive). */
+  through?: string | null;
+}
+
+/** The FROM/WHERE part of a query restricted to a key range. */
+export function rangeFrom(query: CopyQuery, range: KeyRange = {}): string {
+  const key = query.key.join(', ');
+  let predicate = '';
+  if (range.after) predicate += ` AND (${key}) > (${range.after})`;
+  if (range.through) predicate += ` AND (${key}) <= (${range.through})`;
+  return query.from.replace(KEY_RANGE, predicate);
+}
+
+/** The full COPY statement for a key range of the query. */
+export function copySql(
+  query: CopyQuery,
+  range: KeyRange = {},
+  header = query.header ?? false,
+  target = 'STDOUT',
+): string {
+  const select = `SELECT ${query.projection} ${rangeFrom(query, range)} ORDER BY ${query.key.join(', ')}`;
+  return `COPY (${select}) TO ${target} WITH (${query.options}${header ? ', HEADER' : ''})`;
+}
+/** Quotes a value as a SQL literal, for COPY statements, which take no parameters. */
+export function literal(value: string | number | boolean | Date | null): string {
+  if (value === null) return 'NULL';
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new Error(`not a finite number: ${value}`);
+    return String(value);
+  }
+  if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
+  const text = value instanceof Date ? value.toISOString() : value;
+  if (text.includes('\0')) throw new Error('a SQL literal cannot contain a NUL character');
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}

@@ -1,0 +1,61 @@
+import { type Kysely, sql } from 'kysely';
+import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
+import * as referenceSchema from './migrations/0001-reference-schema.ts';
+
+/** Every migration, in order. A new migration is a new file added here. */
+const MIGRATIONS: Record<string, { up: string }> = {
+  '0001-reference-schema': referenceSchema,
+};
+
+/**
+ * Splits a migration script into statements: on `;` at the end of a line, except
+ * inside dollar-quoted bodies (functions, DO blocks). PGlite's extended protocol
+ * runs one statement per query, so each is sent alone.
+ */
+export function splitStatements(script: string): string[] {
+  const statements: string[] = [];
+  let current = '';
+  let inDollar = false;
+  for (const line of script.split('\n')) {
+    const dollars = line.match(/\$\$/g)?.length ?? 0;
+    if (dollars % 2 === 1) inDollar = !inDollar;
+    current += `${line}\n`;
+    if (!inDollar && /;\s*$/.test(line)) {
+      if (current.trim()) statements.push(current.trim());
+      current = '';
+    }
+  }
+  if (current.trim()) statements.push(current.trim());
+  return statements;
+}
+
+function toMigration(script: string): Migration {
+  return {
+    async up<T>(db: Kysely<T>) {
+      for (const statement of splitStatements(script)) await sql.raw(statement).execute(db);
+    },
+  };
+}
+
+export interface MigrateResult {
+  applied: string[];
+}
+
+/** Applies pending migrations; safe to run from several processes at once (Kysely takes a lock). */
+export async function migrateToLatest<T>(db: Kysely<T>): Promise<MigrateResult> {
+  const migrator = new Migrator({
+    db,
+    provider: {
+      async getMigrations() {
+        return Object.fromEntries(Object.entries(MIGRATIONS).map(([name, m]) => [name, toMigration(m.up)]));
+      },
+    },
+  });
+  const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error');
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${reason}`);
+  }
+  return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
+}

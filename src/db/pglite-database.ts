@@ -1,0 +1,79 @@
+import { PGlite } from '@electric-sql/pglite';
+import { Kysely, PGliteDialect } from 'kysely';
+import { Readable } from 'node:stream';
+import { type CopyQuery, type Database, copySql, literal, quoteIdent, rangeFrom } from './database.ts';
+import type { DB } from './schema.ts';
+
+export interface PgliteOptions {
+  /** Directory for the database files; in memory when absent. */
+  dataDir?: string | undefined;
+  /** Rows per COPY page when streaming exports (PGlite materialises each COPY). */
+  pageRows?: number;
+}
+
+/** Bytes of CSV gathered before each COPY FROM; PGlite takes COPY input as one blob. */
+const COPY_IN_CHUNK = 8 * 1024 * 1024;
+
+export async function pgliteDatabase(options: PgliteOptions = {}): Promise<Database & { pglite: PGlite }> {
+  const pglite = new PGlite(options.dataDir);
+  await pglite.waitReady;
+  const db = new Kysely<DB>({ dialect: new PGliteDialect({ pglite }) });
+  const pageRows = options.pageRows ?? 20_000;
+
+  async function* copyPages(query: CopyQuery): AsyncGenerator<Buffer> {
+    let after: string | null = null;
+    let first = true;
+    const keyText = query.key.map((k) => `(${k})::text`).join(', ');
+    for (;;) {
+      // The key of the last row of this page; none means this is the last page.
+      const bound = await pglite.query<unknown[]>(
+        `SELECT ${keyText} ${rangeFrom(query, { after })} ORDER BY ${query.key.join(', ')} OFFSET ${pageRows - 1} LIMIT 1`,
+        [],
+        { rowMode: 'array' },
+      );
+      const row = bound.rows[0] as (string | null)[] | undefined;
+      const through = row ? row.map((v) => literal(v)).join(', ') : null;
+      const header = first && (query.header ?? false);
+      const result = await pglite.query(copySql(query, { after, through }, header, "'/dev/blob'"));
+      first = false;
+      if (result.blob && result.blob.size > 0) yield Buffer.from(await result.blob.arrayBuffer());
+      if (!through) return;
+      after = through;
+    }
+  }
+
+  return {
+    kind: 'pglite',
+    db,
+    pglite,
+    copyOut(query: CopyQuery): Readable {
+      return Readable.from(copyPages(query), { objectMode: false });
+    },
+    async copyIn(table, columns, csv) {
+      const statement = `COPY ${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) FROM '/dev/blob' WITH (FORMAT csv)`;
+      let parts: (string | Buffer)[] = [];
+      let size = 0;
+      const flush = async () => {
+        if (size === 0) return;
+        const blob = new Blob(parts as BlobPart[]);
+        parts = [];
+        size = 0;
+        await pglite.query(statement, [], { blob });
+      };
+      // Chunks end on row boundaries (producers yield whole rows), so each blob is valid CSV.
+      for await (const chunk of csv) {
+        parts.push(chunk);
+        size += chunk.length;
+        if (size >= COPY_IN_CHUNK) await flush();
+      }
+      await flush();
+    },
+    async exec(sql: string) {
+      await pglite.exec(sql);
+    },
+    async close() {
+      await db.destroy();
+      if (!pglite.closed) await pglite.close();
+    },
+  };
+}
