@@ -1,0 +1,113 @@
+import { Option, type Command } from 'commander';
+import { exportDataset } from '../export/run.ts';
+import { COMPRESSIONS, parseExportRequest } from '../export/request.ts';
+import { EXPORT_FORMATS } from '../format/types.ts';
+import { writeFileAtomically } from '../lib/atomic-file.ts';
+import { invalid } from '../lib/errors.ts';
+import { PII_LEVELS } from '../transform/anonymize.ts';
+import { withDatabase } from './context.ts';
+import { createProgress, formatBytes } from './progress.ts';
+
+interface ExportFlags {
+  tenant: string;
+  dataset?: string;
+  format?: string;
+  compression?: string;
+  from?: string;
+  to?: string;
+  filter: string[];
+  columns?: string;
+  pii?: string;
+  timezone?: string;
+  bom?: boolean;
+  csvGuard: boolean;
+  partitionByDate?: boolean;
+  out?: string;
+  package?: 'zip' | 'tar.gz' | 'directory';
+  datasets?: string;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** `--filter key=value` pairs into an object; a malformed pair names itself. */
+export function parseFilterPairs(pairs: readonly string[]): Record<string, string> {
+  const filters: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw invalid('--filter', `"${pair}" is not key=value`);
+    filters[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return filters;
+}
+
+export function registerExport(program: Command): void {
+  program
+    .command('export')
+    .description('export one dataset, or the whole company package, of a tenant')
+    .requiredOption('--tenant <id>', 'tenant id or slug')
+    .option('--dataset <name>', 'dataset to export (see `ferry datamap`)')
+    .addOption(new Option('--format <format>', 'output format').choices([...EXPORT_FORMATS, 'markdown']))
+    .addOption(new Option('--compression <kind>', 'compression').choices(COMPRESSIONS).default('none'))
+    .option('--from <date>', 'start date (YYYY-MM-DD, in the tenant time zone) or ISO 8601 timestamp')
+    .option('--to <date>', 'end date, inclusive (YYYY-MM-DD) or ISO 8601 timestamp')
+    .option('--filter <key=value>', 'dataset filter, repeatable (see `ferry datamap --dataset NAME`)', collect, [])
+    .option('--columns <a,b,c>', 'columns to include, in this order')
+    .addOption(new Option('--pii <level>', 'personal data: full, or an anonymization level (default enhanced)').choices(PII_LEVELS))
+    .option('--timezone <zone>', 'IANA time zone for timestamps and dates (default: the tenant time zone)')
+    .option('--bom', 'CSV: start with a UTF-8 byte-order mark (for Excel)')
+    .option('--no-csv-guard', 'CSV: do not neutralise spreadsheet formulas (for machine use)')
+    .option('--partition-by-date', 'Parquet: Hive-style dataset=NAME/date=YYYY-MM-DD/ folders (needs --out DIR)')
+    .option('--out <path>', 'output file, or - for stdout')
+    .addOption(new Option('--package <kind>', 'write the company package instead of one dataset').choices(['zip', 'tar.gz', 'directory']))
+    .option('--datasets <a,b>', 'with --package: datasets to include (default: all)')
+    .action(async (flags: ExportFlags) => {
+      if (flags.package) {
+        const { runPackageCommand } = await import('./export-package.ts');
+        await runPackageCommand(flags);
+        return;
+      }
+      if (!flags.dataset) throw invalid('--dataset', 'is required unless --package is given');
+      const request = parseExportRequest({
+        tenantId: flags.tenant,
+        dataset: flags.dataset,
+        format: flags.format,
+        compression: flags.compression,
+        from: flags.from,
+        to: flags.to,
+        filters: parseFilterPairs(flags.filter),
+        columns: flags.columns,
+        pii: flags.pii,
+        timezone: flags.timezone,
+        bom: flags.bom ?? false,
+        csvGuard: flags.csvGuard,
+        partitionByDate: flags.partitionByDate ?? false,
+      });
+      if (request.partitionByDate) {
+        const { runPartitionedParquet } = await import('./export-partitioned.ts');
+        await runPartitionedParquet(request, flags.out);
+        return;
+      }
+      const toStdout = !flags.out || flags.out === '-';
+      await withDatabase(async (database) => {
+        const progress = toStdout ? createProgress('', 'rows') : createProgress(`${request.dataset}`, 'rows');
+        const run = (out: NodeJS.WritableStream) =>
+          exportDataset(database, request, out as never, {
+            estimate: process.stderr.isTTY,
+            onProgress: (p) => progress.update(p.records, p.estimatedRecords, { bytes: formatBytes(p.bytes) }),
+          });
+        try {
+          const outcome = toStdout ? await run(process.stdout) : await writeFileAtomically(flags.out!, run);
+          progress.stop();
+          if (!toStdout) {
+            process.stderr.write(
+              `exported ${outcome.records} ${request.dataset} records to ${flags.out} (${formatBytes(outcome.bytes)}, sha256 ${outcome.sha256})\n`,
+            );
+          }
+        } finally {
+          progress.stop();
+        }
+      });
+    });
+}

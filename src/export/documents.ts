@@ -1,0 +1,359 @@
+import { sql } from 'kysely';
+import type { Writable } from 'node:stream';
+import type { Database } from '../db/database.ts';
+import { literal } from '../db/database.ts';
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import { FerryError } from '../lib/errors.ts';
+import { createPackageWriter } from '../packaging/archive.ts';
+import { anonymizeSql } from '../transform/anonymize.ts';
+import type { ExportRequest } from './request.ts';
+import type { TenantInfo } from './run.ts';
+
+/**
+ * Datasets exported as documents rather than tables: the knowledge base (JSON,
+ * Markdown, XML) and the account (JSON). Documents are read in keyset pages and
+ * written as they arrive, so memory does not grow with the knowledge base.
+ */
+const DOCUMENT_DATASETS = ['knowledge_base', 'account'] as const;
+
+export function isDocumentDataset(name: string): boolean {
+  return (DOCUMENT_DATASETS as readonly string[]).includes(name);
+}
+
+export interface DocumentContext {
+  tenant: TenantInfo;
+  timezone: string;
+  anonymizeKey: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface DocumentResult {
+  records: number;
+  contentType: string;
+  extension: string;
+}
+
+/** Writes and waits for the stream to accept more (backpressure). */
+async function write(out: Writable, text: string): Promise<void> {
+  if (!out.write(text)) await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    out.once('error', onError);
+    out.once('drain', () => {
+      out.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+const PAGE = 50;
+
+export interface KbDocument {
+  document_id: string;
+  title: string;
+  url: string | null;
+  content: string;
+  metadata: {
+    created_date: string;
+    last_updated: string;
+    content_type: string;
+    category: string;
+    tags: string[];
+    word_count: number;
+    reading_time_minutes: number;
+    language: string;
+  };
+  usage_statistics: {
+    total_references: number;
+    average_relevance: number | null;
+    last_referenced: string | null;
+    monthly_references: Record<string, number>;
+  };
+  chunks: {
+    chunk_id: string;
+    content: string;
+    vector_embedding?: number[];
+    relevance_scores: { average: number | null; max: number | null; min: number | null };
+  }[];
+}
+
+interface Usage {
+  total: number;
+  average: number | null;
+  last: string | null;
+  monthly: Record<string, number>;
+}
+
+/** Usage of each document, derived from the sources AI answers cited (messages.content_sources). */
+async function documentUsage(database: Database, tenantId: string): Promise<Map<string, Usage>> {
+  const rows = await sql<{ doc: string; month: string; n: number; rel_sum: number | null; rel_n: number; last: Date }>`
+    SELECT src.doc, to_char(date_trunc('month', m.created_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
+           count(*)::int AS n,
+           sum((m.source_relevance_scores ->> (src.ord::int - 1))::float8) AS rel_sum,
+           count(m.source_relevance_scores ->> (src.ord::int - 1))::int AS rel_n,
+           max(m.created_at) AS last
+    FROM messages m CROSS JOIN LATERAL jsonb_array_elements_text(m.content_sources) WITH ORDINALITY AS src(doc, ord)
+    WHERE m.tenant_id = ${tenantId} AND m.sender_type = 'ai'
+    GROUP BY 1, 2`.execute(database.db);
+  const usage = new Map<string, Usage & { relSum: number; relN: number }>();
+  for (const r of rows.rows) {
+    const u = usage.get(r.doc) ?? { total: 0, average: null, last: null, monthly: {}, relSum: 0, relN: 0 };
+    u.total += r.n;
+    u.relSum += r.rel_sum ?? 0;
+    u.relN += r.rel_n;
+    u.monthly[r.month] = r.n;
+    const last = new Date(r.last).toISOString();
+    if (!u.last || last > u.last) u.last = last;
+    usage.set(r.doc, u);
+  }
+  for (const u of usage.values()) u.average = u.relN ? Math.round((u.relSum / u.relN) * 10_000) / 10_000 : null;
+  return usage;
+}
+
+/** Streams the tenant's documents with their chunks, a page at a time. */
+export async function* knowledgeBaseDocuments(
+  database: Database,
+  tenantId: string,
+  options: { includeEmbeddings: boolean },
+): AsyncGenerator<KbDocument> {
+  const usage = await documentUsage(database, tenantId);
+  let after: { updated: Date; id: string } | null = null;
+  for (;;) {
+    let q = database.db
+      .selectFrom('documents')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .orderBy('created_at')
+      .orderBy('id')
+      .limit(PAGE);
+    if (after) {
+      const a = after;
+      q = q.where((eb) => eb.or([eb('created_at', '>', a.updated), eb.and([eb('created_at', '=', a.updated), eb('id', '>', a.id)])]));
+    }
+    const docs = await q.execute();
+    if (!docs.length) return;
+    const chunks = await database.db
+      .selectFrom('document_chunks')
+      .select(['id', 'document_id', 'chunk_index', 'content', 'relevance_avg', 'relevance_max', 'relevance_min'])
+      .$if(options.includeEmbeddings, (qb) => qb.select('embedding'))
+      .where(
+        'document_id',
+        'in',
+        docs.map((d) => d.id),
+      )
+      .orderBy('document_id')
+      .orderBy('chunk_index')
+      .execute();
+    for (const d of docs) {
+      const words = d.content.split(/\s+/).filter(Boolean).length;
+      const u = usage.get(d.id);
+      yield {
+        document_id: d.id,
+        title: d.title,
+        url: d.url,
+        content: d.content,
+        metadata: {
+          created_date: new Date(d.created_at).toISOString(),
+          last_updated: new Date(d.updated_at).toISOString(),
+          content_type: d.content_type,
+          category: d.category,
+          tags: d.tags,
+          word_count: words,
+          reading_time_minutes: Math.max(1, Math.ceil(words / 200)),
+          language: d.language,
+        },
+        usage_statistics: {
+          total_references: u?.total ?? 0,
+          average_relevance: u?.average ?? null,
+          last_referenced: u?.last ?? null,
+          monthly_references: u?.monthly ?? {},
+        },
+        chunks: chunks
+          .filter((c) => c.document_id === d.id)
+          .map((c) => ({
+            chunk_id: c.id,
+            content: c.content,
+            ...(options.includeEmbeddings ? { vector_embedding: (c as { embedding?: number[] }).embedding ?? [] } : {}),
+            relevance_scores: { average: c.relevance_avg, max: c.relevance_max, min: c.relevance_min },
+          })),
+      };
+    }
+    const last = docs[docs.length - 1]!;
+    after = { updated: last.created_at, id: last.id };
+  }
+}
+
+/** Categories with their document counts, and what visitors ask about (topics) and where answers fall short. */
+async function kbSummary(database: Database, tenantId: string) {
+  const categories = await database.db
+    .selectFrom('documents')
+    .select(['category'])
+    .select((eb) => eb.fn.countAll<number>().as('document_count'))
+    .where('tenant_id', '=', tenantId)
+    .groupBy('category')
+    .orderBy('category')
+    .execute();
+  const topics = await sql<{ topic: string; n: number; low: number }>`
+    SELECT topic, count(*)::int AS n, count(*) FILTER (WHERE c.ai_confidence_avg < 0.5)::int AS low
+    FROM conversations c CROSS JOIN LATERAL unnest(c.topics_detected) AS topic
+    WHERE c.tenant_id = ${tenantId}
+    GROUP BY topic ORDER BY n DESC, topic LIMIT 50`.execute(database.db);
+  return {
+    categories: categories.map((c) => ({ name: c.category, document_count: Number(c.document_count) })),
+    search_analytics: {
+      top_search_terms: topics.rows.slice(0, 10).map((t) => ({ term: t.topic, count: t.n })),
+      content_gaps: topics.rows
+        .filter((t) => t.low > 0)
+        .sort((a, b) => b.low - a.low || a.topic.localeCompare(b.topic))
+        .slice(0, 10)
+        .map((t) => ({ topic: t.topic, low_confidence_conversations: t.low })),
+    },
+  };
+}
+
+function xmlEscape(value: string): string {
+  return value
+    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
+    .replaceAll('&', '&amp;')
+    .replaceAll('<', '&lt;')
+    .replaceAll('>', '&gt;')
+    .replaceAll('"', '&quot;');
+}
+
+function xmlElement(name: string, value: unknown, indent: string): string {
+  if (value === null || value === undefined) return '';
+  if (Array.isArray(value)) {
+    return `${indent}<${name}>${value.map((v) => `\n${xmlElement('item', v, `${indent}  `)}`).join('')}\n${indent}</${name}>\n`.replace(/\n\n/g, '\n');
+  }
+  if (typeof value === 'object') {
+    const inner = Object.entries(value as Record<string, unknown>)
+      .map(([k, v]) => xmlElement(/^[A-Za-z_][\w.-]*$/.test(k) ? k : `m${k.replace(/[^\w]/g, '_')}`, v, `${indent}  `))
+      .join('');
+    return `${indent}<${name}>\n${inner}${indent}</${name}>\n`;
+  }
+  return `${indent}<${name}>${xmlEscape(String(value))}</${name}>\n`;
+}
+
+export const KB_XML_NAMESPACE = 'https://ferry.dev/schema/knowledge-base/1.0';
+
+function markdownFor(doc: KbDocument): string {
+  const yaml = (v: unknown) => JSON.stringify(v);
+  const front = [
+    '---',
+    `document_id: ${yaml(doc.document_id)}`,
+    `title: ${yaml(doc.title)}`,
+    `url: ${yaml(doc.url)}`,
+    `content_type: ${yaml(doc.metadata.content_type)}`,
+    `category: ${yaml(doc.metadata.category)}`,
+    `tags: ${yaml(doc.metadata.tags)}`,
+    `language: ${yaml(doc.metadata.language)}`,
+    `created_date: ${yaml(doc.metadata.created_date)}`,
+    `last_updated: ${yaml(doc.metadata.last_updated)}`,
+    `word_count: ${doc.metadata.word_count}`,
+    `total_references: ${doc.usage_statistics.total_references}`,
+    '---',
+    '',
+  ].join('\n');
+  return `${front}${doc.content}\n`;
+}
+
+export function markdownFileName(doc: { document_id: string; title: string }): string {
+  const slug = doc.title
+    .normalize('NFKD')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .slice(0, 60);
+  return `${slug || 'document'}-${doc.document_id.slice(0, 8)}.md`;
+}
+
+async function exportKnowledgeBase(database: Database, request: ExportRequest, out: Writable, ctx: DocumentContext): Promise<DocumentResult> {
+  const includeEmbeddings = request.options.include_embeddings === 'true';
+  const total = await database.db
+    .selectFrom('documents')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('tenant_id', '=', ctx.tenant.id)
+    .executeTakeFirstOrThrow();
+  const meta = { export_date: ctx.metadata.export_date, tenant_id: ctx.tenant.id, total_documents: Number(total.n), export_version: ctx.metadata.export_version, export_id: ctx.metadata.export_id };
+  const docs = knowledgeBaseDocuments(database, ctx.tenant.id, { includeEmbeddings });
+  let records = 0;
+  if (request.format === 'markdown') {
+    const pkg = createPackageWriter('zip', out, { root: 'knowledge_base', mtime: new Date(String(ctx.metadata.export_date)) });
+    for await (const doc of docs) {
+      await pkg.add(markdownFileName(doc), markdownFor(doc));
+      records++;
+    }
+    await pkg.finish();
+    return { records, contentType: 'application/zip', extension: 'md.zip' };
+  }
+  const summary = await kbSummary(database, ctx.tenant.id);
+  if (request.format === 'xml') {
+    await write(out, `<?xml version="1.0" encoding="UTF-8"?>\n<knowledge_base xmlns="${KB_XML_NAMESPACE}">\n`);
+    await write(out, xmlElement('export_metadata', meta, '  '));
+    await write(out, '  <documents>\n');
+    for await (const doc of docs) {
+      await write(out, xmlElement('document', doc, '    '));
+      records++;
+    }
+    await write(out, '  </documents>\n');
+    await write(out, xmlElement('categories', summary.categories, '  '));
+    await write(out, xmlElement('search_analytics', summary.search_analytics, '  '));
+    await write(out, '</knowledge_base>\n');
+    return { records, contentType: 'application/xml', extension: 'xml' };
+  }
+  if (request.format !== 'json') throw new FerryError('unsupported_format', `knowledge_base exports as json, markdown or xml, not ${request.format}`);
+  await write(out, `{"export_metadata":${JSON.stringify(meta)},"documents":[`);
+  for await (const doc of docs) {
+    await write(out, `${records ? ',' : ''}\n${JSON.stringify(doc)}`);
+    records++;
+  }
+  await write(out, `\n],"categories":${JSON.stringify(summary.categories)},"search_analytics":${JSON.stringify(summary.search_analytics)}}\n`);
+  return { records, contentType: 'application/json', extension: 'json' };
+}
+
+/** Account data: profile, plan and usage, settings, sites, team (no password hashes), integrations (masked). */
+export async function accountDocument(database: Database, request: ExportRequest, ctx: DocumentContext): Promise<Record<string, unknown>> {
+  const tenantId = ctx.tenant.id;
+  const teamFields = REFERENCE_DATAMAP.datasets.team_members!.fields.filter((f) => f.name !== 'tenant_id');
+  const cols = teamFields
+    .map((f) => `${request.pii === 'full' ? f.sql : anonymizeSql(f, f.sql, { level: request.pii, key: ctx.anonymizeKey })} AS "${f.name}"`)
+    .join(', ');
+  const team = await sql<Record<string, unknown>>`${sql.raw(`SELECT ${cols} FROM team_members t WHERE t.tenant_id = ${literal(tenantId)} ORDER BY t.created_at, t.id`)}`.execute(database.db);
+  const [tenant, sites, settings, integrations, subscription, usage] = await Promise.all([
+    database.db.selectFrom('tenants').select(['id', 'name', 'slug', 'plan', 'timezone', 'home_country', 'created_at']).where('id', '=', tenantId).executeTakeFirstOrThrow(),
+    database.db.selectFrom('sites').select(['id', 'url', 'name', 'created_at']).where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute(),
+    database.db.selectFrom('settings').select(['key', 'value', 'updated_at']).where('tenant_id', '=', tenantId).orderBy('key').execute(),
+    // Only the masked hint leaves; the encrypted credentials column is never selected.
+    database.db.selectFrom('integrations').select(['id', 'type', 'name', 'config', 'credentials_hint', 'enabled', 'created_at', 'updated_at']).where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute(),
+    database.db.selectFrom('subscriptions').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at', 'desc').executeTakeFirst(),
+    sql<{ conversations: number; messages: number; documents: number }>`
+      SELECT (SELECT count(*)::int FROM conversations WHERE tenant_id = ${tenantId} AND start_timestamp > now() - interval '30 days') AS conversations,
+             (SELECT count(*)::int FROM messages WHERE tenant_id = ${tenantId} AND created_at > now() - interval '30 days') AS messages,
+             (SELECT count(*)::int FROM documents WHERE tenant_id = ${tenantId}) AS documents`.execute(database.db),
+  ]);
+  const u = usage.rows[0];
+  return {
+    tenant,
+    plan_and_usage: {
+      plan: tenant.plan,
+      subscription: subscription ? { plan: subscription.plan, status: subscription.status, seats: subscription.seats, amount: subscription.amount, currency: subscription.currency, billing_interval: subscription.billing_interval, current_period_end: subscription.current_period_end } : null,
+      usage: { conversations_last_30_days: u?.conversations ?? 0, messages_last_30_days: u?.messages ?? 0, documents: u?.documents ?? 0, team_members: team.rows.length, sites: sites.length },
+    },
+    settings: Object.fromEntries(settings.map((s) => [s.key, s.value])),
+    sites,
+    team_members: team.rows,
+    integrations: integrations.map(({ credentials_hint, ...rest }) => ({ ...rest, credentials: credentials_hint })),
+  };
+}
+
+export async function exportDocumentDataset(
+  database: Database,
+  request: ExportRequest,
+  out: Writable,
+  ctx: DocumentContext,
+): Promise<DocumentResult> {
+  if (request.dataset === 'knowledge_base') return exportKnowledgeBase(database, request, out, ctx);
+  if (request.format !== 'json') throw new FerryError('unsupported_format', `account exports as json, not ${request.format}`);
+  const account = await accountDocument(database, request, ctx);
+  await write(out, `${JSON.stringify({ export_metadata: ctx.metadata, account }, null, 2)}\n`);
+  return { records: 1, contentType: 'application/json', extension: 'json' };
+}

@@ -1,0 +1,75 @@
+import { literal } from '../db/database.ts';
+import type { FieldType } from '../datamap/types.ts';
+import { csvGuardSql } from '../transform/csv-guard.ts';
+
+/**
+ * SQL renderers that turn a field's value into its exported text inside the
+ * database, so CSV and NDJSON leave PostgreSQL ready to write (no per-row JS).
+ */
+
+const ISO_LOCAL = `'YYYY-MM-DD"T"HH24:MI:SS.US'`;
+
+/** ISO 8601 text of a timestamptz: `...Z` in UTC, or the zone's offset (`+02:00`) otherwise. */
+export function timestampSql(expr: string, timezone: string): string {
+  if (timezone === 'UTC') return `to_char((${expr}) AT TIME ZONE 'UTC', ${ISO_LOCAL.slice(0, -1)}"Z"')`;
+  const zone = literal(timezone);
+  const offset = `((${expr}) AT TIME ZONE ${zone}) - ((${expr}) AT TIME ZONE 'UTC')`;
+  return `(to_char((${expr}) AT TIME ZONE ${zone}, ${ISO_LOCAL}) || CASE WHEN ${offset} < interval '0' THEN to_char(${offset}, 'HH24:MI') ELSE '+' || to_char(${offset}, 'HH24:MI') END)`;
+}
+
+/** The text of one CSV cell for a value of the given type. */
+export function csvCellSql(expr: string, type: FieldType, timezone: string, guard: boolean): string {
+  switch (type) {
+    case 'timestamp':
+      return timestampSql(expr, timezone);
+    case 'date':
+      return `to_char(${expr}, 'YYYY-MM-DD')`;
+    case 'boolean':
+      return `CASE WHEN ${expr} THEN 'true' WHEN NOT ${expr} THEN 'false' END`;
+    case 'string[]':
+    case 'uuid[]':
+    case 'number[]':
+      return `array_to_json(${expr})::text`;
+    case 'json':
+      return guard ? csvGuardSql(`(${expr})::text`) : `(${expr})::text`;
+    case 'string':
+      return guard ? csvGuardSql(`(${expr})::text`) : expr;
+    case 'uuid':
+    case 'integer':
+    case 'number':
+      return expr;
+  }
+}
+
+/** The JSON value of a field inside json_build_object: timestamps become ISO text, the rest stay typed. */
+export function jsonValueSql(expr: string, type: FieldType, timezone: string): string {
+  switch (type) {
+    case 'timestamp':
+      return timestampSql(expr, timezone);
+    case 'date':
+      return `to_char(${expr}, 'YYYY-MM-DD')`;
+    default:
+      return expr;
+  }
+}
+
+/** PostgreSQL caps a function at 100 arguments: json_build_object takes two per field. */
+const MAX_JSON_FIELDS = 50;
+
+export function jsonObjectSql(fields: readonly { name: string; sql: string }[]): string {
+  if (fields.length > MAX_JSON_FIELDS) {
+    const parts: string[] = [];
+    for (let i = 0; i < fields.length; i += MAX_JSON_FIELDS) parts.push(jsonObjectSql(fields.slice(i, i + MAX_JSON_FIELDS)));
+    // json has no concatenation operator; splice the objects' text together (each part is a non-empty object).
+    return parts.map((p, i) => (i === 0 ? `rtrim(${p}, '}')` : `', ' || ltrim(${p}, '{')`)).join(' || ');
+  }
+  const args = fields.map((f) => `${literal(f.name)}, ${f.sql}`).join(', ');
+  return `json_build_object(${args})::text`;
+}
+
+/** COPY options per database output: RFC 4180 CSV, or NDJSON lines passed through CSV mode with
+ * quote and delimiter set to control characters that JSON text always escapes, so lines come out raw. */
+export const COPY_OPTIONS = {
+  csv: 'FORMAT csv',
+  ndjson: `FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01'`,
+} as const;

@@ -1,0 +1,191 @@
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import type { DataMap, DatasetDeclaration, DatasetFilter } from '../datamap/types.ts';
+import { EXPORT_FORMATS, type ExportFormat } from '../format/types.ts';
+import { FerryError, invalid } from '../lib/errors.ts';
+import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
+
+export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const;
+export type Compression = (typeof COMPRESSIONS)[number];
+
+/** A validated request to export one dataset of one tenant. */
+export interface ExportRequest {
+  readonly tenantId: string;
+  readonly dataset: string;
+  readonly format: ExportFormat | 'markdown';
+  readonly compression: Compression;
+  /** Filter values by filter name, already validated against the dataset's declared filters. */
+  readonly filters: Readonly<Record<string, FilterValue>>;
+  /** Output columns in order; all declared fields when absent. */
+  readonly columns: readonly string[] | undefined;
+  readonly pii: PiiLevel;
+  /** IANA zone for timestamps and date filters; the tenant's zone when absent. */
+  readonly timezone: string | undefined;
+  /** CSV: formula-injection guard (on by default). */
+  readonly csvGuard: boolean;
+  /** CSV: byte-order mark for Excel. */
+  readonly bom: boolean;
+  /** Parquet: Hive-style partitioning by date. */
+  readonly partitionByDate: boolean;
+  /** Dataset-specific options (analytics granularity/metrics, attribution model, embeddings). */
+  readonly options: Readonly<Record<string, string>>;
+}
+
+export type FilterValue = string | number | boolean | readonly string[];
+
+/** Loosely typed input as it arrives from the CLI or the API. */
+export interface ExportInput {
+  tenantId: string;
+  dataset: string;
+  format?: string | undefined;
+  compression?: string | undefined;
+  filters?: Record<string, string | undefined> | undefined;
+  from?: string | undefined;
+  to?: string | undefined;
+  columns?: string | readonly string[] | undefined;
+  pii?: string | undefined;
+  timezone?: string | undefined;
+  csvGuard?: boolean | undefined;
+  bom?: boolean | undefined;
+  partitionByDate?: boolean | undefined;
+  options?: Record<string, string | undefined> | undefined;
+}
+
+/** The level used when an export does not ask for personal data. */
+export const DEFAULT_PII_LEVEL: PiiLevel = 'enhanced';
+
+/** Dataset options that are not row filters, per computed dataset. */
+export const DATASET_OPTIONS: Readonly<Record<string, Readonly<Record<string, readonly string[] | 'text'>>>> = {
+  analytics: {
+    granularity: ['hourly', 'daily', 'weekly', 'monthly'],
+    metrics: 'text',
+    site_urls: 'text',
+  },
+  revenue_attribution: { attribution_model: ['first_touch', 'last_touch', 'multi_touch'], customer_segment: 'text' },
+  knowledge_base: { include_embeddings: ['true', 'false'] },
+};
+
+function oneOf<T extends string>(param: string, value: string | undefined, accepted: readonly T[], fallback: T): T {
+  if (value === undefined || value === '') return fallback;
+  if (!(accepted as readonly string[]).includes(value)) throw invalid(param, `unknown value "${value}"`, accepted);
+  return value as T;
+}
+
+const DATE = /^\d{4}-\d{2}-\d{2}$/;
+const DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+export function isValidTimezone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function parseFilter(dataset: string, filter: DatasetFilter, raw: string): FilterValue {
+  const param = filter.name;
+  switch (filter.type) {
+    case 'string':
+      if ((param === 'from' || param === 'to') && !DATE.test(raw) && !DATETIME.test(raw)) {
+        throw invalid(param, `"${raw}" is not a date (YYYY-MM-DD) or an ISO 8601 timestamp with offset`);
+      }
+      if (DATE.test(raw) && Number.isNaN(Date.parse(raw))) throw invalid(param, `"${raw}" is not a valid date`);
+      return raw;
+    case 'integer': {
+      const n = Number(raw);
+      if (!Number.isInteger(n)) throw invalid(param, `"${raw}" is not an integer`);
+      return n;
+    }
+    case 'number': {
+      const n = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(n)) throw invalid(param, `"${raw}" is not a number`);
+      return n;
+    }
+    case 'boolean':
+      if (raw !== 'true' && raw !== 'false') throw invalid(param, `"${raw}" is not a boolean`, ['true', 'false']);
+      return raw === 'true';
+    case 'enum':
+      return oneOf(param, raw, filter.values ?? [], raw);
+    case 'string[]': {
+      const items = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      if (!items.length) throw invalid(param, 'needs at least one value');
+      return items;
+    }
+    default:
+      throw new FerryError('internal', `dataset ${dataset}: filter ${param} has an unknown type`);
+  }
+}
+
+/** Validates raw input against the data map: unknown datasets, columns, filters and bad values are errors that name them. */
+export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_DATAMAP): ExportRequest {
+  const dataset: DatasetDeclaration | undefined = map.datasets[input.dataset];
+  if (!dataset) throw invalid('dataset', `unknown dataset "${input.dataset}"`, Object.keys(map.datasets));
+  const defaultFormat = dataset.formats[0] as ExportFormat;
+  const format = oneOf('format', input.format, dataset.formats as readonly (ExportFormat | 'markdown')[], defaultFormat);
+  if (!(EXPORT_FORMATS as readonly string[]).includes(format) && format !== 'markdown') {
+    throw invalid('format', `unknown format "${format}"`, dataset.formats);
+  }
+  const compression = oneOf('compression', input.compression, COMPRESSIONS, 'none');
+  const pii = oneOf('pii', input.pii, PII_LEVELS, DEFAULT_PII_LEVEL);
+
+  const filters: Record<string, FilterValue> = {};
+  const raw: Record<string, string | undefined> = { ...input.filters };
+  if (input.from !== undefined) raw.from = input.from;
+  if (input.to !== undefined) raw.to = input.to;
+  const declaredOptions = DATASET_OPTIONS[dataset.name] ?? {};
+  const options: Record<string, string> = {};
+  for (const [name, value] of Object.entries({ ...input.options })) {
+    if (value === undefined) continue;
+    raw[name] = value;
+  }
+  for (const [name, value] of Object.entries(raw)) {
+    if (value === undefined) continue;
+    const filter = dataset.filters.find((f) => f.name === name);
+    if (filter) {
+      filters[name] = parseFilter(dataset.name, filter, value);
+      continue;
+    }
+    const option = declaredOptions[name];
+    if (option) {
+      options[name] = option === 'text' ? value : oneOf(name, value, option, value);
+      continue;
+    }
+    const accepted = [...dataset.filters.map((f) => f.name), ...Object.keys(declaredOptions)];
+    throw invalid(
+      'filter',
+      `dataset ${dataset.name} has no filter "${name}"`,
+      accepted.length ? accepted : ['(none)'],
+    );
+  }
+
+  let columns: string[] | undefined;
+  if (input.columns !== undefined && input.columns.length > 0) {
+    columns = (typeof input.columns === 'string' ? input.columns.split(',') : [...input.columns]).map((c) => c.trim());
+    const known = dataset.fields.map((f) => f.name);
+    for (const c of columns) {
+      if (!known.includes(c)) throw invalid('columns', `dataset ${dataset.name} has no column "${c}"`, known);
+    }
+    if (new Set(columns).size !== columns.length) throw invalid('columns', 'a column is listed twice');
+  }
+
+  if (input.timezone !== undefined && !isValidTimezone(input.timezone)) {
+    throw invalid('timezone', `"${input.timezone}" is not an IANA time zone (e.g. Europe/Berlin, UTC)`);
+  }
+  return {
+    tenantId: input.tenantId,
+    dataset: dataset.name,
+    format,
+    compression,
+    filters,
+    columns,
+    pii,
+    timezone: input.timezone,
+    csvGuard: input.csvGuard ?? true,
+    bom: input.bom ?? false,
+    partitionByDate: input.partitionByDate ?? false,
+    options,
+  };
+}
