@@ -18,6 +18,21 @@ const schema = z.object({
   FERRY_SECRET_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   FERRY_DEMO: z.enum(['auto', 'off']).default('auto'),
   FERRY_PUBLIC_URL: z.string().url().optional(),
+  FERRY_STORAGE: z.enum(['local', 's3']).default('local'),
+  FERRY_STORAGE_ENCRYPTION: z.enum(['auto', 'on', 'off']).default('auto'),
+  FERRY_S3_BUCKET: z.string().min(1).optional(),
+  FERRY_S3_REGION: z.string().min(1).default('us-east-1'),
+  FERRY_S3_ENDPOINT: z.string().url().optional(),
+  FERRY_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  FERRY_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  FERRY_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).optional(),
+  FERRY_ENCRYPTION_KEY: z
+    .string()
+    .refine(
+      (v) => v.split(',').every((k) => /^[A-Za-z0-9+/_-]{43}=?$/.test(k.trim())),
+      'must be base64 of exactly 32 bytes (comma-separated when rotating: the first key encrypts)',
+    )
+    .optional(),
 });
 
 export interface Config {
@@ -34,6 +49,29 @@ export interface Config {
   /** `auto` seeds one demo tenant when the database has no tenant yet. */
   readonly demo: 'auto' | 'off';
   readonly publicUrl: string | undefined;
+  readonly storage: StorageConfig;
+}
+
+/** Where export files live; see docs/storage.md. */
+export interface StorageConfig {
+  readonly kind: 'local' | 's3';
+  /** Root of the local store, `<FERRY_DATA_DIR>/files`. */
+  readonly localDir: string;
+  readonly s3: S3Config | undefined;
+  /** Encryption at rest: `auto` = on for local disk, off for S3. */
+  readonly encryption: 'auto' | 'on' | 'off';
+  /** FERRY_ENCRYPTION_KEY decoded; the first key encrypts, every key decrypts. Empty when unset. */
+  readonly encryptionKeys: readonly Uint8Array[];
+}
+
+export interface S3Config {
+  readonly bucket: string;
+  readonly region: string;
+  readonly endpoint: string | undefined;
+  /** Both set, or both undefined (the AWS SDK's default credential chain). */
+  readonly accessKeyId: string | undefined;
+  readonly secretAccessKey: string | undefined;
+  readonly forcePathStyle: boolean;
 }
 
 export class ConfigError extends Error {
@@ -47,6 +85,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid environment variable ${String(issue.path[0])}: ${issue.message}`);
   }
   const e = result.data;
+  if (e.FERRY_STORAGE === 's3' && !e.FERRY_S3_BUCKET)
+    throw new ConfigError('invalid environment variable FERRY_S3_BUCKET: required when FERRY_STORAGE=s3');
+  if (!e.FERRY_S3_ACCESS_KEY_ID !== !e.FERRY_S3_SECRET_ACCESS_KEY)
+    throw new ConfigError(
+      'invalid environment variable FERRY_S3_SECRET_ACCESS_KEY: set both FERRY_S3_ACCESS_KEY_ID and FERRY_S3_SECRET_ACCESS_KEY, or neither',
+    );
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     databaseSchema: e.DATABASE_SCHEMA,
@@ -57,5 +101,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     secretKey: e.FERRY_SECRET_KEY,
     demo: e.FERRY_DEMO,
     publicUrl: e.FERRY_PUBLIC_URL,
+    storage: Object.freeze({
+      kind: e.FERRY_STORAGE,
+      localDir: path.join(path.resolve(e.FERRY_DATA_DIR), 'files'),
+      s3: e.FERRY_S3_BUCKET
+        ? Object.freeze({
+            bucket: e.FERRY_S3_BUCKET,
+            region: e.FERRY_S3_REGION,
+            endpoint: e.FERRY_S3_ENDPOINT,
+            accessKeyId: e.FERRY_S3_ACCESS_KEY_ID,
+            secretAccessKey: e.FERRY_S3_SECRET_ACCESS_KEY,
+            forcePathStyle: (e.FERRY_S3_FORCE_PATH_STYLE ?? String(Boolean(e.FERRY_S3_ENDPOINT))) === 'true',
+          })
+        : undefined,
+      encryption: e.FERRY_STORAGE_ENCRYPTION,
+      encryptionKeys: (e.FERRY_ENCRYPTION_KEY?.split(',') ?? []).map((k) => Buffer.from(k.trim(), 'base64')),
+    }),
   });
 }
