@@ -92,3 +92,11 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('data dictionary', () => {
+  it('in docs/ matches the data map (regenerate: npx ferry datamap --format markdown > docs/data-dictionary.md)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { dataDictionaryMarkdown } = await import('../src/datamap/dictionary.ts');
+    expect(await readFile(new URL('../docs/data-dictionary.md', import.meta.url), 'utf8')).toBe(dataDictionaryMarkdown(REFERENCE_DATAMAP));
+  });
+});

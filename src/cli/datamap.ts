@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import { dataDictionaryMarkdown } from '../datamap/dictionary.ts';
 import type { DataMap } from '../datamap/types.ts';
 import { printTable } from './tenants.ts';
 
@@ -7,14 +8,18 @@ export function registerDatamap(program: Command): void {
   program
     .command('datamap')
     .description('print the data map: every table, column, class and dataset')
-    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
     .option('--dataset <name>', 'show one dataset only')
-    .action((options: { format: 'text' | 'json'; dataset?: string }) => {
+    .action((options: { format: 'text' | 'json' | 'markdown'; dataset?: string }) => {
       const map = REFERENCE_DATAMAP;
       if (options.dataset && !map.datasets[options.dataset]) {
         throw new Error(
           `--dataset: unknown dataset "${options.dataset}" (accepted: ${Object.keys(map.datasets).join(', ')})`,
         );
+      }
+      if (options.format === 'markdown') {
+        process.stdout.write(dataDictionaryMarkdown(map, options.dataset ? { datasets: [options.dataset] } : {}));
+        return;
       }
       if (options.format === 'json') {
         process.stdout.write(`${JSON.stringify(toJson(map, options.dataset), null, 2)}\n`);
