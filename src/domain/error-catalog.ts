@@ -1,0 +1,185 @@
+/**
+ * The catalog of stable error codes. Every error a user can see (HTTP problem
+ * response, CLI message) carries one of these codes; the code, its status and its
+ * title never change once released, so clients may branch on them. Each code is
+ * documented in docs/errors.md (a test keeps the two in step).
+ */
+export const ERRORS = {
+  invalid_parameter: {
+    status: 400,
+    title: 'Invalid parameter',
+    description:
+      'A path, query, header or body parameter is missing, has the wrong type or is not one of the ' +
+      'accepted values. `errors` names each parameter and, for enumerations, the accepted values.',
+  },
+  malformed_request: {
+    status: 400,
+    title: 'Malformed request',
+    description:
+      'The request could not be read at all: the body is not valid JSON, is empty although a ' +
+      'Content-Type was sent, or the request line is unusable.',
+  },
+  unsupported_format: {
+    status: 400,
+    title: 'Unsupported format',
+    description:
+      'The requested export format, compression or encoding is not available for this dataset. ' +
+      'The message lists the formats that are.',
+  },
+  unauthorized: {
+    status: 401,
+    title: 'Unauthorized',
+    description:
+      'No credentials were sent, or the API key or session is unknown, expired or revoked. ' +
+      'Send a valid API key in the `Authorization: Bearer` header.',
+  },
+  forbidden: {
+    status: 403,
+    title: 'Forbidden',
+    description:
+      'The credentials are valid but their role or scopes do not allow this action on this tenant.',
+  },
+  not_found: {
+    status: 404,
+    title: 'Not found',
+    description:
+      'No such route, or the resource does not exist in this tenant. Resources of other tenants ' +
+      'are reported as not found too, so their existence is not revealed.',
+  },
+  conflict: {
+    status: 409,
+    title: 'Conflict',
+    description:
+      'The request conflicts with the current state of the resource, e.g. cancelling a finished ' +
+      'export, or erasing data that is under a legal hold.',
+  },
+  package_exists: {
+    status: 409,
+    title: 'Package exists',
+    description:
+      'The output folder or file of an export package already exists; Ferry never overwrites one. ' +
+      'Choose another destination or remove the old package.',
+  },
+  gone: {
+    status: 410,
+    title: 'Gone',
+    description:
+      'The resource existed but is no longer available: an expired download link, or an export ' +
+      'file removed by its retention period.',
+  },
+  payload_too_large: {
+    status: 413,
+    title: 'Payload too large',
+    description: 'The request body exceeds the size limit of this endpoint.',
+  },
+  unsupported_media_type: {
+    status: 415,
+    title: 'Unsupported media type',
+    description: 'The request body has a Content-Type this endpoint does not accept (usually it wants JSON).',
+  },
+  idempotency_key_reused: {
+    status: 422,
+    title: 'Idempotency key reused',
+    description:
+      'The Idempotency-Key was already used with a different request body. Use a new key for a new request.',
+  },
+  range_not_satisfiable: {
+    status: 416,
+    title: 'Range not satisfiable',
+    description:
+      'The byte range asked for with a `Range` header lies outside the file. Ask for a range within its size.',
+  },
+  rate_limited: {
+    status: 429,
+    title: 'Too many requests',
+    description:
+      'Too many requests from this client in a short time. Wait for the number of seconds in the ' +
+      '`Retry-After` header and try again.',
+  },
+  quota_exceeded: {
+    status: 429,
+    title: 'Quota exceeded',
+    description:
+      "The tenant's plan quota (exports, rows or bytes in the current period) is used up. The quota " +
+      'resets at the start of the next period, or raise it by changing the plan.',
+  },
+  internal: {
+    status: 500,
+    title: 'Internal error',
+    description:
+      'An unexpected error. Nothing about it is disclosed in the response; the server logged it with ' +
+      'the `request_id` shown in the problem, which an operator can look up.',
+  },
+  format_error: {
+    status: 500,
+    title: 'Format error',
+    description:
+      'A stored value could not be written in the requested format (for example a timestamp column ' +
+      'holding text). The message names the field and shows the start of the value.',
+  },
+  invalid_datapackage: {
+    status: 500,
+    title: 'Invalid data package',
+    description:
+      "The datapackage.json Ferry generated breaks the Frictionless Data Package v2 profile. This is a bug in Ferry's data map or packaging; the export is not delivered.",
+  },
+  package_aborted: {
+    status: 500,
+    title: 'Package aborted',
+    description: 'Writing an export package was stopped before it finished; no partial package is kept.',
+  },
+  package_closed: {
+    status: 500,
+    title: 'Package closed',
+    description: 'Something was added to an export package after it was finished. This is a bug in Ferry.',
+  },
+  secret_key_invalid: {
+    status: 500,
+    title: 'Secret key invalid',
+    description:
+      'FERRY_SECRET_KEY is missing or too short (at least 32 characters) for sealing stored secrets.',
+  },
+  secret_unreadable: {
+    status: 500,
+    title: 'Secret unreadable',
+    description:
+      'A stored secret (integration credentials, delivery passwords) cannot be decrypted, usually ' +
+      'because FERRY_SECRET_KEY changed. The secret itself is never shown; re-enter it or restore the key.',
+  },
+  service_unavailable: {
+    status: 503,
+    title: 'Service unavailable',
+    description:
+      'A dependency (the database, the object store) is not reachable, or the server is shutting ' +
+      'down. Retry later, ideally on another replica.',
+  },
+} as const satisfies Record<string, ErrorDefinition>;
+
+export interface ErrorDefinition {
+  readonly status: number;
+  readonly title: string;
+  readonly description: string;
+}
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERRORS, code);
+}
+
+/**
+ * The catalog entry for an error code, e.g. a `FerryError`'s. A code missing from
+ * the catalog is a programming error: it is reported as `internal`, so a typo can
+ * never invent a status.
+ */
+export function errorDefinition(code: string): ErrorDefinition & { readonly code: ErrorCode } {
+  const known: ErrorCode = isErrorCode(code) ? code : 'internal';
+  return { code: known, ...ERRORS[known] };
+}
+
+/** The first catalog code with an HTTP status, for errors that only carry a status. */
+export function codeForStatus(status: number): ErrorCode | undefined {
+  return ERROR_CODES.find((code) => ERRORS[code].status === status);
+}
