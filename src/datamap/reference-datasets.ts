@@ -453,10 +453,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
         'integer',
       ),
       num('ai_confidence_avg', 'Mean confidence_score of AI messages (0-1).', ['messages.confidence_score']),
-      num('high_confidence_rate', 'Share of AI messages with confidence_score > 0.8.', [
+      num('high_confidence_rate', 'Share of scored AI messages with confidence_score > 0.8 (0-1).', [
         'messages.confidence_score',
       ]),
-      num('low_confidence_rate', 'Share of AI messages with confidence_score < 0.5.', [
+      num('low_confidence_rate', 'Share of scored AI messages with confidence_score < 0.5 (0-1).', [
         'messages.confidence_score',
       ]),
       num('unique_visitors', 'Distinct session_id values.', ['conversations.session_id'], 'integer'),
@@ -515,10 +515,11 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
             'Topics of conversations whose mean AI confidence was below 0.5, most frequent first (up to five).',
         },
       ),
-      derived('custom_kpis', 'custom_kpis', ['conversations.custom_fields'], {
+      derived('custom_kpis', 'custom_kpis', ['messages.tokens_used', 'messages.processing_time_ms'], {
         type: 'json',
         class: 'none',
-        description: 'Tenant-defined KPIs: tokens_used (sum) and avg_processing_time_ms.',
+        description:
+          'Tenant-defined KPIs: tokens_used (sum over messages) and avg_processing_time_ms (mean of AI messages).',
       }),
     ],
     TEXT_FORMATS,
@@ -542,7 +543,8 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       derived('conversation_ids', 'conversation_ids', ['revenue_events.conversation_ids'], {
         type: 'uuid[]',
         class: 'identifier',
-        description: 'Conversations credited, oldest first.',
+        description:
+          'Conversations linked to the event that started before it (its touchpoints), oldest first.',
       }),
       derived('attribution_model', 'attribution_model', [], {
         type: 'string',
@@ -550,9 +552,11 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
         description: 'first_touch, last_touch or multi_touch (linear).',
       }),
       num('total_revenue', 'Transaction value.', ['revenue_events.amount']),
-      num('attributed_revenue', 'Value credited to chat conversations under the model.', [
-        'revenue_events.amount',
-      ]),
+      num(
+        'attributed_revenue',
+        'Value credited to chat conversations under the model (all of it when any touchpoint).',
+        ['revenue_events.amount'],
+      ),
       num('attribution_percentage', 'attributed_revenue / total_revenue x 100.', ['revenue_events.amount']),
       derived('conversion_timestamp', 'conversion_timestamp', ['revenue_events.occurred_at'], {
         type: 'timestamp',
@@ -585,10 +589,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       num('lead_score', 'Lead score at conversion (0-100).', ['revenue_events.lead_score'], 'integer'),
       num(
         'engagement_score',
-        'Engagement 0-100: messages the customer sent in credited conversations, 10 points each, capped at 100.',
+        'Engagement 0-100: messages the customer sent in credited conversations (credit > 0), 10 points each, capped at 100.',
         ['conversations.customer_message_count'],
       ),
-      num('satisfaction_score', 'Mean rating of credited conversations (1-5).', [
+      num('satisfaction_score', 'Mean rating of credited conversations (credit > 0) (1-5).', [
         'conversations.satisfaction_score',
       ]),
       derived('referral_source', 'referral_source', ['revenue_events.referral_source'], {
@@ -604,11 +608,14 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       derived('touchpoint_sequence', 'touchpoint_sequence', ['conversations.start_timestamp'], {
         type: 'json',
         class: 'none',
-        description: 'Credited conversations in order: [{conversation_id, timestamp, credit}].',
+        description:
+          'Touchpoints in order with the share each gets under the model (0-1): [{conversation_id, timestamp, credit}].',
       }),
-      num('lifetime_value', "Sum of all of the customer's transactions up to and including this one.", [
-        'revenue_events.amount',
-      ]),
+      num(
+        'lifetime_value',
+        "Sum of all of the customer's transactions in this currency up to and including this one.",
+        ['revenue_events.amount'],
+      ),
     ],
     TEXT_FORMATS,
   ),
