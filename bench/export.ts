@@ -1,0 +1,175 @@
+/**
+ * Export benchmark: Ferry against psql `\copy` of the same rows, side by side in one run.
+ *
+ *   npm run bench                                  # 1M messages on PostgreSQL, 100k on PGlite
+ *   BENCH_MESSAGES=1000000,10000000 npm run bench  # the sizes in docs/benchmarks.md
+ *
+ * Ratios are reference seconds / Ferry seconds (1.0 = as fast as psql \copy; higher is faster).
+ * Each Ferry run is its own process, so its peak RSS is reported alone.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { sql } from 'kysely';
+import { pgliteDatabase } from '../src/db/pglite-database.ts';
+import { postgresDatabase } from '../src/db/postgres-database.ts';
+import { migrateToLatest } from '../src/db/migrate.ts';
+import { copySql } from '../src/db/database.ts';
+import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import { buildExportQuery } from '../src/export/query.ts';
+import { parseExportRequest } from '../src/export/request.ts';
+import { seed } from '../src/seed/seed.ts';
+
+const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const SIZES = (process.env.BENCH_MESSAGES ?? '1000000').split(',').map(Number);
+const PGLITE_SIZE = Number(process.env.BENCH_PGLITE_MESSAGES ?? '100000');
+const OUT = path.resolve('bench/out');
+const MESSAGES_PER_CONVERSATION = 8;
+
+interface Case {
+  name: string;
+  format: string;
+  compression?: string;
+  pii?: string;
+  package?: 'zip';
+  goal: number | null;
+}
+
+const CASES: Case[] = [
+  { name: 'CSV', format: 'csv', goal: 0.9 },
+  { name: 'NDJSON', format: 'ndjson', goal: 0.4 },
+  { name: 'CSV + zstd', format: 'csv', compression: 'zstd', goal: 0.8 },
+  { name: 'CSV + gzip', format: 'csv', compression: 'gzip', goal: 0.4 },
+  { name: 'ZIP package (messages.csv)', format: 'csv', package: 'zip', goal: 0.33 },
+  { name: 'Parquet', format: 'parquet', goal: 0.45 },
+  { name: 'CSV, anonymized (complete)', format: 'csv', pii: 'complete', goal: 0.5 },
+  { name: 'JSON', format: 'json', goal: null },
+  { name: 'XML', format: 'xml', goal: null },
+];
+
+function seconds(fn: () => void): number {
+  const start = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** A PostgreSQL schema holding exactly `messages` seeded messages (reused between runs). */
+async function pgFixture(messages: number): Promise<{ schema: string; tenant: string }> {
+  const schema = `ferry_bench_${messages}`;
+  const admin = postgresDatabase({ connectionString: PG_URL, max: 1 });
+  await admin.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+  await admin.close();
+  const database = postgresDatabase({ connectionString: PG_URL, schema, max: 4 });
+  try {
+    await migrateToLatest(database.db);
+    const existing = await database.db.selectFrom('tenants').select('id').executeTakeFirst();
+    if (existing) return { schema, tenant: existing.id };
+    process.stderr.write(`seeding ${messages} messages into PostgreSQL schema ${schema}...\n`);
+    const summary = await seed(database, benchSeed(messages));
+    await database.exec('ANALYZE');
+    return { schema, tenant: summary.tenants[0]!.id };
+  } finally {
+    await database.close();
+  }
+}
+
+function benchSeed(messages: number) {
+  const until = new Date('2026-11-01T00:00:00Z');
+  return {
+    tenants: 1,
+    conversations: Math.round(messages / MESSAGES_PER_CONVERSATION),
+    messagesPerConversation: MESSAGES_PER_CONVERSATION,
+    seed: 1,
+    since: new Date(until.getTime() - 365 * 86_400_000),
+    until,
+  };
+}
+
+async function pgliteFixture(messages: number): Promise<{ dir: string; tenant: string }> {
+  const dir = path.join(OUT, `pglite-${messages}`);
+  mkdirSync(dir, { recursive: true });
+  const database = await pgliteDatabase({ dataDir: dir });
+  try {
+    await migrateToLatest(database.db);
+    const existing = await database.db.selectFrom('tenants').select('id').executeTakeFirst();
+    if (existing) return { dir, tenant: existing.id };
+    process.stderr.write(`seeding ${messages} messages into PGlite...\n`);
+    const summary = await seed(database, benchSeed(messages));
+    await sql`ANALYZE`.execute(database.db);
+    return { dir, tenant: summary.tenants[0]!.id };
+  } finally {
+    await database.close();
+  }
+}
+
+/** psql \copy of exactly the statement Ferry streams for a full-PII CSV export of messages. */
+function referenceSeconds(schema: string, tenant: string, file: string): number {
+  const request = parseExportRequest({ tenantId: tenant, dataset: 'messages', format: 'csv', pii: 'full' });
+  const query = buildExportQuery(REFERENCE_DATAMAP.datasets.messages!, request, { timezone: 'UTC', anonymizeKey: '00', input: 'csv' });
+  const statement = copySql(query).replace(/^COPY /, '\\copy ').replace(' TO STDOUT ', ` TO '${file}' `);
+  return seconds(() => {
+    execFileSync('psql', [PG_URL, '-v', 'ON_ERROR_STOP=1', '-q', '-c', `SET search_path = ${schema}`, '-c', statement.replace(/\s+/g, ' ')]);
+  });
+}
+
+function runFerry(job: Record<string, unknown>): { seconds: number; records: number; bytes: number; maxRssMb: number } {
+  const result = spawnSync(process.execPath, ['bench/export-one.ts', JSON.stringify(job)], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`export failed: ${result.stderr}`);
+  return JSON.parse(result.stdout.trim().split('\n').pop()!);
+}
+
+interface Row {
+  database: string;
+  messages: number;
+  case: string;
+  ratio: number;
+  goal: number | null;
+  ferrySeconds: number;
+  referenceSeconds: number;
+  rowsPerSecond: number;
+  maxRssMb: number;
+  bytes: number;
+}
+
+async function main(): Promise<void> {
+  rmSync(path.join(OUT, 'files'), { recursive: true, force: true });
+  mkdirSync(path.join(OUT, 'files'), { recursive: true });
+  const rows: Row[] = [];
+  for (const messages of SIZES) {
+    const { schema, tenant } = await pgFixture(messages);
+    const refFile = path.join(OUT, 'files', 'reference.csv');
+    referenceSeconds(schema, tenant, refFile); // warm the cache
+    for (const c of CASES) {
+      const reference = referenceSeconds(schema, tenant, refFile);
+      const file = path.join(OUT, 'files', `ferry-${c.format}`);
+      const r = runFerry({ database: { kind: 'postgres', url: PG_URL, schema }, tenant, dataset: 'messages', ...c, out: file });
+      rows.push({ database: 'postgres', messages, case: c.name, ratio: reference / r.seconds, goal: c.goal, ferrySeconds: r.seconds, referenceSeconds: reference, rowsPerSecond: r.records / r.seconds, maxRssMb: r.maxRssMb, bytes: r.bytes });
+      rmSync(file, { force: true });
+      process.stderr.write(`${rows.at(-1)!.database} ${messages} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`);
+    }
+  }
+  if (PGLITE_SIZE > 0) {
+    const { schema, tenant: pgTenant } = await pgFixture(PGLITE_SIZE);
+    const { dir, tenant } = await pgliteFixture(PGLITE_SIZE);
+    const refFile = path.join(OUT, 'files', 'reference.csv');
+    for (const c of CASES.filter((x) => ['CSV', 'NDJSON', 'CSV, anonymized (complete)'].includes(x.name))) {
+      const reference = referenceSeconds(schema, pgTenant, refFile);
+      const file = path.join(OUT, 'files', `ferry-pglite-${c.format}`);
+      const r = runFerry({ database: { kind: 'pglite', dir }, tenant, dataset: 'messages', ...c, out: file });
+      rows.push({ database: 'pglite', messages: PGLITE_SIZE, case: c.name, ratio: reference / r.seconds, goal: null, ferrySeconds: r.seconds, referenceSeconds: reference, rowsPerSecond: r.records / r.seconds, maxRssMb: r.maxRssMb, bytes: r.bytes });
+      rmSync(file, { force: true });
+      process.stderr.write(`pglite ${PGLITE_SIZE} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`);
+    }
+  }
+  const table = [
+    '| database | messages | export | ratio to psql \\copy | goal | Ferry s | psql s | rows/s | peak RSS MB | output MB |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.database} | ${r.messages.toLocaleString('en')} | ${r.case} | ${r.ratio.toFixed(2)}x | ${r.goal === null ? '-' : `≥ ${r.goal}x`} | ${r.ferrySeconds.toFixed(2)} | ${r.referenceSeconds.toFixed(2)} | ${Math.round(r.rowsPerSecond).toLocaleString('en')} | ${r.maxRssMb} | ${(r.bytes / 1e6).toFixed(1)} |`,
+    ),
+  ].join('\n');
+  process.stdout.write(`${table}\n`);
+}
+
+await main();
