@@ -427,6 +427,21 @@ describe('partitioned parquet', () => {
     expect(agg).toEqual({ n: 3 });
   });
 
+  it('fails when a partition file fails, naming the cause', async () => {
+    const writer = createPartitionedParquet(ctx, {
+      dateField: 'timestamp',
+      openFile: () =>
+        new Writable({
+          write(_chunk, _enc, done) {
+            done(new Error('disk full'));
+          },
+        }),
+    });
+    await expect(
+      pipeline(Readable.from([ndjsonOf([at('2025-09-01T10:00:00Z', 0)])]), writer),
+    ).rejects.toThrow('disk full');
+  });
+
   it('writes no files for no rows', async () => {
     expect(await writePartitioned(join(dir, 'none'), [])).toEqual([]);
   });

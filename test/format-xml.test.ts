@@ -60,14 +60,14 @@ const ROWS = [
     related_ids: [null, uuid(6)],
     weights: ['Infinity', null, '-Infinity'],
   },
-  // 3: empty string, Z timestamp without fraction, zero
+  // 3: empty string, a timestamp that is not xs:dateTime text (space, short offset), zero
   {
     id: uuid(7),
     title: '',
     count: 0,
     score: 0,
     active: true,
-    created_at: '2025-01-01T00:00:00Z',
+    created_at: '2025-01-01 01:00:00+01',
     day: '2025-01-01',
     attributes: [],
     tags: [''],
@@ -133,7 +133,7 @@ describe('xml writer', () => {
     expect(child(full, 'count')!.textContent).toBe('42');
     expect(child(full, 'score')!.textContent).toBe('0.1');
     expect(child(full, 'active')!.textContent).toBe('true');
-    expect(child(full, 'created_at')!.textContent).toBe('2025-09-03T10:00:00.123456Z');
+    expect(child(full, 'created_at')!.textContent).toBe('2025-09-03T10:00:00.123456+00:00');
     expect(child(full, 'day')!.textContent).toBe('2025-09-03');
     const attributes = child(full, 'attributes')!.textContent!;
     expect(attributes).toContain('"big":12345678901234567');
@@ -155,7 +155,7 @@ describe('xml writer', () => {
     expect(child(nasty, 'count')!.textContent).toBe('-9007199254740991');
     expect(child(nasty, 'score')!.textContent).toBe('NaN');
     expect(child(nasty, 'active')!.textContent).toBe('false');
-    expect(child(nasty, 'created_at')!.textContent).toBe('2025-09-03T10:30:00Z');
+    expect(child(nasty, 'created_at')!.textContent).toBe('2025-09-03T12:30:00+02:00');
     expect(child(nasty, 'attributes')!.textContent).toBe('"just a JSON string"');
     expect(children(child(nasty, 'tags')!)).toEqual([]);
     const related = children(child(nasty, 'related_ids')!, 'item');

@@ -116,6 +116,8 @@ export class PartitionedParquetWriter extends Writable {
     this.#parts.set(date, part + 1);
     const path = partitionPath(this.#ctx.dataset, date, part);
     const file = this.#options.openFile(path);
+    // A failing file fails the whole write (and is never left as an unhandled 'error').
+    file.on('error', (err) => this.destroy(err));
     const current = {
       date,
       path,

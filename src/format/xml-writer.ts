@@ -39,7 +39,8 @@ export { xsdFor } from './xml-schema.ts';
  *
  * A null is an omitted element; arrays are `<item>` children (a null item is
  * `xsi:nil`); json fields hold their JSON text; booleans are `true`/`false`;
- * timestamps are xs:dateTime in UTC (`Z`). Characters XML 1.0 cannot carry (control
+ * timestamps keep the database's ISO 8601 text (with the export's UTC offset), which
+ * is an xs:dateTime; any other timestamp form is rewritten as UTC (`Z`). Characters XML 1.0 cannot carry (control
  * characters other than tab/LF/CR, U+FFFE/U+FFFF, lone surrogates) are removed.
  */
 export const xml: FormatWriter = {
@@ -150,7 +151,9 @@ function scalarText(field: FieldSpec, type: FieldType): (value: unknown) => stri
         if (typeof v === 'string' && isInfinite(v)) return undefined;
         const micros = typeof v === 'string' ? parseTimestampMicros(v) : undefined;
         if (micros === undefined) throw badValue(name, 'timestamp', v);
-        return formatTimestampMicros(micros);
+        // Keep the database's text (its offset is the export's time zone) when it already is an
+        // xs:dateTime; otherwise write the same instant in canonical UTC form.
+        return XS_DATE_TIME.test(v as string) ? (v as string) : formatTimestampMicros(micros);
       };
     case 'date':
       return (v) => {
@@ -164,6 +167,8 @@ function scalarText(field: FieldSpec, type: FieldType): (value: unknown) => stri
       throw new Error(`no XML rendering for field type ${type}`);
   }
 }
+
+const XS_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$/;
 
 /** The xs:double lexical form of a number. */
 function xsDouble(n: number): string {
