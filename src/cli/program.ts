@@ -3,12 +3,18 @@ import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../lib/errors.ts';
 import { registerDatamap } from './datamap.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerServe } from './serve.ts';
 import { registerTenants } from './tenants.ts';
 
 export const FERRY_VERSION = '0.1.0';
 
 /** One registration function per command file; a new command is a new file listed here. */
-const COMMANDS: ((program: Command) => void)[] = [registerMigrate, registerTenants, registerDatamap];
+const COMMANDS: ((program: Command) => void)[] = [
+  registerServe,
+  registerMigrate,
+  registerTenants,
+  registerDatamap,
+];
 
 export function buildProgram(): Command {
   const program = new Command('ferry')

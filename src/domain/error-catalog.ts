@@ -146,6 +146,13 @@ export const ERRORS = {
       'A stored secret (integration credentials, delivery passwords) cannot be decrypted, usually ' +
       'because FERRY_SECRET_KEY changed. The secret itself is never shown; re-enter it or restore the key.',
   },
+  decryption_failed: {
+    status: 500,
+    title: 'Decryption failed',
+    description:
+      'A file encrypted at rest could not be decrypted: it was altered or truncated, or none of the ' +
+      'keys in FERRY_ENCRYPTION_KEY wrote it. No unverified plaintext is ever returned.',
+  },
   service_unavailable: {
     status: 503,
     title: 'Service unavailable',

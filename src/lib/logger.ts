@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
 
@@ -44,6 +45,32 @@ export function redact(value: unknown, key = '', depth = 0): unknown {
   return out;
 }
 
+/**
+ * Child bindings bypass the log formatter, so the usual secret names are also
+ * redacted by path (top level and one level down) for them.
+ */
+const BINDING_SECRETS = [
+  'authorization',
+  'cookie',
+  'x-api-key',
+  'apiKey',
+  'api_key',
+  'password',
+  'password_hash',
+  'secret',
+  'secretKey',
+  'secret_key',
+  'token',
+  'access_token',
+  'refresh_token',
+  'credentials',
+  'privateKey',
+  'private_key',
+  'encryptionKeys',
+  'key_hash',
+];
+const REDACT_PATHS = BINDING_SECRETS.flatMap((name) => [`["${name}"]`, `*["${name}"]`]);
+
 /** Top-level keys that have their own serializer and must reach it unchanged. */
 const SERIALIZED = new Set(['req', 'res', 'err', 'error']);
 
@@ -83,9 +110,10 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
   return pino(
     {
       level: config.logLevel,
-      base: { service: 'ferry' },
+      base: { service: 'ferry', pid: process.pid, hostname: hostname() },
       timestamp: pino.stdTimeFunctions.isoTime,
       serializers,
+      redact: { paths: REDACT_PATHS, censor: REDACTED },
       formatters: {
         level: (label) => ({ level: label }),
         bindings: (bindings) => redact(bindings) as Record<string, unknown>,

@@ -1,0 +1,140 @@
+import type { AddressInfo } from 'node:net';
+import closeWithGrace from 'close-with-grace';
+import { type Command, InvalidArgumentError } from 'commander';
+import { compose, type Ferry } from '../compose.ts';
+import { type Config, loadConfig } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import { DEMO_SEED, seed } from '../seed/seed.ts';
+
+export interface ServeOptions {
+  port?: number;
+  host?: string;
+  /** `--no-worker` sets this to false. */
+  worker: boolean;
+}
+
+/** How long in-flight requests get to finish after SIGTERM/SIGINT before the process is forced down. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('start the API server (with the web dashboard and, unless --no-worker, the job workers)')
+    .option('--port <n>', 'port to listen on, 0 for any free port (default: $PORT or 8080)', parsePort)
+    .option('--host <host>', 'interface to listen on (default: $HOST or 127.0.0.1)')
+    .option('--no-worker', 'do not run job workers in this process (run `ferry worker` elsewhere)')
+    .action(async (options: ServeOptions) => {
+      await serve(options);
+    });
+}
+
+/** Starts the server and returns once it listens; SIGTERM/SIGINT stop it gracefully. */
+export async function serve(options: ServeOptions): Promise<Ferry> {
+  const base = loadConfig();
+  const config: Config = Object.freeze({
+    ...base,
+    port: options.port ?? base.port,
+    host: options.host ?? base.host,
+  });
+  const ferry = await compose(config, { worker: options.worker });
+  const { logger } = ferry;
+
+  // Installed before seeding and listening, so an early signal also closes the database cleanly.
+  closeWithGrace(
+    {
+      delay: SHUTDOWN_GRACE_MS,
+      logger: { error: (msg: unknown) => logger.error(msg) },
+      onSecondSignal: (signal) => logger.error({ signal }, 'second signal: exiting immediately'),
+      onTimeout: (delay) => logger.error(`in-flight work did not finish within ${delay} ms: exiting`),
+    },
+    async ({ signal, err }) => {
+      if (err) logger.error({ err }, 'stopping after an uncaught error');
+      else logger.info({ signal }, 'shutting down: finishing in-flight requests');
+      await ferry.close();
+      logger.info('stopped');
+    },
+  );
+
+  const demo = config.demo === 'auto' ? await seedDemoIfEmpty(ferry.database, config) : undefined;
+  await ferry.app.listen({ port: config.port, host: config.host });
+  const url = listeningUrl(ferry.app.server.address() as AddressInfo);
+  const tenants = demo ? undefined : await countTenants(ferry.database);
+  printBanner({ config, url, demo, tenants, worker: options.worker });
+  return ferry;
+}
+
+interface DemoTenant {
+  id: string;
+  slug: string;
+  name: string;
+}
+
+/** Seeds one demo tenant on an empty database, so a fresh install has something to export. */
+async function seedDemoIfEmpty(database: Database, config: Config): Promise<DemoTenant | undefined> {
+  if ((await countTenants(database)) > 0) return undefined;
+  process.stdout.write('ferry: empty database, creating a demo tenant (FERRY_DEMO=off skips this)...\n');
+  const result = await seed(database, {
+    ...DEMO_SEED,
+    ...(config.secretKey ? { secretKey: config.secretKey } : {}),
+  });
+  return result.tenants[0];
+}
+
+async function countTenants(database: Database): Promise<number> {
+  const row = await database.db
+    .selectFrom('tenants')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** The URL to print: wildcard addresses are shown as localhost. */
+export function listeningUrl(address: AddressInfo): string {
+  const wildcard = address.address === '0.0.0.0' || address.address === '::';
+  const host = wildcard ? 'localhost' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
+
+function printBanner(input: {
+  config: Config;
+  url: string;
+  demo: DemoTenant | undefined;
+  tenants: number | undefined;
+  worker: boolean;
+}): void {
+  const { config, url, demo, tenants } = input;
+  const database = config.databaseUrl
+    ? `PostgreSQL${config.databaseSchema ? ` (schema ${config.databaseSchema})` : ''}`
+    : `embedded PGlite in ${config.dataDir}`;
+  const lines = [
+    '',
+    `ferry: listening on ${url} (pid ${process.pid})`,
+    '',
+    `  API            ${url}`,
+    `  API reference  ${url}/docs   (OpenAPI document: ${url}/openapi.json)`,
+    `  Health         ${url}/healthz, ${url}/readyz`,
+    ...(config.publicUrl ? [`  Public URL     ${config.publicUrl}`] : []),
+    `  Database       ${database}`,
+    `  Job workers    ${input.worker ? 'in this process' : 'off (--no-worker)'}`,
+  ];
+  if (demo) lines.push(`  Demo tenant    ${demo.name} (slug ${demo.slug}, id ${demo.id})`);
+  else if (tenants === 0) lines.push('  Tenants        none yet: run `npx ferry seed` to create demo data');
+  else lines.push(`  Tenants        ${tenants}`);
+  lines.push(
+    '',
+    'Next steps:',
+    `  curl ${url}/healthz`,
+    '  npx ferry tenants     list tenants',
+    '  npx ferry datamap     every dataset, column and privacy class Ferry can export',
+    '  Ctrl-C (SIGINT) or SIGTERM stops the server after in-flight requests finish',
+    '',
+  );
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port > 65535)
+    throw new InvalidArgumentError(`--port must be an integer from 0 to 65535, got "${value}"`);
+  return port;
+}

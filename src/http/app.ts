@@ -1,0 +1,77 @@
+import { randomUUID } from 'node:crypto';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  LogController,
+  type RawServerDefault,
+} from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import packageJson from '../../package.json' with { type: 'json' };
+import { createLogger } from '../lib/logger.ts';
+import { installErrorHandling } from './error-handler.ts';
+import { registerOpenApi } from './openapi.ts';
+import { ProblemSchema } from './problem.ts';
+import { docsRoutes } from './routes/docs.ts';
+import { healthRoutes } from './routes/health.ts';
+import { problemRoutes } from './routes/problems.ts';
+import type { AppDeps, RouteDeps, RoutePlugin } from './types.ts';
+import { buildValidator } from './validation.ts';
+
+export type FerryApp = FastifyInstance<
+  RawServerDefault,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
+
+export const FERRY_VERSION: string = packageJson.version;
+
+/** The API's areas, one plugin file each in src/http/routes/. */
+const ROUTES: readonly RoutePlugin[] = [healthRoutes, problemRoutes, docsRoutes];
+
+const QUIET_PATHS = new Set(['/healthz', '/readyz']);
+
+/** A caller's `X-Request-Id` is kept when it is short and plain, so it cannot forge log lines. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the HTTP application (not yet listening). Adapters come in through `deps`. */
+export async function buildApp(deps: AppDeps): Promise<FerryApp> {
+  const logger = deps.logger ?? createLogger(deps.config);
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    requestIdHeader: false,
+    logController: new LogController({
+      requestIdLogLabel: 'request_id',
+      // Probes arrive every few seconds; their lines would drown everything else.
+      disableRequestLogging: (request) => QUIET_PATHS.has(request.url.split('?')[0]!),
+    }),
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    schemaController: { compilersFactory: { buildValidator } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  // Once closing, answers end their connection: a keep-alive client would otherwise
+  // hold the shutdown open until its idle timeout.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
+  app.addSchema(ProblemSchema);
+  installErrorHandling(app);
+  await registerOpenApi(app, deps.config, FERRY_VERSION);
+
+  const routeDeps: RouteDeps = { database: deps.database, config: deps.config, version: FERRY_VERSION };
+  for (const routes of [...ROUTES, ...(deps.routes ?? [])]) await app.register(routes, routeDeps);
+  return app;
+}

@@ -1,0 +1,92 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { codeForStatus, type ErrorCode, errorDefinition, isErrorCode } from '../domain/error-catalog.ts';
+import { FerryError } from '../lib/errors.ts';
+import { type ParameterError, PROBLEM_CONTENT_TYPE, type Problem, problem } from './problem.ts';
+import { parameterErrors } from './validation.ts';
+
+/**
+ * Every error leaves as `application/problem+json` with a catalog code. A
+ * `FerryError` keeps its message (it is written for users); Fastify's own client
+ * errors (bad JSON, body too large) keep theirs; anything else becomes a 500
+ * `internal` whose message and stack stay in the log, tied to the request id.
+ */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: unknown, request, reply) => {
+    const body = toProblem(error, request);
+    if (body.status >= 500) request.log.error({ err: error, code: body.code }, 'request failed');
+    else request.log.info({ code: body.code, detail: body.detail }, 'request rejected');
+    return sendProblem(reply, body);
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      reply,
+      problem({
+        code: 'not_found',
+        detail: `no route ${request.method} ${instanceOf(request)}`,
+        instance: instanceOf(request),
+        requestId: request.id,
+      }),
+    ),
+  );
+}
+
+export function sendProblem(reply: FastifyReply, body: Problem): FastifyReply {
+  return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
+}
+
+/** The request path without its query string, which may carry a signature. */
+export function instanceOf(request: FastifyRequest): string {
+  const url = request.url;
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function toProblem(error: unknown, request: FastifyRequest): Problem {
+  const base = { instance: instanceOf(request), requestId: request.id };
+  if (error instanceof FerryError) {
+    if (!isErrorCode(error.code)) {
+      request.log.error({ err: error }, `FerryError code "${error.code}" is not in the error catalog`);
+      return problem({ ...base, code: 'internal', detail: GENERIC_DETAIL });
+    }
+    return problem({ ...base, code: error.code, detail: error.message, errors: detailErrors(error) });
+  }
+  const fastifyError = error as Partial<FastifyError>;
+  if (fastifyError.validation) {
+    const errors = parameterErrors(fastifyError.validation, fastifyError.validationContext);
+    const detail = errors.map((e) => `${e.parameter}: ${e.message}`).join('; ');
+    return problem({ ...base, code: 'invalid_parameter', detail, errors });
+  }
+  const status = fastifyError.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    // Client errors raised by Fastify and its plugins carry messages meant for the client.
+    const code: ErrorCode = CLIENT_ERROR_CODES[status] ?? codeForStatus(status) ?? 'malformed_request';
+    return problem({ ...base, code, detail: fastifyError.message ?? errorDefinition(code).title });
+  }
+  if (status === 503) return problem({ ...base, code: 'service_unavailable', detail: UNAVAILABLE_DETAIL });
+  return problem({ ...base, code: 'internal', detail: GENERIC_DETAIL });
+}
+
+const GENERIC_DETAIL = 'an unexpected error occurred; the server logged it with this request_id';
+const UNAVAILABLE_DETAIL = 'the service is temporarily unavailable; retry later';
+
+/** Statuses whose first catalog code is not the right one for a framework error. */
+const CLIENT_ERROR_CODES: Partial<Record<number, ErrorCode>> = {
+  400: 'malformed_request',
+  404: 'not_found',
+  429: 'rate_limited',
+};
+
+function detailErrors(error: FerryError): ParameterError[] | undefined {
+  const parameter = error.details?.parameter;
+  if (typeof parameter !== 'string') return undefined;
+  const accepted = error.details?.accepted;
+  const prefix = `${parameter}: `;
+  return [
+    {
+      parameter,
+      message: error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message,
+      ...(Array.isArray(accepted) ? { accepted: accepted as (string | number)[] } : {}),
+    },
+  ];
+}

@@ -1,0 +1,27 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Config } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import type { Logger } from '../lib/logger.ts';
+
+/** What the HTTP layer is built from; the composition root supplies the adapters. */
+export interface AppDeps {
+  readonly database: Database;
+  readonly config: Config;
+  /** Defaults to a logger at `config.logLevel`. */
+  readonly logger?: Logger;
+  /** Extra route plugins registered after the built-in ones (tests, embedders). */
+  readonly routes?: readonly RoutePlugin[];
+}
+
+/** What a route plugin receives as its options. */
+export interface RouteDeps {
+  readonly database: Database;
+  readonly config: Config;
+  readonly version: string;
+}
+
+/**
+ * One area of the API (health, exports, ...): a Fastify plugin in
+ * src/http/routes/, listed in ROUTES in src/http/app.ts.
+ */
+export type RoutePlugin = FastifyPluginAsyncTypebox<RouteDeps>;
