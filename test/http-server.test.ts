@@ -12,6 +12,7 @@ import type { RoutePlugin } from '../src/http/types.ts';
 import { FerryError, invalid } from '../src/lib/errors.ts';
 import { createLogger, REDACTED } from '../src/lib/logger.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { pgliteDatabase } from '../src/db/pglite-database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
@@ -83,8 +84,7 @@ for (const dialect of DIALECTS) {
     });
     afterAll(async () => {
       await app.close();
-      // The last test closed the database; drop() closes it again (a no-op) and removes the schema.
-      await t.drop().catch(() => undefined);
+      await t.drop();
     });
 
     it('GET /healthz says the process is up, with the version', async () => {
@@ -100,18 +100,29 @@ for (const dialect of DIALECTS) {
     });
 
     it('GET /readyz answers 503 problem+json once the database is gone; /healthz stays 200', async () => {
-      await t.database.close();
-      const res = await app.inject('/readyz');
-      expect(res.statusCode).toBe(503);
-      expect(res.headers['content-type']).toBe(PROBLEM);
-      expect(res.json()).toMatchObject({
-        type: '/problems/service_unavailable',
-        status: 503,
-        code: 'service_unavailable',
-        instance: '/readyz',
-        request_id: res.headers['x-request-id'],
-      });
-      expect((await app.inject('/healthz')).statusCode).toBe(200);
+      // A connection of its own, so that closing it leaves the test database to drop.
+      const own =
+        dialect === 'pglite'
+          ? await pgliteDatabase({})
+          : postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema, max: 1 });
+      const local = await buildApp({ database: own, config: loadConfig({ LOG_LEVEL: 'silent' }) });
+      try {
+        expect((await local.inject('/readyz')).statusCode).toBe(200);
+        await own.close();
+        const res = await local.inject('/readyz');
+        expect(res.statusCode).toBe(503);
+        expect(res.headers['content-type']).toBe(PROBLEM);
+        expect(res.json()).toMatchObject({
+          type: '/problems/service_unavailable',
+          status: 503,
+          code: 'service_unavailable',
+          instance: '/readyz',
+          request_id: res.headers['x-request-id'],
+        });
+        expect((await local.inject('/healthz')).statusCode).toBe(200);
+      } finally {
+        await local.close();
+      }
     });
   });
 }
