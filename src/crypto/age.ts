@@ -11,8 +11,9 @@ import { invalid } from '../lib/errors.ts';
  *
  * The library works on WHATWG streams; the classes below bridge them to Node
  * streams chunk by chunk with backpressure, so memory stays flat for any file size.
- * Its ciphers are pure JavaScript: throughput is CPU-bound (on the order of 100 MB/s
- * per core) and runs on the calling thread.
+ * Its ciphers are pure JavaScript: throughput is CPU-bound and on the calling thread
+ * (about 30 MiB/s on one core of a small server, against about 100 MiB/s for the
+ * AES-GCM encryption at rest), so a 10 GiB export takes a few minutes to encrypt.
  */
 
 const MAX_SHOWN = 72;
