@@ -322,7 +322,7 @@ describe('parquet writer', () => {
       last_us: String(micros(last.slice(0, 23) + 'Z') + BigInt(last.slice(23, 26))),
       ids: total,
     });
-  });
+  }, 180_000); // 200k rows take ~10 s alone, several times that on a busy machine
 
   it('fails with the field named when a value does not fit its type', async () => {
     const bad = JSON.stringify({ ...ROWS[3], created_at: 'yesterday' });
