@@ -20,7 +20,10 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         license: { name: 'MIT', identifier: 'MIT' },
       },
       ...(config.publicUrl ? { servers: [{ url: config.publicUrl }] } : {}),
-      tags: [{ name: 'health', description: 'Liveness and readiness probes' }],
+      tags: [
+        { name: 'health', description: 'Liveness and readiness probes' },
+        { name: 'errors', description: 'The catalog of error codes that problem documents carry' },
+      ],
     },
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) =>
