@@ -27,7 +27,8 @@ function errno(err: unknown): string | undefined {
  * 0600), fsyncs it, and commit renames it over the final path and fsyncs the
  * folder, so the key shows either nothing or the complete file, even across a
  * crash. On disk a key cannot be both a file and a folder (`a` and `a/b`); S3 allows
- * that, so keys should not rely on it.
+ * that, so keys should not rely on it. Content types are not kept on disk: `head`
+ * returns none, and the download route derives one from the file name.
  */
 export class LocalObjectStore implements ObjectStore {
   readonly kind = 'local';
@@ -42,7 +43,13 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async put(key: string, source: Readable, _options?: { contentType?: string }): Promise<PendingObject> {
-    const finalPath = this.#path(key);
+    let finalPath: string;
+    try {
+      finalPath = this.#path(key);
+    } catch (err) {
+      source.destroy(); // release whatever feeds the source (a database cursor, a file)
+      throw err;
+    }
     const tempPath = path.join(this.root, TEMP_DIR, randomUUID());
     const digest = new DigestTransform();
     try {

@@ -124,7 +124,12 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async put(key: string, source: Readable, options?: { contentType?: string }): Promise<PendingObject> {
-    validateKey(key);
+    try {
+      validateKey(key);
+    } catch (err) {
+      source.destroy(); // release whatever feeds the source (a database cursor, a file)
+      throw err;
+    }
     const api = this.#api;
     const Bucket = this.bucket;
     const hash = createHash('sha256');
