@@ -43,9 +43,12 @@ if (job.package) {
   const out = createWriteStream(job.out);
   const pkg = createPackageWriter('zip', out, { root: 'company-export-bench', mtime: new Date() });
   const pass = new PassThrough();
-  const [outcome] = await Promise.all([exportDataset(database, request, pass), pkg.add(`${job.dataset}.${job.format}`, pass)]);
+  const [outcome] = await Promise.all([
+    exportDataset(database, request, pass),
+    pkg.add(`${job.dataset}.${job.format}`, pass),
+  ]);
   const done = await pkg.finish();
-  await new Promise((resolve) => out.once('close', resolve));
+  await new Promise<void>((resolve) => out.once('close', () => resolve()));
   records = outcome.records;
   bytes = done.bytes;
 } else {
@@ -53,8 +56,10 @@ if (job.package) {
   const outcome = await exportDataset(database, request, out);
   records = outcome.records;
   bytes = outcome.bytes;
-  if (!out.closed) await new Promise((resolve) => out.once('close', resolve));
+  if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
 }
 const seconds = Number(process.hrtime.bigint() - started) / 1e9;
 await database.close();
-process.stdout.write(`${JSON.stringify({ seconds, records, bytes, maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ seconds, records, bytes, maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) })}\n`,
+);

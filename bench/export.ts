@@ -105,15 +105,38 @@ async function pgliteFixture(messages: number): Promise<{ dir: string; tenant: s
 /** psql \copy of exactly the statement Ferry streams for a full-PII CSV export of messages. */
 function referenceSeconds(schema: string, tenant: string, file: string): number {
   const request = parseExportRequest({ tenantId: tenant, dataset: 'messages', format: 'csv', pii: 'full' });
-  const query = buildExportQuery(REFERENCE_DATAMAP.datasets.messages!, request, { timezone: 'UTC', anonymizeKey: '00', input: 'csv' });
-  const statement = copySql(query).replace(/^COPY /, '\\copy ').replace(' TO STDOUT ', ` TO '${file}' `);
+  const query = buildExportQuery(REFERENCE_DATAMAP.datasets.messages!, request, {
+    timezone: 'UTC',
+    dayZone: 'UTC',
+    anonymizeKey: '00',
+    input: 'csv',
+  });
+  const statement = copySql(query)
+    .replace(/^COPY /, '\\copy ')
+    .replace(' TO STDOUT ', ` TO '${file}' `);
   return seconds(() => {
-    execFileSync('psql', [PG_URL, '-v', 'ON_ERROR_STOP=1', '-q', '-c', `SET search_path = ${schema}`, '-c', statement.replace(/\s+/g, ' ')]);
+    execFileSync('psql', [
+      PG_URL,
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-q',
+      '-c',
+      `SET search_path = ${schema}`,
+      '-c',
+      statement.replace(/\s+/g, ' '),
+    ]);
   });
 }
 
-function runFerry(job: Record<string, unknown>): { seconds: number; records: number; bytes: number; maxRssMb: number } {
-  const result = spawnSync(process.execPath, ['bench/export-one.ts', JSON.stringify(job)], { encoding: 'utf8' });
+function runFerry(job: Record<string, unknown>): {
+  seconds: number;
+  records: number;
+  bytes: number;
+  maxRssMb: number;
+} {
+  const result = spawnSync(process.execPath, ['bench/export-one.ts', JSON.stringify(job)], {
+    encoding: 'utf8',
+  });
   if (result.status !== 0) throw new Error(`export failed: ${result.stderr}`);
   return JSON.parse(result.stdout.trim().split('\n').pop()!);
 }
@@ -142,10 +165,29 @@ async function main(): Promise<void> {
     for (const c of CASES) {
       const reference = referenceSeconds(schema, tenant, refFile);
       const file = path.join(OUT, 'files', `ferry-${c.format}`);
-      const r = runFerry({ database: { kind: 'postgres', url: PG_URL, schema }, tenant, dataset: 'messages', ...c, out: file });
-      rows.push({ database: 'postgres', messages, case: c.name, ratio: reference / r.seconds, goal: c.goal, ferrySeconds: r.seconds, referenceSeconds: reference, rowsPerSecond: r.records / r.seconds, maxRssMb: r.maxRssMb, bytes: r.bytes });
+      const r = runFerry({
+        database: { kind: 'postgres', url: PG_URL, schema },
+        tenant,
+        dataset: 'messages',
+        ...c,
+        out: file,
+      });
+      rows.push({
+        database: 'postgres',
+        messages,
+        case: c.name,
+        ratio: reference / r.seconds,
+        goal: c.goal,
+        ferrySeconds: r.seconds,
+        referenceSeconds: reference,
+        rowsPerSecond: r.records / r.seconds,
+        maxRssMb: r.maxRssMb,
+        bytes: r.bytes,
+      });
       rmSync(file, { force: true });
-      process.stderr.write(`${rows.at(-1)!.database} ${messages} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`);
+      process.stderr.write(
+        `${rows.at(-1)!.database} ${messages} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`,
+      );
     }
   }
   if (PGLITE_SIZE > 0) {
@@ -156,9 +198,22 @@ async function main(): Promise<void> {
       const reference = referenceSeconds(schema, pgTenant, refFile);
       const file = path.join(OUT, 'files', `ferry-pglite-${c.format}`);
       const r = runFerry({ database: { kind: 'pglite', dir }, tenant, dataset: 'messages', ...c, out: file });
-      rows.push({ database: 'pglite', messages: PGLITE_SIZE, case: c.name, ratio: reference / r.seconds, goal: null, ferrySeconds: r.seconds, referenceSeconds: reference, rowsPerSecond: r.records / r.seconds, maxRssMb: r.maxRssMb, bytes: r.bytes });
+      rows.push({
+        database: 'pglite',
+        messages: PGLITE_SIZE,
+        case: c.name,
+        ratio: reference / r.seconds,
+        goal: null,
+        ferrySeconds: r.seconds,
+        referenceSeconds: reference,
+        rowsPerSecond: r.records / r.seconds,
+        maxRssMb: r.maxRssMb,
+        bytes: r.bytes,
+      });
       rmSync(file, { force: true });
-      process.stderr.write(`pglite ${PGLITE_SIZE} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`);
+      process.stderr.write(
+        `pglite ${PGLITE_SIZE} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`,
+      );
     }
   }
   const table = [

@@ -52,15 +52,34 @@ export function registerExport(program: Command): void {
     .addOption(new Option('--compression <kind>', 'compression').choices(COMPRESSIONS).default('none'))
     .option('--from <date>', 'start date (YYYY-MM-DD, in the tenant time zone) or ISO 8601 timestamp')
     .option('--to <date>', 'end date, inclusive (YYYY-MM-DD) or ISO 8601 timestamp')
-    .option('--filter <key=value>', 'dataset filter, repeatable (see `ferry datamap --dataset NAME`)', collect, [])
+    .option(
+      '--filter <key=value>',
+      'dataset filter, repeatable (see `ferry datamap --dataset NAME`)',
+      collect,
+      [],
+    )
     .option('--columns <a,b,c>', 'columns to include, in this order')
-    .addOption(new Option('--pii <level>', 'personal data: full, or an anonymization level (default enhanced)').choices(PII_LEVELS))
+    .addOption(
+      new Option(
+        '--pii <level>',
+        'personal data: full, or an anonymization level (default enhanced)',
+      ).choices(PII_LEVELS),
+    )
     .option('--timezone <zone>', 'IANA time zone for timestamps and dates (default: the tenant time zone)')
     .option('--bom', 'CSV: start with a UTF-8 byte-order mark (for Excel)')
     .option('--no-csv-guard', 'CSV: do not neutralise spreadsheet formulas (for machine use)')
-    .option('--partition-by-date', 'Parquet: Hive-style dataset=NAME/date=YYYY-MM-DD/ folders (needs --out DIR)')
+    .option(
+      '--partition-by-date',
+      'Parquet: Hive-style dataset=NAME/date=YYYY-MM-DD/ folders (needs --out DIR)',
+    )
     .option('--out <path>', 'output file, or - for stdout')
-    .addOption(new Option('--package <kind>', 'write the company package instead of one dataset').choices(['zip', 'tar.gz', 'directory']))
+    .addOption(
+      new Option('--package <kind>', 'write the company package instead of one dataset').choices([
+        'zip',
+        'tar.gz',
+        'directory',
+      ]),
+    )
     .option('--datasets <a,b>', 'with --package: datasets to include (default: all)')
     .action(async (flags: ExportFlags) => {
       if (flags.package) {
@@ -95,7 +114,8 @@ export function registerExport(program: Command): void {
         const run = (out: NodeJS.WritableStream) =>
           exportDataset(database, request, out as never, {
             estimate: process.stderr.isTTY,
-            onProgress: (p) => progress.update(p.records, p.estimatedRecords, { bytes: formatBytes(p.bytes) }),
+            onProgress: (p) =>
+              progress.update(p.records, p.estimatedRecords, { bytes: formatBytes(p.bytes) }),
           });
         try {
           const outcome = toStdout ? await run(process.stdout) : await writeFileAtomically(flags.out!, run);

@@ -35,14 +35,15 @@ export interface DocumentResult {
 
 /** Writes and waits for the stream to accept more (backpressure). */
 async function write(out: Writable, text: string): Promise<void> {
-  if (!out.write(text)) await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    out.once('error', onError);
-    out.once('drain', () => {
-      out.off('error', onError);
-      resolve();
+  if (!out.write(text))
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      out.once('error', onError);
+      out.once('drain', () => {
+        out.off('error', onError);
+        resolve();
+      });
     });
-  });
 }
 
 const PAGE = 50;
@@ -85,7 +86,14 @@ interface Usage {
 
 /** Usage of each document, derived from the sources AI answers cited (messages.content_sources). */
 async function documentUsage(database: Database, tenantId: string): Promise<Map<string, Usage>> {
-  const rows = await sql<{ doc: string; month: string; n: number; rel_sum: number | null; rel_n: number; last: Date }>`
+  const rows = await sql<{
+    doc: string;
+    month: string;
+    n: number;
+    rel_sum: number | null;
+    rel_n: number;
+    last: Date;
+  }>`
     SELECT src.doc, to_char(date_trunc('month', m.created_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
            count(*)::int AS n,
            sum((m.source_relevance_scores ->> (src.ord::int - 1))::float8) AS rel_sum,
@@ -105,7 +113,8 @@ async function documentUsage(database: Database, tenantId: string): Promise<Map<
     if (!u.last || last > u.last) u.last = last;
     usage.set(r.doc, u);
   }
-  for (const u of usage.values()) u.average = u.relN ? Math.round((u.relSum / u.relN) * 10_000) / 10_000 : null;
+  for (const u of usage.values())
+    u.average = u.relN ? Math.round((u.relSum / u.relN) * 10_000) / 10_000 : null;
   return usage;
 }
 
@@ -127,13 +136,26 @@ export async function* knowledgeBaseDocuments(
       .limit(PAGE);
     if (after) {
       const a = after;
-      q = q.where((eb) => eb.or([eb('created_at', '>', a.updated), eb.and([eb('created_at', '=', a.updated), eb('id', '>', a.id)])]));
+      q = q.where((eb) =>
+        eb.or([
+          eb('created_at', '>', a.updated),
+          eb.and([eb('created_at', '=', a.updated), eb('id', '>', a.id)]),
+        ]),
+      );
     }
     const docs = await q.execute();
     if (!docs.length) return;
     const chunks = await database.db
       .selectFrom('document_chunks')
-      .select(['id', 'document_id', 'chunk_index', 'content', 'relevance_avg', 'relevance_max', 'relevance_min'])
+      .select([
+        'id',
+        'document_id',
+        'chunk_index',
+        'content',
+        'relevance_avg',
+        'relevance_max',
+        'relevance_min',
+      ])
       .$if(options.includeEmbeddings, (qb) => qb.select('embedding'))
       .where(
         'document_id',
@@ -172,7 +194,9 @@ export async function* knowledgeBaseDocuments(
           .map((c) => ({
             chunk_id: c.id,
             content: c.content,
-            ...(options.includeEmbeddings ? { vector_embedding: (c as { embedding?: number[] }).embedding ?? [] } : {}),
+            ...(options.includeEmbeddings
+              ? { vector_embedding: (c as { embedding?: number[] }).embedding ?? [] }
+              : {}),
             relevance_scores: { average: c.relevance_avg, max: c.relevance_max, min: c.relevance_min },
           })),
       };
@@ -222,11 +246,16 @@ function xmlEscape(value: string): string {
 function xmlElement(name: string, value: unknown, indent: string): string {
   if (value === null || value === undefined) return '';
   if (Array.isArray(value)) {
-    return `${indent}<${name}>${value.map((v) => `\n${xmlElement('item', v, `${indent}  `)}`).join('')}\n${indent}</${name}>\n`.replace(/\n\n/g, '\n');
+    return `${indent}<${name}>${value.map((v) => `\n${xmlElement('item', v, `${indent}  `)}`).join('')}\n${indent}</${name}>\n`.replace(
+      /\n\n/g,
+      '\n',
+    );
   }
   if (typeof value === 'object') {
     const inner = Object.entries(value as Record<string, unknown>)
-      .map(([k, v]) => xmlElement(/^[A-Za-z_][\w.-]*$/.test(k) ? k : `m${k.replace(/[^\w]/g, '_')}`, v, `${indent}  `))
+      .map(([k, v]) =>
+        xmlElement(/^[A-Za-z_][\w.-]*$/.test(k) ? k : `m${k.replace(/[^\w]/g, '_')}`, v, `${indent}  `),
+      )
       .join('');
     return `${indent}<${name}>\n${inner}${indent}</${name}>\n`;
   }
@@ -266,18 +295,32 @@ export function markdownFileName(doc: { document_id: string; title: string }): s
   return `${slug || 'document'}-${doc.document_id.slice(0, 8)}.md`;
 }
 
-async function exportKnowledgeBase(database: Database, request: ExportRequest, out: Writable, ctx: DocumentContext): Promise<DocumentResult> {
+async function exportKnowledgeBase(
+  database: Database,
+  request: ExportRequest,
+  out: Writable,
+  ctx: DocumentContext,
+): Promise<DocumentResult> {
   const includeEmbeddings = request.options.include_embeddings === 'true';
   const total = await database.db
     .selectFrom('documents')
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where('tenant_id', '=', ctx.tenant.id)
     .executeTakeFirstOrThrow();
-  const meta = { export_date: ctx.metadata.export_date, tenant_id: ctx.tenant.id, total_documents: Number(total.n), export_version: ctx.metadata.export_version, export_id: ctx.metadata.export_id };
+  const meta = {
+    export_date: ctx.metadata.export_date,
+    tenant_id: ctx.tenant.id,
+    total_documents: Number(total.n),
+    export_version: ctx.metadata.export_version,
+    export_id: ctx.metadata.export_id,
+  };
   const docs = knowledgeBaseDocuments(database, ctx.tenant.id, { includeEmbeddings });
   let records = 0;
   if (request.format === 'markdown') {
-    const pkg = createPackageWriter('zip', out, { root: 'knowledge_base', mtime: new Date(String(ctx.metadata.export_date)) });
+    const pkg = createPackageWriter('zip', out, {
+      root: 'knowledge_base',
+      mtime: new Date(String(ctx.metadata.export_date)),
+    });
     for await (const doc of docs) {
       await pkg.add(markdownFileName(doc), markdownFor(doc));
       records++;
@@ -287,7 +330,10 @@ async function exportKnowledgeBase(database: Database, request: ExportRequest, o
   }
   const summary = await kbSummary(database, ctx.tenant.id);
   if (request.format === 'xml') {
-    await write(out, `<?xml version="1.0" encoding="UTF-8"?>\n<knowledge_base xmlns="${KB_XML_NAMESPACE}">\n`);
+    await write(
+      out,
+      `<?xml version="1.0" encoding="UTF-8"?>\n<knowledge_base xmlns="${KB_XML_NAMESPACE}">\n`,
+    );
     await write(out, xmlElement('export_metadata', meta, '  '));
     await write(out, '  <documents>\n');
     for await (const doc of docs) {
@@ -300,48 +346,113 @@ async function exportKnowledgeBase(database: Database, request: ExportRequest, o
     await write(out, '</knowledge_base>\n');
     return { records, contentType: 'application/xml', extension: 'xml' };
   }
-  if (request.format !== 'json') throw new FerryError('unsupported_format', `knowledge_base exports as json, markdown or xml, not ${request.format}`);
+  if (request.format !== 'json')
+    throw new FerryError(
+      'unsupported_format',
+      `knowledge_base exports as json, markdown or xml, not ${request.format}`,
+    );
   await write(out, `{"export_metadata":${JSON.stringify(meta)},"documents":[`);
   for await (const doc of docs) {
     await write(out, `${records ? ',' : ''}\n${JSON.stringify(doc)}`);
     records++;
   }
-  await write(out, `\n],"categories":${JSON.stringify(summary.categories)},"search_analytics":${JSON.stringify(summary.search_analytics)}}\n`);
+  await write(
+    out,
+    `\n],"categories":${JSON.stringify(summary.categories)},"search_analytics":${JSON.stringify(summary.search_analytics)}}\n`,
+  );
   return { records, contentType: 'application/json', extension: 'json' };
 }
 
 /** Account data: profile, plan and usage, settings, sites, team (no password hashes), integrations (masked). */
-export async function accountDocument(database: Database, request: ExportRequest, ctx: DocumentContext): Promise<Record<string, unknown>> {
+export async function accountDocument(
+  database: Database,
+  request: ExportRequest,
+  ctx: DocumentContext,
+): Promise<Record<string, unknown>> {
   const tenantId = ctx.tenant.id;
   const teamFields = REFERENCE_DATAMAP.datasets.team_members!.fields.filter((f) => f.name !== 'tenant_id');
   const cols = teamFields
-    .map((f) => `${request.pii === 'full' ? f.sql : anonymizeSql(f, f.sql, { level: request.pii, key: ctx.anonymizeKey })} AS "${f.name}"`)
+    .map(
+      (f) =>
+        `${request.pii === 'full' ? f.sql : anonymizeSql(f, f.sql, { level: request.pii, key: ctx.anonymizeKey })} AS "${f.name}"`,
+    )
     .join(', ');
-  const team = await sql<Record<string, unknown>>`${sql.raw(`SELECT ${cols} FROM team_members t WHERE t.tenant_id = ${literal(tenantId)} ORDER BY t.created_at, t.id`)}`.execute(database.db);
+  const team = await sql<
+    Record<string, unknown>
+  >`${sql.raw(`SELECT ${cols} FROM team_members t WHERE t.tenant_id = ${literal(tenantId)} ORDER BY t.created_at, t.id`)}`.execute(
+    database.db,
+  );
   const [tenant, sites, settings, integrations, subscription, usage] = await Promise.all([
-    database.db.selectFrom('tenants').select(['id', 'name', 'slug', 'plan', 'timezone', 'home_country', 'created_at']).where('id', '=', tenantId).executeTakeFirstOrThrow(),
-    database.db.selectFrom('sites').select(['id', 'url', 'name', 'created_at']).where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute(),
-    database.db.selectFrom('settings').select(['key', 'value', 'updated_at']).where('tenant_id', '=', tenantId).orderBy('key').execute(),
+    database.db
+      .selectFrom('tenants')
+      .select(['id', 'name', 'slug', 'plan', 'timezone', 'home_country', 'created_at'])
+      .where('id', '=', tenantId)
+      .executeTakeFirstOrThrow(),
+    database.db
+      .selectFrom('sites')
+      .select(['id', 'url', 'name', 'created_at'])
+      .where('tenant_id', '=', tenantId)
+      .orderBy('created_at')
+      .orderBy('id')
+      .execute(),
+    database.db
+      .selectFrom('settings')
+      .select(['key', 'value', 'updated_at'])
+      .where('tenant_id', '=', tenantId)
+      .orderBy('key')
+      .execute(),
     // Only the masked hint leaves; the encrypted credentials column is never selected.
-    database.db.selectFrom('integrations').select(['id', 'type', 'name', 'config', 'credentials_hint', 'enabled', 'created_at', 'updated_at']).where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute(),
-    database.db.selectFrom('subscriptions').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at', 'desc').executeTakeFirst(),
+    database.db
+      .selectFrom('integrations')
+      .select(['id', 'type', 'name', 'config', 'credentials_hint', 'enabled', 'created_at', 'updated_at'])
+      .where('tenant_id', '=', tenantId)
+      .orderBy('created_at')
+      .orderBy('id')
+      .execute(),
+    database.db
+      .selectFrom('subscriptions')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .orderBy('created_at', 'desc')
+      .executeTakeFirst(),
     sql<{ conversations: number; messages: number; documents: number }>`
       SELECT (SELECT count(*)::int FROM conversations WHERE tenant_id = ${tenantId} AND start_timestamp > now() - interval '30 days') AS conversations,
              (SELECT count(*)::int FROM messages WHERE tenant_id = ${tenantId} AND created_at > now() - interval '30 days') AS messages,
-             (SELECT count(*)::int FROM documents WHERE tenant_id = ${tenantId}) AS documents`.execute(database.db),
+             (SELECT count(*)::int FROM documents WHERE tenant_id = ${tenantId}) AS documents`.execute(
+      database.db,
+    ),
   ]);
   const u = usage.rows[0];
   return {
     tenant,
     plan_and_usage: {
       plan: tenant.plan,
-      subscription: subscription ? { plan: subscription.plan, status: subscription.status, seats: subscription.seats, amount: subscription.amount, currency: subscription.currency, billing_interval: subscription.billing_interval, current_period_end: subscription.current_period_end } : null,
-      usage: { conversations_last_30_days: u?.conversations ?? 0, messages_last_30_days: u?.messages ?? 0, documents: u?.documents ?? 0, team_members: team.rows.length, sites: sites.length },
+      subscription: subscription
+        ? {
+            plan: subscription.plan,
+            status: subscription.status,
+            seats: subscription.seats,
+            amount: subscription.amount,
+            currency: subscription.currency,
+            billing_interval: subscription.billing_interval,
+            current_period_end: subscription.current_period_end,
+          }
+        : null,
+      usage: {
+        conversations_last_30_days: u?.conversations ?? 0,
+        messages_last_30_days: u?.messages ?? 0,
+        documents: u?.documents ?? 0,
+        team_members: team.rows.length,
+        sites: sites.length,
+      },
     },
     settings: Object.fromEntries(settings.map((s) => [s.key, s.value])),
     sites,
     team_members: team.rows,
-    integrations: integrations.map(({ credentials_hint, ...rest }) => ({ ...rest, credentials: credentials_hint })),
+    integrations: integrations.map(({ credentials_hint, ...rest }) => ({
+      ...rest,
+      credentials: credentials_hint,
+    })),
   };
 }
 
@@ -352,7 +463,8 @@ export async function exportDocumentDataset(
   ctx: DocumentContext,
 ): Promise<DocumentResult> {
   if (request.dataset === 'knowledge_base') return exportKnowledgeBase(database, request, out, ctx);
-  if (request.format !== 'json') throw new FerryError('unsupported_format', `account exports as json, not ${request.format}`);
+  if (request.format !== 'json')
+    throw new FerryError('unsupported_format', `account exports as json, not ${request.format}`);
   const account = await accountDocument(database, request, ctx);
   await write(out, `${JSON.stringify({ export_metadata: ctx.metadata, account }, null, 2)}\n`);
   return { records: 1, contentType: 'application/json', extension: 'json' };

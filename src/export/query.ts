@@ -4,13 +4,15 @@ import { FerryError } from '../lib/errors.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { analyticsColumns, analyticsSource } from './computed/analytics.ts';
 import { revenueAttributionSource } from './computed/revenue-attribution.ts';
-import { COPY_OPTIONS, csvCellSql, jsonObjectSql, jsonValueSql } from './render-sql.ts';
+import { COPY_OPTIONS, csvCellSql, jsonValueSql } from './render-sql.ts';
 import type { ExportRequest, FilterValue } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
 export interface QueryContext {
-  /** The zone for timestamps and date filters (request zone, else the tenant's). */
+  /** The zone timestamps are written in: the requested zone, else UTC. */
   readonly timezone: string;
+  /** The zone that days belong to (date filters, analytics periods): the requested zone, else the tenant's. */
+  readonly dayZone: string;
   /** Per-export key for keyed-hash pseudonyms. */
   readonly anonymizeKey: string;
   readonly input: WriterInput;
@@ -20,7 +22,12 @@ export interface QueryContext {
 export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
   let fields = [...dataset.fields];
   if (dataset.name === 'analytics') {
-    const metrics = (request.options.metrics ?? 'all').split(',') as ('performance' | 'attribution' | 'revenue' | 'all')[];
+    const metrics = (request.options.metrics ?? 'all').split(',') as (
+      | 'performance'
+      | 'attribution'
+      | 'revenue'
+      | 'all'
+    )[];
     const names = analyticsColumns(metrics);
     fields = fields.filter((f) => names.includes(f.name));
   }
@@ -46,63 +53,113 @@ function filterValueSql(filter: DatasetFilter, value: FilterValue, timezone: str
   return literal(value as string | number | boolean);
 }
 
+interface Source {
+  /** FROM and JOINs. */
+  tables: string;
+  /** WHERE conditions, joined with AND, followed by the key-range marker. */
+  where: string;
+  key: string[];
+}
+
+const COMPUTED_TAIL = ' WHERE true{{KEY_RANGE}}';
+
+/** Splits a computed dataset's `FROM (...) t WHERE true{{KEY_RANGE}}` into its parts. */
+function computedSource(built: { from: string; key: string[] }): Source {
+  if (!built.from.endsWith(COMPUTED_TAIL))
+    throw new FerryError('internal', 'computed dataset source has an unexpected shape');
+  return { tables: built.from.slice(0, -COMPUTED_TAIL.length), where: 'true{{KEY_RANGE}}', key: built.key };
+}
+
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
-function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): { from: string; key: string[] } {
+function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): Source {
   const f = request.filters;
   if (dataset.name === 'analytics') {
-    const metrics = (request.options.metrics ?? 'all').split(',') as ('performance' | 'attribution' | 'revenue' | 'all')[];
-    return analyticsSource({
-      tenantId: request.tenantId,
-      timezone: ctx.timezone,
-      granularity: (request.options.granularity ?? 'daily') as 'daily',
-      metrics,
-      ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
-      ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
-      ...(request.options.site_urls ? { siteUrls: request.options.site_urls.split(',') } : {}),
-    });
+    const metrics = (request.options.metrics ?? 'all').split(',') as (
+      | 'performance'
+      | 'attribution'
+      | 'revenue'
+      | 'all'
+    )[];
+    return computedSource(
+      analyticsSource({
+        tenantId: request.tenantId,
+        timezone: ctx.dayZone,
+        granularity: (request.options.granularity ?? 'daily') as 'daily',
+        metrics,
+        ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
+        ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
+        ...(request.options.site_urls ? { siteUrls: request.options.site_urls.split(',') } : {}),
+      }),
+    );
   }
   if (dataset.name === 'revenue_attribution') {
-    return revenueAttributionSource({
-      tenantId: request.tenantId,
-      timezone: ctx.timezone,
-      model: (request.options.attribution_model ?? 'last_touch') as 'last_touch',
-      ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
-      ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
-      ...(request.options.customer_segment ? { customerSegment: request.options.customer_segment } : {}),
-    });
+    return computedSource(
+      revenueAttributionSource({
+        tenantId: request.tenantId,
+        timezone: ctx.dayZone,
+        model: (request.options.attribution_model ?? 'last_touch') as 'last_touch',
+        ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
+        ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
+        ...(request.options.customer_segment ? { customerSegment: request.options.customer_segment } : {}),
+      }),
+    );
   }
-  if (dataset.kind !== 'table') throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
+  if (dataset.kind !== 'table')
+    throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];
   for (const [name, value] of Object.entries(f)) {
     const filter = dataset.filters.find((x) => x.name === name);
     if (!filter) throw new FerryError('invalid_parameter', `filter: unknown filter "${name}"`);
-    conditions.push(`(${filter.sql.replaceAll('$value', filterValueSql(filter, value, ctx.timezone))})`);
+    conditions.push(`(${filter.sql.replaceAll('$value', filterValueSql(filter, value, ctx.dayZone))})`);
   }
-  return { from: `${dataset.from} WHERE ${conditions.join(' AND ')}{{KEY_RANGE}}`, key: [...dataset.key] };
+  return { tables: dataset.from, where: `${conditions.join(' AND ')}{{KEY_RANGE}}`, key: [...dataset.key] };
 }
 
 /** The field's SQL expression after the anonymization level. */
-function valueSql(dataset: DatasetDeclaration, field: DatasetField, request: ExportRequest, ctx: QueryContext): string {
+function valueSql(
+  dataset: DatasetDeclaration,
+  field: DatasetField,
+  request: ExportRequest,
+  ctx: QueryContext,
+): string {
   const raw = dataset.kind === 'computed' ? `t.${field.name}` : field.sql;
   if (request.pii === 'full') return raw;
   return anonymizeSql(field, raw, { level: request.pii, key: ctx.anonymizeKey });
 }
 
-/** Builds the one streamed COPY that produces a dataset export's rows. */
-export function buildExportQuery(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): CopyQuery {
+/**
+ * Builds the one streamed COPY that produces a dataset export's rows. CSV cells are
+ * rendered by PostgreSQL's CSV mode; NDJSON rows are `row_to_json` of a LATERAL row
+ * whose columns are the fields, which keeps field order and compact JSON.
+ */
+export function buildExportQuery(
+  dataset: DatasetDeclaration,
+  request: ExportRequest,
+  ctx: QueryContext,
+): CopyQuery {
   const fields = selectedFields(dataset, request);
-  const { from, key } = source(dataset, request, ctx);
+  const { tables, where, key } = source(dataset, request, ctx);
   if (ctx.input === 'csv') {
+    const guard = request.csvGuard && request.format === 'csv';
     const projection = fields
-      .map((field) => {
-        const guard = request.csvGuard && request.format === 'csv';
-        return `${csvCellSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone, guard)} AS "${field.name}"`;
-      })
+      .map(
+        (field) =>
+          `${csvCellSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone, guard)} AS "${field.name}"`,
+      )
       .join(', ');
-    return { projection, from, key, options: COPY_OPTIONS.csv, header: true };
+    return { projection, from: `${tables} WHERE ${where}`, key, options: COPY_OPTIONS.csv, header: true };
   }
-  const projection = jsonObjectSql(
-    fields.map((field) => ({ name: field.name, sql: jsonValueSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone) })),
-  );
-  return { projection, from, key, options: COPY_OPTIONS.ndjson, header: false };
+  const row = fields
+    .map(
+      (field) =>
+        `${jsonValueSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone)} AS "${field.name}"`,
+    )
+    .join(', ');
+  return {
+    projection: 'row_to_json(x)::text',
+    from: `${tables} CROSS JOIN LATERAL (SELECT ${row}) x WHERE ${where}`,
+    key,
+    options: COPY_OPTIONS.ndjson,
+    header: false,
+  };
 }

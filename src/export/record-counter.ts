@@ -16,7 +16,10 @@ export class RecordCounter extends Transform {
   private readonly skip: number;
   private readonly onCount: ((records: number, bytes: number) => void) | undefined;
 
-  constructor(kind: 'csv' | 'ndjson', options: { headerLines?: number; onCount?: (records: number, bytes: number) => void } = {}) {
+  constructor(
+    kind: 'csv' | 'ndjson',
+    options: { headerLines?: number; onCount?: (records: number, bytes: number) => void } = {},
+  ) {
     super();
     this.csv = kind === 'csv';
     this.skip = options.headerLines ?? 0;

@@ -53,20 +53,6 @@ export function jsonValueSql(expr: string, type: FieldType, timezone: string): s
   }
 }
 
-/** PostgreSQL caps a function at 100 arguments: json_build_object takes two per field. */
-const MAX_JSON_FIELDS = 50;
-
-export function jsonObjectSql(fields: readonly { name: string; sql: string }[]): string {
-  if (fields.length > MAX_JSON_FIELDS) {
-    const parts: string[] = [];
-    for (let i = 0; i < fields.length; i += MAX_JSON_FIELDS) parts.push(jsonObjectSql(fields.slice(i, i + MAX_JSON_FIELDS)));
-    // json has no concatenation operator; splice the objects' text together (each part is a non-empty object).
-    return parts.map((p, i) => (i === 0 ? `rtrim(${p}, '}')` : `', ' || ltrim(${p}, '{')`)).join(' || ');
-  }
-  const args = fields.map((f) => `${literal(f.name)}, ${f.sql}`).join(', ');
-  return `json_build_object(${args})::text`;
-}
-
 /** COPY options per database output: RFC 4180 CSV, or NDJSON lines passed through CSV mode with
  * quote and delimiter set to control characters that JSON text always escapes, so lines come out raw. */
 export const COPY_OPTIONS = {

@@ -54,19 +54,29 @@ export interface ExportInput {
 export const DEFAULT_PII_LEVEL: PiiLevel = 'enhanced';
 
 /** Dataset options that are not row filters, per computed dataset. */
-export const DATASET_OPTIONS: Readonly<Record<string, Readonly<Record<string, readonly string[] | 'text'>>>> = {
-  analytics: {
-    granularity: ['hourly', 'daily', 'weekly', 'monthly'],
-    metrics: 'text',
-    site_urls: 'text',
-  },
-  revenue_attribution: { attribution_model: ['first_touch', 'last_touch', 'multi_touch'], customer_segment: 'text' },
-  knowledge_base: { include_embeddings: ['true', 'false'] },
-};
+export const DATASET_OPTIONS: Readonly<Record<string, Readonly<Record<string, readonly string[] | 'text'>>>> =
+  {
+    analytics: {
+      granularity: ['hourly', 'daily', 'weekly', 'monthly'],
+      metrics: 'text',
+      site_urls: 'text',
+    },
+    revenue_attribution: {
+      attribution_model: ['first_touch', 'last_touch', 'multi_touch'],
+      customer_segment: 'text',
+    },
+    knowledge_base: { include_embeddings: ['true', 'false'] },
+  };
 
-function oneOf<T extends string>(param: string, value: string | undefined, accepted: readonly T[], fallback: T): T {
+function oneOf<T extends string>(
+  param: string,
+  value: string | undefined,
+  accepted: readonly T[],
+  fallback: T,
+): T {
   if (value === undefined || value === '') return fallback;
-  if (!(accepted as readonly string[]).includes(value)) throw invalid(param, `unknown value "${value}"`, accepted);
+  if (!(accepted as readonly string[]).includes(value))
+    throw invalid(param, `unknown value "${value}"`, accepted);
   return value as T;
 }
 
@@ -89,7 +99,8 @@ function parseFilter(dataset: string, filter: DatasetFilter, raw: string): Filte
       if ((param === 'from' || param === 'to') && !DATE.test(raw) && !DATETIME.test(raw)) {
         throw invalid(param, `"${raw}" is not a date (YYYY-MM-DD) or an ISO 8601 timestamp with offset`);
       }
-      if (DATE.test(raw) && Number.isNaN(Date.parse(raw))) throw invalid(param, `"${raw}" is not a valid date`);
+      if (DATE.test(raw) && Number.isNaN(Date.parse(raw)))
+        throw invalid(param, `"${raw}" is not a valid date`);
       return raw;
     case 'integer': {
       const n = Number(raw);
@@ -102,7 +113,8 @@ function parseFilter(dataset: string, filter: DatasetFilter, raw: string): Filte
       return n;
     }
     case 'boolean':
-      if (raw !== 'true' && raw !== 'false') throw invalid(param, `"${raw}" is not a boolean`, ['true', 'false']);
+      if (raw !== 'true' && raw !== 'false')
+        throw invalid(param, `"${raw}" is not a boolean`, ['true', 'false']);
       return raw === 'true';
     case 'enum':
       return oneOf(param, raw, filter.values ?? [], raw);
@@ -124,7 +136,12 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
   const dataset: DatasetDeclaration | undefined = map.datasets[input.dataset];
   if (!dataset) throw invalid('dataset', `unknown dataset "${input.dataset}"`, Object.keys(map.datasets));
   const defaultFormat = dataset.formats[0] as ExportFormat;
-  const format = oneOf('format', input.format, dataset.formats as readonly (ExportFormat | 'markdown')[], defaultFormat);
+  const format = oneOf(
+    'format',
+    input.format,
+    dataset.formats as readonly (ExportFormat | 'markdown')[],
+    defaultFormat,
+  );
   if (!(EXPORT_FORMATS as readonly string[]).includes(format) && format !== 'markdown') {
     throw invalid('format', `unknown format "${format}"`, dataset.formats);
   }
@@ -163,7 +180,9 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
 
   let columns: string[] | undefined;
   if (input.columns !== undefined && input.columns.length > 0) {
-    columns = (typeof input.columns === 'string' ? input.columns.split(',') : [...input.columns]).map((c) => c.trim());
+    columns = (typeof input.columns === 'string' ? input.columns.split(',') : [...input.columns]).map((c) =>
+      c.trim(),
+    );
     const known = dataset.fields.map((f) => f.name);
     for (const c of columns) {
       if (!known.includes(c)) throw invalid('columns', `dataset ${dataset.name} has no column "${c}"`, known);

@@ -86,14 +86,23 @@ export function compressionSuffix(compression: Compression): string {
 export class HashCounter extends Transform {
   readonly hash = createHash('sha256');
   bytes = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (e?: Error | null, c?: Buffer) => void): void {
+  override _transform(
+    chunk: Buffer,
+    _enc: BufferEncoding,
+    done: (e?: Error | null, c?: Buffer) => void,
+  ): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     done(null, chunk);
   }
 }
 
-export function exportMetadata(request: ExportRequest, tenant: TenantInfo, exportId: string, timezone: string) {
+export function exportMetadata(
+  request: ExportRequest,
+  tenant: TenantInfo,
+  exportId: string,
+  timezone: string,
+) {
   return {
     export_id: exportId,
     export_date: new Date().toISOString(),
@@ -116,10 +125,16 @@ function datasetOf(request: ExportRequest): DatasetDeclaration {
 }
 
 /** Counts the rows a tabular export will produce. */
-export async function estimateRows(database: Database, request: ExportRequest, timezone: string): Promise<number> {
+export async function estimateRows(
+  database: Database,
+  request: ExportRequest,
+  zones: Zones,
+): Promise<number> {
   const dataset = datasetOf(request);
-  const query = buildExportQuery(dataset, request, { timezone, anonymizeKey: '00', input: 'csv' });
-  const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(database.db);
+  const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '00', input: 'csv' });
+  const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(
+    database.db,
+  );
   return result.rows[0]?.n ?? 0;
 }
 
@@ -128,11 +143,23 @@ export function datasetStream(
   database: Database,
   request: ExportRequest,
   writer: FormatWriter,
-  timezone: string,
+  zones: Zones,
   anonymizeKey: string,
 ): Readable {
   const dataset = datasetOf(request);
-  return database.copyOut(buildExportQuery(dataset, request, { timezone, anonymizeKey, input: writer.input }));
+  return database.copyOut(
+    buildExportQuery(dataset, request, { ...zones, anonymizeKey, input: writer.input }),
+  );
+}
+
+/** Timestamps are written in the requested zone, else UTC; days (filters, periods) follow the requested zone, else the tenant's. */
+export interface Zones {
+  timezone: string;
+  dayZone: string;
+}
+
+export function zonesFor(request: ExportRequest, tenant: TenantInfo): Zones {
+  return { timezone: request.timezone ?? 'UTC', dayZone: request.timezone ?? tenant.timezone };
 }
 
 /**
@@ -148,7 +175,8 @@ export async function exportDataset(
   const tenant = await loadTenant(database, request.tenantId);
   const scoped: ExportRequest = { ...request, tenantId: tenant.id };
   const exportId = options.exportId ?? randomUUID();
-  const timezone = request.timezone ?? tenant.timezone;
+  const zones = zonesFor(request, tenant);
+  const timezone = zones.timezone;
   const anonymizeKey = options.anonymizeKey ?? randomBytes(16).toString('hex');
   const compression = compressor(request.compression);
   const hasher = new HashCounter();
@@ -156,9 +184,19 @@ export async function exportDataset(
 
   if (isDocumentDataset(request.dataset)) {
     const body = new PassThrough();
-    const stages: (NodeJS.ReadableStream | NodeJS.WritableStream)[] = [body, ...(compression ? [compression] : []), hasher, out];
+    const stages: (NodeJS.ReadableStream | NodeJS.WritableStream)[] = [
+      body,
+      ...(compression ? [compression] : []),
+      hasher,
+      out,
+    ];
     const done = pipeline(stages as unknown as [Readable, Writable], { signal: options.signal } as never);
-    const result = await exportDocumentDataset(database, scoped, body, { tenant, timezone, anonymizeKey, metadata });
+    const result = await exportDocumentDataset(database, scoped, body, {
+      tenant,
+      timezone,
+      anonymizeKey,
+      metadata,
+    });
     body.end();
     await done;
     return {
@@ -171,16 +209,17 @@ export async function exportDataset(
     };
   }
 
-  if (request.format === 'markdown') throw new FerryError('unsupported_format', `format markdown is only for knowledge_base`);
+  if (request.format === 'markdown')
+    throw new FerryError('unsupported_format', `format markdown is only for knowledge_base`);
   const writer = getWriter(request.format);
-  const estimatedRecords = options.estimate ? await estimateRows(database, scoped, timezone) : null;
+  const estimatedRecords = options.estimate ? await estimateRows(database, scoped, zones) : null;
   const counter = new RecordCounter(writer.input, {
     headerLines: writer.input === 'csv' ? 1 : 0,
     onCount: (records, _bytes) => options.onProgress?.({ records, bytes: hasher.bytes, estimatedRecords }),
   });
   const fields = selectedFields(datasetOf(scoped), scoped);
   const format = writer.create({ dataset: request.dataset, fields, metadata, bom: request.bom });
-  const source = datasetStream(database, scoped, writer, timezone, anonymizeKey);
+  const source = datasetStream(database, scoped, writer, zones, anonymizeKey);
   const stages = [source, counter, format, ...(compression ? [compression] : []), hasher, out];
   await pipeline(stages as unknown as [Readable, Writable], options.signal ? { signal: options.signal } : {});
   options.onProgress?.({ records: counter.count, bytes: hasher.bytes, estimatedRecords });
