@@ -24,7 +24,8 @@ const { values } = parseArgs({
 const env = process.env;
 const count = (flag: string | undefined, variable: string | undefined, fallback: number) => {
   const n = Number(flag ?? variable ?? fallback);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`message count must be a non-negative integer, got ${flag ?? variable}`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new Error(`message count must be a non-negative integer, got ${flag ?? variable}`);
   return n;
 };
 const url = values.url ?? env.FERRY_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -118,7 +119,9 @@ async function run(kind: 'postgres' | 'pglite', messages: number): Promise<Resul
       messages_per_second: Math.round(done / seconds),
       message_phase_seconds: Math.round((phases['messages'] ?? 0) * 100) / 100,
       phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 100) / 100])),
-      node_cpu_seconds: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+      node_cpu_seconds: Object.fromEntries(
+        Object.entries(cpu).map(([k, v]) => [k, Math.round(v * 100) / 100]),
+      ),
       peak_rss_mb: Math.round(peak / 1048576),
     };
   } finally {

@@ -3,6 +3,7 @@ import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../lib/errors.ts';
 import { registerDatamap } from './datamap.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
 import { registerTenants } from './tenants.ts';
 
@@ -14,6 +15,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerMigrate,
   registerTenants,
   registerDatamap,
+  registerSeed,
 ];
 
 export function buildProgram(): Command {

@@ -1,0 +1,432 @@
+import { base, de, en, en_AU, es, Faker, fr, ja, pt_BR } from '@faker-js/faker';
+import { scrypt } from 'node:crypto';
+import { promisify } from 'node:util';
+import { INTENT_CATEGORY, INTENTS, type Intent, PHRASES } from './phrases.ts';
+import {
+  COUNTRIES,
+  type CountryProfile,
+  EMAIL_DOMAINS,
+  type Language,
+  LANGUAGES,
+  PLAN_SEATS,
+  PLANS,
+  type Plan,
+  personName,
+  phoneNumber,
+  SEGMENTS,
+  SITE_KINDS,
+  TENANT_PROFILES,
+  type TenantProfile,
+} from './pools.ts';
+import { mix, Rng, Weighted } from './random.ts';
+
+/** Stream kinds: each kind of row draws from its own PRNG stream. */
+export const S = {
+  tenant: 1,
+  customer: 2,
+  plan: 3,
+  text: 4,
+  document: 5,
+  chunk: 6,
+  activity: 7,
+  revenue: 8,
+  consent: 9,
+  billing: 10,
+  team: 11,
+  converts: 12,
+  extras: 13,
+} as const;
+
+export const DAY = 86_400_000;
+export const HOUR = 3_600_000;
+export const MINUTE = 60_000;
+
+export interface SeedWindow {
+  since: number;
+  until: number;
+}
+
+export interface Member {
+  id: string;
+  name: string;
+  first: string;
+  email: string;
+  role: 'admin' | 'manager' | 'analyst' | 'agent';
+  createdAt: number;
+  password: string;
+  /** Hex salt for the password hash, drawn from the seed so the hash is reproducible. */
+  salt: string;
+  logins: number[];
+}
+
+export interface Site {
+  id: string;
+  url: string;
+  name: string;
+  createdAt: number;
+}
+
+export interface DocumentInfo {
+  id: string;
+  category: string;
+  language: Language;
+  title: string;
+  contentType: 'article' | 'faq' | 'policy' | 'guide' | 'product';
+  content: string;
+  url: string;
+  tags: string[];
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface Customer {
+  id: string;
+  email: string | null;
+  name: string | null;
+  phone: string | null;
+  country: string;
+  segment: 'consumer' | 'smb' | 'mid_market' | 'enterprise';
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Everything about one tenant that its conversations draw on; small and kept in memory. */
+export interface TenantContext {
+  /** Position among all tenants ever seeded with this seed (part of the slug). */
+  ordinal: number;
+  seed: number;
+  id: string;
+  name: string;
+  slug: string;
+  plan: Plan;
+  profile: TenantProfile;
+  createdAt: number;
+  domain: string;
+  sites: Site[];
+  team: Member[];
+  /** Members who answer escalated conversations. */
+  agents: Member[];
+  documents: DocumentInfo[];
+  /** Document ids per knowledge-base category and language. */
+  sources: Map<string, Map<Language, string[]>>;
+  customerCount: number;
+  conversations: number;
+  products: string[];
+  aiModel: string;
+  customFields: readonly string[];
+  window: SeedWindow;
+}
+
+const FAKER_LOCALES = { de, en, en_AU, es, fr, ja, pt_BR } as const;
+
+const PRODUCTS = [
+  'Aurora Lamp',
+  'Trail Runner 2',
+  'Nimbus Headphones',
+  'Flux Kettle',
+  'Orbit Backpack',
+  'Pixel Frame',
+  'Terra Mug',
+  'Zephyr Fan',
+  'Atlas Desk',
+  'Nova Watch',
+  'Echo Speaker',
+  'Drift Sneakers',
+];
+
+const AI_MODELS = ['gpt-4o-mini', 'gpt-4.1', 'claude-sonnet-4', 'mistral-large', 'llama-3.1-70b'];
+const CUSTOM_FIELDS = [
+  'order_value',
+  'plan_interest',
+  'newsletter',
+  'cart_items',
+  'store_location',
+  'loyalty_tier',
+];
+
+const TEAM_SHAPE: Record<Plan, readonly [admin: number, manager: number, analyst: number, agent: number]> = {
+  starter: [1, 0, 1, 2],
+  pro: [1, 1, 1, 5],
+  agency: [1, 2, 2, 9],
+  enterprise: [2, 3, 3, 14],
+};
+
+const DOCUMENTS_PER_PLAN: Record<Plan, number> = { starter: 12, pro: 24, agency: 36, enterprise: 48 };
+
+export function slugify(value: string): string {
+  const slug = value
+    .normalize('NFD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 24)
+    .replace(/-+$/, '');
+  return slug || 'tenant';
+}
+
+/** The language a visitor from `country` writes in. */
+export function visitorLanguage(rng: Rng, country: CountryProfile): Language {
+  const u = rng.next();
+  if (u < 0.8) return country.language;
+  if (u < 0.95) return 'en';
+  return rng.pick(LANGUAGES);
+}
+
+/** Builds one tenant's context: tenant, sites, team, documents and sizes. */
+export function buildTenant(
+  seed: number,
+  ordinal: number,
+  conversations: number,
+  window: SeedWindow,
+): TenantContext {
+  const tseed = mix(seed, ordinal, S.tenant);
+  const rng = new Rng(tseed);
+  const profile = TENANT_PROFILES[(ordinal - 1) % TENANT_PROFILES.length]!;
+  const plan = PLANS[(ordinal - 1) % PLANS.length]!;
+  const faker = new Faker({ locale: [FAKER_LOCALES[profile.fakerLocale], en, base], seed: tseed });
+  const name = faker.company.name();
+  const slug = `${slugify(name.split(/[ ,]/)[0] ?? name)}-${seed}-${ordinal}`;
+  const id = rng.uuid();
+  const createdAt = window.since - rng.range(30, 540) * DAY - rng.int(DAY);
+  const domain = `${slugify(name.split(/[ ,]/)[0] ?? name)}.example`;
+
+  const siteCount = rng.range(1, 3);
+  const sites: Site[] = SITE_KINDS.slice(0, siteCount).map(([sub, label], i) => ({
+    id: rng.uuid(),
+    url: `https://${sub}.${domain}`,
+    name: `${name} ${label}`,
+    createdAt: createdAt + i * rng.range(1, 60) * DAY,
+  }));
+
+  const homeCountry = COUNTRIES[profile.country]!;
+  const team: Member[] = [];
+  const usedEmails = new Set<string>();
+  const shape = TEAM_SHAPE[plan];
+  (['admin', 'manager', 'analyst', 'agent'] as const).forEach((role, r) => {
+    for (let k = 0; k < shape[r]!; k++) {
+      const person = personName(rng, homeCountry.names);
+      let email = `${person.emailFirst}.${person.emailLast}@${domain}`;
+      for (let n = 2; usedEmails.has(email); n++)
+        email = `${person.emailFirst}.${person.emailLast}${n}@${domain}`;
+      usedEmails.add(email);
+      const joinedLate = team.length > 0 && rng.chance(0.2);
+      const memberCreated = joinedLate
+        ? window.since + rng.int(Math.max(1, window.until - window.since) / 2)
+        : createdAt + rng.int(Math.max(1, window.since - createdAt));
+      team.push({
+        id: rng.uuid(),
+        name: person.display,
+        first: person.first,
+        email,
+        role,
+        createdAt: memberCreated,
+        password: rng.hex(12),
+        salt: rng.hex(16),
+        logins: [],
+      });
+    }
+  });
+  const agents = team.filter((m) => m.role === 'agent' || m.role === 'manager');
+
+  const ctx: TenantContext = {
+    ordinal,
+    seed: tseed,
+    id,
+    name,
+    slug,
+    plan,
+    profile,
+    createdAt,
+    domain,
+    sites,
+    team,
+    agents: agents.length ? agents : team,
+    documents: [],
+    sources: new Map(),
+    customerCount: Math.max(1, Math.round(conversations * 0.4)),
+    conversations,
+    products: rng.sample(PRODUCTS, 6),
+    aiModel: rng.pick(AI_MODELS),
+    customFields: rng.sample(CUSTOM_FIELDS, 3),
+    window,
+  };
+  buildDocuments(ctx);
+  team.forEach((member, i) => {
+    member.logins = loginTimes(ctx, member, i);
+  });
+  return ctx;
+}
+
+const CATEGORY_TITLES: Record<string, Record<Language, string>> = {
+  orders: { en: 'Orders', de: 'Bestellungen', fr: 'Commandes', es: 'Pedidos', ja: 'ご注文', pt: 'Pedidos' },
+  shipping: { en: 'Shipping', de: 'Versand', fr: 'Livraison', es: 'Envíos', ja: '配送', pt: 'Entrega' },
+  returns: {
+    en: 'Returns',
+    de: 'Rücksendungen',
+    fr: 'Retours',
+    es: 'Devoluciones',
+    ja: '返品',
+    pt: 'Devoluções',
+  },
+  billing: {
+    en: 'Billing',
+    de: 'Abrechnung',
+    fr: 'Facturation',
+    es: 'Facturación',
+    ja: '請求',
+    pt: 'Cobrança',
+  },
+  account: { en: 'Account', de: 'Konto', fr: 'Compte', es: 'Cuenta', ja: 'アカウント', pt: 'Conta' },
+  products: { en: 'Products', de: 'Produkte', fr: 'Produits', es: 'Productos', ja: '製品', pt: 'Produtos' },
+  troubleshooting: {
+    en: 'Troubleshooting',
+    de: 'Fehlerbehebung',
+    fr: 'Dépannage',
+    es: 'Solución de problemas',
+    ja: 'トラブルシューティング',
+    pt: 'Solução de problemas',
+  },
+};
+
+function fillPlain(template: string, ctx: TenantContext, rng: Rng): string {
+  return template
+    .replaceAll('{order}', `ORD-${rng.digits(7)}`)
+    .replaceAll('{product}', rng.pick(ctx.products))
+    .replaceAll('{days2}', String(rng.range(6, 10)))
+    .replaceAll('{days}', String(rng.range(2, 5)))
+    .replaceAll('{amount}', `${rng.range(5, 40)}.00 ${ctx.profile.currency}`)
+    .replaceAll('{agent}', ctx.team[0]!.first);
+}
+
+function buildDocuments(ctx: TenantContext): void {
+  const count = DOCUMENTS_PER_PLAN[ctx.plan];
+  const home = COUNTRIES[ctx.profile.country]!.language;
+  for (let i = 0; i < count; i++) {
+    const rng = new Rng(mix(ctx.seed, i, S.document));
+    const intent: Intent = INTENTS[i % INTENTS.length]!;
+    const category = INTENT_CATEGORY[intent];
+    const language: Language =
+      home !== 'en' && rng.chance(0.3) ? 'en' : i % 11 === 10 ? rng.pick(LANGUAGES) : home;
+    const p = PHRASES[language];
+    const question = fillPlain(rng.pick(p.questions[intent]), ctx, rng);
+    const title = `${CATEGORY_TITLES[category]![language]}: ${question}`;
+    const answers = p.answers[intent].map((a) => fillPlain(a, ctx, rng));
+    const faq = INTENTS.filter((x) => INTENT_CATEGORY[x] === category && x !== intent).flatMap((x) =>
+      p.questions[x].map(
+        (q, k) => `- **${fillPlain(q, ctx, rng)}** ${fillPlain(p.answers[x][k] ?? '', ctx, rng)}`,
+      ),
+    );
+    const sections = [
+      `# ${title}`,
+      answers[0]!,
+      `## ${CATEGORY_TITLES[category]![language]}`,
+      answers.slice(1).join('\n\n'),
+      `## ${p.followUps[0]}`,
+      fillPlain(rng.pick(p.aiFollowUps), ctx, rng),
+      ...(faq.length ? ['## FAQ', faq.join('\n')] : []),
+      `> ${ctx.name} · ${fillPlain(rng.pick(p.aiClosing), ctx, rng)}`,
+    ];
+    const contentType =
+      category === 'products' ? 'product' : rng.pick(['article', 'faq', 'guide', 'faq', 'policy'] as const);
+    const createdAt = ctx.createdAt + rng.int(Math.max(1, ctx.window.until - ctx.createdAt - DAY));
+    const doc: DocumentInfo = {
+      id: rng.uuid(),
+      category,
+      language,
+      title,
+      contentType,
+      content: sections.join('\n\n'),
+      url: `https://${ctx.sites[0]!.url.slice(8)}/help/${category}/${i + 1}`,
+      tags: rng.sample(
+        [category, intent.replace('_', '-'), language, 'kb', 'public', contentType],
+        rng.range(1, 3),
+      ),
+      createdAt,
+      updatedAt: createdAt + rng.int(Math.max(1, ctx.window.until - createdAt)),
+    };
+    ctx.documents.push(doc);
+    let byLanguage = ctx.sources.get(category);
+    if (!byLanguage) {
+      byLanguage = new Map();
+      ctx.sources.set(category, byLanguage);
+    }
+    const ids = byLanguage.get(language) ?? [];
+    ids.push(doc.id);
+    byLanguage.set(language, ids);
+  }
+}
+
+/** Login times of a member inside the window, oldest first. */
+function loginTimes(ctx: TenantContext, member: Member, index: number): number[] {
+  const rng = new Rng(mix(ctx.seed, index, S.team));
+  const perDay = member.role === 'agent' ? 0.7 : member.role === 'analyst' ? 0.25 : 0.4;
+  const out: number[] = [];
+  const first = Math.max(ctx.window.since, member.createdAt);
+  for (let day = Math.floor(first / DAY) * DAY; day < ctx.window.until; day += DAY) {
+    if (!rng.chance(perDay)) continue;
+    const at = day + (8 - ctx.profile.utcOffset) * HOUR + rng.int(9 * HOUR);
+    if (at >= first && at < ctx.window.until) out.push(at);
+  }
+  return out;
+}
+
+const scryptAsync = promisify(scrypt) as (
+  password: string,
+  salt: Buffer,
+  keylen: number,
+  options: { N: number; r: number; p: number },
+) => Promise<Buffer>;
+
+/** `scrypt$N$r$p$salt$hash` (base64), salt drawn from the seed so the hash is reproducible. */
+export async function hashPassword(password: string, saltHex: string): Promise<string> {
+  const salt = Buffer.from(saltHex, 'hex');
+  const hash = await scryptAsync(password, salt, 32, { N: 16384, r: 8, p: 1 });
+  return `scrypt$16384$8$1$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+/** Customer `index` of a tenant, a pure function of (tenant, index): conversations recompute it. */
+export function customerAt(ctx: TenantContext, index: number): Customer {
+  const rng = new Rng(mix(ctx.seed, index, S.customer));
+  const country = COUNTRIES[ctx.profile.visitors.draw(rng)]!;
+  const person = personName(rng, country.names);
+  const span = ctx.window.until - ctx.window.since;
+  // Customers are created in index order across the window, so a conversation at time t
+  // can pick any customer below index (t - since) / span * count.
+  const createdAt = ctx.window.since + Math.floor(((index + rng.next()) / ctx.customerCount) * span);
+  const hasEmail = rng.chance(0.9);
+  const format = rng.int(3);
+  const local =
+    format === 0
+      ? `${person.emailFirst}.${person.emailLast}${index}`
+      : format === 1
+        ? `${person.emailFirst[0]}${person.emailLast}${index}`
+        : `${person.emailFirst}${index}`;
+  return {
+    id: rng.uuid(),
+    email: hasEmail ? `${local}@${rng.pick(EMAIL_DOMAINS)}` : null,
+    name: rng.chance(0.85) ? person.display : null,
+    phone: rng.chance(0.5) ? phoneNumber(rng, country) : null,
+    country: country.country,
+    segment: SEGMENTS.draw(rng),
+    createdAt,
+    updatedAt: createdAt + rng.int(Math.max(1, ctx.window.until - createdAt)),
+  };
+}
+
+/** Tenant-level language mix, for settings. */
+export function tenantLanguages(ctx: TenantContext): Language[] {
+  const set = new Set<Language>();
+  for (const code of ctx.profile.visitors.items) set.add(COUNTRIES[code]!.language);
+  return [...set];
+}
+
+export const ESCALATION_REASONS = new Weighted<string>([
+  ['customer_requested', 35],
+  ['low_confidence', 25],
+  ['billing_dispute', 12],
+  ['technical_issue', 15],
+  ['complaint', 13],
+]);
+
+export { PLAN_SEATS };
