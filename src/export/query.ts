@@ -5,7 +5,7 @@ import { anonymizeSql } from '../transform/anonymize.ts';
 import { analyticsColumns, analyticsSource } from './computed/analytics.ts';
 import { revenueAttributionSource } from './computed/revenue-attribution.ts';
 import { COPY_OPTIONS, csvCellSql, jsonValueSql } from './render-sql.ts';
-import type { ExportRequest, FilterValue } from './request.ts';
+import type { ExportRequest, ExportScope, FilterValue } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
 export interface QueryContext {
@@ -70,6 +70,46 @@ function computedSource(built: { from: string; key: string[] }): Source {
   return { tables: built.from.slice(0, -COMPUTED_TAIL.length), where: 'true{{KEY_RANGE}}', key: built.key };
 }
 
+/**
+ * SQL that narrows a dataset to one site, customer or team member, per dataset.
+ * A team member's conversations are those assigned to them or in which they wrote.
+ */
+const SCOPES: Record<
+  string,
+  Partial<Record<Exclude<ExportScope['kind'], 'tenant'>, (id: string) => string>>
+> = {
+  conversations: {
+    site: (url) => `s.url = ${url}`,
+    customer: (id) => `t.customer_id = ${id}::uuid`,
+    team_member: (id) =>
+      `(t.assigned_agent_id = ${id}::uuid OR EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = t.id AND p.sender_id = ${id}))`,
+  },
+  messages: {
+    site: (url) => `s.url = ${url}`,
+    customer: (id) => `c.customer_id = ${id}::uuid`,
+    team_member: (id) =>
+      `(c.assigned_agent_id = ${id}::uuid OR EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = t.conversation_id AND p.sender_id = ${id}))`,
+  },
+  customers: { customer: (id) => `t.id = ${id}::uuid` },
+  consent_records: { customer: (id) => `t.customer_id = ${id}::uuid` },
+  team_members: { team_member: (id) => `t.id = ${id}::uuid` },
+  activity_logs: { team_member: (id) => `t.actor_id = ${id}`, customer: (id) => `t.actor_id = ${id}` },
+  sites: { site: (url) => `t.url = ${url}` },
+};
+
+function scopeCondition(dataset: string, scope: ExportScope | undefined): string | null {
+  if (!scope || scope.kind === 'tenant') return null;
+  const build = SCOPES[dataset]?.[scope.kind];
+  if (!build)
+    throw new FerryError(
+      'invalid_parameter',
+      `scope: dataset ${dataset} cannot be narrowed to one ${scope.kind.replace('_', ' ')}`,
+    );
+  const value =
+    scope.kind === 'site' ? scope.siteUrl : scope.kind === 'customer' ? scope.customerId : scope.teamMemberId;
+  return build(literal(value));
+}
+
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
 function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): Source {
   const f = request.filters;
@@ -80,6 +120,8 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
       | 'revenue'
       | 'all'
     )[];
+    const siteUrls =
+      request.scope?.kind === 'site' ? [request.scope.siteUrl] : request.options.site_urls?.split(',');
     return computedSource(
       analyticsSource({
         tenantId: request.tenantId,
@@ -88,7 +130,7 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
         metrics,
         ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
         ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
-        ...(request.options.site_urls ? { siteUrls: request.options.site_urls.split(',') } : {}),
+        ...(siteUrls ? { siteUrls } : {}),
       }),
     );
   }
@@ -107,6 +149,8 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
   if (dataset.kind !== 'table')
     throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];
+  const scoped = scopeCondition(dataset.name, request.scope);
+  if (scoped) conditions.push(scoped);
   for (const [name, value] of Object.entries(f)) {
     const filter = dataset.filters.find((x) => x.name === name);
     if (!filter) throw new FerryError('invalid_parameter', `filter: unknown filter "${name}"`);

@@ -28,7 +28,15 @@ export interface ExportRequest {
   readonly partitionByDate: boolean;
   /** Dataset-specific options (analytics granularity/metrics, attribution model, embeddings). */
   readonly options: Readonly<Record<string, string>>;
+  /** Narrows the export to one site, one customer (a data subject) or one team member's conversations. */
+  readonly scope?: ExportScope | undefined;
 }
+
+export type ExportScope =
+  | { readonly kind: 'tenant' }
+  | { readonly kind: 'site'; readonly siteUrl: string }
+  | { readonly kind: 'customer'; readonly customerId: string }
+  | { readonly kind: 'team_member'; readonly teamMemberId: string };
 
 export type FilterValue = string | number | boolean | readonly string[];
 
@@ -48,6 +56,7 @@ export interface ExportInput {
   bom?: boolean | undefined;
   partitionByDate?: boolean | undefined;
   options?: Record<string, string | undefined> | undefined;
+  scope?: ExportScope | undefined;
 }
 
 /** The level used when an export does not ask for personal data. */
@@ -206,5 +215,6 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     bom: input.bom ?? false,
     partitionByDate: input.partitionByDate ?? false,
     options,
+    scope: input.scope,
   };
 }
