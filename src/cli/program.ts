@@ -2,12 +2,15 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../lib/errors.ts';
 import { registerDatamap } from './datamap.ts';
+import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
 import { registerTenants } from './tenants.ts';
 
-export const FERRY_VERSION = '0.1.0';
+import { FERRY_VERSION } from '../version.ts';
+
+export { FERRY_VERSION };
 
 /** One registration function per command file; a new command is a new file listed here. */
 const COMMANDS: ((program: Command) => void)[] = [
@@ -15,6 +18,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerMigrate,
   registerTenants,
   registerDatamap,
+  registerExport,
   registerSeed,
 ];
 

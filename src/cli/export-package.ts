@@ -1,0 +1,71 @@
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { exportCompanyPackage } from '../export/company-package.ts';
+import { DEFAULT_PII_LEVEL } from '../export/request.ts';
+import { writeFileAtomically } from '../lib/atomic-file.ts';
+import { invalid } from '../lib/errors.ts';
+import { parsePiiLevel } from '../transform/anonymize.ts';
+import { withDatabase } from './context.ts';
+import { createProgress, formatBytes } from './progress.ts';
+
+interface PackageFlags {
+  tenant: string;
+  package?: 'zip' | 'tar.gz' | 'directory';
+  datasets?: string;
+  pii?: string;
+  from?: string;
+  to?: string;
+  out?: string;
+}
+
+/** `ferry export --tenant T --package zip|tar.gz|directory [--datasets a,b] --out PATH`. */
+export async function runPackageCommand(flags: PackageFlags): Promise<void> {
+  const kind = flags.package!;
+  const toStdout = !flags.out || flags.out === '-';
+  if (kind === 'directory' && toStdout) throw invalid('--out', 'a directory package needs --out DIR');
+  const request = {
+    tenantId: flags.tenant,
+    kind,
+    datasets: flags.datasets
+      ?.split(',')
+      .map((d) => d.trim())
+      .filter(Boolean),
+    pii: flags.pii ? parsePiiLevel(flags.pii, '--pii') : DEFAULT_PII_LEVEL,
+    from: flags.from,
+    to: flags.to,
+  };
+  await withDatabase(async (database) => {
+    const progress = createProgress('package', 'records');
+    let done = 0;
+    const onProgress = (p: { records: number }) => progress.update((done = Math.max(done, p.records)), null);
+    try {
+      if (kind === 'directory') {
+        const temp = `${flags.out}.partial-${process.pid}`;
+        await mkdir(temp, { recursive: true });
+        try {
+          const outcome = await exportCompanyPackage(database, request, { dir: temp }, { onProgress });
+          await rm(flags.out!, { recursive: true, force: true });
+          await rename(temp, flags.out!);
+          progress.stop();
+          process.stderr.write(`wrote ${outcome.root} (${outcome.records} records) into ${flags.out}\n`);
+        } catch (err) {
+          await rm(temp, { recursive: true, force: true });
+          throw err;
+        }
+        return;
+      }
+      const outcome = toStdout
+        ? await exportCompanyPackage(database, request, process.stdout, { onProgress })
+        : await writeFileAtomically(flags.out!, (out) =>
+            exportCompanyPackage(database, request, out, { onProgress }),
+          );
+      progress.stop();
+      if (!toStdout) {
+        process.stderr.write(
+          `wrote ${outcome.root} (${outcome.records} records) to ${flags.out} (${formatBytes(outcome.bytes)}, sha256 ${outcome.sha256})\n`,
+        );
+      }
+    } finally {
+      progress.stop();
+    }
+  });
+}

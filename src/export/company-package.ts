@@ -1,0 +1,548 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { sql } from 'kysely';
+import type { Database } from '../db/database.ts';
+import { rangeFrom } from '../db/database.ts';
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import { dataDictionaryMarkdown } from '../datamap/dictionary.ts';
+import type { DatasetDeclaration } from '../datamap/types.ts';
+import { invalid } from '../lib/errors.ts';
+import { FERRY_VERSION } from '../version.ts';
+import { createPackageWriter, type PackageEntryResult, type PackageWriter } from '../packaging/archive.ts';
+import { buildDataPackage, type DataResourceInput } from '../packaging/datapackage.ts';
+import { buildIndexHtml } from '../packaging/index-html.ts';
+import { exportFileJsonSchema } from '../packaging/json-schema.ts';
+import {
+  ConversationIndexWriter,
+  conversationScript,
+  VIEWER_INDEX_PATH,
+  viewerConversationPath,
+  type ViewerMessage,
+} from '../packaging/viewer-scripts.ts';
+import type { PiiLevel } from '../transform/anonymize.ts';
+import { accountDocument, knowledgeBaseDocuments, markdownFileName } from './documents.ts';
+import { buildExportQuery, selectedFields } from './query.ts';
+import { type ExportRequest, type ExportScope, parseExportRequest } from './request.ts';
+import { exportDataset, HashCounter, loadTenant, type TenantInfo, zonesFor } from './run.ts';
+
+/** Datasets a company package can hold, in the order they are written. */
+export const PACKAGE_DATASETS = [
+  'account',
+  'team_members',
+  'customers',
+  'conversations',
+  'messages',
+  'knowledge_base',
+  'analytics',
+  'revenue_attribution',
+  'activity_logs',
+  'consent_records',
+  'billing',
+] as const;
+
+export interface PackageRequest {
+  tenantId: string;
+  kind: 'zip' | 'tar.gz' | 'directory';
+  datasets?: readonly string[] | undefined;
+  pii: PiiLevel;
+  from?: string | undefined;
+  to?: string | undefined;
+  scope?: ExportScope | undefined;
+}
+
+export interface PackageOutcome {
+  exportId: string;
+  root: string;
+  records: number;
+  bytes: number;
+  /** SHA-256 of the archive (empty for a directory package). */
+  sha256: string;
+  /** Records per file path. */
+  counts: Record<string, number>;
+}
+
+export interface PackageOptions {
+  exportId?: string;
+  onProgress?: (p: { dataset: string; records: number; bytes: number }) => void;
+  signal?: AbortSignal;
+}
+
+/** Conversations read per page when writing one file per conversation. */
+const CONVERSATION_PAGE = 200;
+
+interface Ctx {
+  database: Database;
+  request: PackageRequest;
+  tenant: TenantInfo;
+  exportId: string;
+  anonymizeKey: string;
+  pkg: PackageWriter;
+  counts: Record<string, number>;
+  tabular: DataResourceInput[];
+  schemas: { file: string; dataset: string }[];
+  datasetFiles: Record<string, string[]>;
+  tmp: string;
+  onProgress: PackageOptions['onProgress'];
+  signal: AbortSignal | undefined;
+}
+
+function datasetRequest(
+  ctx: Ctx,
+  dataset: string,
+  format: string,
+  extra: Record<string, string> = {},
+): ExportRequest {
+  const dated = [
+    'conversations',
+    'messages',
+    'analytics',
+    'revenue_attribution',
+    'activity_logs',
+    'consent_records',
+    'billing',
+  ];
+  return parseExportRequest({
+    tenantId: ctx.tenant.id,
+    dataset,
+    format,
+    pii: ctx.request.pii,
+    ...(dated.includes(dataset) ? { from: ctx.request.from, to: ctx.request.to } : {}),
+    csvGuard: false,
+    options: extra,
+    scope: ctx.request.scope,
+  });
+}
+
+function note(ctx: Ctx, dataset: string, file: string, records: number) {
+  ctx.counts[file] = records;
+  (ctx.datasetFiles[dataset] ??= []).push(file);
+  ctx.onProgress?.({ dataset, records, bytes: 0 });
+}
+
+/** Streams one dataset export straight into a package entry. */
+async function addDataset(
+  ctx: Ctx,
+  dataset: string,
+  file: string,
+  format: 'csv' | 'json',
+  extra: Record<string, string> = {},
+): Promise<void> {
+  const request = datasetRequest(ctx, dataset, format, extra);
+  const pass = new PassThrough();
+  const [outcome] = await Promise.all([
+    exportDataset(ctx.database, request, pass, {
+      exportId: ctx.exportId,
+      anonymizeKey: ctx.anonymizeKey,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    }),
+    ctx.pkg.add(file, pass),
+  ]);
+  note(ctx, dataset, file, outcome.records);
+  const declaration = REFERENCE_DATAMAP.datasets[dataset]!;
+  const fields = selectedFields(declaration, request).map((f) => ({
+    name: f.name,
+    type: f.type,
+    description: f.description,
+  }));
+  if (format === 'csv') {
+    ctx.tabular.push({
+      path: file,
+      name: file.replace(/\.csv$/, '').replace(/[^a-z0-9]+/g, '_'),
+      title: dataset,
+      description: declaration.description,
+      format: 'csv',
+      mediatype: 'text/csv',
+      fields,
+    });
+  } else {
+    ctx.schemas.push({ file, dataset });
+  }
+}
+
+async function addJson(
+  ctx: Ctx,
+  dataset: string,
+  file: string,
+  value: unknown,
+  records: number,
+): Promise<void> {
+  await ctx.pkg.add(file, `${JSON.stringify(value, null, 2)}\n`);
+  note(ctx, dataset, file, records);
+}
+
+async function addAccount(ctx: Ctx): Promise<void> {
+  const request = datasetRequest(ctx, 'account', 'json');
+  const zones = zonesFor(request, ctx.tenant);
+  const account = await accountDocument(ctx.database, request, {
+    tenant: ctx.tenant,
+    timezone: zones.timezone,
+    anonymizeKey: ctx.anonymizeKey,
+    metadata: {},
+  });
+  const { tenant, plan_and_usage, settings, sites, integrations } = account as Record<
+    string,
+    unknown[] & Record<string, unknown>
+  >;
+  await addJson(ctx, 'account', 'company.json', { ...(tenant as object), plan_and_usage }, 1);
+  await addJson(ctx, 'account', 'sites.json', sites, (sites as unknown[]).length);
+  await addJson(ctx, 'account', 'settings.json', settings, Object.keys(settings as object).length);
+  await addJson(ctx, 'account', 'integrations.json', integrations, (integrations as unknown[]).length);
+}
+
+interface PageRow {
+  j: string;
+  k: string[];
+}
+
+async function rows(database: Database, statement: string): Promise<{ j: string; keys: string[] }[]> {
+  const result = await sql<Record<string, string>>`${sql.raw(statement)}`.execute(database.db);
+  return result.rows.map((r) => ({
+    j: r.j!,
+    keys: Object.keys(r)
+      .filter((k) => k.startsWith('k'))
+      .sort()
+      .map((k) => r[k]!),
+  }));
+}
+
+/** `conversations/index.json`, one `conversations/<id>.json` (with messages) per conversation, and the viewer files. */
+async function addConversations(
+  ctx: Ctx,
+  viewer: ConversationIndexWriter,
+  viewerDone: Promise<void>,
+): Promise<void> {
+  const conversations: DatasetDeclaration = REFERENCE_DATAMAP.datasets.conversations!;
+  const messages: DatasetDeclaration = REFERENCE_DATAMAP.datasets.messages!;
+  const cRequest = datasetRequest(ctx, 'conversations', 'json');
+  const mRequest: ExportRequest = { ...datasetRequest(ctx, 'messages', 'json'), filters: {} };
+  const zones = zonesFor(cRequest, ctx.tenant);
+  const qctx = { ...zones, anonymizeKey: ctx.anonymizeKey, input: 'ndjson' as const };
+  const cq = buildExportQuery(conversations, cRequest, qctx);
+  const mq = buildExportQuery(messages, mRequest, qctx);
+  const indexFile = path.join(ctx.tmp, 'conversations-index.json');
+  const index = createWriteStream(indexFile);
+  const write = (s: string) =>
+    index.write(s) ? Promise.resolve() : new Promise<void>((r) => index.once('drain', () => r()));
+  await write('[\n');
+  let after: string | null = null;
+  let count = 0;
+  const keySelect = cq.key.map((k, i) => `(${k})::text AS k${i}`).join(', ');
+  for (;;) {
+    if (ctx.signal?.aborted) throw ctx.signal.reason ?? new Error('aborted');
+    const page: PageRow[] = (
+      await rows(
+        ctx.database,
+        `SELECT ${cq.projection} AS j, ${keySelect} ${rangeFrom(cq, { after })} ORDER BY ${cq.key.join(', ')} LIMIT ${CONVERSATION_PAGE}`,
+      )
+    ).map((r) => ({ j: r.j, k: r.keys }));
+    if (!page.length) break;
+    const convs = page.map((p) => JSON.parse(p.j) as Record<string, unknown>);
+    const ids = convs.map((c) => String(c.conversation_id));
+    const inList = ids.map((id) => `'${id.replaceAll("'", "''")}'`).join(', ');
+    const msgRows = await rows(
+      ctx.database,
+      `SELECT ${mq.projection} AS j ${mq.from.replace('{{KEY_RANGE}}', ` AND t.conversation_id IN (${inList})`)} ORDER BY t.conversation_id, t.created_at, t.id`,
+    );
+    const byConversation = new Map<string, Record<string, unknown>[]>();
+    for (const m of msgRows) {
+      const message = JSON.parse(m.j) as Record<string, unknown>;
+      const list = byConversation.get(String(message.conversation_id)) ?? [];
+      list.push(message);
+      byConversation.set(String(message.conversation_id), list);
+    }
+    for (const conversation of convs) {
+      const id = String(conversation.conversation_id);
+      const list = byConversation.get(id) ?? [];
+      await ctx.pkg.add(
+        `conversations/${id}.json`,
+        `${JSON.stringify({ conversation, messages: list }, null, 2)}\n`,
+      );
+      const customer = (conversation.customer_name ?? conversation.customer_email ?? null) as string | null;
+      const summary = {
+        conversation_id: id,
+        start_timestamp: conversation.start_timestamp,
+        conversation_status: conversation.conversation_status,
+        satisfaction_score: conversation.satisfaction_score,
+        message_count: list.length,
+        customer,
+        file: `${id}.json`,
+      };
+      await write(`${count ? ',\n' : ''}${JSON.stringify(summary)}`);
+      viewerConversationPath(id);
+      const viewerMessages: ViewerMessage[] = list.map((m) => ({
+        sender: String(m.sender_type),
+        sentAt: String(m.timestamp),
+        text: String(m.message_content ?? ''),
+      }));
+      await ctx.pkg.add(
+        `viewer/conversations/${id}.js`,
+        conversationScript(
+          {
+            id,
+            startedAt: String(conversation.start_timestamp),
+            endedAt: (conversation.end_timestamp as string | null) ?? null,
+            customer,
+            status: (conversation.conversation_status as string | null) ?? null,
+            rating: (conversation.satisfaction_score as number | null) ?? null,
+            feedback: (conversation.satisfaction_feedback as string | null) ?? null,
+            site: (conversation.site_url as string | null) ?? null,
+            pageUrl: (conversation.page_url as string | null) ?? null,
+            language: (conversation.language as string | null) ?? null,
+          },
+          viewerMessages,
+        ),
+      );
+      await viewer.add({
+        id,
+        startedAt: String(conversation.start_timestamp),
+        customer,
+        status: (conversation.conversation_status as string | null) ?? null,
+        rating: (conversation.satisfaction_score as number | null) ?? null,
+        preview: viewerMessages[0]?.text ?? null,
+        messages: list.length,
+      });
+      count++;
+    }
+    after = page[page.length - 1]!.k.map((v) => `'${v.replaceAll("'", "''")}'`).join(', ');
+    ctx.onProgress?.({ dataset: 'conversations', records: count, bytes: 0 });
+  }
+  await write('\n]\n');
+  index.end();
+  await new Promise<void>((resolve, reject) => index.once('close', resolve).once('error', reject));
+  viewer.end();
+  await viewerDone;
+  await ctx.pkg.add('conversations/index.json', createReadStream(indexFile));
+  note(ctx, 'conversations', 'conversations/index.json', count);
+  ctx.counts['conversations/*.json'] = count;
+}
+
+async function addKnowledgeBase(ctx: Ctx): Promise<void> {
+  const index: Record<string, unknown>[] = [];
+  for await (const doc of knowledgeBaseDocuments(ctx.database, ctx.tenant.id, { includeEmbeddings: false })) {
+    const file = `knowledge/${markdownFileName(doc)}`;
+    const front = {
+      document_id: doc.document_id,
+      title: doc.title,
+      url: doc.url,
+      ...doc.metadata,
+      total_references: doc.usage_statistics.total_references,
+    };
+    const yaml = Object.entries(front)
+      .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+      .join('\n');
+    await ctx.pkg.add(file, `---\n${yaml}\n---\n\n${doc.content}\n`);
+    index.push({
+      document_id: doc.document_id,
+      title: doc.title,
+      file: path.posix.basename(file),
+      category: doc.metadata.category,
+      language: doc.metadata.language,
+      usage_statistics: doc.usage_statistics,
+    });
+  }
+  await addJson(ctx, 'knowledge_base', 'knowledge/index.json', index, index.length);
+}
+
+function validateDatasets(datasets: readonly string[] | undefined): string[] {
+  if (!datasets || datasets.length === 0) return [...PACKAGE_DATASETS];
+  for (const d of datasets) {
+    if (!(PACKAGE_DATASETS as readonly string[]).includes(d))
+      throw invalid('datasets', `"${d}" cannot go in a package`, PACKAGE_DATASETS);
+  }
+  return PACKAGE_DATASETS.filter((d) => datasets.includes(d));
+}
+
+/**
+ * Writes the company package: every chosen dataset as files, the data dictionary,
+ * datapackage.json, JSON Schemas, metadata.json, an offline index.html and
+ * checksums.sha256, streamed into one archive (or folder).
+ */
+export async function exportCompanyPackage(
+  database: Database,
+  request: PackageRequest,
+  out: Writable | { dir: string },
+  options: PackageOptions = {},
+): Promise<PackageOutcome> {
+  const datasets = validateDatasets(request.datasets);
+  const tenant = await loadTenant(database, request.tenantId);
+  const exportId = options.exportId ?? randomUUID();
+  const now = new Date();
+  const root = `company-export-${now.toISOString().slice(0, 10)}`;
+  const hasher = new HashCounter();
+  let target: Writable | { dir: string } = out;
+  let sink: Promise<void> | null = null;
+  if (!('dir' in out && !('write' in out))) {
+    sink = pipeline(hasher, out as Writable);
+    target = hasher;
+  }
+  const writer = createPackageWriter(request.kind, target, { root, mtime: now });
+  // Sizes of what was written, for the file list of index.html.
+  const sizes = new Map<string, number>();
+  const pkg: PackageWriter = {
+    add: async (file, source) => {
+      const entry: PackageEntryResult = await writer.add(file, source);
+      sizes.set(entry.path, entry.bytes);
+      return entry;
+    },
+    finish: () => writer.finish(),
+    abort: (err) => writer.abort(err),
+  };
+  const tmp = await mkdtemp(path.join(tmpdir(), 'ferry-package-'));
+  const ctx: Ctx = {
+    database,
+    request,
+    tenant,
+    exportId,
+    anonymizeKey: randomBytes(16).toString('hex'),
+    pkg,
+    counts: {},
+    tabular: [],
+    schemas: [],
+    datasetFiles: {},
+    tmp,
+    onProgress: options.onProgress,
+    signal: options.signal,
+  };
+  const viewer = new ConversationIndexWriter();
+  const viewerFile = path.join(tmp, 'viewer-index.js');
+  const viewerDone = pipeline(viewer.stream, createWriteStream(viewerFile));
+  try {
+    for (const dataset of datasets) {
+      switch (dataset) {
+        case 'account':
+          await addAccount(ctx);
+          break;
+        case 'team_members':
+          await addDataset(ctx, dataset, 'team_members.json', 'json');
+          break;
+        case 'customers':
+          await addDataset(ctx, dataset, 'customers.csv', 'csv');
+          break;
+        case 'conversations':
+          await addConversations(ctx, viewer, viewerDone);
+          break;
+        case 'messages':
+          await addDataset(ctx, dataset, 'messages.csv', 'csv');
+          break;
+        case 'knowledge_base':
+          await addKnowledgeBase(ctx);
+          break;
+        case 'analytics':
+          await addDataset(ctx, dataset, 'analytics/daily.csv', 'csv', { granularity: 'daily' });
+          await addDataset(ctx, dataset, 'analytics/monthly.csv', 'csv', { granularity: 'monthly' });
+          break;
+        case 'revenue_attribution':
+          for (const model of ['first_touch', 'last_touch', 'multi_touch']) {
+            await addDataset(ctx, dataset, `revenue/attribution_${model}.csv`, 'csv', {
+              attribution_model: model,
+            });
+          }
+          break;
+        case 'activity_logs':
+          await addDataset(ctx, dataset, 'activity_logs/activity_logs.csv', 'csv');
+          break;
+        case 'consent_records':
+          await addDataset(ctx, dataset, 'consent_records.json', 'json');
+          break;
+        case 'billing':
+          await addDataset(ctx, dataset, 'billing/invoices.csv', 'csv');
+          break;
+      }
+    }
+    if (!datasets.includes('conversations')) {
+      viewer.end();
+      await viewerDone;
+    } else {
+      await pkg.add(VIEWER_INDEX_PATH, createReadStream(viewerFile));
+    }
+    for (const s of ctx.schemas) {
+      const declaration = REFERENCE_DATAMAP.datasets[s.dataset]!;
+      const fields = declaration.fields.map((f) => ({
+        name: f.name,
+        type: f.type,
+        description: f.description,
+      }));
+      const name = s.file.replace(/\.json$/, '').replaceAll('/', '_');
+      await pkg.add(
+        `schemas/${name}.schema.json`,
+        `${JSON.stringify(exportFileJsonSchema({ dataset: s.dataset, fields, id: `schemas/${name}.schema.json` }), null, 2)}\n`,
+      );
+    }
+    await pkg.add('data_dictionary.md', dataDictionaryMarkdown(REFERENCE_DATAMAP, { datasets }));
+    if (ctx.tabular.length) {
+      const descriptor = buildDataPackage({
+        name: root,
+        title: `${tenant.name} data export`,
+        description: `Data of ${tenant.name} exported by Ferry (anonymization level: ${request.pii}).`,
+        created: now,
+        resources: ctx.tabular,
+      });
+      await pkg.add('datapackage.json', `${JSON.stringify(descriptor, null, 2)}\n`);
+    }
+    const records = Object.entries(ctx.counts)
+      .filter(([file]) => file !== 'conversations/*.json')
+      .reduce((n, [, c]) => n + c, 0);
+    const metadata = {
+      export_id: exportId,
+      export_date: now.toISOString(),
+      tenant: {
+        id: tenant.id,
+        name: tenant.name,
+        slug: tenant.slug,
+        plan: tenant.plan,
+        timezone: tenant.timezone,
+      },
+      schema_version: REFERENCE_DATAMAP.version,
+      ferry_version: FERRY_VERSION,
+      datasets,
+      filters: {
+        from: request.from ?? null,
+        to: request.to ?? null,
+        scope: request.scope ?? { kind: 'tenant' },
+      },
+      anonymization_level: request.pii,
+      timestamps: 'ISO 8601, UTC',
+      counts: ctx.counts,
+    };
+    await pkg.add('metadata.json', `${JSON.stringify(metadata, null, 2)}\n`);
+    await pkg.add(
+      'index.html',
+      buildIndexHtml({
+        company: tenant.name,
+        exportedAt: now,
+        datasets: datasets.map((d) => ({
+          name: d,
+          description: REFERENCE_DATAMAP.datasets[d]?.description,
+          rows: (ctx.datasetFiles[d] ?? []).reduce((n, f) => n + (ctx.counts[f] ?? 0), 0),
+          files: ctx.datasetFiles[d] ?? [],
+        })),
+        files: [...sizes].map(([file, bytes]) => ({ path: file, bytes })),
+        ...(datasets.includes('conversations')
+          ? { conversations: { count: ctx.counts['conversations/*.json'] ?? 0 } }
+          : {}),
+        generator: `Ferry ${FERRY_VERSION}`,
+      }),
+    );
+    const done = await pkg.finish();
+    if (sink) await sink;
+    return {
+      exportId,
+      root,
+      records,
+      bytes: sink ? hasher.bytes : done.bytes,
+      sha256: sink ? hasher.hash.digest('hex') : '',
+      counts: ctx.counts,
+    };
+  } catch (err) {
+    pkg.abort(err as Error);
+    viewer.stream.destroy();
+    throw err;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
