@@ -36,7 +36,10 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
   await withDatabase(async (database) => {
     const progress = createProgress('package', 'records');
     let done = 0;
-    const onProgress = (p: { records: number }) => progress.update((done = Math.max(done, p.records)), null);
+    const onProgress = (p: { records: number }) => {
+      done = Math.max(done, p.records);
+      progress.update(done, null);
+    };
     try {
       if (kind === 'directory') {
         const temp = `${flags.out}.partial-${process.pid}`;

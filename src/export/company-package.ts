@@ -120,7 +120,7 @@ function datasetRequest(
 
 function note(ctx: Ctx, dataset: string, file: string, records: number) {
   ctx.counts[file] = records;
-  (ctx.datasetFiles[dataset] ??= []).push(file);
+  ctx.datasetFiles[dataset] = [...(ctx.datasetFiles[dataset] ?? []), file];
   ctx.onProgress?.({ dataset, records, bytes: 0 });
 }
 
