@@ -1,0 +1,76 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { literal } from '../src/db/database.ts';
+import { csvGuard, csvGuardSql } from '../src/transform/csv-guard.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+
+/** Text cell → guarded cell. */
+const CASES: [string, string][] = [
+  ['=1+1', "'=1+1"],
+  ['=HYPERLINK("http://evil.example","x")', `'=HYPERLINK("http://evil.example","x")`],
+  ['+1', "'+1"],
+  // Text that looks like a negative number is guarded too; numeric cells never reach the guard.
+  ['-5', "'-5"],
+  ['@SUM(A1:A2)', "'@SUM(A1:A2)"],
+  ['\tcmd', "'\tcmd"],
+  ['\rcmd', "'\rcmd"],
+  ['＝1+1', "'＝1+1"],
+  ['＋1', "'＋1"],
+  ['－1', "'－1"],
+  ['＠SUM(A1)', "'＠SUM(A1)"],
+  ['plain text', 'plain text'],
+  ['', ''],
+  ["'already quoted", "'already quoted"],
+  [' =1+1', ' =1+1'],
+  ['a=b', 'a=b'],
+  ['5-3', '5-3'],
+  ['\ncmd', '\ncmd'],
+  ['😀=1', '😀=1'],
+];
+
+describe('csv guard (JavaScript)', () => {
+  it('neutralises formula triggers and leaves other text alone', () => {
+    for (const [input, expected] of CASES) expect(csvGuard(input), JSON.stringify(input)).toBe(expected);
+  });
+
+  it('guards a leading NUL, which only JavaScript strings can hold', () => {
+    expect(csvGuard('\0=1')).toBe("'\0=1");
+  });
+});
+
+for (const dialect of DIALECTS) {
+  describe(`csv guard in SQL on ${dialect}`, () => {
+    let t: TestDatabase;
+    beforeAll(async () => {
+      t = await createTestDatabase(dialect);
+    });
+    afterAll(() => t.drop());
+
+    it('gives the same cells as the JavaScript twin', async () => {
+      const values = CASES.map(([input], n) => `(${n}, ${literal(input)})`).join(', ');
+      const { rows } = await sql
+        .raw<{ n: number; out: string }>(
+          `SELECT v.n, ${csvGuardSql('v.x')} AS out FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
+        )
+        .execute(t.database.db);
+      expect(rows.map((r) => r.out)).toEqual(CASES.map(([input]) => csvGuard(input)));
+    });
+
+    it('keeps NULL as NULL and guards cells written by COPY', async () => {
+      const { rows } = await sql
+        .raw<{ out: string | null }>(`SELECT ${csvGuardSql('NULL')} AS out`)
+        .execute(t.database.db);
+      expect(rows[0]!.out).toBeNull();
+      const out = t.database.copyOut({
+        projection: `${csvGuardSql('v.x')} AS cell`,
+        from: `FROM (VALUES (1, '=1+1'), (2, '-5'), (3, 'ok')) AS v(n, x) WHERE true{{KEY_RANGE}}`,
+        key: ['v.n'],
+        options: 'FORMAT csv',
+        header: true,
+      });
+      const chunks: Buffer[] = [];
+      for await (const chunk of out) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).toString('utf8')).toBe("cell\n'=1+1\n'-5\nok\n");
+    });
+  });
+}
