@@ -45,6 +45,7 @@ interface Result {
   /** CPU seconds used by this process per phase (the rest of the wall time is the database). */
   node_cpu_seconds: Record<string, number>;
   peak_rss_mb: number;
+  peak_heap_mb: number;
 }
 
 async function run(kind: 'postgres' | 'pglite', messages: number): Promise<Result> {
@@ -81,9 +82,12 @@ async function run(kind: 'postgres' | 'pglite', messages: number): Promise<Resul
     let phaseStart = 0;
     let phaseCpu = 0;
     let peak = process.memoryUsage().rss;
+    let peakHeap = process.memoryUsage().heapUsed;
     const started = performance.now();
     const onProgress = (p: SeedProgress) => {
-      peak = Math.max(peak, process.memoryUsage().rss);
+      const memory = process.memoryUsage();
+      peak = Math.max(peak, memory.rss);
+      peakHeap = Math.max(peakHeap, memory.heapUsed);
       if (p.phase === phase) return;
       const now = performance.now();
       if (phase) {
@@ -123,6 +127,7 @@ async function run(kind: 'postgres' | 'pglite', messages: number): Promise<Resul
         Object.entries(cpu).map(([k, v]) => [k, Math.round(v * 100) / 100]),
       ),
       peak_rss_mb: Math.round(peak / 1048576),
+      peak_heap_mb: Math.round(peakHeap / 1048576),
     };
   } finally {
     await database.close();

@@ -96,10 +96,9 @@ function progressBar() {
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,
-      format: 'seed {phase} [{bar}] {value}/{total} messages | {rate} msg/s | ETA {eta_formatted}',
+      format: 'seed {phase} [{bar}] {value}/{total} messages | {rate} msg/s | {duration_formatted}',
       hideCursor: true,
       clearOnComplete: true,
-      etaBuffer: 50,
     },
     cliProgress.Presets.shades_classic,
   );

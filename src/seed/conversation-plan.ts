@@ -57,8 +57,8 @@ export interface ConversationPlan {
 
 /**
  * Message counts per conversation: a discretised gamma (shape 2) between a
- * minimum of 2 and about 2.5 × the mean, its scale solved so that the mean is
- * exactly the requested one. Mean 8 gives 2 to 20 messages, most around 5 to 9.
+ * minimum of 2 and 2.5 × the mean (truncated), its scale solved so that the mean
+ * is exactly the requested one. Mean 8 gives 2 to 20 messages, most 3 to 9.
  */
 export class CountDistribution {
   readonly min: number;
@@ -72,8 +72,10 @@ export class CountDistribution {
     const pmf = (theta: number) => {
       const cdf = (x: number) => 1 - Math.exp(-x / theta) * (1 + x / theta);
       const p = new Float64Array(buckets);
-      for (let k = 0; k < buckets; k++) p[k] = k === buckets - 1 ? 1 - cdf(k) : cdf(k + 1) - cdf(k);
-      return p;
+      for (let k = 0; k < buckets; k++) p[k] = cdf(k + 1) - cdf(k);
+      // Truncated at max and renormalised: no pile-up of long conversations at the cap.
+      const total = p.reduce((sum, v) => sum + v, 0);
+      return total > 0 ? p.map((v) => v / total) : p.map((_, k) => (k === 0 ? 1 : 0));
     };
     const meanOf = (p: Float64Array) => p.reduce((s, v, k) => s + v * (this.min + k), 0);
     let lo = 1e-9;

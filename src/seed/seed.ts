@@ -190,6 +190,7 @@ export async function seed(
       CHUNK_TABLE,
     ])
       await perTenant(spec);
+    report('customers');
     await perTenant(CUSTOMER_TABLE, streams);
     await perTenant(CONSENT_TABLE, streams);
 
