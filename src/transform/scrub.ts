@@ -4,7 +4,7 @@
  * a COPY query (knowledge-base documents, JSON documents built in code).
  */
 import { NAME_STOP_WORDS, PATTERNS, PHONE_DIGITS } from '../db/migrations/0002-privacy-functions.ts';
-import { PII_LEVEL_NUMBER, type PiiLevel } from './anonymize.ts';
+import { PII_LEVEL_NUMBER, type PiiLevel, parsePiiLevel } from './anonymize.ts';
 
 /** The data subject of the row, whose own name and email are replaced when found in the text. */
 export interface Subject {
@@ -139,8 +139,9 @@ function scrubSubject(text: string, subject: Subject): string {
  * emails too. Identical to `ferry_scrub_text` in SQL.
  */
 export function scrubText(text: string, level: PiiLevel, subject?: Subject): string {
-  const lvl = PII_LEVEL_NUMBER[level];
-  if (lvl < 1) return text;
+  const lvl: number | undefined = PII_LEVEL_NUMBER[level];
+  if (lvl === undefined) parsePiiLevel(level, 'level');
+  if (!lvl) return text;
   let out = text;
   if (lvl >= 2) {
     if (subject && (subject.name != null || subject.email != null)) out = scrubSubject(out, subject);
