@@ -259,8 +259,11 @@ export function messageRows(ctx: TenantContext, plan: ConversationPlan): string 
   let answered = false;
   let humanSpoke = false;
   let followUp = -1;
+  let reply = 0;
   let thanked = false;
+  // The visitor thanks in their last message of a resolved thread (never instead of the question).
   const thanksAt = plan.status !== 'resolved' ? -1 : plan.senders[n - 1] === CUSTOMER ? n - 1 : n - 2;
+  const thanksIndex = thanksAt > 0 ? thanksAt : -1;
   const used: string[] = [];
   for (let i = 0; i < n; i++) {
     const who = plan.senders[i]!;
@@ -275,7 +278,7 @@ export function messageRows(ctx: TenantContext, plan: ConversationPlan): string 
       else if (i === 0) {
         content = fill(rng.pick(lang.questions[plan.intent]), slots, used);
         if (rng.chance(0.4)) content = `${rng.pick(lang.greetings)} ${content}`;
-      } else if (i === thanksAt) {
+      } else if (i === thanksIndex) {
         content = rng.pick(lang.thanks);
         thanked = true;
       } else {
@@ -324,8 +327,15 @@ export function messageRows(ctx: TenantContext, plan: ConversationPlan): string 
         `${docs.length ? `"[${scores}]"` : '[]'},${charLength(content)},${plan.language},` +
         `${Math.round(rng.float(0.1, 0.6) * 1000) / 1000},,[],${aiMetadata},f,${ts(at)}`;
     } else {
-      content = fill(rng.pick(lang.humanReplies), slots, null);
-      if (!humanSpoke) content = `${fill(rng.pick(lang.humanIntro), slots, null)} ${content}`;
+      if (!humanSpoke) {
+        const answers = lang.answers[plan.intent];
+        content = `${fill(rng.pick(lang.humanIntro), slots, null)} ${fill(answers[answers.length - 1]!, slots, null)}`;
+      } else if (thanked) content = fill(rng.pick(lang.aiClosing), slots, null);
+      else {
+        // Never the same line twice in a row.
+        reply = (reply + 1 + rng.int(lang.humanReplies.length - 1)) % lang.humanReplies.length;
+        content = fill(lang.humanReplies[reply]!, slots, null);
+      }
       humanSpoke = true;
       const edited = rng.chance(0.03);
       fields =

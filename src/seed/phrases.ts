@@ -64,6 +64,7 @@ interface LanguagePhrases {
   aiClosing: readonly string[];
   handoff: readonly string[];
   humanIntro: readonly string[];
+  /** An agent's later messages; the first one answers the question after `humanIntro`. */
   humanReplies: readonly string[];
   /** Sentences that carry personal data: `{email}`, `{phone}`, `{card}`, `{ip}`, `{order}`. */
   pii: { email: string; phone: string; card: string; ip: string; order: string };
@@ -132,7 +133,7 @@ const en: LanguagePhrases = {
       'I can help with that. Your plan renews in {days} days, so cancelling now avoids the next charge.',
     ],
   },
-  greetings: ['Hi!', 'Hello,', 'Good morning.', 'Hey there,'],
+  greetings: ['Hi!', 'Hello.', 'Good morning.', 'Hey there!'],
   followUps: [
     'Okay, and how long will that take?',
     'Thanks. Is there anything else I need to do?',
@@ -158,10 +159,10 @@ const en: LanguagePhrases = {
     'Hello, {agent} here. Let me take a look.',
   ],
   humanReplies: [
-    "I've issued a refund of {amount}. It will show on your statement in {days} days.",
-    'I have escalated this to our logistics team and will update you by email.',
-    "I've reset your account; please try logging in again now.",
+    "I've checked it on our side and fixed it; you'll get a confirmation email in a minute.",
     'Thanks for your patience. Everything is sorted on our side.',
+    "I've added a note to your account so the team knows the history.",
+    'Let me check with my colleagues, one moment please.',
   ],
   pii: {
     email: 'You can reach me at {email}.',
@@ -238,7 +239,7 @@ const de: LanguagePhrases = {
       'Ihr Abo verlängert sich in {days} Tagen; wenn Sie jetzt kündigen, fällt keine weitere Zahlung an.',
     ],
   },
-  greetings: ['Hallo!', 'Guten Tag,', 'Moin,', 'Hi,'],
+  greetings: ['Hallo!', 'Guten Tag.', 'Moin!', 'Hi!'],
   followUps: [
     'Okay, und wie lange dauert das?',
     'Danke. Muss ich sonst noch etwas tun?',
@@ -262,9 +263,10 @@ const de: LanguagePhrases = {
     'Guten Tag, {agent} hier.',
   ],
   humanReplies: [
-    'Ich habe {amount} erstattet. Die Gutschrift erscheint in {days} Tagen auf Ihrem Konto.',
-    'Ich habe das an unsere Logistik weitergegeben und melde mich per E-Mail.',
-    'Ich habe Ihr Konto zurückgesetzt, bitte versuchen Sie es erneut.',
+    'Ich habe das bei uns geprüft und korrigiert; Sie erhalten gleich eine Bestätigung per E-Mail.',
+    'Danke für Ihre Geduld. Bei uns ist jetzt alles erledigt.',
+    'Ich habe eine Notiz an Ihrem Konto hinterlegt.',
+    'Ich kläre das kurz mit den Kollegen, einen Moment bitte.',
   ],
   pii: {
     email: 'Sie erreichen mich unter {email}.',
@@ -342,7 +344,7 @@ const fr: LanguagePhrases = {
       'Votre abonnement se renouvelle dans {days} jours ; en résiliant maintenant, aucun autre prélèvement.',
     ],
   },
-  greetings: ['Bonjour,', 'Salut !', 'Bonsoir,'],
+  greetings: ['Bonjour.', 'Salut !', 'Bonsoir.'],
   followUps: ['D’accord, et combien de temps ?', 'Merci. Dois-je faire autre chose ?', 'Ça n’a pas marché.'],
   aiFollowUps: [
     'En général {days} jours. Je garde la conversation ouverte.',
@@ -357,9 +359,10 @@ const fr: LanguagePhrases = {
   ],
   humanIntro: ['Bonjour, ici {agent} du support.', 'Bonjour, {agent} à votre service.'],
   humanReplies: [
-    'J’ai remboursé {amount}. Le montant apparaîtra sous {days} jours.',
-    'J’ai transmis à notre équipe logistique et je reviens vers vous par e-mail.',
+    'J’ai vérifié et corrigé de notre côté ; vous recevrez une confirmation par e-mail.',
     'Tout est réglé de notre côté, merci de votre patience.',
+    'J’ai ajouté une note à votre compte.',
+    'Je vérifie avec mes collègues, un instant s’il vous plaît.',
   ],
   pii: {
     email: 'Vous pouvez m’écrire à {email}.',
@@ -421,7 +424,7 @@ const es: LanguagePhrases = {
       'Tu plan se renueva en {days} días.',
     ],
   },
-  greetings: ['¡Hola!', 'Buenos días,', 'Buenas,'],
+  greetings: ['¡Hola!', '¡Buenos días!', '¡Buenas!'],
   followUps: ['Vale, ¿y cuánto tarda?', 'Gracias. ¿Tengo que hacer algo más?', 'No ha funcionado.'],
   aiFollowUps: [
     'Normalmente {days} días.',
@@ -433,8 +436,10 @@ const es: LanguagePhrases = {
   handoff: ['Te paso con un compañero del equipo de soporte.', 'Transfiero la conversación a un agente.'],
   humanIntro: ['Hola, soy {agent} de soporte.', 'Buenas, {agent} por aquí.'],
   humanReplies: [
-    'He reembolsado {amount}; lo verás en {days} días.',
-    'Lo he pasado a logística y te escribo por correo.',
+    'Lo he revisado y corregido; recibirás un correo de confirmación.',
+    'Gracias por tu paciencia, ya está todo resuelto.',
+    'He dejado una nota en tu cuenta.',
+    'Lo consulto con mis compañeros, un momento por favor.',
   ],
   pii: {
     email: 'Mi correo es {email}.',
@@ -493,7 +498,7 @@ const pt: LanguagePhrases = {
       'Seu plano renova em {days} dias.',
     ],
   },
-  greetings: ['Olá!', 'Bom dia,', 'Oi,'],
+  greetings: ['Olá!', 'Bom dia!', 'Oi!'],
   followUps: ['Certo, e quanto tempo leva?', 'Obrigado. Preciso fazer mais alguma coisa?', 'Não funcionou.'],
   aiFollowUps: [
     'Normalmente {days} dias.',
@@ -505,8 +510,10 @@ const pt: LanguagePhrases = {
   handoff: ['Vou transferir você para um colega do suporte.', 'Vou passar a conversa para um atendente.'],
   humanIntro: ['Olá, aqui é {agent} do suporte.', 'Oi, {agent} falando.'],
   humanReplies: [
-    'Reembolsei {amount}; aparece em {days} dias.',
-    'Encaminhei para a logística e respondo por e-mail.',
+    'Verifiquei e corrigi aqui; você receberá um e-mail de confirmação.',
+    'Obrigado pela paciência, já está tudo resolvido.',
+    'Deixei uma observação na sua conta.',
+    'Vou verificar com meus colegas, um momento por favor.',
   ],
   pii: {
     email: 'Meu e-mail é {email}.',
@@ -578,8 +585,10 @@ const ja: LanguagePhrases = {
   handoff: ['担当者におつなぎします。少々お待ちください。', 'サポートスタッフに引き継ぎます。'],
   humanIntro: ['サポート担当の{agent}です。履歴を拝見しました。', '{agent}と申します。確認いたします。'],
   humanReplies: [
-    '{amount}を返金しました。{days}日以内に反映されます。',
-    '物流チームに確認し、メールでご連絡します。',
+    'こちらで確認し、修正しました。確認メールをお送りします。',
+    'お待たせいたしました。対応が完了しました。',
+    'アカウントにメモを残しました。',
+    '担当部署に確認しますので、少々お待ちください。',
   ],
   pii: {
     email: '連絡先は{email}です。',

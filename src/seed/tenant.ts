@@ -153,7 +153,9 @@ const TEAM_SHAPE: Record<Plan, readonly [admin: number, manager: number, analyst
 
 const DOCUMENTS_PER_PLAN: Record<Plan, number> = { starter: 12, pro: 24, agency: 36, enterprise: 48 };
 
-export function slugify(value: string): string {
+const ROMAJI = ['sakura', 'hoshino', 'midori', 'kaze', 'yamato', 'hikari', 'tsubasa', 'asahi'];
+
+export function slugify(value: string, fallback = 'tenant'): string {
   const slug = value
     .normalize('NFD')
     .replace(/[\u0300-\u036f]/g, '')
@@ -162,7 +164,7 @@ export function slugify(value: string): string {
     .replace(/^-+|-+$/g, '')
     .slice(0, 24)
     .replace(/-+$/, '');
-  return slug || 'tenant';
+  return slug || fallback;
 }
 
 /** The language a visitor from `country` writes in. */
@@ -186,10 +188,12 @@ export function buildTenant(
   const plan = PLANS[(ordinal - 1) % PLANS.length]!;
   const faker = new Faker({ locale: [FAKER_LOCALES[profile.fakerLocale], en, base], seed: tseed });
   const name = faker.company.name();
-  const slug = `${slugify(name.split(/[ ,]/)[0] ?? name)}-${seed}-${ordinal}`;
+  // Company names in other scripts (Japanese) get a romanised short name.
+  const short = slugify(name.split(/[ ,]/)[0] ?? name, ROMAJI[tseed % ROMAJI.length]!);
+  const slug = `${short}-${seed}-${ordinal}`;
   const id = rng.uuid();
   const createdAt = window.since - rng.range(30, 540) * DAY - rng.int(DAY);
-  const domain = `${slugify(name.split(/[ ,]/)[0] ?? name)}.example`;
+  const domain = `${short}.example`;
 
   const siteCount = rng.range(1, 3);
   const sites: Site[] = SITE_KINDS.slice(0, siteCount).map(([sub, label], i) => ({
@@ -210,7 +214,8 @@ export function buildTenant(
       for (let n = 2; usedEmails.has(email); n++)
         email = `${person.emailFirst}.${person.emailLast}${n}@${domain}`;
       usedEmails.add(email);
-      const joinedLate = team.length > 0 && rng.chance(0.2);
+      // Analysts may join during the window; people who answer chats were there before it.
+      const joinedLate = role === 'analyst' && rng.chance(0.4);
       const memberCreated = joinedLate
         ? window.since + rng.int(Math.max(1, window.until - window.since) / 2)
         : createdAt + rng.int(Math.max(1, window.since - createdAt));
