@@ -26,6 +26,7 @@ const schema = z.object({
   FERRY_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
   FERRY_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
   FERRY_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).optional(),
+  FERRY_ENTERPRISE_RATE_LIMIT: z.coerce.number().int().min(1).optional(),
   FERRY_ENCRYPTION_KEY: z
     .string()
     .refine(
@@ -49,6 +50,8 @@ export interface Config {
   /** `auto` seeds one demo tenant when the database has no tenant yet. */
   readonly demo: 'auto' | 'off';
   readonly publicUrl: string | undefined;
+  /** Requests per API key per hour on the enterprise plan, unless the tenant sets its own. */
+  readonly enterpriseRateLimit: number | undefined;
   readonly storage: StorageConfig;
 }
 
@@ -101,6 +104,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     secretKey: e.FERRY_SECRET_KEY,
     demo: e.FERRY_DEMO,
     publicUrl: e.FERRY_PUBLIC_URL,
+    enterpriseRateLimit: e.FERRY_ENTERPRISE_RATE_LIMIT,
     storage: Object.freeze({
       kind: e.FERRY_STORAGE,
       localDir: path.join(path.resolve(e.FERRY_DATA_DIR), 'files'),

@@ -2,11 +2,13 @@ import { type Kysely, sql } from 'kysely';
 import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
 import * as referenceSchema from './migrations/0001-reference-schema.ts';
 import * as privacyFunctions from './migrations/0002-privacy-functions.ts';
+import * as auth from './migrations/0003-auth.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
   '0001-reference-schema': referenceSchema,
   '0002-privacy-functions': privacyFunctions,
+  '0003-auth': auth,
 };
 
 /**

@@ -8,6 +8,7 @@ import Fastify, {
 } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import packageJson from '../../package.json' with { type: 'json' };
+import { installAuth } from '../auth/plugin.ts';
 import { createLogger } from '../lib/logger.ts';
 import { installErrorHandling } from './error-handler.ts';
 import { registerOpenApi } from './openapi.ts';
@@ -70,8 +71,14 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
   app.addSchema(ProblemSchema);
   installErrorHandling(app);
   await registerOpenApi(app, deps.config, FERRY_VERSION);
+  await installAuth(app, { database: deps.database, config: deps.config, now: deps.now });
 
-  const routeDeps: RouteDeps = { database: deps.database, config: deps.config, version: FERRY_VERSION };
+  const routeDeps: RouteDeps = {
+    database: deps.database,
+    config: deps.config,
+    version: FERRY_VERSION,
+    ...(deps.now ? { now: deps.now } : {}),
+  };
   for (const routes of [...ROUTES, ...(deps.routes ?? [])]) await app.register(routes, routeDeps);
   return app;
 }

@@ -11,6 +11,8 @@ export interface AppDeps {
   readonly logger?: Logger;
   /** Extra route plugins registered after the built-in ones (tests, embedders). */
   readonly routes?: readonly RoutePlugin[];
+  /** The clock for rate limits, quotas and expiry; the system clock by default (tests move it). */
+  readonly now?: () => Date;
 }
 
 /** What a route plugin receives as its options. */
@@ -18,6 +20,8 @@ export interface RouteDeps {
   readonly database: Database;
   readonly config: Config;
   readonly version: string;
+  /** The clock, when the app was built with one. */
+  readonly now?: () => Date;
 }
 
 /**

@@ -1,0 +1,371 @@
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Database } from '../db/database.ts';
+import { FerryError, invalid } from '../lib/errors.ts';
+import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
+import { ACTIONS } from './policy.ts';
+import { authDb } from './tables.ts';
+
+/**
+ * API keys: `fy_live_` followed by 43 base62 characters (32 random bytes, 256 bits).
+ * The key is shown once; the database keeps its first characters (the prefix, for
+ * lookup and display) and an HMAC-SHA-256 of the whole key under a server-side pepper,
+ * compared in constant time. Keys are high-entropy secrets, so a fast keyed hash is
+ * the right storage: a slow password hash would only cost CPU on every request.
+ */
+export const KEY_PREFIX = 'fy_live_';
+const RANDOM_CHARS = 43;
+const PREFIX_CHARS = 8;
+const KEY_PATTERN = /^fy_live_[0-9A-Za-z]{43}$/;
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_NAME = 100;
+/** `last_used_at` is written at most once a minute per key, not on every request. */
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+// ---- pepper ----------------------------------------------------------------------------
+
+/**
+ * The HMAC key is bound to a Database object: the HTTP app and the CLI bind the one
+ * derived from FERRY_SECRET_KEY (or the per-install key file) before any key is made or
+ * checked. When nothing was bound, the first use binds a random per-process pepper, so a
+ * key is never hashed under a known value (such a key only works in that process).
+ */
+const peppers = new WeakMap<Database, { pepper?: Buffer; secret: () => string }>();
+
+/** Derives the HMAC key from the configured secret, under its own domain label. */
+export function derivePepper(secret: string): Buffer {
+  if (secret.length < 32)
+    throw new FerryError('secret_key_invalid', 'the secret key must be at least 32 characters');
+  return createHash('sha256').update('ferry:api-keys:v1\0').update(secret).digest();
+}
+
+/**
+ * Sets where the pepper for `database` comes from, unless a source is set already
+ * (the first binding wins, so keys made earlier in the process stay valid). `secret`
+ * is called on first use, not here.
+ */
+export function bindApiKeyPepper(database: Database, secret: () => string): void {
+  if (!peppers.has(database)) peppers.set(database, { secret });
+}
+
+function pepperOf(database: Database): Buffer {
+  bindApiKeyPepper(database, () => randomBytes(32).toString('base64url'));
+  const entry = peppers.get(database)!;
+  entry.pepper ??= derivePepper(entry.secret());
+  return entry.pepper;
+}
+
+function hashKey(pepper: Buffer, token: string): Buffer {
+  return createHmac('sha256', pepper).update(token, 'utf8').digest();
+}
+
+// ---- key text --------------------------------------------------------------------------
+
+function base62(bytes: Buffer, length: number): string {
+  let n = BigInt(`0x${bytes.toString('hex')}`);
+  let out = '';
+  while (n > 0n) {
+    out = BASE62[Number(n % 62n)] + out;
+    n /= 62n;
+  }
+  return out.padStart(length, '0');
+}
+
+function newKeyText(): string {
+  return `${KEY_PREFIX}${base62(randomBytes(32), RANDOM_CHARS)}`;
+}
+
+/** Whether a bearer token has the shape of a Ferry API key (checked before any query). */
+export function isWellFormedKey(token: string): boolean {
+  return KEY_PATTERN.test(token);
+}
+
+function prefixOf(token: string): string {
+  return token.slice(0, KEY_PREFIX.length + PREFIX_CHARS);
+}
+
+// ---- create, list, revoke --------------------------------------------------------------
+
+export interface CreateApiKeyInput {
+  tenantId: string;
+  role: Role;
+  name?: string | undefined;
+  teamMemberId?: string | undefined;
+  expiresAt?: Date | undefined;
+  scopes?: readonly string[] | undefined;
+  /** Who created it, for the audit trail and the listing (`api_key:<id>`, `cli`). */
+  createdBy?: string | undefined;
+}
+
+/** A key as listed: metadata and prefix, never the key or its hash. */
+export interface ApiKeyInfo {
+  id: string;
+  tenantId: string;
+  name: string | null;
+  role: Role;
+  teamMemberId: string | null;
+  prefix: string;
+  scopes: string[];
+  createdBy: string | null;
+  createdAt: Date;
+  expiresAt: Date | null;
+  revokedAt: Date | null;
+  lastUsedAt: Date | null;
+}
+
+export interface CreatedApiKey extends ApiKeyInfo {
+  /** The full key. Shown once: only its hash is stored. */
+  key: string;
+}
+
+/** Creates a key for a tenant; validates role, team member (same tenant), scopes and expiry. */
+export async function createApiKey(
+  database: Database,
+  input: CreateApiKeyInput,
+  now: Date = new Date(),
+): Promise<CreatedApiKey> {
+  if (!(ROLES as readonly string[]).includes(input.role))
+    throw invalid('role', `unknown role "${input.role}"`, ROLES);
+  const name = input.name?.trim() || null;
+  if (name && name.length > MAX_NAME) throw invalid('name', `must be at most ${MAX_NAME} characters`);
+  const scopes = [...new Set(input.scopes ?? [])];
+  for (const scope of scopes) {
+    if (!(ACTIONS as readonly string[]).includes(scope))
+      throw invalid('scopes', `unknown scope "${scope}"`, ACTIONS);
+  }
+  if (input.expiresAt && !(input.expiresAt.getTime() > now.getTime()))
+    throw invalid('expires_at', 'must be in the future');
+  const db = authDb(database);
+  if (!UUID.test(input.tenantId))
+    throw new FerryError('not_found', `tenant "${input.tenantId}" does not exist`);
+  const tenant = await db
+    .selectFrom('tenants')
+    .select('id')
+    .where('id', '=', input.tenantId)
+    .executeTakeFirst();
+  if (!tenant) throw new FerryError('not_found', `tenant "${input.tenantId}" does not exist`);
+  const teamMemberId = input.teamMemberId ?? null;
+  if (input.role === 'agent' && !teamMemberId)
+    throw invalid('team_member_id', 'an agent key must be bound to a team member of the tenant');
+  if (teamMemberId) {
+    const member = UUID.test(teamMemberId)
+      ? await db
+          .selectFrom('team_members')
+          .select('id')
+          .where('tenant_id', '=', input.tenantId)
+          .where('id', '=', teamMemberId)
+          .executeTakeFirst()
+      : undefined;
+    if (!member) throw invalid('team_member_id', `no team member "${teamMemberId}" in this tenant`);
+  }
+
+  const key = newKeyText();
+  const id = randomUUID();
+  const row = await db
+    .insertInto('api_keys')
+    .values({
+      id,
+      tenant_id: input.tenantId,
+      name,
+      role: input.role,
+      team_member_id: teamMemberId,
+      prefix: prefixOf(key),
+      key_hash: hashKey(pepperOf(database), key).toString('hex'),
+      scopes,
+      created_by: input.createdBy ?? null,
+      created_at: now,
+      expires_at: input.expiresAt ?? null,
+    })
+    .returning(INFO_COLUMNS)
+    .executeTakeFirstOrThrow();
+  return { ...toInfo(row), key };
+}
+
+const INFO_COLUMNS = [
+  'id',
+  'tenant_id',
+  'name',
+  'role',
+  'team_member_id',
+  'prefix',
+  'scopes',
+  'created_by',
+  'created_at',
+  'expires_at',
+  'revoked_at',
+  'last_used_at',
+] as const;
+
+interface InfoRow {
+  id: string;
+  tenant_id: string;
+  name: string | null;
+  role: Role;
+  team_member_id: string | null;
+  prefix: string;
+  scopes: string[];
+  created_by: string | null;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
+function toInfo(row: InfoRow): ApiKeyInfo {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    name: row.name,
+    role: row.role,
+    teamMemberId: row.team_member_id,
+    prefix: row.prefix,
+    scopes: [...row.scopes],
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
+
+/** The tenant's keys, newest first, revoked and expired ones included. */
+export async function listApiKeys(database: Database, tenantId: string): Promise<ApiKeyInfo[]> {
+  if (!UUID.test(tenantId)) return [];
+  const rows = await authDb(database)
+    .selectFrom('api_keys')
+    .select(INFO_COLUMNS)
+    .where('tenant_id', '=', tenantId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .execute();
+  return rows.map(toInfo);
+}
+
+/** One key of the tenant; a key of another tenant is `not_found`. */
+export async function getApiKey(database: Database, tenantId: string, id: string): Promise<ApiKeyInfo> {
+  const row = UUID.test(id)
+    ? await authDb(database)
+        .selectFrom('api_keys')
+        .select(INFO_COLUMNS)
+        .where('tenant_id', '=', tenantId)
+        .where('id', '=', id)
+        .executeTakeFirst()
+    : undefined;
+  if (!row) throw new FerryError('not_found', `API key "${id}" does not exist in this tenant`);
+  return toInfo(row);
+}
+
+/**
+ * Revokes a key of the tenant; it answers 401 from the next request on. Revoking a
+ * revoked key keeps the first revocation time. A key of another tenant is `not_found`.
+ */
+export async function revokeApiKey(
+  database: Database,
+  tenantId: string,
+  id: string,
+  now: Date = new Date(),
+): Promise<ApiKeyInfo> {
+  const existing = await getApiKey(database, tenantId, id);
+  if (existing.revokedAt) return existing;
+  const row = await authDb(database)
+    .updateTable('api_keys')
+    .set({ revoked_at: now })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .returning(INFO_COLUMNS)
+    .executeTakeFirst();
+  return row ? toInfo(row) : getApiKey(database, tenantId, id);
+}
+
+// ---- verify ----------------------------------------------------------------------------
+
+/** What a valid key resolves to: the caller context plus the tenant's limit overrides. */
+export interface ResolvedKey {
+  auth: AuthContext;
+  /** The tenant's `ferry.limits` setting (honoured for enterprise plans), if any. */
+  limitOverrides: Record<string, unknown> | null;
+}
+
+/** Why a token was refused. Expired and revoked are only told to a caller holding the whole key. */
+export type KeyRejection = 'malformed' | 'unknown' | 'expired' | 'revoked';
+
+/** The setting key holding an enterprise tenant's custom limits. */
+export const LIMITS_SETTING = 'ferry.limits';
+
+/**
+ * Resolves a bearer token to its key, or says why it is refused. Every stored key
+ * with the same prefix is compared in constant time.
+ */
+export async function resolveApiKey(
+  database: Database,
+  token: string,
+  now: Date = new Date(),
+): Promise<ResolvedKey | { rejected: KeyRejection }> {
+  if (!isWellFormedKey(token)) return { rejected: 'malformed' };
+  const expected = hashKey(pepperOf(database), token);
+  const db = authDb(database);
+  const candidates = await db
+    .selectFrom('api_keys as k')
+    .innerJoin('tenants as t', 't.id', 'k.tenant_id')
+    .leftJoin('settings as s', (join) =>
+      join.onRef('s.tenant_id', '=', 'k.tenant_id').on('s.key', '=', LIMITS_SETTING),
+    )
+    .select([
+      'k.id',
+      'k.tenant_id',
+      'k.role',
+      'k.team_member_id',
+      'k.scopes',
+      'k.key_hash',
+      'k.expires_at',
+      'k.revoked_at',
+      'k.last_used_at',
+      't.plan',
+      's.value as limits',
+    ])
+    .where('k.prefix', '=', prefixOf(token))
+    .execute();
+  let match: (typeof candidates)[number] | undefined;
+  for (const candidate of candidates) {
+    const stored = Buffer.from(candidate.key_hash, 'hex');
+    if (stored.length === expected.length && timingSafeEqual(stored, expected)) match = candidate;
+  }
+  if (!match || !(PLANS as readonly string[]).includes(match.plan)) return { rejected: 'unknown' };
+  if (match.revoked_at) return { rejected: 'revoked' };
+  if (match.expires_at && match.expires_at.getTime() <= now.getTime()) return { rejected: 'expired' };
+  if (!match.last_used_at || now.getTime() - match.last_used_at.getTime() >= LAST_USED_RESOLUTION_MS) {
+    await db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', match.id).execute();
+  }
+  const limits = match.limits;
+  return {
+    auth: {
+      tenantId: match.tenant_id,
+      plan: match.plan as Plan,
+      role: match.role,
+      apiKeyId: match.id,
+      teamMemberId: match.team_member_id,
+      scopes: Object.freeze([...match.scopes]),
+      actor: `api_key:${match.id}`,
+      ip: null,
+      userAgent: null,
+    },
+    limitOverrides:
+      limits && typeof limits === 'object' && !Array.isArray(limits)
+        ? (limits as Record<string, unknown>)
+        : null,
+  };
+}
+
+/**
+ * The caller context of a bearer token; null when it is malformed, unknown, expired or
+ * revoked. `ip` and `userAgent` are null: the caller fills them in.
+ */
+export async function verifyApiKey(
+  database: Database,
+  token: string,
+  now: Date = new Date(),
+): Promise<AuthContext | null> {
+  const resolved = await resolveApiKey(database, token, now);
+  return 'auth' in resolved ? resolved.auth : null;
+}

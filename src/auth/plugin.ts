@@ -1,0 +1,102 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import { FerryError } from '../lib/errors.ts';
+import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import type { AuthContext } from './context.ts';
+import { bindApiKeyPepper, type KeyRejection, resolveApiKey } from './keys.ts';
+import { effectiveLimits, type PlanLimits } from './limits.ts';
+import { consumeRateLimit, type RateLimitResult } from './rate-limit.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The caller, once `app.authenticate` ran; null on unauthenticated routes. */
+    auth: AuthContext | null;
+    /** The limits of the caller's tenant, once `app.authenticate` ran. */
+    limits: PlanLimits | null;
+  }
+  interface FastifyInstance {
+    /**
+     * preHandler for routes that need a caller: 401 `unauthorized` when the Bearer key is
+     * missing, malformed, unknown, expired or revoked; 429 `rate_limited` over the key's limits.
+     */
+    authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  }
+}
+
+export interface AuthOptions {
+  readonly database: Database;
+  readonly config: Pick<Config, 'secretKey' | 'dataDir'> & {
+    readonly enterpriseRateLimit?: number | undefined;
+  };
+  /** The clock (tests move it); defaults to the system clock. */
+  readonly now?: (() => Date) | undefined;
+}
+
+const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i;
+
+const REJECTIONS: Record<KeyRejection, string> = {
+  malformed: 'the bearer token is not a Ferry API key (fy_live_ followed by 43 letters and digits)',
+  unknown: 'the API key is not valid',
+  expired: 'the API key has expired; create a new one',
+  revoked: 'the API key was revoked',
+};
+
+/**
+ * Installs authentication on the app (before the route plugins, so every route sees
+ * `app.authenticate`): binds the key pepper derived from FERRY_SECRET_KEY or the
+ * per-install key file, decorates `request.auth`, and counts each authenticated request
+ * against its key's rate limit, answering with the X-RateLimit-* headers.
+ */
+export async function installAuth(app: FastifyInstance, options: AuthOptions): Promise<void> {
+  const { database, config } = options;
+  const now = options.now ?? (() => new Date());
+  bindApiKeyPepper(database, () => loadOrCreateSecretKey(config));
+
+  app.decorateRequest('auth', null);
+  app.decorateRequest('limits', null);
+  app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+    const header = request.headers.authorization;
+    if (!header) throw unauthorized(reply, 'no credentials: send the header Authorization: Bearer <API key>');
+    const match = BEARER.exec(header);
+    if (!match) throw unauthorized(reply, 'the Authorization header must be "Bearer <API key>"');
+    const at = now();
+    const resolved = await resolveApiKey(database, match[1]!, at);
+    if (!('auth' in resolved)) throw unauthorized(reply, REJECTIONS[resolved.rejected]);
+    const userAgent = request.headers['user-agent'];
+    request.auth = Object.freeze({
+      ...resolved.auth,
+      ip: request.ip ?? null,
+      userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null,
+    });
+    const limits = effectiveLimits(resolved.auth.plan, resolved.limitOverrides, {
+      enterpriseRateLimit: config.enterpriseRateLimit,
+    });
+    request.limits = limits;
+    const rate = await consumeRateLimit(database, resolved.auth.apiKeyId!, limits.rateLimitPerHour, at);
+    setRateLimitHeaders(reply, rate);
+    if (!rate.allowed) {
+      reply.header('retry-after', String(rate.retryAfter));
+      const which =
+        rate.exceeded === 'hour'
+          ? `its hourly limit of ${rate.limit} requests`
+          : `its burst limit of ${rate.burst} requests per 5 minutes`;
+      throw new FerryError(
+        'rate_limited',
+        `this API key used ${which}; retry after ${rate.retryAfter} seconds`,
+      );
+    }
+  });
+}
+
+function setRateLimitHeaders(reply: FastifyReply, rate: RateLimitResult): void {
+  reply.header('x-ratelimit-limit', String(rate.limit));
+  reply.header('x-ratelimit-remaining', String(rate.remaining));
+  reply.header('x-ratelimit-reset', String(rate.reset));
+  reply.header('x-ratelimit-burst', String(rate.burst));
+}
+
+function unauthorized(reply: FastifyReply, message: string): FerryError {
+  reply.header('www-authenticate', 'Bearer realm="ferry"');
+  return new FerryError('unauthorized', message);
+}

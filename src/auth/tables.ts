@@ -1,0 +1,81 @@
+import type { ColumnType, Kysely } from 'kysely';
+import type { Database } from '../db/database.ts';
+import type { DB } from '../db/schema.ts';
+
+/** Kysely table types for migration 0003 (API keys, rate limits, usage, audit). */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type BigCount = ColumnType<string | number, number | string, number | string>;
+
+export interface ApiKeysTable {
+  id: string;
+  tenant_id: string;
+  name: string | null;
+  role: 'admin' | 'manager' | 'analyst' | 'agent';
+  team_member_id: string | null;
+  prefix: string;
+  key_hash: string;
+  scopes: ColumnType<string[], string[] | undefined, string[]>;
+  created_by: string | null;
+  created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  expires_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+  last_used_at: Timestamp | null;
+}
+
+export interface RateLimitCountersTable {
+  api_key_id: string;
+  window_kind: 'hour' | 'burst';
+  window_start: Timestamp;
+  count: number;
+  expires_at: Timestamp;
+}
+
+export interface UsageCountersTable {
+  tenant_id: string;
+  metric: string;
+  period_start: Timestamp;
+  count: number;
+}
+
+export interface SubjectRequestsTable {
+  id: string;
+  tenant_id: string;
+  subject_id: string;
+  occurred_at: Timestamp;
+}
+
+export interface AuditEventsTable {
+  id: string;
+  tenant_id: string;
+  occurred_at: Timestamp;
+  actor: string;
+  action: string;
+  target_id: string | null;
+  data_type: string | null;
+  date_from: string | null;
+  date_to: string | null;
+  record_count: BigCount | null;
+  file_bytes: BigCount | null;
+  download_count: number | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  success: boolean;
+  error: string | null;
+  retention_until: Timestamp | null;
+}
+
+// A type alias, not an interface: `withTables` wants a type with an implicit index signature.
+export type AuthTables = {
+  api_keys: ApiKeysTable;
+  rate_limit_counters: RateLimitCountersTable;
+  usage_counters: UsageCountersTable;
+  subject_requests: SubjectRequestsTable;
+  audit_events: AuditEventsTable;
+};
+
+export type AuthDB = Kysely<DB & AuthTables>;
+
+/** The database's Kysely instance, typed with the auth tables as well. */
+export function authDb(database: Database): AuthDB {
+  return database.db.withTables<AuthTables>();
+}
