@@ -42,6 +42,12 @@ export abstract class BasePackageWriter implements PackageWriter {
       return Promise.reject(err);
     }
     this.#paths.add(checked);
+    if (source instanceof Readable) {
+      // The source may fail while it waits for its turn (or for a spool folder); the pipeline that
+      // reads it later still sees the stored error. Without a listener that failure would crash the
+      // process instead of failing this entry.
+      source.on('error', () => {});
+    }
     return this.#enqueue(() => this.#write(checked, source));
   }
 

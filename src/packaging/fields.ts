@@ -27,19 +27,22 @@ const TABLE_TYPES = {
   'number[]': { type: 'array', items: { type: 'number' } },
 } as const satisfies Record<FieldType, { type: string; format?: string; items?: JsonSchema }>;
 
+/** The JSON writers write float specials as strings (JSON has no NaN or Infinity). */
+const JSON_NUMBER = { anyOf: [{ type: 'number' }, { enum: ['NaN', 'Infinity', '-Infinity'] }] };
+
 /** How each Ferry type is described in JSON Schema 2020-12, as the JSON writers render it. */
 const JSON_TYPES = {
   uuid: { type: 'string', format: 'uuid' },
   string: { type: 'string' },
   integer: { type: 'integer' },
-  number: { type: 'number' },
+  number: JSON_NUMBER,
   boolean: { type: 'boolean' },
   timestamp: { type: 'string', format: 'date-time' },
   date: { type: 'string', format: 'date' },
   json: {},
   'string[]': { type: 'array', items: { type: 'string' } },
   'uuid[]': { type: 'array', items: { type: 'string', format: 'uuid' } },
-  'number[]': { type: 'array', items: { type: 'number' } },
+  'number[]': { type: 'array', items: JSON_NUMBER },
 } as const satisfies Record<FieldType, JsonSchema>;
 
 /** One Table Schema field descriptor. */
@@ -64,7 +67,10 @@ export function jsonSchemaProperty(field: PackageField): JsonSchema {
   const mapped: JsonSchema = JSON_TYPES[field.type];
   // Examples are text and would mistype numbers and booleans, so only the description goes along.
   const annotations = field.description ? { description: field.description } : {};
-  if (!('type' in mapped)) return { ...mapped, ...annotations };
-  const type = field.nullable === false ? mapped['type'] : [mapped['type'], 'null'];
-  return { ...mapped, type, ...annotations };
+  if (field.nullable === false) return { ...mapped, ...annotations };
+  if ('type' in mapped) return { ...mapped, type: [mapped['type'], 'null'], ...annotations };
+  if ('anyOf' in mapped)
+    return { anyOf: [...(mapped['anyOf'] as JsonSchema[]), { type: 'null' }], ...annotations };
+  // `{}` (a json column) already accepts null.
+  return { ...mapped, ...annotations };
 }

@@ -31,9 +31,11 @@ export class TarGzPackageWriter extends BasePackageWriter {
   #spoolDir: Promise<string> | undefined;
   #spoolCount = 0;
   #current: Readable | Writable | undefined;
+  readonly #out: Writable;
 
   constructor(out: Writable, options: PackageWriterOptions) {
     super(options);
+    this.#out = out;
     this.#tmpBase = options.tmpDir ?? tmpdir();
     this.#done = pipeline(this.#pack, createGzip(), this.#counter, out);
     this.#done.catch((err: Error) => this.fail(err));
@@ -79,6 +81,9 @@ export class TarGzPackageWriter extends BasePackageWriter {
   protected destroy(err: Error): void {
     this.#current?.destroy(err);
     this.#pack.destroy(err);
+    // As for ZIP: tear the output down now rather than a few ticks later through the pipeline;
+    // without an error, which the caller learns from add()/finish().
+    this.#out.destroy();
     void this.#removeSpool();
   }
 

@@ -33,10 +33,12 @@ export class ZipPackageWriter extends BasePackageWriter {
   readonly #folders = new Set<string>();
   /** Entries moved out of yazl's pump list; they go back before `end()` writes the central directory. */
   readonly #written: unknown[] = [];
+  readonly #out: Writable;
   #current: HashingStream | undefined;
 
   constructor(out: Writable, options: PackageWriterOptions) {
     super(options);
+    this.#out = out;
     this.#zip.on('error', (err: Error) => this.fail(err));
     // Errors of the output are reported through the pipeline below; this keeps a late write after
     // an abort from surfacing as an unhandled 'error' event.
@@ -90,6 +92,9 @@ export class ZipPackageWriter extends BasePackageWriter {
   protected destroy(err: Error): void {
     this.#current?.destroy(err);
     this.#output.destroy(err);
+    // The pipeline would tear the output down a few ticks later; do it now so a caller that checks
+    // right after a failed add() sees it. Without an error: the caller learns it from add()/finish().
+    this.#out.destroy();
   }
 
   /**

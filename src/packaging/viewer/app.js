@@ -49,7 +49,7 @@
 
   // Row tuple written by ConversationIndexWriter: [id, startedAt, customer, status, rating, preview, messages].
   function rowText(row) {
-    row.search ??= [row[0], row[2], row[3], row[5]].filter(Boolean).join('\n').toLowerCase();
+    row.search ??= [row[0], row[2] || 'anonymous', row[3], row[5]].filter(Boolean).join('\n').toLowerCase();
     return row.search;
   }
 
