@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { REFERENCE_DATASETS } from './reference-datasets.ts';
 import { REFERENCE_TABLES } from './reference-tables.ts';
 import { COLUMN_CLASSES, type DataMap, FIELD_TYPES } from './types.ts';
@@ -60,7 +60,10 @@ export function checkDataMap(map: DataMap): string[] {
  */
 export async function checkDataMapAgainstDatabase<T>(map: DataMap, db: Kysely<T>): Promise<string[]> {
   const problems: string[] = [];
-  const tables = await db.introspection.getTables();
+  // Only the schema Ferry runs in: other schemas of the same database may hold look-alike tables.
+  const current = await sql<{ schema: string }>`SELECT current_schema() AS schema`.execute(db);
+  const schema = current.rows[0]?.schema;
+  const tables = (await db.introspection.getTables()).filter((t) => t.schema === undefined || t.schema === schema);
   const live = new Map(tables.map((t) => [t.name, new Set(t.columns.map((c) => c.name))]));
   for (const [tableName, table] of Object.entries(map.tables)) {
     const columns = live.get(tableName);

@@ -57,7 +57,7 @@ export const REFERENCE_TABLES = {
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
     columns: {
-      id: id('team member'),
+      id: c('uuid', 'identifier', 'Unique identifier of the team member.', 'person_id'),
       tenant_id: tenantId,
       name: c('string', 'contact', 'Full name of the team member.', 'name'),
       email: c('string', 'contact', 'Work email address.', 'email'),
@@ -77,7 +77,7 @@ export const REFERENCE_TABLES = {
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: { days: 1095, note: 'Three years after the last activity unless a legal hold applies.' },
     columns: {
-      id: id('customer'),
+      id: c('uuid', 'identifier', 'Unique identifier of the customer.', 'person_id'),
       tenant_id: tenantId,
       email: c('string', 'contact', 'Email address given in the chat or by the site.', 'email'),
       name: c('string', 'contact', 'Name given in the chat or by the site.', 'name'),

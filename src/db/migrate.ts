@@ -47,8 +47,12 @@ export interface MigrateResult {
 
 /** Applies pending migrations; safe to run from several processes at once (Kysely takes a lock). */
 export async function migrateToLatest<T>(db: Kysely<T>): Promise<MigrateResult> {
+  // Name the schema explicitly: without it Kysely's table check also sees bookkeeping
+  // tables in other schemas of the same database and skips creating its own.
+  const current = await sql<{ schema: string }>`SELECT current_schema() AS schema`.execute(db);
   const migrator = new Migrator({
     db,
+    migrationTableSchema: current.rows[0]?.schema ?? 'public',
     provider: {
       async getMigrations() {
         return Object.fromEntries(Object.entries(MIGRATIONS).map(([name, m]) => [name, toMigration(m.up)]));

@@ -159,6 +159,15 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
   return { tables: dataset.from, where: `${conditions.join(' AND ')}{{KEY_RANGE}}`, key: [...dataset.key] };
 }
 
+/**
+ * The data subject's own name and email per dataset, so anonymization can also find
+ * them inside the free text of the same row (a visitor typing their name into the chat).
+ */
+const SUBJECTS: Record<string, { name: string; email: string }> = {
+  conversations: { name: 't.customer_name', email: 't.customer_email' },
+  messages: { name: 'c.customer_name', email: 'c.customer_email' },
+};
+
 /** The field's SQL expression after the anonymization level. */
 function valueSql(
   dataset: DatasetDeclaration,
@@ -168,7 +177,12 @@ function valueSql(
 ): string {
   const raw = dataset.kind === 'computed' ? `t.${field.name}` : field.sql;
   if (request.pii === 'full') return raw;
-  return anonymizeSql(field, raw, { level: request.pii, key: ctx.anonymizeKey });
+  const subject = SUBJECTS[dataset.name];
+  return anonymizeSql(field, raw, {
+    level: request.pii,
+    key: ctx.anonymizeKey,
+    ...(subject ? { subject } : {}),
+  });
 }
 
 /**

@@ -27,8 +27,8 @@ export interface AnonymizeContext {
   /**
    * Optional SQL expressions, over the same FROM clause, of the row's data subject's name and
    * email (e.g. `t.customer_name`, `t.customer_email` for conversations, `c.customer_name` for
-   * messages). At enhanced and complete, free-text fields of the row also have those values
-   * replaced by [name] and [email].
+   * messages). At every anonymization level, free-text fields of the row also have those
+   * values replaced by [name] and [email].
    */
   subject?: { name?: string; email?: string };
 }
@@ -179,7 +179,7 @@ function perElement(field: AnonymizableField, expr: string, apply: (element: str
 
 function subjectArgs(ctx: AnonymizeContext): string {
   const { name, email } = ctx.subject ?? {};
-  if (PII_LEVEL_NUMBER[ctx.level] < 2 || (!name && !email)) return '';
+  if (PII_LEVEL_NUMBER[ctx.level] < 1 || (!name && !email)) return '';
   return `, ${name ? `(${name})::text` : 'NULL'}, ${email ? `(${email})::text` : 'NULL'}`;
 }
 

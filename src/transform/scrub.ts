@@ -134,20 +134,20 @@ function scrubSubject(text: string, subject: Subject): string {
 }
 
 /**
- * Scrubs free text for a level: basic replaces phone and card numbers; enhanced also masks
- * emails, replaces IP addresses and the subject's own name and email; complete replaces
- * emails too. Identical to `ferry_scrub_text` in SQL.
+ * Scrubs free text for a level: basic masks emails (`user***@domain`), replaces phone and
+ * card numbers and the subject's own name and email; enhanced also replaces IP addresses;
+ * complete replaces every email. Identical to `ferry_scrub_text` in SQL.
  */
 export function scrubText(text: string, level: PiiLevel, subject?: Subject): string {
   const lvl: number | undefined = PII_LEVEL_NUMBER[level];
   if (lvl === undefined) parsePiiLevel(level, 'level');
   if (!lvl) return text;
   let out = text;
+  if (subject && (subject.name != null || subject.email != null)) out = scrubSubject(out, subject);
+  if (out.includes('@')) {
+    out = lvl >= 3 ? out.replace(EMAIL, '[email]') : out.replace(EMAIL_MASK, '$1***@$2');
+  }
   if (lvl >= 2) {
-    if (subject && (subject.name != null || subject.email != null)) out = scrubSubject(out, subject);
-    if (out.includes('@')) {
-      out = lvl >= 3 ? out.replace(EMAIL, '[email]') : out.replace(EMAIL_MASK, '$1***@$2');
-    }
     if (IPV6_GATE.test(out)) out = out.replace(IPV6, (hit) => (isIpv6(hit) ? '[ip]' : hit));
     if (IPV4_GATE.test(out)) out = out.replace(IPV4, '[ip]');
   }

@@ -333,17 +333,17 @@ BEGIN
   IF v_out IS NULL OR lvl IS NULL OR lvl < 1 THEN
     RETURN v_out;
   END IF;
+  IF subject_name IS NOT NULL OR subject_email IS NOT NULL THEN
+    v_out := ferry_scrub_subject(v_out, subject_name, subject_email);
+  END IF;
+  IF strpos(v_out, '@') > 0 THEN
+    IF lvl >= 3 THEN
+      v_out := regexp_replace(v_out, ${P.email}, '[email]', 'g');
+    ELSE
+      v_out := regexp_replace(v_out, ${P.emailMask}, '\1***@\2', 'g');
+    END IF;
+  END IF;
   IF lvl >= 2 THEN
-    IF subject_name IS NOT NULL OR subject_email IS NOT NULL THEN
-      v_out := ferry_scrub_subject(v_out, subject_name, subject_email);
-    END IF;
-    IF strpos(v_out, '@') > 0 THEN
-      IF lvl >= 3 THEN
-        v_out := regexp_replace(v_out, ${P.email}, '[email]', 'g');
-      ELSE
-        v_out := regexp_replace(v_out, ${P.emailMask}, '\1***@\2', 'g');
-      END IF;
-    END IF;
     IF v_out ~ ${P.ipv6Gate} THEN
       v_out := ferry_scan(v_out, ${P.ipv6Candidate}, 'ipv6');
     END IF;
@@ -399,8 +399,8 @@ BEGIN
   END IF;
   v_text := doc::text;
   IF v_text ~ ${P.cardGate} OR v_text ~ ${P.phoneGate}
-    OR (lvl >= 2 AND (subject_name IS NOT NULL OR subject_email IS NOT NULL OR strpos(v_text, '@') > 0
-      OR v_text ~ ${P.ipv6Gate} OR v_text ~ ${P.ipv4Gate})) THEN
+    OR subject_name IS NOT NULL OR subject_email IS NOT NULL OR strpos(v_text, '@') > 0
+    OR (lvl >= 2 AND (v_text ~ ${P.ipv6Gate} OR v_text ~ ${P.ipv4Gate})) THEN
     RETURN ferry_scrub_json(doc, lvl, subject_name, subject_email);
   END IF;
   RETURN doc;

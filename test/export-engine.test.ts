@@ -1,0 +1,377 @@
+import { Writable } from 'node:stream';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { parquetReadObjects } from 'hyparquet';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { validateXML } from 'xmllint-wasm';
+import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import { exportDataset } from '../src/export/run.ts';
+import { parseExportRequest, type ExportInput } from '../src/export/request.ts';
+import { xsdFor } from '../src/format/xml-schema.ts';
+import { seed } from '../src/seed/seed.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+
+/** Collects a stream's bytes. */
+function sink(): { out: Writable; bytes: () => Buffer } {
+  const chunks: Buffer[] = [];
+  const out = new Writable({
+    write(chunk, _enc, done) {
+      chunks.push(chunk as Buffer);
+      done();
+    },
+  });
+  return { out, bytes: () => Buffer.concat(chunks) };
+}
+
+async function run(t: TestDatabase, input: Partial<ExportInput> & { dataset: string; tenantId: string }) {
+  const { out, bytes } = sink();
+  const outcome = await exportDataset(t.database, parseExportRequest({ pii: 'full', ...input }), out);
+  return { outcome, body: bytes() };
+}
+
+/** The table datasets and the id column each exports. */
+const TABLE_DATASETS: Record<string, { table: string; idField: string; tenantScoped: boolean }> = {
+  conversations: { table: 'conversations', idField: 'conversation_id', tenantScoped: true },
+  messages: { table: 'messages', idField: 'message_id', tenantScoped: true },
+  team_members: { table: 'team_members', idField: 'team_member_id', tenantScoped: true },
+  customers: { table: 'customers', idField: 'customer_id', tenantScoped: true },
+  consent_records: { table: 'consent_records', idField: 'consent_id', tenantScoped: true },
+  activity_logs: { table: 'activity_logs', idField: 'log_id', tenantScoped: true },
+  billing: { table: 'invoices', idField: 'invoice_id', tenantScoped: true },
+  sites: { table: 'sites', idField: 'site_id', tenantScoped: true },
+  integrations: { table: 'integrations', idField: 'integration_id', tenantScoped: true },
+};
+
+const PLANTED = {
+  email: 'zelda.planted@example.org',
+  phone: '+49 30 1234 5678',
+  name: 'Zelda Quartermaine',
+  card: '4111 1111 1111 1111',
+  ip: '203.0.113.77',
+};
+
+for (const dialect of DIALECTS) {
+  describe(`export engine on ${dialect}`, () => {
+    let t: TestDatabase;
+    let tenantId: string;
+    let otherTenant: string;
+    let plantedConversation: string;
+
+    beforeAll(async () => {
+      t = await createTestDatabase(dialect);
+      const summary = await seed(t.database, {
+        tenants: 2,
+        conversations: 30,
+        messagesPerConversation: 6,
+        seed: 11,
+        since: new Date('2026-08-01T00:00:00Z'),
+        until: new Date('2026-10-01T00:00:00Z'),
+      });
+      tenantId = summary.tenants[0]!.id;
+      otherTenant = summary.tenants[1]!.id;
+      // A conversation whose customer typed personal data into the chat.
+      const conv = await t.database.db
+        .selectFrom('conversations')
+        .select(['id'])
+        .where('tenant_id', '=', tenantId)
+        .orderBy('start_timestamp')
+        .executeTakeFirstOrThrow();
+      plantedConversation = conv.id;
+      await t.database.db
+        .updateTable('conversations')
+        .set({
+          customer_email: PLANTED.email,
+          customer_name: PLANTED.name,
+          ip_address: PLANTED.ip,
+          satisfaction_feedback: `call me on ${PLANTED.phone}`,
+        })
+        .where('id', '=', conv.id)
+        .execute();
+      await t.database.db
+        .updateTable('messages')
+        .set({
+          content: `I am ${PLANTED.name}, mail ${PLANTED.email}, phone ${PLANTED.phone}, card ${PLANTED.card}, from ${PLANTED.ip}`,
+        })
+        .where('conversation_id', '=', conv.id)
+        .where('sender_type', '=', 'customer')
+        .execute();
+    });
+    afterAll(() => t.drop());
+
+    async function idsInDb(table: string): Promise<string[]> {
+      const r = await sql<{
+        id: string;
+      }>`SELECT id::text AS id FROM ${sql.table(table)} WHERE tenant_id = ${tenantId} ORDER BY id`.execute(
+        t.database.db,
+      );
+      return r.rows.map((x) => x.id);
+    }
+
+    for (const [dataset, spec] of Object.entries(TABLE_DATASETS)) {
+      it(`exports ${dataset} in every format, each read back by an independent reader`, async () => {
+        const expected = await idsInDb(spec.table);
+        expect(expected.length).toBeGreaterThan(0);
+        const fields = REFERENCE_DATAMAP.datasets[dataset]!.fields;
+
+        const csv = await run(t, { tenantId, dataset, format: 'csv' });
+        const csvRows = parseCsv(csv.body, { columns: true }) as Record<string, string>[];
+        expect(Object.keys(csvRows[0]!)).toEqual(fields.map((f) => f.name));
+        expect(csvRows.map((r) => r[spec.idField]).sort()).toEqual(expected);
+        expect(csv.outcome.records).toBe(expected.length);
+
+        const json = await run(t, { tenantId, dataset, format: 'json' });
+        const doc = JSON.parse(json.body.toString('utf8')) as {
+          export_metadata: { tenant_id: string };
+          data: Record<string, unknown>[];
+        };
+        expect(doc.export_metadata.tenant_id).toBe(tenantId);
+        expect(doc.data.map((r) => r[spec.idField]).sort()).toEqual(expected);
+
+        const ndjson = await run(t, { tenantId, dataset, format: 'ndjson' });
+        const lines = ndjson.body
+          .toString('utf8')
+          .trimEnd()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(lines.map((r) => r[spec.idField]).sort()).toEqual(expected);
+        expect(lines).toEqual(doc.data);
+
+        const xml = await run(t, { tenantId, dataset, format: 'xml' });
+        const xsd = xsdFor({ dataset, fields });
+        const validation = await validateXML({
+          xml: [{ fileName: `${dataset}.xml`, contents: xml.body.toString('utf8') }],
+          schema: [{ fileName: `${dataset}.xsd`, contents: xsd }],
+        });
+        expect(validation.errors).toEqual([]);
+        expect(xml.outcome.records).toBe(expected.length);
+
+        const parquet = await run(t, { tenantId, dataset, format: 'parquet' });
+        const buffer = parquet.body.buffer.slice(
+          parquet.body.byteOffset,
+          parquet.body.byteOffset + parquet.body.byteLength,
+        );
+        const rows = (await parquetReadObjects({ file: buffer })) as Record<string, unknown>[];
+        expect(rows.map((r) => r[spec.idField]).sort()).toEqual(expected);
+      });
+    }
+
+    it('keeps message text, timestamps, booleans and arrays exact in CSV and JSON', async () => {
+      const db = await t.database.db
+        .selectFrom('messages')
+        .select(['id', 'content', 'created_at', 'edited', 'content_sources'])
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      const byId = new Map(db.map((m) => [m.id, m]));
+      const csvRows = parseCsv(
+        (await run(t, { tenantId, dataset: 'messages', format: 'csv', csvGuard: false })).body,
+        { columns: true },
+      ) as Record<string, string>[];
+      for (const row of csvRows) {
+        const m = byId.get(row.message_id!)!;
+        expect(row.message_content).toBe(m.content);
+        expect(new Date(row.timestamp!).getTime()).toBe(new Date(m.created_at).getTime());
+        expect(row.timestamp).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
+        expect(row.edited).toBe(String(m.edited));
+        expect(JSON.parse(row.content_sources!)).toEqual(m.content_sources);
+      }
+      const ndjson = (await run(t, { tenantId, dataset: 'messages', format: 'ndjson' })).body
+        .toString('utf8')
+        .trimEnd()
+        .split('\n');
+      for (const line of ndjson) {
+        const row = JSON.parse(line) as Record<string, unknown>;
+        const m = byId.get(String(row.message_id))!;
+        expect(row.message_content).toBe(m.content);
+        expect(row.edited).toBe(m.edited);
+        expect(row.content_sources).toEqual(m.content_sources);
+      }
+    });
+
+    it('never exports another tenant’s rows', async () => {
+      const body = (await run(t, { tenantId, dataset: 'messages', format: 'csv' })).body.toString('utf8');
+      const theirs = await t.database.db
+        .selectFrom('messages')
+        .select('id')
+        .where('tenant_id', '=', otherTenant)
+        .execute();
+      for (const m of theirs.slice(0, 50)) expect(body).not.toContain(m.id);
+    });
+
+    it('guards spreadsheet formulas in CSV unless turned off', async () => {
+      await t.database.db
+        .updateTable('messages')
+        .set({ content: '=HYPERLINK("http://evil.example","x")' })
+        .where('conversation_id', '=', plantedConversation)
+        .where('sender_type', '=', 'ai')
+        .execute();
+      const guarded = parseCsv((await run(t, { tenantId, dataset: 'messages', format: 'csv' })).body, {
+        columns: true,
+      }) as Record<string, string>[];
+      expect(guarded.some((r) => r.message_content === `'=HYPERLINK("http://evil.example","x")`)).toBe(true);
+      const raw = parseCsv(
+        (await run(t, { tenantId, dataset: 'messages', format: 'csv', csvGuard: false })).body,
+        { columns: true },
+      ) as Record<string, string>[];
+      expect(raw.some((r) => r.message_content === '=HYPERLINK("http://evil.example","x")')).toBe(true);
+    });
+
+    it('filters by date in the tenant zone, status and selected columns in the asked order', async () => {
+      const all = await t.database.db
+        .selectFrom('conversations')
+        .select(['id', 'status', 'start_timestamp'])
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      const resolved = all
+        .filter((c) => c.status === 'resolved')
+        .map((c) => c.id)
+        .sort();
+      const filtered = parseCsv(
+        (
+          await run(t, {
+            tenantId,
+            dataset: 'conversations',
+            format: 'csv',
+            filters: { status: 'resolved' },
+            columns: 'conversation_status,conversation_id',
+          })
+        ).body,
+        { columns: true },
+      ) as Record<string, string>[];
+      expect(Object.keys(filtered[0]!)).toEqual(['conversation_status', 'conversation_id']);
+      expect(filtered.map((r) => r.conversation_id).sort()).toEqual(resolved);
+
+      const from = '2026-09-01';
+      const tenant = await t.database.db
+        .selectFrom('tenants')
+        .select('timezone')
+        .where('id', '=', tenantId)
+        .executeTakeFirstOrThrow();
+      const startOfDay = await sql<{
+        s: Date;
+      }>`SELECT (${from}::date::timestamp AT TIME ZONE ${tenant.timezone}) AS s`.execute(t.database.db);
+      const expected = all
+        .filter((c) => new Date(c.start_timestamp) >= new Date(startOfDay.rows[0]!.s))
+        .map((c) => c.id)
+        .sort();
+      const dated = parseCsv(
+        (await run(t, { tenantId, dataset: 'conversations', format: 'csv', from })).body,
+        { columns: true },
+      ) as Record<string, string>[];
+      expect(dated.map((r) => r.conversation_id).sort()).toEqual(expected);
+    });
+
+    it('names a bad filter, column or value with the accepted values', () => {
+      expect(() => parseExportRequest({ tenantId, dataset: 'messages', filters: { colour: 'red' } })).toThrow(
+        /no filter "colour" \(accepted: from, to,/,
+      );
+      expect(() => parseExportRequest({ tenantId, dataset: 'messages', columns: 'message_id,nope' })).toThrow(
+        /no column "nope"/,
+      );
+      expect(() =>
+        parseExportRequest({ tenantId, dataset: 'conversations', filters: { status: 'open' } }),
+      ).toThrow(/status: unknown value "open" \(accepted: resolved, unresolved, in_progress\)/);
+      expect(() =>
+        parseExportRequest({ tenantId, dataset: 'conversations', filters: { escalated: 'maybe' } }),
+      ).toThrow(/escalated/);
+      expect(() => parseExportRequest({ tenantId, dataset: 'nope' })).toThrow(/unknown dataset "nope"/);
+      expect(() => parseExportRequest({ tenantId, dataset: 'messages', format: 'markdown' })).toThrow(
+        /format/,
+      );
+    });
+
+    for (const level of ['basic', 'enhanced', 'complete'] as const) {
+      it(`leaves no planted email, phone, name, card or IP in any ${level} export`, async () => {
+        const forbidden =
+          level === 'basic'
+            ? [PLANTED.email, PLANTED.phone, PLANTED.card, 'Quartermaine']
+            : Object.values(PLANTED);
+        for (const dataset of ['conversations', 'messages']) {
+          for (const format of ['csv', 'ndjson', 'xml']) {
+            const text = (await run(t, { tenantId, dataset, format, pii: level })).body.toString('utf8');
+            for (const value of forbidden)
+              expect(text, `${dataset}.${format} at ${level} contains ${value}`).not.toContain(value);
+            expect(text.replace(/\s/g, '')).not.toContain(PLANTED.card.replace(/\s/g, ''));
+          }
+        }
+      });
+    }
+
+    it('exports the computed and document datasets', async () => {
+      const analytics = parseCsv(
+        (await run(t, { tenantId, dataset: 'analytics', format: 'csv', options: { granularity: 'monthly' } }))
+          .body,
+        { columns: true },
+      ) as Record<string, string>[];
+      const total = analytics.reduce((n, r) => n + Number(r.total_conversations), 0);
+      const conversations = await t.database.db
+        .selectFrom('conversations')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('tenant_id', '=', tenantId)
+        .executeTakeFirstOrThrow();
+      expect(total).toBe(Number(conversations.n));
+
+      const revenue = JSON.parse(
+        (
+          await run(t, {
+            tenantId,
+            dataset: 'revenue_attribution',
+            format: 'json',
+            options: { attribution_model: 'multi_touch' },
+          })
+        ).body.toString('utf8'),
+      ) as { data: { attribution_model: string }[] };
+      expect(revenue.data.every((r) => r.attribution_model === 'multi_touch')).toBe(true);
+
+      const kb = JSON.parse(
+        (await run(t, { tenantId, dataset: 'knowledge_base', format: 'json' })).body.toString('utf8'),
+      ) as {
+        export_metadata: { total_documents: number };
+        documents: { chunks: { vector_embedding?: number[] }[] }[];
+        categories: unknown[];
+      };
+      expect(kb.documents.length).toBe(kb.export_metadata.total_documents);
+      expect(kb.documents[0]!.chunks[0]!.vector_embedding).toBeUndefined();
+      const withVectors = JSON.parse(
+        (
+          await run(t, {
+            tenantId,
+            dataset: 'knowledge_base',
+            format: 'json',
+            options: { include_embeddings: 'true' },
+          })
+        ).body.toString('utf8'),
+      ) as typeof kb;
+      expect(withVectors.documents[0]!.chunks[0]!.vector_embedding!.length).toBeGreaterThan(0);
+
+      const account = (await run(t, { tenantId, dataset: 'account', format: 'json' })).body.toString('utf8');
+      const parsed = JSON.parse(account) as {
+        account: { integrations: { credentials: string }[]; team_members: Record<string, unknown>[] };
+      };
+      expect(parsed.account.integrations.every((i) => i.credentials.startsWith('••••'))).toBe(true);
+      expect(parsed.account.team_members[0]).not.toHaveProperty('password_hash');
+      const secrets = await t.database.db
+        .selectFrom('integrations')
+        .select('credentials_encrypted')
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      for (const s of secrets) expect(account).not.toContain(s.credentials_encrypted);
+      const hashes = await t.database.db
+        .selectFrom('team_members')
+        .select('password_hash')
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      for (const h of hashes) expect(account).not.toContain(h.password_hash);
+    });
+
+    it('compresses with gzip and zstd into streams that decompress to the plain export', async () => {
+      const zlib = await import('node:zlib');
+      const plain = (await run(t, { tenantId, dataset: 'messages', format: 'csv' })).body.toString('utf8');
+      const gz = await run(t, { tenantId, dataset: 'messages', format: 'csv', compression: 'gzip' });
+      expect(gz.outcome.extension).toBe('csv.gz');
+      expect(zlib.gunzipSync(gz.body).toString('utf8')).toBe(plain);
+      const zst = await run(t, { tenantId, dataset: 'messages', format: 'csv', compression: 'zstd' });
+      expect(zst.outcome.extension).toBe('csv.zst');
+      expect(zlib.zstdDecompressSync(zst.body).toString('utf8')).toBe(plain);
+    });
+  });
+}
