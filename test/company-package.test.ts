@@ -1,0 +1,225 @@
+import { execFile } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exportCompanyPackage, PACKAGE_DATASETS } from '../src/export/company-package.ts';
+import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
+import { seed } from '../src/seed/seed.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+
+const run = promisify(execFile);
+
+for (const dialect of DIALECTS) {
+  describe(`company package on ${dialect}`, () => {
+    let t: TestDatabase;
+    let tenantId: string;
+    let work: string;
+
+    beforeAll(async () => {
+      t = await createTestDatabase(dialect);
+      const summary = await seed(t.database, {
+        tenants: 1,
+        conversations: 40,
+        messagesPerConversation: 6,
+        seed: 5,
+        since: new Date('2026-08-01T00:00:00Z'),
+        until: new Date('2026-10-01T00:00:00Z'),
+      });
+      tenantId = summary.tenants[0]!.id;
+      work = await mkdtemp(path.join(tmpdir(), 'ferry-package-test-'));
+    });
+    afterAll(async () => {
+      await t.drop();
+      await rm(work, { recursive: true, force: true });
+    });
+
+    async function build(
+      kind: 'zip' | 'tar.gz',
+      name: string,
+      extra: Partial<Parameters<typeof exportCompanyPackage>[1]> = {},
+    ) {
+      const file = path.join(work, `${name}.${kind}`);
+      const out = createWriteStream(file);
+      const outcome = await exportCompanyPackage(t.database, { tenantId, kind, pii: 'full', ...extra }, out);
+      await new Promise<void>((resolve) => (out.closed ? resolve() : out.once('close', () => resolve())));
+      const dir = path.join(work, name);
+      await run('mkdir', ['-p', dir]);
+      if (kind === 'zip') await run('unzip', ['-q', file, '-d', dir]);
+      else await run('tar', ['xzf', file, '-C', dir]);
+      return { outcome, root: path.join(dir, outcome.root), file };
+    }
+
+    it('writes a zip that verifies with sha256sum -c and holds every dataset', async () => {
+      const { outcome, root } = await build('zip', 'full');
+      expect(outcome.root).toMatch(/^company-export-\d{4}-\d{2}-\d{2}$/);
+      const { stdout } = await run('sha256sum', ['-c', 'checksums.sha256'], { cwd: root });
+      expect(stdout).not.toMatch(/FAILED/);
+      const files = await readdir(root);
+      for (const f of [
+        'metadata.json',
+        'datapackage.json',
+        'schemas',
+        'company.json',
+        'sites.json',
+        'team_members.json',
+        'conversations',
+        'messages.csv',
+        'knowledge',
+        'analytics',
+        'revenue',
+        'activity_logs',
+        'consent_records.json',
+        'billing',
+        'settings.json',
+        'integrations.json',
+        'index.html',
+        'checksums.sha256',
+        'data_dictionary.md',
+      ]) {
+        expect(files).toContain(f);
+      }
+      // One file per conversation, each with its messages, matching the database.
+      const conversations = await t.database.db
+        .selectFrom('conversations')
+        .select(['id', 'message_count'])
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      const index = JSON.parse(await readFile(path.join(root, 'conversations/index.json'), 'utf8')) as {
+        conversation_id: string;
+        message_count: number;
+      }[];
+      expect(index.map((c) => c.conversation_id).sort()).toEqual(conversations.map((c) => c.id).sort());
+      const one = JSON.parse(
+        await readFile(path.join(root, `conversations/${conversations[0]!.id}.json`), 'utf8'),
+      ) as { messages: unknown[] };
+      expect(one.messages).toHaveLength(conversations[0]!.message_count);
+      // Counts in metadata.json are the rows of the files.
+      const metadata = JSON.parse(await readFile(path.join(root, 'metadata.json'), 'utf8')) as {
+        counts: Record<string, number>;
+        anonymization_level: string;
+        tenant: { id: string };
+      };
+      expect(metadata.tenant.id).toBe(tenantId);
+      expect(metadata.anonymization_level).toBe('full');
+      const messages = parseCsv(await readFile(path.join(root, 'messages.csv')), {
+        columns: true,
+      }) as unknown[];
+      expect(metadata.counts['messages.csv']).toBe(messages.length);
+      // Secrets never travel.
+      const integrations = await readFile(path.join(root, 'integrations.json'), 'utf8');
+      const sealed = await t.database.db
+        .selectFrom('integrations')
+        .select('credentials_encrypted')
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      for (const s of sealed) expect(integrations).not.toContain(s.credentials_encrypted);
+      const team = await readFile(path.join(root, 'team_members.json'), 'utf8');
+      expect(team).not.toMatch(/password/);
+    });
+
+    it('describes every tabular file in a valid Data Package v2 descriptor', async () => {
+      const { root } = await build('zip', 'described');
+      const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {
+        resources: { path: string; schema: { fields: { name: string }[] } }[];
+      };
+      await assertValidDataPackage(descriptor);
+      const { stdout } = await run('find', ['.', '-name', '*.csv'], { cwd: root });
+      const csvFiles = stdout
+        .trim()
+        .split('\n')
+        .map((f) => f.replace(/^\.\//, ''))
+        .sort();
+      expect(descriptor.resources.map((r) => r.path).sort()).toEqual(csvFiles);
+      for (const resource of descriptor.resources) {
+        const [header] = parseCsv(await readFile(path.join(root, resource.path)), {
+          to_line: 1,
+        }) as string[][];
+        expect(resource.schema.fields.map((f) => f.name)).toEqual(header);
+      }
+    });
+
+    it('writes tar.gz with the chosen datasets only, anonymized', async () => {
+      const { root, outcome } = await build('tar.gz', 'partial', {
+        datasets: ['messages', 'team_members'],
+        pii: 'complete',
+      });
+      await run('sha256sum', ['-c', 'checksums.sha256'], { cwd: root });
+      const files = await readdir(root);
+      expect(files).toContain('messages.csv');
+      expect(files).not.toContain('conversations');
+      const emails = await t.database.db
+        .selectFrom('team_members')
+        .select('email')
+        .where('tenant_id', '=', tenantId)
+        .execute();
+      const team = await readFile(path.join(root, 'team_members.json'), 'utf8');
+      for (const e of emails) expect(team).not.toContain(e.email);
+      expect(Object.keys(outcome.counts).sort()).toEqual(['messages.csv', 'team_members.json']);
+    });
+
+    it('rejects a dataset that cannot go in a package, naming it', async () => {
+      await expect(
+        exportCompanyPackage(
+          t.database,
+          { tenantId, kind: 'zip', pii: 'full', datasets: ['nope'] },
+          createWriteStream(path.join(work, 'x.zip')),
+        ),
+      ).rejects.toThrow(`datasets: "nope" cannot go in a package (accepted: ${PACKAGE_DATASETS.join(', ')})`);
+    });
+
+    if (dialect === 'pglite') {
+      it('opens index.html offline in Chromium and shows a transcript', async () => {
+        const { root } = await build('zip', 'browse');
+        const browser = await chromium.launch({
+          executablePath: '/usr/bin/chromium',
+          args: [
+            '--headless',
+            '--no-sandbox',
+            '--disable-gpu',
+            '--disable-quic',
+            '--no-first-run',
+            '--disable-background-networking',
+            '--disable-component-update',
+            '--disable-sync',
+          ],
+        });
+        try {
+          const page = await browser.newPage();
+          const errors: string[] = [];
+          page.on('pageerror', (err) => errors.push(err.message));
+          await page.goto(pathToFileURL(path.join(root, 'index.html')).href);
+          await page.waitForFunction(() => document.querySelectorAll('tr.conversation-row').length > 0);
+          expect(await page.locator('tr.conversation-row').count()).toBe(40);
+          await page.locator('tr.conversation-row').first().click();
+          await page.waitForFunction(() => document.body.innerText.includes('Conversation id'));
+          // The transcript shows the first conversation's messages as stored.
+          const first = await t.database.db
+            .selectFrom('conversations')
+            .select('id')
+            .where('tenant_id', '=', tenantId)
+            .orderBy('start_timestamp')
+            .orderBy('id')
+            .executeTakeFirstOrThrow();
+          const message = await t.database.db
+            .selectFrom('messages')
+            .select('content')
+            .where('conversation_id', '=', first.id)
+            .orderBy('created_at')
+            .executeTakeFirstOrThrow();
+          const text = await page.locator('body').innerText();
+          expect(text).toContain(first.id);
+          expect(text).toContain(message.content.split('\n')[0]!.trim());
+          expect(errors).toEqual([]);
+        } finally {
+          await browser.close();
+        }
+      });
+    }
+  });
+}
