@@ -65,7 +65,7 @@ export function registerExport(program: Command): void {
         'personal data: full, or an anonymization level (default enhanced)',
       ).choices(PII_LEVELS),
     )
-    .option('--timezone <zone>', 'IANA time zone for timestamps and dates (default: the tenant time zone)')
+    .option('--timezone <zone>', 'IANA time zone for timestamps and dates (default: timestamps in UTC, dates in the tenant time zone)')
     .option('--bom', 'CSV: start with a UTF-8 byte-order mark (for Excel)')
     .option('--no-csv-guard', 'CSV: do not neutralise spreadsheet formulas (for machine use)')
     .option(
