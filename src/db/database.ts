@@ -20,6 +20,11 @@ export interface CopyQuery {
   readonly options: string;
   /** Emit a header line (once, before the first row). */
   readonly header?: boolean;
+  /**
+   * Only the rows whose key lies in this range (page mode). A range bounded on both
+   * sides returns the same rows however the adapter splits its work.
+   */
+  readonly range?: KeyRange;
 }
 
 /** The database port: Kysely for queries plus the two bulk paths Kysely lacks. */
@@ -56,7 +61,7 @@ export function rangeFrom(query: CopyQuery, range: KeyRange = {}): string {
 /** The full COPY statement for a key range of the query. */
 export function copySql(
   query: CopyQuery,
-  range: KeyRange = {},
+  range: KeyRange = query.range ?? {},
   header = query.header ?? false,
   target = 'STDOUT',
 ): string {

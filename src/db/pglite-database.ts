@@ -21,23 +21,24 @@ export async function pgliteDatabase(options: PgliteOptions = {}): Promise<Datab
   const pageRows = options.pageRows ?? 20_000;
 
   async function* copyPages(query: CopyQuery): AsyncGenerator<Buffer> {
-    let after: string | null = null;
+    let after: string | null = query.range?.after ?? null;
+    const end = query.range?.through ?? null;
     let first = true;
     const keyText = query.key.map((k) => `(${k})::text`).join(', ');
     for (;;) {
       // The key of the last row of this page; none means this is the last page.
       const bound = await pglite.query<unknown[]>(
-        `SELECT ${keyText} ${rangeFrom(query, { after })} ORDER BY ${query.key.join(', ')} OFFSET ${pageRows - 1} LIMIT 1`,
+        `SELECT ${keyText} ${rangeFrom(query, { after, through: end })} ORDER BY ${query.key.join(', ')} OFFSET ${pageRows - 1} LIMIT 1`,
         [],
         { rowMode: 'array' },
       );
       const row = bound.rows[0] as (string | null)[] | undefined;
-      const through = row ? row.map((v) => literal(v)).join(', ') : null;
+      const through = row ? row.map((v) => literal(v)).join(', ') : end;
       const header = first && (query.header ?? false);
       const result = await pglite.query(copySql(query, { after, through }, header, "'/dev/blob'"));
       first = false;
       if (result.blob && result.blob.size > 0) yield Buffer.from(await result.blob.arrayBuffer());
-      if (!through) return;
+      if (!row) return;
       after = through;
     }
   }
