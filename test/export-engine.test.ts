@@ -146,7 +146,7 @@ for (const dialect of DIALECTS) {
         expect(xml.outcome.records).toBe(expected.length);
 
         const parquet = await run(t, { tenantId, dataset, format: 'parquet' });
-        const buffer = parquet.body.buffer.slice(
+        const buffer = new Uint8Array(parquet.body).buffer;
           parquet.body.byteOffset,
           parquet.body.byteOffset + parquet.body.byteLength,
         );
