@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseAllowEntry } from '../lib/ssrf.ts';
 
 /**
  * Ferry's typed configuration. This module is the only reader of `process.env`;
@@ -34,6 +35,9 @@ const schema = z.object({
       'must be base64 of exactly 32 bytes (comma-separated when rotating: the first key encrypts)',
     )
     .optional(),
+  FERRY_SMTP_URL: z.string().url().optional(),
+  FERRY_MAIL_FROM: z.string().min(3).optional(),
+  FERRY_OUTBOUND_ALLOW: z.string().optional(),
 });
 
 export interface Config {
@@ -53,6 +57,10 @@ export interface Config {
   /** Requests per API key per hour on the enterprise plan, unless the tenant sets its own. */
   readonly enterpriseRateLimit: number | undefined;
   readonly storage: StorageConfig;
+  /** Outgoing mail (delivery emails, failure notices); undefined when FERRY_SMTP_URL is unset. */
+  readonly smtp: { readonly url: string; readonly from: string } | undefined;
+  /** FERRY_OUTBOUND_ALLOW: hosts, IPs and CIDR ranges the SSRF guard lets through anyway. */
+  readonly outboundAllow: readonly string[];
 }
 
 /** Where export files live; see docs/storage.md. */
@@ -94,6 +102,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(
       'invalid environment variable FERRY_S3_SECRET_ACCESS_KEY: set both FERRY_S3_ACCESS_KEY_ID and FERRY_S3_SECRET_ACCESS_KEY, or neither',
     );
+  if (e.FERRY_SMTP_URL && !e.FERRY_MAIL_FROM)
+    throw new ConfigError(
+      'invalid environment variable FERRY_MAIL_FROM: required when FERRY_SMTP_URL is set',
+    );
+  const outboundAllow = (e.FERRY_OUTBOUND_ALLOW ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const entry of outboundAllow) {
+    try {
+      parseAllowEntry(entry);
+    } catch (err) {
+      throw new ConfigError(`invalid environment variable FERRY_OUTBOUND_ALLOW: ${(err as Error).message}`);
+    }
+  }
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     databaseSchema: e.DATABASE_SCHEMA,
@@ -121,5 +144,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       encryption: e.FERRY_STORAGE_ENCRYPTION,
       encryptionKeys: (e.FERRY_ENCRYPTION_KEY?.split(',') ?? []).map((k) => Buffer.from(k.trim(), 'base64')),
     }),
+    smtp: e.FERRY_SMTP_URL ? Object.freeze({ url: e.FERRY_SMTP_URL, from: e.FERRY_MAIL_FROM! }) : undefined,
+    outboundAllow: Object.freeze(outboundAllow),
   });
 }

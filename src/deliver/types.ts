@@ -1,0 +1,145 @@
+import type { Readable } from 'node:stream';
+import type { Database } from '../db/database.ts';
+import type { Logger } from '../lib/logger.ts';
+import type { OutboundPolicy } from '../lib/ssrf.ts';
+import type { Mailer } from './mailer.ts';
+
+/**
+ * One finished export file, as delivery targets see it. `open()` may be called once
+ * per attempt and per target; each call returns a fresh stream of the same bytes.
+ */
+export interface DeliveryArtifact {
+  open(): Promise<Readable>;
+  /** File name at the destination, e.g. `conversations-2026-11-22.csv.gz`. */
+  readonly filename: string;
+  readonly bytes: number;
+  /** Hex SHA-256 of the file's bytes. */
+  readonly sha256: string;
+  readonly contentType: string;
+  readonly exportId: string;
+  readonly tenantId: string;
+  /** Records per dataset, e.g. `{ conversations: 1200, messages: 20311 }`. */
+  readonly recordCounts: Readonly<Record<string, number>>;
+  /** When the download link stops working. */
+  readonly expiresAt: Date;
+  /** The signed download link of the export (the email target's content). */
+  readonly downloadUrl: string;
+  /** For `{tenant}` in prefixes and for messages; the tenant id when absent. */
+  readonly tenantSlug?: string;
+  readonly tenantName?: string;
+  /** For `{dataset}` in prefixes and `export_type` in webhooks: the dataset, or `package`. */
+  readonly dataset?: string;
+  /** For the `export.completed` webhook: format, compression and the exported date range. */
+  readonly format?: string;
+  readonly compression?: string;
+  readonly dateRange?: { readonly start: string | null; readonly end: string | null };
+}
+
+/** A sealed secret inside a stored target: `sealSecret` output, opened only while delivering. */
+export interface SealedSecret {
+  readonly sealed: string;
+}
+
+export const SERVER_SIDE_ENCRYPTION = ['AES256', 'aws:kms'] as const;
+export type ServerSideEncryption = (typeof SERVER_SIDE_ENCRYPTION)[number];
+
+/** `S` is `string` while a target is being entered, `SealedSecret` once stored. */
+export interface S3Target<S = SealedSecret> {
+  readonly type: 's3';
+  readonly name?: string;
+  readonly bucket: string;
+  /** Key prefix with placeholders: `{date}`, `{datetime}`, `{tenant}`, `{dataset}`, `{export_id}`. */
+  readonly prefix: string;
+  readonly region: string;
+  /** For S3-compatible providers (MinIO, R2, Wasabi, …); AWS when absent. */
+  readonly endpoint?: string;
+  readonly force_path_style: boolean;
+  /** Required: a tenant's target never uses the server's own AWS credentials. */
+  readonly access_key_id: string;
+  readonly secret_access_key: S;
+  readonly server_side_encryption?: ServerSideEncryption;
+  /** With `aws:kms`: the KMS key; the bucket's default key when absent. */
+  readonly kms_key_id?: string;
+  /** `head` (default): size and the sha256 metadata via HEAD; `read`: download again and hash. */
+  readonly verify: 'head' | 'read';
+}
+
+export const INSECURE_ACCEPT_ANY = 'insecure-accept-any';
+
+export interface SftpTarget<S = SealedSecret> {
+  readonly type: 'sftp';
+  readonly name?: string;
+  readonly host: string;
+  readonly port: number;
+  readonly username: string;
+  readonly password?: S;
+  readonly private_key?: S;
+  readonly passphrase?: S;
+  /** Remote directory the file is written to. */
+  readonly directory: string;
+  /** The pinned host key, `SHA256:<base64>` as `ssh-keygen -l` prints it, or `insecure-accept-any`. */
+  readonly host_key: string;
+}
+
+export interface EmailTarget {
+  readonly type: 'email';
+  readonly name?: string;
+  readonly to: readonly string[];
+  /** Attach the file itself when it is at most `ATTACHMENT_LIMIT` bytes. */
+  readonly attach: boolean;
+}
+
+export interface WebhookTarget {
+  readonly type: 'webhook';
+  readonly name?: string;
+  /** A webhook endpoint registered with `POST /api/v1/webhooks`. */
+  readonly endpoint_id: string;
+}
+
+export type DeliveryTarget<S = SealedSecret> = S3Target<S> | SftpTarget<S> | EmailTarget | WebhookTarget;
+/** A target as entered, with plain-text secrets: never stored, never shown. */
+export type DeliveryTargetInput = DeliveryTarget<string>;
+export type TargetType = DeliveryTarget['type'];
+export const TARGET_TYPES = ['s3', 'sftp', 'email', 'webhook'] as const satisfies readonly TargetType[];
+
+export interface DeliveryResult {
+  /** Which target, without secrets: its type, name and a readable label such as `s3://bucket/prefix/`. */
+  readonly target: { readonly type: TargetType; readonly name: string | null; readonly label: string };
+  readonly status: 'delivered' | 'failed';
+  readonly attempts: number;
+  /** Where the file went: `s3://bucket/key`, `sftp://host:port/path`, `mailto:…`, `webhook:<endpoint>#<message>`. */
+  readonly location: string | null;
+  /** Why the last attempt failed (no secrets). */
+  readonly error?: string;
+  /** The catalog code of that failure, e.g. `host_key_mismatch`, `outbound_blocked`. */
+  readonly errorCode?: string;
+  readonly bytesSent: number;
+  /** True when the bytes at the destination were checked against the artifact's size and SHA-256. */
+  readonly checksumVerified: boolean;
+}
+
+/** What an adapter returns for a successful attempt. */
+export interface DeliveryOutcome {
+  readonly location: string;
+  readonly bytesSent: number;
+  readonly checksumVerified: boolean;
+}
+
+/** What delivering needs besides the target and the file; built by the caller (a job). */
+export interface DeliveryContext {
+  /** Opens sealed secrets in stored targets (FERRY_SECRET_KEY or the install key). */
+  readonly secretKey: string;
+  /** The SSRF guard for tenant-supplied hosts. */
+  readonly outbound: OutboundPolicy;
+  /** For email targets; they fail with `email_not_configured` without it. */
+  readonly mailer?: Mailer;
+  /** For webhook targets. */
+  readonly database?: Database;
+  /** Waits before retry n+1; default 1 s, 4 s, 16 s (four attempts in all). */
+  readonly retryDelays?: readonly number[];
+  readonly sleep?: (ms: number) => Promise<void>;
+  readonly now?: () => Date;
+  readonly logger?: Logger;
+  /** Per-request timeouts of the adapters (S3 request, SSH handshake, SMTP); default 30 s. */
+  readonly timeoutMs?: number;
+}

@@ -1,0 +1,69 @@
+/**
+ * Webhook events and their envelopes. Every message body is
+ * `{"event", "timestamp", <ids>, "tenant_id", "data"}`; docs/webhooks.md shows each
+ * event's `data`. New events are appended here (a test keeps the docs in step).
+ */
+export const WEBHOOK_EVENTS = [
+  'export.started',
+  'export.completed',
+  'export.failed',
+  'schedule.run.completed',
+  'schedule.run.failed',
+  'delivery.failed',
+] as const;
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
+
+/** An endpoint's events filter entry for "every event, present and future". */
+export const ALL_EVENTS = '*';
+
+export function isWebhookEvent(name: string): name is WebhookEvent {
+  return (WEBHOOK_EVENTS as readonly string[]).includes(name);
+}
+
+/**
+ * What an event carries besides its name, time and tenant: top-level ids such as
+ * `export_id` (placed before `tenant_id`) and the event's `data`.
+ */
+export interface EventBody {
+  readonly export_id?: string;
+  readonly schedule_id?: string;
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+/** The exact JSON body of a message, with its members in the documented order. */
+export function envelope(event: string, timestamp: Date, tenantId: string, body: EventBody): string {
+  const { data, ...ids } = body;
+  return JSON.stringify({ event, timestamp: timestamp.toISOString(), ...ids, tenant_id: tenantId, data });
+}
+
+export interface ExportCompletedInput {
+  readonly exportId: string;
+  /** The dataset, or `package` for a company package. */
+  readonly exportType: string;
+  readonly dateRange: { readonly start: string | null; readonly end: string | null };
+  readonly format: string;
+  readonly recordCount: number;
+  readonly fileSizeBytes: number;
+  readonly compression: string;
+  readonly downloadUrl: string;
+  readonly expiresAt: Date;
+  readonly sha256: string;
+}
+
+/** The body of `export.completed`, exactly as documented. */
+export function exportCompletedBody(input: ExportCompletedInput): EventBody {
+  return {
+    export_id: input.exportId,
+    data: {
+      export_type: input.exportType,
+      date_range: { start: input.dateRange.start, end: input.dateRange.end },
+      format: input.format,
+      record_count: input.recordCount,
+      file_size_bytes: input.fileSizeBytes,
+      compression: input.compression,
+      download_url: input.downloadUrl,
+      expires_at: input.expiresAt.toISOString(),
+      checksum: { algorithm: 'sha256', value: input.sha256 },
+    },
+  };
+}
