@@ -147,9 +147,6 @@ for (const dialect of DIALECTS) {
 
         const parquet = await run(t, { tenantId, dataset, format: 'parquet' });
         const buffer = new Uint8Array(parquet.body).buffer;
-          parquet.body.byteOffset,
-          parquet.body.byteOffset + parquet.body.byteLength,
-        );
         const rows = (await parquetReadObjects({ file: buffer })) as Record<string, unknown>[];
         expect(rows.map((r) => r[spec.idField]).sort()).toEqual(expected);
       });
