@@ -183,3 +183,35 @@ export function authorizeExport(
   }
   return { pii: input.pii, scope: input.scope };
 }
+
+const LEVEL_NAMES = (levels: readonly PiiLevel[]) =>
+  levels.length === PII_LEVELS.length ? 'any level' : levels.join(', ');
+
+/** The matrix as the Markdown tables in docs/auth.md (a test keeps the two in step). */
+export function permissionMatrixMarkdown(): string {
+  const roles = Object.keys(ROLE_ACTIONS) as Role[];
+  const yes = (b: boolean) => (b ? 'yes' : '-');
+  const lines = [
+    `| action | ${roles.join(' | ')} |`,
+    `|---|${roles.map(() => '---').join('|')}|`,
+    ...ACTIONS.map((a) => `| \`${a}\` | ${roles.map((r) => yes(ROLE_ACTIONS[r].includes(a))).join(' | ')} |`),
+    '',
+    `| dataset | ${roles.join(' | ')} |`,
+    `|---|${roles.map(() => '---').join('|')}|`,
+  ];
+  for (const dataset of POLICY_DATASETS) {
+    const cells = roles.map((role) => {
+      const rule = DATASET_POLICY[role][dataset];
+      if (!rule) return '-';
+      const scopes =
+        rule.scopes === 'own'
+          ? 'own only'
+          : rule.scopes.length === ALL_SCOPES.length
+            ? 'any scope'
+            : `scopes ${rule.scopes.join(', ')}`;
+      return `${LEVEL_NAMES(rule.pii)}; ${scopes}`;
+    });
+    lines.push(`| ${dataset} | ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../lib/errors.ts';
 import { registerDatamap } from './datamap.ts';
+import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
 import { registerSeed } from './seed.ts';
@@ -20,6 +21,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerDatamap,
   registerExport,
   registerSeed,
+  registerKeys,
 ];
 
 export function buildProgram(): Command {

@@ -398,6 +398,41 @@ export const REFERENCE_TABLES = {
       paid_at: c('timestamp', 'none', 'When it was paid.'),
     },
   },
+  audit_events: {
+    description:
+      "Ferry's audit trail: every export request, completion, failure, download, deletion and API key change.",
+    tenantKey: 'tenant_id',
+    timeColumn: 'occurred_at',
+    updatedColumn: null,
+    primaryKey: ['id'],
+    subjectLinks: [],
+    relations: [{ column: 'tenant_id', references: 'tenants.id' }],
+    retention: { days: 1095, note: 'Three years, for security reviews and compliance evidence.' },
+    columns: {
+      id: id('audit event'),
+      tenant_id: tenantId,
+      occurred_at: c('timestamp', 'none', 'When it happened.'),
+      actor: c(
+        'string',
+        'identifier',
+        'Who did it: api_key:<id>, team_member:<id>, cli or system.',
+        'person_id',
+      ),
+      action: c('string', 'none', 'What was done, e.g. export.completed or api_key.revoked.'),
+      target_id: c('string', 'identifier', 'The export, key or other object acted on.'),
+      data_type: c('string', 'none', 'The dataset or package kind concerned.'),
+      date_from: c('string', 'none', 'Start of the date range of the export, as asked for.'),
+      date_to: c('string', 'none', 'End of the date range of the export, as asked for.'),
+      record_count: c('integer', 'none', 'Records exported.'),
+      file_bytes: c('integer', 'none', 'Size of the export file in bytes.'),
+      download_count: c('integer', 'none', 'Downloads of the file so far.'),
+      ip_address: c('string', 'network', 'IP address of the request.', 'ip'),
+      user_agent: c('string', 'network', 'User agent of the request.', 'user_agent'),
+      success: c('boolean', 'none', 'Whether the action succeeded.'),
+      error: c('string', 'free_text', 'What went wrong, when it failed.'),
+      retention_until: c('timestamp', 'none', 'When the file (or object) is removed under retention.'),
+    },
+  },
 } as const satisfies Record<string, TableDeclaration>;
 
 export type ReferenceTableName = keyof typeof REFERENCE_TABLES;

@@ -13,9 +13,12 @@ import { createLogger } from '../lib/logger.ts';
 import { installErrorHandling } from './error-handler.ts';
 import { registerOpenApi } from './openapi.ts';
 import { ProblemSchema } from './problem.ts';
+import { apiKeyRoutes } from './routes/api-keys.ts';
+import { auditRoutes } from './routes/audit.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
+import { usageRoutes } from './routes/usage.ts';
 import type { AppDeps, RouteDeps, RoutePlugin } from './types.ts';
 import { buildValidator } from './validation.ts';
 
@@ -30,7 +33,14 @@ export type FerryApp = FastifyInstance<
 export const FERRY_VERSION: string = packageJson.version;
 
 /** The API's areas, one plugin file each in src/http/routes/. */
-const ROUTES: readonly RoutePlugin[] = [healthRoutes, problemRoutes, docsRoutes];
+const ROUTES: readonly RoutePlugin[] = [
+  healthRoutes,
+  problemRoutes,
+  docsRoutes,
+  apiKeyRoutes,
+  usageRoutes,
+  auditRoutes,
+];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);
 

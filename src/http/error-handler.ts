@@ -49,7 +49,15 @@ function toProblem(error: unknown, request: FastifyRequest): Problem {
       request.log.error({ err: error }, `FerryError code "${error.code}" is not in the error catalog`);
       return problem({ ...base, code: 'internal', detail: GENERIC_DETAIL });
     }
-    return problem({ ...base, code: error.code, detail: error.message, errors: detailErrors(error) });
+    const quota = typeof error.details?.quota === 'string' ? error.details.quota : undefined;
+    const resetsAt = typeof error.details?.resets_at === 'string' ? error.details.resets_at : null;
+    return problem({
+      ...base,
+      code: error.code,
+      detail: error.message,
+      errors: detailErrors(error),
+      ...(quota ? { quota: { name: quota, resetsAt } } : {}),
+    });
   }
   const fastifyError = error as Partial<FastifyError>;
   if (fastifyError.validation) {

@@ -23,7 +23,19 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
       tags: [
         { name: 'health', description: 'Liveness and readiness probes' },
         { name: 'errors', description: 'The catalog of error codes that problem documents carry' },
+        { name: 'api-keys', description: 'API keys of the tenant (admin)' },
+        { name: 'usage', description: 'Plan quotas and what is used' },
+        { name: 'audit', description: 'The audit trail of exports, downloads and key changes' },
       ],
+      components: {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'An API key: `Authorization: Bearer fy_live_...` (see docs/auth.md)',
+          },
+        },
+      },
     },
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) =>

@@ -38,6 +38,17 @@ export const ProblemSchema = Type.Object(
     code: Type.Enum(ERROR_CODES, { description: 'Stable error code; see docs/errors.md' }),
     request_id: Type.String({ description: 'Identifier of the request in the server logs' }),
     errors: Type.Optional(Type.Array(ParameterErrorSchema, { description: 'The invalid parameters' })),
+    quota: Type.Optional(
+      Type.String({
+        description: 'quota_exceeded: the plan quota that refused the request',
+        examples: ['exports_per_month'],
+      }),
+    ),
+    resets_at: Type.Optional(
+      Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+        description: 'quota_exceeded: when the quota frees again; null when it does not free with time',
+      }),
+    ),
   },
   { $id: 'Problem', additionalProperties: false, description: 'RFC 9457 problem details' },
 );
@@ -68,6 +79,8 @@ export interface ProblemInput {
   instance: string;
   requestId: string;
   errors?: ParameterError[];
+  /** quota_exceeded: the quota and when it frees. */
+  quota?: { name: string; resetsAt: string | null };
 }
 
 /** Builds a problem document for a catalog code. */
@@ -82,5 +95,6 @@ export function problem(input: ProblemInput): Problem {
     code: def.code,
     request_id: input.requestId,
     ...(input.errors?.length ? { errors: input.errors } : {}),
+    ...(input.quota ? { quota: input.quota.name, resets_at: input.quota.resetsAt } : {}),
   };
 }

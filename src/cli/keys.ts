@@ -1,0 +1,192 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import { AUDIT_ACTIONS, recordAudit } from '../auth/audit.ts';
+import { ROLES, type Role } from '../auth/context.ts';
+import {
+  type ApiKeyInfo,
+  bindApiKeyPepper,
+  createApiKey,
+  getApiKey,
+  listApiKeys,
+  revokeApiKey,
+} from '../auth/keys.ts';
+import type { Config } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import { loadTenant } from '../export/run.ts';
+import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import { withDatabase } from './context.ts';
+import { printTable } from './tenants.ts';
+
+/** The actor recorded in the audit log for key changes made on the command line. */
+const CLI_ACTOR = 'cli';
+const DAY_MS = 86_400_000;
+
+interface CreateOptions {
+  tenant: string;
+  role: Role;
+  name?: string;
+  teamMember?: string;
+  expiresInDays?: number;
+  scopes?: string;
+  json?: boolean;
+}
+
+function parseRole(value: string): Role {
+  if (!(ROLES as readonly string[]).includes(value))
+    throw new InvalidArgumentError(`--role must be one of ${ROLES.join(', ')}, got "${value}"`);
+  return value as Role;
+}
+
+function parseDays(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 3650)
+    throw new InvalidArgumentError(`--expires-in-days must be an integer from 1 to 3650, got "${value}"`);
+  return n;
+}
+
+/** Opens the database with the key pepper of this installation bound, as the server binds it. */
+function withKeys<T>(fn: (database: Database, config: Config) => Promise<T>): Promise<T> {
+  return withDatabase((database, config) => {
+    bindApiKeyPepper(database, () => loadOrCreateSecretKey(config));
+    return fn(database, config);
+  });
+}
+
+export function registerKeys(program: Command): void {
+  const keys = program.command('keys').description('manage API keys (create, list, revoke)');
+
+  keys
+    .command('create')
+    .description('create an API key; it is printed once and cannot be shown again')
+    .requiredOption('--tenant <id-or-slug>', 'the tenant the key belongs to')
+    .requiredOption('--role <role>', `role of the key: ${ROLES.join(', ')}`, parseRole)
+    .option('--name <name>', 'a name to recognise the key by')
+    .option('--team-member <id>', 'bind the key to a team member (required for agent keys)')
+    .option('--expires-in-days <n>', 'the key stops working after n days', parseDays)
+    .option('--scopes <list>', 'comma-separated actions the key is limited to (default: all the role allows)')
+    .option('--json', 'print JSON')
+    .action(async (options: CreateOptions) => {
+      await withKeys(async (database) => {
+        const tenant = await loadTenant(database, options.tenant);
+        const now = new Date();
+        const created = await createApiKey(
+          database,
+          {
+            tenantId: tenant.id,
+            role: options.role,
+            name: options.name,
+            teamMemberId: options.teamMember,
+            expiresAt: options.expiresInDays
+              ? new Date(now.getTime() + options.expiresInDays * DAY_MS)
+              : undefined,
+            scopes: options.scopes
+              ?.split(',')
+              .map((s) => s.trim())
+              .filter(Boolean),
+            createdBy: CLI_ACTOR,
+          },
+          now,
+        );
+        await recordAudit(database, {
+          tenantId: tenant.id,
+          actor: CLI_ACTOR,
+          action: AUDIT_ACTIONS.keyCreated,
+          targetId: created.id,
+          dataType: `api_key:${created.role}`,
+          success: true,
+          occurredAt: now,
+        });
+        if (options.json) {
+          process.stdout.write(`${JSON.stringify(created, null, 2)}\n`);
+          return;
+        }
+        process.stdout.write(
+          [
+            `API key created for tenant ${tenant.slug} (${tenant.id})`,
+            '',
+            `  key     ${created.key}`,
+            '',
+            '  This is the only time the key is shown: store it now. Ferry keeps only a hash.',
+            '',
+            `  id      ${created.id}`,
+            `  prefix  ${created.prefix}`,
+            `  role    ${created.role}${created.teamMemberId ? ` (team member ${created.teamMemberId})` : ''}`,
+            ...(created.expiresAt ? [`  expires ${created.expiresAt.toISOString()}`] : []),
+            ...(created.scopes.length ? [`  scopes  ${created.scopes.join(', ')}`] : []),
+            '',
+            `Use it as: curl -H "Authorization: Bearer ${created.prefix}..." <url>/api/v1/usage`,
+            '',
+          ].join('\n'),
+        );
+      });
+    });
+
+  keys
+    .command('list')
+    .description("list a tenant's API keys (prefix and metadata only)")
+    .requiredOption('--tenant <id-or-slug>', 'the tenant')
+    .option('--json', 'print JSON')
+    .action(async (options: { tenant: string; json?: boolean }) => {
+      await withKeys(async (database) => {
+        const tenant = await loadTenant(database, options.tenant);
+        const rows = await listApiKeys(database, tenant.id);
+        if (options.json) {
+          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+          return;
+        }
+        if (rows.length === 0) {
+          process.stdout.write(`tenant ${tenant.slug} has no API keys: run \`ferry keys create\`\n`);
+          return;
+        }
+        const now = new Date();
+        printTable(
+          ['ID', 'PREFIX', 'ROLE', 'NAME', 'STATUS', 'CREATED', 'EXPIRES', 'LAST USED'],
+          rows.map((k) => [
+            k.id,
+            k.prefix,
+            k.role,
+            k.name ?? '',
+            status(k, now),
+            k.createdAt.toISOString(),
+            k.expiresAt?.toISOString() ?? '',
+            k.lastUsedAt?.toISOString() ?? '',
+          ]),
+        );
+      });
+    });
+
+  keys
+    .command('revoke')
+    .description('revoke an API key; it stops working at once')
+    .requiredOption('--tenant <id-or-slug>', 'the tenant')
+    .argument('<key-id>', 'id of the key (see `ferry keys list`)')
+    .action(async (keyId: string, options: { tenant: string }) => {
+      await withKeys(async (database) => {
+        const tenant = await loadTenant(database, options.tenant);
+        const now = new Date();
+        const before = await getApiKey(database, tenant.id, keyId);
+        const revoked = await revokeApiKey(database, tenant.id, keyId, now);
+        if (!before.revokedAt) {
+          await recordAudit(database, {
+            tenantId: tenant.id,
+            actor: CLI_ACTOR,
+            action: AUDIT_ACTIONS.keyRevoked,
+            targetId: revoked.id,
+            dataType: `api_key:${revoked.role}`,
+            success: true,
+            occurredAt: now,
+          });
+          process.stdout.write(`revoked API key ${revoked.id} (${revoked.prefix}...)\n`);
+        } else {
+          process.stdout.write(
+            `API key ${revoked.id} was already revoked at ${revoked.revokedAt?.toISOString()}\n`,
+          );
+        }
+      });
+    });
+}
+
+function status(key: ApiKeyInfo, now: Date): string {
+  if (key.revokedAt) return 'revoked';
+  if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) return 'expired';
+  return 'active';
+}

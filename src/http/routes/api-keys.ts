@@ -1,0 +1,215 @@
+import { type Static, Type } from 'typebox';
+import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../../auth/audit.ts';
+import { ROLES } from '../../auth/context.ts';
+import { type ApiKeyInfo, createApiKey, getApiKey, listApiKeys, revokeApiKey } from '../../auth/keys.ts';
+import { ACTIONS, authorize } from '../../auth/policy.ts';
+import { problemResponses } from '../problem.ts';
+import type { RoutePlugin } from '../types.ts';
+
+const Uuid = Type.String({ format: 'uuid' });
+const Timestamp = Type.String({ format: 'date-time' });
+const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+
+const ApiKey = Type.Object(
+  {
+    id: Uuid,
+    prefix: Type.String({
+      description: 'The first characters of the key, to recognise it',
+      examples: ['fy_live_7Hq2LmZx'],
+    }),
+    name: Nullable(Type.String()),
+    role: Type.Enum(ROLES),
+    team_member_id: Nullable(Uuid),
+    scopes: Type.Array(Type.Enum(ACTIONS), { description: 'Empty: everything the role allows' }),
+    status: Type.Enum(['active', 'expired', 'revoked']),
+    created_by: Nullable(Type.String()),
+    created_at: Timestamp,
+    expires_at: Nullable(Timestamp),
+    revoked_at: Nullable(Timestamp),
+    last_used_at: Nullable(Timestamp),
+  },
+  { additionalProperties: false },
+);
+
+const CreatedKey = Type.Object(
+  {
+    ...ApiKey.properties,
+    key: Type.String({
+      description: 'The API key. Shown only in this response: store it now, Ferry keeps only a hash.',
+      examples: ['fy_live_7Hq2LmZx...'],
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const CreateBody = Type.Object(
+  {
+    role: Type.Enum(ROLES),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    team_member_id: Type.Optional(
+      Type.String({
+        format: 'uuid',
+        description: 'Required for agent keys: the agent whose conversations it sees',
+      }),
+    ),
+    expires_in_days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+    scopes: Type.Optional(Type.Array(Type.Enum(ACTIONS), { maxItems: ACTIONS.length, uniqueItems: true })),
+  },
+  { additionalProperties: false },
+);
+
+const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
+
+function present(key: ApiKeyInfo, now: Date): Static<typeof ApiKey> {
+  const status = key.revokedAt
+    ? 'revoked'
+    : key.expiresAt && key.expiresAt.getTime() <= now.getTime()
+      ? 'expired'
+      : 'active';
+  return {
+    id: key.id,
+    prefix: key.prefix,
+    name: key.name,
+    role: key.role,
+    team_member_id: key.teamMemberId,
+    scopes: key.scopes as Static<typeof ApiKey>['scopes'],
+    status,
+    created_by: key.createdBy,
+    created_at: key.createdAt.toISOString(),
+    expires_at: key.expiresAt?.toISOString() ?? null,
+    revoked_at: key.revokedAt?.toISOString() ?? null,
+    last_used_at: key.lastUsedAt?.toISOString() ?? null,
+  };
+}
+
+const DAY_MS = 86_400_000;
+
+/** API key management for admins: create (the key is shown once), list, show, revoke. */
+export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) => {
+  const now = clock ?? (() => new Date());
+  const security = [{ bearer: [] }];
+
+  app.post(
+    '/api/v1/api-keys',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Create an API key (admin)',
+        description:
+          'Returns the key once. Agent keys must name the team member (`team_member_id`) whose ' +
+          'conversations they may export. The creation is written to the audit log.',
+        security,
+        body: CreateBody,
+        response: { 201: CreatedKey, ...problemResponses(400, 401, 403, 429) },
+      },
+    },
+    async (request, reply) => {
+      const auth = request.auth!;
+      authorize(auth, 'keys:manage');
+      const at = now();
+      const body = request.body;
+      const created = await createApiKey(
+        database,
+        {
+          tenantId: auth.tenantId,
+          role: body.role,
+          name: body.name,
+          teamMemberId: body.team_member_id,
+          expiresAt: body.expires_in_days
+            ? new Date(at.getTime() + body.expires_in_days * DAY_MS)
+            : undefined,
+          scopes: body.scopes,
+          createdBy: auth.actor,
+        },
+        at,
+      );
+      await recordAudit(database, {
+        ...auditCaller(auth),
+        action: AUDIT_ACTIONS.keyCreated,
+        targetId: created.id,
+        dataType: `api_key:${created.role}`,
+        success: true,
+        occurredAt: at,
+      });
+      return reply.code(201).send({ ...present(created, at), key: created.key });
+    },
+  );
+
+  app.get(
+    '/api/v1/api-keys',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['api-keys'],
+        summary: "List the tenant's API keys (admin)",
+        description: 'Prefix and metadata only; a key itself can never be shown again.',
+        security,
+        response: {
+          200: Type.Object({ items: Type.Array(ApiKey) }, { additionalProperties: false }),
+          ...problemResponses(401, 403, 429),
+        },
+      },
+    },
+    async (request) => {
+      const auth = request.auth!;
+      authorize(auth, 'keys:manage');
+      const at = now();
+      return { items: (await listApiKeys(database, auth.tenantId)).map((k) => present(k, at)) };
+    },
+  );
+
+  app.get(
+    '/api/v1/api-keys/:id',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Show one API key (admin)',
+        security,
+        params: IdParams,
+        response: { 200: ApiKey, ...problemResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (request) => {
+      const auth = request.auth!;
+      authorize(auth, 'keys:manage');
+      return present(await getApiKey(database, auth.tenantId, request.params.id), now());
+    },
+  );
+
+  app.delete(
+    '/api/v1/api-keys/:id',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Revoke an API key (admin)',
+        description:
+          'The key answers 401 from the next request on. Revoking a revoked key changes nothing. ' +
+          'The revocation is written to the audit log.',
+        security,
+        params: IdParams,
+        response: { 200: ApiKey, ...problemResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (request) => {
+      const auth = request.auth!;
+      authorize(auth, 'keys:manage');
+      const at = now();
+      const before = await getApiKey(database, auth.tenantId, request.params.id);
+      const revoked = await revokeApiKey(database, auth.tenantId, request.params.id, at);
+      if (!before.revokedAt) {
+        await recordAudit(database, {
+          ...auditCaller(auth),
+          action: AUDIT_ACTIONS.keyRevoked,
+          targetId: revoked.id,
+          dataType: `api_key:${revoked.role}`,
+          success: true,
+          occurredAt: at,
+        });
+      }
+      return present(revoked, at);
+    },
+  );
+};

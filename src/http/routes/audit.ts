@@ -1,0 +1,74 @@
+import { Type } from 'typebox';
+import { listAudit } from '../../auth/audit.ts';
+import { authorize } from '../../auth/policy.ts';
+import { problemResponses } from '../problem.ts';
+import type { RoutePlugin } from '../types.ts';
+
+const NullableString = Type.Union([Type.String(), Type.Null()]);
+const NullableCount = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]);
+
+const AuditEvent = Type.Object(
+  {
+    id: Type.String({ format: 'uuid' }),
+    occurred_at: Type.String({ format: 'date-time' }),
+    actor: Type.String({ description: '`api_key:<id>`, `team_member:<id>`, `cli` or `system`' }),
+    action: Type.String({ examples: ['export.completed', 'api_key.revoked'] }),
+    target_id: NullableString,
+    data_type: { ...NullableString, description: 'Dataset or package kind' },
+    date_from: NullableString,
+    date_to: NullableString,
+    record_count: NullableCount,
+    file_bytes: NullableCount,
+    download_count: NullableCount,
+    ip_address: NullableString,
+    user_agent: NullableString,
+    success: Type.Boolean(),
+    error: NullableString,
+    retention_until: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  },
+  { additionalProperties: false },
+);
+
+const Query = Type.Object(
+  {
+    action: Type.Optional(Type.String({ minLength: 1, maxLength: 100, examples: ['export.downloaded'] })),
+    from: Type.Optional(Type.String({ description: 'YYYY-MM-DD or ISO 8601, inclusive' })),
+    to: Type.Optional(
+      Type.String({ description: 'YYYY-MM-DD (that whole day included) or ISO 8601 (exclusive)' }),
+    ),
+    cursor: Type.Optional(Type.String({ maxLength: 200, description: '`next_cursor` of the previous page' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+  },
+  { additionalProperties: false },
+);
+
+/** The audit log: admins see everything, managers exports and downloads only. */
+export const auditRoutes: RoutePlugin = async (app, { database }) => {
+  app.get(
+    '/api/v1/audit',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['audit'],
+        summary: 'The audit log (admin: all; manager: exports and downloads)',
+        description:
+          'Newest first, with cursor pagination: pass `next_cursor` as `cursor` for the next page. ' +
+          'Managers see only `export.*` actions, not key changes.',
+        security: [{ bearer: [] }],
+        querystring: Query,
+        response: {
+          200: Type.Object(
+            { items: Type.Array(AuditEvent), next_cursor: NullableString },
+            { additionalProperties: false },
+          ),
+          ...problemResponses(400, 401, 403, 429),
+        },
+      },
+    },
+    async (request) => {
+      const auth = request.auth!;
+      authorize(auth, 'audit:read');
+      return listAudit(database, auth, request.query);
+    },
+  );
+};
