@@ -4,6 +4,7 @@ import * as referenceSchema from './migrations/0001-reference-schema.ts';
 import * as privacyFunctions from './migrations/0002-privacy-functions.ts';
 import * as auth from './migrations/0003-auth.ts';
 import * as changeTracking from './migrations/0005-change-tracking.ts';
+import * as webhooksDeliveries from './migrations/0006-webhooks-deliveries.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -11,6 +12,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0002-privacy-functions': privacyFunctions,
   '0003-auth': auth,
   '0005-change-tracking': changeTracking,
+  '0006-webhooks-deliveries': webhooksDeliveries,
 };
 
 /**

@@ -160,6 +160,42 @@ export const ERRORS = {
       'A dependency (the database, the object store) is not reachable, or the server is shutting ' +
       'down. Retry later, ideally on another replica.',
   },
+  outbound_blocked: {
+    status: 400,
+    title: 'Outbound address refused',
+    description:
+      'A webhook URL or a delivery host (S3 endpoint, SFTP server) resolves to a private, loopback, ' +
+      'link-local or otherwise non-public address, which Ferry never connects to. Use a public host; an ' +
+      'operator can allow internal hosts with FERRY_OUTBOUND_ALLOW.',
+  },
+  delivery_failed: {
+    status: 502,
+    title: 'Delivery failed',
+    description:
+      'A delivery target (S3, SFTP, email, webhook) did not accept the file after all retries. The ' +
+      'message quotes what the destination answered; fix the target and run the delivery again.',
+  },
+  host_key_mismatch: {
+    status: 502,
+    title: 'Host key mismatch',
+    description:
+      "The SFTP server presented a host key whose SHA256 fingerprint differs from the target's pinned " +
+      '`host_key`. Ferry did not log in. If the server really changed its key, update `host_key`.',
+  },
+  checksum_mismatch: {
+    status: 502,
+    title: 'Checksum mismatch',
+    description:
+      'The bytes at a delivery destination did not match the export file (size or SHA-256), so the ' +
+      'copy was removed and the attempt failed. It is retried; persistent mismatches point at the destination.',
+  },
+  email_not_configured: {
+    status: 503,
+    title: 'Email not configured',
+    description:
+      'Email delivery or notification was asked for, but the operator has not configured an SMTP ' +
+      'server (FERRY_SMTP_URL and FERRY_MAIL_FROM).',
+  },
 } as const satisfies Record<string, ErrorDefinition>;
 
 export interface ErrorDefinition {
