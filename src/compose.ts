@@ -3,7 +3,11 @@ import type { Database } from './db/database.ts';
 import { openDatabase } from './db/open.ts';
 import { REFERENCE_DATAMAP, validateDataMap } from './datamap/datamap.ts';
 import { buildApp, type FerryApp } from './http/app.ts';
+import { createJobQueue, type JobQueue } from './jobs/queue.ts';
+import { JOBS, startWorkers } from './jobs/registry.ts';
 import { createLogger, type Logger } from './lib/logger.ts';
+import { createObjectStore } from './store/create-object-store.ts';
+import type { ObjectStore } from './store/object-store.ts';
 
 /** What a `ferry serve` process runs; built once from the frozen config. */
 export interface Ferry {
@@ -11,7 +15,9 @@ export interface Ferry {
   readonly logger: Logger;
   readonly database: Database;
   readonly app: FerryApp;
-  /** Stops the HTTP server (in-flight requests finish first), then closes the database. */
+  readonly queue: JobQueue;
+  readonly store: ObjectStore;
+  /** Stops the HTTP server (in-flight requests finish first), then the job workers, then closes the database. */
   close(): Promise<void>;
 }
 
@@ -29,10 +35,12 @@ export interface ComposeOptions {
 export async function compose(config: Config, options: ComposeOptions = {}): Promise<Ferry> {
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config);
+  let jobs: Jobs | undefined;
   try {
     await validateDataMap(REFERENCE_DATAMAP, database.db);
-    // Job workers (options.worker) join here once the queue exists.
-    const app = await buildApp({ database, config, logger });
+    jobs = await startJobs(database, config, logger, options.worker !== false);
+    const { queue, store } = jobs;
+    const app = await buildApp({ database, config, logger, queue, store });
     await app.ready();
     let closing: Promise<void> | undefined;
     return {
@@ -40,8 +48,67 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
       logger,
       database,
       app,
+      queue,
+      store,
       close: () => {
-        closing ??= app.close().finally(() => database.close());
+        closing ??= app
+          .close()
+          .finally(() => queue.stop())
+          .finally(() => database.close());
+        return closing;
+      },
+    };
+  } catch (err) {
+    await jobs?.queue.stop();
+    await database.close();
+    throw err;
+  }
+}
+
+interface Jobs {
+  readonly queue: JobQueue;
+  readonly store: ObjectStore;
+}
+
+/** The object store and the job queue; with `worker`, the job workers and cron schedules too. */
+async function startJobs(database: Database, config: Config, logger: Logger, worker: boolean): Promise<Jobs> {
+  const store = await createObjectStore(config);
+  const queue = await createJobQueue(database, config, logger, { definitions: JOBS, supervise: worker });
+  if (worker) {
+    try {
+      await startWorkers(queue, { database, config, logger, store, queue, now: () => new Date() });
+    } catch (err) {
+      await queue.stop();
+      throw err;
+    }
+  }
+  return { queue, store };
+}
+
+/** What a `ferry worker` process runs: the job workers, without an HTTP server. */
+export interface FerryWorker {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly database: Database;
+  readonly queue: JobQueue;
+  /** Stops taking jobs, lets running ones finish (or hands them back for retry), closes the database. */
+  close(): Promise<void>;
+}
+
+export async function composeWorker(config: Config, options: { logger?: Logger } = {}): Promise<FerryWorker> {
+  const logger = options.logger ?? createLogger(config);
+  const database = await openDatabase(config);
+  try {
+    await validateDataMap(REFERENCE_DATAMAP, database.db);
+    const { queue } = await startJobs(database, config, logger, true);
+    let closing: Promise<void> | undefined;
+    return {
+      config,
+      logger,
+      database,
+      queue,
+      close: () => {
+        closing ??= queue.stop().finally(() => database.close());
         return closing;
       },
     };

@@ -8,6 +8,7 @@ import { registerMigrate } from './migrate.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
 import { registerTenants } from './tenants.ts';
+import { registerWorker } from './worker.ts';
 
 import { FERRY_VERSION } from '../version.ts';
 
@@ -16,6 +17,7 @@ export { FERRY_VERSION };
 /** One registration function per command file; a new command is a new file listed here. */
 const COMMANDS: ((program: Command) => void)[] = [
   registerServe,
+  registerWorker,
   registerMigrate,
   registerTenants,
   registerDatamap,

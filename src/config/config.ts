@@ -27,6 +27,11 @@ const schema = z.object({
   FERRY_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
   FERRY_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
   FERRY_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).optional(),
+  FERRY_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+  FERRY_JOB_HEARTBEAT_SECONDS: z.coerce.number().int().min(10).max(3600).default(30),
+  FERRY_JOB_SUPERVISE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
+  FERRY_JOB_RETRY_DELAY_SECONDS: z.coerce.number().int().min(1).max(3600).default(15),
+  FERRY_DOWNLOAD_LINK_SECONDS: z.coerce.number().int().min(10).max(604_800).default(900),
   FERRY_ENTERPRISE_RATE_LIMIT: z.coerce.number().int().min(1).optional(),
   FERRY_ENCRYPTION_KEY: z
     .string()
@@ -57,10 +62,25 @@ export interface Config {
   /** Requests per API key per hour on the enterprise plan, unless the tenant sets its own. */
   readonly enterpriseRateLimit: number | undefined;
   readonly storage: StorageConfig;
+  /** Background jobs (exports, cleanup); see docs/configuration.md. */
+  readonly jobs: JobsConfig;
+  /** Lifetime of a signed download link, in seconds (FERRY_DOWNLOAD_LINK_SECONDS). */
+  readonly downloadLinkSeconds: number;
   /** Outgoing mail (delivery emails, failure notices); undefined when FERRY_SMTP_URL is unset. */
   readonly smtp: { readonly url: string; readonly from: string } | undefined;
   /** FERRY_OUTBOUND_ALLOW: hosts, IPs and CIDR ranges the SSRF guard lets through anyway. */
   readonly outboundAllow: readonly string[];
+}
+
+export interface JobsConfig {
+  /** Jobs one worker process runs at the same time. */
+  readonly concurrency: number;
+  /** A running job's heartbeat interval; a job silent this long is handed to another worker. */
+  readonly heartbeatSeconds: number;
+  /** How often a worker looks for jobs whose worker died (and runs queue maintenance). */
+  readonly superviseSeconds: number;
+  /** First retry delay of a failed job; later retries back off exponentially. */
+  readonly retryDelaySeconds: number;
 }
 
 /** Where export files live; see docs/storage.md. */
@@ -144,6 +164,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       encryption: e.FERRY_STORAGE_ENCRYPTION,
       encryptionKeys: (e.FERRY_ENCRYPTION_KEY?.split(',') ?? []).map((k) => Buffer.from(k.trim(), 'base64')),
     }),
+    jobs: Object.freeze({
+      concurrency: e.FERRY_WORKER_CONCURRENCY,
+      heartbeatSeconds: e.FERRY_JOB_HEARTBEAT_SECONDS,
+      superviseSeconds: e.FERRY_JOB_SUPERVISE_SECONDS,
+      retryDelaySeconds: e.FERRY_JOB_RETRY_DELAY_SECONDS,
+    }),
+    downloadLinkSeconds: e.FERRY_DOWNLOAD_LINK_SECONDS,
     smtp: e.FERRY_SMTP_URL ? Object.freeze({ url: e.FERRY_SMTP_URL, from: e.FERRY_MAIL_FROM! }) : undefined,
     outboundAllow: Object.freeze(outboundAllow),
   });

@@ -3,6 +3,7 @@ import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migrat
 import * as referenceSchema from './migrations/0001-reference-schema.ts';
 import * as privacyFunctions from './migrations/0002-privacy-functions.ts';
 import * as auth from './migrations/0003-auth.ts';
+import * as exportJobs from './migrations/0004-export-jobs.ts';
 import * as changeTracking from './migrations/0005-change-tracking.ts';
 import * as webhooksDeliveries from './migrations/0006-webhooks-deliveries.ts';
 
@@ -11,6 +12,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0001-reference-schema': referenceSchema,
   '0002-privacy-functions': privacyFunctions,
   '0003-auth': auth,
+  '0004-export-jobs': exportJobs,
   '0005-change-tracking': changeTracking,
   '0006-webhooks-deliveries': webhooksDeliveries,
 };

@@ -39,6 +39,13 @@ export const ERRORS = {
     description:
       'The credentials are valid but their role or scopes do not allow this action on this tenant.',
   },
+  link_invalid: {
+    status: 403,
+    title: 'Download link invalid',
+    description:
+      'The signed download link was altered (export, file, expiry or signature) or has expired. Ask ' +
+      '`GET /api/v1/exports/{id}/download` for a new link.',
+  },
   not_found: {
     status: 404,
     title: 'Not found',
@@ -152,6 +159,13 @@ export const ERRORS = {
     description:
       'A file encrypted at rest could not be decrypted: it was altered or truncated, or none of the ' +
       'keys in FERRY_ENCRYPTION_KEY wrote it. No unverified plaintext is ever returned.',
+  },
+  export_interrupted: {
+    status: 500,
+    title: 'Export interrupted',
+    description:
+      'The workers running an export stopped (crashed, were killed or lost the database) more often than ' +
+      'the retry limit allows, so the export was given up. No partial file is kept; repeat the export.',
   },
   service_unavailable: {
     status: 503,

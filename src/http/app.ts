@@ -15,7 +15,10 @@ import { registerOpenApi } from './openapi.ts';
 import { ProblemSchema } from './problem.ts';
 import { apiKeyRoutes } from './routes/api-keys.ts';
 import { auditRoutes } from './routes/audit.ts';
+import { complianceRoutes } from './routes/compliance.ts';
 import { docsRoutes } from './routes/docs.ts';
+import { downloadRoutes } from './routes/downloads.ts';
+import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { usageRoutes } from './routes/usage.ts';
@@ -40,6 +43,9 @@ const ROUTES: readonly RoutePlugin[] = [
   apiKeyRoutes,
   usageRoutes,
   auditRoutes,
+  exportRoutes,
+  downloadRoutes,
+  complianceRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);
@@ -88,6 +94,8 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
     config: deps.config,
     version: FERRY_VERSION,
     ...(deps.now ? { now: deps.now } : {}),
+    ...(deps.queue ? { queue: deps.queue } : {}),
+    ...(deps.store ? { store: deps.store } : {}),
   };
   for (const routes of [...ROUTES, ...(deps.routes ?? [])]) await app.register(routes, routeDeps);
   return app;

@@ -1,7 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
+import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
+import type { ObjectStore } from '../store/object-store.ts';
 
 /** What the HTTP layer is built from; the composition root supplies the adapters. */
 export interface AppDeps {
@@ -13,6 +15,10 @@ export interface AppDeps {
   readonly routes?: readonly RoutePlugin[];
   /** The clock for rate limits, quotas and expiry; the system clock by default (tests move it). */
   readonly now?: () => Date;
+  /** The job queue exports are sent to; without it export requests answer 503. */
+  readonly queue?: JobQueue;
+  /** Where export files are stored; without it downloads answer 503. */
+  readonly store?: ObjectStore;
 }
 
 /** What a route plugin receives as its options. */
@@ -22,6 +28,8 @@ export interface RouteDeps {
   readonly version: string;
   /** The clock, when the app was built with one. */
   readonly now?: () => Date;
+  readonly queue?: JobQueue;
+  readonly store?: ObjectStore;
 }
 
 /**

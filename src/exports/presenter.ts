@@ -1,0 +1,108 @@
+import type { ExportConfig } from './export-config.ts';
+import type { ExportFileRow, ExportRow } from './repository.ts';
+import type { ExportStatus } from './state.ts';
+
+export const EXPORTS_PATH = '/api/v1/exports';
+
+/** What the API shows of an export: an allow-list of fields (the response schema enforces it again). */
+export interface ExportView {
+  id: string;
+  status: ExportStatus;
+  kind: 'dataset' | 'package';
+  datasets: string[];
+  request: Omit<ExportConfig, 'recipients'> & { encryption: { recipients: string[] } | null };
+  progress: {
+    records: number;
+    records_estimated: number | null;
+    bytes: number;
+    percentage: number | null;
+    eta_seconds: number | null;
+    updated_at: string | null;
+  };
+  files: {
+    id: string;
+    name: string;
+    bytes: number;
+    records: number;
+    sha256: string;
+    content_type: string;
+    encrypted: boolean;
+  }[];
+  error: { code: string; message: string } | null;
+  attempts: number;
+  download_count: number;
+  repeat_of: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  expires_at: string | null;
+  files_deleted_at: string | null;
+  links: { self: string; download?: string; repeat: string };
+}
+
+const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
+
+export function presentExport(row: ExportRow, files: readonly ExportFileRow[], now: Date): ExportView {
+  const { recipients, ...config } = row.config;
+  const self = `${EXPORTS_PATH}/${row.id}`;
+  return {
+    id: row.id,
+    status: row.status,
+    kind: row.kind,
+    datasets: row.datasets,
+    request: { ...config, encryption: recipients.length ? { recipients } : null },
+    progress: progressOf(row, now),
+    files:
+      row.status === 'completed'
+        ? files.map((f) => ({
+            id: f.id,
+            name: f.name,
+            bytes: Number(f.bytes),
+            records: Number(f.records),
+            sha256: f.sha256,
+            content_type: f.content_type,
+            encrypted: f.encrypted,
+          }))
+        : [],
+    error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
+    attempts: row.attempts,
+    download_count: row.download_count,
+    repeat_of: row.repeat_of,
+    created_at: row.created_at.toISOString(),
+    started_at: iso(row.started_at),
+    finished_at: iso(row.finished_at),
+    expires_at: iso(row.expires_at),
+    files_deleted_at: iso(row.files_deleted_at),
+    links: {
+      self,
+      ...(row.status === 'completed' ? { download: `${self}/download` } : {}),
+      repeat: `${self}/repeat`,
+    },
+  };
+}
+
+function progressOf(row: ExportRow, now: Date): ExportView['progress'] {
+  const records = Number(row.records_done);
+  const estimated = row.records_estimated === null ? null : Number(row.records_estimated);
+  let percentage: number | null = null;
+  let eta: number | null = null;
+  if (row.status === 'completed') {
+    percentage = 100;
+    eta = 0;
+  } else if (estimated !== null && (row.status === 'running' || row.status === 'packaging')) {
+    const fraction = estimated === 0 ? 1 : Math.min(1, records / estimated);
+    percentage = Math.round(fraction * 1000) / 10;
+    if (row.started_at && fraction > 0) {
+      const elapsed = Math.max(0, (now.getTime() - row.started_at.getTime()) / 1000);
+      eta = Math.round((elapsed * (1 - fraction)) / fraction);
+    }
+  }
+  return {
+    records,
+    records_estimated: estimated,
+    bytes: Number(row.bytes_done),
+    percentage,
+    eta_seconds: eta,
+    updated_at: iso(row.progress_at),
+  };
+}

@@ -1,0 +1,492 @@
+import { randomUUID } from 'node:crypto';
+import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../auth/audit.ts';
+import type { AuthContext } from '../auth/context.ts';
+import type { PlanLimits } from '../auth/limits.ts';
+import { authorize } from '../auth/policy.ts';
+import { checkExportQuota, countExport, limitsFor, registerUsageSource } from '../auth/quotas.ts';
+import type { Config } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import type { JobQueue } from '../jobs/queue.ts';
+import { FerryError, invalid } from '../lib/errors.ts';
+import type { Logger } from '../lib/logger.ts';
+import type { ObjectStore } from '../store/object-store.ts';
+import { authorizeConfig, type ExportBody, type ExportConfig, normalizeExportBody } from './export-config.ts';
+import {
+  checkIdempotencyKey,
+  credentialOf,
+  findIdempotentResponse,
+  idempotencyWindowStart,
+  requestHash,
+} from './idempotency.ts';
+import { EXPORT_QUEUE, sendExportJob } from './jobs.ts';
+import { downloadPath, type LinkSigner } from './links.ts';
+import { type ExportView, presentExport } from './presenter.ts';
+import { type ExportFileRow, type ExportRow, type ListFilter, tenantExports } from './repository.ts';
+import { exportPrefix, removeLeftovers } from './runner.ts';
+import { type ExportStatus, isActive } from './state.ts';
+import { exportDb } from './tables.ts';
+
+/** What the export operations need; built by the route plugin from the app's adapters. */
+export interface ExportServiceDeps {
+  readonly database: Database;
+  readonly config: Config;
+  readonly queue: JobQueue | undefined;
+  readonly store: ObjectStore | undefined;
+  readonly signer: LinkSigner;
+  readonly now: () => Date;
+  readonly logger: Logger;
+}
+
+/** The answer to a create or repeat: 202, or the stored answer of an earlier request with the same key. */
+export interface Accepted {
+  statusCode: number;
+  body: ExportView;
+  replayed: boolean;
+}
+
+/** Roles that see every export of the tenant; the others see the exports they asked for. */
+const SEES_ALL: readonly AuthContext['role'][] = ['admin', 'manager'];
+
+/** Counts the tenant's export jobs that are running, for the `concurrent_jobs` quota and usage. */
+export function registerExportUsage(): void {
+  registerUsageSource('concurrent_jobs', async (database, tenantId) => {
+    const row = await exportDb(database)
+      .selectFrom('export_requests')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('status', 'in', ['running', 'packaging'])
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  });
+}
+
+function requireQueue(deps: ExportServiceDeps): JobQueue {
+  if (!deps.queue)
+    throw new FerryError(
+      'service_unavailable',
+      'this server has no job queue; exports cannot be requested here',
+    );
+  return deps.queue;
+}
+
+function requireStore(deps: ExportServiceDeps): ObjectStore {
+  if (!deps.store)
+    throw new FerryError(
+      'service_unavailable',
+      'this server has no file storage; downloads are not served here',
+    );
+  return deps.store;
+}
+
+function notFound(id: string): FerryError {
+  return new FerryError('not_found', `no export "${id}" in this tenant`);
+}
+
+/**
+ * The export, if the caller may see it: admins and managers see every export of the
+ * tenant, other roles the exports asked for with their key or by their team member.
+ * Anything else answers 404, like an export of another tenant.
+ */
+async function visibleExport(deps: ExportServiceDeps, auth: AuthContext, id: string): Promise<ExportRow> {
+  const row = await tenantExports(deps.database, auth.tenantId).find(id);
+  if (!row || !canSee(auth, row)) throw notFound(id);
+  return row;
+}
+
+function canSee(auth: AuthContext, row: ExportRow): boolean {
+  if (SEES_ALL.includes(auth.role)) return true;
+  return (
+    (auth.apiKeyId !== null && row.api_key_id === auth.apiKeyId) ||
+    (auth.teamMemberId !== null && row.team_member_id === auth.teamMemberId)
+  );
+}
+
+async function view(deps: ExportServiceDeps, auth: AuthContext, row: ExportRow): Promise<ExportView> {
+  const files = await tenantExports(deps.database, auth.tenantId).files([row.id]);
+  return presentExport(row, files, deps.now());
+}
+
+/** `POST /api/v1/exports`: validates, authorizes, checks the quota, stores the export and enqueues its job. */
+export async function createExport(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  body: ExportBody,
+  idempotencyKey: string | undefined,
+): Promise<Accepted> {
+  authorize(auth, 'exports:create');
+  const idempotency = idempotencyKey
+    ? {
+        key: checkIdempotencyKey(idempotencyKey),
+        operation: 'exports.create',
+        hash: requestHash('exports.create', body),
+      }
+    : undefined;
+  const replay = await replayed(deps, auth, idempotency);
+  if (replay) return replay;
+  const config = authorizeConfig(auth, normalizeExportBody(auth.tenantId, body));
+  return accept(deps, auth, config, { repeatOf: null, idempotency });
+}
+
+/** `POST /api/v1/exports/{id}/repeat`: runs a past export's configuration again, as a new export. */
+export async function repeatExport(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  id: string,
+  idempotencyKey: string | undefined,
+): Promise<Accepted> {
+  authorize(auth, 'exports:create');
+  const idempotency = idempotencyKey
+    ? {
+        key: checkIdempotencyKey(idempotencyKey),
+        operation: 'exports.repeat',
+        hash: requestHash('exports.repeat', { id }),
+      }
+    : undefined;
+  const replay = await replayed(deps, auth, idempotency);
+  if (replay) return replay;
+  const source = await visibleExport(deps, auth, id);
+  const { recipients, ...rest } = source.config;
+  const body: ExportBody = {
+    ...rest,
+    format: rest.format ?? undefined,
+    compression: rest.compression ?? undefined,
+    from: rest.from ?? undefined,
+    to: rest.to ?? undefined,
+    columns: rest.columns ?? undefined,
+    timezone: rest.timezone ?? undefined,
+    ...(recipients.length ? { encryption: { recipients } } : {}),
+  };
+  if (rest.package !== 'none') {
+    for (const name of [
+      'format',
+      'compression',
+      'filters',
+      'columns',
+      'timezone',
+      'options',
+      'bom',
+      'csv_guard',
+    ] as const)
+      delete body[name];
+  }
+  const config = authorizeConfig(auth, normalizeExportBody(auth.tenantId, body));
+  return accept(deps, auth, config, { repeatOf: source.id, idempotency });
+}
+
+interface IdempotencyInput {
+  key: string;
+  operation: string;
+  hash: string;
+}
+
+async function replayed(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  idempotency: IdempotencyInput | undefined,
+): Promise<Accepted | undefined> {
+  if (!idempotency) return undefined;
+  const stored = await findIdempotentResponse(deps.database, auth, {
+    key: idempotency.key,
+    operation: idempotency.operation,
+    requestHash: idempotency.hash,
+    notBefore: idempotencyWindowStart(deps.now()),
+  });
+  if (!stored) return undefined;
+  return { statusCode: stored.statusCode, body: stored.response as ExportView, replayed: true };
+}
+
+async function accept(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  config: ExportConfig,
+  options: { repeatOf: string | null; idempotency: IdempotencyInput | undefined },
+): Promise<Accepted> {
+  const queue = requireQueue(deps);
+  const now = deps.now();
+  await checkExportQuota(deps.database, auth, { manual: true, from: config.from ?? undefined, now });
+  const limits: PlanLimits = await limitsFor(deps.database, auth);
+  const id = randomUUID();
+  const row: ExportRow = {
+    id,
+    tenant_id: auth.tenantId,
+    actor: auth.actor,
+    api_key_id: auth.apiKeyId,
+    team_member_id: auth.teamMemberId,
+    status: 'queued',
+    kind: config.package === 'none' ? 'dataset' : 'package',
+    datasets: config.datasets,
+    config,
+    retention_days: limits.retentionDays,
+    max_file_bytes: limits.maxFileBytes,
+    repeat_of: options.repeatOf,
+    records_done: 0,
+    records_estimated: null,
+    bytes_done: 0,
+    progress_at: null,
+    attempts: 0,
+    attempt_id: null,
+    error_code: null,
+    error_message: null,
+    download_count: 0,
+    created_at: now,
+    started_at: null,
+    finished_at: null,
+    expires_at: null,
+    files_deleted_at: null,
+    updated_at: now,
+  };
+  const body = presentExport(row, [], now);
+  const { idempotency } = options;
+  const inserted = await tenantExports(deps.database, auth.tenantId).insert(
+    {
+      id,
+      tenantId: auth.tenantId,
+      actor: auth.actor,
+      apiKeyId: auth.apiKeyId,
+      teamMemberId: auth.teamMemberId,
+      config,
+      retentionDays: limits.retentionDays,
+      maxFileBytes: limits.maxFileBytes,
+      repeatOf: options.repeatOf,
+      createdAt: now,
+    },
+    idempotency && {
+      credential: credentialOf(auth),
+      key: idempotency.key,
+      operation: idempotency.operation,
+      requestHash: idempotency.hash,
+      statusCode: 202,
+      response: body,
+      notBefore: idempotencyWindowStart(now),
+    },
+  );
+  if (!inserted) {
+    // A concurrent request with the same key won; answer as it did.
+    const replay = await replayed(deps, auth, idempotency);
+    if (replay) return replay;
+    throw new FerryError(
+      'conflict',
+      'a request with this Idempotency-Key is still being processed; retry shortly',
+    );
+  }
+  const [sent] = await Promise.allSettled([
+    sendExportJob(queue, id, { id: auth.tenantId, plan: auth.plan }),
+    countExport(deps.database, auth, { manual: true, now }),
+    recordAudit(deps.database, {
+      ...auditCaller(auth),
+      action: AUDIT_ACTIONS.exportRequested,
+      dataType: config.datasets.join(','),
+      dateRange:
+        config.from || config.to ? { from: config.from ?? undefined, to: config.to ?? undefined } : null,
+      success: true,
+      targetId: id,
+      occurredAt: now,
+    }),
+  ]);
+  // The export is stored; a job that could not be sent is sent again by the periodic cleanup.
+  if (sent.status === 'rejected')
+    deps.logger.error({ err: sent.reason, export_id: id }, 'export stored but its job was not sent');
+  return { statusCode: 202, body, replayed: false };
+}
+
+/** `GET /api/v1/exports/{id}`. */
+export async function getExport(deps: ExportServiceDeps, auth: AuthContext, id: string): Promise<ExportView> {
+  authorize(auth, 'exports:read');
+  return view(deps, auth, await visibleExport(deps, auth, id));
+}
+
+export interface ListQuery {
+  status?: ExportStatus[] | undefined;
+  dataset?: string | undefined;
+  from?: string | undefined;
+  to?: string | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+}
+
+/** `GET /api/v1/exports`: newest first, with keyset pagination. */
+export async function listExports(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  query: ListQuery,
+): Promise<{ data: ExportView[]; next_cursor: string | null }> {
+  authorize(auth, 'exports:read');
+  const limit = query.limit ?? 20;
+  const filter: ListFilter = {
+    statuses: query.status,
+    dataset: query.dataset,
+    from: query.from ? parseInstant('from', query.from) : undefined,
+    to: query.to ? parseInstant('to', query.to, true) : undefined,
+    requester: SEES_ALL.includes(auth.role)
+      ? undefined
+      : { apiKeyId: auth.apiKeyId, teamMemberId: auth.teamMemberId },
+    after: query.cursor ? decodeCursor(query.cursor) : undefined,
+    limit: limit + 1,
+  };
+  const exports = tenantExports(deps.database, auth.tenantId);
+  const rows = await exports.list(filter);
+  const page = rows.slice(0, limit);
+  const files = await exports.files(page.filter((r) => r.status === 'completed').map((r) => r.id));
+  const byExport = new Map<string, ExportFileRow[]>();
+  for (const file of files) byExport.set(file.export_id, [...(byExport.get(file.export_id) ?? []), file]);
+  const now = deps.now();
+  const last = page[page.length - 1];
+  return {
+    data: page.map((row) => presentExport(row, byExport.get(row.id) ?? [], now)),
+    next_cursor: rows.length > limit && last ? encodeCursor(last) : null,
+  };
+}
+
+/** A date (the whole day, UTC) or an ISO 8601 timestamp; `to` dates are inclusive. */
+function parseInstant(param: string, value: string, endOfDay = false): Date {
+  const day = /^\d{4}-\d{2}-\d{2}$/.test(value);
+  const parsed = new Date(day ? `${value}T00:00:00Z` : value);
+  if (Number.isNaN(parsed.getTime()) || (!day && !/T.*(Z|[+-]\d{2}:?\d{2})$/.test(value)))
+    throw invalid(param, `"${value}" is not a date (YYYY-MM-DD) or an ISO 8601 timestamp with offset`);
+  return day && endOfDay ? new Date(parsed.getTime() + 86_400_000) : parsed;
+}
+
+function encodeCursor(row: ExportRow): string {
+  return Buffer.from(`${row.created_at.toISOString()}|${row.id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
+  const createdAt = new Date(at ?? '');
+  if (!id || !/^[0-9a-f-]{36}$/.test(id) || Number.isNaN(createdAt.getTime()))
+    throw invalid('cursor', 'is not a cursor this API returned (use next_cursor from the previous page)');
+  return { createdAt, id };
+}
+
+/**
+ * `DELETE /api/v1/exports/{id}`: cancels a queued or running export (its worker stops
+ * within a second and keeps nothing), or deletes the stored files of a completed one.
+ * Failed, cancelled and expired exports have no files; deleting them changes nothing.
+ */
+export async function deleteExport(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  id: string,
+): Promise<ExportView> {
+  authorize(auth, 'exports:delete');
+  let row = await visibleExport(deps, auth, id);
+  const exports = tenantExports(deps.database, auth.tenantId);
+  const now = deps.now();
+  if (isActive(row.status)) {
+    const cancelled = await exports.cancel(id, now);
+    if (cancelled) {
+      // The queued job would find the export cancelled anyway; cancelling it saves a fetch.
+      await deps.queue?.boss.cancel(EXPORT_QUEUE, id).catch(() => {});
+      if (deps.store) await removeLeftovers(deps.store, exportPrefix(auth.tenantId, id)).catch(() => 0);
+      await recordAudit(deps.database, {
+        ...auditCaller(auth),
+        action: 'export.cancelled',
+        dataType: row.datasets.join(','),
+        success: true,
+        targetId: id,
+        occurredAt: now,
+      });
+      return view(deps, auth, cancelled);
+    }
+    row = (await exports.find(id)) ?? row; // it finished meanwhile
+  }
+  if (row.status === 'completed') {
+    const store = requireStore(deps);
+    for (const file of await exports.files([id])) await store.delete(file.storage_key);
+    const deleted = await exports.markFilesDeleted(id, now);
+    if (deleted) {
+      await recordAudit(deps.database, {
+        ...auditCaller(auth),
+        action: AUDIT_ACTIONS.exportDeleted,
+        dataType: row.datasets.join(','),
+        success: true,
+        targetId: id,
+        occurredAt: now,
+      });
+      row = deleted;
+    }
+  }
+  return view(deps, auth, row);
+}
+
+export interface DownloadLink {
+  url: string;
+  expires_at: string;
+  method: 'signed' | 'presigned';
+  file: ExportView['files'][number];
+}
+
+/**
+ * `GET /api/v1/exports/{id}/download`: a short-lived link to one file of a completed
+ * export. With S3 storage and no encryption at rest it is a presigned S3 URL (counted
+ * and audited here, since S3 serves it); otherwise Ferry's own signed download URL,
+ * which counts and audits each download it serves.
+ */
+export async function issueDownload(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  id: string,
+  options: { fileName?: string | undefined; baseUrl: string },
+): Promise<DownloadLink> {
+  authorize(auth, 'exports:download');
+  const row = await visibleExport(deps, auth, id);
+  authorizeConfig(auth, row.config);
+  const now = deps.now();
+  assertDownloadable(row, now);
+  const files = await tenantExports(deps.database, auth.tenantId).files([id]);
+  const file = options.fileName ? files.find((f) => f.name === options.fileName) : files[0];
+  if (!file)
+    throw invalid(
+      'file',
+      `export ${id} has no file "${options.fileName}"`,
+      files.map((f) => f.name),
+    );
+  const remaining = Math.floor((row.expires_at!.getTime() - now.getTime()) / 1000);
+  const seconds = Math.max(1, Math.min(deps.config.downloadLinkSeconds, remaining));
+  const expires = Math.floor(now.getTime() / 1000) + seconds;
+  const presented = presentExport(row, [file], now).files[0]!;
+  const store = requireStore(deps);
+  const presigned = await store.presignGet(file.storage_key, seconds, file.name);
+  if (presigned) {
+    const count = await tenantExports(deps.database, auth.tenantId).countDownload(id);
+    await recordAudit(deps.database, {
+      ...auditCaller(auth),
+      action: AUDIT_ACTIONS.exportDownloaded,
+      dataType: row.datasets.join(','),
+      fileBytes: Number(file.bytes),
+      downloadCount: count,
+      success: true,
+      targetId: id,
+      occurredAt: now,
+    });
+    return {
+      url: presigned,
+      expires_at: new Date(expires * 1000).toISOString(),
+      method: 'presigned',
+      file: presented,
+    };
+  }
+  const target = { tenantId: auth.tenantId, exportId: id, fileId: file.id, expires };
+  return {
+    url: `${options.baseUrl}${downloadPath(target, deps.signer.sign(target))}`,
+    expires_at: new Date(expires * 1000).toISOString(),
+    method: 'signed',
+    file: presented,
+  };
+}
+
+/** 410 for exports whose files are gone; 409 for exports that have none yet. */
+export function assertDownloadable(row: ExportRow, now: Date): void {
+  if (row.status === 'expired' || (row.status === 'completed' && row.expires_at && row.expires_at <= now)) {
+    const when = (row.files_deleted_at ?? row.expires_at)?.toISOString() ?? 'earlier';
+    throw new FerryError(
+      'gone',
+      `the files of export ${row.id} were removed at ${when} (retention or deletion)`,
+    );
+  }
+  if (row.status !== 'completed')
+    throw new FerryError(
+      'conflict',
+      `export ${row.id} is ${row.status}; files can be downloaded once it is completed`,
+    );
+}

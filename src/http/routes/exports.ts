@@ -1,0 +1,432 @@
+import type { FastifyRequest } from 'fastify';
+import { type Static, Type } from 'typebox';
+import { COMPRESSIONS } from '../../export/request.ts';
+import { EXPORT_FORMATS } from '../../format/types.ts';
+import { PACKAGE_KINDS } from '../../exports/export-config.ts';
+import { createLinkSigner } from '../../exports/links.ts';
+import {
+  createExport,
+  deleteExport,
+  type ExportServiceDeps,
+  getExport,
+  issueDownload,
+  listExports,
+  registerExportUsage,
+  repeatExport,
+} from '../../exports/service.ts';
+import { EXPORT_STATUSES } from '../../exports/state.ts';
+import { PII_LEVELS } from '../../transform/anonymize.ts';
+import type { FerryApp } from '../app.ts';
+import { problemResponses } from '../problem.ts';
+import type { RouteDeps, RoutePlugin } from '../types.ts';
+
+const Uuid = Type.String({ format: 'uuid', description: 'Export id' });
+const Instant = Type.String({ format: 'date-time' });
+const NullableInstant = Type.Union([Instant, Type.Null()]);
+const closed = { additionalProperties: false } as const;
+
+const Scope = Type.Union(
+  [
+    Type.Object({ kind: Type.Literal('tenant') }, closed),
+    Type.Object(
+      { kind: Type.Literal('site'), site_url: Type.String({ minLength: 1, maxLength: 2048 }) },
+      closed,
+    ),
+    Type.Object({ kind: Type.Literal('customer'), customer_id: Type.String({ format: 'uuid' }) }, closed),
+    Type.Object(
+      { kind: Type.Literal('team_member'), team_member_id: Type.String({ format: 'uuid' }) },
+      closed,
+    ),
+  ],
+  { description: 'Whose data: the whole tenant (default), one site, one customer or one team member' },
+);
+
+const FilterValue = Type.Union([
+  Type.String({ maxLength: 1000 }),
+  Type.Number(),
+  Type.Boolean(),
+  Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100 }),
+]);
+
+export const ExportBodySchema = Type.Object(
+  {
+    datasets: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+      minItems: 1,
+      maxItems: 20,
+      description: 'Dataset names (see `ferry datamap`); several datasets make a package',
+      examples: [['conversations']],
+    }),
+    scope: Type.Optional(Scope),
+    format: Type.Optional(
+      Type.Enum([...EXPORT_FORMATS, 'markdown'], { description: 'File format (single-dataset exports)' }),
+    ),
+    compression: Type.Optional(
+      Type.Enum(COMPRESSIONS, { description: 'Compression (single-dataset exports)' }),
+    ),
+    package: Type.Optional(
+      Type.Enum(PACKAGE_KINDS, {
+        description:
+          '`none`: one file; `zip` or `tar.gz`: the company package (default with several datasets)',
+      }),
+    ),
+    from: Type.Optional(
+      Type.String({ maxLength: 40, description: 'Start date (YYYY-MM-DD) or ISO 8601 timestamp' }),
+    ),
+    to: Type.Optional(
+      Type.String({ maxLength: 40, description: 'End date, inclusive, or ISO 8601 timestamp' }),
+    ),
+    filters: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), FilterValue, { description: 'Dataset filters by name' }),
+    ),
+    columns: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 200 })),
+    pii: Type.Optional(
+      Type.Enum(PII_LEVELS, { description: 'Personal data: full, or an anonymization level' }),
+    ),
+    timezone: Type.Optional(
+      Type.String({ maxLength: 64, description: 'IANA time zone for timestamps and days' }),
+    ),
+    options: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 1000 }))),
+    bom: Type.Optional(Type.Boolean({ description: 'CSV: start with a UTF-8 byte-order mark' })),
+    csv_guard: Type.Optional(
+      Type.Boolean({ description: 'CSV: neutralise spreadsheet formulas (default true)' }),
+    ),
+    encryption: Type.Optional(
+      Type.Object(
+        {
+          recipients: Type.Array(Type.String({ maxLength: 2000 }), {
+            minItems: 1,
+            maxItems: 20,
+            description: 'age public keys (`age1…`); the file is encrypted so that any of them decrypts it',
+          }),
+        },
+        closed,
+      ),
+    ),
+  },
+  closed,
+);
+
+const FileView = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    bytes: Type.Integer(),
+    records: Type.Integer(),
+    sha256: Type.String({ description: 'Hex SHA-256 of the bytes a download returns' }),
+    content_type: Type.String(),
+    encrypted: Type.Boolean({ description: 'Encrypted with age for the request recipients' }),
+  },
+  closed,
+);
+
+const RequestView = Type.Object(
+  {
+    datasets: Type.Array(Type.String()),
+    scope: Scope,
+    format: Type.Union([Type.String(), Type.Null()]),
+    compression: Type.Union([Type.String(), Type.Null()]),
+    package: Type.String(),
+    from: Type.Union([Type.String(), Type.Null()]),
+    to: Type.Union([Type.String(), Type.Null()]),
+    filters: Type.Record(Type.String(), Type.String()),
+    columns: Type.Union([Type.Array(Type.String()), Type.Null()]),
+    pii: Type.String(),
+    timezone: Type.Union([Type.String(), Type.Null()]),
+    options: Type.Record(Type.String(), Type.String()),
+    bom: Type.Boolean(),
+    csv_guard: Type.Boolean(),
+    encryption: Type.Union([Type.Object({ recipients: Type.Array(Type.String()) }, closed), Type.Null()]),
+  },
+  { ...closed, description: 'The export configuration as it runs (after defaults and authorization)' },
+);
+
+export const ExportViewSchema = Type.Object(
+  {
+    id: Type.String(),
+    status: Type.Enum(EXPORT_STATUSES),
+    kind: Type.Enum(['dataset', 'package']),
+    datasets: Type.Array(Type.String()),
+    request: RequestView,
+    progress: Type.Object(
+      {
+        records: Type.Integer({ description: 'Records written so far' }),
+        records_estimated: Type.Union([Type.Integer(), Type.Null()], {
+          description: 'Records expected (single-dataset exports)',
+        }),
+        bytes: Type.Integer({ description: 'Bytes written so far' }),
+        percentage: Type.Union([Type.Number(), Type.Null()]),
+        eta_seconds: Type.Union([Type.Integer(), Type.Null()], { description: 'Estimated seconds left' }),
+        updated_at: NullableInstant,
+      },
+      closed,
+    ),
+    files: Type.Array(FileView),
+    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, closed), Type.Null()], {
+      description: 'Why the export failed (or why its last attempt failed, while it is retried)',
+    }),
+    attempts: Type.Integer(),
+    download_count: Type.Integer(),
+    repeat_of: Type.Union([Type.String(), Type.Null()]),
+    created_at: Instant,
+    started_at: NullableInstant,
+    finished_at: NullableInstant,
+    expires_at: NullableInstant,
+    files_deleted_at: NullableInstant,
+    links: Type.Object(
+      { self: Type.String(), download: Type.Optional(Type.String()), repeat: Type.String() },
+      closed,
+    ),
+  },
+  closed,
+);
+
+const DownloadLinkSchema = Type.Object(
+  {
+    url: Type.String({ description: 'Short-lived link that downloads the file (Range requests resume)' }),
+    expires_at: Instant,
+    method: Type.Enum(['signed', 'presigned'], {
+      description: "`signed`: Ferry's own download route; `presigned`: a presigned S3 URL",
+    }),
+    file: FileView,
+  },
+  closed,
+);
+
+const IdParams = Type.Object({ id: Uuid });
+const IdempotencyHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({
+      maxLength: 255,
+      description: 'Makes retries safe: the same key with the same body returns the first answer (kept 48 h)',
+    }),
+  ),
+});
+const DownloadQuery = Type.Object(
+  {
+    file: Type.Optional(Type.String({ maxLength: 255, description: 'File name (default: the first file)' })),
+    redirect: Type.Optional(Type.Boolean({ description: 'Answer 302 to the link instead of JSON' })),
+  },
+  closed,
+);
+
+export type ExportBodyInput = Static<typeof ExportBodySchema>;
+
+/** The service's adapters for this app. */
+export function serviceDeps(app: FerryApp, deps: RouteDeps): ExportServiceDeps {
+  return {
+    database: deps.database,
+    config: deps.config,
+    queue: deps.queue,
+    store: deps.store,
+    signer: createLinkSigner(deps.config),
+    now: deps.now ?? (() => new Date()),
+    logger: app.log as ExportServiceDeps['logger'],
+  };
+}
+
+/** Where signed links point: FERRY_PUBLIC_URL, or the scheme and host the request came in on. */
+export function baseUrl(request: FastifyRequest, deps: RouteDeps): string {
+  if (deps.config.publicUrl) return deps.config.publicUrl.replace(/\/+$/, '');
+  return `${request.protocol}://${request.host}`;
+}
+
+export interface ExportEndpointPaths {
+  create: string;
+  get: string;
+  remove: string;
+  download: string;
+}
+
+/**
+ * Registers the four core export endpoints at the given paths: under /api/v1 here,
+ * and under the compliance checklist's paths in compliance.ts (same handlers).
+ */
+export function registerExportEndpoints(
+  app: FerryApp,
+  deps: RouteDeps,
+  service: ExportServiceDeps,
+  paths: ExportEndpointPaths,
+  tag: string,
+): void {
+  app.post(
+    paths.create,
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: [tag],
+        summary: 'Request an export',
+        description:
+          'Stores the export and queues its job; answers 202 at once. Poll the `self` link until `status` is ' +
+          '`completed`, then ask for a download link. With an `Idempotency-Key`, a retry returns the first answer.',
+        headers: IdempotencyHeaders,
+        body: ExportBodySchema,
+        response: { 202: ExportViewSchema, ...problemResponses(400, 401, 403, 409, 422, 429, 503) },
+      },
+    },
+    async (request, reply) => {
+      const result = await createExport(
+        service,
+        request.auth!,
+        request.body,
+        request.headers['idempotency-key'],
+      );
+      if (result.replayed) reply.header('idempotent-replayed', 'true');
+      return reply
+        .code(result.statusCode as 202)
+        .header('location', result.body.links.self)
+        .send(result.body);
+    },
+  );
+
+  app.get(
+    paths.get,
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: [tag],
+        summary: 'Status, progress and files of an export',
+        params: IdParams,
+        response: { 200: ExportViewSchema, ...problemResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (request) => getExport(service, request.auth!, request.params.id),
+  );
+
+  app.delete(
+    paths.remove,
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: [tag],
+        summary: 'Cancel an export, or delete its files',
+        description:
+          'A queued or running export is cancelled (the worker stops within about a second and keeps nothing); ' +
+          'a completed export has its files deleted (status `expired`). Answers with the export.',
+        params: IdParams,
+        response: { 200: ExportViewSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
+      },
+    },
+    async (request) => deleteExport(service, request.auth!, request.params.id),
+  );
+
+  app.get(
+    paths.download,
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: [tag],
+        summary: 'A short-lived download link for a completed export',
+        description:
+          'Answers `{url, expires_at}` (or 302 to the URL with `redirect=true`). The link works without the API ' +
+          'key, expires after FERRY_DOWNLOAD_LINK_SECONDS (15 minutes by default), supports HTTP Range requests ' +
+          'for resuming, and is bound to this file of this export. 410 once the files were removed.',
+        params: IdParams,
+        querystring: DownloadQuery,
+        response: {
+          200: DownloadLinkSchema,
+          302: Type.Null({ description: 'Redirect to the download URL' }),
+          ...problemResponses(400, 401, 403, 404, 409, 410, 429, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const link = await issueDownload(service, request.auth!, request.params.id, {
+        fileName: request.query.file,
+        baseUrl: baseUrl(request, deps),
+      });
+      reply.header('cache-control', 'no-store');
+      if (request.query.redirect) return reply.redirect(link.url, 302);
+      return link;
+    },
+  );
+}
+
+/** Exports: request, status and progress, history, cancel/delete, repeat, download links. */
+export const exportRoutes: RoutePlugin = async (app, deps) => {
+  registerExportUsage();
+  const service = serviceDeps(app, deps);
+  registerExportEndpoints(
+    app,
+    deps,
+    service,
+    {
+      create: '/api/v1/exports',
+      get: '/api/v1/exports/:id',
+      remove: '/api/v1/exports/:id',
+      download: '/api/v1/exports/:id/download',
+    },
+    'exports',
+  );
+
+  app.get(
+    '/api/v1/exports',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['exports'],
+        summary: 'Export history',
+        description:
+          'Newest first. Admins and managers see every export of the tenant; other roles the exports they asked for.',
+        querystring: Type.Object(
+          {
+            status: Type.Optional(
+              Type.Array(Type.Enum(EXPORT_STATUSES), { description: 'Repeat for several' }),
+            ),
+            dataset: Type.Optional(Type.String({ maxLength: 64 })),
+            from: Type.Optional(
+              Type.String({ maxLength: 40, description: 'Created on or after (date or timestamp)' }),
+            ),
+            to: Type.Optional(
+              Type.String({ maxLength: 40, description: 'Created on or before (date or timestamp)' }),
+            ),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+            cursor: Type.Optional(
+              Type.String({ maxLength: 200, description: '`next_cursor` of the previous page' }),
+            ),
+          },
+          closed,
+        ),
+        response: {
+          200: Type.Object(
+            {
+              data: Type.Array(ExportViewSchema),
+              next_cursor: Type.Union([Type.String(), Type.Null()]),
+            },
+            closed,
+          ),
+          ...problemResponses(400, 401, 403, 429),
+        },
+      },
+    },
+    async (request) => listExports(service, request.auth!, request.query),
+  );
+
+  app.post(
+    '/api/v1/exports/:id/repeat',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['exports'],
+        summary: 'Run a past export again',
+        description:
+          'A new export with the configuration of the given one (checked again against role and quota).',
+        params: IdParams,
+        headers: IdempotencyHeaders,
+        response: { 202: ExportViewSchema, ...problemResponses(400, 401, 403, 404, 409, 422, 429, 503) },
+      },
+    },
+    async (request, reply) => {
+      const result = await repeatExport(
+        service,
+        request.auth!,
+        request.params.id,
+        request.headers['idempotency-key'],
+      );
+      if (result.replayed) reply.header('idempotent-replayed', 'true');
+      return reply
+        .code(result.statusCode as 202)
+        .header('location', result.body.links.self)
+        .send(result.body);
+    },
+  );
+};

@@ -1,0 +1,280 @@
+import { gunzipSync } from 'node:zlib';
+import { Decrypter, generateIdentity, identityToRecipient } from 'age-encryption';
+import { parse } from 'csv-parse/sync';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer } from './auth-fixtures.ts';
+import {
+  type ExportHarness,
+  type ExportJson,
+  exportHarness,
+  requestExport,
+  sha256,
+  waitForExport,
+} from './export-jobs-fixtures.ts';
+import { DIALECTS } from './support/databases.ts';
+
+const PROBLEM = 'application/problem+json; charset=utf-8';
+
+/** Downloads a completed export's file through its signed link; returns the bytes and the link answer. */
+async function download(h: ExportHarness, key: string, id: string, query = '') {
+  const link = await h.app.inject({
+    method: 'GET',
+    url: `/api/v1/exports/${id}/download${query}`,
+    headers: bearer(key),
+  });
+  expect(link.statusCode, link.body).toBe(200);
+  const { url, expires_at, method } = link.json() as { url: string; expires_at: string; method: string };
+  const path = url.slice(url.indexOf('/api/'));
+  const res = await h.app.inject({ method: 'GET', url: path });
+  expect(res.statusCode, res.body).toBe(200);
+  return { bytes: res.rawPayload, headers: res.headers, url, expires_at, method };
+}
+
+for (const dialect of DIALECTS) {
+  describe(`export jobs on ${dialect}`, () => {
+    let h: ExportHarness;
+
+    beforeAll(async () => {
+      h = await exportHarness(dialect, { workers: true });
+    }, 120_000);
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it('runs a single-dataset export: 202 at once, then completed with a file whose bytes match its sha256', async () => {
+      const res = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/exports',
+        headers: bearer(h.keys.admin),
+        payload: { datasets: ['conversations'], format: 'csv', compression: 'gzip', pii: 'complete' },
+      });
+      expect(res.statusCode, res.body).toBe(202);
+      const created = res.json() as ExportJson;
+      expect(created.status).toBe('queued');
+      expect(res.headers.location).toBe(`/api/v1/exports/${created.id}`);
+      expect(created.links.self).toBe(`/api/v1/exports/${created.id}`);
+
+      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      expect(done.status, JSON.stringify(done.error)).toBe('completed');
+      expect(done.files).toHaveLength(1);
+      const file = done.files[0]!;
+      expect(file.name).toMatch(/^conversations-\d{8}T\d{6}Z\.csv\.gz$/);
+      expect(file.content_type).toBe('application/gzip');
+      expect(file.records).toBe(40);
+      expect(done.progress).toMatchObject({ records: 40, records_estimated: 40, percentage: 100 });
+      expect(done.links.download).toBe(`/api/v1/exports/${created.id}/download`);
+
+      const got = await download(h, h.keys.admin, created.id);
+      expect(got.method).toBe('signed');
+      expect(got.bytes.length).toBe(file.bytes);
+      expect(sha256(got.bytes)).toBe(file.sha256);
+      expect(got.headers['content-disposition']).toContain(file.name);
+      expect(got.headers['accept-ranges']).toBe('bytes');
+      const rows = parse(gunzipSync(got.bytes)) as string[][];
+      expect(rows[0]![0]).toBe('conversation_id');
+      const ids = new Set(
+        (
+          await h.database.db
+            .selectFrom('conversations')
+            .select('id')
+            .where('tenant_id', '=', h.tenant.id)
+            .execute()
+        ).map((r) => r.id),
+      );
+      expect(rows.length - 1).toBe(40);
+      expect(new Set(rows.slice(1).map((r) => r[0]))).toEqual(ids);
+
+      const after = await h.app.inject({
+        method: 'GET',
+        url: `/api/v1/exports/${created.id}`,
+        headers: bearer(h.keys.admin),
+      });
+      expect((after.json() as ExportJson).download_count).toBe(1);
+      const audit = await h.database.db
+        .withTables<{
+          audit_events: { action: string; target_id: string | null; download_count: number | null };
+        }>()
+        .selectFrom('audit_events')
+        .select(['action', 'download_count'])
+        .where('target_id', '=', created.id)
+        .execute();
+      expect(audit.map((a) => a.action).sort()).toEqual([
+        'export.completed',
+        'export.downloaded',
+        'export.requested',
+      ]);
+      expect(audit.find((a) => a.action === 'export.downloaded')?.download_count).toBe(1);
+    });
+
+    it('writes a company package (zip) for several datasets', async () => {
+      const created = await requestExport(h.app, h.keys.admin, { datasets: ['conversations', 'messages'] });
+      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      expect(done.status, JSON.stringify(done.error)).toBe('completed');
+      expect(done.kind).toBe('package');
+      const file = done.files[0]!;
+      expect(file.name).toMatch(/^company-export-.*\.zip$/);
+      const got = await download(h, h.keys.admin, created.id);
+      expect(got.bytes.subarray(0, 2).toString()).toBe('PK');
+      expect(sha256(got.bytes)).toBe(file.sha256);
+    });
+
+    it('encrypts the file for age recipients: the download decrypts with the identity', async () => {
+      const identity = await generateIdentity();
+      const recipient = await identityToRecipient(identity);
+      const created = await requestExport(h.app, h.keys.admin, {
+        datasets: ['team_members'],
+        format: 'json',
+        encryption: { recipients: [recipient] },
+      });
+      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      expect(done.status, JSON.stringify(done.error)).toBe('completed');
+      expect(done.files[0]!.name).toMatch(/\.json\.age$/);
+      const got = await download(h, h.keys.admin, created.id);
+      expect(sha256(got.bytes)).toBe(done.files[0]!.sha256);
+      expect(got.bytes.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+      const decrypter = new Decrypter();
+      decrypter.addIdentity(identity);
+      const plain = Buffer.from(await decrypter.decrypt(new Uint8Array(got.bytes))).toString('utf8');
+      expect(JSON.parse(plain)).toBeTruthy();
+    });
+
+    it('replays an Idempotency-Key: same body → same export, other body → 422, concurrent → one export', async () => {
+      const body = { datasets: ['customers'], format: 'ndjson' };
+      const key = { 'idempotency-key': `k-${dialect}-1` };
+      const first = await requestExport(h.app, h.keys.manager, body, key);
+      const again = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/exports',
+        headers: { ...bearer(h.keys.manager), ...key },
+        payload: { format: 'ndjson', datasets: ['customers'] }, // same body, other key order
+      });
+      expect(again.statusCode).toBe(202);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect((again.json() as ExportJson).id).toBe(first.id);
+
+      const other = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/exports',
+        headers: { ...bearer(h.keys.manager), ...key },
+        payload: { datasets: ['customers'], format: 'csv' },
+      });
+      expect(other.statusCode).toBe(422);
+      expect(other.headers['content-type']).toBe(PROBLEM);
+      expect(other.json()).toMatchObject({ code: 'idempotency_key_reused' });
+
+      // Keys belong to a credential: the same key from another API key is a new request.
+      const otherCredential = await requestExport(h.app, h.keys.admin, body, key);
+      expect(otherCredential.id).not.toBe(first.id);
+
+      const concurrentKey = { 'idempotency-key': `k-${dialect}-concurrent` };
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, () =>
+          h.app.inject({
+            method: 'POST',
+            url: '/api/v1/exports',
+            headers: { ...bearer(h.keys.manager), ...concurrentKey },
+            payload: { datasets: ['sites'], format: 'json' },
+          }),
+        ),
+      );
+      expect(answers.map((a) => a.statusCode)).toEqual(Array(8).fill(202));
+      const ids = new Set(answers.map((a) => (a.json() as ExportJson).id));
+      expect(ids.size).toBe(1);
+      const stored = await h.database.db
+        .withTables<{ export_requests: { id: string; tenant_id: string; datasets: string[] } }>()
+        .selectFrom('export_requests')
+        .select('id')
+        .where('tenant_id', '=', h.tenant.id)
+        .where(sql<boolean>`datasets = ARRAY['sites']`)
+        .execute();
+      expect(stored.map((r) => r.id)).toEqual([...ids]);
+    });
+
+    it('refuses an export over the monthly quota with quota_exceeded naming it', async () => {
+      await h.database.db
+        .updateTable('tenants')
+        .set({ plan: 'starter' })
+        .where('id', '=', h.other.id)
+        .execute();
+      for (let i = 0; i < 10; i++) await requestExport(h.app, h.otherKeys.admin, { datasets: ['sites'] });
+      const res = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/exports',
+        headers: bearer(h.otherKeys.admin),
+        payload: { datasets: ['sites'] },
+      });
+      expect(res.statusCode).toBe(429);
+      expect(res.json()).toMatchObject({ code: 'quota_exceeded' });
+      expect((res.json() as { detail: string }).detail).toContain('10 manual exports per month');
+    });
+
+    it('rejects bad requests naming the parameter', async () => {
+      const cases: [Record<string, unknown>, string][] = [
+        [{ datasets: ['nope'] }, 'datasets'],
+        [{ datasets: ['conversations'], format: 'docx' }, 'format'],
+        [{ datasets: ['conversations'], columns: ['id', 'nope'] }, 'columns'],
+        [{ datasets: ['conversations'], from: '2026-13-45' }, 'from'],
+        [{ datasets: ['conversations', 'messages'], package: 'none' }, 'package'],
+        [{ datasets: ['conversations', 'messages'], format: 'csv' }, 'format'],
+        [{ datasets: ['conversations'], encryption: { recipients: ['age1nope'] } }, 'recipients[0]'],
+        [{ datasets: ['conversations'], unknown: 1 }, 'unknown'],
+      ];
+      for (const [payload, parameter] of cases) {
+        const res = await h.app.inject({
+          method: 'POST',
+          url: '/api/v1/exports',
+          headers: bearer(h.keys.admin),
+          payload,
+        });
+        expect(res.statusCode, JSON.stringify(payload)).toBe(400);
+        expect(res.json().errors?.[0]?.parameter ?? res.json().detail, JSON.stringify(payload)).toContain(
+          parameter,
+        );
+      }
+    });
+
+    it('fails an export that grows past the plan file size, keeping no file', async () => {
+      await h.database.db
+        .updateTable('tenants')
+        .set({ plan: 'enterprise' })
+        .where('id', '=', h.tenant.id)
+        .execute();
+      await h.database.db
+        .insertInto('settings')
+        .values({
+          tenant_id: h.tenant.id,
+          key: 'ferry.limits',
+          value: JSON.stringify({ max_file_bytes: 200 }),
+        } as never)
+        .execute();
+      try {
+        const created = await requestExport(h.app, h.keys.admin, { datasets: ['messages'], format: 'json' });
+        const done = await waitForExport(h.app, h.keys.admin, created.id);
+        expect(done.status).toBe('failed');
+        expect(done.error?.code).toBe('quota_exceeded');
+        expect(done.files).toEqual([]);
+        const left = [];
+        for await (const o of h.store.list(`exports/${h.tenant.id}/${created.id}/`)) left.push(o);
+        expect(left).toEqual([]);
+        const link = await h.app.inject({
+          method: 'GET',
+          url: `/api/v1/exports/${created.id}/download`,
+          headers: bearer(h.keys.admin),
+        });
+        expect(link.statusCode).toBe(409);
+      } finally {
+        await h.database.db
+          .deleteFrom('settings')
+          .where('tenant_id', '=', h.tenant.id)
+          .where('key', '=', 'ferry.limits')
+          .execute();
+        await h.database.db
+          .updateTable('tenants')
+          .set({ plan: 'agency' })
+          .where('id', '=', h.tenant.id)
+          .execute();
+      }
+    });
+  });
+}
