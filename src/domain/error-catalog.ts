@@ -108,7 +108,8 @@ export const ERRORS = {
     title: 'Quota exceeded',
     description:
       "The tenant's plan quota (exports, rows or bytes in the current period) is used up. The quota " +
-      'resets at the start of the next period, or raise it by changing the plan.',
+      'resets at the start of the next period, or raise it by changing the plan. The problem names the ' +
+      'quota in `quota` and when it frees in `resets_at`.',
   },
   internal: {
     status: 500,
