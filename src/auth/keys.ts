@@ -331,6 +331,8 @@ export async function resolveApiKey(
     const stored = Buffer.from(candidate.key_hash, 'hex');
     if (stored.length === expected.length && timingSafeEqual(stored, expected)) match = candidate;
   }
+  // An unknown prefix does the same work as a wrong secret, so timing does not tell them apart.
+  if (candidates.length === 0) timingSafeEqual(expected, Buffer.alloc(expected.length));
   if (!match || !(PLANS as readonly string[]).includes(match.plan)) return { rejected: 'unknown' };
   if (match.revoked_at) return { rejected: 'revoked' };
   if (match.expires_at && match.expires_at.getTime() <= now.getTime()) return { rejected: 'expired' };
