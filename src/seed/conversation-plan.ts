@@ -157,17 +157,48 @@ const UNRESOLVED_SCORES = new Weighted<number>([
   [1, 30],
 ]);
 
-function startTime(rng: Rng, ctx: TenantContext): number {
+const traffic = new WeakMap<TenantContext, Float64Array>();
+
+/** Cumulative traffic weight per hour of the window, in the tenant's local time. */
+function trafficOf(ctx: TenantContext): Float64Array {
+  const cached = traffic.get(ctx);
+  if (cached) return cached;
   const { since, until } = ctx.window;
   const offset = ctx.profile.utcOffset * HOUR;
-  for (let tries = 0; ; tries++) {
-    const t = since + Math.floor(rng.next() * (until - since));
-    const local = t + offset;
-    const hour = Math.floor(local / HOUR) % 24;
-    const weekday = (Math.floor(local / 86_400_000) + 4) % 7;
+  const cumulative = new Float64Array(Math.ceil((until - since) / HOUR));
+  let total = 0;
+  for (let b = 0; b < cumulative.length; b++) {
+    const from = since + b * HOUR;
+    const local = from + offset;
+    const hour = ((Math.floor(local / HOUR) % 24) + 24) % 24;
+    const weekday = (((Math.floor(local / 86_400_000) + 4) % 7) + 7) % 7;
     const weight = HOUR_WEIGHT[hour]! * (weekday === 0 || weekday === 6 ? 0.6 : 1);
-    if (tries > 20 || rng.next() < weight) return t;
+    total += (weight * Math.min(HOUR, until - from)) / HOUR;
+    cumulative[b] = total;
   }
+  traffic.set(ctx, cumulative);
+  return cumulative;
+}
+
+/**
+ * Start of conversation `index`: its quantile of the tenant's traffic curve, so
+ * starts grow with the index (conversations and messages are generated, and
+ * loaded, roughly in time order, which keeps the time indexes append-only).
+ */
+function startTime(rng: Rng, ctx: TenantContext, index: number): number {
+  const cumulative = trafficOf(ctx);
+  const q = ((index + rng.next()) / Math.max(1, ctx.conversations)) * cumulative[cumulative.length - 1]!;
+  let lo = 0;
+  let hi = cumulative.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cumulative[mid]! <= q) lo = mid + 1;
+    else hi = mid;
+  }
+  const before = lo > 0 ? cumulative[lo - 1]! : 0;
+  const from = ctx.window.since + lo * HOUR;
+  const length = Math.min(HOUR, ctx.window.until - from);
+  return Math.floor(from + Math.min(0.999999, (q - before) / (cumulative[lo]! - before)) * length);
 }
 
 export function planConversation(
@@ -179,7 +210,7 @@ export function planConversation(
   const { since, until } = ctx.window;
   const id = rng.uuid();
   const siteIndex = rng.int(ctx.sites.length);
-  let start = startTime(rng, ctx);
+  let start = startTime(rng, ctx, index);
 
   // A known customer created before this conversation, or an anonymous visitor.
   let customer: Customer | null = null;

@@ -6,7 +6,7 @@ import { CountDistribution, planConversation } from './conversation-plan.ts';
 import { CONVERSATION_COLUMNS, conversationRow, MESSAGE_COLUMNS, messageRows } from './conversation-rows.ts';
 import { batched } from './csv.ts';
 import { REVENUE_COLUMNS, revenueRows } from './revenue.ts';
-import { buildTenant, DAY, hashPassword, type TenantContext } from './tenant.ts';
+import { buildTenant, DAY, hashPassword, slice, type TenantContext } from './tenant.ts';
 import {
   ACTIVITY_TABLE,
   CHUNK_TABLE,
@@ -201,7 +201,8 @@ export async function seed(
       CONVERSATION_COLUMNS,
       function* (part, parts) {
         for (const t of tenants) {
-          for (let i = part; i < t.conversations; i += parts) {
+          const [from, to] = slice(t.conversations, part, parts);
+          for (let i = from; i < to; i++) {
             const plan = planConversation(t, i, counts);
             total += plan.senders.length;
             yield conversationRow(t, plan);
@@ -271,7 +272,8 @@ async function* messageChunks(
   let buffer = '';
   let pending = 0;
   for (const t of tenants) {
-    for (let i = part; i < t.conversations; i += parts) {
+    const [from, to] = slice(t.conversations, part, parts);
+    for (let i = from; i < to; i++) {
       const plan = planConversation(t, i, counts);
       buffer += messageRows(t, plan);
       pending += plan.senders.length;

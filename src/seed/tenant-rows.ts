@@ -3,7 +3,7 @@ import { bool, json, num, plainArray, text, textArray, textOrNull, ts, tsOrNull 
 import { PHRASES } from './phrases.ts';
 import { COUNTRIES, ipAddress, PLAN_PRICE, PLAN_SEATS, USER_AGENTS } from './pools.ts';
 import { mix, Rng } from './random.ts';
-import { customerAt, DAY, HOUR, MINUTE, S, type TenantContext, tenantLanguages } from './tenant.ts';
+import { customerAt, DAY, HOUR, MINUTE, S, slice, type TenantContext, tenantLanguages } from './tenant.ts';
 
 /**
  * One table's columns and a row producer per tenant. Large tables split their
@@ -51,7 +51,8 @@ export const CUSTOMER_TABLE: TableRows = {
   table: 'customers',
   columns: ['id', 'tenant_id', 'email', 'name', 'phone', 'country', 'segment', 'created_at', 'updated_at'],
   *rows(ctx, part = 0, parts = 1) {
-    for (let i = part; i < ctx.customerCount; i += parts) {
+    const [from, to] = slice(ctx.customerCount, part, parts);
+    for (let i = from; i < to; i++) {
       const c = customerAt(ctx, i);
       yield `${c.id},${ctx.id},${textOrNull(c.email)},${textOrNull(c.name)},${textOrNull(c.phone)},${c.country},` +
         `${c.segment},${ts(c.createdAt)},${ts(c.updatedAt)}\n`;
@@ -71,7 +72,8 @@ export const CONSENT_TABLE: TableRows = {
   table: 'consent_records',
   columns: ['id', 'tenant_id', 'customer_id', 'purpose', 'granted', 'source', 'ip_address', 'recorded_at'],
   *rows(ctx, part = 0, parts = 1) {
-    for (let i = part; i < ctx.customerCount; i += parts) {
+    const [from, to] = slice(ctx.customerCount, part, parts);
+    for (let i = from; i < to; i++) {
       const c = customerAt(ctx, i);
       const rng = new Rng(mix(ctx.seed, i, S.consent));
       const source = rng.pick(CONSENT_SOURCES);

@@ -41,6 +41,14 @@ export const DAY = 86_400_000;
 export const HOUR = 3_600_000;
 export const MINUTE = 60_000;
 
+/**
+ * Partition `part` of `parts` of the indexes 0..count-1, as a contiguous range:
+ * each COPY stream then appends to its own region of the time indexes.
+ */
+export function slice(count: number, part: number, parts: number): [from: number, to: number] {
+  return [Math.floor((count * part) / parts), Math.floor((count * (part + 1)) / parts)];
+}
+
 export interface SeedWindow {
   since: number;
   until: number;
