@@ -22,6 +22,7 @@ import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { usageRoutes } from './routes/usage.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
 import type { AppDeps, RouteDeps, RoutePlugin } from './types.ts';
 import { buildValidator } from './validation.ts';
 
@@ -46,6 +47,7 @@ const ROUTES: readonly RoutePlugin[] = [
   exportRoutes,
   downloadRoutes,
   complianceRoutes,
+  webhookRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);
