@@ -1,6 +1,6 @@
 /**
  * Seed benchmark: `npx tsx bench/seed.ts [--postgres N] [--pglite N] [--url URL]`.
- * Seeds about N messages (default 1,000,000 into a fresh PostgreSQL database and
+ * Seeds about N messages (default 1,000,000 into a fresh schema of PostgreSQL and
  * 100,000 into in-memory PGlite; 0 skips one) and prints messages/second as a JSON
  * line and a readable line per database. Env: FERRY_BENCH_SEED_POSTGRES,
  * FERRY_BENCH_SEED_PGLITE, FERRY_BENCH_DATABASE_URL.
@@ -54,18 +54,14 @@ async function run(kind: 'postgres' | 'pglite', messages: number): Promise<Resul
   if (kind === 'pglite') {
     database = await pgliteDatabase();
   } else {
-    // A fresh database rather than a schema of the shared one: Kysely's migrator looks for
-    // its lock table in every schema, so other schemas' tables would confuse it.
-    const name = `ferry_bench_${randomBytes(4).toString('hex')}`;
+    const schema = `ferry_bench_${randomBytes(4).toString('hex')}`;
     const admin = postgresDatabase({ connectionString: url, max: 1 });
-    await admin.exec(`CREATE DATABASE ${name}`);
+    await admin.exec(`CREATE SCHEMA ${schema}`);
     await admin.close();
-    const target = new URL(url);
-    target.pathname = `/${name}`;
-    database = postgresDatabase({ connectionString: target.toString(), max: 4 });
+    database = postgresDatabase({ connectionString: url, schema, max: 4 });
     cleanup = async () => {
       const drop = postgresDatabase({ connectionString: url, max: 1 });
-      await drop.exec(`DROP DATABASE ${name}`);
+      await drop.exec(`DROP SCHEMA ${schema} CASCADE`);
       await drop.close();
     };
   }
