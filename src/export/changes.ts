@@ -3,9 +3,11 @@ import { sql } from 'kysely';
 import type { Writable } from 'node:stream';
 import { type CopyQuery, type Database, literal } from '../db/database.ts';
 import { TRACKED_TABLES } from '../db/migrations/0005-change-tracking.ts';
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DatasetDeclaration, DatasetField } from '../datamap/types.ts';
 import type { FieldSpec } from '../format/types.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
+import { SQL_TYPES } from '../transform/anonymize.ts';
 import { csvGuardSql } from '../transform/csv-guard.ts';
 import {
   anonymizeKeyFor,
@@ -296,7 +298,15 @@ export async function planChanges(
   const shape = shapes(scoped, fields, idField, zones.timezone, writer.input);
   const base = buildExportQuery(dataset, scoped, { ...zones, anonymizeKey, input: writer.input });
   const records = firstRun ? base : narrowQuery(base, windowCondition(lo, hi, now.xmax));
-  const tombstoneFrom = `FROM deleted_records d WHERE d.tenant_id = ${literal(tenant.id)} AND d.table_name = ${literal(table)} AND d.xid >= ${literal(String(lo))}::xid8 AND d.xid < ${literal(String(hi))}::xid8{{KEY_RANGE}}`;
+  // A tombstone whose record exists again is stale: the row came back after the delete
+  // (transaction ids do not follow commit order), and its current version is sent as a row.
+  const idColumn = TRACKED_TABLES[table]!;
+  const idType = SQL_TYPES[REFERENCE_DATAMAP.tables[table]?.columns[idColumn]?.type ?? 'string'];
+  const tombstoneFrom =
+    `FROM deleted_records d WHERE d.tenant_id = ${literal(tenant.id)} AND d.table_name = ${literal(table)}` +
+    ` AND d.xid >= ${literal(String(lo))}::xid8 AND d.xid < ${literal(String(hi))}::xid8` +
+    ` AND NOT EXISTS (SELECT 1 FROM ${table} x WHERE x.tenant_id = d.tenant_id AND x.${idColumn} = d.record_id::${idType})` +
+    '{{KEY_RANGE}}';
   const tombstoneKeys: CopyQuery = shape.tombstones(tombstoneFrom, false);
 
   const sources: { kind: 'tombstones' | 'records'; query: CopyQuery }[] = [];
@@ -383,13 +393,6 @@ export async function planChanges(
     extension: writer.extension,
     compressionSuffix: compressionSuffix(request.compression),
     async write(out, opts = {}) {
-      let tombstones = 0;
-      if (queries[0]?.kind === 'tombstones') {
-        for (const q of queries) {
-          if (q.kind !== 'tombstones') continue;
-          tombstones += await countRows(database, tombstoneKeys, q.query.range);
-        }
-      }
       const outcome = await streamFormatted(
         database,
         {
@@ -402,6 +405,10 @@ export async function planChanges(
         },
         out,
         opts.signal,
+      );
+      const tombstones = queries.reduce(
+        (n, q, i) => n + (q.kind === 'tombstones' ? (outcome.perSource?.[i] ?? 0) : 0),
+        0,
       );
       return { ...outcome, records: outcome.records - tombstones, tombstones };
     },

@@ -1,6 +1,6 @@
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { Readable, type Writable } from 'node:stream';
+import { pipeline as pipelineCallback, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type CopyQuery, type Database, type KeyRange, literal, rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
@@ -50,6 +50,8 @@ export interface PageOptions {
 
 export interface StreamOutcome {
   records: number;
+  /** Records per COPY source, in order. */
+  perSource?: number[];
   /** Bytes written (after compression). */
   bytes: number;
   sha256: string;
@@ -223,11 +225,18 @@ export async function streamFormatted(
   signal?: AbortSignal,
 ): Promise<StreamOutcome> {
   const { writer, request } = spec;
+  const perSource: number[] = [];
   async function* rows(): AsyncGenerator<Buffer> {
-    for (const query of spec.sources)
-      for await (const chunk of database.copyOut(query)) yield chunk as Buffer;
+    for (const [i, query] of spec.sources.entries()) {
+      // Only the first source carries the CSV header.
+      const counter = new RecordCounter(writer.input, {
+        headerLines: i === 0 && writer.input === 'csv' ? 1 : 0,
+      });
+      const counted = pipelineCallback(database.copyOut(query), counter, () => {});
+      for await (const chunk of counted) yield chunk as Buffer;
+      perSource.push(counter.count);
+    }
   }
-  const counter = new RecordCounter(writer.input, { headerLines: writer.input === 'csv' ? 1 : 0 });
   const format = writer.create({
     dataset: spec.dataset,
     fields: spec.fields,
@@ -238,14 +247,18 @@ export async function streamFormatted(
   const hasher = new HashCounter();
   const stages = [
     Readable.from(rows(), { objectMode: false }),
-    counter,
     format,
     ...(compression ? [compression] : []),
     hasher,
     out,
   ];
   await pipeline(stages as unknown as [Readable, Writable], signal ? { signal } : {});
-  return { records: counter.count, bytes: hasher.bytes, sha256: hasher.hash.digest('hex') };
+  return {
+    records: perSource.reduce((a, b) => a + b, 0),
+    perSource,
+    bytes: hasher.bytes,
+    sha256: hasher.hash.digest('hex'),
+  };
 }
 
 /** The tenant, zones and writer of a tabular request, validated. */

@@ -18,6 +18,7 @@ import { auditRoutes } from './routes/audit.ts';
 import { complianceRoutes } from './routes/compliance.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { downloadRoutes } from './routes/downloads.ts';
+import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
@@ -44,6 +45,7 @@ const ROUTES: readonly RoutePlugin[] = [
   apiKeyRoutes,
   usageRoutes,
   auditRoutes,
+  exportDatasetRoutes,
   exportRoutes,
   downloadRoutes,
   complianceRoutes,
