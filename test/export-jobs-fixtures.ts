@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { Writable } from 'node:stream';
 import type { Role } from '../src/auth/context.ts';
 import type { Config } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
@@ -44,6 +45,13 @@ export interface ExportHarness {
   other: TestTenant;
   keys: Record<Role, string>;
   otherKeys: Record<Role, string>;
+  /** Log lines (JSON) of the app and the workers. */
+  logs: Record<string, unknown>[];
+  /** Resolves with the first log line that matches. */
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>>;
   /** Starts in-process workers (not started by default, so tests can look at queued exports). */
   startWorkers(): Promise<void>;
   close(): Promise<void>;
@@ -54,6 +62,10 @@ export interface HarnessOptions {
   /** Start the workers right away. */
   workers?: boolean;
   conversations?: number;
+  /** Makes the tenant an enterprise tenant with these `ferry.limits` (default: an agency tenant). */
+  limits?: Record<string, unknown>;
+  /** Wraps the real object store (to hold or fail writes at a chosen moment). */
+  wrapStore?: (store: ObjectStore) => ObjectStore;
 }
 
 /**
@@ -81,14 +93,31 @@ export async function exportHarness(dialect: Dialect, options: HarnessOptions = 
     until: new Date('2026-10-01T00:00:00Z'),
     secretKey: SECRET,
   });
+  const tenantId = summary.tenants[0]!.id;
   await database.db
     .updateTable('tenants')
-    .set({ plan: 'agency' })
-    .where('id', '=', summary.tenants[0]!.id)
+    .set({ plan: options.limits ? 'enterprise' : 'agency' })
+    .where('id', '=', tenantId)
     .execute();
+  if (options.limits) {
+    const value = JSON.stringify(options.limits);
+    await database.db
+      .insertInto('settings')
+      .values({ tenant_id: tenantId, key: 'ferry.limits', value } as never)
+      .onConflict((oc) => oc.columns(['tenant_id', 'key']).doUpdateSet({ value } as never))
+      .execute();
+  }
   const clock = new TestClock();
-  const logger = createLogger({ logLevel: 'silent' });
-  const store = await createObjectStore(config);
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line));
+      done();
+    },
+  });
+  const logger = createLogger({ logLevel: 'info' }, sink);
+  const real = await createObjectStore(config);
+  const store = options.wrapStore ? options.wrapStore(real) : real;
   const queue = await createJobQueue(database, config, logger, { definitions: JOBS, supervise: true });
   const app = await buildApp({ database, config, logger, queue, store, now: clock.now });
   await app.ready();
@@ -109,6 +138,16 @@ export async function exportHarness(dialect: Dialect, options: HarnessOptions = 
     other,
     keys,
     otherKeys,
+    logs,
+    async waitForLog(match, timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const found = logs.find(match);
+        if (found) return found;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error('no matching log line in time');
+    },
     async startWorkers() {
       if (started) return;
       started = true;

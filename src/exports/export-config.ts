@@ -66,6 +66,12 @@ export interface ExportConfig {
   csv_guard: boolean;
   /** age recipients (public keys); empty when the file is not encrypted for the tenant. */
   recipients: string[];
+  /**
+   * The start of the plan's history window when no `from` was asked for: the export
+   * covers only what the plan may reach. Not part of the request (a repeat takes the
+   * window of its own day).
+   */
+  history_from?: string | null;
 }
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
@@ -234,15 +240,17 @@ export function authorizeConfig(auth: AuthContext, config: ExportConfig): Export
 /** The engine's request for a single-dataset export. */
 export function toExportRequest(tenantId: string, config: ExportConfig): ExportRequest {
   const dataset = config.datasets[0]!;
-  if (!REFERENCE_DATAMAP.datasets[dataset])
+  const declared = REFERENCE_DATAMAP.datasets[dataset];
+  if (!declared)
     throw invalid('datasets', `unknown dataset "${dataset}"`, Object.keys(REFERENCE_DATAMAP.datasets));
+  const dated = declared.filters.some((f) => f.name === 'from');
   return parseExportRequest({
     tenantId,
     dataset,
     format: config.format ?? undefined,
     compression: config.compression ?? undefined,
     filters: config.filters,
-    from: config.from ?? undefined,
+    from: config.from ?? (dated ? (config.history_from ?? undefined) : undefined),
     to: config.to ?? undefined,
     columns: config.columns ?? undefined,
     pii: config.pii,
@@ -262,7 +270,7 @@ export function toPackageRequest(tenantId: string, config: ExportConfig): Packag
     kind: config.package,
     datasets: config.datasets,
     pii: config.pii,
-    from: config.from ?? undefined,
+    from: config.from ?? config.history_from ?? undefined,
     to: config.to ?? undefined,
     scope: toExportScope(config.scope),
   };

@@ -10,7 +10,9 @@ export interface ExportView {
   status: ExportStatus;
   kind: 'dataset' | 'package';
   datasets: string[];
-  request: Omit<ExportConfig, 'recipients'> & { encryption: { recipients: string[] } | null };
+  request: Omit<ExportConfig, 'recipients' | 'history_from'> & {
+    encryption: { recipients: string[] } | null;
+  };
   progress: {
     records: number;
     records_estimated: number | null;
@@ -43,7 +45,7 @@ export interface ExportView {
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
 export function presentExport(row: ExportRow, files: readonly ExportFileRow[], now: Date): ExportView {
-  const { recipients, ...config } = row.config;
+  const { recipients, history_from: _window, ...config } = row.config;
   const self = `${EXPORTS_PATH}/${row.id}`;
   return {
     id: row.id,

@@ -30,8 +30,9 @@ export function parseRange(
     return { kind: 'partial', start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(first);
-  const end = last === '' ? size - 1 : Number(last);
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return { kind: 'full' };
+  const end = last === '' ? null : Number(last);
+  if (!Number.isSafeInteger(start) || (end !== null && (!Number.isSafeInteger(end) || end < start)))
+    return { kind: 'full' };
   if (start >= size) return { kind: 'unsatisfiable' };
-  return { kind: 'partial', start, end: Math.min(end, size - 1) };
+  return { kind: 'partial', start, end: end === null ? size - 1 : Math.min(end, size - 1) };
 }

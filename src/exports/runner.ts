@@ -124,7 +124,10 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     attemptId,
     now: ctx.now,
     intervalMs: PROGRESS_INTERVAL_MS,
-    onLost: (reason) => controller.abort(new ExportStopped(reason)),
+    onLost: (reason) => {
+      log.info({ reason }, 'export no longer owned by this attempt; aborting');
+      controller.abort(new ExportStopped(reason));
+    },
   });
   const signal = AbortSignal.any([controller.signal, job.signal]);
   try {

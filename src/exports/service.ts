@@ -3,7 +3,13 @@ import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
 import type { PlanLimits } from '../auth/limits.ts';
 import { authorize } from '../auth/policy.ts';
-import { checkExportQuota, countExport, limitsFor, registerUsageSource } from '../auth/quotas.ts';
+import {
+  checkExportQuota,
+  countExport,
+  historyStart,
+  limitsFor,
+  registerUsageSource,
+} from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import type { JobQueue } from '../jobs/queue.ts';
@@ -145,7 +151,7 @@ export async function repeatExport(
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
   const source = await visibleExport(deps, auth, id);
-  const { recipients, ...rest } = source.config;
+  const { recipients, history_from: _window, ...rest } = source.config;
   const body: ExportBody = {
     ...rest,
     format: rest.format ?? undefined,
@@ -198,13 +204,16 @@ async function replayed(
 async function accept(
   deps: ExportServiceDeps,
   auth: AuthContext,
-  config: ExportConfig,
+  requested: ExportConfig,
   options: { repeatOf: string | null; idempotency: IdempotencyInput | undefined },
 ): Promise<Accepted> {
   const queue = requireQueue(deps);
   const now = deps.now();
-  await checkExportQuota(deps.database, auth, { manual: true, from: config.from ?? undefined, now });
+  await checkExportQuota(deps.database, auth, { manual: true, from: requested.from ?? undefined, now });
+  let config = requested;
   const limits: PlanLimits = await limitsFor(deps.database, auth);
+  const floor = historyStart(limits, now);
+  if (!config.from && floor) config = { ...config, history_from: floor.toISOString().slice(0, 10) };
   const id = randomUUID();
   const row: ExportRow = {
     id,

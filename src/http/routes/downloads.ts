@@ -54,12 +54,13 @@ export const downloadRoutes: RoutePlugin = async (app, deps) => {
     const target = { tenantId: row?.tenant_id ?? '', exportId, fileId, expires: Number(expires) };
     if (!row || !signer.verify(target, signature)) throw invalidLink();
     const at = now();
+    // A genuine link to an export whose files are gone says so (410) even after its own expiry.
+    assertDownloadable(row, at);
     if (Number(expires) * 1000 <= at.getTime())
       throw new FerryError(
         'link_invalid',
         `the download link expired at ${new Date(Number(expires) * 1000).toISOString()}; request a new one`,
       );
-    assertDownloadable(row, at);
     const file = (await tenantExports(deps.database, row.tenant_id).files([row.id])).find(
       (f) => f.id === fileId,
     );

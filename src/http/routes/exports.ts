@@ -251,7 +251,7 @@ export function registerExportEndpoints(
   app.post(
     paths.create,
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: [tag],
         summary: 'Request an export',
@@ -281,7 +281,7 @@ export function registerExportEndpoints(
   app.get(
     paths.get,
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: [tag],
         summary: 'Status, progress and files of an export',
@@ -295,7 +295,7 @@ export function registerExportEndpoints(
   app.delete(
     paths.remove,
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: [tag],
         summary: 'Cancel an export, or delete its files',
@@ -312,7 +312,7 @@ export function registerExportEndpoints(
   app.get(
     paths.download,
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: [tag],
         summary: 'A short-lived download link for a completed export',
@@ -361,7 +361,7 @@ export const exportRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/exports',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['exports'],
         summary: 'Export history',
@@ -404,7 +404,7 @@ export const exportRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/exports/:id/repeat',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['exports'],
         summary: 'Run a past export again',
