@@ -147,6 +147,27 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
     expect(readdirSync(path.join(server.uploadDir, 'acme', '2026-11-22'))).toEqual(['b.csv']);
   });
 
+  test('a source that breaks mid-upload leaves neither the final file nor a .part file', async () => {
+    const directory = `${server.uploadDir}/broken`;
+    const artifact: DeliveryArtifact = {
+      ...artifactOf(randomBytes(10), { filename: 'broken.csv' }),
+      bytes: 300_000,
+      async open() {
+        return Readable.from(
+          (async function* () {
+            yield randomBytes(100_000);
+            await sleep(20);
+            throw new Error('the export file went away');
+          })(),
+        );
+      },
+    };
+    const result = await deliver(sftpTarget({ directory }), artifact, ctx);
+    expect(result).toMatchObject({ status: 'failed', attempts: 4, errorCode: 'delivery_failed' });
+    expect(result.error).toContain('the export file went away');
+    expect(readdirSync(path.join(server.uploadDir, 'broken'))).toEqual([]);
+  });
+
   test('a host key that does not match the pinned fingerprint fails at once, with a clear error', async () => {
     const result = await deliver(
       sftpTarget({ host_key: server.otherFingerprint, directory: `${server.uploadDir}/mismatch` }),

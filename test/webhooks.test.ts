@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
@@ -9,7 +10,7 @@ import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { attemptMessage, deliverDueMessages, type WebhookDispatchOptions } from '../src/webhooks/dispatch.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
 import { createEndpoint, listDeliveries, rotateSecret } from '../src/webhooks/endpoints.ts';
-import { exportCompletedBody } from '../src/webhooks/events.ts';
+import { exportCompletedBody, WEBHOOK_EVENTS } from '../src/webhooks/events.ts';
 import { WEBHOOK_RETRY_DELAYS } from '../src/webhooks/schedule.ts';
 import { webhookDb } from '../src/webhooks/tables.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
@@ -40,6 +41,12 @@ function at(ms: number): Date {
   vi.setSystemTime(date);
   return date;
 }
+
+test('docs/webhooks.md documents every event', () => {
+  const docs = readFileSync(new URL('../docs/webhooks.md', import.meta.url), 'utf8');
+  const documented = [...docs.matchAll(/^### `([a-z.]+)`$/gm)].map((m) => m[1]);
+  expect(documented).toEqual([...WEBHOOK_EVENTS]);
+});
 
 for (const dialect of DIALECTS) {
   describe(`webhook delivery on ${dialect}`, () => {

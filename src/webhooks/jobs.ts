@@ -1,0 +1,66 @@
+import type { Config } from '../config/config.ts';
+import { createMailer, type Mailer } from '../deliver/mailer.ts';
+import type { JobContext, JobDefinition } from '../jobs/types.ts';
+import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import { outboundPolicy } from '../lib/ssrf.ts';
+import { attemptMessage, deliverDueMessages, type WebhookDispatchOptions } from './dispatch.ts';
+import { WEBHOOK_DELIVER_JOB } from './emit.ts';
+
+/** The periodic sweep of the outbox: messages emitted without a queue, and any whose job was lost. */
+export const WEBHOOK_SWEEP_JOB = 'webhooks.sweep';
+
+/** Messages one sweep attempts per batch, and how long a sweep may keep going. */
+const SWEEP_BATCH = 100;
+const SWEEP_BUDGET_MS = 45_000;
+
+const mailers = new WeakMap<Config, Mailer>();
+
+/** The dispatcher's dependencies for a job, built from the job context. */
+export function dispatchOptions(ctx: JobContext): WebhookDispatchOptions {
+  let mailer: Mailer | undefined;
+  if (ctx.config.smtp) {
+    mailer = mailers.get(ctx.config) ?? createMailer(ctx.config.smtp);
+    mailers.set(ctx.config, mailer);
+  }
+  return {
+    database: ctx.database,
+    secretKey: loadOrCreateSecretKey(ctx.config),
+    outbound: outboundPolicy(ctx.config.outboundAllow),
+    now: ctx.now,
+    queue: ctx.queue,
+    logger: ctx.logger,
+    ...(mailer ? { mailer } : {}),
+  };
+}
+
+/**
+ * One attempt of one message. Failed attempts are not job failures: the dispatcher
+ * records them and sends a delayed job for the next attempt. A thrown error (the
+ * database went away) is retried by pg-boss; the message's lease keeps two workers
+ * from sending it at once.
+ */
+const deliver: JobDefinition = {
+  name: WEBHOOK_DELIVER_JOB,
+  queue: () => ({ retryLimit: 3, retryDelay: 10, retryBackoff: true, expireInSeconds: 120 }),
+  async handle(job, ctx) {
+    if (!job.data.id) return;
+    await attemptMessage(dispatchOptions(ctx), job.data.id);
+  },
+};
+
+const sweep: JobDefinition = {
+  name: WEBHOOK_SWEEP_JOB,
+  queue: () => ({ retryLimit: 0, expireInSeconds: 120 }),
+  schedule: { cron: '* * * * *' },
+  work: () => ({ localConcurrency: 1 }),
+  async handle(_job, ctx) {
+    const options = dispatchOptions(ctx);
+    const started = Date.now();
+    while ((await deliverDueMessages(options, SWEEP_BATCH)) === SWEEP_BATCH) {
+      if (Date.now() - started > SWEEP_BUDGET_MS) break;
+    }
+  },
+};
+
+/** The webhook jobs, listed in JOBS in src/jobs/registry.ts. */
+export const WEBHOOK_JOBS: readonly JobDefinition[] = [deliver, sweep];

@@ -1,0 +1,117 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { type Config, loadConfig } from '../src/config/config.ts';
+import { postgresDatabase } from '../src/db/postgres-database.ts';
+import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { startWorkers } from '../src/jobs/registry.ts';
+import { createLogger } from '../src/lib/logger.ts';
+import { createObjectStore } from '../src/store/create-object-store.ts';
+import { emitEvent } from '../src/webhooks/emit.ts';
+import { createEndpoint } from '../src/webhooks/endpoints.ts';
+import { WEBHOOK_JOBS, WEBHOOK_SWEEP_JOB } from '../src/webhooks/jobs.ts';
+import { outboundPolicy } from '../src/lib/ssrf.ts';
+import { createTenant } from './auth-fixtures.ts';
+import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+
+const SECRET = 'webhook-jobs-test-secret-key-0123456789abcdef';
+
+async function until<T>(check: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await sleep(50);
+  }
+}
+
+for (const dialect of DIALECTS) {
+  describe(`webhook jobs on pg-boss (${dialect})`, () => {
+    let t: TestDatabase;
+    let config: Config;
+    let queue: JobQueue;
+    let receiver: TestWebhookReceiver;
+
+    beforeAll(async () => {
+      t = await createTestDatabase(dialect);
+      config = loadConfig({
+        FERRY_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'ferry-webhook-jobs-')),
+        FERRY_SECRET_KEY: SECRET,
+        FERRY_OUTBOUND_ALLOW: '127.0.0.1',
+        FERRY_JOB_SUPERVISE_SECONDS: '2',
+        LOG_LEVEL: 'silent',
+        ...(dialect === 'postgres' ? { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! } : {}),
+      });
+      const logger = createLogger(config);
+      queue = await createJobQueue(t.database, config, logger, {
+        definitions: WEBHOOK_JOBS,
+        supervise: true,
+      });
+      const store = await createObjectStore(config);
+      await startWorkers(
+        queue,
+        { database: t.database, config, logger, store, queue, now: () => new Date() },
+        WEBHOOK_JOBS,
+      );
+      receiver = await startWebhookReceiver();
+    }, 60_000);
+    afterAll(async () => {
+      await receiver?.stop();
+      await queue?.stop();
+      if (dialect === 'postgres') {
+        const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
+        await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
+        await admin.close();
+      }
+      await t?.drop();
+    });
+
+    test('a message emitted with the queue is delivered by a webhooks.deliver job', async () => {
+      const tenant = await createTenant(t.database);
+      const { secret } = await createEndpoint(
+        t.database,
+        tenant.id,
+        { url: receiver.url, events: ['export.started'] },
+        { secretKey: SECRET, outbound: outboundPolicy(config.outboundAllow) },
+      );
+      receiver.setSecrets([secret]);
+      const [message] = await emitEvent(
+        t.database,
+        tenant.id,
+        'export.started',
+        { export_id: 'e1', data: {} },
+        { queue },
+      );
+      const request = await until(() =>
+        receiver.requests.find((r) => r.headers['webhook-id'] === message!.id),
+      );
+      expect(request.verifiedWith).toEqual([0]);
+      expect(JSON.parse(request.body)).toMatchObject({ event: 'export.started', tenant_id: tenant.id });
+    });
+
+    test('the sweep job delivers messages emitted without a queue', async () => {
+      const tenant = await createTenant(t.database);
+      const { secret } = await createEndpoint(
+        t.database,
+        tenant.id,
+        { url: receiver.url, events: ['export.failed'] },
+        { secretKey: SECRET, outbound: outboundPolicy(config.outboundAllow) },
+      );
+      receiver.setSecrets([secret]);
+      const [message] = await emitEvent(t.database, tenant.id, 'export.failed', {
+        export_id: 'e2',
+        data: {},
+      });
+      // The cron runs it every minute; send one now instead of waiting.
+      await queue.boss.send(WEBHOOK_SWEEP_JOB, {});
+      const request = await until(() =>
+        receiver.requests.find((r) => r.headers['webhook-id'] === message!.id),
+      );
+      expect(request.verifiedWith).toEqual([0]);
+    });
+  });
+}
