@@ -10,7 +10,7 @@ import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { attemptMessage, deliverDueMessages, type WebhookDispatchOptions } from '../src/webhooks/dispatch.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
 import { createEndpoint, listDeliveries, rotateSecret } from '../src/webhooks/endpoints.ts';
-import { exportCompletedBody, WEBHOOK_EVENTS } from '../src/webhooks/events.ts';
+import { deliveryFailedBody, envelope, exportCompletedBody, WEBHOOK_EVENTS } from '../src/webhooks/events.ts';
 import { WEBHOOK_RETRY_DELAYS } from '../src/webhooks/schedule.ts';
 import { webhookDb } from '../src/webhooks/tables.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
@@ -46,6 +46,38 @@ test('docs/webhooks.md documents every event', () => {
   const docs = readFileSync(new URL('../docs/webhooks.md', import.meta.url), 'utf8');
   const documented = [...docs.matchAll(/^### `([a-z.]+)`$/gm)].map((m) => m[1]);
   expect(documented).toEqual([...WEBHOOK_EVENTS]);
+});
+
+test('delivery.failed for a file destination names it without secrets', () => {
+  const body = deliveryFailedBody({
+    exportId: 'exp_7',
+    scheduleId: 'sch_1',
+    result: {
+      target: { type: 'sftp', name: 'Warehouse', label: 'sftp://ferry@sftp.acme.example:22/in/' },
+      status: 'failed',
+      attempts: 4,
+      location: null,
+      error: 'sftp: cannot connect',
+      errorCode: 'delivery_failed',
+      bytesSent: 0,
+      checksumVerified: false,
+    },
+  });
+  expect(JSON.parse(envelope('delivery.failed', START, 't1', body))).toEqual({
+    event: 'delivery.failed',
+    timestamp: START.toISOString(),
+    export_id: 'exp_7',
+    schedule_id: 'sch_1',
+    tenant_id: 't1',
+    data: {
+      destination: 'sftp',
+      name: 'Warehouse',
+      target: 'sftp://ferry@sftp.acme.example:22/in/',
+      attempts: 4,
+      reason: 'sftp: cannot connect',
+      error_code: 'delivery_failed',
+    },
+  });
 });
 
 for (const dialect of DIALECTS) {

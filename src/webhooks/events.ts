@@ -1,3 +1,5 @@
+import type { DeliveryResult } from '../deliver/types.ts';
+
 /**
  * Webhook events and their envelopes. Every message body is
  * `{"event", "timestamp", <ids>, "tenant_id", "data"}`; docs/webhooks.md shows each
@@ -64,6 +66,26 @@ export function exportCompletedBody(input: ExportCompletedInput): EventBody {
       download_url: input.downloadUrl,
       expires_at: input.expiresAt.toISOString(),
       checksum: { algorithm: 'sha256', value: input.sha256 },
+    },
+  };
+}
+
+/** The body of `delivery.failed` for a file destination (S3, SFTP, email, webhook target). */
+export function deliveryFailedBody(input: {
+  readonly exportId: string;
+  readonly scheduleId?: string;
+  readonly result: DeliveryResult;
+}): EventBody {
+  return {
+    export_id: input.exportId,
+    ...(input.scheduleId ? { schedule_id: input.scheduleId } : {}),
+    data: {
+      destination: input.result.target.type,
+      name: input.result.target.name,
+      target: input.result.target.label,
+      attempts: input.result.attempts,
+      reason: input.result.error ?? 'failed',
+      error_code: input.result.errorCode ?? 'delivery_failed',
     },
   };
 }
