@@ -5,6 +5,7 @@ import { registerDatamap } from './datamap.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
 import { registerTenants } from './tenants.ts';
@@ -24,6 +25,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerExport,
   registerSeed,
   registerKeys,
+  registerSchedules,
 ];
 
 export function buildProgram(): Command {

@@ -22,6 +22,7 @@ import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
+import { scheduleRoutes } from './routes/schedules.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
 import type { AppDeps, RouteDeps, RoutePlugin } from './types.ts';
@@ -50,6 +51,7 @@ const ROUTES: readonly RoutePlugin[] = [
   downloadRoutes,
   complianceRoutes,
   webhookRoutes,
+  scheduleRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

@@ -1,0 +1,593 @@
+import { randomUUID } from 'node:crypto';
+import { recordAudit } from '../auth/audit.ts';
+import type { Plan } from '../auth/context.ts';
+import { limitsFor } from '../auth/quotas.ts';
+import type { Config } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import { deliverAll } from '../deliver/deliver.ts';
+import type { Mailer } from '../deliver/mailer.ts';
+import { notifyFailure } from '../deliver/notify.ts';
+import { applyRetention } from '../deliver/s3-target.ts';
+import type { DeliveryArtifact, DeliveryContext, DeliveryResult, S3Target } from '../deliver/types.ts';
+import { loadTenant, type TenantInfo } from '../export/run.ts';
+import { createLinkSigner, downloadPath, type LinkSigner } from '../exports/links.ts';
+import type { JobQueue } from '../jobs/queue.ts';
+import type { FerryJob } from '../jobs/types.ts';
+import { FerryError } from '../lib/errors.ts';
+import type { Logger } from '../lib/logger.ts';
+import type { OutboundPolicy } from '../lib/ssrf.ts';
+import type { ObjectStore } from '../store/object-store.ts';
+import { emitEvent } from '../webhooks/emit.ts';
+import { exportCompletedBody } from '../webhooks/events.ts';
+import type { RunFile } from './model.ts';
+import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './produce.ts';
+import { type DeliveryRow, type RunRow, scheduleRuns } from './repository.ts';
+import { dispatchReady } from './tick.ts';
+
+/** What a run needs; built once per worker from the job context (tests pass their own delays). */
+export interface RunDeps {
+  readonly database: Database;
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly store: ObjectStore;
+  readonly queue: Pick<JobQueue, 'send'>;
+  readonly now: () => Date;
+  readonly secretKey: string;
+  readonly outbound: OutboundPolicy;
+  readonly mailer?: Mailer | undefined;
+  /** Waits between delivery attempts within one run attempt; default 1 s, 4 s, 16 s. */
+  readonly deliveryRetryDelays?: readonly number[] | undefined;
+  readonly deliveryTimeoutMs?: number | undefined;
+}
+
+/** Failures no retry can fix: the run fails at once. */
+const PERMANENT = new Set([
+  'invalid_parameter',
+  'forbidden',
+  'not_found',
+  'quota_exceeded',
+  'unsupported_format',
+]);
+
+class RunLost extends Error {
+  override name = 'RunLost';
+}
+
+interface Failure {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+function describe(err: unknown): Failure {
+  if (err instanceof FerryError)
+    return {
+      code: err.code,
+      message:
+        err.code === 'internal' ? 'an unexpected error stopped the run; the worker logged it' : err.message,
+      retryable: !PERMANENT.has(err.code),
+    };
+  return {
+    code: 'internal',
+    message: 'an unexpected error stopped the run; the worker logged it with the run id',
+    retryable: true,
+  };
+}
+
+/**
+ * Runs one attempt of a scheduled run: takes its lease, produces the files that earlier
+ * attempts did not (see produce.ts), delivers each file to every target that has not
+ * received it yet (one failing target does not stop the others; each outcome is recorded
+ * as it happens), and, once every required target has every file, marks the run
+ * delivered and moves the checkpoints in one transaction. Then it applies target
+ * retention and sends the events and emails. A failed attempt leaves the checkpoints as
+ * they were and throws, so pg-boss retries the job with backoff; the retry starts from
+ * the same checkpoints and reuses the files already made.
+ */
+export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void> {
+  const runId = job.data.id;
+  if (!runId) throw new Error('schedule run job without a run id');
+  const runs = scheduleRuns(deps.database);
+  const attemptId = randomUUID();
+  const leaseMs = deps.config.jobs.heartbeatSeconds * 1000;
+  const row = await runs.claim(runId, attemptId, deps.now(), leaseMs);
+  if (!row) {
+    await unclaimed(deps, runId);
+    return;
+  }
+  const log = deps.logger.child({ run_id: row.id, schedule_id: row.schedule_id, attempt: row.attempts });
+  log.info({ run_number: row.run_number, due_at: row.due_at }, 'scheduled run started');
+
+  const controller = new AbortController();
+  const renewal = setInterval(
+    () => {
+      runs.renew(row.id, attemptId, deps.now(), leaseMs).then(
+        (owned) => {
+          if (!owned) controller.abort(new RunLost('the run was taken over by another attempt'));
+        },
+        (err: unknown) => log.warn({ err }, 'could not renew the run lease'),
+      );
+    },
+    Math.max(1_000, Math.floor(leaseMs / 3)),
+  );
+  renewal.unref();
+  const signal = AbortSignal.any([controller.signal, job.signal]);
+  let results: DeliveryRow[] = [];
+  try {
+    const outcome = await execute(deps, row, attemptId, signal, log);
+    results = outcome.deliveries;
+    if (!outcome.delivered) throw new FerryError('delivery_failed', outcome.reason);
+    const totals = {
+      records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
+      tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
+      bytes: outcome.files.reduce((n, f) => n + (f.bytes ?? 0), 0),
+    };
+    const cursors = outcome.files.flatMap((f) =>
+      Object.entries(f.cursors ?? {}).map(([dataset, c]) => ({ dataset, since: c.since, next: c.next })),
+    );
+    const done = await runs.deliver(row, attemptId, totals, cursors, deps.now());
+    if (!done.delivered) throw new RunLost('the run was taken over before it was marked delivered');
+    if (done.advanced.length !== cursors.length)
+      log.warn({ advanced: done.advanced }, 'a checkpoint had moved meanwhile and was left as it was');
+    log.info({ ...totals, checkpoints: done.advanced }, 'scheduled run delivered');
+    await afterDelivered(deps, row, outcome, log);
+  } catch (err) {
+    if (
+      err instanceof RunLost ||
+      (controller.signal.aborted && controller.signal.reason instanceof RunLost)
+    ) {
+      log.info({ reason: (err as Error).message }, 'scheduled run attempt stopped');
+      return;
+    }
+    const failure = describe(err);
+    if (job.signal.aborted) {
+      // pg-boss took the job back (the worker is stopping): the retry continues the run.
+      await runs
+        .retrying(
+          row.id,
+          attemptId,
+          { code: 'service_unavailable', message: 'the worker stopped' },
+          deps.now(),
+        )
+        .catch(() => {});
+      throw err;
+    }
+    const last = job.retryCount >= job.retryLimit;
+    log.error(
+      { err, code: failure.code, retryable: failure.retryable, last },
+      'scheduled run attempt failed',
+    );
+    if (!failure.retryable || last) {
+      const failed = await runs.fail(row.id, attemptId, failure, deps.now());
+      if (failed)
+        await afterFailed(
+          deps,
+          failed,
+          failure,
+          results.length ? results : await runs.deliveries(row.id),
+          log,
+        );
+      if (!failure.retryable) return;
+    } else {
+      await runs.retrying(row.id, attemptId, failure, deps.now());
+    }
+    throw err;
+  } finally {
+    clearInterval(renewal);
+    // The next run of the schedule may have been waiting for this one.
+    await dispatchReady(deps, row.schedule_id).catch((err: unknown) =>
+      log.warn({ err }, 'could not dispatch the next run of the schedule'),
+    );
+  }
+}
+
+/** Why a job found nothing to claim; a run waiting for an earlier one is parked. */
+async function unclaimed(deps: RunDeps, runId: string): Promise<void> {
+  const runs = scheduleRuns(deps.database);
+  const row = await runs.load(runId);
+  if (!row || row.status === 'delivered' || row.status === 'failed') return;
+  if (row.status === 'running')
+    // Another attempt holds a live lease (its worker may have just died): retry later.
+    throw new FerryError('service_unavailable', `run ${runId} is running in another worker`);
+  if (await runs.blocked(runId)) {
+    await runs.park(runId);
+    // The earlier run may have ended between the claim and the park.
+    if (!(await runs.blocked(runId))) await dispatchReady(deps, row.schedule_id);
+  }
+}
+
+interface Outcome {
+  delivered: boolean;
+  reason: string;
+  files: RunFile[];
+  deliveries: DeliveryRow[];
+  tenant: TenantInfo;
+  config: RunConfig;
+  artifacts: Map<string, DeliveryArtifact>;
+}
+
+async function execute(
+  deps: RunDeps,
+  row: RunRow,
+  attemptId: string,
+  signal: AbortSignal,
+  log: Logger,
+): Promise<Outcome> {
+  const runs = scheduleRuns(deps.database);
+  const config = row.config as RunConfig;
+  const tenant = await loadTenant(deps.database, row.tenant_id);
+  const limits = await limitsFor(deps.database, { tenantId: tenant.id, plan: tenant.plan as Plan });
+
+  // Files an attempt that died left half made: fail their exports and drop their bytes.
+  let files: RunFile[] = [];
+  for (const file of row.files) {
+    if (file.state === 'ready') files.push(file);
+    else await abandonFile(deps, tenant.id, file.export_id, null, null);
+  }
+  if (files.length !== row.files.length) await save(runs, row, attemptId, files, deps);
+
+  for (const spec of runFileSpecs(config)) {
+    if (files.some((f) => f.key === spec.key)) continue;
+    if (signal.aborted) throw signal.reason;
+    const made = await produceFile(deps, {
+      run: row,
+      config,
+      tenant,
+      limits,
+      spec,
+      signal,
+      onStarted: (file) => save(runs, row, attemptId, [...files, file], deps),
+    });
+    files = [...files, made];
+    await save(runs, row, attemptId, files, deps);
+    log.info(
+      { file: made.name, bytes: made.bytes, records: made.records, tombstones: made.tombstones },
+      'file produced',
+    );
+  }
+
+  const signer = createLinkSigner(deps.config);
+  const artifacts = new Map(files.map((f) => [f.export_id, artifactOf(deps, f, tenant, config, signer)]));
+  const context: DeliveryContext = {
+    secretKey: deps.secretKey,
+    outbound: deps.outbound,
+    database: deps.database,
+    now: deps.now,
+    logger: deps.logger,
+    ...(deps.mailer ? { mailer: deps.mailer } : {}),
+    ...(deps.deliveryRetryDelays ? { retryDelays: deps.deliveryRetryDelays } : {}),
+    ...(deps.deliveryTimeoutMs ? { timeoutMs: deps.deliveryTimeoutMs } : {}),
+  };
+  const earlier = await runs.deliveries(row.id);
+  const done = new Set(
+    earlier.filter((d) => d.status === 'delivered').map((d) => `${d.export_id}#${d.target_index}`),
+  );
+  // Each target gets the files in order; targets are served side by side.
+  await Promise.all(
+    config.targets.map(async ({ target }, index) => {
+      for (const file of files) {
+        if (done.has(`${file.export_id}#${index}`)) continue;
+        if (signal.aborted) return;
+        const [result] = (await deliverAll([target], artifacts.get(file.export_id)!, context)) as [
+          DeliveryResult,
+        ];
+        await runs.recordDelivery(row, file.export_id, index, result, deps.now());
+        if (result.status === 'delivered') done.add(`${file.export_id}#${index}`);
+      }
+    }),
+  );
+  if (signal.aborted) throw signal.reason;
+  const deliveries = await runs.deliveries(row.id);
+  const missing = config.targets.flatMap(({ target, required }, index) =>
+    required
+      ? files.filter((f) => !done.has(`${f.export_id}#${index}`)).map((f) => ({ target, index, file: f }))
+      : [],
+  );
+  const reason = missing
+    .map(({ index, file }) => {
+      const last = deliveries
+        .filter((d) => d.export_id === file.export_id && d.target_index === index)
+        .at(-1);
+      return `${last?.target_label ?? `target ${index}`}: ${file.name} not delivered${last?.error ? ` (${last.error})` : ''}`;
+    })
+    .join('; ');
+  return { delivered: missing.length === 0, reason, files, deliveries, tenant, config, artifacts };
+}
+
+async function save(
+  runs: ReturnType<typeof scheduleRuns>,
+  row: RunRow,
+  attemptId: string,
+  files: RunFile[],
+  deps: RunDeps,
+): Promise<void> {
+  if (!(await runs.saveFiles(row.id, attemptId, files, deps.now())))
+    throw new RunLost('the run was taken over');
+}
+
+/** Where download links point when delivered outside a request: FERRY_PUBLIC_URL or the server's address. */
+export function publicBase(config: Config): string {
+  return (config.publicUrl ?? `http://${config.host}:${config.port}`).replace(/\/+$/, '');
+}
+
+const LINK_MAX_SECONDS = 7 * 86_400;
+
+function artifactOf(
+  deps: RunDeps,
+  file: RunFile,
+  tenant: TenantInfo,
+  config: RunConfig,
+  signer: LinkSigner,
+): DeliveryArtifact {
+  const now = deps.now();
+  const fileExpiry = file.expires_at ? new Date(file.expires_at).getTime() : now.getTime();
+  const expires = Math.floor(Math.min(fileExpiry, now.getTime() + LINK_MAX_SECONDS * 1000) / 1000);
+  const target = { tenantId: tenant.id, exportId: file.export_id, fileId: file.file_id!, expires };
+  const counts = file.counts ?? {};
+  const single = file.key !== 'package' ? counts[file.key] : undefined;
+  return {
+    open: () => deps.store.get(file.storage_key!),
+    filename: file.name!,
+    bytes: file.bytes!,
+    sha256: file.sha256!,
+    contentType: file.content_type!,
+    exportId: file.export_id,
+    tenantId: tenant.id,
+    recordCounts: Object.fromEntries(Object.entries(counts).map(([d, c]) => [d, c.records + c.tombstones])),
+    expiresAt: new Date(expires * 1000),
+    downloadUrl: `${publicBase(deps.config)}${downloadPath(target, signer.sign(target))}`,
+    tenantSlug: tenant.slug,
+    tenantName: tenant.name,
+    dataset: file.key,
+    format: file.name!.split('.')[1] ?? 'file',
+    compression: config.package === 'none' ? config.compression : config.package,
+    dateRange: { start: single?.from ?? null, end: single?.to ?? null },
+  };
+}
+
+/** A delivery outcome as events, emails and the history show it. */
+export function deliverySummary(d: DeliveryRow) {
+  return {
+    export_id: d.export_id,
+    target: { index: d.target_index, type: d.target_type, name: d.target_name, label: d.target_label },
+    status: d.status,
+    attempts: d.attempts,
+    location: d.location,
+    error: d.error,
+    error_code: d.error_code,
+    bytes_sent: Number(d.bytes_sent),
+    checksum_verified: d.checksum_verified,
+    at: d.created_at.toISOString(),
+  };
+}
+
+function fileSummary(f: RunFile) {
+  return {
+    export_id: f.export_id,
+    name: f.name ?? null,
+    datasets: f.datasets,
+    bytes: f.bytes ?? 0,
+    records: f.records ?? 0,
+    tombstones: f.tombstones ?? 0,
+    sha256: f.sha256 ?? null,
+  };
+}
+
+/** Best-effort follow-ups of a delivered run; each failure is logged, none undoes the delivery. */
+async function afterDelivered(deps: RunDeps, row: RunRow, outcome: Outcome, log: Logger): Promise<void> {
+  const { config, tenant, files } = outcome;
+  const now = deps.now();
+  const step = async (what: string, fn: () => Promise<unknown>) => {
+    try {
+      await fn();
+    } catch (err) {
+      log.warn({ err }, `after a delivered run: ${what} failed`);
+    }
+  };
+  const retention = config.retention.target_days;
+  if (retention !== null) {
+    for (const { target } of config.targets) {
+      if (target.type !== 's3') continue;
+      await step('target retention', async () => {
+        const swept = await applyRetention(
+          target as S3Target,
+          new Date(now.getTime() - retention * 86_400_000),
+          {
+            secretKey: deps.secretKey,
+            outbound: deps.outbound,
+            ...(deps.deliveryTimeoutMs ? { timeoutMs: deps.deliveryTimeoutMs } : {}),
+          },
+        );
+        if (swept.deleted.length || swept.errors.length)
+          log.info(
+            { bucket: target.bucket, deleted: swept.deleted.length, errors: swept.errors.length },
+            'target retention applied',
+          );
+      });
+    }
+  }
+  const webhookTargets = config.targets.flatMap(({ target }) =>
+    target.type === 'webhook' ? [target.endpoint_id] : [],
+  );
+  for (const file of files) {
+    const artifact = outcome.artifacts.get(file.export_id)!;
+    await step('export.completed event', () =>
+      emitEvent(
+        deps.database,
+        tenant.id,
+        'export.completed',
+        exportCompletedBody({
+          exportId: file.export_id,
+          exportType: file.key,
+          dateRange: artifact.dateRange ?? { start: null, end: null },
+          format: artifact.format ?? 'file',
+          recordCount: (file.records ?? 0) + (file.tombstones ?? 0),
+          fileSizeBytes: file.bytes ?? 0,
+          compression: artifact.compression ?? 'none',
+          downloadUrl: artifact.downloadUrl,
+          expiresAt: artifact.expiresAt,
+          sha256: file.sha256 ?? '',
+        }),
+        // Webhook targets of this schedule received it as their delivery already.
+        { now: deps.now, excludeEndpointIds: webhookTargets, queue: deps.queue },
+      ),
+    );
+    await step('audit', () =>
+      recordAudit(deps.database, {
+        tenantId: tenant.id,
+        actor: `schedule:${row.schedule_id}`,
+        action: 'export.completed',
+        dataType: file.datasets.join(','),
+        recordCount: (file.records ?? 0) + (file.tombstones ?? 0),
+        fileBytes: file.bytes ?? 0,
+        success: true,
+        retentionUntil: file.expires_at ? new Date(file.expires_at) : null,
+        targetId: file.export_id,
+        occurredAt: now,
+      }),
+    );
+  }
+  const deliveries = outcome.deliveries.map(deliverySummary);
+  await step('schedule.run.completed event', () =>
+    emitEvent(
+      deps.database,
+      tenant.id,
+      'schedule.run.completed',
+      {
+        schedule_id: row.schedule_id,
+        data: {
+          run_id: row.id,
+          run_number: row.run_number,
+          schedule_name: config.name,
+          trigger: row.trigger,
+          due_at: row.due_at.toISOString(),
+          status: 'delivered',
+          records: files.reduce((n, f) => n + (f.records ?? 0), 0),
+          tombstones: files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
+          bytes: files.reduce((n, f) => n + (f.bytes ?? 0), 0),
+          files: files.map(fileSummary),
+          deliveries,
+        },
+      },
+      { now: deps.now, queue: deps.queue },
+    ),
+  );
+  await step('audit', () =>
+    recordAudit(deps.database, {
+      tenantId: tenant.id,
+      actor: `schedule:${row.schedule_id}`,
+      action: 'schedule.run.completed',
+      dataType: files.flatMap((f) => f.datasets).join(','),
+      recordCount: files.reduce((n, f) => n + (f.records ?? 0) + (f.tombstones ?? 0), 0),
+      fileBytes: files.reduce((n, f) => n + (f.bytes ?? 0), 0),
+      success: true,
+      targetId: row.id,
+      occurredAt: now,
+    }),
+  );
+  if (config.notifications.success.length && deps.mailer) {
+    const mailer = deps.mailer;
+    await step('success email', () =>
+      mailer.send({
+        to: config.notifications.success,
+        subject: `Delivered: scheduled export "${config.name}"`,
+        text: successText(config, row, tenant, files, outcome.deliveries, outcome.artifacts),
+      }),
+    );
+  }
+}
+
+function successText(
+  config: RunConfig,
+  row: RunRow,
+  tenant: TenantInfo,
+  files: readonly RunFile[],
+  deliveries: readonly DeliveryRow[],
+  artifacts: Map<string, DeliveryArtifact>,
+): string {
+  const delivered = deliveries.filter((d) => d.status === 'delivered');
+  return [
+    `Scheduled export "${config.name}" for ${tenant.name} was delivered (run ${row.run_number}, due ${row.due_at.toISOString()}).`,
+    '',
+    'Files:',
+    ...files.map(
+      (f) =>
+        `- ${f.name}: ${f.bytes} bytes, ${f.records ?? 0} records${f.tombstones ? `, ${f.tombstones} deletions` : ''}, sha256 ${f.sha256}` +
+        `\n  download until ${artifacts.get(f.export_id)?.expiresAt.toISOString()}: ${artifacts.get(f.export_id)?.downloadUrl}`,
+    ),
+    '',
+    'Delivered to:',
+    ...(delivered.length
+      ? delivered.map((d) => `- ${d.target_label}: ${d.location ?? ''}`)
+      : ['- (no delivery targets: download links only)']),
+    '',
+  ].join('\n');
+}
+
+/** Events, emails and audit of a run that failed for good. */
+export async function afterFailed(
+  deps: Pick<RunDeps, 'database' | 'mailer' | 'now'> & { readonly queue?: RunDeps['queue'] },
+  row: RunRow,
+  failure: { code: string; message: string },
+  deliveries: readonly DeliveryRow[],
+  log: Logger,
+): Promise<void> {
+  const config = row.config as RunConfig;
+  const now = deps.now();
+  try {
+    await emitEvent(
+      deps.database,
+      row.tenant_id,
+      'schedule.run.failed',
+      {
+        schedule_id: row.schedule_id,
+        data: {
+          run_id: row.id,
+          run_number: row.run_number,
+          schedule_name: config.name,
+          trigger: row.trigger,
+          due_at: row.due_at.toISOString(),
+          status: 'failed',
+          attempts: row.attempts,
+          error: { code: failure.code, message: failure.message },
+          deliveries: deliveries.map(deliverySummary),
+        },
+      },
+      { now: deps.now, ...(deps.queue ? { queue: deps.queue } : {}) },
+    );
+    await recordAudit(deps.database, {
+      tenantId: row.tenant_id,
+      actor: `schedule:${row.schedule_id}`,
+      action: 'schedule.run.failed',
+      dataType: config.datasets.map((d) => d.dataset).join(','),
+      success: false,
+      error: `${failure.code}: ${failure.message}`,
+      targetId: row.id,
+      occurredAt: now,
+    });
+    if (config.notifications.failure.length && deps.mailer) {
+      const tenant = await loadTenant(deps.database, row.tenant_id);
+      await notifyFailure(deps.mailer, {
+        to: config.notifications.failure,
+        subject: `Scheduled export "${config.name}"`,
+        reason: failure.message,
+        occurredAt: now,
+        tenantName: tenant.name,
+        results: deliveries.map((d) => ({
+          target: { type: d.target_type, name: d.target_name, label: d.target_label },
+          status: d.status,
+          attempts: d.attempts,
+          location: d.location,
+          ...(d.error ? { error: d.error } : {}),
+          bytesSent: Number(d.bytes_sent),
+          checksumVerified: d.checksum_verified,
+        })),
+        action:
+          `Run ${row.run_number} gave up after ${row.attempts} attempt(s); nothing was skipped: the next run starts ` +
+          `from the same checkpoint. History: GET /api/v1/schedules/${row.schedule_id}/runs`,
+      });
+    }
+  } catch (err) {
+    log.warn({ err }, 'could not send the notices of a failed run');
+  }
+}

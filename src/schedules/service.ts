@@ -1,0 +1,468 @@
+import { randomUUID } from 'node:crypto';
+import { auditCaller, recordAudit } from '../auth/audit.ts';
+import type { AuthContext } from '../auth/context.ts';
+import { authorize, authorizeExport } from '../auth/policy.ts';
+import { limitsFor, quotaExceeded, registerUsageSource } from '../auth/quotas.ts';
+import type { Config } from '../config/config.ts';
+import type { Database } from '../db/database.ts';
+import { loadTenant } from '../export/run.ts';
+import type { JobQueue } from '../jobs/queue.ts';
+import { FerryError, invalid } from '../lib/errors.ts';
+import type { Logger } from '../lib/logger.ts';
+import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import { webhookDb } from '../webhooks/tables.ts';
+import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './export-config.ts';
+import { nextRunAfter, parseTiming, type Timing } from './frequency.ts';
+import {
+  checkTargetRetention,
+  parseDatasets,
+  parseName,
+  parseNotifications,
+  parseRetention,
+  parseTargets,
+  type ScheduleConfig,
+} from './model.ts';
+import { presentRun, presentSchedule, type RunView, type ScheduleView } from './presenter.ts';
+import { type ScheduleRow, type SchedulePatch, tenantSchedules } from './repository.ts';
+import type { ScheduleStatus } from './tables.ts';
+import { dispatch } from './tick.ts';
+
+/** What the schedule operations need; built by the route plugin (or the CLI) from the app's adapters. */
+export interface ScheduleServiceDeps {
+  readonly database: Database;
+  readonly config: Config;
+  readonly queue: Pick<JobQueue, 'send'> | undefined;
+  readonly now: () => Date;
+  readonly logger?: Logger | undefined;
+}
+
+/** Counts a tenant's active schedules for the usage endpoint and quota checks. */
+export function registerScheduleUsage(): void {
+  registerUsageSource('active_schedules', (database, tenantId) =>
+    tenantSchedules(database, tenantId).countActive(),
+  );
+}
+
+const STATUSES: readonly ScheduleStatus[] = ['active', 'paused'];
+
+function notFound(id: string): FerryError {
+  return new FerryError('not_found', `no schedule "${id}" in this tenant`);
+}
+
+interface Normalized {
+  name: string;
+  status: ScheduleStatus;
+  timing: Timing;
+  config: ScheduleConfig;
+}
+
+interface NormalizeContext {
+  auth: AuthContext;
+  tenantZone: string;
+  secretKey: string;
+  limits: { retentionDays: number; plan: string };
+}
+
+function parseStatus(value: unknown, fallback: ScheduleStatus): ScheduleStatus {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !(STATUSES as readonly string[]).includes(value))
+    throw invalid('status', `unknown status "${String(value)}"`, STATUSES);
+  return value as ScheduleStatus;
+}
+
+/**
+ * Validates a schedule (native body) against the data map and the caller's role; the
+ * configuration comes back with the target secrets sealed. A stored schedule supplies
+ * whatever a change (PATCH) leaves out.
+ */
+function normalize(input: ScheduleInput, ctx: NormalizeContext, stored?: ScheduleRow): Normalized {
+  const has = (key: keyof ScheduleInput) => Object.hasOwn(input, key) && input[key] !== undefined;
+  const name = has('name') || !stored ? parseName(input.name) : stored.name;
+  if (!stored && !has('frequency'))
+    throw invalid('frequency', 'is required', ['daily', 'weekly', 'monthly', 'cron']);
+
+  let timing: Timing;
+  if (!stored || has('frequency') || has('time') || has('timezone')) {
+    const frequency = has('frequency') ? input.frequency : stored?.frequency;
+    const cron =
+      typeof frequency === 'object' &&
+      frequency !== null &&
+      (frequency as { type?: unknown }).type === 'cron';
+    timing = parseTiming({
+      frequency,
+      time: has('time') ? input.time : cron ? undefined : (stored?.time_of_day ?? undefined),
+      timezone: has('timezone') ? input.timezone : (stored?.timezone ?? ctx.tenantZone),
+    });
+  } else {
+    timing = {
+      frequency: stored.frequency,
+      time: stored.time_of_day,
+      timezone: stored.timezone,
+      cron: stored.cron,
+    };
+  }
+
+  const previous = stored?.config;
+  let datasets = previous?.datasets;
+  let options = previous && {
+    format: previous.format,
+    compression: previous.compression,
+    package: previous.package,
+    pii: previous.pii,
+  };
+  if (!stored || has('datasets') || has('format') || has('compression') || has('package') || has('pii')) {
+    if (!stored && !has('datasets')) throw invalid('datasets', 'is required: the datasets to export');
+    const parsed = parseDatasets(has('datasets') ? input.datasets : previous?.datasets, {
+      format: has('format') ? input.format : previous?.format,
+      compression: has('compression') ? input.compression : previous?.compression,
+      package: has('package') ? input.package : previous?.package,
+      pii: has('pii') ? input.pii : previous?.pii,
+    });
+    datasets = parsed.datasets;
+    options = parsed.options;
+  }
+  const targets = has('targets') || !previous ? parseTargets(input.targets, ctx.secretKey) : previous.targets;
+  const notifications =
+    has('notifications') || !previous ? parseNotifications(input.notifications) : previous.notifications;
+  const retention =
+    has('retention') || !previous ? parseRetention(input.retention, ctx.limits) : previous.retention;
+  checkTargetRetention(targets, retention);
+  const config: ScheduleConfig = { datasets: datasets!, ...options!, targets, notifications, retention };
+  // The schedule runs with what the caller may export: every dataset at its pii level.
+  for (const entry of config.datasets) authorizeExport(ctx.auth, { dataset: entry.dataset, pii: config.pii });
+  return { name, status: parseStatus(input.status, stored?.status ?? 'active'), timing, config };
+}
+
+/** Webhook targets must name an active endpoint of the tenant. */
+async function checkWebhookTargets(
+  database: Database,
+  tenantId: string,
+  config: ScheduleConfig,
+  field = 'targets',
+) {
+  const ids = config.targets.flatMap(({ target }, i) =>
+    target.type === 'webhook' ? [[i, target.endpoint_id] as const] : [],
+  );
+  if (ids.length === 0) return;
+  const found = await webhookDb(database)
+    .selectFrom('webhook_endpoints')
+    .select('id')
+    .where('tenant_id', '=', tenantId)
+    .where(
+      'id',
+      'in',
+      ids.map(([, id]) => id),
+    )
+    .execute();
+  const known = new Set(found.map((r) => r.id));
+  for (const [i, id] of ids)
+    if (!known.has(id))
+      throw invalid(
+        `${field}[${i}].endpoint_id`,
+        `no webhook endpoint "${id}" in this tenant (register one with POST /api/v1/webhooks)`,
+      );
+}
+
+async function context(deps: ScheduleServiceDeps, auth: AuthContext) {
+  const [tenant, limits] = await Promise.all([
+    loadTenant(deps.database, auth.tenantId),
+    limitsFor(deps.database, auth),
+  ]);
+  return {
+    tenant,
+    limits,
+    normalize: {
+      auth,
+      tenantZone: tenant.timezone,
+      secretKey: loadOrCreateSecretKey(deps.config),
+      limits: { retentionDays: limits.retentionDays, plan: auth.plan },
+    } satisfies NormalizeContext,
+  };
+}
+
+function limitError(auth: AuthContext, max: number): FerryError {
+  return quotaExceeded(
+    'active_schedules',
+    `the ${auth.plan} plan allows ${max} active schedules and all are in use; pause or delete one first, or upgrade the plan`,
+    null,
+  );
+}
+
+async function view(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  row: ScheduleRow,
+  detailed = false,
+): Promise<ScheduleView> {
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const [lastRun] = await schedules.lastRuns([row.id]);
+  return presentSchedule(row, {
+    secretKey: loadOrCreateSecretKey(deps.config),
+    now: deps.now(),
+    lastRun,
+    ...(detailed ? { checkpoints: await schedules.checkpoints(row.id) } : {}),
+  });
+}
+
+async function audit(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  action: string,
+  row: { id: string },
+  config?: ScheduleConfig,
+) {
+  await recordAudit(deps.database, {
+    ...auditCaller(auth),
+    action,
+    ...(config ? { dataType: config.datasets.map((d) => d.dataset).join(',') } : {}),
+    success: true,
+    targetId: row.id,
+    occurredAt: deps.now(),
+  });
+}
+
+/**
+ * `POST /api/v1/schedules`: the native body, or `{"export_config": {...}}` as the product
+ * documentation writes it (translated, with errors naming its own fields).
+ */
+export async function createSchedule(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  body: ScheduleInput & { export_config?: unknown },
+): Promise<ScheduleView> {
+  authorize(auth, 'schedules:manage');
+  const ctx = await context(deps, auth);
+  let normalized: Normalized;
+  if (body.export_config !== undefined) {
+    const others = Object.keys(body).filter(
+      (k) => k !== 'export_config' && body[k as keyof typeof body] !== undefined,
+    );
+    if (others.length)
+      throw invalid(
+        others[0]!,
+        'is not used with export_config: give either export_config or the schedule fields',
+      );
+    const translated = translateExportConfig(body.export_config, ctx.tenant.timezone);
+    normalized = withRenamedErrors(translated.rename, () => normalize(translated.input, ctx.normalize));
+    await checkWebhookTargets(deps.database, auth.tenantId, normalized.config).catch((err: unknown) => {
+      throw withRenamedErrors(translated.rename, () => {
+        throw err;
+      });
+    });
+  } else {
+    normalized = normalize(body, ctx.normalize);
+    await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
+  }
+  const now = deps.now();
+  const id = randomUUID();
+  const inserted = await tenantSchedules(deps.database, auth.tenantId).insert(
+    {
+      id,
+      name: normalized.name,
+      status: normalized.status,
+      timing: normalized.timing,
+      config: normalized.config,
+      nextRunAt: normalized.status === 'active' ? nextRunAfter(normalized.timing, now) : null,
+      actor: auth.actor,
+      apiKeyId: auth.apiKeyId,
+      teamMemberId: auth.teamMemberId,
+      now,
+    },
+    ctx.limits.activeSchedules,
+  );
+  if (!inserted) throw limitError(auth, ctx.limits.activeSchedules!);
+  const row = (await tenantSchedules(deps.database, auth.tenantId).find(id))!;
+  await audit(deps, auth, 'schedule.created', row, row.config);
+  return view(deps, auth, row, true);
+}
+
+export async function getSchedule(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+): Promise<ScheduleView> {
+  authorize(auth, 'schedules:read');
+  const row = await tenantSchedules(deps.database, auth.tenantId).find(id);
+  if (!row) throw notFound(id);
+  return view(deps, auth, row, true);
+}
+
+export async function listSchedules(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  query: { limit?: number | undefined; cursor?: string | undefined },
+): Promise<{ items: ScheduleView[]; next_cursor: string | null }> {
+  authorize(auth, 'schedules:read');
+  const limit = query.limit ?? 50;
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const rows = await schedules.list({
+    limit: limit + 1,
+    after: query.cursor ? decodeCursor(query.cursor) : undefined,
+  });
+  const page = rows.slice(0, limit);
+  const last = await schedules.lastRuns(page.map((r) => r.id));
+  const secretKey = loadOrCreateSecretKey(deps.config);
+  const tail = page.at(-1);
+  return {
+    items: page.map((row) =>
+      presentSchedule(row, {
+        secretKey,
+        now: deps.now(),
+        lastRun: last.find((r) => r.schedule_id === row.id),
+      }),
+    ),
+    next_cursor:
+      rows.length > limit && tail
+        ? Buffer.from(`${tail.created_at.toISOString()}|${tail.id}`).toString('base64url')
+        : null,
+  };
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
+  const createdAt = new Date(at ?? '');
+  if (!id || !/^[0-9a-f-]{36}$/.test(id) || Number.isNaN(createdAt.getTime()))
+    throw invalid('cursor', 'is not a cursor this API returned (use next_cursor from the previous page)');
+  return { createdAt, id };
+}
+
+/** `PATCH /api/v1/schedules/{id}`: changes the given fields; the result is checked as a whole. */
+export async function updateSchedule(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+  body: ScheduleInput,
+): Promise<ScheduleView> {
+  authorize(auth, 'schedules:manage');
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = await schedules.find(id);
+  if (!stored) throw notFound(id);
+  const ctx = await context(deps, auth);
+  const normalized = normalize(body, ctx.normalize, stored);
+  await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
+  const now = deps.now();
+  const timingChanged =
+    normalized.timing.cron !== stored.cron ||
+    normalized.timing.timezone !== stored.timezone ||
+    JSON.stringify(normalized.timing.frequency) !== JSON.stringify(stored.frequency);
+  const patch: SchedulePatch = {
+    name: normalized.name,
+    status: normalized.status,
+    timing: normalized.timing,
+    config: normalized.config,
+  };
+  if (normalized.status === 'paused') patch.nextRunAt = null;
+  else if (stored.status === 'paused' || timingChanged || !stored.next_run_at)
+    patch.nextRunAt = nextRunAfter(normalized.timing, now);
+  const updated = await schedules.update(id, patch, now, ctx.limits.activeSchedules);
+  if (updated === 'limit') throw limitError(auth, ctx.limits.activeSchedules!);
+  if (!updated) throw notFound(id);
+  await schedules.keepCheckpoints(
+    id,
+    normalized.config.datasets.filter((d) => d.mode === 'incremental').map((d) => d.dataset),
+  );
+  await audit(deps, auth, 'schedule.updated', updated, updated.config);
+  return view(deps, auth, updated, true);
+}
+
+async function setStatus(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+  status: ScheduleStatus,
+): Promise<ScheduleView> {
+  authorize(auth, 'schedules:manage');
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = await schedules.find(id);
+  if (!stored) throw notFound(id);
+  if (stored.status === status) return view(deps, auth, stored, true);
+  const limits = await limitsFor(deps.database, auth);
+  const now = deps.now();
+  const timing = { frequency: stored.frequency, cron: stored.cron, timezone: stored.timezone };
+  const updated = await schedules.update(
+    id,
+    { status, nextRunAt: status === 'active' ? nextRunAfter(timing, now) : null },
+    now,
+    limits.activeSchedules,
+  );
+  if (updated === 'limit') throw limitError(auth, limits.activeSchedules!);
+  if (!updated) throw notFound(id);
+  await audit(deps, auth, status === 'active' ? 'schedule.resumed' : 'schedule.paused', updated);
+  return view(deps, auth, updated, true);
+}
+
+/** `POST /api/v1/schedules/{id}/pause`: no more runs until resumed (runs already queued still run). */
+export const pauseSchedule = (deps: ScheduleServiceDeps, auth: AuthContext, id: string) =>
+  setStatus(deps, auth, id, 'paused');
+
+/** `POST /api/v1/schedules/{id}/resume`: runs again from the next slot after now (missed slots are not made up). */
+export const resumeSchedule = (deps: ScheduleServiceDeps, auth: AuthContext, id: string) =>
+  setStatus(deps, auth, id, 'active');
+
+/** `DELETE /api/v1/schedules/{id}`: the schedule, its history and checkpoints; files already made stay until their retention ends. */
+export async function deleteSchedule(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+): Promise<ScheduleView> {
+  authorize(auth, 'schedules:manage');
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = await schedules.find(id);
+  if (!stored) throw notFound(id);
+  const shown = await view(deps, auth, stored);
+  if (!(await schedules.remove(id))) throw notFound(id);
+  await audit(deps, auth, 'schedule.deleted', stored, stored.config);
+  return shown;
+}
+
+/**
+ * `POST /api/v1/schedules/{id}/run`: a run due now, queued at once (also for a paused
+ * schedule). It waits for earlier runs of the schedule that are still going.
+ */
+export async function runScheduleNow(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+): Promise<RunView> {
+  authorize(auth, 'schedules:manage');
+  const queue = deps.queue;
+  if (!queue)
+    throw new FerryError(
+      'service_unavailable',
+      'this server has no job queue; schedules cannot be run from here',
+    );
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = await schedules.find(id);
+  if (!stored) throw notFound(id);
+  const now = deps.now();
+  const run = await schedules.insertManualRun(id, auth.actor, now);
+  if (!run) throw notFound(id);
+  await audit(deps, auth, 'schedule.run_requested', run, stored.config);
+  await dispatch({ database: deps.database, queue, now: deps.now, logger: deps.logger }, run.id);
+  return presentRun(run, []);
+}
+
+/** `GET /api/v1/schedules/{id}/runs`: newest first, each with counts, size, checksums and delivery results per target. */
+export async function listRuns(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+  query: { limit?: number | undefined; before?: number | undefined },
+): Promise<{ items: RunView[]; next_before: number | null }> {
+  authorize(auth, 'schedules:read');
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  if (!(await schedules.find(id))) throw notFound(id);
+  const limit = query.limit ?? 20;
+  const rows = await schedules.runs(id, { limit: limit + 1, before: query.before });
+  const page = rows.slice(0, limit);
+  const deliveries = await schedules.deliveries(page.map((r) => r.id));
+  return {
+    items: page.map((r) =>
+      presentRun(
+        r,
+        deliveries.filter((d) => d.run_id === r.id),
+      ),
+    ),
+    next_before: rows.length > limit ? (page.at(-1)?.run_number ?? null) : null,
+  };
+}
