@@ -351,6 +351,7 @@ for (const dialect of DIALECTS) {
       await exportChanges(t.database, request({ dataset: 'sites' }), start, nd.out);
       const first = JSON.parse(lines(nd.text())[0]!) as Row;
       expect(first).toEqual({ _deleted: true, site_id: site.id, deleted_at: rows[0]!._deleted_at });
+      expect(lines(nd.text())[0]).toBe(JSON.stringify(first));
 
       const js = sink();
       const j = await exportChanges(t.database, request({ dataset: 'sites', format: 'json' }), start, js.out);

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
@@ -32,6 +33,28 @@ function observed(database: Database, production: Production): Database {
   };
 }
 
+/** The real database, whose COPY streams fail at their next chunk once `fault.armed` is set (a connection lost mid-page). */
+function failingMidway(database: Database, fault: { armed: boolean }): Database {
+  return {
+    ...database,
+    copyOut(query: CopyQuery) {
+      const source = database.copyOut(query);
+      const out = new PassThrough();
+      source.on('data', (chunk: Buffer) => {
+        if (!fault.armed) {
+          if (!out.write(chunk)) source.pause();
+          return;
+        }
+        source.destroy();
+        out.destroy(new Error('connection lost'));
+      });
+      out.on('drain', () => source.resume());
+      source.on('end', () => out.end());
+      return out;
+    },
+  };
+}
+
 const ROWS = 10_000;
 /** Padding per message: the page is then ~35 MB, far more than socket and stream buffers hold. */
 const PADDING = 3_000;
@@ -41,6 +64,7 @@ for (const dialect of DIALECTS) {
     let t: TestDatabase;
     let app: FerryApp;
     let key: string;
+    let tenantId: string;
     const production: Production = { bytes: 0, ended: false };
 
     beforeAll(async () => {
@@ -53,7 +77,7 @@ for (const dialect of DIALECTS) {
         ...defaultWindow(),
         secretKey: 'paged-export-stream-secret-0123456789abcdef',
       });
-      const tenantId = summary.tenants[0]!.id;
+      tenantId = summary.tenants[0]!.id;
       await sql`UPDATE tenants SET plan = 'enterprise'`.execute(t.database.db);
       await sql`UPDATE messages SET content = content || ' ' || repeat('x', ${PADDING})`.execute(
         t.database.db,
@@ -125,5 +149,51 @@ for (const dialect of DIALECTS) {
       expect(result.bytes).toBeGreaterThan(ROWS * PADDING);
       expect(production.ended).toBe(true);
     }, 300_000);
+
+    it('breaks the transfer (never a short page) and audits the failure when the database fails mid-page', async () => {
+      const fault = { armed: false };
+      const database = failingMidway(t.database, fault);
+      const broken = await buildApp({ database, config: authTestConfig() });
+      await broken.listen({ host: '127.0.0.1', port: 0 });
+      try {
+        const brokenKey = (await createApiKey(database, { tenantId, role: 'admin' })).key;
+        const { port } = broken.server.address() as AddressInfo;
+        const outcome = await new Promise<{ status: number; exportId: string; error: string | null }>(
+          (resolve) => {
+            http.get(
+              {
+                host: '127.0.0.1',
+                port,
+                path: `/api/v1/export/messages?format=ndjson&page_size=${ROWS}`,
+                headers: { authorization: `Bearer ${brokenKey}` },
+              },
+              (res) => {
+                const done = (error: string | null) =>
+                  resolve({ status: res.statusCode!, exportId: res.headers['x-export-id'] as string, error });
+                // The status and headers are out: now the database fails.
+                fault.armed = true;
+                res.resume();
+                res.on('end', () => done(null));
+                res.on('error', (err) => done(err.message));
+              },
+            );
+          },
+        );
+        expect(outcome.status).toBe(200);
+        expect(outcome.error).toBe('aborted');
+        let entry: Record<string, unknown> | undefined;
+        for (let i = 0; i < 200 && !entry; i++) {
+          entry = (
+            await sql<
+              Record<string, unknown>
+            >`SELECT * FROM audit_events WHERE target_id = ${outcome.exportId}`.execute(t.database.db)
+          ).rows[0];
+          if (!entry) await new Promise((r) => setTimeout(r, 10));
+        }
+        expect(entry).toMatchObject({ action: 'export.page', success: false });
+      } finally {
+        await broken.close();
+      }
+    });
   });
 }

@@ -359,6 +359,14 @@ for (const dialect of DIALECTS) {
       const refused = await get('/api/v1/export/conversations?include_pii=true', keys.analystA);
       expect(refused.statusCode).toBe(403);
       expect(refused.json().code).toBe('forbidden');
+      const refusals = await sql<{ actor: string; error: string }>`
+        SELECT actor, error FROM audit_events
+        WHERE tenant_id = ${tenantA} AND action = 'export.page' AND success = false AND data_type = 'conversations'`.execute(
+        t.database.db,
+      );
+      expect(refusals.rows).toHaveLength(1);
+      expect(refusals.rows[0]!.actor).toMatch(/^api_key:/);
+      expect(refusals.rows[0]!.error).toContain('personal data');
       expect((await get('/api/v1/export/customers', keys.analystA)).statusCode).toBe(403);
       const anonymized = await get(
         '/api/v1/export/conversations?format=ndjson&page_size=10000&columns=customer_email',
@@ -390,6 +398,21 @@ for (const dialect of DIALECTS) {
       expect((await get('/api/v1/export/customers', keys.agentA)).statusCode).toBe(403);
     });
 
+    it('answers HEAD with the headers only, without running the export', async () => {
+      const head = await app.inject({
+        method: 'HEAD',
+        url: '/api/v1/export/messages?page_size=5',
+        headers: bearer(keys.adminA!),
+      });
+      expect(head.statusCode).toBe(200);
+      expect(head.body).toBe('');
+      expect(Number(head.headers['x-total-records'])).toBeGreaterThan(5);
+      expect(head.headers['x-next-cursor']).toBeTruthy();
+      const id = head.headers['x-export-id'] as string;
+      const audited = await sql`SELECT 1 FROM audit_events WHERE target_id = ${id}`.execute(t.database.db);
+      expect(audited.rows).toHaveLength(0);
+    });
+
     it('sends knowledge_base and account as one document', async () => {
       const res = await get('/api/v1/export/account');
       expect(res.statusCode).toBe(200);
@@ -400,6 +423,11 @@ for (const dialect of DIALECTS) {
       const kb = await get('/api/v1/export/knowledge_base');
       expect(kb.statusCode).toBe(200);
       expect(kb.headers['content-disposition']).toContain('knowledge_base_');
+      const docs = await sql<{
+        n: number;
+      }>`SELECT count(*)::int AS n FROM documents WHERE tenant_id = ${tenantA}`.execute(t.database.db);
+      expect(kb.headers['x-total-records']).toBe(String(docs.rows[0]!.n));
+      expect((JSON.parse(kb.body) as { documents: unknown[] }).documents).toHaveLength(docs.rows[0]!.n);
     });
 
     it('records an export.page audit entry per request', async () => {

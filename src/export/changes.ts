@@ -242,9 +242,11 @@ function shapes(
       }),
     };
   }
+  // Compact JSON like the rows' row_to_json (json_build_object would add spaces).
+  const id = `${JSON.stringify(idField.name).replaceAll("'", "''")}:' || to_json(d.record_id)::text || '`;
   const tombstone = objects
-    ? `json_build_object('_deleted', true, ${literal(idField.name)}, d.record_id, 'deleted_at', ${deletedAt})::text`
-    : `json_build_object(${literal(OP_FIELD)}, 'delete', ${literal(idField.name)}, d.record_id, ${literal(DELETED_AT_FIELD)}, ${deletedAt})::text`;
+    ? `'{"_deleted":true,${id},"deleted_at":' || to_json(${deletedAt})::text || '}'`
+    : `'{"${OP_FIELD}":"delete",${id},"${DELETED_AT_FIELD}":' || to_json(${deletedAt})::text || '}'`;
   return {
     fields: objects ? [...fields] : tabularFields,
     tombstones: (from) => ({ projection: tombstone, from, key: ['d.seq'], options: COPY_OPTIONS.ndjson }),
