@@ -372,3 +372,21 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('export request validation', () => {
+  it('accepts report days for computed datasets and refuses impossible dates', () => {
+    const tenantId = '00000000-0000-4000-8000-000000000001';
+    expect(
+      parseExportRequest({ tenantId, dataset: 'analytics', from: '2026-09-01', to: '2026-09-30' }).filters,
+    ).toEqual({ from: '2026-09-01', to: '2026-09-30' });
+    expect(
+      parseExportRequest({ tenantId, dataset: 'revenue_attribution', from: '2026-09-01' }).filters,
+    ).toEqual({ from: '2026-09-01' });
+    expect(() => parseExportRequest({ tenantId, dataset: 'messages', from: '2024-02-30' })).toThrow(
+      'from: "2024-02-30" is not a valid date',
+    );
+    expect(parseExportRequest({ tenantId, dataset: 'messages', from: '2024-02-29' }).filters.from).toBe(
+      '2024-02-29',
+    );
+  });
+});

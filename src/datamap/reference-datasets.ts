@@ -213,6 +213,22 @@ function table(
   };
 }
 
+/** Days of a computed report (`from`/`to`, in the report zone); the report's own query applies them. */
+const PERIOD_FILTERS: DatasetFilter[] = [
+  {
+    name: 'from',
+    type: 'string',
+    sql: 'true',
+    description: 'First day (YYYY-MM-DD) in the report time zone.',
+  },
+  {
+    name: 'to',
+    type: 'string',
+    sql: 'true',
+    description: 'Last day (YYYY-MM-DD, inclusive) in the report time zone.',
+  },
+];
+
 function computed(
   name: string,
   description: string,
@@ -558,6 +574,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       }),
     ],
     TEXT_FORMATS,
+    PERIOD_FILTERS,
   ),
   revenue_attribution: computed(
     'revenue_attribution',
@@ -653,6 +670,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       ),
     ],
     TEXT_FORMATS,
+    PERIOD_FILTERS,
   ),
   knowledge_base: computed(
     'knowledge_base',

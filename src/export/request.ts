@@ -92,6 +92,12 @@ function oneOf<T extends string>(
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
 
+/** True for a real calendar day: `2024-02-29` yes, `2024-02-30` no. */
+export function isCalendarDate(text: string): boolean {
+  const date = new Date(`${text}T00:00:00Z`);
+  return !Number.isNaN(date.getTime()) && date.toISOString().slice(0, 10) === text;
+}
+
 export function isValidTimezone(zone: string): boolean {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: zone });
@@ -108,8 +114,7 @@ function parseFilter(dataset: string, filter: DatasetFilter, raw: string): Filte
       if ((param === 'from' || param === 'to') && !DATE.test(raw) && !DATETIME.test(raw)) {
         throw invalid(param, `"${raw}" is not a date (YYYY-MM-DD) or an ISO 8601 timestamp with offset`);
       }
-      if (DATE.test(raw) && Number.isNaN(Date.parse(raw)))
-        throw invalid(param, `"${raw}" is not a valid date`);
+      if (DATE.test(raw) && !isCalendarDate(raw)) throw invalid(param, `"${raw}" is not a valid date`);
       return raw;
     case 'integer': {
       const n = Number(raw);
