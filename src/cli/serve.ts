@@ -19,7 +19,7 @@ const SHUTDOWN_GRACE_MS = 10_000;
 export function registerServe(program: Command): void {
   program
     .command('serve')
-    .description('start the API server (with the web dashboard and, unless --no-worker, the job workers)')
+    .description('start the API server (and, unless --no-worker, the job workers)')
     .option('--port <n>', 'port to listen on, 0 for any free port (default: $PORT or 8080)', parsePort)
     .option('--host <host>', 'interface to listen on (default: $HOST or 127.0.0.1)')
     .option('--no-worker', 'do not run job workers in this process (run `ferry worker` elsewhere)')
