@@ -1,5 +1,6 @@
 import { planLimits } from '../auth/limits.ts';
 import { PLANS, type Plan } from '../auth/context.ts';
+import type { Db } from 'pg-boss';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { JobDefinition } from '../jobs/types.ts';
 import { exportDb } from './tables.ts';
@@ -27,11 +28,13 @@ export async function sendExportJob(
   queue: JobQueue,
   exportId: string,
   tenant: { id: string; plan: Plan },
+  /** A connection of the caller's transaction, so the job exists only if the export does. */
+  db?: Db,
 ): Promise<void> {
   await queue.send(
     EXPORT_QUEUE,
     { id: exportId },
-    { id: exportId, group: { id: tenant.id, tier: tenant.plan } },
+    { id: exportId, group: { id: tenant.id, tier: tenant.plan }, ...(db ? { db } : {}) },
   );
 }
 

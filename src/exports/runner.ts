@@ -11,13 +11,13 @@ import { rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { isDocumentDataset } from '../export/documents.ts';
 import { buildExportQuery } from '../export/query.ts';
-import type { ExportRequest } from '../export/request.ts';
+import { type ExportRequest, parseExportRequest } from '../export/request.ts';
 import { compressionSuffix, exportDataset, loadTenant, zonesFor } from '../export/run.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FerryJob, JobContext } from '../jobs/types.ts';
 import { FerryError } from '../lib/errors.ts';
 import type { ObjectStore, PendingObject } from '../store/object-store.ts';
-import { type ExportConfig, toExportRequest, toPackageRequest } from './export-config.ts';
+import { type ExportConfig, toExportRequest, toExportScope, toPackageRequest } from './export-config.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
 import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
@@ -232,7 +232,8 @@ async function produceFile(
   const producing = (async () => {
     if (config.package === 'none') {
       const request = toExportRequest(row.tenant_id, config);
-      tracker.update({ estimated: await estimateRecords(ctx.database, request) });
+      // Only for the percentage: an estimate that cannot be made leaves it unknown.
+      tracker.update({ estimated: await estimateRecords(ctx.database, request).catch(() => null) });
       const outcome = await exportDataset(ctx.database, request, produced, {
         exportId: row.id,
         signal,
@@ -240,6 +241,9 @@ async function produceFile(
       });
       return { records: outcome.records, sha256: outcome.sha256 };
     }
+    tracker.update({
+      estimated: await estimatePackage(ctx.database, row.tenant_id, config).catch(() => null),
+    });
     const perDataset = new Map<string, number>();
     const outcome = await exportCompanyPackage(
       ctx.database,
@@ -347,6 +351,30 @@ async function estimateRecords(database: Database, request: ExportRequest): Prom
     database.db,
   );
   return result.rows[0]?.n ?? null;
+}
+
+/** Rows of the package's tabular datasets: close to its record count (documents add a few). */
+async function estimatePackage(
+  database: Database,
+  tenantId: string,
+  config: ExportConfig,
+): Promise<number | null> {
+  let total = 0;
+  for (const dataset of config.datasets) {
+    const declared = REFERENCE_DATAMAP.datasets[dataset];
+    if (!declared || isDocumentDataset(dataset)) continue;
+    const from = config.from ?? config.history_from ?? undefined;
+    const dated = declared.filters.some((f) => f.name === 'from');
+    const request = parseExportRequest({
+      tenantId,
+      dataset,
+      pii: config.pii,
+      ...(dated ? { from, to: config.to ?? undefined } : {}),
+      scope: toExportScope(config.scope),
+    });
+    total += (await estimateRecords(database, request).catch(() => null)) ?? 0;
+  }
+  return total;
 }
 
 function stopOf(signal: AbortSignal, err: unknown): ExportStopped | undefined {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { CompiledQuery, type Kysely } from 'kysely';
 import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
 import type { PlanLimits } from '../auth/limits.ts';
@@ -12,6 +13,7 @@ import {
 } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
+import type { DB } from '../db/schema.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -41,6 +43,21 @@ export interface ExportServiceDeps {
   readonly signer: LinkSigner;
   readonly now: () => Date;
   readonly logger: Logger;
+}
+
+/** Runs `fn` in a transaction, with a Database whose queries go through it. */
+async function inTransaction<T>(database: Database, fn: (tx: Database) => Promise<T>): Promise<T> {
+  return database.db.transaction().execute((trx) => fn({ ...database, db: trx }));
+}
+
+/** pg-boss's view of a Kysely connection, so a job is sent inside the caller's transaction. */
+function jobConnection(db: Kysely<DB>) {
+  return {
+    async executeSql(text: string, values: unknown[] = []) {
+      const result = await db.executeQuery(CompiledQuery.raw(text, values));
+      return { rows: result.rows as unknown[] };
+    },
+  };
 }
 
 /** The answer to a create or repeat: 202, or the stored answer of an earlier request with the same key. */
@@ -118,6 +135,8 @@ export async function createExport(
   auth: AuthContext,
   body: ExportBody,
   idempotencyKey: string | undefined,
+  /** The tenant's limits when the caller already has them (the auth plugin does). */
+  limits?: PlanLimits | null,
 ): Promise<Accepted> {
   authorize(auth, 'exports:create');
   const idempotency = idempotencyKey
@@ -130,7 +149,7 @@ export async function createExport(
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
   const config = authorizeConfig(auth, normalizeExportBody(auth.tenantId, body));
-  return accept(deps, auth, config, { repeatOf: null, idempotency });
+  return accept(deps, auth, config, { repeatOf: null, idempotency, limits });
 }
 
 /** `POST /api/v1/exports/{id}/repeat`: runs a past export's configuration again, as a new export. */
@@ -139,6 +158,7 @@ export async function repeatExport(
   auth: AuthContext,
   id: string,
   idempotencyKey: string | undefined,
+  limits?: PlanLimits | null,
 ): Promise<Accepted> {
   authorize(auth, 'exports:create');
   const idempotency = idempotencyKey
@@ -176,7 +196,7 @@ export async function repeatExport(
       delete body[name];
   }
   const config = authorizeConfig(auth, normalizeExportBody(auth.tenantId, body));
-  return accept(deps, auth, config, { repeatOf: source.id, idempotency });
+  return accept(deps, auth, config, { repeatOf: source.id, idempotency, limits });
 }
 
 interface IdempotencyInput {
@@ -205,13 +225,17 @@ async function accept(
   deps: ExportServiceDeps,
   auth: AuthContext,
   requested: ExportConfig,
-  options: { repeatOf: string | null; idempotency: IdempotencyInput | undefined },
+  options: {
+    repeatOf: string | null;
+    idempotency: IdempotencyInput | undefined;
+    limits: PlanLimits | null | undefined;
+  },
 ): Promise<Accepted> {
   const queue = requireQueue(deps);
   const now = deps.now();
   await checkExportQuota(deps.database, auth, { manual: true, from: requested.from ?? undefined, now });
   let config = requested;
-  const limits: PlanLimits = await limitsFor(deps.database, auth);
+  const limits: PlanLimits = options.limits ?? (await limitsFor(deps.database, auth));
   const floor = historyStart(limits, now);
   if (!config.from && floor) config = { ...config, history_from: floor.toISOString().slice(0, 10) };
   const id = randomUUID();
@@ -246,29 +270,48 @@ async function accept(
   };
   const body = presentExport(row, [], now);
   const { idempotency } = options;
-  const inserted = await tenantExports(deps.database, auth.tenantId).insert(
-    {
-      id,
-      tenantId: auth.tenantId,
-      actor: auth.actor,
-      apiKeyId: auth.apiKeyId,
-      teamMemberId: auth.teamMemberId,
-      config,
-      retentionDays: limits.retentionDays,
-      maxFileBytes: limits.maxFileBytes,
-      repeatOf: options.repeatOf,
-      createdAt: now,
-    },
-    idempotency && {
-      credential: credentialOf(auth),
-      key: idempotency.key,
-      operation: idempotency.operation,
-      requestHash: idempotency.hash,
-      statusCode: 202,
-      response: body,
-      notBefore: idempotencyWindowStart(now),
-    },
-  );
+  // One transaction: the export, its job, the monthly count and the audit entry exist
+  // together or not at all (and cost one commit).
+  const inserted = await inTransaction(deps.database, async (tx) => {
+    const stored = await tenantExports(tx, auth.tenantId).insert(
+      {
+        id,
+        tenantId: auth.tenantId,
+        actor: auth.actor,
+        apiKeyId: auth.apiKeyId,
+        teamMemberId: auth.teamMemberId,
+        config,
+        retentionDays: limits.retentionDays,
+        maxFileBytes: limits.maxFileBytes,
+        repeatOf: options.repeatOf,
+        createdAt: now,
+      },
+      idempotency && {
+        credential: credentialOf(auth),
+        key: idempotency.key,
+        operation: idempotency.operation,
+        requestHash: idempotency.hash,
+        statusCode: 202,
+        response: body,
+        notBefore: idempotencyWindowStart(now),
+      },
+    );
+    if (!stored) return false;
+    await sendExportJob(queue, id, { id: auth.tenantId, plan: auth.plan }, jobConnection(tx.db));
+    await recordAudit(tx, {
+      ...auditCaller(auth),
+      action: AUDIT_ACTIONS.exportRequested,
+      dataType: config.datasets.join(','),
+      dateRange:
+        config.from || config.to ? { from: config.from ?? undefined, to: config.to ?? undefined } : null,
+      success: true,
+      targetId: id,
+      occurredAt: now,
+    });
+    // Last: the tenant's monthly counter row stays locked until the commit.
+    await countExport(tx, auth, { manual: true, now });
+    return true;
+  });
   if (!inserted) {
     // A concurrent request with the same key won; answer as it did.
     const replay = await replayed(deps, auth, idempotency);
@@ -278,23 +321,6 @@ async function accept(
       'a request with this Idempotency-Key is still being processed; retry shortly',
     );
   }
-  const [sent] = await Promise.allSettled([
-    sendExportJob(queue, id, { id: auth.tenantId, plan: auth.plan }),
-    countExport(deps.database, auth, { manual: true, now }),
-    recordAudit(deps.database, {
-      ...auditCaller(auth),
-      action: AUDIT_ACTIONS.exportRequested,
-      dataType: config.datasets.join(','),
-      dateRange:
-        config.from || config.to ? { from: config.from ?? undefined, to: config.to ?? undefined } : null,
-      success: true,
-      targetId: id,
-      occurredAt: now,
-    }),
-  ]);
-  // The export is stored; a job that could not be sent is sent again by the periodic cleanup.
-  if (sent.status === 'rejected')
-    deps.logger.error({ err: sent.reason, export_id: id }, 'export stored but its job was not sent');
   return { statusCode: 202, body, replayed: false };
 }
 

@@ -269,6 +269,7 @@ export function registerExportEndpoints(
         request.auth!,
         request.body,
         request.headers['idempotency-key'],
+        request.limits,
       );
       if (result.replayed) reply.header('idempotent-replayed', 'true');
       return reply
@@ -421,6 +422,7 @@ export const exportRoutes: RoutePlugin = async (app, deps) => {
         request.auth!,
         request.params.id,
         request.headers['idempotency-key'],
+        request.limits,
       );
       if (result.replayed) reply.header('idempotent-replayed', 'true');
       return reply
