@@ -49,6 +49,21 @@ const PERMANENT = new Set([
   'unsupported_format',
 ]);
 
+/**
+ * Delivery failures that another attempt of the run cannot fix either (the run keeps its
+ * targets as they were when it was created): when every missing delivery failed so,
+ * the run fails at once instead of retrying for an hour.
+ */
+const PERMANENT_DELIVERY = new Set([
+  'outbound_blocked',
+  'host_key_mismatch',
+  'invalid_parameter',
+  'email_not_configured',
+  'secret_unreadable',
+  'secret_key_invalid',
+  'not_found',
+]);
+
 class RunLost extends Error {
   override name = 'RunLost';
 }
@@ -65,7 +80,7 @@ function describe(err: unknown): Failure {
       code: err.code,
       message:
         err.code === 'internal' ? 'an unexpected error stopped the run; the worker logged it' : err.message,
-      retryable: !PERMANENT.has(err.code),
+      retryable: !PERMANENT.has(err.code) && err.details?.permanent !== true,
     };
   return {
     code: 'internal',
@@ -116,7 +131,8 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
   try {
     const outcome = await execute(deps, row, attemptId, signal, log);
     results = outcome.deliveries;
-    if (!outcome.delivered) throw new FerryError('delivery_failed', outcome.reason);
+    if (!outcome.delivered)
+      throw new FerryError('delivery_failed', outcome.reason, { permanent: outcome.permanent });
     const totals = {
       records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
       tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
@@ -198,6 +214,8 @@ async function unclaimed(deps: RunDeps, runId: string): Promise<void> {
 
 interface Outcome {
   delivered: boolean;
+  /** Every missing delivery failed in a way no retry fixes. */
+  permanent: boolean;
   reason: string;
   files: RunFile[];
   deliveries: DeliveryRow[];
@@ -283,15 +301,17 @@ async function execute(
       ? files.filter((f) => !done.has(`${f.export_id}#${index}`)).map((f) => ({ target, index, file: f }))
       : [],
   );
+  const last = missing.map(({ index, file }) =>
+    deliveries.filter((d) => d.export_id === file.export_id && d.target_index === index).at(-1),
+  );
   const reason = missing
-    .map(({ index, file }) => {
-      const last = deliveries
-        .filter((d) => d.export_id === file.export_id && d.target_index === index)
-        .at(-1);
-      return `${last?.target_label ?? `target ${index}`}: ${file.name} not delivered${last?.error ? ` (${last.error})` : ''}`;
+    .map(({ index, file }, i) => {
+      const failed = last[i];
+      return `${failed?.target_label ?? `target ${index}`}: ${file.name} not delivered${failed?.error ? ` (${failed.error})` : ''}`;
     })
     .join('; ');
-  return { delivered: missing.length === 0, reason, files, deliveries, tenant, config, artifacts };
+  const permanent = last.length > 0 && last.every((d) => PERMANENT_DELIVERY.has(d?.error_code ?? ''));
+  return { delivered: missing.length === 0, permanent, reason, files, deliveries, tenant, config, artifacts };
 }
 
 async function save(
