@@ -35,7 +35,7 @@ export class ProgressTracker {
   readonly #timer: NodeJS.Timeout;
   #writing: Promise<void> | undefined;
   #lost = false;
-  #dirty = true;
+  #stopped = false;
 
   constructor(options: {
     jobs: ExportJobs;
@@ -58,7 +58,6 @@ export class ProgressTracker {
     if (progress.records !== undefined) this.records = progress.records;
     if (progress.estimated !== undefined) this.estimated = progress.estimated;
     if (progress.bytes !== undefined) this.bytes = progress.bytes;
-    this.#dirty = true;
   }
 
   snapshot() {
@@ -67,7 +66,7 @@ export class ProgressTracker {
 
   /** Writes the counters now (also when unchanged: the write is the lease check). */
   flush(): Promise<void> {
-    if (this.#lost) return Promise.resolve();
+    if (this.#lost || this.#stopped) return Promise.resolve();
     this.#writing ??= this.#write().finally(() => {
       this.#writing = undefined;
     });
@@ -75,27 +74,23 @@ export class ProgressTracker {
   }
 
   async #write(): Promise<void> {
-    this.#dirty = false;
     let owned: boolean;
     try {
       owned = await this.#jobs.progress(this.#exportId, this.#attemptId, this.snapshot());
     } catch {
       // A failed progress write (database briefly unreachable) is not a reason to stop the
       // export; the next tick tries again.
-      this.#dirty = true;
       return;
     }
-    if (owned || this.#lost) return;
+    if (owned || this.#lost || this.#stopped) return;
     this.#lost = true;
     const row = await this.#jobs.load(this.#exportId).catch(() => undefined);
     this.#onLost(row?.status === 'cancelled' || !row ? 'cancelled' : 'superseded');
   }
 
-  get dirty(): boolean {
-    return this.#dirty;
-  }
-
+  /** No more writes or lease checks: the attempt has finished producing (or failed). */
   stop(): void {
+    this.#stopped = true;
     clearInterval(this.#timer);
   }
 }

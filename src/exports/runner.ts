@@ -133,6 +133,8 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
   try {
     await removeLeftovers(ctx.store, exportPrefix(row.tenant_id, exportId));
     const file = await produceFile(ctx, row, attemptId, tracker, signal);
+    // From here the lease is checked by the state changes themselves (packaging, completed).
+    tracker.stop();
     const progress = tracker.snapshot();
     if (!(await jobs.toPackaging(exportId, attemptId, ctx.now())))
       throw await lostError(controller, jobs, exportId);
