@@ -4,6 +4,7 @@ import { composeWorker } from '../compose.ts';
 import { type Config, loadConfig } from '../config/config.ts';
 import { jobsSchema } from '../jobs/queue.ts';
 import { JOBS } from '../jobs/registry.ts';
+import { FerryError } from '../lib/errors.ts';
 
 export interface WorkerOptions {
   concurrency?: number;
@@ -37,6 +38,13 @@ export async function worker(options: WorkerOptions): Promise<void> {
     ...base,
     jobs: Object.freeze({ ...base.jobs, concurrency: options.concurrency ?? base.jobs.concurrency }),
   });
+  if (!config.databaseUrl)
+    throw new FerryError(
+      'invalid_parameter',
+      'ferry worker needs PostgreSQL (set DATABASE_URL): the embedded database belongs to one process, ' +
+        'and `ferry serve` already runs the workers in it',
+      { parameter: 'DATABASE_URL' },
+    );
   const ferry = await composeWorker(config);
   const { logger } = ferry;
   closeWithGrace(
@@ -53,9 +61,7 @@ export async function worker(options: WorkerOptions): Promise<void> {
       logger.info('stopped');
     },
   );
-  const database = config.databaseUrl
-    ? `PostgreSQL${config.databaseSchema ? ` (schema ${config.databaseSchema})` : ''}`
-    : `embedded PGlite in ${config.dataDir}`;
+  const database = `PostgreSQL${config.databaseSchema ? ` (schema ${config.databaseSchema})` : ''}`;
   logger.info(
     {
       pid: process.pid,
