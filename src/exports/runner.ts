@@ -130,14 +130,18 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     },
   });
   const signal = AbortSignal.any([controller.signal, job.signal]);
+  // A produced file that is neither committed nor handed to commitFile is discarded in `finally`.
+  let unsettled: PendingObject | undefined;
   try {
     await removeLeftovers(ctx.store, exportPrefix(row.tenant_id, exportId));
     const file = await produceFile(ctx, row, attemptId, tracker, signal);
+    unsettled = file.pending;
     // From here the lease is checked by the state changes themselves (packaging, completed).
     tracker.stop();
     const progress = tracker.snapshot();
     if (!(await jobs.toPackaging(exportId, attemptId, ctx.now())))
       throw await lostError(controller, jobs, exportId);
+    unsettled = undefined; // commitFile commits it, or discards or deletes it on failure
     const committed = await commitFile(ctx, jobs, row, attemptId, file, progress);
     if (!committed) throw await lostError(controller, jobs, exportId);
     log.info(
@@ -155,7 +159,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
       success: true,
       retentionUntil: new Date(progress.at.getTime() + row.retention_days * DAY_MS),
       targetId: exportId,
-    });
+    }).catch((err: unknown) => log.error({ err }, 'export completed but its audit entry was not written'));
   } catch (err) {
     const stopped = stopOf(controller.signal, err);
     if (stopped) {
@@ -188,6 +192,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     throw err;
   } finally {
     tracker.stop();
+    await unsettled?.discard().catch(() => {});
   }
 }
 
