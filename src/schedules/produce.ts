@@ -22,7 +22,7 @@ import {
   type ScheduleDataset,
 } from './model.ts';
 import type { RunRow } from './repository.ts';
-import { scheduleRuns } from './repository.ts';
+import { scheduleRuns } from './runs.ts';
 import { selectionRange } from './window.ts';
 
 /** What a run reads from the schedule: its config as of the run's creation, with the name and zone. */

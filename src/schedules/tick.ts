@@ -4,7 +4,7 @@ import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
 import { dueSlot } from './frequency.ts';
 import type { RunConfig } from './produce.ts';
-import { scheduleRuns } from './repository.ts';
+import { scheduleRuns } from './runs.ts';
 import { scheduleDb } from './tables.ts';
 
 export const SCHEDULE_RUN_QUEUE = 'schedule-run';
