@@ -2,7 +2,8 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXPORT_QUEUE } from '../src/exports/jobs.ts';
+import { EXPORT_DEAD_QUEUE, EXPORT_JOBS, EXPORT_QUEUE } from '../src/exports/jobs.ts';
+import { createLogger } from '../src/lib/logger.ts';
 import type { ByteRange, ObjectStore, PendingObject } from '../src/store/object-store.ts';
 import { bearer } from './auth-fixtures.ts';
 import {
@@ -137,6 +138,41 @@ for (const dialect of DIALECTS) {
       expect(done.attempts).toBe(2);
       expect(done.error).toBeNull();
       expect(await objectsUnder(h.store, `exports/${h.tenant.id}/${created.id}/`)).toHaveLength(1);
+    });
+
+    it('fails an export whose attempts all failed, with the last error and no file', async () => {
+      store.failPuts = 4; // the first attempt and its three retries
+      const created = await requestExport(h.app, h.keys.admin, { datasets: ['sites'] });
+      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      expect(done.status).toBe('failed');
+      expect(done.attempts).toBe(4);
+      expect(done.error?.code).toBe('internal');
+      expect(done.error?.message).not.toContain('injected'); // internals stay in the log
+      expect(await objectsUnder(h.store, `exports/${h.tenant.id}/${created.id}/`)).toEqual([]);
+    });
+
+    it('marks an export failed when its job lands in the dead-letter queue (workers kept dying)', async () => {
+      const created = await requestExport(h.app, h.keys.admin, { datasets: ['sites'] });
+      await waitForExport(h.app, h.keys.admin, created.id);
+      // An export whose attempts never finished: its worker died each time.
+      await h.database.db
+        .withTables<{ export_requests: { id: string; status: string } }>()
+        .updateTable('export_requests')
+        .set({ status: 'running' })
+        .where('id', '=', created.id)
+        .execute();
+      const dead = EXPORT_JOBS.find((j) => j.name === EXPORT_DEAD_QUEUE)!;
+      await dead.handle({ id: 'dead-letter-job', data: { id: created.id } } as never, {
+        database: h.database,
+        config: h.config,
+        logger: createLogger({ logLevel: 'silent' }),
+        store: h.store,
+        queue: h.queue,
+        now: h.clock.now,
+      });
+      const after = await waitForExport(h.app, h.keys.admin, created.id, () => true);
+      expect(after.status).toBe('failed');
+      expect(after.error?.code).toBe('export_interrupted');
     });
 
     it('cancels a running export: the worker notices, aborts and keeps no file', async () => {
