@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import type { Role } from '../src/auth/context.ts';
 import type { Config } from '../src/config/config.ts';
@@ -157,6 +158,7 @@ export async function exportHarness(dialect: Dialect, options: HarnessOptions = 
       await app.close();
       await queue.stop(2_000);
       await t.drop();
+      await rm(config.dataDir, { recursive: true, force: true });
       if (dialect === 'postgres') {
         const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
         await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);

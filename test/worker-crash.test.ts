@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../src/config/config.ts';
@@ -135,6 +135,7 @@ describe('a worker killed mid-export', () => {
     await app?.close();
     await queue?.stop(1_000);
     await t?.drop();
+    if (config) await rm(config.dataDir, { recursive: true, force: true });
     const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
     await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
     await admin.close();
