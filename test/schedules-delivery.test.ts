@@ -143,7 +143,7 @@ for (const dialect of DIALECTS) {
         headers: bearer(key),
         payload: {
           url: receiver.url,
-          events: ['export.completed', 'schedule.run.completed', 'schedule.run.failed'],
+          events: ['export.completed', 'schedule.run.completed', 'schedule.run.failed', 'delivery.failed'],
         },
       });
       expect(endpoint.statusCode, endpoint.body).toBe(201);
@@ -542,6 +542,19 @@ for (const dialect of DIALECTS) {
         schedule_id: scheduleId,
         data: { run_id: failed.id, status: 'failed' },
       });
+      // One delivery.failed per file that never reached SFTP; none from the run that recovered by retrying.
+      const gaveUp = await until('the delivery.failed events', async () => {
+        const found = receiver.requests
+          .map((r) => JSON.parse(r.body))
+          .filter((b) => b.event === 'delivery.failed');
+        return found.length >= failed.files.length ? found : undefined;
+      });
+      expect(gaveUp.map((b) => b.export_id).sort()).toEqual(failed.files.map((f) => f.export_id).sort());
+      for (const body of gaveUp)
+        expect(body).toMatchObject({
+          schedule_id: scheduleId,
+          data: { destination: 'sftp', name: 'archive', error_code: 'host_key_mismatch' },
+        });
       const email = await until('the failure email', async () =>
         smtp.messages.find((m) => m.mail.subject === 'Failed: Scheduled export "Nightly changes"'),
       );

@@ -5,7 +5,7 @@ import type { DeliveryArtifact, S3Target } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../export/run.ts';
 import type { Logger } from '../lib/logger.ts';
 import { emitEvent } from '../webhooks/emit.ts';
-import { exportCompletedBody } from '../webhooks/events.ts';
+import { deliveryFailedBody, exportCompletedBody } from '../webhooks/events.ts';
 import type { RunFile } from './model.ts';
 import type { RunConfig } from './produce.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
@@ -22,16 +22,29 @@ import type { Outcome, RunDeps } from './run.ts';
 export function deliverySummary(d: DeliveryRow) {
   return {
     export_id: d.export_id,
-    target: { index: d.target_index, type: d.target_type, name: d.target_name, label: d.target_label },
+    destination: d.target_type,
+    name: d.target_name,
+    target: d.target_label,
+    target_index: d.target_index,
     status: d.status,
-    attempts: d.attempts,
     location: d.location,
+    attempts: d.attempts,
     error: d.error,
     error_code: d.error_code,
-    bytes_sent: Number(d.bytes_sent),
     checksum_verified: d.checksum_verified,
     at: d.created_at.toISOString(),
   };
+}
+
+/** The last outcome of each (file, target) pair that was never delivered. */
+function undelivered(deliveries: readonly DeliveryRow[]): DeliveryRow[] {
+  const last = new Map<string, DeliveryRow>();
+  for (const d of deliveries) {
+    const key = `${d.export_id}#${d.target_index}`;
+    if (last.get(key)?.status === 'delivered') continue;
+    last.set(key, d);
+  }
+  return [...last.values()].filter((d) => d.status === 'failed');
 }
 
 function fileSummary(f: RunFile) {
@@ -233,6 +246,28 @@ export async function afterFailed(
       },
       { now: deps.now, ...(deps.queue ? { queue: deps.queue } : {}) },
     );
+    // Each destination that never got its file: one delivery.failed, as for any export.
+    for (const d of undelivered(deliveries))
+      await emitEvent(
+        deps.database,
+        row.tenant_id,
+        'delivery.failed',
+        deliveryFailedBody({
+          exportId: d.export_id,
+          scheduleId: row.schedule_id,
+          result: {
+            target: { type: d.target_type, name: d.target_name, label: d.target_label },
+            status: 'failed',
+            attempts: d.attempts,
+            location: null,
+            ...(d.error ? { error: d.error } : {}),
+            ...(d.error_code ? { errorCode: d.error_code } : {}),
+            bytesSent: 0,
+            checksumVerified: false,
+          },
+        }),
+        { now: deps.now, ...(deps.queue ? { queue: deps.queue } : {}) },
+      );
     await recordAudit(deps.database, {
       tenantId: row.tenant_id,
       actor: `schedule:${row.schedule_id}`,
@@ -251,7 +286,7 @@ export async function afterFailed(
         reason: failure.message,
         occurredAt: now,
         tenantName: tenant.name,
-        results: deliveries.map((d) => ({
+        results: undelivered(deliveries).map((d) => ({
           target: { type: d.target_type, name: d.target_name, label: d.target_label },
           status: d.status,
           attempts: d.attempts,
