@@ -8,6 +8,7 @@ import { JOBS, startWorkers } from './jobs/registry.ts';
 import { createLogger, type Logger } from './lib/logger.ts';
 import { createObjectStore } from './store/create-object-store.ts';
 import type { ObjectStore } from './store/object-store.ts';
+import { createStreamHub } from './stream/hub.ts';
 
 /** What a `ferry serve` process runs; built once from the frozen config. */
 export interface Ferry {
@@ -40,7 +41,9 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
     await validateDataMap(REFERENCE_DATAMAP, database.db);
     jobs = await startJobs(database, config, logger, options.worker !== false);
     const { queue, store } = jobs;
-    const app = await buildApp({ database, config, logger, queue, store });
+    // One live-stream listener per process, shared by every WebSocket subscriber.
+    const stream = createStreamHub(database, { logger });
+    const app = await buildApp({ database, config, logger, queue, store, stream });
     await app.ready();
     let closing: Promise<void> | undefined;
     return {
@@ -53,6 +56,7 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
       close: () => {
         closing ??= app
           .close()
+          .finally(() => stream.stop())
           .finally(() => queue.stop())
           .finally(() => database.close());
         return closing;

@@ -7,6 +7,7 @@ import * as exportJobs from './migrations/0004-export-jobs.ts';
 import * as changeTracking from './migrations/0005-change-tracking.ts';
 import * as webhooksDeliveries from './migrations/0006-webhooks-deliveries.ts';
 import * as schedules from './migrations/0007-schedules.ts';
+import * as streamOutbox from './migrations/0008-stream-outbox.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -17,6 +18,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0005-change-tracking': changeTracking,
   '0006-webhooks-deliveries': webhooksDeliveries,
   '0007-schedules': schedules,
+  '0008-stream-outbox': streamOutbox,
 };
 
 /**

@@ -67,6 +67,14 @@ export const ERRORS = {
       'The output folder or file of an export package already exists; Ferry never overwrites one. ' +
       'Choose another destination or remove the old package.',
   },
+  stream_lagging: {
+    status: 409,
+    title: 'Stream lagging',
+    description:
+      'Live stream (WebSocket) only: the client read events more slowly than they arrived and its ' +
+      'buffer on the server filled up, so it was disconnected (close code 4008). Reconnect and ' +
+      'subscribe with the `last_event_id` from the message to resume without gaps.',
+  },
   gone: {
     status: 410,
     title: 'Gone',

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import websocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -23,6 +24,7 @@ import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
+import { streamRoutes } from './routes/stream.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
 import type { AppDeps, RouteDeps, RoutePlugin } from './types.ts';
@@ -50,6 +52,7 @@ const ROUTES: readonly RoutePlugin[] = [
   exportRoutes,
   downloadRoutes,
   complianceRoutes,
+  streamRoutes,
   webhookRoutes,
   scheduleRoutes,
 ];
@@ -94,6 +97,7 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
   installErrorHandling(app);
   await registerOpenApi(app, deps.config, FERRY_VERSION);
   await installAuth(app, { database: deps.database, config: deps.config, now: deps.now });
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
 
   const routeDeps: RouteDeps = {
     database: deps.database,
@@ -102,6 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
     ...(deps.now ? { now: deps.now } : {}),
     ...(deps.queue ? { queue: deps.queue } : {}),
     ...(deps.store ? { store: deps.store } : {}),
+    ...(deps.stream ? { stream: deps.stream } : {}),
   };
   for (const routes of [...ROUTES, ...(deps.routes ?? [])]) await app.register(routes, routeDeps);
   return app;

@@ -4,6 +4,7 @@ import type { Database } from '../db/database.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
+import type { StreamHub } from '../stream/hub.ts';
 
 /** What the HTTP layer is built from; the composition root supplies the adapters. */
 export interface AppDeps {
@@ -19,6 +20,8 @@ export interface AppDeps {
   readonly queue?: JobQueue;
   /** Where export files are stored; without it downloads answer 503. */
   readonly store?: ObjectStore;
+  /** The process's live-stream listener; without it the stream route makes its own. */
+  readonly stream?: StreamHub;
 }
 
 /** What a route plugin receives as its options. */
@@ -30,6 +33,7 @@ export interface RouteDeps {
   readonly now?: () => Date;
   readonly queue?: JobQueue;
   readonly store?: ObjectStore;
+  readonly stream?: StreamHub;
 }
 
 /**
