@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import { ROLE_ACTIONS } from '../src/auth/policy.ts';
@@ -560,6 +561,16 @@ describe('live stream across two API processes on postgres', () => {
     expect(names(got)).toEqual(['conversation_started', 'message_created']);
     expect(data(got[1]!).message_content).toBe('hello from A');
     expect(a.hub.stats().live).toBe(0);
+
+    // The listening connection is cut: it reconnects and catches up on what it missed.
+    const cut = await sql<{ pid: number }>`
+      SELECT pid FROM pg_stat_activity WHERE query = ${`LISTEN "ferry_stream_${t.schema}"`}`.execute(
+      t.database.db,
+    );
+    expect(cut.rows.length).toBe(1); // B's; A's listener starts with its first subscriber
+    await sql`SELECT pg_terminate_backend(${cut.rows[0]!.pid})`.execute(t.database.db);
+    const later = await insertConversation(t.database, tenant, { siteId: tenant.sites.b.id });
+    expect(data((await events(client, 1, later))[0]!).site_url).toBe(tenant.sites.b.url);
     client.close();
   });
 });
