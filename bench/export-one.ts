@@ -48,7 +48,7 @@ if (job.package) {
     pkg.add(`${job.dataset}.${job.format}`, pass),
   ]);
   const done = await pkg.finish();
-  await new Promise<void>((resolve) => out.once('close', () => resolve()));
+  if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
   records = outcome.records;
   bytes = done.bytes;
 } else {

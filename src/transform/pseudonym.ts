@@ -29,9 +29,8 @@ export function pseudonymToken(value: string, key: string): string {
   return `anon_${digest(value, key).slice(0, 16)}`;
 }
 
-/** The hash shaped as a version-8 UUID (RFC 9562 variant), for uuid identifiers. */
+/** The first 16 bytes of the hash as a UUID, for uuid identifiers. */
 export function pseudonymUuid(value: string, key: string): string {
   const h = digest(value, key);
-  const variant = '89ab'[Number.parseInt(h[16]!, 16) & 3];
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }

@@ -296,14 +296,27 @@ DECLARE
   v_word text;
   v_escaped text[] := '{}';
   v_alternatives text[] := '{}';
+  v_lower text;
+  v_candidate boolean := false;
 BEGIN
   IF v_out IS NULL THEN
     RETURN NULL;
   END IF;
-  IF btrim(subject_email) <> '' THEN
+  -- Most texts never mention their subject: a plain substring test on the lowered text
+  -- decides whether the (per-row, uncached) regular expressions are needed at all.
+  v_lower := lower(v_out);
+  IF btrim(subject_email) <> '' AND strpos(v_lower, lower(btrim(subject_email))) > 0 THEN
     v_out := regexp_replace(v_out, regexp_replace(btrim(subject_email), ${P.regexSpecial}, '\\\&', 'g'), '[email]', 'gi');
   END IF;
-  IF btrim(subject_name, E' \t\r\n,') <> '' THEN
+  v_candidate := btrim(coalesce(subject_name, ''), E' \t\r\n,') <> ''
+    AND strpos(v_lower, lower(btrim(subject_name, E' \t\r\n,'))) > 0;
+  FOREACH v_word IN ARRAY regexp_split_to_array(lower(btrim(coalesce(subject_name, ''), E' \t\r\n,')), ${P.nameSeparator}) LOOP
+    IF length(v_word) >= 3 AND strpos(v_lower, v_word) > 0 THEN
+      v_candidate := true;
+      EXIT;
+    END IF;
+  END LOOP;
+  IF v_candidate THEN
     v_words := regexp_split_to_array(btrim(subject_name, E' \t\r\n,'), ${P.nameSeparator});
     FOREACH v_word IN ARRAY v_words LOOP
       v_escaped := v_escaped || regexp_replace(v_word, ${P.regexSpecial}, '\\\&', 'g');
@@ -473,12 +486,11 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
   SELECT 'anon_' || left(encode(sha256(convert_to(key || value, 'UTF8')), 'hex'), 16)
 $$;
 
--- The same hash shaped as a UUID (version 8, RFC 9562 variant) for uuid-typed identifiers.
+-- The same hash as a UUID: its first 16 bytes. One expression, so PostgreSQL inlines the
+-- function into the export query instead of calling it row by row.
 CREATE OR REPLACE FUNCTION ferry_token_uuid(value text, key text) RETURNS uuid
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT (substr(h.hex, 1, 12) || '8' || substr(h.hex, 14, 3)
-    || translate(substr(h.hex, 17, 1), '0123456789abcdef', '89ab89ab89ab89ab') || substr(h.hex, 18, 15))::uuid
-  FROM (SELECT encode(sha256(convert_to(key || value, 'UTF8')), 'hex') AS hex) AS h
+  SELECT encode(substring(sha256(convert_to(key || value, 'UTF8')) FROM 1 FOR 16), 'hex')::uuid
 $$;
 
 -- Spreadsheet formula guard for text cells: a leading = + - @ tab or CR (or their full-width
