@@ -159,7 +159,7 @@ export function describeTreatment(field: AnonymizableField, level: PiiLevel): st
     case 'pseudonymized':
       return field.pii === 'session' && field.type !== 'uuid' && field.type !== 'uuid[]'
         ? 'Pseudonymized: anon_ and 16 hex characters of a keyed hash, stable within this export only.'
-        : 'Pseudonymized: a version-8 UUID from a keyed hash, stable within this export only.';
+        : 'Pseudonymized: a UUID from a keyed hash, stable within this export only.';
     case 'rounded_to_hour':
       return 'Rounded down to the hour (UTC).';
     case 'scrubbed':
