@@ -14,14 +14,14 @@ export type ParquetCodec = (typeof PARQUET_CODECS)[number];
 export interface ParquetOptions {
   /** Page compression. SNAPPY (default) is read by every Parquet reader; ZSTD is smaller. */
   readonly codec?: ParquetCodec;
-  /** A row group closes after this many rows (default 65,536). */
+  /** A row group closes after this many rows (default 32,768). */
   readonly rowGroupRows?: number;
-  /** ...or once this many bytes of NDJSON input are buffered (default 32 MiB), whichever comes first. */
+  /** ...or once this many bytes of NDJSON input are buffered (default 8 MiB), whichever comes first. */
   readonly rowGroupBytes?: number;
 }
 
-export const DEFAULT_ROW_GROUP_ROWS = 65_536;
-export const DEFAULT_ROW_GROUP_BYTES = 32 * 1024 * 1024;
+export const DEFAULT_ROW_GROUP_ROWS = 32_768;
+export const DEFAULT_ROW_GROUP_BYTES = 8 * 1024 * 1024;
 
 /**
  * Receives the encoder's bytes. hyparquet-writer calls `flush()` after every row
@@ -55,8 +55,8 @@ class SinkWriter extends ByteWriter {
  * Encodes rows (parsed NDJSON objects) into one Parquet file, row group by row group.
  *
  * Memory bound: the rows of the open row group are held column by column, at most
- * `rowGroupRows` rows or about `rowGroupBytes` of input text (default 65,536 rows /
- * 32 MiB); encoding a group briefly holds its values, encoded pages and compressed
+ * `rowGroupRows` rows or about `rowGroupBytes` of input text (default 32,768 rows /
+ * 8 MiB); encoding a group briefly holds its values, encoded pages and compressed
  * bytes together. Nothing else grows with the row count, so the heap stays at a small
  * multiple of `rowGroupBytes`: with the defaults, 200,000 message rows and 100,000
  * 2.7 KB rows each ran within `--max-old-space-size=70` (a 70 MB JavaScript heap).
