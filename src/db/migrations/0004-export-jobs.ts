@@ -43,7 +43,7 @@ CREATE TABLE export_requests (
 
 CREATE INDEX export_requests_tenant_created_idx ON export_requests (tenant_id, created_at DESC, id DESC);
 CREATE INDEX export_requests_expiry_idx ON export_requests (expires_at) WHERE status = 'completed';
-CREATE INDEX export_requests_active_idx ON export_requests (created_at)
+CREATE INDEX export_requests_active_idx ON export_requests (tenant_id, status)
   WHERE status IN ('queued', 'running', 'packaging');
 
 CREATE TABLE export_files (
