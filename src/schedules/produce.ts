@@ -216,28 +216,53 @@ export async function produceFile(deps: ProduceDeps, input: ProduceInput): Promi
   const attemptId = randomUUID();
   const exportConfig = exportConfigOf(config, spec, run.due_at);
   const jobs = exportJobs(deps.database);
-  await tenantExports(deps.database, tenant.id).insert({
-    id: exportId,
-    tenantId: tenant.id,
-    actor: `schedule:${run.schedule_id}`,
-    apiKeyId: null,
-    teamMemberId: null,
-    config: exportConfig,
-    retentionDays: config.retention.local_days,
-    maxFileBytes: limits.maxFileBytes,
-    repeatOf: null,
-    createdAt: now,
-  });
   const file: RunFile = {
     key: spec.key,
     datasets: spec.datasets.map((d) => d.dataset),
     export_id: exportId,
     state: 'producing',
   };
+  // The run names the export before it exists: an attempt that dies anywhere after this
+  // leaves the next one enough to fail the export row and remove its bytes.
   await input.onStarted(file);
-  if (!(await jobs.claim(exportId, attemptId, now)))
-    throw new FerryError('internal', `the export ${exportId} of a scheduled run could not be started`);
+  let claimed = false;
+  try {
+    await tenantExports(deps.database, tenant.id).insert({
+      id: exportId,
+      tenantId: tenant.id,
+      actor: `schedule:${run.schedule_id}`,
+      apiKeyId: null,
+      teamMemberId: null,
+      config: exportConfig,
+      retentionDays: config.retention.local_days,
+      maxFileBytes: limits.maxFileBytes,
+      repeatOf: null,
+      createdAt: now,
+    });
+    claimed = (await jobs.claim(exportId, attemptId, now)) !== undefined;
+    if (!claimed)
+      throw new FerryError('internal', `the export ${exportId} of a scheduled run could not be started`);
+    return await writeFile(deps, input, { file, exportId, attemptId, exportConfig, now });
+  } catch (err) {
+    await abandonFile(deps, tenant.id, exportId, claimed ? attemptId : null, err);
+    throw err;
+  }
+}
 
+interface FileContext {
+  readonly file: RunFile;
+  readonly exportId: string;
+  /** The lease of the export row (its attempt id) and the folder of its bytes. */
+  readonly attemptId: string;
+  readonly exportConfig: ExportConfig;
+  readonly now: Date;
+}
+
+/** Streams the file into the store, checks it, commits it, and records it on the export row. */
+async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContext): Promise<RunFile> {
+  const { run, config, tenant, limits, spec } = input;
+  const { file, exportId, attemptId, exportConfig, now } = ctx;
+  const jobs = exportJobs(deps.database);
   const made = fileSpec(exportConfig, run.due_at);
   const extension = made.name.slice(made.name.indexOf('.'));
   const base = spec.key === 'package' ? slug(config.name) : spec.key;
@@ -338,7 +363,7 @@ export async function produceFile(deps: ProduceDeps, input: ProduceInput): Promi
   });
 
   const [produced, stored] = await Promise.allSettled([producing, putting]);
-  try {
+  {
     if (produced.status === 'rejected' || stored.status === 'rejected') {
       if (stored.status === 'fulfilled') await stored.value.discard().catch(() => {});
       if (input.signal.aborted) throw input.signal.reason;
@@ -398,9 +423,6 @@ export async function produceFile(deps: ProduceDeps, input: ProduceInput): Promi
       ...(Object.keys(cursors).length ? { cursors } : {}),
       expires_at: expiresAt.toISOString(),
     };
-  } catch (err) {
-    await abandonFile(deps, tenant.id, exportId, attemptId, err);
-    throw err;
   }
 }
 
