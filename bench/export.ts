@@ -112,7 +112,7 @@ function referenceSeconds(schema: string, tenant: string, file: string): number 
   const query = buildExportQuery(REFERENCE_DATAMAP.datasets.messages!, request, {
     timezone: 'UTC',
     dayZone: 'UTC',
-    anonymizeKey: '00',
+    anonymizeKey: '0'.repeat(32),
     input: 'csv',
   });
   const statement = copySql(query)

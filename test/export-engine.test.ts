@@ -360,6 +360,22 @@ for (const dialect of DIALECTS) {
       for (const h of hashes) expect(account).not.toContain(h.password_hash);
     });
 
+    it('estimates the row count up front, for anonymized exports too', async () => {
+      const seen: (number | null)[] = [];
+      const { out } = sink();
+      const outcome = await exportDataset(
+        t.database,
+        parseExportRequest({ tenantId, dataset: 'messages', pii: 'complete' }),
+        out,
+        {
+          estimate: true,
+          onProgress: (p) => seen.push(p.estimatedRecords),
+        },
+      );
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((n) => n === outcome.records)).toBe(true);
+    });
+
     it('compresses with gzip and zstd into streams that decompress to the plain export', async () => {
       const zlib = await import('node:zlib');
       const plain = (await run(t, { tenantId, dataset: 'messages', format: 'csv' })).body.toString('utf8');

@@ -37,8 +37,15 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'schedules:read',
     'stream:read',
   ],
-  analyst: ['exports:create', 'exports:read', 'exports:download', 'schedules:manage', 'schedules:read'],
-  agent: ['exports:create', 'exports:read', 'exports:download'],
+  analyst: [
+    'exports:create',
+    'exports:read',
+    'exports:download',
+    'schedules:manage',
+    'schedules:read',
+    'stream:read',
+  ],
+  agent: ['exports:create', 'exports:read', 'exports:download', 'stream:read'],
 };
 
 /** Every dataset the policy knows, Ferry's own `audit_log` included. */

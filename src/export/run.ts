@@ -131,7 +131,7 @@ export async function estimateRows(
   zones: Zones,
 ): Promise<number> {
   const dataset = datasetOf(request);
-  const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '00', input: 'csv' });
+  const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
   const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(
     database.db,
   );

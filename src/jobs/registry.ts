@@ -1,11 +1,17 @@
 import { EXPORT_JOBS } from '../exports/jobs.ts';
 import { SCHEDULE_JOBS } from '../schedules/jobs.ts';
+import { STREAM_JOBS } from '../stream/jobs.ts';
 import { WEBHOOK_JOBS } from '../webhooks/jobs.ts';
 import type { JobQueue } from './queue.ts';
 import type { FerryJob, JobContext, JobDefinition } from './types.ts';
 
 /** Every kind of job Ferry runs. A new job is a definition (src/<area>/jobs.ts) listed here. */
-export const JOBS: readonly JobDefinition[] = [...EXPORT_JOBS, ...WEBHOOK_JOBS, ...SCHEDULE_JOBS];
+export const JOBS: readonly JobDefinition[] = [
+  ...EXPORT_JOBS,
+  ...WEBHOOK_JOBS,
+  ...SCHEDULE_JOBS,
+  ...STREAM_JOBS,
+];
 
 /** How often an idle worker asks for work. */
 const POLL_SECONDS = 1;

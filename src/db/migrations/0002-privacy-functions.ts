@@ -285,6 +285,37 @@ BEGIN
 END
 $$;
 
+-- Whether a text may mention its subject: a plain substring test of the lowered text for the
+-- email, the full name and each name word of 3 or more characters. Most texts never mention
+-- their subject, and this spares them the per-row (uncached) regular expressions.
+CREATE OR REPLACE FUNCTION ferry_mentions_subject(txt text, subject_name text, subject_email text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  v_lower text := lower(txt);
+  v_name text := lower(btrim(coalesce(subject_name, ''), E' \t\r\n,'));
+  v_word text;
+BEGIN
+  IF txt IS NULL THEN
+    RETURN false;
+  END IF;
+  IF btrim(coalesce(subject_email, '')) <> '' AND strpos(v_lower, lower(btrim(subject_email))) > 0 THEN
+    RETURN true;
+  END IF;
+  IF v_name = '' THEN
+    RETURN false;
+  END IF;
+  IF strpos(v_lower, v_name) > 0 THEN
+    RETURN true;
+  END IF;
+  FOREACH v_word IN ARRAY regexp_split_to_array(v_name, ${P.nameSeparator}) LOOP
+    IF length(v_word) >= 3 AND strpos(v_lower, v_word) > 0 THEN
+      RETURN true;
+    END IF;
+  END LOOP;
+  RETURN false;
+END
+$$;
+
 -- The row's own data subject, found by value: their email, and in one pass their full name
 -- and each word of the name with 3 or more characters that is not a particle or title (van,
 -- der, dr.). The full name comes first: at any position it is the longest alternative.
@@ -296,26 +327,18 @@ DECLARE
   v_word text;
   v_escaped text[] := '{}';
   v_alternatives text[] := '{}';
-  v_lower text;
   v_candidate boolean := false;
 BEGIN
   IF v_out IS NULL THEN
     RETURN NULL;
   END IF;
-  -- Most texts never mention their subject: a plain substring test on the lowered text
-  -- decides whether the (per-row, uncached) regular expressions are needed at all.
-  v_lower := lower(v_out);
-  IF btrim(subject_email) <> '' AND strpos(v_lower, lower(btrim(subject_email))) > 0 THEN
+  IF NOT ferry_mentions_subject(v_out, subject_name, subject_email) THEN
+    RETURN v_out;
+  END IF;
+  IF btrim(subject_email) <> '' THEN
     v_out := regexp_replace(v_out, regexp_replace(btrim(subject_email), ${P.regexSpecial}, '\\\&', 'g'), '[email]', 'gi');
   END IF;
-  v_candidate := btrim(coalesce(subject_name, ''), E' \t\r\n,') <> ''
-    AND strpos(v_lower, lower(btrim(subject_name, E' \t\r\n,'))) > 0;
-  FOREACH v_word IN ARRAY regexp_split_to_array(lower(btrim(coalesce(subject_name, ''), E' \t\r\n,')), ${P.nameSeparator}) LOOP
-    IF length(v_word) >= 3 AND strpos(v_lower, v_word) > 0 THEN
-      v_candidate := true;
-      EXIT;
-    END IF;
-  END LOOP;
+  v_candidate := btrim(coalesce(subject_name, ''), E' \t\r\n,') <> '';
   IF v_candidate THEN
     v_words := regexp_split_to_array(btrim(subject_name, E' \t\r\n,'), ${P.nameSeparator});
     FOREACH v_word IN ARRAY v_words LOOP
@@ -412,7 +435,7 @@ BEGIN
   END IF;
   v_text := doc::text;
   IF v_text ~ ${P.cardGate} OR v_text ~ ${P.phoneGate}
-    OR subject_name IS NOT NULL OR subject_email IS NOT NULL OR strpos(v_text, '@') > 0
+    OR strpos(v_text, '@') > 0 OR ferry_mentions_subject(v_text, subject_name, subject_email)
     OR (lvl >= 2 AND (v_text ~ ${P.ipv6Gate} OR v_text ~ ${P.ipv4Gate})) THEN
     RETURN ferry_scrub_json(doc, lvl, subject_name, subject_email);
   END IF;
