@@ -197,7 +197,7 @@ for (const dialect of DIALECTS) {
           await page.waitForFunction(() => document.querySelectorAll('tr.conversation-row').length > 0);
           expect(await page.locator('tr.conversation-row').count()).toBe(40);
           await page.locator('tr.conversation-row').first().click();
-          await page.waitForFunction(() => document.body.innerText.includes('Conversation id'));
+          await page.waitForFunction(() => document.body.textContent?.includes('Conversation id'));
           // The transcript shows the first conversation's messages as stored.
           const first = await t.database.db
             .selectFrom('conversations')
@@ -212,7 +212,7 @@ for (const dialect of DIALECTS) {
             .where('conversation_id', '=', first.id)
             .orderBy('created_at')
             .executeTakeFirstOrThrow();
-          const text = await page.locator('body').innerText();
+          const text = (await page.locator('body').textContent()) ?? '';
           expect(text).toContain(first.id);
           expect(text).toContain(message.content.split('\n')[0]!.trim());
           expect(errors).toEqual([]);

@@ -1,6 +1,6 @@
 import type { DataMap } from './types.ts';
 
-const escape = (s: string) => s.replaceAll('|', '\\|').replaceAll('\n', ' ');
+const escapeCell = (s: string) => s.replaceAll('|', '\\|').replaceAll('\n', ' ');
 
 /** The data dictionary as Markdown: every dataset and column, then every table. Shipped in packages and in docs/. */
 export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: readonly string[] } = {}): string {
@@ -16,21 +16,40 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
   for (const d of Object.values(map.datasets)) {
     if (options.datasets && !options.datasets.includes(d.name)) continue;
     out.push(`### ${d.name}`, '', d.description, '', `Formats: ${d.formats.join(', ')}.`, '');
-    if (d.filters.length) out.push(`Filters: ${d.filters.map((f) => `\`${f.name}\` (${f.description.replace(/\.$/, '')})`).join('; ')}.`, '');
+    if (d.filters.length)
+      out.push(
+        `Filters: ${d.filters.map((f) => `\`${f.name}\` (${f.description.replace(/\.$/, '')})`).join('; ')}.`,
+        '',
+      );
     out.push('| column | type | class | description |', '|---|---|---|---|');
-    for (const f of d.fields) out.push(`| ${f.name} | ${f.type} | ${f.pii ? `${f.class} (${f.pii})` : f.class} | ${escape(f.description)} |`);
+    for (const f of d.fields)
+      out.push(
+        `| ${f.name} | ${f.type} | ${f.pii ? `${f.class} (${f.pii})` : f.class} | ${escapeCell(f.description)} |`,
+      );
     out.push('');
   }
   if (options.datasets) return out.join('\n');
   out.push('## Reference tables', '');
   for (const [name, t] of Object.entries(map.tables)) {
-    const retention = t.retention.days === null ? t.retention.note : `${t.retention.days} days: ${t.retention.note}`;
+    const retention =
+      t.retention.days === null ? t.retention.note : `${t.retention.days} days: ${t.retention.note}`;
     out.push(`### ${name}`, '', t.description, '');
-    out.push(`Tenant key: ${t.tenantKey ?? '-'}. Time column: ${t.timeColumn ?? '-'}. Retention: ${retention}`, '');
-    if (t.subjectLinks.length) out.push(`Data subjects: ${t.subjectLinks.map((l) => `${l.column} → ${l.subject} (by ${l.by})`).join(', ')}.`, '');
-    if (t.relations.length) out.push(`Relations: ${t.relations.map((r) => `${r.column} → ${r.references}`).join(', ')}.`, '');
+    out.push(
+      `Tenant key: ${t.tenantKey ?? '-'}. Time column: ${t.timeColumn ?? '-'}. Retention: ${retention}`,
+      '',
+    );
+    if (t.subjectLinks.length)
+      out.push(
+        `Data subjects: ${t.subjectLinks.map((l) => `${l.column} → ${l.subject} (by ${l.by})`).join(', ')}.`,
+        '',
+      );
+    if (t.relations.length)
+      out.push(`Relations: ${t.relations.map((r) => `${r.column} → ${r.references}`).join(', ')}.`, '');
     out.push('| column | type | class | description |', '|---|---|---|---|');
-    for (const [col, c] of Object.entries(t.columns)) out.push(`| ${col} | ${c.type} | ${c.pii ? `${c.class} (${c.pii})` : c.class} | ${escape(c.description)} |`);
+    for (const [col, c] of Object.entries(t.columns))
+      out.push(
+        `| ${col} | ${c.type} | ${c.pii ? `${c.class} (${c.pii})` : c.class} | ${escapeCell(c.description)} |`,
+      );
     out.push('');
   }
   return out.join('\n');
