@@ -285,6 +285,8 @@ interface PageCursor {
   owner: string;
   key: KeyValues;
   session: string;
+  /** Rows counted when the walk started, so later pages need not count again. */
+  total: number | null;
 }
 
 function readPageCursor(text: string, owner: string, keyLength: number): PageCursor {
@@ -301,11 +303,12 @@ function readPageCursor(text: string, owner: string, keyLength: number): PageCur
     throw invalid('cursor', 'is not a page cursor issued by Ferry (pass X-Next-Cursor back unchanged)');
   if (token.o !== owner)
     throw invalid('cursor', 'was issued for another dataset or account; start again without a cursor');
-  return { owner, key: key as string[], session: token.s };
+  const total = typeof token.n === 'number' && Number.isInteger(token.n) && token.n >= 0 ? token.n : null;
+  return { owner, key: key as string[], session: token.s, total };
 }
 
-function pageCursor(owner: string, key: KeyValues, session: string): string {
-  return encodeToken({ v: 1, t: 'page', o: owner, k: key, s: session });
+function pageCursor(owner: string, key: KeyValues, session: string, total: number): string {
+  return encodeToken({ v: 1, t: 'page', o: owner, k: key, s: session, n: total });
 }
 
 /**
@@ -339,7 +342,9 @@ export async function planPage(
   let bounds: { last: KeyValues | null; more: boolean };
   let total: number;
   try {
-    total = await countRows(database, query);
+    // A cursor walk counts once, on its first page: counting every page would cost a scan
+    // of the whole dataset per page.
+    total = given?.total ?? (await countRows(database, query));
     let beyond = false;
     if (options.page !== undefined && options.page > 1) {
       const previous = await keysAt(database, query, {}, { offset: (options.page - 1) * size - 1, limit: 1 });
@@ -353,7 +358,7 @@ export async function planPage(
     throw err;
   }
   const resumeAt = bounds.last ?? after;
-  const nextCursor = resumeAt ? pageCursor(owner, resumeAt, session) : null;
+  const nextCursor = resumeAt ? pageCursor(owner, resumeAt, session, total) : null;
   const pageCount = Math.ceil(total / size);
   const fields = selectedFields(dataset, scoped);
   const metadata = {
