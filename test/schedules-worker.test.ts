@@ -19,7 +19,7 @@ import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig, bearer } from './auth-fixtures.ts';
-import { s3Objects, settle, startTcpRelay, type TcpRelay, until } from './schedules-fixtures.ts';
+import { s3Objects, startTcpRelay, type TcpRelay, until } from './schedules-fixtures.ts';
 import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
@@ -191,7 +191,6 @@ describe('a worker killed during a scheduled run', () => {
         .join('')
         .slice(-4000);
 
-    await settle(t.database);
     // The SFTP server hangs: the run will be stuck delivering there.
     relay.mode = 'hang';
     const queued = await app.inject({
