@@ -197,7 +197,11 @@ for (const dialect of DIALECTS) {
         .set({ plan: 'starter' })
         .where('id', '=', h.other.id)
         .execute();
-      for (let i = 0; i < 10; i++) await requestExport(h.app, h.otherKeys.admin, { datasets: ['sites'] });
+      // One at a time: the starter plan also runs only one export job at once.
+      for (let i = 0; i < 10; i++) {
+        const created = await requestExport(h.app, h.otherKeys.admin, { datasets: ['sites'] });
+        await waitForExport(h.app, h.otherKeys.admin, created.id);
+      }
       const res = await h.app.inject({
         method: 'POST',
         url: '/api/v1/exports',
