@@ -124,9 +124,14 @@ function printBanner(input: {
     '',
     'Next steps:',
     `  curl ${url}/healthz`,
-    '  npx ferry tenants     list tenants',
     '  npx ferry datamap     every dataset, column and privacy class Ferry can export',
     '  Ctrl-C (SIGINT) or SIGTERM stops the server after in-flight requests finish',
+    ...(!config.databaseUrl
+      ? [
+          '  The embedded database serves one process: stop the server before other ferry commands',
+          '  (ferry tenants, ferry keys create, ...), or run on PostgreSQL with DATABASE_URL.',
+        ]
+      : ['  npx ferry tenants     list tenants']),
     '',
   );
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Config } from '../config/config.ts';
 import type { Database } from './database.ts';
 import { migrateToLatest } from './migrate.ts';
+import { lockDataDir } from './pglite-lock.ts';
 import { pgliteDatabase } from './pglite-database.ts';
 import { postgresDatabase } from './postgres-database.ts';
 
@@ -18,7 +19,23 @@ export async function openDatabase(
   } else {
     const dir = path.join(config.dataDir, 'pglite');
     mkdirSync(dir, { recursive: true });
-    database = await pgliteDatabase({ dataDir: dir });
+    const unlock = lockDataDir(config.dataDir);
+    try {
+      const embedded = await pgliteDatabase({ dataDir: dir });
+      database = {
+        ...embedded,
+        close: async () => {
+          try {
+            await embedded.close();
+          } finally {
+            unlock();
+          }
+        },
+      };
+    } catch (err) {
+      unlock();
+      throw err;
+    }
   }
   if (options.migrate ?? true) await migrateToLatest(database.db);
   return database;

@@ -176,6 +176,13 @@ export const ERRORS = {
       'The workers running an export stopped (crashed, were killed or lost the database) more often than ' +
       'the retry limit allows, so the export was given up. No partial file is kept; repeat the export.',
   },
+  database_in_use: {
+    status: 503,
+    title: 'Database in use',
+    description:
+      'The embedded database (PGlite) is open in another Ferry process; it serves one process at a ' +
+      'time. Stop the other process, or run Ferry on PostgreSQL to share one database.',
+  },
   service_unavailable: {
     status: 503,
     title: 'Service unavailable',
