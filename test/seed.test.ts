@@ -280,3 +280,18 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('seed ids', () => {
+  it('gives every conversation of 3 × 20,000 a distinct id (item streams have 128-bit seeds)', async () => {
+    const { buildTenant } = await import('../src/seed/tenant.ts');
+    const { planConversation, CountDistribution } = await import('../src/seed/conversation-plan.ts');
+    const window = { since: Date.parse('2026-06-01'), until: Date.parse('2026-11-01') };
+    const counts = new CountDistribution(8);
+    const ids = new Set<string>();
+    for (let ordinal = 1; ordinal <= 3; ordinal++) {
+      const tenant = buildTenant(7, ordinal, 20_000, window);
+      for (let i = 0; i < 20_000; i++) ids.add(planConversation(tenant, i, counts).id);
+    }
+    expect(ids.size).toBe(60_000);
+  });
+});

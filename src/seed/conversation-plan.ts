@@ -206,7 +206,7 @@ export function planConversation(
   index: number,
   counts: CountDistribution,
 ): ConversationPlan {
-  const rng = new Rng(mix(ctx.seed, index, S.plan));
+  const rng = Rng.of(ctx.seed, index, S.plan);
   const { since, until } = ctx.window;
   const id = rng.uuid();
   const siteIndex = rng.int(ctx.sites.length);

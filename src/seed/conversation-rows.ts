@@ -90,7 +90,7 @@ const NOTES = [
 ];
 
 export function conversationRow(ctx: TenantContext, plan: ConversationPlan): string {
-  const rng = new Rng(mix(ctx.seed, plan.index, S.extras));
+  const rng = Rng.of(ctx.seed, plan.index, S.extras);
   const site = ctx.sites[plan.siteIndex]!;
   const agent = plan.agentIndex >= 0 ? ctx.agents[plan.agentIndex]! : null;
   const c = plan.customer;
@@ -230,7 +230,7 @@ function sources(ctx: TenantContext, rng: Rng, intent: Intent, language: Languag
 
 /** All message rows of a conversation, as one CSV string. */
 export function messageRows(ctx: TenantContext, plan: ConversationPlan): string {
-  const rng = new Rng(mix(ctx.seed, plan.index, S.text));
+  const rng = Rng.of(ctx.seed, plan.index, S.text);
   const lang = COMPILED[plan.language];
   const c = plan.customer;
   const agent = plan.agentIndex >= 0 ? ctx.agents[plan.agentIndex]! : null;
@@ -274,7 +274,10 @@ export function messageRows(ctx: TenantContext, plan: ConversationPlan): string 
     let fields: string;
     if (who === CUSTOMER) {
       used.length = 0;
-      if (rng.chance(0.004)) content = rng.pick(HOSTILE_TEXTS);
+      // Hostile values (formula prefixes, control characters, RTL marks, ...) appear at random and,
+      // so every dataset has some, in the last customer message of every 200th conversation.
+      const hostile = rng.chance(0.004) || (plan.index % 200 === 17 && i === n - 1);
+      if (hostile) content = rng.pick(HOSTILE_TEXTS);
       else if (i === 0) {
         content = fill(rng.pick(lang.questions[plan.intent]), slots, used);
         if (rng.chance(0.4)) content = `${rng.pick(lang.greetings)} ${content}`;

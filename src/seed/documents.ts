@@ -56,7 +56,7 @@ export function buildDocuments(ctx: TenantContext): void {
   const count = DOCUMENTS_PER_PLAN[ctx.plan];
   const home = COUNTRIES[ctx.profile.country]!.language;
   for (let i = 0; i < count; i++) {
-    const rng = new Rng(mix(ctx.seed, i, S.document));
+    const rng = Rng.of(ctx.seed, i, S.document);
     const intent: Intent = INTENTS[i % INTENTS.length]!;
     const category = INTENT_CATEGORY[intent];
     const language: Language =

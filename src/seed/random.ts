@@ -35,12 +35,23 @@ export class Rng {
   private c: number;
   private d: number;
 
-  constructor(seed: number) {
-    this.a = 0x9e3779b9;
-    this.b = 0x243f6a88;
-    this.c = 0xb7e15162;
+  constructor(seed: number, state: readonly [number, number, number] = [0x9e3779b9, 0x243f6a88, 0xb7e15162]) {
+    this.a = state[0] | 0;
+    this.b = state[1] | 0;
+    this.c = state[2] | 0;
     this.d = seed | 0;
     for (let i = 0; i < 12; i++) this.u32();
+  }
+
+  /**
+   * A generator for one item (a conversation, a customer, ...), its whole 128-bit state
+   * drawn from the inputs. Seeding from one 32-bit hash would make two of 60,000 items
+   * share a stream (and their ids) about every other run: the birthday bound of 2^32.
+   */
+  static of(...values: number[]): Rng {
+    // The salt goes first: mix has a 32-bit running state, so inputs that collide early
+    // would collide in every word if the salt came last.
+    return new Rng(mix(1, ...values), [mix(2, ...values), mix(3, ...values), mix(4, ...values)]);
   }
 
   /** The next 32-bit unsigned integer. */

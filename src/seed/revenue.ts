@@ -68,7 +68,12 @@ export function* revenueRows(ctx: TenantContext, counts: CountDistribution): Gen
   const jpy = ctx.profile.currency === 'JPY';
   for (const { customer, list } of visits.values()) {
     list.sort((a, b) => a.start - b.start || (a.id < b.id ? -1 : 1));
-    const rng = new Rng(mix(ctx.seed, Number.parseInt(customer.id.slice(0, 8), 16), S.revenue));
+    const rng = Rng.of(
+      ctx.seed,
+      Number.parseInt(customer.id.slice(0, 8), 16),
+      Number.parseInt(customer.id.slice(9, 13), 16),
+      S.revenue,
+    );
     const events = 1 + (rng.chance(0.3) ? 1 : 0) + (rng.chance(0.1) ? 1 : 0);
     for (let e = 0; e < events; e++) {
       const anchor = rng.pick(list);

@@ -75,7 +75,7 @@ export const CONSENT_TABLE: TableRows = {
     const [from, to] = slice(ctx.customerCount, part, parts);
     for (let i = from; i < to; i++) {
       const c = customerAt(ctx, i);
-      const rng = new Rng(mix(ctx.seed, i, S.consent));
+      const rng = Rng.of(ctx.seed, i, S.consent);
       const source = rng.pick(CONSENT_SOURCES);
       const ip = ipAddress(rng);
       for (const [purpose, asked, granted] of PURPOSES) {
@@ -149,7 +149,7 @@ export const CHUNK_TABLE: TableRows = {
       const d = ctx.documents[di]!;
       const chunks = chunkContent(d.content);
       for (let k = 0; k < chunks.length; k++) {
-        const rng = new Rng(mix(ctx.seed, di, k, S.chunk));
+        const rng = Rng.of(ctx.seed, di, k, S.chunk);
         const v = Array.from({ length: 16 }, () => rng.next() * 2 - 1);
         const norm = Math.hypot(...v);
         const embedding = v.map((x) => (x / norm).toFixed(6));
@@ -169,7 +169,7 @@ export const SETTING_TABLE: TableRows = {
   table: 'settings',
   columns: ['tenant_id', 'key', 'value', 'updated_at'],
   *rows(ctx) {
-    const rng = new Rng(mix(ctx.seed, 0, S.billing));
+    const rng = Rng.of(ctx.seed, 0, S.billing);
     const home = COUNTRIES[ctx.profile.country]!.language;
     const settings: [string, unknown][] = [
       ['widget.greeting', PHRASES[home].widgetGreeting],
@@ -218,7 +218,7 @@ export function integrationTable(key: string): TableRows {
       'updated_at',
     ],
     *rows(ctx) {
-      const rng = new Rng(mix(ctx.seed, 1, S.billing));
+      const rng = Rng.of(ctx.seed, 1, S.billing);
       for (const [type, name, field, prefix] of rng.sample(INTEGRATIONS, rng.range(2, 4))) {
         const token = `${prefix}${rng.hex(16)}`;
         const config = {
@@ -236,7 +236,7 @@ export function integrationTable(key: string): TableRows {
 }
 
 function subscriptionOf(ctx: TenantContext) {
-  const rng = new Rng(mix(ctx.seed, 2, S.billing));
+  const rng = Rng.of(ctx.seed, 2, S.billing);
   const price = ctx.profile.currency === 'JPY' ? PLAN_PRICE[ctx.plan] * 150 : PLAN_PRICE[ctx.plan];
   return {
     id: rng.uuid(),
@@ -318,7 +318,7 @@ export const INVOICE_TABLE: TableRows = {
   ],
   *rows(ctx) {
     const sub = subscriptionOf(ctx);
-    const rng = new Rng(mix(ctx.seed, 3, S.billing));
+    const rng = Rng.of(ctx.seed, 3, S.billing);
     const periods = monthStarts(ctx.createdAt, ctx.window.until);
     const rate = TAX_RATE[ctx.profile.country] ?? 0;
     for (let k = 0; k < periods.length; k++) {
@@ -360,7 +360,7 @@ export const ACTIVITY_TABLE: TableRows = {
     'occurred_at',
   ],
   *rows(ctx) {
-    const rng = new Rng(mix(ctx.seed, 0, S.activity));
+    const rng = Rng.of(ctx.seed, 0, S.activity);
     for (const m of ctx.team) {
       const ip = ipAddress(rng);
       const ua = text(rng.pick(USER_AGENTS));

@@ -271,7 +271,7 @@ export function buildTenant(
 
 /** Login times of a member inside the window, oldest first. */
 function loginTimes(ctx: TenantContext, member: Member, index: number): number[] {
-  const rng = new Rng(mix(ctx.seed, index, S.team));
+  const rng = Rng.of(ctx.seed, index, S.team);
   const perDay = member.role === 'agent' ? 0.7 : member.role === 'analyst' ? 0.25 : 0.4;
   const out: number[] = [];
   const first = Math.max(ctx.window.since, member.createdAt);
@@ -299,7 +299,7 @@ export async function hashPassword(password: string, saltHex: string): Promise<s
 
 /** Customer `index` of a tenant, a pure function of (tenant, index): conversations recompute it. */
 export function customerAt(ctx: TenantContext, index: number): Customer {
-  const rng = new Rng(mix(ctx.seed, index, S.customer));
+  const rng = Rng.of(ctx.seed, index, S.customer);
   const country = COUNTRIES[ctx.profile.visitors.draw(rng)]!;
   const person = personName(rng, country.names);
   const span = ctx.window.until - ctx.window.since;
