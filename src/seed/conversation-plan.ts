@@ -1,6 +1,6 @@
 import { INTENT_TOPICS, INTENTS, type Intent, PHRASES } from './phrases.ts';
 import { COUNTRIES, ipAddress, type Language, PAGE_PATHS, REFERRERS, USER_AGENTS } from './pools.ts';
-import { mix, Rng, Weighted } from './random.ts';
+import { Rng, Weighted } from './random.ts';
 import {
   type Customer,
   customerAt,

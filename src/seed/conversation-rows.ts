@@ -9,7 +9,7 @@ import {
   PHRASES,
 } from './phrases.ts';
 import { EMAIL_DOMAINS, type Language, LANGUAGES } from './pools.ts';
-import { luhnDigit, mix, Rng, Weighted } from './random.ts';
+import { luhnDigit, Rng, Weighted } from './random.ts';
 import { MINUTE, S, type TenantContext } from './tenant.ts';
 
 export const CONVERSATION_COLUMNS = [

@@ -1,6 +1,6 @@
 import { INTENT_CATEGORY, INTENTS, type Intent, PHRASES } from './phrases.ts';
 import { COUNTRIES, type Language, LANGUAGES, type Plan } from './pools.ts';
-import { mix, Rng } from './random.ts';
+import { Rng } from './random.ts';
 import { DAY, type DocumentInfo, S, type TenantContext } from './tenant.ts';
 
 /**

@@ -2,7 +2,7 @@ import { maskSecret, sealSecret } from '../lib/secret-box.ts';
 import { bool, json, num, plainArray, text, textArray, textOrNull, ts, tsOrNull } from './csv.ts';
 import { PHRASES } from './phrases.ts';
 import { COUNTRIES, ipAddress, PLAN_PRICE, PLAN_SEATS, USER_AGENTS } from './pools.ts';
-import { mix, Rng } from './random.ts';
+import { Rng } from './random.ts';
 import { customerAt, DAY, HOUR, MINUTE, S, slice, type TenantContext, tenantLanguages } from './tenant.ts';
 
 /**
