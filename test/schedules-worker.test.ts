@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -21,39 +20,13 @@ import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig, bearer } from './auth-fixtures.ts';
 import { s3Objects, startTcpRelay, type TcpRelay, until } from './schedules-fixtures.ts';
 import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
 const SECRET = 'schedules-worker-test-secret-0123456789ab';
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-
-interface Worker {
-  child: ChildProcess;
-  output: string[];
-  exited: Promise<void>;
-}
-
-/** `npx ferry worker` in a process group of its own, so a SIGKILL takes npx and node down together. */
-function startWorker(env: Record<string, string>): Worker {
-  const child = spawn('npx', ['ferry', 'worker'], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const output: string[] = [];
-  child.stdout!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return { child, output, exited };
-}
-
-function killGroup(worker: Worker, signal: NodeJS.Signals): void {
-  if (worker.child.exitCode === null && worker.child.signalCode === null)
-    process.kill(-worker.child.pid!, signal);
-}
 
 describe('a worker killed during a scheduled run', () => {
   let t: TestDatabase;

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,34 +15,8 @@ import { createApiKey } from '../src/auth/keys.ts';
 import { authTestConfig, bearer } from './auth-fixtures.ts';
 import { type ExportJson, requestExport, SECRET, sha256, waitForExport } from './export-jobs-fixtures.ts';
 import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-
-interface Worker {
-  child: ChildProcess;
-  output: string[];
-  exited: Promise<void>;
-}
-
-/** `npx ferry worker` in a process group of its own, so a SIGKILL takes npx and node down together. */
-function startWorker(env: Record<string, string>): Worker {
-  const child = spawn('npx', ['ferry', 'worker'], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const output: string[] = [];
-  child.stdout!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return { child, output, exited };
-}
-
-function killGroup(worker: Worker, signal: NodeJS.Signals): void {
-  if (worker.child.exitCode === null && worker.child.signalCode === null)
-    process.kill(-worker.child.pid!, signal);
-}
 
 interface Row {
   status: string;
