@@ -92,6 +92,13 @@ export const ERRORS = {
     title: 'Unsupported media type',
     description: 'The request body has a Content-Type this endpoint does not accept (usually it wants JSON).',
   },
+  upgrade_required: {
+    status: 426,
+    title: 'Upgrade required',
+    description:
+      'The endpoint is a WebSocket (the live stream): connect with `Upgrade: websocket` instead of a ' +
+      'plain HTTP request.',
+  },
   idempotency_key_reused: {
     status: 422,
     title: 'Idempotency key reused',

@@ -15,6 +15,8 @@ export function installErrorHandling(app: FastifyInstance): void {
     const body = toProblem(error, request);
     if (body.status >= 500) request.log.error({ err: error, code: body.code }, 'request failed');
     else request.log.info({ code: body.code, detail: body.detail }, 'request rejected');
+    // The problem replaces the body the handler was preparing: its encoding and file name go with it.
+    reply.removeHeader('content-encoding').removeHeader('content-disposition');
     return sendProblem(reply, body);
   });
 

@@ -54,16 +54,20 @@ export const ProblemSchema = Type.Object(
 );
 export type Problem = Static<typeof ProblemSchema>;
 
+/** The route `response` entry of a problem status, documented as `application/problem+json`. */
+export function problemResponse(status: number) {
+  return {
+    description: errorTitleForStatus(status),
+    content: { [PROBLEM_CONTENT_TYPE]: { schema: Type.Ref('Problem') } },
+  };
+}
+
 /** Route `response` entries for problem statuses, documented as `application/problem+json`. */
 export function problemResponses(...statuses: number[]) {
-  const entries = statuses.map((status) => [
-    status,
-    {
-      description: errorTitleForStatus(status),
-      content: { [PROBLEM_CONTENT_TYPE]: { schema: Type.Ref('Problem') } },
-    },
-  ]);
-  return Object.fromEntries(entries) as Record<number, unknown>;
+  return Object.fromEntries(statuses.map((status) => [status, problemResponse(status)])) as Record<
+    number,
+    unknown
+  >;
 }
 
 function errorTitleForStatus(status: number): string {

@@ -7,7 +7,8 @@ import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '.
 import { assertDownloadable } from '../../exports/service.ts';
 import { FerryError } from '../../lib/errors.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';
-import { problemResponses } from '../problem.ts';
+import { problemResponse, problemResponses } from '../problem.ts';
+import { responseHeaders } from '../responses.ts';
 import type { RouteDeps, RoutePlugin } from '../types.ts';
 
 const Params = Type.Object({
@@ -18,7 +19,28 @@ const Query = Type.Object({
   expires: Type.String({ maxLength: 20, description: 'Expiry of the link, in Unix seconds' }),
   signature: Type.String({ maxLength: 128, description: 'HMAC-SHA256 signature of the link' }),
 });
-const Binary = Type.Unsafe<unknown>({ type: 'string', format: 'binary' });
+const RangeHeaders = Type.Object({
+  range: Type.Optional(
+    Type.String({ maxLength: 200, description: 'One byte range, `bytes=first-` or `bytes=first-last`' }),
+  ),
+  'if-range': Type.Optional(
+    Type.String({
+      maxLength: 200,
+      description: 'The ETag: the range applies only while the file is unchanged',
+    }),
+  ),
+});
+/** The file as stored: its own content type (text/csv, application/gzip, application/zip, ...). */
+const File = { '*/*': { schema: Type.Unsafe<unknown>({ type: 'string', format: 'binary' }) } };
+const FILE_HEADERS = [
+  'Content-Disposition',
+  'Content-Length',
+  'Accept-Ranges',
+  'ETag',
+  'Repr-Digest',
+  'Cache-Control',
+  'X-Content-Type-Options',
+] as const;
 
 interface Resolved {
   row: ExportRow;
@@ -75,10 +97,19 @@ export const downloadRoutes: RoutePlugin = async (app, deps) => {
       'The URL from `GET /api/v1/exports/{id}/download`. Send `Range: bytes=N-` to resume a broken download.',
     params: Params,
     querystring: Query,
+    headers: RangeHeaders,
     response: {
-      200: Binary,
-      206: Binary,
-      ...problemResponses(403, 410, 416, 503),
+      200: { description: 'The whole file', headers: responseHeaders(...FILE_HEADERS), content: File },
+      206: {
+        description: 'The requested byte range of the file',
+        headers: responseHeaders(...FILE_HEADERS, 'Content-Range'),
+        content: File,
+      },
+      416: {
+        ...problemResponse(416),
+        headers: responseHeaders('Accept-Ranges', 'Content-Range'),
+      },
+      ...problemResponses(400, 403, 410, 503),
     },
   };
 
@@ -123,7 +154,20 @@ export const downloadRoutes: RoutePlugin = async (app, deps) => {
 
   app.head(
     `${DOWNLOAD_PATH}/:exportId/:fileId`,
-    { schema: { ...schema, hide: true } },
+    {
+      config: { swagger: { exposeHeadRoute: true } },
+      schema: {
+        tags: schema.tags,
+        summary: 'Size, checksum and name of an export file (signed link)',
+        description: 'The headers of the download without the file; not counted as a download.',
+        params: Params,
+        querystring: Query,
+        response: {
+          200: { description: 'The whole file', headers: responseHeaders(...FILE_HEADERS), content: File },
+          ...problemResponses(400, 403, 410),
+        },
+      },
+    },
     async (request, reply) => {
       const { file } = await resolve(request);
       fileHeaders(reply, file, `"${file.sha256}"`);

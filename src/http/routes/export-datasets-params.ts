@@ -117,15 +117,6 @@ export type ExportQueryInput = Record<string, unknown> & {
 /** Parameters of the endpoint itself; every other query parameter must be a filter of the dataset. */
 const OWN_PARAMETERS = new Set(Object.keys(ExportQuery.properties));
 
-export const PAGE_HEADERS = {
-  'X-Total-Records': 'Rows matching the filters over all pages (change feed: changes in the current run)',
-  'X-Page-Count': 'Pages of page_size rows',
-  'X-Export-ID': 'Id of this export request, as recorded in the audit log',
-  'X-Next-Cursor': 'Pass back as cursor (or updated_since) for the next page',
-  'X-End-Of-Stream': 'true when nothing follows this page (change feed: caught up)',
-  Link: 'RFC 8288 link to the next page, rel="next"',
-};
-
 export const Body = { type: 'string', format: 'binary' } as const;
 
 /** What the document datasets (knowledge_base, account) are sent as, per format. */

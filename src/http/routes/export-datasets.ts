@@ -17,6 +17,7 @@ import { FerryError, invalid } from '../../lib/errors.ts';
 import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';
 import { problemResponses } from '../problem.ts';
+import { responseHeaders } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 import {
   Body,
@@ -25,7 +26,6 @@ import {
   type ExportQueryInput,
   exportInput,
   historyWindow,
-  PAGE_HEADERS,
   piiLevel,
 } from './export-datasets-params.ts';
 
@@ -108,6 +108,8 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
     '/api/v1/export/:dataset',
     {
       preHandler: app.authenticate,
+      // HEAD answers the same headers (counts, cursor) without the rows: documented too.
+      config: { swagger: { exposeHeadRoute: true } },
       schema: {
         tags: ['exports'],
         summary: 'Export one dataset, page by page (streamed), or its changes since a cursor',
@@ -131,11 +133,16 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
         response: {
           200: {
             description: 'The page, streamed',
-            headers: Object.fromEntries(
-              Object.entries(PAGE_HEADERS).map(([name, description]) => [
-                name,
-                { description, schema: { type: 'string' } },
-              ]),
+            headers: responseHeaders(
+              'Content-Disposition',
+              'Content-Encoding',
+              'Cache-Control',
+              'X-Total-Records',
+              'X-Page-Count',
+              'X-Export-ID',
+              'X-Next-Cursor',
+              'X-End-Of-Stream',
+              'Link',
             ),
             content: {
               'text/csv': { schema: Body },
@@ -143,6 +150,8 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
               'application/x-ndjson': { schema: Body },
               'application/xml': { schema: Body },
               'application/vnd.apache.parquet': { schema: Body },
+              // knowledge_base as markdown: one file per document, zipped.
+              'application/zip': { schema: Body },
             },
           },
           ...problemResponses(400, 401, 403, 410, 429),
@@ -171,8 +180,6 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
         ...parsed,
         filters: { ...parsed.filters, ...(from ? { from } : {}), ...(end ? { to: end } : {}) },
       };
-      reply.header('cache-control', 'no-store');
-      if (exportRequest.compression === 'gzip') reply.header('content-encoding', 'gzip');
       const ctx: Handling = { request, reply, q, exportRequest, audit, publicUrl: config.publicUrl };
       if (isDocumentDataset(dataset.name)) return sendDocument(ctx);
       if (q.updated_since !== undefined) return sendChanges(ctx, sessionSecret());
@@ -194,6 +201,18 @@ function disposition(dataset: string, extension: string): string {
   return contentDisposition(`${dataset}_${new Date().toISOString().slice(0, 10)}.${extension}`);
 }
 
+/** The headers of the body about to be sent (set once nothing can fail before it, so a problem carries none). */
+function bodyHeaders(
+  reply: FastifyReply,
+  request: ExportRequest,
+  contentType: string,
+  name: string,
+): FastifyReply {
+  reply.type(contentType).header('content-disposition', name).header('cache-control', 'no-store');
+  if (request.compression === 'gzip') reply.header('content-encoding', 'gzip');
+  return reply;
+}
+
 /** knowledge_base and account: one document, not paged. */
 async function sendDocument({ reply, q, exportRequest, audit }: Handling): Promise<FastifyReply> {
   const dataset = exportRequest.dataset;
@@ -203,10 +222,9 @@ async function sendDocument({ reply, q, exportRequest, audit }: Handling): Promi
   const type = DOCUMENT_TYPES[exportRequest.format as keyof typeof DOCUMENT_TYPES];
   if (!type) throw invalid('format', `dataset ${dataset} is a document`, Object.keys(DOCUMENT_TYPES));
   const exportId = randomUUID();
-  reply
-    .type(type.contentType)
-    .header('content-disposition', disposition(dataset, type.extension))
-    .header('x-total-records', String(await documentCount(audit.database, exportRequest)))
+  const total = await documentCount(audit.database, exportRequest);
+  bodyHeaders(reply, exportRequest, type.contentType, disposition(dataset, type.extension))
+    .header('x-total-records', String(total))
     .header('x-page-count', '1')
     .header('x-export-id', exportId)
     .header('x-end-of-stream', 'true');
@@ -239,9 +257,7 @@ async function sendChanges(ctx: Handling, secret: string): Promise<FastifyReply>
   const pageSize = q.page_size ?? PAGE_SIZE.default;
   const plan = await planChanges(audit.database, exportRequest, since, { limit: pageSize, secret });
   const next = encodeChangeCursor(plan.nextCursor);
-  reply
-    .type(plan.contentType)
-    .header('content-disposition', disposition(plan.dataset, plan.extension))
+  bodyHeaders(reply, exportRequest, plan.contentType, disposition(plan.dataset, plan.extension))
     .header('x-total-records', String(plan.total))
     .header('x-page-count', String(Math.ceil(plan.total / pageSize)))
     .header('x-export-id', plan.exportId)
@@ -266,9 +282,7 @@ async function sendPage(ctx: Handling, secret: string): Promise<FastifyReply> {
     cursor: q.cursor,
     secret,
   });
-  reply
-    .type(plan.contentType)
-    .header('content-disposition', disposition(plan.dataset, plan.extension))
+  bodyHeaders(reply, exportRequest, plan.contentType, disposition(plan.dataset, plan.extension))
     .header('x-total-records', String(plan.total))
     .header('x-page-count', String(plan.pageCount))
     .header('x-export-id', plan.exportId)

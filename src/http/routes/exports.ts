@@ -18,6 +18,7 @@ import { EXPORT_STATUSES } from '../../exports/state.ts';
 import { PII_LEVELS } from '../../transform/anonymize.ts';
 import type { FerryApp } from '../app.ts';
 import { problemResponses } from '../problem.ts';
+import { jsonResponse, responseHeaders } from '../responses.ts';
 import type { RouteDeps, RoutePlugin } from '../types.ts';
 
 const Uuid = Type.String({ format: 'uuid', description: 'Export id' });
@@ -209,6 +210,12 @@ const DownloadQuery = Type.Object(
   closed,
 );
 
+/** An export accepted (or its first answer replayed for the same Idempotency-Key). */
+const Accepted = jsonResponse(ExportViewSchema, {
+  description: 'Accepted: the export is queued; `Location` is its URL',
+  headers: ['Location', 'Idempotent-Replayed'],
+});
+
 export type ExportBodyInput = Static<typeof ExportBodySchema>;
 
 /** The service's adapters for this app. */
@@ -260,7 +267,7 @@ export function registerExportEndpoints(
           '`completed`, then ask for a download link. With an `Idempotency-Key`, a retry returns the first answer.',
         headers: IdempotencyHeaders,
         body: ExportBodySchema,
-        response: { 202: ExportViewSchema, ...problemResponses(400, 401, 403, 409, 422, 429, 503) },
+        response: { 202: Accepted, ...problemResponses(400, 401, 403, 409, 422, 429, 503) },
       },
     },
     async (request, reply) => {
@@ -324,8 +331,12 @@ export function registerExportEndpoints(
         params: IdParams,
         querystring: DownloadQuery,
         response: {
-          200: DownloadLinkSchema,
-          302: Type.Null({ description: 'Redirect to the download URL' }),
+          200: jsonResponse(DownloadLinkSchema, { description: 'The link', headers: ['Cache-Control'] }),
+          302: {
+            description: 'Redirect to the download link (`redirect=true`)',
+            type: 'null',
+            headers: responseHeaders('Location', 'Cache-Control'),
+          },
           ...problemResponses(400, 401, 403, 404, 409, 410, 429, 503),
         },
       },
@@ -413,7 +424,7 @@ export const exportRoutes: RoutePlugin = async (app, deps) => {
           'A new export with the configuration of the given one (checked again against role and quota).',
         params: IdParams,
         headers: IdempotencyHeaders,
-        response: { 202: ExportViewSchema, ...problemResponses(400, 401, 403, 404, 409, 422, 429, 503) },
+        response: { 202: Accepted, ...problemResponses(400, 401, 403, 404, 409, 422, 429, 503) },
       },
     },
     async (request, reply) => {

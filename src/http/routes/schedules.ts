@@ -19,6 +19,7 @@ import {
 import { RUN_STATUSES } from '../../schedules/tables.ts';
 import { PII_LEVELS } from '../../transform/anonymize.ts';
 import { problemResponses } from '../problem.ts';
+import { jsonResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 
 const closed = { additionalProperties: false } as const;
@@ -363,7 +364,13 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
           "schedule counts against the plan's active schedules.",
         security,
         body: CreateBody,
-        response: { 201: ScheduleView, ...problemResponses(400, 401, 403, 429) },
+        response: {
+          201: jsonResponse(ScheduleView, {
+            description: 'Created; `Location` is its URL',
+            headers: ['Location'],
+          }),
+          ...problemResponses(400, 401, 403, 429),
+        },
       },
     },
     async (request, reply) => {
