@@ -49,7 +49,12 @@ const clip = (s: string | null | undefined, max = MAX_TEXT) => (s == null ? null
 
 /** Writes one audit entry. */
 export async function recordAudit(database: Database, entry: AuditEntry): Promise<void> {
-  await authDb(database)
+  await auditInsert(database, entry).execute();
+}
+
+/** The statement that records `entry`, not yet run, so a caller can send it with other writes. */
+export function auditInsert(database: Database, entry: AuditEntry) {
+  return authDb(database)
     .insertInto('audit_events')
     .values({
       id: randomUUID(),
@@ -69,8 +74,7 @@ export async function recordAudit(database: Database, entry: AuditEntry): Promis
       success: entry.success,
       error: clip(entry.error),
       retention_until: entry.retentionUntil ?? null,
-    })
-    .execute();
+    });
 }
 
 /** The audit fields that come from the caller: actor, tenant, IP and user agent. */

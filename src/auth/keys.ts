@@ -1,8 +1,18 @@
-import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import {
+  createHash,
+  createHmac,
+  createSecretKey,
+  type KeyObject,
+  randomBytes,
+  randomUUID,
+  timingSafeEqual,
+} from 'node:crypto';
+import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
 import { ACTIONS } from './policy.ts';
+import { countRequestsSql, type RateCounts, type RateWindows, rateWindows } from './rate-limit.ts';
 import { authDb } from './tables.ts';
 
 /**
@@ -30,7 +40,7 @@ const LAST_USED_RESOLUTION_MS = 60_000;
  * checked. When nothing was bound, the first use binds a random per-process pepper, so a
  * key is never hashed under a known value (such a key only works in that process).
  */
-const peppers = new WeakMap<Database, { pepper?: Buffer; secret: () => string }>();
+const peppers = new WeakMap<Database, { pepper?: KeyObject; secret: () => string }>();
 
 /** Derives the HMAC key from the configured secret, under its own domain label. */
 export function derivePepper(secret: string): Buffer {
@@ -48,14 +58,15 @@ export function bindApiKeyPepper(database: Database, secret: () => string): void
   if (!peppers.has(database)) peppers.set(database, { secret });
 }
 
-function pepperOf(database: Database): Buffer {
+function pepperOf(database: Database): KeyObject {
   bindApiKeyPepper(database, () => randomBytes(32).toString('base64url'));
   const entry = peppers.get(database)!;
-  entry.pepper ??= derivePepper(entry.secret());
+  // A KeyObject, made once: HMAC with a raw Buffer key imports the key on every call.
+  entry.pepper ??= createSecretKey(derivePepper(entry.secret()));
   return entry.pepper;
 }
 
-function hashKey(pepper: Buffer, token: string): Buffer {
+function hashKey(pepper: KeyObject, token: string): Buffer {
   return createHmac('sha256', pepper).update(token, 'utf8').digest();
 }
 
@@ -285,6 +296,8 @@ export interface ResolvedKey {
   auth: AuthContext;
   /** The tenant's `ferry.limits` setting (honoured for enterprise plans), if any. */
   limitOverrides: Record<string, unknown> | null;
+  /** With `countRequest`: this request's rate-limit windows and the key's counts in them. */
+  rate?: { windows: RateWindows; counts: RateCounts };
 }
 
 /** Why a token was refused. Expired and revoked are only told to a caller holding the whole key. */
@@ -296,16 +309,21 @@ export const LIMITS_SETTING = 'ferry.limits';
 /**
  * Resolves a bearer token to its key, or says why it is refused. Every stored key
  * with the same prefix is compared in constant time.
+ *
+ * With `countRequest`, the same statement also counts the request against the key's
+ * rate-limit windows (when the key is valid: right hash, not revoked, not expired), and
+ * the counts come back in `rate`: one round trip for what every API request needs.
  */
 export async function resolveApiKey(
   database: Database,
   token: string,
   now: Date = new Date(),
+  options: { countRequest?: boolean } = {},
 ): Promise<ResolvedKey | { rejected: KeyRejection }> {
   if (!isWellFormedKey(token)) return { rejected: 'malformed' };
   const expected = hashKey(pepperOf(database), token);
   const db = authDb(database);
-  const candidates = await db
+  const lookup = db
     .selectFrom('api_keys as k')
     .innerJoin('tenants as t', 't.id', 'k.tenant_id')
     .leftJoin('settings as s', (join) =>
@@ -324,8 +342,28 @@ export async function resolveApiKey(
       't.plan',
       's.value as limits',
     ])
-    .where('k.prefix', '=', prefixOf(token))
-    .execute();
+    .where('k.prefix', '=', prefixOf(token));
+  let windows: RateWindows | undefined;
+  let candidates: (Awaited<ReturnType<typeof lookup.execute>>[number] & {
+    hour_count?: number | null;
+    burst_count?: number | null;
+  })[];
+  if (options.countRequest) {
+    windows = rateWindows(now);
+    // Only the key whose stored hash equals this token's is counted. The comparison in SQL
+    // is of HMAC outputs under a secret pepper, so its timing tells nothing about a key.
+    const valid = sql`SELECT id FROM k WHERE key_hash = ${expected.toString('hex')}
+      AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${now}::timestamptz)`;
+    const result = await sql<(typeof candidates)[number]>`
+      WITH k AS (${lookup}), counted AS (${countRequestsSql(valid, windows)})
+      SELECT k.*,
+        (SELECT count FROM counted c WHERE c.api_key_id = k.id AND c.window_kind = 'hour') AS hour_count,
+        (SELECT count FROM counted c WHERE c.api_key_id = k.id AND c.window_kind = 'burst') AS burst_count
+      FROM k`.execute(db);
+    candidates = result.rows;
+  } else {
+    candidates = await lookup.execute();
+  }
   let match: (typeof candidates)[number] | undefined;
   for (const candidate of candidates) {
     const stored = Buffer.from(candidate.key_hash, 'hex');
@@ -340,7 +378,12 @@ export async function resolveApiKey(
     await db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', match.id).execute();
   }
   const limits = match.limits;
+  const rate =
+    windows && match.hour_count != null && match.burst_count != null
+      ? { windows, counts: { hour: Number(match.hour_count), burst: Number(match.burst_count) } }
+      : undefined;
   return {
+    ...(rate ? { rate } : {}),
     auth: {
       tenantId: match.tenant_id,
       plan: match.plan as Plan,

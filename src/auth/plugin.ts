@@ -6,7 +6,12 @@ import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import type { AuthContext } from './context.ts';
 import { bindApiKeyPepper, type KeyRejection, resolveApiKey } from './keys.ts';
 import { effectiveLimits, type PlanLimits } from './limits.ts';
-import { consumeRateLimit, type RateLimitResult } from './rate-limit.ts';
+import {
+  consumeRateLimit,
+  dropFinishedWindows,
+  evaluateRateLimit,
+  type RateLimitResult,
+} from './rate-limit.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -61,7 +66,7 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     const match = BEARER.exec(header);
     if (!match) throw unauthorized(reply, 'the Authorization header must be "Bearer <API key>"');
     const at = now();
-    const resolved = await resolveApiKey(database, match[1]!, at);
+    const resolved = await resolveApiKey(database, match[1]!, at, { countRequest: true });
     if (!('auth' in resolved)) throw unauthorized(reply, REJECTIONS[resolved.rejected]);
     const userAgent = request.headers['user-agent'];
     request.auth = Object.freeze({
@@ -73,7 +78,12 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
       enterpriseRateLimit: config.enterpriseRateLimit,
     });
     request.limits = limits;
-    const rate = await consumeRateLimit(database, resolved.auth.apiKeyId!, limits.rateLimitPerHour, at);
+    // The key lookup counted this request already (one statement); a key found valid there
+    // always has counts, the fallback only covers a key that changed in between.
+    const rate = resolved.rate
+      ? evaluateRateLimit(resolved.rate.counts, limits.rateLimitPerHour, resolved.rate.windows)
+      : await consumeRateLimit(database, resolved.auth.apiKeyId!, limits.rateLimitPerHour, at);
+    if (resolved.rate?.counts.burst === 1) await dropFinishedWindows(database, resolved.auth.apiKeyId!, at);
     setRateLimitHeaders(reply, rate);
     if (!rate.allowed) {
       reply.header('retry-after', String(rate.retryAfter));

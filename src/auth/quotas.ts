@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
+import type { auditInsert } from './audit.ts';
 import type { AuthContext } from './context.ts';
 import { LIMITS_SETTING } from './keys.ts';
 import { effectiveLimits, type PlanLimits } from './limits.ts';
@@ -107,16 +108,16 @@ export async function countUsage(
 
 // ---- counts ----------------------------------------------------------------------------
 
-/** Manual exports of the tenant counted in the month holding `now`. */
+/** Manual exports of the tenant counted in the month holding `now` (the sum of the month's shards). */
 export async function monthlyExports(database: Database, tenantId: string, now: Date): Promise<number> {
   const row = await authDb(database)
     .selectFrom('usage_counters')
-    .select('count')
+    .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('count'), eb.lit(0)).as('count'))
     .where('tenant_id', '=', tenantId)
     .where('metric', '=', MANUAL_EXPORTS_METRIC)
     .where('period_start', '=', monthWindow(now).start)
     .executeTakeFirst();
-  return row?.count ?? 0;
+  return Number(row?.count ?? 0);
 }
 
 /** The subject's free requests in the 12 months before `now`, oldest first. */
@@ -144,6 +145,8 @@ export interface ExportQuotaInput {
   subjectRequest?: { subjectId: string } | undefined;
   /** Running export jobs of the tenant; the registered source is asked when absent. */
   activeJobs?: number | undefined;
+  /** The tenant's limits when the caller already has them (the auth plugin does). */
+  limits?: PlanLimits | null | undefined;
   now?: Date | undefined;
 }
 
@@ -167,7 +170,7 @@ export async function checkExportQuota(
   input: ExportQuotaInput,
 ): Promise<void> {
   const now = input.now ?? new Date();
-  const limits = await limitsFor(database, auth);
+  const limits = input.limits ?? (await limitsFor(database, auth));
 
   const earliest = historyStart(limits, now);
   if (earliest && input.from !== undefined && parseFrom(input.from).getTime() < earliest.getTime()) {
@@ -233,20 +236,38 @@ export async function countExport(
       return;
     }
   }
-  await db
+  await monthlyCount(database, auth.tenantId, now).execute();
+}
+
+/** Rows per tenant, metric and month in `usage_counters`; writers pick one at random. */
+export const USAGE_SHARDS = 8;
+
+/**
+ * The statement that counts one manual export against the month, not yet run. `alongside`
+ * (another insert, such as the audit entry) runs in the same statement, as a CTE, so the
+ * two writes cost one round trip.
+ */
+export function monthlyCount(
+  database: Database,
+  tenantId: string,
+  now: Date,
+  alongside?: ReturnType<typeof auditInsert>,
+) {
+  const db = authDb(database);
+  return (alongside ? db.with('alongside', () => alongside) : db)
     .insertInto('usage_counters')
     .values({
-      tenant_id: auth.tenantId,
+      tenant_id: tenantId,
       metric: MANUAL_EXPORTS_METRIC,
       period_start: monthWindow(now).start,
+      shard: Math.floor(Math.random() * USAGE_SHARDS),
       count: 1,
     })
     .onConflict((oc) =>
       oc
-        .columns(['tenant_id', 'metric', 'period_start'])
+        .columns(['tenant_id', 'metric', 'period_start', 'shard'])
         .doUpdateSet({ count: sql<number>`usage_counters.count + 1` }),
-    )
-    .execute();
+    );
 }
 
 /** Refuses a file over the plan's size limit (`quota_exceeded`, quota `max_file_bytes`). */

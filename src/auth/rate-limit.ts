@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { authDb } from './tables.ts';
 
@@ -42,6 +42,85 @@ function windowStart(nowSeconds: number, length: number): number {
   return Math.floor(nowSeconds / length) * length;
 }
 
+/** The hour and 5-minute windows holding `now`, in Unix seconds. */
+export interface RateWindows {
+  readonly nowSeconds: number;
+  readonly hourStart: number;
+  readonly hourEnd: number;
+  readonly burstStart: number;
+  readonly burstEnd: number;
+}
+
+export function rateWindows(now: Date): RateWindows {
+  const nowSeconds = Math.floor(now.getTime() / 1000);
+  const hourStart = windowStart(nowSeconds, HOUR_SECONDS);
+  const burstStart = windowStart(nowSeconds, BURST_SECONDS);
+  return {
+    nowSeconds,
+    hourStart,
+    hourEnd: hourStart + HOUR_SECONDS,
+    burstStart,
+    burstEnd: burstStart + BURST_SECONDS,
+  };
+}
+
+/** The request counts of one key in the current windows, after counting this request. */
+export interface RateCounts {
+  readonly hour: number;
+  readonly burst: number;
+}
+
+/**
+ * The upsert counting one request of every key `keys` selects (SQL yielding an `id`
+ * column), returning `api_key_id, window_kind, count`. Atomic per row: concurrent
+ * requests on other processes each get their own count. `resolveApiKey` runs it in the
+ * same statement as the key lookup, so authenticating and counting cost one round trip.
+ */
+export function countRequestsSql(keys: RawBuilder<unknown>, w: RateWindows): RawBuilder<unknown> {
+  const at = (seconds: number) => new Date(seconds * 1000);
+  return sql`INSERT INTO rate_limit_counters (api_key_id, window_kind, window_start, count, expires_at)
+    SELECT k.id, w.kind, w.start, 1, w.expires
+    FROM (${keys}) AS k,
+      (VALUES ('hour', ${at(w.hourStart)}::timestamptz, ${at(w.hourEnd)}::timestamptz),
+              ('burst', ${at(w.burstStart)}::timestamptz, ${at(w.burstEnd)}::timestamptz))
+        AS w(kind, start, expires)
+    ON CONFLICT (api_key_id, window_kind, window_start)
+      DO UPDATE SET count = rate_limit_counters.count + 1
+    RETURNING api_key_id, window_kind, count`;
+}
+
+/** Whether a request with these counts is within `limitPerHour`, with the header values. */
+export function evaluateRateLimit(counts: RateCounts, limitPerHour: number, w: RateWindows): RateLimitResult {
+  const burst = burstLimit(limitPerHour);
+  const hourOver = counts.hour > limitPerHour;
+  const burstOver = counts.burst > burst;
+  const allowed = !hourOver && !burstOver;
+  const resetAt = hourOver ? w.hourEnd : w.burstEnd;
+  return {
+    allowed,
+    exceeded: hourOver ? 'hour' : burstOver ? 'burst' : null,
+    limit: limitPerHour,
+    remaining: Math.max(0, limitPerHour - counts.hour),
+    reset: w.hourEnd,
+    burst,
+    burstRemaining: Math.max(0, burst - counts.burst),
+    burstReset: w.burstEnd,
+    retryAfter: allowed ? 0 : Math.max(1, resetAt - w.nowSeconds),
+  };
+}
+
+/**
+ * Drops the key's finished windows; called on the first request of a new 5-minute
+ * window (burst count 1), so the table holds about two rows per active key.
+ */
+export async function dropFinishedWindows(database: Database, apiKeyId: string, now: Date): Promise<void> {
+  await authDb(database)
+    .deleteFrom('rate_limit_counters')
+    .where('api_key_id', '=', apiKeyId)
+    .where('expires_at', '<=', now)
+    .execute();
+}
+
 /** Counts one request of the key and says whether it is within its limits. */
 export async function consumeRateLimit(
   database: Database,
@@ -49,62 +128,17 @@ export async function consumeRateLimit(
   limitPerHour: number,
   now: Date = new Date(),
 ): Promise<RateLimitResult> {
-  const nowSeconds = Math.floor(now.getTime() / 1000);
-  const hourStart = windowStart(nowSeconds, HOUR_SECONDS);
-  const burstStart = windowStart(nowSeconds, BURST_SECONDS);
-  const hourEnd = hourStart + HOUR_SECONDS;
-  const burstEnd = burstStart + BURST_SECONDS;
-  const db = authDb(database);
-  // One statement, atomic per row: concurrent requests on other processes each get their own count.
-  const rows = await db
-    .insertInto('rate_limit_counters')
-    .values([
-      {
-        api_key_id: apiKeyId,
-        window_kind: 'hour',
-        window_start: new Date(hourStart * 1000),
-        count: 1,
-        expires_at: new Date(hourEnd * 1000),
-      },
-      {
-        api_key_id: apiKeyId,
-        window_kind: 'burst',
-        window_start: new Date(burstStart * 1000),
-        count: 1,
-        expires_at: new Date(burstEnd * 1000),
-      },
-    ])
-    .onConflict((oc) =>
-      oc
-        .columns(['api_key_id', 'window_kind', 'window_start'])
-        .doUpdateSet({ count: sql<number>`rate_limit_counters.count + 1` }),
-    )
-    .returning(['window_kind', 'count'])
-    .execute();
-  const hourCount = Number(rows.find((r) => r.window_kind === 'hour')?.count ?? 1);
-  const burstCount = Number(rows.find((r) => r.window_kind === 'burst')?.count ?? 1);
-  if (burstCount === 1) {
-    // First request of a new 5-minute window: drop this key's finished windows.
-    await db
-      .deleteFrom('rate_limit_counters')
-      .where('api_key_id', '=', apiKeyId)
-      .where('expires_at', '<=', now)
-      .execute();
-  }
-  const burst = burstLimit(limitPerHour);
-  const hourOver = hourCount > limitPerHour;
-  const burstOver = burstCount > burst;
-  const allowed = !hourOver && !burstOver;
-  const resetAt = hourOver ? hourEnd : burstEnd;
+  const w = rateWindows(now);
+  const { rows } = await countRequestsSql(sql`SELECT ${apiKeyId}::uuid AS id`, w).execute(authDb(database));
+  const counts = countsOf(rows as { window_kind: string; count: number }[]);
+  if (counts.burst === 1) await dropFinishedWindows(database, apiKeyId, now);
+  return evaluateRateLimit(counts, limitPerHour, w);
+}
+
+/** The counts from the rows `countRequestsSql` returned for one key. */
+export function countsOf(rows: readonly { window_kind: string; count: number | string }[]): RateCounts {
   return {
-    allowed,
-    exceeded: hourOver ? 'hour' : burstOver ? 'burst' : null,
-    limit: limitPerHour,
-    remaining: Math.max(0, limitPerHour - hourCount),
-    reset: hourEnd,
-    burst,
-    burstRemaining: Math.max(0, burst - burstCount),
-    burstReset: burstEnd,
-    retryAfter: allowed ? 0 : Math.max(1, resetAt - nowSeconds),
+    hour: Number(rows.find((r) => r.window_kind === 'hour')?.count ?? 1),
+    burst: Number(rows.find((r) => r.window_kind === 'burst')?.count ?? 1),
   };
 }

@@ -1,4 +1,4 @@
-import type { ColumnType, Kysely } from 'kysely';
+import type { ColumnType, Generated, Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 
@@ -34,6 +34,8 @@ export interface UsageCountersTable {
   tenant_id: string;
   metric: string;
   period_start: Timestamp;
+  /** One of USAGE_SHARDS rows per tenant, metric and period; the count is their sum. */
+  shard: Generated<number>;
   count: number;
 }
 

@@ -8,6 +8,7 @@ import * as changeTracking from './migrations/0005-change-tracking.ts';
 import * as webhooksDeliveries from './migrations/0006-webhooks-deliveries.ts';
 import * as schedules from './migrations/0007-schedules.ts';
 import * as streamOutbox from './migrations/0008-stream-outbox.ts';
+import * as requestPath from './migrations/0009-request-path.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -19,6 +20,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0006-webhooks-deliveries': webhooksDeliveries,
   '0007-schedules': schedules,
   '0008-stream-outbox': streamOutbox,
+  '0009-request-path': requestPath,
 };
 
 /**

@@ -1,4 +1,5 @@
 import { Kysely, PostgresDialect } from 'kysely';
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { PassThrough, type Readable } from 'node:stream';
@@ -24,6 +25,7 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
   });
   // An idle client that errors (server restart) must not crash the process.
   pool.on('error', () => {});
+  pool.on('connect', (client) => preparedStatements(client));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
 
   return {
@@ -74,4 +76,43 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
       await db.destroy();
     },
   };
+}
+
+/** Named statements kept per connection; beyond this, queries are sent unnamed (planned each time). */
+const MAX_PREPARED = 500;
+
+/**
+ * Makes the connection prepare each parameterized statement once and reuse it: the
+ * query text gets a name derived from its hash, so PostgreSQL parses it once per
+ * connection and, after a few runs, keeps a generic plan instead of planning it on
+ * every call. On the API's request path planning cost as much as executing (the
+ * key lookup, the quota count, the job insert; see docs/benchmarks.md). node-postgres
+ * prepares named statements itself; Kysely does not name its queries, hence this.
+ */
+function preparedStatements(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  const names = new Set<string>();
+  (client as { query: unknown }).query = (text: unknown, values?: unknown, callback?: unknown) => {
+    if (typeof text === 'string' && Array.isArray(values) && values.length > 0) {
+      const name = statementName(text);
+      if (names.has(name) || names.size < MAX_PREPARED) {
+        names.add(name);
+        return query({ name, text, values }, callback);
+      }
+    }
+    return query(text, values, callback);
+  };
+}
+
+/** Statement names by query text, shared by all connections (bounded: cleared when full). */
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `ferry_${createHash('sha1').update(text).digest('base64url')}`;
+    if (statementNames.size >= 4 * MAX_PREPARED) statementNames.clear();
+    statementNames.set(text, name);
+  }
+  return name;
 }

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { CompiledQuery, type Kysely } from 'kysely';
-import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../auth/audit.ts';
+import { CompiledQuery, type Kysely, sql } from 'kysely';
+import { AUDIT_ACTIONS, auditCaller, auditInsert, recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
 import type { PlanLimits } from '../auth/limits.ts';
 import { authorize } from '../auth/policy.ts';
 import {
   checkExportQuota,
-  countExport,
   historyStart,
   limitsFor,
+  monthlyCount,
   registerUsageSource,
 } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
@@ -77,7 +77,9 @@ export function registerExportUsage(): void {
       .selectFrom('export_requests')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('tenant_id', '=', tenantId)
-      .where('status', 'in', ['running', 'packaging'])
+      // Literals, not parameters: a prepared statement's generic plan can then use the
+      // partial index of running exports (migration 0009).
+      .where(sql<boolean>`status IN ('running', 'packaging')`)
       .executeTakeFirstOrThrow();
     return Number(row.n);
   });
@@ -233,9 +235,14 @@ async function accept(
 ): Promise<Accepted> {
   const queue = requireQueue(deps);
   const now = deps.now();
-  await checkExportQuota(deps.database, auth, { manual: true, from: requested.from ?? undefined, now });
-  let config = requested;
   const limits: PlanLimits = options.limits ?? (await limitsFor(deps.database, auth));
+  await checkExportQuota(deps.database, auth, {
+    manual: true,
+    from: requested.from ?? undefined,
+    now,
+    limits,
+  });
+  let config = requested;
   const floor = historyStart(limits, now);
   if (!config.from && floor) config = { ...config, history_from: floor.toISOString().slice(0, 10) };
   const id = randomUUID();
@@ -298,7 +305,9 @@ async function accept(
     );
     if (!stored) return false;
     await sendExportJob(queue, id, { id: auth.tenantId, plan: auth.plan }, jobConnection(tx.db));
-    await recordAudit(tx, {
+    // The audit entry and the month's count go in one statement (one round trip); the
+    // count's row stays locked until the commit, so it comes last.
+    const audit = auditInsert(tx, {
       ...auditCaller(auth),
       action: AUDIT_ACTIONS.exportRequested,
       dataType: config.datasets.join(','),
@@ -308,8 +317,7 @@ async function accept(
       targetId: id,
       occurredAt: now,
     });
-    // Last: the tenant's monthly counter row stays locked until the commit.
-    await countExport(tx, auth, { manual: true, now });
+    await monthlyCount(tx, auth.tenantId, now, audit).execute();
     return true;
   });
   if (!inserted) {
