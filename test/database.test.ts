@@ -1,7 +1,9 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { literal } from '../src/db/database.ts';
 import { migrateToLatest, splitStatements } from '../src/db/migrate.ts';
-import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { postgresDatabase } from '../src/db/postgres-database.ts';
+import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 
 describe('splitStatements', () => {
   it('keeps dollar-quoted bodies whole', () => {
@@ -69,3 +71,48 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('prepared statements on postgres', () => {
+  let t: TestDatabase;
+  let one: ReturnType<typeof postgresDatabase>;
+  beforeAll(async () => {
+    t = await createTestDatabase('postgres', { migrate: false });
+    await t.database.exec('CREATE TABLE prep (id int PRIMARY KEY, label text)');
+    await t.database.exec("INSERT INTO prep VALUES (1, 'one'), (2, 'two')");
+    // One connection, so what it prepared can be read back on it.
+    one = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema!, max: 1 });
+  });
+  afterAll(async () => {
+    await one.close();
+    await t.drop();
+  });
+
+  const select = (id: number) =>
+    one.db
+      .selectFrom('prep' as never)
+      .selectAll()
+      .where('id' as never, '=', id as never)
+      .executeTakeFirst();
+  const prepared = async () =>
+    (
+      await sql<{ runs: number }>`
+        SELECT generic_plans + custom_plans AS runs FROM pg_prepared_statements
+        WHERE name LIKE 'ferry%' AND statement LIKE '%"prep"%'`.execute(one.db)
+    ).rows;
+
+  it('prepares a parameterized query once per connection and reuses it', async () => {
+    expect(await select(1)).toEqual({ id: 1, label: 'one' });
+    expect(await select(2)).toEqual({ id: 2, label: 'two' });
+    expect(await select(1)).toEqual({ id: 1, label: 'one' });
+    expect(await prepared()).toEqual([{ runs: 3 }]);
+  });
+
+  it('runs a statement again after a migration changed its result type under it', async () => {
+    expect(await select(1)).toEqual({ id: 1, label: 'one' });
+    // Another process (a migration) drops a column the prepared statement returns.
+    await t.database.exec('ALTER TABLE prep ADD COLUMN extra int');
+    await t.database.exec('ALTER TABLE prep DROP COLUMN label');
+    expect(await select(1)).toEqual({ id: 1, extra: null });
+    expect(await select(2)).toEqual({ id: 2, extra: null });
+  });
+});

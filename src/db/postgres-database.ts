@@ -90,14 +90,30 @@ const MAX_PREPARED = 500;
  * prepares named statements itself; Kysely does not name its queries, hence this.
  */
 function preparedStatements(client: pg.PoolClient): void {
-  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
   const names = new Set<string>();
+  /** Statements whose result type changed under them (a migration ran): sent unnamed from then on. */
+  const stale = new Set<string>();
   (client as { query: unknown }).query = (text: unknown, values?: unknown, callback?: unknown) => {
-    if (typeof text === 'string' && Array.isArray(values) && values.length > 0) {
+    if (typeof text === 'string' && Array.isArray(values) && values.length > 0 && callback === undefined) {
       const name = statementName(text);
-      if (names.has(name) || names.size < MAX_PREPARED) {
+      if (!stale.has(name) && (names.has(name) || names.size < MAX_PREPARED)) {
         names.add(name);
-        return query({ name, text, values }, callback);
+        return query({ name, text, values }).catch((err: unknown) => {
+          // A migration from another process changed a table under a prepared statement
+          // (a column dropped or retyped): PostgreSQL refuses to run its old plan. Outside a
+          // transaction, running the text unnamed is the same query, planned afresh.
+          if (
+            !(
+              err instanceof Error &&
+              (err as { code?: string }).code === '0A000' &&
+              /cached plan/.test(err.message)
+            )
+          )
+            throw err;
+          stale.add(name);
+          return query(text, values);
+        });
       }
     }
     return query(text, values, callback);
