@@ -41,16 +41,19 @@ export class RecordCounter extends Transform {
   private countCsv(chunk: Buffer): number {
     let n = 0;
     let i = 0;
+    // The next newline at or after i, searched again only once i has passed it: JSON cells
+    // hold many (doubled) quotes, and looking for the newline after each quote would scan
+    // the rest of the row again and again.
+    let nl = chunk.indexOf(NEWLINE);
     while (i < chunk.length) {
+      const q = chunk.indexOf(QUOTE, i);
       if (this.inQuotes) {
-        const q = chunk.indexOf(QUOTE, i);
         if (q < 0) return n;
         this.inQuotes = false; // a doubled quote "" re-enters quotes on the next byte
         i = q + 1;
         continue;
       }
-      const q = chunk.indexOf(QUOTE, i);
-      const nl = chunk.indexOf(NEWLINE, i);
+      if (nl >= 0 && nl < i) nl = chunk.indexOf(NEWLINE, i);
       if (nl >= 0 && (q < 0 || nl < q)) {
         n++;
         i = nl + 1;
