@@ -7,7 +7,7 @@ function count(kind: 'csv' | 'ndjson', text: string, size: number, headerLines =
   const counter = new RecordCounter(kind, { headerLines });
   const bytes = Buffer.from(text, 'utf8');
   for (let at = 0; at < bytes.length; at += size) {
-    counter._transform(bytes.subarray(at, at + size), 'buffer', () => {});
+    counter._transform(bytes.subarray(at, at + size), 'utf8', () => {});
   }
   return counter.count;
 }
