@@ -1,7 +1,9 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/config.ts';
 import { literal } from '../src/db/database.ts';
 import { migrateToLatest, splitStatements } from '../src/db/migrate.ts';
+import { openDatabase } from '../src/db/open.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 
@@ -105,6 +107,29 @@ describe('prepared statements on postgres', () => {
     expect(await select(2)).toEqual({ id: 2, label: 'two' });
     expect(await select(1)).toEqual({ id: 1, label: 'one' });
     expect(await prepared()).toEqual([{ runs: 3 }]);
+  });
+
+  it('sends every query unnamed with DATABASE_PREPARED_STATEMENTS=off', async () => {
+    const config = loadConfig({
+      DATABASE_URL: TEST_DATABASE_URL,
+      DATABASE_SCHEMA: t.schema!,
+      DATABASE_POOL_SIZE: '1',
+      DATABASE_PREPARED_STATEMENTS: 'off',
+    });
+    const unnamed = await openDatabase(config, { migrate: false });
+    try {
+      for (const id of [1, 2, 1])
+        await unnamed.db
+          .selectFrom('prep' as never)
+          .selectAll()
+          .where('id' as never, '=', id as never)
+          .executeTakeFirst();
+      const held = await sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM pg_prepared_statements`.execute(unnamed.db);
+      expect(held.rows[0]!.n).toBe(0);
+    } finally {
+      await unnamed.close();
+    }
   });
 
   it('runs a statement again after a migration changed its result type under it', async () => {

@@ -12,6 +12,8 @@ const schema = z.object({
     .string()
     .regex(/^[a-z_][a-z0-9_]*$/, 'must be a lower-case SQL identifier')
     .optional(),
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(1000).default(10),
+  DATABASE_PREPARED_STATEMENTS: z.enum(['on', 'off']).default('on'),
   FERRY_DATA_DIR: z.string().default('./data'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('127.0.0.1'),
@@ -50,6 +52,10 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   /** PostgreSQL schema holding Ferry's tables (search_path); default `public`. */
   readonly databaseSchema: string | undefined;
+  /** Connections per process to PostgreSQL (DATABASE_POOL_SIZE). */
+  readonly databasePoolSize: number;
+  /** Named prepared statements on PostgreSQL connections (DATABASE_PREPARED_STATEMENTS). */
+  readonly databasePreparedStatements: boolean;
   readonly dataDir: string;
   readonly port: number;
   readonly host: string;
@@ -140,6 +146,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     databaseSchema: e.DATABASE_SCHEMA,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+    databasePreparedStatements: e.DATABASE_PREPARED_STATEMENTS === 'on',
     dataDir: path.resolve(e.FERRY_DATA_DIR),
     port: e.PORT,
     host: e.HOST,

@@ -9,12 +9,18 @@ import { postgresDatabase } from './postgres-database.ts';
 
 /** Opens the configured database: PostgreSQL when DATABASE_URL is set, PGlite otherwise. */
 export async function openDatabase(
-  config: Pick<Config, 'databaseUrl' | 'databaseSchema' | 'dataDir'>,
+  config: Pick<Config, 'databaseUrl' | 'databaseSchema' | 'dataDir'> &
+    Partial<Pick<Config, 'databasePoolSize' | 'databasePreparedStatements'>>,
   options: { migrate?: boolean } = {},
 ): Promise<Database> {
   let database: Database;
   if (config.databaseUrl) {
-    database = postgresDatabase({ connectionString: config.databaseUrl, schema: config.databaseSchema });
+    database = postgresDatabase({
+      connectionString: config.databaseUrl,
+      schema: config.databaseSchema,
+      max: config.databasePoolSize,
+      preparedStatements: config.databasePreparedStatements,
+    });
     if (config.databaseSchema) await database.exec(`CREATE SCHEMA IF NOT EXISTS ${config.databaseSchema}`);
   } else {
     const dir = path.join(config.dataDir, 'pglite');

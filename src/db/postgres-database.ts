@@ -14,7 +14,9 @@ export interface PostgresOptions {
   connectionString: string;
   /** Schema that holds Ferry's tables; it becomes the connection's search_path. */
   schema?: string | undefined;
-  max?: number;
+  max?: number | undefined;
+  /** Named prepared statements (default on); off for poolers that cannot keep them. */
+  preparedStatements?: boolean | undefined;
 }
 
 export function postgresDatabase(options: PostgresOptions): Database & { pool: pg.Pool } {
@@ -25,7 +27,7 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
   });
   // An idle client that errors (server restart) must not crash the process.
   pool.on('error', () => {});
-  pool.on('connect', (client) => preparedStatements(client));
+  if (options.preparedStatements ?? true) pool.on('connect', (client) => preparedStatements(client));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
 
   return {
