@@ -73,11 +73,27 @@ export async function migrateToLatest<T>(db: Kysely<T>): Promise<MigrateResult> 
       },
     },
   });
-  const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
+  const schema = current.rows[0]?.schema ?? 'public';
+  let outcome: MigrationResultSet = await migrator.migrateToLatest();
+  // Kysely looks for its bookkeeping tables by listing every table of the database; a
+  // schema dropped by another client during that listing fails it with "schema ... does
+  // not exist" (seen with tests dropping their schemas in parallel). Nothing was applied
+  // then, so the run is simply repeated.
+  for (let attempt = 1; attempt < 5 && otherSchemaVanished(outcome, schema); attempt++)
+    outcome = await migrator.migrateToLatest();
+  const { error, results } = outcome;
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
     const reason = error instanceof Error ? error.message : String(error);
     throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${reason}`);
   }
   return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
+}
+
+/** Whether the run failed before any migration because another schema was dropped meanwhile. */
+function otherSchemaVanished(outcome: MigrationResultSet, schema: string): boolean {
+  if (!outcome.error || outcome.results?.some((r) => r.status !== 'NotExecuted')) return false;
+  const message = outcome.error instanceof Error ? outcome.error.message : String(outcome.error);
+  const vanished = /^schema "(.+)" does not exist$/.exec(message)?.[1];
+  return vanished !== undefined && vanished !== schema;
 }
