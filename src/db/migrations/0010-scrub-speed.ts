@@ -92,45 +92,11 @@ END
 $$;
 
 -- The full text scrubber of migration 0002, unchanged, under a new name.
-CREATE OR REPLACE FUNCTION ferry_scrub_text_all(txt text, lvl int, subject_name text DEFAULT NULL, subject_email text DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-  v_out text := txt;
-BEGIN
-  IF v_out IS NULL OR lvl IS NULL OR lvl < 1 THEN
-    RETURN v_out;
-  END IF;
-  IF subject_name IS NOT NULL OR subject_email IS NOT NULL THEN
-    v_out := ferry_scrub_subject(v_out, subject_name, subject_email);
-  END IF;
-  IF strpos(v_out, '@') > 0 THEN
-    IF lvl >= 3 THEN
-      v_out := regexp_replace(v_out, ${P.email}, '[email]', 'g');
-    ELSE
-      v_out := regexp_replace(v_out, ${P.emailMask}, '\1***@\2', 'g');
-    END IF;
-  END IF;
-  IF lvl >= 2 THEN
-    IF v_out ~ ${P.ipv6Gate} THEN
-      v_out := ferry_scan(v_out, ${P.ipv6Candidate}, 'ipv6');
-    END IF;
-    IF v_out ~ ${P.ipv4Gate} THEN
-      v_out := regexp_replace(v_out, ${P.ipv4}, '[ip]', 'g');
-    END IF;
-  END IF;
-  IF v_out ~ ${P.cardGate} THEN
-    v_out := ferry_scan(v_out, ${P.cardRun}, 'card');
-  END IF;
-  IF v_out ~ ${P.phoneGate} THEN
-    v_out := ferry_scan(v_out, ${P.phoneCandidate}, 'phone');
-  END IF;
-  RETURN v_out;
-END
-$$;
+ALTER FUNCTION ferry_scrub_text(text, int, text, text) RENAME TO ferry_scrub_text_all;
 
 -- Scrubs free text for an anonymization level (0 full, 1 basic, 2 enhanced, 3 complete).
 -- Inlined into the calling query; the gate is one regular expression (compiled once).
-CREATE OR REPLACE FUNCTION ferry_scrub_text(txt text, lvl int, subject_name text DEFAULT NULL, subject_email text DEFAULT NULL) RETURNS text
+CREATE FUNCTION ferry_scrub_text(txt text, lvl int, subject_name text DEFAULT NULL, subject_email text DEFAULT NULL) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN txt IS NULL OR lvl IS NULL OR lvl < 1 THEN txt
