@@ -7,8 +7,8 @@ import { PassThrough } from 'node:stream';
 import type { Database } from '../src/db/database.ts';
 import { pgliteDatabase } from '../src/db/pglite-database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { exportDataset } from '../src/export/run.ts';
-import { parseExportRequest } from '../src/export/request.ts';
+import { exportDataset } from '../src/pipeline/export-dataset.ts';
+import { parseExportRequest } from '../src/collect/request.ts';
 import { createPackageWriter } from '../src/packaging/archive.ts';
 
 interface Job {

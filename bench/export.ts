@@ -16,8 +16,8 @@ import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
 import { copySql } from '../src/db/database.ts';
 import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
-import { buildExportQuery } from '../src/export/query.ts';
-import { parseExportRequest } from '../src/export/request.ts';
+import { buildExportQuery } from '../src/collect/query.ts';
+import { parseExportRequest } from '../src/collect/request.ts';
 import { seed } from '../src/seed/seed.ts';
 
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';

@@ -15,8 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { createApiKey } from '../src/auth/keys.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { exportDataset } from '../src/export/run.ts';
-import { parseExportRequest } from '../src/export/request.ts';
+import { exportDataset } from '../src/pipeline/export-dataset.ts';
+import { parseExportRequest } from '../src/collect/request.ts';
 import { buildApp } from '../src/http/app.ts';
 import { createLogger } from '../src/lib/logger.ts';
 

@@ -8,7 +8,7 @@ import { JOBS, startWorkers } from './jobs/registry.ts';
 import { createLogger, type Logger } from './lib/logger.ts';
 import { createObjectStore } from './store/create-object-store.ts';
 import type { ObjectStore } from './store/object-store.ts';
-import { createStreamHub } from './stream/hub.ts';
+import { createStreamHub } from './live/hub.ts';
 
 /** What a `ferry serve` process runs; built once from the frozen config. */
 export interface Ferry {

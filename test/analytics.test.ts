@@ -7,7 +7,7 @@ import {
   type AnalyticsOptions,
   analyticsColumns,
   analyticsSource,
-} from '../src/export/computed/analytics.ts';
+} from '../src/collect/computed/analytics.ts';
 import { FerryError } from '../src/lib/errors.ts';
 import {
   insertComputedFixture,

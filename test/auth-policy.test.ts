@@ -12,7 +12,7 @@ import {
   ROLE_ACTIONS,
 } from '../src/auth/policy.ts';
 import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
-import type { ExportScope } from '../src/export/request.ts';
+import type { ExportScope } from '../src/collect/request.ts';
 import { FerryError } from '../src/lib/errors.ts';
 import type { PiiLevel } from '../src/transform/anonymize.ts';
 

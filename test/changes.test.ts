@@ -11,9 +11,9 @@ import {
   encodeChangeCursor,
   exportChanges,
   planChanges,
-} from '../src/export/changes.ts';
-import { type ExportInput, parseExportRequest } from '../src/export/request.ts';
-import { exportDataset } from '../src/export/run.ts';
+} from '../src/collect/changes.ts';
+import { type ExportInput, parseExportRequest } from '../src/collect/request.ts';
+import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportCompanyPackage, PACKAGE_DATASETS } from '../src/export/company-package.ts';
+import { exportCompanyPackage, PACKAGE_DATASETS } from '../src/pipeline/company-package.ts';
 import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';

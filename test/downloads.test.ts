@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanUpExports } from '../src/exports/cleanup.ts';
+import { cleanUpExports } from '../src/export-requests/cleanup.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { bearer } from './auth-fixtures.ts';
 import {

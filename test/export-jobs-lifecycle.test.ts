@@ -2,7 +2,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXPORT_DEAD_QUEUE, EXPORT_JOBS, EXPORT_QUEUE } from '../src/exports/jobs.ts';
+import { EXPORT_DEAD_QUEUE, EXPORT_JOBS, EXPORT_QUEUE } from '../src/export-requests/jobs.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import type { ByteRange, ObjectStore, PendingObject } from '../src/store/object-store.ts';
 import { bearer } from './auth-fixtures.ts';

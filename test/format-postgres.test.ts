@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { json } from '../src/format/json-writer.ts';
 import { createParquetTransform } from '../src/format/parquet-writer.ts';
 import { xml, xsdFor } from '../src/format/xml-writer.ts';
-import { COPY_OPTIONS } from '../src/export/render-sql.ts';
+import { COPY_OPTIONS } from '../src/collect/render-sql.ts';
 import { allTypeFields, context, uuid } from './format-fixtures.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 

@@ -1,6 +1,6 @@
 import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
-import { RecordCounter } from '../src/export/record-counter.ts';
+import { RecordCounter } from '../src/collect/record-counter.ts';
 
 /** Feeds `text` to a counter in chunks of `size` bytes and returns its count. */
 function count(kind: 'csv' | 'ndjson', text: string, size: number, headerLines = 0): number {

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listenForEvents } from '../src/stream/notifications.ts';
-import { pruneStreamEvents } from '../src/stream/retention.ts';
-import { comparePositions, START, type StoredEvent, streamStore } from '../src/stream/store.ts';
+import { listenForEvents } from '../src/live/notifications.ts';
+import { pruneStreamEvents } from '../src/live/retention.ts';
+import { comparePositions, START, type StoredEvent, streamStore } from '../src/live/outbox.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 import {
   createStreamTenant,

@@ -11,7 +11,7 @@ import { type Config, loadConfig } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
-import { createStreamHub, type StreamHub, type StreamOptions } from '../src/stream/hub.ts';
+import { createStreamHub, type StreamHub, type StreamOptions } from '../src/live/hub.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 import {
   connectStream,

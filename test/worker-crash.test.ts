@@ -2,7 +2,7 @@ import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../src/config/config.ts';
-import { cleanUpExports } from '../src/exports/cleanup.ts';
+import { cleanUpExports } from '../src/export-requests/cleanup.ts';
 import { JOBS } from '../src/jobs/registry.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';

@@ -1,4 +1,4 @@
-import type { ExportScope } from '../export/request.ts';
+import type { ExportScope } from '../collect/request.ts';
 import { FerryError } from '../lib/errors.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 import type { AuthContext, Role } from './context.ts';

@@ -1,6 +1,6 @@
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { exportCompanyPackage } from '../export/company-package.ts';
-import { DEFAULT_PII_LEVEL } from '../export/request.ts';
+import { exportCompanyPackage } from '../pipeline/company-package.ts';
+import { DEFAULT_PII_LEVEL } from '../collect/request.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../lib/errors.ts';
 import { parsePiiLevel } from '../transform/anonymize.ts';

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
-import { exportDataset } from '../export/run.ts';
-import { COMPRESSIONS, parseExportRequest } from '../export/request.ts';
+import { exportDataset } from '../pipeline/export-dataset.ts';
+import { COMPRESSIONS, parseExportRequest } from '../collect/request.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../lib/errors.ts';

@@ -3,11 +3,11 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { AuthContext, Plan } from '../auth/context.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { loadTenant } from '../export/run.ts';
+import { loadTenant } from '../pipeline/export-dataset.ts';
 import { createJobQueue, type JobQueue } from '../jobs/queue.ts';
 import { JOBS } from '../jobs/registry.ts';
 import { createLogger } from '../lib/logger.ts';
-import type { ScheduleInput } from '../schedules/export-config.ts';
+import type { ScheduleInput } from '../schedules/automated-export-config.ts';
 import type { RunView, ScheduleView } from '../schedules/presenter.ts';
 import {
   createSchedule,

@@ -4,7 +4,7 @@ import type { Database } from '../db/database.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import type { StreamHub } from '../stream/hub.ts';
+import type { StreamHub } from '../live/hub.ts';
 
 /** What the HTTP layer is built from; the composition root supplies the adapters. */
 export interface AppDeps {

@@ -1,6 +1,6 @@
-import { EXPORT_JOBS } from '../exports/jobs.ts';
+import { EXPORT_JOBS } from '../export-requests/jobs.ts';
 import { SCHEDULE_JOBS } from '../schedules/jobs.ts';
-import { STREAM_JOBS } from '../stream/jobs.ts';
+import { STREAM_JOBS } from '../live/jobs.ts';
 import { WEBHOOK_JOBS } from '../webhooks/jobs.ts';
 import type { JobQueue } from './queue.ts';
 import type { FerryJob, JobContext, JobDefinition } from './types.ts';

@@ -1,5 +1,5 @@
 import { Cron } from 'croner';
-import { isValidTimezone } from '../export/request.ts';
+import { isValidTimezone } from '../collect/request.ts';
 import { invalid } from '../lib/errors.ts';
 
 /**

@@ -2,9 +2,9 @@ import { createMailer, type Mailer } from '../deliver/mailer.ts';
 import type { JobContext, JobDefinition } from '../jobs/types.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
-import { scheduleRuns } from './runs.ts';
+import { scheduleRuns } from './run-repository.ts';
 import { afterFailed } from './notices.ts';
-import { type RunDeps, runScheduleJob } from './run.ts';
+import { type RunDeps, runScheduleJob } from './run-job.ts';
 import { SCHEDULE_RUN_QUEUE, tickSchedules } from './tick.ts';
 
 export const SCHEDULE_TICK_QUEUE = 'schedule-tick';

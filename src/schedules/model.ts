@@ -3,8 +3,8 @@ import { TRACKED_TABLES } from '../db/migrations/0005-change-tracking.ts';
 import { parseTarget, sealTarget } from '../deliver/targets.ts';
 import { staticPrefix } from '../deliver/template.ts';
 import type { DeliveryTarget } from '../deliver/types.ts';
-import { isDocumentDataset } from '../export/documents.ts';
-import { COMPRESSIONS, type Compression, DEFAULT_PII_LEVEL, parseExportRequest } from '../export/request.ts';
+import { isDocumentDataset } from '../collect/documents.ts';
+import { COMPRESSIONS, type Compression, DEFAULT_PII_LEVEL, parseExportRequest } from '../collect/request.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 

@@ -2,14 +2,14 @@ import { recordAudit } from '../auth/audit.ts';
 import { notifyFailure } from '../deliver/notify.ts';
 import { applyRetention } from '../deliver/s3-target.ts';
 import type { DeliveryArtifact, S3Target } from '../deliver/types.ts';
-import { loadTenant, type TenantInfo } from '../export/run.ts';
+import { loadTenant, type TenantInfo } from '../pipeline/export-dataset.ts';
 import type { Logger } from '../lib/logger.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { deliveryFailedBody, exportCompletedBody } from '../webhooks/events.ts';
 import type { RunFile } from './model.ts';
-import type { RunConfig } from './produce.ts';
+import type { RunConfig } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
-import type { Outcome, RunDeps } from './run.ts';
+import type { Outcome, RunDeps } from './run-job.ts';
 
 /**
  * What follows a run's outcome: target retention, webhook events

@@ -2,7 +2,7 @@ import { presentTarget, targetLabel } from '../deliver/targets.ts';
 import { type Frequency, type FrequencyType, nextRuns } from './frequency.ts';
 import type { RunFile, ScheduleConfig } from './model.ts';
 import type { DeliveryRow, RunRow, ScheduleRow } from './repository.ts';
-import type { RunConfig } from './produce.ts';
+import type { RunConfig } from './run-file.ts';
 
 export const SCHEDULES_PATH = '/api/v1/schedules';
 const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null);

@@ -5,13 +5,13 @@ import { authorize, authorizeExport } from '../auth/policy.ts';
 import { limitsFor, quotaExceeded, registerUsageSource } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { loadTenant } from '../export/run.ts';
+import { loadTenant } from '../pipeline/export-dataset.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { webhookDb } from '../webhooks/tables.ts';
-import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './export-config.ts';
+import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './automated-export-config.ts';
 import { nextRunAfter, parseTiming, type Timing } from './frequency.ts';
 import {
   checkTargetRetention,

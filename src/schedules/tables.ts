@@ -1,7 +1,7 @@
 import type { ColumnType, Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
-import type { ExportTables } from '../exports/tables.ts';
+import type { ExportTables } from '../export-requests/tables.ts';
 import type { WebhookTables } from '../webhooks/tables.ts';
 import type { Frequency } from './frequency.ts';
 import type { RunFile, ScheduleConfig } from './model.ts';

@@ -3,8 +3,8 @@ import type { Database } from '../db/database.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
 import { dueSlot } from './frequency.ts';
-import type { RunConfig } from './produce.ts';
-import { scheduleRuns } from './runs.ts';
+import type { RunConfig } from './run-file.ts';
+import { scheduleRuns } from './run-repository.ts';
 import { scheduleDb } from './tables.ts';
 
 export const SCHEDULE_RUN_QUEUE = 'schedule-run';

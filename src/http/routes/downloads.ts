@@ -1,10 +1,10 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, recordAudit } from '../../auth/audit.ts';
-import { createLinkSigner, DOWNLOAD_PATH } from '../../exports/links.ts';
-import { parseRange } from '../../exports/range.ts';
-import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '../../exports/repository.ts';
-import { assertDownloadable } from '../../exports/service.ts';
+import { createLinkSigner, DOWNLOAD_PATH } from '../../export-requests/links.ts';
+import { parseRange } from '../../export-requests/range.ts';
+import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '../../export-requests/repository.ts';
+import { assertDownloadable } from '../../export-requests/service.ts';
 import { FerryError } from '../../lib/errors.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';
 import { problemResponse, problemResponses } from '../problem.ts';

@@ -1,9 +1,9 @@
 import type { FastifyRequest } from 'fastify';
 import { type Static, Type } from 'typebox';
-import { COMPRESSIONS } from '../../export/request.ts';
+import { COMPRESSIONS } from '../../collect/request.ts';
 import { EXPORT_FORMATS } from '../../format/types.ts';
-import { PACKAGE_KINDS } from '../../exports/export-config.ts';
-import { createLinkSigner } from '../../exports/links.ts';
+import { PACKAGE_KINDS } from '../../export-requests/config.ts';
+import { createLinkSigner } from '../../export-requests/links.ts';
 import {
   createExport,
   deleteExport,
@@ -13,8 +13,8 @@ import {
   listExports,
   registerExportUsage,
   repeatExport,
-} from '../../exports/service.ts';
-import { EXPORT_STATUSES } from '../../exports/state.ts';
+} from '../../export-requests/service.ts';
+import { EXPORT_STATUSES } from '../../export-requests/state.ts';
 import { PII_LEVELS } from '../../transform/anonymize.ts';
 import type { FerryApp } from '../app.ts';
 import { problemResponses } from '../problem.ts';

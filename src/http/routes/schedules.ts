@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { TARGET_TYPES } from '../../deliver/types.ts';
-import { COMPRESSIONS } from '../../export/request.ts';
+import { COMPRESSIONS } from '../../collect/request.ts';
 import { FREQUENCY_TYPES, WEEKDAYS } from '../../schedules/frequency.ts';
 import { SCHEDULE_PACKAGES, SELECTION_MODES, WINDOW_PERIODS } from '../../schedules/model.ts';
 import {

@@ -1,8 +1,8 @@
 import type {} from '@fastify/websocket';
 import { FerryError } from '../../lib/errors.ts';
-import { createAuthLimiter } from '../../stream/auth-limiter.ts';
-import { createStreamHub } from '../../stream/hub.ts';
-import { openStreamSession } from '../../stream/session.ts';
+import { createAuthLimiter } from '../../live/auth-limiter.ts';
+import { createStreamHub } from '../../live/hub.ts';
+import { openStreamSession } from '../../live/session.ts';
 import { problemResponses } from '../problem.ts';
 import { responseHeaders } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';

@@ -3,7 +3,7 @@ import type { JobContext } from '../jobs/types.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { pruneIdempotencyKeys } from './idempotency.ts';
 import { exportJobs } from './repository.ts';
-import { exportPrefix, removeLeftovers } from './runner.ts';
+import { exportPrefix, removeLeftovers } from './export-job.ts';
 
 /** Exports expired per sweep batch; the sweep loops until none is due. */
 const BATCH = 200;

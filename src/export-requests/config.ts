@@ -2,14 +2,14 @@ import { authorizeExport } from '../auth/policy.ts';
 import type { AuthContext } from '../auth/context.ts';
 import { validateRecipients } from '../crypto/age.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import { PACKAGE_DATASETS, type PackageRequest } from '../export/company-package.ts';
+import { PACKAGE_DATASETS, type PackageRequest } from '../pipeline/company-package.ts';
 import {
   type Compression,
   DEFAULT_PII_LEVEL,
   type ExportRequest,
   type ExportScope,
   parseExportRequest,
-} from '../export/request.ts';
+} from '../collect/request.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 

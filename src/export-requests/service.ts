@@ -18,7 +18,7 @@ import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { authorizeConfig, type ExportBody, type ExportConfig, normalizeExportBody } from './export-config.ts';
+import { authorizeConfig, type ExportBody, type ExportConfig, normalizeExportBody } from './config.ts';
 import {
   checkIdempotencyKey,
   credentialOf,
@@ -30,7 +30,7 @@ import { EXPORT_QUEUE, sendExportJob } from './jobs.ts';
 import { downloadPath, type LinkSigner } from './links.ts';
 import { type ExportView, presentExport } from './presenter.ts';
 import { type ExportFileRow, type ExportRow, type ListFilter, tenantExports } from './repository.ts';
-import { exportPrefix, removeLeftovers } from './runner.ts';
+import { exportPrefix, removeLeftovers } from './export-job.ts';
 import { type ExportStatus, isActive } from './state.ts';
 import { exportDb } from './tables.ts';
 

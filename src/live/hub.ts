@@ -15,7 +15,7 @@ import {
   type StoredEvent,
   type StreamStore,
   streamStore,
-} from './store.ts';
+} from './outbox.ts';
 
 export interface StreamOptions {
   /** Safety poll while notifications work, in ms: a lost notification costs at most this. */

@@ -1,6 +1,6 @@
 import { type Selectable, sql } from 'kysely';
 import type { Database } from '../db/database.ts';
-import type { ExportConfig } from './export-config.ts';
+import type { ExportConfig } from './config.ts';
 import { type ExportStatus, predecessors } from './state.ts';
 import { type ExportFilesTable, type ExportRequestsTable, exportDb } from './tables.ts';
 

@@ -4,7 +4,7 @@ import type { AuthContext } from '../auth/context.ts';
 import { verifyApiKey } from '../auth/keys.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import type { Database } from '../db/database.ts';
-import type { ExportScope } from '../export/request.ts';
+import type { ExportScope } from '../collect/request.ts';
 import { FerryError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { PiiLevel } from '../transform/anonymize.ts';
@@ -13,7 +13,7 @@ import type { Attachment, ConnectionStats, StreamHub, Subscriber } from './hub.t
 import type { SubscriptionRules } from './present.ts';
 import { type AuthMessage, parseClientMessage, type SubscribeMessage } from './protocol.ts';
 import { STREAM_RETENTION_DAYS } from './retention.ts';
-import type { Position } from './store.ts';
+import type { Position } from './outbox.ts';
 
 /** WebSocket close codes the stream uses (4xxx: application codes, mirroring HTTP statuses). */
 export const CLOSE = {

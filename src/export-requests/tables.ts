@@ -1,7 +1,7 @@
 import type { ColumnType, Generated, Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
-import type { ExportConfig } from './export-config.ts';
+import type { ExportConfig } from './config.ts';
 import type { ExportStatus } from './state.ts';
 
 /** Kysely table types for migration 0004 (export requests, files, idempotency keys). */

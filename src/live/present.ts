@@ -1,7 +1,7 @@
-import type { ExportScope } from '../export/request.ts';
+import type { ExportScope } from '../collect/request.ts';
 import type { PiiLevel } from '../transform/anonymize.ts';
 import { scrubText } from '../transform/scrub.ts';
-import type { StoredEvent } from './store.ts';
+import type { StoredEvent } from './outbox.ts';
 
 /** What one subscriber may see and asked to see. */
 export interface SubscriptionRules {

@@ -6,7 +6,7 @@ import type { JobDefinition } from '../jobs/types.ts';
 import { exportDb } from './tables.ts';
 import { cleanUpExports } from './cleanup.ts';
 import { exportJobs } from './repository.ts';
-import { auditFailure, runExportJob } from './runner.ts';
+import { auditFailure, runExportJob } from './export-job.ts';
 
 export const EXPORT_QUEUE = 'export';
 /** Export jobs that ran out of retries land here, to mark their export failed. */

@@ -3,13 +3,13 @@ import { PassThrough, Transform, type TransformCallback, type Writable } from 'n
 import type { PlanLimits } from '../auth/limits.ts';
 import { historyStart, quotaExceeded } from '../auth/quotas.ts';
 import type { Database } from '../db/database.ts';
-import { decodeChangeCursor, encodeChangeCursor, exportChanges } from '../export/changes.ts';
-import { sessionAnonymizeKey } from '../export/paging.ts';
-import { type ExportRequest, parseExportRequest } from '../export/request.ts';
-import { exportDataset, type TenantInfo } from '../export/run.ts';
-import type { ExportConfig } from '../exports/export-config.ts';
-import { exportJobs, tenantExports } from '../exports/repository.ts';
-import { exportPrefix, fileSpec, removeLeftovers } from '../exports/runner.ts';
+import { decodeChangeCursor, encodeChangeCursor, exportChanges } from '../collect/changes.ts';
+import { sessionAnonymizeKey } from '../collect/paging.ts';
+import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
+import { exportDataset, type TenantInfo } from '../pipeline/export-dataset.ts';
+import type { ExportConfig } from '../export-requests/config.ts';
+import { exportJobs, tenantExports } from '../export-requests/repository.ts';
+import { exportPrefix, fileSpec, removeLeftovers } from '../export-requests/export-job.ts';
 import { FerryError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
@@ -22,7 +22,7 @@ import {
   type ScheduleDataset,
 } from './model.ts';
 import type { RunRow } from './repository.ts';
-import { scheduleRuns } from './runs.ts';
+import { scheduleRuns } from './run-repository.ts';
 import { selectionRange } from './window.ts';
 
 /** What a run reads from the schedule: its config as of the run's creation, with the name and zone. */

@@ -7,7 +7,7 @@ import { FerryError } from '../lib/errors.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import type { ExportRequest } from './request.ts';
-import type { TenantInfo } from './run.ts';
+import type { TenantInfo } from '../pipeline/export-dataset.ts';
 
 /**
  * Datasets exported as documents rather than tables: the knowledge base (JSON,

@@ -10,10 +10,10 @@ import type { DatasetDeclaration } from '../datamap/types.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FormatWriter } from '../format/types.ts';
 import { FerryError } from '../lib/errors.ts';
-import { exportDocumentDataset, isDocumentDataset } from './documents.ts';
-import { buildExportQuery, selectedFields } from './query.ts';
-import { RecordCounter } from './record-counter.ts';
-import type { Compression, ExportRequest } from './request.ts';
+import { exportDocumentDataset, isDocumentDataset } from '../collect/documents.ts';
+import { buildExportQuery, selectedFields } from '../collect/query.ts';
+import { RecordCounter } from '../collect/record-counter.ts';
+import type { Compression, ExportRequest } from '../collect/request.ts';
 
 export const FERRY_EXPORT_VERSION = '1.0';
 

@@ -21,7 +21,7 @@ import {
   type TenantInfo,
   type Zones,
   zonesFor,
-} from './run.ts';
+} from '../pipeline/export-dataset.ts';
 
 /**
  * Page mode of the export engine: one page of a tabular dataset, streamed. Before a

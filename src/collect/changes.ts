@@ -31,7 +31,7 @@ import {
 import { buildExportQuery, selectedFields } from './query.ts';
 import { COPY_OPTIONS, timestampSql } from './render-sql.ts';
 import type { ExportRequest } from './request.ts';
-import { compressionSuffix, exportMetadata } from './run.ts';
+import { compressionSuffix, exportMetadata } from '../pipeline/export-dataset.ts';
 
 /**
  * The change feed (incremental exports): the rows of a dataset written since a

@@ -6,8 +6,8 @@ import type { Database } from '../db/database.ts';
 import { deliverAll } from '../deliver/deliver.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryResult } from '../deliver/types.ts';
-import { loadTenant, type TenantInfo } from '../export/run.ts';
-import { createLinkSigner, downloadPath, type LinkSigner } from '../exports/links.ts';
+import { loadTenant, type TenantInfo } from '../pipeline/export-dataset.ts';
+import { createLinkSigner, downloadPath, type LinkSigner } from '../export-requests/links.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { FerryJob } from '../jobs/types.ts';
 import { FerryError } from '../lib/errors.ts';
@@ -16,9 +16,9 @@ import type { OutboundPolicy } from '../lib/ssrf.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { RunFile } from './model.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
-import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './produce.ts';
+import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
-import { scheduleRuns } from './runs.ts';
+import { scheduleRuns } from './run-repository.ts';
 import { dispatchReady } from './tick.ts';
 
 /** What a run needs; built once per worker from the job context (tests pass their own delays). */

@@ -25,10 +25,10 @@ import {
   type ViewerMessage,
 } from '../packaging/viewer-scripts.ts';
 import type { PiiLevel } from '../transform/anonymize.ts';
-import { accountDocument, knowledgeBaseDocuments, markdownFileName } from './documents.ts';
-import { buildExportQuery, selectedFields } from './query.ts';
-import { type ExportRequest, type ExportScope, parseExportRequest } from './request.ts';
-import { exportDataset, HashCounter, loadTenant, type TenantInfo, zonesFor } from './run.ts';
+import { accountDocument, knowledgeBaseDocuments, markdownFileName } from '../collect/documents.ts';
+import { buildExportQuery, selectedFields } from '../collect/query.ts';
+import { type ExportRequest, type ExportScope, parseExportRequest } from '../collect/request.ts';
+import { exportDataset, HashCounter, loadTenant, type TenantInfo, zonesFor } from './export-dataset.ts';
 
 /** Datasets a company package can hold, in the order they are written. */
 export const PACKAGE_DATASETS = [

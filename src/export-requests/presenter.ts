@@ -1,4 +1,4 @@
-import type { ExportConfig } from './export-config.ts';
+import type { ExportConfig } from './config.ts';
 import type { ExportFileRow, ExportRow } from './repository.ts';
 import type { ExportStatus } from './state.ts';
 
