@@ -8,7 +8,7 @@ import {
   analyticsColumns,
   analyticsSource,
 } from '../src/collect/computed/analytics.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import {
   insertComputedFixture,
   OTHER_TENANT,

@@ -13,7 +13,7 @@ import {
 } from '../src/auth/policy.ts';
 import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
 import type { ExportScope } from '../src/collect/request.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import type { PiiLevel } from '../src/transform/anonymize.ts';
 
 const AGENT_ID = '11111111-1111-4111-8111-111111111111';

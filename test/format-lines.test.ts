@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { LineSplitter } from '../src/format/line-splitter.ts';
 import { getWriter, WRITERS } from '../src/format/registry.ts';
 import { EXPORT_FORMATS } from '../src/format/types.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import {
   formatTimestampMicros,
   parseDateDays,

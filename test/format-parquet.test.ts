@@ -10,7 +10,7 @@ import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPartitionedParquet, HIVE_NULL_PARTITION } from '../src/format/parquet-partitions.ts';
 import { createParquetTransform, DEFAULT_ROW_GROUP_ROWS, parquet } from '../src/format/parquet-writer.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import {
   allTypeFields,
   chunked,

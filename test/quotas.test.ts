@@ -15,7 +15,7 @@ import {
 } from '../src/auth/quotas.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import { authTestConfig, bearer, createTenant } from './auth-fixtures.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 

@@ -10,7 +10,7 @@ import {
   type AttributionOptions,
   revenueAttributionSource,
 } from '../src/collect/computed/revenue-attribution.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import { C, insertComputedFixture, K1, K2, K3, OTHER_TENANT, R, TENANT } from './support/computed-fixture.ts';
 import { createTestDatabase, DIALECTS, type Dialect } from './support/databases.ts';
 

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import { loadOrCreateSecretKey, maskSecret, openSecret, sealSecret } from '../src/lib/secret-box.ts';
 
 const KEY = 'k'.repeat(20) + '-0123456789abcdef';

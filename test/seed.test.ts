@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedOptionsFromFlags } from '../src/cli/seed.ts';
 import type { Database } from '../src/db/database.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import { openSecret } from '../src/lib/secret-box.ts';
 import { CountDistribution, planConversation } from '../src/seed/conversation-plan.ts';
 import { MESSAGE_COLUMNS, messageRows } from '../src/seed/conversation-rows.ts';

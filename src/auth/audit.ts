@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { AuthContext } from './context.ts';
 import { MANAGER_AUDIT_ACTION_PREFIX } from './policy.ts';
 import { authDb } from './tables.ts';

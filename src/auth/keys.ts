@@ -9,7 +9,7 @@ import {
 } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
 import { ACTIONS } from './policy.ts';
 import { countRequestsSql, type RateCounts, type RateWindows, rateWindows } from './rate-limit.ts';

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import type { AuthContext } from './context.ts';
 import { bindApiKeyPepper, type KeyRejection, resolveApiKey } from './keys.ts';

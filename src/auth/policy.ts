@@ -1,5 +1,5 @@
 import type { ExportScope } from '../collect/request.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 import type { AuthContext, Role } from './context.ts';
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { auditInsert } from './audit.ts';
 import type { AuthContext } from './context.ts';
 import { LIMITS_SETTING } from './keys.ts';

@@ -2,7 +2,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { exportCompanyPackage } from '../pipeline/company-package.ts';
 import { DEFAULT_PII_LEVEL } from '../collect/request.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { parsePiiLevel } from '../transform/anonymize.ts';
 import { withDatabase } from './context.ts';
 import { createProgress, formatBytes } from './progress.ts';

@@ -9,7 +9,7 @@ import type { ExportRequest } from '../collect/request.ts';
 import { datasetStream, exportMetadata, loadTenant, zonesFor } from '../pipeline/export-dataset.ts';
 import { createPartitionedParquet } from '../format/parquet-partitions.ts';
 import { getWriter } from '../format/registry.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { withDatabase } from './context.ts';
 
 /** `--format parquet --partition-by-date --out DIR`: a Hive-style folder, renamed into place when complete. */

@@ -3,7 +3,7 @@ import { exportDataset } from '../pipeline/export-dataset.ts';
 import { COMPRESSIONS, parseExportRequest } from '../collect/request.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { PII_LEVELS } from '../transform/anonymize.ts';
 import { withDatabase } from './context.ts';
 import { createProgress, formatBytes } from './progress.ts';

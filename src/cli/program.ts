@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { registerDatamap } from './datamap.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';

@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { defaultWindow, SEED_LIMITS, type SeedOptions, type SeedProgress, seed } from '../seed/seed.ts';
 import { withDatabase } from './context.ts';

@@ -4,7 +4,7 @@ import { composeWorker } from '../compose.ts';
 import { type Config, loadConfig } from '../config/config.ts';
 import { jobsSchema } from '../jobs/queue.ts';
 import { JOBS } from '../jobs/registry.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 
 export interface WorkerOptions {
   concurrency?: number;

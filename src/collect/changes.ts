@@ -6,7 +6,7 @@ import { TRACKED_TABLES } from '../db/migrations/0005-change-tracking.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DatasetDeclaration, DatasetField } from '../datamap/types.ts';
 import type { FieldSpec } from '../format/types.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { SQL_TYPES } from '../transform/anonymize.ts';
 import { csvGuardSql } from '../transform/csv-guard.ts';
 import {

@@ -3,7 +3,7 @@ import type { Writable } from 'node:stream';
 import type { Database } from '../db/database.ts';
 import { literal } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import type { ExportRequest } from './request.ts';

@@ -7,7 +7,7 @@ import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DatasetDeclaration } from '../datamap/types.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FieldSpec, FormatWriter } from '../format/types.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { isDocumentDataset } from './documents.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
 import { RecordCounter } from './record-counter.ts';

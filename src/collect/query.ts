@@ -1,6 +1,6 @@
 import { type CopyQuery, literal } from '../db/database.ts';
 import type { DatasetDeclaration, DatasetField, DatasetFilter } from '../datamap/types.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { analyticsColumns, analyticsSource } from './computed/analytics.ts';
 import { revenueAttributionSource } from './computed/revenue-attribution.ts';

@@ -1,7 +1,7 @@
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap, DatasetDeclaration, DatasetFilter } from '../datamap/types.ts';
 import { EXPORT_FORMATS, type ExportFormat } from '../format/types.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 
 export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const;

@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import { Decrypter, Encrypter } from 'age-encryption';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 /*
  * Recipient encryption with age (https://age-encryption.org/v1), through the

@@ -1,5 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { FerryError } from '../lib/errors.ts';
+import type { ErrorCode } from '../domain/error-catalog.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { deliverByEmail } from './email-target.ts';
 import { deliverToS3 } from './s3-target.ts';
 import { deliverBySftp } from './sftp-target.ts';
@@ -44,7 +45,7 @@ const ADAPTERS: { readonly [K in TargetType]: AdapterEntry<K> } = {
  * Failures that another attempt cannot fix: a refused address, a host key that does
  * not match, a configuration problem. They end the retries at once.
  */
-const PERMANENT = new Set([
+const PERMANENT: ReadonlySet<string> = new Set<ErrorCode>([
   'outbound_blocked',
   'host_key_mismatch',
   'invalid_parameter',
@@ -128,7 +129,7 @@ export async function deliverAll(
   );
 }
 
-function describeFailure(err: unknown, secrets: readonly string[]): { message: string; code: string } {
+function describeFailure(err: unknown, secrets: readonly string[]): { message: string; code: ErrorCode } {
   const code = err instanceof FerryError ? err.code : 'delivery_failed';
   let message = err instanceof Error ? err.message : String(err);
   if (!message) message = err instanceof Error ? err.name : 'unknown error';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { MailMessage } from './mailer.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, EmailTarget } from './types.ts';
 

@@ -8,7 +8,7 @@ import {
   ListObjectsV2Command,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { guardedAgents, type OutboundPolicy } from '../lib/ssrf.ts';
 import { DigestTransform } from '../store/digest.ts';
 import { openTarget } from './targets.ts';

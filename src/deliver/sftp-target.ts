@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import SftpClient from 'ssh2-sftp-client';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { resolveOutbound } from '../lib/ssrf.ts';
 import { DigestTransform } from '../store/digest.ts';
 import { renderPathTemplate } from './template.ts';

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { maskSecret, openSecret, sealSecret } from '../lib/secret-box.ts';
 import { checkPathTemplate } from './template.ts';
 import {

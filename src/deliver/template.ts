@@ -1,4 +1,4 @@
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 /** Placeholders a destination path may use; see docs/destinations.md. */
 export const PATH_PLACEHOLDERS = ['date', 'datetime', 'tenant', 'dataset', 'export_id'] as const;

@@ -1,4 +1,4 @@
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { attemptMessage } from '../webhooks/dispatch.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { exportCompletedBody } from '../webhooks/events.ts';

@@ -10,7 +10,7 @@ import {
   type ExportScope,
   parseExportRequest,
 } from '../collect/request.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 
 export const PACKAGE_KINDS = ['none', 'zip', 'tar.gz'] as const;

@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { recordAudit } from '../auth/audit.ts';
 import { quotaExceeded } from '../auth/quotas.ts';
 import { encryptForRecipients } from '../crypto/age.ts';
-import { isErrorCode, errorDefinition } from '../domain/error-catalog.ts';
+import { type ErrorCode, errorDefinition, isErrorCode } from '../domain/error-catalog.ts';
 import { exportCompanyPackage } from '../pipeline/company-package.ts';
 import type { Database } from '../db/database.ts';
 import { rangeFrom } from '../db/database.ts';
@@ -15,7 +15,7 @@ import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { compressionSuffix, exportDataset, loadTenant, zonesFor } from '../pipeline/export-dataset.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FerryJob, JobContext } from '../jobs/types.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { ObjectStore, PendingObject } from '../store/object-store.ts';
 import { type ExportConfig, toExportRequest, toExportScope, toPackageRequest } from './config.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
@@ -25,7 +25,7 @@ import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 export const PROGRESS_INTERVAL_MS = 1_000;
 
 /** Codes of failures that another attempt may fix; every other FerryError fails the export at once. */
-const RETRYABLE_CODES = new Set(['internal', 'service_unavailable', 'package_aborted']);
+const RETRYABLE_CODES = new Set<ErrorCode>(['internal', 'service_unavailable', 'package_aborted']);
 
 const DAY_MS = 86_400_000;
 

@@ -15,7 +15,7 @@ import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import type { JobQueue } from '../jobs/queue.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { authorizeConfig, type ExportBody, type ExportConfig, normalizeExportBody } from './config.ts';

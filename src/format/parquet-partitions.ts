@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { isBlank, LineSplitter } from './line-splitter.ts';
 import { ParquetEncoder, type ParquetOptions } from './parquet-writer.ts';
 import type { WriterContext } from './types.ts';

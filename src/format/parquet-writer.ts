@@ -2,7 +2,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { zstdCompressSync } from 'node:zlib';
 import type { KeyValue } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { isBlank, LineSplitter } from './line-splitter.ts';
 import { type ParquetConverter, parquetConverter, parquetSchemaFor } from './parquet-schema.ts';
 import type { FieldSpec, FormatWriter, WriterContext } from './types.ts';

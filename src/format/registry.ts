@@ -1,4 +1,4 @@
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { csv } from './csv-writer.ts';
 import { json } from './json-writer.ts';
 import { ndjson } from './ndjson-writer.ts';

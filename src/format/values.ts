@@ -1,4 +1,4 @@
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 
 /**
  * Value helpers shared by the NDJSON-consuming writers. The database renders a row as

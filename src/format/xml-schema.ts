@@ -1,5 +1,5 @@
 import type { FieldType } from '../datamap/types.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { FieldSpec, WriterContext } from './types.ts';
 
 /** Default namespace of every Ferry XML export and of its XSD's target namespace. */

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { codeForStatus, type ErrorCode, errorDefinition, isErrorCode } from '../domain/error-catalog.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { type ParameterError, PROBLEM_CONTENT_TYPE, type Problem, problem } from './problem.ts';
 import { parameterErrors } from './validation.ts';
 
@@ -47,15 +47,17 @@ export function instanceOf(request: FastifyRequest): string {
 function toProblem(error: unknown, request: FastifyRequest): Problem {
   const base = { instance: instanceOf(request), requestId: request.id };
   if (error instanceof FerryError) {
-    if (!isErrorCode(error.code)) {
-      request.log.error({ err: error }, `FerryError code "${error.code}" is not in the error catalog`);
+    // The type admits catalog codes only, but a cast or a deserialized error could bring another.
+    const code: string = error.code;
+    if (!isErrorCode(code)) {
+      request.log.error({ err: error }, `FerryError code "${code}" is not in the error catalog`);
       return problem({ ...base, code: 'internal', detail: GENERIC_DETAIL });
     }
     const quota = typeof error.details?.quota === 'string' ? error.details.quota : undefined;
     const resetsAt = typeof error.details?.resets_at === 'string' ? error.details.resets_at : null;
     return problem({
       ...base,
-      code: error.code,
+      code,
       detail: error.message,
       errors: detailErrors(error),
       ...(quota ? { quota: { name: quota, resetsAt } } : {}),

@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/config.ts';
-import { FerryError } from './errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 
 /**
  * AES-256-GCM for small secrets (integration credentials). The sealed text is

@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
-import { FerryError } from './errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 
 /**
  * The guard for outbound connections to tenant-supplied hosts (webhook URLs, S3

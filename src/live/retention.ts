@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 /** How long stream events are kept for clients to resume from, unless told otherwise. */
 export const STREAM_RETENTION_DAYS = 7;

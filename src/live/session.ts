@@ -5,7 +5,7 @@ import { verifyApiKey } from '../auth/keys.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import type { Database } from '../db/database.ts';
 import type { ExportScope } from '../collect/request.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { PiiLevel } from '../transform/anonymize.ts';
 import type { AuthLimiter } from './auth-limiter.ts';

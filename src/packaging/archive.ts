@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { DirectoryPackageWriter } from './directory-writer.ts';
 import { TarGzPackageWriter } from './tar-writer.ts';
 import { ZipPackageWriter } from './zip-writer.ts';

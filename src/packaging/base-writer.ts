@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { PackageEntryResult, PackageWriter, PackageWriterOptions } from './archive.ts';
 import { checksumsFile } from './checksums.ts';
 import { CHECKSUMS_FILE, checkEntryPath, checkRoot } from './entry-path.ts';

@@ -1,4 +1,4 @@
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 export interface ChecksumEntry {
   readonly path: string;

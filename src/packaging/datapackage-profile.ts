@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 
 /** The vendored Data Package v2 profiles (JSON Schema draft-07), keyed by their canonical URLs. */
 export const DATA_PACKAGE_PROFILES = {

@@ -1,4 +1,4 @@
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { checkEntryPath } from './entry-path.ts';
 import { type PackageField, tableSchemaField } from './fields.ts';
 

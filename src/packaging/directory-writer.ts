@@ -3,7 +3,7 @@ import { mkdir, rename, rm, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { HashingStream } from './hashing.ts';

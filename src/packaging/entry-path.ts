@@ -1,4 +1,4 @@
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 /** The manifest every package ends with; no entry may take its name. */
 export const CHECKSUMS_FILE = 'checksums.sha256';

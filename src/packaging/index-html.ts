@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { scriptLiteral, VIEWER_INDEX_PATH } from './viewer-scripts.ts';
 
 /**

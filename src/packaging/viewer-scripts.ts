@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { checkEntryPath } from './entry-path.ts';
 
 /**

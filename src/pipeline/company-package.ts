@@ -11,7 +11,7 @@ import { rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { dataDictionaryMarkdown } from '../datamap/dictionary.ts';
 import type { DatasetDeclaration } from '../datamap/types.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { FERRY_VERSION } from '../version.ts';
 import { createPackageWriter, type PackageEntryResult, type PackageWriter } from '../packaging/archive.ts';
 import { buildDataPackage, type DataResourceInput } from '../packaging/datapackage.ts';

@@ -9,7 +9,7 @@ import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DatasetDeclaration } from '../datamap/types.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FormatWriter } from '../format/types.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { exportDocumentDataset, isDocumentDataset } from '../collect/documents.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
 import { RecordCounter } from '../collect/record-counter.ts';

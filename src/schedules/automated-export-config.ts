@@ -1,4 +1,4 @@
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { defaultSelection } from './model.ts';
 
 /**

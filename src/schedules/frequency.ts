@@ -1,6 +1,6 @@
 import { Cron } from 'croner';
 import { isValidTimezone } from '../collect/request.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 /**
  * When a schedule runs: a frequency (daily, weekly on chosen days, monthly on a chosen

@@ -5,7 +5,7 @@ import { staticPrefix } from '../deliver/template.ts';
 import type { DeliveryTarget } from '../deliver/types.ts';
 import { isDocumentDataset } from '../collect/documents.ts';
 import { COMPRESSIONS, type Compression, DEFAULT_PII_LEVEL, parseExportRequest } from '../collect/request.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
 
 /**

@@ -10,7 +10,7 @@ import { exportDataset, type TenantInfo } from '../pipeline/export-dataset.ts';
 import type { ExportConfig } from '../export-requests/config.ts';
 import { exportJobs, tenantExports } from '../export-requests/repository.ts';
 import { exportPrefix, fileSpec, removeLeftovers } from '../export-requests/export-job.ts';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import type { ObjectStore } from '../store/object-store.ts';

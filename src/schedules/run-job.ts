@@ -10,7 +10,8 @@ import { loadTenant, type TenantInfo } from '../pipeline/export-dataset.ts';
 import { createLinkSigner, downloadPath, type LinkSigner } from '../export-requests/links.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { FerryJob } from '../jobs/types.ts';
-import { FerryError } from '../lib/errors.ts';
+import type { ErrorCode } from '../domain/error-catalog.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { OutboundPolicy } from '../lib/ssrf.ts';
 import type { ObjectStore } from '../store/object-store.ts';
@@ -38,7 +39,7 @@ export interface RunDeps {
 }
 
 /** Failures no retry can fix: the run fails at once. */
-const PERMANENT = new Set([
+const PERMANENT = new Set<ErrorCode>([
   'invalid_parameter',
   'forbidden',
   'not_found',
@@ -51,7 +52,7 @@ const PERMANENT = new Set([
  * targets as they were when it was created): when every missing delivery failed so,
  * the run fails at once instead of retrying for an hour.
  */
-const PERMANENT_DELIVERY = new Set([
+const PERMANENT_DELIVERY: ReadonlySet<string> = new Set<ErrorCode>([
   'outbound_blocked',
   'host_key_mismatch',
   'invalid_parameter',

@@ -7,7 +7,7 @@ import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { loadTenant } from '../pipeline/export-dataset.ts';
 import type { JobQueue } from '../jobs/queue.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { webhookDb } from '../webhooks/tables.ts';

@@ -1,6 +1,6 @@
 import { loadConfig } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { CountDistribution, planConversation } from './conversation-plan.ts';
 import { CONVERSATION_COLUMNS, conversationRow, MESSAGE_COLUMNS, messageRows } from './conversation-rows.ts';

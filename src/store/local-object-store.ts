@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/p
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { DigestTransform } from './digest.ts';
 import { checkExpiry, notFound, resolveRange, validateKey, validatePrefix } from './object-key.ts';
 import type {

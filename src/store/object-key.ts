@@ -1,4 +1,4 @@
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { type ByteRange, MAX_PRESIGN_SECONDS } from './object-store.ts';
 
 const SEGMENT = /^[A-Za-z0-9_=+@-][A-Za-z0-9._=+@-]*$/;

@@ -17,7 +17,7 @@ import type {
   UploadPartCommandInput,
   UploadPartCommandOutput,
 } from '@aws-sdk/client-s3';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { contentDisposition } from './content-disposition.ts';
 import {
   checkExpiry,

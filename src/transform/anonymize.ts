@@ -8,7 +8,7 @@
  */
 import type { ColumnClass, DatasetField, FieldType, PiiKind } from '../datamap/types.ts';
 import { literal } from '../db/database.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { normalizeKey } from './pseudonym.ts';
 
 export const PII_LEVELS = ['full', 'basic', 'enhanced', 'complete'] as const;

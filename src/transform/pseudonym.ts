@@ -5,7 +5,7 @@
  * of two exports do not correlate.
  */
 import { createHash } from 'node:crypto';
-import { invalid } from '../lib/errors.ts';
+import { invalid } from '../domain/ferry-error.ts';
 
 const KEY = /^[0-9a-f]{32,}$/;
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database.ts';
-import { FerryError, invalid } from '../lib/errors.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { maskSecret, openSecret, sealSecret } from '../lib/secret-box.ts';
 import { type OutboundPolicy, resolveOutbound } from '../lib/ssrf.ts';
 import { ALL_EVENTS, WEBHOOK_EVENTS } from './events.ts';

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
-import { FerryError } from '../lib/errors.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { type OutboundPolicy, pinnedLookup, resolveOutbound } from '../lib/ssrf.ts';
 
 /** How long one attempt may take, connect to last response byte. */

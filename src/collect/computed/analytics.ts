@@ -1,6 +1,6 @@
 import { REFERENCE_DATASETS } from '../../datamap/reference-datasets.ts';
 import { literal } from '../../db/database.ts';
-import { invalid } from '../../lib/errors.ts';
+import { invalid } from '../../domain/ferry-error.ts';
 import { checkChoice, checkTenantId, checkTimezone, localRange, rangeConditions } from './options.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { literal } from '../../db/database.ts';
-import { invalid } from '../../lib/errors.ts';
+import { invalid } from '../../domain/ferry-error.ts';
 
 /**
  * Validation and SQL pieces shared by the computed datasets. Every value that reaches

@@ -5,7 +5,7 @@ import { createLinkSigner, DOWNLOAD_PATH } from '../../export-requests/links.ts'
 import { parseRange } from '../../export-requests/range.ts';
 import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '../../export-requests/repository.ts';
 import { assertDownloadable } from '../../export-requests/service.ts';
-import { FerryError } from '../../lib/errors.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';
 import { problemResponse, problemResponses } from '../problem.ts';
 import { responseHeaders } from '../responses.ts';

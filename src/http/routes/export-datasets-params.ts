@@ -7,7 +7,7 @@ import { isDocumentDataset } from '../../collect/documents.ts';
 import { PAGE_SIZE } from '../../collect/paging.ts';
 import { DATASET_OPTIONS, DEFAULT_PII_LEVEL, type ExportInput } from '../../collect/request.ts';
 import { EXPORT_FORMATS } from '../../format/types.ts';
-import { invalid } from '../../lib/errors.ts';
+import { invalid } from '../../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../../transform/anonymize.ts';
 
 /**

@@ -13,7 +13,7 @@ import { isDocumentDataset } from '../../collect/documents.ts';
 import { PAGE_SIZE, planPage } from '../../collect/paging.ts';
 import { type ExportRequest, parseExportRequest } from '../../collect/request.ts';
 import { exportDataset } from '../../pipeline/export-dataset.ts';
-import { FerryError, invalid } from '../../lib/errors.ts';
+import { FerryError, invalid } from '../../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';
 import { problemResponses } from '../problem.ts';

@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { ERROR_CODES, ERRORS } from '../../domain/error-catalog.ts';
-import { FerryError } from '../../lib/errors.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
 import { problemResponses } from '../problem.ts';
 import type { RoutePlugin } from '../types.ts';
 

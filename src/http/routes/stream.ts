@@ -1,5 +1,5 @@
 import type {} from '@fastify/websocket';
-import { FerryError } from '../../lib/errors.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
 import { createAuthLimiter } from '../../live/auth-limiter.ts';
 import { createStreamHub } from '../../live/hub.ts';
 import { openStreamSession } from '../../live/session.ts';

@@ -1,14 +1,17 @@
+import type { ErrorCode } from './error-catalog.ts';
+
 /**
  * Ferry's error type. Every error a user can see carries a stable `code` from the
- * catalog in src/domain/error-catalog.ts (HTTP status, title) and a message that says
- * what was wrong and, for validation errors, the accepted values.
+ * catalog in error-catalog.ts (HTTP status, title), so a code the catalog lacks does
+ * not compile, and a message that says what was wrong and, for validation errors,
+ * the accepted values.
  */
 export class FerryError extends Error {
   override name = 'FerryError';
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, message: string, details?: Record<string, unknown>) {
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
     super(message);
     this.code = code;
     this.details = details;
