@@ -6,15 +6,13 @@ import { REFERENCE_TABLES } from '../src/datamap/reference-tables.ts';
 import type { DatasetDeclaration, DatasetField } from '../src/datamap/types.ts';
 import { literal, quoteIdent } from '../src/db/database.ts';
 import { CONTINENTS } from '../src/db/migrations/0002-privacy-functions.ts';
+import { PII_LEVELS, type PiiLevel, parsePiiLevel } from '../src/domain/pii-level.ts';
 import {
   type AnonymizeContext,
   anonymizeSql,
   describeTreatment,
   fieldIsRemoved,
   fieldTreatment,
-  PII_LEVELS,
-  type PiiLevel,
-  parsePiiLevel,
 } from '../src/transform/anonymize.ts';
 import { pseudonymToken, pseudonymUuid } from '../src/transform/pseudonym.ts';
 import { isPhoneNumber, luhnOk, scrubJson, scrubText } from '../src/transform/scrub.ts';

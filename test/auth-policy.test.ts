@@ -12,9 +12,9 @@ import {
   ROLE_ACTIONS,
 } from '../src/auth/policy.ts';
 import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
-import type { ExportScope } from '../src/collect/request.ts';
+import type { ExportScope } from '../src/domain/export-scope.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
-import type { PiiLevel } from '../src/transform/anonymize.ts';
+import type { PiiLevel } from '../src/domain/pii-level.ts';
 
 const AGENT_ID = '11111111-1111-4111-8111-111111111111';
 const OTHER_AGENT = '22222222-2222-4222-8222-222222222222';
@@ -53,9 +53,9 @@ type ExportCase = [
   expected: { scope: ExportScope | undefined } | RegExp,
 ];
 
-const own: ExportScope = { kind: 'team_member', teamMemberId: AGENT_ID };
-const site: ExportScope = { kind: 'site', siteUrl: 'https://shop.example' };
-const customer: ExportScope = { kind: 'customer', customerId: '33333333-3333-4333-8333-333333333333' };
+const own: ExportScope = { kind: 'team_member', team_member_id: AGENT_ID };
+const site: ExportScope = { kind: 'site', site_url: 'https://shop.example' };
+const customer: ExportScope = { kind: 'customer', customer_id: '33333333-3333-4333-8333-333333333333' };
 
 const EXPORT_CASES: ExportCase[] = [
   // admin: everything, PII included, any scope, even datasets added later
@@ -91,7 +91,7 @@ const EXPORT_CASES: ExportCase[] = [
   ['agent', 'conversations', 'enhanced', { kind: 'tenant' }, { scope: own }],
   ['agent', 'messages', 'basic', own, { scope: own }],
   ['agent', 'team_members', 'full', undefined, { scope: own }],
-  ['agent', 'messages', 'full', { kind: 'team_member', teamMemberId: OTHER_AGENT }, /only export its own/],
+  ['agent', 'messages', 'full', { kind: 'team_member', team_member_id: OTHER_AGENT }, /only export its own/],
   ['agent', 'conversations', 'full', customer, /only export its own conversations: scope customer/],
   ['agent', 'conversations', 'full', site, /scope site is refused/],
   ['agent', 'analytics', 'enhanced', undefined, /agent role may not export dataset "analytics"/],

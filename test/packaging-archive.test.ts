@@ -9,7 +9,8 @@ import { finished } from 'node:stream/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPackageWriter, type PackageKind, type PackageWriter } from '../src/packaging/archive.ts';
+import type { ArchiveKind } from '../src/domain/package-kind.ts';
+import { createPackageWriter, type PackageWriter } from '../src/packaging/archive.ts';
 import { parseChecksumsFile } from '../src/packaging/checksums.ts';
 
 const ROOT = 'company-export-2026-11-22';
@@ -73,7 +74,7 @@ async function buildArchive(kind: 'zip' | 'tar.gz', file: string) {
   return result;
 }
 
-async function extract(kind: PackageKind, file: string, into: string) {
+async function extract(kind: ArchiveKind, file: string, into: string) {
   await mkdir(into, { recursive: true });
   const { code, output } =
     kind === 'zip'

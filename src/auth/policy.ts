@@ -1,6 +1,6 @@
-import type { ExportScope } from '../collect/request.ts';
+import { type ExportScope, SCOPE_KINDS, type ScopeKind } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
-import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
+import { PII_LEVELS, type PiiLevel } from '../domain/pii-level.ts';
 import type { AuthContext, Role } from './context.ts';
 
 /**
@@ -68,8 +68,7 @@ export const POLICY_DATASETS = [
 ] as const;
 export type PolicyDataset = (typeof POLICY_DATASETS)[number];
 
-export type ScopeKind = ExportScope['kind'];
-const ALL_SCOPES: readonly ScopeKind[] = ['tenant', 'site', 'customer', 'team_member'];
+const ALL_SCOPES: readonly ScopeKind[] = SCOPE_KINDS;
 
 /** Levels without personal data: names, emails and phones removed, free text scrubbed. */
 export const ANONYMIZED_LEVELS: readonly PiiLevel[] = ['enhanced', 'complete'];
@@ -174,8 +173,8 @@ export function authorizeExport(
     const own = auth.teamMemberId;
     if (!own)
       throw forbidden(`an ${auth.role} key must be bound to a team member to export ${input.dataset}`);
-    if (kind === 'tenant') return { pii: input.pii, scope: { kind: 'team_member', teamMemberId: own } };
-    if (input.scope?.kind === 'team_member' && input.scope.teamMemberId === own)
+    if (kind === 'tenant') return { pii: input.pii, scope: { kind: 'team_member', team_member_id: own } };
+    if (input.scope?.kind === 'team_member' && input.scope.team_member_id === own)
       return { pii: input.pii, scope: input.scope };
     throw forbidden(
       `the ${auth.role} role may only export its own conversations: scope ${kind} is refused ` +

@@ -1,15 +1,15 @@
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { exportCompanyPackage } from '../pipeline/company-package.ts';
-import { DEFAULT_PII_LEVEL } from '../collect/request.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
-import { parsePiiLevel } from '../transform/anonymize.ts';
+import type { ArchiveKind } from '../domain/package-kind.ts';
+import { DEFAULT_PII_LEVEL, parsePiiLevel } from '../domain/pii-level.ts';
 import { withDatabase } from './context.ts';
 import { createProgress, formatBytes } from './progress.ts';
 
 interface PackageFlags {
   tenant: string;
-  package?: 'zip' | 'tar.gz' | 'directory';
+  package?: ArchiveKind;
   datasets?: string;
   pii?: string;
   from?: string;

@@ -1,10 +1,12 @@
 import { Option, type Command } from 'commander';
 import { exportDataset } from '../pipeline/export-dataset.ts';
-import { COMPRESSIONS, parseExportRequest } from '../collect/request.ts';
+import { parseExportRequest } from '../collect/request.ts';
+import { COMPRESSIONS } from '../domain/compression.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
-import { PII_LEVELS } from '../transform/anonymize.ts';
+import { ARCHIVE_KINDS } from '../domain/package-kind.ts';
+import { PII_LEVELS } from '../domain/pii-level.ts';
 import { withDatabase } from './context.ts';
 import { createProgress, formatBytes } from './progress.ts';
 
@@ -74,11 +76,9 @@ export function registerExport(program: Command): void {
     )
     .option('--out <path>', 'output file, or - for stdout')
     .addOption(
-      new Option('--package <kind>', 'write the company package instead of one dataset').choices([
-        'zip',
-        'tar.gz',
-        'directory',
-      ]),
+      new Option('--package <kind>', 'write the company package instead of one dataset').choices(
+        ARCHIVE_KINDS,
+      ),
     )
     .option('--datasets <a,b>', 'with --package: datasets to include (default: all)')
     .action(async (flags: ExportFlags) => {

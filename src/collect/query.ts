@@ -1,11 +1,12 @@
 import { type CopyQuery, literal } from '../db/database.ts';
 import type { DatasetDeclaration, DatasetField, DatasetFilter } from '../datamap/types.ts';
+import { type ExportScope, scopeTarget } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { analyticsColumns, analyticsSource } from './computed/analytics.ts';
 import { revenueAttributionSource } from './computed/revenue-attribution.ts';
 import { COPY_OPTIONS, csvCellSql, jsonValueSql } from './render-sql.ts';
-import type { ExportRequest, ExportScope, FilterValue } from './request.ts';
+import type { ExportRequest, FilterValue } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
 export interface QueryContext {
@@ -105,9 +106,7 @@ function scopeCondition(dataset: string, scope: ExportScope | undefined): string
       'invalid_parameter',
       `scope: dataset ${dataset} cannot be narrowed to one ${scope.kind.replace('_', ' ')}`,
     );
-  const value =
-    scope.kind === 'site' ? scope.siteUrl : scope.kind === 'customer' ? scope.customerId : scope.teamMemberId;
-  return build(literal(value));
+  return build(literal(scopeTarget(scope)));
 }
 
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
@@ -121,7 +120,7 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
       | 'all'
     )[];
     const siteUrls =
-      request.scope?.kind === 'site' ? [request.scope.siteUrl] : request.options.site_urls?.split(',');
+      request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
     return computedSource(
       analyticsSource({
         tenantId: request.tenantId,

@@ -1,11 +1,11 @@
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap, DatasetDeclaration, DatasetFilter } from '../datamap/types.ts';
 import { EXPORT_FORMATS, type ExportFormat } from '../format/types.ts';
+import { COMPRESSIONS, type Compression } from '../domain/compression.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import type { ExportScope } from '../domain/export-scope.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
-
-export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const;
-export type Compression = (typeof COMPRESSIONS)[number];
+import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../domain/pii-level.ts';
 
 /** A validated request to export one dataset of one tenant. */
 export interface ExportRequest {
@@ -32,12 +32,6 @@ export interface ExportRequest {
   readonly scope?: ExportScope | undefined;
 }
 
-export type ExportScope =
-  | { readonly kind: 'tenant' }
-  | { readonly kind: 'site'; readonly siteUrl: string }
-  | { readonly kind: 'customer'; readonly customerId: string }
-  | { readonly kind: 'team_member'; readonly teamMemberId: string };
-
 export type FilterValue = string | number | boolean | readonly string[];
 
 /** Loosely typed input as it arrives from the CLI or the API. */
@@ -58,9 +52,6 @@ export interface ExportInput {
   options?: Record<string, string | undefined> | undefined;
   scope?: ExportScope | undefined;
 }
-
-/** The level used when an export does not ask for personal data. */
-export const DEFAULT_PII_LEVEL: PiiLevel = 'enhanced';
 
 /** Dataset options that are not row filters, per computed dataset. */
 export const DATASET_OPTIONS: Readonly<Record<string, Readonly<Record<string, readonly string[] | 'text'>>>> =
@@ -145,33 +136,23 @@ function parseFilter(dataset: string, filter: DatasetFilter, raw: string): Filte
   }
 }
 
-/** Validates raw input against the data map: unknown datasets, columns, filters and bad values are errors that name them. */
-export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_DATAMAP): ExportRequest {
-  const dataset: DatasetDeclaration | undefined = map.datasets[input.dataset];
-  if (!dataset) throw invalid('dataset', `unknown dataset "${input.dataset}"`, Object.keys(map.datasets));
-  const defaultFormat = dataset.formats[0] as ExportFormat;
-  const format = oneOf(
-    'format',
-    input.format,
-    dataset.formats as readonly (ExportFormat | 'markdown')[],
-    defaultFormat,
-  );
-  if (!(EXPORT_FORMATS as readonly string[]).includes(format) && format !== 'markdown') {
-    throw invalid('format', `unknown format "${format}"`, dataset.formats);
-  }
-  const compression = oneOf('compression', input.compression, COMPRESSIONS, 'none');
-  const pii = oneOf('pii', input.pii, PII_LEVELS, DEFAULT_PII_LEVEL);
+function declaredDataset(name: string, map: DataMap, param: string): DatasetDeclaration {
+  const dataset = map.datasets[name];
+  if (!dataset) throw invalid(param, `unknown dataset "${name}"`, Object.keys(map.datasets));
+  return dataset;
+}
 
-  const filters: Record<string, FilterValue> = {};
-  const raw: Record<string, string | undefined> = { ...input.filters };
-  if (input.from !== undefined) raw.from = input.from;
-  if (input.to !== undefined) raw.to = input.to;
+/**
+ * Splits raw values into the dataset's declared filters, typed by their declaration,
+ * and its declared options; any other name is an error that lists the accepted ones.
+ */
+function typedFilters(
+  dataset: DatasetDeclaration,
+  raw: Readonly<Record<string, string | undefined>>,
+): { filters: Record<string, FilterValue>; options: Record<string, string> } {
   const declaredOptions = DATASET_OPTIONS[dataset.name] ?? {};
+  const filters: Record<string, FilterValue> = {};
   const options: Record<string, string> = {};
-  for (const [name, value] of Object.entries({ ...input.options })) {
-    if (value === undefined) continue;
-    raw[name] = value;
-  }
   for (const [name, value] of Object.entries(raw)) {
     if (value === undefined) continue;
     const filter = dataset.filters.find((f) => f.name === name);
@@ -191,6 +172,42 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
       accepted.length ? accepted : ['(none)'],
     );
   }
+  return { filters, options };
+}
+
+/** The raw filter values of an input: its filters, `from` and `to`, and its options, by name. */
+function rawFilters(input: {
+  filters?: Readonly<Record<string, string | undefined>> | undefined;
+  from?: string | undefined;
+  to?: string | undefined;
+  options?: Readonly<Record<string, string | undefined>> | undefined;
+}): Record<string, string | undefined> {
+  const raw: Record<string, string | undefined> = { ...input.filters };
+  if (input.from !== undefined) raw.from = input.from;
+  if (input.to !== undefined) raw.to = input.to;
+  for (const [name, value] of Object.entries({ ...input.options })) {
+    if (value === undefined) continue;
+    raw[name] = value;
+  }
+  return raw;
+}
+
+/** Validates raw input against the data map: unknown datasets, columns, filters and bad values are errors that name them. */
+export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_DATAMAP): ExportRequest {
+  const dataset = declaredDataset(input.dataset, map, 'dataset');
+  const defaultFormat = dataset.formats[0] as ExportFormat;
+  const format = oneOf(
+    'format',
+    input.format,
+    dataset.formats as readonly (ExportFormat | 'markdown')[],
+    defaultFormat,
+  );
+  if (!(EXPORT_FORMATS as readonly string[]).includes(format) && format !== 'markdown') {
+    throw invalid('format', `unknown format "${format}"`, dataset.formats);
+  }
+  const compression = oneOf('compression', input.compression, COMPRESSIONS, 'none');
+  const pii = oneOf('pii', input.pii, PII_LEVELS, DEFAULT_PII_LEVEL);
+  const { filters, options } = typedFilters(dataset, rawFilters(input));
 
   let columns: string[] | undefined;
   if (input.columns !== undefined && input.columns.length > 0) {
@@ -221,5 +238,41 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     partitionByDate: input.partitionByDate ?? false,
     options,
     scope: input.scope,
+  };
+}
+
+/**
+ * The engine's request for a single-dataset export Ferry accepted earlier, whose values
+ * `parseExportRequest` checked then (src/export-requests/config.ts). Only what the engine
+ * cannot take as stored is done again: the dataset is looked up, and the filter texts are
+ * typed by their declarations.
+ */
+export function acceptedExportRequest(
+  tenantId: string,
+  config: ExportConfig,
+  map: DataMap = REFERENCE_DATAMAP,
+): ExportRequest {
+  const dataset = declaredDataset(config.datasets[0]!, map, 'datasets');
+  const dated = dataset.filters.some((f) => f.name === 'from');
+  const from = config.from ?? (dated ? (config.history_from ?? undefined) : undefined);
+  const { filters, options } = typedFilters(
+    dataset,
+    rawFilters({ filters: config.filters, from, to: config.to ?? undefined, options: config.options }),
+  );
+  return {
+    tenantId,
+    dataset: dataset.name,
+    // Checked against the dataset's formats when the export was accepted.
+    format: (config.format ?? dataset.formats[0]) as ExportFormat | 'markdown',
+    compression: config.compression ?? 'none',
+    filters,
+    columns: config.columns ?? undefined,
+    pii: config.pii,
+    timezone: config.timezone ?? undefined,
+    csvGuard: config.csv_guard,
+    bom: config.bom,
+    partitionByDate: false,
+    options,
+    scope: config.scope,
   };
 }

@@ -11,13 +11,14 @@ import { rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { isDocumentDataset } from '../collect/documents.ts';
 import { buildExportQuery } from '../collect/query.ts';
-import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
+import { acceptedExportRequest, type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { compressionSuffix, exportDataset, loadTenant, zonesFor } from '../pipeline/export-dataset.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FerryJob, JobContext } from '../jobs/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { ObjectStore, PendingObject } from '../store/object-store.ts';
-import { type ExportConfig, toExportRequest, toExportScope, toPackageRequest } from './config.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import { toPackageRequest } from './config.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
 import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
@@ -238,7 +239,7 @@ async function produceFile(
 
   const producing = (async () => {
     if (config.package === 'none') {
-      const request = toExportRequest(row.tenant_id, config);
+      const request = acceptedExportRequest(row.tenant_id, config);
       // Only for the percentage: an estimate that cannot be made leaves it unknown.
       tracker.update({ estimated: await estimateRecords(ctx.database, request).catch(() => null) });
       const outcome = await exportDataset(ctx.database, request, produced, {
@@ -377,7 +378,7 @@ async function estimatePackage(
       dataset,
       pii: config.pii,
       ...(dated ? { from, to: config.to ?? undefined } : {}),
-      scope: toExportScope(config.scope),
+      scope: config.scope,
     });
     total += (await estimateRecords(database, request).catch(() => null)) ?? 0;
   }

@@ -1,6 +1,6 @@
-import type { ExportConfig } from './config.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
 import type { ExportFileRow, ExportRow } from './repository.ts';
-import type { ExportStatus } from './state.ts';
+import type { ExportStatus } from '../domain/export-state.ts';
 
 export const EXPORTS_PATH = '/api/v1/exports';
 

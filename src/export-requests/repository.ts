@@ -1,7 +1,7 @@
 import { type Selectable, sql } from 'kysely';
 import type { Database } from '../db/database.ts';
-import type { ExportConfig } from './config.ts';
-import { type ExportStatus, predecessors } from './state.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import { type ExportStatus, predecessors } from '../domain/export-state.ts';
 import { type ExportFilesTable, type ExportRequestsTable, exportDb } from './tables.ts';
 
 export type ExportRow = Selectable<ExportRequestsTable>;

@@ -18,7 +18,9 @@ import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { authorizeConfig, type ExportBody, type ExportConfig, normalizeExportBody } from './config.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import { authorizeConfig, checkAgainstDataMap, exportConfigFromBody } from './config.ts';
+import type { ExportBody } from './export-body.ts';
 import {
   checkIdempotencyKey,
   credentialOf,
@@ -31,7 +33,7 @@ import { downloadPath, type LinkSigner } from './links.ts';
 import { type ExportView, presentExport } from './presenter.ts';
 import { type ExportFileRow, type ExportRow, type ListFilter, tenantExports } from './repository.ts';
 import { exportPrefix, removeLeftovers } from './export-job.ts';
-import { type ExportStatus, isActive } from './state.ts';
+import { type ExportStatus, isActive } from '../domain/export-state.ts';
 import { exportDb } from './tables.ts';
 
 /** What the export operations need; built by the route plugin from the app's adapters. */
@@ -150,7 +152,7 @@ export async function createExport(
     : undefined;
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
-  const config = authorizeConfig(auth, normalizeExportBody(auth.tenantId, body));
+  const config = authorizeConfig(auth, exportConfigFromBody(auth.tenantId, body));
   return accept(deps, auth, config, { repeatOf: null, idempotency, limits });
 }
 
@@ -173,31 +175,9 @@ export async function repeatExport(
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
   const source = await visibleExport(deps, auth, id);
-  const { recipients, history_from: _window, ...rest } = source.config;
-  const body: ExportBody = {
-    ...rest,
-    format: rest.format ?? undefined,
-    compression: rest.compression ?? undefined,
-    from: rest.from ?? undefined,
-    to: rest.to ?? undefined,
-    columns: rest.columns ?? undefined,
-    timezone: rest.timezone ?? undefined,
-    ...(recipients.length ? { encryption: { recipients } } : {}),
-  };
-  if (rest.package !== 'none') {
-    for (const name of [
-      'format',
-      'compression',
-      'filters',
-      'columns',
-      'timezone',
-      'options',
-      'bom',
-      'csv_guard',
-    ] as const)
-      delete body[name];
-  }
-  const config = authorizeConfig(auth, normalizeExportBody(auth.tenantId, body));
+  // The plan's history window is the repeat's own, taken on acceptance.
+  const { history_from: _window, ...request } = source.config;
+  const config = authorizeConfig(auth, checkAgainstDataMap(auth.tenantId, request));
   return accept(deps, auth, config, { repeatOf: source.id, idempotency, limits });
 }
 

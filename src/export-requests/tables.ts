@@ -1,8 +1,8 @@
 import type { ColumnType, Generated, Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
-import type { ExportConfig } from './config.ts';
-import type { ExportStatus } from './state.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import type { ExportStatus } from '../domain/export-state.ts';
 
 /** Kysely table types for migration 0004 (export requests, files, idempotency keys). */
 type Timestamp = ColumnType<Date, Date | string, Date | string>;

@@ -1,5 +1,5 @@
-import type { ExportScope } from '../collect/request.ts';
-import type { PiiLevel } from '../transform/anonymize.ts';
+import type { ExportScope } from '../domain/export-scope.ts';
+import type { PiiLevel } from '../domain/pii-level.ts';
 import { scrubText } from '../transform/scrub.ts';
 import type { StoredEvent } from './outbox.ts';
 
@@ -25,8 +25,8 @@ export function accepts(rules: SubscriptionRules, event: StoredEvent, participan
   if (event.event === 'message_created' && (!rules.includeMessages || !event.message)) return false;
   const scope = rules.scope;
   if (!scope || scope.kind === 'tenant' || scope.kind === 'site') return true; // sites are in siteIds
-  if (scope.kind === 'customer') return event.conversation?.customerId === scope.customerId;
-  return participants?.get(event.conversationId)?.has(scope.teamMemberId) ?? false;
+  if (scope.kind === 'customer') return event.conversation?.customerId === scope.customer_id;
+  return participants?.get(event.conversationId)?.has(scope.team_member_id) ?? false;
 }
 
 export function needsParticipants(rules: SubscriptionRules): boolean {

@@ -4,10 +4,10 @@ import type { AuthContext } from '../auth/context.ts';
 import { verifyApiKey } from '../auth/keys.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import type { Database } from '../db/database.ts';
-import type { ExportScope } from '../collect/request.ts';
+import type { ExportScope } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
-import type { PiiLevel } from '../transform/anonymize.ts';
+import type { PiiLevel } from '../domain/pii-level.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
 import type { Attachment, ConnectionStats, StreamHub, Subscriber } from './hub.ts';
 import type { SubscriptionRules } from './present.ts';
@@ -303,7 +303,7 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
     }
     const scope = granted.scope;
     if (scope?.kind === 'site') {
-      const own = sites.get(scope.siteUrl);
+      const own = sites.get(scope.site_url);
       siteIds = new Set(own && (!siteIds || siteIds.has(own)) ? [own] : []);
     }
 

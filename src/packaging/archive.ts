@@ -1,11 +1,9 @@
 import type { Readable, Writable } from 'node:stream';
 import { invalid } from '../domain/ferry-error.ts';
+import { ARCHIVE_KINDS, type ArchiveKind } from '../domain/package-kind.ts';
 import { DirectoryPackageWriter } from './directory-writer.ts';
 import { TarGzPackageWriter } from './tar-writer.ts';
 import { ZipPackageWriter } from './zip-writer.ts';
-
-export const PACKAGE_KINDS = ['zip', 'tar.gz', 'directory'] as const;
-export type PackageKind = (typeof PACKAGE_KINDS)[number];
 
 /** One file written into a package. `path` is relative to the package root. */
 export interface PackageEntryResult {
@@ -47,7 +45,7 @@ export interface PackageWriterOptions {
 }
 
 export function createPackageWriter(
-  kind: PackageKind,
+  kind: ArchiveKind,
   out: Writable | { dir: string },
   options: PackageWriterOptions,
 ): PackageWriter {
@@ -64,6 +62,6 @@ export function createPackageWriter(
       if (stream) throw invalid('out', 'a directory package is written to { dir }, not a stream');
       return new DirectoryPackageWriter((out as { dir: string }).dir, options);
     default:
-      throw invalid('kind', `unknown package kind "${String(kind)}"`, PACKAGE_KINDS);
+      throw invalid('kind', `unknown package kind "${String(kind)}"`, ARCHIVE_KINDS);
   }
 }

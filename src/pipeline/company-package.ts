@@ -24,10 +24,12 @@ import {
   viewerConversationPath,
   type ViewerMessage,
 } from '../packaging/viewer-scripts.ts';
-import type { PiiLevel } from '../transform/anonymize.ts';
+import type { ExportScope } from '../domain/export-scope.ts';
+import type { ArchiveKind } from '../domain/package-kind.ts';
+import type { PiiLevel } from '../domain/pii-level.ts';
 import { accountDocument, knowledgeBaseDocuments, markdownFileName } from '../collect/documents.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
-import { type ExportRequest, type ExportScope, parseExportRequest } from '../collect/request.ts';
+import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { exportDataset, HashCounter, loadTenant, type TenantInfo, zonesFor } from './export-dataset.ts';
 
 /** Datasets a company package can hold, in the order they are written. */
@@ -47,7 +49,7 @@ export const PACKAGE_DATASETS = [
 
 export interface PackageRequest {
   tenantId: string;
-  kind: 'zip' | 'tar.gz' | 'directory';
+  kind: ArchiveKind;
   datasets?: readonly string[] | undefined;
   pii: PiiLevel;
   from?: string | undefined;

@@ -13,7 +13,8 @@ import { FerryError } from '../domain/ferry-error.ts';
 import { exportDocumentDataset, isDocumentDataset } from '../collect/documents.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
 import { RecordCounter } from '../collect/record-counter.ts';
-import type { Compression, ExportRequest } from '../collect/request.ts';
+import type { ExportRequest } from '../collect/request.ts';
+import type { Compression } from '../domain/compression.ts';
 
 export const FERRY_EXPORT_VERSION = '1.0';
 

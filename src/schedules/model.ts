@@ -4,9 +4,11 @@ import { parseTarget, sealTarget } from '../deliver/targets.ts';
 import { staticPrefix } from '../deliver/template.ts';
 import type { DeliveryTarget } from '../deliver/types.ts';
 import { isDocumentDataset } from '../collect/documents.ts';
-import { COMPRESSIONS, type Compression, DEFAULT_PII_LEVEL, parseExportRequest } from '../collect/request.ts';
+import { parseExportRequest } from '../collect/request.ts';
+import { COMPRESSIONS, type Compression } from '../domain/compression.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { PII_LEVELS, type PiiLevel } from '../transform/anonymize.ts';
+import { REQUEST_PACKAGE_KINDS, type RequestPackageKind } from '../domain/package-kind.ts';
+import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../domain/pii-level.ts';
 
 /**
  * A schedule's configuration: which datasets (each with how its data is selected),
@@ -18,7 +20,7 @@ export interface ScheduleConfig {
   /** Default format of the datasets that do not name one; null = each dataset's default. */
   format: string | null;
   compression: Compression;
-  package: PackageKind;
+  package: RequestPackageKind;
   pii: PiiLevel;
   targets: StoredTarget[];
   notifications: Notifications;
@@ -29,8 +31,6 @@ export const SELECTION_MODES = ['incremental', 'window', 'full'] as const;
 export type SelectionMode = (typeof SELECTION_MODES)[number];
 export const WINDOW_PERIODS = ['previous_day', 'previous_week', 'previous_month'] as const;
 export type WindowPeriod = (typeof WINDOW_PERIODS)[number];
-export const SCHEDULE_PACKAGES = ['none', 'zip', 'tar.gz'] as const;
-export type PackageKind = (typeof SCHEDULE_PACKAGES)[number];
 
 /**
  * One dataset of a schedule and how its data is selected on each run:
@@ -214,7 +214,7 @@ function parseDataset(input: unknown, field: string): ScheduleDataset {
 export interface FileOptions {
   format: string | null;
   compression: Compression;
-  package: PackageKind;
+  package: RequestPackageKind;
   pii: PiiLevel;
 }
 
@@ -232,8 +232,8 @@ export function parseDatasets(input: unknown, options: Partial<Record<keyof File
   if (typeof pii !== 'string' || !(PII_LEVELS as readonly string[]).includes(pii))
     throw invalid('pii', `unknown level "${String(pii)}"`, PII_LEVELS);
   const pkg = options.package ?? 'none';
-  if (typeof pkg !== 'string' || !(SCHEDULE_PACKAGES as readonly string[]).includes(pkg))
-    throw invalid('package', `unknown package "${String(pkg)}"`, SCHEDULE_PACKAGES);
+  if (typeof pkg !== 'string' || !(REQUEST_PACKAGE_KINDS as readonly string[]).includes(pkg))
+    throw invalid('package', `unknown package "${String(pkg)}"`, REQUEST_PACKAGE_KINDS);
   const compression = options.compression ?? 'none';
   if (typeof compression !== 'string' || !(COMPRESSIONS as readonly string[]).includes(compression))
     throw invalid('compression', `unknown compression "${String(compression)}"`, COMPRESSIONS);
@@ -279,7 +279,7 @@ export function parseDatasets(input: unknown, options: Partial<Record<keyof File
     options: {
       format,
       compression: compression as Compression,
-      package: pkg as PackageKind,
+      package: pkg as RequestPackageKind,
       pii: pii as PiiLevel,
     },
   };

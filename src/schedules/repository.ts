@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import type { Database } from '../db/database.ts';
+import type { ScheduleStatus } from '../domain/schedule-state.ts';
 import type { Timing } from './frequency.ts';
 import type { ScheduleConfig } from './model.ts';
 import {
@@ -8,7 +9,6 @@ import {
   type ScheduleRunDeliveriesTable,
   type ScheduleRunsTable,
   type SchedulesTable,
-  type ScheduleStatus,
   scheduleDb,
 } from './tables.ts';
 

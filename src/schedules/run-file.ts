@@ -7,7 +7,7 @@ import { decodeChangeCursor, encodeChangeCursor, exportChanges } from '../collec
 import { sessionAnonymizeKey } from '../collect/paging.ts';
 import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { exportDataset, type TenantInfo } from '../pipeline/export-dataset.ts';
-import type { ExportConfig } from '../export-requests/config.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
 import { exportJobs, tenantExports } from '../export-requests/repository.ts';
 import { exportPrefix, fileSpec, removeLeftovers } from '../export-requests/export-job.ts';
 import { FerryError } from '../domain/ferry-error.ts';

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DeliveryResult } from '../deliver/types.ts';
+import { OPEN_RUN_STATUSES } from '../domain/schedule-state.ts';
 import type { RunFile } from './model.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
-import { OPEN_RUN_STATUSES, type RunStatus, scheduleDb } from './tables.ts';
+import { scheduleDb } from './tables.ts';
 
 /** An earlier run of the same schedule that is not finished yet: later runs wait for it. */
 function earlierOpenRun() {
@@ -314,7 +315,3 @@ export function scheduleRuns(database: Database) {
 }
 
 export type ScheduleRuns = ReturnType<typeof scheduleRuns>;
-
-export function isOpen(status: RunStatus): boolean {
-  return (OPEN_RUN_STATUSES as readonly RunStatus[]).includes(status);
-}

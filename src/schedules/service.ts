@@ -8,6 +8,7 @@ import type { Database } from '../db/database.ts';
 import { loadTenant } from '../pipeline/export-dataset.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { SCHEDULE_STATUSES, type ScheduleStatus } from '../domain/schedule-state.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { webhookDb } from '../webhooks/tables.ts';
@@ -24,7 +25,6 @@ import {
 } from './model.ts';
 import { presentRun, presentSchedule, type RunView, type ScheduleView } from './presenter.ts';
 import { type ScheduleRow, type SchedulePatch, tenantSchedules } from './repository.ts';
-import type { ScheduleStatus } from './tables.ts';
 import { dispatch } from './tick.ts';
 
 /** What the schedule operations need; built by the route plugin (or the CLI) from the app's adapters. */
@@ -43,7 +43,6 @@ export function registerScheduleUsage(): void {
   );
 }
 
-const STATUSES: readonly ScheduleStatus[] = ['active', 'paused'];
 
 function notFound(id: string): FerryError {
   return new FerryError('not_found', `no schedule "${id}" in this tenant`);
@@ -65,8 +64,8 @@ interface NormalizeContext {
 
 function parseStatus(value: unknown, fallback: ScheduleStatus): ScheduleStatus {
   if (value === undefined) return fallback;
-  if (typeof value !== 'string' || !(STATUSES as readonly string[]).includes(value))
-    throw invalid('status', `unknown status "${String(value)}"`, STATUSES);
+  if (typeof value !== 'string' || !(SCHEDULE_STATUSES as readonly string[]).includes(value))
+    throw invalid('status', `unknown status "${String(value)}"`, SCHEDULE_STATUSES);
   return value as ScheduleStatus;
 }
 

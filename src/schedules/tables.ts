@@ -1,6 +1,7 @@
 import type { ColumnType, Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
+import type { RunStatus, ScheduleStatus } from '../domain/schedule-state.ts';
 import type { ExportTables } from '../export-requests/tables.ts';
 import type { WebhookTables } from '../webhooks/tables.ts';
 import type { Frequency } from './frequency.ts';
@@ -13,12 +14,6 @@ type Json<T> = ColumnType<T, string, string>;
 type DefaultJson<T> = ColumnType<T, string | undefined, string>;
 type Count = ColumnType<number, number | undefined, number>;
 type BigCount = ColumnType<number | null, number | null | undefined, number | null>;
-
-export type ScheduleStatus = 'active' | 'paused';
-export const RUN_STATUSES = ['queued', 'running', 'retrying', 'delivered', 'failed'] as const;
-export type RunStatus = (typeof RUN_STATUSES)[number];
-/** Runs a worker may still work on; a schedule's later runs wait for them. */
-export const OPEN_RUN_STATUSES = ['queued', 'running', 'retrying'] as const satisfies readonly RunStatus[];
 
 export interface SchedulesTable {
   id: string;

@@ -8,11 +8,9 @@
  */
 import type { ColumnClass, DatasetField, FieldType, PiiKind } from '../datamap/types.ts';
 import { literal } from '../db/database.ts';
-import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { FerryError } from '../domain/ferry-error.ts';
+import { isPiiLevel, type PiiLevel, parsePiiLevel } from '../domain/pii-level.ts';
 import { normalizeKey } from './pseudonym.ts';
-
-export const PII_LEVELS = ['full', 'basic', 'enhanced', 'complete'] as const;
-export type PiiLevel = (typeof PII_LEVELS)[number];
 
 /** The level as the SQL functions take it: 0 full, 1 basic, 2 enhanced, 3 complete. */
 export const PII_LEVEL_NUMBER = { full: 0, basic: 1, enhanced: 2, complete: 3 } as const satisfies Record<
@@ -105,15 +103,8 @@ export const SQL_TYPES = {
 
 const label = (field: AnonymizableField) => field.name ?? '(unnamed field)';
 
-/** Validates a level given by a user (API parameter, CLI option). */
-export function parsePiiLevel(value: unknown, param = 'anonymization'): PiiLevel {
-  if (typeof value === 'string' && (PII_LEVELS as readonly string[]).includes(value))
-    return value as PiiLevel;
-  throw invalid(param, `unknown anonymization level ${JSON.stringify(value)}`, PII_LEVELS);
-}
-
 function checkLevel(level: string): asserts level is PiiLevel {
-  if (!(PII_LEVELS as readonly string[]).includes(level)) parsePiiLevel(level, 'level');
+  if (!isPiiLevel(level)) parsePiiLevel(level, 'level');
 }
 
 /** What happens to the field at the level. Throws for `secret` fields, which never leave. */

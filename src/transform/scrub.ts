@@ -4,7 +4,8 @@
  * a COPY query (knowledge-base documents, JSON documents built in code).
  */
 import { NAME_STOP_WORDS, PATTERNS, PHONE_DIGITS } from '../db/migrations/0002-privacy-functions.ts';
-import { PII_LEVEL_NUMBER, type PiiLevel, parsePiiLevel } from './anonymize.ts';
+import { type PiiLevel, parsePiiLevel } from '../domain/pii-level.ts';
+import { PII_LEVEL_NUMBER } from './anonymize.ts';
 
 /** The data subject of the row, whose own name and email are replaced when found in the text. */
 export interface Subject {

@@ -5,10 +5,10 @@ import type { Database } from '../../db/database.ts';
 import type { DatasetDeclaration } from '../../datamap/types.ts';
 import { isDocumentDataset } from '../../collect/documents.ts';
 import { PAGE_SIZE } from '../../collect/paging.ts';
-import { DATASET_OPTIONS, DEFAULT_PII_LEVEL, type ExportInput } from '../../collect/request.ts';
+import { DATASET_OPTIONS, type ExportInput } from '../../collect/request.ts';
 import { EXPORT_FORMATS } from '../../format/types.ts';
 import { invalid } from '../../domain/ferry-error.ts';
-import { PII_LEVELS, type PiiLevel } from '../../transform/anonymize.ts';
+import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
 
 /**
  * The query string of `GET /api/v1/export/{dataset}` and its translation into the export

@@ -1,8 +1,7 @@
 import type { FastifyRequest } from 'fastify';
-import { type Static, Type } from 'typebox';
-import { COMPRESSIONS } from '../../collect/request.ts';
-import { EXPORT_FORMATS } from '../../format/types.ts';
-import { PACKAGE_KINDS } from '../../export-requests/config.ts';
+import { Type } from 'typebox';
+import { EXPORT_STATUSES } from '../../domain/export-state.ts';
+import { ExportBodySchema, ScopeSchema } from '../../export-requests/export-body.ts';
 import { createLinkSigner } from '../../export-requests/links.ts';
 import {
   createExport,
@@ -14,8 +13,6 @@ import {
   registerExportUsage,
   repeatExport,
 } from '../../export-requests/service.ts';
-import { EXPORT_STATUSES } from '../../export-requests/state.ts';
-import { PII_LEVELS } from '../../transform/anonymize.ts';
 import type { FerryApp } from '../app.ts';
 import { problemResponses } from '../problem.ts';
 import { jsonResponse, responseHeaders } from '../responses.ts';
@@ -25,87 +22,6 @@ const Uuid = Type.String({ format: 'uuid', description: 'Export id' });
 const Instant = Type.String({ format: 'date-time' });
 const NullableInstant = Type.Union([Instant, Type.Null()]);
 const closed = { additionalProperties: false } as const;
-
-const Scope = Type.Union(
-  [
-    Type.Object({ kind: Type.Literal('tenant') }, closed),
-    Type.Object(
-      { kind: Type.Literal('site'), site_url: Type.String({ minLength: 1, maxLength: 2048 }) },
-      closed,
-    ),
-    Type.Object({ kind: Type.Literal('customer'), customer_id: Type.String({ format: 'uuid' }) }, closed),
-    Type.Object(
-      { kind: Type.Literal('team_member'), team_member_id: Type.String({ format: 'uuid' }) },
-      closed,
-    ),
-  ],
-  { description: 'Whose data: the whole tenant (default), one site, one customer or one team member' },
-);
-
-const FilterValue = Type.Union([
-  Type.String({ maxLength: 1000 }),
-  Type.Number(),
-  Type.Boolean(),
-  Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100 }),
-]);
-
-export const ExportBodySchema = Type.Object(
-  {
-    datasets: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
-      minItems: 1,
-      maxItems: 20,
-      description: 'Dataset names (see `ferry datamap`); several datasets make a package',
-      examples: [['conversations']],
-    }),
-    scope: Type.Optional(Scope),
-    format: Type.Optional(
-      Type.Enum([...EXPORT_FORMATS, 'markdown'], { description: 'File format (single-dataset exports)' }),
-    ),
-    compression: Type.Optional(
-      Type.Enum(COMPRESSIONS, { description: 'Compression (single-dataset exports)' }),
-    ),
-    package: Type.Optional(
-      Type.Enum(PACKAGE_KINDS, {
-        description:
-          '`none`: one file; `zip` or `tar.gz`: the company package (default with several datasets)',
-      }),
-    ),
-    from: Type.Optional(
-      Type.String({ maxLength: 40, description: 'Start date (YYYY-MM-DD) or ISO 8601 timestamp' }),
-    ),
-    to: Type.Optional(
-      Type.String({ maxLength: 40, description: 'End date, inclusive, or ISO 8601 timestamp' }),
-    ),
-    filters: Type.Optional(
-      Type.Record(Type.String({ maxLength: 64 }), FilterValue, { description: 'Dataset filters by name' }),
-    ),
-    columns: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 200 })),
-    pii: Type.Optional(
-      Type.Enum(PII_LEVELS, { description: 'Personal data: full, or an anonymization level' }),
-    ),
-    timezone: Type.Optional(
-      Type.String({ maxLength: 64, description: 'IANA time zone for timestamps and days' }),
-    ),
-    options: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 1000 }))),
-    bom: Type.Optional(Type.Boolean({ description: 'CSV: start with a UTF-8 byte-order mark' })),
-    csv_guard: Type.Optional(
-      Type.Boolean({ description: 'CSV: neutralise spreadsheet formulas (default true)' }),
-    ),
-    encryption: Type.Optional(
-      Type.Object(
-        {
-          recipients: Type.Array(Type.String({ maxLength: 2000 }), {
-            minItems: 1,
-            maxItems: 20,
-            description: 'age public keys (`age1…`); the file is encrypted so that any of them decrypts it',
-          }),
-        },
-        closed,
-      ),
-    ),
-  },
-  closed,
-);
 
 const FileView = Type.Object(
   {
@@ -123,7 +39,7 @@ const FileView = Type.Object(
 const RequestView = Type.Object(
   {
     datasets: Type.Array(Type.String()),
-    scope: Scope,
+    scope: ScopeSchema,
     format: Type.Union([Type.String(), Type.Null()]),
     compression: Type.Union([Type.String(), Type.Null()]),
     package: Type.String(),
@@ -215,8 +131,6 @@ const Accepted = jsonResponse(ExportViewSchema, {
   description: 'Accepted: the export is queued; `Location` is its URL',
   headers: ['Location', 'Idempotent-Replayed'],
 });
-
-export type ExportBodyInput = Static<typeof ExportBodySchema>;
 
 /** The service's adapters for this app. */
 export function serviceDeps(app: FerryApp, deps: RouteDeps): ExportServiceDeps {

@@ -1,8 +1,7 @@
 import { Type } from 'typebox';
 import { TARGET_TYPES } from '../../deliver/types.ts';
-import { COMPRESSIONS } from '../../collect/request.ts';
 import { FREQUENCY_TYPES, WEEKDAYS } from '../../schedules/frequency.ts';
-import { SCHEDULE_PACKAGES, SELECTION_MODES, WINDOW_PERIODS } from '../../schedules/model.ts';
+import { SELECTION_MODES, WINDOW_PERIODS } from '../../schedules/model.ts';
 import {
   createSchedule,
   deleteSchedule,
@@ -16,8 +15,10 @@ import {
   type ScheduleServiceDeps,
   updateSchedule,
 } from '../../schedules/service.ts';
-import { RUN_STATUSES } from '../../schedules/tables.ts';
-import { PII_LEVELS } from '../../transform/anonymize.ts';
+import { COMPRESSIONS } from '../../domain/compression.ts';
+import { REQUEST_PACKAGE_KINDS } from '../../domain/package-kind.ts';
+import { PII_LEVELS } from '../../domain/pii-level.ts';
+import { RUN_STATUSES } from '../../domain/schedule-state.ts';
 import { problemResponses } from '../problem.ts';
 import { jsonResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
@@ -141,7 +142,7 @@ const scheduleFields = {
   ),
   compression: Type.Optional(Type.Enum(COMPRESSIONS)),
   package: Type.Optional(
-    Type.Enum(SCHEDULE_PACKAGES, {
+    Type.Enum(REQUEST_PACKAGE_KINDS, {
       description: '`none`: one file per dataset; `zip`/`tar.gz`: one archive per run',
     }),
   ),

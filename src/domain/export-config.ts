@@ -1,0 +1,49 @@
+import type { Compression } from './compression.ts';
+import type { ExportScope } from './export-scope.ts';
+import type { RequestPackageKind } from './package-kind.ts';
+import type { PiiLevel } from './pii-level.ts';
+
+/**
+ * An export request as Ferry accepted it: validated against the data map, defaults
+ * filled in, narrowed to what the caller may see. It is what the job runs, what a
+ * repeat runs again and what `GET /api/v1/exports/{id}` shows as `request`; stored as
+ * JSON in `export_requests.config`, in the API's own words.
+ */
+export interface ExportConfig {
+  datasets: string[];
+  scope: ExportScope;
+  /** Single-dataset exports only (package `none`); null for packages. */
+  format: string | null;
+  compression: Compression | null;
+  package: RequestPackageKind;
+  from: string | null;
+  to: string | null;
+  /** Filter values as text (lists comma-separated); typed against the dataset by the engine. */
+  filters: Record<string, string>;
+  columns: string[] | null;
+  pii: PiiLevel;
+  timezone: string | null;
+  options: Record<string, string>;
+  bom: boolean;
+  csv_guard: boolean;
+  /** age recipients (public keys); empty when the file is not encrypted for the tenant. */
+  recipients: string[];
+  /**
+   * The start of the plan's history window when no `from` was asked for: the export
+   * covers only what the plan may reach. Not part of the request (a repeat takes the
+   * window of its own day).
+   */
+  history_from?: string | null;
+}
+
+/** Options that only make sense for a single file; a package picks each file's format itself. */
+export const SINGLE_FILE_OPTIONS = [
+  'format',
+  'compression',
+  'filters',
+  'columns',
+  'timezone',
+  'options',
+  'bom',
+  'csv_guard',
+] as const satisfies readonly (keyof ExportConfig)[];

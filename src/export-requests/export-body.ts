@@ -1,0 +1,98 @@
+import { type Static, Type } from 'typebox';
+import { COMPRESSIONS } from '../domain/compression.ts';
+import { REQUEST_PACKAGE_KINDS } from '../domain/package-kind.ts';
+import { PII_LEVELS } from '../domain/pii-level.ts';
+import { EXPORT_FORMATS } from '../format/types.ts';
+
+/**
+ * The body of `POST /api/v1/exports` as a TypeBox schema: the route validates requests
+ * against it, and `ExportBody` (its static type) is what the service takes. Declared
+ * here rather than in the route so that the service, below the HTTP layer, can name it.
+ */
+
+const closed = { additionalProperties: false } as const;
+
+/** Whose data: the API's form of `ExportScope` (src/domain/export-scope.ts). */
+export const ScopeSchema = Type.Union(
+  [
+    Type.Object({ kind: Type.Literal('tenant') }, closed),
+    Type.Object(
+      { kind: Type.Literal('site'), site_url: Type.String({ minLength: 1, maxLength: 2048 }) },
+      closed,
+    ),
+    Type.Object({ kind: Type.Literal('customer'), customer_id: Type.String({ format: 'uuid' }) }, closed),
+    Type.Object(
+      { kind: Type.Literal('team_member'), team_member_id: Type.String({ format: 'uuid' }) },
+      closed,
+    ),
+  ],
+  { description: 'Whose data: the whole tenant (default), one site, one customer or one team member' },
+);
+
+const FilterValue = Type.Union([
+  Type.String({ maxLength: 1000 }),
+  Type.Number(),
+  Type.Boolean(),
+  Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100 }),
+]);
+
+export const ExportBodySchema = Type.Object(
+  {
+    datasets: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+      minItems: 1,
+      maxItems: 20,
+      description: 'Dataset names (see `ferry datamap`); several datasets make a package',
+      examples: [['conversations']],
+    }),
+    scope: Type.Optional(ScopeSchema),
+    format: Type.Optional(
+      Type.Enum([...EXPORT_FORMATS, 'markdown'], { description: 'File format (single-dataset exports)' }),
+    ),
+    compression: Type.Optional(
+      Type.Enum(COMPRESSIONS, { description: 'Compression (single-dataset exports)' }),
+    ),
+    package: Type.Optional(
+      Type.Enum(REQUEST_PACKAGE_KINDS, {
+        description:
+          '`none`: one file; `zip` or `tar.gz`: the company package (default with several datasets)',
+      }),
+    ),
+    from: Type.Optional(
+      Type.String({ maxLength: 40, description: 'Start date (YYYY-MM-DD) or ISO 8601 timestamp' }),
+    ),
+    to: Type.Optional(
+      Type.String({ maxLength: 40, description: 'End date, inclusive, or ISO 8601 timestamp' }),
+    ),
+    filters: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), FilterValue, { description: 'Dataset filters by name' }),
+    ),
+    columns: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 200 })),
+    pii: Type.Optional(
+      Type.Enum(PII_LEVELS, { description: 'Personal data: full, or an anonymization level' }),
+    ),
+    timezone: Type.Optional(
+      Type.String({ maxLength: 64, description: 'IANA time zone for timestamps and days' }),
+    ),
+    options: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 1000 }))),
+    bom: Type.Optional(Type.Boolean({ description: 'CSV: start with a UTF-8 byte-order mark' })),
+    csv_guard: Type.Optional(
+      Type.Boolean({ description: 'CSV: neutralise spreadsheet formulas (default true)' }),
+    ),
+    encryption: Type.Optional(
+      Type.Object(
+        {
+          recipients: Type.Array(Type.String({ maxLength: 2000 }), {
+            minItems: 1,
+            maxItems: 20,
+            description: 'age public keys (`age1…`); the file is encrypted so that any of them decrypts it',
+          }),
+        },
+        closed,
+      ),
+    ),
+  },
+  closed,
+);
+
+/** The body of `POST /api/v1/exports`, as its schema validated it. */
+export type ExportBody = Static<typeof ExportBodySchema>;
