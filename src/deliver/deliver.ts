@@ -71,7 +71,7 @@ export async function deliver(
   const sleep = ctx.sleep ?? ((ms: number) => delay(ms).then(() => undefined));
   let secrets: string[] = [];
   let attempts = 0;
-  let failure: { message: string; code: string };
+  let failure: { message: string; code: ErrorCode };
   for (;;) {
     attempts++;
     try {

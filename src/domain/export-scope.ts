@@ -11,7 +11,12 @@ export type ExportScope =
 
 export type ScopeKind = ExportScope['kind'];
 
-export const SCOPE_KINDS = ['tenant', 'site', 'customer', 'team_member'] as const satisfies readonly ScopeKind[];
+export const SCOPE_KINDS = [
+  'tenant',
+  'site',
+  'customer',
+  'team_member',
+] as const satisfies readonly ScopeKind[];
 
 /** The scope of an export that asks for none. */
 export const TENANT_SCOPE: ExportScope = { kind: 'tenant' };

@@ -78,7 +78,7 @@ export function fileSpec(config: ExportConfig, createdAt: Date): FileSpec {
 }
 
 interface Failure {
-  code: string;
+  code: ErrorCode;
   message: string;
   retryable: boolean;
 }

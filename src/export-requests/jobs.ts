@@ -66,7 +66,7 @@ const markDead: JobDefinition = {
     const exportId = job.data.id;
     if (!exportId) return;
     const failure = {
-      code: 'export_interrupted',
+      code: 'export_interrupted' as const,
       message: `the export was interrupted ${EXPORT_RETRY_LIMIT + 1} times (its worker stopped or lost the database) and was given up`,
     };
     const failed = await exportJobs(ctx.database).fail(exportId, null, failure, ctx.now());

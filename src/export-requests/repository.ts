@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../domain/error-catalog.ts';
 import { type Selectable, sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
@@ -307,7 +308,7 @@ export function exportJobs(database: Database) {
     },
 
     /** running/packaging → queued after a failed attempt that will be retried. */
-    async requeue(id: string, attemptId: string, error: { code: string; message: string }, now: Date) {
+    async requeue(id: string, attemptId: string, error: { code: ErrorCode; message: string }, now: Date) {
       const row = await db
         .updateTable('export_requests')
         .set({
@@ -332,7 +333,7 @@ export function exportJobs(database: Database) {
     async fail(
       id: string,
       attemptId: string | null,
-      error: { code: string; message: string },
+      error: { code: ErrorCode; message: string },
       now: Date,
     ): Promise<ExportRow | undefined> {
       let query = db

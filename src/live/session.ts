@@ -5,6 +5,7 @@ import { verifyApiKey } from '../auth/keys.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import type { Database } from '../db/database.ts';
 import type { ExportScope } from '../domain/export-scope.ts';
+import type { ErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { PiiLevel } from '../domain/pii-level.ts';
@@ -42,7 +43,7 @@ export interface SessionDeps {
 }
 
 interface ErrorBody {
-  code: string;
+  code: ErrorCode;
   message: string;
   [extra: string]: unknown;
 }

@@ -60,7 +60,7 @@ export function scheduleJobs(options: ScheduleJobOptions = {}): JobDefinition[] 
       const runId = job.data.id;
       if (!runId) return;
       const failure = {
-        code: 'export_interrupted',
+        code: 'export_interrupted' as const,
         message: `the run was interrupted ${RUN_RETRY_LIMIT + 1} times (its worker stopped or lost the database) and was given up`,
       };
       const runs = scheduleRuns(ctx.database);

@@ -437,7 +437,7 @@ export async function abandonFile(
   const failure =
     err instanceof FerryError
       ? { code: err.code, message: err.message }
-      : { code: 'export_interrupted', message: 'the scheduled run producing this file stopped' };
+      : { code: 'export_interrupted' as const, message: 'the scheduled run producing this file stopped' };
   await exportJobs(deps.database)
     .fail(exportId, attemptId, failure, deps.now())
     .catch(() => undefined);

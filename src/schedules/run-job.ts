@@ -67,7 +67,7 @@ class RunLost extends Error {
 }
 
 interface Failure {
-  code: string;
+  code: ErrorCode;
   message: string;
   retryable: boolean;
 }

@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../domain/error-catalog.ts';
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
@@ -216,7 +217,7 @@ export function scheduleRuns(database: Database) {
     },
 
     /** running → retrying after a failed attempt that pg-boss will retry. */
-    async retrying(id: string, attemptId: string, error: { code: string; message: string }, now: Date) {
+    async retrying(id: string, attemptId: string, error: { code: ErrorCode; message: string }, now: Date) {
       const row = await db
         .updateTable('schedule_runs')
         .set({
@@ -241,7 +242,7 @@ export function scheduleRuns(database: Database) {
     async fail(
       id: string,
       attemptId: string | null,
-      error: { code: string; message: string },
+      error: { code: ErrorCode; message: string },
       now: Date,
     ): Promise<RunRow | undefined> {
       let query = db

@@ -43,7 +43,6 @@ export function registerScheduleUsage(): void {
   );
 }
 
-
 function notFound(id: string): FerryError {
   return new FerryError('not_found', `no schedule "${id}" in this tenant`);
 }
