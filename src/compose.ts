@@ -1,6 +1,7 @@
 import type { Config } from './config/config.ts';
 import type { Database } from './db/database.ts';
 import { openDatabase } from './db/open.ts';
+import { ensureChangeTracking } from './collect/change-tracking.ts';
 import { REFERENCE_DATAMAP, validateDataMap } from './datamap/datamap.ts';
 import { buildApp, type FerryApp } from './http/app.ts';
 import { createJobQueue, type JobQueue } from './jobs/queue.ts';
@@ -38,7 +39,7 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
   const database = await openDatabase(config);
   let jobs: Jobs | undefined;
   try {
-    await validateDataMap(REFERENCE_DATAMAP, database.db);
+    await startDataMap(database);
     jobs = await startJobs(database, config, logger, options.worker !== false);
     const { queue, store } = jobs;
     // One live-stream listener per process, shared by every WebSocket subscriber.
@@ -67,6 +68,15 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
     await database.close();
     throw err;
   }
+}
+
+/**
+ * Checks the data map against the migrated database (a drifted database stops the start
+ * with the list of problems), then gives the tables of its change feeds their tracking.
+ */
+async function startDataMap(database: Database): Promise<void> {
+  await validateDataMap(REFERENCE_DATAMAP, database.db);
+  await ensureChangeTracking(database.db, REFERENCE_DATAMAP);
 }
 
 interface Jobs {
@@ -103,7 +113,7 @@ export async function composeWorker(config: Config, options: { logger?: Logger }
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config);
   try {
-    await validateDataMap(REFERENCE_DATAMAP, database.db);
+    await startDataMap(database);
     const { queue } = await startJobs(database, config, logger, true);
     let closing: Promise<void> | undefined;
     return {

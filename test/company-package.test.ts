@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportCompanyPackage, PACKAGE_DATASETS } from '../src/pipeline/company-package.ts';
+import { packageDatasets, REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import { exportCompanyPackage } from '../src/pipeline/company-package.ts';
 import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
@@ -170,7 +171,7 @@ for (const dialect of DIALECTS) {
           { tenantId, kind: 'zip', pii: 'full', datasets: ['nope'] },
           createWriteStream(path.join(work, 'x.zip')),
         ),
-      ).rejects.toThrow(`datasets: "nope" cannot go in a package (accepted: ${PACKAGE_DATASETS.join(', ')})`);
+      ).rejects.toThrow(`datasets: "nope" cannot go in a package (accepted: ${packageDatasets(REFERENCE_DATAMAP).join(', ')})`);
     });
 
     if (dialect === 'pglite') {

@@ -1,5 +1,6 @@
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { exportCompanyPackage } from '../pipeline/company-package.ts';
+import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
 import type { ArchiveKind } from '../domain/package-kind.ts';
@@ -11,17 +12,20 @@ interface PackageFlags {
   tenant: string;
   package?: ArchiveKind;
   datasets?: string;
+  format?: string;
   pii?: string;
   from?: string;
   to?: string;
   out?: string;
 }
 
-/** `ferry export --tenant T --package zip|tar.gz|directory [--datasets a,b] --out PATH`. */
+/** `ferry export --tenant T --package zip|tar.gz|directory [--datasets a,b] [--format json] --out PATH`. */
 export async function runPackageCommand(flags: PackageFlags): Promise<void> {
   const kind = flags.package!;
   const toStdout = !flags.out || flags.out === '-';
   if (kind === 'directory' && toStdout) throw invalid('--out', 'a directory package needs --out DIR');
+  if (flags.format === 'markdown')
+    throw invalid('--format', `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`, EXPORT_FORMATS);
   const request = {
     tenantId: flags.tenant,
     kind,
@@ -29,6 +33,7 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
       ?.split(',')
       .map((d) => d.trim())
       .filter(Boolean),
+    format: flags.format,
     pii: flags.pii ? parsePiiLevel(flags.pii, '--pii') : DEFAULT_PII_LEVEL,
     from: flags.from,
     to: flags.to,

@@ -50,7 +50,12 @@ export function registerExport(program: Command): void {
     .description('export one dataset, or the whole company package, of a tenant')
     .requiredOption('--tenant <id>', 'tenant id or slug')
     .option('--dataset <name>', 'dataset to export (see `ferry datamap`)')
-    .addOption(new Option('--format <format>', 'output format').choices([...EXPORT_FORMATS, 'markdown']))
+    .addOption(
+      new Option('--format <format>', 'output format (with --package: of the tabular files, default csv)').choices([
+        ...EXPORT_FORMATS,
+        'markdown',
+      ]),
+    )
     .addOption(new Option('--compression <kind>', 'compression').choices(COMPRESSIONS).default('none'))
     .option('--from <date>', 'start date (YYYY-MM-DD, in the tenant time zone) or ISO 8601 timestamp')
     .option('--to <date>', 'end date, inclusive (YYYY-MM-DD) or ISO 8601 timestamp')

@@ -2,8 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Writable } from 'node:stream';
 import { type CopyQuery, type Database, literal } from '../db/database.ts';
-import { TRACKED_TABLES } from '../db/migrations/0005-change-tracking.ts';
-import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DatasetDeclaration, DatasetField } from '../datamap/types.ts';
 import type { FieldSpec } from '../format/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
@@ -67,7 +65,7 @@ export interface ChangeCursor {
   readonly session: string;
 }
 
-export interface ChangeOptions extends Pick<PageOptions, 'anonymizeKey' | 'secret' | 'exportId'> {
+export interface ChangeOptions extends Pick<PageOptions, 'anonymizeKey' | 'secret' | 'exportId' | 'datamap'> {
   /** Changes (tombstones and rows) per call; the whole rest of the run when absent. */
   limit?: number | undefined;
   /** Parameter name used in error messages. */
@@ -156,17 +154,20 @@ export function decodeChangeCursor(
   };
 }
 
-/** The dataset's main table and the field that carries its record id (for tombstones). */
-function trackedSource(dataset: DatasetDeclaration, param: string): { table: string; idField: DatasetField } {
-  const idColumn = TRACKED_TABLES[dataset.source];
-  if (dataset.kind !== 'table' || !idColumn)
+/** The dataset's main table, its record id column and the field that exports it (for tombstones). */
+function trackedSource(
+  dataset: DatasetDeclaration,
+  param: string,
+): { table: string; idColumn: string; idField: DatasetField } {
+  if (dataset.kind !== 'table' || !dataset.changeFeed)
     throw invalid(
       param,
       `dataset ${dataset.name} is computed from other data and has no change feed; export it by date range instead`,
     );
+  const idColumn = dataset.changeFeed.idColumn;
   const idField = dataset.fields.find((f) => f.sql === `t.${idColumn}`);
   if (!idField) throw new FerryError('internal', `dataset ${dataset.name} does not export its record id`);
-  return { table: dataset.source, idField };
+  return { table: dataset.source, idColumn, idField };
 }
 
 /** SQL: the 64-bit id of the transaction that last wrote row `t`, from its 32-bit xmin and a recent reference. */
@@ -271,8 +272,8 @@ export async function planChanges(
   const limit = options.limit;
   if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
     throw invalid('page_size', `must be a whole number from 1, got ${limit}`);
-  const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request);
-  const { table, idField } = trackedSource(dataset, param);
+  const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request, options.datamap);
+  const { table, idColumn, idField } = trackedSource(dataset, param);
   const owner = cursorOwner(tenant.id, dataset.name);
   if (since && (since.dataset !== dataset.name || since.owner !== owner))
     throw invalid(param, 'was issued for another dataset or account; start again with updated_since=0');
@@ -302,8 +303,7 @@ export async function planChanges(
   const records = firstRun ? base : narrowQuery(base, windowCondition(lo, hi, now.xmax));
   // A tombstone whose record exists again is stale: the row came back after the delete
   // (transaction ids do not follow commit order), and its current version is sent as a row.
-  const idColumn = TRACKED_TABLES[table]!;
-  const idType = SQL_TYPES[REFERENCE_DATAMAP.tables[table]?.columns[idColumn]?.type ?? 'string'];
+  const idType = SQL_TYPES[idField.type];
   const tombstoneFrom =
     `FROM deleted_records d WHERE d.tenant_id = ${literal(tenant.id)} AND d.table_name = ${literal(table)}` +
     ` AND d.xid >= ${literal(String(lo))}::xid8 AND d.xid < ${literal(String(hi))}::xid8` +

@@ -3,6 +3,7 @@ import type { Writable } from 'node:stream';
 import type { Database } from '../db/database.ts';
 import { literal } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import type { DocumentDataset, DocumentWriter } from '../datamap/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
@@ -10,15 +11,10 @@ import type { ExportRequest } from './request.ts';
 import type { TenantInfo } from '../pipeline/export-dataset.ts';
 
 /**
- * Datasets exported as documents rather than tables: the knowledge base (JSON,
+ * The writers of the `document` datasets of the data map: the knowledge base (JSON,
  * Markdown, XML) and the account (JSON). Documents are read in keyset pages and
  * written as they arrive, so memory does not grow with the knowledge base.
  */
-const DOCUMENT_DATASETS = ['knowledge_base', 'account'] as const;
-
-export function isDocumentDataset(name: string): boolean {
-  return (DOCUMENT_DATASETS as readonly string[]).includes(name);
-}
 
 export interface DocumentContext {
   tenant: TenantInfo;
@@ -302,15 +298,10 @@ async function exportKnowledgeBase(
   ctx: DocumentContext,
 ): Promise<DocumentResult> {
   const includeEmbeddings = request.options.include_embeddings === 'true';
-  const total = await database.db
-    .selectFrom('documents')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('tenant_id', '=', ctx.tenant.id)
-    .executeTakeFirstOrThrow();
   const meta = {
     export_date: ctx.metadata.export_date,
     tenant_id: ctx.tenant.id,
-    total_documents: Number(total.n),
+    total_documents: await countKnowledgeBase(database, ctx.tenant.id),
     export_version: ctx.metadata.export_version,
     export_id: ctx.metadata.export_id,
   };
@@ -361,6 +352,15 @@ async function exportKnowledgeBase(
     `\n],"categories":${JSON.stringify(summary.categories)},"search_analytics":${JSON.stringify(summary.search_analytics)}}\n`,
   );
   return { records, contentType: 'application/json', extension: 'json' };
+}
+
+async function countKnowledgeBase(database: Database, tenantId: string): Promise<number> {
+  const total = await database.db
+    .selectFrom('documents')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('tenant_id', '=', tenantId)
+    .executeTakeFirstOrThrow();
+  return Number(total.n);
 }
 
 /** Account data: profile, plan and usage, settings, sites, team (no password hashes), integrations (masked). */
@@ -456,16 +456,44 @@ export async function accountDocument(
   };
 }
 
-export async function exportDocumentDataset(
+async function exportAccount(
   database: Database,
   request: ExportRequest,
   out: Writable,
   ctx: DocumentContext,
 ): Promise<DocumentResult> {
-  if (request.dataset === 'knowledge_base') return exportKnowledgeBase(database, request, out, ctx);
   if (request.format !== 'json')
     throw new FerryError('unsupported_format', `account exports as json, not ${request.format}`);
   const account = await accountDocument(database, request, ctx);
   await write(out, `${JSON.stringify({ export_metadata: ctx.metadata, account }, null, 2)}\n`);
   return { records: 1, contentType: 'application/json', extension: 'json' };
+}
+
+/** The code behind a document dataset, named by its declaration's `document`. */
+interface DocumentBuilder {
+  write(database: Database, request: ExportRequest, out: Writable, ctx: DocumentContext): Promise<DocumentResult>;
+  /** The records the document holds for a tenant (before it is written). */
+  count(database: Database, tenantId: string): Promise<number>;
+}
+
+/** Every document writer; a new one is a compile error until it is listed here. */
+const DOCUMENTS = {
+  knowledge_base: { write: exportKnowledgeBase, count: countKnowledgeBase },
+  account: { write: exportAccount, count: async () => 1 },
+} satisfies Record<DocumentWriter, DocumentBuilder>;
+
+/** Writes a document dataset to `out`. */
+export function exportDocumentDataset(
+  database: Database,
+  dataset: DocumentDataset,
+  request: ExportRequest,
+  out: Writable,
+  ctx: DocumentContext,
+): Promise<DocumentResult> {
+  return DOCUMENTS[dataset.document].write(database, request, out, ctx);
+}
+
+/** The records a document dataset holds for a tenant: documents of the knowledge base, one account. */
+export function documentRecords(database: Database, dataset: DocumentDataset, tenantId: string): Promise<number> {
+  return DOCUMENTS[dataset.document].count(database, tenantId);
 }

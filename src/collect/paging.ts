@@ -4,11 +4,10 @@ import { pipeline as pipelineCallback, Readable, type Writable } from 'node:stre
 import { pipeline } from 'node:stream/promises';
 import { type CopyQuery, type Database, type KeyRange, literal, rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import type { DatasetDeclaration } from '../datamap/types.ts';
+import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FieldSpec, FormatWriter } from '../format/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { isDocumentDataset } from './documents.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
 import { RecordCounter } from './record-counter.ts';
 import type { ExportRequest } from './request.ts';
@@ -46,6 +45,8 @@ export interface PageOptions {
   anonymizeKey?: string | undefined;
   /** Server secret from which each paging session's pseudonym key is derived (see sessionAnonymizeKey). */
   secret?: string | undefined;
+  /** The data map the dataset is declared in (default: the reference map). */
+  datamap?: DataMap | undefined;
 }
 
 export interface StreamOutcome {
@@ -135,11 +136,10 @@ export function checkPageSize(value: number | undefined, param = 'page_size'): n
 }
 
 /** A dataset that can be paged: a table or a computed dataset with an ordering key. */
-export function pageableDataset(name: string): DatasetDeclaration {
-  const dataset = REFERENCE_DATAMAP.datasets[name];
-  if (!dataset)
-    throw invalid('dataset', `unknown dataset "${name}"`, Object.keys(REFERENCE_DATAMAP.datasets));
-  if (isDocumentDataset(name))
+export function pageableDataset(name: string, datamap: DataMap = REFERENCE_DATAMAP): DatasetDeclaration {
+  const dataset = datamap.datasets[name];
+  if (!dataset) throw invalid('dataset', `unknown dataset "${name}"`, Object.keys(datamap.datasets));
+  if (dataset.kind === 'document')
     throw new FerryError(
       'unsupported_format',
       `dataset ${name} is one JSON document and is not paged; request it without page or cursor`,
@@ -265,6 +265,7 @@ export async function streamFormatted(
 export async function prepareTabular(
   database: Database,
   request: ExportRequest,
+  datamap: DataMap = REFERENCE_DATAMAP,
 ): Promise<{
   tenant: TenantInfo;
   scoped: ExportRequest;
@@ -272,7 +273,7 @@ export async function prepareTabular(
   zones: Zones;
   writer: FormatWriter;
 }> {
-  const dataset = pageableDataset(request.dataset);
+  const dataset = pageableDataset(request.dataset, datamap);
   if (request.format === 'markdown')
     throw new FerryError('unsupported_format', 'format markdown is only for knowledge_base');
   const writer = getWriter(request.format);
@@ -325,7 +326,7 @@ export async function planPage(
     throw invalid('page', 'cannot be combined with cursor; use one way of paging');
   if (options.page !== undefined && (!Number.isInteger(options.page) || options.page < 1))
     throw invalid('page', `must be a whole number from 1, got ${options.page}`);
-  const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request);
+  const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request, options.datamap);
   const owner = cursorOwner(tenant.id, dataset.name);
   const exportId = options.exportId ?? randomUUID();
   const keyLength = buildExportQuery(dataset, scoped, {

@@ -1,10 +1,9 @@
 import { type CopyQuery, literal } from '../db/database.ts';
-import type { DatasetDeclaration, DatasetField, DatasetFilter } from '../datamap/types.ts';
+import type { DatasetDeclaration, DatasetField, DatasetFilter, TableDataset } from '../datamap/types.ts';
 import { type ExportScope, scopeTarget } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
-import { analyticsColumns, analyticsSource } from './computed/analytics.ts';
-import { revenueAttributionSource } from './computed/revenue-attribution.ts';
+import { REPORTS, type ReportBuilder } from './computed/reports.ts';
 import { COPY_OPTIONS, csvCellSql, jsonValueSql } from './render-sql.ts';
 import type { ExportRequest, FilterValue } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
@@ -22,14 +21,9 @@ export interface QueryContext {
 /** The dataset's output fields, in the requested column order. */
 export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
   let fields = [...dataset.fields];
-  if (dataset.name === 'analytics') {
-    const metrics = (request.options.metrics ?? 'all').split(',') as (
-      | 'performance'
-      | 'attribution'
-      | 'revenue'
-      | 'all'
-    )[];
-    const names = analyticsColumns(metrics);
+  const narrowed = dataset.kind === 'computed' ? (REPORTS[dataset.report] as ReportBuilder).fields : undefined;
+  if (narrowed) {
+    const names = narrowed(request);
     fields = fields.filter((f) => names.includes(f.name));
   }
   if (!request.columns) return fields;
@@ -54,6 +48,11 @@ function filterValueSql(filter: DatasetFilter, value: FilterValue, timezone: str
   return literal(value as string | number | boolean);
 }
 
+/** A declared SQL condition with its `$value` placeholders replaced by a SQL expression. */
+function withValue(condition: string, value: string): string {
+  return condition.split('$value').join(value);
+}
+
 interface Source {
   /** FROM and JOINs. */
   tables: string;
@@ -71,101 +70,32 @@ function computedSource(built: { from: string; key: string[] }): Source {
   return { tables: built.from.slice(0, -COMPUTED_TAIL.length), where: 'true{{KEY_RANGE}}', key: built.key };
 }
 
-/**
- * SQL that narrows a dataset to one site, customer or team member, per dataset.
- * A team member's conversations are those assigned to them or in which they wrote.
- */
-const SCOPES: Record<
-  string,
-  Partial<Record<Exclude<ExportScope['kind'], 'tenant'>, (id: string) => string>>
-> = {
-  conversations: {
-    site: (url) => `s.url = ${url}`,
-    customer: (id) => `t.customer_id = ${id}::uuid`,
-    team_member: (id) =>
-      `(t.assigned_agent_id = ${id}::uuid OR EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = t.id AND p.sender_id = ${id}))`,
-  },
-  messages: {
-    site: (url) => `s.url = ${url}`,
-    customer: (id) => `c.customer_id = ${id}::uuid`,
-    team_member: (id) =>
-      `(c.assigned_agent_id = ${id}::uuid OR EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = t.conversation_id AND p.sender_id = ${id}))`,
-  },
-  customers: { customer: (id) => `t.id = ${id}::uuid` },
-  consent_records: { customer: (id) => `t.customer_id = ${id}::uuid` },
-  team_members: { team_member: (id) => `t.id = ${id}::uuid` },
-  activity_logs: { team_member: (id) => `t.actor_id = ${id}`, customer: (id) => `t.actor_id = ${id}` },
-  sites: { site: (url) => `t.url = ${url}` },
-};
-
-function scopeCondition(dataset: string, scope: ExportScope | undefined): string | null {
+function scopeCondition(dataset: TableDataset, scope: ExportScope | undefined): string | null {
   if (!scope || scope.kind === 'tenant') return null;
-  const build = SCOPES[dataset]?.[scope.kind];
-  if (!build)
+  const condition = dataset.scopes[scope.kind];
+  if (!condition)
     throw new FerryError(
       'invalid_parameter',
-      `scope: dataset ${dataset} cannot be narrowed to one ${scope.kind.replace('_', ' ')}`,
+      `scope: dataset ${dataset.name} cannot be narrowed to one ${scope.kind.replace('_', ' ')}`,
     );
-  return build(literal(scopeTarget(scope)));
+  return withValue(condition, literal(scopeTarget(scope)));
 }
 
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
 function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): Source {
-  const f = request.filters;
-  if (dataset.name === 'analytics') {
-    const metrics = (request.options.metrics ?? 'all').split(',') as (
-      | 'performance'
-      | 'attribution'
-      | 'revenue'
-      | 'all'
-    )[];
-    const siteUrls =
-      request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
-    return computedSource(
-      analyticsSource({
-        tenantId: request.tenantId,
-        timezone: ctx.dayZone,
-        granularity: (request.options.granularity ?? 'daily') as 'daily',
-        metrics,
-        ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
-        ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
-        ...(siteUrls ? { siteUrls } : {}),
-      }),
-    );
-  }
-  if (dataset.name === 'revenue_attribution') {
-    return computedSource(
-      revenueAttributionSource({
-        tenantId: request.tenantId,
-        timezone: ctx.dayZone,
-        model: (request.options.attribution_model ?? 'last_touch') as 'last_touch',
-        ...(typeof f.from === 'string' ? { from: f.from.slice(0, 10) } : {}),
-        ...(typeof f.to === 'string' ? { to: f.to.slice(0, 10) } : {}),
-        ...(request.options.customer_segment ? { customerSegment: request.options.customer_segment } : {}),
-      }),
-    );
-  }
+  if (dataset.kind === 'computed') return computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
   if (dataset.kind !== 'table')
     throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];
-  const scoped = scopeCondition(dataset.name, request.scope);
+  const scoped = scopeCondition(dataset, request.scope);
   if (scoped) conditions.push(scoped);
-  for (const [name, value] of Object.entries(f)) {
+  for (const [name, value] of Object.entries(request.filters)) {
     const filter = dataset.filters.find((x) => x.name === name);
     if (!filter) throw new FerryError('invalid_parameter', `filter: unknown filter "${name}"`);
-    conditions.push(`(${filter.sql.replaceAll('$value', filterValueSql(filter, value, ctx.dayZone))})`);
+    conditions.push(`(${withValue(filter.sql, filterValueSql(filter, value, ctx.dayZone))})`);
   }
   return { tables: dataset.from, where: `${conditions.join(' AND ')}{{KEY_RANGE}}`, key: [...dataset.key] };
 }
-
-/**
- * The data subject's own name and email per dataset, so anonymization can also find
- * them inside the free text of the same row (a visitor typing their name into the chat).
- */
-const SUBJECTS: Record<string, { name: string; email: string }> = {
-  conversations: { name: 't.customer_name', email: 't.customer_email' },
-  messages: { name: 'c.customer_name', email: 'c.customer_email' },
-};
 
 /** The field's SQL expression after the anonymization level. */
 function valueSql(
@@ -176,7 +106,7 @@ function valueSql(
 ): string {
   const raw = dataset.kind === 'computed' ? `t.${field.name}` : field.sql;
   if (request.pii === 'full') return raw;
-  const subject = SUBJECTS[dataset.name];
+  const subject = dataset.kind === 'table' ? dataset.subject : undefined;
   return anonymizeSql(field, raw, {
     level: request.pii,
     key: ctx.anonymizeKey,

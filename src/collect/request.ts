@@ -26,7 +26,7 @@ export interface ExportRequest {
   readonly bom: boolean;
   /** Parquet: Hive-style partitioning by date. */
   readonly partitionByDate: boolean;
-  /** Dataset-specific options (analytics granularity/metrics, attribution model, embeddings). */
+  /** Values of the dataset's declared parameters (analytics granularity/metrics, attribution model, embeddings). */
   readonly options: Readonly<Record<string, string>>;
   /** Narrows the export to one site, one customer (a data subject) or one team member's conversations. */
   readonly scope?: ExportScope | undefined;
@@ -52,21 +52,6 @@ export interface ExportInput {
   options?: Record<string, string | undefined> | undefined;
   scope?: ExportScope | undefined;
 }
-
-/** Dataset options that are not row filters, per computed dataset. */
-export const DATASET_OPTIONS: Readonly<Record<string, Readonly<Record<string, readonly string[] | 'text'>>>> =
-  {
-    analytics: {
-      granularity: ['hourly', 'daily', 'weekly', 'monthly'],
-      metrics: 'text',
-      site_urls: 'text',
-    },
-    revenue_attribution: {
-      attribution_model: ['first_touch', 'last_touch', 'multi_touch'],
-      customer_segment: 'text',
-    },
-    knowledge_base: { include_embeddings: ['true', 'false'] },
-  };
 
 function oneOf<T extends string>(
   param: string,
@@ -144,13 +129,12 @@ function declaredDataset(name: string, map: DataMap, param: string): DatasetDecl
 
 /**
  * Splits raw values into the dataset's declared filters, typed by their declaration,
- * and its declared options; any other name is an error that lists the accepted ones.
+ * and its declared parameters; any other name is an error that lists the accepted ones.
  */
 function typedFilters(
   dataset: DatasetDeclaration,
   raw: Readonly<Record<string, string | undefined>>,
 ): { filters: Record<string, FilterValue>; options: Record<string, string> } {
-  const declaredOptions = DATASET_OPTIONS[dataset.name] ?? {};
   const filters: Record<string, FilterValue> = {};
   const options: Record<string, string> = {};
   for (const [name, value] of Object.entries(raw)) {
@@ -160,12 +144,12 @@ function typedFilters(
       filters[name] = parseFilter(dataset.name, filter, value);
       continue;
     }
-    const option = declaredOptions[name];
-    if (option) {
-      options[name] = option === 'text' ? value : oneOf(name, value, option, value);
+    const parameter = dataset.parameters.find((p) => p.name === name);
+    if (parameter) {
+      options[name] = parameter.values ? oneOf(name, value, parameter.values, value) : value;
       continue;
     }
-    const accepted = [...dataset.filters.map((f) => f.name), ...Object.keys(declaredOptions)];
+    const accepted = [...dataset.filters.map((f) => f.name), ...dataset.parameters.map((p) => p.name)];
     throw invalid(
       'filter',
       `dataset ${dataset.name} has no filter "${name}"`,

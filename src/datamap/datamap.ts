@@ -1,7 +1,15 @@
 import { type Kysely, sql } from 'kysely';
 import { REFERENCE_DATASETS } from './reference-datasets.ts';
 import { REFERENCE_TABLES } from './reference-tables.ts';
-import { COLUMN_CLASSES, type DataMap, FIELD_TYPES } from './types.ts';
+import {
+  COLUMN_CLASSES,
+  COMPUTED_REPORTS,
+  type DataMap,
+  type DatasetDeclaration,
+  DOCUMENT_WRITERS,
+  FIELD_TYPES,
+  PACKAGE_BUILDERS,
+} from './types.ts';
 
 /** The built-in data map of Ferry's reference schema. */
 export const REFERENCE_DATAMAP: DataMap = Object.freeze({
@@ -39,7 +47,10 @@ export function checkDataMap(map: DataMap): string[] {
         problems.push(`${tableName}.${rel.column}: references missing column ${rel.references}`);
     }
   }
+  const packagePositions = new Map<number, string>();
+  const packagePaths = new Set<string>();
   for (const [name, ds] of Object.entries(map.datasets)) {
+    if (ds.name !== name) problems.push(`dataset ${name}: declared under another name ("${ds.name}")`);
     if (!map.tables[ds.source]) problems.push(`dataset ${name}: source table "${ds.source}" is not declared`);
     const seen = new Set<string>();
     for (const field of ds.fields) {
@@ -49,8 +60,75 @@ export function checkDataMap(map: DataMap): string[] {
         if (!declared(ref)) problems.push(`dataset ${name}.${field.name}: reads missing column ${ref}`);
       }
     }
+    if (ds.kind === 'computed' && !COMPUTED_REPORTS.includes(ds.report))
+      problems.push(`dataset ${name}: unknown report "${ds.report}"`);
+    if (ds.kind === 'document' && !DOCUMENT_WRITERS.includes(ds.document))
+      problems.push(`dataset ${name}: unknown document "${ds.document}"`);
+    if (ds.kind === 'table' && ds.changeFeed) {
+      const idColumn = ds.changeFeed.idColumn;
+      const source = map.tables[ds.source];
+      if (source && !source.columns[idColumn])
+        problems.push(`dataset ${name}: change feed id column "${idColumn}" is not a column of ${ds.source}`);
+      if (source && source.tenantKey === null)
+        problems.push(`dataset ${name}: a change feed needs a source table with a tenant key`);
+      if (!ds.fields.some((f) => f.sql === `t.${idColumn}`))
+        problems.push(`dataset ${name}: a change feed needs a field that exports t.${idColumn}`);
+    }
+    const placement = ds.package;
+    if (!placement) continue;
+    const other = packagePositions.get(placement.order);
+    if (other) problems.push(`dataset ${name}: package order ${placement.order} is taken by ${other}`);
+    packagePositions.set(placement.order, name);
+    if ('builder' in placement) {
+      if (!PACKAGE_BUILDERS.includes(placement.builder))
+        problems.push(`dataset ${name}: unknown package builder "${placement.builder}"`);
+      continue;
+    }
+    if (placement.files.length === 0) problems.push(`dataset ${name}: a package entry needs a file`);
+    for (const file of placement.files) {
+      if (packagePaths.has(file.path)) problems.push(`dataset ${name}: package path "${file.path}" is taken`);
+      packagePaths.add(file.path);
+      for (const parameter of Object.keys(file.parameters ?? {}))
+        if (!ds.parameters.some((p) => p.name === parameter))
+          problems.push(`dataset ${name}: package file ${file.path} sets undeclared parameter "${parameter}"`);
+    }
   }
   return problems;
+}
+
+/** The datasets a company package can hold, in the order the package writes them. */
+export function packageDatasets(map: DataMap): string[] {
+  return Object.values(map.datasets)
+    .filter((d) => d.package)
+    .sort((a, b) => a.package!.order - b.package!.order)
+    .map((d) => d.name);
+}
+
+/**
+ * Whether a dataset is dated: `from`/`to` narrow it, so date filters, schedule windows and
+ * the plan's history window apply (a table's time column, or a report's days).
+ */
+export function isDated(dataset: DatasetDeclaration): boolean {
+  return dataset.filters.some((f) => f.name === 'from');
+}
+
+/** A table whose deletes leave tombstones for a change feed. */
+export interface TrackedTable {
+  readonly table: string;
+  readonly idColumn: string;
+  readonly tenantKey: string;
+}
+
+/** The tables the map's change feeds read: the sources of the datasets that declare one. */
+export function trackedTables(map: DataMap): TrackedTable[] {
+  const tracked = new Map<string, TrackedTable>();
+  for (const dataset of Object.values(map.datasets)) {
+    if (dataset.kind !== 'table' || !dataset.changeFeed) continue;
+    const tenantKey = map.tables[dataset.source]?.tenantKey;
+    if (!tenantKey) continue;
+    tracked.set(dataset.source, { table: dataset.source, idColumn: dataset.changeFeed.idColumn, tenantKey });
+  }
+  return [...tracked.values()];
 }
 
 /**

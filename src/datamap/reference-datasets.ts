@@ -1,5 +1,18 @@
 import { REFERENCE_TABLES } from './reference-tables.ts';
-import type { DatasetDeclaration, DatasetField, DatasetFilter, TableColumn } from './types.ts';
+import type {
+  ComputedDataset,
+  ComputedReport,
+  DatasetDeclaration,
+  DatasetField,
+  DatasetFilter,
+  DatasetParameter,
+  DocumentDataset,
+  DocumentWriter,
+  PackageFile,
+  PackagePlacement,
+  TableColumn,
+  TableDataset,
+} from './types.ts';
 
 type Tables = typeof REFERENCE_TABLES;
 
@@ -194,8 +207,13 @@ function table(
   description: string,
   source: keyof Tables,
   fields: DatasetField[],
-  extra: Partial<Pick<DatasetDeclaration, 'from' | 'timeColumn' | 'key' | 'filters'>> = {},
-): DatasetDeclaration {
+  extra: Partial<
+    Pick<
+      TableDataset,
+      'from' | 'timeColumn' | 'key' | 'filters' | 'package' | 'changeFeed' | 'scopes' | 'subject'
+    >
+  > = {},
+): TableDataset {
   const decl = REFERENCE_TABLES[source];
   const time =
     extra.timeColumn === undefined ? (decl.timeColumn ? `t.${decl.timeColumn}` : null) : extra.timeColumn;
@@ -209,9 +227,22 @@ function table(
     key: extra.key ?? (time ? [time, 't.id'] : ['t.id']),
     fields,
     filters: extra.filters ?? (time ? dateFilters(time) : []),
+    parameters: [],
     formats: TEXT_FORMATS,
+    package: extra.package ?? null,
+    // Migration 0005 tracks every reference table a table dataset reads.
+    changeFeed: extra.changeFeed === undefined ? { idColumn: 'id' } : extra.changeFeed,
+    scopes: extra.scopes ?? {},
+    ...(extra.subject ? { subject: extra.subject } : {}),
   };
 }
+
+/** A package entry of dataset-export files. */
+const files = (order: number, dated: boolean, ...entries: PackageFile[]): PackagePlacement => ({
+  order,
+  dated,
+  files: entries,
+});
 
 /** Days of a computed report (`from`/`to`, in the report zone); the report's own query applies them. */
 const PERIOD_FILTERS: DatasetFilter[] = [
@@ -234,20 +265,46 @@ function computed(
   description: string,
   source: keyof Tables,
   fields: DatasetField[],
-  formats: readonly string[],
-  filters: DatasetFilter[] = [],
-): DatasetDeclaration {
+  spec: Pick<ComputedDataset, 'package'> & { report: ComputedReport; parameters: DatasetParameter[] },
+): ComputedDataset {
   return {
     name,
     description,
     kind: 'computed',
+    report: spec.report,
     source,
     from: '',
     timeColumn: null,
     key: [],
     fields,
-    filters,
-    formats,
+    filters: PERIOD_FILTERS,
+    parameters: spec.parameters,
+    formats: TEXT_FORMATS,
+    package: spec.package,
+  };
+}
+
+function document(
+  name: string,
+  description: string,
+  source: keyof Tables,
+  fields: DatasetField[],
+  spec: Pick<DocumentDataset, 'formats' | 'package' | 'parameters'> & { document: DocumentWriter },
+): DocumentDataset {
+  return {
+    name,
+    description,
+    kind: 'document',
+    document: spec.document,
+    source,
+    from: '',
+    timeColumn: null,
+    key: [],
+    fields,
+    filters: [],
+    parameters: spec.parameters,
+    formats: spec.formats,
+    package: spec.package,
   };
 }
 
@@ -264,6 +321,15 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     {
       from: 'FROM conversations t JOIN sites s ON s.id = t.site_id',
       filters: conversationFilters,
+      package: { order: 40, dated: true, builder: 'conversations' },
+      scopes: {
+        site: 's.url = $value',
+        customer: 't.customer_id = $value::uuid',
+        // A team member's conversations: assigned to them, or they wrote in them.
+        team_member:
+          '(t.assigned_agent_id = $value::uuid OR EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = t.id AND p.sender_id = $value))',
+      },
+      subject: { name: 't.customer_name', email: 't.customer_email' },
     },
   ),
   messages: table('messages', 'One row per message of every conversation.', 'messages', MESSAGE_FIELDS, {
@@ -303,6 +369,14 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
         description: 'Status of the conversation.',
       },
     ],
+    package: files(50, true, { path: 'messages', format: 'tabular' }),
+    scopes: {
+      site: 's.url = $value',
+      customer: 'c.customer_id = $value::uuid',
+      team_member:
+        '(c.assigned_agent_id = $value::uuid OR EXISTS (SELECT 1 FROM messages p WHERE p.conversation_id = t.conversation_id AND p.sender_id = $value))',
+    },
+    subject: { name: 'c.customer_name', email: 'c.customer_email' },
   }),
   team_members: table(
     'team_members',
@@ -317,6 +391,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('team_members', 'created_at'),
       from('team_members', 'last_login_at'),
     ],
+    {
+      package: files(20, false, { path: 'team_members', format: 'json' }),
+      scopes: { team_member: 't.id = $value::uuid' },
+    },
   ),
   customers: table('customers', 'Known website visitors (data subjects).', 'customers', [
     from('customers', 'id', 'customer_id'),
@@ -327,7 +405,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     from('customers', 'country'),
     from('customers', 'segment', 'customer_segment'),
     from('customers', 'created_at'),
-  ]),
+  ], {
+    package: files(30, false, { path: 'customers', format: 'tabular' }),
+    scopes: { customer: 't.id = $value::uuid' },
+  }),
   consent_records: table(
     'consent_records',
     'Consent given or withdrawn, per customer and purpose.',
@@ -342,6 +423,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('consent_records', 'ip_address'),
       from('consent_records', 'recorded_at'),
     ],
+    {
+      package: files(100, true, { path: 'consent_records', format: 'json' }),
+      scopes: { customer: 't.customer_id = $value::uuid' },
+    },
   ),
   activity_logs: table('activity_logs', 'The audit trail of the account.', 'activity_logs', [
     from('activity_logs', 'id', 'log_id'),
@@ -355,7 +440,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     from('activity_logs', 'ip_address'),
     from('activity_logs', 'user_agent'),
     from('activity_logs', 'metadata'),
-  ]),
+  ], {
+    package: files(90, true, { path: 'activity_logs/activity_logs', format: 'tabular' }),
+    scopes: { team_member: 't.actor_id = $value', customer: 't.actor_id = $value' },
+  }),
   billing: table(
     'billing',
     'Invoices with their subscription plan.',
@@ -381,7 +469,10 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('invoices', 'due_at'),
       from('invoices', 'paid_at'),
     ],
-    { from: 'FROM invoices t JOIN subscriptions b ON b.id = t.subscription_id' },
+    {
+      from: 'FROM invoices t JOIN subscriptions b ON b.id = t.subscription_id',
+      package: files(110, true, { path: 'billing/invoices', format: 'tabular' }),
+    },
   ),
   sites: table('sites', 'Websites running the chat widget.', 'sites', [
     from('sites', 'id', 'site_id'),
@@ -389,13 +480,13 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     from('sites', 'url', 'site_url'),
     from('sites', 'name'),
     from('sites', 'created_at'),
-  ]),
+  ], { scopes: { site: 't.url = $value' } }),
   settings: table(
     'settings',
     'Account settings as key/value pairs.',
     'settings',
     [from('settings', 'key'), from('settings', 'value'), from('settings', 'updated_at')],
-    { key: ['t.key'], timeColumn: null },
+    { key: ['t.key'], timeColumn: null, changeFeed: { idColumn: 'key' } },
   ),
   integrations: table(
     'integrations',
@@ -445,6 +536,8 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
           description: 'Only this action, e.g. export.downloaded.',
         },
       ],
+      // Ferry's own table: no change tracking.
+      changeFeed: null,
     },
   ),
   analytics: computed(
@@ -573,8 +666,27 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
           'Tenant-defined KPIs: tokens_used (sum over messages) and avg_processing_time_ms (mean of AI messages).',
       }),
     ],
-    TEXT_FORMATS,
-    PERIOD_FILTERS,
+    {
+      report: 'analytics',
+      parameters: [
+        {
+          name: 'granularity',
+          values: ['hourly', 'daily', 'weekly', 'monthly'],
+          description: 'Period length (default daily).',
+        },
+        {
+          name: 'metrics',
+          description: 'Metric groups, comma-separated: performance, attribution, revenue or all (default all).',
+        },
+        { name: 'site_urls', description: 'Only these sites (comma-separated URLs).' },
+      ],
+      package: files(
+        70,
+        true,
+        { path: 'analytics/daily', format: 'tabular', parameters: { granularity: 'daily' } },
+        { path: 'analytics/monthly', format: 'tabular', parameters: { granularity: 'monthly' } },
+      ),
+    },
   ),
   revenue_attribution: computed(
     'revenue_attribution',
@@ -669,10 +781,30 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
         ['revenue_events.amount'],
       ),
     ],
-    TEXT_FORMATS,
-    PERIOD_FILTERS,
+    {
+      report: 'revenue_attribution',
+      parameters: [
+        {
+          name: 'attribution_model',
+          values: ['first_touch', 'last_touch', 'multi_touch'],
+          description: 'How revenue is credited to conversations (default last_touch).',
+        },
+        { name: 'customer_segment', description: 'Only revenue of customers in this segment.' },
+      ],
+      package: files(
+        80,
+        true,
+        ...(['first_touch', 'last_touch', 'multi_touch'] as const).map(
+          (model): PackageFile => ({
+            path: `revenue/attribution_${model}`,
+            format: 'tabular',
+            parameters: { attribution_model: model },
+          }),
+        ),
+      ),
+    },
   ),
-  knowledge_base: computed(
+  knowledge_base: document(
     'knowledge_base',
     'Knowledge-base documents with metadata, usage statistics and chunks.',
     'documents',
@@ -682,9 +814,20 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('documents', 'url'),
       from('documents', 'content'),
     ],
-    ['json', 'markdown', 'xml'],
+    {
+      document: 'knowledge_base',
+      formats: ['json', 'markdown', 'xml'],
+      parameters: [
+        {
+          name: 'include_embeddings',
+          values: ['true', 'false'],
+          description: "Include each chunk's vector embedding (default false).",
+        },
+      ],
+      package: { order: 60, dated: false, builder: 'knowledge_base' },
+    },
   ),
-  account: computed(
+  account: document(
     'account',
     'Account data: settings, sites, team, integrations (masked), plan and usage.',
     'tenants',
@@ -694,6 +837,11 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('tenants', 'plan'),
       from('tenants', 'timezone'),
     ],
-    ['json'],
+    {
+      document: 'account',
+      formats: ['json'],
+      parameters: [],
+      package: { order: 10, dated: false, builder: 'account' },
+    },
   ),
 };

@@ -1,3 +1,5 @@
+import type { NarrowScope } from '../domain/export-scope.ts';
+
 /**
  * The data map: one typed declaration of every table Ferry reads and every dataset it
  * exports. Exports, the data dictionary, anonymization, DSARs and retention all read
@@ -100,11 +102,60 @@ export interface DatasetFilter {
   readonly description: string;
 }
 
-export interface DatasetDeclaration {
+/** A parameter of a dataset that is not a row filter: how a report is computed, or what a document holds. */
+export interface DatasetParameter {
+  readonly name: string;
+  /** Accepted values; any text when absent. */
+  readonly values?: readonly string[];
+  readonly description: string;
+}
+
+/** The code that computes a `computed` dataset's rows (src/collect/computed/). */
+export const COMPUTED_REPORTS = ['analytics', 'revenue_attribution'] as const;
+export type ComputedReport = (typeof COMPUTED_REPORTS)[number];
+
+/** The code that writes a `document` dataset (src/collect/documents.ts). */
+export const DOCUMENT_WRITERS = ['knowledge_base', 'account'] as const;
+export type DocumentWriter = (typeof DOCUMENT_WRITERS)[number];
+
+/** Company-package layouts written by code of their own (src/pipeline/company-package.ts). */
+export const PACKAGE_BUILDERS = ['account', 'conversations', 'knowledge_base'] as const;
+export type PackageBuilder = (typeof PACKAGE_BUILDERS)[number];
+
+/** One file of a dataset in the company package: a run of the dataset export. */
+export interface PackageFile {
+  /** Path in the package without its extension, e.g. `analytics/daily`. */
+  readonly path: string;
+  /**
+   * `tabular`: written in the package's format (CSV unless the request names another) and
+   * described in datapackage.json; `json`: always a JSON file, described by a JSON Schema.
+   */
+  readonly format: 'tabular' | 'json';
+  /** Dataset parameters of this file, e.g. `{ granularity: 'daily' }`. */
+  readonly parameters?: Readonly<Record<string, string>>;
+}
+
+/** How a dataset goes into the company package. */
+export type PackagePlacement = {
+  /** Position among the package's datasets; they are written in ascending order. */
+  readonly order: number;
+  /** Whether the package's date range narrows the dataset (the team and the customers are always whole). */
+  readonly dated: boolean;
+} & (
+  | { readonly files: readonly PackageFile[] }
+  /** A layout of its own, e.g. one JSON file per conversation. */
+  | { readonly builder: PackageBuilder }
+);
+
+/** The change feed of a table dataset: rows by transaction id, tombstones for deletes from its source table. */
+export interface ChangeFeed {
+  /** The source table's column that identifies a row within its tenant; tombstones carry it. */
+  readonly idColumn: string;
+}
+
+interface DatasetBase {
   readonly name: string;
   readonly description: string;
-  /** `table`: a row per source row; `computed`: built by its own query (analytics, attribution, documents). */
-  readonly kind: 'table' | 'computed';
   /** The main source table. */
   readonly source: string;
   /** FROM clause with aliases; the main table is aliased `t`. */
@@ -114,9 +165,45 @@ export interface DatasetDeclaration {
   /** Ordering key, unique together, for keyset paging. */
   readonly key: readonly string[];
   readonly fields: readonly DatasetField[];
+  /**
+   * Row filters. `from`/`to` make the dataset dated: date filters, schedule windows and
+   * the plan's history window apply to it (days of the report for computed datasets).
+   */
   readonly filters: readonly DatasetFilter[];
+  /** Parameters that are not row filters (a report's granularity, an attribution model). */
+  readonly parameters: readonly DatasetParameter[];
   readonly formats: readonly string[];
+  /** Where the dataset goes in the company package; null: it cannot go in one. */
+  readonly package: PackagePlacement | null;
 }
+
+/** A row per source row, read with one COPY over `from`. */
+export interface TableDataset extends DatasetBase {
+  readonly kind: 'table';
+  /** The change feed (incremental exports); null: the dataset has none. */
+  readonly changeFeed: ChangeFeed | null;
+  /** SQL conditions (with `$value`) that narrow the dataset to one site, customer or team member. */
+  readonly scopes: Readonly<Partial<Record<NarrowScope['kind'], string>>>;
+  /**
+   * The data subject's own name and email in a row (SQL expressions), so anonymization also
+   * finds them in the row's free text (a visitor typing their name into the chat).
+   */
+  readonly subject?: { readonly name: string; readonly email: string };
+}
+
+/** A report built by its own query (a FROM clause the engine streams like a table). */
+export interface ComputedDataset extends DatasetBase {
+  readonly kind: 'computed';
+  readonly report: ComputedReport;
+}
+
+/** One document (JSON, Markdown, XML) written by code, not paged. */
+export interface DocumentDataset extends DatasetBase {
+  readonly kind: 'document';
+  readonly document: DocumentWriter;
+}
+
+export type DatasetDeclaration = TableDataset | ComputedDataset | DocumentDataset;
 
 export interface DataMap {
   readonly version: string;

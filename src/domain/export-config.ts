@@ -12,7 +12,7 @@ import type { PiiLevel } from './pii-level.ts';
 export interface ExportConfig {
   datasets: string[];
   scope: ExportScope;
-  /** Single-dataset exports only (package `none`); null for packages. */
+  /** The file's format; for a package, the format of its tabular files (null: CSV). */
   format: string | null;
   compression: Compression | null;
   package: RequestPackageKind;
@@ -36,9 +36,8 @@ export interface ExportConfig {
   history_from?: string | null;
 }
 
-/** Options that only make sense for a single file; a package picks each file's format itself. */
+/** Options that only make sense for a single file; of the file options a package takes only `format`. */
 export const SINGLE_FILE_OPTIONS = [
-  'format',
   'compression',
   'filters',
   'columns',

@@ -2,13 +2,14 @@ import type { AuthContext } from '../auth/context.ts';
 import { authorizeExport } from '../auth/policy.ts';
 import { parseExportRequest } from '../collect/request.ts';
 import { validateRecipients } from '../crypto/age.ts';
-import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import { packageDatasets, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { type ExportConfig, SINGLE_FILE_OPTIONS } from '../domain/export-config.ts';
 import { type ExportScope, sameScope, TENANT_SCOPE } from '../domain/export-scope.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { RequestPackageKind } from '../domain/package-kind.ts';
 import { DEFAULT_PII_LEVEL } from '../domain/pii-level.ts';
-import { PACKAGE_DATASETS, type PackageRequest } from '../pipeline/company-package.ts';
+import { EXPORT_FORMATS } from '../format/types.ts';
+import type { PackageRequest } from '../pipeline/company-package.ts';
 import type { ExportBody } from './export-body.ts';
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
@@ -58,7 +59,7 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
     return checkAgainstDataMap(tenantId, {
       datasets,
       scope,
-      format: null,
+      format: body.format ?? null,
       compression: null,
       package: packageKind,
       from,
@@ -105,10 +106,16 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
  */
 export function checkAgainstDataMap(tenantId: string, config: ExportConfig): ExportConfig {
   if (config.package !== 'none') {
+    const placed = packageDatasets(REFERENCE_DATAMAP);
     for (const dataset of config.datasets) {
-      if (!(PACKAGE_DATASETS as readonly string[]).includes(dataset))
-        throw invalid('datasets', `"${dataset}" cannot go in a package`, PACKAGE_DATASETS);
+      if (!placed.includes(dataset)) throw invalid('datasets', `"${dataset}" cannot go in a package`, placed);
     }
+    if (config.format !== null && !(EXPORT_FORMATS as readonly string[]).includes(config.format))
+      throw invalid(
+        'format',
+        `a ${config.package} package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`,
+        EXPORT_FORMATS,
+      );
     return config;
   }
   const dataset = config.datasets[0]!;
@@ -162,6 +169,7 @@ export function toPackageRequest(tenantId: string, config: ExportConfig): Packag
     tenantId,
     kind: config.package,
     datasets: config.datasets,
+    format: config.format ?? undefined,
     pii: config.pii,
     from: config.from ?? config.history_from ?? undefined,
     to: config.to ?? undefined,

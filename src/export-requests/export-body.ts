@@ -46,7 +46,9 @@ export const ExportBodySchema = Type.Object(
     }),
     scope: Type.Optional(ScopeSchema),
     format: Type.Optional(
-      Type.Enum([...EXPORT_FORMATS, 'markdown'], { description: 'File format (single-dataset exports)' }),
+      Type.Enum([...EXPORT_FORMATS, 'markdown'], {
+        description: 'File format; for a package, the format of its tabular files (default csv)',
+      }),
     ),
     compression: Type.Optional(
       Type.Enum(COMPRESSIONS, { description: 'Compression (single-dataset exports)' }),

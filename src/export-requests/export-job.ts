@@ -9,7 +9,6 @@ import { exportCompanyPackage } from '../pipeline/company-package.ts';
 import type { Database } from '../db/database.ts';
 import { rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import { isDocumentDataset } from '../collect/documents.ts';
 import { buildExportQuery } from '../collect/query.ts';
 import { acceptedExportRequest, type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { compressionSuffix, exportDataset, loadTenant, zonesFor } from '../pipeline/export-dataset.ts';
@@ -351,7 +350,7 @@ export async function removeLeftovers(store: ObjectStore, prefix: string): Promi
 /** Rows a tabular export will produce (one count query), for the progress percentage; null for documents. */
 async function estimateRecords(database: Database, request: ExportRequest): Promise<number | null> {
   const dataset = REFERENCE_DATAMAP.datasets[request.dataset];
-  if (!dataset || isDocumentDataset(request.dataset)) return null;
+  if (!dataset || dataset.kind === 'document') return null;
   const zones = zonesFor(request, await loadTenant(database, request.tenantId));
   // The pseudonym key only shapes projected values; any well-formed key counts the same rows.
   const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
@@ -370,7 +369,7 @@ async function estimatePackage(
   let total = 0;
   for (const dataset of config.datasets) {
     const declared = REFERENCE_DATAMAP.datasets[dataset];
-    if (!declared || isDocumentDataset(dataset)) continue;
+    if (!declared || declared.kind === 'document') continue;
     const from = config.from ?? config.history_from ?? undefined;
     const dated = declared.filters.some((f) => f.name === 'from');
     const request = parseExportRequest({

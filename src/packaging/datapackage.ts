@@ -22,6 +22,8 @@ export interface DataResourceInput {
   /** Columns of a tabular resource; without them the resource is described as a plain file. */
   readonly fields?: readonly PackageField[];
   readonly primaryKey?: readonly string[];
+  /** Table Dialect of a tabular resource, e.g. `{ property: 'data' }` for rows inside a JSON document. */
+  readonly dialect?: Readonly<Record<string, unknown>>;
   readonly bytes?: number;
   /** SHA-256 as hex (with or without a `sha256:` prefix). */
   readonly hash?: string;
@@ -48,6 +50,7 @@ export interface DataResource {
   encoding: string;
   bytes?: number;
   hash?: string;
+  dialect?: Record<string, unknown>;
   schema?: { fields: Record<string, unknown>[]; primaryKey?: string[] };
 }
 
@@ -118,6 +121,7 @@ function buildResource(input: DataResourceInput, param: string): DataResource {
     encoding: input.encoding ?? 'utf-8',
     ...(input.bytes !== undefined ? { bytes: input.bytes } : {}),
     ...(hash ? { hash } : {}),
+    ...(input.fields && input.dialect ? { dialect: { ...input.dialect } } : {}),
     ...(input.fields ? { schema: tableSchema(input, param) } : {}),
   };
 }

@@ -8,15 +8,18 @@ import { pipeline } from 'node:stream/promises';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { rangeFrom } from '../db/database.ts';
-import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import { packageDatasets, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { dataDictionaryMarkdown } from '../datamap/dictionary.ts';
-import type { DatasetDeclaration } from '../datamap/types.ts';
+import type { DataMap, DatasetDeclaration, PackageBuilder, PackageFile } from '../datamap/types.ts';
 import { invalid } from '../domain/ferry-error.ts';
+import { getWriter } from '../format/registry.ts';
+import { EXPORT_FORMATS, type ExportFormat, type FieldSpec } from '../format/types.ts';
+import { xsdFileName, xsdFor } from '../format/xml-schema.ts';
 import { FERRY_VERSION } from '../version.ts';
 import { createPackageWriter, type PackageEntryResult, type PackageWriter } from '../packaging/archive.ts';
 import { buildDataPackage, type DataResourceInput } from '../packaging/datapackage.ts';
 import { buildIndexHtml } from '../packaging/index-html.ts';
-import { exportFileJsonSchema } from '../packaging/json-schema.ts';
+import { exportFileJsonSchema, recordJsonSchema } from '../packaging/json-schema.ts';
 import {
   ConversationIndexWriter,
   conversationScript,
@@ -32,25 +35,13 @@ import { buildExportQuery, selectedFields } from '../collect/query.ts';
 import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { exportDataset, HashCounter, loadTenant, type TenantInfo, zonesFor } from './export-dataset.ts';
 
-/** Datasets a company package can hold, in the order they are written. */
-export const PACKAGE_DATASETS = [
-  'account',
-  'team_members',
-  'customers',
-  'conversations',
-  'messages',
-  'knowledge_base',
-  'analytics',
-  'revenue_attribution',
-  'activity_logs',
-  'consent_records',
-  'billing',
-] as const;
-
 export interface PackageRequest {
   tenantId: string;
   kind: ArchiveKind;
+  /** Datasets to include (default: every dataset the data map places in the package). */
   datasets?: readonly string[] | undefined;
+  /** Format of the tabular files (default csv); the JSON files of the package stay JSON. */
+  format?: string | undefined;
   pii: PiiLevel;
   from?: string | undefined;
   to?: string | undefined;
@@ -72,52 +63,63 @@ export interface PackageOptions {
   exportId?: string;
   onProgress?: (p: { dataset: string; records: number; bytes: number }) => void;
   signal?: AbortSignal;
+  /** The data map that says which datasets go in the package, and how (default: the reference map). */
+  datamap?: DataMap;
 }
 
 /** Conversations read per page when writing one file per conversation. */
 const CONVERSATION_PAGE = 200;
 
+/** A data file of the package described by a schema file (JSON Schema, or XSD next to an XML file). */
+interface Described {
+  file: string;
+  dataset: string;
+  fields: FieldSpec[];
+  format: 'json' | 'ndjson' | 'xml';
+}
+
 interface Ctx {
   database: Database;
+  datamap: DataMap;
   request: PackageRequest;
+  /** Format of the tabular files. */
+  format: ExportFormat;
   tenant: TenantInfo;
   exportId: string;
   anonymizeKey: string;
   pkg: PackageWriter;
   counts: Record<string, number>;
   tabular: DataResourceInput[];
-  schemas: { file: string; dataset: string }[];
+  described: Described[];
   datasetFiles: Record<string, string[]>;
   tmp: string;
   onProgress: PackageOptions['onProgress'];
   signal: AbortSignal | undefined;
+  /** The conversation browser's index, fed by the conversations builder. */
+  viewer: ConversationIndexWriter;
+  viewerDone: Promise<void>;
 }
 
 function datasetRequest(
   ctx: Ctx,
   dataset: string,
   format: string,
-  extra: Record<string, string> = {},
+  extra: Readonly<Record<string, string>> = {},
 ): ExportRequest {
-  const dated = [
-    'conversations',
-    'messages',
-    'analytics',
-    'revenue_attribution',
-    'activity_logs',
-    'consent_records',
-    'billing',
-  ];
-  return parseExportRequest({
-    tenantId: ctx.tenant.id,
-    dataset,
-    format,
-    pii: ctx.request.pii,
-    ...(dated.includes(dataset) ? { from: ctx.request.from, to: ctx.request.to } : {}),
-    csvGuard: false,
-    options: extra,
-    scope: ctx.request.scope,
-  });
+  const dated = ctx.datamap.datasets[dataset]?.package?.dated ?? false;
+  return parseExportRequest(
+    {
+      tenantId: ctx.tenant.id,
+      dataset,
+      format,
+      pii: ctx.request.pii,
+      ...(dated ? { from: ctx.request.from, to: ctx.request.to } : {}),
+      csvGuard: false,
+      options: extra,
+      scope: ctx.request.scope,
+    },
+    ctx.datamap,
+  );
 }
 
 function note(ctx: Ctx, dataset: string, file: string, records: number) {
@@ -126,43 +128,66 @@ function note(ctx: Ctx, dataset: string, file: string, records: number) {
   ctx.onProgress?.({ dataset, records, bytes: 0 });
 }
 
-/** Streams one dataset export straight into a package entry. */
-async function addDataset(
-  ctx: Ctx,
-  dataset: string,
-  file: string,
-  format: 'csv' | 'json',
-  extra: Record<string, string> = {},
-): Promise<void> {
-  const request = datasetRequest(ctx, dataset, format, extra);
+/**
+ * Streams one dataset export straight into a package entry: a tabular file in the package's
+ * format (listed in datapackage.json), or a JSON file (with a JSON Schema).
+ */
+async function addDataset(ctx: Ctx, dataset: string, entry: PackageFile): Promise<void> {
+  const format = entry.format === 'tabular' ? ctx.format : 'json';
+  const writer = getWriter(format);
+  const file = `${entry.path}.${writer.extension}`;
+  const request = datasetRequest(ctx, dataset, format, entry.parameters);
   const pass = new PassThrough();
   const [outcome] = await Promise.all([
     exportDataset(ctx.database, request, pass, {
       exportId: ctx.exportId,
       anonymizeKey: ctx.anonymizeKey,
+      datamap: ctx.datamap,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     }),
     ctx.pkg.add(file, pass),
   ]);
   note(ctx, dataset, file, outcome.records);
-  const declaration = REFERENCE_DATAMAP.datasets[dataset]!;
+  const declaration = ctx.datamap.datasets[dataset]!;
   const fields = selectedFields(declaration, request).map((f) => ({
     name: f.name,
     type: f.type,
     description: f.description,
   }));
-  if (format === 'csv') {
+  if (entry.format === 'tabular') {
     ctx.tabular.push({
       path: file,
-      name: file.replace(/\.csv$/, '').replace(/[^a-z0-9]+/g, '_'),
+      name: entry.path.replace(/[^a-z0-9]+/g, '_'),
       title: dataset,
       description: declaration.description,
-      format: 'csv',
-      mediatype: 'text/csv',
+      format: writer.extension,
+      mediatype: writer.contentType.split(';')[0]!,
+      // A JSON export holds its rows under `data`, after `export_metadata`.
+      ...(format === 'json' ? { dialect: { property: 'data', itemType: 'object' } } : {}),
       fields,
     });
-  } else {
-    ctx.schemas.push({ file, dataset });
+  }
+  if (format === 'json' || format === 'ndjson' || format === 'xml')
+    ctx.described.push({ file, dataset, fields, format });
+}
+
+/** JSON Schemas of the JSON files (a record schema per NDJSON line), an XSD next to each XML file. */
+async function addSchemas(ctx: Ctx): Promise<void> {
+  const xsds = new Set<string>();
+  for (const d of ctx.described) {
+    if (d.format === 'xml') {
+      // Where the file's xsi:schemaLocation points: `<dataset>.xsd` in the same folder.
+      const xsd = path.posix.join(path.posix.dirname(d.file), xsdFileName(d.dataset));
+      if (xsds.has(xsd)) continue;
+      xsds.add(xsd);
+      await ctx.pkg.add(xsd, xsdFor({ dataset: d.dataset, fields: d.fields }));
+      continue;
+    }
+    const name = d.file.replace(/\.n?json$/, '').replaceAll('/', '_');
+    const id = `schemas/${name}.schema.json`;
+    const input = { dataset: d.dataset, fields: d.fields, id };
+    const schema = d.format === 'json' ? exportFileJsonSchema(input) : recordJsonSchema(input);
+    await ctx.pkg.add(id, `${JSON.stringify(schema, null, 2)}\n`);
   }
 }
 
@@ -213,13 +238,10 @@ async function rows(database: Database, statement: string): Promise<{ j: string;
 }
 
 /** `conversations/index.json`, one `conversations/<id>.json` (with messages) per conversation, and the viewer files. */
-async function addConversations(
-  ctx: Ctx,
-  viewer: ConversationIndexWriter,
-  viewerDone: Promise<void>,
-): Promise<void> {
-  const conversations: DatasetDeclaration = REFERENCE_DATAMAP.datasets.conversations!;
-  const messages: DatasetDeclaration = REFERENCE_DATAMAP.datasets.messages!;
+async function addConversations(ctx: Ctx): Promise<void> {
+  const { viewer, viewerDone } = ctx;
+  const conversations: DatasetDeclaration = ctx.datamap.datasets.conversations!;
+  const messages: DatasetDeclaration = ctx.datamap.datasets.messages!;
   const cRequest = datasetRequest(ctx, 'conversations', 'json');
   const mRequest: ExportRequest = { ...datasetRequest(ctx, 'messages', 'json'), filters: {} };
   const zones = zonesFor(cRequest, ctx.tenant);
@@ -350,13 +372,29 @@ async function addKnowledgeBase(ctx: Ctx): Promise<void> {
   await addJson(ctx, 'knowledge_base', 'knowledge/index.json', index, index.length);
 }
 
-function validateDatasets(datasets: readonly string[] | undefined): string[] {
-  if (!datasets || datasets.length === 0) return [...PACKAGE_DATASETS];
+/** The package layouts written by code of their own, by the name a dataset's placement gives. */
+const BUILDERS = {
+  account: addAccount,
+  conversations: addConversations,
+  knowledge_base: addKnowledgeBase,
+} satisfies Record<PackageBuilder, (ctx: Ctx) => Promise<void>>;
+
+/** The asked datasets in package order (all the map places in the package when none are asked). */
+function validateDatasets(map: DataMap, datasets: readonly string[] | undefined): string[] {
+  const placed = packageDatasets(map);
+  if (!datasets || datasets.length === 0) return placed;
   for (const d of datasets) {
-    if (!(PACKAGE_DATASETS as readonly string[]).includes(d))
-      throw invalid('datasets', `"${d}" cannot go in a package`, PACKAGE_DATASETS);
+    if (!placed.includes(d)) throw invalid('datasets', `"${d}" cannot go in a package`, placed);
   }
-  return PACKAGE_DATASETS.filter((d) => datasets.includes(d));
+  return placed.filter((d) => datasets.includes(d));
+}
+
+/** The format of the package's tabular files: one of the export formats, csv by default. */
+function packageFormat(format: string | undefined): ExportFormat {
+  if (format === undefined) return 'csv';
+  if (!(EXPORT_FORMATS as readonly string[]).includes(format))
+    throw invalid('format', `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`, EXPORT_FORMATS);
+  return format as ExportFormat;
 }
 
 /**
@@ -370,7 +408,9 @@ export async function exportCompanyPackage(
   out: Writable | { dir: string },
   options: PackageOptions = {},
 ): Promise<PackageOutcome> {
-  const datasets = validateDatasets(request.datasets);
+  const datamap = options.datamap ?? REFERENCE_DATAMAP;
+  const datasets = validateDatasets(datamap, request.datasets);
+  const format = packageFormat(request.format);
   const tenant = await loadTenant(database, request.tenantId);
   const exportId = options.exportId ?? randomUUID();
   const now = new Date();
@@ -395,87 +435,47 @@ export async function exportCompanyPackage(
     abort: (err) => writer.abort(err),
   };
   const tmp = await mkdtemp(path.join(tmpdir(), 'ferry-package-'));
+  const viewer = new ConversationIndexWriter();
+  const viewerFile = path.join(tmp, 'viewer-index.js');
+  const viewerDone = pipeline(viewer.stream, createWriteStream(viewerFile));
   const ctx: Ctx = {
     database,
+    datamap,
     request,
+    format,
     tenant,
     exportId,
     anonymizeKey: randomBytes(16).toString('hex'),
     pkg,
     counts: {},
     tabular: [],
-    schemas: [],
+    described: [],
     datasetFiles: {},
     tmp,
     onProgress: options.onProgress,
     signal: options.signal,
+    viewer,
+    viewerDone,
   };
-  const viewer = new ConversationIndexWriter();
-  const viewerFile = path.join(tmp, 'viewer-index.js');
-  const viewerDone = pipeline(viewer.stream, createWriteStream(viewerFile));
   try {
     for (const dataset of datasets) {
-      switch (dataset) {
-        case 'account':
-          await addAccount(ctx);
-          break;
-        case 'team_members':
-          await addDataset(ctx, dataset, 'team_members.json', 'json');
-          break;
-        case 'customers':
-          await addDataset(ctx, dataset, 'customers.csv', 'csv');
-          break;
-        case 'conversations':
-          await addConversations(ctx, viewer, viewerDone);
-          break;
-        case 'messages':
-          await addDataset(ctx, dataset, 'messages.csv', 'csv');
-          break;
-        case 'knowledge_base':
-          await addKnowledgeBase(ctx);
-          break;
-        case 'analytics':
-          await addDataset(ctx, dataset, 'analytics/daily.csv', 'csv', { granularity: 'daily' });
-          await addDataset(ctx, dataset, 'analytics/monthly.csv', 'csv', { granularity: 'monthly' });
-          break;
-        case 'revenue_attribution':
-          for (const model of ['first_touch', 'last_touch', 'multi_touch']) {
-            await addDataset(ctx, dataset, `revenue/attribution_${model}.csv`, 'csv', {
-              attribution_model: model,
-            });
-          }
-          break;
-        case 'activity_logs':
-          await addDataset(ctx, dataset, 'activity_logs/activity_logs.csv', 'csv');
-          break;
-        case 'consent_records':
-          await addDataset(ctx, dataset, 'consent_records.json', 'json');
-          break;
-        case 'billing':
-          await addDataset(ctx, dataset, 'billing/invoices.csv', 'csv');
-          break;
-      }
+      const placement = datamap.datasets[dataset]!.package!;
+      if ('builder' in placement) await BUILDERS[placement.builder](ctx);
+      else for (const entry of placement.files) await addDataset(ctx, dataset, entry);
     }
-    if (!datasets.includes('conversations')) {
+    // The conversation browser of index.html has data only when the conversations were written.
+    const browsable = datasets.some((d) => {
+      const placement = datamap.datasets[d]!.package!;
+      return 'builder' in placement && placement.builder === 'conversations';
+    });
+    if (!browsable) {
       viewer.end();
       await viewerDone;
     } else {
       await pkg.add(VIEWER_INDEX_PATH, createReadStream(viewerFile));
     }
-    for (const s of ctx.schemas) {
-      const declaration = REFERENCE_DATAMAP.datasets[s.dataset]!;
-      const fields = declaration.fields.map((f) => ({
-        name: f.name,
-        type: f.type,
-        description: f.description,
-      }));
-      const name = s.file.replace(/\.json$/, '').replaceAll('/', '_');
-      await pkg.add(
-        `schemas/${name}.schema.json`,
-        `${JSON.stringify(exportFileJsonSchema({ dataset: s.dataset, fields, id: `schemas/${name}.schema.json` }), null, 2)}\n`,
-      );
-    }
-    await pkg.add('data_dictionary.md', dataDictionaryMarkdown(REFERENCE_DATAMAP, { datasets }));
+    await addSchemas(ctx);
+    await pkg.add('data_dictionary.md', dataDictionaryMarkdown(datamap, { datasets }));
     if (ctx.tabular.length) {
       const descriptor = buildDataPackage({
         name: root,
@@ -499,7 +499,7 @@ export async function exportCompanyPackage(
         plan: tenant.plan,
         timezone: tenant.timezone,
       },
-      schema_version: REFERENCE_DATAMAP.version,
+      schema_version: datamap.version,
       ferry_version: FERRY_VERSION,
       datasets,
       filters: {
@@ -519,12 +519,12 @@ export async function exportCompanyPackage(
         exportedAt: now,
         datasets: datasets.map((d) => ({
           name: d,
-          description: REFERENCE_DATAMAP.datasets[d]?.description,
+          description: datamap.datasets[d]?.description,
           rows: (ctx.datasetFiles[d] ?? []).reduce((n, f) => n + (ctx.counts[f] ?? 0), 0),
           files: ctx.datasetFiles[d] ?? [],
         })),
         files: [...sizes].map(([file, bytes]) => ({ path: file, bytes })),
-        ...(datasets.includes('conversations')
+        ...(browsable
           ? { conversations: { count: ctx.counts['conversations/*.json'] ?? 0 } }
           : {}),
         generator: `Ferry ${FERRY_VERSION}`,

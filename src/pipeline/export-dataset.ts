@@ -6,11 +6,11 @@ import zlib from 'node:zlib';
 import type { Database } from '../db/database.ts';
 import { rangeFrom } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import type { DatasetDeclaration } from '../datamap/types.ts';
+import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FormatWriter } from '../format/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
-import { exportDocumentDataset, isDocumentDataset } from '../collect/documents.ts';
+import { exportDocumentDataset } from '../collect/documents.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
 import { RecordCounter } from '../collect/record-counter.ts';
 import type { ExportRequest } from '../collect/request.ts';
@@ -44,6 +44,8 @@ export interface ExportOptions {
   /** Count the rows first so progress can show an estimate (one extra query). */
   estimate?: boolean;
   signal?: AbortSignal;
+  /** The data map the dataset is declared in (default: the reference map). */
+  datamap?: DataMap;
 }
 
 export interface TenantInfo {
@@ -119,8 +121,8 @@ export function exportMetadata(
   };
 }
 
-function datasetOf(request: ExportRequest): DatasetDeclaration {
-  const dataset = REFERENCE_DATAMAP.datasets[request.dataset];
+function datasetOf(request: ExportRequest, datamap: DataMap = REFERENCE_DATAMAP): DatasetDeclaration {
+  const dataset = datamap.datasets[request.dataset];
   if (!dataset) throw new FerryError('invalid_parameter', `dataset: unknown dataset "${request.dataset}"`);
   return dataset;
 }
@@ -130,8 +132,9 @@ export async function estimateRows(
   database: Database,
   request: ExportRequest,
   zones: Zones,
+  datamap: DataMap = REFERENCE_DATAMAP,
 ): Promise<number> {
-  const dataset = datasetOf(request);
+  const dataset = datasetOf(request, datamap);
   const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
   const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(
     database.db,
@@ -146,8 +149,9 @@ export function datasetStream(
   writer: FormatWriter,
   zones: Zones,
   anonymizeKey: string,
+  datamap: DataMap = REFERENCE_DATAMAP,
 ): Readable {
-  const dataset = datasetOf(request);
+  const dataset = datasetOf(request, datamap);
   return database.copyOut(
     buildExportQuery(dataset, request, { ...zones, anonymizeKey, input: writer.input }),
   );
@@ -182,8 +186,10 @@ export async function exportDataset(
   const compression = compressor(request.compression);
   const hasher = new HashCounter();
   const metadata = exportMetadata(scoped, tenant, exportId, timezone);
+  const datamap = options.datamap ?? REFERENCE_DATAMAP;
+  const dataset = datasetOf(scoped, datamap);
 
-  if (isDocumentDataset(request.dataset)) {
+  if (dataset.kind === 'document') {
     const body = new PassThrough();
     const stages: (NodeJS.ReadableStream | NodeJS.WritableStream)[] = [
       body,
@@ -192,7 +198,7 @@ export async function exportDataset(
       out,
     ];
     const done = pipeline(stages as unknown as [Readable, Writable], { signal: options.signal } as never);
-    const result = await exportDocumentDataset(database, scoped, body, {
+    const result = await exportDocumentDataset(database, dataset, scoped, body, {
       tenant,
       timezone,
       anonymizeKey,
@@ -213,14 +219,14 @@ export async function exportDataset(
   if (request.format === 'markdown')
     throw new FerryError('unsupported_format', `format markdown is only for knowledge_base`);
   const writer = getWriter(request.format);
-  const estimatedRecords = options.estimate ? await estimateRows(database, scoped, zones) : null;
+  const estimatedRecords = options.estimate ? await estimateRows(database, scoped, zones, datamap) : null;
   const counter = new RecordCounter(writer.input, {
     headerLines: writer.input === 'csv' ? 1 : 0,
     onCount: (records, _bytes) => options.onProgress?.({ records, bytes: hasher.bytes, estimatedRecords }),
   });
-  const fields = selectedFields(datasetOf(scoped), scoped);
+  const fields = selectedFields(dataset, scoped);
   const format = writer.create({ dataset: request.dataset, fields, metadata, bom: request.bom });
-  const source = datasetStream(database, scoped, writer, zones, anonymizeKey);
+  const source = datasetStream(database, scoped, writer, zones, anonymizeKey, datamap);
   const stages = [source, counter, format, ...(compression ? [compression] : []), hasher, out];
   await pipeline(stages as unknown as [Readable, Writable], options.signal ? { signal: options.signal } : {});
   options.onProgress?.({ records: counter.count, bytes: hasher.bytes, estimatedRecords });

@@ -1,9 +1,7 @@
-import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import { TRACKED_TABLES } from '../db/migrations/0005-change-tracking.ts';
+import { isDated, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { parseTarget, sealTarget } from '../deliver/targets.ts';
 import { staticPrefix } from '../deliver/template.ts';
 import type { DeliveryTarget } from '../deliver/types.ts';
-import { isDocumentDataset } from '../collect/documents.ts';
 import { parseExportRequest } from '../collect/request.ts';
 import { COMPRESSIONS, type Compression } from '../domain/compression.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
@@ -104,23 +102,16 @@ export const MAX_NOTIFY = 20;
 const MAX_TARGET_DAYS = 3650;
 const EMAIL = /^[^\s@<>(),;:"]+@[^\s@<>(),;:"]+\.[^\s@<>(),;:"]+$/;
 
-/** Whether a dataset has a change feed (a tracked table of the reference schema). */
+/** Whether a dataset declares a change feed. */
 export function hasChangeFeed(dataset: string): boolean {
   const declared = REFERENCE_DATAMAP.datasets[dataset];
-  return (
-    !!declared &&
-    declared.kind === 'table' &&
-    !!TRACKED_TABLES[declared.source] &&
-    !isDocumentDataset(dataset)
-  );
+  return declared?.kind === 'table' && declared.changeFeed !== null;
 }
 
 /** Whether a dataset can be narrowed to a time window (a dated table, or a computed report by day). */
 export function hasWindow(dataset: string): boolean {
   const declared = REFERENCE_DATAMAP.datasets[dataset];
-  if (!declared) return false;
-  if (declared.kind === 'computed') return dataset === 'analytics' || dataset === 'revenue_attribution';
-  return declared.filters.some((f) => f.name === 'from');
+  return !!declared && isDated(declared);
 }
 
 /** Computed reports whose window is a range of whole days in the schedule's zone. */

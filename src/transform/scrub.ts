@@ -3,9 +3,9 @@
  * the same patterns, the same steps in the same order, for paths that do not run through
  * a COPY query (knowledge-base documents, JSON documents built in code).
  */
-import { NAME_STOP_WORDS, PATTERNS, PHONE_DIGITS } from '../db/migrations/0002-privacy-functions.ts';
 import { type PiiLevel, parsePiiLevel } from '../domain/pii-level.ts';
 import { PII_LEVEL_NUMBER } from './anonymize.ts';
+import { NAME_STOP_WORDS, PATTERNS, PHONE_DIGITS } from './scrub-patterns.ts';
 
 /** The data subject of the row, whose own name and email are replaced when found in the text. */
 export interface Subject {

@@ -3,9 +3,9 @@ import type { AuthContext } from '../../auth/context.ts';
 import { historyStart, limitsFor, quotaExceeded } from '../../auth/quotas.ts';
 import type { Database } from '../../db/database.ts';
 import type { DatasetDeclaration } from '../../datamap/types.ts';
-import { isDocumentDataset } from '../../collect/documents.ts';
+import { isDated } from '../../datamap/datamap.ts';
 import { PAGE_SIZE } from '../../collect/paging.ts';
-import { DATASET_OPTIONS, type ExportInput } from '../../collect/request.ts';
+import type { ExportInput } from '../../collect/request.ts';
 import { EXPORT_FORMATS } from '../../format/types.ts';
 import { invalid } from '../../domain/ferry-error.ts';
 import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
@@ -142,7 +142,7 @@ export function piiLevel(value: string | undefined): PiiLevel {
 
 function acceptedFilters(dataset: DatasetDeclaration): string[] {
   const names = dataset.filters.map((f) => f.name).filter((n) => n !== 'from' && n !== 'to');
-  return [...names, ...Object.keys(DATASET_OPTIONS[dataset.name] ?? {})];
+  return [...names, ...dataset.parameters.map((p) => p.name)];
 }
 
 /** Turns the query string into the engine's loosely typed input; unknown parameters are errors naming them. */
@@ -157,7 +157,8 @@ export function exportInput(
   const filters: Record<string, string> = {};
   const options: Record<string, string> = {};
   const declared = new Set(dataset.filters.map((f) => f.name));
-  const analytics = dataset.name === 'analytics';
+  // Report parameters this endpoint names in its query string; the dataset must declare them.
+  const takes = (parameter: string) => dataset.parameters.some((p) => p.name === parameter);
   const reject = (name: string) =>
     invalid(
       name,
@@ -177,23 +178,24 @@ export function exportInput(
   for (const name of ['site_url', 'status'] as const) {
     const value = q[name];
     if (value === undefined) continue;
+    // A dataset with a site list and no site filter takes `site_url` as a list of one.
     if (declared.has(name)) filters[name] = value;
-    else if (!(analytics && name === 'site_url')) throw reject(name);
+    else if (!(name === 'site_url' && takes('site_urls'))) throw reject(name);
   }
-  const analyticsOnly = ['metrics', 'granularity', 'site_urls', 'site_urls[]'] as const;
-  for (const name of analyticsOnly) {
-    if (q[name] !== undefined && !analytics) throw reject(name);
+  for (const name of ['metrics', 'granularity', 'site_urls', 'site_urls[]'] as const) {
+    if (q[name] !== undefined && !takes(name.replace('[]', ''))) throw reject(name);
   }
-  if (analytics) {
+  if (takes('site_urls')) {
     const sites = [...(q.site_urls ?? []), ...(q['site_urls[]'] ?? []), ...(q.site_url ? [q.site_url] : [])]
       .flatMap((s) => s.split(','))
       .map((s) => s.trim())
       .filter(Boolean);
     if (sites.length) options.site_urls = [...new Set(sites)].join(',');
-    if (q.metrics !== undefined) options.metrics = q.metrics;
-    if (q.granularity !== undefined) options.granularity = q.granularity;
   }
-  if ((start || end) && !hasDays(dataset))
+  for (const name of ['metrics', 'granularity'] as const) {
+    if (q[name] !== undefined) options[name] = q[name];
+  }
+  if ((start || end) && !isDated(dataset))
     throw invalid(start ? 'start_date' : 'end_date', `dataset ${dataset.name} has no date to filter on`);
   return {
     input: {
@@ -222,7 +224,7 @@ export async function historyWindow(
   start: string | undefined,
   at: Date,
 ): Promise<string | undefined> {
-  if (!hasDays(dataset)) return start;
+  if (!isDated(dataset)) return start;
   const earliest = historyStart(await limitsFor(database, auth), at);
   if (!earliest) return start;
   const first = earliest.toISOString().slice(0, 10);
@@ -234,10 +236,4 @@ export async function historyWindow(
       null,
     );
   return start;
-}
-
-/** Whether start_date/end_date apply: tables with a date filter, and the analytics and attribution reports. */
-function hasDays(dataset: DatasetDeclaration): boolean {
-  if (isDocumentDataset(dataset.name)) return false;
-  return dataset.kind === 'computed' || dataset.filters.some((f) => f.name === 'from');
 }

@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PassThrough } from 'node:stream';
-import { sql } from 'kysely';
 import { Type } from 'typebox';
 import { auditCaller, recordAudit } from '../../auth/audit.ts';
 import type { AuthContext } from '../../auth/context.ts';
 import { authorize, authorizeExport } from '../../auth/policy.ts';
 import type { Database } from '../../db/database.ts';
 import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
+import type { DocumentDataset } from '../../datamap/types.ts';
 import { decodeChangeCursor, encodeChangeCursor, planChanges } from '../../collect/changes.ts';
-import { isDocumentDataset } from '../../collect/documents.ts';
+import { documentRecords } from '../../collect/documents.ts';
 import { PAGE_SIZE, planPage } from '../../collect/paging.ts';
 import { type ExportRequest, parseExportRequest } from '../../collect/request.ts';
 import { exportDataset } from '../../pipeline/export-dataset.ts';
@@ -181,7 +181,7 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
         filters: { ...parsed.filters, ...(from ? { from } : {}), ...(end ? { to: end } : {}) },
       };
       const ctx: Handling = { request, reply, q, exportRequest, audit, publicUrl: config.publicUrl };
-      if (isDocumentDataset(dataset.name)) return sendDocument(ctx);
+      if (dataset.kind === 'document') return sendDocument(ctx, dataset);
       if (q.updated_since !== undefined) return sendChanges(ctx, sessionSecret());
       return sendPage(ctx, sessionSecret());
     },
@@ -214,7 +214,10 @@ function bodyHeaders(
 }
 
 /** knowledge_base and account: one document, not paged. */
-async function sendDocument({ reply, q, exportRequest, audit }: Handling): Promise<FastifyReply> {
+async function sendDocument(
+  { reply, q, exportRequest, audit }: Handling,
+  declared: DocumentDataset,
+): Promise<FastifyReply> {
   const dataset = exportRequest.dataset;
   for (const param of ['page', 'cursor', 'updated_since'] as const) {
     if (q[param] !== undefined) throw invalid(param, `dataset ${dataset} is one document and is not paged`);
@@ -222,7 +225,7 @@ async function sendDocument({ reply, q, exportRequest, audit }: Handling): Promi
   const type = DOCUMENT_TYPES[exportRequest.format as keyof typeof DOCUMENT_TYPES];
   if (!type) throw invalid('format', `dataset ${dataset} is a document`, Object.keys(DOCUMENT_TYPES));
   const exportId = randomUUID();
-  const total = await documentCount(audit.database, exportRequest);
+  const total = await documentRecords(audit.database, declared, exportRequest.tenantId);
   bodyHeaders(reply, exportRequest, type.contentType, disposition(dataset, type.extension))
     .header('x-total-records', String(total))
     .header('x-page-count', '1')
@@ -233,14 +236,6 @@ async function sendDocument({ reply, q, exportRequest, audit }: Handling): Promi
     exportId,
     action: 'export.page',
   });
-}
-
-/** Records in a document dataset: the knowledge base's documents, or the one account. */
-async function documentCount(database: Database, request: ExportRequest): Promise<number> {
-  if (request.dataset !== 'knowledge_base') return 1;
-  const result = await sql<{ n: number | string }>`
-    SELECT count(*) AS n FROM documents WHERE tenant_id = ${request.tenantId}`.execute(database.db);
-  return Number(result.rows[0]?.n ?? 0);
 }
 
 /** The change feed: `updated_since` = a cursor, or 0 / empty for everything. */

@@ -1,0 +1,53 @@
+import type { ComputedReport } from '../../datamap/types.ts';
+import type { ExportRequest } from '../request.ts';
+import { analyticsColumns, analyticsSource, type MetricGroup } from './analytics.ts';
+import { type AttributionModel, revenueAttributionSource } from './revenue-attribution.ts';
+
+/** The code behind a computed dataset, named by its declaration's `report`. */
+export interface ReportBuilder {
+  /** The report's rows for a request, as `FROM (...) t WHERE true{{KEY_RANGE}}`, and its ordering key. */
+  source(request: ExportRequest, dayZone: string): { from: string; key: string[] };
+  /** The names of the fields the request yields, when it narrows them. */
+  fields?(request: ExportRequest): readonly string[];
+}
+
+/** The report's first and last day, from the request's `from`/`to` filters. */
+function days(request: ExportRequest): { from?: string; to?: string } {
+  const { from, to } = request.filters;
+  return {
+    ...(typeof from === 'string' ? { from: from.slice(0, 10) } : {}),
+    ...(typeof to === 'string' ? { to: to.slice(0, 10) } : {}),
+  };
+}
+
+const metrics = (request: ExportRequest) => (request.options.metrics ?? 'all').split(',') as MetricGroup[];
+
+/** Every computed report; a new one is a compile error until it is listed here. */
+export const REPORTS = {
+  analytics: {
+    source(request, dayZone) {
+      const siteUrls =
+        request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
+      return analyticsSource({
+        tenantId: request.tenantId,
+        timezone: dayZone,
+        granularity: (request.options.granularity ?? 'daily') as 'daily',
+        metrics: metrics(request),
+        ...days(request),
+        ...(siteUrls ? { siteUrls } : {}),
+      });
+    },
+    fields: (request) => analyticsColumns(metrics(request)),
+  },
+  revenue_attribution: {
+    source(request, dayZone) {
+      return revenueAttributionSource({
+        tenantId: request.tenantId,
+        timezone: dayZone,
+        model: (request.options.attribution_model ?? 'last_touch') as AttributionModel,
+        ...days(request),
+        ...(request.options.customer_segment ? { customerSegment: request.options.customer_segment } : {}),
+      });
+    },
+  },
+} satisfies Record<ComputedReport, ReportBuilder>;
