@@ -21,6 +21,11 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
         `Filters: ${d.filters.map((f) => `\`${f.name}\` (${f.description.replace(/\.$/, '')})`).join('; ')}.`,
         '',
       );
+    if (d.parameters.length)
+      out.push(
+        `Parameters: ${d.parameters.map((p) => `\`${p.name}\` (${p.description.replace(/\.$/, '')})`).join('; ')}.`,
+        '',
+      );
     out.push('| column | type | class | description |', '|---|---|---|---|');
     for (const f of d.fields)
       out.push(
