@@ -113,6 +113,31 @@ describe('ferry CLI (PostgreSQL through DATABASE_URL)', () => {
     expect(packaged.code).toBe(0);
     const listing = await exec('unzip', ['-l', pkg]);
     expect(listing.stdout).toMatch(/company-export-\d{4}-\d{2}-\d{2}\/checksums\.sha256/);
+    expect(listing.stdout).toMatch(/\/messages\.csv\n/);
+
+    // --format applies to the package's tabular files.
+    const jsonPkg = path.join(work, 'company-json.zip');
+    const asJson = await ferry(
+      'export',
+      '--tenant',
+      slug,
+      '--package',
+      'zip',
+      '--format',
+      'json',
+      '--datasets',
+      'conversations,messages',
+      '--out',
+      jsonPkg,
+    );
+    expect(asJson.code, asJson.stderr).toBe(0);
+    const jsonListing = (await exec('unzip', ['-Z1', jsonPkg])).stdout.split('\n');
+    expect(jsonListing.filter((f) => /\/(messages\.json|schemas\/messages\.schema\.json)$/.test(f))).toHaveLength(2);
+    expect(jsonListing.filter((f) => f.endsWith('.csv'))).toEqual([]);
+    const descriptor = JSON.parse((await exec('unzip', ['-p', jsonPkg, '*/datapackage.json'])).stdout) as {
+      resources: { path: string; format: string }[];
+    };
+    expect(descriptor.resources.map((r) => [r.path, r.format])).toEqual([['messages.json', 'json']]);
   });
 
   it('prints one clear line and exits non-zero on bad input', async () => {
@@ -121,6 +146,10 @@ describe('ferry CLI (PostgreSQL through DATABASE_URL)', () => {
     expect(badFormat.stderr).toMatch(
       /--format <format>' argument 'xls' is invalid\. Allowed choices are csv, json, ndjson, xml, parquet, markdown/,
     );
+
+    const markdownPackage = await ferry('export', '--tenant', 'x', '--package', 'zip', '--format', 'markdown');
+    expect(markdownPackage.code).not.toBe(0);
+    expect(markdownPackage.stderr).toMatch(/--format: a package writes its tabular files as csv, json, ndjson, xml, parquet/);
 
     const unknownTenant = await ferry(
       'export',

@@ -145,6 +145,83 @@ for (const dialect of DIALECTS) {
       }
     });
 
+    it('writes its tabular files in the requested format and describes them as they are', async () => {
+      const { root, outcome } = await build('zip', 'as-json', { format: 'json' });
+      await run('sha256sum', ['-c', 'checksums.sha256'], { cwd: root });
+      const { stdout } = await run('find', ['.', '-type', 'f', '-name', '*.csv'], { cwd: root });
+      expect(stdout).toBe('');
+      const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {
+        resources: {
+          path: string;
+          format: string;
+          mediatype: string;
+          dialect: { property: string };
+          schema: { fields: { name: string }[] };
+        }[];
+      };
+      await assertValidDataPackage(descriptor);
+      expect(descriptor.resources.map((r) => r.path).sort()).toEqual(
+        [
+          'activity_logs/activity_logs.json',
+          'analytics/daily.json',
+          'analytics/monthly.json',
+          'billing/invoices.json',
+          'customers.json',
+          'messages.json',
+          'revenue/attribution_first_touch.json',
+          'revenue/attribution_last_touch.json',
+          'revenue/attribution_multi_touch.json',
+        ].sort(),
+      );
+      for (const resource of descriptor.resources) {
+        expect(resource).toMatchObject({ format: 'json', mediatype: 'application/json', dialect: { property: 'data' } });
+        const file = JSON.parse(await readFile(path.join(root, resource.path), 'utf8')) as {
+          export_metadata: { format: string };
+          data: Record<string, unknown>[];
+        };
+        expect(file.export_metadata.format).toBe('json');
+        expect(file.data.length, resource.path).toBe(outcome.counts[resource.path]);
+        if (file.data[0]) expect(resource.schema.fields.map((f) => f.name)).toEqual(Object.keys(file.data[0]));
+        // Every JSON file has its JSON Schema, the tabular ones too.
+        const schemaFile = `schemas/${resource.path.replace(/\.json$/, '').replaceAll('/', '_')}.schema.json`;
+        const schema = JSON.parse(await readFile(path.join(root, schemaFile), 'utf8')) as {
+          $defs: { record: { required: string[] } };
+        };
+        expect(schema.$defs.record.required).toEqual(resource.schema.fields.map((f) => f.name));
+      }
+      expect(await readdir(path.join(root, 'schemas'))).toEqual(
+        expect.arrayContaining(['team_members.schema.json', 'consent_records.schema.json']),
+      );
+    });
+
+    it('writes an XSD next to XML tabular files, where their schemaLocation points', async () => {
+      const { root } = await build('zip', 'as-xml', { format: 'xml', datasets: ['customers', 'analytics'] });
+      const files = (await run('find', ['.', '-type', 'f'], { cwd: root })).stdout;
+      for (const f of ['customers.xml', 'customers.xsd', 'analytics/daily.xml', 'analytics/analytics.xsd'])
+        expect(files).toContain(`./${f}\n`);
+      const xml = await readFile(path.join(root, 'analytics/monthly.xml'), 'utf8');
+      expect(xml).toContain('analytics.xsd"');
+      const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {
+        resources: { path: string; format: string; mediatype: string }[];
+      };
+      await assertValidDataPackage(descriptor);
+      expect(descriptor.resources.map((r) => [r.path, r.format, r.mediatype])).toEqual([
+        ['customers.xml', 'xml', 'application/xml'],
+        ['analytics/daily.xml', 'xml', 'application/xml'],
+        ['analytics/monthly.xml', 'xml', 'application/xml'],
+      ]);
+    });
+
+    it('refuses a package format that is not a tabular format', async () => {
+      await expect(
+        exportCompanyPackage(
+          t.database,
+          { tenantId, kind: 'zip', pii: 'full', format: 'markdown' },
+          createWriteStream(path.join(work, 'md.zip')),
+        ),
+      ).rejects.toThrow(/^format: a package writes its tabular files as csv, json, ndjson, xml, parquet/);
+    });
+
     it('writes tar.gz with the chosen datasets only, anonymized', async () => {
       const { root, outcome } = await build('tar.gz', 'partial', {
         datasets: ['messages', 'team_members'],

@@ -1,3 +1,8 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { Decrypter, generateIdentity, identityToRecipient } from 'age-encryption';
 import { parse } from 'csv-parse/sync';
@@ -15,6 +20,7 @@ import {
 import { DIALECTS } from './support/databases.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
+const run = promisify(execFile);
 
 /** Downloads a completed export's file through its signed link; returns the bytes and the link answer. */
 async function download(h: ExportHarness, key: string, id: string, query = '') {
@@ -119,6 +125,43 @@ for (const dialect of DIALECTS) {
       expect(sha256(got.bytes)).toBe(file.sha256);
     });
 
+    it('writes the tabular files of a company package in the requested format, and repeats it so', async () => {
+      const created = await requestExport(h.app, h.keys.admin, {
+        datasets: ['conversations', 'messages'],
+        format: 'json',
+        package: 'zip',
+      });
+      expect(created.request).toMatchObject({ format: 'json', package: 'zip' });
+      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      expect(done.status, JSON.stringify(done.error)).toBe('completed');
+      const got = await download(h, h.keys.admin, created.id);
+      const dir = await mkdtemp(path.join(tmpdir(), 'ferry-json-package-'));
+      try {
+        await writeFile(path.join(dir, 'package.zip'), got.bytes);
+        const listing = (await run('unzip', ['-Z1', path.join(dir, 'package.zip')])).stdout.split('\n');
+        const root = listing[0]!.split('/')[0]!;
+        expect(listing).toContain(`${root}/messages.json`);
+        expect(listing).toContain(`${root}/schemas/messages.schema.json`);
+        expect(listing.filter((f) => f.endsWith('.csv'))).toEqual([]);
+        const descriptor = JSON.parse(
+          (await run('unzip', ['-p', path.join(dir, 'package.zip'), `${root}/datapackage.json`])).stdout,
+        ) as { resources: { path: string; format: string; mediatype: string }[] };
+        expect(descriptor.resources).toEqual([
+          expect.objectContaining({ path: 'messages.json', format: 'json', mediatype: 'application/json' }),
+        ]);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+      const repeat = await h.app.inject({
+        method: 'POST',
+        url: `/api/v1/exports/${created.id}/repeat`,
+        headers: bearer(h.keys.admin),
+      });
+      expect(repeat.statusCode, repeat.body).toBe(202);
+      expect((repeat.json() as ExportJson).request).toEqual(created.request);
+      await waitForExport(h.app, h.keys.admin, (repeat.json() as ExportJson).id);
+    });
+
     it('encrypts the file for age recipients: the download decrypts with the identity', async () => {
       const identity = await generateIdentity();
       const recipient = await identityToRecipient(identity);
@@ -220,7 +263,8 @@ for (const dialect of DIALECTS) {
         [{ datasets: ['conversations'], columns: ['id', 'nope'] }, 'columns'],
         [{ datasets: ['conversations'], from: '2026-13-45' }, 'from'],
         [{ datasets: ['conversations', 'messages'], package: 'none' }, 'package'],
-        [{ datasets: ['conversations', 'messages'], format: 'csv' }, 'format'],
+        [{ datasets: ['conversations', 'messages'], format: 'markdown' }, 'format'],
+        [{ datasets: ['conversations', 'messages'], compression: 'gzip' }, 'compression'],
         [{ datasets: ['conversations'], encryption: { recipients: ['age1nope'] } }, 'recipients[0]'],
         [{ datasets: ['conversations'], unknown: 1 }, 'unknown'],
       ];
