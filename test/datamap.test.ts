@@ -100,3 +100,26 @@ describe('data dictionary', () => {
     expect(await readFile(new URL('../docs/data-dictionary.md', import.meta.url), 'utf8')).toBe(dataDictionaryMarkdown(REFERENCE_DATAMAP));
   });
 });
+
+describe('migrations are history', () => {
+  it('only the migrator imports a migration, and a migration imports no runtime code', async () => {
+    const { readdir, readFile } = await import('node:fs/promises');
+    const path = await import('node:path');
+    const src = path.resolve('src');
+    const migrations = path.join(src, 'db', 'migrations');
+    const files = (await readdir(src, { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => path.join(src, f));
+    const problems: string[] = [];
+    for (const file of files) {
+      const text = await readFile(file, 'utf8');
+      for (const [, specifier] of text.matchAll(/(?:from|import\()\s*'(\.[^']+)'/g)) {
+        const target = path.resolve(path.dirname(file), specifier!);
+        const fromMigration = file.startsWith(`${migrations}${path.sep}`);
+        const toMigration = target.startsWith(`${migrations}${path.sep}`);
+        if (fromMigration && !toMigration) problems.push(`${path.relative(src, file)} imports ${specifier}`);
+        if (!fromMigration && toMigration && file !== path.join(src, 'db', 'migrate.ts'))
+          problems.push(`${path.relative(src, file)} imports ${specifier}`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+});
