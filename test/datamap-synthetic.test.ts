@@ -212,11 +212,20 @@ for (const dialect of DIALECTS) {
       expect(rows).toHaveLength(3);
       expect(outcome.counts).toEqual({ 'gadgets.csv': 3 });
       const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {
-        resources: { path: string; format: string; mediatype: string; schema: { fields: { name: string }[] } }[];
+        resources: {
+          path: string;
+          format: string;
+          mediatype: string;
+          schema: { fields: { name: string }[] };
+        }[];
       };
       await assertValidDataPackage(descriptor);
       expect(descriptor.resources).toHaveLength(1);
-      expect(descriptor.resources[0]).toMatchObject({ path: 'gadgets.csv', format: 'csv', mediatype: 'text/csv' });
+      expect(descriptor.resources[0]).toMatchObject({
+        path: 'gadgets.csv',
+        format: 'csv',
+        mediatype: 'text/csv',
+      });
       expect(descriptor.resources[0]!.schema.fields.map((f) => f.name)).toEqual(FIELD_NAMES);
       const dictionary = await readFile(path.join(root, 'data_dictionary.md'), 'utf8');
       expect(dictionary).toContain('### gadgets');
@@ -241,7 +250,9 @@ for (const dialect of DIALECTS) {
       expect({ records: start.records, tombstones: start.tombstones }).toEqual({ records: 3, tombstones: 0 });
 
       const added = randomUUID();
-      await sql`INSERT INTO gadgets (id, tenant_id, name) VALUES (${added}, ${tenantId}, 'Gadget 3')`.execute(db);
+      await sql`INSERT INTO gadgets (id, tenant_id, name) VALUES (${added}, ${tenantId}, 'Gadget 3')`.execute(
+        db,
+      );
       await sql`UPDATE gadgets SET name = 'Renamed' WHERE id = ${ids[0]!}`.execute(db);
       await sql`DELETE FROM gadgets WHERE id = ${ids[1]!}`.execute(db);
       await settle(t);
@@ -250,7 +261,10 @@ for (const dialect of DIALECTS) {
       const changes = await exportChanges(t.database, request('ndjson'), start.nextCursor, next.out, {
         datamap: MAP,
       });
-      expect({ records: changes.records, tombstones: changes.tombstones }).toEqual({ records: 2, tombstones: 1 });
+      expect({ records: changes.records, tombstones: changes.tombstones }).toEqual({
+        records: 2,
+        tombstones: 1,
+      });
       expect(changes.endOfStream).toBe(true);
       const [tombstone, ...rows] = lines(next.text()).map((l) => JSON.parse(l) as Record<string, unknown>);
       expect(tombstone).toMatchObject({ _deleted: true, gadget_id: ids[1] });
@@ -269,9 +283,9 @@ async function settle(t: TestDatabase): Promise<void> {
   const read = async (fn: 'xmin' | 'xmax') =>
     BigInt(
       (
-        await sql<{ x: string }>`SELECT ${sql.raw(`pg_snapshot_${fn}`)}(pg_current_snapshot())::text AS x`.execute(
-          t.database.db,
-        )
+        await sql<{
+          x: string;
+        }>`SELECT ${sql.raw(`pg_snapshot_${fn}`)}(pg_current_snapshot())::text AS x`.execute(t.database.db)
       ).rows[0]!.x,
     );
   const mark = await read('xmax');

@@ -25,7 +25,11 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
   const toStdout = !flags.out || flags.out === '-';
   if (kind === 'directory' && toStdout) throw invalid('--out', 'a directory package needs --out DIR');
   if (flags.format === 'markdown')
-    throw invalid('--format', `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`, EXPORT_FORMATS);
+    throw invalid(
+      '--format',
+      `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`,
+      EXPORT_FORMATS,
+    );
   const request = {
     tenantId: flags.tenant,
     kind,

@@ -51,10 +51,10 @@ export function registerExport(program: Command): void {
     .requiredOption('--tenant <id>', 'tenant id or slug')
     .option('--dataset <name>', 'dataset to export (see `ferry datamap`)')
     .addOption(
-      new Option('--format <format>', 'output format (with --package: of the tabular files, default csv)').choices([
-        ...EXPORT_FORMATS,
-        'markdown',
-      ]),
+      new Option(
+        '--format <format>',
+        'output format (with --package: of the tabular files, default csv)',
+      ).choices([...EXPORT_FORMATS, 'markdown']),
     )
     .addOption(new Option('--compression <kind>', 'compression').choices(COMPRESSIONS).default('none'))
     .option('--from <date>', 'start date (YYYY-MM-DD, in the tenant time zone) or ISO 8601 timestamp')
@@ -72,7 +72,10 @@ export function registerExport(program: Command): void {
         'personal data: full, or an anonymization level (default enhanced)',
       ).choices(PII_LEVELS),
     )
-    .option('--timezone <zone>', 'IANA time zone for timestamps and dates (default: timestamps in UTC, dates in the tenant time zone)')
+    .option(
+      '--timezone <zone>',
+      'IANA time zone for timestamps and dates (default: timestamps in UTC, dates in the tenant time zone)',
+    )
     .option('--bom', 'CSV: start with a UTF-8 byte-order mark (for Excel)')
     .option('--no-csv-guard', 'CSV: do not neutralise spreadsheet formulas (for machine use)')
     .option(

@@ -471,7 +471,12 @@ async function exportAccount(
 
 /** The code behind a document dataset, named by its declaration's `document`. */
 interface DocumentBuilder {
-  write(database: Database, request: ExportRequest, out: Writable, ctx: DocumentContext): Promise<DocumentResult>;
+  write(
+    database: Database,
+    request: ExportRequest,
+    out: Writable,
+    ctx: DocumentContext,
+  ): Promise<DocumentResult>;
   /** The records the document holds for a tenant (before it is written). */
   count(database: Database, tenantId: string): Promise<number>;
 }
@@ -494,6 +499,10 @@ export function exportDocumentDataset(
 }
 
 /** The records a document dataset holds for a tenant: documents of the knowledge base, one account. */
-export function documentRecords(database: Database, dataset: DocumentDataset, tenantId: string): Promise<number> {
+export function documentRecords(
+  database: Database,
+  dataset: DocumentDataset,
+  tenantId: string,
+): Promise<number> {
   return DOCUMENTS[dataset.document].count(database, tenantId);
 }

@@ -21,7 +21,8 @@ export interface QueryContext {
 /** The dataset's output fields, in the requested column order. */
 export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
   let fields = [...dataset.fields];
-  const narrowed = dataset.kind === 'computed' ? (REPORTS[dataset.report] as ReportBuilder).fields : undefined;
+  const narrowed =
+    dataset.kind === 'computed' ? (REPORTS[dataset.report] as ReportBuilder).fields : undefined;
   if (narrowed) {
     const names = narrowed(request);
     fields = fields.filter((f) => names.includes(f.name));
@@ -83,7 +84,8 @@ function scopeCondition(dataset: TableDataset, scope: ExportScope | undefined): 
 
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
 function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): Source {
-  if (dataset.kind === 'computed') return computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
+  if (dataset.kind === 'computed')
+    return computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
   if (dataset.kind !== 'table')
     throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];

@@ -90,7 +90,9 @@ export function checkDataMap(map: DataMap): string[] {
       packagePaths.add(file.path);
       for (const parameter of Object.keys(file.parameters ?? {}))
         if (!ds.parameters.some((p) => p.name === parameter))
-          problems.push(`dataset ${name}: package file ${file.path} sets undeclared parameter "${parameter}"`);
+          problems.push(
+            `dataset ${name}: package file ${file.path} sets undeclared parameter "${parameter}"`,
+          );
     }
   }
   return problems;
@@ -141,7 +143,9 @@ export async function checkDataMapAgainstDatabase<T>(map: DataMap, db: Kysely<T>
   // Only the schema Ferry runs in: other schemas of the same database may hold look-alike tables.
   const current = await sql<{ schema: string }>`SELECT current_schema() AS schema`.execute(db);
   const schema = current.rows[0]?.schema;
-  const tables = (await db.introspection.getTables()).filter((t) => t.schema === undefined || t.schema === schema);
+  const tables = (await db.introspection.getTables()).filter(
+    (t) => t.schema === undefined || t.schema === schema,
+  );
   const live = new Map(tables.map((t) => [t.name, new Set(t.columns.map((c) => c.name))]));
   for (const [tableName, table] of Object.entries(map.tables)) {
     const columns = live.get(tableName);

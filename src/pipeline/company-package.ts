@@ -393,7 +393,11 @@ function validateDatasets(map: DataMap, datasets: readonly string[] | undefined)
 function packageFormat(format: string | undefined): ExportFormat {
   if (format === undefined) return 'csv';
   if (!(EXPORT_FORMATS as readonly string[]).includes(format))
-    throw invalid('format', `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`, EXPORT_FORMATS);
+    throw invalid(
+      'format',
+      `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`,
+      EXPORT_FORMATS,
+    );
   return format as ExportFormat;
 }
 
@@ -524,9 +528,7 @@ export async function exportCompanyPackage(
           files: ctx.datasetFiles[d] ?? [],
         })),
         files: [...sizes].map(([file, bytes]) => ({ path: file, bytes })),
-        ...(browsable
-          ? { conversations: { count: ctx.counts['conversations/*.json'] ?? 0 } }
-          : {}),
+        ...(browsable ? { conversations: { count: ctx.counts['conversations/*.json'] ?? 0 } } : {}),
         generator: `Ferry ${FERRY_VERSION}`,
       }),
     );
