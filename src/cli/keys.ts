@@ -11,7 +11,7 @@ import {
 } from '../auth/keys.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { loadTenant } from '../pipeline/export-dataset.ts';
+import { loadTenant } from '../collect/tenant.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { withDatabase } from './context.ts';
 import { printTable } from './tenants.ts';

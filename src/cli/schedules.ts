@@ -3,7 +3,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { AuthContext, Plan } from '../auth/context.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { loadTenant } from '../pipeline/export-dataset.ts';
+import { loadTenant } from '../collect/tenant.ts';
 import { createJobQueue, type JobQueue } from '../jobs/queue.ts';
 import { JOBS } from '../jobs/registry.ts';
 import { createLogger } from '../lib/logger.ts';

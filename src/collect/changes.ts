@@ -5,6 +5,7 @@ import { type CopyQuery, type Database, literal } from '../db/database.ts';
 import type { DatasetDeclaration, DatasetField } from '../datamap/types.ts';
 import type { FieldSpec } from '../format/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { compressionCodec } from '../packaging/compression.ts';
 import { SQL_TYPES } from '../transform/anonymize.ts';
 import { csvGuardSql } from '../transform/csv-guard.ts';
 import {
@@ -29,7 +30,7 @@ import {
 import { buildExportQuery, selectedFields } from './query.ts';
 import { COPY_OPTIONS, timestampSql } from './render-sql.ts';
 import type { ExportRequest } from './request.ts';
-import { compressionSuffix, exportMetadata } from '../pipeline/export-dataset.ts';
+import { exportMetadata } from './tenant.ts';
 
 /**
  * The change feed (incremental exports): the rows of a dataset written since a
@@ -393,7 +394,7 @@ export async function planChanges(
     endOfStream: !more,
     contentType: writer.contentType,
     extension: writer.extension,
-    compressionSuffix: compressionSuffix(request.compression),
+    compressionSuffix: compressionCodec(request.compression).suffix,
     async write(out, opts = {}) {
       const outcome = await streamFormatted(
         database,

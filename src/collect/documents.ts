@@ -8,7 +8,7 @@ import { FerryError } from '../domain/ferry-error.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import type { ExportRequest } from './request.ts';
-import type { TenantInfo } from '../pipeline/export-dataset.ts';
+import type { TenantInfo } from './tenant.ts';
 
 /**
  * The writers of the `document` datasets of the data map: the knowledge base (JSON,

@@ -8,19 +8,12 @@ import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
 import { getWriter } from '../format/registry.ts';
 import type { FieldSpec, FormatWriter } from '../format/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
+import { compressionCodec } from '../packaging/compression.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
 import { RecordCounter } from './record-counter.ts';
 import type { ExportRequest } from './request.ts';
-import {
-  compressionSuffix,
-  compressor,
-  exportMetadata,
-  HashCounter,
-  loadTenant,
-  type TenantInfo,
-  type Zones,
-  zonesFor,
-} from '../pipeline/export-dataset.ts';
+import { exportMetadata, loadTenant, type TenantInfo, type Zones, zonesFor } from './tenant.ts';
 
 /**
  * Page mode of the export engine: one page of a tabular dataset, streamed. Before a
@@ -243,8 +236,8 @@ export async function streamFormatted(
     metadata: spec.metadata,
     bom: request.bom,
   });
-  const compression = compressor(request.compression);
-  const hasher = new HashCounter();
+  const compression = compressionCodec(request.compression).create();
+  const hasher = new MeteredHash();
   const stages = [
     Readable.from(rows(), { objectMode: false }),
     format,
@@ -257,7 +250,7 @@ export async function streamFormatted(
     records: perSource.reduce((a, b) => a + b, 0),
     perSource,
     bytes: hasher.bytes,
-    sha256: hasher.hash.digest('hex'),
+    sha256: hasher.sha256,
   };
 }
 
@@ -385,7 +378,7 @@ export async function planPage(
     endOfStream: !bounds.more,
     contentType: writer.contentType,
     extension: writer.extension,
-    compressionSuffix: compressionSuffix(request.compression),
+    compressionSuffix: compressionCodec(request.compression).suffix,
     write: (out, opts = {}) =>
       streamFormatted(
         database,

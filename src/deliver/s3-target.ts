@@ -10,7 +10,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { guardedAgents, type OutboundPolicy } from '../lib/ssrf.ts';
-import { DigestTransform } from '../store/digest.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
 import { openTarget } from './targets.ts';
 import { renderPathTemplate, staticPrefix } from './template.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, S3Target } from './types.ts';
@@ -78,7 +78,7 @@ export async function deliverToS3(
   const location = `s3://${target.bucket}/${key}`;
   try {
     const source = await artifact.open();
-    const digest = new DigestTransform();
+    const digest = new MeteredHash();
     // Errors of the source destroy the digest, which fails (and aborts) the upload.
     pipeline(source, digest, () => {});
     const upload = new Upload({
@@ -99,7 +99,7 @@ export async function deliverToS3(
     await upload.done().catch((err: unknown) => {
       throw s3Error(err, `upload of ${location}`);
     });
-    const sent = digest.result();
+    const sent = { bytes: digest.bytes, sha256: digest.sha256 };
     if (sent.bytes !== artifact.bytes || sent.sha256 !== artifact.sha256) {
       await deleteQuietly(client, target.bucket, key);
       throw new FerryError(

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream';
 import SftpClient from 'ssh2-sftp-client';
 import { FerryError } from '../domain/ferry-error.ts';
 import { resolveOutbound } from '../lib/ssrf.ts';
-import { DigestTransform } from '../store/digest.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
 import { renderPathTemplate } from './template.ts';
 import {
   type DeliveryArtifact,
@@ -85,11 +85,11 @@ export async function deliverBySftp(
 
     if (directory !== '.' && directory !== '') await client.mkdir(directory, true).catch(() => undefined);
     const source = await artifact.open();
-    const digest = new DigestTransform();
+    const digest = new MeteredHash();
     pipeline(source, digest, () => {});
     try {
       await client.put(digest, partPath);
-      const sent = digest.result();
+      const sent = { bytes: digest.bytes, sha256: digest.sha256 };
       if (sent.bytes !== artifact.bytes || sent.sha256 !== artifact.sha256)
         throw new FerryError(
           'checksum_mismatch',

@@ -1,21 +1,17 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { pipeline, type Readable, Transform, type TransformCallback } from 'node:stream';
-import { sql } from 'kysely';
+import { randomUUID } from 'node:crypto';
 import { recordAudit } from '../auth/audit.ts';
 import { quotaExceeded } from '../auth/quotas.ts';
-import { encryptForRecipients } from '../crypto/age.ts';
-import { type ErrorCode, errorDefinition, isErrorCode } from '../domain/error-catalog.ts';
-import { exportCompanyPackage } from '../pipeline/company-package.ts';
-import type { Database } from '../db/database.ts';
-import { rangeFrom } from '../db/database.ts';
+import { acceptedExportRequest, parseExportRequest } from '../collect/request.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import { buildExportQuery } from '../collect/query.ts';
-import { acceptedExportRequest, type ExportRequest, parseExportRequest } from '../collect/request.ts';
-import { compressionSuffix, exportDataset, loadTenant, zonesFor } from '../pipeline/export-dataset.ts';
-import { getWriter } from '../format/registry.ts';
+import { type ErrorCode, errorDefinition, isErrorCode } from '../domain/error-catalog.ts';
+import type { Database } from '../db/database.ts';
 import type { FerryJob, JobContext } from '../jobs/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
-import type { ObjectStore, PendingObject } from '../store/object-store.ts';
+import { stamp } from '../lib/stamp.ts';
+import { datasetFileType, estimateDataset } from '../pipeline/export-dataset.ts';
+import { companyPackageProducer, datasetProducer } from '../pipeline/producers.ts';
+import { type FileSpec, runFile } from '../pipeline/run.ts';
+import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { toPackageRequest } from './config.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
@@ -34,22 +30,15 @@ export function exportPrefix(tenantId: string, exportId: string): string {
   return `exports/${tenantId}/${exportId}/`;
 }
 
-interface FileSpec {
+interface ExportFileType {
   name: string;
   contentType: string;
 }
 
-function stamp(date: Date): string {
-  return date
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d+Z$/, 'Z');
-}
-
 /** The file an export writes: its name (with extensions) and media type, known before any byte. */
-export function fileSpec(config: ExportConfig, createdAt: Date): FileSpec {
+export function fileSpec(config: ExportConfig, createdAt: Date): ExportFileType {
   const encrypted = config.recipients.length > 0;
-  const age = (spec: FileSpec): FileSpec =>
+  const age = (spec: ExportFileType): ExportFileType =>
     encrypted ? { name: `${spec.name}.age`, contentType: 'application/octet-stream' } : spec;
   if (config.package !== 'none') {
     const zip = config.package === 'zip';
@@ -58,21 +47,10 @@ export function fileSpec(config: ExportConfig, createdAt: Date): FileSpec {
       contentType: zip ? 'application/zip' : 'application/gzip',
     });
   }
-  const format = config.format ?? 'json';
-  const base =
-    format === 'markdown'
-      ? { extension: 'md.zip', contentType: 'application/zip' }
-      : { extension: getWriter(format).extension, contentType: getWriter(format).contentType };
-  const compression = config.compression ?? 'none';
-  const contentType =
-    compression === 'gzip'
-      ? 'application/gzip'
-      : compression === 'zstd'
-        ? 'application/zstd'
-        : base.contentType;
+  const type = datasetFileType(config.format ?? 'json', config.compression ?? 'none');
   return age({
-    name: `${config.datasets[0]}-${stamp(createdAt)}.${base.extension}${compressionSuffix(compression)}`,
-    contentType,
+    name: `${config.datasets[0]}-${stamp(createdAt)}.${type.extension}`,
+    contentType: type.contentType,
   });
 }
 
@@ -130,24 +108,47 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     },
   });
   const signal = AbortSignal.any([controller.signal, job.signal]);
-  // A produced file that is neither committed nor handed to commitFile is discarded in `finally`.
-  let unsettled: PendingObject | undefined;
   try {
     await removeLeftovers(ctx.store, exportPrefix(row.tenant_id, exportId));
-    const file = await produceFile(ctx, row, attemptId, tracker, signal);
-    unsettled = file.pending;
-    // From here the lease is checked by the state changes themselves (packaging, completed).
-    tracker.stop();
-    const progress = tracker.snapshot();
-    if (!(await jobs.toPackaging(exportId, attemptId, ctx.now())))
-      throw await lostError(controller, jobs, exportId);
-    unsettled = undefined; // commitFile commits it, or discards or deletes it on failure
-    const committed = await commitFile(ctx, jobs, row, attemptId, file, progress);
-    if (!committed) throw await lostError(controller, jobs, exportId);
-    log.info(
-      { bytes: file.pending.bytes, records: file.records, sha256: file.pending.sha256 },
-      'export completed',
+    const type = fileSpec(row.config, row.created_at);
+    let progress = tracker.snapshot();
+    const outcome = await runFile(
+      { store: ctx.store },
+      exportFileSpec(ctx.database, row),
+      {
+        key: `${exportPrefix(row.tenant_id, exportId)}${attemptId}/${type.name}`,
+        contentType: type.contentType,
+        beforeCommit: async () => {
+          // From here the lease is checked by the state changes themselves (packaging, completed).
+          tracker.stop();
+          progress = tracker.snapshot();
+          return jobs.toPackaging(exportId, attemptId, ctx.now());
+        },
+        complete: (file) => {
+          const at = ctx.now();
+          return jobs.complete(
+            exportId,
+            attemptId,
+            {
+              id: randomUUID(),
+              name: type.name,
+              storageKey: file.key,
+              contentType: file.contentType,
+              bytes: file.bytes,
+              records: file.records,
+              sha256: file.sha256,
+              encrypted: file.encrypted,
+            },
+            { ...progress, records: file.records, bytes: file.bytes, at },
+            new Date(at.getTime() + row.retention_days * DAY_MS),
+          );
+        },
+      },
+      { signal, onProgress: (p) => tracker.update(p) },
     );
+    if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
+    const { file } = outcome;
+    log.info({ bytes: file.bytes, records: file.records, sha256: file.sha256 }, 'export completed');
     await recordAudit(ctx.database, {
       tenantId: row.tenant_id,
       actor: row.actor,
@@ -155,7 +156,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
       dataType: row.datasets.join(','),
       dateRange: dateRange(row.config),
       recordCount: file.records,
-      fileBytes: file.pending.bytes,
+      fileBytes: file.bytes,
       success: true,
       retentionUntil: new Date(progress.at.getTime() + row.retention_days * DAY_MS),
       targetId: exportId,
@@ -192,149 +193,37 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     throw err;
   } finally {
     tracker.stop();
-    await unsettled?.discard().catch(() => {});
   }
 }
 
-interface ProducedFile {
-  id: string;
-  name: string;
-  key: string;
-  contentType: string;
-  records: number;
-  encrypted: boolean;
-  pending: PendingObject;
-}
-
-/** Streams the export into a pending (invisible) object and verifies what the store received. */
-async function produceFile(
-  ctx: JobContext,
-  row: ExportRow,
-  attemptId: string,
-  tracker: ProgressTracker,
-  signal: AbortSignal,
-): Promise<ProducedFile> {
+/** What an export produces: one dataset file or the company package, held to the plan's file size limit. */
+function exportFileSpec(database: Database, row: ExportRow): FileSpec {
   const config = row.config;
-  const spec = fileSpec(config, row.created_at);
-  const key = `${exportPrefix(row.tenant_id, row.id)}${attemptId}/${spec.name}`;
-  const encrypted = config.recipients.length > 0;
-  const maxBytes = row.max_file_bytes === null ? null : Number(row.max_file_bytes);
-
-  // What the engine writes: hashed and counted here, then (optionally) age-encrypted, then stored.
-  const produced = new MeteredStream((bytes) => {
-    tracker.update({ bytes });
-    if (maxBytes !== null && bytes > maxBytes)
-      throw quotaExceeded(
+  const limits = {
+    recipients: config.recipients,
+    maxBytes: row.max_file_bytes === null ? null : Number(row.max_file_bytes),
+    tooLarge: (maxBytes: number) =>
+      quotaExceeded(
         'max_file_bytes',
         `the export grew past the plan's file size limit of ${maxBytes} bytes; narrow it with from/to, ` +
           'filters or columns, or upgrade the plan',
         null,
-      );
-  });
-  const body: Readable = encrypted
-    ? pipeline(produced, encryptForRecipients(config.recipients), () => {})
-    : produced;
-  const putting = ctx.store.put(key, body, { contentType: spec.contentType });
-
-  const producing = (async () => {
-    if (config.package === 'none') {
-      const request = acceptedExportRequest(row.tenant_id, config);
-      // Only for the percentage: an estimate that cannot be made leaves it unknown.
-      tracker.update({ estimated: await estimateRecords(ctx.database, request).catch(() => null) });
-      const outcome = await exportDataset(ctx.database, request, produced, {
-        exportId: row.id,
-        signal,
-        onProgress: (p) => tracker.update({ records: p.records }),
-      });
-      return { records: outcome.records, sha256: outcome.sha256 };
-    }
-    tracker.update({
-      estimated: await estimatePackage(ctx.database, row.tenant_id, config).catch(() => null),
-    });
-    const perDataset = new Map<string, number>();
-    const outcome = await exportCompanyPackage(
-      ctx.database,
-      toPackageRequest(row.tenant_id, config),
-      produced,
-      {
-        exportId: row.id,
-        signal,
-        onProgress: (p) => {
-          perDataset.set(p.dataset, Math.max(perDataset.get(p.dataset) ?? 0, p.records));
-          tracker.update({ records: [...perDataset.values()].reduce((a, b) => a + b, 0) });
-        },
-      },
-    );
-    return { records: outcome.records, sha256: outcome.sha256 };
-  })().catch((err: unknown) => {
-    produced.destroy(err instanceof Error ? err : new Error(String(err)));
-    throw err;
-  });
-
-  const [made, stored] = await Promise.allSettled([producing, putting]);
-  if (made.status === 'rejected' || stored.status === 'rejected') {
-    if (stored.status === 'fulfilled') await stored.value.discard().catch(() => {});
-    if (signal.aborted) throw signal.reason;
-    throw made.status === 'rejected' ? made.reason : (stored as PromiseRejectedResult).reason;
-  }
-  const pending = stored.value;
-  const records = made.value.records;
-  const plainSha = produced.hash.digest('hex');
-  // The store hashed what it received; without age encryption that is exactly what the engine wrote.
-  const expected = encrypted ? null : plainSha;
-  if ((made.value.sha256 && made.value.sha256 !== plainSha) || (expected && pending.sha256 !== expected)) {
-    await pending.discard().catch(() => {});
-    throw new FerryError('internal', `checksum mismatch between the export and the stored file "${key}"`);
-  }
-  tracker.update({ records, bytes: pending.bytes });
-  return {
-    id: randomUUID(),
-    name: spec.name,
-    key,
-    contentType: spec.contentType,
-    records,
-    encrypted,
-    pending,
+      ),
   };
-}
-
-/** Commits the pending object, then records it and marks the export completed; undoes the commit if the attempt lost the export. */
-async function commitFile(
-  ctx: JobContext,
-  jobs: ExportJobs,
-  row: ExportRow,
-  attemptId: string,
-  file: ProducedFile,
-  progress: ReturnType<ProgressTracker['snapshot']>,
-): Promise<boolean> {
-  let committed = false;
-  try {
-    await file.pending.commit();
-    committed = true;
-    const at = ctx.now();
-    const done = await jobs.complete(
-      row.id,
-      attemptId,
-      {
-        id: file.id,
-        name: file.name,
-        storageKey: file.key,
-        contentType: file.contentType,
-        bytes: file.pending.bytes,
-        records: file.records,
-        sha256: file.pending.sha256,
-        encrypted: file.encrypted,
-      },
-      { ...progress, records: file.records, bytes: file.pending.bytes, at },
-      new Date(at.getTime() + row.retention_days * DAY_MS),
-    );
-    if (!done) await ctx.store.delete(file.key);
-    return done;
-  } catch (err) {
-    if (!committed) await file.pending.discard().catch(() => {});
-    else await ctx.store.delete(file.key).catch(() => {});
-    throw err;
+  if (config.package === 'none') {
+    const request = acceptedExportRequest(row.tenant_id, config);
+    return {
+      ...limits,
+      // Only for the percentage: an estimate that cannot be made leaves it unknown.
+      estimate: () => estimateDataset(database, request),
+      produce: datasetProducer(database, request, { exportId: row.id }),
+    };
   }
+  return {
+    ...limits,
+    estimate: () => estimatePackage(database, row.tenant_id, config),
+    produce: companyPackageProducer(database, toPackageRequest(row.tenant_id, config), { exportId: row.id }),
+  };
 }
 
 /** Removes objects of earlier attempts: at most a committed file whose export was never marked completed. */
@@ -345,19 +234,6 @@ export async function removeLeftovers(store: ObjectStore, prefix: string): Promi
     removed++;
   }
   return removed;
-}
-
-/** Rows a tabular export will produce (one count query), for the progress percentage; null for documents. */
-async function estimateRecords(database: Database, request: ExportRequest): Promise<number | null> {
-  const dataset = REFERENCE_DATAMAP.datasets[request.dataset];
-  if (!dataset || dataset.kind === 'document') return null;
-  const zones = zonesFor(request, await loadTenant(database, request.tenantId));
-  // The pseudonym key only shapes projected values; any well-formed key counts the same rows.
-  const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
-  const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(
-    database.db,
-  );
-  return result.rows[0]?.n ?? null;
 }
 
 /** Rows of the package's tabular datasets: close to its record count (documents add a few). */
@@ -379,7 +255,7 @@ async function estimatePackage(
       ...(dated ? { from, to: config.to ?? undefined } : {}),
       scope: config.scope,
     });
-    total += (await estimateRecords(database, request).catch(() => null)) ?? 0;
+    total += (await estimateDataset(database, request).catch(() => null)) ?? 0;
   }
   return total;
 }
@@ -421,28 +297,4 @@ export async function auditFailure(
     error: `${failure.code}: ${failure.message}`,
     targetId: row.id,
   });
-}
-
-/** Passes bytes through, hashing and counting them; `onBytes` may throw to stop the stream. */
-class MeteredStream extends Transform {
-  readonly hash = createHash('sha256');
-  bytes = 0;
-  readonly #onBytes: (bytes: number) => void;
-
-  constructor(onBytes: (bytes: number) => void) {
-    super();
-    this.#onBytes = onBytes;
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    try {
-      this.#onBytes(this.bytes);
-    } catch (err) {
-      done(err as Error);
-      return;
-    }
-    done(null, chunk);
-  }
 }

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
 import { BasePackageWriter } from './base-writer.ts';
-import { HashingStream } from './hashing.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
 
 /**
  * The package as a plain folder `<dir>/<root>/` (`--package none` with many files). The root folder
@@ -32,7 +32,7 @@ export class DirectoryPackageWriter extends BasePackageWriter {
     const target = join(this.#rootDir, ...path.split('/'));
     const partial = `${target}.ferry-partial`;
     await mkdir(dirname(target), { recursive: true });
-    const hasher = new HashingStream();
+    const hasher = new MeteredHash();
     const file = createWriteStream(partial);
     this.#current = file;
     try {

@@ -10,7 +10,7 @@ import tarStream, { type Header as TarHeader, type Pack } from 'tar-stream';
 import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { parentFolders } from './entry-path.ts';
-import { ByteCounter, HashingStream, sha256Hex } from './hashing.ts';
+import { MeteredHash, sha256Hex } from '../lib/metered-hash.ts';
 
 const FILE_MODE = 0o644;
 const FOLDER_MODE = 0o755;
@@ -24,7 +24,7 @@ type Sink = ReturnType<Pack['entry']>;
  */
 export class TarGzPackageWriter extends BasePackageWriter {
   readonly #pack = tarStream.pack();
-  readonly #counter = new ByteCounter();
+  readonly #counter = new MeteredHash({ hash: false });
   readonly #done: Promise<void>;
   readonly #folders = new Set<string>();
   readonly #tmpBase: string;
@@ -54,7 +54,7 @@ export class TarGzPackageWriter extends BasePackageWriter {
     }
     const file = join(await this.#spool(), `entry-${++this.#spoolCount}`);
     try {
-      const hasher = new HashingStream();
+      const hasher = new MeteredHash();
       const spooled = createWriteStream(file);
       this.#current = spooled;
       await pipeline(source, hasher, spooled);

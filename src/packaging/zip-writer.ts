@@ -4,7 +4,7 @@ import yazl from 'yazl';
 import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { parentFolders } from './entry-path.ts';
-import { ByteCounter, HashingStream } from './hashing.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
 
 const FILE_MODE = 0o100644;
 const FOLDER_MODE = 0o40755;
@@ -28,13 +28,13 @@ interface YazlEntries {
 export class ZipPackageWriter extends BasePackageWriter {
   readonly #zip = new yazl.ZipFile();
   readonly #output = this.#zip.outputStream as Readable;
-  readonly #counter = new ByteCounter();
+  readonly #counter = new MeteredHash({ hash: false });
   readonly #done: Promise<void>;
   readonly #folders = new Set<string>();
   /** Entries moved out of yazl's pump list; they go back before `end()` writes the central directory. */
   readonly #written: unknown[] = [];
   readonly #out: Writable;
-  #current: HashingStream | undefined;
+  #current: MeteredHash | undefined;
 
   constructor(out: Writable, options: PackageWriterOptions) {
     super(options);
@@ -55,15 +55,15 @@ export class ZipPackageWriter extends BasePackageWriter {
       this.#folders.add(folder);
       this.#zip.addEmptyDirectory(`${this.root}/${folder}/`, { mtime: this.mtime, mode: FOLDER_MODE });
     }
-    const hasher = new HashingStream();
+    const hasher = new MeteredHash();
     this.#current = hasher;
     // yazl keeps each entry's pump closure until the end; handing the stream over through a holder
     // that is emptied once taken keeps finished streams collectable (flat memory at many entries).
-    let handOver: HashingStream | undefined = hasher;
+    let handOver: MeteredHash | undefined = hasher;
     this.#zip.addReadStreamLazy(
       `${this.root}/${path}`,
       { mtime: this.mtime, mode: FILE_MODE, compress: !STORED.test(path) },
-      (callback: (err: Error | null, stream: HashingStream) => void) => {
+      (callback: (err: Error | null, stream: MeteredHash) => void) => {
         const stream = handOver!;
         handOver = undefined;
         callback(null, stream);

@@ -33,7 +33,9 @@ import type { PiiLevel } from '../domain/pii-level.ts';
 import { accountDocument, knowledgeBaseDocuments, markdownFileName } from '../collect/documents.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
 import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
-import { exportDataset, HashCounter, loadTenant, type TenantInfo, zonesFor } from './export-dataset.ts';
+import { loadTenant, type TenantInfo, zonesFor } from '../collect/tenant.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
+import { writeDataset } from './export-dataset.ts';
 
 export interface PackageRequest {
   tenantId: string;
@@ -139,7 +141,7 @@ async function addDataset(ctx: Ctx, dataset: string, entry: PackageFile): Promis
   const request = datasetRequest(ctx, dataset, format, entry.parameters);
   const pass = new PassThrough();
   const [outcome] = await Promise.all([
-    exportDataset(ctx.database, request, pass, {
+    writeDataset(ctx.database, request, pass, {
       exportId: ctx.exportId,
       anonymizeKey: ctx.anonymizeKey,
       datamap: ctx.datamap,
@@ -404,7 +406,7 @@ function packageFormat(format: string | undefined): ExportFormat {
 /**
  * Writes the company package: every chosen dataset as files, the data dictionary,
  * datapackage.json, JSON Schemas, metadata.json, an offline index.html and
- * checksums.sha256, streamed into one archive (or folder).
+ * checksums.sha256, streamed into one archive (or folder), whose SHA-256 it returns.
  */
 export async function exportCompanyPackage(
   database: Database,
@@ -412,6 +414,30 @@ export async function exportCompanyPackage(
   out: Writable | { dir: string },
   options: PackageOptions = {},
 ): Promise<PackageOutcome> {
+  if (!isStream(out)) return { ...(await writeCompanyPackage(database, request, out, options)), sha256: '' };
+  const meter = new MeteredHash();
+  const sink = pipeline(meter, out);
+  // A failed package tears the meter down; the package's own error is the one reported.
+  sink.catch(() => {});
+  const written = await writeCompanyPackage(database, request, meter, options);
+  await sink;
+  return { ...written, bytes: meter.bytes, sha256: meter.sha256 };
+}
+
+function isStream(out: Writable | { dir: string }): out is Writable {
+  return !('dir' in out && !('write' in out));
+}
+
+/**
+ * The same package without a hash of the archive, for a caller that meters the bytes
+ * itself (the file run), so each byte is hashed once.
+ */
+export async function writeCompanyPackage(
+  database: Database,
+  request: PackageRequest,
+  target: Writable | { dir: string },
+  options: PackageOptions = {},
+): Promise<Omit<PackageOutcome, 'sha256'>> {
   const datamap = options.datamap ?? REFERENCE_DATAMAP;
   const datasets = validateDatasets(datamap, request.datasets);
   const format = packageFormat(request.format);
@@ -419,13 +445,6 @@ export async function exportCompanyPackage(
   const exportId = options.exportId ?? randomUUID();
   const now = new Date();
   const root = `company-export-${now.toISOString().slice(0, 10)}`;
-  const hasher = new HashCounter();
-  let target: Writable | { dir: string } = out;
-  let sink: Promise<void> | null = null;
-  if (!('dir' in out && !('write' in out))) {
-    sink = pipeline(hasher, out as Writable);
-    target = hasher;
-  }
   const writer = createPackageWriter(request.kind, target, { root, mtime: now });
   // Sizes of what was written, for the file list of index.html.
   const sizes = new Map<string, number>();
@@ -533,15 +552,7 @@ export async function exportCompanyPackage(
       }),
     );
     const done = await pkg.finish();
-    if (sink) await sink;
-    return {
-      exportId,
-      root,
-      records,
-      bytes: sink ? hasher.bytes : done.bytes,
-      sha256: sink ? hasher.hash.digest('hex') : '',
-      counts: ctx.counts,
-    };
+    return { exportId, root, records, bytes: done.bytes, counts: ctx.counts };
   } catch (err) {
     pkg.abort(err as Error);
     viewer.stream.destroy();

@@ -1,22 +1,20 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
-import { PassThrough, type Readable, Transform, type Writable } from 'node:stream';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { PassThrough, type Readable, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
-import type { Database } from '../db/database.ts';
-import { rangeFrom } from '../db/database.ts';
-import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
-import { getWriter } from '../format/registry.ts';
-import type { FormatWriter } from '../format/types.ts';
-import { FerryError } from '../domain/ferry-error.ts';
+import { datasetOf, datasetStream, estimateRows } from '../collect/dataset-source.ts';
 import { exportDocumentDataset } from '../collect/documents.ts';
-import { buildExportQuery, selectedFields } from '../collect/query.ts';
+import { selectedFields } from '../collect/query.ts';
 import { RecordCounter } from '../collect/record-counter.ts';
 import type { ExportRequest } from '../collect/request.ts';
+import { exportMetadata, loadTenant, zonesFor } from '../collect/tenant.ts';
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import type { DataMap } from '../datamap/types.ts';
+import type { Database } from '../db/database.ts';
 import type { Compression } from '../domain/compression.ts';
-
-export const FERRY_EXPORT_VERSION = '1.0';
+import { FerryError } from '../domain/ferry-error.ts';
+import { getWriter } from '../format/registry.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
+import { compressionCodec } from '../packaging/compression.ts';
 
 export interface ExportProgress {
   records: number;
@@ -25,15 +23,19 @@ export interface ExportProgress {
   estimatedRecords: number | null;
 }
 
-export interface ExportOutcome {
+/** What a dataset export wrote, without its size and hash (see `exportDataset` for those). */
+export interface WrittenDataset {
   exportId: string;
   records: number;
-  /** Bytes written to the output (after compression). */
-  bytes: number;
-  sha256: string;
   contentType: string;
   /** File extension including compression, e.g. `csv.gz`. */
   extension: string;
+}
+
+export interface ExportOutcome extends WrittenDataset {
+  /** Bytes written to the output (after compression). */
+  bytes: number;
+  sha256: string;
 }
 
 export interface ExportOptions {
@@ -48,123 +50,38 @@ export interface ExportOptions {
   datamap?: DataMap;
 }
 
-export interface TenantInfo {
-  id: string;
-  slug: string;
-  name: string;
-  plan: string;
-  timezone: string;
-  home_country: string;
-}
-
-/** Finds a tenant by id or slug; a missing tenant is a clear error. */
-export async function loadTenant(database: Database, idOrSlug: string): Promise<TenantInfo> {
-  const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(idOrSlug);
-  const row = await database.db
-    .selectFrom('tenants')
-    .select(['id', 'slug', 'name', 'plan', 'timezone', 'home_country'])
-    .where(isUuid ? 'id' : 'slug', '=', idOrSlug)
-    .executeTakeFirst();
-  if (!row) throw new FerryError('not_found', `tenant "${idOrSlug}" does not exist (see \`ferry tenants\`)`);
-  return row;
-}
-
-export function compressor(compression: Compression): Transform | null {
-  switch (compression) {
-    case 'gzip':
-      // Level 1: exports are transport copies; higher levels cost 3-5x the time for ~10% size.
-      return zlib.createGzip({ level: 1 });
-    case 'zstd':
-      return zlib.createZstdCompress({ params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 } });
-    case 'none':
-      return null;
-  }
-}
-
-export function compressionSuffix(compression: Compression): string {
-  return compression === 'gzip' ? '.gz' : compression === 'zstd' ? '.zst' : '';
-}
-
-/** Passes bytes through while hashing and counting them. */
-export class HashCounter extends Transform {
-  readonly hash = createHash('sha256');
-  bytes = 0;
-  override _transform(
-    chunk: Buffer,
-    _enc: BufferEncoding,
-    done: (e?: Error | null, c?: Buffer) => void,
-  ): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    done(null, chunk);
-  }
-}
-
-export function exportMetadata(
-  request: ExportRequest,
-  tenant: TenantInfo,
-  exportId: string,
-  timezone: string,
-) {
+/**
+ * Extension (with the compression suffix) and media type of a single-dataset file,
+ * known before any byte; an unknown format is an `invalid_parameter` error.
+ */
+export function datasetFileType(
+  format: string,
+  compression: Compression,
+): { extension: string; contentType: string } {
+  // Markdown (knowledge base only) is a ZIP of one file per document.
+  const base =
+    format === 'markdown'
+      ? { extension: 'md.zip', contentType: 'application/zip' }
+      : { extension: getWriter(format).extension, contentType: getWriter(format).contentType };
+  const codec = compressionCodec(compression);
   return {
-    export_id: exportId,
-    export_date: new Date().toISOString(),
-    export_version: FERRY_EXPORT_VERSION,
-    tenant_id: tenant.id,
-    tenant_name: tenant.name,
-    dataset: request.dataset,
-    format: request.format,
-    timezone,
-    anonymization_level: request.pii,
-    filters: request.filters,
-    ...(Object.keys(request.options).length ? { options: request.options } : {}),
+    extension: `${base.extension}${codec.suffix}`,
+    contentType: codec.contentType ?? base.contentType,
   };
 }
 
-function datasetOf(request: ExportRequest, datamap: DataMap = REFERENCE_DATAMAP): DatasetDeclaration {
-  const dataset = datamap.datasets[request.dataset];
-  if (!dataset) throw new FerryError('invalid_parameter', `dataset: unknown dataset "${request.dataset}"`);
-  return dataset;
-}
-
-/** Counts the rows a tabular export will produce. */
-export async function estimateRows(
+/**
+ * Rows a dataset export will produce (one count query), for a progress percentage;
+ * null for document datasets, whose size is not a row count.
+ */
+export async function estimateDataset(
   database: Database,
   request: ExportRequest,
-  zones: Zones,
   datamap: DataMap = REFERENCE_DATAMAP,
-): Promise<number> {
-  const dataset = datasetOf(request, datamap);
-  const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
-  const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(
-    database.db,
-  );
-  return result.rows[0]?.n ?? 0;
-}
-
-/** The database stream for a tabular dataset in the writer's input shape. */
-export function datasetStream(
-  database: Database,
-  request: ExportRequest,
-  writer: FormatWriter,
-  zones: Zones,
-  anonymizeKey: string,
-  datamap: DataMap = REFERENCE_DATAMAP,
-): Readable {
-  const dataset = datasetOf(request, datamap);
-  return database.copyOut(
-    buildExportQuery(dataset, request, { ...zones, anonymizeKey, input: writer.input }),
-  );
-}
-
-/** Timestamps are written in the requested zone, else UTC; days (filters, periods) follow the requested zone, else the tenant's. */
-export interface Zones {
-  timezone: string;
-  dayZone: string;
-}
-
-export function zonesFor(request: ExportRequest, tenant: TenantInfo): Zones {
-  return { timezone: request.timezone ?? 'UTC', dayZone: request.timezone ?? tenant.timezone };
+): Promise<number | null> {
+  if (datasetOf(request, datamap).kind === 'document') return null;
+  const zones = zonesFor(request, await loadTenant(database, request.tenantId));
+  return estimateRows(database, request, zones, datamap);
 }
 
 /**
@@ -177,26 +94,49 @@ export async function exportDataset(
   out: Writable,
   options: ExportOptions = {},
 ): Promise<ExportOutcome> {
+  const meter = new MeteredHash();
+  const written = await streamDataset(database, request, [meter, out], options, () => meter.bytes);
+  return { ...written, bytes: meter.bytes, sha256: meter.sha256 };
+}
+
+/**
+ * The same export without a hash: collect → count → format → compress → out. For a
+ * caller that meters the bytes itself (the file run), so each byte is hashed once.
+ */
+export function writeDataset(
+  database: Database,
+  request: ExportRequest,
+  out: Writable,
+  options: Omit<ExportOptions, 'onProgress'> & {
+    onProgress?: (progress: Omit<ExportProgress, 'bytes'>) => void;
+  } = {},
+): Promise<WrittenDataset> {
+  return streamDataset(database, request, [out], options, () => 0);
+}
+
+async function streamDataset(
+  database: Database,
+  request: ExportRequest,
+  tail: readonly Writable[],
+  options: ExportOptions,
+  bytes: () => number,
+): Promise<WrittenDataset> {
   const tenant = await loadTenant(database, request.tenantId);
   const scoped: ExportRequest = { ...request, tenantId: tenant.id };
   const exportId = options.exportId ?? randomUUID();
   const zones = zonesFor(request, tenant);
   const timezone = zones.timezone;
   const anonymizeKey = options.anonymizeKey ?? randomBytes(16).toString('hex');
-  const compression = compressor(request.compression);
-  const hasher = new HashCounter();
+  const compression = compressionCodec(request.compression).create();
+  const compressed: Transform[] = compression ? [compression] : [];
   const metadata = exportMetadata(scoped, tenant, exportId, timezone);
+  const suffix = compressionCodec(request.compression).suffix;
   const datamap = options.datamap ?? REFERENCE_DATAMAP;
   const dataset = datasetOf(scoped, datamap);
 
   if (dataset.kind === 'document') {
     const body = new PassThrough();
-    const stages: (NodeJS.ReadableStream | NodeJS.WritableStream)[] = [
-      body,
-      ...(compression ? [compression] : []),
-      hasher,
-      out,
-    ];
+    const stages = [body, ...compressed, ...tail];
     const done = pipeline(stages as unknown as [Readable, Writable], { signal: options.signal } as never);
     const result = await exportDocumentDataset(database, dataset, scoped, body, {
       tenant,
@@ -209,10 +149,8 @@ export async function exportDataset(
     return {
       exportId,
       records: result.records,
-      bytes: hasher.bytes,
-      sha256: hasher.hash.digest('hex'),
       contentType: result.contentType,
-      extension: `${result.extension}${compressionSuffix(request.compression)}`,
+      extension: `${result.extension}${suffix}`,
     };
   }
 
@@ -222,20 +160,18 @@ export async function exportDataset(
   const estimatedRecords = options.estimate ? await estimateRows(database, scoped, zones, datamap) : null;
   const counter = new RecordCounter(writer.input, {
     headerLines: writer.input === 'csv' ? 1 : 0,
-    onCount: (records, _bytes) => options.onProgress?.({ records, bytes: hasher.bytes, estimatedRecords }),
+    onCount: (records, _bytes) => options.onProgress?.({ records, bytes: bytes(), estimatedRecords }),
   });
   const fields = selectedFields(dataset, scoped);
   const format = writer.create({ dataset: request.dataset, fields, metadata, bom: request.bom });
   const source = datasetStream(database, scoped, writer, zones, anonymizeKey, datamap);
-  const stages = [source, counter, format, ...(compression ? [compression] : []), hasher, out];
+  const stages = [source, counter, format, ...compressed, ...tail];
   await pipeline(stages as unknown as [Readable, Writable], options.signal ? { signal: options.signal } : {});
-  options.onProgress?.({ records: counter.count, bytes: hasher.bytes, estimatedRecords });
+  options.onProgress?.({ records: counter.count, bytes: bytes(), estimatedRecords });
   return {
     exportId,
     records: counter.count,
-    bytes: hasher.bytes,
-    sha256: hasher.hash.digest('hex'),
     contentType: writer.contentType,
-    extension: `${writer.extension}${compressionSuffix(request.compression)}`,
+    extension: `${writer.extension}${suffix}`,
   };
 }

@@ -2,7 +2,7 @@ import { recordAudit } from '../auth/audit.ts';
 import { notifyFailure } from '../deliver/notify.ts';
 import { applyRetention } from '../deliver/s3-target.ts';
 import type { DeliveryArtifact, S3Target } from '../deliver/types.ts';
-import { loadTenant, type TenantInfo } from '../pipeline/export-dataset.ts';
+import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
 import type { Logger } from '../lib/logger.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { deliveryFailedBody, exportCompletedBody } from '../webhooks/events.ts';

@@ -1,18 +1,25 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { PassThrough, Transform, type TransformCallback, type Writable } from 'node:stream';
+import { randomUUID } from 'node:crypto';
 import type { PlanLimits } from '../auth/limits.ts';
 import { historyStart, quotaExceeded } from '../auth/quotas.ts';
-import type { Database } from '../db/database.ts';
-import { decodeChangeCursor, encodeChangeCursor, exportChanges } from '../collect/changes.ts';
+import { type ChangeCursor, decodeChangeCursor, encodeChangeCursor } from '../collect/changes.ts';
 import { sessionAnonymizeKey } from '../collect/paging.ts';
 import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
-import { exportDataset, type TenantInfo } from '../pipeline/export-dataset.ts';
+import type { TenantInfo } from '../collect/tenant.ts';
+import type { Database } from '../db/database.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
-import { exportJobs, tenantExports } from '../export-requests/repository.ts';
 import { exportPrefix, fileSpec, removeLeftovers } from '../export-requests/export-job.ts';
+import { exportJobs, tenantExports } from '../export-requests/repository.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
-import { createPackageWriter } from '../packaging/archive.ts';
+import { stamp } from '../lib/stamp.ts';
+import { datasetFileType } from '../pipeline/export-dataset.ts';
+import {
+  type ChangesProduced,
+  changesProducer,
+  datasetProducer,
+  packageProducer,
+} from '../pipeline/producers.ts';
+import { type Producer, runFile } from '../pipeline/run.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import {
   type DatasetCount,
@@ -52,13 +59,6 @@ const DAY_MS = 86_400_000;
 export function runFileSpecs(config: ScheduleConfig): FileSpecInput[] {
   if (config.package !== 'none') return [{ key: 'package', datasets: config.datasets }];
   return config.datasets.map((d) => ({ key: d.dataset, datasets: [d] }));
-}
-
-function stamp(date: Date): string {
-  return date
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d+Z$/, 'Z');
 }
 
 function slug(text: string): string {
@@ -161,35 +161,6 @@ function hasFromFilter(dataset: string): boolean {
   }
 }
 
-/** Passes bytes through, hashing and counting them, and stops past `maxBytes`. */
-class FileMeter extends Transform {
-  readonly #maxBytes: number | null;
-  readonly digest = createHash('sha256');
-  bytes = 0;
-
-  constructor(maxBytes: number | null) {
-    super();
-    this.#maxBytes = maxBytes;
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.#maxBytes !== null && this.bytes > this.#maxBytes) {
-      done(
-        quotaExceeded(
-          'max_file_bytes',
-          `the scheduled export grew past the plan's file size limit of ${this.#maxBytes} bytes; narrow the ` +
-            'schedule (fewer datasets, a window) or upgrade the plan',
-          null,
-        ),
-      );
-      return;
-    }
-    this.digest.update(chunk);
-    done(null, chunk);
-  }
-}
-
 export interface ProduceInput {
   readonly run: RunRow;
   readonly config: RunConfig;
@@ -258,7 +229,7 @@ interface FileContext {
   readonly now: Date;
 }
 
-/** Streams the file into the store, checks it, commits it, and records it on the export row. */
+/** Streams the file through the pipeline run into the store and records it on the export row. */
 async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContext): Promise<RunFile> {
   const { run, config, tenant, limits, spec } = input;
   const { file, exportId, attemptId, exportConfig, now } = ctx;
@@ -272,21 +243,31 @@ async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContex
 
   const counts: Record<string, DatasetCount> = {};
   const cursors: NonNullable<RunFile['cursors']> = {};
-  const writeDataset = async (entry: ScheduleDataset, out: Writable) => {
+  /** One dataset of the file: the change feed for incremental datasets, the dataset export otherwise. */
+  const datasetEntry = (entry: ScheduleDataset): Producer => {
     const request = requestFor(tenant.id, config, entry, run.due_at, historyFrom);
-    const range = selectionRange(entry, run.due_at, config.timezone);
-    if (entry.mode === 'incremental') {
+    if (entry.mode !== 'incremental') {
+      const range = selectionRange(entry, run.due_at, config.timezone);
+      const produce = datasetProducer(deps.database, request, {
+        exportId,
+        anonymizeKey: sessionAnonymizeKey(deps.secretKey, tenant.id, `schedule:${run.schedule_id}`),
+      });
+      return async (out, produceCtx) => {
+        const { records } = await produce(out, produceCtx);
+        counts[entry.dataset] = { records, tombstones: 0, mode: entry.mode, from: range.from, to: range.to };
+        return { records };
+      };
+    }
+    return async (out, produceCtx) => {
       const text = await scheduleRuns(deps.database).checkpoint(run.schedule_id, entry.dataset);
       const since = text
         ? decodeChangeCursor(text, { tenantId: tenant.id, dataset: entry.dataset }, 'checkpoint')
         : null;
-      let result: Awaited<ReturnType<typeof exportChanges>>;
+      const feed = (from: ChangeCursor | null) =>
+        changesProducer(deps.database, request, from, { exportId, secret: deps.secretKey })(out, produceCtx);
+      let result: ChangesProduced;
       try {
-        result = await exportChanges(deps.database, request, since, out, {
-          exportId,
-          secret: deps.secretKey,
-          signal: input.signal,
-        });
+        result = await feed(since);
       } catch (err) {
         if (!(err instanceof FerryError && err.code === 'gone' && since)) throw err;
         // The checkpoint is too old for the change feed (billions of transactions ago):
@@ -295,135 +276,93 @@ async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContex
           { schedule_id: run.schedule_id, dataset: entry.dataset },
           'checkpoint too old; exporting everything',
         );
-        result = await exportChanges(deps.database, request, null, out, {
-          exportId,
-          secret: deps.secretKey,
-          signal: input.signal,
-        });
+        result = await feed(null);
       }
       counts[entry.dataset] = {
-        records: result.records,
+        records: result.upserts,
         tombstones: result.tombstones,
         mode: 'incremental',
         from: null,
         to: null,
       };
       cursors[entry.dataset] = { since: text, next: encodeChangeCursor(result.nextCursor) };
-      return;
-    }
-    const outcome = await exportDataset(deps.database, request, out, {
-      exportId,
-      anonymizeKey: sessionAnonymizeKey(deps.secretKey, tenant.id, `schedule:${run.schedule_id}`),
-      ...(input.signal ? { signal: input.signal } : {}),
-    });
-    counts[entry.dataset] = {
-      records: outcome.records,
-      tombstones: 0,
-      mode: entry.mode,
-      from: range.from,
-      to: range.to,
+      return result;
     };
   };
-
-  const meter = new FileMeter(limits.maxFileBytes);
-  const putting = deps.store.put(storageKey, meter, { contentType: made.contentType });
-  const producing = (async () => {
-    if (config.package === 'none') {
-      await writeDataset(spec.datasets[0]!, meter);
-      return;
-    }
-    const writer = createPackageWriter(config.package, meter, {
-      root: `${slug(config.name)}-${stamp(run.due_at)}-r${run.run_number}`,
-      mtime: run.due_at,
-    });
-    try {
-      for (const entry of spec.datasets) {
-        const source = new PassThrough();
-        const inner = fileSpec(
-          {
-            ...exportConfig,
-            package: 'none',
-            datasets: [entry.dataset],
-            format: formatOf(entry, config),
-            compression: 'none',
-          },
-          run.due_at,
+  const produce =
+    config.package === 'none'
+      ? datasetEntry(spec.datasets[0]!)
+      : packageProducer(
+          config.package,
+          { root: `${slug(config.name)}-${stamp(run.due_at)}-r${run.run_number}`, mtime: run.due_at },
+          spec.datasets.map((entry) => ({
+            path: `${entry.dataset}.${datasetFileType(formatOf(entry, config), 'none').extension}`,
+            produce: datasetEntry(entry),
+          })),
         );
-        const adding = writer.add(`${entry.dataset}${inner.name.slice(inner.name.indexOf('.'))}`, source);
-        await Promise.all([writeDataset(entry, source), adding]);
-      }
-      await writer.finish();
-    } catch (err) {
-      writer.abort(err as Error);
-      throw err;
-    }
-  })().catch((err: unknown) => {
-    meter.destroy(err instanceof Error ? err : new Error(String(err)));
-    throw err;
-  });
 
-  const [produced, stored] = await Promise.allSettled([producing, putting]);
-  {
-    if (produced.status === 'rejected' || stored.status === 'rejected') {
-      if (stored.status === 'fulfilled') await stored.value.discard().catch(() => {});
-      if (input.signal.aborted) throw input.signal.reason;
-      throw produced.status === 'rejected' ? produced.reason : (stored as PromiseRejectedResult).reason;
-    }
-    const pending = stored.value;
-    const sha256 = meter.digest.digest('hex');
-    if (pending.sha256 !== sha256 || pending.bytes !== meter.bytes) {
-      await pending.discard().catch(() => {});
-      throw new FerryError(
-        'internal',
-        `checksum mismatch between the scheduled export and the stored file "${storageKey}"`,
-      );
-    }
-    const records = Object.values(counts).reduce((n, c) => n + c.records, 0);
-    const tombstones = Object.values(counts).reduce((n, c) => n + c.tombstones, 0);
-    if (!(await jobs.toPackaging(exportId, attemptId, deps.now()))) {
-      await pending.discard().catch(() => {});
-      throw new FerryError('internal', `the export ${exportId} of a scheduled run was taken over`);
-    }
-    await pending.commit();
-    const at = deps.now();
-    const expiresAt = new Date(at.getTime() + config.retention.local_days * DAY_MS);
-    const fileId = randomUUID();
-    const completed = await jobs.complete(
-      exportId,
-      attemptId,
-      {
-        id: fileId,
-        name,
-        storageKey,
-        contentType: made.contentType,
-        bytes: pending.bytes,
-        records: records + tombstones,
-        sha256: pending.sha256,
-        encrypted: false,
+  let expiresAt = now;
+  let fileId = '';
+  const outcome = await runFile(
+    { store: deps.store },
+    {
+      produce,
+      maxBytes: limits.maxFileBytes,
+      tooLarge: (maxBytes) =>
+        quotaExceeded(
+          'max_file_bytes',
+          `the scheduled export grew past the plan's file size limit of ${maxBytes} bytes; narrow the ` +
+            'schedule (fewer datasets, a window) or upgrade the plan',
+          null,
+        ),
+    },
+    {
+      key: storageKey,
+      contentType: made.contentType,
+      beforeCommit: () => jobs.toPackaging(exportId, attemptId, deps.now()),
+      complete: (stored) => {
+        const at = deps.now();
+        expiresAt = new Date(at.getTime() + config.retention.local_days * DAY_MS);
+        fileId = randomUUID();
+        return jobs.complete(
+          exportId,
+          attemptId,
+          {
+            id: fileId,
+            name,
+            storageKey,
+            contentType: stored.contentType,
+            bytes: stored.bytes,
+            records: stored.records,
+            sha256: stored.sha256,
+            encrypted: false,
+          },
+          { records: stored.records, estimated: null, bytes: stored.bytes, at },
+          expiresAt,
+        );
       },
-      { records: records + tombstones, estimated: null, bytes: pending.bytes, at },
-      expiresAt,
-    );
-    if (!completed) {
-      await deps.store.delete(storageKey).catch(() => {});
-      throw new FerryError('internal', `the export ${exportId} of a scheduled run was taken over`);
-    }
-    return {
-      ...file,
-      state: 'ready',
-      file_id: fileId,
-      name,
-      storage_key: storageKey,
-      content_type: made.contentType,
-      bytes: pending.bytes,
-      sha256: pending.sha256,
-      records,
-      tombstones,
-      counts,
-      ...(Object.keys(cursors).length ? { cursors } : {}),
-      expires_at: expiresAt.toISOString(),
-    };
-  }
+    },
+    { signal: input.signal },
+  );
+  if (outcome.status === 'lost')
+    throw new FerryError('internal', `the export ${exportId} of a scheduled run was taken over`);
+  const records = Object.values(counts).reduce((n, c) => n + c.records, 0);
+  const tombstones = Object.values(counts).reduce((n, c) => n + c.tombstones, 0);
+  return {
+    ...file,
+    state: 'ready',
+    file_id: fileId,
+    name,
+    storage_key: storageKey,
+    content_type: made.contentType,
+    bytes: outcome.file.bytes,
+    sha256: outcome.file.sha256,
+    records,
+    tombstones,
+    counts,
+    ...(Object.keys(cursors).length ? { cursors } : {}),
+    expires_at: expiresAt.toISOString(),
+  };
 }
 
 /** Fails the export row of a file that was not produced, and removes whatever it stored. */

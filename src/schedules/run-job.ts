@@ -6,7 +6,7 @@ import type { Database } from '../db/database.ts';
 import { deliverAll } from '../deliver/deliver.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryResult } from '../deliver/types.ts';
-import { loadTenant, type TenantInfo } from '../pipeline/export-dataset.ts';
+import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
 import { createLinkSigner, downloadPath, type LinkSigner } from '../export-requests/links.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { FerryJob } from '../jobs/types.ts';

@@ -5,7 +5,7 @@ import { authorize, authorizeExport } from '../auth/policy.ts';
 import { limitsFor, quotaExceeded, registerUsageSource } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { loadTenant } from '../pipeline/export-dataset.ts';
+import { loadTenant } from '../collect/tenant.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { SCHEDULE_STATUSES, type ScheduleStatus } from '../domain/schedule-state.ts';

@@ -10,7 +10,7 @@ import {
   segmentByteRange,
 } from '../crypto/at-rest.ts';
 import type { MasterKeys } from '../crypto/master-key.ts';
-import { DigestTransform } from './digest.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
 import { checkExpiry, checkRange, notFound, resolveRange, validateKey } from './object-key.ts';
 import type {
   ByteRange,
@@ -55,10 +55,10 @@ export class EncryptedObjectStore implements ObjectStore {
 
   async put(key: string, source: Readable, options?: { contentType?: string }): Promise<PendingObject> {
     if (!this.#encryptWrites) return this.inner.put(key, source, options);
-    const digest = new DigestTransform();
+    const digest = new MeteredHash();
     const encrypted = pipeline(source, digest, encryptStream(this.#keys.current), surfaceOnStream);
     const pending = await this.inner.put(key, encrypted, options);
-    const plain: StoredObject = { key, ...digest.result() };
+    const plain: StoredObject = { key, bytes: digest.bytes, sha256: digest.sha256 };
     return {
       ...plain,
       async commit() {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../domain/ferry-error.ts';
-import { DigestTransform } from './digest.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
 import { checkExpiry, notFound, resolveRange, validateKey, validatePrefix } from './object-key.ts';
 import type {
   ByteRange,
@@ -51,7 +51,7 @@ export class LocalObjectStore implements ObjectStore {
       throw err;
     }
     const tempPath = path.join(this.root, TEMP_DIR, randomUUID());
-    const digest = new DigestTransform();
+    const digest = new MeteredHash();
     try {
       await mkdir(path.dirname(tempPath), { recursive: true, mode: 0o700 });
       const handle = await open(tempPath, 'wx', 0o600);
@@ -62,7 +62,7 @@ export class LocalObjectStore implements ObjectStore {
       await rm(tempPath, { force: true });
       throw err;
     }
-    const { bytes, sha256 } = digest.result();
+    const { bytes, sha256 } = digest;
     const stored: StoredObject = { key, bytes, sha256 };
     let state: 'pending' | 'committed' | 'discarded' = 'pending';
     let committing: Promise<StoredObject> | undefined;

@@ -1,0 +1,49 @@
+import { sql } from 'kysely';
+import type { Readable } from 'node:stream';
+import type { Database } from '../db/database.ts';
+import { rangeFrom } from '../db/database.ts';
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
+import type { FormatWriter } from '../format/types.ts';
+import { FerryError } from '../domain/ferry-error.ts';
+import { buildExportQuery } from './query.ts';
+import type { ExportRequest } from './request.ts';
+import type { Zones } from './tenant.ts';
+
+/** The data map declaration of the request's dataset; an unknown name is a parameter error. */
+export function datasetOf(request: ExportRequest, datamap: DataMap = REFERENCE_DATAMAP): DatasetDeclaration {
+  const dataset = datamap.datasets[request.dataset];
+  if (!dataset) throw new FerryError('invalid_parameter', `dataset: unknown dataset "${request.dataset}"`);
+  return dataset;
+}
+
+/** Counts the rows a tabular export will produce (one count query over the export's own FROM). */
+export async function estimateRows(
+  database: Database,
+  request: ExportRequest,
+  zones: Zones,
+  datamap: DataMap = REFERENCE_DATAMAP,
+): Promise<number> {
+  const dataset = datasetOf(request, datamap);
+  // The pseudonym key only shapes projected values; any well-formed key counts the same rows.
+  const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
+  const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(
+    database.db,
+  );
+  return result.rows[0]?.n ?? 0;
+}
+
+/** The database stream (one COPY) for a tabular dataset in the writer's input shape. */
+export function datasetStream(
+  database: Database,
+  request: ExportRequest,
+  writer: FormatWriter,
+  zones: Zones,
+  anonymizeKey: string,
+  datamap: DataMap = REFERENCE_DATAMAP,
+): Readable {
+  const dataset = datasetOf(request, datamap);
+  return database.copyOut(
+    buildExportQuery(dataset, request, { ...zones, anonymizeKey, input: writer.input }),
+  );
+}

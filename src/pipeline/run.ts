@@ -1,0 +1,192 @@
+import { pipeline, type Readable, type Writable } from 'node:stream';
+import { encryptForRecipients } from '../crypto/age.ts';
+import { FerryError } from '../domain/ferry-error.ts';
+import { MeteredHash } from '../lib/metered-hash.ts';
+import type { ObjectStore, PendingObject } from '../store/object-store.ts';
+
+/** What a producer may use while it writes. */
+export interface ProduceContext {
+  readonly signal: AbortSignal;
+  /** Reports the records written so far (progress). */
+  readonly records: (count: number) => void;
+}
+
+/**
+ * Writes a file's bytes into `out` and says how many records it holds. It ends `out`
+ * (a pipeline into it does); one that leaves it open has it ended when it resolves.
+ * Extra fields of the result (counts, cursors) come back to the caller unchanged.
+ */
+export type Producer<R extends { records: number } = { records: number }> = (
+  out: Writable,
+  ctx: ProduceContext,
+) => Promise<R>;
+
+/** What a run produces. */
+export interface FileSpec<R extends { records: number } = { records: number }> {
+  readonly produce: Producer<R>;
+  /** Records the file is expected to hold, for progress; asked before producing; a failure means unknown. */
+  readonly estimate?: (() => Promise<number | null>) | undefined;
+  /** age recipients: when given, the stored file is encrypted for them. */
+  readonly recipients?: readonly string[] | undefined;
+  /** The plan's file size limit, on the bytes produced (before encryption). */
+  readonly maxBytes?: number | null | undefined;
+  /** The error for a file past `maxBytes` (a `quota_exceeded` whose message fits the caller). */
+  readonly tooLarge?: ((maxBytes: number) => Error) | undefined;
+}
+
+/** A file as stored, committed and checked: what a sink records. */
+export interface ProducedFile {
+  readonly key: string;
+  readonly contentType: string;
+  /** Size and SHA-256 of the stored bytes (the encrypted ones for an age-encrypted file). */
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly records: number;
+  readonly encrypted: boolean;
+}
+
+/** Where a run puts its file and how the caller records it. */
+export interface FileSink {
+  readonly key: string;
+  readonly contentType: string;
+  /**
+   * The last step before the file becomes visible, once its checksum is verified: the
+   * caller's state change that proves the attempt still owns the work (e.g. to
+   * `packaging`). False means the attempt lost: the bytes are discarded.
+   */
+  readonly beforeCommit?: (() => Promise<boolean>) | undefined;
+  /**
+   * Records the committed file (the caller's state change, e.g. the export completed).
+   * False means the attempt lost meanwhile: the committed object is deleted again.
+   */
+  readonly complete: (file: ProducedFile) => Promise<boolean>;
+}
+
+export interface RunProgress {
+  records?: number;
+  bytes?: number;
+  estimated?: number | null;
+}
+
+export interface RunControl {
+  readonly signal: AbortSignal;
+  /** Progress as it happens: records from the producer, bytes produced, the estimate. */
+  readonly onProgress?: ((progress: RunProgress) => void) | undefined;
+}
+
+export interface RunDeps {
+  readonly store: ObjectStore;
+}
+
+export type RunOutcome<R> =
+  | { readonly status: 'completed'; readonly file: ProducedFile; readonly produced: R }
+  /** The attempt lost its claim (before the commit, or while recording): nothing of it is left visible. */
+  | { readonly status: 'lost' };
+
+/**
+ * The one run of an export file: the spec's producer writes the bytes, which are
+ * counted and hashed once (and held to the size limit), optionally age-encrypted, and
+ * streamed into a pending object of the store at the same time. The store's checksum
+ * must match what was produced before the object is committed; only then does the
+ * sink record it. Nothing produced by a failed or aborted run stays: pending bytes are
+ * discarded, and an object committed by an attempt that lost its claim is deleted.
+ * An abort rejects with the signal's reason.
+ */
+export async function runFile<R extends { records: number }>(
+  deps: RunDeps,
+  spec: FileSpec<R>,
+  sink: FileSink,
+  control: RunControl,
+): Promise<RunOutcome<R>> {
+  const { signal } = control;
+  const progress = (p: RunProgress) => control.onProgress?.(p);
+  const recipients = spec.recipients ?? [];
+  const encrypted = recipients.length > 0;
+  const meter = new MeteredHash({
+    maxBytes: spec.maxBytes ?? null,
+    ...(spec.tooLarge ? { tooLarge: spec.tooLarge } : {}),
+    onBytes: (bytes) => progress({ bytes }),
+  });
+  const body: Readable = encrypted ? pipeline(meter, encryptForRecipients(recipients), () => {}) : meter;
+  const putting = deps.store.put(sink.key, body, { contentType: sink.contentType });
+  // A store that gives up stops reading: fail the producer's writes instead of leaving them waiting.
+  putting.catch((err: unknown) => meter.destroy(asError(err)));
+  const producing = (async () => {
+    if (spec.estimate) progress({ estimated: await spec.estimate().catch(() => null) });
+    const produced = await spec.produce(meter, { signal, records: (records) => progress({ records }) });
+    if (!meter.writableEnded) meter.end();
+    return produced;
+  })().catch((err: unknown) => {
+    meter.destroy(asError(err));
+    throw err;
+  });
+
+  const [made, stored] = await Promise.allSettled([producing, putting]);
+  if (made.status === 'rejected' || stored.status === 'rejected') {
+    if (stored.status === 'fulfilled') await stored.value.discard().catch(() => {});
+    if (signal.aborted) throw signal.reason;
+    throw made.status === 'rejected' ? made.reason : (stored as PromiseRejectedResult).reason;
+  }
+  const pending = stored.value;
+  const records = made.value.records;
+  if (
+    !(await verifyAndClaim(pending, meter, encrypted, sink, () =>
+      progress({ records, bytes: pending.bytes }),
+    ))
+  )
+    return { status: 'lost' };
+
+  let committed = false;
+  try {
+    await pending.commit();
+    committed = true;
+    const file: ProducedFile = {
+      key: sink.key,
+      contentType: sink.contentType,
+      bytes: pending.bytes,
+      sha256: pending.sha256,
+      records,
+      encrypted,
+    };
+    if (await sink.complete(file)) return { status: 'completed', file, produced: made.value };
+    await deps.store.delete(sink.key);
+    return { status: 'lost' };
+  } catch (err) {
+    if (!committed) await pending.discard().catch(() => {});
+    else await deps.store.delete(sink.key).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Checks that the store holds exactly the bytes produced (for an encrypted file the
+ * store saw ciphertext, which the producer never did: nothing to compare), then asks the
+ * sink whether the attempt may commit. The bytes are discarded unless the answer is yes.
+ */
+async function verifyAndClaim(
+  pending: PendingObject,
+  meter: MeteredHash,
+  encrypted: boolean,
+  sink: FileSink,
+  verified: () => void,
+): Promise<boolean> {
+  try {
+    if (!encrypted && (pending.sha256 !== meter.sha256 || pending.bytes !== meter.bytes))
+      throw new FerryError(
+        'internal',
+        `checksum mismatch between the produced file (${meter.bytes} bytes, sha256 ${meter.sha256}) and ` +
+          `the stored object "${pending.key}" (${pending.bytes} bytes, sha256 ${pending.sha256})`,
+      );
+    verified();
+    if (!sink.beforeCommit || (await sink.beforeCommit())) return true;
+  } catch (err) {
+    await pending.discard().catch(() => {});
+    throw err;
+  }
+  await pending.discard().catch(() => {});
+  return false;
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
