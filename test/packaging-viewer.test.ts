@@ -11,7 +11,8 @@ import vm from 'node:vm';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPackageWriter, type PackageEntryResult } from '../src/packaging/archive.ts';
-import { buildIndexHtml, escapeHtml, formatBytes } from '../src/packaging/index-html.ts';
+import { escapeHtml } from '../src/lib/escape-html.ts';
+import { buildIndexHtml, formatBytes } from '../src/packaging/index-html.ts';
 import {
   ConversationIndexWriter,
   conversationScript,

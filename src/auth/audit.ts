@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { AuthContext } from './context.ts';
 import { MANAGER_AUDIT_ACTION_PREFIX } from './policy.ts';
 import { authDb } from './tables.ts';
@@ -131,22 +132,6 @@ function parseTime(param: 'from' | 'to', value: string): Date {
   return parsed;
 }
 
-function encodeCursor(at: Date, id: string): string {
-  return Buffer.from(JSON.stringify([at.toISOString(), id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): { at: Date; id: string } {
-  try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
-    const date = new Date(at);
-    if (typeof id !== 'string' || !/^[0-9a-f-]{36}$/.test(id) || Number.isNaN(date.getTime()))
-      throw new Error();
-    return { at: date, id };
-  } catch {
-    throw invalid('cursor', 'is not a cursor returned by this endpoint (pass next_cursor unchanged)');
-  }
-}
-
 const asNumber = (v: string | number | null) => (v === null ? null : Number(v));
 
 /**
@@ -167,7 +152,7 @@ export async function listAudit(
   if (query.from) q = q.where('occurred_at', '>=', parseTime('from', query.from));
   if (query.to) q = q.where('occurred_at', '<', parseTime('to', query.to));
   if (query.cursor) {
-    const { at, id } = decodeCursor(query.cursor);
+    const { at, id } = decodeCursor(query.cursor, 'json');
     q = q.where((eb) =>
       eb.or([eb('occurred_at', '<', at), eb.and([eb('occurred_at', '=', at), eb('id', '<', id)])]),
     );
@@ -198,6 +183,7 @@ export async function listAudit(
       error: r.error,
       retention_until: r.retention_until ? r.retention_until.toISOString() : null,
     })),
-    next_cursor: rows.length > limit && last ? encodeCursor(last.occurred_at, last.id) : null,
+    next_cursor:
+      rows.length > limit && last ? encodeCursor({ at: last.occurred_at, id: last.id }, 'json') : null,
   };
 }

@@ -5,6 +5,7 @@ import { literal } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DocumentDataset, DocumentWriter } from '../datamap/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
+import { escapeText } from '../format/xml-escape.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import type { ExportRequest } from './request.ts';
@@ -230,15 +231,6 @@ async function kbSummary(database: Database, tenantId: string) {
   };
 }
 
-function xmlEscape(value: string): string {
-  return value
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
-    .replaceAll('&', '&amp;')
-    .replaceAll('<', '&lt;')
-    .replaceAll('>', '&gt;')
-    .replaceAll('"', '&quot;');
-}
-
 function xmlElement(name: string, value: unknown, indent: string): string {
   if (value === null || value === undefined) return '';
   if (Array.isArray(value)) {
@@ -255,7 +247,7 @@ function xmlElement(name: string, value: unknown, indent: string): string {
       .join('');
     return `${indent}<${name}>\n${inner}${indent}</${name}>\n`;
   }
-  return `${indent}<${name}>${xmlEscape(String(value))}</${name}>\n`;
+  return `${indent}<${name}>${escapeText(String(value))}</${name}>\n`;
 }
 
 export const KB_XML_NAMESPACE = 'https://ferry.dev/schema/knowledge-base/1.0';

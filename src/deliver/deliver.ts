@@ -42,10 +42,11 @@ const ADAPTERS: { readonly [K in TargetType]: AdapterEntry<K> } = {
 };
 
 /**
- * Failures that another attempt cannot fix: a refused address, a host key that does
- * not match, a configuration problem. They end the retries at once.
+ * Delivery failures (error codes) that another attempt cannot fix: a refused address, a
+ * host key that does not match, a configuration problem. They end the retries at once,
+ * and a scheduled run whose missing deliveries all failed so fails without retrying.
  */
-const PERMANENT: ReadonlySet<string> = new Set<ErrorCode>([
+export const PERMANENT_DELIVERY_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'outbound_blocked',
   'host_key_mismatch',
   'invalid_parameter',
@@ -85,7 +86,7 @@ export async function deliver(
         { target: summary.label, attempt: attempts, code: failure.code, error: failure.message },
         'delivery attempt failed',
       );
-      if (PERMANENT.has(failure.code) || attempts > delays.length) break;
+      if (PERMANENT_DELIVERY_CODES.has(failure.code) || attempts > delays.length) break;
       await sleep(delays[attempts - 1]!);
     }
   }

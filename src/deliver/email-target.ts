@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { FerryError } from '../domain/ferry-error.ts';
+import { escapeHtml } from '../lib/escape-html.ts';
 import type { MailMessage } from './mailer.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, EmailTarget } from './types.ts';
 
@@ -87,10 +88,6 @@ export function formatSize(bytes: number): string {
 
 function formatTime(date: Date): string {
   return `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 /** The delivery email: plain text and the same as simple HTML. */

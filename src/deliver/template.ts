@@ -1,4 +1,5 @@
 import { invalid } from '../domain/ferry-error.ts';
+import { stamp } from '../lib/stamp.ts';
 
 /** Placeholders a destination path may use; see docs/destinations.md. */
 export const PATH_PLACEHOLDERS = ['date', 'datetime', 'tenant', 'dataset', 'export_id'] as const;
@@ -49,7 +50,7 @@ export function renderPathTemplate(template: string, values: PathValues): string
   const iso = values.now.toISOString();
   const filled: Record<PathPlaceholder, string> = {
     date: iso.slice(0, 10),
-    datetime: `${iso.slice(0, 19).replace(/[-:]/g, '')}Z`,
+    datetime: stamp(values.now),
     tenant: values.tenant,
     dataset: values.dataset,
     export_id: values.exportId,

@@ -16,6 +16,7 @@ import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
@@ -335,6 +336,7 @@ export async function listExports(
 ): Promise<{ data: ExportView[]; next_cursor: string | null }> {
   authorize(auth, 'exports:read');
   const limit = query.limit ?? 20;
+  const after = query.cursor ? decodeCursor(query.cursor, 'pipe') : undefined;
   const filter: ListFilter = {
     statuses: query.status,
     dataset: query.dataset,
@@ -343,7 +345,7 @@ export async function listExports(
     requester: SEES_ALL.includes(auth.role)
       ? undefined
       : { apiKeyId: auth.apiKeyId, teamMemberId: auth.teamMemberId },
-    after: query.cursor ? decodeCursor(query.cursor) : undefined,
+    after: after && { createdAt: after.at, id: after.id },
     limit: limit + 1,
   };
   const exports = tenantExports(deps.database, auth.tenantId);
@@ -356,7 +358,8 @@ export async function listExports(
   const last = page[page.length - 1];
   return {
     data: page.map((row) => presentExport(row, byExport.get(row.id) ?? [], now)),
-    next_cursor: rows.length > limit && last ? encodeCursor(last) : null,
+    next_cursor:
+      rows.length > limit && last ? encodeCursor({ at: last.created_at, id: last.id }, 'pipe') : null,
   };
 }
 
@@ -367,18 +370,6 @@ function parseInstant(param: string, value: string, endOfDay = false): Date {
   if (Number.isNaN(parsed.getTime()) || (!day && !/T.*(Z|[+-]\d{2}:?\d{2})$/.test(value)))
     throw invalid(param, `"${value}" is not a date (YYYY-MM-DD) or an ISO 8601 timestamp with offset`);
   return day && endOfDay ? new Date(parsed.getTime() + 86_400_000) : parsed;
-}
-
-function encodeCursor(row: ExportRow): string {
-  return Buffer.from(`${row.created_at.toISOString()}|${row.id}`).toString('base64url');
-}
-
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
-  const createdAt = new Date(at ?? '');
-  if (!id || !/^[0-9a-f-]{36}$/.test(id) || Number.isNaN(createdAt.getTime()))
-    throw invalid('cursor', 'is not a cursor this API returned (use next_cursor from the previous page)');
-  return { createdAt, id };
 }
 
 /**

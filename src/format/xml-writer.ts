@@ -11,10 +11,9 @@ import {
   toDouble,
   toInt64,
 } from './values.ts';
+import { escapeAttribute, escapeText } from './xml-escape.ts';
 import {
   assertElementName,
-  escapeAttribute,
-  escapeText,
   isArrayType,
   metadataElementName,
   XML_NAMESPACE,

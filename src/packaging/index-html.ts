@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { invalid } from '../domain/ferry-error.ts';
+import { escapeHtml } from '../lib/escape-html.ts';
 import { scriptLiteral, VIEWER_INDEX_PATH } from './viewer-scripts.ts';
 
 /**
@@ -64,10 +65,6 @@ function viewerAssets(): NonNullable<typeof assets> {
   ].join('; ');
   assets = { script, style, csp };
   return assets;
-}
-
-export function escapeHtml(value: unknown): string {
-  return String(value ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 export function formatBytes(bytes: number): string {

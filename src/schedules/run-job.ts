@@ -3,7 +3,7 @@ import type { Plan } from '../auth/context.ts';
 import { limitsFor } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { deliverAll } from '../deliver/deliver.ts';
+import { deliverAll, PERMANENT_DELIVERY_CODES } from '../deliver/deliver.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryResult } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
@@ -45,21 +45,6 @@ const PERMANENT = new Set<ErrorCode>([
   'not_found',
   'quota_exceeded',
   'unsupported_format',
-]);
-
-/**
- * Delivery failures that another attempt of the run cannot fix either (the run keeps its
- * targets as they were when it was created): when every missing delivery failed so,
- * the run fails at once instead of retrying for an hour.
- */
-const PERMANENT_DELIVERY: ReadonlySet<string> = new Set<ErrorCode>([
-  'outbound_blocked',
-  'host_key_mismatch',
-  'invalid_parameter',
-  'email_not_configured',
-  'secret_unreadable',
-  'secret_key_invalid',
-  'not_found',
 ]);
 
 class RunLost extends Error {
@@ -308,7 +293,9 @@ async function execute(
       return `${failed?.target_label ?? `target ${index}`}: ${file.name} not delivered${failed?.error ? ` (${failed.error})` : ''}`;
     })
     .join('; ');
-  const permanent = last.length > 0 && last.every((d) => PERMANENT_DELIVERY.has(d?.error_code ?? ''));
+  // Another attempt of the run cannot fix these either (it keeps the targets it was created with):
+  // when every missing delivery failed so, the run fails at once instead of retrying for an hour.
+  const permanent = last.length > 0 && last.every((d) => PERMANENT_DELIVERY_CODES.has(d?.error_code ?? ''));
   return { delivered: missing.length === 0, permanent, reason, files, deliveries, tenant, config, artifacts };
 }
 

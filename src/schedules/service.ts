@@ -9,6 +9,7 @@ import { loadTenant } from '../collect/tenant.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { SCHEDULE_STATUSES, type ScheduleStatus } from '../domain/schedule-state.ts';
+import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { webhookDb } from '../webhooks/tables.ts';
@@ -293,9 +294,10 @@ export async function listSchedules(
   authorize(auth, 'schedules:read');
   const limit = query.limit ?? 50;
   const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const after = query.cursor ? decodeCursor(query.cursor, 'pipe') : undefined;
   const rows = await schedules.list({
     limit: limit + 1,
-    after: query.cursor ? decodeCursor(query.cursor) : undefined,
+    after: after && { createdAt: after.at, id: after.id },
   });
   const page = rows.slice(0, limit);
   const last = await schedules.lastRuns(page.map((r) => r.id));
@@ -310,18 +312,8 @@ export async function listSchedules(
       }),
     ),
     next_cursor:
-      rows.length > limit && tail
-        ? Buffer.from(`${tail.created_at.toISOString()}|${tail.id}`).toString('base64url')
-        : null,
+      rows.length > limit && tail ? encodeCursor({ at: tail.created_at, id: tail.id }, 'pipe') : null,
   };
-}
-
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
-  const createdAt = new Date(at ?? '');
-  if (!id || !/^[0-9a-f-]{36}$/.test(id) || Number.isNaN(createdAt.getTime()))
-    throw invalid('cursor', 'is not a cursor this API returned (use next_cursor from the previous page)');
-  return { createdAt, id };
 }
 
 /** `PATCH /api/v1/schedules/{id}`: changes the given fields; the result is checked as a whole. */

@@ -1,0 +1,4 @@
+/** Escapes text for HTML element content and quoted attributes (`& < > " '` as numeric references). */
+export function escapeHtml(value: unknown): string {
+  return String(value ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
