@@ -75,12 +75,12 @@ export function describeFailure(err: unknown): Failure {
 }
 
 /**
- * Runs one attempt of an export job: claims the export (a lease for this attempt),
- * streams the data through the engine into a pending object in the store, checks its
- * checksum, commits it, and only then marks the export completed with the file's size
- * and SHA-256. A crash at any point leaves either nothing visible or a committed file
- * that the next attempt removes before it starts; never a completed export without its
- * file. Temporary data is discarded in `finally`.
+ * Runs one attempt of an export job: claims the export (a lease for this attempt) and
+ * hands the file to the pipeline run, which streams it into a pending object in the
+ * store, checks its checksum, commits it, and only then has this attempt mark the export
+ * completed with the file's size and SHA-256. A crash at any point leaves either nothing
+ * visible or a committed file that the next attempt removes before it starts; never a
+ * completed export without its file. A failed run leaves no pending bytes.
  */
 export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void> {
   const exportId = job.data.id;
