@@ -114,7 +114,7 @@ export async function runFile<R extends { records: number }>(
   const producing = (async () => {
     if (spec.estimate) progress({ estimated: await spec.estimate().catch(() => null) });
     const produced = await spec.produce(meter, { signal, records: (records) => progress({ records }) });
-    if (!meter.writableEnded) meter.end();
+    if (!meter.writableEnded && !meter.destroyed) meter.end();
     return produced;
   })().catch((err: unknown) => {
     meter.destroy(asError(err));
@@ -129,12 +129,8 @@ export async function runFile<R extends { records: number }>(
   }
   const pending = stored.value;
   const records = made.value.records;
-  if (
-    !(await verifyAndClaim(pending, meter, encrypted, sink, () =>
-      progress({ records, bytes: pending.bytes }),
-    ))
-  )
-    return { status: 'lost' };
+  const onVerified = () => progress({ records, bytes: pending.bytes });
+  if (!(await verifyAndClaim(pending, meter, encrypted, sink, onVerified))) return { status: 'lost' };
 
   let committed = false;
   try {
