@@ -107,6 +107,9 @@ export async function runFile<R extends { records: number }>(
     ...(spec.tooLarge ? { tooLarge: spec.tooLarge } : {}),
     onBytes: (bytes) => progress({ bytes }),
   });
+  // Errors of the meter reach the run through the producer and the store (both see the stream
+  // fail); without this listener, one that comes before the store attached its own would crash.
+  meter.on('error', () => {});
   const body: Readable = encrypted ? pipeline(meter, encryptForRecipients(recipients), () => {}) : meter;
   const putting = deps.store.put(sink.key, body, { contentType: sink.contentType });
   // A store that gives up stops reading: fail the producer's writes instead of leaving them waiting.
