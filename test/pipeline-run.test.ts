@@ -7,7 +7,7 @@ import { Transform } from 'node:stream';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { decryptWithIdentities } from '../src/crypto/age.ts';
-import { FerryError } from '../src/lib/errors.ts';
+import { FerryError } from '../src/domain/ferry-error.ts';
 import { type FileSink, type ProducedFile, type Producer, runFile } from '../src/pipeline/run.ts';
 import { LocalObjectStore } from '../src/store/local-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
