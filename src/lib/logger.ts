@@ -1,6 +1,5 @@
 import { hostname } from 'node:os';
 import { pino } from 'pino';
-import type { Config } from '../config/config.ts';
 
 export type Logger = pino.Logger;
 
@@ -106,7 +105,10 @@ function serializeError(err: Error): Record<string, unknown> {
  * Ferry's logger: JSON lines at the configured level, with secrets redacted from
  * every logged object and from child bindings. Also used as Fastify's logger.
  */
-export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
+export function createLogger(
+  config: { readonly logLevel: pino.LevelWithSilent },
+  destination?: pino.DestinationStream,
+): Logger {
   return pino(
     {
       level: config.logLevel,

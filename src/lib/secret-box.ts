@@ -1,7 +1,6 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Config } from '../config/config.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 
 /**
@@ -62,7 +61,10 @@ export function maskSecret(plaintext: string): string {
  * per-install key kept in `<FERRY_DATA_DIR>/secret.key`, created with random
  * bytes on first use (mode 0600). Losing that file makes stored secrets unreadable.
  */
-export function loadOrCreateSecretKey(config: Pick<Config, 'secretKey' | 'dataDir'>): string {
+export function loadOrCreateSecretKey(config: {
+  readonly secretKey?: string | undefined;
+  readonly dataDir: string;
+}): string {
   if (config.secretKey) return config.secretKey;
   const file = path.join(config.dataDir, 'secret.key');
   try {
