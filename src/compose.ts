@@ -1,15 +1,63 @@
+import { ensureChangeTracking } from './collect/change-tracking.ts';
 import type { Config } from './config/config.ts';
+import { createLinkSigner, type LinkSigner } from './crypto/link-signer.ts';
 import type { Database } from './db/database.ts';
 import { openDatabase } from './db/open.ts';
-import { ensureChangeTracking } from './collect/change-tracking.ts';
 import { REFERENCE_DATAMAP, validateDataMap } from './datamap/datamap.ts';
+import { createSftpClient, createTargetS3Client } from './deliver/clients.ts';
+import { createMailer, type Mailer } from './deliver/mailer.ts';
+import type { DeliveryClients } from './deliver/types.ts';
+import { EXPORT_JOBS } from './export-requests/jobs.ts';
 import { buildApp, type FerryApp } from './http/app.ts';
 import { createJobQueue, type JobQueue } from './jobs/queue.ts';
-import { JOBS, startWorkers } from './jobs/registry.ts';
+import type { JobDefinition } from './jobs/types.ts';
+import { startWorkers } from './jobs/workers.ts';
 import { createLogger, type Logger } from './lib/logger.ts';
+import { STREAM_JOBS } from './live/jobs.ts';
+import { createStreamHub } from './live/hub.ts';
+import { SCHEDULE_JOBS } from './schedules/jobs.ts';
 import { createObjectStore } from './store/create-object-store.ts';
 import type { ObjectStore } from './store/object-store.ts';
-import { createStreamHub } from './live/hub.ts';
+import { WEBHOOK_JOBS } from './webhooks/jobs.ts';
+import { deliverToWebhook } from './webhooks/webhook-target.ts';
+
+/**
+ * Every kind of job Ferry runs. A new job is a definition in its area's `jobs.ts`,
+ * listed here; a queue's dead-letter queue comes before it.
+ */
+export const JOBS: readonly JobDefinition[] = [
+  ...EXPORT_JOBS,
+  ...WEBHOOK_JOBS,
+  ...SCHEDULE_JOBS,
+  ...STREAM_JOBS,
+];
+
+/**
+ * What the delivery targets send through: S3 clients for tenant buckets, SFTP clients,
+ * and the webhook outbox for webhook targets (src/deliver/ does not depend on src/webhooks/).
+ */
+export const DELIVERY_CLIENTS: DeliveryClients = {
+  s3: createTargetS3Client,
+  sftp: createSftpClient,
+  webhook: deliverToWebhook,
+};
+
+/** The adapters that job handlers (and, for the signer, routes) get besides the database, queue and store. */
+export interface Adapters {
+  readonly signer: LinkSigner;
+  /** The operator's SMTP server; absent when FERRY_SMTP_URL is not set. */
+  readonly mailer: Mailer | undefined;
+  readonly deliveryClients: DeliveryClients;
+}
+
+/** Builds the link signer, the mailer (when SMTP is configured) and the delivery clients. */
+export function createAdapters(config: Config): Adapters {
+  return {
+    signer: createLinkSigner(config),
+    mailer: config.smtp ? createMailer(config.smtp) : undefined,
+    deliveryClients: DELIVERY_CLIENTS,
+  };
+}
 
 /** What a `ferry serve` process runs; built once from the frozen config. */
 export interface Ferry {
@@ -37,14 +85,15 @@ export interface ComposeOptions {
 export async function compose(config: Config, options: ComposeOptions = {}): Promise<Ferry> {
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config);
+  const adapters = createAdapters(config);
   let jobs: Jobs | undefined;
   try {
     await startDataMap(database);
-    jobs = await startJobs(database, config, logger, options.worker !== false);
+    jobs = await startJobs(database, config, logger, adapters, options.worker !== false);
     const { queue, store } = jobs;
     // One live-stream listener per process, shared by every WebSocket subscriber.
     const stream = createStreamHub(database, { logger });
-    const app = await buildApp({ database, config, logger, queue, store, stream });
+    const app = await buildApp({ database, config, logger, queue, store, signer: adapters.signer, stream });
     await app.ready();
     let closing: Promise<void> | undefined;
     return {
@@ -59,12 +108,14 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
           .close()
           .finally(() => stream.stop())
           .finally(() => queue.stop())
+          .finally(() => adapters.mailer?.close())
           .finally(() => database.close());
         return closing;
       },
     };
   } catch (err) {
     await jobs?.queue.stop();
+    adapters.mailer?.close();
     await database.close();
     throw err;
   }
@@ -85,12 +136,19 @@ interface Jobs {
 }
 
 /** The object store and the job queue; with `worker`, the job workers and cron schedules too. */
-async function startJobs(database: Database, config: Config, logger: Logger, worker: boolean): Promise<Jobs> {
+async function startJobs(
+  database: Database,
+  config: Config,
+  logger: Logger,
+  adapters: Adapters,
+  worker: boolean,
+): Promise<Jobs> {
   const store = await createObjectStore(config);
   const queue = await createJobQueue(database, config, logger, { definitions: JOBS, supervise: worker });
   if (worker) {
     try {
-      await startWorkers(queue, { database, config, logger, store, queue, now: () => new Date() });
+      const context = { database, config, logger, store, queue, now: () => new Date(), ...adapters };
+      await startWorkers(queue, context, JOBS);
     } catch (err) {
       await queue.stop();
       throw err;
@@ -112,9 +170,10 @@ export interface FerryWorker {
 export async function composeWorker(config: Config, options: { logger?: Logger } = {}): Promise<FerryWorker> {
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config);
+  const adapters = createAdapters(config);
   try {
     await startDataMap(database);
-    const { queue } = await startJobs(database, config, logger, true);
+    const { queue } = await startJobs(database, config, logger, adapters, true);
     let closing: Promise<void> | undefined;
     return {
       config,
@@ -122,12 +181,63 @@ export async function composeWorker(config: Config, options: { logger?: Logger }
       database,
       queue,
       close: () => {
-        closing ??= queue.stop().finally(() => database.close());
+        closing ??= queue
+          .stop()
+          .finally(() => adapters.mailer?.close())
+          .finally(() => database.close());
         return closing;
       },
     };
   } catch (err) {
+    adapters.mailer?.close();
     await database.close();
     throw err;
   }
+}
+
+/** What a one-shot `ferry` command (export, seed, keys, schedules, …) works with. */
+export interface FerryCommand {
+  readonly config: Config;
+  readonly database: Database;
+  /** A job queue that only sends jobs (no workers, no cron), opened on first use. */
+  queue(): Promise<JobQueue>;
+  /** Stops the queue when it was opened, then closes the database. */
+  close(): Promise<void>;
+}
+
+/** How long a command's queue waits for pg-boss to stop. */
+const COMMAND_QUEUE_STOP_MS = 2_000;
+
+/**
+ * Opens the configured database for one command: migrated, unless `migrate: false`
+ * (`ferry migrate` applies the migrations itself and reports them).
+ */
+export async function composeCommand(
+  config: Config,
+  options: { readonly migrate?: boolean } = {},
+): Promise<FerryCommand> {
+  const database = await openDatabase(config, { migrate: options.migrate ?? true });
+  let queue: Promise<JobQueue> | undefined;
+  return {
+    config,
+    database,
+    queue: () => {
+      queue ??= createJobQueue(database, config, createLogger({ ...config, logLevel: 'warn' }), {
+        definitions: JOBS,
+        supervise: false,
+      });
+      return queue;
+    },
+    async close() {
+      try {
+        await queue?.then(
+          (opened) => opened.stop(COMMAND_QUEUE_STOP_MS),
+          // It never opened: the command has already failed with that error.
+          () => undefined,
+        );
+      } finally {
+        await database.close();
+      }
+    },
+  };
 }

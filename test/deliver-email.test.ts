@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { DELIVERY_CLIENTS } from '../src/compose.ts';
 import { deliver, deliverAll } from '../src/deliver/deliver.ts';
 import { createMailer, type Mailer } from '../src/deliver/mailer.ts';
 import { notifyFailure } from '../src/deliver/notify.ts';
@@ -41,7 +42,13 @@ describe('email delivery through a real SMTP server', () => {
   beforeAll(async () => {
     smtp = await startSmtpServer();
     mailer = createMailer({ url: smtp.url, from: 'Ferry <ferry@ferry.example>' });
-    ctx = { secretKey: KEY, outbound: outboundPolicy([]), mailer, retryDelays: [1, 1, 1] };
+    ctx = {
+      secretKey: KEY,
+      outbound: outboundPolicy([]),
+      clients: DELIVERY_CLIENTS,
+      mailer,
+      retryDelays: [1, 1, 1],
+    };
   });
   afterAll(async () => {
     mailer?.close();

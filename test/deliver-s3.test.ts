@@ -8,8 +8,10 @@ import {
   PutObjectCommand,
 } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
+import { DELIVERY_CLIENTS } from '../src/compose.ts';
+import { createTargetS3Client } from '../src/deliver/clients.ts';
 import { deliver, deliverAll } from '../src/deliver/deliver.ts';
-import { applyRetention, createTargetS3Client } from '../src/deliver/s3-target.ts';
+import { applyRetention } from '../src/deliver/s3-target.ts';
 import { parseTarget, sealTarget } from '../src/deliver/targets.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryTarget, S3Target } from '../src/deliver/types.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
@@ -47,6 +49,7 @@ beforeAll(async () => {
   ctx = {
     secretKey: KEY,
     outbound: outboundPolicy(['127.0.0.1']),
+    clients: DELIVERY_CLIENTS,
     retryDelays: [1, 1, 1],
     now: () => new Date('2026-11-22T03:15:00Z'),
   };

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
+import { DELIVERY_CLIENTS } from '../src/compose.ts';
 import { deliver } from '../src/deliver/deliver.ts';
 import { parseTarget, sealTarget } from '../src/deliver/targets.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryTarget } from '../src/deliver/types.ts';
@@ -49,7 +50,12 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
   let ctx: DeliveryContext;
   beforeAll(async () => {
     server = await startSftpServer();
-    ctx = { secretKey: KEY, outbound: outboundPolicy(['127.0.0.1']), retryDelays: [1, 1, 1] };
+    ctx = {
+      secretKey: KEY,
+      outbound: outboundPolicy(['127.0.0.1']),
+      clients: DELIVERY_CLIENTS,
+      retryDelays: [1, 1, 1],
+    };
   }, 30_000);
   afterAll(async () => {
     await server?.stop();

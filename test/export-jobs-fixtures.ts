@@ -7,7 +7,8 @@ import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
-import { JOBS, startWorkers } from '../src/jobs/registry.ts';
+import { createAdapters, JOBS } from '../src/compose.ts';
+import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
@@ -120,7 +121,16 @@ export async function exportHarness(dialect: Dialect, options: HarnessOptions = 
   const real = await createObjectStore(config);
   const store = options.wrapStore ? options.wrapStore(real) : real;
   const queue = await createJobQueue(database, config, logger, { definitions: JOBS, supervise: true });
-  const app = await buildApp({ database, config, logger, queue, store, now: clock.now });
+  const adapters = createAdapters(config);
+  const app = await buildApp({
+    database,
+    config,
+    logger,
+    queue,
+    store,
+    signer: adapters.signer,
+    now: clock.now,
+  });
   await app.ready();
   const tenant = await seededTenant(database, summary.tenants[0]!);
   const other = await createTenant(database, 'agency');
@@ -152,7 +162,11 @@ export async function exportHarness(dialect: Dialect, options: HarnessOptions = 
     async startWorkers() {
       if (started) return;
       started = true;
-      await startWorkers(queue, { database, config, logger, store, queue, now: clock.now });
+      await startWorkers(
+        queue,
+        { database, config, logger, store, queue, now: clock.now, ...adapters },
+        JOBS,
+      );
     },
     async close() {
       await app.close();

@@ -2,6 +2,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAdapters } from '../src/compose.ts';
 import { EXPORT_DEAD_QUEUE, EXPORT_JOBS, EXPORT_QUEUE } from '../src/export-requests/jobs.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import type { ByteRange, ObjectStore, PendingObject } from '../src/store/object-store.ts';
@@ -169,6 +170,7 @@ for (const dialect of DIALECTS) {
         store: h.store,
         queue: h.queue,
         now: h.clock.now,
+        ...createAdapters(h.config),
       });
       const after = await waitForExport(h.app, h.keys.admin, created.id, () => true);
       expect(after.status).toBe('failed');

@@ -13,7 +13,8 @@ import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
-import { JOBS, startWorkers } from '../src/jobs/registry.ts';
+import { createAdapters, JOBS } from '../src/compose.ts';
+import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { SCHEDULE_JOBS, scheduleJobs } from '../src/schedules/jobs.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
@@ -124,7 +125,8 @@ for (const dialect of DIALECTS) {
       const logger = createLogger({ logLevel: 'silent' });
       store = await createObjectStore(config);
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: true });
-      app = await buildApp({ database: t.database, config, logger, queue, store });
+      const adapters = createAdapters(config);
+      app = await buildApp({ database: t.database, config, logger, queue, store, signer: adapters.signer });
       await app.ready();
       // The real jobs, with short waits between delivery attempts inside a run attempt.
       const definitions = [
@@ -133,7 +135,15 @@ for (const dialect of DIALECTS) {
       ];
       await startWorkers(
         queue,
-        { database: t.database, config, logger, store, queue, now: () => new Date(Date.now() + offsetMs) },
+        {
+          database: t.database,
+          config,
+          logger,
+          store,
+          queue,
+          now: () => new Date(Date.now() + offsetMs),
+          ...adapters,
+        },
         definitions,
       );
       key = (await createApiKey(t.database, { tenantId, role: 'admin' })).key;

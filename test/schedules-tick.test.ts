@@ -5,7 +5,7 @@ import type { Config } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
-import { JOBS } from '../src/jobs/registry.ts';
+import { JOBS } from '../src/compose.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { localDate, nextRunAfter, nextRuns, parseTiming, type Timing } from '../src/schedules/frequency.ts';
 import type { ScheduleConfig } from '../src/schedules/model.ts';

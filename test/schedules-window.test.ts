@@ -11,7 +11,8 @@ import type { Config } from '../src/config/config.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
-import { JOBS, startWorkers } from '../src/jobs/registry.ts';
+import { createAdapters, JOBS } from '../src/compose.ts';
+import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { seed } from '../src/seed/seed.ts';
@@ -55,16 +56,22 @@ for (const dialect of DIALECTS) {
       const logger = createLogger({ logLevel: 'silent' });
       const store = await createObjectStore(config);
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: true });
-      app = await buildApp({ database: t.database, config, logger, queue, store, now: () => NOW });
-      await app.ready();
-      await startWorkers(queue, {
+      const adapters = createAdapters(config);
+      app = await buildApp({
         database: t.database,
         config,
         logger,
-        store,
         queue,
-        now: () => new Date(),
+        store,
+        signer: adapters.signer,
+        now: () => NOW,
       });
+      await app.ready();
+      await startWorkers(
+        queue,
+        { database: t.database, config, logger, store, queue, now: () => new Date(), ...adapters },
+        JOBS,
+      );
       key = (await createApiKey(t.database, { tenantId, role: 'admin' })).key;
     }, 180_000);
 

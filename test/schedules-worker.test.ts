@@ -11,7 +11,7 @@ import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
-import { JOBS } from '../src/jobs/registry.ts';
+import { createAdapters, JOBS } from '../src/compose.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
@@ -75,7 +75,14 @@ describe('a worker killed during a scheduled run', () => {
     // This process is an API-only server: the workers are child processes.
     const store = await createObjectStore(config);
     queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false });
-    app = await buildApp({ database: t.database, config, logger, queue, store });
+    app = await buildApp({
+      database: t.database,
+      config,
+      logger,
+      queue,
+      store,
+      signer: createAdapters(config).signer,
+    });
     await app.ready();
     key = (await createApiKey(t.database, { tenantId, role: 'admin' })).key;
   }, 180_000);

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Config, loadConfig } from '../src/config/config.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
-import { startWorkers } from '../src/jobs/registry.ts';
+import { createAdapters } from '../src/compose.ts';
+import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
@@ -54,7 +55,15 @@ for (const dialect of DIALECTS) {
       const store = await createObjectStore(config);
       await startWorkers(
         queue,
-        { database: t.database, config, logger, store, queue, now: () => new Date() },
+        {
+          database: t.database,
+          config,
+          logger,
+          store,
+          queue,
+          now: () => new Date(),
+          ...createAdapters(config),
+        },
         WEBHOOK_JOBS,
       );
       receiver = await startWebhookReceiver();

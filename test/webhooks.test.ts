@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
+import { DELIVERY_CLIENTS } from '../src/compose.ts';
 import { deliverAll } from '../src/deliver/deliver.ts';
 import { createMailer, type Mailer } from '../src/deliver/mailer.ts';
 import { parseTarget, sealTarget } from '../src/deliver/targets.ts';
@@ -476,6 +477,7 @@ for (const dialect of DIALECTS) {
         database: t.database,
         secretKey: KEY,
         outbound,
+        clients: DELIVERY_CLIENTS,
         retryDelays: [1, 1, 1],
       });
       expect(results.map((r) => [r.status, r.attempts, r.errorCode])).toEqual([

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../src/config/config.ts';
 import { cleanUpExports } from '../src/export-requests/cleanup.ts';
-import { JOBS } from '../src/jobs/registry.ts';
+import { createAdapters, JOBS } from '../src/compose.ts';
 import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createLogger } from '../src/lib/logger.ts';
@@ -95,7 +95,14 @@ describe('a worker killed mid-export', () => {
     // This process is an API-only server (`ferry serve --no-worker`): the workers are child processes.
     store = await createObjectStore(config);
     queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false });
-    app = await buildApp({ database: t.database, config, logger, queue, store });
+    app = await buildApp({
+      database: t.database,
+      config,
+      logger,
+      queue,
+      store,
+      signer: createAdapters(config).signer,
+    });
     await app.ready();
     key = (await createApiKey(t.database, { tenantId, role: 'admin' })).key;
   }, 180_000);

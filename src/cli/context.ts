@@ -1,16 +1,26 @@
+import { composeCommand, type FerryCommand } from '../compose.ts';
 import { loadConfig, type Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
-import { openDatabase } from '../db/open.ts';
+
+/**
+ * Runs one command with what the composition root opens for it (the migrated database,
+ * a job queue on request) and closes all of it afterwards.
+ */
+export async function withCommand<T>(
+  fn: (command: FerryCommand) => Promise<T>,
+  options: { readonly migrate?: boolean } = {},
+): Promise<T> {
+  const command = await composeCommand(loadConfig(), options);
+  try {
+    return await fn(command);
+  } finally {
+    await command.close();
+  }
+}
 
 /** Opens the configured database for one command and closes it afterwards. */
 export async function withDatabase<T>(fn: (database: Database, config: Config) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const database = await openDatabase(config);
-  try {
-    return await fn(database, config);
-  } finally {
-    await database.close();
-  }
+  return withCommand((command) => fn(command.database, command.config));
 }
 
 /** Parses a positive integer flag or throws a message naming the flag. */

@@ -4,9 +4,6 @@ import type { AuthContext, Plan } from '../auth/context.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { loadTenant } from '../collect/tenant.ts';
-import { createJobQueue, type JobQueue } from '../jobs/queue.ts';
-import { JOBS } from '../jobs/registry.ts';
-import { createLogger } from '../lib/logger.ts';
 import type { ScheduleInput } from '../schedules/automated-export-config.ts';
 import type { RunView, ScheduleView } from '../schedules/presenter.ts';
 import {
@@ -19,7 +16,7 @@ import {
   runScheduleNow,
   type ScheduleServiceDeps,
 } from '../schedules/service.ts';
-import { withDatabase } from './context.ts';
+import { withCommand } from './context.ts';
 import { printTable } from './tenants.ts';
 
 /** The actor recorded in the audit log for schedule changes made on the command line. */
@@ -65,17 +62,14 @@ async function withTenant<T>(
     database: Database;
     config: Config;
   }) => Promise<T>,
-  queue?: (database: Database, config: Config) => Promise<JobQueue>,
+  /** `sendsJobs`: the command queues jobs (`ferry schedules run`); the queue stops with the command. */
+  { sendsJobs = false }: { sendsJobs?: boolean } = {},
 ): Promise<T> {
-  return withDatabase(async (database, config) => {
+  return withCommand(async ({ database, config, queue }) => {
     const tenant = await loadTenant(database, options.tenant);
-    const jobs = queue ? await queue(database, config) : undefined;
-    try {
-      const deps: ScheduleServiceDeps = { database, config, queue: jobs, now: () => new Date() };
-      return await fn({ deps, auth: cliAuth(tenant), database, config });
-    } finally {
-      await jobs?.stop(2_000);
-    }
+    const jobs = sendsJobs ? await queue() : undefined;
+    const deps: ScheduleServiceDeps = { database, config, queue: jobs, now: () => new Date() };
+    return await fn({ deps, auth: cliAuth(tenant), database, config });
   });
 }
 
@@ -153,14 +147,6 @@ function scheduleText(s: ScheduleView): string {
 
 function runText(r: RunView): string {
   return `run ${r.run_number} (${r.id}) ${r.status}, due ${when(r.due_at)}`;
-}
-
-/** The job queue `ferry schedules run` sends the run's job to (no workers in this process). */
-function queueFor(database: Database, config: Config): Promise<JobQueue> {
-  return createJobQueue(database, config, createLogger({ ...config, logLevel: 'warn' }), {
-    definitions: JOBS,
-    supervise: false,
-  });
 }
 
 export function registerSchedules(program: Command): void {
@@ -281,7 +267,7 @@ export function registerSchedules(program: Command): void {
             () => `queued ${runText(run)}; follow it with \`ferry schedules history ${id}\``,
           );
         },
-        queueFor,
+        { sendsJobs: true },
       );
     });
 

@@ -1,9 +1,8 @@
 import closeWithGrace from 'close-with-grace';
 import { type Command, InvalidArgumentError } from 'commander';
-import { composeWorker } from '../compose.ts';
+import { composeWorker, JOBS } from '../compose.ts';
 import { type Config, loadConfig } from '../config/config.ts';
 import { jobsSchema } from '../jobs/queue.ts';
-import { JOBS } from '../jobs/registry.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 
 export interface WorkerOptions {

@@ -14,7 +14,6 @@ import type {
   DeliveryTargetInput,
   TargetType,
 } from './types.ts';
-import { deliverToWebhook } from './webhook-target.ts';
 
 /** Waits before the 2nd, 3rd and 4th attempt. */
 export const DEFAULT_RETRY_DELAYS: readonly number[] = [1_000, 4_000, 16_000];
@@ -38,7 +37,7 @@ const ADAPTERS: { readonly [K in TargetType]: AdapterEntry<K> } = {
   s3: { send: deliverToS3, retries: true },
   sftp: { send: deliverBySftp, retries: true },
   email: { send: deliverByEmail, retries: true },
-  webhook: { send: deliverToWebhook, retries: false },
+  webhook: { send: (target, artifact, ctx) => ctx.clients.webhook(target, artifact, ctx), retries: false },
 };
 
 /**

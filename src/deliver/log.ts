@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database.ts';
-import { webhookDb } from '../webhooks/tables.ts';
+import { deliveryDb } from './tables.ts';
 import type { DeliveryResult } from './types.ts';
 
 /** Stores what `deliverAll` reported for one export: a row per target. */
@@ -16,7 +16,7 @@ export async function recordDeliveries(
 ): Promise<void> {
   if (input.results.length === 0) return;
   const at = input.at ?? new Date();
-  await webhookDb(database)
+  await deliveryDb(database)
     .insertInto('deliveries')
     .values(
       input.results.map((r) => ({
@@ -46,7 +46,7 @@ export async function listDeliveryResults(
   tenantId: string,
   exportId: string,
 ): Promise<(DeliveryResult & { readonly at: Date; readonly scheduleId: string | null })[]> {
-  const rows = await webhookDb(database)
+  const rows = await deliveryDb(database)
     .selectFrom('deliveries')
     .selectAll()
     .where('tenant_id', '=', tenantId)

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import {
-  S3Client,
+  type S3Client,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -9,7 +9,6 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { guardedAgents, type OutboundPolicy } from '../lib/ssrf.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
 import { openTarget } from './targets.ts';
 import { renderPathTemplate, staticPrefix } from './template.ts';
@@ -18,37 +17,6 @@ import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, S3Target } fro
 const MiB = 1024 * 1024;
 /** Object metadata holding the file's hex SHA-256 (`x-amz-meta-sha256`). */
 export const SHA256_METADATA = 'sha256';
-
-/**
- * An S3 client for a tenant's bucket. Every connection goes through the outbound
- * guard (the endpoint is tenant-supplied). Checksums only where S3 requires them:
- * many S3-compatible servers mishandle the SDK's default aws-chunked CRC trailers.
- * The tenant's own keys are required, so the server's credential chain (instance
- * role, environment) can never be used on a tenant's behalf.
- */
-export function createTargetS3Client(
-  target: S3Target<string>,
-  outbound: OutboundPolicy,
-  timeoutMs = 30_000,
-): S3Client {
-  if (!target.access_key_id || !target.secret_access_key)
-    throw invalid('secret_access_key', 'an S3 target needs access_key_id and secret_access_key');
-  return new S3Client({
-    region: target.region,
-    ...(target.endpoint ? { endpoint: target.endpoint } : {}),
-    forcePathStyle: target.force_path_style,
-    credentials: { accessKeyId: target.access_key_id, secretAccessKey: target.secret_access_key },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    // Retries are the delivery's own (with backoff); one SDK retry covers a dropped keep-alive.
-    maxAttempts: 2,
-    requestHandler: {
-      ...guardedAgents(outbound, { keepAlive: true }),
-      connectionTimeout: timeoutMs,
-      requestTimeout: timeoutMs,
-    },
-  });
-}
 
 /** The object key for an artifact: the rendered prefix and the file name. */
 export function objectKey(target: S3Target<unknown>, artifact: DeliveryArtifact, now: Date): string {
@@ -73,7 +41,7 @@ export async function deliverToS3(
   artifact: DeliveryArtifact,
   ctx: DeliveryContext,
 ): Promise<DeliveryOutcome> {
-  const client = createTargetS3Client(target, ctx.outbound, ctx.timeoutMs);
+  const client = ctx.clients.s3(target, ctx.outbound, ctx.timeoutMs);
   const key = objectKey(target, artifact, (ctx.now ?? (() => new Date()))());
   const location = `s3://${target.bucket}/${key}`;
   try {
@@ -172,7 +140,7 @@ export interface RetentionResult {
 export async function applyRetention(
   target: S3Target,
   olderThan: Date,
-  ctx: Pick<DeliveryContext, 'secretKey' | 'outbound' | 'timeoutMs'>,
+  ctx: Pick<DeliveryContext, 'secretKey' | 'outbound' | 'clients' | 'timeoutMs'>,
 ): Promise<RetentionResult> {
   const sweep = staticPrefix(target.prefix);
   if (sweep === '')
@@ -181,7 +149,7 @@ export async function applyRetention(
       'retention needs a prefix that starts with a fixed folder, such as "daily-exports/{date}/"; it never sweeps a whole bucket',
     );
   const opened = openTarget(target, ctx.secretKey) as S3Target<string>;
-  const client = createTargetS3Client(opened, ctx.outbound, ctx.timeoutMs);
+  const client = ctx.clients.s3(opened, ctx.outbound, ctx.timeoutMs);
   const result = { deleted: [] as string[], kept: 0, errors: [] as { key: string; error: string }[] };
   try {
     let token: string | undefined;

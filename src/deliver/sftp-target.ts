@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import SftpClient from 'ssh2-sftp-client';
 import { FerryError } from '../domain/ferry-error.ts';
 import { resolveOutbound } from '../lib/ssrf.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
@@ -49,7 +48,7 @@ export async function deliverBySftp(
   const partPath = path.posix.join(directory, `.${artifact.filename}.part`);
   const location = `sftp://${target.host}:${target.port}/${finalPath.replace(/^\//, '')}`;
 
-  const client = new SftpClient('ferry-delivery');
+  const client = ctx.clients.sftp();
   let presented: string | undefined;
   try {
     try {

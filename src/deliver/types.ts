@@ -1,4 +1,6 @@
 import type { Readable } from 'node:stream';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type Client from 'ssh2-sftp-client';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { OutboundPolicy } from '../lib/ssrf.ts';
@@ -125,12 +127,35 @@ export interface DeliveryOutcome {
   readonly checksumVerified: boolean;
 }
 
+/** The part of an SFTP client (ssh2-sftp-client) that the SFTP target uses. */
+export type SftpClient = Pick<
+  Client,
+  'connect' | 'mkdir' | 'put' | 'stat' | 'posixRename' | 'delete' | 'end'
+>;
+
+/**
+ * What the targets send through, built by the composition root (src/compose.ts): the
+ * targets themselves construct no client.
+ */
+export interface DeliveryClients {
+  /** An S3 client for one tenant's bucket; every connection goes through the outbound guard. */
+  s3(target: S3Target<string>, outbound: OutboundPolicy, timeoutMs?: number): S3Client;
+  /** A new, unconnected SFTP client for one attempt. */
+  sftp(): SftpClient;
+  /**
+   * The webhook target: hands the artifact's `export.completed` to one registered endpoint
+   * through the webhook outbox (src/webhooks/), which lies above this folder.
+   */
+  webhook(target: WebhookTarget, artifact: DeliveryArtifact, ctx: DeliveryContext): Promise<DeliveryOutcome>;
+}
+
 /** What delivering needs besides the target and the file; built by the caller (a job). */
 export interface DeliveryContext {
   /** Opens sealed secrets in stored targets (FERRY_SECRET_KEY or the install key). */
   readonly secretKey: string;
   /** The SSRF guard for tenant-supplied hosts. */
   readonly outbound: OutboundPolicy;
+  readonly clients: DeliveryClients;
   /** For email targets; they fail with `email_not_configured` without it. */
   readonly mailer?: Mailer;
   /** For webhook targets. */

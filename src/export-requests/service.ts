@@ -12,6 +12,7 @@ import {
   registerUsageSource,
 } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
+import type { LinkSigner } from '../crypto/link-signer.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import type { JobQueue } from '../jobs/queue.ts';
@@ -30,7 +31,7 @@ import {
   requestHash,
 } from './idempotency.ts';
 import { EXPORT_QUEUE, sendExportJob } from './jobs.ts';
-import { downloadPath, type LinkSigner } from './links.ts';
+import { downloadPath } from './links.ts';
 import { type ExportView, presentExport } from './presenter.ts';
 import { type ExportFileRow, type ExportRow, type ListFilter, tenantExports } from './repository.ts';
 import { exportPrefix, removeLeftovers } from './export-job.ts';
@@ -43,7 +44,7 @@ export interface ExportServiceDeps {
   readonly config: Config;
   readonly queue: JobQueue | undefined;
   readonly store: ObjectStore | undefined;
-  readonly signer: LinkSigner;
+  readonly signer: LinkSigner | undefined;
   readonly now: () => Date;
   readonly logger: Logger;
 }
@@ -95,6 +96,15 @@ function requireQueue(deps: ExportServiceDeps): JobQueue {
       'this server has no job queue; exports cannot be requested here',
     );
   return deps.queue;
+}
+
+function requireSigner(deps: ExportServiceDeps): LinkSigner {
+  if (!deps.signer)
+    throw new FerryError(
+      'service_unavailable',
+      'this server has no link signer; downloads are not served here',
+    );
+  return deps.signer;
 }
 
 function requireStore(deps: ExportServiceDeps): ObjectStore {
@@ -482,7 +492,7 @@ export async function issueDownload(
   }
   const target = { tenantId: auth.tenantId, exportId: id, fileId: file.id, expires };
   return {
-    url: `${options.baseUrl}${downloadPath(target, deps.signer.sign(target))}`,
+    url: `${options.baseUrl}${downloadPath(target, requireSigner(deps).sign(target))}`,
     expires_at: new Date(expires * 1000).toISOString(),
     method: 'signed',
     file: presented,

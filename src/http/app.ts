@@ -1,13 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import websocket from '@fastify/websocket';
-import Fastify, {
-  type FastifyBaseLogger,
-  type FastifyInstance,
-  LogController,
-  type RawServerDefault,
-} from 'fastify';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { type FastifyBaseLogger, LogController } from 'fastify';
 import packageJson from '../../package.json' with { type: 'json' };
 import { installAuth } from '../auth/plugin.ts';
 import { createLogger } from '../lib/logger.ts';
@@ -27,16 +21,10 @@ import { scheduleRoutes } from './routes/schedules.ts';
 import { streamRoutes } from './routes/stream.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
-import type { AppDeps, RouteDeps, RoutePlugin } from './types.ts';
+import type { AppDeps, FerryApp, RouteDeps, RoutePlugin } from './types.ts';
 import { buildValidator } from './validation.ts';
 
-export type FerryApp = FastifyInstance<
-  RawServerDefault,
-  IncomingMessage,
-  ServerResponse,
-  FastifyBaseLogger,
-  TypeBoxTypeProvider
->;
+export type { FerryApp };
 
 export const FERRY_VERSION: string = packageJson.version;
 
@@ -106,6 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
     ...(deps.now ? { now: deps.now } : {}),
     ...(deps.queue ? { queue: deps.queue } : {}),
     ...(deps.store ? { store: deps.store } : {}),
+    ...(deps.signer ? { signer: deps.signer } : {}),
     ...(deps.stream ? { stream: deps.stream } : {}),
   };
   for (const routes of [...ROUTES, ...(deps.routes ?? [])]) await app.register(routes, routeDeps);

@@ -1,10 +1,22 @@
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
 import type { Config } from '../config/config.ts';
+import type { LinkSigner } from '../crypto/link-signer.ts';
 import type { Database } from '../db/database.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { StreamHub } from '../live/hub.ts';
+
+/** The Fastify application with Ferry's type provider; route plugins extend it. */
+export type FerryApp = FastifyInstance<
+  RawServerDefault,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
 
 /** What the HTTP layer is built from; the composition root supplies the adapters. */
 export interface AppDeps {
@@ -20,6 +32,8 @@ export interface AppDeps {
   readonly queue?: JobQueue;
   /** Where export files are stored; without it downloads answer 503. */
   readonly store?: ObjectStore;
+  /** Signs and checks download links; without it signed downloads answer 503. */
+  readonly signer?: LinkSigner;
   /** The process's live-stream listener; without it the stream route makes its own. */
   readonly stream?: StreamHub;
 }
@@ -33,6 +47,7 @@ export interface RouteDeps {
   readonly now?: () => Date;
   readonly queue?: JobQueue;
   readonly store?: ObjectStore;
+  readonly signer?: LinkSigner;
   readonly stream?: StreamHub;
 }
 

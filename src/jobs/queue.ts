@@ -1,33 +1,11 @@
 import type { PGlite } from '@electric-sql/pglite';
-import {
-  type ConstructorOptions,
-  fromPglite,
-  PgBoss,
-  type ScheduleOptions,
-  type SendOptions,
-  type WorkHandler,
-  type WorkOptions,
-} from 'pg-boss';
+import { type ConstructorOptions, fromPglite, PgBoss } from 'pg-boss';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../lib/logger.ts';
-import type { JobDefinition } from './types.ts';
+import type { JobDefinition, JobQueue } from './types.ts';
 
-/**
- * The job queue: pg-boss on the same database as everything else (PostgreSQL through
- * its own connection pool, or the embedded PGlite through `fromPglite`), in a schema
- * of its own. Any number of processes on any number of machines share it.
- */
-export interface JobQueue {
-  readonly boss: PgBoss;
-  /** The schema holding pg-boss's tables. */
-  readonly schema: string;
-  send(name: string, data: { id: string }, options?: SendOptions): Promise<string | null>;
-  work<T>(name: string, options: WorkOptions, handler: WorkHandler<T>): Promise<string>;
-  schedule(name: string, cron: string, data?: object | null, options?: ScheduleOptions): Promise<void>;
-  /** Stops fetching, waits up to `timeoutMs` for running handlers (then fails them for retry), closes. */
-  stop(timeoutMs?: number): Promise<void>;
-}
+export type { JobQueue };
 
 export interface JobQueueOptions {
   /**

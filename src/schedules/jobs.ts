@@ -1,10 +1,10 @@
-import { createMailer, type Mailer } from '../deliver/mailer.ts';
 import type { JobContext, JobDefinition } from '../jobs/types.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
 import { scheduleRuns } from './run-repository.ts';
 import { afterFailed } from './notices.ts';
-import { type RunDeps, runScheduleJob } from './run-job.ts';
+import { runScheduleJob } from './run-job.ts';
+import type { RunDeps } from './run-types.ts';
 import { SCHEDULE_RUN_QUEUE, tickSchedules } from './tick.ts';
 
 export const SCHEDULE_TICK_QUEUE = 'schedule-tick';
@@ -23,18 +23,8 @@ export interface ScheduleJobOptions {
   readonly deliveryTimeoutMs?: number;
 }
 
-const mailers = new WeakMap<object, Mailer>();
-
-/** The run's adapters from the job context: the secret key, the outbound guard and the mailer (when SMTP is set). */
+/** The run's adapters from the job context, with the secret key and the outbound guard. */
 export function runDeps(ctx: JobContext, options: ScheduleJobOptions = {}): RunDeps {
-  let mailer: Mailer | undefined;
-  if (ctx.config.smtp) {
-    mailer = mailers.get(ctx.config);
-    if (!mailer) {
-      mailer = createMailer(ctx.config.smtp);
-      mailers.set(ctx.config, mailer);
-    }
-  }
   return {
     database: ctx.database,
     config: ctx.config,
@@ -44,7 +34,9 @@ export function runDeps(ctx: JobContext, options: ScheduleJobOptions = {}): RunD
     now: ctx.now,
     secretKey: loadOrCreateSecretKey(ctx.config),
     outbound: outboundPolicy(ctx.config.outboundAllow),
-    mailer,
+    mailer: ctx.mailer,
+    signer: ctx.signer,
+    deliveryClients: ctx.deliveryClients,
     deliveryRetryDelays: options.deliveryRetryDelays,
     deliveryTimeoutMs: options.deliveryTimeoutMs,
   };

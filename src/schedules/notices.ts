@@ -9,7 +9,7 @@ import { deliveryFailedBody, exportCompletedBody } from '../webhooks/events.ts';
 import type { RunFile } from './model.ts';
 import type { RunConfig } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
-import type { Outcome, RunDeps } from './run-job.ts';
+import type { Outcome, RunDeps } from './run-types.ts';
 
 /**
  * What follows a run's outcome: target retention, webhook events
@@ -86,6 +86,7 @@ export async function afterDelivered(
           {
             secretKey: deps.secretKey,
             outbound: deps.outbound,
+            clients: deps.deliveryClients,
             ...(deps.deliveryTimeoutMs ? { timeoutMs: deps.deliveryTimeoutMs } : {}),
           },
         );

@@ -2,41 +2,21 @@ import { randomUUID } from 'node:crypto';
 import type { Plan } from '../auth/context.ts';
 import { limitsFor } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
-import type { Database } from '../db/database.ts';
 import { deliverAll, PERMANENT_DELIVERY_CODES } from '../deliver/deliver.ts';
-import type { Mailer } from '../deliver/mailer.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryResult } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
-import { createLinkSigner, downloadPath, type LinkSigner } from '../export-requests/links.ts';
-import type { JobQueue } from '../jobs/queue.ts';
+import { downloadPath } from '../export-requests/links.ts';
 import type { FerryJob } from '../jobs/types.ts';
 import type { ErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
-import type { OutboundPolicy } from '../lib/ssrf.ts';
-import type { ObjectStore } from '../store/object-store.ts';
 import type { RunFile } from './model.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
 import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
 import { scheduleRuns } from './run-repository.ts';
+import type { Outcome, RunDeps } from './run-types.ts';
 import { dispatchReady } from './tick.ts';
-
-/** What a run needs; built once per worker from the job context (tests pass their own delays). */
-export interface RunDeps {
-  readonly database: Database;
-  readonly config: Config;
-  readonly logger: Logger;
-  readonly store: ObjectStore;
-  readonly queue: Pick<JobQueue, 'send'>;
-  readonly now: () => Date;
-  readonly secretKey: string;
-  readonly outbound: OutboundPolicy;
-  readonly mailer?: Mailer | undefined;
-  /** Waits between delivery attempts within one run attempt; default 1 s, 4 s, 16 s. */
-  readonly deliveryRetryDelays?: readonly number[] | undefined;
-  readonly deliveryTimeoutMs?: number | undefined;
-}
 
 /** Failures no retry can fix: the run fails at once. */
 const PERMANENT = new Set<ErrorCode>([
@@ -195,18 +175,6 @@ async function unclaimed(deps: RunDeps, runId: string): Promise<void> {
   }
 }
 
-export interface Outcome {
-  delivered: boolean;
-  /** Every missing delivery failed in a way no retry fixes. */
-  permanent: boolean;
-  reason: string;
-  files: RunFile[];
-  deliveries: DeliveryRow[];
-  tenant: TenantInfo;
-  config: RunConfig;
-  artifacts: Map<string, DeliveryArtifact>;
-}
-
 async function execute(
   deps: RunDeps,
   row: RunRow,
@@ -247,11 +215,11 @@ async function execute(
     );
   }
 
-  const signer = createLinkSigner(deps.config);
-  const artifacts = new Map(files.map((f) => [f.export_id, artifactOf(deps, f, tenant, config, signer)]));
+  const artifacts = new Map(files.map((f) => [f.export_id, artifactOf(deps, f, tenant, config)]));
   const context: DeliveryContext = {
     secretKey: deps.secretKey,
     outbound: deps.outbound,
+    clients: deps.deliveryClients,
     database: deps.database,
     now: deps.now,
     logger: deps.logger,
@@ -317,13 +285,7 @@ export function publicBase(config: Config): string {
 
 const LINK_MAX_SECONDS = 7 * 86_400;
 
-function artifactOf(
-  deps: RunDeps,
-  file: RunFile,
-  tenant: TenantInfo,
-  config: RunConfig,
-  signer: LinkSigner,
-): DeliveryArtifact {
+function artifactOf(deps: RunDeps, file: RunFile, tenant: TenantInfo, config: RunConfig): DeliveryArtifact {
   const now = deps.now();
   const fileExpiry = file.expires_at ? new Date(file.expires_at).getTime() : now.getTime();
   const expires = Math.floor(Math.min(fileExpiry, now.getTime() + LINK_MAX_SECONDS * 1000) / 1000);
@@ -340,7 +302,7 @@ function artifactOf(
     tenantId: tenant.id,
     recordCounts: Object.fromEntries(Object.entries(counts).map(([d, c]) => [d, c.records + c.tombstones])),
     expiresAt: new Date(expires * 1000),
-    downloadUrl: `${publicBase(deps.config)}${downloadPath(target, signer.sign(target))}`,
+    downloadUrl: `${publicBase(deps.config)}${downloadPath(target, deps.signer.sign(target))}`,
     tenantSlug: tenant.slug,
     tenantName: tenant.name,
     dataset: file.key,

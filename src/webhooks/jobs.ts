@@ -1,5 +1,3 @@
-import type { Config } from '../config/config.ts';
-import { createMailer, type Mailer } from '../deliver/mailer.ts';
 import type { JobContext, JobDefinition } from '../jobs/types.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
@@ -13,15 +11,8 @@ export const WEBHOOK_SWEEP_JOB = 'webhooks.sweep';
 const SWEEP_BATCH = 100;
 const SWEEP_BUDGET_MS = 45_000;
 
-const mailers = new WeakMap<Config, Mailer>();
-
-/** The dispatcher's dependencies for a job, built from the job context. */
+/** The dispatcher's dependencies for a job, from the job context. */
 export function dispatchOptions(ctx: JobContext): WebhookDispatchOptions {
-  let mailer: Mailer | undefined;
-  if (ctx.config.smtp) {
-    mailer = mailers.get(ctx.config) ?? createMailer(ctx.config.smtp);
-    mailers.set(ctx.config, mailer);
-  }
   return {
     database: ctx.database,
     secretKey: loadOrCreateSecretKey(ctx.config),
@@ -29,7 +20,7 @@ export function dispatchOptions(ctx: JobContext): WebhookDispatchOptions {
     now: ctx.now,
     queue: ctx.queue,
     logger: ctx.logger,
-    ...(mailer ? { mailer } : {}),
+    ...(ctx.mailer ? { mailer: ctx.mailer } : {}),
   };
 }
 
@@ -62,5 +53,5 @@ const sweep: JobDefinition = {
   },
 };
 
-/** The webhook jobs, listed in JOBS in src/jobs/registry.ts. */
+/** The webhook jobs, listed in JOBS in src/compose.ts. */
 export const WEBHOOK_JOBS: readonly JobDefinition[] = [deliver, sweep];

@@ -1,14 +1,14 @@
 import type { ColumnType, Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
+import type { DeliveriesTable } from '../deliver/tables.ts';
 
-/** Kysely table types for migration 0006 (webhooks and deliveries). */
+/** Kysely table types for migration 0006 (webhooks; its deliveries table is in src/deliver/tables.ts). */
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
 /** A column with a database default: optional on insert. */
 type Defaulted<T> = ColumnType<T, T | undefined, T>;
 type DefaultedTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json<T> = ColumnType<T, string, string>;
-type BigCount = ColumnType<string | number, number | string, number | string>;
 
 export interface WebhookEndpointsTable {
   id: string;
@@ -54,24 +54,6 @@ export interface WebhookAttemptsTable {
   outcome: 'success' | 'failure';
   error: string | null;
   response_excerpt: string | null;
-}
-
-export interface DeliveriesTable {
-  id: string;
-  tenant_id: string;
-  export_id: string;
-  schedule_id: string | null;
-  target_type: 's3' | 'sftp' | 'email' | 'webhook';
-  target_name: string | null;
-  target_label: string;
-  status: 'delivered' | 'failed';
-  attempts: number;
-  location: string | null;
-  error: string | null;
-  error_code: string | null;
-  bytes_sent: BigCount;
-  checksum_verified: boolean;
-  created_at: DefaultedTimestamp;
 }
 
 // A type alias, not an interface: `withTables` wants a type with an implicit index signature.

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, recordAudit } from '../../auth/audit.ts';
-import { createLinkSigner, DOWNLOAD_PATH } from '../../export-requests/links.ts';
+import { DOWNLOAD_PATH } from '../../export-requests/links.ts';
 import { parseRange } from '../../export-requests/range.ts';
 import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '../../export-requests/repository.ts';
 import { assertDownloadable } from '../../export-requests/service.ts';
@@ -56,7 +56,6 @@ interface Resolved {
  * A download that starts at the first byte is counted and audited with IP and user agent.
  */
 export const downloadRoutes: RoutePlugin = async (app, deps) => {
-  const signer = createLinkSigner(deps.config);
   const now = deps.now ?? (() => new Date());
 
   async function resolve(
@@ -69,6 +68,7 @@ export const downloadRoutes: RoutePlugin = async (app, deps) => {
         'link_invalid',
         'the download link is not valid: it was altered or cut; request a new link',
       );
+    const signer = requireSigner(deps);
     if (!/^\d{1,15}$/.test(expires)) throw invalidLink();
     // The signature covers the export's tenant, so the export is looked up first; an unknown
     // export answers like a bad signature, so ids cannot be probed.
@@ -188,6 +188,15 @@ function fileHeaders(reply: FastifyReply, file: ExportFileRow, etag: string): vo
     .header('x-content-type-options', 'nosniff')
     .header('cache-control', 'private, no-store')
     .header('repr-digest', `sha-256=:${Buffer.from(file.sha256, 'hex').toString('base64')}:`);
+}
+
+function requireSigner(deps: RouteDeps) {
+  if (!deps.signer)
+    throw new FerryError(
+      'service_unavailable',
+      'this server has no link signer; downloads are not served here',
+    );
+  return deps.signer;
 }
 
 function requireStore(deps: RouteDeps) {

@@ -2,7 +2,6 @@ import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { EXPORT_STATUSES } from '../../domain/export-state.ts';
 import { ExportBodySchema, ScopeSchema } from '../../export-requests/export-body.ts';
-import { createLinkSigner } from '../../export-requests/links.ts';
 import {
   createExport,
   deleteExport,
@@ -13,7 +12,7 @@ import {
   registerExportUsage,
   repeatExport,
 } from '../../export-requests/service.ts';
-import type { FerryApp } from '../app.ts';
+import type { FerryApp } from '../types.ts';
 import { problemResponses } from '../problem.ts';
 import { jsonResponse, responseHeaders } from '../responses.ts';
 import type { RouteDeps, RoutePlugin } from '../types.ts';
@@ -139,7 +138,7 @@ export function serviceDeps(app: FerryApp, deps: RouteDeps): ExportServiceDeps {
     config: deps.config,
     queue: deps.queue,
     store: deps.store,
-    signer: createLinkSigner(deps.config),
+    signer: deps.signer,
     now: deps.now ?? (() => new Date()),
     logger: app.log as ExportServiceDeps['logger'],
   };

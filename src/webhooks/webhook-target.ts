@@ -1,10 +1,11 @@
+import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, WebhookTarget } from '../deliver/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
-import { attemptMessage } from '../webhooks/dispatch.ts';
-import { emitEvent } from '../webhooks/emit.ts';
-import { exportCompletedBody } from '../webhooks/events.ts';
-import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, WebhookTarget } from './types.ts';
+import { attemptMessage } from './dispatch.ts';
+import { emitEvent } from './emit.ts';
+import { exportCompletedBody } from './events.ts';
 
 /**
+ * The webhook delivery target (`DeliveryClients.webhook`, wired in src/compose.ts).
  * Sends `export.completed` to one registered endpoint of the tenant (whatever its
  * events filter) and makes the first attempt now. A failed first attempt fails this
  * delivery, but the message keeps its place in the outbox and is retried on the

@@ -1,30 +1,18 @@
-import { EXPORT_JOBS } from '../export-requests/jobs.ts';
-import { SCHEDULE_JOBS } from '../schedules/jobs.ts';
-import { STREAM_JOBS } from '../live/jobs.ts';
-import { WEBHOOK_JOBS } from '../webhooks/jobs.ts';
-import type { JobQueue } from './queue.ts';
-import type { FerryJob, JobContext, JobDefinition } from './types.ts';
-
-/** Every kind of job Ferry runs. A new job is a definition (src/<area>/jobs.ts) listed here. */
-export const JOBS: readonly JobDefinition[] = [
-  ...EXPORT_JOBS,
-  ...WEBHOOK_JOBS,
-  ...SCHEDULE_JOBS,
-  ...STREAM_JOBS,
-];
+import type { FerryJob, JobContext, JobDefinition, JobQueue } from './types.ts';
 
 /** How often an idle worker asks for work. */
 const POLL_SECONDS = 1;
 
 /**
- * Starts a worker for every job definition and registers the cron schedules. Payloads
- * are ids only; each handler reloads its state. Handler failures are logged with the
- * queue and job id, then rethrown so pg-boss applies the queue's retry policy.
+ * Starts a worker for every job definition given (JOBS in src/compose.ts lists them all)
+ * and registers their cron schedules. Payloads are ids only; each handler reloads its
+ * state. Handler failures are logged with the queue and job id, then rethrown so pg-boss
+ * applies the queue's retry policy.
  */
 export async function startWorkers(
   queue: JobQueue,
   context: JobContext,
-  definitions: readonly JobDefinition[] = JOBS,
+  definitions: readonly JobDefinition[],
 ): Promise<void> {
   for (const definition of definitions) {
     const log = context.logger.child({ queue: definition.name });
