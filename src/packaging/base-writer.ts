@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { FerryError } from '../domain/ferry-error.ts';
-import type { PackageEntryResult, PackageWriter, PackageWriterOptions } from './archive.ts';
+import type { PackageEntryResult, PackageWriter, PackageWriterOptions } from './package-writer.ts';
 import { checksumsFile } from './checksums.ts';
 import { CHECKSUMS_FILE, checkEntryPath, checkRoot } from './entry-path.ts';
 

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../domain/ferry-error.ts';
-import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
+import type { PackageEntryResult, PackageWriterOptions } from './package-writer.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
 

@@ -7,7 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import tarStream, { type Header as TarHeader, type Pack } from 'tar-stream';
-import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
+import type { PackageEntryResult, PackageWriterOptions } from './package-writer.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { parentFolders } from './entry-path.ts';
 import { MeteredHash, sha256Hex } from '../lib/metered-hash.ts';

@@ -1,7 +1,7 @@
 import { Readable, type Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import yazl from 'yazl';
-import type { PackageEntryResult, PackageWriterOptions } from './archive.ts';
+import type { PackageEntryResult, PackageWriterOptions } from './package-writer.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { parentFolders } from './entry-path.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';

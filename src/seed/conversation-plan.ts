@@ -1,16 +1,8 @@
 import { INTENT_TOPICS, INTENTS, type Intent, PHRASES } from './phrases.ts';
 import { COUNTRIES, ipAddress, type Language, PAGE_PATHS, REFERRERS, USER_AGENTS } from './pools.ts';
 import { Rng, Weighted } from './random.ts';
-import {
-  type Customer,
-  customerAt,
-  ESCALATION_REASONS,
-  HOUR,
-  MINUTE,
-  S,
-  type TenantContext,
-  visitorLanguage,
-} from './tenant.ts';
+import { customerAt, ESCALATION_REASONS, visitorLanguage } from './tenant.ts';
+import { type Customer, HOUR, MINUTE, S, type TenantContext } from './tenant-context.ts';
 
 /**
  * The shape of one conversation: who spoke when, with what confidence, and how

@@ -10,7 +10,7 @@ import {
 } from './phrases.ts';
 import { EMAIL_DOMAINS, type Language, LANGUAGES } from './pools.ts';
 import { luhnDigit, Rng, Weighted } from './random.ts';
-import { MINUTE, S, type TenantContext } from './tenant.ts';
+import { MINUTE, S, type TenantContext } from './tenant-context.ts';
 
 export const CONVERSATION_COLUMNS = [
   'id',

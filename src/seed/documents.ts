@@ -1,7 +1,7 @@
 import { INTENT_CATEGORY, INTENTS, type Intent, PHRASES } from './phrases.ts';
 import { COUNTRIES, type Language, LANGUAGES, type Plan } from './pools.ts';
 import { Rng } from './random.ts';
-import { DAY, type DocumentInfo, S, type TenantContext } from './tenant.ts';
+import { DAY, type DocumentInfo, S, type TenantContext } from './tenant-context.ts';
 
 /**
  * The knowledge base of a tenant: Markdown articles, FAQs, guides, policies and

@@ -2,7 +2,7 @@ import { type CountDistribution, lastActivity, planConversation } from './conver
 import { num, plainArray, textOrNull, ts } from './csv.ts';
 import { CAMPAIGNS, PRODUCT_CATEGORIES, REFERRAL_SOURCES } from './pools.ts';
 import { mix, Rng, Weighted } from './random.ts';
-import { type Customer, MINUTE, S, type TenantContext } from './tenant.ts';
+import { type Customer, MINUTE, S, type TenantContext } from './tenant-context.ts';
 
 export const REVENUE_COLUMNS = [
   'id',

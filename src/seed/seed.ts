@@ -6,7 +6,8 @@ import { CountDistribution, planConversation } from './conversation-plan.ts';
 import { CONVERSATION_COLUMNS, conversationRow, MESSAGE_COLUMNS, messageRows } from './conversation-rows.ts';
 import { batched } from './csv.ts';
 import { REVENUE_COLUMNS, revenueRows } from './revenue.ts';
-import { buildTenant, DAY, hashPassword, slice, type TenantContext } from './tenant.ts';
+import { buildTenant, hashPassword } from './tenant.ts';
+import { DAY, slice, type TenantContext } from './tenant-context.ts';
 import {
   ACTIVITY_TABLE,
   CHUNK_TABLE,

@@ -3,7 +3,8 @@ import { bool, json, num, plainArray, text, textArray, textOrNull, ts, tsOrNull 
 import { PHRASES } from './phrases.ts';
 import { COUNTRIES, ipAddress, PLAN_PRICE, PLAN_SEATS, USER_AGENTS } from './pools.ts';
 import { Rng } from './random.ts';
-import { customerAt, DAY, HOUR, MINUTE, S, slice, type TenantContext, tenantLanguages } from './tenant.ts';
+import { customerAt, tenantLanguages } from './tenant.ts';
+import { DAY, HOUR, MINUTE, S, slice, type TenantContext } from './tenant-context.ts';
 
 /**
  * One table's columns and a row producer per tenant. Large tables split their

@@ -1,0 +1,40 @@
+import type { Readable } from 'node:stream';
+
+/** One file written into a package. `path` is relative to the package root. */
+export interface PackageEntryResult {
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+/**
+ * Writes the files of one export package: a ZIP, a gzipped tar, or a plain folder. Every file sits
+ * under `<root>/`, and the last one is `<root>/checksums.sha256`, so
+ * `cd <root> && sha256sum -c checksums.sha256` verifies an extracted package.
+ */
+export interface PackageWriter {
+  /**
+   * Adds one file; the source is streamed (never buffered whole) through a SHA-256 hash. Entries are
+   * written one at a time in call order (await each). A path that is unsafe or already used is
+   * rejected without harming the package; any other failure aborts the whole package. The writer
+   * owns a Readable source: it is consumed, or destroyed when rejected.
+   */
+  add(path: string, source: Readable | Buffer | string): Promise<PackageEntryResult>;
+  /**
+   * Writes checksums.sha256 (sha256sum format: "<hex>  <path>\n", covering every entry added, sorted
+   * by path) as the last entry, then closes. Resolves with every entry, checksums.sha256 last, and the
+   * bytes written (the archive size; for a directory, the sum of the files).
+   */
+  finish(): Promise<{ entries: PackageEntryResult[]; bytes: number }>;
+  /** Stops writing, destroys the output stream (a directory package is removed) and cleans temp files. */
+  abort(err?: Error): void;
+}
+
+export interface PackageWriterOptions {
+  /** The folder every entry is placed under, e.g. `company-export-2026-11-22`. */
+  root: string;
+  /** The modification time of every entry (the export time), so the same export gives the same bytes. */
+  mtime: Date;
+  /** Where the tar writer spools entries of unknown size; the system temp folder by default. */
+  tmpDir?: string;
+}
