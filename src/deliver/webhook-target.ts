@@ -1,14 +1,17 @@
 import { FerryError } from '../domain/ferry-error.ts';
-import { attemptMessage } from '../webhooks/dispatch.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { exportCompletedBody } from '../webhooks/events.ts';
+import { settleMessage } from '../webhooks/settle.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, WebhookTarget } from './types.ts';
 
 /**
  * Sends `export.completed` to one registered endpoint of the tenant (whatever its
- * events filter) and makes the first attempt now. A failed first attempt fails this
- * delivery, but the message keeps its place in the outbox and is retried on the
- * webhook schedule (docs/webhooks.md) with the same `webhook-id`.
+ * events filter). The message is the delivery: with `ctx.deliveryKey` every call for
+ * the same file and target finds the same message (one `webhook-id`), so calling again
+ * never sends the file a second time. A call attempts the message when it is due and
+ * reports where it stands: delivered; waiting for its next attempt on the webhook
+ * schedule (docs/webhooks.md), which the outbox makes (a `webhooks.deliver` job when
+ * `ctx.queue` is given) and which the error's `retryAt` names; or failed for good.
  */
 export async function deliverToWebhook(
   target: WebhookTarget,
@@ -31,29 +34,47 @@ export async function deliverToWebhook(
   const [message] = await emitEvent(ctx.database, artifact.tenantId, 'export.completed', body, {
     now: ctx.now,
     endpointIds: [target.endpoint_id],
+    ...(ctx.deliveryKey !== undefined ? { key: ctx.deliveryKey } : {}),
   });
-  if (!message)
-    throw new FerryError(
+  const missing = () =>
+    new FerryError(
       'not_found',
       `webhook endpoint ${target.endpoint_id} does not exist in this tenant or is disabled`,
     );
-  const options = {
-    database: ctx.database,
-    secretKey: ctx.secretKey,
-    outbound: ctx.outbound,
-    now: ctx.now,
-    mailer: ctx.mailer,
-    logger: ctx.logger,
-  };
-  const outcome = await attemptMessage(options, message.id);
-  const location = `webhook:${target.endpoint_id}#${message.id}`;
-  if (outcome.status === 'delivered')
-    return { location, bytesSent: Buffer.byteLength(JSON.stringify(body)), checksumVerified: false };
-  if (outcome.status === 'retrying')
+  if (!message) throw missing();
+  const state = await settleMessage(
+    {
+      database: ctx.database,
+      secretKey: ctx.secretKey,
+      outbound: ctx.outbound,
+      now: ctx.now,
+      mailer: ctx.mailer,
+      logger: ctx.logger,
+      ...(ctx.queue ? { queue: ctx.queue } : {}),
+      ...(ctx.webhookRetryDelays ? { schedule: ctx.webhookRetryDelays } : {}),
+      ...(ctx.timeoutMs ? { timeoutMs: ctx.timeoutMs } : {}),
+    },
+    message.id,
+  );
+  if (!state) throw missing();
+  const { attempts } = state;
+  if (state.status === 'delivered')
+    return {
+      location: `webhook:${target.endpoint_id}#${message.id}`,
+      bytesSent: Buffer.byteLength(JSON.stringify(body)),
+      checksumVerified: false,
+      attempts,
+    };
+  if (state.status === 'failed')
     throw new FerryError(
       'delivery_failed',
-      `webhook: ${outcome.error}; message ${message.id} will be retried at ${outcome.nextAttemptAt.toISOString()} and on the webhook schedule after that`,
+      `webhook: ${state.error}; message ${message.id} failed for good after ${attempts} attempt(s)`,
+      { attempts, permanent: true },
     );
-  if (outcome.status === 'failed') throw new FerryError('delivery_failed', `webhook: ${outcome.error}`);
-  throw new FerryError('delivery_failed', `webhook: message ${message.id} was not attempted`);
+  throw new FerryError(
+    'delivery_failed',
+    `webhook: ${state.error ?? 'not attempted yet'}; message ${message.id} will be retried at ` +
+      `${state.nextAttemptAt.toISOString()} and on the webhook schedule after that`,
+    { attempts, retryAt: state.nextAttemptAt },
+  );
 }

@@ -2,40 +2,32 @@ import { randomUUID } from 'node:crypto';
 import type { Plan } from '../auth/context.ts';
 import { limitsFor } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
-import type { Database } from '../db/database.ts';
-import { deliverAll, PERMANENT_DELIVERY_CODES } from '../deliver/deliver.ts';
-import type { Mailer } from '../deliver/mailer.ts';
-import type { DeliveryArtifact, DeliveryContext, DeliveryResult } from '../deliver/types.ts';
+import type { DeliveryArtifact } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
 import { createLinkSigner, downloadPath, type LinkSigner } from '../export-requests/links.ts';
-import type { JobQueue } from '../jobs/queue.ts';
 import type { FerryJob } from '../jobs/types.ts';
 import type { ErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
-import type { OutboundPolicy } from '../lib/ssrf.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { RunFile } from './model.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
+import {
+  type DeliveryRound,
+  deliverRunFiles,
+  giveUpWebhookDeliveries,
+  type RunDeliveryDeps,
+  waitForWebhooks,
+} from './run-delivery.ts';
 import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
 import { scheduleRuns } from './run-repository.ts';
 import { dispatchReady } from './tick.ts';
 
 /** What a run needs; built once per worker from the job context (tests pass their own delays). */
-export interface RunDeps {
-  readonly database: Database;
+export interface RunDeps extends RunDeliveryDeps {
   readonly config: Config;
-  readonly logger: Logger;
   readonly store: ObjectStore;
-  readonly queue: Pick<JobQueue, 'send'>;
-  readonly now: () => Date;
-  readonly secretKey: string;
-  readonly outbound: OutboundPolicy;
-  readonly mailer?: Mailer | undefined;
-  /** Waits between delivery attempts within one run attempt; default 1 s, 4 s, 16 s. */
-  readonly deliveryRetryDelays?: readonly number[] | undefined;
-  readonly deliveryTimeoutMs?: number | undefined;
 }
 
 /** Failures no retry can fix: the run fails at once. */
@@ -80,7 +72,9 @@ function describe(err: unknown): Failure {
  * delivered and moves the checkpoints in one transaction. Then it applies target
  * retention and sends the events and emails. A failed attempt leaves the checkpoints as
  * they were and throws, so pg-boss retries the job with backoff; the retry starts from
- * the same checkpoints and reuses the files already made.
+ * the same checkpoints and reuses the files already made. When all that is missing is
+ * webhook messages waiting for their next attempt, the run waits for them instead
+ * (`waitForWebhooks`); a run that ends gives up whatever webhook messages still wait.
  */
 export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void> {
   const runId = job.data.id;
@@ -114,8 +108,15 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
   try {
     const outcome = await execute(deps, row, attemptId, signal, log);
     results = outcome.deliveries;
+    if (!outcome.delivered && outcome.waitUntil) {
+      await waitForWebhooks(deps, row, attemptId, outcome, log);
+      return;
+    }
     if (!outcome.delivered)
       throw new FerryError('delivery_failed', outcome.reason, { permanent: outcome.permanent });
+    // Only a target that is not required can still have a message waiting: it is given up
+    // here, so it never reaches its endpoint after a later run's file.
+    await giveUpWebhookDeliveries(deps, row.id, `run ${row.run_number} was delivered without it`, log);
     const totals = {
       records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
       tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
@@ -157,6 +158,12 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
       'scheduled run attempt failed',
     );
     if (!failure.retryable || last) {
+      // While the attempt still owns the run: its waiting webhook messages are given up
+      // before the schedule's next run may start.
+      if (await runs.renew(row.id, attemptId, deps.now(), leaseMs))
+        await giveUpWebhookDeliveries(deps, row.id, `run ${row.run_number} failed`, log).catch((e: unknown) =>
+          log.warn({ err: e }, 'could not give up the webhook messages of the run'),
+        );
       const failed = await runs.fail(row.id, attemptId, failure, deps.now());
       if (failed)
         await afterFailed(
@@ -195,13 +202,8 @@ async function unclaimed(deps: RunDeps, runId: string): Promise<void> {
   }
 }
 
-export interface Outcome {
-  delivered: boolean;
-  /** Every missing delivery failed in a way no retry fixes. */
-  permanent: boolean;
-  reason: string;
+export interface Outcome extends DeliveryRound {
   files: RunFile[];
-  deliveries: DeliveryRow[];
   tenant: TenantInfo;
   config: RunConfig;
   artifacts: Map<string, DeliveryArtifact>;
@@ -249,54 +251,8 @@ async function execute(
 
   const signer = createLinkSigner(deps.config);
   const artifacts = new Map(files.map((f) => [f.export_id, artifactOf(deps, f, tenant, config, signer)]));
-  const context: DeliveryContext = {
-    secretKey: deps.secretKey,
-    outbound: deps.outbound,
-    database: deps.database,
-    now: deps.now,
-    logger: deps.logger,
-    ...(deps.mailer ? { mailer: deps.mailer } : {}),
-    ...(deps.deliveryRetryDelays ? { retryDelays: deps.deliveryRetryDelays } : {}),
-    ...(deps.deliveryTimeoutMs ? { timeoutMs: deps.deliveryTimeoutMs } : {}),
-  };
-  const earlier = await runs.deliveries(row.id);
-  const done = new Set(
-    earlier.filter((d) => d.status === 'delivered').map((d) => `${d.export_id}#${d.target_index}`),
-  );
-  // Each target gets the files in order; targets are served side by side.
-  await Promise.all(
-    config.targets.map(async ({ target }, index) => {
-      for (const file of files) {
-        if (done.has(`${file.export_id}#${index}`)) continue;
-        if (signal.aborted) return;
-        const [result] = (await deliverAll([target], artifacts.get(file.export_id)!, context)) as [
-          DeliveryResult,
-        ];
-        await runs.recordDelivery(row, file.export_id, index, result, deps.now());
-        if (result.status === 'delivered') done.add(`${file.export_id}#${index}`);
-      }
-    }),
-  );
-  if (signal.aborted) throw signal.reason;
-  const deliveries = await runs.deliveries(row.id);
-  const missing = config.targets.flatMap(({ target, required }, index) =>
-    required
-      ? files.filter((f) => !done.has(`${f.export_id}#${index}`)).map((f) => ({ target, index, file: f }))
-      : [],
-  );
-  const last = missing.map(({ index, file }) =>
-    deliveries.filter((d) => d.export_id === file.export_id && d.target_index === index).at(-1),
-  );
-  const reason = missing
-    .map(({ index, file }, i) => {
-      const failed = last[i];
-      return `${failed?.target_label ?? `target ${index}`}: ${file.name} not delivered${failed?.error ? ` (${failed.error})` : ''}`;
-    })
-    .join('; ');
-  // Another attempt of the run cannot fix these either (it keeps the targets it was created with):
-  // when every missing delivery failed so, the run fails at once instead of retrying for an hour.
-  const permanent = last.length > 0 && last.every((d) => PERMANENT_DELIVERY_CODES.has(d?.error_code ?? ''));
-  return { delivered: missing.length === 0, permanent, reason, files, deliveries, tenant, config, artifacts };
+  const round = await deliverRunFiles(deps, row, files, artifacts, signal);
+  return { ...round, files, tenant, config, artifacts };
 }
 
 async function save(
