@@ -336,6 +336,19 @@ for (const dialect of DIALECTS) {
       expect((await messagesFor(stale))[0]).toMatchObject({ status: 'failed', attempts: message!.attempts });
     }, 180_000);
 
+    test('a target that is not required does not hold the run back: its waiting message is given up', async () => {
+      const scheduleId = await schedule('Webhook, optional', [{ ...webhookTarget(), required: false }]);
+      receiver.failNext(1, 503);
+      const done = await finished(scheduleId, await runNow(scheduleId));
+      expect(done.status, JSON.stringify(done.error)).toBe('delivered');
+      const exportId = done.files[0]!.export_id;
+      const [message, ...others] = await messagesFor(exportId);
+      expect(others).toEqual([]);
+      expect(message).toMatchObject({ status: 'failed', next_attempt_at: null });
+      expect(message!.last_error).toMatch(/^given up: run \d+ was delivered without this optional target$/);
+      expect(requestsFor(exportId)).toHaveLength(message!.attempts);
+    }, 180_000);
+
     test('an attempt that died after its uploads is retried a day later: S3, SFTP and the webhook still hold the file once', async () => {
       const scheduleId = await schedule('Every target, retried', [
         {

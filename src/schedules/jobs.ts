@@ -68,7 +68,12 @@ export function scheduleJobs(options: ScheduleJobOptions = {}): JobDefinition[] 
         message: `the run was interrupted ${RUN_RETRY_LIMIT + 1} times (its worker stopped or lost the database) and was given up`,
       };
       const runs = scheduleRuns(ctx.database);
-      await giveUpWebhookDeliveries(ctx, runId, 'the run was given up', ctx.logger);
+      await giveUpWebhookDeliveries(
+        ctx,
+        runId,
+        'the run was given up before this message was delivered',
+        ctx.logger,
+      );
       const failed = await runs.fail(runId, null, failure, ctx.now());
       if (failed) {
         ctx.logger.warn({ run_id: runId }, 'scheduled run given up after its retries');

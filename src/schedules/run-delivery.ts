@@ -189,10 +189,6 @@ export async function giveUpWebhookDeliveries(
         )
       : [],
   );
-  const given = await giveUpMessages(
-    { database: deps.database, now: deps.now },
-    ids,
-    `given up: ${why} before this message was delivered`,
-  );
+  const given = await giveUpMessages({ database: deps.database, now: deps.now }, ids, `given up: ${why}`);
   if (given.length) log.info({ messages: given }, 'webhook messages of the run given up');
 }

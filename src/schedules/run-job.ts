@@ -116,7 +116,12 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
       throw new FerryError('delivery_failed', outcome.reason, { permanent: outcome.permanent });
     // Only a target that is not required can still have a message waiting: it is given up
     // here, so it never reaches its endpoint after a later run's file.
-    await giveUpWebhookDeliveries(deps, row.id, `run ${row.run_number} was delivered without it`, log);
+    await giveUpWebhookDeliveries(
+      deps,
+      row.id,
+      `run ${row.run_number} was delivered without this optional target`,
+      log,
+    );
     const totals = {
       records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
       tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
@@ -160,10 +165,13 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
     if (!failure.retryable || last) {
       // While the attempt still owns the run: its waiting webhook messages are given up
       // before the schedule's next run may start.
-      if (await runs.renew(row.id, attemptId, deps.now(), leaseMs))
-        await giveUpWebhookDeliveries(deps, row.id, `run ${row.run_number} failed`, log).catch((e: unknown) =>
-          log.warn({ err: e }, 'could not give up the webhook messages of the run'),
-        );
+      if (await runs.renew(row.id, attemptId, deps.now(), leaseMs).catch(() => false))
+        await giveUpWebhookDeliveries(
+          deps,
+          row.id,
+          `run ${row.run_number} failed before this message was delivered`,
+          log,
+        ).catch((e: unknown) => log.warn({ err: e }, 'could not give up the webhook messages of the run'));
       const failed = await runs.fail(row.id, attemptId, failure, deps.now());
       if (failed)
         await afterFailed(
