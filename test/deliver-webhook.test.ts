@@ -183,6 +183,23 @@ for (const dialect of DIALECTS) {
       expect(row).toMatchObject({ status: 'failed', next_attempt_at: null, last_error: 'given up: test' });
     });
 
+    test('a file the message delivered stays delivered after its endpoint was disabled', async () => {
+      expect(await deliver(target, artifact, ctx)).toMatchObject({ status: 'delivered', attempts: 1 });
+      await webhookDb(t.database)
+        .updateTable('webhook_endpoints')
+        .set({ status: 'disabled' })
+        .where('id', '=', (target as { endpoint_id: string }).endpoint_id)
+        .execute();
+      expect(await deliver(target, artifact, ctx)).toMatchObject({ status: 'delivered', attempts: 1 });
+      // A new file for the disabled endpoint is refused.
+      expect(await deliver(target, artifact, { ...ctx, deliveryKey: 'another file' })).toMatchObject({
+        status: 'failed',
+        errorCode: 'not_found',
+        permanent: true,
+      });
+      expect(ids()).toHaveLength(1);
+    });
+
     test('a receiver that does not answer in time: the retry carries the same webhook-id', async () => {
       receiver.hangNext(1);
       const first = await deliver(target, artifact, { ...ctx, timeoutMs: 300 });

@@ -1,7 +1,7 @@
 import { FerryError } from '../domain/ferry-error.ts';
-import { emitEvent } from '../webhooks/emit.ts';
+import { emitEvent, keyedMessageId } from '../webhooks/emit.ts';
 import { exportCompletedBody } from '../webhooks/events.ts';
-import { settleMessage } from '../webhooks/settle.ts';
+import { type MessageState, settleMessage } from '../webhooks/settle.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, WebhookTarget } from './types.ts';
 
 /**
@@ -31,36 +31,48 @@ export async function deliverToWebhook(
     expiresAt: artifact.expiresAt,
     sha256: artifact.sha256,
   });
-  const [message] = await emitEvent(ctx.database, artifact.tenantId, 'export.completed', body, {
+  const options = {
+    database: ctx.database,
+    secretKey: ctx.secretKey,
+    outbound: ctx.outbound,
     now: ctx.now,
-    endpointIds: [target.endpoint_id],
-    ...(ctx.deliveryKey !== undefined ? { key: ctx.deliveryKey } : {}),
-  });
+    mailer: ctx.mailer,
+    logger: ctx.logger,
+    ...(ctx.queue ? { queue: ctx.queue } : {}),
+    ...(ctx.webhookRetryDelays ? { schedule: ctx.webhookRetryDelays } : {}),
+    ...(ctx.timeoutMs ? { timeoutMs: ctx.timeoutMs } : {}),
+  };
   const missing = () =>
     new FerryError(
       'not_found',
       `webhook endpoint ${target.endpoint_id} does not exist in this tenant or is disabled`,
     );
-  if (!message) throw missing();
-  const state = await settleMessage(
-    {
-      database: ctx.database,
-      secretKey: ctx.secretKey,
-      outbound: ctx.outbound,
+  // The message an earlier call made counts whatever its endpoint's state is now: a file
+  // it delivered stays delivered even if the endpoint was disabled since.
+  const key = ctx.deliveryKey;
+  const earlier = key === undefined ? undefined : keyedMessageId(artifact.tenantId, target.endpoint_id, key);
+  const found = earlier ? await settleMessage(options, earlier) : undefined;
+  let messageId: string;
+  let state: MessageState;
+  if (earlier && found) {
+    messageId = earlier;
+    state = found;
+  } else {
+    const [message] = await emitEvent(ctx.database, artifact.tenantId, 'export.completed', body, {
       now: ctx.now,
-      mailer: ctx.mailer,
-      logger: ctx.logger,
-      ...(ctx.queue ? { queue: ctx.queue } : {}),
-      ...(ctx.webhookRetryDelays ? { schedule: ctx.webhookRetryDelays } : {}),
-      ...(ctx.timeoutMs ? { timeoutMs: ctx.timeoutMs } : {}),
-    },
-    message.id,
-  );
-  if (!state) throw missing();
+      endpointIds: [target.endpoint_id],
+      ...(key !== undefined ? { key } : {}),
+    });
+    if (!message) throw missing();
+    messageId = message.id;
+    const settled = await settleMessage(options, message.id);
+    if (!settled) throw missing();
+    state = settled;
+  }
   const { attempts } = state;
   if (state.status === 'delivered')
     return {
-      location: `webhook:${target.endpoint_id}#${message.id}`,
+      location: `webhook:${target.endpoint_id}#${messageId}`,
       bytesSent: Buffer.byteLength(JSON.stringify(body)),
       checksumVerified: false,
       attempts,
@@ -68,12 +80,12 @@ export async function deliverToWebhook(
   if (state.status === 'failed')
     throw new FerryError(
       'delivery_failed',
-      `webhook: ${state.error}; message ${message.id} failed for good after ${attempts} attempt(s)`,
+      `webhook: ${state.error}; message ${messageId} failed for good after ${attempts} attempt(s)`,
       { attempts, permanent: true },
     );
   throw new FerryError(
     'delivery_failed',
-    `webhook: ${state.error ?? 'not attempted yet'}; message ${message.id} will be retried at ` +
+    `webhook: ${state.error ?? 'not attempted yet'}; message ${messageId} will be retried at ` +
       `${state.nextAttemptAt.toISOString()} and on the webhook schedule after that`,
     { attempts, retryAt: state.nextAttemptAt },
   );
