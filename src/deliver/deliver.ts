@@ -57,8 +57,11 @@ export const PERMANENT_DELIVERY_CODES: ReadonlySet<string> = new Set<ErrorCode>(
 
 /**
  * Delivers one artifact to one stored target, retrying failures with backoff
- * (`ctx.retryDelays`, default 1 s, 4 s, 16 s). Never throws: the result says
- * `delivered` or `failed`, with the last error (scrubbed of the target's secrets).
+ * (`ctx.retryDelays`, default 1 s, 4 s, 16 s). Every attempt writes to the same path:
+ * placeholders are filled from `ctx.pathTime`, or the time of the first attempt. Never
+ * throws: the result says `delivered` or `failed`, with the last error (scrubbed of the
+ * target's secrets), whether it is `permanent`, and for a webhook message that the
+ * outbox retries, `retryAt`.
  */
 export async function deliver(
   target: DeliveryTarget,
@@ -69,36 +72,50 @@ export async function deliver(
   const entry = ADAPTERS[target.type] as AdapterEntry<TargetType>;
   const delays = entry.retries ? (ctx.retryDelays ?? DEFAULT_RETRY_DELAYS) : [];
   const sleep = ctx.sleep ?? ((ms: number) => delay(ms).then(() => undefined));
+  const fixed: DeliveryContext = ctx.pathTime ? ctx : { ...ctx, pathTime: (ctx.now ?? (() => new Date()))() };
   let secrets: string[] = [];
   let attempts = 0;
   let failure: { message: string; code: ErrorCode };
+  let details: Record<string, unknown> | undefined;
   for (;;) {
     attempts++;
     try {
       const opened = openTarget(target, ctx.secretKey);
       secrets = targetSecrets(opened);
-      const outcome = await (entry.send as Adapter<TargetType>)(opened as never, artifact, ctx);
-      return { target: summary, status: 'delivered', attempts, ...outcome };
+      const { attempts: counted, ...outcome } = await (entry.send as Adapter<TargetType>)(
+        opened as never,
+        artifact,
+        fixed,
+      );
+      return { target: summary, status: 'delivered', attempts: counted ?? attempts, ...outcome };
     } catch (err) {
       failure = describeFailure(err, secrets);
+      details = err instanceof FerryError ? err.details : undefined;
       ctx.logger?.warn(
         { target: summary.label, attempt: attempts, code: failure.code, error: failure.message },
         'delivery attempt failed',
       );
-      if (PERMANENT_DELIVERY_CODES.has(failure.code) || attempts > delays.length) break;
+      if (isPermanent(failure.code, details) || attempts > delays.length) break;
       await sleep(delays[attempts - 1]!);
     }
   }
+  const retryAt = details?.retryAt instanceof Date ? details.retryAt : undefined;
   return {
     target: summary,
     status: 'failed',
-    attempts,
+    attempts: typeof details?.attempts === 'number' ? details.attempts : attempts,
     location: null,
     error: failure.message,
     errorCode: failure.code,
     bytesSent: 0,
     checksumVerified: false,
+    ...(isPermanent(failure.code, details) ? { permanent: true } : {}),
+    ...(retryAt ? { retryAt } : {}),
   };
+}
+
+function isPermanent(code: ErrorCode, details: Record<string, unknown> | undefined): boolean {
+  return PERMANENT_DELIVERY_CODES.has(code) || details?.permanent === true;
 }
 
 /**

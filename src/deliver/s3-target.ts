@@ -34,7 +34,9 @@ export function objectKey(target: S3Target<unknown>, artifact: DeliveryArtifact,
  * object metadata. Verification: the bytes sent are hashed on the way and must match
  * the artifact; then either HEAD (default: size and the sha256 metadata match) or,
  * with `verify: "read"`, the object is downloaded again and hashed. A mismatch
- * deletes the object and fails the attempt.
+ * deletes the object and fails the attempt. The key depends on the file and
+ * `ctx.pathTime` only, so a retry writes the same key, and S3 replaces an object in
+ * one step: however many attempts, the file is one object.
  */
 export async function deliverToS3(
   target: S3Target<string>,
@@ -42,7 +44,7 @@ export async function deliverToS3(
   ctx: DeliveryContext,
 ): Promise<DeliveryOutcome> {
   const client = ctx.clients.s3(target, ctx.outbound, ctx.timeoutMs);
-  const key = objectKey(target, artifact, (ctx.now ?? (() => new Date()))());
+  const key = objectKey(target, artifact, ctx.pathTime ?? (ctx.now ?? (() => new Date()))());
   const location = `s3://${target.bucket}/${key}`;
   try {
     const source = await artifact.open();

@@ -28,7 +28,9 @@ function sameFingerprint(a: string, b: string): boolean {
  * (unless the target says `insecure-accept-any`). The file is written as
  * `.<name>.part` in the target directory, its size checked, then renamed to `<name>`
  * (POSIX rename, which replaces an older copy atomically), so a reader never sees a
- * partial file under the final name. A failed attempt removes its `.part` file.
+ * partial file under the final name. A failed attempt removes its `.part` file. The
+ * path depends on the file and `ctx.pathTime` only, so a retry replaces what an
+ * earlier attempt wrote instead of adding a second copy.
  */
 export async function deliverBySftp(
   target: SftpTarget<string>,
@@ -37,9 +39,8 @@ export async function deliverBySftp(
 ): Promise<DeliveryOutcome> {
   const pinned = await resolveOutbound(target.host, ctx.outbound);
   const address = pinned.addresses[0]!.address;
-  const now = (ctx.now ?? (() => new Date()))();
   const directory = renderPathTemplate(target.directory, {
-    now,
+    now: ctx.pathTime ?? (ctx.now ?? (() => new Date()))(),
     tenant: artifact.tenantSlug ?? artifact.tenantId,
     dataset: artifact.dataset ?? 'export',
     exportId: artifact.exportId,

@@ -108,6 +108,10 @@ export interface DeliveryResult {
   /** Which target, without secrets: its type, name and a readable label such as `s3://bucket/prefix/`. */
   readonly target: { readonly type: TargetType; readonly name: string | null; readonly label: string };
   readonly status: 'delivered' | 'failed';
+  /**
+   * Attempts this delivery made; for a webhook target, the attempts its message has had
+   * so far (the message keeps them from one call to the next).
+   */
   readonly attempts: number;
   /** Where the file went: `s3://bucket/key`, `sftp://host:port/path`, `mailto:…`, `webhook:<endpoint>#<message>`. */
   readonly location: string | null;
@@ -118,6 +122,14 @@ export interface DeliveryResult {
   readonly bytesSent: number;
   /** True when the bytes at the destination were checked against the artifact's size and SHA-256. */
   readonly checksumVerified: boolean;
+  /** On a failure that no further attempt can fix (a refused address, a message that failed for good). */
+  readonly permanent?: boolean;
+  /**
+   * On a failure the destination retries by itself (a webhook message in the outbox):
+   * when its next attempt is due. The delivery is not given up; calling again then
+   * reports how it went, without sending the file again.
+   */
+  readonly retryAt?: Date;
 }
 
 /** What an adapter returns for a successful attempt. */
@@ -125,6 +137,8 @@ export interface DeliveryOutcome {
   readonly location: string;
   readonly bytesSent: number;
   readonly checksumVerified: boolean;
+  /** Attempts the destination counted itself (a webhook message's), instead of this call's. */
+  readonly attempts?: number;
 }
 
 /** The part of an SFTP client (ssh2-sftp-client) that the SFTP target uses. */
@@ -165,6 +179,24 @@ export interface DeliveryContext {
   readonly sleep?: (ms: number) => Promise<void>;
   readonly now?: () => Date;
   readonly logger?: Logger;
-  /** Per-request timeouts of the adapters (S3 request, SSH handshake, SMTP); default 30 s. */
+  /** Per-request timeouts of the adapters (S3 request, SSH handshake, SMTP; a webhook POST, 15 s by default); default 30 s. */
   readonly timeoutMs?: number;
+  /**
+   * The time that fills `{date}` and `{datetime}` in paths. A scheduled run passes when
+   * it started, so every attempt of the run writes the same object key and file path;
+   * without it `deliver` takes the time of its first attempt.
+   */
+  readonly pathTime?: Date;
+  /**
+   * Names one delivery of one file to one target across calls (a scheduled run: the
+   * file and the target's index). A webhook target keeps one message per key: every
+   * call finds the same message, so the endpoint gets one `webhook-id` for the file.
+   */
+  readonly deliveryKey?: string;
+  /** Hands a failed webhook attempt's retry to a `webhooks.deliver` job; without it the outbox sweep (every minute) makes it. */
+  readonly queue?: {
+    send(name: string, data: { id: string }, options?: { startAfter?: Date }): Promise<string | null>;
+  };
+  /** The webhook retry schedule; default WEBHOOK_RETRY_DELAYS (docs/webhooks.md). */
+  readonly webhookRetryDelays?: readonly number[];
 }

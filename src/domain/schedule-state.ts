@@ -16,7 +16,9 @@ export type ScheduleStatus = (typeof SCHEDULE_STATUSES)[number];
  * - `queued`: created at its slot (or by hand), waiting for a worker and for the
  *   schedule's earlier runs to close.
  * - `running`: an attempt holds the run's lease and produces or delivers its files.
- * - `retrying`: an attempt failed in a way another may fix; pg-boss runs it again.
+ * - `retrying`: an attempt failed in a way another may fix; pg-boss runs it again. Or
+ *   all it misses is webhook messages waiting for their next attempt: its job is sent
+ *   again for then.
  * - `delivered`: every required target received every file; checkpoints moved on.
  * - `failed`: final, after a failure no retry can fix or the last retry.
  */

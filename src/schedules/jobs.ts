@@ -3,6 +3,7 @@ import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
 import { scheduleRuns } from './run-repository.ts';
 import { afterFailed } from './notices.ts';
+import { giveUpWebhookDeliveries } from './run-delivery.ts';
 import { runScheduleJob } from './run-job.ts';
 import type { RunDeps } from './run-types.ts';
 import { SCHEDULE_RUN_QUEUE, tickSchedules } from './tick.ts';
@@ -21,6 +22,8 @@ export interface ScheduleJobOptions {
   readonly deliveryRetryDelays?: readonly number[];
   /** Per-request timeout of the delivery adapters (default 30 s). */
   readonly deliveryTimeoutMs?: number;
+  /** The retry schedule of webhook targets' messages (default the webhook schedule). */
+  readonly webhookRetryDelays?: readonly number[];
 }
 
 /** The run's adapters from the job context, with the secret key and the outbound guard. */
@@ -39,6 +42,7 @@ export function runDeps(ctx: JobContext, options: ScheduleJobOptions = {}): RunD
     deliveryClients: ctx.deliveryClients,
     deliveryRetryDelays: options.deliveryRetryDelays,
     deliveryTimeoutMs: options.deliveryTimeoutMs,
+    webhookRetryDelays: options.webhookRetryDelays,
   };
 }
 
@@ -56,6 +60,12 @@ export function scheduleJobs(options: ScheduleJobOptions = {}): JobDefinition[] 
         message: `the run was interrupted ${RUN_RETRY_LIMIT + 1} times (its worker stopped or lost the database) and was given up`,
       };
       const runs = scheduleRuns(ctx.database);
+      await giveUpWebhookDeliveries(
+        ctx,
+        runId,
+        'the run was given up before this message was delivered',
+        ctx.logger,
+      );
       const failed = await runs.fail(runId, null, failure, ctx.now());
       if (failed) {
         ctx.logger.warn({ run_id: runId }, 'scheduled run given up after its retries');

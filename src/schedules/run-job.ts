@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Plan } from '../auth/context.ts';
 import { limitsFor } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
-import { deliverAll, PERMANENT_DELIVERY_CODES } from '../deliver/deliver.ts';
-import type { DeliveryArtifact, DeliveryContext, DeliveryResult } from '../deliver/types.ts';
+import type { DeliveryArtifact } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
 import { downloadPath } from '../export-requests/links.ts';
 import type { FerryJob } from '../jobs/types.ts';
@@ -12,6 +11,11 @@ import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RunFile } from './model.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
+import {
+  deliverRunFiles,
+  giveUpWebhookDeliveries,
+  waitForWebhooks,
+} from './run-delivery.ts';
 import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
 import { scheduleRuns } from './run-repository.ts';
@@ -60,7 +64,9 @@ function describe(err: unknown): Failure {
  * delivered and moves the checkpoints in one transaction. Then it applies target
  * retention and sends the events and emails. A failed attempt leaves the checkpoints as
  * they were and throws, so pg-boss retries the job with backoff; the retry starts from
- * the same checkpoints and reuses the files already made.
+ * the same checkpoints and reuses the files already made. When all that is missing is
+ * webhook messages waiting for their next attempt, the run waits for them instead
+ * (`waitForWebhooks`); a run that ends gives up whatever webhook messages still wait.
  */
 export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void> {
   const runId = job.data.id;
@@ -94,8 +100,20 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
   try {
     const outcome = await execute(deps, row, attemptId, signal, log);
     results = outcome.deliveries;
+    if (!outcome.delivered && outcome.waitUntil) {
+      await waitForWebhooks(deps, row, attemptId, outcome, log);
+      return;
+    }
     if (!outcome.delivered)
       throw new FerryError('delivery_failed', outcome.reason, { permanent: outcome.permanent });
+    // Only a target that is not required can still have a message waiting: it is given up
+    // here, so it never reaches its endpoint after a later run's file.
+    await giveUpWebhookDeliveries(
+      deps,
+      row.id,
+      `run ${row.run_number} was delivered without this optional target`,
+      log,
+    );
     const totals = {
       records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
       tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
@@ -137,6 +155,15 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
       'scheduled run attempt failed',
     );
     if (!failure.retryable || last) {
+      // While the attempt still owns the run: its waiting webhook messages are given up
+      // before the schedule's next run may start.
+      if (await runs.renew(row.id, attemptId, deps.now(), leaseMs).catch(() => false))
+        await giveUpWebhookDeliveries(
+          deps,
+          row.id,
+          `run ${row.run_number} failed before this message was delivered`,
+          log,
+        ).catch((e: unknown) => log.warn({ err: e }, 'could not give up the webhook messages of the run'));
       const failed = await runs.fail(row.id, attemptId, failure, deps.now());
       if (failed)
         await afterFailed(
@@ -216,55 +243,8 @@ async function execute(
   }
 
   const artifacts = new Map(files.map((f) => [f.export_id, artifactOf(deps, f, tenant, config)]));
-  const context: DeliveryContext = {
-    secretKey: deps.secretKey,
-    outbound: deps.outbound,
-    clients: deps.deliveryClients,
-    database: deps.database,
-    now: deps.now,
-    logger: deps.logger,
-    ...(deps.mailer ? { mailer: deps.mailer } : {}),
-    ...(deps.deliveryRetryDelays ? { retryDelays: deps.deliveryRetryDelays } : {}),
-    ...(deps.deliveryTimeoutMs ? { timeoutMs: deps.deliveryTimeoutMs } : {}),
-  };
-  const earlier = await runs.deliveries(row.id);
-  const done = new Set(
-    earlier.filter((d) => d.status === 'delivered').map((d) => `${d.export_id}#${d.target_index}`),
-  );
-  // Each target gets the files in order; targets are served side by side.
-  await Promise.all(
-    config.targets.map(async ({ target }, index) => {
-      for (const file of files) {
-        if (done.has(`${file.export_id}#${index}`)) continue;
-        if (signal.aborted) return;
-        const [result] = (await deliverAll([target], artifacts.get(file.export_id)!, context)) as [
-          DeliveryResult,
-        ];
-        await runs.recordDelivery(row, file.export_id, index, result, deps.now());
-        if (result.status === 'delivered') done.add(`${file.export_id}#${index}`);
-      }
-    }),
-  );
-  if (signal.aborted) throw signal.reason;
-  const deliveries = await runs.deliveries(row.id);
-  const missing = config.targets.flatMap(({ target, required }, index) =>
-    required
-      ? files.filter((f) => !done.has(`${f.export_id}#${index}`)).map((f) => ({ target, index, file: f }))
-      : [],
-  );
-  const last = missing.map(({ index, file }) =>
-    deliveries.filter((d) => d.export_id === file.export_id && d.target_index === index).at(-1),
-  );
-  const reason = missing
-    .map(({ index, file }, i) => {
-      const failed = last[i];
-      return `${failed?.target_label ?? `target ${index}`}: ${file.name} not delivered${failed?.error ? ` (${failed.error})` : ''}`;
-    })
-    .join('; ');
-  // Another attempt of the run cannot fix these either (it keeps the targets it was created with):
-  // when every missing delivery failed so, the run fails at once instead of retrying for an hour.
-  const permanent = last.length > 0 && last.every((d) => PERMANENT_DELIVERY_CODES.has(d?.error_code ?? ''));
-  return { delivered: missing.length === 0, permanent, reason, files, deliveries, tenant, config, artifacts };
+  const round = await deliverRunFiles(deps, row, files, artifacts, signal);
+  return { ...round, files, tenant, config, artifacts };
 }
 
 async function save(

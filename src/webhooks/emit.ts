@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { ALL_EVENTS, type EventBody, envelope } from './events.ts';
@@ -23,6 +23,13 @@ export interface EmitOptions {
   readonly excludeEndpointIds?: readonly string[];
   /** Hand each message to a worker at once; without it the outbox poller picks it up. */
   readonly queue?: WebhookQueue;
+  /**
+   * Makes emitting idempotent: one message per endpoint and key, however often the
+   * event is emitted with it. A message that exists already is returned as it is (its
+   * body, attempts and schedule unchanged) and not handed to the queue again. The
+   * webhook delivery target keys its message by scheduled file and target.
+   */
+  readonly key?: string;
 }
 
 export interface EmittedMessage {
@@ -35,10 +42,17 @@ export function newMessageId(): string {
   return `msg_${randomUUID().replaceAll('-', '')}`;
 }
 
+/** The id of the one message for an endpoint and an idempotency key (`EmitOptions.key`). */
+export function keyedMessageId(tenantId: string, endpointId: string, key: string): string {
+  const digest = createHash('sha256').update(`${tenantId}\n${endpointId}\n${key}`).digest('hex');
+  return `msg_${digest.slice(0, 32)}`;
+}
+
 /**
  * Records an event for every active endpoint of the tenant that subscribes to it:
  * one outbox row per endpoint, due now, with the exact body that every attempt will
- * sign and send. Returns the messages; delivering them is the dispatcher's job
+ * sign and send (with a `key`, the row that key made earlier if there is one).
+ * Returns the messages; delivering them is the dispatcher's job
  * (`deliverDueMessages`, or a `webhooks.deliver` job when a queue is given).
  */
 export async function emitEvent(
@@ -71,8 +85,12 @@ export async function emitEvent(
   const endpoints = await query.orderBy('created_at').execute();
   if (endpoints.length === 0) return [];
   const payload = envelope(event, now, tenantId, body);
-  const messages = endpoints.map((e) => ({ id: newMessageId(), endpointId: e.id }));
-  await db
+  const key = options.key;
+  const messages = endpoints.map((e) => ({
+    id: key === undefined ? newMessageId() : keyedMessageId(tenantId, e.id, key),
+    endpointId: e.id,
+  }));
+  const inserted = await db
     .insertInto('webhook_messages')
     .values(
       messages.map((m) => ({
@@ -85,7 +103,9 @@ export async function emitEvent(
         created_at: now,
       })),
     )
+    .onConflict((oc) => oc.column('id').doNothing())
+    .returning('id')
     .execute();
-  if (options.queue) for (const m of messages) await options.queue.send(WEBHOOK_DELIVER_JOB, { id: m.id });
+  if (options.queue) for (const m of inserted) await options.queue.send(WEBHOOK_DELIVER_JOB, { id: m.id });
   return messages;
 }

@@ -1,15 +1,18 @@
 import type { DeliveryArtifact, DeliveryContext, DeliveryOutcome, WebhookTarget } from '../deliver/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
-import { attemptMessage } from './dispatch.ts';
-import { emitEvent } from './emit.ts';
+import { emitEvent, keyedMessageId } from './emit.ts';
 import { exportCompletedBody } from './events.ts';
+import { type MessageState, settleMessage } from './settle.ts';
 
 /**
  * The webhook delivery target (`DeliveryClients.webhook`, wired in src/compose.ts).
  * Sends `export.completed` to one registered endpoint of the tenant (whatever its
- * events filter) and makes the first attempt now. A failed first attempt fails this
- * delivery, but the message keeps its place in the outbox and is retried on the
- * webhook schedule (docs/webhooks.md) with the same `webhook-id`.
+ * events filter). The message is the delivery: with `ctx.deliveryKey` every call for
+ * the same file and target finds the same message (one `webhook-id`), so calling again
+ * never sends the file a second time. A call attempts the message when it is due and
+ * reports where it stands: delivered; waiting for its next attempt on the webhook
+ * schedule (docs/webhooks.md), which the outbox makes (a `webhooks.deliver` job when
+ * `ctx.queue` is given) and which the error's `retryAt` names; or failed for good.
  */
 export async function deliverToWebhook(
   target: WebhookTarget,
@@ -29,15 +32,6 @@ export async function deliverToWebhook(
     expiresAt: artifact.expiresAt,
     sha256: artifact.sha256,
   });
-  const [message] = await emitEvent(ctx.database, artifact.tenantId, 'export.completed', body, {
-    now: ctx.now,
-    endpointIds: [target.endpoint_id],
-  });
-  if (!message)
-    throw new FerryError(
-      'not_found',
-      `webhook endpoint ${target.endpoint_id} does not exist in this tenant or is disabled`,
-    );
   const options = {
     database: ctx.database,
     secretKey: ctx.secretKey,
@@ -45,16 +39,55 @@ export async function deliverToWebhook(
     now: ctx.now,
     mailer: ctx.mailer,
     logger: ctx.logger,
+    ...(ctx.queue ? { queue: ctx.queue } : {}),
+    ...(ctx.webhookRetryDelays ? { schedule: ctx.webhookRetryDelays } : {}),
+    ...(ctx.timeoutMs ? { timeoutMs: ctx.timeoutMs } : {}),
   };
-  const outcome = await attemptMessage(options, message.id);
-  const location = `webhook:${target.endpoint_id}#${message.id}`;
-  if (outcome.status === 'delivered')
-    return { location, bytesSent: Buffer.byteLength(JSON.stringify(body)), checksumVerified: false };
-  if (outcome.status === 'retrying')
+  const missing = () =>
+    new FerryError(
+      'not_found',
+      `webhook endpoint ${target.endpoint_id} does not exist in this tenant or is disabled`,
+    );
+  // The message an earlier call made counts whatever its endpoint's state is now: a file
+  // it delivered stays delivered even if the endpoint was disabled since.
+  const key = ctx.deliveryKey;
+  const earlier = key === undefined ? undefined : keyedMessageId(artifact.tenantId, target.endpoint_id, key);
+  const found = earlier ? await settleMessage(options, earlier) : undefined;
+  let messageId: string;
+  let state: MessageState;
+  if (earlier && found) {
+    messageId = earlier;
+    state = found;
+  } else {
+    const [message] = await emitEvent(ctx.database, artifact.tenantId, 'export.completed', body, {
+      now: ctx.now,
+      endpointIds: [target.endpoint_id],
+      ...(key !== undefined ? { key } : {}),
+    });
+    if (!message) throw missing();
+    messageId = message.id;
+    const settled = await settleMessage(options, message.id);
+    if (!settled) throw missing();
+    state = settled;
+  }
+  const { attempts } = state;
+  if (state.status === 'delivered')
+    return {
+      location: `webhook:${target.endpoint_id}#${messageId}`,
+      bytesSent: Buffer.byteLength(JSON.stringify(body)),
+      checksumVerified: false,
+      attempts,
+    };
+  if (state.status === 'failed')
     throw new FerryError(
       'delivery_failed',
-      `webhook: ${outcome.error}; message ${message.id} will be retried at ${outcome.nextAttemptAt.toISOString()} and on the webhook schedule after that`,
+      `webhook: ${state.error}; message ${messageId} failed for good after ${attempts} attempt(s)`,
+      { attempts, permanent: true },
     );
-  if (outcome.status === 'failed') throw new FerryError('delivery_failed', `webhook: ${outcome.error}`);
-  throw new FerryError('delivery_failed', `webhook: message ${message.id} was not attempted`);
+  throw new FerryError(
+    'delivery_failed',
+    `webhook: ${state.error ?? 'not attempted yet'}; message ${messageId} will be retried at ` +
+      `${state.nextAttemptAt.toISOString()} and on the webhook schedule after that`,
+    { attempts, retryAt: state.nextAttemptAt },
+  );
 }
