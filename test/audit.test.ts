@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUDIT_ACTIONS, listAudit, recordAudit } from '../src/auth/audit.ts';
 import type { Role } from '../src/auth/context.ts';
@@ -127,6 +128,39 @@ for (const dialect of DIALECTS) {
           'api_key.revoked',
         ]),
       );
+    });
+
+    it('pages through events within one millisecond (the cursor keeps microseconds)', async () => {
+      for (let i = 0; i < 5; i++) {
+        await recordAudit(t.database, {
+          tenantId: tenant.id,
+          actor: 'system',
+          action: 'export.failed',
+          success: false,
+          error: `same millisecond ${i}`,
+          occurredAt: new Date('2032-03-01T00:00:00.123Z'),
+        });
+      }
+      // What now() writes: instants that differ only below the millisecond.
+      await sql`
+        UPDATE audit_events a SET occurred_at = a.occurred_at + n.rn * interval '1 microsecond'
+        FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM audit_events
+              WHERE tenant_id = ${tenant.id} AND error LIKE 'same millisecond %') n
+        WHERE a.id = n.id`.execute(t.database.db);
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (let pages = 0; pages < 20; pages++) {
+        const page = await listAudit(
+          t.database,
+          { tenantId: tenant.id, role: 'admin' },
+          { action: 'export.failed', from: '2032-03-01', to: '2032-03-01', limit: 2, cursor },
+        );
+        seen.push(...page.items.map((e) => e.error!));
+        cursor = page.next_cursor ?? undefined;
+        if (!cursor) break;
+      }
+      expect(seen).toHaveLength(5);
+      expect(new Set(seen).size).toBe(5);
     });
 
     it('filters by action and time and pages with a cursor, newest first', async () => {

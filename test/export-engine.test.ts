@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateXML } from 'xmllint-wasm';
 import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import { knowledgeBaseDocuments } from '../src/collect/documents.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { parseExportRequest, type ExportInput } from '../src/collect/request.ts';
 import { xsdFor } from '../src/format/xml-schema.ts';
@@ -358,6 +359,41 @@ for (const dialect of DIALECTS) {
         .where('tenant_id', '=', tenantId)
         .execute();
       for (const h of hashes) expect(account).not.toContain(h.password_hash);
+    });
+
+    it('ends a knowledge-base export when created_at has microseconds, and keeps them', async () => {
+      // The newest document of the page gets digits below the millisecond, as now() writes them.
+      await sql`
+        UPDATE documents SET created_at = date_trunc('milliseconds', created_at) + interval '123 microseconds'
+        WHERE id = (SELECT id FROM documents WHERE tenant_id = ${tenantId} ORDER BY created_at DESC, id DESC LIMIT 1)`.execute(
+        t.database.db,
+      );
+      const expected = await sql<{ id: string; created: string; updated: string }>`
+        SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created,
+               to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS updated
+        FROM documents WHERE tenant_id = ${tenantId} ORDER BY created_at, id`.execute(t.database.db);
+      const seen: { id: string; created: string; updated: string }[] = [];
+      for await (const doc of knowledgeBaseDocuments(t.database, tenantId, { includeEmbeddings: false })) {
+        seen.push({ id: doc.document_id, created: doc.metadata.created_date, updated: doc.metadata.last_updated });
+        // A cursor cut to milliseconds selects the newest document again, forever.
+        if (seen.length > expected.rows.length) break;
+      }
+      expect(seen).toEqual(expected.rows);
+      expect(seen.at(-1)!.created).toMatch(/\.\d{3}123Z$/);
+
+      const kb = JSON.parse(
+        (
+          await run(t, { tenantId, dataset: 'knowledge_base', format: 'json', timezone: 'Europe/Berlin' })
+        ).body.toString('utf8'),
+      ) as {
+        documents: { metadata: { created_date: string }; usage_statistics: { last_referenced: string | null } }[];
+      };
+      expect(kb.documents).toHaveLength(expected.rows.length);
+      for (const doc of kb.documents)
+        expect(doc.metadata.created_date).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0[12]:00$/);
+      const referenced = kb.documents.map((d) => d.usage_statistics.last_referenced).filter((v) => v !== null);
+      expect(referenced.length).toBeGreaterThan(0);
+      for (const at of referenced) expect(at).toMatch(/\.\d{6}\+0[12]:00$/);
     });
 
     it('estimates the row count up front, for anonymized exports too', async () => {

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../src/auth/context.ts';
 import { bearer } from './auth-fixtures.ts';
@@ -277,6 +278,38 @@ for (const dialect of DIALECTS) {
       const seen = (analyst.json() as { data: ExportJson[] }).data.map((e) => e.id);
       expect(seen).toContain(analystExport.id);
       expect(seen).not.toContain(adminExport.id);
+    });
+
+    it('pages through exports created within one millisecond (the cursor keeps microseconds)', async () => {
+      // Rows written by now() differ below the millisecond; a cursor cut to milliseconds loses them.
+      await sql`
+        UPDATE export_requests e SET created_at = b.base + n.rn * interval '1 microsecond'
+        FROM (SELECT date_trunc('milliseconds', min(created_at)) AS base FROM export_requests WHERE tenant_id = ${h.tenant.id}) b,
+             (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM export_requests WHERE tenant_id = ${h.tenant.id}) n
+        WHERE e.id = n.id`.execute(h.database.db);
+      const ids: string[] = [];
+      let cursor: string | null = null;
+      for (let pages = 0; pages < 500; pages++) {
+        const res = await h.app.inject({
+          method: 'GET',
+          url: `/api/v1/exports?limit=1${cursor ? `&cursor=${cursor}` : ''}`,
+          headers: bearer(h.keys.admin),
+        });
+        const page = res.json() as { data: ExportJson[]; next_cursor: string | null };
+        ids.push(...page.data.map((e) => e.id));
+        cursor = page.next_cursor;
+        if (!cursor) break;
+      }
+      const all = await h.database.db
+        .withTables<{ export_requests: { id: string; tenant_id: string; created_at: Date } }>()
+        .selectFrom('export_requests')
+        .select('id')
+        .where('tenant_id', '=', h.tenant.id)
+        .orderBy('created_at', 'desc')
+        .orderBy('id', 'desc')
+        .execute();
+      expect(all.length).toBeGreaterThan(2);
+      expect(ids).toEqual(all.map((r) => r.id));
     });
 
     it('repeats a past export with its configuration', async () => {

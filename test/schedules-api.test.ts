@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Role } from '../src/auth/context.ts';
 import type { Config } from '../src/config/config.ts';
@@ -317,6 +318,37 @@ for (const dialect of DIALECTS) {
 
       const usage = await app.inject({ url: '/api/v1/usage', headers: bearer(starterKeys.admin) });
       expect(JSON.stringify(usage.json())).toMatch(/active_schedules/);
+    });
+
+    test('pages through schedules created within one millisecond (the cursor keeps microseconds)', async () => {
+      for (const name of ['page one', 'page two', 'page three'])
+        expect((await post(daily({ name, status: 'paused' }))).statusCode).toBe(201);
+      // Rows written by now() differ below the millisecond; a cursor cut to milliseconds repeats them.
+      await sql`
+        UPDATE schedules s SET created_at = b.base + n.rn * interval '1 microsecond'
+        FROM (SELECT date_trunc('milliseconds', min(created_at)) AS base FROM schedules WHERE tenant_id = ${tenant.id}) b,
+             (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM schedules WHERE tenant_id = ${tenant.id}) n
+        WHERE s.id = n.id`.execute(t.database.db);
+      const ids: string[] = [];
+      let cursor: string | null = null;
+      for (let pages = 0; pages < 200; pages++) {
+        const url = `/api/v1/schedules?limit=1${cursor ? `&cursor=${cursor}` : ''}`;
+        const res = await app.inject({ url, headers: bearer(keys.admin) });
+        expect(res.statusCode, res.body).toBe(200);
+        const page = res.json() as { items: { id: string }[]; next_cursor: string | null };
+        ids.push(...page.items.map((s) => s.id));
+        cursor = page.next_cursor;
+        if (!cursor) break;
+      }
+      const all = await scheduleDb(t.database)
+        .selectFrom('schedules')
+        .select('id')
+        .where('tenant_id', '=', tenant.id)
+        .orderBy('created_at')
+        .orderBy('id')
+        .execute();
+      expect(all.length).toBeGreaterThanOrEqual(3);
+      expect(ids).toEqual(all.map((r) => r.id));
     });
 
     test('lists, changes and deletes; another tenant sees 404; roles are enforced', async () => {

@@ -246,6 +246,29 @@ for (const dialect of DIALECTS) {
       expect(new Set(members.map((m) => m.password_hash)).size).toBe(members.length);
     });
 
+    it('writes timestamps with microseconds, as PostgreSQL now() does', async () => {
+      for (const [table, column] of [
+        ['messages', 'created_at'],
+        ['conversations', 'start_timestamp'],
+        ['documents', 'created_at'],
+        ['customers', 'created_at'],
+        ['revenue_events', 'occurred_at'],
+      ] as const) {
+        const [counts] = await rows<{ n: number; sub_ms: number; ms_only: number }>(
+          t.database,
+          `SELECT count(*)::int AS n,
+                  count(*) FILTER (WHERE extract(microseconds FROM ${column})::bigint % 1000 <> 0)::int AS sub_ms,
+                  count(*) FILTER (WHERE extract(microseconds FROM ${column})::bigint % 1000 = 0
+                                     AND extract(microseconds FROM ${column})::bigint % 1000000 <> 0)::int AS ms_only
+           FROM ${table}`,
+        );
+        expect(counts!.n, table).toBeGreaterThan(0);
+        // Only whole seconds are left without digits below the millisecond.
+        expect(counts!.ms_only, `${table}.${column} cut to milliseconds`).toBe(0);
+        expect(counts!.sub_ms, `${table}.${column} with microseconds`).toBeGreaterThan(counts!.n * 0.9);
+      }
+    });
+
     it('stores hostile text byte for byte', async () => {
       const found = await rows<{ content: string }>(
         t.database,

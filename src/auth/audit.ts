@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database.ts';
+import { afterPosition, instantText } from '../db/keyset.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { AuthContext } from './context.ts';
@@ -146,16 +147,17 @@ export async function listAudit(
   if (auth.role !== 'admin' && auth.role !== 'manager')
     throw new FerryError('forbidden', `the ${auth.role} role may not read the audit log`);
   const limit = query.limit ?? 50;
-  let q = authDb(database).selectFrom('audit_events').selectAll().where('tenant_id', '=', auth.tenantId);
+  let q = authDb(database)
+    .selectFrom('audit_events')
+    .selectAll()
+    .select(instantText('occurred_at').as('cursor_at'))
+    .where('tenant_id', '=', auth.tenantId);
   if (auth.role === 'manager') q = q.where('action', 'like', `${MANAGER_AUDIT_ACTION_PREFIX}%`);
   if (query.action) q = q.where('action', '=', query.action);
   if (query.from) q = q.where('occurred_at', '>=', parseTime('from', query.from));
   if (query.to) q = q.where('occurred_at', '<', parseTime('to', query.to));
   if (query.cursor) {
-    const { at, id } = decodeCursor(query.cursor, 'json');
-    q = q.where((eb) =>
-      eb.or([eb('occurred_at', '<', at), eb.and([eb('occurred_at', '=', at), eb('id', '<', id)])]),
-    );
+    q = q.where(afterPosition('occurred_at', decodeCursor(query.cursor, 'json'), 'desc'));
   }
   const rows = await q
     .orderBy('occurred_at', 'desc')
@@ -184,6 +186,6 @@ export async function listAudit(
       retention_until: r.retention_until ? r.retention_until.toISOString() : null,
     })),
     next_cursor:
-      rows.length > limit && last ? encodeCursor({ at: last.occurred_at, id: last.id }, 'json') : null,
+      rows.length > limit && last ? encodeCursor({ at: last.cursor_at, id: last.id }, 'json') : null,
   };
 }

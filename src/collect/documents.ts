@@ -2,12 +2,14 @@ import { sql } from 'kysely';
 import type { Writable } from 'node:stream';
 import type { Database } from '../db/database.ts';
 import { literal } from '../db/database.ts';
+import { afterPosition, instantText } from '../db/keyset.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DocumentDataset, DocumentWriter } from '../datamap/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { escapeText } from '../format/xml-escape.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
+import { timestampSql } from './render-sql.ts';
 import type { ExportRequest } from './request.ts';
 import type { TenantInfo } from './tenant.ts';
 
@@ -81,33 +83,39 @@ interface Usage {
   monthly: Record<string, number>;
 }
 
-/** Usage of each document, derived from the sources AI answers cited (messages.content_sources). */
-async function documentUsage(database: Database, tenantId: string): Promise<Map<string, Usage>> {
+/**
+ * Usage of each document, derived from the sources AI answers cited (messages.content_sources).
+ * `last` is the database's text of the newest citation, in the export's zone.
+ */
+async function documentUsage(
+  database: Database,
+  tenantId: string,
+  timezone: string,
+): Promise<Map<string, Usage>> {
+  const last = timestampSql('max(max(m.created_at)) OVER (PARTITION BY src.doc)', timezone);
   const rows = await sql<{
     doc: string;
     month: string;
     n: number;
     rel_sum: number | null;
     rel_n: number;
-    last: Date;
+    last: string;
   }>`
     SELECT src.doc, to_char(date_trunc('month', m.created_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
            count(*)::int AS n,
            sum((m.source_relevance_scores ->> (src.ord::int - 1))::float8) AS rel_sum,
            count(m.source_relevance_scores ->> (src.ord::int - 1))::int AS rel_n,
-           max(m.created_at) AS last
+           ${sql.raw(last)} AS last
     FROM messages m CROSS JOIN LATERAL jsonb_array_elements_text(m.content_sources) WITH ORDINALITY AS src(doc, ord)
     WHERE m.tenant_id = ${tenantId} AND m.sender_type = 'ai'
     GROUP BY 1, 2`.execute(database.db);
   const usage = new Map<string, Usage & { relSum: number; relN: number }>();
   for (const r of rows.rows) {
-    const u = usage.get(r.doc) ?? { total: 0, average: null, last: null, monthly: {}, relSum: 0, relN: 0 };
+    const u = usage.get(r.doc) ?? { total: 0, average: null, last: r.last, monthly: {}, relSum: 0, relN: 0 };
     u.total += r.n;
     u.relSum += r.rel_sum ?? 0;
     u.relN += r.rel_n;
     u.monthly[r.month] = r.n;
-    const last = new Date(r.last).toISOString();
-    if (!u.last || last > u.last) u.last = last;
     usage.set(r.doc, u);
   }
   for (const u of usage.values())
@@ -115,32 +123,44 @@ async function documentUsage(database: Database, tenantId: string): Promise<Map<
   return usage;
 }
 
-/** Streams the tenant's documents with their chunks, a page at a time. */
+/** One page of documents in `(created_at, id)` order after a position. */
+function documentPage(
+  database: Database,
+  tenantId: string,
+  timezone: string,
+  after: { at: string; id: string } | null,
+) {
+  return database.db
+    .selectFrom('documents')
+    .select(['id', 'title', 'url', 'content', 'content_type', 'category', 'tags', 'language'])
+    .select([
+      instantText('created_at').as('cursor_at'),
+      sql<string>`${sql.raw(timestampSql('created_at', timezone))}`.as('created_date'),
+      sql<string>`${sql.raw(timestampSql('updated_at', timezone))}`.as('last_updated'),
+    ])
+    .where('tenant_id', '=', tenantId)
+    .$if(after !== null, (qb) => qb.where(afterPosition('created_at', after!, 'asc')))
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(PAGE)
+    .execute();
+}
+
+/**
+ * Streams the tenant's documents with their chunks, a page at a time. Timestamps are
+ * the database's text with microseconds, in `timezone` (default UTC); the page cursor
+ * holds the database's own `created_at` and the id (see db/keyset.ts).
+ */
 export async function* knowledgeBaseDocuments(
   database: Database,
   tenantId: string,
-  options: { includeEmbeddings: boolean },
+  options: { includeEmbeddings: boolean; timezone?: string | undefined },
 ): AsyncGenerator<KbDocument> {
-  const usage = await documentUsage(database, tenantId);
-  let after: { updated: Date; id: string } | null = null;
+  const timezone = options.timezone ?? 'UTC';
+  const usage = await documentUsage(database, tenantId, timezone);
+  let after: { at: string; id: string } | null = null;
   for (;;) {
-    let q = database.db
-      .selectFrom('documents')
-      .selectAll()
-      .where('tenant_id', '=', tenantId)
-      .orderBy('created_at')
-      .orderBy('id')
-      .limit(PAGE);
-    if (after) {
-      const a = after;
-      q = q.where((eb) =>
-        eb.or([
-          eb('created_at', '>', a.updated),
-          eb.and([eb('created_at', '=', a.updated), eb('id', '>', a.id)]),
-        ]),
-      );
-    }
-    const docs = await q.execute();
+    const docs = await documentPage(database, tenantId, timezone, after);
     if (!docs.length) return;
     const chunks = await database.db
       .selectFrom('document_chunks')
@@ -171,8 +191,8 @@ export async function* knowledgeBaseDocuments(
         url: d.url,
         content: d.content,
         metadata: {
-          created_date: new Date(d.created_at).toISOString(),
-          last_updated: new Date(d.updated_at).toISOString(),
+          created_date: d.created_date,
+          last_updated: d.last_updated,
           content_type: d.content_type,
           category: d.category,
           tags: d.tags,
@@ -199,7 +219,7 @@ export async function* knowledgeBaseDocuments(
       };
     }
     const last = docs[docs.length - 1]!;
-    after = { updated: last.created_at, id: last.id };
+    after = { at: last.cursor_at, id: last.id };
   }
 }
 
@@ -297,7 +317,10 @@ async function exportKnowledgeBase(
     export_version: ctx.metadata.export_version,
     export_id: ctx.metadata.export_id,
   };
-  const docs = knowledgeBaseDocuments(database, ctx.tenant.id, { includeEmbeddings });
+  const docs = knowledgeBaseDocuments(database, ctx.tenant.id, {
+    includeEmbeddings,
+    timezone: ctx.timezone,
+  });
   let records = 0;
   if (request.format === 'markdown') {
     const pkg = createPackageWriter('zip', out, {

@@ -1,4 +1,5 @@
 import { literal } from '../db/database.ts';
+import { utcInstantSql } from '../db/keyset.ts';
 import type { FieldType } from '../datamap/types.ts';
 import { csvGuardSql } from '../transform/csv-guard.ts';
 
@@ -11,7 +12,7 @@ const ISO_LOCAL = `'YYYY-MM-DD"T"HH24:MI:SS.US'`;
 
 /** ISO 8601 text of a timestamptz: `...Z` in UTC, or the zone's offset (`+02:00`) otherwise. */
 export function timestampSql(expr: string, timezone: string): string {
-  if (timezone === 'UTC') return `to_char((${expr}) AT TIME ZONE 'UTC', ${ISO_LOCAL.slice(0, -1)}"Z"')`;
+  if (timezone === 'UTC') return utcInstantSql(expr);
   const zone = literal(timezone);
   const offset = `((${expr}) AT TIME ZONE ${zone}) - ((${expr}) AT TIME ZONE 'UTC')`;
   return `(to_char((${expr}) AT TIME ZONE ${zone}, ${ISO_LOCAL}) || CASE WHEN ${offset} < interval '0' THEN to_char(${offset}, 'HH24:MI') ELSE '+' || to_char(${offset}, 'HH24:MI') END)`;

@@ -1,6 +1,7 @@
 import type { ErrorCode } from '../domain/error-catalog.ts';
 import { type Selectable, sql } from 'kysely';
 import type { Database } from '../db/database.ts';
+import { afterPosition, instantText } from '../db/keyset.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { type ExportStatus, predecessors } from '../domain/export-state.ts';
 import { type ExportFilesTable, type ExportRequestsTable, exportDb } from './tables.ts';
@@ -40,8 +41,8 @@ export interface ListFilter {
   to?: Date | undefined;
   /** Only exports requested by this API key or team member (roles that see their own exports only). */
   requester?: { apiKeyId: string | null; teamMemberId: string | null } | undefined;
-  /** Exclusive keyset position: created_at and id of the last row of the previous page. */
-  after?: { createdAt: Date; id: string } | undefined;
+  /** Exclusive keyset position: created_at (the database's text, see db/keyset.ts) and id of the last row of the previous page. */
+  after?: { at: string; id: string } | undefined;
   limit: number;
 }
 
@@ -122,8 +123,13 @@ export function tenantExports(database: Database, tenantId: string) {
         .execute();
     },
 
-    async list(filter: ListFilter): Promise<ExportRow[]> {
-      let query = db.selectFrom('export_requests').selectAll().where('tenant_id', '=', tenantId);
+    /** One page, newest first; each row carries `cursor_at`, its position for the next page. */
+    async list(filter: ListFilter): Promise<(ExportRow & { cursor_at: string })[]> {
+      let query = db
+        .selectFrom('export_requests')
+        .selectAll()
+        .select(instantText('created_at').as('cursor_at'))
+        .where('tenant_id', '=', tenantId);
       if (filter.statuses?.length) query = query.where('status', 'in', filter.statuses);
       if (filter.dataset) query = query.where(sql<boolean>`${filter.dataset} = ANY(datasets)`);
       if (filter.from) query = query.where('created_at', '>=', filter.from);
@@ -138,15 +144,7 @@ export function tenantExports(database: Database, tenantId: string) {
           ]),
         );
       }
-      if (filter.after) {
-        const { createdAt, id } = filter.after;
-        query = query.where((eb) =>
-          eb.or([
-            eb('created_at', '<', createdAt),
-            eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
-          ]),
-        );
-      }
+      if (filter.after) query = query.where(afterPosition('created_at', filter.after, 'desc'));
       return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
     },
 

@@ -355,7 +355,7 @@ export async function listExports(
     requester: SEES_ALL.includes(auth.role)
       ? undefined
       : { apiKeyId: auth.apiKeyId, teamMemberId: auth.teamMemberId },
-    after: after && { createdAt: after.at, id: after.id },
+    after,
     limit: limit + 1,
   };
   const exports = tenantExports(deps.database, auth.tenantId);
@@ -369,7 +369,7 @@ export async function listExports(
   return {
     data: page.map((row) => presentExport(row, byExport.get(row.id) ?? [], now)),
     next_cursor:
-      rows.length > limit && last ? encodeCursor({ at: last.created_at, id: last.id }, 'pipe') : null,
+      rows.length > limit && last ? encodeCursor({ at: last.cursor_at, id: last.id }, 'pipe') : null,
   };
 }
 

@@ -1,8 +1,13 @@
 import { invalid } from '../domain/ferry-error.ts';
 
-/** A row's place in a list ordered by (time, id): the keyset the next page starts after. */
+/**
+ * A row's place in a list ordered by (time, id): the keyset the next page starts after.
+ * `at` is the database's text of the time with its microseconds (`instantText` in
+ * db/keyset.ts), never a JavaScript Date: a Date keeps milliseconds only, and a cursor cut
+ * to them skips or repeats the rows whose times differ below the millisecond.
+ */
 export interface ListPosition {
-  readonly at: Date;
+  readonly at: string;
   readonly id: string;
 }
 
@@ -15,6 +20,15 @@ interface CursorFormat {
 }
 
 const ID = /^[0-9a-f-]{36}$/;
+// UTC with up to six fractional digits; cursors issued before they kept microseconds have three.
+const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
+
+/** A real UTC instant in that form (no 30 February: the text must survive a round trip). */
+function isInstant(text: unknown): text is string {
+  if (typeof text !== 'string' || !INSTANT.test(text)) return false;
+  const ms = Date.parse(text);
+  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 19) === text.slice(0, 19);
+}
 
 /**
  * The text forms of list cursors. They are opaque to clients but stored by them between
@@ -23,24 +37,22 @@ const ID = /^[0-9a-f-]{36}$/;
 const FORMATS = {
   /** base64url of `<ISO time>|<id>`: exports and schedules. */
   pipe: {
-    encode: (p) => Buffer.from(`${p.at.toISOString()}|${p.id}`).toString('base64url'),
+    encode: (p) => Buffer.from(`${p.at}|${p.id}`).toString('base64url'),
     decode(text) {
       const [at, id] = Buffer.from(text, 'base64url').toString().split('|');
-      const date = new Date(at ?? '');
-      if (!id || !ID.test(id) || Number.isNaN(date.getTime())) return null;
-      return { at: date, id };
+      if (!id || !ID.test(id) || !isInstant(at)) return null;
+      return { at, id };
     },
     hint: 'is not a cursor this API returned (use next_cursor from the previous page)',
   },
   /** base64url of the JSON array `[ISO time, id]`: the audit log. */
   json: {
-    encode: (p) => Buffer.from(JSON.stringify([p.at.toISOString(), p.id])).toString('base64url'),
+    encode: (p) => Buffer.from(JSON.stringify([p.at, p.id])).toString('base64url'),
     decode(text) {
       try {
-        const [at, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as [string, string];
-        const date = new Date(at);
-        if (typeof id !== 'string' || !ID.test(id) || Number.isNaN(date.getTime())) return null;
-        return { at: date, id };
+        const [at, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as [unknown, unknown];
+        if (typeof id !== 'string' || !ID.test(id) || !isInstant(at)) return null;
+        return { at, id };
       } catch {
         return null;
       }

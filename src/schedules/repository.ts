@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import type { Database } from '../db/database.ts';
+import { afterPosition, instantText } from '../db/keyset.ts';
 import type { ScheduleStatus } from '../domain/schedule-state.ts';
 import type { Timing } from './frequency.ts';
 import type { ScheduleConfig } from './model.ts';
@@ -88,19 +89,17 @@ export function tenantSchedules(database: Database, tenantId: string) {
         .executeTakeFirst();
     },
 
+    /** One page, oldest first; each row carries `cursor_at`, its position for the next page. */
     async list(options: {
       limit: number;
-      after?: { createdAt: Date; id: string } | undefined;
-    }): Promise<ScheduleRow[]> {
-      let query = db.selectFrom('schedules').selectAll().where('tenant_id', '=', tenantId);
-      const after = options.after;
-      if (after)
-        query = query.where((eb) =>
-          eb.or([
-            eb('created_at', '>', after.createdAt),
-            eb.and([eb('created_at', '=', after.createdAt), eb('id', '>', after.id)]),
-          ]),
-        );
+      after?: { at: string; id: string } | undefined;
+    }): Promise<(ScheduleRow & { cursor_at: string })[]> {
+      let query = db
+        .selectFrom('schedules')
+        .selectAll()
+        .select(instantText('created_at').as('cursor_at'))
+        .where('tenant_id', '=', tenantId);
+      if (options.after) query = query.where(afterPosition('created_at', options.after, 'asc'));
       return query.orderBy('created_at').orderBy('id').limit(options.limit).execute();
     },
 

@@ -297,7 +297,7 @@ export async function listSchedules(
   const after = query.cursor ? decodeCursor(query.cursor, 'pipe') : undefined;
   const rows = await schedules.list({
     limit: limit + 1,
-    after: after && { createdAt: after.at, id: after.id },
+    after,
   });
   const page = rows.slice(0, limit);
   const last = await schedules.lastRuns(page.map((r) => r.id));
@@ -312,7 +312,7 @@ export async function listSchedules(
       }),
     ),
     next_cursor:
-      rows.length > limit && tail ? encodeCursor({ at: tail.created_at, id: tail.id }, 'pipe') : null,
+      rows.length > limit && tail ? encodeCursor({ at: tail.cursor_at, id: tail.id }, 'pipe') : null,
   };
 }
 

@@ -1,5 +1,5 @@
 import { AI, type ConversationPlan, CUSTOMER, lastActivity, topicsOf } from './conversation-plan.ts';
-import { bool, json, num, text, textArray, textOrNull, ts, tsOrNull } from './csv.ts';
+import { bool, json, micros, num, text, textArray, textOrNull, ts, tsOrNull } from './csv.ts';
 import {
   HOSTILE_TEXTS,
   INTENT_CATEGORY,
@@ -117,7 +117,9 @@ export function conversationRow(ctx: TenantContext, plan: ConversationPlan): str
     plan.escalated && rng.chance(0.4)
       ? rng.pick(NOTES).replaceAll('{agent}', agent?.first ?? 'the team')
       : null;
-  const resolution = plan.status === 'resolved' ? Math.round((plan.end! - plan.start) / MINUTE) : null;
+  // From the instants as written (with their microseconds), so it matches what SQL computes from them.
+  const resolution =
+    plan.status === 'resolved' ? Math.round((micros(plan.end!) - micros(plan.start)) / (MINUTE * 1000)) : null;
   return (
     `${plan.id},${ctx.id},${site.id},${c?.id ?? ''},${agent?.id ?? ''},${plan.sessionId},` +
     `${ts(plan.start)},${tsOrNull(plan.end)},${text(site.url + plan.pagePath)},${textOrNull(plan.referrer)},` +

@@ -29,8 +29,25 @@ const DAY_MS = 86_400_000;
 const dayPrefixes = new Map<number, string>();
 
 /**
- * A timestamptz field from epoch milliseconds, as `toISOString` writes it. The
- * date part is cached per day: formatting dates is the hottest step of the seed.
+ * The microseconds within its millisecond that a seeded instant gets: PostgreSQL's
+ * `now()` writes six fractional digits, so the demo data has them too. A function of
+ * the millisecond (deterministic, and equal instants stay equal, later ones later);
+ * whole seconds (period starts, midnights) stay whole.
+ */
+export function subMillisecond(ms: number): number {
+  const t = Math.floor(ms);
+  if (t % 1000 === 0) return 0;
+  return 1 + ((Math.imul(t % 1_000_000_007, 0x9e3779b1) >>> 0) % 999);
+}
+
+/** Microseconds since the epoch of a seeded instant given in milliseconds, as `ts` writes it. */
+export function micros(ms: number): number {
+  return Math.floor(ms) * 1000 + subMillisecond(ms);
+}
+
+/**
+ * A timestamptz field from epoch milliseconds, with the microseconds of `subMillisecond`.
+ * The date part is cached per day: formatting dates is the hottest step of the seed.
  */
 export function ts(ms: number): string {
   const t = Math.floor(ms);
@@ -47,7 +64,7 @@ export function ts(ms: number): string {
   const m = Math.floor(rest / 60_000);
   rest -= m * 60_000;
   const sec = Math.floor(rest / 1000);
-  return `${prefix}${PAD2[h]}:${PAD2[m]}:${PAD2[sec]}.${PAD3[rest - sec * 1000]}Z`;
+  return `${prefix}${PAD2[h]}:${PAD2[m]}:${PAD2[sec]}.${PAD3[rest - sec * 1000]}${PAD3[subMillisecond(t)]}Z`;
 }
 
 export function tsOrNull(ms: number | null | undefined): string {
