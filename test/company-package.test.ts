@@ -7,8 +7,10 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { chromium } from 'playwright-core';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageDatasets, REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import { exportConfigFromBody, toPackageRequest } from '../src/export-requests/config.ts';
 import { exportCompanyPackage } from '../src/pipeline/company-package.ts';
 import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
 import { seed } from '../src/seed/seed.ts';
@@ -239,6 +241,71 @@ for (const dialect of DIALECTS) {
       const team = await readFile(path.join(root, 'team_members.json'), 'utf8');
       for (const e of emails) expect(team).not.toContain(e.email);
       expect(Object.keys(outcome.counts).sort()).toEqual(['messages.csv', 'team_members.json']);
+    });
+
+    it('guards spreadsheet formulas in its CSVs unless asked not to', async () => {
+      const conversation = await t.database.db
+        .selectFrom('conversations')
+        .select('id')
+        .where('tenant_id', '=', tenantId)
+        .orderBy('id')
+        .executeTakeFirstOrThrow();
+      const formulas = ['=1+2', "@SUM(1+1)*cmd|' /C calc'!A0"];
+      const planted = await t.database.db
+        .selectFrom('messages')
+        .select('id')
+        .where('conversation_id', '=', conversation.id)
+        .orderBy('id')
+        .limit(2)
+        .execute();
+      for (const [i, m] of planted.entries())
+        await t.database.db
+          .updateTable('messages')
+          .set({ content: formulas[i]! })
+          .where('id', '=', m.id)
+          .execute();
+      const cells = async (root: string) =>
+        (
+          parseCsv(await readFile(path.join(root, 'messages.csv')), { columns: true }) as Record<
+            string,
+            string
+          >[]
+        )
+          .filter((m) => planted.some((p) => p.id === m.message_id))
+          .map((m) => m.message_content)
+          .sort();
+      const guarded = await build('zip', 'guarded', { datasets: ['conversations', 'messages'] });
+      expect(await cells(guarded.root)).toEqual(formulas.map((f) => `'${f}`).sort());
+      const raw = await build('zip', 'unguarded', { datasets: ['messages'], csvGuard: false });
+      expect(await cells(raw.root)).toEqual([...formulas].sort());
+      // The API's request (csv_guard, default true) reaches the package.
+      const config = exportConfigFromBody(tenantId, {
+        datasets: ['messages'],
+        package: 'zip',
+        csv_guard: false,
+      });
+      expect(toPackageRequest(tenantId, config).csvGuard).toBe(false);
+      expect(
+        toPackageRequest(tenantId, exportConfigFromBody(tenantId, { datasets: ['messages'], package: 'zip' }))
+          .csvGuard,
+      ).toBe(true);
+    });
+
+    it('keeps numbers in conversations/<id>.json exactly as the database holds them', async () => {
+      const conversation = await t.database.db
+        .selectFrom('conversations')
+        .select('id')
+        .where('tenant_id', '=', tenantId)
+        .orderBy('id')
+        .executeTakeFirstOrThrow();
+      await sql`UPDATE conversations SET custom_fields = '{"big": 12345678901234567890, "price": 0.1000000000000000055511151231257827}'::jsonb
+                WHERE id = ${conversation.id}`.execute(t.database.db);
+      const { root } = await build('zip', 'numbers', { datasets: ['conversations'] });
+      const file = await readFile(path.join(root, `conversations/${conversation.id}.json`), 'utf8');
+      expect(file).toContain('"big": 12345678901234567890');
+      expect(file).toContain('"price": 0.1000000000000000055511151231257827');
+      const parsed = JSON.parse(file) as { conversation: { conversation_id: string }; messages: unknown[] };
+      expect(parsed.conversation.conversation_id).toBe(conversation.id);
     });
 
     it('rejects a dataset that cannot go in a package, naming it', async () => {

@@ -1,6 +1,7 @@
 import { parse as parseCsv } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
 import { csv } from '../src/format/csv-writer.ts';
+import { indentJsonText } from '../src/format/json-text.ts';
 import { json } from '../src/format/json-writer.ts';
 import { ndjson } from '../src/format/ndjson-writer.ts';
 import { chunked, context, messageFields, messageRow, ndjsonOf, run } from './format-fixtures.ts';
@@ -134,5 +135,29 @@ describe('json writer', () => {
 
   it('declares its media type', () => {
     expect(json.contentType).toBe('application/json');
+  });
+});
+
+describe('indentJsonText', () => {
+  it('lays out JSON as JSON.stringify(value, null, 2) does', () => {
+    const values = [
+      { a: 1, b: [1, 2, { c: 'x, y: "z" \\ ]' }], d: {}, e: [], f: null, g: true, h: -0.5e-7 },
+      [],
+      {},
+      'text',
+      [[[]], [{}], { 'key with "quotes"': ['\u0000\n\t'] }],
+      { conversation: { id: 'c1', custom_fields: { nested: { deeper: [1.25, false] } } }, messages: [] },
+    ];
+    for (const value of values) {
+      const compact = JSON.stringify(value);
+      expect(indentJsonText(compact)).toBe(JSON.stringify(value, null, 2));
+    }
+  });
+
+  it('keeps every number as its source text, whatever the spacing of the input', () => {
+    const jsonb = '{"big": 12345678901234567890, "exact": 0.12345678901234567890123, "list": [1.50, 1e400]}';
+    expect(indentJsonText(jsonb)).toBe(
+      '{\n  "big": 12345678901234567890,\n  "exact": 0.12345678901234567890123,\n  "list": [\n    1.50,\n    1e400\n  ]\n}',
+    );
   });
 });

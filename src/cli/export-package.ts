@@ -16,6 +16,7 @@ interface PackageFlags {
   pii?: string;
   from?: string;
   to?: string;
+  csvGuard?: boolean;
   out?: string;
 }
 
@@ -41,6 +42,7 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
     pii: flags.pii ? parsePiiLevel(flags.pii, '--pii') : DEFAULT_PII_LEVEL,
     from: flags.from,
     to: flags.to,
+    csvGuard: flags.csvGuard ?? true,
   };
   await withDatabase(async (database) => {
     const progress = createProgress('package', 'records');

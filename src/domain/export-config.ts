@@ -36,7 +36,7 @@ export interface ExportConfig {
   history_from?: string | null;
 }
 
-/** Options that only make sense for a single file; of the file options a package takes only `format`. */
+/** Options that only make sense for a single file; of the file options a package takes only `format` and `csv_guard`. */
 export const SINGLE_FILE_OPTIONS = [
   'compression',
   'filters',
@@ -44,5 +44,4 @@ export const SINGLE_FILE_OPTIONS = [
   'timezone',
   'options',
   'bom',
-  'csv_guard',
 ] as const satisfies readonly (keyof ExportConfig)[];

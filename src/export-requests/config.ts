@@ -70,7 +70,8 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
       timezone: null,
       options: {},
       bom: false,
-      csv_guard: true,
+      // The package's CSV files follow it too.
+      csv_guard: body.csv_guard ?? true,
       recipients,
     });
   }
@@ -174,5 +175,6 @@ export function toPackageRequest(tenantId: string, config: ExportConfig): Packag
     from: config.from ?? config.history_from ?? undefined,
     to: config.to ?? undefined,
     scope: config.scope,
+    csvGuard: config.csv_guard,
   };
 }

@@ -18,6 +18,7 @@ import { xsdFileName, xsdFor } from '../format/xml-schema.ts';
 import { FERRY_VERSION } from '../version.ts';
 import { createPackageWriter, type PackageEntryResult, type PackageWriter } from '../packaging/archive.ts';
 import { buildDataPackage, type DataResourceInput } from '../packaging/datapackage.ts';
+import { indentJsonText } from '../format/json-text.ts';
 import { buildIndexHtml } from '../packaging/index-html.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../packaging/json-schema.ts';
 import {
@@ -48,6 +49,8 @@ export interface PackageRequest {
   from?: string | undefined;
   to?: string | undefined;
   scope?: ExportScope | undefined;
+  /** CSV files: prefix cells that spreadsheets would run as formulas (default on). */
+  csvGuard?: boolean | undefined;
 }
 
 export interface PackageOutcome {
@@ -116,7 +119,7 @@ function datasetRequest(
       format,
       pii: ctx.request.pii,
       ...(dated ? { from: ctx.request.from, to: ctx.request.to } : {}),
-      csvGuard: false,
+      csvGuard: ctx.request.csvGuard ?? true,
       options: extra,
       scope: ctx.request.scope,
     },
@@ -274,20 +277,21 @@ async function addConversations(ctx: Ctx): Promise<void> {
       ctx.database,
       `SELECT ${mq.projection} AS j ${mq.from.replace('{{KEY_RANGE}}', ` AND t.conversation_id IN (${inList})`)} ORDER BY t.conversation_id, t.created_at, t.id`,
     );
-    const byConversation = new Map<string, Record<string, unknown>[]>();
+    // Parsed values feed the index and the viewer; the conversation files are the
+    // database's JSON text, so numbers stay exact (a bigint in custom_fields, say).
+    const byConversation = new Map<string, { message: Record<string, unknown>; text: string }[]>();
     for (const m of msgRows) {
       const message = JSON.parse(m.j) as Record<string, unknown>;
       const list = byConversation.get(String(message.conversation_id)) ?? [];
-      list.push(message);
+      list.push({ message, text: m.j });
       byConversation.set(String(message.conversation_id), list);
     }
-    for (const conversation of convs) {
+    for (const [i, conversation] of convs.entries()) {
       const id = String(conversation.conversation_id);
-      const list = byConversation.get(id) ?? [];
-      await ctx.pkg.add(
-        `conversations/${id}.json`,
-        `${JSON.stringify({ conversation, messages: list }, null, 2)}\n`,
-      );
+      const entries = byConversation.get(id) ?? [];
+      const list = entries.map((e) => e.message);
+      const document = `{"conversation":${page[i]!.j},"messages":[${entries.map((e) => e.text).join(',')}]}`;
+      await ctx.pkg.add(`conversations/${id}.json`, `${indentJsonText(document)}\n`);
       const customer = (conversation.customer_name ?? conversation.customer_email ?? null) as string | null;
       const summary = {
         conversation_id: id,
