@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { gunzipSync } from 'node:zlib';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { validateXML } from 'xmllint-wasm';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { TEST_DATABASE_URL } from './support/databases.ts';
 
@@ -138,6 +140,121 @@ describe('ferry CLI (PostgreSQL through DATABASE_URL)', () => {
       resources: { path: string; format: string }[];
     };
     expect(descriptor.resources.map((r) => [r.path, r.format])).toEqual([['messages.json', 'json']]);
+  });
+
+  it('partitions by date into DIR/ without deleting what was there, replacing only with --overwrite', async () => {
+    const slug = (JSON.parse((await ferry('tenants', '--json')).stdout) as { slug: string }[])[0]!.slug;
+    const lake = path.join(work, 'lake');
+    const partitioned = (...extra: string[]) =>
+      ferry(
+        'export',
+        '--tenant',
+        slug,
+        '--dataset',
+        'messages',
+        '--format',
+        'parquet',
+        '--partition-by-date',
+        '--out',
+        `${lake}/`,
+        ...extra,
+      );
+    const first = await partitioned();
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(
+      /exported \d+ messages records into \d+ partitions under .*dataset=messages/,
+    );
+    const days = await readdir(path.join(lake, 'dataset=messages'));
+    expect(days.length).toBeGreaterThan(0);
+    expect(days.every((d) => d.startsWith('date='))).toBe(true);
+
+    // Someone else's file in the lake: a second export is refused, and nothing is touched.
+    await writeFile(path.join(lake, 'notes.txt'), 'mine');
+    await mkdir(path.join(lake, 'dataset=conversations'));
+    await writeFile(path.join(lake, 'dataset=conversations', 'keep.parquet'), 'other dataset');
+    await writeFile(path.join(lake, 'dataset=messages', 'stale.parquet'), 'old export');
+    const refused = await partitioned();
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toEqual([
+      `ferry: --out: ${lake}/ is not empty; choose another directory, or pass --overwrite to replace only its dataset=messages folder`,
+    ]);
+    expect(await readFile(path.join(lake, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(await readdir(path.join(lake, 'dataset=messages'))).toContain('stale.parquet');
+
+    // --overwrite replaces the dataset's own folder and leaves everything else alone.
+    const replaced = await partitioned('--overwrite');
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect((await readdir(path.join(lake, 'dataset=messages'))).sort()).toEqual([...days].sort());
+    expect(await readFile(path.join(lake, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(await readFile(path.join(lake, 'dataset=conversations', 'keep.parquet'), 'utf8')).toBe(
+      'other dataset',
+    );
+    expect((await readdir(lake)).sort()).toEqual(['dataset=conversations', 'dataset=messages', 'notes.txt']);
+
+    // Without the trailing slash, into a new folder, the same.
+    const fresh = await ferry(
+      'export',
+      '--tenant',
+      slug,
+      '--dataset',
+      'messages',
+      '--format',
+      'parquet',
+      '--partition-by-date',
+      '--out',
+      path.join(work, 'lake2'),
+    );
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(await readdir(path.join(work, 'lake2'))).toEqual(['dataset=messages']);
+  });
+
+  it('names a compressed file with its suffix and writes the XSD beside an XML export', async () => {
+    const slug = (JSON.parse((await ferry('tenants', '--json')).stdout) as { slug: string }[])[0]!.slug;
+    const csv = path.join(work, 'm.csv');
+    const compressed = await ferry(
+      'export',
+      '--tenant',
+      slug,
+      '--dataset',
+      'messages',
+      '--compression',
+      'gzip',
+      '--out',
+      csv,
+    );
+    expect(compressed.code, compressed.stderr).toBe(0);
+    expect(compressed.stderr).toContain(`records to ${csv}.gz (`);
+    expect((await readdir(work)).filter((f) => f.startsWith('m.csv'))).toEqual(['m.csv.gz']);
+    expect(gunzipSync(await readFile(`${csv}.gz`)).toString('utf8')).toMatch(/^message_id,/);
+
+    const dir = path.join(work, 'xml');
+    const xmlFile = path.join(dir, 'september.xml');
+    const xml = await ferry(
+      'export',
+      '--tenant',
+      slug,
+      '--dataset',
+      'messages',
+      '--format',
+      'xml',
+      '--columns',
+      'sender_type,message_id,timestamp',
+      '--out',
+      xmlFile,
+    );
+    expect(xml.code, xml.stderr).toBe(0);
+    expect(xml.stderr).toContain(`wrote its XML Schema to ${path.join(dir, 'messages.xsd')}`);
+    expect((await readdir(dir)).sort()).toEqual(['messages.xsd', 'september.xml']);
+    const contents = await readFile(xmlFile, 'utf8');
+    expect(contents).toContain('messages.xsd"');
+    const result = await validateXML({
+      xml: [{ fileName: 'september.xml', contents }],
+      schema: [
+        { fileName: 'messages.xsd', contents: await readFile(path.join(dir, 'messages.xsd'), 'utf8') },
+      ],
+    });
+    expect(result.errors).toEqual([]);
+    expect(result.valid).toBe(true);
   });
 
   it('prints one clear line and exits non-zero on bad input', async () => {

@@ -374,7 +374,11 @@ for (const dialect of DIALECTS) {
         FROM documents WHERE tenant_id = ${tenantId} ORDER BY created_at, id`.execute(t.database.db);
       const seen: { id: string; created: string; updated: string }[] = [];
       for await (const doc of knowledgeBaseDocuments(t.database, tenantId, { includeEmbeddings: false })) {
-        seen.push({ id: doc.document_id, created: doc.metadata.created_date, updated: doc.metadata.last_updated });
+        seen.push({
+          id: doc.document_id,
+          created: doc.metadata.created_date,
+          updated: doc.metadata.last_updated,
+        });
         // A cursor cut to milliseconds selects the newest document again, forever.
         if (seen.length > expected.rows.length) break;
       }
@@ -386,14 +390,66 @@ for (const dialect of DIALECTS) {
           await run(t, { tenantId, dataset: 'knowledge_base', format: 'json', timezone: 'Europe/Berlin' })
         ).body.toString('utf8'),
       ) as {
-        documents: { metadata: { created_date: string }; usage_statistics: { last_referenced: string | null } }[];
+        documents: {
+          metadata: { created_date: string };
+          usage_statistics: { last_referenced: string | null };
+        }[];
       };
       expect(kb.documents).toHaveLength(expected.rows.length);
       for (const doc of kb.documents)
         expect(doc.metadata.created_date).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0[12]:00$/);
-      const referenced = kb.documents.map((d) => d.usage_statistics.last_referenced).filter((v) => v !== null);
+      const referenced = kb.documents
+        .map((d) => d.usage_statistics.last_referenced)
+        .filter((v) => v !== null);
       expect(referenced.length).toBeGreaterThan(0);
       for (const at of referenced) expect(at).toMatch(/\.\d{6}\+0[12]:00$/);
+    });
+
+    it('writes an infinite timestamp as null in every format', async () => {
+      const { id } = await t.database.db
+        .selectFrom('conversations')
+        .select('id')
+        .where('tenant_id', '=', tenantId)
+        .where('end_timestamp', 'is not', null)
+        .orderBy('id')
+        .executeTakeFirstOrThrow();
+      const before = await sql<{
+        end: string;
+      }>`SELECT end_timestamp::text AS end FROM conversations WHERE id = ${id}`.execute(t.database.db);
+      await sql`UPDATE conversations SET end_timestamp = 'infinity' WHERE id = ${id}`.execute(t.database.db);
+      try {
+        const ask = (format: string) =>
+          run(t, {
+            tenantId,
+            dataset: 'conversations',
+            format,
+            columns: ['conversation_id', 'end_timestamp'],
+          });
+        const pick = (rows: Record<string, unknown>[]) => rows.find((r) => r.conversation_id === id)!;
+        const csv = parseCsv((await ask('csv')).body, { columns: true }) as Record<string, string>[];
+        expect(pick(csv).end_timestamp).toBe('');
+        const json = JSON.parse((await ask('json')).body.toString('utf8')) as {
+          data: Record<string, unknown>[];
+        };
+        expect(pick(json.data).end_timestamp).toBeNull();
+        const lines = (await ask('ndjson')).body
+          .toString('utf8')
+          .trimEnd()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(pick(lines).end_timestamp).toBeNull();
+        const xml = (await ask('xml')).body.toString('utf8');
+        const record = xml.slice(xml.indexOf(`<conversation_id>${id}</conversation_id>`));
+        expect(record.slice(0, record.indexOf('</record>'))).not.toContain('<end_timestamp>');
+        const parquet = (await parquetReadObjects({
+          file: new Uint8Array((await ask('parquet')).body).buffer,
+        })) as Record<string, unknown>[];
+        expect(pick(parquet).end_timestamp).toBeNull();
+      } finally {
+        await sql`UPDATE conversations SET end_timestamp = ${before.rows[0]!.end}::timestamptz WHERE id = ${id}`.execute(
+          t.database.db,
+        );
+      }
     });
 
     it('estimates the row count up front, for anonymized exports too', async () => {

@@ -1,7 +1,11 @@
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { exportDataset } from '../pipeline/export-dataset.ts';
-import { parseExportRequest } from '../collect/request.ts';
-import { COMPRESSIONS } from '../domain/compression.ts';
+import { compressionCodec } from '../packaging/compression.ts';
+import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
+import { datasetXsd } from '../pipeline/dataset-xsd.ts';
+import { xsdFileName } from '../format/xml-schema.ts';
+import { type Compression, COMPRESSIONS } from '../domain/compression.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
@@ -24,6 +28,7 @@ interface ExportFlags {
   bom?: boolean;
   csvGuard: boolean;
   partitionByDate?: boolean;
+  overwrite?: boolean;
   out?: string;
   package?: 'zip' | 'tar.gz' | 'directory';
   datasets?: string;
@@ -42,6 +47,27 @@ export function parseFilterPairs(pairs: readonly string[]): Record<string, strin
     filters[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return filters;
+}
+
+/** `--out` of a compressed export gains the compression's suffix (`m.csv` → `m.csv.gz`) unless it has it. */
+export function withCompressionSuffix(out: string, compression: Compression): string {
+  const suffix = compressionCodec(compression).suffix;
+  return suffix && !out.endsWith(suffix) ? `${out}${suffix}` : out;
+}
+
+/**
+ * Writes `<dataset>.xsd` in the folder of an XML export, where the XML's `xsi:schemaLocation`
+ * points (a schema of another export of the same dataset there is replaced). Returns its path,
+ * or null for a dataset without one.
+ */
+async function writeXsdBeside(file: string, request: ExportRequest): Promise<string | null> {
+  const xsd = datasetXsd(request);
+  if (xsd === null) return null;
+  const target = path.join(path.dirname(file), xsdFileName(request.dataset));
+  await writeFileAtomically(target, async (out) => {
+    out.end(xsd);
+  });
+  return target;
 }
 
 export function registerExport(program: Command): void {
@@ -82,7 +108,11 @@ export function registerExport(program: Command): void {
       '--partition-by-date',
       'Parquet: Hive-style dataset=NAME/date=YYYY-MM-DD/ folders (needs --out DIR)',
     )
-    .option('--out <path>', 'output file, or - for stdout')
+    .option(
+      '--overwrite',
+      "with --partition-by-date: write into a non-empty --out DIR, replacing only the dataset's partitions",
+    )
+    .option('--out <path>', 'output file (gains .gz/.zst when compressed), or - for stdout')
     .addOption(
       new Option('--package <kind>', 'write the company package instead of one dataset').choices(
         ARCHIVE_KINDS,
@@ -113,10 +143,12 @@ export function registerExport(program: Command): void {
       });
       if (request.partitionByDate) {
         const { runPartitionedParquet } = await import('./export-partitioned.ts');
-        await runPartitionedParquet(request, flags.out);
+        await runPartitionedParquet(request, flags.out, { overwrite: flags.overwrite ?? false });
         return;
       }
+      if (flags.overwrite) throw invalid('--overwrite', 'works with --partition-by-date only');
       const toStdout = !flags.out || flags.out === '-';
+      const target = toStdout ? '-' : withCompressionSuffix(flags.out!, request.compression);
       await withDatabase(async (database) => {
         const progress = toStdout ? createProgress('', 'rows') : createProgress(`${request.dataset}`, 'rows');
         const run = (out: NodeJS.WritableStream) =>
@@ -126,11 +158,13 @@ export function registerExport(program: Command): void {
               progress.update(p.records, p.estimatedRecords, { bytes: formatBytes(p.bytes) }),
           });
         try {
-          const outcome = toStdout ? await run(process.stdout) : await writeFileAtomically(flags.out!, run);
+          const outcome = toStdout ? await run(process.stdout) : await writeFileAtomically(target, run);
           progress.stop();
           if (!toStdout) {
+            const schema = request.format === 'xml' ? await writeXsdBeside(target, request) : null;
+            if (schema) process.stderr.write(`wrote its XML Schema to ${schema}\n`);
             process.stderr.write(
-              `exported ${outcome.records} ${request.dataset} records to ${flags.out} (${formatBytes(outcome.bytes)}, sha256 ${outcome.sha256})\n`,
+              `exported ${outcome.records} ${request.dataset} records to ${target} (${formatBytes(outcome.bytes)}, sha256 ${outcome.sha256})\n`,
             );
           }
         } finally {

@@ -29,9 +29,14 @@ export interface ParquetPartitionFile {
   readonly bytes: number;
 }
 
+/** The folder that holds every partition of a dataset (Hive layout): `dataset=<name>`. */
+export function datasetFolder(dataset: string): string {
+  return `dataset=${encodeURIComponent(dataset)}`;
+}
+
 /** The relative path of a partition file (Hive layout). */
 export function partitionPath(dataset: string, date: string | null, part: number): string {
-  return `dataset=${encodeURIComponent(dataset)}/date=${date ?? HIVE_NULL_PARTITION}/part-${part}.parquet`;
+  return `${datasetFolder(dataset)}/date=${date ?? HIVE_NULL_PARTITION}/part-${part}.parquet`;
 }
 
 /**

@@ -18,6 +18,7 @@ import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
+import { schemaRoutes } from './routes/schemas.ts';
 import { streamRoutes } from './routes/stream.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
@@ -38,6 +39,7 @@ const ROUTES: readonly RoutePlugin[] = [
   auditRoutes,
   exportDatasetRoutes,
   exportRoutes,
+  schemaRoutes,
   downloadRoutes,
   complianceRoutes,
   streamRoutes,

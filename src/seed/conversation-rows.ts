@@ -119,7 +119,9 @@ export function conversationRow(ctx: TenantContext, plan: ConversationPlan): str
       : null;
   // From the instants as written (with their microseconds), so it matches what SQL computes from them.
   const resolution =
-    plan.status === 'resolved' ? Math.round((micros(plan.end!) - micros(plan.start)) / (MINUTE * 1000)) : null;
+    plan.status === 'resolved'
+      ? Math.round((micros(plan.end!) - micros(plan.start)) / (MINUTE * 1000))
+      : null;
   return (
     `${plan.id},${ctx.id},${site.id},${c?.id ?? ''},${agent?.id ?? ''},${plan.sessionId},` +
     `${ts(plan.start)},${tsOrNull(plan.end)},${text(site.url + plan.pagePath)},${textOrNull(plan.referrer)},` +
