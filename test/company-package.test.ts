@@ -199,8 +199,18 @@ for (const dialect of DIALECTS) {
     it('writes an XSD next to XML tabular files, where their schemaLocation points', async () => {
       const { root } = await build('zip', 'as-xml', { format: 'xml', datasets: ['customers', 'analytics'] });
       const files = (await run('find', ['.', '-type', 'f'], { cwd: root })).stdout;
-      for (const f of ['customers.xml', 'customers.xsd', 'analytics/daily.xml', 'analytics/analytics.xsd'])
+      for (const f of [
+        'customers.xml',
+        'customers.xsd',
+        'analytics/daily.xml',
+        'analytics/analytics.xsd',
+        'schemas/customers.xsd',
+        'schemas/analytics.xsd',
+      ])
         expect(files).toContain(`./${f}\n`);
+      expect(await readFile(path.join(root, 'schemas/analytics.xsd'), 'utf8')).toBe(
+        await readFile(path.join(root, 'analytics/analytics.xsd'), 'utf8'),
+      );
       const xml = await readFile(path.join(root, 'analytics/monthly.xml'), 'utf8');
       expect(xml).toContain('analytics.xsd"');
       const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {

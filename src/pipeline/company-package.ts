@@ -176,7 +176,7 @@ async function addDataset(ctx: Ctx, dataset: string, entry: PackageFile): Promis
     ctx.described.push({ file, dataset, fields, format });
 }
 
-/** JSON Schemas of the JSON files (a record schema per NDJSON line), an XSD next to each XML file. */
+/** JSON Schemas of the JSON files (a record schema per NDJSON line), an XSD next to each XML file and under `schemas/`. */
 async function addSchemas(ctx: Ctx): Promise<void> {
   const xsds = new Set<string>();
   for (const d of ctx.described) {
@@ -185,7 +185,14 @@ async function addSchemas(ctx: Ctx): Promise<void> {
       const xsd = path.posix.join(path.posix.dirname(d.file), xsdFileName(d.dataset));
       if (xsds.has(xsd)) continue;
       xsds.add(xsd);
-      await ctx.pkg.add(xsd, xsdFor({ dataset: d.dataset, fields: d.fields }));
+      const text = xsdFor({ dataset: d.dataset, fields: d.fields });
+      await ctx.pkg.add(xsd, text);
+      // And with the package's other schemas, where docs/package.md lists them.
+      const listed = `schemas/${xsdFileName(d.dataset)}`;
+      if (listed !== xsd && !xsds.has(listed)) {
+        xsds.add(listed);
+        await ctx.pkg.add(listed, text);
+      }
       continue;
     }
     const name = d.file.replace(/\.n?json$/, '').replaceAll('/', '_');
