@@ -15,7 +15,7 @@ import {
   SITE_A_URL as A,
   SITE_B_URL as B,
   TENANT,
-} from './support/computed-fixture.ts';
+} from './support/fixtures/computed.ts';
 import { createTestDatabase, DIALECTS, type Dialect } from './support/databases.ts';
 
 /** PGlite with two-row pages, so every query is streamed as several keyset-paged COPYs. */

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authDb } from '../src/auth/tables.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { bearer, createTenant, type TestTenant } from './auth-fixtures.ts';
+import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 
 const run = promisify(execFile);

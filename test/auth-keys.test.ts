@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, isWellFormedKey, listApiKeys, revokeApiKey, verifyApiKey } from '../src/auth/keys.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
-import { authTestConfig, bearer, createTenant, type TestTenant } from './auth-fixtures.ts';
+import { authTestConfig, bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';

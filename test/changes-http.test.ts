@@ -8,7 +8,7 @@ import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
-import { authTestConfig, bearer } from './auth-fixtures.ts';
+import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);

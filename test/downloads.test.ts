@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanUpExports } from '../src/export-requests/cleanup.ts';
 import { createLogger } from '../src/lib/logger.ts';
-import { bearer } from './auth-fixtures.ts';
+import { bearer } from './support/fixtures/auth.ts';
 import {
   type ExportHarness,
   type ExportJson,
@@ -9,7 +9,7 @@ import {
   requestExport,
   sha256,
   waitForExport,
-} from './export-jobs-fixtures.ts';
+} from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 

@@ -1,14 +1,14 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../src/auth/context.ts';
-import { bearer } from './auth-fixtures.ts';
+import { bearer } from './support/fixtures/auth.ts';
 import {
   type ExportHarness,
   type ExportJson,
   exportHarness,
   requestExport,
   waitForExport,
-} from './export-jobs-fixtures.ts';
+} from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 
 const ROLES: Role[] = ['admin', 'manager', 'analyst', 'agent'];

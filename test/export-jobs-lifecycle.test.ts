@@ -6,14 +6,14 @@ import { createAdapters } from '../src/compose.ts';
 import { EXPORT_DEAD_QUEUE, EXPORT_JOBS, EXPORT_QUEUE } from '../src/export-requests/jobs.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import type { ByteRange, ObjectStore, PendingObject } from '../src/store/object-store.ts';
-import { bearer } from './auth-fixtures.ts';
+import { bearer } from './support/fixtures/auth.ts';
 import {
   type ExportHarness,
   type ExportJson,
   exportHarness,
   requestExport,
   waitForExport,
-} from './export-jobs-fixtures.ts';
+} from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 
 /**

@@ -8,7 +8,7 @@ import { Decrypter, generateIdentity, identityToRecipient } from 'age-encryption
 import { parse } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer } from './auth-fixtures.ts';
+import { bearer } from './support/fixtures/auth.ts';
 import {
   type ExportHarness,
   type ExportJson,
@@ -16,7 +16,7 @@ import {
   requestExport,
   sha256,
   waitForExport,
-} from './export-jobs-fixtures.ts';
+} from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';

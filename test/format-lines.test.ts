@@ -10,7 +10,7 @@ import {
   parseTimestampMicros,
   utcDateOfMicros,
 } from '../src/format/values.ts';
-import { chunked } from './format-fixtures.ts';
+import { chunked } from './support/fixtures/format.ts';
 
 function splitAll(chunks: Buffer[], options?: { maxLineBytes?: number }): string[] {
   const splitter = new LineSplitter(options);

@@ -20,7 +20,7 @@ import {
   ndjsonOf,
   run,
   uuid,
-} from './format-fixtures.ts';
+} from './support/fixtures/format.ts';
 
 const ALL = context(allTypeFields, { dataset: 'kitchen_sink' });
 

@@ -14,7 +14,7 @@ import { json } from '../src/format/json-writer.ts';
 import { createParquetTransform } from '../src/format/parquet-writer.ts';
 import { xml, xsdFor } from '../src/format/xml-writer.ts';
 import { COPY_OPTIONS } from '../src/collect/render-sql.ts';
-import { allTypeFields, context, uuid } from './format-fixtures.ts';
+import { allTypeFields, context, uuid } from './support/fixtures/format.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const ctx = context(allTypeFields, { dataset: 'kitchen_sink' });

@@ -4,7 +4,7 @@ import { csv } from '../src/format/csv-writer.ts';
 import { indentJsonText } from '../src/format/json-text.ts';
 import { json } from '../src/format/json-writer.ts';
 import { ndjson } from '../src/format/ndjson-writer.ts';
-import { chunked, context, messageFields, messageRow, ndjsonOf, run } from './format-fixtures.ts';
+import { chunked, context, messageFields, messageRow, ndjsonOf, run } from './support/fixtures/format.ts';
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 

@@ -9,8 +9,8 @@ import { createApiKey } from '../src/auth/keys.ts';
 import { compose, type Ferry } from '../src/compose.ts';
 import type { Config } from '../src/config/config.ts';
 import { seed } from '../src/seed/seed.ts';
-import { authTestConfig, bearer, createTenant } from './auth-fixtures.ts';
-import { waitForExport } from './export-jobs-fixtures.ts';
+import { authTestConfig, bearer, createTenant } from './support/fixtures/auth.ts';
+import { waitForExport } from './support/fixtures/export-jobs.ts';
 
 /**
  * The OpenAPI document of the server as `ferry serve` builds it (compose: embedded

@@ -7,7 +7,7 @@ import { createApiKey } from '../src/auth/keys.ts';
 import type { CopyQuery, Database } from '../src/db/database.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
-import { authTestConfig } from './auth-fixtures.ts';
+import { authTestConfig } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 /** What the database has produced for the page so far, seen from the real adapter's stream. */

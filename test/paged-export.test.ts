@@ -10,7 +10,7 @@ import { type ExportInput, parseExportRequest } from '../src/collect/request.ts'
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
-import { authTestConfig, bearer } from './auth-fixtures.ts';
+import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const KEY = 'ab'.repeat(16);

@@ -16,7 +16,7 @@ import {
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
-import { authTestConfig, bearer, createTenant } from './auth-fixtures.ts';
+import { authTestConfig, bearer, createTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const JAN_15 = new Date('2030-01-15T12:00:00Z');

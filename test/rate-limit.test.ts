@@ -8,7 +8,7 @@ import { loadConfig } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { bearer, createTenant, type TestTenant } from './auth-fixtures.ts';
+import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 
 const HOURLY = 24; // enterprise limit from config in these tests

@@ -11,7 +11,7 @@ import {
   revenueAttributionSource,
 } from '../src/collect/computed/revenue-attribution.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
-import { C, insertComputedFixture, K1, K2, K3, OTHER_TENANT, R, TENANT } from './support/computed-fixture.ts';
+import { C, insertComputedFixture, K1, K2, K3, OTHER_TENANT, R, TENANT } from './support/fixtures/computed.ts';
 import { createTestDatabase, DIALECTS, type Dialect } from './support/databases.ts';
 
 /** PGlite with two-row pages, so every query is streamed as several keyset-paged COPYs. */

@@ -9,7 +9,7 @@ import { jobsSchema } from '../src/jobs/queue.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { SCHEDULE_RUN_QUEUE } from '../src/schedules/tick.ts';
 import { loadConfig } from '../src/config/config.ts';
-import { createTenant, type TestTenant } from './auth-fixtures.ts';
+import { createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 
 const run = promisify(execFile);

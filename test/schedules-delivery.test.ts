@@ -22,7 +22,7 @@ import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
-import { authTestConfig, bearer } from './auth-fixtures.ts';
+import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import {
   cloneRow,
   s3Keys,
@@ -31,7 +31,7 @@ import {
   startTcpRelay,
   type TcpRelay,
   until,
-} from './schedules-fixtures.ts';
+} from './support/fixtures/schedules.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';

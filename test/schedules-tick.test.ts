@@ -11,7 +11,7 @@ import { localDate, nextRunAfter, nextRuns, parseTiming, type Timing } from '../
 import type { ScheduleConfig } from '../src/schedules/model.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { SCHEDULE_RUN_QUEUE, tickSchedules } from '../src/schedules/tick.ts';
-import { authTestConfig, createTenant, type TestTenant } from './auth-fixtures.ts';
+import { authTestConfig, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import {
   createTestDatabase,
   DIALECTS,

@@ -17,8 +17,8 @@ import { createLogger } from '../src/lib/logger.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
-import { authTestConfig, bearer } from './auth-fixtures.ts';
-import { until } from './schedules-fixtures.ts';
+import { authTestConfig, bearer } from './support/fixtures/auth.ts';
+import { until } from './support/fixtures/schedules.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 
 const run = promisify(execFile);

@@ -5,7 +5,7 @@ import { parseExportRequest } from '../src/collect/request.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { seed } from '../src/seed/seed.ts';
-import { authTestConfig } from './auth-fixtures.ts';
+import { authTestConfig } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 /** `GET /api/v1/schemas/{dataset}.xsd`: the XSD that the XML exports name in xsi:schemaLocation. */

@@ -13,7 +13,7 @@ import {
   insertMessages,
   outbox,
   type StreamTenant,
-} from './stream-fixtures.ts';
+} from './support/fixtures/stream.ts';
 
 /** Other tests' writers in the same database can hold the head back for a while. */
 const WAIT = { timeout: 120_000, interval: 100 };

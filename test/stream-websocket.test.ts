@@ -25,7 +25,7 @@ import {
   type StreamMessage,
   type StreamTenant,
   subscribeStream,
-} from './stream-fixtures.ts';
+} from './support/fixtures/stream.ts';
 
 const SECRET = 'stream-test-secret-key-0123456789abcdef';
 const PATH = '/api/v1/stream/export';

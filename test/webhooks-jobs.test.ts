@@ -14,7 +14,7 @@ import { emitEvent } from '../src/webhooks/emit.ts';
 import { createEndpoint } from '../src/webhooks/endpoints.ts';
 import { WEBHOOK_JOBS, WEBHOOK_SWEEP_JOB } from '../src/webhooks/jobs.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
-import { createTenant } from './auth-fixtures.ts';
+import { createTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 

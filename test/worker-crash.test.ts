@@ -12,8 +12,8 @@ import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createApiKey } from '../src/auth/keys.ts';
-import { authTestConfig, bearer } from './auth-fixtures.ts';
-import { type ExportJson, requestExport, SECRET, sha256, waitForExport } from './export-jobs-fixtures.ts';
+import { authTestConfig, bearer } from './support/fixtures/auth.ts';
+import { type ExportJson, requestExport, SECRET, sha256, waitForExport } from './support/fixtures/export-jobs.ts';
 import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
 import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
 

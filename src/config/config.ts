@@ -115,8 +115,22 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/**
+ * Ferry's variables with the empty ones left out: `DATABASE_URL= npm start` (or an empty
+ * line in an env file) means "not set", as `${VAR:-default}` does in a shell, so the
+ * default applies instead of '' failing validation or coercing to 0.
+ */
+function withoutEmpty(env: Record<string, string | undefined>): Record<string, string> {
+  const set: Record<string, string> = {};
+  for (const name of Object.keys(schema.shape)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') set[name] = value;
+  }
+  return set;
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const result = schema.safeParse(env);
+  const result = schema.safeParse(withoutEmpty(env));
   if (!result.success) {
     const issue = result.error.issues[0]!;
     throw new ConfigError(`invalid environment variable ${String(issue.path[0])}: ${issue.message}`);

@@ -1,32 +1,74 @@
 import { randomBytes } from 'node:crypto';
+import type { Config } from '../../src/config/config.ts';
 import type { Database } from '../../src/db/database.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { pgliteDatabase } from '../../src/db/pglite-database.ts';
 import { postgresDatabase } from '../../src/db/postgres-database.ts';
+import { jobsSchema } from '../../src/jobs/queue.ts';
 
 /** PostgreSQL used by the tests; every test database lives in a schema of its own. */
 export const TEST_DATABASE_URL =
   process.env.FERRY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-export const DIALECTS = ['pglite', 'postgres'] as const;
-export type Dialect = (typeof DIALECTS)[number];
+/** Every database Ferry runs on. */
+export const ALL_DIALECTS = ['pglite', 'postgres'] as const;
+export type Dialect = (typeof ALL_DIALECTS)[number];
+
+/**
+ * The dialects named by a FERRY_TEST_DIALECTS value: comma-separated, unset or empty for
+ * all. An unknown name throws, so a typo cannot quietly skip every database suite.
+ */
+export function selectDialects(value: string | undefined): readonly Dialect[] {
+  const names = (value ?? '')
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+  if (names.length === 0) return ALL_DIALECTS;
+  for (const name of names)
+    if (!(ALL_DIALECTS as readonly string[]).includes(name))
+      throw new Error(
+        `FERRY_TEST_DIALECTS: unknown dialect '${name}' (known: ${ALL_DIALECTS.join(', ')}; unset for all)`,
+      );
+  return ALL_DIALECTS.filter((dialect) => names.includes(dialect));
+}
+
+/** The dialects this run tests; database suites loop over them: `for (const dialect of DIALECTS)`. */
+export const DIALECTS = selectDialects(process.env.FERRY_TEST_DIALECTS);
+
+/**
+ * Whether this run tests `dialect`. A suite written for one database skips itself
+ * otherwise: `describe.skipIf(!testsDialect('postgres'))(...)`.
+ */
+export function testsDialect(dialect: Dialect): boolean {
+  return DIALECTS.includes(dialect);
+}
 
 export interface TestDatabase {
+  dialect: Dialect;
   database: Database;
   /** The PostgreSQL schema (postgres only). */
   schema: string | undefined;
+  /** The variables that point a Ferry config (or a child process) at this database: none for PGlite. */
+  env: Record<string, string>;
   drop(): Promise<void>;
+}
+
+export interface TestDatabaseOptions {
+  /** Apply the migrations (default true). */
+  migrate?: boolean;
+  /** PGlite only: rows per keyset-paged COPY (default 1000); small values split every query into many pages. */
+  pageRows?: number;
 }
 
 /** A fresh, migrated database: in-memory PGlite, or a new schema in PostgreSQL. */
 export async function createTestDatabase(
   dialect: Dialect,
-  options: { migrate?: boolean } = {},
+  options: TestDatabaseOptions = {},
 ): Promise<TestDatabase> {
   if (dialect === 'pglite') {
-    const database = await pgliteDatabase({ pageRows: 1000 });
+    const database = await pgliteDatabase({ pageRows: options.pageRows ?? 1000 });
     if (options.migrate ?? true) await migrateToLatest(database.db);
-    return { database, schema: undefined, drop: () => database.close() };
+    return { dialect, database, schema: undefined, env: {}, drop: () => database.close() };
   }
   const schema = `ferry_test_${randomBytes(6).toString('hex')}`;
   const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
@@ -35,8 +77,10 @@ export async function createTestDatabase(
   const database = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema, max: 4 });
   if (options.migrate ?? true) await migrateToLatest(database.db);
   return {
+    dialect,
     database,
     schema,
+    env: { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema },
     async drop() {
       await database.close();
       const cleanup = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
@@ -44,4 +88,16 @@ export async function createTestDatabase(
       await cleanup.close();
     },
   };
+}
+
+/**
+ * Drops the job queue's schema that a config on PostgreSQL created next to the test
+ * schema (a PGlite queue lives and dies with its database). Without a test schema there is
+ * nothing of the test's own to drop.
+ */
+export async function dropJobsSchema(config: Config): Promise<void> {
+  if (!config.databaseUrl || !config.databaseSchema) return;
+  const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
+  await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
+  await admin.close();
 }
