@@ -1,8 +1,6 @@
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../src/db/database.ts';
-import { migrateToLatest } from '../src/db/migrate.ts';
-import { pgliteDatabase } from '../src/db/pglite-database.ts';
 import {
   type AnalyticsOptions,
   analyticsColumns,
@@ -16,18 +14,7 @@ import {
   SITE_B_URL as B,
   TENANT,
 } from './support/fixtures/computed.ts';
-import { createTestDatabase, DIALECTS, type Dialect } from './support/databases.ts';
-
-/** PGlite with two-row pages, so every query is streamed as several keyset-paged COPYs. */
-async function open(dialect: Dialect): Promise<{ database: Database; drop: () => Promise<void> }> {
-  if (dialect === 'pglite') {
-    const database = await pgliteDatabase({ pageRows: 2 });
-    await migrateToLatest(database.db);
-    return { database, drop: () => database.close() };
-  }
-  const t = await createTestDatabase(dialect);
-  return { database: t.database, drop: () => t.drop() };
-}
+import { createTestDatabase, DIALECTS, } from './support/databases.ts';
 
 const ALL = analyticsColumns(['all']);
 
@@ -242,7 +229,8 @@ for (const dialect of DIALECTS) {
     let database: Database;
     let drop: () => Promise<void>;
     beforeAll(async () => {
-      ({ database, drop } = await open(dialect));
+      // PGlite with two-row pages, so every query is streamed as several keyset-paged COPYs.
+      ({ database, drop } = await createTestDatabase(dialect, { pageRows: 2 }));
       await insertComputedFixture(database);
     });
     afterAll(() => drop());

@@ -8,13 +8,13 @@ import { authDb } from '../src/auth/tables.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
-import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, type TestDatabase, testsDialect } from './support/databases.ts';
 
 const run = promisify(execFile);
 const REPO = new URL('..', import.meta.url).pathname;
 
 /** `ferry keys ...` as a user runs it, against the test schema. */
-describe('ferry keys', () => {
+describe.skipIf(!testsDialect('postgres'))('ferry keys', () => {
   let t: TestDatabase;
   let app: FerryApp;
   let tenant: TestTenant;
@@ -37,8 +37,7 @@ describe('ferry keys', () => {
     t = await createTestDatabase('postgres');
     const dataDir = mkdtempSync(path.join(tmpdir(), 'ferry-cli-'));
     env = {
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: t.schema!,
+      ...t.env,
       FERRY_DATA_DIR: dataDir,
       FERRY_DEMO: 'off',
       LOG_LEVEL: 'silent',

@@ -10,6 +10,7 @@ import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { settle } from './support/wait.ts';
 
 const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);
 type Row = Record<string, unknown>;
@@ -45,25 +46,6 @@ for (const dialect of DIALECTS) {
 
     const get = (url: string, key = keyA) => app.inject({ method: 'GET', url, headers: bearer(key) });
 
-    /** Waits until transactions of other sessions that were open at our last write have ended. */
-    async function settle(): Promise<void> {
-      const read = async (fn: 'xmin' | 'xmax') =>
-        BigInt(
-          (
-            await sql<{
-              x: string;
-            }>`SELECT ${sql.raw(`pg_snapshot_${fn}`)}(pg_current_snapshot())::text AS x`.execute(
-              t.database.db,
-            )
-          ).rows[0]!.x,
-        );
-      const mark = await read('xmax');
-      for (let i = 0; (await read('xmin')) < mark; i++) {
-        if (i > 12_000) throw new Error('a transaction of another session stayed open for minutes');
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
-
     async function source(dataset: string, idField: string): Promise<Map<string, Row>> {
       const chunks: Buffer[] = [];
       const out = new Writable({
@@ -87,7 +69,7 @@ for (const dialect of DIALECTS) {
       let calls = 0;
       let deletes = 0;
       for (;;) {
-        await settle();
+        await settle(t.database);
         const res = await get(
           `/api/v1/export/${dataset}?updated_since=${cursor}&page_size=4&format=ndjson&include_pii=true`,
         );
@@ -159,7 +141,7 @@ for (const dialect of DIALECTS) {
         SELECT min(key) FROM settings WHERE tenant_id = ${tenantA})`.execute(t.database.db);
       await sql`UPDATE settings SET value = '"x"' WHERE tenant_id = ${tenantA} AND key = (
         SELECT max(key) FROM settings WHERE tenant_id = ${tenantA})`.execute(t.database.db);
-      await settle();
+      await settle(t.database);
       const csv = await get(`/api/v1/export/settings?updated_since=${start}`);
       expect(csv.statusCode).toBe(200);
       expect(csv.headers['content-type']).toBe('text/csv; charset=utf-8');

@@ -16,6 +16,7 @@ import { type ExportInput, parseExportRequest } from '../src/collect/request.ts'
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { settle } from './support/wait.ts';
 
 const KEY = 'cd'.repeat(16);
 
@@ -107,36 +108,13 @@ for (const dialect of DIALECTS) {
       );
     }
 
-    /**
-     * Waits until every transaction that was running when our writes committed has ended.
-     * A run covers transactions older than the oldest one still running when it starts, so
-     * on a shared PostgreSQL server other sessions' open transactions delay (never drop) changes.
-     */
-    async function settle(): Promise<void> {
-      const read = async (fn: 'xmin' | 'xmax') =>
-        BigInt(
-          (
-            await sql<{
-              x: string;
-            }>`SELECT ${sql.raw(`pg_snapshot_${fn}`)}(pg_current_snapshot())::text AS x`.execute(
-              t.database.db,
-            )
-          ).rows[0]!.x,
-        );
-      const mark = await read('xmax');
-      for (let i = 0; (await read('xmin')) < mark; i++) {
-        if (i > 12_000) throw new Error('a transaction of another session stayed open for minutes');
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
-
     /** Calls the feed page by page until it says it is caught up; applies everything. */
     async function catchUp(
       dataset: string,
       pageSize: number | undefined,
       options: { settle?: boolean } = {},
     ) {
-      if (options.settle ?? true) await settle();
+      if (options.settle ?? true) await settle(t.database);
       const mirror = mirrors.get(dataset) ?? { state: new Map<string, Row>(), cursor: null };
       mirrors.set(dataset, mirror);
       let calls = 0;
@@ -264,7 +242,7 @@ for (const dialect of DIALECTS) {
         .set({ phone: '+1 555 0100' })
         .where('tenant_id', '=', tenantId)
         .execute();
-      await settle();
+      await settle(t.database);
       let cursor = mirror.cursor;
       let step = 0;
       for (;;) {
@@ -323,7 +301,7 @@ for (const dialect of DIALECTS) {
         .where('tenant_id', '=', tenantId)
         .execute();
 
-      await settle();
+      await settle(t.database);
       const csv = sink();
       const c = await exportChanges(t.database, request({ dataset: 'sites', format: 'csv' }), start, csv.out);
       const rows = parseCsv(csv.text(), { columns: true }) as Record<string, string>[];

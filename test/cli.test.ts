@@ -8,7 +8,7 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateXML } from 'xmllint-wasm';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { TEST_DATABASE_URL } from './support/databases.ts';
+import { TEST_DATABASE_URL, testsDialect } from './support/databases.ts';
 
 const exec = promisify(execFile);
 const BIN = path.resolve('bin/ferry.js');
@@ -19,7 +19,7 @@ interface Result {
   stderr: string;
 }
 
-describe('ferry CLI (PostgreSQL through DATABASE_URL)', () => {
+describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABASE_URL)', () => {
   let env: NodeJS.ProcessEnv;
   let work: string;
   let schema: string;

@@ -5,7 +5,7 @@ import { literal } from '../src/db/database.ts';
 import { migrateToLatest, splitStatements } from '../src/db/migrate.ts';
 import { openDatabase } from '../src/db/open.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
 
 describe('splitStatements', () => {
   it('keeps dollar-quoted bodies whole', () => {
@@ -74,7 +74,7 @@ for (const dialect of DIALECTS) {
   });
 }
 
-describe('prepared statements on postgres', () => {
+describe.skipIf(!testsDialect('postgres'))('prepared statements on postgres', () => {
   let t: TestDatabase;
   let one: ReturnType<typeof postgresDatabase>;
   beforeAll(async () => {
@@ -111,8 +111,7 @@ describe('prepared statements on postgres', () => {
 
   it('sends every query unnamed with DATABASE_PREPARED_STATEMENTS=off', async () => {
     const config = loadConfig({
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: t.schema!,
+      ...t.env,
       DATABASE_POOL_SIZE: '1',
       DATABASE_PREPARED_STATEMENTS: 'off',
     });

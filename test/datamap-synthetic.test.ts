@@ -21,6 +21,7 @@ import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts'
 import { exportCompanyPackage } from '../src/pipeline/company-package.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { settle } from './support/wait.ts';
 
 /**
  * A dataset the reference map does not know, added to a copy of the map with no other
@@ -255,7 +256,7 @@ for (const dialect of DIALECTS) {
       );
       await sql`UPDATE gadgets SET name = 'Renamed' WHERE id = ${ids[0]!}`.execute(db);
       await sql`DELETE FROM gadgets WHERE id = ${ids[1]!}`.execute(db);
-      await settle(t);
+      await settle(t.database);
 
       const next = sink();
       const changes = await exportChanges(t.database, request('ndjson'), start.nextCursor, next.out, {
@@ -272,25 +273,4 @@ for (const dialect of DIALECTS) {
       expect(rows.find((r) => r.gadget_id === ids[0])!.name).toBe('Renamed');
     });
   });
-}
-
-/**
- * Waits until every transaction that was running when the writes committed has ended: a
- * run covers transactions older than the oldest one still running when it starts, so on a
- * shared PostgreSQL server other sessions' open transactions delay changes.
- */
-async function settle(t: TestDatabase): Promise<void> {
-  const read = async (fn: 'xmin' | 'xmax') =>
-    BigInt(
-      (
-        await sql<{
-          x: string;
-        }>`SELECT ${sql.raw(`pg_snapshot_${fn}`)}(pg_current_snapshot())::text AS x`.execute(t.database.db)
-      ).rows[0]!.x,
-    );
-  const mark = await read('xmax');
-  for (let i = 0; (await read('xmin')) < mark; i++) {
-    if (i > 12_000) throw new Error('a transaction of another session stayed open for minutes');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }

@@ -7,10 +7,9 @@ import {
   type ExportJson,
   exportHarness,
   requestExport,
-  sha256,
-  waitForExport,
 } from './support/fixtures/export-jobs.ts';
-import { DIALECTS } from './support/databases.ts';
+import { DIALECTS, preferDialect } from './support/databases.ts';
+import { sha256 } from './support/fixtures/store.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
@@ -36,7 +35,7 @@ const pathOf = (url: string) => url.slice(url.indexOf('/api/'));
 
 async function completedExport(h: ExportHarness, body: Record<string, unknown>): Promise<ExportJson> {
   const created = await requestExport(h.app, h.keys.admin, body);
-  const done = await waitForExport(h.app, h.keys.admin, created.id);
+  const done = await h.waitForExport(created.id, ['completed']);
   expect(done.status, JSON.stringify(done.error)).toBe('completed');
   return done;
 }
@@ -201,7 +200,7 @@ for (const dialect of DIALECTS) {
       }
       // A link of another tenant's export does not open this tenant's file.
       const foreign = await requestExport(h.app, h.otherKeys.admin, { datasets: ['sites'] });
-      const foreignDone = await waitForExport(h.app, h.otherKeys.admin, foreign.id);
+      const foreignDone = await h.waitForExport(foreign.id, ['completed'], { key: h.otherKeys.admin });
       const foreignLink = new URL((await linkFor(h, foreignDone.id, h.otherKeys.admin)).url);
       const swapped = `/api/v1/downloads/${done.id}/${fileId}?${foreignLink.searchParams.toString()}`;
       expect((await h.app.inject({ method: 'GET', url: swapped })).statusCode).toBe(403);
@@ -283,7 +282,7 @@ describe('downloads from S3 storage', () => {
   });
 
   it('hands out a presigned S3 URL for unencrypted files, counted when issued', async () => {
-    const h = await exportHarness('postgres', {
+    const h = await exportHarness(preferDialect('postgres'), {
       workers: true,
       env: { ...s3Env(), FERRY_STORAGE_ENCRYPTION: 'off' },
     });
@@ -313,7 +312,7 @@ describe('downloads from S3 storage', () => {
   }, 120_000);
 
   it('serves files encrypted at rest through the signed route, decrypted, with ranges', async () => {
-    const h = await exportHarness('pglite', {
+    const h = await exportHarness(preferDialect('pglite'), {
       workers: true,
       conversations: 200,
       env: { ...s3Env(), FERRY_STORAGE_ENCRYPTION: 'on' },

@@ -7,7 +7,7 @@ import {
   type ExportJson,
   exportHarness,
   requestExport,
-  waitForExport,
+  getExport,
 } from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 
@@ -142,8 +142,8 @@ for (const dialect of DIALECTS) {
         datasets: ['conversations'],
         pii: 'enhanced',
       });
-      await waitForExport(h.app, h.keys.admin, adminExport.id);
-      await waitForExport(h.app, h.keys.admin, analystExport.id);
+      await h.waitForExport(adminExport.id, ['completed']);
+      await h.waitForExport(analystExport.id, ['completed']);
     }, 180_000);
     afterAll(async () => {
       await h?.close();
@@ -323,10 +323,10 @@ for (const dialect of DIALECTS) {
       expect(repeated.id).not.toBe(analystExport.id);
       expect(repeated.repeat_of).toBe(analystExport.id);
       expect(repeated.request).toEqual(analystExport.request);
-      const done = await waitForExport(h.app, h.keys.admin, repeated.id);
+      const done = await h.waitForExport(repeated.id, ['completed']);
       expect(done.status).toBe('completed');
       expect(done.files[0]!.records).toBe(
-        ((await waitForExport(h.app, h.keys.admin, analystExport.id)) as ExportJson).files[0]!.records,
+        (await getExport(h.app, h.keys.admin, analystExport.id)).files[0]!.records,
       );
     });
 

@@ -12,7 +12,7 @@ import {
   type ExportJson,
   exportHarness,
   requestExport,
-  waitForExport,
+  getExport,
 } from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 
@@ -120,7 +120,7 @@ for (const dialect of DIALECTS) {
       await h.startWorkers();
       // A later export runs to completion, so the workers are running; the cancelled one stays put.
       const later = await requestExport(h.app, h.keys.admin, { datasets: ['sites'] });
-      expect((await waitForExport(h.app, h.keys.admin, later.id)).status).toBe('completed');
+      expect((await h.waitForExport(later.id, ['completed'])).status).toBe('completed');
       const again = await h.app.inject({
         method: 'GET',
         url: `/api/v1/exports/${created.id}`,
@@ -134,7 +134,7 @@ for (const dialect of DIALECTS) {
     it('retries an attempt that failed (storage unreachable) with backoff, then completes', async () => {
       store.failPuts = 1;
       const created = await requestExport(h.app, h.keys.admin, { datasets: ['sites'], format: 'csv' });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['completed']);
       expect(done.status, JSON.stringify(done.error)).toBe('completed');
       expect(done.attempts).toBe(2);
       expect(done.error).toBeNull();
@@ -144,7 +144,7 @@ for (const dialect of DIALECTS) {
     it('fails an export whose attempts all failed, with the last error and no file', async () => {
       store.failPuts = 4; // the first attempt and its three retries
       const created = await requestExport(h.app, h.keys.admin, { datasets: ['sites'] });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['failed']);
       expect(done.status).toBe('failed');
       expect(done.attempts).toBe(4);
       expect(done.error?.code).toBe('internal');
@@ -154,7 +154,7 @@ for (const dialect of DIALECTS) {
 
     it('marks an export failed when its job lands in the dead-letter queue (workers kept dying)', async () => {
       const created = await requestExport(h.app, h.keys.admin, { datasets: ['sites'] });
-      await waitForExport(h.app, h.keys.admin, created.id);
+      await h.waitForExport(created.id, ['completed']);
       // An export whose attempts never finished: its worker died each time.
       await h.database.db
         .withTables<{ export_requests: { id: string; status: string } }>()
@@ -172,7 +172,7 @@ for (const dialect of DIALECTS) {
         now: h.clock.now,
         ...createAdapters(h.config),
       });
-      const after = await waitForExport(h.app, h.keys.admin, created.id, () => true);
+      const after = await getExport(h.app, h.keys.admin, created.id);
       expect(after.status).toBe('failed');
       expect(after.error?.code).toBe('export_interrupted');
     });
@@ -181,7 +181,7 @@ for (const dialect of DIALECTS) {
       const gate = store.hold();
       const created = await requestExport(h.app, h.keys.admin, { datasets: ['messages'], format: 'ndjson' });
       await gate.entered;
-      const running = await waitForExport(h.app, h.keys.admin, created.id, (e) => e.status === 'running');
+      const running = await h.waitForExport(created.id, ['running']);
       expect(running.attempts).toBe(1);
       const res = await h.app.inject({
         method: 'DELETE',
@@ -197,7 +197,7 @@ for (const dialect of DIALECTS) {
         (l) => l.export_id === created.id && l.msg === 'export attempt stopped',
       );
       expect(stopped.reason).toBe('cancelled');
-      const after = await waitForExport(h.app, h.keys.admin, created.id, (e) => e.status === 'cancelled');
+      const after = await h.waitForExport(created.id, ['cancelled']);
       expect(after.files).toEqual([]);
       expect(await objectsUnder(h.store, `exports/${h.tenant.id}/${created.id}/`)).toEqual([]);
       expect(await tempFiles(h)).toEqual([]);
@@ -205,7 +205,7 @@ for (const dialect of DIALECTS) {
 
     it('deletes the files of a completed export: then 410 for its download', async () => {
       const created = await requestExport(h.app, h.keys.admin, { datasets: ['customers'], format: 'json' });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['completed']);
       expect(done.status).toBe('completed');
       const link = await h.app.inject({
         method: 'GET',

@@ -14,10 +14,10 @@ import {
   type ExportJson,
   exportHarness,
   requestExport,
-  sha256,
-  waitForExport,
 } from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
+import { sha256 } from './support/fixtures/store.ts';
+import { waitForExport } from './support/wait.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
 const run = promisify(execFile);
@@ -61,7 +61,7 @@ for (const dialect of DIALECTS) {
       expect(res.headers.location).toBe(`/api/v1/exports/${created.id}`);
       expect(created.links.self).toBe(`/api/v1/exports/${created.id}`);
 
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['completed']);
       expect(done.status, JSON.stringify(done.error)).toBe('completed');
       expect(done.files).toHaveLength(1);
       const file = done.files[0]!;
@@ -115,7 +115,7 @@ for (const dialect of DIALECTS) {
 
     it('writes a company package (zip) for several datasets', async () => {
       const created = await requestExport(h.app, h.keys.admin, { datasets: ['conversations', 'messages'] });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['completed']);
       expect(done.status, JSON.stringify(done.error)).toBe('completed');
       expect(done.kind).toBe('package');
       const file = done.files[0]!;
@@ -132,7 +132,7 @@ for (const dialect of DIALECTS) {
         package: 'zip',
       });
       expect(created.request).toMatchObject({ format: 'json', package: 'zip' });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['completed']);
       expect(done.status, JSON.stringify(done.error)).toBe('completed');
       const got = await download(h, h.keys.admin, created.id);
       const dir = await mkdtemp(path.join(tmpdir(), 'ferry-json-package-'));
@@ -159,7 +159,7 @@ for (const dialect of DIALECTS) {
       });
       expect(repeat.statusCode, repeat.body).toBe(202);
       expect((repeat.json() as ExportJson).request).toEqual(created.request);
-      await waitForExport(h.app, h.keys.admin, (repeat.json() as ExportJson).id);
+      await h.waitForExport((repeat.json() as ExportJson).id);
     });
 
     it('encrypts the file for age recipients: the download decrypts with the identity', async () => {
@@ -170,7 +170,7 @@ for (const dialect of DIALECTS) {
         format: 'json',
         encryption: { recipients: [recipient] },
       });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
+      const done = await h.waitForExport(created.id, ['completed']);
       expect(done.status, JSON.stringify(done.error)).toBe('completed');
       expect(done.files[0]!.name).toMatch(/\.json\.age$/);
       const got = await download(h, h.keys.admin, created.id);
@@ -243,7 +243,7 @@ for (const dialect of DIALECTS) {
       // One at a time: the starter plan also runs only one export job at once.
       for (let i = 0; i < 10; i++) {
         const created = await requestExport(h.app, h.otherKeys.admin, { datasets: ['sites'] });
-        await waitForExport(h.app, h.otherKeys.admin, created.id);
+        await waitForExport(h.database, created.id, ['completed']);
       }
       const res = await h.app.inject({
         method: 'POST',
@@ -298,7 +298,7 @@ for (const dialect of DIALECTS) {
         .execute();
       try {
         const created = await requestExport(h.app, h.keys.admin, { datasets: ['messages'], format: 'json' });
-        const done = await waitForExport(h.app, h.keys.admin, created.id);
+        const done = await h.waitForExport(created.id, ['failed']);
         expect(done.status).toBe('failed');
         expect(done.error?.code).toBe('quota_exceeded');
         expect(done.files).toEqual([]);

@@ -11,7 +11,15 @@ import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
 import { FerryError, invalid } from '../src/domain/ferry-error.ts';
 import { createLogger, REDACTED } from '../src/lib/logger.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  preferDialect,
+  TEST_DATABASE_URL,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
+import { until } from './support/wait.ts';
 import { pgliteDatabase } from '../src/db/pglite-database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 
@@ -133,7 +141,7 @@ describe('HTTP app', () => {
   let app: FerryApp;
   let lines: Record<string, unknown>[];
   beforeAll(async () => {
-    t = await createTestDatabase('pglite');
+    t = await createTestDatabase(preferDialect('pglite'));
     const captured = capturedLogger();
     lines = captured.lines;
     app = await buildApp({
@@ -454,7 +462,7 @@ async function startServer(env: Record<string, string>): Promise<RunningServer> 
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-  const until = async <T>(find: () => T | undefined, what: string): Promise<T> => {
+  const untilPrinted = async <T>(find: () => T | undefined, what: string): Promise<T> => {
     for (;;) {
       const found = find();
       if (found !== undefined) return found;
@@ -466,7 +474,7 @@ async function startServer(env: Record<string, string>): Promise<RunningServer> 
         throw new Error(`ferry serve exited before ${what}\nstdout:\n${out}\nstderr:\n${err}`);
     }
   };
-  const banner = await until(
+  const banner = await untilPrinted(
     () => /ferry: listening on (http:\/\/[^\s]+) \(pid (\d+)\)/.exec(out) ?? undefined,
     'listening',
   );
@@ -478,26 +486,23 @@ async function startServer(env: Record<string, string>): Promise<RunningServer> 
     pid: Number(banner[2]),
     stdout: () => out,
     logs,
-    waitForLog: (match) => until(() => logs().find(match), 'the expected log line'),
+    waitForLog: (match) => untilPrinted(() => logs().find(match), 'the expected log line'),
     exited,
   };
 }
 
 /** Resolves when a new connection to the port is refused (the server stopped accepting). */
 async function waitUntilRefused(port: number): Promise<void> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const refused = await new Promise<boolean>((resolve) => {
+  const refused = () =>
+    new Promise<true | undefined>((resolve) => {
       const socket = net.connect(port, '127.0.0.1');
       socket.once('connect', () => {
         socket.destroy();
-        resolve(false);
+        resolve(undefined);
       });
-      socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+      socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED' || undefined));
     });
-    if (refused) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`port ${port} still accepts connections`);
+  await until(`port ${port} to refuse connections`, refused, { timeoutMs: 15_000 });
 }
 
 describe('ferry serve (spawned)', () => {
@@ -560,7 +565,7 @@ describe('ferry serve (spawned)', () => {
     expect(server.logs().some((l) => l.msg === 'stopped')).toBe(true);
   }, 120_000);
 
-  it('seeds one demo tenant into an empty PostgreSQL database, and only once', async () => {
+  it.skipIf(!testsDialect('postgres'))('seeds one demo tenant into an empty PostgreSQL database, and only once', async () => {
     const schema = `ferry_serve_${Math.random().toString(16).slice(2, 10)}`;
     const env = { FERRY_DATA_DIR: tempDir(), DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema };
     const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });

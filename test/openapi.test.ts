@@ -10,7 +10,8 @@ import { compose, type Ferry } from '../src/compose.ts';
 import type { Config } from '../src/config/config.ts';
 import { seed } from '../src/seed/seed.ts';
 import { authTestConfig, bearer, createTenant } from './support/fixtures/auth.ts';
-import { waitForExport } from './support/fixtures/export-jobs.ts';
+import { getExport } from './support/fixtures/export-jobs.ts';
+import { waitForExport } from './support/wait.ts';
 
 /**
  * The OpenAPI document of the server as `ferry serve` builds it (compose: embedded
@@ -413,7 +414,8 @@ describe('OpenAPI document of the served app', () => {
     expect(replayed.headers['idempotent-replayed']).toBe('true');
     await send('POST', '/api/v1/exports', bearer(admin), { datasets: ['conversations'], color: 'red' });
     const id = (created.json() as { id: string }).id;
-    const done = await waitForExport(ferry.app, admin, id);
+    await waitForExport(ferry.database, id, ['completed']);
+    const done = await getExport(ferry.app, admin, id);
     expect(done.status, JSON.stringify(done.error)).toBe('completed');
     await send('GET', `/api/v1/exports/${id}`, bearer(admin));
     await send('GET', `/api/export/status/${id}`, bearer(admin));

@@ -9,6 +9,7 @@ import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { until } from './support/wait.ts';
 
 /** What the database has produced for the page so far, seen from the real adapter's stream. */
 interface Production {
@@ -181,15 +182,16 @@ for (const dialect of DIALECTS) {
         );
         expect(outcome.status).toBe(200);
         expect(outcome.error).toBe('aborted');
-        let entry: Record<string, unknown> | undefined;
-        for (let i = 0; i < 200 && !entry; i++) {
-          entry = (
-            await sql<
-              Record<string, unknown>
-            >`SELECT * FROM audit_events WHERE target_id = ${outcome.exportId}`.execute(t.database.db)
-          ).rows[0];
-          if (!entry) await new Promise((r) => setTimeout(r, 10));
-        }
+        const entry = await until(
+          `the audit entry of export ${outcome.exportId}`,
+          async () =>
+            (
+              await sql<
+                Record<string, unknown>
+              >`SELECT * FROM audit_events WHERE target_id = ${outcome.exportId}`.execute(t.database.db)
+            ).rows[0],
+          { timeoutMs: 10_000 },
+        );
         expect(entry).toMatchObject({ action: 'export.page', success: false });
       } finally {
         await broken.close();

@@ -9,7 +9,7 @@ import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
 
 const HOURLY = 24; // enterprise limit from config in these tests
 const BURST = 4; // ceil(2 × 24 / 12)
@@ -159,7 +159,7 @@ for (const dialect of DIALECTS) {
   });
 }
 
-describe('rate limits shared by two API processes over one PostgreSQL schema', () => {
+describe.skipIf(!testsDialect('postgres'))('rate limits shared by two API processes over one PostgreSQL schema', () => {
   let t: TestDatabase;
   let second: Database;
   let apps: FerryApp[] = [];

@@ -4,19 +4,18 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { jobsSchema } from '../src/jobs/queue.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { SCHEDULE_RUN_QUEUE } from '../src/schedules/tick.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { createTenant, type TestTenant } from './support/fixtures/auth.ts';
-import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } from './support/databases.ts';
 
 const run = promisify(execFile);
 const REPO = new URL('..', import.meta.url).pathname;
 
 /** `ferry schedules ...` as a user runs it, against the test schema. */
-describe('ferry schedules', () => {
+describe.skipIf(!testsDialect('postgres'))('ferry schedules', () => {
   let t: TestDatabase;
   let tenant: TestTenant;
   let env: Record<string, string>;
@@ -39,8 +38,7 @@ describe('ferry schedules', () => {
     t = await createTestDatabase('postgres');
     dir = mkdtempSync(path.join(tmpdir(), 'ferry-schedules-cli-'));
     env = {
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: t.schema!,
+      ...t.env,
       FERRY_DATA_DIR: dir,
       FERRY_SECRET_KEY: 'schedules-cli-test-secret-0123456789abcdef',
       FERRY_DEMO: 'off',
@@ -50,9 +48,7 @@ describe('ferry schedules', () => {
   });
   afterAll(async () => {
     await t?.drop();
-    const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-    await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(loadConfig(env))} CASCADE`);
-    await admin.close();
+    await dropJobsSchema(loadConfig(env));
   });
 
   it('creates (from export_config or flags), lists, pauses, resumes, runs, shows history and deletes', {

@@ -8,15 +8,15 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import type { Config } from '../src/config/config.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { SCHEDULE_JOBS, scheduleJobs } from '../src/schedules/jobs.ts';
+import type { RunStatus } from '../src/domain/schedule-state.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
@@ -25,14 +25,14 @@ import type { ObjectStore } from '../src/store/object-store.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import {
   cloneRow,
+  getRun,
   s3Keys,
   s3Objects,
-  settle,
   startTcpRelay,
   type TcpRelay,
-  until,
 } from './support/fixtures/schedules.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { settle, until, waitForRun } from './support/wait.ts';
+import { createTestDatabase, dropJobsSchema, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startSmtpServer, type TestSmtpServer } from './support/smtp-server.ts';
@@ -120,7 +120,7 @@ for (const dialect of DIALECTS) {
         FERRY_JOB_RETRY_DELAY_SECONDS: '1',
         FERRY_SMTP_URL: smtp.url,
         FERRY_MAIL_FROM: 'ferry@example.com',
-        ...(dialect === 'postgres' ? { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! } : {}),
+        ...t.env,
       });
       const logger = createLogger({ logLevel: 'silent' });
       store = await createObjectStore(config);
@@ -189,11 +189,7 @@ for (const dialect of DIALECTS) {
       await queue?.stop(2_000);
       await Promise.all([relay?.stop(), s3?.stop(), sftp?.stop(), receiver?.stop(), smtp?.stop()]);
       await t?.drop();
-      if (dialect === 'postgres') {
-        const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-        await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-        await admin.close();
-      }
+      if (config) await dropJobsSchema(config);
     });
 
     async function history(): Promise<RunView[]> {
@@ -217,15 +213,10 @@ for (const dialect of DIALECTS) {
       return res.json().id;
     }
 
-    async function finished(runId: string, statuses = ['delivered', 'failed']): Promise<RunView> {
-      return until(
-        `run ${runId} to reach ${statuses.join('/')}`,
-        async () => {
-          const run = (await history()).find((r) => r.id === runId);
-          return run && statuses.includes(run.status) ? run : undefined;
-        },
-        120_000,
-      );
+    /** Waits until the run is stored in one of `statuses`, then returns it as the API lists it. */
+    async function finished(runId: string, statuses: readonly RunStatus[]): Promise<RunView> {
+      await waitForRun(t.database, runId, statuses, { timeoutMs: 120_000 });
+      return getRun(app, key, scheduleId, runId);
     }
 
     async function checkpoints(): Promise<Record<string, string>> {
@@ -395,7 +386,7 @@ for (const dialect of DIALECTS) {
 
     test('three runs against changing data: the deliveries, applied in order, equal the source exactly', async () => {
       // Run 1: no checkpoint yet, so everything.
-      const first = await finished(await runNow());
+      const first = await finished(await runNow(), ['delivered']);
       expect(first.status, JSON.stringify(first.error)).toBe('delivered');
       await expectDeliveredOnce(first);
       expect(first.files.map((f) => f.datasets[0])).toEqual(['conversations', 'messages']);
@@ -422,7 +413,7 @@ for (const dialect of DIALECTS) {
       await editMessage(bm1!, 'edited answer');
       await deleteMessage(bm2!);
 
-      const second = await finished(await runNow());
+      const second = await finished(await runNow(), ['delivered']);
       expect(second.status, JSON.stringify(second.error)).toBe('delivered');
       await expectDeliveredOnce(second);
       const applied2 = await consume(second);
@@ -446,7 +437,7 @@ for (const dialect of DIALECTS) {
         .execute();
       await addMessage(m1!, b!);
 
-      const third = await finished(await runNow());
+      const third = await finished(await runNow(), ['delivered']);
       expect(third.status, JSON.stringify(third.error)).toBe('delivered');
       await expectDeliveredOnce(third);
       const applied3 = await consume(third);
@@ -506,7 +497,7 @@ for (const dialect of DIALECTS) {
       expect(await checkpoints()).toEqual(before);
       relay.mode = 'forward';
 
-      const done = await finished(runId);
+      const done = await finished(runId, ['delivered']);
       expect(done.status, JSON.stringify(done.error)).toBe('delivered');
       expect(done.attempts).toBeGreaterThanOrEqual(2);
       await expectDeliveredOnce(done);
@@ -540,7 +531,7 @@ for (const dialect of DIALECTS) {
         payload: { targets: targets(sftp.otherFingerprint) },
       });
       expect(patched.statusCode, patched.body).toBe(200);
-      const failed = await finished(await runNow());
+      const failed = await finished(await runNow(), ['failed']);
       expect(failed.status).toBe('failed');
       expect(failed.attempts).toBe(1);
       expect(failed.error?.message).toMatch(/host key/);
@@ -590,7 +581,7 @@ for (const dialect of DIALECTS) {
         payload: { targets: targets() },
       });
       expect(fixed.statusCode).toBe(200);
-      const next = await finished(await runNow());
+      const next = await finished(await runNow(), ['delivered']);
       expect(next.status, JSON.stringify(next.error)).toBe('delivered');
       const conversations = next.files.find((f) => f.datasets[0] === 'conversations')!;
       const [object] = (await s3Objects(s3, 'ferry/conversations/')).filter((o) =>
@@ -627,7 +618,7 @@ for (const dialect of DIALECTS) {
       expect((await s3Keys(s3, 'ferry/')).length).toBeGreaterThan(2);
       // A year and a day later (the worker's clock), every earlier object is past the S3 retention.
       offsetMs = 366 * 86_400_000;
-      const run = await finished(await runNow());
+      const run = await finished(await runNow(), ['delivered']);
       expect(run.status, JSON.stringify(run.error)).toBe('delivered');
       // Retention runs right after the run is marked delivered, before its completion event.
       await until('the completion event of the run', async () =>

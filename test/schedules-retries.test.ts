@@ -4,13 +4,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import type { Config } from '../src/config/config.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { SCHEDULE_JOBS, SCHEDULE_RUN_QUEUE, scheduleJobs } from '../src/schedules/jobs.ts';
+import type { RunStatus } from '../src/domain/schedule-state.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
@@ -18,8 +18,9 @@ import { createObjectStore } from '../src/store/create-object-store.ts';
 import { WEBHOOK_JOBS, webhookJobs } from '../src/webhooks/jobs.ts';
 import { webhookDb } from '../src/webhooks/tables.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
-import { s3Objects, settle, until } from './support/fixtures/schedules.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { getRun, s3Objects } from './support/fixtures/schedules.ts';
+import { settle, waitForRun } from './support/wait.ts';
+import { createTestDatabase, DIALECTS, dropJobsSchema, type TestDatabase } from './support/databases.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
@@ -75,7 +76,7 @@ for (const dialect of DIALECTS) {
         FERRY_JOB_HEARTBEAT_SECONDS: '10',
         FERRY_JOB_SUPERVISE_SECONDS: '2',
         FERRY_JOB_RETRY_DELAY_SECONDS: '1',
-        ...(dialect === 'postgres' ? { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! } : {}),
+        ...t.env,
       });
       const logger = createLogger({ logLevel: 'silent' });
       const store = await createObjectStore(config);
@@ -125,11 +126,7 @@ for (const dialect of DIALECTS) {
       await queue?.stop(2_000);
       await Promise.all([s3?.stop(), sftp?.stop(), receiver?.stop()]);
       await t?.drop();
-      if (dialect === 'postgres') {
-        const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-        await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-        await admin.close();
-      }
+      if (config) await dropJobsSchema(config);
     });
 
     const webhookTarget = () => ({ type: 'webhook', name: 'loader', endpoint_id: endpointId });
@@ -175,24 +172,10 @@ for (const dialect of DIALECTS) {
       return res.json().id;
     }
 
-    async function run(scheduleId: string, runId: string): Promise<RunView | undefined> {
-      const res = await app.inject({
-        url: `/api/v1/schedules/${scheduleId}/runs?limit=100`,
-        headers: bearer(key),
-      });
-      expect(res.statusCode, res.body).toBe(200);
-      return (res.json().items as RunView[]).find((r) => r.id === runId);
-    }
-
-    async function finished(scheduleId: string, runId: string): Promise<RunView> {
-      return until(
-        `run ${runId} to finish`,
-        async () => {
-          const found = await run(scheduleId, runId);
-          return found && ['delivered', 'failed'].includes(found.status) ? found : undefined;
-        },
-        120_000,
-      );
+    /** Waits until the run is stored in one of `statuses`, then returns it as the API lists it. */
+    async function finished(scheduleId: string, runId: string, statuses: readonly RunStatus[]): Promise<RunView> {
+      await waitForRun(t.database, runId, statuses, { timeoutMs: 120_000 });
+      return getRun(app, key, scheduleId, runId);
     }
 
     /** What reached the receiver for one file, in arrival order. */
@@ -223,7 +206,7 @@ for (const dialect of DIALECTS) {
       test(`a receiver that fails the first ${failures} attempt(s) gets the file as one message, retried on the schedule`, async () => {
         const scheduleId = await schedule(`Webhook, ${failures} failure(s)`, [webhookTarget()]);
         receiver.failNext(failures, 503);
-        const done = await finished(scheduleId, await runNow(scheduleId));
+        const done = await finished(scheduleId, await runNow(scheduleId), ['delivered']);
         expect(done.status, JSON.stringify(done.error)).toBe('delivered');
         const [file] = done.files;
 
@@ -265,7 +248,7 @@ for (const dialect of DIALECTS) {
     test('a receiver that times out gets the retry with the same webhook-id', async () => {
       const scheduleId = await schedule('Webhook, hanging receiver', [webhookTarget()]);
       receiver.hangNext(1);
-      const done = await finished(scheduleId, await runNow(scheduleId));
+      const done = await finished(scheduleId, await runNow(scheduleId), ['delivered']);
       expect(done.status, JSON.stringify(done.error)).toBe('delivered');
       const requests = requestsFor(done.files[0]!.export_id);
       expect(requests.map((r) => r.answered)).toEqual([null, 200]);
@@ -282,7 +265,7 @@ for (const dialect of DIALECTS) {
       const second = await runNow(scheduleId);
       const third = await runNow(scheduleId);
       const runs: RunView[] = [];
-      for (const id of [first, second, third]) runs.push(await finished(scheduleId, id));
+      for (const id of [first, second, third]) runs.push(await finished(scheduleId, id, ['delivered']));
       expect(runs.map((r) => r.status)).toEqual(['delivered', 'delivered', 'delivered']);
       // Each file is one message; in arrival order, no request of a later run comes before
       // the earlier run's file was accepted.
@@ -323,7 +306,7 @@ for (const dialect of DIALECTS) {
         },
       ]);
       receiver.answer(503);
-      const failed = await finished(scheduleId, await runNow(scheduleId));
+      const failed = await finished(scheduleId, await runNow(scheduleId), ['failed']);
       expect(failed.status).toBe('failed');
       expect(failed.error?.message).toMatch(/host key/);
       const stale = failed.files[0]!.export_id;
@@ -334,7 +317,7 @@ for (const dialect of DIALECTS) {
 
       receiver.answer(200);
       await setTargets(scheduleId, [webhookTarget()]);
-      const next = await finished(scheduleId, await runNow(scheduleId));
+      const next = await finished(scheduleId, await runNow(scheduleId), ['delivered']);
       expect(next.status, JSON.stringify(next.error)).toBe('delivered');
       const fresh = receiver.requests.findIndex(
         (r) => JSON.parse(r.body).export_id === next.files[0]!.export_id,
@@ -349,7 +332,7 @@ for (const dialect of DIALECTS) {
     test('a target that is not required does not hold the run back: its waiting message is given up', async () => {
       const scheduleId = await schedule('Webhook, optional', [{ ...webhookTarget(), required: false }]);
       receiver.failNext(1, 503);
-      const done = await finished(scheduleId, await runNow(scheduleId));
+      const done = await finished(scheduleId, await runNow(scheduleId), ['delivered']);
       expect(done.status, JSON.stringify(done.error)).toBe('delivered');
       const exportId = done.files[0]!.export_id;
       const [message, ...others] = await messagesFor(exportId);
@@ -383,7 +366,7 @@ for (const dialect of DIALECTS) {
         webhookTarget(),
       ]);
       const runId = await runNow(scheduleId);
-      const delivered = await finished(scheduleId, runId);
+      const delivered = await finished(scheduleId, runId, ['delivered']);
       expect(delivered.status, JSON.stringify(delivered.error)).toBe('delivered');
       const [file] = delivered.files;
 
@@ -400,14 +383,8 @@ for (const dialect of DIALECTS) {
       offsetMs = 86_400_000 + 3_600_000;
       try {
         await queue.send(SCHEDULE_RUN_QUEUE, { id: runId });
-        const again = await until(
-          'the retried run to be delivered again',
-          async () => {
-            const found = await run(scheduleId, runId);
-            return found?.status === 'delivered' && found.finished_at ? found : undefined;
-          },
-          120_000,
-        );
+        const again = await finished(scheduleId, runId, ['delivered']);
+        expect(again.finished_at).not.toBeNull();
         expect(again.attempts).toBe(2);
         expect(again.deliveries.map((d) => [d.target.type, d.status])).toEqual([
           ['s3', 'delivered'],

@@ -14,10 +14,11 @@ import { SCHEDULE_RUN_QUEUE, tickSchedules } from '../src/schedules/tick.ts';
 import { authTestConfig, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import {
   createTestDatabase,
+  dropJobsSchema,
   DIALECTS,
-  type Dialect,
   TEST_DATABASE_URL,
   type TestDatabase,
+  testsDialect,
 } from './support/databases.ts';
 
 const BERLIN_0230 = parseTiming({ frequency: { type: 'daily' }, time: '02:30', timezone: 'Europe/Berlin' });
@@ -147,13 +148,6 @@ async function runsWithJobs(database: Database, config: Config): Promise<Set<str
   return new Set(result.rows.map((r) => r.id));
 }
 
-async function dropJobsSchema(config: Config, dialect: Dialect): Promise<void> {
-  if (dialect !== 'postgres') return;
-  const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-  await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-  await admin.close();
-}
-
 for (const dialect of DIALECTS) {
   describe(`scheduler tick on ${dialect}`, () => {
     let t: TestDatabase;
@@ -163,9 +157,7 @@ for (const dialect of DIALECTS) {
 
     beforeAll(async () => {
       t = await createTestDatabase(dialect);
-      config = authTestConfig(
-        dialect === 'postgres' ? { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! } : {},
-      );
+      config = authTestConfig(t.env);
       queue = await createJobQueue(t.database, config, createLogger({ logLevel: 'silent' }), {
         definitions: JOBS,
         supervise: false,
@@ -175,7 +167,7 @@ for (const dialect of DIALECTS) {
     afterAll(async () => {
       await queue?.stop(1_000);
       await t?.drop();
-      await dropJobsSchema(config, dialect);
+      await dropJobsSchema(config);
     });
 
     test('ticking every 10 minutes through both DST days creates exactly one run per day, at the expected instants', async () => {
@@ -245,7 +237,7 @@ for (const dialect of DIALECTS) {
   });
 }
 
-describe('scheduler tick: exactly once under concurrency (PostgreSQL, two connection pools)', () => {
+describe.skipIf(!testsDialect('postgres'))('scheduler tick: exactly once under concurrency (PostgreSQL, two connection pools)', () => {
   let t: TestDatabase;
   let config: Config;
   let second: Database;
@@ -254,7 +246,7 @@ describe('scheduler tick: exactly once under concurrency (PostgreSQL, two connec
 
   beforeAll(async () => {
     t = await createTestDatabase('postgres');
-    config = authTestConfig({ DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! });
+    config = authTestConfig(t.env);
     // A second "process": its own pool of connections to the same schema, its own job queue client.
     second = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema!, max: 4 });
     const logger = createLogger({ logLevel: 'silent' });
@@ -266,7 +258,7 @@ describe('scheduler tick: exactly once under concurrency (PostgreSQL, two connec
     for (const queue of queues) await queue.stop(1_000);
     await second?.close();
     await t?.drop();
-    await dropJobsSchema(config, 'postgres');
+    await dropJobsSchema(config);
   });
 
   test('concurrent ticks of two pools claim every due slot once, and every run gets its job', async () => {

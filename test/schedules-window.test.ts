@@ -8,18 +8,17 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import type { Config } from '../src/config/config.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
-import type { RunView } from '../src/schedules/presenter.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
-import { until } from './support/fixtures/schedules.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { getRun } from './support/fixtures/schedules.ts';
+import { waitForRun } from './support/wait.ts';
+import { createTestDatabase, dropJobsSchema, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const run = promisify(execFile);
 const SECRET = 'schedules-window-test-secret-0123456789ab';
@@ -51,7 +50,7 @@ for (const dialect of DIALECTS) {
       config = authTestConfig({
         FERRY_SECRET_KEY: SECRET,
         FERRY_JOB_RETRY_DELAY_SECONDS: '1',
-        ...(dialect === 'postgres' ? { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! } : {}),
+        ...t.env,
       });
       const logger = createLogger({ logLevel: 'silent' });
       const store = await createObjectStore(config);
@@ -79,11 +78,7 @@ for (const dialect of DIALECTS) {
       await app?.close();
       await queue?.stop(2_000);
       await t?.drop();
-      if (dialect === 'postgres') {
-        const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-        await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-        await admin.close();
-      }
+      if (config) await dropJobsSchema(config);
     });
 
     test('the previous day in the schedule zone, the last 7 days and everything, packaged with checksums', async () => {
@@ -113,11 +108,8 @@ for (const dialect of DIALECTS) {
         headers: bearer(key),
       });
       expect(queued.statusCode, queued.body).toBe(202);
-      const done = await until('the run to finish', async () => {
-        const res = await app.inject({ url: `/api/v1/schedules/${id}/runs`, headers: bearer(key) });
-        const found = (res.json().items as RunView[]).find((r) => r.id === queued.json().id);
-        return found && ['delivered', 'failed'].includes(found.status) ? found : undefined;
-      });
+      await waitForRun(t.database, queued.json().id, ['delivered']);
+      const done = await getRun(app, key, id, queued.json().id);
       expect(done.status, JSON.stringify(done.error)).toBe('delivered');
       expect(done.due_at).toBe(NOW.toISOString());
       expect(done.deliveries).toEqual([]);

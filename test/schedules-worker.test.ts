@@ -6,20 +6,19 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import type { Config } from '../src/config/config.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { createLogger } from '../src/lib/logger.ts';
-import type { RunView } from '../src/schedules/presenter.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
-import { s3Objects, startTcpRelay, type TcpRelay, until } from './support/fixtures/schedules.ts';
-import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { getRun, s3Objects, startTcpRelay, type TcpRelay } from './support/fixtures/schedules.ts';
+import { until, waitForRun } from './support/wait.ts';
+import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } from './support/databases.ts';
 import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
@@ -28,7 +27,7 @@ import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhoo
 const SECRET = 'schedules-worker-test-secret-0123456789ab';
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
-describe('a worker killed during a scheduled run', () => {
+describe.skipIf(!testsDialect('postgres'))('a worker killed during a scheduled run', () => {
   let t: TestDatabase;
   let config: Config;
   let env: Record<string, string>;
@@ -45,8 +44,7 @@ describe('a worker killed during a scheduled run', () => {
   beforeAll(async () => {
     t = await createTestDatabase('postgres');
     env = {
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: t.schema!,
+      ...t.env,
       FERRY_SECRET_KEY: SECRET,
       FERRY_OUTBOUND_ALLOW: '127.0.0.1',
       FERRY_JOB_HEARTBEAT_SECONDS: '10',
@@ -96,9 +94,7 @@ describe('a worker killed during a scheduled run', () => {
     await queue?.stop(1_000);
     await Promise.all([relay?.stop(), s3?.stop(), sftp?.stop(), receiver?.stop()]);
     await t?.drop();
-    const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-    await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-    await admin.close();
+    if (config) await dropJobsSchema(config);
   });
 
   it('is retried by another worker: each target gets each file exactly once, the checkpoint moves only then', async () => {
@@ -191,8 +187,7 @@ describe('a worker killed during a scheduled run', () => {
         const delivered = rows.filter((r) => r.status === 'delivered');
         return delivered.length === 4 && relay.accepted.hang > 0 ? true : undefined;
       },
-      120_000,
-      logs,
+      { timeoutMs: 120_000, context: logs },
     );
     const running = await scheduleDb(t.database)
       .selectFrom('schedule_runs')
@@ -211,16 +206,8 @@ describe('a worker killed during a scheduled run', () => {
 
     const second = startWorker(env);
     workers.push(second);
-    const run = await until(
-      'the run to be delivered by the second worker',
-      async () => {
-        const res = await app.inject({ url: `/api/v1/schedules/${scheduleId}/runs`, headers: bearer(key) });
-        const found = (res.json().items as RunView[]).find((r) => r.id === runId);
-        return found && ['delivered', 'failed'].includes(found.status) ? found : undefined;
-      },
-      180_000,
-      logs,
-    );
+    await waitForRun(t.database, runId, ['delivered'], { timeoutMs: 180_000, context: logs });
+    const run = await getRun(app, key, scheduleId, runId);
     expect(run.status, JSON.stringify(run.error)).toBe('delivered');
     expect(run.attempts).toBe(2);
     expect(run.files).toHaveLength(2);

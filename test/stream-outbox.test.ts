@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listenForEvents } from '../src/live/notifications.ts';
 import { pruneStreamEvents } from '../src/live/retention.ts';
 import { comparePositions, START, type StoredEvent, streamStore } from '../src/live/outbox.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
 import {
   createStreamTenant,
   endConversation,
@@ -232,7 +232,7 @@ for (const dialect of DIALECTS) {
   });
 }
 
-describe('stream outbox ordering on postgres', () => {
+describe.skipIf(!testsDialect('postgres'))('stream outbox ordering on postgres', () => {
   let t: TestDatabase;
   let tenant: StreamTenant;
   let client: pg.Client;

@@ -12,7 +12,7 @@ import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createStreamHub, type StreamHub, type StreamOptions } from '../src/live/hub.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
 import {
   connectStream,
   createStreamTenant,
@@ -520,7 +520,7 @@ for (const dialect of DIALECTS) {
   });
 }
 
-describe('live stream across two API processes on postgres', () => {
+describe.skipIf(!testsDialect('postgres'))('live stream across two API processes on postgres', () => {
   let t: TestDatabase;
   let dir: string;
   let a: Server;

@@ -1,11 +1,9 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Config, loadConfig } from '../src/config/config.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
 import { createAdapters } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
@@ -15,20 +13,11 @@ import { createEndpoint } from '../src/webhooks/endpoints.ts';
 import { WEBHOOK_JOBS, WEBHOOK_SWEEP_JOB } from '../src/webhooks/jobs.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { createTenant } from './support/fixtures/auth.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { createTestDatabase, dropJobsSchema, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { until } from './support/wait.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 
 const SECRET = 'webhook-jobs-test-secret-key-0123456789abcdef';
-
-async function until<T>(check: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await sleep(50);
-  }
-}
 
 for (const dialect of DIALECTS) {
   describe(`webhook jobs on pg-boss (${dialect})`, () => {
@@ -45,7 +34,7 @@ for (const dialect of DIALECTS) {
         FERRY_OUTBOUND_ALLOW: '127.0.0.1',
         FERRY_JOB_SUPERVISE_SECONDS: '2',
         LOG_LEVEL: 'silent',
-        ...(dialect === 'postgres' ? { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: t.schema! } : {}),
+        ...t.env,
       });
       const logger = createLogger(config);
       queue = await createJobQueue(t.database, config, logger, {
@@ -71,11 +60,7 @@ for (const dialect of DIALECTS) {
     afterAll(async () => {
       await receiver?.stop();
       await queue?.stop();
-      if (dialect === 'postgres') {
-        const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-        await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-        await admin.close();
-      }
+      if (config) await dropJobsSchema(config);
       await t?.drop();
     });
 
@@ -95,7 +80,7 @@ for (const dialect of DIALECTS) {
         { export_id: 'e1', data: {} },
         { queue },
       );
-      const request = await until(() =>
+      const request = await until(`webhook message ${message!.id}`, () =>
         receiver.requests.find((r) => r.headers['webhook-id'] === message!.id),
       );
       expect(request.verifiedWith).toEqual([0]);
@@ -117,7 +102,7 @@ for (const dialect of DIALECTS) {
       });
       // The cron runs it every minute; send one now instead of waiting.
       await queue.boss.send(WEBHOOK_SWEEP_JOB, {});
-      const request = await until(() =>
+      const request = await until(`webhook message ${message!.id}`, () =>
         receiver.requests.find((r) => r.headers['webhook-id'] === message!.id),
       );
       expect(request.verifiedWith).toEqual([0]);

@@ -4,17 +4,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../src/config/config.ts';
 import { cleanUpExports } from '../src/export-requests/cleanup.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
-import { createJobQueue, type JobQueue, jobsSchema } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createLogger } from '../src/lib/logger.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createApiKey } from '../src/auth/keys.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
-import { type ExportJson, requestExport, SECRET, sha256, waitForExport } from './support/fixtures/export-jobs.ts';
-import { createTestDatabase, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { type ExportJson, getExport, requestExport, SECRET } from './support/fixtures/export-jobs.ts';
+import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } from './support/databases.ts';
+import { sha256 } from './support/fixtures/store.ts';
+import { waitForExport } from './support/wait.ts';
 import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
 
 
@@ -33,28 +34,13 @@ async function exportRow(t: TestDatabase, id: string): Promise<Row> {
     .executeTakeFirstOrThrow();
 }
 
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs: number,
-  log: () => string,
-) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}\n${log()}`);
-}
-
 async function objects(store: ObjectStore, prefix: string): Promise<{ key: string; bytes: number }[]> {
   const found: { key: string; bytes: number }[] = [];
   for await (const o of store.list(prefix)) found.push({ key: o.key, bytes: o.bytes });
   return found;
 }
 
-describe('a worker killed mid-export', () => {
+describe.skipIf(!testsDialect('postgres'))('a worker killed mid-export', () => {
   let t: TestDatabase;
   let config: Config;
   let env: Record<string, string>;
@@ -68,8 +54,7 @@ describe('a worker killed mid-export', () => {
   beforeAll(async () => {
     t = await createTestDatabase('postgres');
     env = {
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: t.schema!,
+      ...t.env,
       FERRY_SECRET_KEY: SECRET,
       FERRY_JOB_HEARTBEAT_SECONDS: '10',
       FERRY_JOB_SUPERVISE_SECONDS: '2',
@@ -116,9 +101,7 @@ describe('a worker killed mid-export', () => {
     await queue?.stop(1_000);
     await t?.drop();
     if (config) await rm(config.dataDir, { recursive: true, force: true });
-    const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-    await admin.exec(`DROP SCHEMA IF EXISTS ${jobsSchema(config)} CASCADE`);
-    await admin.close();
+    if (config) await dropJobsSchema(config);
   });
 
   it('is retried by another worker: completed once, one committed file, checksum intact, no partial file left', async () => {
@@ -133,15 +116,11 @@ describe('a worker killed mid-export', () => {
         .slice(-4000);
 
     // Running, with progress written: the worker is streaming the export into a pending object.
-    const running = await until(
-      'the first worker to be mid-export',
-      async () => {
-        const row = await exportRow(t, created.id);
-        return row.status === 'running' && Number(row.records_done) > 0 ? row : undefined;
-      },
-      120_000,
-      logs,
-    );
+    const running = await waitForExport(t.database, created.id, ['running'], {
+      where: (e) => e.records_done > 0,
+      timeoutMs: 120_000,
+      context: logs,
+    });
     expect(running.attempts).toBe(1);
     killGroup(first, 'SIGKILL');
     await first.exited;
@@ -155,15 +134,8 @@ describe('a worker killed mid-export', () => {
 
     const second = startWorker(env);
     workers.push(second);
-    const done = await waitForExport(
-      app,
-      key,
-      created.id,
-      (e) => ['completed', 'failed'].includes(e.status),
-      180_000,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}\n${logs()}`);
-    });
+    await waitForExport(t.database, created.id, ['completed'], { timeoutMs: 180_000, context: logs });
+    const done = await getExport(app, key, created.id);
     expect(done.status, JSON.stringify(done.error)).toBe('completed');
     expect(done.attempts).toBe(2);
     expect(done.files).toHaveLength(1);

@@ -43,6 +43,14 @@ export function testsDialect(dialect: Dialect): boolean {
   return DIALECTS.includes(dialect);
 }
 
+/**
+ * `dialect` when this run tests it, else the first one it does: for a suite that needs
+ * a database but not a particular one.
+ */
+export function preferDialect(dialect: Dialect): Dialect {
+  return testsDialect(dialect) ? dialect : DIALECTS[0]!;
+}
+
 export interface TestDatabase {
   dialect: Dialect;
   database: Database;
