@@ -14,7 +14,7 @@ import {
   SITE_B_URL as B,
   TENANT,
 } from './support/fixtures/computed.ts';
-import { createTestDatabase, DIALECTS, } from './support/databases.ts';
+import { createTestDatabase, DIALECTS } from './support/databases.ts';
 
 const ALL = analyticsColumns(['all']);
 

@@ -8,7 +8,13 @@ import { verifyApiKey } from '../src/auth/keys.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { authTestConfig, bearer, createTenant, keysByRole, type TestTenant } from './support/fixtures/auth.ts';
+import {
+  authTestConfig,
+  bearer,
+  createTenant,
+  keysByRole,
+  type TestTenant,
+} from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 function collect(): { out: Writable; text: () => string } {

@@ -2,7 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../src/auth/context.ts';
 import { createApiKey } from '../src/auth/keys.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { authTestConfig, bearer, createTenant, keysByRole, type TestTenant } from './support/fixtures/auth.ts';
+import {
+  authTestConfig,
+  bearer,
+  createTenant,
+  keysByRole,
+  type TestTenant,
+} from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';

@@ -5,7 +5,13 @@ import { literal } from '../src/db/database.ts';
 import { migrateToLatest, splitStatements } from '../src/db/migrate.ts';
 import { openDatabase } from '../src/db/open.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  TEST_DATABASE_URL,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 
 describe('splitStatements', () => {
   it('keeps dollar-quoted bodies whole', () => {

@@ -9,8 +9,17 @@ import {
   revenueAttributionSource,
 } from '../src/collect/computed/revenue-attribution.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
-import { C, insertComputedFixture, K1, K2, K3, OTHER_TENANT, R, TENANT } from './support/fixtures/computed.ts';
-import { createTestDatabase, DIALECTS, } from './support/databases.ts';
+import {
+  C,
+  insertComputedFixture,
+  K1,
+  K2,
+  K3,
+  OTHER_TENANT,
+  R,
+  TENANT,
+} from './support/fixtures/computed.ts';
+import { createTestDatabase, DIALECTS } from './support/databases.ts';
 
 const FIELDS = REFERENCE_DATASETS['revenue_attribution']!.fields.map((f) => f.name);
 

@@ -5,7 +5,13 @@ import type { Config } from '../src/config/config.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { nextRunAfter } from '../src/schedules/frequency.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
-import { authTestConfig, bearer, createTenant, keysByRole, type TestTenant } from './support/fixtures/auth.ts';
+import {
+  authTestConfig,
+  bearer,
+  createTenant,
+  keysByRole,
+  type TestTenant,
+} from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 const SECRET = 'schedules-api-test-secret-0123456789abcdef';

@@ -11,7 +11,7 @@ import type { Config } from '../src/config/config.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';

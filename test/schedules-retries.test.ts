@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import type { Config } from '../src/config/config.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';

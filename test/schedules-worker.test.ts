@@ -9,7 +9,7 @@ import type { Config } from '../src/config/config.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
-import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';

@@ -5,7 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listenForEvents } from '../src/live/notifications.ts';
 import { pruneStreamEvents } from '../src/live/retention.ts';
 import { comparePositions, START, type StoredEvent, streamStore } from '../src/live/outbox.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  TEST_DATABASE_URL,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 import {
   createStreamTenant,
   endConversation,

@@ -12,7 +12,13 @@ import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createStreamHub, type StreamHub, type StreamOptions } from '../src/live/hub.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  TEST_DATABASE_URL,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 import {
   connectStream,
   createStreamTenant,

@@ -6,7 +6,13 @@ import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { loadOrCreateSecretKey } from '../src/lib/secret-box.ts';
 import { deliverDueMessages } from '../src/webhooks/dispatch.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
-import { authTestConfig, bearer, createTenant, keysByRole, type TestTenant } from './support/fixtures/auth.ts';
+import {
+  authTestConfig,
+  bearer,
+  createTenant,
+  keysByRole,
+  type TestTenant,
+} from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 

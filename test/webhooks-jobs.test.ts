@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Config, loadConfig } from '../src/config/config.ts';
-import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { createAdapters } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';

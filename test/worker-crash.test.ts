@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../src/config/config.ts';
 import { cleanUpExports } from '../src/export-requests/cleanup.ts';
 import { createAdapters, JOBS } from '../src/compose.ts';
-import { createJobQueue, type JobQueue, } from '../src/jobs/queue.ts';
+import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { seed } from '../src/seed/seed.ts';
@@ -17,7 +17,6 @@ import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } f
 import { sha256 } from './support/fixtures/store.ts';
 import { waitForExport } from './support/wait.ts';
 import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
-
 
 interface Row {
   status: string;

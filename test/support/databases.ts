@@ -5,32 +5,13 @@ import { migrateToLatest } from '../../src/db/migrate.ts';
 import { pgliteDatabase } from '../../src/db/pglite-database.ts';
 import { postgresDatabase } from '../../src/db/postgres-database.ts';
 import { jobsSchema } from '../../src/jobs/queue.ts';
+import { type Dialect, selectDialects } from './dialects.ts';
+
+export type { Dialect } from './dialects.ts';
 
 /** PostgreSQL used by the tests; every test database lives in a schema of its own. */
 export const TEST_DATABASE_URL =
   process.env.FERRY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-/** Every database Ferry runs on. */
-export const ALL_DIALECTS = ['pglite', 'postgres'] as const;
-export type Dialect = (typeof ALL_DIALECTS)[number];
-
-/**
- * The dialects named by a FERRY_TEST_DIALECTS value: comma-separated, unset or empty for
- * all. An unknown name throws, so a typo cannot quietly skip every database suite.
- */
-export function selectDialects(value: string | undefined): readonly Dialect[] {
-  const names = (value ?? '')
-    .split(',')
-    .map((name) => name.trim())
-    .filter(Boolean);
-  if (names.length === 0) return ALL_DIALECTS;
-  for (const name of names)
-    if (!(ALL_DIALECTS as readonly string[]).includes(name))
-      throw new Error(
-        `FERRY_TEST_DIALECTS: unknown dialect '${name}' (known: ${ALL_DIALECTS.join(', ')}; unset for all)`,
-      );
-  return ALL_DIALECTS.filter((dialect) => names.includes(dialect));
-}
 
 /** The dialects this run tests; database suites loop over them: `for (const dialect of DIALECTS)`. */
 export const DIALECTS = selectDialects(process.env.FERRY_TEST_DIALECTS);

@@ -150,8 +150,9 @@ export async function settle(database: Database): Promise<void> {
       ).rows[0]!.x,
     );
   const mark = await read('xmax');
-  await until('the transactions open at our commit to end', async () =>
-    (await read('xmin')) >= mark ? true : undefined,
+  await until(
+    'the transactions open at our commit to end',
+    async () => ((await read('xmin')) >= mark ? true : undefined),
     { timeoutMs: 120_000, last: () => 'a transaction of another session stayed open' },
   );
 }
