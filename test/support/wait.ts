@@ -41,6 +41,34 @@ export async function until<T>(
   }
 }
 
+/**
+ * Waits until the row `read` returns (a job's persisted state) has one of `statuses` and
+ * `where` holds. Fails at once when the row is in a state from which `canReach` says no
+ * target can be reached, and on timeout; both errors print the last row seen.
+ */
+async function waitForState<S extends { status: string }>(
+  what: string,
+  read: () => Promise<S | undefined>,
+  statuses: readonly S['status'][],
+  canReach: (from: S['status']) => boolean,
+  options: WaitOptions & { where?: (state: S) => boolean },
+): Promise<S> {
+  let last: S | undefined;
+  const describe = () => `last state of ${what}: ${last ? JSON.stringify(last) : 'not found'}`;
+  const target = statuses.join(' or ');
+  return until(
+    `${what} to be ${target}`,
+    async () => {
+      last = await read();
+      if (!last) return undefined;
+      if (statuses.includes(last.status) && (options.where?.(last) ?? true)) return last;
+      if (!canReach(last.status)) throw new Error(`${what} can no longer be ${target}; ${describe()}`);
+      return undefined;
+    },
+    { ...options, last: describe },
+  );
+}
+
 /** An export request as stored (`export_requests`), the columns a test waits on. */
 export interface ExportState {
   id: string;
@@ -54,8 +82,8 @@ export interface ExportState {
 /** Export states in which an export has stopped moving (until it expires). */
 export const EXPORT_DONE: readonly ExportStatus[] = ['completed', 'failed', 'cancelled'];
 
-/** Whether an export in `from` can still get to one of `targets`. */
-function canReach(from: ExportStatus, targets: readonly ExportStatus[]): boolean {
+/** Whether an export in `from` can still get to one of `targets` by the export state machine. */
+function exportCanReach(from: ExportStatus, targets: readonly ExportStatus[]): boolean {
   const seen = new Set<ExportStatus>([from]);
   for (const status of seen) {
     if (targets.includes(status)) return true;
@@ -66,8 +94,8 @@ function canReach(from: ExportStatus, targets: readonly ExportStatus[]): boolean
 
 /**
  * Waits until export `id` is stored in one of `statuses` (and `where` holds, if given);
- * returns its row. Fails at once when the export is in a state from which no target can
- * be reached, and on timeout, with the state it was stuck in.
+ * returns its row. Fails at once when no target can be reached any more (waiting for
+ * `completed` on a `failed` export), and on timeout, with the state it was stuck in.
  */
 export async function waitForExport(
   database: Database,
@@ -75,23 +103,15 @@ export async function waitForExport(
   statuses: readonly ExportStatus[] = EXPORT_DONE,
   options: WaitOptions & { where?: (state: ExportState) => boolean } = {},
 ): Promise<ExportState> {
-  let last: ExportState | undefined;
-  const describe = () => `last state of export ${id}: ${last ? JSON.stringify(last) : 'no such export'}`;
-  return until(
-    `export ${id} to be ${statuses.join(' or ')}`,
-    async () => {
-      const result = await sql<ExportState>`
+  const read = async () => {
+    const [row] = (
+      await sql<ExportState>`
         SELECT id, status, attempts, records_done, error_code, error_message
-        FROM export_requests WHERE id = ${id}`.execute(database.db);
-      last = result.rows[0] && { ...result.rows[0], records_done: Number(result.rows[0].records_done) };
-      if (!last) return undefined;
-      if (statuses.includes(last.status) && (options.where?.(last) ?? true)) return last;
-      if (!canReach(last.status, statuses))
-        throw new Error(`export ${id} can no longer be ${statuses.join(' or ')}; ${describe()}`);
-      return undefined;
-    },
-    { ...options, last: describe },
-  );
+        FROM export_requests WHERE id = ${id}`.execute(database.db)
+    ).rows;
+    return row && { ...row, records_done: Number(row.records_done) };
+  };
+  return waitForState(`export ${id}`, read, statuses, (from) => exportCanReach(from, statuses), options);
 }
 
 /** A scheduled run as stored (`schedule_runs`), the columns a test waits on. */
@@ -116,23 +136,13 @@ export async function waitForRun(
   statuses: readonly RunStatus[] = RUN_DONE,
   options: WaitOptions = {},
 ): Promise<RunState> {
-  let last: RunState | undefined;
-  const describe = () => `last state of run ${id}: ${last ? JSON.stringify(last) : 'no such run'}`;
-  return until(
-    `run ${id} to be ${statuses.join(' or ')}`,
-    async () => {
-      const result = await sql<RunState>`
+  const read = async () =>
+    (
+      await sql<RunState>`
         SELECT id, status, attempts, error_code, error_message
-        FROM schedule_runs WHERE id = ${id}`.execute(database.db);
-      last = result.rows[0];
-      if (!last) return undefined;
-      if (statuses.includes(last.status)) return last;
-      if (!isOpenRun(last.status))
-        throw new Error(`run ${id} can no longer be ${statuses.join(' or ')}; ${describe()}`);
-      return undefined;
-    },
-    { ...options, last: describe },
-  );
+        FROM schedule_runs WHERE id = ${id}`.execute(database.db)
+    ).rows[0];
+  return waitForState(`run ${id}`, read, statuses, isOpenRun, options);
 }
 
 /**
