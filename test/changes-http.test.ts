@@ -10,9 +10,9 @@ import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { lines } from './support/fixtures/streams.ts';
 import { settle } from './support/wait.ts';
 
-const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);
 type Row = Record<string, unknown>;
 
 for (const dialect of DIALECTS) {

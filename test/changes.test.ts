@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
 import { sql } from 'kysely';
@@ -16,22 +15,10 @@ import { type ExportInput, parseExportRequest } from '../src/collect/request.ts'
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase } from './support/databases.ts';
+import { lines, sink } from './support/fixtures/streams.ts';
 import { settle } from './support/wait.ts';
 
 const KEY = 'cd'.repeat(16);
-
-function sink(): { out: Writable; text: () => string; bytes: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const out = new Writable({
-    write(chunk, _enc, done) {
-      chunks.push(chunk as Buffer);
-      done();
-    },
-  });
-  return { out, bytes: () => Buffer.concat(chunks), text: () => Buffer.concat(chunks).toString('utf8') };
-}
-
-const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);
 
 /** Tracked datasets and the field that identifies a record. */
 const FEEDS: Record<string, string> = {

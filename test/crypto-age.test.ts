@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { decryptWithIdentities, encryptForRecipients, validateRecipients } from '../src/crypto/age.ts';
-import { chunked, readAll } from './support/fixtures/store.ts';
+import { chunked, readAll } from './support/fixtures/streams.ts';
 
 const run = promisify(execFile);
 

@@ -9,7 +9,7 @@ import {
   HEADER_BYTES,
   SEGMENT_BYTES,
 } from '../src/crypto/at-rest.ts';
-import { chunked, readAll } from './support/fixtures/store.ts';
+import { chunked, readAll } from './support/fixtures/streams.ts';
 
 const STRIDE = SEGMENT_BYTES + 16;
 const key = randomBytes(32);

@@ -4,7 +4,6 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
@@ -21,6 +20,7 @@ import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts'
 import { exportCompanyPackage } from '../src/pipeline/company-package.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { lines, sink } from './support/fixtures/streams.ts';
 import { settle } from './support/wait.ts';
 
 /**
@@ -101,19 +101,6 @@ const MAP: DataMap = {
   tables: { ...REFERENCE_DATAMAP.tables, gadgets: GADGETS_TABLE },
   datasets: { ...REFERENCE_DATAMAP.datasets, gadgets: GADGETS },
 };
-
-function sink(): { out: Writable; bytes: () => Buffer; text: () => string } {
-  const chunks: Buffer[] = [];
-  const out = new Writable({
-    write(chunk, _enc, done) {
-      chunks.push(chunk as Buffer);
-      done();
-    },
-  });
-  return { out, bytes: () => Buffer.concat(chunks), text: () => Buffer.concat(chunks).toString('utf8') };
-}
-
-const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);
 
 for (const dialect of DIALECTS) {
   describe(`a dataset added to the data map on ${dialect}`, () => {

@@ -9,7 +9,7 @@ import {
   requestExport,
 } from './support/fixtures/export-jobs.ts';
 import { DIALECTS, preferDialect } from './support/databases.ts';
-import { sha256 } from './support/fixtures/store.ts';
+import { sha256 } from './support/fixtures/streams.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';

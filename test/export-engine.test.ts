@@ -1,4 +1,3 @@
-import { Writable } from 'node:stream';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
 import { sql } from 'kysely';
@@ -11,18 +10,7 @@ import { parseExportRequest, type ExportInput } from '../src/collect/request.ts'
 import { xsdFor } from '../src/format/xml-schema.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
-
-/** Collects a stream's bytes. */
-function sink(): { out: Writable; bytes: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const out = new Writable({
-    write(chunk, _enc, done) {
-      chunks.push(chunk as Buffer);
-      done();
-    },
-  });
-  return { out, bytes: () => Buffer.concat(chunks) };
-}
+import { sink } from './support/fixtures/streams.ts';
 
 async function run(t: TestDatabase, input: Partial<ExportInput> & { dataset: string; tenantId: string }) {
   const { out, bytes } = sink();

@@ -16,7 +16,7 @@ import {
   requestExport,
 } from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
-import { sha256 } from './support/fixtures/store.ts';
+import { sha256 } from './support/fixtures/streams.ts';
 import { waitForExport } from './support/wait.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';

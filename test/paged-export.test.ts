@@ -1,5 +1,4 @@
 import { gunzipSync } from 'node:zlib';
-import { Writable } from 'node:stream';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,21 +11,9 @@ import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { lines, sink } from './support/fixtures/streams.ts';
 
 const KEY = 'ab'.repeat(16);
-
-function sink(): { out: Writable; text: () => string; bytes: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const out = new Writable({
-    write(chunk, _enc, done) {
-      chunks.push(chunk as Buffer);
-      done();
-    },
-  });
-  return { out, bytes: () => Buffer.concat(chunks), text: () => Buffer.concat(chunks).toString('utf8') };
-}
-
-const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);
 
 /** Every dataset the paged endpoint pages (all but the two document datasets). */
 const PAGED = Object.keys(REFERENCE_DATAMAP.datasets).filter((d) => REFERENCE_DATAMAP.datasets[d]!.kind !== 'document');

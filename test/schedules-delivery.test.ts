@@ -33,6 +33,7 @@ import {
 } from './support/fixtures/schedules.ts';
 import { settle, until, waitForRun } from './support/wait.ts';
 import { createTestDatabase, dropJobsSchema, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { lines } from './support/fixtures/streams.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startSmtpServer, type TestSmtpServer } from './support/smtp-server.ts';
@@ -44,7 +45,6 @@ type Dataset = keyof typeof ID_FIELDS;
 type Row = Record<string, unknown>;
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-const lines = (text: string) => text.split('\n').filter((l) => l.length > 0);
 
 for (const dialect of DIALECTS) {
   describe(`scheduled incremental exports on ${dialect}`, () => {

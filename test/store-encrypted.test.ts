@@ -11,7 +11,7 @@ import { EncryptedObjectStore } from '../src/store/encrypted-object-store.ts';
 import { LocalObjectStore } from '../src/store/local-object-store.ts';
 import type { ByteRange } from '../src/store/object-store.ts';
 import { S3ObjectStore } from '../src/store/s3-object-store.ts';
-import { chunked, readAll, sha256 } from './support/fixtures/store.ts';
+import { chunked, readAll, sha256 } from './support/fixtures/streams.ts';
 
 const STRIDE = SEGMENT_BYTES + 16;
 

@@ -4,7 +4,7 @@ import type { S3Config } from '../src/config/config.ts';
 import { EncryptedObjectStore } from '../src/store/encrypted-object-store.ts';
 import { createS3Client } from '../src/store/s3-client.ts';
 import { type S3Api, S3ObjectStore } from '../src/store/s3-object-store.ts';
-import { chunked, readAll } from './support/fixtures/store.ts';
+import { chunked, readAll } from './support/fixtures/streams.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 
 const MiB = 1024 * 1024;

@@ -8,7 +8,7 @@ import { EncryptedObjectStore } from '../src/store/encrypted-object-store.ts';
 import { LocalObjectStore } from '../src/store/local-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { s3ObjectStore } from '../src/store/s3-client.ts';
-import { chunked, collect, failingSource, readAll, sha256 } from './support/fixtures/store.ts';
+import { chunked, collect, failingSource, readAll, sha256 } from './support/fixtures/streams.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 
 const MiB = 1024 * 1024;

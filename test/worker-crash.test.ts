@@ -14,7 +14,7 @@ import { createApiKey } from '../src/auth/keys.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { type ExportJson, getExport, requestExport, SECRET } from './support/fixtures/export-jobs.ts';
 import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } from './support/databases.ts';
-import { sha256 } from './support/fixtures/store.ts';
+import { sha256 } from './support/fixtures/streams.ts';
 import { waitForExport } from './support/wait.ts';
 import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
 
