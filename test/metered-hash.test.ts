@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, test } from 'vitest';
 import { MeteredHash, sha256Hex } from '../src/lib/metered-hash.ts';
-import { chunked, readAll, sha256 } from './support/fixtures/store.ts';
+import { chunked, readAll, sha256 } from './support/fixtures/streams.ts';
 
 describe('MeteredHash', () => {
   test('passes the bytes through unchanged, with their count and SHA-256', async () => {

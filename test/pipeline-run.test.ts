@@ -11,7 +11,7 @@ import { FerryError } from '../src/domain/ferry-error.ts';
 import { type FileSink, type ProducedFile, type Producer, runFile } from '../src/pipeline/run.ts';
 import { LocalObjectStore } from '../src/store/local-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
-import { chunked, collect, readAll, sha256 } from './support/fixtures/store.ts';
+import { chunked, collect, readAll, sha256 } from './support/fixtures/streams.ts';
 
 const KEY = 'exports/t/e/a/file.csv';
 

@@ -1,4 +1,3 @@
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateXML } from 'xmllint-wasm';
 import { parseExportRequest } from '../src/collect/request.ts';
@@ -7,6 +6,7 @@ import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { seed } from '../src/seed/seed.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { sink } from './support/fixtures/streams.ts';
 
 /** `GET /api/v1/schemas/{dataset}.xsd`: the XSD that the XML exports name in xsi:schemaLocation. */
 for (const dialect of DIALECTS) {
@@ -34,19 +34,13 @@ for (const dialect of DIALECTS) {
     });
 
     async function xmlExport(dataset: string, extra: Record<string, unknown> = {}): Promise<string> {
-      const chunks: Buffer[] = [];
-      const out = new Writable({
-        write(chunk, _enc, done) {
-          chunks.push(chunk as Buffer);
-          done();
-        },
-      });
+      const { out, text } = sink();
       await exportDataset(
         t.database,
         parseExportRequest({ tenantId, dataset, format: 'xml', pii: 'full', ...extra }),
         out,
       );
-      return Buffer.concat(chunks).toString('utf8');
+      return text();
     }
 
     async function validates(xml: string, xsd: string, name: string) {
