@@ -39,18 +39,43 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
       pool
         .connect()
         .then((client) => {
-          const stream = client.query(copyTo(copySql(query)));
           let released = false;
           const release = (err?: Error) => {
             if (released) return;
             released = true;
             client.release(err);
           };
+          // Destroyed before the connection came (the export was stopped): run nothing.
+          if (out.destroyed) return release();
+          const stream = client.query(copyTo(copySql(query)));
+          // The cancelled statement's error arrives after the pipeline has let go of the stream.
+          stream.on('error', () => {});
+          let ended = false;
+          stream.once('end', () => {
+            ended = true;
+          });
+          // A reader that goes away (cancel, shutdown, a failed stage) does not stop the
+          // server by closing its end of the socket: PostgreSQL keeps running the COPY to
+          // its last row. Cancel the statement on the server, then drop the connection.
+          out.once('close', () => {
+            if (ended) return;
+            const stopped = new Error('the COPY was cancelled: its reader went away');
+            void cancelBackend(options, client)
+              .catch(() => {})
+              .finally(() => {
+                stream.destroy();
+                release(stopped);
+              });
+          });
           pipeline(stream, out).then(
             () => release(),
             (err: Error) => {
-              release(err);
+              // Stopped by the reader: the close handler cancels the statement and releases.
+              if (out.destroyed && !ended) return;
+              // The COPY itself failed (or the reader failed after its end): nothing to cancel.
+              ended = true;
               out.destroy(err);
+              release(err);
             },
           );
         })
@@ -78,6 +103,24 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
       await db.destroy();
     },
   };
+}
+
+/**
+ * Cancels the statement a pooled connection is running, through a connection of its own
+ * (the pool may be exhausted by the exports it is stopping): `pg_cancel_backend` of the
+ * connection's backend process.
+ */
+async function cancelBackend(options: PostgresOptions, client: pg.PoolClient): Promise<void> {
+  const pid = (client as unknown as { processID?: number }).processID;
+  if (!pid) return;
+  const canceller = new pg.Client({ connectionString: options.connectionString });
+  canceller.on('error', () => {});
+  try {
+    await canceller.connect();
+    await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
+  } finally {
+    await canceller.end().catch(() => {});
+  }
 }
 
 /** Named statements kept per connection; beyond this, queries are sent unnamed (planned each time). */
