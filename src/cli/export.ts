@@ -1,11 +1,15 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { exportDataset } from '../pipeline/export-dataset.ts';
 import { compressionCodec } from '../packaging/compression.ts';
 import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { datasetXsd } from '../pipeline/dataset-xsd.ts';
 import { xsdFileName } from '../format/xml-schema.ts';
 import { type Compression, COMPRESSIONS } from '../domain/compression.ts';
+import { loadTenant } from '../collect/tenant.ts';
+import { stamp } from '../lib/stamp.ts';
+import { datasetFileType, estimateDataset } from '../pipeline/export-dataset.ts';
+import { datasetProducer } from '../pipeline/producers.ts';
+import { cliExportConfig, recordedExport, runToOutput } from './recorded-export.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
@@ -150,21 +154,46 @@ export function registerExport(program: Command): void {
       const toStdout = !flags.out || flags.out === '-';
       const target = toStdout ? '-' : withCompressionSuffix(flags.out!, request.compression);
       await withDatabase(async (database) => {
+        const tenant = await loadTenant(database, request.tenantId);
+        const scoped = { ...request, tenantId: tenant.id };
+        const config = cliExportConfig({
+          datasets: [request.dataset],
+          format: request.format,
+          compression: request.compression,
+          from: flags.from ?? null,
+          to: flags.to ?? null,
+          filters: parseFilterPairs(flags.filter),
+          columns: request.columns ? [...request.columns] : null,
+          pii: request.pii,
+          timezone: flags.timezone ?? null,
+          bom: request.bom,
+          csv_guard: request.csvGuard,
+        });
+        const type = datasetFileType(request.format, request.compression);
         const progress = toStdout ? createProgress('', 'rows') : createProgress(`${request.dataset}`, 'rows');
-        const run = (out: NodeJS.WritableStream) =>
-          exportDataset(database, request, out as never, {
-            estimate: process.stderr.isTTY,
-            onProgress: (p) =>
-              progress.update(p.records, p.estimatedRecords, { bytes: formatBytes(p.bytes) }),
-          });
+        const shown = { records: 0, bytes: 0, estimated: null as number | null };
         try {
-          const outcome = toStdout ? await run(process.stdout) : await writeFileAtomically(target, run);
+          const { file } = await recordedExport(database, tenant, config, (local) =>
+            runToOutput(
+              local,
+              {
+                estimate: () => estimateDataset(database, scoped),
+                produce: datasetProducer(database, scoped, { exportId: local.id }),
+              },
+              target,
+              { defaultName: `${request.dataset}-${stamp(new Date())}.${type.extension}`, contentType: type.contentType },
+              (p) => {
+                Object.assign(shown, p);
+                progress.update(shown.records, shown.estimated, { bytes: formatBytes(shown.bytes) });
+              },
+            ),
+          );
           progress.stop();
           if (!toStdout) {
             const schema = request.format === 'xml' ? await writeXsdBeside(target, request) : null;
             if (schema) process.stderr.write(`wrote its XML Schema to ${schema}\n`);
             process.stderr.write(
-              `exported ${outcome.records} ${request.dataset} records to ${target} (${formatBytes(outcome.bytes)}, sha256 ${outcome.sha256})\n`,
+              `exported ${file.records} ${request.dataset} records to ${target} (${formatBytes(file.bytes)}, sha256 ${file.sha256})\n`,
             );
           }
         } finally {

@@ -149,18 +149,9 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
     const { file } = outcome;
     log.info({ bytes: file.bytes, records: file.records, sha256: file.sha256 }, 'export completed');
-    await recordAudit(ctx.database, {
-      tenantId: row.tenant_id,
-      actor: row.actor,
-      action: 'export.completed',
-      dataType: row.datasets.join(','),
-      dateRange: dateRange(row.config),
-      recordCount: file.records,
-      fileBytes: file.bytes,
-      success: true,
-      retentionUntil: new Date(progress.at.getTime() + row.retention_days * DAY_MS),
-      targetId: exportId,
-    }).catch((err: unknown) => log.error({ err }, 'export completed but its audit entry was not written'));
+    await auditCompleted(ctx.database, row, file, progress.at).catch((err: unknown) =>
+      log.error({ err }, 'export completed but its audit entry was not written'),
+    );
   } catch (err) {
     const stopped = stopOf(controller.signal, err);
     if (stopped) {
@@ -199,17 +190,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
 /** What an export produces: one dataset file or the company package, held to the plan's file size limit. */
 function exportFileSpec(database: Database, row: ExportRow): FileSpec {
   const config = row.config;
-  const limits = {
-    recipients: config.recipients,
-    maxBytes: row.max_file_bytes === null ? null : Number(row.max_file_bytes),
-    tooLarge: (maxBytes: number) =>
-      quotaExceeded(
-        'max_file_bytes',
-        `the export grew past the plan's file size limit of ${maxBytes} bytes; narrow it with from/to, ` +
-          'filters or columns, or upgrade the plan',
-        null,
-      ),
-  };
+  const limits = { recipients: config.recipients, ...fileLimits(row) };
   if (config.package === 'none') {
     const request = acceptedExportRequest(row.tenant_id, config);
     return {
@@ -237,7 +218,7 @@ export async function removeLeftovers(store: ObjectStore, prefix: string): Promi
 }
 
 /** Rows of the package's tabular datasets: close to its record count (documents add a few). */
-async function estimatePackage(
+export async function estimatePackage(
   database: Database,
   tenantId: string,
   config: ExportConfig,
@@ -280,6 +261,41 @@ async function lostError(
 function dateRange(config: ExportConfig): { from?: string; to?: string } | null {
   if (!config.from && !config.to) return null;
   return { ...(config.from ? { from: config.from } : {}), ...(config.to ? { to: config.to } : {}) };
+}
+
+/** The `export.completed` audit entry of an export whose file was recorded at `at`. */
+export async function auditCompleted(
+  database: Database,
+  row: ExportRow,
+  file: { records: number; bytes: number },
+  at: Date,
+): Promise<void> {
+  await recordAudit(database, {
+    tenantId: row.tenant_id,
+    actor: row.actor,
+    action: 'export.completed',
+    dataType: row.datasets.join(','),
+    dateRange: dateRange(row.config),
+    recordCount: file.records,
+    fileBytes: file.bytes,
+    success: true,
+    retentionUntil: new Date(at.getTime() + row.retention_days * DAY_MS),
+    targetId: row.id,
+  });
+}
+
+/** The plan's file size limit of an export, as the pipeline run holds a file to it. */
+export function fileLimits(row: ExportRow) {
+  return {
+    maxBytes: row.max_file_bytes === null ? null : Number(row.max_file_bytes),
+    tooLarge: (maxBytes: number) =>
+      quotaExceeded(
+        'max_file_bytes',
+        `the export grew past the plan's file size limit of ${maxBytes} bytes; narrow it with from/to, ` +
+          'filters or columns, or upgrade the plan',
+        null,
+      ),
+  };
 }
 
 export async function auditFailure(

@@ -1,5 +1,5 @@
 import type { ExportConfig } from '../domain/export-config.ts';
-import type { ExportFileRow, ExportRow } from './repository.ts';
+import { type ExportFileRow, type ExportRow, isLocalExport } from './repository.ts';
 import type { ExportStatus } from '../domain/export-state.ts';
 
 export const EXPORTS_PATH = '/api/v1/exports';
@@ -77,7 +77,7 @@ export function presentExport(row: ExportRow, files: readonly ExportFileRow[], n
     files_deleted_at: iso(row.files_deleted_at),
     links: {
       self,
-      ...(row.status === 'completed' ? { download: `${self}/download` } : {}),
+      ...(row.status === 'completed' && !isLocalExport(row) ? { download: `${self}/download` } : {}),
       repeat: `${self}/repeat`,
     },
   };

@@ -7,6 +7,17 @@ import { type ExportStatus, predecessors } from '../domain/export-state.ts';
 import { type ExportFilesTable, type ExportRequestsTable, exportDb } from './tables.ts';
 
 export type ExportRow = Selectable<ExportRequestsTable>;
+
+/** The actor of exports made with `ferry export`, as of every other change made on the command line. */
+export const CLI_ACTOR = 'cli';
+
+/**
+ * An export the command line wrote to a file (or folder) of its own on the machine
+ * that ran it: recorded, audited and counted like any other, but Ferry keeps no copy.
+ */
+export function isLocalExport(row: Pick<ExportRow, 'actor'>): boolean {
+  return row.actor === CLI_ACTOR;
+}
 export type ExportFileRow = Selectable<ExportFilesTable>;
 
 export interface NewExport {

@@ -33,7 +33,14 @@ import {
 import { EXPORT_QUEUE, sendExportJob } from './jobs.ts';
 import { downloadPath } from './links.ts';
 import { type ExportView, presentExport } from './presenter.ts';
-import { type ExportFileRow, type ExportRow, type ListFilter, tenantExports } from './repository.ts';
+import {
+  type ExportFileRow,
+  type ExportRow,
+  type IdempotencyClaim,
+  type ListFilter,
+  isLocalExport,
+  tenantExports,
+} from './repository.ts';
 import { exportPrefix, removeLeftovers } from './export-job.ts';
 import { type ExportStatus, isActive } from '../domain/export-state.ts';
 import { exportDb } from './tables.ts';
@@ -268,9 +275,57 @@ async function accept(
   };
   const body = presentExport(row, [], now);
   const { idempotency } = options;
-  // One transaction: the export, its job, the monthly count and the audit entry exist
-  // together or not at all (and cost one commit).
-  const inserted = await inTransaction(deps.database, async (tx) => {
+  const inserted = await recordAccepted(
+    deps.database,
+    auth,
+    { id, config, limits, repeatOf: options.repeatOf, now },
+    {
+      idempotency: idempotency && {
+        credential: credentialOf(auth),
+        key: idempotency.key,
+        operation: idempotency.operation,
+        requestHash: idempotency.hash,
+        statusCode: 202,
+        response: body,
+        notBefore: idempotencyWindowStart(now),
+      },
+      // The job exists only if the export does.
+      send: (tx) => sendExportJob(queue, id, { id: auth.tenantId, plan: auth.plan }, jobConnection(tx.db)),
+    },
+  );
+  if (!inserted) {
+    // A concurrent request with the same key won; answer as it did.
+    const replay = await replayed(deps, auth, idempotency);
+    if (replay) return replay;
+    throw new FerryError(
+      'conflict',
+      'a request with this Idempotency-Key is still being processed; retry shortly',
+    );
+  }
+  return { statusCode: 202, body, replayed: false };
+}
+
+/**
+ * Stores an accepted export with its audit entry (`export.requested`) and the month's
+ * count, in one transaction: they exist together or not at all (and cost one commit).
+ * Every export is recorded this way, whatever started it (the API, the command line).
+ * `send` runs inside the transaction (the API's job). False when the idempotency key was
+ * taken by a concurrent request.
+ */
+export async function recordAccepted(
+  database: Database,
+  auth: AuthContext,
+  accepted: {
+    id: string;
+    config: ExportConfig;
+    limits: PlanLimits;
+    repeatOf: string | null;
+    now: Date;
+  },
+  options: { idempotency?: IdempotencyClaim | undefined; send?: (tx: Database) => Promise<void> } = {},
+): Promise<boolean> {
+  const { id, config, limits, now } = accepted;
+  return inTransaction(database, async (tx) => {
     const stored = await tenantExports(tx, auth.tenantId).insert(
       {
         id,
@@ -281,21 +336,13 @@ async function accept(
         config,
         retentionDays: limits.retentionDays,
         maxFileBytes: limits.maxFileBytes,
-        repeatOf: options.repeatOf,
+        repeatOf: accepted.repeatOf,
         createdAt: now,
       },
-      idempotency && {
-        credential: credentialOf(auth),
-        key: idempotency.key,
-        operation: idempotency.operation,
-        requestHash: idempotency.hash,
-        statusCode: 202,
-        response: body,
-        notBefore: idempotencyWindowStart(now),
-      },
+      options.idempotency,
     );
     if (!stored) return false;
-    await sendExportJob(queue, id, { id: auth.tenantId, plan: auth.plan }, jobConnection(tx.db));
+    await options.send?.(tx);
     // The audit entry and the month's count go in one statement (one round trip); the
     // count's row stays locked until the commit, so it comes last.
     const audit = auditInsert(tx, {
@@ -311,16 +358,6 @@ async function accept(
     await monthlyCount(tx, auth.tenantId, now, audit).execute();
     return true;
   });
-  if (!inserted) {
-    // A concurrent request with the same key won; answer as it did.
-    const replay = await replayed(deps, auth, idempotency);
-    if (replay) return replay;
-    throw new FerryError(
-      'conflict',
-      'a request with this Idempotency-Key is still being processed; retry shortly',
-    );
-  }
-  return { statusCode: 202, body, replayed: false };
 }
 
 /** `GET /api/v1/exports/{id}`. */
@@ -457,6 +494,11 @@ export async function issueDownload(
   authorizeConfig(auth, row.config);
   const now = deps.now();
   assertDownloadable(row, now);
+  if (isLocalExport(row))
+    throw new FerryError(
+      'conflict',
+      `export ${row.id} was written by \`ferry export\` to a file on the machine that ran it; Ferry keeps no copy to download`,
+    );
   const files = await tenantExports(deps.database, auth.tenantId).files([id]);
   const file = options.fileName ? files.find((f) => f.name === options.fileName) : files[0];
   if (!file)

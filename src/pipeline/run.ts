@@ -75,7 +75,8 @@ export interface RunControl {
 }
 
 export interface RunDeps {
-  readonly store: ObjectStore;
+  /** Where the file goes: the object store, or (the command line) a local file or stdout. */
+  readonly store: Pick<ObjectStore, 'put' | 'delete'>;
 }
 
 export type RunOutcome<R> =
