@@ -1,6 +1,6 @@
 import type { Compression } from './compression.ts';
 import type { ExportScope } from './export-scope.ts';
-import type { RequestPackageKind } from './package-kind.ts';
+import type { PackageKind } from './package-kind.ts';
 import type { PiiLevel } from './pii-level.ts';
 
 /**
@@ -15,7 +15,8 @@ export interface ExportConfig {
   /** The file's format; for a package, the format of its tabular files (null: CSV). */
   format: string | null;
   compression: Compression | null;
-  package: RequestPackageKind;
+  /** `directory` only for a folder the command line wrote (an API export or schedule never asks for one). */
+  package: PackageKind;
   from: string | null;
   to: string | null;
   /** Filter values as text (lists comma-separated); typed against the dataset by the engine. */

@@ -193,6 +193,11 @@ export async function repeatExport(
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
   const source = await visibleExport(deps, auth, id);
+  if (source.config.package === 'directory')
+    throw invalid(
+      'id',
+      `export ${id} is a folder written by \`ferry export --package directory\`; run that command again instead`,
+    );
   // The plan's history window is the repeat's own, taken on acceptance.
   const { history_from: _window, ...request } = source.config;
   const config = authorizeConfig(auth, checkAgainstDataMap(auth.tenantId, request));
