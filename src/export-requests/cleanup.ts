@@ -3,7 +3,7 @@ import type { JobContext } from '../jobs/types.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { pruneIdempotencyKeys } from './idempotency.ts';
 import { exportJobs } from './repository.ts';
-import { exportPrefix, removeLeftovers } from './export-job.ts';
+import { auditFailure, exportPrefix, removeLeftovers } from './export-job.ts';
 
 /** Exports expired per sweep batch; the sweep loops until none is due. */
 const BATCH = 200;
@@ -52,6 +52,16 @@ export async function cleanUpExports(
   }
   const idempotencyKeys = await pruneIdempotencyKeys(ctx.database, now);
   const staleTempFiles = await removeStaleTemp(ctx.store, new Date(now.getTime() - STALE_TEMP_MS));
+  // A CLI export runs in the process that asked for it, with no job to retry it: one whose
+  // progress stopped is given up, so it does not hold the tenant's concurrent jobs.
+  for (const row of await jobs.staleLocal(new Date(now.getTime() - LOST_JOB_MS), BATCH)) {
+    const failure = {
+      code: 'export_interrupted' as const,
+      message: 'the `ferry export` process that ran this export stopped before it finished',
+    };
+    const failed = await jobs.fail(row.id, null, failure, now);
+    if (failed) await auditFailure(ctx, failed, failure);
+  }
   let requeued = 0;
   if (ctx.resend) {
     for (const row of await jobs.staleQueued(new Date(now.getTime() - LOST_JOB_MS), BATCH)) {

@@ -389,6 +389,22 @@ export function exportJobs(database: Database) {
       return db.selectFrom('export_files').selectAll().where('export_id', '=', exportId).execute();
     },
 
+    /**
+     * Running exports of the command line whose progress stopped before `before`: their
+     * process ended without recording an outcome (killed, machine gone).
+     */
+    async staleLocal(before: Date, limit: number): Promise<ExportRow[]> {
+      return db
+        .selectFrom('export_requests')
+        .selectAll()
+        .where('actor', '=', CLI_ACTOR)
+        .where('status', 'in', ['running', 'packaging'])
+        .where('progress_at', '<', before)
+        .orderBy('created_at')
+        .limit(limit)
+        .execute();
+    },
+
     /** Queued exports older than `before`: candidates whose job may have been lost before it was sent. */
     async staleQueued(before: Date, limit: number): Promise<ExportRow[]> {
       return db
