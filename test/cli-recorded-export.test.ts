@@ -66,7 +66,12 @@ for (const dialect of DIALECTS) {
 
     it('lists, audits and counts every CLI export, and refuses one over the monthly quota', async () => {
       expect((await ferry('migrate')).code).toBe(0);
-      expect((await ferry('seed', '--tenants', '1', '--conversations', '12', '--seed', '3')).code).toBe(0);
+      const seeded = await ferry('seed', '--tenants', '1', '--conversations', '12', '--seed', '3');
+      expect(seeded.code).toBe(0);
+      // Not a terminal: progress comes as lines, one per phase at least.
+      expect(seeded.stderr).toMatch(/^seed: accounts \(0\/\d+ messages, 0%\)$/m);
+      expect(seeded.stderr).toMatch(/^seed: messages \(/m);
+      expect(seeded.stderr).toMatch(/^seed: done \(\d+\/\d+ messages, 100%\)$/m);
       const [tenant] = JSON.parse((await ferry('tenants', '--json')).stdout) as { id: string; slug: string; plan: string }[];
       const plan = tenant!.plan as Plan;
       const limit = planLimits(plan).exportsPerMonth!;

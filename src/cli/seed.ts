@@ -66,16 +66,16 @@ export function registerSeed(program: Command): void {
       const options = seedOptionsFromFlags(flags);
       await withDatabase(async (database, config) => {
         const started = performance.now();
-        const bar = process.stderr.isTTY ? progressBar() : null;
+        const bar = process.stderr.isTTY ? progressBar() : progressLines();
         let summary: Awaited<ReturnType<typeof seed>>;
         try {
           summary = await seed(
             database,
             { ...options, secretKey: loadOrCreateSecretKey(config) },
-            bar?.update,
+            bar.update,
           );
         } finally {
-          bar?.stop();
+          bar.stop();
         }
         const seconds = (performance.now() - started) / 1000;
         const messages = summary.counts['messages'] ?? 0;
@@ -89,6 +89,29 @@ export function registerSeed(program: Command): void {
         );
       });
     });
+}
+
+/** How often a log line repeats the progress of a phase that is still running. */
+const LINE_INTERVAL_MS = 5_000;
+
+/**
+ * Progress for a log (stderr not a terminal): a line when a phase starts, and every few
+ * seconds while the messages load, with the messages done of the total.
+ */
+function progressLines() {
+  let phase = '';
+  let last = 0;
+  return {
+    update(p: SeedProgress) {
+      const now = performance.now();
+      if (p.phase === phase && now - last < LINE_INTERVAL_MS) return;
+      phase = p.phase;
+      last = now;
+      const percent = p.totalMessages > 0 ? Math.floor((100 * p.messages) / p.totalMessages) : 100;
+      process.stderr.write(`seed: ${p.phase} (${p.messages}/${p.totalMessages} messages, ${percent}%)\n`);
+    },
+    stop() {},
+  };
 }
 
 /** A progress bar on stderr: messages done of the total, with the rate. */
