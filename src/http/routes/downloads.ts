@@ -15,10 +15,13 @@ const Params = Type.Object({
   exportId: Type.String({ maxLength: 64, description: 'Export id' }),
   fileId: Type.String({ maxLength: 64, description: 'File id' }),
 });
-const Query = Type.Object({
-  expires: Type.String({ maxLength: 20, description: 'Expiry of the link, in Unix seconds' }),
-  signature: Type.String({ maxLength: 128, description: 'HMAC-SHA256 signature of the link' }),
-});
+const Query = Type.Object(
+  {
+    expires: Type.String({ maxLength: 20, description: 'Expiry of the link, in Unix seconds' }),
+    signature: Type.String({ maxLength: 128, description: 'HMAC-SHA256 signature of the link' }),
+  },
+  { additionalProperties: false },
+);
 const RangeHeaders = Type.Object({
   range: Type.Optional(
     Type.String({ maxLength: 200, description: 'One byte range, `bytes=first-` or `bytes=first-last`' }),
