@@ -10,11 +10,7 @@ import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RunFile } from './model.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
-import {
-  deliverRunFiles,
-  giveUpWebhookDeliveries,
-  waitForWebhooks,
-} from './run-delivery.ts';
+import { deliverRunFiles, giveUpWebhookDeliveries, waitForWebhooks } from './run-delivery.ts';
 import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
 import { scheduleRuns } from './run-repository.ts';

@@ -3,7 +3,12 @@ import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, recordAudit } from '../../auth/audit.ts';
 import { DOWNLOAD_PATH } from '../../export-requests/links.ts';
 import { parseRange } from '../../export-requests/range.ts';
-import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '../../export-requests/repository.ts';
+import {
+  type ExportFileRow,
+  type ExportRow,
+  exportJobs,
+  tenantExports,
+} from '../../export-requests/repository.ts';
 import { assertDownloadable } from '../../export-requests/service.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';

@@ -144,7 +144,6 @@ export function serviceDeps(app: FerryApp, deps: RouteDeps): ExportServiceDeps {
   };
 }
 
-
 export interface ExportEndpointPaths {
   create: string;
   get: string;
