@@ -290,6 +290,37 @@ for (const dialect of DIALECTS) {
       }
     });
 
+    it('refuses a site the tenant does not have, naming it and the known sites', async () => {
+      const known = (
+        await h.database.db
+          .selectFrom('sites')
+          .select('url')
+          .where('tenant_id', '=', h.tenant.id)
+          .orderBy('url')
+          .execute()
+      ).map((s) => s.url);
+      for (const [payload, parameter] of [
+        [
+          { datasets: ['conversations'], filters: { site_url: 'https://shop.acme.example' } },
+          'filters.site_url',
+        ],
+        [
+          { datasets: ['analytics'], options: { site_urls: 'https://shop.acme.example' } },
+          'options.site_urls',
+        ],
+      ] as const) {
+        const res = await h.app.inject({
+          method: 'POST',
+          url: '/api/v1/exports',
+          headers: bearer(h.keys.admin),
+          payload,
+        });
+        expect(res.statusCode, res.body).toBe(400);
+        expect(res.json().errors[0]).toMatchObject({ parameter, accepted: known });
+        expect(res.json().detail).toContain('"https://shop.acme.example" is not a site of this tenant');
+      }
+    });
+
     it('rejects bad requests naming the parameter', async () => {
       const cases: [Record<string, unknown>, string][] = [
         [{ datasets: ['nope'] }, 'datasets'],

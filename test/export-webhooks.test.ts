@@ -1,13 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer } from './auth-fixtures.ts';
-import {
-  type ExportHarness,
-  exportHarness,
-  requestExport,
-  sha256,
-  waitForExport,
-} from './export-jobs-fixtures.ts';
+import { bearer } from './support/fixtures/auth.ts';
+import { type ExportHarness, exportHarness, requestExport } from './support/fixtures/export-jobs.ts';
+import { sha256 } from './support/fixtures/streams.ts';
 import { DIALECTS } from './support/databases.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 
@@ -70,8 +65,7 @@ for (const dialect of DIALECTS) {
         from: '2026-08-01',
         to: '2026-09-30',
       });
-      const done = await waitForExport(h.app, h.keys.admin, created.id);
-      expect(done.status).toBe('completed');
+      const done = await h.waitForExport(created.id, ['completed']);
       const file = done.files[0]!;
 
       const messages = await messagesOf(created.id, 2);
@@ -130,8 +124,7 @@ for (const dialect of DIALECTS) {
         .execute();
       try {
         const created = await requestExport(h.app, h.keys.admin, { datasets: ['messages'], format: 'json' });
-        const done = await waitForExport(h.app, h.keys.admin, created.id);
-        expect(done.status).toBe('failed');
+        const done = await h.waitForExport(created.id, ['failed']);
         const messages = await messagesOf(created.id, 2);
         expect(messages.map((m) => m.event).sort()).toEqual(['export.failed', 'export.started']);
         const failed = messages.find((m) => m.event === 'export.failed')!;

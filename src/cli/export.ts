@@ -6,6 +6,7 @@ import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { datasetXsd } from '../pipeline/dataset-xsd.ts';
 import { xsdFileName } from '../format/xml-schema.ts';
 import { type Compression, COMPRESSIONS } from '../domain/compression.ts';
+import { checkSiteUrls, loadTenant, requestedSites } from '../collect/tenant.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
@@ -150,6 +151,8 @@ export function registerExport(program: Command): void {
       const toStdout = !flags.out || flags.out === '-';
       const target = toStdout ? '-' : withCompressionSuffix(flags.out!, request.compression);
       await withDatabase(async (database) => {
+        const tenant = await loadTenant(database, request.tenantId);
+        await checkSiteUrls(database, tenant.id, requestedSites(request.filters, request.options));
         const progress = toStdout ? createProgress('', 'rows') : createProgress(`${request.dataset}`, 'rows');
         const run = (out: NodeJS.WritableStream) =>
           exportDataset(database, request, out as never, {
