@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../src/auth/context.ts';
 import { createApiKey } from '../src/auth/keys.ts';
+import { ROLE_ACTIONS } from '../src/auth/policy.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import {
   authTestConfig,
@@ -188,6 +189,43 @@ for (const dialect of DIALECTS) {
         expect(res.statusCode, JSON.stringify(payload)).toBe(400);
         expect(res.json().code).toBe('invalid_parameter');
       }
+    });
+
+    it('refuses a key whose scopes go beyond its role, naming them and what the role allows', async () => {
+      for (const [payload, above] of [
+        [
+          { role: 'analyst', scopes: ['exports:read', 'keys:manage'] },
+          '"keys:manage" is above the analyst role',
+        ],
+        [
+          { role: 'manager', scopes: ['webhooks:manage', 'keys:manage'] },
+          '"webhooks:manage", "keys:manage" are above the manager role',
+        ],
+        [
+          { role: 'agent', team_member_id: tenant.members.agent, scopes: ['audit:read'] },
+          '"audit:read" is above',
+        ],
+      ] as const) {
+        const res = await app.inject({
+          method: 'POST',
+          url: '/api/v1/api-keys',
+          headers: bearer(keys.admin),
+          payload,
+        });
+        expect(res.statusCode, JSON.stringify(payload)).toBe(400);
+        const problem = res.json();
+        expect(problem.code).toBe('invalid_parameter');
+        expect(problem.errors[0].parameter).toBe('scopes');
+        expect(problem.detail).toContain(above);
+        expect(problem.errors[0].accepted).toEqual([...ROLE_ACTIONS[payload.role]]);
+      }
+      const within = await app.inject({
+        method: 'POST',
+        url: '/api/v1/api-keys',
+        headers: bearer(keys.admin),
+        payload: { role: 'analyst', scopes: ['exports:read', 'schedules:read'] },
+      });
+      expect(within.statusCode, within.body).toBe(201);
     });
 
     it("a key of tenant A cannot see, show or revoke tenant B's keys (404)", async () => {

@@ -134,7 +134,9 @@ describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABA
     );
     expect(asJson.code, asJson.stderr).toBe(0);
     const jsonListing = (await exec('unzip', ['-Z1', jsonPkg])).stdout.split('\n');
-    expect(jsonListing.filter((f) => /\/(messages\.json|schemas\/messages\.schema\.json)$/.test(f))).toHaveLength(2);
+    expect(
+      jsonListing.filter((f) => /\/(messages\.json|schemas\/messages\.schema\.json)$/.test(f)),
+    ).toHaveLength(2);
     expect(jsonListing.filter((f) => f.endsWith('.csv'))).toEqual([]);
     const descriptor = JSON.parse((await exec('unzip', ['-p', jsonPkg, '*/datapackage.json'])).stdout) as {
       resources: { path: string; format: string }[];
@@ -264,9 +266,19 @@ describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABA
       /--format <format>' argument 'xls' is invalid\. Allowed choices are csv, json, ndjson, xml, parquet, markdown/,
     );
 
-    const markdownPackage = await ferry('export', '--tenant', 'x', '--package', 'zip', '--format', 'markdown');
+    const markdownPackage = await ferry(
+      'export',
+      '--tenant',
+      'x',
+      '--package',
+      'zip',
+      '--format',
+      'markdown',
+    );
     expect(markdownPackage.code).not.toBe(0);
-    expect(markdownPackage.stderr).toMatch(/--format: a package writes its tabular files as csv, json, ndjson, xml, parquet/);
+    expect(markdownPackage.stderr).toMatch(
+      /--format: a package writes its tabular files as csv, json, ndjson, xml, parquet/,
+    );
 
     const unknownTenant = await ferry(
       'export',
@@ -294,6 +306,24 @@ describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABA
     expect(badFilter.code).toBe(1);
     expect(badFilter.stderr).toMatch(/^ferry: filter: dataset messages has no filter "colour" \(accepted: /);
     expect(badFilter.stderr.trim().split('\n')).toHaveLength(1);
+
+    const [tenant] = JSON.parse((await ferry('tenants', '--json')).stdout) as { slug: string }[];
+    const unknownSite = await ferry(
+      'export',
+      '--tenant',
+      tenant!.slug,
+      '--dataset',
+      'conversations',
+      '--filter',
+      'site_url=https://shop.acme.example',
+      '--out',
+      path.join(work, 'nothing.csv'),
+    );
+    expect(unknownSite.code).toBe(1);
+    expect(unknownSite.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unknownSite.stderr).toMatch(
+      /^ferry: site_url: "https:\/\/shop\.acme\.example" is not a site of this tenant \(accepted: https?:\/\//,
+    );
 
     const badSeed = await ferry('seed', '--tenants', 'many');
     expect(badSeed.code).not.toBe(0);

@@ -176,14 +176,19 @@ for (const dialect of DIALECTS) {
         ].sort(),
       );
       for (const resource of descriptor.resources) {
-        expect(resource).toMatchObject({ format: 'json', mediatype: 'application/json', dialect: { property: 'data' } });
+        expect(resource).toMatchObject({
+          format: 'json',
+          mediatype: 'application/json',
+          dialect: { property: 'data' },
+        });
         const file = JSON.parse(await readFile(path.join(root, resource.path), 'utf8')) as {
           export_metadata: { format: string };
           data: Record<string, unknown>[];
         };
         expect(file.export_metadata.format).toBe('json');
         expect(file.data.length, resource.path).toBe(outcome.counts[resource.path]);
-        if (file.data[0]) expect(resource.schema.fields.map((f) => f.name)).toEqual(Object.keys(file.data[0]));
+        if (file.data[0])
+          expect(resource.schema.fields.map((f) => f.name)).toEqual(Object.keys(file.data[0]));
         // Every JSON file has its JSON Schema, the tabular ones too.
         const schemaFile = `schemas/${resource.path.replace(/\.json$/, '').replaceAll('/', '_')}.schema.json`;
         const schema = JSON.parse(await readFile(path.join(root, schemaFile), 'utf8')) as {
@@ -325,7 +330,9 @@ for (const dialect of DIALECTS) {
           { tenantId, kind: 'zip', pii: 'full', datasets: ['nope'] },
           createWriteStream(path.join(work, 'x.zip')),
         ),
-      ).rejects.toThrow(`datasets: "nope" cannot go in a package (accepted: ${packageDatasets(REFERENCE_DATAMAP).join(', ')})`);
+      ).rejects.toThrow(
+        `datasets: "nope" cannot go in a package (accepted: ${packageDatasets(REFERENCE_DATAMAP).join(', ')})`,
+      );
     });
 
     if (dialect === 'pglite') {

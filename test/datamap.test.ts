@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkDataMap, checkDataMapAgainstDatabase, REFERENCE_DATAMAP, validateDataMap } from '../src/datamap/datamap.ts';
+import {
+  checkDataMap,
+  checkDataMapAgainstDatabase,
+  REFERENCE_DATAMAP,
+  validateDataMap,
+} from '../src/datamap/datamap.ts';
 import type { DataMap } from '../src/datamap/types.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
@@ -26,7 +31,10 @@ describe('reference data map', () => {
       for (const field of dataset.fields) {
         for (const ref of field.reads) {
           const [table, column] = ref.split('.') as [string, string];
-          expect(REFERENCE_DATAMAP.tables[table]?.columns[column]?.class, `${dataset.name}.${field.name} reads ${ref}`).not.toBe('secret');
+          expect(
+            REFERENCE_DATAMAP.tables[table]?.columns[column]?.class,
+            `${dataset.name}.${field.name} reads ${ref}`,
+          ).not.toBe('secret');
         }
         // The declared reads could be wrong, so the SQL itself is checked too.
         for (const secret of secretColumns) {
@@ -39,10 +47,14 @@ describe('reference data map', () => {
 
   it('gives the conversations and messages datasets exactly the contract columns, in order', () => {
     expect(REFERENCE_DATAMAP.datasets.conversations!.fields.map((f) => f.name)).toEqual(
-      'conversation_id, tenant_id, session_id, start_timestamp, end_timestamp, site_url, page_url, referrer, customer_email, customer_name, ip_address, country, language, user_agent, conversation_status, escalated, escalation_reason, resolution_time_minutes, satisfaction_score, satisfaction_feedback, ai_confidence_avg, message_count, customer_message_count, ai_message_count, human_message_count, topics_detected, full_transcript, internal_notes, tags, custom_fields, last_updated'.split(', '),
+      'conversation_id, tenant_id, session_id, start_timestamp, end_timestamp, site_url, page_url, referrer, customer_email, customer_name, ip_address, country, language, user_agent, conversation_status, escalated, escalation_reason, resolution_time_minutes, satisfaction_score, satisfaction_feedback, ai_confidence_avg, message_count, customer_message_count, ai_message_count, human_message_count, topics_detected, full_transcript, internal_notes, tags, custom_fields, last_updated'.split(
+        ', ',
+      ),
     );
     expect(REFERENCE_DATAMAP.datasets.messages!.fields.map((f) => f.name)).toEqual(
-      'message_id, conversation_id, timestamp, sender_type, sender_id, message_content, confidence_score, processing_time_ms, tokens_used, content_sources, source_relevance_scores, message_length, language_detected, sentiment_score, intent_classification, entities_extracted, custom_metadata, edited'.split(', '),
+      'message_id, conversation_id, timestamp, sender_type, sender_id, message_content, confidence_score, processing_time_ms, tokens_used, content_sources, source_relevance_scores, message_length, language_detected, sentiment_score, intent_classification, entities_extracted, custom_metadata, edited'.split(
+        ', ',
+      ),
     );
   });
 
@@ -50,9 +62,17 @@ describe('reference data map', () => {
     const conversations = REFERENCE_DATAMAP.datasets.conversations!;
     const broken: DataMap = {
       ...REFERENCE_DATAMAP,
-      datasets: { ...REFERENCE_DATAMAP.datasets, conversations: { ...conversations, fields: [{ ...conversations.fields[0]!, reads: ['conversations.nope'] }] } },
+      datasets: {
+        ...REFERENCE_DATAMAP.datasets,
+        conversations: {
+          ...conversations,
+          fields: [{ ...conversations.fields[0]!, reads: ['conversations.nope'] }],
+        },
+      },
     };
-    expect(checkDataMap(broken)).toEqual(['dataset conversations.conversation_id: reads missing column conversations.nope']);
+    expect(checkDataMap(broken)).toEqual([
+      'dataset conversations.conversation_id: reads missing column conversations.nope',
+    ]);
   });
 });
 
@@ -84,7 +104,16 @@ for (const dialect of DIALECTS) {
       const customers = REFERENCE_DATAMAP.tables.customers!;
       const map: DataMap = {
         ...REFERENCE_DATAMAP,
-        tables: { ...REFERENCE_DATAMAP.tables, customers: { ...customers, columns: { ...customers.columns, loyalty_tier: { type: 'string', class: 'none', description: 'x' } } } },
+        tables: {
+          ...REFERENCE_DATAMAP.tables,
+          customers: {
+            ...customers,
+            columns: {
+              ...customers.columns,
+              loyalty_tier: { type: 'string', class: 'none', description: 'x' },
+            },
+          },
+        },
       };
       await expect(validateDataMap(map, t.database.db)).rejects.toThrow(
         'data map names column "customers.loyalty_tier", which does not exist in the database',
@@ -97,7 +126,9 @@ describe('data dictionary', () => {
   it('in docs/ matches the data map (regenerate: npx ferry datamap --format markdown > docs/data-dictionary.md)', async () => {
     const { readFile } = await import('node:fs/promises');
     const { dataDictionaryMarkdown } = await import('../src/datamap/dictionary.ts');
-    expect(await readFile(new URL('../docs/data-dictionary.md', import.meta.url), 'utf8')).toBe(dataDictionaryMarkdown(REFERENCE_DATAMAP));
+    expect(await readFile(new URL('../docs/data-dictionary.md', import.meta.url), 'utf8')).toBe(
+      dataDictionaryMarkdown(REFERENCE_DATAMAP),
+    );
   });
 });
 
@@ -107,7 +138,9 @@ describe('migrations are history', () => {
     const path = await import('node:path');
     const src = path.resolve('src');
     const migrations = path.join(src, 'db', 'migrations');
-    const files = (await readdir(src, { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => path.join(src, f));
+    const files = (await readdir(src, { recursive: true }))
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => path.join(src, f));
     const problems: string[] = [];
     for (const file of files) {
       const text = await readFile(file, 'utf8');

@@ -208,6 +208,37 @@ for (const dialect of DIALECTS) {
       expect((await h.app.inject({ method: 'GET', url: build({}) })).statusCode).toBe(200);
     });
 
+    it('signs links for FERRY_PUBLIC_URL or the server address, never the Host header', async () => {
+      const res = await h.app.inject({
+        method: 'GET',
+        url: `/api/v1/exports/${done.id}/download`,
+        headers: { ...bearer(h.keys.admin), host: 'evil.example', 'x-forwarded-host': 'evil.example' },
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      const { url } = res.json() as Link;
+      expect(url).not.toContain('evil.example');
+      expect(url.startsWith(`http://${h.config.host}:${h.config.port}/api/v1/downloads/`), url).toBe(true);
+      const redirect = await h.app.inject({
+        method: 'GET',
+        url: `/api/v1/exports/${done.id}/download?redirect=true`,
+        headers: { ...bearer(h.keys.admin), host: 'evil.example' },
+      });
+      expect(redirect.statusCode).toBe(302);
+      expect(redirect.headers.location).not.toContain('evil.example');
+    });
+
+    it('rejects unknown query parameters on a signed link, without echoing the signature', async () => {
+      const { url } = await linkFor(h, done.id);
+      const signature = new URL(url).searchParams.get('signature')!;
+      const res = await h.app.inject({ method: 'GET', url: `${pathOf(url)}&colour=red` });
+      expect(res.statusCode).toBe(400);
+      expect(res.headers['content-type']).toBe(PROBLEM);
+      expect(res.json().code).toBe('invalid_parameter');
+      expect(res.json().errors.map((e: { parameter: string }) => e.parameter)).toEqual(['colour']);
+      expect(res.body).not.toContain(signature);
+      expect((await h.app.inject({ method: 'GET', url: pathOf(url) })).statusCode).toBe(200);
+    });
+
     it('expires links after FERRY_DOWNLOAD_LINK_SECONDS (clock moved, no waiting)', async () => {
       const link = await linkFor(h, done.id);
       const issued = h.clock.now().getTime();

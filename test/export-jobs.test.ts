@@ -256,6 +256,71 @@ for (const dialect of DIALECTS) {
       expect((res.json() as { detail: string }).detail).toContain('10 manual exports per month');
     });
 
+    it('refuses a range whose from is after its to, naming both', async () => {
+      for (const payload of [
+        { datasets: ['conversations'], from: '2026-09-30', to: '2026-08-01' },
+        { datasets: ['conversations'], from: '2026-09-01T10:00:00Z', to: '2026-09-01T09:00:00Z' },
+        { datasets: ['conversations'], from: '2026-09-03T00:00:00Z', to: '2026-09-01' },
+        { datasets: ['conversations', 'messages'], from: '2026-09-30', to: '2026-08-01' },
+      ]) {
+        const res = await h.app.inject({
+          method: 'POST',
+          url: '/api/v1/exports',
+          headers: bearer(h.keys.admin),
+          payload,
+        });
+        expect(res.statusCode, JSON.stringify(payload)).toBe(400);
+        const problem = res.json();
+        expect(problem.code).toBe('invalid_parameter');
+        expect(problem.errors[0].parameter).toBe('from');
+        expect(problem.detail).toContain(`"${payload.from}" is after to "${payload.to}"`);
+      }
+      // One day, and a timestamp within the day a date names, are ranges.
+      for (const payload of [
+        { from: '2026-09-01', to: '2026-09-01' },
+        { from: '2026-09-01T23:00:00+05:00', to: '2026-09-01' },
+      ]) {
+        const res = await h.app.inject({
+          method: 'POST',
+          url: '/api/v1/exports',
+          headers: bearer(h.keys.admin),
+          payload: { ...payload, datasets: ['conversations'] },
+        });
+        expect(res.statusCode, res.body).toBe(202);
+      }
+    });
+
+    it('refuses a site the tenant does not have, naming it and the known sites', async () => {
+      const known = (
+        await h.database.db
+          .selectFrom('sites')
+          .select('url')
+          .where('tenant_id', '=', h.tenant.id)
+          .orderBy('url')
+          .execute()
+      ).map((s) => s.url);
+      for (const [payload, parameter] of [
+        [
+          { datasets: ['conversations'], filters: { site_url: 'https://shop.acme.example' } },
+          'filters.site_url',
+        ],
+        [
+          { datasets: ['analytics'], options: { site_urls: 'https://shop.acme.example' } },
+          'options.site_urls',
+        ],
+      ] as const) {
+        const res = await h.app.inject({
+          method: 'POST',
+          url: '/api/v1/exports',
+          headers: bearer(h.keys.admin),
+          payload,
+        });
+        expect(res.statusCode, res.body).toBe(400);
+        expect(res.json().errors[0]).toMatchObject({ parameter, accepted: known });
+        expect(res.json().detail).toContain('"https://shop.acme.example" is not a site of this tenant');
+      }
+    });
+
     it('rejects bad requests naming the parameter', async () => {
       const cases: [Record<string, unknown>, string][] = [
         [{ datasets: ['nope'] }, 'datasets'],

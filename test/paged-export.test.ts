@@ -16,7 +16,9 @@ import { lines, sink } from './support/fixtures/streams.ts';
 const KEY = 'ab'.repeat(16);
 
 /** Every dataset the paged endpoint pages (all but the two document datasets). */
-const PAGED = Object.keys(REFERENCE_DATAMAP.datasets).filter((d) => REFERENCE_DATAMAP.datasets[d]!.kind !== 'document');
+const PAGED = Object.keys(REFERENCE_DATAMAP.datasets).filter(
+  (d) => REFERENCE_DATAMAP.datasets[d]!.kind !== 'document',
+);
 
 for (const dialect of DIALECTS) {
   describe(`paged exports on ${dialect}`, () => {
@@ -326,6 +328,47 @@ for (const dialect of DIALECTS) {
         const problem = res.json() as { code: string; errors?: { parameter: string }[]; detail: string };
         expect({ url, parameter: problem.errors?.[0]?.parameter }).toEqual({ url, parameter });
       }
+    });
+
+    it('refuses a site the tenant does not have, naming the value and the known sites', async () => {
+      const known = (
+        await t.database.db
+          .selectFrom('sites')
+          .select('url')
+          .where('tenant_id', '=', tenantA)
+          .orderBy('url')
+          .execute()
+      ).map((s) => s.url);
+      const unknown = 'https://shop.acme.example';
+      for (const [url, parameter] of [
+        [`/api/v1/export/conversations?site_url=${encodeURIComponent(unknown)}`, 'site_url'],
+        [`/api/v1/export/messages?site_url=${encodeURIComponent(unknown)}`, 'site_url'],
+        [
+          `/api/v1/export/analytics?site_urls[]=${encodeURIComponent(known[0]!)}&site_urls[]=${encodeURIComponent(unknown)}`,
+          'site_urls',
+        ],
+        [`/api/v1/export/analytics?site_url=${encodeURIComponent(unknown)}`, 'site_urls'],
+      ] as const) {
+        const res = await get(url);
+        expect(res.statusCode, url).toBe(400);
+        const problem = res.json();
+        expect(problem.code).toBe('invalid_parameter');
+        expect(problem.errors[0]).toMatchObject({ parameter, accepted: known });
+        expect(problem.detail).toContain(`"${unknown}" is not a site of this tenant`);
+      }
+      // Another tenant's site is unknown here too.
+      const foreign = await t.database.db
+        .selectFrom('sites')
+        .select('url')
+        .where('tenant_id', '=', tenantB)
+        .executeTakeFirstOrThrow();
+      if (!known.includes(foreign.url))
+        expect(
+          (await get(`/api/v1/export/conversations?site_url=${encodeURIComponent(foreign.url)}`)).statusCode,
+        ).toBe(400);
+      expect(
+        (await get(`/api/v1/export/conversations?site_url=${encodeURIComponent(known[0]!)}`)).statusCode,
+      ).toBe(200);
     });
 
     it("never shows another tenant's rows, whatever cursor is sent", async () => {

@@ -447,5 +447,126 @@ for (const dialect of DIALECTS) {
       });
       expect(runs.statusCode).toBe(404);
     });
+
+    test('refuses S3 endpoints and SFTP hosts on loopback or link-local addresses when saved', async () => {
+      const sftp = {
+        type: 'sftp',
+        host: '127.0.0.1',
+        port: 2222,
+        username: 'ferry',
+        password: 'pw-123456',
+        directory: '/incoming',
+        host_key: 'insecure-accept-any',
+      };
+      const cases: [Record<string, unknown>, string, string][] = [
+        [s3Target({ endpoint: 'http://127.0.0.1:9000' }), 'targets[0].endpoint', 'loopback'],
+        [s3Target({ endpoint: 'http://169.254.169.254/' }), 'targets[0].endpoint', 'linkLocal'],
+        [s3Target({ endpoint: 'http://0x7f.1:9000' }), 'targets[0].endpoint', 'loopback'],
+        [sftp, 'targets[0].host', 'loopback'],
+        [{ ...sftp, host: '169.254.169.254' }, 'targets[0].host', 'linkLocal'],
+        [{ ...sftp, host: '[::1]' }, 'targets[0].host', 'loopback'],
+      ];
+      for (const [target, parameter, range] of cases) {
+        const problem = await rejected(daily({ targets: [target] }));
+        expect(problem.parameter, JSON.stringify(target)).toBe(parameter);
+        expect(problem.detail).toContain(`is a ${range} address`);
+      }
+      const documented = await post(
+        exportConfig({
+          destination: { ...exportConfig().export_config.destination, endpoint: 'http://127.0.0.1:9000' },
+        }),
+      );
+      expect(documented.statusCode).toBe(400);
+      expect(documented.json().errors[0].parameter).toBe('export_config.destination.endpoint');
+      // A change of the targets is checked too.
+      const created = (await post(daily())).json();
+      const patched = await app.inject({
+        method: 'PATCH',
+        url: `/api/v1/schedules/${created.id}`,
+        headers: bearer(keys.admin),
+        payload: { targets: [sftp] },
+      });
+      expect(patched.statusCode).toBe(400);
+      expect(patched.json().errors[0].parameter).toBe('targets[0].host');
+      await app.inject({
+        method: 'DELETE',
+        url: `/api/v1/schedules/${created.id}`,
+        headers: bearer(keys.admin),
+      });
+
+      // The operator's allow-list lets them through (as for webhooks).
+      const allowing = await buildApp({
+        database: t.database,
+        config: authTestConfig({ FERRY_SECRET_KEY: SECRET, FERRY_OUTBOUND_ALLOW: '127.0.0.1' }),
+      });
+      try {
+        for (const target of [s3Target({ endpoint: 'http://127.0.0.1:9000' }), sftp]) {
+          const res = await allowing.inject({
+            method: 'POST',
+            url: '/api/v1/schedules',
+            headers: bearer(keys.admin),
+            payload: daily({ targets: [target] }),
+          });
+          expect(res.statusCode, res.body).toBe(201);
+          await allowing.inject({
+            method: 'DELETE',
+            url: `/api/v1/schedules/${res.json().id}`,
+            headers: bearer(keys.admin),
+          });
+        }
+      } finally {
+        await allowing.close();
+      }
+    });
+
+    test("applies the role matrix to stored schedules: an analyst cannot act on an admin's personal data", async () => {
+      const personal = (await post(daily({ name: 'Full conversations', pii: 'full' }))).json();
+      expect(personal.targets[0].access_key_id).toBe('AKIAIOSFODNN7EXAMPLE');
+      const as = (key: string, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', suffix = '', payload?: object) =>
+        app.inject({
+          method,
+          url: `/api/v1/schedules/${personal.id}${suffix}`,
+          headers: bearer(key),
+          ...(payload ? { payload } : {}),
+        });
+      for (const [method, suffix, payload] of [
+        ['POST', '/run'],
+        ['POST', '/pause'],
+        ['PATCH', '', { name: 'renamed' }],
+        ['DELETE', ''],
+      ] as const) {
+        const res = await as(keys.analyst, method, suffix, payload);
+        expect(res.statusCode, `${method} ${suffix}: ${res.body}`).toBe(403);
+        expect(res.json().code).toBe('forbidden');
+        expect(res.json().detail).toContain('pii level "full"');
+      }
+      // Still there, unchanged; the analyst sees it without the target's access key id.
+      const seen = await as(keys.analyst, 'GET');
+      expect(seen.statusCode).toBe(200);
+      expect(seen.json()).toMatchObject({ name: 'Full conversations', status: 'active' });
+      expect(seen.json().targets[0].access_key_id).not.toContain('AKIAIOSFODNN7');
+      expect(seen.body).not.toContain('AKIAIOSFODNN7');
+      const listed = await app.inject({
+        method: 'GET',
+        url: '/api/v1/schedules?limit=100',
+        headers: bearer(keys.analyst),
+      });
+      const inList = listed.json().items.find((item: { id: string }) => item.id === personal.id);
+      expect(JSON.stringify(inList)).not.toContain('AKIAIOSFODNN7');
+      // A manager may export personal data: the full view, and may act on it.
+      expect((await as(keys.manager, 'GET')).json().targets[0].access_key_id).toBe('AKIAIOSFODNN7EXAMPLE');
+      expect((await as(keys.manager, 'POST', '/pause')).statusCode).toBe(200);
+      // An anonymized schedule stays the analyst's to run and change.
+      const anonymized = (await post(daily({ name: 'Anonymized' }), keys.admin)).json();
+      const paused = await app.inject({
+        method: 'POST',
+        url: `/api/v1/schedules/${anonymized.id}/pause`,
+        headers: bearer(keys.analyst),
+      });
+      expect(paused.statusCode, paused.body).toBe(200);
+      expect(paused.json().targets[0].access_key_id).toBe('AKIAIOSFODNN7EXAMPLE');
+      for (const id of [personal.id, anonymized.id])
+        await app.inject({ method: 'DELETE', url: `/api/v1/schedules/${id}`, headers: bearer(keys.admin) });
+    });
   });
 }

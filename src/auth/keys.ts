@@ -11,7 +11,7 @@ import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
-import { ACTIONS } from './policy.ts';
+import { ACTIONS, ROLE_ACTIONS } from './policy.ts';
 import { countRequestsSql, type RateCounts, type RateWindows, rateWindows } from './rate-limit.ts';
 import { authDb } from './tables.ts';
 
@@ -144,6 +144,16 @@ export async function createApiKey(
     if (!(ACTIONS as readonly string[]).includes(scope))
       throw invalid('scopes', `unknown scope "${scope}"`, ACTIONS);
   }
+  // A scope narrows what the role allows; one above the role would promise what no request gets.
+  const allowed = ROLE_ACTIONS[input.role as Role];
+  const above = scopes.filter((scope) => !(allowed as readonly string[]).includes(scope));
+  if (above.length)
+    throw invalid(
+      'scopes',
+      `${above.map((s) => `"${s}"`).join(', ')} ${above.length === 1 ? 'is' : 'are'} above the ${input.role} role; ` +
+        `a ${input.role} key may be limited to: ${allowed.join(', ')}`,
+      allowed,
+    );
   if (input.expiresAt && !(input.expiresAt.getTime() > now.getTime()))
     throw invalid('expires_at', 'must be in the future');
   const db = authDb(database);

@@ -8,7 +8,9 @@ export function registerDatamap(program: Command): void {
   program
     .command('datamap')
     .description('print the data map: every table, column, class and dataset')
-    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
+    .addOption(
+      new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'),
+    )
     .option('--dataset <name>', 'show one dataset only')
     .action((options: { format: 'text' | 'json' | 'markdown'; dataset?: string }) => {
       const map = REFERENCE_DATAMAP;
@@ -18,7 +20,9 @@ export function registerDatamap(program: Command): void {
         );
       }
       if (options.format === 'markdown') {
-        process.stdout.write(dataDictionaryMarkdown(map, options.dataset ? { datasets: [options.dataset] } : {}));
+        process.stdout.write(
+          dataDictionaryMarkdown(map, options.dataset ? { datasets: [options.dataset] } : {}),
+        );
         return;
       }
       if (options.format === 'json') {

@@ -5,7 +5,7 @@ import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { datasetXsd } from '../pipeline/dataset-xsd.ts';
 import { xsdFileName } from '../format/xml-schema.ts';
 import { type Compression, COMPRESSIONS } from '../domain/compression.ts';
-import { loadTenant } from '../collect/tenant.ts';
+import { checkSiteUrls, loadTenant, requestedSites } from '../collect/tenant.ts';
 import { stamp } from '../lib/stamp.ts';
 import { datasetFileType, estimateDataset } from '../pipeline/export-dataset.ts';
 import { datasetProducer } from '../pipeline/producers.ts';
@@ -155,6 +155,7 @@ export function registerExport(program: Command): void {
       const target = toStdout ? '-' : withCompressionSuffix(flags.out!, request.compression);
       await withDatabase(async (database) => {
         const tenant = await loadTenant(database, request.tenantId);
+        await checkSiteUrls(database, tenant.id, requestedSites(request.filters, request.options));
         const scoped = { ...request, tenantId: tenant.id };
         const config = cliExportConfig({
           datasets: [request.dataset],
@@ -181,7 +182,10 @@ export function registerExport(program: Command): void {
                 produce: datasetProducer(database, scoped, { exportId: local.id }),
               },
               target,
-              { defaultName: `${request.dataset}-${stamp(new Date())}.${type.extension}`, contentType: type.contentType },
+              {
+                defaultName: `${request.dataset}-${stamp(new Date())}.${type.extension}`,
+                contentType: type.contentType,
+              },
               (p) => {
                 Object.assign(shown, p);
                 progress.update(shown.records, shown.estimated, { bytes: formatBytes(shown.bytes) });

@@ -83,6 +83,29 @@ export function isValidTimezone(zone: string): boolean {
   }
 }
 
+const ZONE_SLACK_MS = 14 * 3_600_000;
+
+/**
+ * Refuses a range whose `from` lies after its `to` (an export of nothing, which is
+ * never what was meant). Two dates compare as days; a date against a timestamp is taken
+ * as the whole day in any time zone, so only a range reversed everywhere is refused.
+ */
+export function checkRange(from: string | null | undefined, to: string | null | undefined): void {
+  if (!from || !to) return;
+  const fromDate = DATE.test(from);
+  const toDate = DATE.test(to);
+  const reversed =
+    fromDate && toDate
+      ? from > to
+      : (fromDate ? Date.parse(`${from}T00:00:00Z`) - ZONE_SLACK_MS : Date.parse(from)) >
+        (toDate ? Date.parse(`${to}T00:00:00Z`) + 86_400_000 + ZONE_SLACK_MS : Date.parse(to));
+  if (reversed)
+    throw invalid(
+      'from',
+      `"${from}" is after to "${to}": the range is empty; give a from on or before the to`,
+    );
+}
+
 function parseFilter(dataset: string, filter: DatasetFilter, raw: string): FilterValue {
   const param = filter.name;
   switch (filter.type) {
@@ -156,6 +179,7 @@ function typedFilters(
       accepted.length ? accepted : ['(none)'],
     );
   }
+  checkRange(raw.from, raw.to);
   return { filters, options };
 }
 

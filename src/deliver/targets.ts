@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { maskSecret, openSecret, sealSecret } from '../lib/secret-box.ts';
+import { type OutboundPolicy, resolveOutbound } from '../lib/ssrf.ts';
 import { checkPathTemplate } from './template.ts';
 import {
   type DeliveryTarget,
@@ -328,5 +329,36 @@ export function targetLabel(target: DeliveryTarget | DeliveryTargetInput): strin
       return `mailto:${target.to.join(',')}`;
     case 'webhook':
       return `webhook:${target.endpoint_id}`;
+  }
+}
+
+/**
+ * Refuses S3 endpoints and SFTP hosts that resolve to an address the outbound guard never
+ * connects to (loopback, link-local with the metadata service, private, …; hosts in
+ * FERRY_OUTBOUND_ALLOW pass), as webhook URLs are refused at registration: a schedule
+ * that could only ever fail its delivery is not saved. A name that does not resolve now
+ * is accepted; the guard checks every delivery again. Errors are `invalid_parameter`
+ * naming the field, e.g. `targets[0].endpoint`.
+ */
+export async function checkTargetAddresses(
+  targets: readonly { readonly target: DeliveryTarget }[],
+  outbound: OutboundPolicy,
+  field = 'targets',
+): Promise<void> {
+  for (const [i, { target }] of targets.entries()) {
+    const checked =
+      target.type === 's3' && target.endpoint
+        ? { name: 'endpoint', host: new URL(target.endpoint).hostname }
+        : target.type === 'sftp'
+          ? { name: 'host', host: target.host }
+          : undefined;
+    if (!checked) continue;
+    try {
+      await resolveOutbound(checked.host, outbound);
+    } catch (err) {
+      if (!(err instanceof FerryError)) throw err;
+      if (err.code === 'outbound_blocked' && err.details?.address !== undefined)
+        throw invalid(`${field}[${i}].${checked.name}`, err.message);
+    }
   }
 }

@@ -1,6 +1,6 @@
 import type { AuthContext } from '../auth/context.ts';
 import { authorizeExport } from '../auth/policy.ts';
-import { parseExportRequest } from '../collect/request.ts';
+import { checkRange, parseExportRequest } from '../collect/request.ts';
 import { validateRecipients } from '../crypto/age.ts';
 import { packageDatasets, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { type ExportConfig, SINGLE_FILE_OPTIONS } from '../domain/export-config.ts';
@@ -45,6 +45,7 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
   const pii = body.pii ?? DEFAULT_PII_LEVEL;
   const from = checkDate('from', body.from);
   const to = checkDate('to', body.to);
+  checkRange(from, to);
   const recipients = body.encryption ? validateRecipients(body.encryption.recipients) : [];
   const scope: ExportScope = body.scope ?? TENANT_SCOPE;
 

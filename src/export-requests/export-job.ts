@@ -14,6 +14,7 @@ import { type FileSpec, runFile } from '../pipeline/run.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { toPackageRequest } from './config.ts';
+import { exportCompleted, exportFailed, exportStarted } from './events.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
 import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
@@ -94,6 +95,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
   }
   const log = ctx.logger.child({ export_id: exportId, tenant_id: row.tenant_id, attempt: row.attempts });
   log.info({ datasets: row.datasets, kind: row.kind }, 'export attempt started');
+  await exportStarted(ctx, row);
 
   const controller = new AbortController();
   const tracker = new ProgressTracker({
@@ -112,6 +114,8 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     await removeLeftovers(ctx.store, exportPrefix(row.tenant_id, exportId));
     const type = fileSpec(row.config, row.created_at);
     let progress = tracker.snapshot();
+    const fileId = randomUUID();
+    let expiresAt = new Date(0);
     const outcome = await runFile(
       { store: ctx.store },
       exportFileSpec(ctx.database, row),
@@ -126,11 +130,12 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
         },
         complete: (file) => {
           const at = ctx.now();
+          expiresAt = new Date(at.getTime() + row.retention_days * DAY_MS);
           return jobs.complete(
             exportId,
             attemptId,
             {
-              id: randomUUID(),
+              id: fileId,
               name: type.name,
               storageKey: file.key,
               contentType: file.contentType,
@@ -140,7 +145,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
               encrypted: file.encrypted,
             },
             { ...progress, records: file.records, bytes: file.bytes, at },
-            new Date(at.getTime() + row.retention_days * DAY_MS),
+            expiresAt,
           );
         },
       },
@@ -149,6 +154,12 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
     const { file } = outcome;
     log.info({ bytes: file.bytes, records: file.records, sha256: file.sha256 }, 'export completed');
+    await exportCompleted(
+      ctx,
+      row,
+      { id: fileId, records: file.records, bytes: file.bytes, sha256: file.sha256 },
+      expiresAt,
+    );
     await auditCompleted(ctx.database, row, file, progress.at).catch((err: unknown) =>
       log.error({ err }, 'export completed but its audit entry was not written'),
     );
@@ -176,7 +187,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     log.error({ err, code: failure.code, retryable: failure.retryable, last }, 'export attempt failed');
     if (!failure.retryable || last) {
       const failed = await jobs.fail(exportId, attemptId, failure, ctx.now());
-      if (failed) await auditFailure(ctx, failed, failure);
+      if (failed) await recordFailure(ctx, failed, failure);
       if (!failure.retryable) return;
     } else {
       await jobs.requeue(exportId, attemptId, failure, ctx.now());
@@ -298,6 +309,7 @@ export function fileLimits(row: ExportRow) {
   };
 }
 
+/** The `export.failed` audit entry of an export. */
 export async function auditFailure(
   ctx: Pick<JobContext, 'database'>,
   row: ExportRow,
@@ -313,4 +325,14 @@ export async function auditFailure(
     error: `${failure.code}: ${failure.message}`,
     targetId: row.id,
   });
+}
+
+/** An export failed for good: the `export.failed` webhook event and the audit entry. */
+export async function recordFailure(
+  ctx: JobContext,
+  row: ExportRow,
+  failure: { code: string; message: string },
+): Promise<void> {
+  await exportFailed(ctx, row, failure);
+  await auditFailure(ctx, row, failure);
 }

@@ -6,7 +6,7 @@ import type { JobDefinition } from '../jobs/types.ts';
 import { exportDb } from './tables.ts';
 import { cleanUpExports } from './cleanup.ts';
 import { exportJobs } from './repository.ts';
-import { auditFailure, runExportJob } from './export-job.ts';
+import { recordFailure, runExportJob } from './export-job.ts';
 
 export const EXPORT_QUEUE = 'export';
 /** Export jobs that ran out of retries land here, to mark their export failed. */
@@ -72,7 +72,7 @@ const markDead: JobDefinition = {
     const failed = await exportJobs(ctx.database).fail(exportId, null, failure, ctx.now());
     if (failed) {
       ctx.logger.warn({ export_id: exportId }, 'export given up after its retries');
-      await auditFailure(ctx, failed, failure);
+      await recordFailure(ctx, failed, failure);
     }
   },
 };

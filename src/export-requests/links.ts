@@ -14,3 +14,14 @@ export const DOWNLOAD_PATH = '/api/v1/downloads';
 export function downloadPath(target: LinkTarget, signature: string): string {
   return `${DOWNLOAD_PATH}/${target.exportId}/${target.fileId}?expires=${target.expires}&signature=${signature}`;
 }
+
+/**
+ * Where signed links point: FERRY_PUBLIC_URL, or else the server's own listen address
+ * (a wildcard address read as `localhost`). Never the request's `Host` header: a client
+ * could otherwise make Ferry sign a link to a host of its choosing.
+ */
+export function linkBase(config: { publicUrl: string | undefined; host: string; port: number }): string {
+  if (config.publicUrl) return config.publicUrl.replace(/\/+$/, '');
+  const host = ['0.0.0.0', '::', ''].includes(config.host) ? 'localhost' : config.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.port}`;
+}

@@ -14,6 +14,7 @@ import {
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
 import type { Database } from '../db/database.ts';
+import { checkSiteUrls, requestedSites } from '../collect/tenant.ts';
 import type { DB } from '../db/schema.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
@@ -171,6 +172,7 @@ export async function createExport(
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
   const config = authorizeConfig(auth, exportConfigFromBody(auth.tenantId, body));
+  await checkSiteUrls(deps.database, auth.tenantId, configSites(config));
   return accept(deps, auth, config, { repeatOf: null, idempotency, limits });
 }
 
@@ -201,7 +203,16 @@ export async function repeatExport(
   // The plan's history window is the repeat's own, taken on acceptance.
   const { history_from: _window, ...request } = source.config;
   const config = authorizeConfig(auth, checkAgainstDataMap(auth.tenantId, request));
+  await checkSiteUrls(deps.database, auth.tenantId, configSites(config));
   return accept(deps, auth, config, { repeatOf: source.id, idempotency, limits });
+}
+
+/** The sites an export's filters and options name, by their names in the request body. */
+function configSites(config: ExportConfig) {
+  return requestedSites(config.filters, config.options, {
+    filter: 'filters.site_url',
+    option: 'options.site_urls',
+  });
 }
 
 interface IdempotencyInput {

@@ -16,7 +16,8 @@ export async function writeFileAtomically<T>(target: string, fn: (out: Writable)
   const out = createWriteStream(temp);
   try {
     const result = await fn(out);
-    if (!out.writableFinished) await new Promise<void>((resolve, reject) => out.once('finish', resolve).once('error', reject));
+    if (!out.writableFinished)
+      await new Promise<void>((resolve, reject) => out.once('finish', resolve).once('error', reject));
     await rename(temp, target);
     return result;
   } catch (err) {

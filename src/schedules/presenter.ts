@@ -1,4 +1,5 @@
 import { presentTarget, targetLabel } from '../deliver/targets.ts';
+import { maskSecret } from '../lib/secret-box.ts';
 import { type Frequency, type FrequencyType, nextRuns } from './frequency.ts';
 import type { RunFile, ScheduleConfig } from './model.ts';
 import type { DeliveryRow, RunRow, ScheduleRow } from './repository.ts';
@@ -7,10 +8,20 @@ import type { RunConfig } from './run-file.ts';
 export const SCHEDULES_PATH = '/api/v1/schedules';
 const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null);
 
-/** The API's view of a schedule: an allow-list of fields; target secrets masked. */
+/**
+ * The API's view of a schedule: an allow-list of fields; target secrets masked. With
+ * `restricted` (a caller whose role may not run the schedule's export) the targets'
+ * account identifiers (`access_key_id`) are masked too.
+ */
 export function presentSchedule(
   row: ScheduleRow,
-  options: { secretKey: string; now: Date; lastRun?: RunRow | undefined; checkpoints?: CheckpointRow[] },
+  options: {
+    secretKey: string;
+    now: Date;
+    lastRun?: RunRow | undefined;
+    checkpoints?: CheckpointRow[];
+    restricted?: boolean;
+  },
 ) {
   const config = row.config;
   const self = `${SCHEDULES_PATH}/${row.id}`;
@@ -23,7 +34,7 @@ export function presentSchedule(
     time: row.time_of_day,
     timezone: row.timezone,
     cron: row.cron,
-    ...presentConfig(config, options.secretKey),
+    ...presentConfig(config, options.secretKey, options.restricted ?? false),
     next_run_at: iso(row.next_run_at),
     next_runs:
       row.status === 'active' && row.next_run_at
@@ -77,18 +88,23 @@ export interface CheckpointRow {
   updated_at: Date;
 }
 
-function presentConfig(config: ScheduleConfig, secretKey: string) {
+/** Target fields that name an account: shown only to callers who may run the schedule. */
+const ACCOUNT_FIELDS = ['access_key_id'] as const;
+
+function presentConfig(config: ScheduleConfig, secretKey: string, restricted: boolean) {
   return {
     datasets: config.datasets.map((d) => ({ ...d })),
     format: config.format,
     compression: config.compression,
     package: config.package,
     pii: config.pii,
-    targets: config.targets.map(({ target, required }) => ({
-      ...presentTarget(target, secretKey),
-      type: target.type,
-      required,
-    })),
+    targets: config.targets.map(({ target, required }) => {
+      const shown = presentTarget(target, secretKey);
+      if (restricted)
+        for (const field of ACCOUNT_FIELDS)
+          if (typeof shown[field] === 'string') shown[field] = maskSecret(shown[field]);
+      return { ...shown, type: target.type, required };
+    }),
     notifications: config.notifications,
     retention: config.retention,
   };

@@ -1,21 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { Plan } from '../auth/context.ts';
 import { limitsFor } from '../auth/quotas.ts';
-import type { Config } from '../config/config.ts';
 import type { DeliveryArtifact } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
-import { downloadPath } from '../export-requests/links.ts';
+import { downloadPath, linkBase } from '../export-requests/links.ts';
 import type { FerryJob } from '../jobs/types.ts';
 import type { ErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RunFile } from './model.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
-import {
-  deliverRunFiles,
-  giveUpWebhookDeliveries,
-  waitForWebhooks,
-} from './run-delivery.ts';
+import { deliverRunFiles, giveUpWebhookDeliveries, waitForWebhooks } from './run-delivery.ts';
 import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
 import type { DeliveryRow, RunRow } from './repository.ts';
 import { scheduleRuns } from './run-repository.ts';
@@ -258,11 +253,6 @@ async function save(
     throw new RunLost('the run was taken over');
 }
 
-/** Where download links point when delivered outside a request: FERRY_PUBLIC_URL or the server's address. */
-export function publicBase(config: Config): string {
-  return (config.publicUrl ?? `http://${config.host}:${config.port}`).replace(/\/+$/, '');
-}
-
 const LINK_MAX_SECONDS = 7 * 86_400;
 
 function artifactOf(deps: RunDeps, file: RunFile, tenant: TenantInfo, config: RunConfig): DeliveryArtifact {
@@ -282,7 +272,7 @@ function artifactOf(deps: RunDeps, file: RunFile, tenant: TenantInfo, config: Ru
     tenantId: tenant.id,
     recordCounts: Object.fromEntries(Object.entries(counts).map(([d, c]) => [d, c.records + c.tombstones])),
     expiresAt: new Date(expires * 1000),
-    downloadUrl: `${publicBase(deps.config)}${downloadPath(target, deps.signer.sign(target))}`,
+    downloadUrl: `${linkBase(deps.config)}${downloadPath(target, deps.signer.sign(target))}`,
     tenantSlug: tenant.slug,
     tenantName: tenant.name,
     dataset: file.key,

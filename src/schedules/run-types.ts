@@ -1,7 +1,7 @@
 import type { TenantInfo } from '../collect/tenant.ts';
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
-import type { DeliveryArtifact, } from '../deliver/types.ts';
+import type { DeliveryArtifact } from '../deliver/types.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { RunFile } from './model.ts';
 import type { DeliveryRound, RunDeliveryDeps } from './run-delivery.ts';

@@ -12,6 +12,8 @@ import { SCHEDULE_STATUSES, type ScheduleStatus } from '../domain/schedule-state
 import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import { outboundPolicy } from '../lib/ssrf.ts';
+import { checkTargetAddresses } from '../deliver/targets.ts';
 import { webhookDb } from '../webhooks/tables.ts';
 import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './automated-export-config.ts';
 import { nextRunAfter, parseTiming, type Timing } from './frequency.ts';
@@ -162,6 +164,37 @@ async function checkWebhookTargets(
       );
 }
 
+/** Whether the caller's role may run the schedule's export (every dataset at its pii level). */
+function mayRun(auth: AuthContext, config: ScheduleConfig): boolean {
+  try {
+    authorizeSchedule(auth, config);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The role matrix applied to a stored schedule, as to an export: running, pausing,
+ * resuming, changing or deleting it needs the right to export each of its datasets at
+ * its pii level (an analyst cannot run an admin's schedule of personal data).
+ */
+function authorizeSchedule(auth: AuthContext, config: ScheduleConfig, name?: string): void {
+  for (const entry of config.datasets) {
+    try {
+      authorizeExport(auth, { dataset: entry.dataset, pii: config.pii });
+    } catch (err) {
+      if (!(err instanceof FerryError) || name === undefined) throw err;
+      throw new FerryError('forbidden', `schedule "${name}" exports what this key may not: ${err.message}`);
+    }
+  }
+}
+
+/** S3 endpoints and SFTP hosts of new or changed targets must be addresses Ferry connects to. */
+function checkAddresses(deps: ScheduleServiceDeps, config: ScheduleConfig): Promise<void> {
+  return checkTargetAddresses(config.targets, outboundPolicy(deps.config.outboundAllow));
+}
+
 async function context(deps: ScheduleServiceDeps, auth: AuthContext) {
   const [tenant, limits] = await Promise.all([
     loadTenant(deps.database, auth.tenantId),
@@ -198,6 +231,7 @@ async function view(
   return presentSchedule(row, {
     secretKey: loadOrCreateSecretKey(deps.config),
     now: deps.now(),
+    restricted: !mayRun(auth, row.config),
     lastRun,
     ...(detailed ? { checkpoints: await schedules.checkpoints(row.id) } : {}),
   });
@@ -243,7 +277,11 @@ export async function createSchedule(
       );
     const translated = translateExportConfig(body.export_config, ctx.tenant.timezone);
     normalized = withRenamedErrors(translated.rename, () => normalize(translated.input, ctx.normalize));
-    await checkWebhookTargets(deps.database, auth.tenantId, normalized.config).catch((err: unknown) => {
+    const checked = normalized.config;
+    await Promise.all([
+      checkWebhookTargets(deps.database, auth.tenantId, checked),
+      checkAddresses(deps, checked),
+    ]).catch((err: unknown) => {
       throw withRenamedErrors(translated.rename, () => {
         throw err;
       });
@@ -251,6 +289,7 @@ export async function createSchedule(
   } else {
     normalized = normalize(body, ctx.normalize);
     await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
+    await checkAddresses(deps, normalized.config);
   }
   const now = deps.now();
   const id = randomUUID();
@@ -308,6 +347,7 @@ export async function listSchedules(
       presentSchedule(row, {
         secretKey,
         now: deps.now(),
+        restricted: !mayRun(auth, row.config),
         lastRun: last.find((r) => r.schedule_id === row.id),
       }),
     ),
@@ -327,9 +367,11 @@ export async function updateSchedule(
   const schedules = tenantSchedules(deps.database, auth.tenantId);
   const stored = await schedules.find(id);
   if (!stored) throw notFound(id);
+  authorizeSchedule(auth, stored.config, stored.name);
   const ctx = await context(deps, auth);
   const normalized = normalize(body, ctx.normalize, stored);
   await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
+  if (body.targets !== undefined) await checkAddresses(deps, normalized.config);
   const now = deps.now();
   const timingChanged =
     normalized.timing.cron !== stored.cron ||
@@ -365,6 +407,7 @@ async function setStatus(
   const schedules = tenantSchedules(deps.database, auth.tenantId);
   const stored = await schedules.find(id);
   if (!stored) throw notFound(id);
+  authorizeSchedule(auth, stored.config, stored.name);
   if (stored.status === status) return view(deps, auth, stored, true);
   const limits = await limitsFor(deps.database, auth);
   const now = deps.now();
@@ -399,6 +442,7 @@ export async function deleteSchedule(
   const schedules = tenantSchedules(deps.database, auth.tenantId);
   const stored = await schedules.find(id);
   if (!stored) throw notFound(id);
+  authorizeSchedule(auth, stored.config, stored.name);
   const shown = await view(deps, auth, stored);
   if (!(await schedules.remove(id))) throw notFound(id);
   await audit(deps, auth, 'schedule.deleted', stored, stored.config);
@@ -415,15 +459,16 @@ export async function runScheduleNow(
   id: string,
 ): Promise<RunView> {
   authorize(auth, 'schedules:manage');
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = await schedules.find(id);
+  if (!stored) throw notFound(id);
+  authorizeSchedule(auth, stored.config, stored.name);
   const queue = deps.queue;
   if (!queue)
     throw new FerryError(
       'service_unavailable',
       'this server has no job queue; schedules cannot be run from here',
     );
-  const schedules = tenantSchedules(deps.database, auth.tenantId);
-  const stored = await schedules.find(id);
-  if (!stored) throw notFound(id);
   const now = deps.now();
   const run = await schedules.insertManualRun(id, auth.actor, now);
   if (!run) throw notFound(id);

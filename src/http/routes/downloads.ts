@@ -3,7 +3,12 @@ import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, recordAudit } from '../../auth/audit.ts';
 import { DOWNLOAD_PATH } from '../../export-requests/links.ts';
 import { parseRange } from '../../export-requests/range.ts';
-import { type ExportFileRow, type ExportRow, exportJobs, tenantExports } from '../../export-requests/repository.ts';
+import {
+  type ExportFileRow,
+  type ExportRow,
+  exportJobs,
+  tenantExports,
+} from '../../export-requests/repository.ts';
 import { assertDownloadable } from '../../export-requests/service.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { contentDisposition } from '../../store/content-disposition.ts';
@@ -15,10 +20,13 @@ const Params = Type.Object({
   exportId: Type.String({ maxLength: 64, description: 'Export id' }),
   fileId: Type.String({ maxLength: 64, description: 'File id' }),
 });
-const Query = Type.Object({
-  expires: Type.String({ maxLength: 20, description: 'Expiry of the link, in Unix seconds' }),
-  signature: Type.String({ maxLength: 128, description: 'HMAC-SHA256 signature of the link' }),
-});
+const Query = Type.Object(
+  {
+    expires: Type.String({ maxLength: 20, description: 'Expiry of the link, in Unix seconds' }),
+    signature: Type.String({ maxLength: 128, description: 'HMAC-SHA256 signature of the link' }),
+  },
+  { additionalProperties: false },
+);
 const RangeHeaders = Type.Object({
   range: Type.Optional(
     Type.String({ maxLength: 200, description: 'One byte range, `bytes=first-` or `bytes=first-last`' }),

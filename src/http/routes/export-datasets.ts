@@ -12,6 +12,7 @@ import { decodeChangeCursor, encodeChangeCursor, planChanges } from '../../colle
 import { documentRecords } from '../../collect/documents.ts';
 import { PAGE_SIZE, planPage } from '../../collect/paging.ts';
 import { type ExportRequest, parseExportRequest } from '../../collect/request.ts';
+import { checkSiteUrls, requestedSites } from '../../collect/tenant.ts';
 import { exportDataset } from '../../pipeline/export-dataset.ts';
 import { FerryError, invalid } from '../../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
@@ -174,6 +175,7 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
         authorizeExport(auth, { dataset: dataset.name, pii: piiLevel(q.include_pii) }),
       );
       const parsed = parseExportRequest({ ...input, pii: granted.pii, scope: granted.scope });
+      await checkSiteUrls(database, auth.tenantId, requestedSites(parsed.filters, parsed.options));
       const from = await historyWindow(database, auth, dataset, start, now());
       // Days go in as the engine's from/to filters (computed datasets read them directly).
       const exportRequest: ExportRequest = {

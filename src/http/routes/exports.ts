@@ -1,4 +1,3 @@
-import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { EXPORT_STATUSES } from '../../domain/export-state.ts';
 import { ExportBodySchema, ScopeSchema } from '../../export-requests/export-body.ts';
@@ -12,6 +11,7 @@ import {
   registerExportUsage,
   repeatExport,
 } from '../../export-requests/service.ts';
+import { linkBase } from '../../export-requests/links.ts';
 import type { FerryApp } from '../types.ts';
 import { problemResponses } from '../problem.ts';
 import { jsonResponse, responseHeaders } from '../responses.ts';
@@ -144,12 +144,6 @@ export function serviceDeps(app: FerryApp, deps: RouteDeps): ExportServiceDeps {
   };
 }
 
-/** Where signed links point: FERRY_PUBLIC_URL, or the scheme and host the request came in on. */
-export function baseUrl(request: FastifyRequest, deps: RouteDeps): string {
-  if (deps.config.publicUrl) return deps.config.publicUrl.replace(/\/+$/, '');
-  return `${request.protocol}://${request.host}`;
-}
-
 export interface ExportEndpointPaths {
   create: string;
   get: string;
@@ -257,7 +251,7 @@ export function registerExportEndpoints(
     async (request, reply) => {
       const link = await issueDownload(service, request.auth!, request.params.id, {
         fileName: request.query.file,
-        baseUrl: baseUrl(request, deps),
+        baseUrl: linkBase(deps.config),
       });
       reply.header('cache-control', 'no-store');
       if (request.query.redirect) return reply.redirect(link.url, 302);
