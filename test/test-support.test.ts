@@ -1,9 +1,19 @@
 import { randomUUID } from 'node:crypto';
+import { type AddressInfo, createServer } from 'node:net';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, preferDialect, type TestDatabase } from './support/databases.ts';
+import { postgresDatabase } from '../src/db/postgres-database.ts';
+import {
+  createTestDatabase,
+  preferDialect,
+  TEST_DATABASE_URL,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 import { ALL_DIALECTS, selectDialects } from './support/dialects.ts';
 import { createTenant } from './support/fixtures/auth.ts';
+import { ensureTestPostgres } from './support/postgres-server.ts';
 import { waitForExport } from './support/wait.ts';
 
 describe('FERRY_TEST_DIALECTS', () => {
@@ -68,5 +78,53 @@ describe('waiting for an export', () => {
     ).rejects.toThrow(
       /timed out after 100 ms waiting for export .* to be completed\nlast state of export .*"status":"running".*\nworker output/,
     );
+  });
+});
+
+describe.skipIf(!testsDialect('postgres'))('a PostgreSQL for the tests', () => {
+  const closed = async () => {
+    // A port that was free a moment ago: nothing answers there.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise((resolve) => probe.close(resolve));
+    return `postgres://postgres@127.0.0.1:${port}/test`;
+  };
+
+  it('uses the configured server when it answers', async () => {
+    const server = await ensureTestPostgres({ url: TEST_DATABASE_URL, ci: true, log: () => {} });
+    expect(server).toMatchObject({ url: TEST_DATABASE_URL, embedded: false });
+  });
+
+  it("refuses to fall back on CI, which tests against the machine's server", async () => {
+    await expect(ensureTestPostgres({ url: await closed(), ci: true, log: () => {} })).rejects.toThrow(
+      /not reachable at postgres:\/\/postgres@127\.0\.0\.1:\d+\/test/,
+    );
+  });
+
+  it('starts an embedded PostgreSQL with a test database when none answers, and removes it afterwards', async () => {
+    const lines: string[] = [];
+    const server = await ensureTestPostgres({
+      url: await closed(),
+      ci: false,
+      log: (line) => lines.push(line),
+    });
+    try {
+      expect(server.embedded).toBe(true);
+      expect(lines.join('\n')).toMatch(/starting an embedded PostgreSQL/);
+      const database = postgresDatabase({ connectionString: server.url, max: 1 });
+      try {
+        const rows = await sql<{ name: string }>`select current_database() as name`.execute(database.db);
+        expect(rows.rows[0]?.name).toBe('test');
+      } finally {
+        await database.close();
+      }
+    } finally {
+      await server.stop();
+    }
+    const client = new pg.Client({ connectionString: server.url, connectionTimeoutMillis: 2000 });
+    client.on('error', () => {});
+    await expect(client.connect()).rejects.toThrow(/ECONNREFUSED/);
+    await client.end().catch(() => {});
   });
 });

@@ -5,13 +5,17 @@ import { migrateToLatest } from '../../src/db/migrate.ts';
 import { pgliteDatabase } from '../../src/db/pglite-database.ts';
 import { postgresDatabase } from '../../src/db/postgres-database.ts';
 import { jobsSchema } from '../../src/jobs/queue.ts';
+import { DEFAULT_TEST_DATABASE_URL } from './database-url.ts';
 import { type Dialect, selectDialects } from './dialects.ts';
 
 export type { Dialect } from './dialects.ts';
 
-/** PostgreSQL used by the tests; every test database lives in a schema of its own. */
-export const TEST_DATABASE_URL =
-  process.env.FERRY_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/**
+ * PostgreSQL used by the tests; every test database lives in a schema of its own. The
+ * global setup (postgres-server.ts) points FERRY_TEST_DATABASE_URL at an embedded server
+ * when the configured one is not reachable.
+ */
+export const TEST_DATABASE_URL = process.env.FERRY_TEST_DATABASE_URL ?? DEFAULT_TEST_DATABASE_URL;
 
 /** The dialects this run tests; database suites loop over them: `for (const dialect of DIALECTS)`. */
 export const DIALECTS = selectDialects(process.env.FERRY_TEST_DIALECTS);
