@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -129,7 +130,7 @@ for (const dialect of DIALECTS) {
     it('describes every tabular file in a valid Data Package v2 descriptor', async () => {
       const { root } = await build('zip', 'described');
       const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {
-        resources: { path: string; schema: { fields: { name: string }[] } }[];
+        resources: { path: string; type?: string; schema: { fields: { name: string }[] } }[];
       };
       await assertValidDataPackage(descriptor);
       const { stdout } = await run('find', ['.', '-name', '*.csv'], { cwd: root });
@@ -138,13 +139,69 @@ for (const dialect of DIALECTS) {
         .split('\n')
         .map((f) => f.replace(/^\.\//, ''))
         .sort();
-      expect(descriptor.resources.map((r) => r.path).sort()).toEqual(csvFiles);
-      for (const resource of descriptor.resources) {
+      const tables = descriptor.resources.filter((r) => r.type === 'table');
+      expect(tables.map((r) => r.path).sort()).toEqual(csvFiles);
+      for (const resource of tables) {
         const [header] = parseCsv(await readFile(path.join(root, resource.path)), {
           to_line: 1,
         }) as string[][];
         expect(resource.schema.fields.map((f) => f.name)).toEqual(header);
       }
+    });
+
+    it('describes every data file with its bytes and SHA-256: JSON with its JSON Schema, Markdown as documents', async () => {
+      const { root } = await build('zip', 'every-file');
+      const descriptor = JSON.parse(await readFile(path.join(root, 'datapackage.json'), 'utf8')) as {
+        resources: {
+          name: string;
+          path: string;
+          type?: string;
+          format: string;
+          mediatype: string;
+          bytes: number;
+          hash: string;
+          jsonSchema?: string;
+        }[];
+      };
+      await assertValidDataPackage(descriptor);
+      // Every file but the package's own description, schemas and viewer is data.
+      const { stdout } = await run('find', ['.', '-type', 'f'], { cwd: root });
+      const notData =
+        /^(metadata\.json|datapackage\.json|index\.html|data_dictionary\.md|checksums\.sha256|schemas\/.*|viewer\/.*|.*\.xsd)$/;
+      const dataFiles = stdout
+        .trim()
+        .split('\n')
+        .map((f) => f.replace(/^\.\//, ''))
+        .filter((f) => !notData.test(f))
+        .sort();
+      for (const f of [
+        'company.json',
+        'consent_records.json',
+        'conversations/index.json',
+        'integrations.json',
+      ])
+        expect(dataFiles).toContain(f);
+      expect(dataFiles.some((f) => /^knowledge\/.+\.md$/.test(f))).toBe(true);
+      expect(descriptor.resources.map((r) => r.path).sort()).toEqual(dataFiles);
+      expect(new Set(descriptor.resources.map((r) => r.name)).size).toBe(descriptor.resources.length);
+      for (const resource of descriptor.resources) {
+        const bytes = await readFile(path.join(root, resource.path));
+        expect(resource.bytes, resource.path).toBe(bytes.length);
+        expect(resource.hash, resource.path).toBe(
+          `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+        );
+        if (resource.path.endsWith('.md'))
+          expect(resource).toMatchObject({ format: 'md', mediatype: 'text/markdown' });
+        else if (resource.path.endsWith('.csv'))
+          expect(resource).toMatchObject({ type: 'table', format: 'csv' });
+        else expect(resource).toMatchObject({ format: 'json', mediatype: 'application/json' });
+        if (resource.jsonSchema)
+          expect(JSON.parse(await readFile(path.join(root, resource.jsonSchema), 'utf8'))).toHaveProperty(
+            '$schema',
+          );
+      }
+      const team = descriptor.resources.find((r) => r.path === 'team_members.json')!;
+      expect(team.jsonSchema).toBe('schemas/team_members.schema.json');
     });
 
     it('writes its tabular files in the requested format and describes them as they are', async () => {
@@ -162,6 +219,7 @@ for (const dialect of DIALECTS) {
         }[];
       };
       await assertValidDataPackage(descriptor);
+      descriptor.resources = descriptor.resources.filter((r) => 'schema' in r);
       expect(descriptor.resources.map((r) => r.path).sort()).toEqual(
         [
           'activity_logs/activity_logs.json',

@@ -181,6 +181,48 @@ describe('datapackage.json', () => {
     expect(ndjson.path).toEqual(['conversations/2026-10.ndjson', 'conversations/2026-11.ndjson']);
   });
 
+  it('gives a JSON file the path of its JSON Schema and still validates against the profile', () => {
+    const descriptor = buildDataPackage({
+      ...companyExport(),
+      resources: [
+        {
+          path: 'company.json',
+          name: 'company',
+          format: 'json',
+          mediatype: 'application/json',
+          jsonSchema: 'schemas/company.schema.json',
+          bytes: 2,
+          hash: HASH,
+        },
+      ],
+    });
+    expect(descriptor.resources[0]).toEqual({
+      name: 'company',
+      path: 'company.json',
+      format: 'json',
+      mediatype: 'application/json',
+      encoding: 'utf-8',
+      bytes: 2,
+      hash: `sha256:${HASH}`,
+      jsonSchema: 'schemas/company.schema.json',
+    });
+    expect(validate(descriptor)).toBe(true);
+    expect(() =>
+      buildDataPackage({
+        ...companyExport(),
+        resources: [
+          {
+            path: 'a.json',
+            name: 'a',
+            format: 'json',
+            mediatype: 'application/json',
+            jsonSchema: '../x.json',
+          },
+        ],
+      }),
+    ).toThrow(/resources\[0\]\.jsonSchema/);
+  });
+
   it('rejects bad input with the parameter named', () => {
     const base = companyExport();
     const one = base.resources[0]!;

@@ -24,6 +24,11 @@ export interface DataResourceInput {
   readonly primaryKey?: readonly string[];
   /** Table Dialect of a tabular resource, e.g. `{ property: 'data' }` for rows inside a JSON document. */
   readonly dialect?: Readonly<Record<string, unknown>>;
+  /**
+   * Path of the JSON Schema file (inside the package) that a JSON or NDJSON file follows, as
+   * the Data Package JSON Data Resource recipe's `jsonSchema`.
+   */
+  readonly jsonSchema?: string;
   readonly bytes?: number;
   /** SHA-256 as hex (with or without a `sha256:` prefix). */
   readonly hash?: string;
@@ -50,6 +55,7 @@ export interface DataResource {
   encoding: string;
   bytes?: number;
   hash?: string;
+  jsonSchema?: string;
   dialect?: Record<string, unknown>;
   schema?: { fields: Record<string, unknown>[]; primaryKey?: string[] };
 }
@@ -67,7 +73,8 @@ export interface DataPackageDescriptor {
 
 /**
  * A Frictionless Data Package v2 descriptor (`datapackage.json`) for an export: one resource per
- * dataset file, tabular ones with a Table Schema derived from the data map's field types.
+ * data file, tabular ones with a Table Schema derived from the data map's field types, JSON ones
+ * with the path of their JSON Schema.
  */
 export function buildDataPackage(input: DataPackageInput): DataPackageDescriptor {
   if (!NAME.test(input.name)) throw invalid('name', `"${input.name}" must match ${NAME.source}`);
@@ -104,6 +111,7 @@ function buildResource(input: DataResourceInput, param: string): DataResource {
   if (input.bytes !== undefined && !(Number.isSafeInteger(input.bytes) && input.bytes >= 0)) {
     throw invalid(`${param}.bytes`, 'must be a non-negative integer');
   }
+  if (input.jsonSchema !== undefined) checkEntryPath(input.jsonSchema, `${param}.jsonSchema`);
   let hash: string | undefined;
   if (input.hash !== undefined) {
     const match = SHA256_HEX.exec(input.hash);
@@ -121,6 +129,7 @@ function buildResource(input: DataResourceInput, param: string): DataResource {
     encoding: input.encoding ?? 'utf-8',
     ...(input.bytes !== undefined ? { bytes: input.bytes } : {}),
     ...(hash ? { hash } : {}),
+    ...(input.jsonSchema ? { jsonSchema: input.jsonSchema } : {}),
     ...(input.fields && input.dialect ? { dialect: { ...input.dialect } } : {}),
     ...(input.fields ? { schema: tableSchema(input, param) } : {}),
   };

@@ -83,6 +83,51 @@ interface Described {
   format: 'json' | 'ndjson' | 'xml';
 }
 
+/** A data file of the package as datapackage.json describes it, before its bytes and hash are known. */
+type DataFile = Omit<DataResourceInput, 'name' | 'bytes' | 'hash' | 'jsonSchema'> & { path: string };
+
+/** Where the JSON Schema of a JSON or NDJSON file of the package goes (`schemas/<path with _>.schema.json`). */
+function jsonSchemaPath(file: string): string {
+  return `schemas/${file.replace(/\.n?json$/, '').replaceAll('/', '_')}.schema.json`;
+}
+
+/** A JSON file of the package (not a tabular one). */
+function jsonFile(path: string, title: string, description?: string): DataFile {
+  return {
+    path,
+    title,
+    ...(description ? { description } : {}),
+    format: 'json',
+    mediatype: 'application/json',
+  };
+}
+
+/**
+ * The resources of datapackage.json: every data file with the bytes and SHA-256 the package
+ * writer measured, and the path of its JSON Schema when the package has one. Resource names
+ * come from the paths (`analytics/daily.csv` is `analytics_daily`).
+ */
+function describeFiles(
+  files: readonly DataFile[],
+  written: ReadonlyMap<string, PackageEntryResult>,
+): DataResourceInput[] {
+  const names = new Set<string>();
+  return files.map((file) => {
+    const entry = written.get(file.path);
+    if (!entry) throw new Error(`datapackage.json: ${file.path} was not written`);
+    const base = file.path
+      .toLowerCase()
+      .replace(/\.[a-z0-9]+$/, '')
+      .replace(/[^a-z0-9]+/g, '_');
+    let name = base;
+    for (let n = 2; names.has(name); n++) name = `${base}-${n}`;
+    names.add(name);
+    const schema = jsonSchemaPath(file.path);
+    const jsonSchema = /\.n?json$/.test(file.path) && written.has(schema) ? schema : undefined;
+    return { ...file, name, bytes: entry.bytes, hash: entry.sha256, ...(jsonSchema ? { jsonSchema } : {}) };
+  });
+}
+
 interface Ctx {
   database: Database;
   datamap: DataMap;
@@ -94,7 +139,8 @@ interface Ctx {
   anonymizeKey: string;
   pkg: PackageWriter;
   counts: Record<string, number>;
-  tabular: DataResourceInput[];
+  /** Every data file, for datapackage.json; its bytes and hash are filled in once all are written. */
+  resources: DataFile[];
   described: Described[];
   datasetFiles: Record<string, string[]>;
   tmp: string;
@@ -160,9 +206,8 @@ async function addDataset(ctx: Ctx, dataset: string, entry: PackageFile): Promis
     description: f.description,
   }));
   if (entry.format === 'tabular') {
-    ctx.tabular.push({
+    ctx.resources.push({
       path: file,
-      name: entry.path.replace(/[^a-z0-9]+/g, '_'),
       title: dataset,
       description: declaration.description,
       format: writer.extension,
@@ -171,7 +216,7 @@ async function addDataset(ctx: Ctx, dataset: string, entry: PackageFile): Promis
       ...(format === 'json' ? { dialect: { property: 'data', itemType: 'object' } } : {}),
       fields,
     });
-  }
+  } else ctx.resources.push(jsonFile(file, dataset, declaration.description));
   if (format === 'json' || format === 'ndjson' || format === 'xml')
     ctx.described.push({ file, dataset, fields, format });
 }
@@ -195,8 +240,7 @@ async function addSchemas(ctx: Ctx): Promise<void> {
       }
       continue;
     }
-    const name = d.file.replace(/\.n?json$/, '').replaceAll('/', '_');
-    const id = `schemas/${name}.schema.json`;
+    const id = jsonSchemaPath(d.file);
     const input = { dataset: d.dataset, fields: d.fields, id };
     const schema = d.format === 'json' ? exportFileJsonSchema(input) : recordJsonSchema(input);
     await ctx.pkg.add(id, `${JSON.stringify(schema, null, 2)}\n`);
@@ -211,6 +255,7 @@ async function addJson(
   records: number,
 ): Promise<void> {
   await ctx.pkg.add(file, `${JSON.stringify(value, null, 2)}\n`);
+  ctx.resources.push(jsonFile(file, dataset, ctx.datamap.datasets[dataset]?.description));
   note(ctx, dataset, file, records);
 }
 
@@ -299,6 +344,7 @@ async function addConversations(ctx: Ctx): Promise<void> {
       const list = entries.map((e) => e.message);
       const document = `{"conversation":${page[i]!.j},"messages":[${entries.map((e) => e.text).join(',')}]}`;
       await ctx.pkg.add(`conversations/${id}.json`, `${indentJsonText(document)}\n`);
+      ctx.resources.push(jsonFile(`conversations/${id}.json`, `conversation ${id} with its messages`));
       const customer = (conversation.customer_name ?? conversation.customer_email ?? null) as string | null;
       const summary = {
         conversation_id: id,
@@ -354,6 +400,9 @@ async function addConversations(ctx: Ctx): Promise<void> {
   viewer.end();
   await viewerDone;
   await ctx.pkg.add('conversations/index.json', createReadStream(indexFile));
+  ctx.resources.push(
+    jsonFile('conversations/index.json', 'conversations', 'One summary row per conversation.'),
+  );
   note(ctx, 'conversations', 'conversations/index.json', count);
   ctx.counts['conversations/*.json'] = count;
 }
@@ -373,6 +422,13 @@ async function addKnowledgeBase(ctx: Ctx): Promise<void> {
       .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
       .join('\n');
     await ctx.pkg.add(file, `---\n${yaml}\n---\n\n${doc.content}\n`);
+    ctx.resources.push({
+      path: file,
+      title: doc.title,
+      description: 'A knowledge-base document: YAML front matter, then its Markdown text.',
+      format: 'md',
+      mediatype: 'text/markdown',
+    });
     index.push({
       document_id: doc.document_id,
       title: doc.title,
@@ -457,12 +513,12 @@ export async function writeCompanyPackage(
   const now = new Date();
   const root = `company-export-${now.toISOString().slice(0, 10)}`;
   const writer = createPackageWriter(request.kind, target, { root, mtime: now });
-  // Sizes of what was written, for the file list of index.html.
-  const sizes = new Map<string, number>();
+  // What was written: sizes for the file list of index.html, sizes and hashes for datapackage.json.
+  const written = new Map<string, PackageEntryResult>();
   const pkg: PackageWriter = {
     add: async (file, source) => {
       const entry: PackageEntryResult = await writer.add(file, source);
-      sizes.set(entry.path, entry.bytes);
+      written.set(entry.path, entry);
       return entry;
     },
     finish: () => writer.finish(),
@@ -482,7 +538,7 @@ export async function writeCompanyPackage(
     anonymizeKey: randomBytes(16).toString('hex'),
     pkg,
     counts: {},
-    tabular: [],
+    resources: [],
     described: [],
     datasetFiles: {},
     tmp,
@@ -510,13 +566,13 @@ export async function writeCompanyPackage(
     }
     await addSchemas(ctx);
     await pkg.add('data_dictionary.md', dataDictionaryMarkdown(datamap, { datasets }));
-    if (ctx.tabular.length) {
+    if (ctx.resources.length) {
       const descriptor = buildDataPackage({
         name: root,
         title: `${tenant.name} data export`,
         description: `Data of ${tenant.name} exported by Ferry (anonymization level: ${request.pii}).`,
         created: now,
-        resources: ctx.tabular,
+        resources: describeFiles(ctx.resources, written),
       });
       await pkg.add('datapackage.json', `${JSON.stringify(descriptor, null, 2)}\n`);
     }
@@ -557,7 +613,7 @@ export async function writeCompanyPackage(
           rows: (ctx.datasetFiles[d] ?? []).reduce((n, f) => n + (ctx.counts[f] ?? 0), 0),
           files: ctx.datasetFiles[d] ?? [],
         })),
-        files: [...sizes].map(([file, bytes]) => ({ path: file, bytes })),
+        files: [...written.values()].map((entry) => ({ path: entry.path, bytes: entry.bytes })),
         ...(browsable ? { conversations: { count: ctx.counts['conversations/*.json'] ?? 0 } } : {}),
         generator: `Ferry ${FERRY_VERSION}`,
       }),
