@@ -11,6 +11,7 @@ import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.t
 import { createTestDatabase, type TestDatabase, testsDialect } from './support/databases.ts';
 
 const run = promisify(execFile);
+const execute = run;
 const REPO = new URL('..', import.meta.url).pathname;
 
 /** `ferry keys ...` as a user runs it, against the test schema. */
@@ -72,6 +73,15 @@ describe.skipIf(!testsDialect('postgres'))('ferry keys', () => {
     const ok = await app.inject({ url: '/api/v1/api-keys', headers: bearer(key.key) });
     expect(ok.statusCode).toBe(200);
 
+    // --json prints what GET /api/v1/api-keys answers: the same snake_case keys.
+    const json = JSON.parse((await ferry('list', '--tenant', tenant.slug, '--json')).stdout) as object[];
+    const api = (await app.inject({ url: '/api/v1/api-keys', headers: bearer(key.key) })).json() as {
+      data: object[];
+    };
+    expect(json).toEqual(api.data.map((k) => ({ ...k, last_used_at: expect.anything() })));
+    expect(json[0]).toMatchObject({ id: key.id, created_by: 'cli', team_member_id: null, status: 'active' });
+    expect(JSON.stringify(json)).not.toMatch(/createdBy|teamMemberId/);
+
     const listed = await ferry('list', '--tenant', tenant.id);
     expect(listed.code).toBe(0);
     expect(listed.stdout).toContain(key.prefix);
@@ -118,7 +128,10 @@ describe.skipIf(!testsDialect('postgres'))('ferry keys', () => {
     expect(agent.code).toBe(1);
     // (npx may print its own warnings first)
     expect(agent.stderr).toMatch(
-      /^ferry: team_member_id: an agent key must be bound to a team member of the tenant$/m,
+      new RegExp(
+        `^ferry: --team-member <id>: an agent key must be bound to a team member of the tenant \\(list them with \`ferry team-members --tenant ${tenant.slug}\`\\)$`,
+        'm',
+      ),
     );
     const role = await ferry('create', '--tenant', tenant.slug, '--role', 'owner');
     expect(role.code).not.toBe(0);
@@ -126,5 +139,21 @@ describe.skipIf(!testsDialect('postgres'))('ferry keys', () => {
     const unknown = await ferry('revoke', '--tenant', tenant.slug, '00000000-0000-4000-8000-000000000000');
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/does not exist in this tenant/);
+  });
+
+  it('lists the team members an agent key can be bound to', { timeout: 120_000 }, async () => {
+    const run = async (...args: string[]) => {
+      const { stdout } = await execute('npx', ['ferry', 'team-members', ...args], {
+        cwd: REPO,
+        env: { ...process.env, ...env },
+      });
+      return stdout;
+    };
+    const json = JSON.parse(await run('--tenant', tenant.slug, '--json')) as Record<string, string>[];
+    expect(json.map((m) => m.id).sort()).toEqual(Object.values(tenant.members).sort());
+    for (const member of json) expect(Object.keys(member).sort()).toEqual(['email', 'id', 'name', 'role']);
+    const table = await run('--tenant', tenant.slug);
+    expect(table).toMatch(/^ID +NAME +EMAIL +ROLE$/m);
+    expect(table).toContain(tenant.members.agent);
   });
 });

@@ -232,6 +232,47 @@ interface InfoRow {
   last_used_at: Date | null;
 }
 
+/** An API key as the API and `ferry keys list --json` show it: snake_case, timestamps as ISO text. */
+export interface ApiKeyView {
+  id: string;
+  prefix: string;
+  name: string | null;
+  role: Role;
+  team_member_id: string | null;
+  scopes: string[];
+  status: 'active' | 'expired' | 'revoked';
+  created_by: string | null;
+  created_at: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+}
+
+/** Whether a key works at `now`. */
+export function apiKeyStatus(key: ApiKeyInfo, now: Date): ApiKeyView['status'] {
+  if (key.revokedAt) return 'revoked';
+  if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) return 'expired';
+  return 'active';
+}
+
+/** The one presentation of a key, shared by the API and the CLI. Never the key itself. */
+export function presentApiKey(key: ApiKeyInfo, now: Date): ApiKeyView {
+  return {
+    id: key.id,
+    prefix: key.prefix,
+    name: key.name,
+    role: key.role,
+    team_member_id: key.teamMemberId,
+    scopes: [...key.scopes],
+    status: apiKeyStatus(key, now),
+    created_by: key.createdBy,
+    created_at: key.createdAt.toISOString(),
+    expires_at: key.expiresAt?.toISOString() ?? null,
+    revoked_at: key.revokedAt?.toISOString() ?? null,
+    last_used_at: key.lastUsedAt?.toISOString() ?? null,
+  };
+}
+
 function toInfo(row: InfoRow): ApiKeyInfo {
   return {
     id: row.id,

@@ -2,15 +2,17 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { AUDIT_ACTIONS, recordAudit } from '../auth/audit.ts';
 import { ROLES, type Role } from '../auth/context.ts';
 import {
-  type ApiKeyInfo,
+  apiKeyStatus,
   bindApiKeyPepper,
   createApiKey,
   getApiKey,
   listApiKeys,
+  presentApiKey,
   revokeApiKey,
 } from '../auth/keys.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { loadTenant } from '../collect/tenant.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { withDatabase } from './context.ts';
@@ -67,6 +69,12 @@ export function registerKeys(program: Command): void {
     .action(async (options: CreateOptions) => {
       await withKeys(async (database) => {
         const tenant = await loadTenant(database, options.tenant);
+        // The service names its API parameter (team_member_id); on the command line it is a flag.
+        if (options.role === 'agent' && !options.teamMember)
+          throw new FerryError(
+            'invalid_parameter',
+            `--team-member <id>: an agent key must be bound to a team member of the tenant (list them with \`ferry team-members --tenant ${tenant.slug}\`)`,
+          );
         const now = new Date();
         const created = await createApiKey(
           database,
@@ -129,15 +137,22 @@ export function registerKeys(program: Command): void {
       await withKeys(async (database) => {
         const tenant = await loadTenant(database, options.tenant);
         const rows = await listApiKeys(database, tenant.id);
+        const now = new Date();
         if (options.json) {
-          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+          // The API's presentation (GET /api/v1/api-keys), so scripts read one shape.
+          process.stdout.write(
+            `${JSON.stringify(
+              rows.map((k) => presentApiKey(k, now)),
+              null,
+              2,
+            )}\n`,
+          );
           return;
         }
         if (rows.length === 0) {
           process.stdout.write(`tenant ${tenant.slug} has no API keys: run \`ferry keys create\`\n`);
           return;
         }
-        const now = new Date();
         printTable(
           ['ID', 'PREFIX', 'ROLE', 'NAME', 'STATUS', 'CREATED', 'EXPIRES', 'LAST USED'],
           rows.map((k) => [
@@ -145,7 +160,7 @@ export function registerKeys(program: Command): void {
             k.prefix,
             k.role,
             k.name ?? '',
-            status(k, now),
+            apiKeyStatus(k, now),
             k.createdAt.toISOString(),
             k.expiresAt?.toISOString() ?? '',
             k.lastUsedAt?.toISOString() ?? '',
@@ -183,10 +198,4 @@ export function registerKeys(program: Command): void {
         }
       });
     });
-}
-
-function status(key: ApiKeyInfo, now: Date): string {
-  if (key.revokedAt) return 'revoked';
-  if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) return 'expired';
-  return 'active';
 }

@@ -8,6 +8,7 @@ import { registerMigrate } from './migrate.ts';
 import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
+import { registerTeamMembers } from './team-members.ts';
 import { registerTenants } from './tenants.ts';
 import { registerWorker } from './worker.ts';
 
@@ -21,6 +22,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerWorker,
   registerMigrate,
   registerTenants,
+  registerTeamMembers,
   registerDatamap,
   registerExport,
   registerSeed,

@@ -204,6 +204,17 @@ function rawFilters(input: {
 export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_DATAMAP): ExportRequest {
   const dataset = declaredDataset(input.dataset, map, 'dataset');
   const defaultFormat = dataset.formats[0] as ExportFormat;
+  // A format Ferry knows but this dataset does not have is a different problem from a typo.
+  if (
+    input.format !== undefined &&
+    input.format !== '' &&
+    [...EXPORT_FORMATS, 'markdown'].includes(input.format as ExportFormat) &&
+    !(dataset.formats as readonly string[]).includes(input.format)
+  )
+    throw new FerryError(
+      'unsupported_format',
+      `format: ${dataset.name} exports as ${dataset.formats.join(', ')}, not ${input.format}`,
+    );
   const format = oneOf(
     'format',
     input.format,

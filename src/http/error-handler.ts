@@ -70,6 +70,7 @@ function toProblem(error: unknown, request: FastifyRequest): Problem {
     return problem({ ...base, code: 'invalid_parameter', detail, errors });
   }
   const status = fastifyError.statusCode;
+  if (status === 415) return problem({ ...base, code: 'unsupported_media_type', detail: mediaTypeDetail(request) });
   if (typeof status === 'number' && status >= 400 && status < 500) {
     // Client errors raised by Fastify and its plugins carry messages meant for the client.
     const code: ErrorCode = CLIENT_ERROR_CODES[status] ?? codeForStatus(status) ?? 'malformed_request';
@@ -77,6 +78,15 @@ function toProblem(error: unknown, request: FastifyRequest): Problem {
   }
   if (status === 503) return problem({ ...base, code: 'service_unavailable', detail: UNAVAILABLE_DETAIL });
   return problem({ ...base, code: 'internal', detail: GENERIC_DETAIL });
+}
+
+/** Fastify says only "Unsupported Media Type"; every body the API reads is JSON, so say how to send it. */
+function mediaTypeDetail(request: FastifyRequest): string {
+  const sent = request.headers['content-type'];
+  const how = sent
+    ? `was sent as ${JSON.stringify(sent.slice(0, 100))}`
+    : 'was sent without a Content-Type header';
+  return `the request body ${how}; send it as JSON with the header Content-Type: application/json`;
 }
 
 const GENERIC_DETAIL = 'an unexpected error occurred; the server logged it with this request_id';

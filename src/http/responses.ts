@@ -1,4 +1,4 @@
-import type { TSchema } from 'typebox';
+import { type TObject, type TSchema, Type } from 'typebox';
 
 interface HeaderSchema {
   readonly type: 'string' | 'integer';
@@ -92,4 +92,31 @@ export function jsonResponse<T extends TSchema>(
     headers: responseHeaders(...(options.headers ?? [])),
     content: { 'application/json': { schema } },
   };
+}
+
+/**
+ * The body of a list response: the rows under `data`, the list key of every list route.
+ * `items`, the old key of some lists, carries the same rows for one more release and is
+ * marked `deprecated` in the OpenAPI document.
+ */
+export function listResponse<T extends TSchema, E extends Record<string, TSchema> = Record<never, TSchema>>(
+  row: T,
+  extra?: E,
+): TObject {
+  return Type.Object(
+    {
+      data: Type.Array(row),
+      items: Type.Array(row, {
+        deprecated: true,
+        description: 'Deprecated alias of `data` (the same rows), removed in the next minor release',
+      }),
+      ...(extra ?? {}),
+    },
+    { additionalProperties: false },
+  );
+}
+
+/** A list response body (see `listResponse`): `{ data, items, ...rest }`. */
+export function listBody<T, E extends object>(rows: T[], rest?: E): { data: T[]; items: T[] } & E {
+  return { data: rows, items: rows, ...(rest ?? ({} as E)) };
 }

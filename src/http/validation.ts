@@ -7,8 +7,10 @@ const BASE_OPTIONS: Options = {
   // Reject unknown body fields instead of silently dropping them (Fastify's default strips them).
   removeAdditional: false,
   useDefaults: true,
-  // One error per request: collecting all of them lets a crafted body cost unbounded work.
-  allErrors: false,
+  // Every invalid parameter is reported at once, so a client fixes them in one round. The
+  // work stays bounded by the body limit and the schemas' own limits, and the answer lists
+  // at most MAX_PARAMETER_ERRORS of them.
+  allErrors: true,
   addUsedSchema: false,
 };
 
@@ -51,7 +53,8 @@ const LOCATION = { querystring: 'query', params: 'path', headers: 'header', body
 type Location = (typeof LOCATION)[keyof typeof LOCATION];
 
 /**
- * Turns Ajv errors into `{parameter, in, message, accepted}` entries. Errors of the
+ * Turns Ajv errors into `{parameter, in, message, accepted}` entries, one per invalid
+ * parameter (the first problem Ajv found with it). Errors of the
  * branches of an `anyOf` of constants (a TypeBox union of literals) become one entry
  * listing every accepted constant.
  */
@@ -81,8 +84,11 @@ export function parameterErrors(
       entry.message = `must be one of: ${entry.accepted.map(String).join(', ')}`;
     }
   }
-  return [...byParameter.values()];
+  return [...byParameter.values()].slice(0, MAX_PARAMETER_ERRORS);
 }
+
+/** Most parameters one problem lists; a body with thousands of unknown fields gets the first ones. */
+export const MAX_PARAMETER_ERRORS = 20;
 
 type Accepted = (string | number | boolean | null)[];
 

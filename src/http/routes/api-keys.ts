@@ -1,9 +1,17 @@
 import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../../auth/audit.ts';
 import { ROLES } from '../../auth/context.ts';
-import { type ApiKeyInfo, createApiKey, getApiKey, listApiKeys, revokeApiKey } from '../../auth/keys.ts';
+import {
+  type ApiKeyInfo,
+  createApiKey,
+  getApiKey,
+  listApiKeys,
+  presentApiKey,
+  revokeApiKey,
+} from '../../auth/keys.ts';
 import { ACTIONS, authorize } from '../../auth/policy.ts';
 import { problemResponses } from '../problem.ts';
+import { listBody, listResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 
 const Uuid = Type.String({ format: 'uuid' });
@@ -61,25 +69,8 @@ const CreateBody = Type.Object(
 const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
 
 function present(key: ApiKeyInfo, now: Date): Static<typeof ApiKey> {
-  const status = key.revokedAt
-    ? 'revoked'
-    : key.expiresAt && key.expiresAt.getTime() <= now.getTime()
-      ? 'expired'
-      : 'active';
-  return {
-    id: key.id,
-    prefix: key.prefix,
-    name: key.name,
-    role: key.role,
-    team_member_id: key.teamMemberId,
-    scopes: key.scopes as Static<typeof ApiKey>['scopes'],
-    status,
-    created_by: key.createdBy,
-    created_at: key.createdAt.toISOString(),
-    expires_at: key.expiresAt?.toISOString() ?? null,
-    revoked_at: key.revokedAt?.toISOString() ?? null,
-    last_used_at: key.lastUsedAt?.toISOString() ?? null,
-  };
+  const view = presentApiKey(key, now);
+  return { ...view, scopes: view.scopes as Static<typeof ApiKey>['scopes'] };
 }
 
 const DAY_MS = 86_400_000;
@@ -146,7 +137,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
         description: 'Prefix and metadata only; a key itself can never be shown again.',
         security,
         response: {
-          200: Type.Object({ items: Type.Array(ApiKey) }, { additionalProperties: false }),
+          200: listResponse(ApiKey),
           ...problemResponses(401, 403, 429),
         },
       },
@@ -155,7 +146,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
       const auth = request.auth!;
       authorize(auth, 'keys:manage');
       const at = now();
-      return { items: (await listApiKeys(database, auth.tenantId)).map((k) => present(k, at)) };
+      return listBody((await listApiKeys(database, auth.tenantId)).map((k) => present(k, at)));
     },
   );
 

@@ -2,6 +2,7 @@ import { Type } from 'typebox';
 import { listAudit } from '../../auth/audit.ts';
 import { authorize } from '../../auth/policy.ts';
 import { problemResponses } from '../problem.ts';
+import { listBody, listResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 
 const NullableString = Type.Union([Type.String(), Type.Null()]);
@@ -57,10 +58,7 @@ export const auditRoutes: RoutePlugin = async (app, { database }) => {
         security: [{ bearer: [] }],
         querystring: Query,
         response: {
-          200: Type.Object(
-            { items: Type.Array(AuditEvent), next_cursor: NullableString },
-            { additionalProperties: false },
-          ),
+          200: listResponse(AuditEvent, { next_cursor: NullableString }),
           ...problemResponses(400, 401, 403, 429),
         },
       },
@@ -68,7 +66,8 @@ export const auditRoutes: RoutePlugin = async (app, { database }) => {
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'audit:read');
-      return listAudit(database, auth, request.query);
+      const { items, ...page } = await listAudit(database, auth, request.query);
+      return listBody(items, page);
     },
   );
 };

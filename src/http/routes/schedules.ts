@@ -20,7 +20,7 @@ import { REQUEST_PACKAGE_KINDS } from '../../domain/package-kind.ts';
 import { PII_LEVELS } from '../../domain/pii-level.ts';
 import { RUN_STATUSES } from '../../domain/schedule-state.ts';
 import { problemResponses } from '../problem.ts';
-import { jsonResponse } from '../responses.ts';
+import { jsonResponse, listBody, listResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 
 const closed = { additionalProperties: false } as const;
@@ -398,12 +398,15 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
           closed,
         ),
         response: {
-          200: Type.Object({ items: Type.Array(ScheduleView), next_cursor: NullableString }, closed),
+          200: listResponse(ScheduleView, { next_cursor: NullableString }),
           ...problemResponses(400, 401, 403, 429),
         },
       },
     },
-    async (request) => listSchedules(service, request.auth!, request.query),
+    async (request) => {
+      const { items, ...page } = await listSchedules(service, request.auth!, request.query);
+      return listBody(items, page);
+    },
   );
 
   app.get(
@@ -530,14 +533,14 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
           closed,
         ),
         response: {
-          200: Type.Object(
-            { items: Type.Array(RunView), next_before: Type.Union([Type.Integer(), Type.Null()]) },
-            closed,
-          ),
+          200: listResponse(RunView, { next_before: Type.Union([Type.Integer(), Type.Null()]) }),
           ...problemResponses(400, 401, 403, 404, 429),
         },
       },
     },
-    async (request) => listRuns(service, request.auth!, request.params.id, request.query),
+    async (request) => {
+      const { items, ...page } = await listRuns(service, request.auth!, request.params.id, request.query);
+      return listBody(items, page);
+    },
   );
 };

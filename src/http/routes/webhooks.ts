@@ -14,6 +14,7 @@ import {
 } from '../../webhooks/endpoints.ts';
 import { ALL_EVENTS, WEBHOOK_EVENTS } from '../../webhooks/events.ts';
 import { problemResponses } from '../problem.ts';
+import { listBody, listResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 
 const Timestamp = Type.String({ format: 'date-time' });
@@ -152,7 +153,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
         summary: "List the tenant's webhook endpoints (admin)",
         security,
         response: {
-          200: Type.Object({ items: Type.Array(Endpoint) }, { additionalProperties: false }),
+          200: listResponse(Endpoint),
           ...problemResponses(401, 403, 429),
         },
       },
@@ -160,7 +161,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
-      return { items: await listEndpoints(database, auth.tenantId, secretKey()) };
+      return listBody(await listEndpoints(database, auth.tenantId, secretKey()));
     },
   );
 
@@ -297,7 +298,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ items: Type.Array(Delivery) }, { additionalProperties: false }),
+          200: listResponse(Delivery),
           ...problemResponses(400, 401, 403, 404, 429),
         },
       },
@@ -305,12 +306,12 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
-      return {
-        items: await listDeliveries(database, auth.tenantId, request.params.id, {
+      return listBody(
+        await listDeliveries(database, auth.tenantId, request.params.id, {
           limit: request.query.limit,
           status: request.query.status,
         }),
-      };
+      );
     },
   );
 };
