@@ -43,6 +43,10 @@ describe('parseTarget', () => {
     [{ type: 'ftp' }, 'target.type: must be one of the accepted values (accepted: s3, sftp, email, webhook)'],
     [{}, 'target.type: is required'],
     [{ type: 's3', access_key_id: 'a', secret_access_key: 'b' }, 'target.bucket: is required'],
+    [
+      { type: 's3', bucket: 'my bucket!', access_key_id: 'a', secret_access_key: 'b' },
+      'target.bucket: must be a bucket name: 2 to 255 characters out of letters, digits, ".", "_" and "-", starting with a letter or digit (Amazon S3 itself: 3 to 63 lower-case letters, digits, "." and "-", starting and ending with a letter or digit)',
+    ],
     [{ type: 's3', bucket: 'b1' }, 'target.access_key_id: is required'],
     [
       { type: 's3', bucket: 'b1', access_key_id: 'a', secret_access_key: 'b', prefix: 'x/{month}/' },

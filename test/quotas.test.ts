@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuthContext, Plan } from '../src/auth/context.ts';
@@ -16,6 +17,8 @@ import {
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
+import { exportConfigFromBody } from '../src/export-requests/config.ts';
+import { startLocalExport } from '../src/export-requests/local-export.ts';
 import { authTestConfig, bearer, createTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
@@ -316,6 +319,32 @@ for (const dialect of DIALECTS) {
           now: clock,
         }),
       ).resolves.toBeUndefined();
+    });
+
+    it("counts a customer-scoped export as the customer's own free request, the first two in 12 months", async () => {
+      const tenant = await createTenant(t.database, 'starter');
+      const auth = ctx(tenant.id, 'starter');
+      const now = new Date();
+      for (let i = 0; i < 10; i++) await countExport(t.database, auth, { now });
+      registerUsageSource('concurrent_jobs', async () => 0);
+      const config = exportConfigFromBody(tenant.id, {
+        datasets: ['conversations'],
+        scope: { kind: 'customer', customer_id: randomUUID() },
+      });
+      // The month is used up, yet the customer's first two requests go through, uncounted.
+      for (let i = 0; i < 2; i++) {
+        const local = await startLocalExport(t.database, { id: tenant.id, plan: 'starter' }, config);
+        await local.fail(new Error('stopped by the test'));
+      }
+      expect(await monthlyExports(t.database, tenant.id, new Date())).toBe(10);
+      const third = await refusal(startLocalExport(t.database, { id: tenant.id, plan: 'starter' }, config));
+      expect(third.details?.quota).toBe('exports_per_month');
+      // A tenant-wide export is not a subject's request.
+      const whole = exportConfigFromBody(tenant.id, { datasets: ['conversations'] });
+      expect(
+        (await refusal(startLocalExport(t.database, { id: tenant.id, plan: 'starter' }, whole))).details
+          ?.quota,
+      ).toBe('exports_per_month');
     });
 
     it('a subject request beyond the free two counts like any export while the month has room', async () => {

@@ -136,6 +136,12 @@ describe.skipIf(!testsDialect('postgres'))('ferry schedules', () => {
     const queued = await ferry('run', '--tenant', tenant.slug, backup.id);
     expect(queued.code, queued.stderr).toBe(0);
     expect(queued.stdout).toMatch(/^queued run 1 \([0-9a-f-]{36}\) queued/);
+    // The follow-up command it prints works as printed.
+    const followUp = /follow it with `ferry schedules ([^`]+)`/.exec(queued.stdout)?.[1];
+    expect(followUp).toBe(`history --tenant ${tenant.slug} ${backup.id}`);
+    const followed = await ferry(...followUp!.split(' '));
+    expect(followed.code, followed.stderr).toBe(0);
+    expect(followed.stdout).toMatch(/^RUN\s+STATUS/);
     const runs = await scheduleDb(t.database)
       .selectFrom('schedule_runs')
       .selectAll()

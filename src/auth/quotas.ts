@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
+import type { ExportScope } from '../domain/export-scope.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { auditInsert } from './audit.ts';
 import type { AuthContext } from './context.ts';
@@ -237,6 +238,40 @@ export async function countExport(
     }
   }
   await monthlyCount(database, auth.tenantId, now).execute();
+}
+
+/**
+ * The data subject whose own access request an export is: an export scoped to one
+ * customer. It is free up to FREE_SUBJECT_REQUESTS times per customer in any 12 months.
+ */
+export function subjectRequestOf(scope: ExportScope | undefined): { subjectId: string } | undefined {
+  return scope?.kind === 'customer' ? { subjectId: scope.customer_id } : undefined;
+}
+
+/**
+ * Counts an accepted manual export inside the caller's transaction, as `countExport` does:
+ * against the subject's yearly free requests while they last, else against the month.
+ * `alongside` (the audit entry) runs in the same statement.
+ */
+export async function countAcceptedExport(
+  database: Database,
+  tenantId: string,
+  now: Date,
+  alongside: ReturnType<typeof auditInsert>,
+  subjectRequest: { subjectId: string } | undefined,
+): Promise<void> {
+  if (subjectRequest) {
+    const used = await subjectRequestsInYear(database, tenantId, subjectRequest.subjectId, now);
+    if (used.length < FREE_SUBJECT_REQUESTS) {
+      await authDb(database)
+        .with('alongside', () => alongside)
+        .insertInto('subject_requests')
+        .values({ id: randomUUID(), tenant_id: tenantId, subject_id: subjectRequest.subjectId, occurred_at: now })
+        .execute();
+      return;
+    }
+  }
+  await monthlyCount(database, tenantId, now, alongside).execute();
 }
 
 /** Rows per tenant, metric and month in `usage_counters`; writers pick one at random. */

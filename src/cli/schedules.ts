@@ -264,7 +264,8 @@ export function registerSchedules(program: Command): void {
           print(
             options,
             run,
-            () => `queued ${runText(run)}; follow it with \`ferry schedules history ${id}\``,
+            () =>
+              `queued ${runText(run)}; follow it with \`ferry schedules history --tenant ${options.tenant} ${id}\``,
           );
         },
         { sendsJobs: true },

@@ -178,7 +178,10 @@ function parseS3(f: Fields, common: { name?: string }): DeliveryTargetInput {
     bucket: f.required('bucket', {
       max: 255,
       pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/,
-      hint: 'must be a bucket name (letters, digits, ".", "_", "-")',
+      hint:
+        'must be a bucket name: 2 to 255 characters out of letters, digits, ".", "_" and "-", ' +
+        'starting with a letter or digit (Amazon S3 itself: 3 to 63 lower-case letters, digits, "." and "-", ' +
+        'starting and ending with a letter or digit)',
     }),
     prefix: checkPathTemplate(f.string('prefix', { max: 512 }) ?? '', f.path('prefix')),
     region:

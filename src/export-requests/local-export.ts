@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { AuthContext, Plan } from '../auth/context.ts';
-import { checkExportQuota, limitsFor } from '../auth/quotas.ts';
+import { checkExportQuota, limitsFor, subjectRequestOf } from '../auth/quotas.ts';
 import type { Database } from '../db/database.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import type { FileSink, ProducedFile, RunProgress } from '../pipeline/run.ts';
@@ -80,6 +80,7 @@ export async function startLocalExport(
   await checkExportQuota(database, auth, {
     manual: true,
     from: config.from ?? undefined,
+    subjectRequest: subjectRequestOf(config.scope),
     now: acceptedAt,
     limits,
   });

@@ -6,10 +6,11 @@ import type { PlanLimits } from '../auth/limits.ts';
 import { authorize } from '../auth/policy.ts';
 import {
   checkExportQuota,
+  countAcceptedExport,
   historyStart,
   limitsFor,
-  monthlyCount,
   registerUsageSource,
+  subjectRequestOf,
 } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
@@ -253,6 +254,7 @@ async function accept(
   await checkExportQuota(deps.database, auth, {
     manual: true,
     from: requested.from ?? undefined,
+    subjectRequest: subjectRequestOf(requested.scope),
     now,
     limits,
   });
@@ -371,7 +373,7 @@ export async function recordAccepted(
       targetId: id,
       occurredAt: now,
     });
-    await monthlyCount(tx, auth.tenantId, now, audit).execute();
+    await countAcceptedExport(tx, auth.tenantId, now, audit, subjectRequestOf(config.scope));
     return true;
   });
 }
