@@ -116,6 +116,28 @@ describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABA
     const listing = await exec('unzip', ['-l', pkg]);
     expect(listing.stdout).toMatch(/company-export-\d{4}-\d{2}-\d{2}\/checksums\.sha256/);
     expect(listing.stdout).toMatch(/\/messages\.csv\n/);
+    // An existing package is never overwritten unless asked.
+    const before = await readFile(pkg);
+    const again = await ferry('export', '--tenant', slug, '--package', 'zip', '--datasets', 'messages', '--out', pkg);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toBe(
+      `ferry: ${pkg} already exists: Ferry never overwrites a package; choose another --out, remove it, or pass --overwrite\n`,
+    );
+    expect((await readFile(pkg)).equals(before)).toBe(true);
+    const replaced = await ferry(
+      'export',
+      '--tenant',
+      slug,
+      '--package',
+      'zip',
+      '--datasets',
+      'messages',
+      '--out',
+      pkg,
+      '--overwrite',
+    );
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect((await exec('unzip', ['-Z1', pkg])).stdout).not.toMatch(/conversations\//);
 
     // --format applies to the package's tabular files.
     const jsonPkg = path.join(work, 'company-json.zip');
@@ -139,9 +161,11 @@ describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABA
     ).toHaveLength(2);
     expect(jsonListing.filter((f) => f.endsWith('.csv'))).toEqual([]);
     const descriptor = JSON.parse((await exec('unzip', ['-p', jsonPkg, '*/datapackage.json'])).stdout) as {
-      resources: { path: string; format: string }[];
+      resources: { path: string; format: string; type?: string }[];
     };
-    expect(descriptor.resources.map((r) => [r.path, r.format])).toEqual([['messages.json', 'json']]);
+    expect(descriptor.resources.filter((r) => r.type === 'table').map((r) => [r.path, r.format])).toEqual([
+      ['messages.json', 'json'],
+    ]);
   });
 
   it('partitions by date into DIR/ without deleting what was there, replacing only with --overwrite', async () => {

@@ -1,4 +1,4 @@
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { loadTenant } from '../collect/tenant.ts';
 import { packageDatasets, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
@@ -8,7 +8,7 @@ import { exportCompanyPackage, writeCompanyPackage } from '../pipeline/company-p
 import type { RunProgress } from '../pipeline/run.ts';
 import { cliExportConfig, recordedExport, runToOutput } from './recorded-export.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
-import { invalid } from '../domain/ferry-error.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { ArchiveKind } from '../domain/package-kind.ts';
 import { DEFAULT_PII_LEVEL, parsePiiLevel } from '../domain/pii-level.ts';
 import { withDatabase } from './context.ts';
@@ -24,6 +24,22 @@ interface PackageFlags {
   to?: string;
   csvGuard?: boolean;
   out?: string;
+  /** Replace a package that is already at `out`. */
+  overwrite?: boolean;
+}
+
+/** Refuses an `--out` that exists (`package_exists`) unless `--overwrite` was given. */
+async function checkTarget(out: string, overwrite: boolean): Promise<void> {
+  if (overwrite) return;
+  const existing = await lstat(out).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (existing)
+    throw new FerryError(
+      'package_exists',
+      `${out} already exists: Ferry never overwrites a package; choose another --out, remove it, or pass --overwrite`,
+    );
 }
 
 /** `ferry export --tenant T --package zip|tar.gz|directory [--datasets a,b] [--format json] --out PATH`. */
@@ -37,6 +53,8 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
       `a package writes its tabular files as ${EXPORT_FORMATS.join(', ')}`,
       EXPORT_FORMATS,
     );
+  // Before the export is recorded and counted: a refused target costs nothing.
+  if (!toStdout) await checkTarget(flags.out!, flags.overwrite ?? false);
   const request = {
     tenantId: flags.tenant,
     kind,
@@ -95,7 +113,9 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
               { name: path.basename(flags.out!), contentType: 'inode/directory' },
               { bytes: outcome.bytes, records: outcome.records, sha256: outcome.sha256 },
             );
-            await rm(flags.out!, { recursive: true, force: true });
+            // Checked before the run; something that appeared since is not ours to remove.
+            if (flags.overwrite) await rm(flags.out!, { recursive: true, force: true });
+            else await checkTarget(flags.out!, false);
             await rename(temp, flags.out!);
             progress.stop();
             process.stderr.write(`wrote ${outcome.root} (${outcome.records} records) into ${flags.out}\n`);

@@ -114,7 +114,8 @@ export function registerExport(program: Command): void {
     )
     .option(
       '--overwrite',
-      "with --partition-by-date: write into a non-empty --out DIR, replacing only the dataset's partitions",
+      "with --partition-by-date: write into a non-empty --out DIR, replacing only the dataset's partitions; " +
+        'with --package: replace the package already at --out',
     )
     .option('--out <path>', 'output file (gains .gz/.zst when compressed), or - for stdout')
     .addOption(
@@ -150,7 +151,7 @@ export function registerExport(program: Command): void {
         await runPartitionedParquet(request, flags.out, { overwrite: flags.overwrite ?? false });
         return;
       }
-      if (flags.overwrite) throw invalid('--overwrite', 'works with --partition-by-date only');
+      if (flags.overwrite) throw invalid('--overwrite', 'works with --partition-by-date or --package only');
       const toStdout = !flags.out || flags.out === '-';
       const target = toStdout ? '-' : withCompressionSuffix(flags.out!, request.compression);
       await withDatabase(async (database) => {
