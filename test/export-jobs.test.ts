@@ -145,10 +145,16 @@ for (const dialect of DIALECTS) {
         expect(listing.filter((f) => f.endsWith('.csv'))).toEqual([]);
         const descriptor = JSON.parse(
           (await run('unzip', ['-p', path.join(dir, 'package.zip'), `${root}/datapackage.json`])).stdout,
-        ) as { resources: { path: string; format: string; mediatype: string }[] };
-        expect(descriptor.resources).toEqual([
+        ) as { resources: { path: string; format: string; mediatype: string; type?: string }[] };
+        // The tables; the other data files (conversations/*.json) are described too, each with bytes and hash.
+        expect(descriptor.resources.filter((r) => r.type === 'table')).toEqual([
           expect.objectContaining({ path: 'messages.json', format: 'json', mediatype: 'application/json' }),
         ]);
+        for (const resource of descriptor.resources)
+          expect(resource).toMatchObject({
+            bytes: expect.any(Number),
+            hash: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+          });
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
