@@ -26,6 +26,9 @@ import { exportMetadata, loadTenant, type TenantInfo, type Zones, zonesFor } fro
 
 export const PAGE_SIZE = { min: 1, max: 10_000, default: 1000 } as const;
 
+/** The highest page number of offset paging: its offset (page × size) stays well inside bigint. */
+export const MAX_PAGE = 1_000_000_000;
+
 export interface PageOptions {
   /** Rows per page, 1-10,000 (default 1,000). */
   pageSize?: number | undefined;
@@ -317,8 +320,11 @@ export async function planPage(
   const size = checkPageSize(options.pageSize);
   if (options.page !== undefined && options.cursor !== undefined)
     throw invalid('page', 'cannot be combined with cursor; use one way of paging');
-  if (options.page !== undefined && (!Number.isInteger(options.page) || options.page < 1))
-    throw invalid('page', `must be a whole number from 1, got ${options.page}`);
+  if (
+    options.page !== undefined &&
+    (!Number.isInteger(options.page) || options.page < 1 || options.page > MAX_PAGE)
+  )
+    throw invalid('page', `must be a whole number from 1 to ${MAX_PAGE}, got ${options.page}`);
   const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request, options.datamap);
   const owner = cursorOwner(tenant.id, dataset.name);
   const exportId = options.exportId ?? randomUUID();

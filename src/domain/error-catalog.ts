@@ -82,10 +82,24 @@ export const ERRORS = {
       'The resource existed but is no longer available: an expired download link, or an export ' +
       'file removed by its retention period.',
   },
+  request_timeout: {
+    status: 408,
+    title: 'Request timeout',
+    description:
+      'The client did not send the complete request (headers and body) in time, so the server closed ' +
+      'the connection. Send the request again on a faster or less loaded connection.',
+  },
   payload_too_large: {
     status: 413,
     title: 'Payload too large',
     description: 'The request body exceeds the size limit of this endpoint.',
+  },
+  uri_too_long: {
+    status: 414,
+    title: 'URI too long',
+    description:
+      'A path parameter (an id, a file name) is longer than any valid value can be. Check the URL; ' +
+      'ids are 36-character UUIDs.',
   },
   unsupported_media_type: {
     status: 415,
@@ -110,6 +124,13 @@ export const ERRORS = {
     title: 'Range not satisfiable',
     description:
       'The byte range asked for with a `Range` header lies outside the file. Ask for a range within its size.',
+  },
+  headers_too_large: {
+    status: 431,
+    title: 'Request headers too large',
+    description:
+      'The request headers together exceed the size the server accepts (16 KiB). Send fewer or ' +
+      'shorter headers, for example without large cookies.',
   },
   rate_limited: {
     status: 429,

@@ -5,9 +5,16 @@ import Fastify, { type FastifyBaseLogger, LogController } from 'fastify';
 import packageJson from '../../package.json' with { type: 'json' };
 import { installAuth } from '../auth/plugin.ts';
 import { createLogger } from '../lib/logger.ts';
-import { installErrorHandling } from './error-handler.ts';
+import {
+  clientErrorHandler,
+  frameworkError,
+  installErrorHandling,
+  instanceOf,
+  sendProblem,
+} from './error-handler.ts';
 import { registerOpenApi } from './openapi.ts';
-import { ProblemSchema } from './problem.ts';
+import { ProblemSchema, problem } from './problem.ts';
+import { parseQueryString } from './query-string.ts';
 import { apiKeyRoutes } from './routes/api-keys.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { complianceRoutes } from './routes/compliance.ts';
@@ -68,16 +75,33 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     schemaController: { compilersFactory: { buildValidator } },
+    routerOptions: { querystringParser: parseQueryString },
+    // Every answer is a problem document with a request id, including the ones Fastify and
+    // Node's HTTP parser would otherwise write themselves.
+    frameworkErrors: frameworkError,
+    clientErrorHandler,
+    return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('x-request-id', request.id);
-  });
   // Once closing, answers end their connection: a keep-alive client would otherwise
-  // hold the shutdown open until its idle timeout.
+  // hold the shutdown open until its idle timeout. A request that arrives then is
+  // turned away (503), so a load balancer sends it to another replica.
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (closing) {
+      const body = problem({
+        code: 'service_unavailable',
+        detail: 'the server is shutting down; retry on another replica or in a moment',
+        instance: instanceOf(request),
+        requestId: request.id,
+      });
+      request.log.info({ code: body.code }, 'request rejected');
+      return sendProblem(reply, body);
+    }
   });
   app.addHook('onSend', async (_request, reply, payload) => {
     if (closing) reply.header('connection', 'close');

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { codeForStatus, type ErrorCode, errorDefinition, isErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
@@ -13,8 +15,7 @@ import { parameterErrors } from './validation.ts';
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request, reply) => {
     const body = toProblem(error, request);
-    if (body.status >= 500) request.log.error({ err: error, code: body.code }, 'request failed');
-    else request.log.info({ code: body.code, detail: body.detail }, 'request rejected');
+    logProblem(request, body, error);
     // The problem replaces the body the handler was preparing: its encoding and file name go with it.
     reply.removeHeader('content-encoding').removeHeader('content-disposition');
     return sendProblem(reply, body);
@@ -31,6 +32,80 @@ export function installErrorHandling(app: FastifyInstance): void {
       }),
     ),
   );
+}
+
+/**
+ * Fastify's `frameworkErrors`: errors its router raises before any route or hook runs (a
+ * path parameter longer than `maxParamLength`, a percent-escape that is not UTF-8). They
+ * get the request id header and a problem like every other answer. Fastify's own message
+ * quotes the whole URL, query string (and so a link's signature) included, so it is not used.
+ */
+export function frameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', request.id);
+  const base = { instance: instanceOf(request), requestId: request.id };
+  const body =
+    error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+      ? problem({ ...base, code: 'uri_too_long', detail: 'a path parameter is longer than any valid value' })
+      : error.code === 'FST_ERR_BAD_URL'
+        ? problem({
+            ...base,
+            code: 'malformed_request',
+            detail: 'the request path holds a percent-escape that does not decode to UTF-8 text',
+          })
+        : problem({ ...base, code: 'internal', detail: GENERIC_DETAIL });
+  logProblem(request, body, error);
+  void sendProblem(reply, body);
+}
+
+/**
+ * The HTTP server's `clientError` handler: a request so broken that Node's parser gave up
+ * on it (bad request line or header syntax, headers over 16 KiB, too slow to arrive) never
+ * becomes a Fastify request. It still gets a problem document with a fresh request id,
+ * and a log line with that id; then the connection closes, as Node's own handler does.
+ */
+export function clientErrorHandler(
+  this: FastifyInstance,
+  error: NodeJS.ErrnoException,
+  socket: Socket,
+): void {
+  // A reset connection has no one left to answer.
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const code: ErrorCode =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? 'request_timeout'
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? 'headers_too_large'
+        : 'malformed_request';
+  const requestId = randomUUID();
+  const body = problem({
+    code,
+    detail: CLIENT_ERROR_DETAILS[code] ?? errorDefinition(code).title,
+    instance: '/',
+    requestId,
+  });
+  this.log.info({ request_id: requestId, code, reason: error.code }, 'request rejected by the HTTP parser');
+  if (socket.writable) {
+    const json = JSON.stringify(body);
+    socket.write(
+      `HTTP/1.1 ${body.status} ${body.title}\r\n` +
+        `Content-Type: ${PROBLEM_CONTENT_TYPE}; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(json)}\r\n` +
+        `X-Request-Id: ${requestId}\r\n` +
+        `Connection: close\r\n\r\n${json}`,
+    );
+  }
+  socket.destroy(error);
+}
+
+const CLIENT_ERROR_DETAILS: Partial<Record<ErrorCode, string>> = {
+  request_timeout: 'the request did not arrive completely in time',
+  headers_too_large: 'the request headers exceed 16 KiB',
+  malformed_request: 'the request is not valid HTTP/1.1 (request line or header syntax)',
+};
+
+function logProblem(request: FastifyRequest, body: Problem, error: unknown): void {
+  if (body.status >= 500) request.log.error({ err: error, code: body.code }, 'request failed');
+  else request.log.info({ code: body.code, detail: body.detail }, 'request rejected');
 }
 
 export function sendProblem(reply: FastifyReply, body: Problem): FastifyReply {

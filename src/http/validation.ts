@@ -2,6 +2,7 @@ import { Ajv, type AnySchema, type ErrorObject, type Options, type ValidateFunct
 import addFormats from 'ajv-formats';
 import type { FastifySchemaValidationError, FastifyServerOptions } from 'fastify';
 import type { ParameterError } from './problem.ts';
+import { undecodableParameters } from './query-string.ts';
 
 const BASE_OPTIONS: Options = {
   // Reject unknown body fields instead of silently dropping them (Fastify's default strips them).
@@ -18,6 +19,7 @@ const BASE_OPTIONS: Options = {
  * Fastify's validator factory with two Ajv instances: query strings, path
  * parameters and headers arrive as text, so they are coerced (`"10"` → 10, one
  * value → array); a JSON body already has types, so it is validated as sent.
+ * Every validator then applies the boundary rules (`boundaryError`) to what passed.
  */
 export const buildValidator = buildValidatorFactory as unknown as ValidatorFactory;
 
@@ -34,12 +36,88 @@ function buildValidatorFactory(externalSchemas: unknown) {
   return ({ schema, httpPart }: { schema: AnySchema; httpPart?: string }): ValidateFunction => {
     const ajv = httpPart === 'body' ? json : text;
     const id = typeof schema === 'object' ? schema.$id : undefined;
-    if (typeof id === 'string') {
-      const stored = ajv.getSchema(id);
-      if (stored) return stored;
-    }
-    return ajv.compile(schema);
+    const stored = typeof id === 'string' ? ajv.getSchema(id) : undefined;
+    return withBoundaryRules(stored ?? ajv.compile(schema), httpPart);
   };
+}
+
+/**
+ * Values no parameter of Ferry accepts, whatever its schema says: text with NUL
+ * characters or lone surrogates (PostgreSQL cannot store the one, UTF-8 cannot encode
+ * the other), query text whose percent-escapes are not UTF-8, and numbers that are not
+ * finite or lie beyond the exactly representable integers (`1e309`, `Infinity`,
+ * `99999999999999999999`: Ajv's coercion lets `Infinity` through even past a
+ * `maximum`). Checked here, once, so no route can forget them and a database error
+ * never stands in for a 400.
+ */
+function withBoundaryRules(validate: ValidateFunction, httpPart: string | undefined): ValidateFunction {
+  const guarded = ((data: unknown, context?: DataValidationCxt) => {
+    if (!validate(data, context)) {
+      guarded.errors = validate.errors ?? null;
+      return false;
+    }
+    // Coercion may replace the root value in its parent (the request).
+    const value =
+      context?.parentData !== undefined && context.parentDataProperty !== undefined
+        ? (context.parentData as Record<string | number, unknown>)[context.parentDataProperty]
+        : data;
+    const error = boundaryError(value, httpPart === 'querystring' ? undecodableParameters(data) : []);
+    guarded.errors = error ? [error] : null;
+    return error === undefined;
+  }) as ValidateFunction;
+  // Fastify passes the parent (so that coercion can replace the root value) only to a
+  // function that carries Ajv's schema environment.
+  Object.assign(guarded, { schema: validate.schema, schemaEnv: validate.schemaEnv });
+  return guarded;
+}
+
+/** The first value of a validated request part that breaks a boundary rule, as an Ajv error. */
+export function boundaryError(value: unknown, undecodable: readonly string[]): ErrorObject | undefined {
+  const [first] = undecodable;
+  if (first !== undefined)
+    return boundaryViolation(`/${escapePointer(first)}`, 'is not valid percent-encoded UTF-8 text');
+  const pending: [unknown, string][] = [[value, '']];
+  // Iterative, so a deeply nested free-form body cannot overflow the stack.
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, pointer] = next;
+    if (typeof item === 'string') {
+      const broken = textViolation(item);
+      if (broken) return boundaryViolation(pointer, broken);
+    } else if (typeof item === 'number') {
+      if (!Number.isFinite(item)) return boundaryViolation(pointer, 'must be a finite number');
+      if (Number.isInteger(item) && !Number.isSafeInteger(item))
+        return boundaryViolation(pointer, `must be between -${MAX_SAFE} and ${MAX_SAFE}`);
+    } else if (Array.isArray(item)) {
+      item.forEach((element, index) => {
+        pending.push([element, `${pointer}/${index}`]);
+      });
+    } else if (typeof item === 'object' && item !== null) {
+      for (const [key, element] of Object.entries(item)) {
+        const broken = textViolation(key);
+        if (broken) return boundaryViolation(pointer, `property names ${broken}`);
+        pending.push([element, `${pointer}/${escapePointer(key)}`]);
+      }
+    }
+  }
+  return undefined;
+}
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+type DataValidationCxt = Parameters<ValidateFunction>[1];
+
+function textViolation(text: string): string | undefined {
+  if (text.includes('\u0000')) return 'must not contain NUL characters';
+  if (!text.isWellFormed()) return 'must be valid Unicode text (it holds a lone surrogate)';
+  return undefined;
+}
+
+function boundaryViolation(instancePath: string, message: string): ErrorObject {
+  return { keyword: 'boundary', instancePath, schemaPath: '#', params: {}, message };
+}
+
+function escapePointer(name: string): string {
+  return name.replaceAll('~', '~0').replaceAll('/', '~1');
 }
 
 function makeAjv(options: Options, schemas: AnySchema[]): Ajv {

@@ -4,7 +4,7 @@ import { historyStart, limitsFor, quotaExceeded } from '../../auth/quotas.ts';
 import type { Database } from '../../db/database.ts';
 import type { DatasetDeclaration } from '../../datamap/types.ts';
 import { isDated } from '../../datamap/datamap.ts';
-import { PAGE_SIZE } from '../../collect/paging.ts';
+import { MAX_PAGE, PAGE_SIZE } from '../../collect/paging.ts';
 import type { ExportInput } from '../../collect/request.ts';
 import { EXPORT_FORMATS } from '../../format/types.ts';
 import { invalid } from '../../domain/ferry-error.ts';
@@ -51,7 +51,9 @@ export const ExportQuery = Type.Object(
         description: 'Rows per page (default 1000)',
       }),
     ),
-    page: Type.Optional(Type.Integer({ minimum: 1, description: '1-based page number (offset paging)' })),
+    page: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: MAX_PAGE, description: '1-based page number (offset paging)' }),
+    ),
     cursor: Type.Optional(
       Type.String({
         minLength: 1,

@@ -527,7 +527,12 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
           {
             limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
             before: Type.Optional(
-              Type.Integer({ minimum: 1, description: '`next_before` of the previous page' }),
+              // Run numbers are PostgreSQL integers.
+              Type.Integer({
+                minimum: 1,
+                maximum: 2_147_483_647,
+                description: '`next_before` of the previous page',
+              }),
             ),
           },
           closed,
