@@ -68,7 +68,13 @@ export function copySql(
   const select = `SELECT ${query.projection} ${rangeFrom(query, range)} ORDER BY ${query.key.join(', ')}`;
   return `COPY (${select}) TO ${target} WITH (${query.options}${header ? ', HEADER' : ''})`;
 }
-/** Quotes a value as a SQL literal, for COPY statements, which take no parameters. */
+/**
+ * Quotes a value as a SQL literal, for COPY statements, which take no parameters. Text
+ * with a backslash becomes an escape string (`E'…'`, backslashes doubled), whose meaning
+ * does not depend on `standard_conforming_strings`: in a plain `'…'` literal a backslash
+ * escapes the next character when that setting is off, so `x\'` would end the literal.
+ * Connections also turn it on, for SQL quoted by hand (migrations).
+ */
 export function literal(value: string | number | boolean | Date | null): string {
   if (value === null) return 'NULL';
   if (typeof value === 'number') {
@@ -78,7 +84,8 @@ export function literal(value: string | number | boolean | Date | null): string 
   if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
   const text = value instanceof Date ? value.toISOString() : value;
   if (text.includes('\0')) throw new Error('a SQL literal cannot contain a NUL character');
-  return `'${text.replaceAll("'", "''")}'`;
+  const quoted = text.replaceAll("'", "''");
+  return text.includes('\\') ? `E'${quoted.replaceAll('\\', '\\\\')}'` : `'${quoted}'`;
 }
 
 export function quoteIdent(name: string): string {

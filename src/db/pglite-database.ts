@@ -17,6 +17,9 @@ const COPY_IN_CHUNK = 8 * 1024 * 1024;
 export async function pgliteDatabase(options: PgliteOptions = {}): Promise<Database & { pglite: PGlite }> {
   const pglite = new PGlite(options.dataDir);
   await pglite.waitReady;
+  // Its one session, like every PostgreSQL connection, uses standard strings whatever the
+  // database default (see SESSION_OPTIONS in postgres-database.ts).
+  await pglite.exec('SET standard_conforming_strings = on');
   const db = new Kysely<DB>({ dialect: new PGliteDialect({ pglite }) });
   const pageRows = options.pageRows ?? 20_000;
 

@@ -19,11 +19,18 @@ export interface PostgresOptions {
   preparedStatements?: boolean | undefined;
 }
 
+/**
+ * Settings every connection starts with, whatever the server, database or role default
+ * says: SQL written by hand (migrations, COPY statements) means what it says only with
+ * standard strings, where a backslash inside `'…'` is an ordinary character.
+ */
+export const SESSION_OPTIONS = '-c standard_conforming_strings=on';
+
 export function postgresDatabase(options: PostgresOptions): Database & { pool: pg.Pool } {
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max ?? 10,
-    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+    options: options.schema ? `${SESSION_OPTIONS} -c search_path=${options.schema}` : SESSION_OPTIONS,
   });
   // An idle client that errors (server restart) must not crash the process.
   pool.on('error', () => {});

@@ -2,6 +2,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { type ConstructorOptions, fromPglite, PgBoss } from 'pg-boss';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
+import { SESSION_OPTIONS } from '../db/postgres-database.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { JobDefinition, JobQueue } from './types.ts';
 
@@ -58,6 +59,7 @@ export async function createJobQueue(
       connectionString: config.databaseUrl,
       max: config.jobs.concurrency + 4,
       application_name: 'ferry-jobs',
+      options: SESSION_OPTIONS,
     });
   }
   const log = logger.child({ component: 'jobs' });
