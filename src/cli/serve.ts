@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import closeWithGrace from 'close-with-grace';
 import { type Command, InvalidArgumentError } from 'commander';
 import { compose, type Ferry } from '../compose.ts';
-import { type Config, loadConfig } from '../config/config.ts';
+import { type Config, ConfigError, loadConfig } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { DEMO_SEED, seed } from '../seed/seed.ts';
 
@@ -40,7 +40,7 @@ export async function serve(options: ServeOptions): Promise<Ferry> {
   const { logger } = ferry;
 
   // Installed before seeding and listening, so an early signal also closes the database cleanly.
-  closeWithGrace(
+  const graceful = closeWithGrace(
     {
       delay: SHUTDOWN_GRACE_MS,
       logger: { error: (msg: unknown) => logger.error(msg) },
@@ -55,12 +55,43 @@ export async function serve(options: ServeOptions): Promise<Ferry> {
     },
   );
 
-  const demo = config.demo === 'auto' ? await seedDemoIfEmpty(ferry.database, config) : undefined;
-  await ferry.app.listen({ port: config.port, host: config.host });
-  const url = listeningUrl(ferry.app.server.address() as AddressInfo);
-  const tenants = demo ? undefined : await countTenants(ferry.database);
-  printBanner({ config, url, demo, tenants, worker: options.worker });
-  return ferry;
+  try {
+    const demo = config.demo === 'auto' ? await seedDemoIfEmpty(ferry.database, config) : undefined;
+    await listen(ferry, config);
+    const url = listeningUrl(ferry.app.server.address() as AddressInfo);
+    const tenants = demo ? undefined : await countTenants(ferry.database);
+    printBanner({ config, url, demo, tenants, worker: options.worker });
+    return ferry;
+  } catch (err) {
+    // A server that cannot start stops everything it opened: the workers, and the
+    // embedded database with its lock, so that other commands can use it at once.
+    graceful.uninstall();
+    await ferry.close();
+    throw err;
+  }
+}
+
+/** Listens on the configured address; a port that is taken or forbidden is said in one line. */
+async function listen(ferry: Ferry, config: Config): Promise<void> {
+  try {
+    await ferry.app.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `port ${config.port} on ${config.host}`;
+    if (code === 'EADDRINUSE')
+      throw new ConfigError(
+        `${where} is already in use by another process: stop it, or choose another port with --port or PORT`,
+      );
+    if (code === 'EACCES')
+      throw new ConfigError(
+        `${where} needs privileges this process lacks: choose a port from 1024 with --port or PORT`,
+      );
+    if (code === 'EADDRNOTAVAIL')
+      throw new ConfigError(
+        `${config.host} is not an address of this machine: choose another with --host or HOST`,
+      );
+    throw err;
+  }
 }
 
 interface DemoTenant {
