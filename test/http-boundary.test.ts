@@ -286,6 +286,16 @@ for (const dialect of DIALECTS) {
       expectInvalid(infinite, 'expires_in_days', 'expires_in_days 1e309');
     });
 
+    it('names every hostile parameter of a request at once', async () => {
+      const res = await app.inject({
+        url: '/api/v1/audit?action=%00&limit=Infinity&cursor=%ff',
+        headers: bearer(keys.admin),
+      });
+      expect(res.statusCode, res.body).toBe(400);
+      const names = (res.json().errors as { parameter: string }[]).map((e) => e.parameter);
+      expect(names.sort()).toEqual(['action', 'cursor', 'limit']);
+    });
+
     it('refuses query text whose percent-escapes are not UTF-8, and keeps valid escapes', async () => {
       for (const value of ['%ff', '%c0%ae', '%ed%a0%80', '%', 'ok%e2%82'])
         expectInvalid(

@@ -52,18 +52,16 @@ function buildValidatorFactory(externalSchemas: unknown) {
  */
 function withBoundaryRules(validate: ValidateFunction, httpPart: string | undefined): ValidateFunction {
   const guarded = ((data: unknown, context?: DataValidationCxt) => {
-    if (!validate(data, context)) {
-      guarded.errors = validate.errors ?? null;
-      return false;
-    }
+    const valid = validate(data, context);
     // Coercion may replace the root value in its parent (the request).
     const value =
       context?.parentData !== undefined && context.parentDataProperty !== undefined
         ? (context.parentData as Record<string | number, unknown>)[context.parentDataProperty]
         : data;
-    const error = boundaryError(value, httpPart === 'querystring' ? undecodableParameters(data) : []);
-    guarded.errors = error ? [error] : null;
-    return error === undefined;
+    const broken = boundaryErrors(value, httpPart === 'querystring' ? undecodableParameters(data) : []);
+    const errors = [...(valid ? [] : (validate.errors ?? [])), ...broken];
+    guarded.errors = errors.length > 0 ? errors : null;
+    return errors.length === 0;
   }) as ValidateFunction;
   // Fastify passes the parent (so that coercion can replace the root value) only to a
   // function that carries Ajv's schema environment.
@@ -71,35 +69,40 @@ function withBoundaryRules(validate: ValidateFunction, httpPart: string | undefi
   return guarded;
 }
 
-/** The first value of a validated request part that breaks a boundary rule, as an Ajv error. */
-export function boundaryError(value: unknown, undecodable: readonly string[]): ErrorObject | undefined {
-  const [first] = undecodable;
-  if (first !== undefined)
-    return boundaryViolation(`/${escapePointer(first)}`, 'is not valid percent-encoded UTF-8 text');
-  const pending: [unknown, string][] = [[value, '']];
+/** The values of a request part that break a boundary rule, as Ajv errors, in document order. */
+export function boundaryErrors(value: unknown, undecodable: readonly string[]): ErrorObject[] {
+  const errors = undecodable.map((name) =>
+    boundaryViolation(`/${escapePointer(name)}`, 'is not valid percent-encoded UTF-8 text'),
+  );
   // Iterative, so a deeply nested free-form body cannot overflow the stack.
-  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+  const pending: [unknown, string][] = [[value, '']];
+  for (
+    let next = pending.pop();
+    next !== undefined && errors.length < MAX_PARAMETER_ERRORS;
+    next = pending.pop()
+  ) {
     const [item, pointer] = next;
+    const children: [unknown, string][] = [];
     if (typeof item === 'string') {
       const broken = textViolation(item);
-      if (broken) return boundaryViolation(pointer, broken);
+      if (broken) errors.push(boundaryViolation(pointer, broken));
     } else if (typeof item === 'number') {
-      if (!Number.isFinite(item)) return boundaryViolation(pointer, 'must be a finite number');
-      if (Number.isInteger(item) && !Number.isSafeInteger(item))
-        return boundaryViolation(pointer, `must be between -${MAX_SAFE} and ${MAX_SAFE}`);
+      if (!Number.isFinite(item)) errors.push(boundaryViolation(pointer, 'must be a finite number'));
+      else if (Number.isInteger(item) && !Number.isSafeInteger(item))
+        errors.push(boundaryViolation(pointer, `must be between -${MAX_SAFE} and ${MAX_SAFE}`));
     } else if (Array.isArray(item)) {
-      item.forEach((element, index) => {
-        pending.push([element, `${pointer}/${index}`]);
-      });
+      for (const [index, element] of item.entries()) children.push([element, `${pointer}/${index}`]);
     } else if (typeof item === 'object' && item !== null) {
       for (const [key, element] of Object.entries(item)) {
         const broken = textViolation(key);
-        if (broken) return boundaryViolation(pointer, `property names ${broken}`);
-        pending.push([element, `${pointer}/${escapePointer(key)}`]);
+        if (broken) errors.push(boundaryViolation(pointer, `property names ${broken}`));
+        else children.push([element, `${pointer}/${escapePointer(key)}`]);
       }
     }
+    // Reversed, so the stack yields them in document order (one at a time: a body array can be huge).
+    for (let i = children.length - 1; i >= 0; i--) pending.push(children[i]!);
   }
-  return undefined;
+  return errors;
 }
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
