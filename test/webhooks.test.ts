@@ -45,7 +45,7 @@ function at(ms: number): Date {
 
 test('docs/webhooks.md documents every event', () => {
   const docs = readFileSync(new URL('../docs/webhooks.md', import.meta.url), 'utf8');
-  const documented = [...docs.matchAll(/^### `([a-z.]+)`$/gm)].map((m) => m[1]);
+  const documented = [...docs.matchAll(/^### `([a-z_.]+)`$/gm)].map((m) => m[1]);
   expect(documented).toEqual([...WEBHOOK_EVENTS]);
 });
 

@@ -21,6 +21,7 @@ export const ACTIONS = [
   'schedules:read',
   'webhooks:manage',
   'stream:read',
+  'dsar:manage',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -36,6 +37,7 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'schedules:manage',
     'schedules:read',
     'stream:read',
+    'dsar:manage',
   ],
   analyst: [
     'exports:create',

@@ -60,6 +60,13 @@ export const ERRORS = {
       'The request conflicts with the current state of the resource, e.g. cancelling a finished ' +
       'export, or erasing data that is under a legal hold.',
   },
+  verification_failed: {
+    status: 400,
+    title: 'Verification failed',
+    description:
+      'The one-time code of a data subject request is wrong, expired or used up (three attempts, 30 ' +
+      'minutes). `attempts_left` says how many tries remain; when none do, ask for a new code.',
+  },
   package_exists: {
     status: 409,
     title: 'Package exists',

@@ -20,6 +20,7 @@ import { auditRoutes } from './routes/audit.ts';
 import { complianceRoutes } from './routes/compliance.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { downloadRoutes } from './routes/downloads.ts';
+import { dsarRoutes } from './routes/dsar.ts';
 import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -52,6 +53,7 @@ const ROUTES: readonly RoutePlugin[] = [
   streamRoutes,
   webhookRoutes,
   scheduleRoutes,
+  dsarRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

@@ -130,12 +130,14 @@ function toProblem(error: unknown, request: FastifyRequest): Problem {
     }
     const quota = typeof error.details?.quota === 'string' ? error.details.quota : undefined;
     const resetsAt = typeof error.details?.resets_at === 'string' ? error.details.resets_at : null;
+    const attemptsLeft = error.details?.attempts_left;
     return problem({
       ...base,
       code,
       detail: error.message,
       errors: detailErrors(error),
       ...(quota ? { quota: { name: quota, resetsAt } } : {}),
+      ...(typeof attemptsLeft === 'number' ? { attemptsLeft } : {}),
     });
   }
   const fastifyError = error as Partial<FastifyError>;
@@ -145,7 +147,8 @@ function toProblem(error: unknown, request: FastifyRequest): Problem {
     return problem({ ...base, code: 'invalid_parameter', detail, errors });
   }
   const status = fastifyError.statusCode;
-  if (status === 415) return problem({ ...base, code: 'unsupported_media_type', detail: mediaTypeDetail(request) });
+  if (status === 415)
+    return problem({ ...base, code: 'unsupported_media_type', detail: mediaTypeDetail(request) });
   if (typeof status === 'number' && status >= 400 && status < 500) {
     // Client errors raised by Fastify and its plugins carry messages meant for the client.
     const code: ErrorCode = CLIENT_ERROR_CODES[status] ?? codeForStatus(status) ?? 'malformed_request';

@@ -44,6 +44,12 @@ export const ProblemSchema = Type.Object(
         examples: ['exports_per_month'],
       }),
     ),
+    attempts_left: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'verification_failed: tries of the one-time code that remain (0: ask for a new code)',
+      }),
+    ),
     resets_at: Type.Optional(
       Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
         description: 'quota_exceeded: when the quota frees again; null when it does not free with time',
@@ -85,6 +91,8 @@ export interface ProblemInput {
   errors?: ParameterError[];
   /** quota_exceeded: the quota and when it frees. */
   quota?: { name: string; resetsAt: string | null };
+  /** verification_failed: tries of the one-time code that remain. */
+  attemptsLeft?: number;
 }
 
 /** Builds a problem document for a catalog code. */
@@ -100,5 +108,6 @@ export function problem(input: ProblemInput): Problem {
     request_id: input.requestId,
     ...(input.errors?.length ? { errors: input.errors } : {}),
     ...(input.quota ? { quota: input.quota.name, resets_at: input.quota.resetsAt } : {}),
+    ...(input.attemptsLeft !== undefined ? { attempts_left: input.attemptsLeft } : {}),
   };
 }

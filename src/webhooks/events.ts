@@ -12,6 +12,17 @@ export const WEBHOOK_EVENTS = [
   'schedule.run.completed',
   'schedule.run.failed',
   'delivery.failed',
+  'dsar.received',
+  'dsar.identity_pending',
+  'dsar.verified',
+  'dsar.awaiting_approval',
+  'dsar.in_progress',
+  'dsar.extended',
+  'dsar.completed',
+  'dsar.denied',
+  'dsar.cancelled',
+  'dsar.failed',
+  'dsar.overdue',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
@@ -29,6 +40,7 @@ export function isWebhookEvent(name: string): name is WebhookEvent {
 export interface EventBody {
   readonly export_id?: string;
   readonly schedule_id?: string;
+  readonly dsar_id?: string;
   readonly data: Readonly<Record<string, unknown>>;
 }
 
