@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { registerDatamap } from './datamap.ts';
+import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
@@ -28,6 +29,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerSeed,
   registerKeys,
   registerSchedules,
+  registerDsar,
 ];
 
 export function buildProgram(): Command {

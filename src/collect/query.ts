@@ -5,7 +5,7 @@ import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { REPORTS, type ReportBuilder } from './computed/reports.ts';
 import { COPY_OPTIONS, csvCellSql, jsonValueSql } from './render-sql.ts';
-import type { ExportRequest, FilterValue } from './request.ts';
+import type { ExportRequest, FilterValue, SubjectRows } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
 export interface QueryContext {
@@ -91,12 +91,24 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];
   const scoped = scopeCondition(dataset, request.scope);
   if (scoped) conditions.push(scoped);
+  if (request.subject) conditions.push(`(${request.subject.condition})`);
   for (const [name, value] of Object.entries(request.filters)) {
     const filter = dataset.filters.find((x) => x.name === name);
     if (!filter) throw new FerryError('invalid_parameter', `filter: unknown filter "${name}"`);
     conditions.push(`(${withValue(filter.sql, filterValueSql(filter, value, ctx.dayZone))})`);
   }
   return { tables: dataset.from, where: `${conditions.join(' AND ')}{{KEY_RANGE}}`, key: [...dataset.key] };
+}
+
+const textArray = (values: readonly string[]) =>
+  values.length ? `ARRAY[${values.map((v) => literal(v)).join(', ')}]::text[]` : `'{}'::text[]`;
+
+/** Free text in a subject's package: their own email addresses and phone numbers stay, everyone else's go. */
+function othersScrubbed(field: DatasetField, expr: string, subject: SubjectRows): string {
+  const args = `${textArray(subject.keepEmails.map((e) => e.toLowerCase()))}, ${textArray(subject.keepPhones)}`;
+  if (field.type === 'string') return `ferry_scrub_others(${expr}, ${args})`;
+  if (field.type === 'json') return `ferry_scrub_others((${expr})::text, ${args})::jsonb`;
+  return expr;
 }
 
 /** The field's SQL expression after the anonymization level. */
@@ -107,6 +119,7 @@ function valueSql(
   ctx: QueryContext,
 ): string {
   const raw = dataset.kind === 'computed' ? `t.${field.name}` : field.sql;
+  if (request.subject && field.class === 'free_text') return othersScrubbed(field, raw, request.subject);
   if (request.pii === 'full') return raw;
   const subject = dataset.kind === 'table' ? dataset.subject : undefined;
   return anonymizeSql(field, raw, {

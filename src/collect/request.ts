@@ -30,6 +30,19 @@ export interface ExportRequest {
   readonly options: Readonly<Record<string, string>>;
   /** Narrows the export to one site, one customer (a data subject) or one team member's conversations. */
   readonly scope?: ExportScope | undefined;
+  /** A data subject's own rows only (their access package); set by the privacy code, never by a caller's input. */
+  readonly subject?: SubjectRows | undefined;
+}
+
+/**
+ * The rows of one data subject in one dataset: the SQL condition over the dataset's FROM
+ * aliases that the data map's subject links give, and the subject's own email addresses
+ * and phone numbers, which free text keeps while everyone else's are replaced.
+ */
+export interface SubjectRows {
+  readonly condition: string;
+  readonly keepEmails: readonly string[];
+  readonly keepPhones: readonly string[];
 }
 
 export type FilterValue = string | number | boolean | readonly string[];

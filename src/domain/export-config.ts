@@ -35,6 +35,11 @@ export interface ExportConfig {
    * window of its own day).
    */
   history_from?: string | null;
+  /**
+   * The data subject request whose access package this export is: the package holds that
+   * person's rows only. Set by the privacy code, never by an API body.
+   */
+  subject_request?: string | null;
 }
 
 /** Options that only make sense for a single file; of the file options a package takes only `format` and `csv_guard`. */

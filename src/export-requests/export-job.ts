@@ -16,6 +16,7 @@ import type { ExportConfig } from '../domain/export-config.ts';
 import { toPackageRequest } from './config.ts';
 import { exportCompleted, exportFailed, exportStarted } from './events.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
+import { subjectPackageFor } from './subject-packages.ts';
 import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
 /** How often a running attempt writes its progress (and checks it still owns the export). */
@@ -211,10 +212,20 @@ function exportFileSpec(database: Database, row: ExportRow): FileSpec {
       produce: datasetProducer(database, request, { exportId: row.id }),
     };
   }
+  const request = toPackageRequest(row.tenant_id, config);
+  const subjectRequest = config.subject_request;
+  if (subjectRequest)
+    return {
+      ...limits,
+      produce: async (out, ctx) => {
+        const subject = await subjectPackageFor(database, row.tenant_id, subjectRequest);
+        return companyPackageProducer(database, { ...request, subject }, { exportId: row.id })(out, ctx);
+      },
+    };
   return {
     ...limits,
     estimate: () => estimatePackage(database, row.tenant_id, config),
-    produce: companyPackageProducer(database, toPackageRequest(row.tenant_id, config), { exportId: row.id }),
+    produce: companyPackageProducer(database, request, { exportId: row.id }),
   };
 }
 

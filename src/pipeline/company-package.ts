@@ -33,7 +33,7 @@ import type { ArchiveKind } from '../domain/package-kind.ts';
 import type { PiiLevel } from '../domain/pii-level.ts';
 import { accountDocument, knowledgeBaseDocuments, markdownFileName } from '../collect/documents.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
-import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
+import { type ExportRequest, parseExportRequest, type SubjectRows } from '../collect/request.ts';
 import { loadTenant, type TenantInfo, zonesFor } from '../collect/tenant.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
 import { writeDataset } from './export-dataset.ts';
@@ -51,6 +51,21 @@ export interface PackageRequest {
   scope?: ExportScope | undefined;
   /** CSV files: prefix cells that spreadsheets would run as formulas (default on). */
   csvGuard?: boolean | undefined;
+  /**
+   * A data subject's own package (an access or portability request): only the datasets
+   * with rows linked to them, each narrowed to those rows.
+   */
+  subject?: SubjectPackage | undefined;
+}
+
+/** What narrows a package to one data subject; built by the privacy code from the data map. */
+export interface SubjectPackage {
+  /** The request this package answers (in metadata.json). */
+  readonly requestId: string;
+  /** The subject's rows in a dataset, or null when the dataset holds none of theirs. */
+  rows(dataset: DatasetDeclaration): SubjectRows | null;
+  /** Tabular files are also written in these formats (JSON for machines, CSV for spreadsheets). */
+  readonly alsoFormats: readonly ExportFormat[];
 }
 
 export interface PackageOutcome {
@@ -158,7 +173,7 @@ function datasetRequest(
   extra: Readonly<Record<string, string>> = {},
 ): ExportRequest {
   const dated = ctx.datamap.datasets[dataset]?.package?.dated ?? false;
-  return parseExportRequest(
+  const parsed = parseExportRequest(
     {
       tenantId: ctx.tenant.id,
       dataset,
@@ -171,6 +186,8 @@ function datasetRequest(
     },
     ctx.datamap,
   );
+  const subject = ctx.request.subject?.rows(ctx.datamap.datasets[dataset]!);
+  return subject ? { ...parsed, subject } : parsed;
 }
 
 function note(ctx: Ctx, dataset: string, file: string, records: number) {
@@ -183,8 +200,13 @@ function note(ctx: Ctx, dataset: string, file: string, records: number) {
  * Streams one dataset export straight into a package entry: a tabular file in the package's
  * format (listed in datapackage.json), or a JSON file (with a JSON Schema).
  */
-async function addDataset(ctx: Ctx, dataset: string, entry: PackageFile): Promise<void> {
-  const format = entry.format === 'tabular' ? ctx.format : 'json';
+async function addDataset(
+  ctx: Ctx,
+  dataset: string,
+  entry: PackageFile,
+  tabularFormat: ExportFormat = ctx.format,
+): Promise<void> {
+  const format = entry.format === 'tabular' ? tabularFormat : 'json';
   const writer = getWriter(format);
   const file = `${entry.path}.${writer.extension}`;
   const request = datasetRequest(ctx, dataset, format, entry.parameters);
@@ -506,12 +528,16 @@ export async function writeCompanyPackage(
   options: PackageOptions = {},
 ): Promise<Omit<PackageOutcome, 'sha256'>> {
   const datamap = options.datamap ?? REFERENCE_DATAMAP;
-  const datasets = validateDatasets(datamap, request.datasets);
+  const subject = request.subject;
+  // A subject's package holds the datasets with rows linked to them, and no others.
+  const datasets = validateDatasets(datamap, request.datasets).filter(
+    (d) => !subject || subject.rows(datamap.datasets[d]!) !== null,
+  );
   const format = packageFormat(request.format);
   const tenant = await loadTenant(database, request.tenantId);
   const exportId = options.exportId ?? randomUUID();
   const now = new Date();
-  const root = `company-export-${now.toISOString().slice(0, 10)}`;
+  const root = `${subject ? 'personal-data' : 'company-export'}-${now.toISOString().slice(0, 10)}`;
   const writer = createPackageWriter(request.kind, target, { root, mtime: now });
   // What was written: sizes for the file list of index.html, sizes and hashes for datapackage.json.
   const written = new Map<string, PackageEntryResult>();
@@ -551,7 +577,13 @@ export async function writeCompanyPackage(
     for (const dataset of datasets) {
       const placement = datamap.datasets[dataset]!.package!;
       if ('builder' in placement) await BUILDERS[placement.builder](ctx);
-      else for (const entry of placement.files) await addDataset(ctx, dataset, entry);
+      else
+        for (const entry of placement.files) {
+          await addDataset(ctx, dataset, entry);
+          if (entry.format !== 'tabular') continue;
+          for (const also of request.subject?.alsoFormats ?? [])
+            if (also !== format) await addDataset(ctx, dataset, entry, also);
+        }
     }
     // The conversation browser of index.html has data only when the conversations were written.
     const browsable = datasets.some((d) => {
@@ -569,8 +601,10 @@ export async function writeCompanyPackage(
     if (ctx.resources.length) {
       const descriptor = buildDataPackage({
         name: root,
-        title: `${tenant.name} data export`,
-        description: `Data of ${tenant.name} exported by Ferry (anonymization level: ${request.pii}).`,
+        title: subject ? `Your personal data held by ${tenant.name}` : `${tenant.name} data export`,
+        description: subject
+          ? `The personal data ${tenant.name} holds about one person, exported by Ferry for request ${subject.requestId}.`
+          : `Data of ${tenant.name} exported by Ferry (anonymization level: ${request.pii}).`,
         created: now,
         resources: describeFiles(ctx.resources, written),
       });
@@ -598,6 +632,14 @@ export async function writeCompanyPackage(
         scope: request.scope ?? { kind: 'tenant' },
       },
       anonymization_level: request.pii,
+      ...(subject
+        ? {
+            data_subject_request: subject.requestId,
+            other_people:
+              "Other people's email addresses and phone numbers in free text are replaced by [email] and [phone]; " +
+              'team members appear by role (sender_type) and an opaque id.',
+          }
+        : {}),
       timestamps: 'ISO 8601, UTC',
       counts: ctx.counts,
     };

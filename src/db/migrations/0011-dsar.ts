@@ -12,6 +12,9 @@
  *   stored only as a keyed hash. `duplicate_of` links a request to the open one it
  *   repeats; `result` holds what the run produced (the access package's export, the
  *   erasure outcome's counts).
+ * - `ferry_scrub_others(txt, keep_emails, keep_phones)`: free text of a data subject's access
+ *   package keeps the subject's own email addresses and phone numbers and replaces everyone
+ *   else's (`[email]`, `[phone]`), so a package never hands one person another's contact data.
  */
 export const up = /* sql */ `
 CREATE TABLE dsar_requests (
@@ -59,4 +62,41 @@ CREATE INDEX dsar_requests_tenant ON dsar_requests (tenant_id, received_at DESC,
 CREATE INDEX dsar_requests_subject ON dsar_requests (tenant_id, subject_key, type);
 CREATE INDEX dsar_requests_open_due ON dsar_requests (due_at)
   WHERE status NOT IN ('completed', 'denied', 'cancelled');
+
+CREATE OR REPLACE FUNCTION ferry_scrub_others(txt text, keep_emails text[], keep_phones text[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  v_out text := txt;
+  v_match text;
+  v_digits text;
+BEGIN
+  IF v_out IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF strpos(v_out, '@') > 0 THEN
+    FOR v_match IN
+      SELECT DISTINCT m[1] FROM regexp_matches(v_out, '([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,})', 'g') AS m
+    LOOP
+      IF NOT (lower(v_match) = ANY (coalesce(keep_emails, '{}'))) THEN
+        v_out := replace(v_out, v_match, '[email]');
+      END IF;
+    END LOOP;
+  END IF;
+  IF v_out ~ '[0-9]{3}' THEN
+    FOR v_match IN
+      SELECT DISTINCT m[1] FROM regexp_matches(v_out, '(\\+?[0-9][0-9 ().-]{6,}[0-9])', 'g') AS m
+    LOOP
+      v_digits := ltrim(regexp_replace(v_match, '[^0-9]', '', 'g'), '0');
+      -- The subject's own number, written internationally or nationally (trunk zero dropped).
+      IF ferry_is_phone(v_match) AND NOT EXISTS (
+        SELECT 1 FROM unnest(coalesce(keep_phones, '{}')) AS k
+        WHERE length(v_digits) >= 6 AND right(regexp_replace(k, '[^0-9]', '', 'g'), length(v_digits)) = v_digits
+      ) THEN
+        v_out := replace(v_out, v_match, '[phone]');
+      END IF;
+    END LOOP;
+  END IF;
+  RETURN v_out;
+END
+$$;
 `;
