@@ -10,6 +10,7 @@ import * as schedules from './migrations/0007-schedules.ts';
 import * as streamOutbox from './migrations/0008-stream-outbox.ts';
 import * as requestPath from './migrations/0009-request-path.ts';
 import * as scrubSpeed from './migrations/0010-scrub-speed.ts';
+import * as receipts from './migrations/0012-receipts.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -23,6 +24,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0008-stream-outbox': streamOutbox,
   '0009-request-path': requestPath,
   '0010-scrub-speed': scrubSpeed,
+  '0012-receipts': receipts,
 };
 
 /**
