@@ -5,6 +5,7 @@ import { registerDatamap } from './datamap.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerReceipts } from './receipts.ts';
 import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
@@ -28,6 +29,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerSeed,
   registerKeys,
   registerSchedules,
+  registerReceipts,
 ];
 
 export function buildProgram(): Command {

@@ -24,6 +24,7 @@ import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
+import { receiptKeyRoutes } from './routes/receipt-keys.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
 import { schemaRoutes } from './routes/schemas.ts';
 import { streamRoutes } from './routes/stream.ts';
@@ -52,6 +53,7 @@ const ROUTES: readonly RoutePlugin[] = [
   streamRoutes,
   webhookRoutes,
   scheduleRoutes,
+  receiptKeyRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);
