@@ -121,9 +121,12 @@ export function registerReceipts(program: Command): void {
     .description(
       'retire the active receipt signing key and create a new one; receipts signed before still verify',
     )
-    .action(async () => {
+    .option('--force', 'retire the active key even when it was sealed under a secret key that is lost')
+    .action(async (options: { force?: boolean }) => {
       await withDatabase(async (database, config) => {
-        const rotated = await rotateReceiptKey(database, loadOrCreateSecretKey(config));
+        const rotated = await rotateReceiptKey(database, loadOrCreateSecretKey(config), {
+          force: options.force === true,
+        });
         process.stdout.write(
           rotated.retired
             ? `receipt signing key ${rotated.kid} is active; ${rotated.retired} is retired and still verifies the receipts it signed\n`

@@ -99,11 +99,13 @@ export async function activeSigningKey(trx: Trx, secretKey: string): Promise<Sig
 
 /**
  * Retires the active key (if any) and makes a new one active, in one transaction.
- * Returns the new key id and the retired one's.
+ * Returns the new key id and the retired one's. Refuses (`secret_unreadable`) when the
+ * active key was sealed under another secret key, unless `force`.
  */
 export async function rotateReceiptKey(
   database: Database,
   secretKey: string,
+  options: { readonly force?: boolean } = {},
 ): Promise<{ kid: string; retired: string | null }> {
   return receiptDb(database)
     .transaction()
@@ -116,8 +118,9 @@ export async function rotateReceiptKey(
         .executeTakeFirst();
       if (current) {
         // A key sealed under another secret key means the wrong FERRY_SECRET_KEY: stop here,
-        // before retiring a key this install could still use.
-        openSecret(current.private_key_sealed, secretKey);
+        // before retiring a key this install could still use, unless the operator says the
+        // old secret key is lost (`force`).
+        if (!options.force) openSecret(current.private_key_sealed, secretKey);
         await trx
           .updateTable('receipt_signing_keys')
           .set({ retired_at: sql<Date>`clock_timestamp()` })
