@@ -1,6 +1,13 @@
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
+import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { receiptJwks, rotateReceiptKey } from '../src/privacy/receipt-keys.ts';
 import {
   canonicalBytes,
@@ -9,6 +16,7 @@ import {
   type ReceiptBody,
   type ReceiptDocument,
   receiptSha256,
+  type StoredReceipt,
   verifyReceipt,
   verifyReceiptLink,
 } from '../src/privacy/receipts.ts';
@@ -324,6 +332,288 @@ for (const dialect of DIALECTS) {
       expect(keys.every((k) => String(k.private_key_sealed).startsWith('v1:'))).toBe(true);
       const jwksText = JSON.stringify(await receiptJwks(database));
       expect(jwksText).not.toMatch(/"d"|private|sealed/);
+    });
+  });
+}
+
+const execFileAsync = promisify(execFile);
+const REPO = new URL('..', import.meta.url).pathname;
+/** `ferry` as installed: bin/ferry.js on the Node.js that comes with Ferry, from any folder. */
+const FERRY = [path.join(REPO, 'node_modules/.bin/node'), path.join(REPO, 'bin/ferry.js')] as const;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function run(
+  file: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<Run> {
+  try {
+    const { stdout, stderr } = await execFileAsync(file, args, {
+      cwd: options.cwd ?? REPO,
+      env: { ...process.env, ...options.env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** The fenced code blocks of a section of docs/receipts.md, in order, with their language. */
+function documentedBlocks(heading: string): { lang: string; code: string }[] {
+  const doc = readFileSync(path.join(REPO, 'docs/receipts.md'), 'utf8');
+  const start = doc.indexOf(`\n## ${heading}\n`);
+  expect(start, heading).toBeGreaterThan(0);
+  const end = doc.indexOf('\n## ', start + 1);
+  const section = doc.slice(start, end === -1 ? undefined : end);
+  return [...section.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1]!, code: m[2]! }));
+}
+
+/** A python3 that has the cryptography package (the one on PATH, else Debian's), or undefined. */
+async function pythonWithCryptography(): Promise<string | undefined> {
+  for (const python of ['python3', '/usr/bin/python3'])
+    if ((await run(python, ['-c', 'import cryptography'])).code === 0) return python;
+  return undefined;
+}
+
+for (const dialect of DIALECTS) {
+  describe(`receipts over HTTP, the CLI and independent tools (${dialect})`, () => {
+    let t: TestDatabase;
+    let app: FerryApp;
+    let base: string;
+    let env: Record<string, string>;
+    let dir: string;
+    let chain: StoredReceipt[];
+
+    beforeAll(async () => {
+      t = await createTestDatabase(dialect);
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'ferry-receipts-'));
+      env = {
+        ...t.env,
+        FERRY_DATA_DIR: dataDir,
+        FERRY_SECRET_KEY: SECRET,
+        FERRY_DEMO: 'off',
+        LOG_LEVEL: 'silent',
+      };
+      app = await buildApp({ database: t.database, config: loadConfig(env) });
+      base = await app.listen({ port: 0, host: '127.0.0.1' });
+      const tenant = await createTenant(t.database);
+      chain = [];
+      for (const type of ['erasure', 'access', 'rectification'] as const)
+        chain.push(await issueReceipt(t.database, SECRET, sampleBody(tenant.id, { type })));
+      dir = mkdtempSync(path.join(tmpdir(), 'ferry-receipt-files-'));
+      writeFileSync(path.join(dir, 'previous.json'), JSON.stringify(chain[1]!.document, null, 2));
+      writeFileSync(path.join(dir, 'receipt.json'), JSON.stringify(chain[2]!.document, null, 2));
+      writeFileSync(path.join(dir, 'first.json'), JSON.stringify(chain[0]!.document));
+    });
+    afterAll(async () => {
+      await app?.close();
+      await t?.drop();
+    });
+
+    it('serves the JWKS at /.well-known/ferry-receipt-keys.json without credentials, cacheable', async () => {
+      const response = await fetch(`${base}/.well-known/ferry-receipt-keys.json`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^application\/jwk-set\+json/);
+      expect(response.headers.get('cache-control')).toBe('public, max-age=300');
+      const jwks = (await response.json()) as { keys: Record<string, unknown>[] };
+      expect(jwks).toEqual(JSON.parse(JSON.stringify(await receiptJwks(t.database))));
+      expect(jwks.keys).toEqual([
+        expect.objectContaining({
+          kty: 'OKP',
+          crv: 'Ed25519',
+          kid: chain[0]!.key_id,
+          use: 'sig',
+          alg: 'EdDSA',
+        }),
+      ]);
+      expect(verifyReceipt(chain[2]!.document, jwks).valid).toBe(true);
+      const openapi = (await (await fetch(`${base}/openapi.json`)).json()) as {
+        paths: Record<string, unknown>;
+      };
+      expect(openapi.paths['/.well-known/ferry-receipt-keys.json']).toHaveProperty('get');
+    });
+
+    it('ferry receipts verify: valid, tampered, wrong key set, broken chain, each with its exit code', {
+      timeout: 180_000,
+    }, async () => {
+      const ferry = (...args: string[]) =>
+        run(FERRY[0], [FERRY[1], 'receipts', 'verify', ...args], { env, cwd: dir });
+      const keysUrl = `${base}/.well-known/ferry-receipt-keys.json`;
+      const valid = await ferry('receipt.json', '--keys', keysUrl, '--previous', 'previous.json');
+      expect(valid.stderr).toBe('');
+      expect(valid.code).toBe(0);
+      expect(valid.stdout).toBe(
+        `valid: receipt ${chain[2]!.id} signed by ${chain[2]!.key_id}, follows receipt ${chain[1]!.id} (sequence 2)\n`,
+      );
+
+      writeFileSync(path.join(dir, 'keys.json'), JSON.stringify(await receiptJwks(t.database)));
+      const fromFile = await ferry('receipt.json', '--keys', 'keys.json');
+      expect(fromFile).toEqual({
+        code: 0,
+        stdout: `valid: receipt ${chain[2]!.id} signed by ${chain[2]!.key_id}\n`,
+        stderr: '',
+      });
+
+      const altered = structuredClone(chain[2]!.document) as unknown as {
+        receipt: { stores: { deleted: number }[] };
+      };
+      altered.receipt.stores[0]!.deleted += 1;
+      writeFileSync(path.join(dir, 'tampered.json'), JSON.stringify(altered));
+      const tampered = await ferry('tampered.json', '--keys', 'keys.json');
+      expect(tampered.code).toBe(1);
+      expect(tampered.stdout).toBe('');
+      expect(tampered.stderr).toBe(
+        `ferry: invalid receipt tampered.json: the signature does not match the receipt (altered, or not signed by key ${chain[2]!.key_id})\n`,
+      );
+
+      const broken = await ferry('receipt.json', '--keys', 'keys.json', '--previous', 'first.json');
+      expect(broken.code).toBe(1);
+      expect(broken.stderr).toMatch(
+        /^ferry: invalid chain: broken chain: receipt .* names previous hash [0-9a-f]{64}, but receipt .* hashes to [0-9a-f]{64}\n$/,
+      );
+
+      writeFileSync(path.join(dir, 'other-keys.json'), JSON.stringify({ keys: [] }));
+      const unknownKey = await ferry('receipt.json', '--keys', 'other-keys.json');
+      expect(unknownKey).toMatchObject({
+        code: 1,
+        stderr: `ferry: invalid receipt receipt.json: the key ${chain[2]!.key_id} is not in the key set\n`,
+      });
+      expect(await ferry('missing.json', '--keys', 'keys.json')).toMatchObject({
+        code: 1,
+        stderr: 'ferry: cannot read receipt missing.json: no such file\n',
+      });
+      writeFileSync(path.join(dir, 'garbage.json'), '{"receipt": ');
+      expect((await ferry('garbage.json', '--keys', 'keys.json')).stderr).toMatch(
+        /^ferry: receipt garbage\.json is not JSON: .*\n$/,
+      );
+      expect((await ferry('receipt.json', '--keys', `${base}/no-such-keys.json`)).stderr).toBe(
+        `ferry: cannot fetch the key set from ${base}/no-such-keys.json: HTTP 404\n`,
+      );
+    });
+
+    it.skipIf(dialect !== 'postgres')(
+      'verifies against the installation keys by default, and ferry receipts keys rotate keeps old receipts valid',
+      { timeout: 180_000 },
+      async () => {
+        const ferry = (...args: string[]) =>
+          run(FERRY[0], [FERRY[1], 'receipts', ...args], { env, cwd: dir });
+        const local = await ferry('verify', 'receipt.json');
+        expect(local).toEqual({
+          code: 0,
+          stdout: `valid: receipt ${chain[2]!.id} signed by ${chain[2]!.key_id}\n`,
+          stderr: '',
+        });
+        const rotated = await ferry('keys', 'rotate');
+        expect(rotated.code, rotated.stderr).toBe(0);
+        const newKid = /receipt signing key (\S+) is active/.exec(rotated.stdout)?.[1];
+        expect(newKid).toBeDefined();
+        expect(rotated.stdout).toContain(`${chain[2]!.key_id} is retired`);
+        const listed = JSON.parse((await ferry('keys', 'list', '--json')).stdout) as {
+          keys: { kid: string; status: string }[];
+        };
+        expect(listed.keys.map((k) => [k.kid, k.status])).toEqual([
+          [chain[2]!.key_id, 'retired'],
+          [newKid, 'active'],
+        ]);
+        expect(
+          (await ferry('verify', 'receipt.json', '--keys', `${base}/.well-known/ferry-receipt-keys.json`))
+            .code,
+        ).toBe(0);
+        const next = await issueReceipt(t.database, SECRET, sampleBody(chain[2]!.tenant_id));
+        expect(next.key_id).toBe(newKid);
+        writeFileSync(path.join(dir, 'next.json'), JSON.stringify(next.document));
+        expect(await ferry('verify', 'next.json', '--previous', 'receipt.json')).toMatchObject({
+          code: 0,
+          stdout: `valid: receipt ${next.id} signed by ${newKid}, follows receipt ${chain[2]!.id} (sequence 3)\n`,
+        });
+        // A wrong secret key cannot rotate: one line, exit 1, nothing changed.
+        const wrong = await run(FERRY[0], [FERRY[1], 'receipts', 'keys', 'rotate'], {
+          env: { ...env, FERRY_SECRET_KEY: `${SECRET}-wrong` },
+          cwd: dir,
+        });
+        expect(wrong.code).toBe(1);
+        expect(wrong.stderr).toMatch(/^ferry: cannot decrypt the stored secret: .*\n$/);
+        expect((await receiptJwks(t.database)).keys).toHaveLength(2);
+      },
+    );
+
+    it('verifies with openssl and with Python following docs/receipts.md step by step', {
+      timeout: 120_000,
+    }, async () => {
+      const version = await run('openssl', ['version']);
+      expect(version.stdout).toMatch(/^OpenSSL [3-9]\./);
+      const work = mkdtempSync(path.join(tmpdir(), 'ferry-receipt-openssl-'));
+      writeFileSync(path.join(work, 'receipt.json'), JSON.stringify(chain[2]!.document, null, 2));
+      writeFileSync(path.join(work, 'previous.json'), JSON.stringify(chain[1]!.document));
+      const blocks = documentedBlocks('Verify without Ferry');
+      const shell = blocks
+        .filter((b) => b.lang === 'sh')
+        .map((b) => b.code.replaceAll('https://ferry.example.com', base));
+      const python = blocks.find((b) => b.lang === 'python')!.code;
+      expect(shell).toHaveLength(5);
+      const [fetchKeys, split, verifyStep, runPython, chainStep] = shell as [
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
+      const bash = (script: string) => run('bash', ['-e', '-c', script], { cwd: work });
+
+      expect(await bash(fetchKeys)).toMatchObject({ code: 0 });
+      const parts = await bash(split);
+      expect(parts.code, parts.stderr).toBe(0);
+      // On PostgreSQL the rotation test ran first: a retired key verifies its receipts the same way.
+      expect(parts.stdout).toMatch(
+        new RegExp(
+          `^key ${chain[2]!.key_id} (active|retired) valid from \\S+Z until \\S+\nreceipt issued at \\S+Z\n$`,
+        ),
+      );
+      expect(readFileSync(path.join(work, 'receipt.jcs'))).toEqual(
+        canonicalBytes(chain[2]!.document.receipt),
+      );
+      const verified = await bash(verifyStep);
+      expect(verified).toMatchObject({ code: 0, stdout: 'Signature Verified Successfully\n' });
+
+      const interpreter = await pythonWithCryptography();
+      if (interpreter) {
+        writeFileSync(path.join(work, 'verify_receipt.py'), python);
+        expect(runPython.trim()).toBe('python3 verify_receipt.py receipt.json keys.json');
+        const ok = await bash(runPython.replace(/^python3 /, `${interpreter} `));
+        expect(ok).toMatchObject({
+          code: 0,
+          stdout: `valid: receipt ${chain[2]!.id} signed by ${chain[2]!.key_id}\n`,
+        });
+      } else {
+        // CI installs Debian's python3-cryptography (.ci/run); elsewhere the step may be missing.
+        expect(process.env.CI, 'python3 with the cryptography package').toBeFalsy();
+        console.warn('python3 with cryptography not found: the Python step was not run');
+      }
+
+      const linked = await bash(chainStep);
+      expect(linked.code, linked.stderr).toBe(0);
+      const [hashLine, grepLine] = linked.stdout.trim().split('\n').slice(-2) as [string, string];
+      expect(hashLine).toBe(`${chain[1]!.sha256}  previous.jcs`);
+      expect(grepLine).toBe(`"previous_receipt_sha256":"${chain[1]!.sha256}"`);
+
+      // The same steps refuse an altered receipt.
+      const altered = structuredClone(chain[2]!.document) as unknown as { receipt: { holds: unknown[] } };
+      altered.receipt.holds = [];
+      writeFileSync(path.join(work, 'receipt.json'), JSON.stringify(altered));
+      expect((await bash(split)).code).toBe(0);
+      const refused = await bash(verifyStep);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stdout).toContain('Signature Verification Failure');
+      if (interpreter) {
+        const no = await bash(runPython.replace(/^python3 /, `${interpreter} `));
+        expect(no).toMatchObject({ code: 1, stderr: 'invalid: the signature does not match the receipt\n' });
+      }
     });
   });
 }
