@@ -13,6 +13,7 @@ import {
   canonicalBytes,
   getReceipt,
   issueReceipt,
+  issueReceiptInTransaction,
   type ReceiptBody,
   type ReceiptDocument,
   receiptSha256,
@@ -255,6 +256,20 @@ for (const dialect of DIALECTS) {
         reason: expect.stringMatching(/different tenants/),
       });
 
+      // Inside the caller's transaction: a rollback leaves neither the receipt nor a gap.
+      const rolledBack = sampleBody(tenant.id);
+      await expect(
+        database.db.transaction().execute(async (trx) => {
+          await issueReceiptInTransaction(trx, SECRET, rolledBack);
+          throw new Error('the request could not be marked completed');
+        }),
+      ).rejects.toThrow(/could not be marked/);
+      await expect(
+        getReceipt(database, tenant.id, { requestId: rolledBack.request_id }),
+      ).rejects.toMatchObject({
+        code: 'not_found',
+      });
+
       // Twelve issuers at once: every receipt gets its own number, each names the one before.
       const concurrent = await Promise.all(
         Array.from({ length: 12 }, () => issueReceipt(database, SECRET, sampleBody(tenant.id))),
@@ -294,11 +309,39 @@ for (const dialect of DIALECTS) {
       });
       expect(late).toMatchObject({ valid: false, reason: expect.stringMatching(/after key .* was retired/) });
 
+      // Issuers racing a rotation: every receipt is signed by a key that was active when it was
+      // issued, and the chain has no gap.
+      const raced = await Promise.all([
+        ...Array.from({ length: 4 }, () => issueReceipt(database, SECRET, sampleBody(tenant.id))),
+        rotateReceiptKey(database, SECRET),
+        ...Array.from({ length: 4 }, () => issueReceipt(database, SECRET, sampleBody(tenant.id))),
+      ]);
+      const racedReceipts = [after, ...(raced.filter((r) => 'document' in r) as StoredReceipt[])].sort(
+        (a, b) => a.sequence - b.sequence,
+      );
+      const racedJwks = await receiptJwks(database);
+      expect(racedJwks.keys.filter((k) => k.status === 'active')).toHaveLength(1);
+      for (let i = 0; i < racedReceipts.length; i++) {
+        expect(verifyReceipt(racedReceipts[i]!.document, racedJwks), `receipt ${i}`).toMatchObject({
+          valid: true,
+        });
+        if (i > 0)
+          expect(verifyReceiptLink(racedReceipts[i - 1]!.document, racedReceipts[i]!.document)).toEqual({
+            valid: true,
+          });
+      }
+
       // The wrong secret key cannot open the active key: nothing is rotated.
       await expect(rotateReceiptKey(database, `${SECRET}-wrong`)).rejects.toMatchObject({
         code: 'secret_unreadable',
       });
-      expect((await receiptJwks(database)).keys).toHaveLength(jwks.keys.length);
+      expect((await receiptJwks(database)).keys).toHaveLength(racedJwks.keys.length);
+      // Unless forced (the old secret key is lost): the unreadable key is retired, a new one signs.
+      const forced = await rotateReceiptKey(database, `${SECRET}-new`, { force: true });
+      const fresh = await issueReceipt(database, `${SECRET}-new`, sampleBody(tenant.id));
+      expect(fresh.key_id).toBe(forced.kid);
+      expect(verifyReceipt(fresh.document, await receiptJwks(database)).valid).toBe(true);
+      await rotateReceiptKey(database, SECRET, { force: true });
     });
 
     it('stores neither the private key nor the identifiers in any row or receipt', async () => {

@@ -1,13 +1,14 @@
 import { createHash, randomUUID, sign, verify } from 'node:crypto';
 import canonicalize from 'canonicalize';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import { type Static, type TSchema, Type } from 'typebox';
 import { Value } from 'typebox/value';
 import type { Database } from '../db/database.ts';
+import type { DB } from '../db/schema.ts';
 import { instantText, utcInstantSql } from '../db/keyset.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { activeSigningKey, publicKeyFromJwk, type ReceiptJwks } from './receipt-keys.ts';
-import { receiptDb } from './receipt-tables.ts';
+import { receiptDb, type ReceiptTables } from './receipt-tables.ts';
 
 /**
  * Signed receipts of completed data subject requests (docs/receipts.md). A receipt is a
@@ -184,80 +185,95 @@ export async function issueReceipt(
   secretKey: string,
   body: ReceiptBody,
 ): Promise<StoredReceipt> {
+  checkBody(body);
+  return database.db.transaction().execute((trx) => issueReceiptInTransaction(trx, secretKey, body));
+}
+
+/**
+ * `issueReceipt` inside the caller's transaction, so that marking a request completed and
+ * issuing its receipt commit together. The tenant's chain stays locked until that
+ * transaction ends: keep it short.
+ */
+export async function issueReceiptInTransaction(
+  transaction: Transaction<DB>,
+  secretKey: string,
+  body: ReceiptBody,
+): Promise<StoredReceipt> {
+  checkBody(body);
+  const trx = transaction.withTables<ReceiptTables>();
+  const tenant = await trx
+    .selectFrom('tenants')
+    .select('id')
+    .where('id', '=', body.tenant_id)
+    .executeTakeFirst();
+  if (!tenant) throw new FerryError('not_found', `no tenant ${body.tenant_id}`);
+  await trx
+    .insertInto('receipt_chains')
+    .values({ tenant_id: body.tenant_id })
+    .onConflict((oc) => oc.column('tenant_id').doNothing())
+    .execute();
+  const head = await trx
+    .selectFrom('receipt_chains')
+    .select(['last_sequence', 'last_sha256'])
+    .where('tenant_id', '=', body.tenant_id)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  const existing = await selectReceipts(trx)
+    .where('tenant_id', '=', body.tenant_id)
+    .where('request_id', '=', body.request_id)
+    .executeTakeFirst();
+  if (existing) return toStored(existing);
+
+  const key = await activeSigningKey(trx, secretKey);
+  const clock = await sql<{
+    now: string;
+  }>`SELECT ${sql.raw(utcInstantSql('clock_timestamp()'))} AS now`.execute(trx);
+  const receipt: SignedReceipt = {
+    ...body,
+    receipt_version: 1,
+    receipt_id: randomUUID(),
+    sequence: Number(head.last_sequence) + 1,
+    previous_receipt_sha256: head.last_sha256,
+    key_id: key.kid,
+    issued_at: clock.rows[0]!.now,
+  };
+  const bytes = canonicalBytes(receipt);
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const signature = sign(null, bytes, key.privateKey).toString('base64url');
+  await trx
+    .insertInto('dsar_receipts')
+    .values({
+      id: receipt.receipt_id,
+      tenant_id: receipt.tenant_id,
+      request_id: receipt.request_id,
+      sequence: receipt.sequence,
+      sha256,
+      body: bytes.toString('utf8'),
+      signature,
+      key_id: key.kid,
+      issued_at: receipt.issued_at,
+    })
+    .execute();
+  await trx
+    .updateTable('receipt_chains')
+    .set({ last_sequence: receipt.sequence, last_sha256: sha256 })
+    .where('tenant_id', '=', body.tenant_id)
+    .execute();
+  return {
+    id: receipt.receipt_id,
+    tenant_id: receipt.tenant_id,
+    request_id: receipt.request_id,
+    sequence: receipt.sequence,
+    sha256,
+    key_id: key.kid,
+    issued_at: receipt.issued_at,
+    document: { receipt, signature: { alg: 'EdDSA', kid: key.kid, value: signature } },
+  };
+}
+
+function checkBody(body: ReceiptBody): void {
   const problem = firstError(ReceiptBodySchema, body);
   if (problem) throw invalid(`receipt.${problem.split(':')[0]}`, problem.slice(problem.indexOf(':') + 2));
-  return receiptDb(database)
-    .transaction()
-    .execute(async (trx) => {
-      const tenant = await trx
-        .selectFrom('tenants')
-        .select('id')
-        .where('id', '=', body.tenant_id)
-        .executeTakeFirst();
-      if (!tenant) throw new FerryError('not_found', `no tenant ${body.tenant_id}`);
-      await trx
-        .insertInto('receipt_chains')
-        .values({ tenant_id: body.tenant_id })
-        .onConflict((oc) => oc.column('tenant_id').doNothing())
-        .execute();
-      const head = await trx
-        .selectFrom('receipt_chains')
-        .select(['last_sequence', 'last_sha256'])
-        .where('tenant_id', '=', body.tenant_id)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
-      const existing = await selectReceipts(trx)
-        .where('tenant_id', '=', body.tenant_id)
-        .where('request_id', '=', body.request_id)
-        .executeTakeFirst();
-      if (existing) return toStored(existing);
-
-      const key = await activeSigningKey(trx, secretKey);
-      const clock = await sql<{
-        now: string;
-      }>`SELECT ${sql.raw(utcInstantSql('clock_timestamp()'))} AS now`.execute(trx);
-      const receipt: SignedReceipt = {
-        ...body,
-        receipt_version: 1,
-        receipt_id: randomUUID(),
-        sequence: Number(head.last_sequence) + 1,
-        previous_receipt_sha256: head.last_sha256,
-        key_id: key.kid,
-        issued_at: clock.rows[0]!.now,
-      };
-      const bytes = canonicalBytes(receipt);
-      const sha256 = createHash('sha256').update(bytes).digest('hex');
-      const signature = sign(null, bytes, key.privateKey).toString('base64url');
-      await trx
-        .insertInto('dsar_receipts')
-        .values({
-          id: receipt.receipt_id,
-          tenant_id: receipt.tenant_id,
-          request_id: receipt.request_id,
-          sequence: receipt.sequence,
-          sha256,
-          body: bytes.toString('utf8'),
-          signature,
-          key_id: key.kid,
-          issued_at: receipt.issued_at,
-        })
-        .execute();
-      await trx
-        .updateTable('receipt_chains')
-        .set({ last_sequence: receipt.sequence, last_sha256: sha256 })
-        .where('tenant_id', '=', body.tenant_id)
-        .execute();
-      return {
-        id: receipt.receipt_id,
-        tenant_id: receipt.tenant_id,
-        request_id: receipt.request_id,
-        sequence: receipt.sequence,
-        sha256,
-        key_id: key.kid,
-        issued_at: receipt.issued_at,
-        document: { receipt, signature: { alg: 'EdDSA', kid: key.kid, value: signature } },
-      };
-    });
 }
 
 function selectReceipts(db: ReturnType<typeof receiptDb>) {
