@@ -6,6 +6,7 @@ import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerReceipts } from './receipts.ts';
 import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
@@ -30,6 +31,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerKeys,
   registerSchedules,
   registerDsar,
+  registerReceipts,
 ];
 
 export function buildProgram(): Command {

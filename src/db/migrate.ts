@@ -11,6 +11,7 @@ import * as streamOutbox from './migrations/0008-stream-outbox.ts';
 import * as requestPath from './migrations/0009-request-path.ts';
 import * as scrubSpeed from './migrations/0010-scrub-speed.ts';
 import * as dsar from './migrations/0011-dsar.ts';
+import * as receipts from './migrations/0012-receipts.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0009-request-path': requestPath,
   '0010-scrub-speed': scrubSpeed,
   '0011-dsar': dsar,
+  '0012-receipts': receipts,
 };
 
 /**

@@ -25,6 +25,7 @@ import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
+import { receiptKeyRoutes } from './routes/receipt-keys.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
 import { schemaRoutes } from './routes/schemas.ts';
 import { streamRoutes } from './routes/stream.ts';
@@ -54,6 +55,7 @@ const ROUTES: readonly RoutePlugin[] = [
   webhookRoutes,
   scheduleRoutes,
   dsarRoutes,
+  receiptKeyRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

@@ -284,11 +284,8 @@ export async function getDsar(deps: DsarDeps, caller: DsarCaller, id: string): P
   return getDsarView(deps, callerTenant(caller), id);
 }
 
-/** The status a request shows for a stage: `extended` stays shown until the work starts. */
-function statusFor(row: Pick<DsarRow, 'status' | 'extended_at'>, stage: DsarStage): DsarStatus {
-  const waiting: readonly DsarStage[] = ['received', 'identity_pending', 'verified', 'awaiting_approval'];
-  return row.extended_at && waiting.includes(stage) ? 'extended' : stage;
-}
+/** Stages in which a request waits; an extended request shows `extended` while it waits. */
+const WAITING_STAGES: readonly DsarStage[] = ['received', 'identity_pending', 'verified', 'awaiting_approval'];
 
 interface Transition {
   readonly stage: DsarStage;
@@ -309,7 +306,10 @@ async function transition(
 ): Promise<void> {
   const now = deps.now();
   const closing = isClosedDsar(change.stage);
-  const status = statusFor(row, change.stage);
+  const waiting = WAITING_STAGES.includes(change.stage);
+  // `extended` shows over a waiting stage: read from the row as it is now, not as the caller saw it.
+  const extendedNow = 'extended_at' in (change.set ?? {}) || row.extended_at !== null;
+  const status = sql<DsarStatus>`CASE WHEN ${waiting} AND (extended_at IS NOT NULL OR ${extendedNow}) THEN 'extended' ELSE ${change.stage} END`;
   const audit =
     caller === 'system'
       ? { tenantId: row.tenant_id, actor: 'system', ip: null, userAgent: null }
@@ -327,7 +327,6 @@ async function transition(
       })
       .where('id', '=', row.id)
       .where('stage', '=', row.stage)
-      .where('updated_at', '=', row.updated_at)
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) !== 1) return false;
     await trx.executeQuery(
@@ -389,8 +388,14 @@ export async function issueVerificationCode(deps: DsarDeps, row: DsarRow): Promi
 
 /** Marks a request as waiting for its code (after the code went out). */
 export async function markIdentityPending(deps: DsarDeps, row: DsarRow): Promise<void> {
-  if (row.stage !== 'received') return;
-  await transition(deps, 'system', row, { stage: 'identity_pending', action: 'dsar.identity_pending' });
+  const now = await loadDsar(deps.database, row.tenant_id, row.id);
+  if (now.stage !== 'received') return;
+  await transition(deps, 'system', now, { stage: 'identity_pending', action: 'dsar.identity_pending' }).catch(
+    (err: unknown) => {
+      // A team member verified (or closed) the request meanwhile: the code is simply not needed.
+      if (!(err instanceof FerryError && err.code === 'conflict')) throw err;
+    },
+  );
 }
 
 /**
@@ -554,12 +559,7 @@ export async function extendDsar(deps: DsarDeps, caller: DsarCaller, id: string,
       'the extension must be notified to the subject before the first deadline, which has passed',
     );
   const tenant = await loadTenant(deps.database, tenantId);
-  const due = extendedDue({
-    regulation: row.regulation,
-    receivedAt: row.received_at,
-    dueAt: row.original_due_at,
-    timeZone: tenant.timezone,
-  });
+  const due = extendedDue({ regulation: row.regulation, receivedAt: row.received_at, timeZone: tenant.timezone });
   const extendedRow = { ...row, extended_at: now };
   await transition(deps, caller, extendedRow, {
     stage: row.stage,
