@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { AuthContext } from '../auth/context.ts';
 import { loadTenant } from '../collect/tenant.ts';
@@ -15,6 +15,7 @@ import {
   type DsarDeps,
   type DsarView,
   denyDsar,
+  dsarReceipt,
   dsarSummary,
   extendDsar,
   getDsar,
@@ -293,6 +294,20 @@ export function registerDsar(program: Command): void {
       });
     });
   }
+
+  dsar
+    .command('receipt')
+    .description("a completed request's signed receipt (check it with `ferry receipts verify FILE`)")
+    .requiredOption('--tenant <id-or-slug>', 'the tenant')
+    .argument('<request-id>', 'id of the request')
+    .option('--out <file>', 'write it to this file instead of stdout')
+    .action(async (id: string, options: TenantOption & { out?: string }) => {
+      await withTenant(options, async ({ deps, caller }) => {
+        const text = `${JSON.stringify(await dsarReceipt(deps, caller, id), null, 2)}\n`;
+        if (options.out) writeFileSync(options.out, text, { flag: 'wx' });
+        else process.stdout.write(text);
+      });
+    });
 
   dsar
     .command('run')

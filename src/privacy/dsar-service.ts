@@ -29,6 +29,7 @@ import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { daysLeft, dueDates, extendedDue } from './deadlines.ts';
+import { getReceipt, type ReceiptDocument } from './receipts.ts';
 import { normalizeIdentifiers } from './subject.ts';
 import { subjectKey } from './subject-key.ts';
 import { type DsarRow, dsarDb, type SubjectIdentifiers } from './tables.ts';
@@ -583,6 +584,15 @@ export async function rerunDsar(deps: DsarDeps, caller: DsarCaller, id: string):
     set: { error_message: null },
   });
   return getDsarView(deps, tenantId, id);
+}
+
+/** `GET /api/v1/dsar/{id}/receipt`: the signed receipt of a completed request. */
+export async function dsarReceipt(deps: DsarDeps, caller: DsarCaller, id: string): Promise<ReceiptDocument> {
+  requireTeam(caller);
+  const row = await loadDsar(deps.database, callerTenant(caller), id);
+  if (!row.receipt_id)
+    throw new FerryError('not_found', `request ${id} has no receipt yet (status ${row.status}); receipts come with completion`);
+  return (await getReceipt(deps.database, row.tenant_id, { receiptId: row.receipt_id })).document;
 }
 
 /** The job's side: the run finished. */

@@ -11,6 +11,7 @@ import {
   type DsarCaller,
   type DsarDeps,
   denyDsar,
+  dsarReceipt,
   dsarSummary,
   extendDsar,
   getDsar,
@@ -262,6 +263,44 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
       },
     },
     async (request) => getDsar(service, team(request), request.params.id),
+  );
+
+  app.get(
+    '/api/v1/dsar/:id/receipt',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags,
+        summary: "The request's signed receipt (docs/receipts.md)",
+        description:
+          'RFC 8785 JSON signed with Ed25519; verify it with `ferry receipts verify` or, without Ferry, against ' +
+          '`/.well-known/ferry-receipt-keys.json` as docs/receipts.md shows.',
+        security,
+        params: IdParams,
+        response: {
+          200: jsonResponse(
+            Type.Object(
+              {
+                receipt: Type.Record(Type.String(), Type.Unknown()),
+                signature: Type.Object(
+                  { alg: Type.Literal('EdDSA'), kid: Type.String(), value: Type.String() },
+                  closed,
+                ),
+              },
+              closed,
+            ),
+            { description: 'The receipt document', headers: ['Content-Disposition'] },
+          ),
+          ...problemResponses(400, 401, 403, 404, 429),
+        },
+      },
+    },
+    async (request, reply) => {
+      const document = await dsarReceipt(service, team(request), request.params.id);
+      return reply
+        .header('content-disposition', `attachment; filename="receipt-${request.params.id}.json"`)
+        .send(document as unknown as { receipt: Record<string, unknown>; signature: { alg: 'EdDSA'; kid: string; value: string } });
+    },
   );
 
   const action = (
