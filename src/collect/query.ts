@@ -84,8 +84,11 @@ function scopeCondition(dataset: TableDataset, scope: ExportScope | undefined): 
 
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
 function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): Source {
-  if (dataset.kind === 'computed')
-    return computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
+  if (dataset.kind === 'computed') {
+    const computed = computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
+    // A report's rows carry the subject link's columns (e.g. revenue attribution's customer_id).
+    return request.subject ? { ...computed, where: `(${request.subject.condition}) AND ${computed.where}` } : computed;
+  }
   if (dataset.kind !== 'table')
     throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];
