@@ -41,6 +41,7 @@ const GADGETS_TABLE: TableDeclaration = {
   subjectLinks: [{ column: 'owner_email', subject: 'customer', by: 'email' }],
   relations: [{ column: 'tenant_id', references: 'tenants.id' }],
   retention: { days: null, note: 'Kept for the life of the tenant account.' },
+  erasure: { action: 'delete' },
   columns: {
     id: { type: 'uuid', class: 'identifier', description: 'Unique identifier of the gadget.' },
     tenant_id: { type: 'uuid', class: 'identifier', description: 'The tenant that owns the gadget.' },

@@ -7,6 +7,7 @@ import { createAdapters, type FerryCommand } from '../compose.ts';
 import type { JobContext } from '../jobs/types.ts';
 import { createLogger } from '../lib/logger.ts';
 import { runDsar } from '../privacy/dsar-job.ts';
+import '../privacy/dsar-steps.ts';
 import {
   approveDsar,
   cancelDsar,

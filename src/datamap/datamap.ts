@@ -42,6 +42,17 @@ export function checkDataMap(map: DataMap): string[] {
       if (!table.columns[link.column])
         problems.push(`${tableName}: link names missing column "${link.column}"`);
     }
+    for (const link of table.subjectLinks) {
+      if (link.by === 'parent' && !(link.parent && map.tables[link.parent]?.subjectLinks.length))
+        problems.push(`${tableName}.${link.column}: parent link names no table with subject links ("${link.parent}")`);
+      if (link.by !== 'parent' && link.parent)
+        problems.push(`${tableName}.${link.column}: only a parent link names a parent`);
+    }
+    for (const column of table.erasure.scrub ?? []) {
+      if (!table.columns[column]) problems.push(`${tableName}: erasure scrubs missing column "${column}"`);
+    }
+    if (table.subjectLinks.length && !table.tenantKey)
+      problems.push(`${tableName}: a table with subject links needs a tenant key`);
     for (const rel of table.relations) {
       if (!declared(rel.references))
         problems.push(`${tableName}.${rel.column}: references missing column ${rel.references}`);

@@ -45,9 +45,14 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
     );
     if (t.subjectLinks.length)
       out.push(
-        `Data subjects: ${t.subjectLinks.map((l) => `${l.column} → ${l.subject} (by ${l.by})`).join(', ')}.`,
+        `Data subjects: ${t.subjectLinks.map((l) => `${l.column} → ${l.subject} (by ${l.by === 'parent' ? `${l.parent}` : l.by})`).join(', ')}.`,
         '',
       );
+    out.push(
+      `Erasure: ${t.erasure.action}${t.erasure.basis ? `: ${t.erasure.basis.replace(/\.$/, '')}` : ''}.` +
+        (t.erasure.scrub?.length ? ` Scrubbed of the subject's identifiers: ${t.erasure.scrub.join(', ')}.` : ''),
+      '',
+    );
     if (t.relations.length)
       out.push(`Relations: ${t.relations.map((r) => `${r.column} → ${r.references}`).join(', ')}.`, '');
     out.push('| column | type | class | description |', '|---|---|---|---|');

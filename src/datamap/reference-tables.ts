@@ -19,6 +19,7 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [],
     retention: KEEP,
+    erasure: { action: 'retain', basis: 'The account itself: it holds no data subject.' },
     columns: {
       id: id('tenant'),
       name: c('string', 'none', 'Company name.'),
@@ -39,6 +40,7 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
+    erasure: { action: 'retain', basis: 'Websites of the tenant: they hold no data subject.' },
     columns: {
       id: id('site'),
       tenant_id: tenantId,
@@ -53,9 +55,17 @@ export const REFERENCE_TABLES = {
     timeColumn: 'created_at',
     updatedColumn: null,
     primaryKey: ['id'],
-    subjectLinks: [{ column: 'id', subject: 'team_member', by: 'id' }],
+    subjectLinks: [
+      { column: 'id', subject: 'team_member', by: 'id' },
+      { column: 'email', subject: 'team_member', by: 'email' },
+    ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
+    erasure: {
+      action: 'anonymize',
+      basis:
+        'The member row stays so that the conversations they answered keep an author; their name and email are replaced and they can no longer sign in.',
+    },
     columns: {
       id: c('uuid', 'identifier', 'Unique identifier of the team member.', 'person_id'),
       tenant_id: tenantId,
@@ -73,9 +83,18 @@ export const REFERENCE_TABLES = {
     timeColumn: 'created_at',
     updatedColumn: 'updated_at',
     primaryKey: ['id'],
-    subjectLinks: [{ column: 'id', subject: 'customer', by: 'id' }],
+    subjectLinks: [
+      { column: 'id', subject: 'customer', by: 'id' },
+      { column: 'email', subject: 'customer', by: 'email' },
+      { column: 'phone', subject: 'customer', by: 'phone' },
+    ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: { days: 1095, note: 'Three years after the last activity unless a legal hold applies.' },
+    erasure: {
+      action: 'anonymize',
+      basis:
+        'The row stays as an anonymous stub (id, segment, first seen) because revenue events kept for bookkeeping point at it; email, name, phone and country are removed.',
+    },
     columns: {
       id: c('uuid', 'identifier', 'Unique identifier of the customer.', 'person_id'),
       tenant_id: tenantId,
@@ -100,6 +119,7 @@ export const REFERENCE_TABLES = {
       { column: 'customer_id', references: 'customers.id' },
     ],
     retention: { days: null, note: 'Kept as proof of consent for as long as the customer exists.' },
+    erasure: { action: 'delete' },
     columns: {
       id: id('consent record'),
       tenant_id: tenantId,
@@ -129,6 +149,10 @@ export const REFERENCE_TABLES = {
       { column: 'assigned_agent_id', references: 'team_members.id' },
     ],
     retention: { days: 730, note: 'Two years after the conversation started, by default.' },
+    erasure: {
+      action: 'anonymize',
+      basis: 'Times, counts, status, ratings and topics stay for statistics; every identifier and all free text go.',
+    },
     columns: {
       id: id('conversation'),
       tenant_id: tenantId,
@@ -171,12 +195,19 @@ export const REFERENCE_TABLES = {
     timeColumn: 'created_at',
     updatedColumn: 'updated_at',
     primaryKey: ['id'],
-    subjectLinks: [{ column: 'conversation_id', subject: 'customer', by: 'id' }],
+    subjectLinks: [
+      { column: 'conversation_id', subject: 'customer', by: 'parent', parent: 'conversations' },
+      { column: 'sender_id', subject: 'team_member', by: 'id' },
+    ],
     relations: [
       { column: 'tenant_id', references: 'tenants.id' },
       { column: 'conversation_id', references: 'conversations.id' },
     ],
     retention: { days: 730, note: 'Follows the retention of its conversation.' },
+    erasure: {
+      action: 'anonymize',
+      basis: 'Times, sender type, lengths and AI metrics stay for statistics; the text and extracted entities go.',
+    },
     columns: {
       id: id('message'),
       tenant_id: tenantId,
@@ -214,6 +245,7 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
+    erasure: { action: 'retain', basis: 'Knowledge-base articles of the tenant; mentions of the subject are scrubbed.', scrub: ['title', 'content'] },
     columns: {
       id: id('document'),
       tenant_id: tenantId,
@@ -240,6 +272,12 @@ export const REFERENCE_TABLES = {
       { column: 'document_id', references: 'documents.id' },
     ],
     retention: KEEP,
+    erasure: {
+      action: 'retain',
+      basis: 'Retrieval chunks of the knowledge base; a chunk that mentions the subject is deleted with its embedding.',
+      scrub: ['content'],
+      onScrub: 'delete',
+    },
     columns: {
       id: id('chunk'),
       tenant_id: tenantId,
@@ -265,6 +303,10 @@ export const REFERENCE_TABLES = {
       { column: 'customer_id', references: 'customers.id' },
     ],
     retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
+    erasure: {
+      action: 'retain',
+      basis: 'Bookkeeping (seven years, e.g. HGB §257, IRS): amounts and dates stay, pointing at the anonymous customer stub.',
+    },
     columns: {
       id: id('revenue event'),
       tenant_id: tenantId,
@@ -295,6 +337,7 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
+    erasure: { action: 'retain', basis: 'Connections of the tenant: they hold no data subject.' },
     columns: {
       id: id('integration'),
       tenant_id: tenantId,
@@ -317,6 +360,7 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
+    erasure: { action: 'retain', basis: 'Settings of the tenant: they hold no data subject.' },
     columns: {
       tenant_id: tenantId,
       key: c('string', 'none', 'Setting name, e.g. widget.greeting.'),
@@ -330,9 +374,16 @@ export const REFERENCE_TABLES = {
     timeColumn: 'occurred_at',
     updatedColumn: null,
     primaryKey: ['id'],
-    subjectLinks: [{ column: 'actor_id', subject: 'team_member', by: 'id' }],
+    subjectLinks: [
+      { column: 'actor_id', subject: 'team_member', by: 'id' },
+      { column: 'actor_id', subject: 'customer', by: 'id' },
+    ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: { days: 1095, note: 'Three years, for security reviews.' },
+    erasure: {
+      action: 'anonymize',
+      basis: 'Security log: the action and its time stay; the actor id, IP address and user agent go.',
+    },
     columns: {
       id: id('log entry'),
       tenant_id: tenantId,
@@ -356,6 +407,7 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
+    erasure: { action: 'retain', basis: 'Billing of the tenant itself: it holds no data subject.' },
     columns: {
       id: id('subscription'),
       tenant_id: tenantId,
@@ -382,6 +434,7 @@ export const REFERENCE_TABLES = {
       { column: 'subscription_id', references: 'subscriptions.id' },
     ],
     retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
+    erasure: { action: 'retain', basis: 'Tax law (invoices are kept for seven to ten years); they bill the tenant, not its visitors.' },
     columns: {
       id: id('invoice'),
       tenant_id: tenantId,
@@ -408,6 +461,11 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: { days: 1095, note: 'Three years, for security reviews and compliance evidence.' },
+    erasure: {
+      action: 'retain',
+      basis: "Ferry's audit trail is evidence of what was done; its free text is scrubbed of the subject's identifiers.",
+      scrub: ['error', 'user_agent'],
+    },
     columns: {
       id: id('audit event'),
       tenant_id: tenantId,

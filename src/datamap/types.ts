@@ -49,8 +49,34 @@ export interface TableColumn {
 export interface SubjectLink {
   readonly column: string;
   readonly subject: 'customer' | 'team_member';
-  /** How the column identifies the subject. */
-  readonly by: 'id' | 'email';
+  /**
+   * How the column identifies the subject: their id, email (compared case-insensitively),
+   * phone (E.164), or `parent`: the column holds the id of a row of `parent` that is linked
+   * to the subject (a message belongs to a customer through its conversation).
+   */
+  readonly by: 'id' | 'email' | 'phone' | 'parent';
+  /** `by: 'parent'`: the table whose rows the column points at. */
+  readonly parent?: string;
+}
+
+/**
+ * What erasing a data subject does to the rows of a table linked to them (docs/erasure.md):
+ * `delete` rows that exist only because of the subject; `anonymize` rows the tenant keeps
+ * (every contact, network, location and free-text column and the subject's own links are
+ * cleared, counts and times stay); `retain` rows a law requires, with the legal basis shown
+ * on the receipt. Independently, `scrub` columns (default: the table's free-text columns) are
+ * cleared of the subject's email, phone and name in every row of the tenant, and a row whose
+ * scrubbed text feeds a derived value (a retrieval chunk's embedding) is deleted when
+ * `onScrub` says so, so no stale vector of the subject's text stays.
+ */
+export interface ErasureRule {
+  readonly action: 'delete' | 'anonymize' | 'retain';
+  /** Why rows are kept (`retain`), or what stays (`anonymize`); shown on receipts. */
+  readonly basis?: string;
+  /** Text columns cleared of the subject's identifiers wherever they appear (default: the free-text columns). */
+  readonly scrub?: readonly string[];
+  /** `delete`: a row whose scrubbed text changed is deleted (its derived columns cannot be recomputed). */
+  readonly onScrub?: 'keep' | 'delete';
 }
 
 export interface Relation {
@@ -75,6 +101,7 @@ export interface TableDeclaration {
   readonly subjectLinks: readonly SubjectLink[];
   readonly relations: readonly Relation[];
   readonly retention: Retention;
+  readonly erasure: ErasureRule;
   readonly columns: Readonly<Record<string, TableColumn>>;
 }
 

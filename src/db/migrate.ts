@@ -12,6 +12,7 @@ import * as requestPath from './migrations/0009-request-path.ts';
 import * as scrubSpeed from './migrations/0010-scrub-speed.ts';
 import * as dsar from './migrations/0011-dsar.ts';
 import * as receipts from './migrations/0012-receipts.ts';
+import * as erasure from './migrations/0013-erasure.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -27,6 +28,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0010-scrub-speed': scrubSpeed,
   '0011-dsar': dsar,
   '0012-receipts': receipts,
+  '0013-erasure': erasure,
 };
 
 /**

@@ -1,6 +1,8 @@
 import { loadTenant } from '../collect/tenant.ts';
 import type { JobContext, JobDefinition } from '../jobs/types.ts';
 import { runDsar } from './dsar-job.ts';
+// What each kind of request does, and the access package's rows: registered on import.
+import './dsar-steps.ts';
 import {
   DSAR_CODE_JOB,
   DSAR_NOTICE_JOB,

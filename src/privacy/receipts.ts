@@ -45,6 +45,8 @@ export const ReceiptStoreSchema = Type.Object(
     anonymized: Count,
     scrubbed: Count,
     retained: Count,
+    /** Rectification: rows whose values were corrected. */
+    rectified: Type.Optional(Count),
     /** The legal basis for the retained rows (e.g. tax law for invoices); null when none were retained. */
     retain_reason: Type.Union([Text, Type.Null()]),
   },
