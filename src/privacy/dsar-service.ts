@@ -30,7 +30,8 @@ import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { daysLeft, dueDates, extendedDue } from './deadlines.ts';
 import { getReceipt, type ReceiptDocument } from './receipts.ts';
-import { normalizeIdentifiers } from './subject.ts';
+import { type ErasurePlan, planErasure } from './erasure.ts';
+import { normalizeIdentifiers, resolveSubject } from './subject.ts';
 import { subjectKey } from './subject-key.ts';
 import { type DsarRow, dsarDb, type SubjectIdentifiers } from './tables.ts';
 
@@ -584,6 +585,20 @@ export async function rerunDsar(deps: DsarDeps, caller: DsarCaller, id: string):
     set: { error_message: null },
   });
   return getDsarView(deps, tenantId, id);
+}
+
+/**
+ * `POST /api/v1/dsar/{id}/plan`: the dry run of an open erasure request — per table and
+ * column what it would delete, anonymize, scrub or keep, the files it would remove and the
+ * holds that exempt data — without changing anything.
+ */
+export async function planDsar(deps: DsarDeps, caller: DsarCaller, id: string): Promise<ErasurePlan> {
+  requireTeam(caller);
+  const row = await loadDsar(deps.database, callerTenant(caller), id);
+  if (row.type !== 'erasure') throw new FerryError('conflict', `request ${id} is ${row.type}: only an erasure has a plan`);
+  if (!row.subject) throw new FerryError('conflict', `request ${id} is ${row.status}: it no longer names its subject`);
+  const subject = await resolveSubject(deps.database, row.tenant_id, row.subject);
+  return planErasure(deps.database, row.tenant_id, subject);
 }
 
 /** `GET /api/v1/dsar/{id}/receipt`: the signed receipt of a completed request. */

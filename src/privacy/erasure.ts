@@ -158,6 +158,8 @@ function databaseStatements(
   for (const [table, decl] of inOrder(map)) {
     const tenant = `t.${decl.tenantKey} = ${literal(tenantId)}`;
     const primary = primaryKinds(decl);
+    // Rows deleted or anonymized as the subject's own: their text is already gone, not scrubbed.
+    const covered: string[] = [];
     if (!exempt.has(table)) {
       for (const kind of KINDS) {
         const condition = subjectRowCondition(table, subject, 't', map, kind);
@@ -165,6 +167,7 @@ function databaseStatements(
         const where = `${tenant} AND (${condition})`;
         const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
         const action = primary.has(kind) ? decl.erasure.action : 'refer';
+        if (action === 'delete' || action === 'anonymize') covered.push(condition);
         if (action === 'delete') {
           statements.push({ table, kind: 'delete', count, run: `DELETE FROM ${table} t WHERE ${where}` });
           columns.push({ table, column: '*', action: 'delete' });
@@ -188,7 +191,8 @@ function databaseStatements(
     for (const column of scrubColumns(decl)) {
       const mention = mentionCondition(`t.${column}::text`, subject);
       if (!mention) continue;
-      const where = `${tenant} AND (${mention})`;
+      const own = covered.length ? ` AND NOT coalesce(${covered.map((c) => `(${c})`).join(' OR ')}, false)` : '';
+      const where = `${tenant} AND (${mention})${own}`;
       const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
       const type = info.get(`${table}.${column}`)?.type;
       if (decl.erasure.onScrub === 'delete') {

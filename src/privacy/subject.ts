@@ -276,7 +276,7 @@ export async function resolveSubject(
       if (!mention) continue;
       const [found] = await rows<{ n: number }>(
         database,
-        `SELECT count(*) AS n FROM ${name} t WHERE ${tenant} AND (${mention})${condition ? ` AND NOT (${condition})` : ''}`,
+        `SELECT count(*) AS n FROM ${name} t WHERE ${tenant} AND (${mention})${condition ? ` AND NOT coalesce(${condition}, false)` : ''}`,
       );
       const n = Number(found?.n ?? 0);
       if (n > 0) {

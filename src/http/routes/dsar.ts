@@ -12,6 +12,7 @@ import {
   type DsarDeps,
   denyDsar,
   dsarReceipt,
+  planDsar,
   dsarSummary,
   extendDsar,
   getDsar,
@@ -263,6 +264,27 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
       },
     },
     async (request) => getDsar(service, team(request), request.params.id),
+  );
+
+  app.post(
+    '/api/v1/dsar/:id/plan',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags,
+        summary: 'The dry run of an erasure: what it would delete, anonymize, scrub or keep, changing nothing',
+        security,
+        params: IdParams,
+        response: {
+          200: jsonResponse(Type.Record(Type.String(), Type.Unknown()), {
+            description: '`dry_run: true`, `stores` (counts per store and table), `columns`, `files`, `holds`',
+          }),
+          ...problemResponses(400, 401, 403, 404, 409, 429),
+        },
+      },
+    },
+    async (request) =>
+      (await planDsar(service, team(request), request.params.id)) as unknown as Record<string, unknown>,
   );
 
   app.get(
