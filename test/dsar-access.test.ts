@@ -28,14 +28,20 @@ interface Subject {
  */
 async function expectedRows(h: ExportHarness, s: Subject) {
   const q = async (statement: string) =>
-    (await sql<{ id: string }>`${sql.raw(statement)}`.execute(h.database.db)).rows.map((r) => String(r.id)).sort();
+    (await sql<{ id: string }>`${sql.raw(statement)}`.execute(h.database.db)).rows
+      .map((r) => String(r.id))
+      .sort();
   const t = h.tenant.id;
   const conversations = `SELECT id FROM conversations WHERE tenant_id = '${t}' AND (customer_id = '${s.id}' OR lower(customer_email) = '${s.email.toLowerCase()}')`;
   return {
     customers: await q(`SELECT id FROM customers WHERE tenant_id = '${t}' AND id = '${s.id}'`),
     conversations: await q(conversations),
-    messages: await q(`SELECT id FROM messages WHERE tenant_id = '${t}' AND conversation_id IN (${conversations})`),
-    consent_records: await q(`SELECT id FROM consent_records WHERE tenant_id = '${t}' AND customer_id = '${s.id}'`),
+    messages: await q(
+      `SELECT id FROM messages WHERE tenant_id = '${t}' AND conversation_id IN (${conversations})`,
+    ),
+    consent_records: await q(
+      `SELECT id FROM consent_records WHERE tenant_id = '${t}' AND customer_id = '${s.id}'`,
+    ),
   };
 }
 
@@ -103,7 +109,12 @@ for (const dialect of DIALECTS) {
         method: 'POST',
         url: '/api/v1/dsar',
         headers: bearer(h.keys.manager),
-        payload: { type: 'access', regulation: 'gdpr', source: 'api', subject: { email: ` ${subject.email.toUpperCase()} ` } },
+        payload: {
+          type: 'access',
+          regulation: 'gdpr',
+          source: 'api',
+          subject: { email: ` ${subject.email.toUpperCase()} ` },
+        },
       });
       expect(created.statusCode, created.body).toBe(201);
       const id = created.json().id as string;
@@ -142,16 +153,28 @@ for (const dialect of DIALECTS) {
       await writeFile(zip, file.rawPayload);
       const names = (await run('unzip', ['-Z1', zip])).stdout.trim().split('\n');
       const entry = (suffix: string) => names.find((n) => n.endsWith(suffix));
-      for (const needed of ['index.html', 'metadata.json', 'checksums.sha256', 'data_dictionary.md', 'datapackage.json'])
+      for (const needed of [
+        'index.html',
+        'metadata.json',
+        'checksums.sha256',
+        'data_dictionary.md',
+        'datapackage.json',
+      ])
         expect(entry(`/${needed}`), needed).toBeDefined();
       expect(names[0]).toMatch(/^personal-data-\d{4}-\d{2}-\d{2}\//);
       // The checksums the package lists are the bytes it holds.
-      await run('bash', ['-c', `cd "${dir}" && rm -rf x && mkdir x && cd x && unzip -q ../${id}.zip && cd personal-data-* && sha256sum -c --quiet checksums.sha256`]);
-      const read = async (name: string) => (await run('unzip', ['-p', zip, name], { maxBuffer: 64 << 20 })).stdout;
+      await run('bash', [
+        '-c',
+        `cd "${dir}" && rm -rf x && mkdir x && cd x && unzip -q ../${id}.zip && cd personal-data-* && sha256sum -c --quiet checksums.sha256`,
+      ]);
+      const read = async (name: string) =>
+        (await run('unzip', ['-p', zip, name], { maxBuffer: 64 << 20 })).stdout;
       const jsonRows = async (suffix: string) => {
         const name = entry(suffix);
         expect(name, suffix).toBeDefined();
-        const parsed = JSON.parse(await read(name!)) as { data?: Record<string, unknown>[] } | Record<string, unknown>[];
+        const parsed = JSON.parse(await read(name!)) as
+          | { data?: Record<string, unknown>[] }
+          | Record<string, unknown>[];
         return Array.isArray(parsed) ? parsed : (parsed.data ?? []);
       };
       const expected = await expectedRows(h, subject);

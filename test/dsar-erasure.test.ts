@@ -35,7 +35,8 @@ async function findInDatabase(h: ExportHarness, schemas: string[]): Promise<stri
     const rows = await sql<{ r: string }>`SELECT x::text AS r FROM ${sql.id(s, t)} x`.execute(h.database.db);
     for (const { r } of rows.rows) {
       const text = r.toLowerCase();
-      for (const needle of NEEDLES) if (text.includes(needle.toLowerCase())) found.push(`${s}.${t}: ${needle}`);
+      for (const needle of NEEDLES)
+        if (text.includes(needle.toLowerCase())) found.push(`${s}.${t}: ${needle}`);
     }
   }
   return found;
@@ -48,7 +49,8 @@ async function findInStore(h: ExportHarness): Promise<string[]> {
     const chunks: Buffer[] = [];
     for await (const chunk of await h.store.get(object.key)) chunks.push(chunk as Buffer);
     const text = Buffer.concat(chunks).toString('utf8').toLowerCase();
-    for (const needle of NEEDLES) if (text.includes(needle.toLowerCase())) found.push(`${object.key}: ${needle}`);
+    for (const needle of NEEDLES)
+      if (text.includes(needle.toLowerCase())) found.push(`${object.key}: ${needle}`);
   }
   return found;
 }
@@ -75,10 +77,16 @@ for (const dialect of DIALECTS) {
         ORDER BY c.id LIMIT 1`.execute(db);
       customer = row.rows[0]?.id ?? '';
       expect(customer).not.toBe('');
-      await db.updateTable('customers').set({ email: EMAIL, name: NAME, phone: PHONE }).where('id', '=', customer).execute();
+      await db
+        .updateTable('customers')
+        .set({ email: EMAIL, name: NAME, phone: PHONE })
+        .where('id', '=', customer)
+        .execute();
       // A purchase kept for bookkeeping.
       await sql`INSERT INTO revenue_events (id, tenant_id, customer_id, amount, currency, transaction_type, product_category, customer_segment, occurred_at)
-        VALUES (${randomUUID()}, ${t}, ${customer}, 129.90, 'EUR', 'purchase', 'accessories', 'consumer', '2026-09-04 12:00:00.000001+00')`.execute(db);
+        VALUES (${randomUUID()}, ${t}, ${customer}, 129.90, 'EUR', 'purchase', 'accessories', 'consumer', '2026-09-04 12:00:00.000001+00')`.execute(
+        db,
+      );
       await db
         .insertInto('consent_records')
         .values({
@@ -105,12 +113,20 @@ for (const dialect of DIALECTS) {
       // Another person's conversation that mentions them.
       const other = await sql<{ id: string }>`
         SELECT m.id FROM messages m JOIN conversations v ON v.id = m.conversation_id
-        WHERE v.tenant_id = ${t} AND (v.customer_id IS NULL OR v.customer_id <> ${customer}) ORDER BY m.id LIMIT 1`.execute(db);
+        WHERE v.tenant_id = ${t} AND (v.customer_id IS NULL OR v.customer_id <> ${customer}) ORDER BY m.id LIMIT 1`.execute(
+        db,
+      );
       await sql`UPDATE messages SET content = ${`My friend ${NAME} (${EMAIL.toLowerCase()}) recommended you ✨`}
         WHERE id = ${other.rows[0]!.id}`.execute(db);
       // The knowledge base quotes them, and a retrieval chunk with its vector holds the quote.
-      const doc = await db.selectFrom('documents').select('id').where('tenant_id', '=', t).executeTakeFirstOrThrow();
-      await sql`UPDATE documents SET content = content || ${`\n\n> "Great help" — ${NAME}, ${EMAIL}`} WHERE id = ${doc.id}`.execute(db);
+      const doc = await db
+        .selectFrom('documents')
+        .select('id')
+        .where('tenant_id', '=', t)
+        .executeTakeFirstOrThrow();
+      await sql`UPDATE documents SET content = content || ${`\n\n> "Great help" — ${NAME}, ${EMAIL}`} WHERE id = ${doc.id}`.execute(
+        db,
+      );
       await db
         .insertInto('document_chunks')
         .values({
@@ -131,7 +147,7 @@ for (const dialect of DIALECTS) {
         error: `delivery to ${EMAIL} bounced`,
         userAgent: `Mozilla/5.0 (${NAME})`,
       });
-      const { endpoint } = await createEndpoint(
+      await createEndpoint(
         h.database,
         t,
         { url: 'http://127.0.0.1:9/hooks', events: ['export.completed'] },
@@ -142,12 +158,12 @@ for (const dialect of DIALECTS) {
         data: { note: `for ${EMAIL}`, name: NAME },
       });
       await sql`INSERT INTO webhook_attempts (id, message_id, attempt, started_at, status_code, latency_ms, outcome, error, response_excerpt)
-        VALUES (${randomUUID()}, ${message!.id}, 1, now(), 500, 12, 'failure', 'HTTP 500', ${`unknown recipient ${EMAIL}`})`.execute(db);
-      await sql`INSERT INTO stream_events (tenant_id, conversation_id, site_id, event, data)
-        SELECT tenant_id, id, site_id, 'conversation_updated', ${JSON.stringify({ customer_email: EMAIL })}::jsonb
-        FROM conversations WHERE id = ${theirConversations[0]!}`.execute(
+        VALUES (${randomUUID()}, ${message!.id}, 1, now(), 500, 12, 'failure', 'HTTP 500', ${`unknown recipient ${EMAIL}`})`.execute(
         db,
       );
+      await sql`INSERT INTO stream_events (tenant_id, conversation_id, site_id, event, data)
+        SELECT tenant_id, id, site_id, 'conversation_updated', ${JSON.stringify({ customer_email: EMAIL })}::jsonb
+        FROM conversations WHERE id = ${theirConversations[0]!}`.execute(db);
       // A stored export file that holds them.
       const created = await h.app.inject({
         method: 'POST',
@@ -169,8 +185,20 @@ for (const dialect of DIALECTS) {
     }, async () => {
       const schemas = [h.config.databaseSchema ?? 'public', jobsSchema(h.config)];
       const before = await findInDatabase(h, schemas);
-      for (const place of ['customers', 'conversations', 'messages', 'documents', 'document_chunks', 'audit_events', 'webhook_messages', 'stream_events'])
-        expect(before.some((f) => f.includes(`.${place}:`)), place).toBe(true);
+      for (const place of [
+        'customers',
+        'conversations',
+        'messages',
+        'documents',
+        'document_chunks',
+        'audit_events',
+        'webhook_messages',
+        'stream_events',
+      ])
+        expect(
+          before.some((f) => f.includes(`.${place}:`)),
+          place,
+        ).toBe(true);
       expect((await findInStore(h)).length).toBeGreaterThan(0);
       const t = h.tenant.id;
       const count = async (statement: string) =>
@@ -181,7 +209,9 @@ for (const dialect of DIALECTS) {
         conversations: await count(
           `SELECT count(*) AS n FROM conversations WHERE tenant_id = '${t}' AND (customer_id = '${customer}' OR lower(customer_email) = '${EMAIL.toLowerCase()}')`,
         ),
-        messages: await count(`SELECT count(*) AS n FROM messages WHERE conversation_id IN (${conversationList})`),
+        messages: await count(
+          `SELECT count(*) AS n FROM messages WHERE conversation_id IN (${conversationList})`,
+        ),
         mentions: await count(
           `SELECT count(*) AS n FROM messages WHERE tenant_id = '${t}' AND conversation_id NOT IN (${conversationList}) AND (lower(content) LIKE '%${EMAIL.toLowerCase()}%' OR content LIKE '%O''Hara-Lindqvist%')`,
         ),
@@ -203,8 +233,12 @@ for (const dialect of DIALECTS) {
       const planned = plan.json();
       expect(planned.dry_run).toBe(true);
       // The plan changed nothing (the open request itself names its subject until it closes).
-      expect((await findInDatabase(h, schemas)).filter((f) => !f.includes('.dsar_requests:'))).toEqual(before);
-      expect((await post(`/api/v1/dsar/${id}/verify`, { reason: 'Signed request received by post' })).statusCode).toBe(200);
+      expect((await findInDatabase(h, schemas)).filter((f) => !f.includes('.dsar_requests:'))).toEqual(
+        before,
+      );
+      expect(
+        (await post(`/api/v1/dsar/${id}/verify`, { reason: 'Signed request received by post' })).statusCode,
+      ).toBe(200);
       expect((await post(`/api/v1/dsar/${id}/approve`)).statusCode).toBe(200);
       const done = await until<{ status: string; error: string | null }>(
         'the erasure to finish',
@@ -222,7 +256,10 @@ for (const dialect of DIALECTS) {
       expect(await findInStore(h)).toEqual([]);
 
       // The receipt: its counts are what was removed, and it verifies with Ferry and without.
-      const receiptRes = await h.app.inject({ url: `/api/v1/dsar/${id}/receipt`, headers: bearer(h.keys.admin) });
+      const receiptRes = await h.app.inject({
+        url: `/api/v1/dsar/${id}/receipt`,
+        headers: bearer(h.keys.admin),
+      });
       expect(receiptRes.statusCode, receiptRes.body).toBe(200);
       const document = receiptRes.json();
       const receipt = document.receipt;
@@ -241,10 +278,19 @@ for (const dialect of DIALECTS) {
       expect(receipt.files.deleted.map((f: { export_id: string }) => f.export_id)).toContain(exportId);
       // The dry run said the same.
       for (const s of receipt.stores) {
-        const p = planned.stores.find((x: { dataset: string; store: string }) => x.dataset === s.dataset && x.store === s.store);
-        expect(p, s.dataset).toMatchObject({ deleted: s.deleted, anonymized: s.anonymized, scrubbed: s.scrubbed });
+        const p = planned.stores.find(
+          (x: { dataset: string; store: string }) => x.dataset === s.dataset && x.store === s.store,
+        );
+        expect(p, s.dataset).toMatchObject({
+          deleted: s.deleted,
+          anonymized: s.anonymized,
+          scrubbed: s.scrubbed,
+        });
       }
-      const exported = await h.app.inject({ url: `/api/v1/exports/${exportId}`, headers: bearer(h.keys.admin) });
+      const exported = await h.app.inject({
+        url: `/api/v1/exports/${exportId}`,
+        headers: bearer(h.keys.admin),
+      });
       expect(exported.json().status).toBe('expired');
 
       const work = mkdtempSync(path.join(tmpdir(), 'ferry-erasure-receipt-'));
@@ -256,7 +302,9 @@ for (const dialect of DIALECTS) {
         [path.join(REPO, 'bin/ferry.js'), 'receipts', 'verify', 'receipt.json', '--keys', 'keys.json'],
         { cwd: work, env: { ...process.env, FERRY_DATA_DIR: work, FERRY_DEMO: 'off' } },
       );
-      expect(verified.stdout).toBe(`valid: receipt ${receipt.receipt_id} signed by ${document.signature.kid}\n`);
+      expect(verified.stdout).toBe(
+        `valid: receipt ${receipt.receipt_id} signed by ${document.signature.kid}\n`,
+      );
       // Without Ferry: the documented openssl steps.
       const doc = readFileSync(path.join(REPO, 'docs/receipts.md'), 'utf8');
       const section = doc.slice(doc.indexOf('\n## Verify without Ferry\n'));

@@ -161,7 +161,8 @@ for (const dialect of DIALECTS) {
       }
       const locked = await post(`/api/v1/dsar/${created.id}/verify`, { code });
       expect(locked.json()).toMatchObject({ code: 'verification_failed', attempts_left: 0 });
-      const mine = () => smtp.messages.filter((m) => m.to.includes(email) && m.mail.text?.includes(created.id)).length;
+      const mine = () =>
+        smtp.messages.filter((m) => m.to.includes(email) && m.mail.text?.includes(created.id)).length;
       const before = mine();
       const resent = await post(`/api/v1/dsar/${created.id}/resend-code`, {});
       expect(resent.statusCode, resent.body).toBe(200);

@@ -76,7 +76,12 @@ function requestText(r: DsarView): string {
     `  received  ${when(r.received_at)} via ${r.source}`,
     `  due       ${when(r.due_at)} (${r.overdue ? `overdue by ${-r.days_left} days` : `${r.days_left} days left`})`,
   ];
-  if (r.subject) lines.push(`  subject   ${Object.entries(r.subject).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  if (r.subject)
+    lines.push(
+      `  subject   ${Object.entries(r.subject)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}`,
+    );
   if (r.excessive) lines.push(`  excessive ${r.excessive_rule}`);
   if (r.duplicate_of) lines.push(`  duplicate of ${r.duplicate_of}`);
   if (r.verified_at) lines.push(`  verified  ${when(r.verified_at)} (${r.verification_method})`);
@@ -117,7 +122,9 @@ async function localJobContext(command: FerryCommand): Promise<JobContext> {
 export function registerDsar(program: Command): void {
   const dsar = program
     .command('dsar')
-    .description('data subject requests: create, list, show, verify, approve, deny, extend, cancel, run, receipt');
+    .description(
+      'data subject requests: create, list, show, verify, approve, deny, extend, cancel, run, receipt',
+    );
 
   dsar
     .command('create')
@@ -129,7 +136,11 @@ export function registerDsar(program: Command): void {
     .option('--phone <phone>', "the subject's phone, in international form")
     .option('--customer-id <uuid>', "the subject's customer id")
     .option('--team-member-id <uuid>', "the subject's team member id")
-    .option('--changes <json>', 'rectification: the corrected values as JSON, or @file', parseJsonFlag('--changes'))
+    .option(
+      '--changes <json>',
+      'rectification: the corrected values as JSON, or @file',
+      parseJsonFlag('--changes'),
+    )
     .option('--source <source>', 'api, privacy_center, email or manual', 'manual')
     .option('--note <text>', 'a note for the team')
     .option('--json', 'print JSON')
@@ -178,7 +189,13 @@ export function registerDsar(program: Command): void {
     .option('--json', 'print JSON')
     .action(
       async (
-        options: TenantOption & { status?: string; type?: string; overdue?: boolean; dueBefore?: string; csv?: boolean },
+        options: TenantOption & {
+          status?: string;
+          type?: string;
+          overdue?: boolean;
+          dueBefore?: string;
+          csv?: boolean;
+        },
       ) => {
         const query = {
           status: options.status,
@@ -232,7 +249,11 @@ export function registerDsar(program: Command): void {
         const s = await dsarSummary(deps, caller);
         print(options, s, () =>
           [
-            `open ${s.open}: ${Object.entries(s.open_by_status).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
+            `open ${s.open}: ${
+              Object.entries(s.open_by_status)
+                .map(([k, v]) => `${k} ${v}`)
+                .join(', ') || 'none'
+            }`,
             `due this week ${s.due_this_week}, overdue ${s.overdue}`,
             `completed in 12 months ${s.completed_last_12_months}, median ${s.median_days_to_complete ?? '-'} days`,
           ].join('\n'),
@@ -271,8 +292,18 @@ export function registerDsar(program: Command): void {
   for (const [name, done, needsReason, action] of [
     ['approve', 'approved', false, (d: DsarDeps, c: DsarCaller, id: string) => approveDsar(d, c, id)],
     ['deny', 'denied', true, (d: DsarDeps, c: DsarCaller, id: string, r?: string) => denyDsar(d, c, id, r)],
-    ['extend', 'extended', true, (d: DsarDeps, c: DsarCaller, id: string, r?: string) => extendDsar(d, c, id, r)],
-    ['cancel', 'cancelled', false, (d: DsarDeps, c: DsarCaller, id: string, r?: string) => cancelDsar(d, c, id, r)],
+    [
+      'extend',
+      'extended',
+      true,
+      (d: DsarDeps, c: DsarCaller, id: string, r?: string) => extendDsar(d, c, id, r),
+    ],
+    [
+      'cancel',
+      'cancelled',
+      false,
+      (d: DsarDeps, c: DsarCaller, id: string, r?: string) => cancelDsar(d, c, id, r),
+    ],
   ] as const) {
     const command = dsar
       .command(name)
@@ -286,14 +317,17 @@ export function registerDsar(program: Command): void {
       )
       .requiredOption('--tenant <id-or-slug>', 'the tenant')
       .argument('<request-id>', 'id of the request');
-    if (needsReason) command.requiredOption('--reason <text>', 'the reason (recorded, and sent to the subject)');
+    if (needsReason)
+      command.requiredOption('--reason <text>', 'the reason (recorded, and sent to the subject)');
     else if (name === 'cancel') command.option('--reason <text>', 'why');
-    command.option('--json', 'print JSON').action(async (id: string, options: TenantOption & { reason?: string }) => {
-      await withTenant(options, async ({ deps, caller }) => {
-        const view = await action(deps, caller, id, options.reason);
-        print(options, view, () => `${done} ${requestText(view)}`);
+    command
+      .option('--json', 'print JSON')
+      .action(async (id: string, options: TenantOption & { reason?: string }) => {
+        await withTenant(options, async ({ deps, caller }) => {
+          const view = await action(deps, caller, id, options.reason);
+          print(options, view, () => `${done} ${requestText(view)}`);
+        });
       });
-    });
   }
 
   dsar

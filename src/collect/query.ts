@@ -87,7 +87,9 @@ function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryC
   if (dataset.kind === 'computed') {
     const computed = computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
     // A report's rows carry the subject link's columns (e.g. revenue attribution's customer_id).
-    return request.subject ? { ...computed, where: `(${request.subject.condition}) AND ${computed.where}` } : computed;
+    return request.subject
+      ? { ...computed, where: `(${request.subject.condition}) AND ${computed.where}` }
+      : computed;
   }
   if (dataset.kind !== 'table')
     throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);

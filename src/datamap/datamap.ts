@@ -44,7 +44,9 @@ export function checkDataMap(map: DataMap): string[] {
     }
     for (const link of table.subjectLinks) {
       if (link.by === 'parent' && !(link.parent && map.tables[link.parent]?.subjectLinks.length))
-        problems.push(`${tableName}.${link.column}: parent link names no table with subject links ("${link.parent}")`);
+        problems.push(
+          `${tableName}.${link.column}: parent link names no table with subject links ("${link.parent}")`,
+        );
       if (link.by !== 'parent' && link.parent)
         problems.push(`${tableName}.${link.column}: only a parent link names a parent`);
     }

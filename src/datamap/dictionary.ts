@@ -50,7 +50,9 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
       );
     out.push(
       `Erasure: ${t.erasure.action}${t.erasure.basis ? `: ${t.erasure.basis.replace(/\.$/, '')}` : ''}.` +
-        (t.erasure.scrub?.length ? ` Scrubbed of the subject's identifiers: ${t.erasure.scrub.join(', ')}.` : ''),
+        (t.erasure.scrub?.length
+          ? ` Scrubbed of the subject's identifiers: ${t.erasure.scrub.join(', ')}.`
+          : ''),
       '',
     );
     if (t.relations.length)

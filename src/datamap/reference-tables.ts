@@ -151,7 +151,8 @@ export const REFERENCE_TABLES = {
     retention: { days: 730, note: 'Two years after the conversation started, by default.' },
     erasure: {
       action: 'anonymize',
-      basis: 'Times, counts, status, ratings and topics stay for statistics; every identifier and all free text go.',
+      basis:
+        'Times, counts, status, ratings and topics stay for statistics; every identifier and all free text go.',
     },
     columns: {
       id: id('conversation'),
@@ -206,7 +207,8 @@ export const REFERENCE_TABLES = {
     retention: { days: 730, note: 'Follows the retention of its conversation.' },
     erasure: {
       action: 'anonymize',
-      basis: 'Times, sender type, lengths and AI metrics stay for statistics; the text and extracted entities go.',
+      basis:
+        'Times, sender type, lengths and AI metrics stay for statistics; the text and extracted entities go.',
     },
     columns: {
       id: id('message'),
@@ -245,7 +247,11 @@ export const REFERENCE_TABLES = {
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: KEEP,
-    erasure: { action: 'retain', basis: 'Knowledge-base articles of the tenant; mentions of the subject are scrubbed.', scrub: ['title', 'content'] },
+    erasure: {
+      action: 'retain',
+      basis: 'Knowledge-base articles of the tenant; mentions of the subject are scrubbed.',
+      scrub: ['title', 'content'],
+    },
     columns: {
       id: id('document'),
       tenant_id: tenantId,
@@ -274,7 +280,8 @@ export const REFERENCE_TABLES = {
     retention: KEEP,
     erasure: {
       action: 'retain',
-      basis: 'Retrieval chunks of the knowledge base; a chunk that mentions the subject is deleted with its embedding.',
+      basis:
+        'Retrieval chunks of the knowledge base; a chunk that mentions the subject is deleted with its embedding.',
       scrub: ['content'],
       onScrub: 'delete',
     },
@@ -305,7 +312,8 @@ export const REFERENCE_TABLES = {
     retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
     erasure: {
       action: 'retain',
-      basis: 'Bookkeeping (seven years, e.g. HGB §257, IRS): amounts and dates stay, pointing at the anonymous customer stub.',
+      basis:
+        'Bookkeeping (seven years, e.g. HGB §257, IRS): amounts and dates stay, pointing at the anonymous customer stub.',
     },
     columns: {
       id: id('revenue event'),
@@ -434,7 +442,10 @@ export const REFERENCE_TABLES = {
       { column: 'subscription_id', references: 'subscriptions.id' },
     ],
     retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
-    erasure: { action: 'retain', basis: 'Tax law (invoices are kept for seven to ten years); they bill the tenant, not its visitors.' },
+    erasure: {
+      action: 'retain',
+      basis: 'Tax law (invoices are kept for seven to ten years); they bill the tenant, not its visitors.',
+    },
     columns: {
       id: id('invoice'),
       tenant_id: tenantId,
@@ -463,7 +474,8 @@ export const REFERENCE_TABLES = {
     retention: { days: 1095, note: 'Three years, for security reviews and compliance evidence.' },
     erasure: {
       action: 'retain',
-      basis: "Ferry's audit trail is evidence of what was done; its free text is scrubbed of the subject's identifiers.",
+      basis:
+        "Ferry's audit trail is evidence of what was done; its free text is scrubbed of the subject's identifiers.",
       scrub: ['error', 'user_agent'],
     },
     columns: {

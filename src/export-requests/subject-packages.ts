@@ -7,7 +7,11 @@ import type { SubjectPackage } from '../pipeline/company-package.ts';
  * code (src/privacy/, above this folder) registers it once at load; the export job asks it
  * when it runs such an export, so the stored request carries only the request's id.
  */
-export type SubjectPackageSource = (database: Database, tenantId: string, requestId: string) => Promise<SubjectPackage>;
+export type SubjectPackageSource = (
+  database: Database,
+  tenantId: string,
+  requestId: string,
+) => Promise<SubjectPackage>;
 
 let source: SubjectPackageSource | undefined;
 
@@ -15,7 +19,11 @@ export function registerSubjectPackages(fn: SubjectPackageSource): void {
   source = fn;
 }
 
-export function subjectPackageFor(database: Database, tenantId: string, requestId: string): Promise<SubjectPackage> {
+export function subjectPackageFor(
+  database: Database,
+  tenantId: string,
+  requestId: string,
+): Promise<SubjectPackage> {
   if (!source) throw new FerryError('internal', 'no source of data subject packages is registered');
   return source(database, tenantId, requestId);
 }

@@ -287,7 +287,12 @@ export async function getDsar(deps: DsarDeps, caller: DsarCaller, id: string): P
 }
 
 /** Stages in which a request waits; an extended request shows `extended` while it waits. */
-const WAITING_STAGES: readonly DsarStage[] = ['received', 'identity_pending', 'verified', 'awaiting_approval'];
+const WAITING_STAGES: readonly DsarStage[] = [
+  'received',
+  'identity_pending',
+  'verified',
+  'awaiting_approval',
+];
 
 interface Transition {
   readonly stage: DsarStage;
@@ -561,7 +566,11 @@ export async function extendDsar(deps: DsarDeps, caller: DsarCaller, id: string,
       'the extension must be notified to the subject before the first deadline, which has passed',
     );
   const tenant = await loadTenant(deps.database, tenantId);
-  const due = extendedDue({ regulation: row.regulation, receivedAt: row.received_at, timeZone: tenant.timezone });
+  const due = extendedDue({
+    regulation: row.regulation,
+    receivedAt: row.received_at,
+    timeZone: tenant.timezone,
+  });
   const extendedRow = { ...row, extended_at: now };
   await transition(deps, caller, extendedRow, {
     stage: row.stage,
@@ -595,8 +604,10 @@ export async function rerunDsar(deps: DsarDeps, caller: DsarCaller, id: string):
 export async function planDsar(deps: DsarDeps, caller: DsarCaller, id: string): Promise<ErasurePlan> {
   requireTeam(caller);
   const row = await loadDsar(deps.database, callerTenant(caller), id);
-  if (row.type !== 'erasure') throw new FerryError('conflict', `request ${id} is ${row.type}: only an erasure has a plan`);
-  if (!row.subject) throw new FerryError('conflict', `request ${id} is ${row.status}: it no longer names its subject`);
+  if (row.type !== 'erasure')
+    throw new FerryError('conflict', `request ${id} is ${row.type}: only an erasure has a plan`);
+  if (!row.subject)
+    throw new FerryError('conflict', `request ${id} is ${row.status}: it no longer names its subject`);
   const subject = await resolveSubject(deps.database, row.tenant_id, row.subject);
   return planErasure(deps.database, row.tenant_id, subject);
 }
@@ -606,7 +617,10 @@ export async function dsarReceipt(deps: DsarDeps, caller: DsarCaller, id: string
   requireTeam(caller);
   const row = await loadDsar(deps.database, callerTenant(caller), id);
   if (!row.receipt_id)
-    throw new FerryError('not_found', `request ${id} has no receipt yet (status ${row.status}); receipts come with completion`);
+    throw new FerryError(
+      'not_found',
+      `request ${id} has no receipt yet (status ${row.status}); receipts come with completion`,
+    );
   return (await getReceipt(deps.database, row.tenant_id, { receiptId: row.receipt_id })).document;
 }
 

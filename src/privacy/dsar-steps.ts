@@ -95,11 +95,21 @@ const packageStep: DsarStep = {
     const limits = await limitsFor(database, auth);
     await recordAccepted(database, auth, { id, config, limits, repeatOf: null, now });
     const controller = new AbortController();
-    const job = { id, name: 'dsar.package', data: { id }, signal: controller.signal, retryCount: 0, retryLimit: 0 };
+    const job = {
+      id,
+      name: 'dsar.package',
+      data: { id },
+      signal: controller.signal,
+      retryCount: 0,
+      retryLimit: 0,
+    };
     await runExportJob(job as unknown as FerryJob, ctx.job);
     const row = await tenantExports(database, ctx.row.tenant_id).find(id);
     if (row?.status !== 'completed')
-      throw new FerryError('export_interrupted', `the package export ${id} ${row?.status ?? 'vanished'}: ${row?.error_message ?? ''}`);
+      throw new FerryError(
+        'export_interrupted',
+        `the package export ${id} ${row?.status ?? 'vanished'}: ${row?.error_message ?? ''}`,
+      );
     const [file] = await tenantExports(database, ctx.row.tenant_id).files([id]);
     return {
       export_id: id,
@@ -246,7 +256,11 @@ const packagePlan: DsarPlan = {
 registerDsarPlan('access', packagePlan);
 registerDsarPlan('portability', packagePlan);
 registerDsarPlan('erasure', { steps: [resolve, erase, receipt], outcome: () => 'erased', receiptId });
-registerDsarPlan('rectification', { steps: [resolve, rectifyStep, receipt], outcome: () => 'rectified', receiptId });
+registerDsarPlan('rectification', {
+  steps: [resolve, rectifyStep, receipt],
+  outcome: () => 'rectified',
+  receiptId,
+});
 registerDsarPlan('restriction', {
   steps: [resolve, withdrawConsent(RESTRICTED_PURPOSES), receipt],
   outcome: () => 'restricted',

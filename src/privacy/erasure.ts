@@ -42,7 +42,12 @@ export interface ErasedFiles {
 export interface ErasureOutcome {
   stores: StoreCounts[];
   files: ErasedFiles;
-  processors_notified: { processor: string; channel: string; notified_at: string; acknowledged_at: string | null }[];
+  processors_notified: {
+    processor: string;
+    channel: string;
+    notified_at: string;
+    acknowledged_at: string | null;
+  }[];
   holds: { hold_id: string; reason: string; datasets: string[] }[];
   backup_expiry: string | null;
   /** The tables that held the subject (for the erasure ledger). */
@@ -77,7 +82,10 @@ async function columnInfo(db: Kysely<DB>): Promise<Map<string, ColumnInfo>> {
     SELECT table_name AS t, column_name AS c, is_nullable AS nullable, data_type AS type, column_default AS def
     FROM information_schema.columns WHERE table_schema = current_schema()`.execute(db);
   return new Map(
-    result.rows.map((r) => [`${r.t}.${r.c}`, { nullable: r.nullable === 'YES', type: r.type, default: r.def }]),
+    result.rows.map((r) => [
+      `${r.t}.${r.c}`,
+      { nullable: r.nullable === 'YES', type: r.type, default: r.def },
+    ]),
   );
 }
 
@@ -91,12 +99,19 @@ function primaryKinds(table: TableDeclaration): Set<SubjectLink['subject']> {
 }
 
 /** What clearing a column writes: NULL, or a neutral value when the column may not be empty. */
-function clearedValue(table: string, column: string, decl: TableDeclaration, info: Map<string, ColumnInfo>): string {
+function clearedValue(
+  table: string,
+  column: string,
+  decl: TableDeclaration,
+  info: Map<string, ColumnInfo>,
+): string {
   const c = info.get(`${table}.${column}`);
   if (!c || c.nullable) return 'NULL';
-  if (c.type === 'jsonb' || c.type === 'json') return c.default?.includes('[]') ? `'[]'::jsonb` : `'{}'::jsonb`;
+  if (c.type === 'jsonb' || c.type === 'json')
+    return c.default?.includes('[]') ? `'[]'::jsonb` : `'{}'::jsonb`;
   if (c.type === 'ARRAY') return `'{}'`;
-  if (decl.columns[column]?.pii === 'email') return `'erased+' || t.${decl.primaryKey[0] ?? 'id'} || '@invalid.invalid'`;
+  if (decl.columns[column]?.pii === 'email')
+    return `'erased+' || t.${decl.primaryKey[0] ?? 'id'} || '@invalid.invalid'`;
   if (decl.columns[column]?.class === 'free_text') return `''`;
   return `'[erased]'`;
 }
@@ -180,7 +195,12 @@ function databaseStatements(
           });
           if (!settable.length) continue;
           const set = settable.map((c) => `${c} = ${clearedValue(table, c, decl, info)}`).join(', ');
-          statements.push({ table, kind: 'anonymize', count, run: `UPDATE ${table} t SET ${set} WHERE ${where}` });
+          statements.push({
+            table,
+            kind: 'anonymize',
+            count,
+            run: `UPDATE ${table} t SET ${set} WHERE ${where}`,
+          });
           for (const c of settable) columns.push({ table, column: c, action: 'clear' });
         } else {
           statements.push({ table, kind: 'retain', count, run: '' });
@@ -191,7 +211,9 @@ function databaseStatements(
     for (const column of scrubColumns(decl)) {
       const mention = mentionCondition(`t.${column}::text`, subject);
       if (!mention) continue;
-      const own = covered.length ? ` AND NOT coalesce(${covered.map((c) => `(${c})`).join(' OR ')}, false)` : '';
+      const own = covered.length
+        ? ` AND NOT coalesce(${covered.map((c) => `(${c})`).join(' OR ')}, false)`
+        : '';
       const where = `${tenant} AND (${mention})${own}`;
       const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
       const type = info.get(`${table}.${column}`)?.type;
@@ -224,7 +246,11 @@ const OWN_TEXT: readonly { table: string; columns: readonly string[] }[] = [
   { table: 'deliveries', columns: ['error'] },
 ];
 
-function ownTextStatements(tenantId: string, subject: ResolvedSubject, info: Map<string, ColumnInfo>): Statement[] {
+function ownTextStatements(
+  tenantId: string,
+  subject: ResolvedSubject,
+  info: Map<string, ColumnInfo>,
+): Statement[] {
   const out: Statement[] = [];
   for (const { table, columns } of OWN_TEXT) {
     for (const column of columns) {
@@ -265,7 +291,8 @@ function tally(map: DataMap, results: { statement: Statement; n: number }[]): St
   const byTable = new Map<string, StoreCounts>();
   for (const { statement, n } of results) {
     if (n === 0) continue;
-    const entry = byTable.get(statement.table) ?? emptyCounts(statement.table, 'database', map.tables[statement.table]);
+    const entry =
+      byTable.get(statement.table) ?? emptyCounts(statement.table, 'database', map.tables[statement.table]);
     byTable.set(statement.table, entry);
     if (statement.kind === 'delete' || statement.kind === 'scrub_delete') entry.deleted += n;
     else if (statement.kind === 'anonymize') entry.anonymized += n;
@@ -316,7 +343,11 @@ async function fileCandidates(
     const scope = config.scope;
     if (scope.kind === 'customer' && !subject.customerIds.includes(scope.customer_id)) continue;
     if (scope.kind === 'team_member' && !subject.teamMemberIds.includes(scope.team_member_id)) continue;
-    const files = await db.selectFrom('export_files').select('name').where('export_id', '=', row.id).execute();
+    const files = await db
+      .selectFrom('export_files')
+      .select('name')
+      .where('export_id', '=', row.id)
+      .execute();
     out.push({ exportId: row.id, files: files.map((f) => f.name) });
   }
   return out;
@@ -346,7 +377,12 @@ function holdsOf(holds: readonly LegalHold[]): ErasureOutcome['holds'] {
 }
 
 function processorsOf(processors: readonly Processor[], at: Date): ErasureOutcome['processors_notified'] {
-  return processors.map((p) => ({ processor: p.name, channel: p.channel, notified_at: at.toISOString(), acknowledged_at: null }));
+  return processors.map((p) => ({
+    processor: p.name,
+    channel: p.channel,
+    notified_at: at.toISOString(),
+    acknowledged_at: null,
+  }));
 }
 
 /** `dry_run`: what erasing the subject would do, per table and column, without changing anything. */
@@ -370,14 +406,21 @@ export async function planErasure(
   const candidates = await fileCandidates(database, tenantId, subject, map);
   const stores = tally(map, results);
   if (candidates.length)
-    stores.push({ ...emptyCounts('export_files', 'object_store'), deleted: candidates.reduce((n, c) => n + c.files.length, 0) });
+    stores.push({
+      ...emptyCounts('export_files', 'object_store'),
+      deleted: candidates.reduce((n, c) => n + c.files.length, 0),
+    });
   return {
     dry_run: true,
     stores,
     columns,
     files: {
       deleted: candidates.flatMap((c) => c.files.map((file) => ({ export_id: c.exportId, file }))),
-      out_of_reach: await outOfReach(database, tenantId, candidates.map((c) => c.exportId)),
+      out_of_reach: await outOfReach(
+        database,
+        tenantId,
+        candidates.map((c) => c.exportId),
+      ),
     },
     processors_notified: [],
     holds: holdsOf(holds),
@@ -474,7 +517,11 @@ export async function executeErasure(
   let filesPart = await finishedRun(database.db, requestId, 'object_store');
   if (!filesPart) {
     const candidates = await fileCandidates(database, tenantId, subject, map);
-    const reach = await outOfReach(database, tenantId, candidates.map((c) => c.exportId));
+    const reach = await outOfReach(
+      database,
+      tenantId,
+      candidates.map((c) => c.exportId),
+    );
     const deleted: ErasedFiles['deleted'] = [];
     const jobs = exportJobs(database);
     for (const c of candidates) {
@@ -488,7 +535,9 @@ export async function executeErasure(
     }
     const part: Partial<ErasureOutcome> = {
       files: { deleted, out_of_reach: reach },
-      stores: deleted.length ? [{ ...emptyCounts('export_files', 'object_store'), deleted: deleted.length }] : [],
+      stores: deleted.length
+        ? [{ ...emptyCounts('export_files', 'object_store'), deleted: deleted.length }]
+        : [],
     };
     await sql`INSERT INTO erasure_runs (request_id, tenant_id, store, outcome, finished_at)
       VALUES (${requestId}, ${tenantId}, 'object_store', ${JSON.stringify(part)}::jsonb, ${now})

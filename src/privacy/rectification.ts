@@ -35,7 +35,9 @@ export interface RectificationOutcome {
 
 function rowKinds(table: TableDeclaration): Set<SubjectLink['subject']> {
   const first = table.subjectLinks[0];
-  return new Set(first ? table.subjectLinks.filter((l) => l.column === first.column).map((l) => l.subject) : []);
+  return new Set(
+    first ? table.subjectLinks.filter((l) => l.column === first.column).map((l) => l.subject) : [],
+  );
 }
 
 export async function rectify(
@@ -71,7 +73,9 @@ export async function rectify(
             touched.add(field);
             columns.push(column);
             if (field === 'custom_fields') {
-              sets.push(`${column} = coalesce(${column}, '{}'::jsonb) || ${literal(JSON.stringify(value))}::jsonb`);
+              sets.push(
+                `${column} = coalesce(${column}, '{}'::jsonb) || ${literal(JSON.stringify(value))}::jsonb`,
+              );
               continue;
             }
             const previous = await sql<{ v: string | null }>`${sql.raw(

@@ -159,11 +159,13 @@ export function scrubColumns(table: TableDeclaration): string[] {
  * identifiers. Phone numbers are matched by their national digits in any writing by the
  * erasure's own function, so here only their last eight digits pre-filter.
  */
-export function mentionCondition(expr: string, subject: Pick<ResolvedSubject, 'emails' | 'phones' | 'names'>): string | null {
-  const needles = [
-    ...subject.emails,
-    ...subject.names.map((n) => n.toLowerCase()),
-  ].map((n) => `strpos(lower(${expr}), ${literal(n)}) > 0`);
+export function mentionCondition(
+  expr: string,
+  subject: Pick<ResolvedSubject, 'emails' | 'phones' | 'names'>,
+): string | null {
+  const needles = [...subject.emails, ...subject.names.map((n) => n.toLowerCase())].map(
+    (n) => `strpos(lower(${expr}), ${literal(n)}) > 0`,
+  );
   for (const phone of subject.phones) {
     const digits = phone.replace(/\D/g, '');
     if (digits.length >= 8)
@@ -206,7 +208,9 @@ export async function resolveSubject(
     if (!self || !table.tenantKey) continue;
     const condition = tableCondition(map, tenantId, name, seed, 't', 0, self.subject);
     if (!condition) continue;
-    const contact = Object.entries(table.columns).filter(([, c]) => c.pii === 'email' || c.pii === 'phone' || c.pii === 'name');
+    const contact = Object.entries(table.columns).filter(
+      ([, c]) => c.pii === 'email' || c.pii === 'phone' || c.pii === 'name',
+    );
     const found = await rows<Record<string, string | null>>(
       database,
       `SELECT t.${self.column}::text AS id${contact.map(([c]) => `, t.${c}::text AS ${c}`).join('')} FROM ${name} t WHERE t.${table.tenantKey} = ${literal(tenantId)} AND (${condition})`,
@@ -239,7 +243,9 @@ export async function resolveSubject(
     const nameColumns = Object.entries(table.columns).filter(([, c]) => c.pii === 'name');
     const emailLinks = table.subjectLinks.filter((l) => l.by === 'email' && l.subject === 'customer');
     if (!nameColumns.length || !emailLinks.length || !subject.emails.length) continue;
-    const condition = emailLinks.map((l) => `lower(t.${l.column}) = ANY (${textArray(subject.emails)})`).join(' OR ');
+    const condition = emailLinks
+      .map((l) => `lower(t.${l.column}) = ANY (${textArray(subject.emails)})`)
+      .join(' OR ');
     for (const [column] of nameColumns) {
       const found = await rows<{ n: string | null }>(
         database,
@@ -267,7 +273,8 @@ export async function resolveSubject(
       const first = counts[0] ?? {};
       linked = Number(first.total ?? 0);
       perLink.forEach((x, i) => {
-        if (Number(first[`l${i}`] ?? 0) > 0) matchedBy.push(`link:${x.l.column}${x.l.by === 'parent' ? `→${x.l.parent}` : ''}`);
+        if (Number(first[`l${i}`] ?? 0) > 0)
+          matchedBy.push(`link:${x.l.column}${x.l.by === 'parent' ? `→${x.l.parent}` : ''}`);
       });
     }
     let mentioned = 0;
@@ -284,7 +291,8 @@ export async function resolveSubject(
         matchedBy.push(`free_text:${name}.${column}`);
       }
     }
-    if (linked + mentioned > 0) matches.push({ table: name, rows: linked + mentioned, matched_by: matchedBy });
+    if (linked + mentioned > 0)
+      matches.push({ table: name, rows: linked + mentioned, matched_by: matchedBy });
   }
   return { ...resolved, matches };
 }

@@ -272,12 +272,14 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
       preHandler: app.authenticate,
       schema: {
         tags,
-        summary: 'The dry run of an erasure: what it would delete, anonymize, scrub or keep, changing nothing',
+        summary:
+          'The dry run of an erasure: what it would delete, anonymize, scrub or keep, changing nothing',
         security,
         params: IdParams,
         response: {
           200: jsonResponse(Type.Record(Type.String(), Type.Unknown()), {
-            description: '`dry_run: true`, `stores` (counts per store and table), `columns`, `files`, `holds`',
+            description:
+              '`dry_run: true`, `stores` (counts per store and table), `columns`, `files`, `holds`',
           }),
           ...problemResponses(400, 401, 403, 404, 409, 429),
         },
@@ -321,7 +323,12 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
       const document = await dsarReceipt(service, team(request), request.params.id);
       return reply
         .header('content-disposition', `attachment; filename="receipt-${request.params.id}.json"`)
-        .send(document as unknown as { receipt: Record<string, unknown>; signature: { alg: 'EdDSA'; kid: string; value: string } });
+        .send(
+          document as unknown as {
+            receipt: Record<string, unknown>;
+            signature: { alg: 'EdDSA'; kid: string; value: string };
+          },
+        );
     },
   );
 
