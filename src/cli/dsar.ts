@@ -22,6 +22,7 @@ import {
   getDsar,
   listDsars,
   loadDsar,
+  planDsar,
   REGISTER_COLUMNS,
   registerRows,
   rerunDsar,
@@ -329,6 +330,27 @@ export function registerDsar(program: Command): void {
         });
       });
   }
+
+  dsar
+    .command('plan')
+    .description("an erasure's dry run: what it would delete, anonymize, scrub or keep, changing nothing")
+    .requiredOption('--tenant <id-or-slug>', 'the tenant')
+    .argument('<request-id>', 'id of the erasure request')
+    .option('--json', 'print JSON')
+    .action(async (id: string, options: TenantOption) => {
+      await withTenant(options, async ({ deps, caller }) => {
+        const plan = await planDsar(deps, caller, id);
+        print(options, plan, () =>
+          [
+            ...plan.stores.map(
+              (s) =>
+                `${s.store}/${s.dataset}: delete ${s.deleted}, anonymize ${s.anonymized}, scrub ${s.scrubbed}, keep ${s.retained}${s.retain_reason ? ` (${s.retain_reason})` : ''}`,
+            ),
+            `files to delete: ${plan.files.deleted.length}; copies out of reach: ${plan.files.out_of_reach.length}; holds: ${plan.holds.length}`,
+          ].join('\n'),
+        );
+      });
+    });
 
   dsar
     .command('receipt')
