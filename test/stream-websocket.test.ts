@@ -170,7 +170,7 @@ for (const dialect of DIALECTS) {
       expect(await client.next()).toMatchObject({
         code: 'invalid_parameter',
         parameter: 'stream',
-        accepted: ['conversations'],
+        accepted: ['conversations', 'exports'],
       });
       client.send({
         type: 'subscribe',

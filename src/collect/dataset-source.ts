@@ -6,6 +6,7 @@ import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
 import type { FormatWriter } from '../format/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
+import { REPORTS } from './computed/reports.ts';
 import { buildExportQuery } from './query.ts';
 import type { ExportRequest } from './request.ts';
 import type { Zones } from './tenant.ts';
@@ -25,6 +26,12 @@ export async function estimateRows(
   datamap: DataMap = REFERENCE_DATAMAP,
 ): Promise<number> {
   const dataset = datasetOf(request, datamap);
+  if (dataset.kind === 'computed' && !request.subject) {
+    // A report is counted by its own cheap estimate: counting the report would compute it twice.
+    const statement = REPORTS[dataset.report].estimate(request, zones.dayZone);
+    const result = await sql<{ n: number }>`${sql.raw(statement)}`.execute(database.db);
+    return Number(result.rows[0]?.n ?? 0);
+  }
   // The pseudonym key only shapes projected values; any well-formed key counts the same rows.
   const query = buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' });
   const result = await sql<{ n: number }>`SELECT count(*)::int AS n ${sql.raw(rangeFrom(query))}`.execute(

@@ -15,7 +15,8 @@ import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { toPackageRequest } from './config.ts';
 import { exportCompleted, exportFailed, exportStarted } from './events.ts';
-import { ExportStopped, ProgressTracker } from './progress.ts';
+import { announceProgress, ExportStopped, exportProgressChannel, ProgressTracker } from './progress.ts';
+import { progressFigures } from './presenter.ts';
 import { subjectPackageFor } from './subject-packages.ts';
 import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
@@ -99,12 +100,35 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
   await exportStarted(ctx, row);
 
   const controller = new AbortController();
+  const channel = await exportProgressChannel(ctx.database).catch(() => null);
+  const announce = (status: string, p: { records: number; estimated: number | null; bytes: number }) => {
+    if (!channel) return;
+    const now = ctx.now();
+    const figures = progressFigures(
+      { status, records: p.records, estimated: p.estimated, startedAt: row.started_at ?? now },
+      now,
+    );
+    void announceProgress(ctx.database, channel, {
+      tenant_id: row.tenant_id,
+      export_id: exportId,
+      api_key_id: row.api_key_id,
+      team_member_id: row.team_member_id,
+      datasets: row.datasets,
+      status,
+      records: p.records,
+      records_estimated: p.estimated,
+      bytes: p.bytes,
+      ...figures,
+      at: now.toISOString(),
+    });
+  };
   const tracker = new ProgressTracker({
     jobs,
     exportId,
     attemptId,
     now: ctx.now,
     intervalMs: PROGRESS_INTERVAL_MS,
+    onWritten: (snapshot) => announce('running', snapshot),
     onLost: (reason) => {
       log.info({ reason }, 'export no longer owned by this attempt; aborting');
       controller.abort(new ExportStopped(reason));
@@ -155,6 +179,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
     const { file } = outcome;
     log.info({ bytes: file.bytes, records: file.records, sha256: file.sha256 }, 'export completed');
+    announce('completed', { records: file.records, estimated: progress.estimated, bytes: file.bytes });
     await exportCompleted(
       ctx,
       row,
@@ -188,7 +213,10 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     log.error({ err, code: failure.code, retryable: failure.retryable, last }, 'export attempt failed');
     if (!failure.retryable || last) {
       const failed = await jobs.fail(exportId, attemptId, failure, ctx.now());
-      if (failed) await recordFailure(ctx, failed, failure);
+      if (failed) {
+        announce('failed', tracker.snapshot());
+        await recordFailure(ctx, failed, failure);
+      }
       if (!failure.retryable) return;
     } else {
       await jobs.requeue(exportId, attemptId, failure, ctx.now());

@@ -83,22 +83,31 @@ export function presentExport(row: ExportRow, files: readonly ExportFileRow[], n
   };
 }
 
+/** Percentage done and seconds left from the counters: what the API and the live stream show. */
+export function progressFigures(
+  input: { status: string; records: number; estimated: number | null; startedAt: Date | null },
+  now: Date,
+): { percentage: number | null; eta_seconds: number | null } {
+  const { records, estimated } = input;
+  if (input.status === 'completed') return { percentage: 100, eta_seconds: 0 };
+  if (estimated === null || (input.status !== 'running' && input.status !== 'packaging'))
+    return { percentage: null, eta_seconds: null };
+  const fraction = estimated === 0 ? 1 : Math.min(1, records / estimated);
+  let eta: number | null = null;
+  if (input.startedAt && fraction > 0) {
+    const elapsed = Math.max(0, (now.getTime() - input.startedAt.getTime()) / 1000);
+    eta = Math.round((elapsed * (1 - fraction)) / fraction);
+  }
+  return { percentage: Math.round(fraction * 1000) / 10, eta_seconds: eta };
+}
+
 function progressOf(row: ExportRow, now: Date): ExportView['progress'] {
   const records = Number(row.records_done);
   const estimated = row.records_estimated === null ? null : Number(row.records_estimated);
-  let percentage: number | null = null;
-  let eta: number | null = null;
-  if (row.status === 'completed') {
-    percentage = 100;
-    eta = 0;
-  } else if (estimated !== null && (row.status === 'running' || row.status === 'packaging')) {
-    const fraction = estimated === 0 ? 1 : Math.min(1, records / estimated);
-    percentage = Math.round(fraction * 1000) / 10;
-    if (row.started_at && fraction > 0) {
-      const elapsed = Math.max(0, (now.getTime() - row.started_at.getTime()) / 1000);
-      eta = Math.round((elapsed * (1 - fraction)) / fraction);
-    }
-  }
+  const { percentage, eta_seconds: eta } = progressFigures(
+    { status: row.status, records, estimated, startedAt: row.started_at },
+    now,
+  );
   return {
     records,
     records_estimated: estimated,

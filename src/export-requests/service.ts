@@ -140,7 +140,8 @@ async function visibleExport(deps: ExportServiceDeps, auth: AuthContext, id: str
   return row;
 }
 
-function canSee(auth: AuthContext, row: ExportRow): boolean {
+/** Whether the caller may read an export: the roles that see every export, or the key or member that asked for it. */
+export function canSee(auth: AuthContext, row: Pick<ExportRow, 'api_key_id' | 'team_member_id'>): boolean {
   if (SEES_ALL.includes(auth.role)) return true;
   return (
     (auth.apiKeyId !== null && row.api_key_id === auth.apiKeyId) ||

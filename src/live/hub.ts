@@ -1,4 +1,5 @@
 import type { Database } from '../db/database.ts';
+import { exportProgressChannel, type ProgressNotice } from '../export-requests/progress.ts';
 import type { Logger } from '../lib/logger.ts';
 import { listenForEvents, type NotificationSource } from './notifications.ts';
 import {
@@ -89,6 +90,12 @@ export interface StreamHub {
     lastEventId: number | null,
   ): Promise<Attachment>;
   stats(): { live: number; replaying: number; mode: 'listen' | 'poll' | 'idle' };
+  /**
+   * Calls `listener` with every export progress notice of the process's database (the
+   * `exports` stream); resolves with the function that stops it. The channel is listened
+   * to while at least one listener is attached.
+   */
+  watchExports(listener: (notice: ProgressNotice) => void): Promise<() => void>;
   stop(): Promise<void>;
 }
 
@@ -139,6 +146,24 @@ export function createStreamHub(
   let blocked = false;
 
   const subscribed = () => liveCount > 0 || replaying.size > 0;
+
+  // Export progress: notices only, no outbox; listened to while someone watches.
+  const exportWatchers = new Set<(notice: ProgressNotice) => void>();
+  let exportSource: Promise<NotificationSource | null> | null = null;
+  function onExportNotice(payload: string): void {
+    let notice: ProgressNotice;
+    try {
+      notice = JSON.parse(payload) as ProgressNotice;
+    } catch {
+      return;
+    }
+    for (const watcher of [...exportWatchers]) watcher(notice);
+  }
+  async function stopExportSource(): Promise<void> {
+    const closing = exportSource;
+    exportSource = null;
+    await (await closing)?.close();
+  }
 
   function schedule(ms: number): void {
     clearTimeout(timer);
@@ -352,8 +377,26 @@ export function createStreamHub(
         mode: position === null ? 'idle' : (source?.mode ?? 'poll'),
       };
     },
+    async watchExports(listener) {
+      exportWatchers.add(listener);
+      exportSource ??= (async () => {
+        const channel = await exportProgressChannel(database);
+        if (!channel) return null;
+        return listenForEvents(database, onExportNotice, logger, channel).catch((err: unknown) => {
+          logger.warn({ err }, 'export progress notifications unavailable');
+          return null;
+        });
+      })();
+      await exportSource;
+      return () => {
+        exportWatchers.delete(listener);
+        if (exportWatchers.size === 0) void stopExportSource();
+      };
+    },
     async stop() {
       stopped = true;
+      exportWatchers.clear();
+      await stopExportSource();
       clearTimeout(timer);
       for (const entries of [...live.values()]) for (const entry of [...entries]) remove(entry);
       for (const entry of [...replaying]) remove(entry);

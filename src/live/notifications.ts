@@ -47,8 +47,10 @@ export async function listenForEvents(
   database: Database,
   onNotify: (tenantId: string) => void,
   logger: Pick<Logger, 'warn'>,
+  /** Another channel than the outbox's (the export progress channel). */
+  channelName?: string,
 ): Promise<NotificationSource> {
-  const channel = await streamChannel(database);
+  const channel = channelName ?? (await streamChannel(database));
   const pglite = (database as { pglite?: PgliteLike }).pglite;
   if (database.kind === 'pglite' && typeof pglite?.listen === 'function') {
     const unlisten = await pglite.listen(channel, onNotify);

@@ -5,7 +5,7 @@
  */
 
 export const CLIENT_MESSAGE_TYPES = ['auth', 'subscribe', 'unsubscribe', 'ping'] as const;
-export const STREAMS = ['conversations'] as const;
+export const STREAMS = ['conversations', 'exports'] as const;
 const SUBSCRIBE_FIELDS = ['type', 'stream', 'filters', 'last_event_id'];
 const FILTER_FIELDS = ['site_urls', 'include_messages', 'real_time'];
 const MAX_SITE_URLS = 100;
@@ -19,7 +19,8 @@ export interface AuthMessage {
 
 export interface SubscribeMessage {
   readonly type: 'subscribe';
-  readonly stream: 'conversations';
+  /** `conversations`: the outbox's events; `exports`: progress of the exports the key may read. */
+  readonly stream: (typeof STREAMS)[number];
   /** Only events of these sites; all sites when absent. */
   readonly siteUrls: readonly string[] | null;
   readonly includeMessages: boolean;
@@ -167,7 +168,7 @@ function parseSubscribe(value: Record<string, unknown>): Parsed {
     ok: true,
     message: {
       type: 'subscribe',
-      stream: 'conversations',
+      stream: value.stream as SubscribeMessage['stream'],
       siteUrls,
       includeMessages: filters.include_messages === true,
       realTime: filters.real_time !== false,

@@ -3,6 +3,7 @@ import { recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
 import { verifyApiKey } from '../auth/keys.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
+import { canSee } from '../export-requests/service.ts';
 import type { Database } from '../db/database.ts';
 import type { ExportScope } from '../domain/export-scope.ts';
 import type { ErrorCode } from '../domain/error-catalog.ts';
@@ -68,6 +69,8 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
   let auth: AuthContext | null = null;
   let access: { pii: PiiLevel; scope: ExportScope | undefined } | null = null;
   let attachment: Attachment | null = null;
+  /** Stops the `exports` stream's progress notices, while subscribed to it. */
+  let stopExports: (() => void) | null = null;
   let closed = false;
   let invalidCount = 0;
   let pending = 0;
@@ -119,6 +122,8 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
     closed = true;
     attachment?.detach();
     attachment = null;
+    stopExports?.();
+    stopExports = null;
     release();
     clearTimeout(authTimer);
     clearInterval(heartbeat);
@@ -240,10 +245,15 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
     if (message.type === 'auth') return authenticate(message);
     if (!auth || !access)
       return refuse('unauthorized', 'send {"type":"auth", ...} before anything else', CLOSE.unauthorized);
-    if (message.type === 'subscribe') return subscribe(message, auth, access);
+    if (message.type === 'subscribe')
+      return message.stream === 'exports'
+        ? subscribeExports(message, auth)
+        : subscribe(message, auth, access);
     const last = attachment?.lastEventId() ?? null;
     attachment?.detach();
     attachment = null;
+    stopExports?.();
+    stopExports = null;
     sendJson({ type: 'unsubscribed', last_event_id: last === null ? null : String(last) });
   }
 
@@ -274,6 +284,52 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
     auth = ctx;
     clearTimeout(authTimer);
     sendJson({ type: 'authenticated', tenant_id: ctx.tenantId, role: ctx.role });
+  }
+
+  /**
+   * The `exports` stream: progress of every export the key may read (the same rule as
+   * `GET /api/v1/exports/{id}`), live only, at most one notice a second per export.
+   */
+  async function subscribeExports(message: SubscribeMessage, caller: AuthContext): Promise<void> {
+    if (stopExports)
+      return invalidMessage({
+        code: 'conflict',
+        message: 'this connection is already subscribed to exports',
+      });
+    if (message.siteUrls || message.includeMessages || !message.realTime || message.lastEventId !== null)
+      return invalidMessage({
+        code: 'invalid_parameter',
+        message: 'filters and last_event_id apply to the conversations stream; the exports stream takes none',
+        parameter: 'filters',
+      });
+    try {
+      authorize(caller, 'exports:read');
+    } catch (err) {
+      if (err instanceof FerryError && err.code === 'forbidden')
+        return invalidMessage({ code: 'forbidden', message: err.message });
+      throw err;
+    }
+    const stop = await hub.watchExports((notice) => {
+      if (notice.tenant_id !== caller.tenantId || !canSee(caller, notice)) return;
+      sendJson({
+        type: 'export.progress',
+        export_id: notice.export_id,
+        status: notice.status,
+        datasets: notice.datasets,
+        records: notice.records,
+        records_estimated: notice.records_estimated,
+        bytes: notice.bytes,
+        percentage: notice.percentage,
+        eta_seconds: notice.eta_seconds,
+        at: notice.at,
+      });
+    });
+    if (closed) {
+      stop();
+      return;
+    }
+    stopExports = stop;
+    sendJson({ type: 'subscribed', stream: 'exports' });
   }
 
   async function subscribe(

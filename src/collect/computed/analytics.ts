@@ -172,6 +172,27 @@ const PERIOD: Record<AnalyticsGranularity, { unit: string; format: string }> = {
 };
 
 /**
+ * The rows the analytics report will have, counted cheaply: the distinct (period, site)
+ * pairs of the conversations in the range, without computing any metric. A SELECT that
+ * yields `n`.
+ */
+export function analyticsEstimate(options: AnalyticsOptions): string {
+  const tenant = literal(checkTenantId(options.tenantId));
+  const tz = literal(checkTimezone(options.timezone));
+  const granularity = checkChoice('granularity', options.granularity, ANALYTICS_GRANULARITIES);
+  const range = localRange(options.timezone, options.from, options.to);
+  const sites = options.siteUrls ?? [];
+  const { unit } = PERIOD[granularity];
+  return `SELECT count(*)::int AS n FROM (
+  SELECT DISTINCT date_trunc('${unit}', c.start_timestamp AT TIME ZONE ${tz}), c.site_id
+  FROM conversations c JOIN sites s ON s.id = c.site_id AND s.tenant_id = c.tenant_id
+  WHERE c.tenant_id = ${tenant}${rangeConditions('c.start_timestamp', range)}${
+    sites.length > 0 ? ` AND s.url IN (${sites.map((u) => literal(u)).join(', ')})` : ''
+  }
+) x`;
+}
+
+/**
  * The analytics query as a CopyQuery FROM clause: `FROM (<select>) t WHERE true{{KEY_RANGE}}`,
  * one row per period and site that had at least one conversation, with columns named
  * as the dataset fields (only those of the chosen metric groups). Key: date, site_url.

@@ -1,7 +1,11 @@
 import type { ComputedReport } from '../../datamap/types.ts';
 import type { ExportRequest } from '../request.ts';
-import { analyticsColumns, analyticsSource, type MetricGroup } from './analytics.ts';
-import { type AttributionModel, revenueAttributionSource } from './revenue-attribution.ts';
+import { analyticsColumns, analyticsEstimate, analyticsSource, type MetricGroup } from './analytics.ts';
+import {
+  type AttributionModel,
+  revenueAttributionEstimate,
+  revenueAttributionSource,
+} from './revenue-attribution.ts';
 
 /** The code behind a computed dataset, named by its declaration's `report`. */
 export interface ReportBuilder {
@@ -9,6 +13,11 @@ export interface ReportBuilder {
   source(request: ExportRequest, dayZone: string): { from: string; key: string[] };
   /** The names of the fields the request yields, when it narrows them. */
   fields?(request: ExportRequest): readonly string[];
+  /**
+   * A cheap count of the rows the report will have (a SELECT yielding `n`), for progress:
+   * counting the report itself would compute it twice.
+   */
+  estimate(request: ExportRequest, dayZone: string): string;
 }
 
 /** The report's first and last day, from the request's `from`/`to` filters. */
@@ -22,32 +31,40 @@ function days(request: ExportRequest): { from?: string; to?: string } {
 
 const metrics = (request: ExportRequest) => (request.options.metrics ?? 'all').split(',') as MetricGroup[];
 
+function analyticsOptions(request: ExportRequest, dayZone: string) {
+  const siteUrls =
+    request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
+  return {
+    tenantId: request.tenantId,
+    timezone: dayZone,
+    granularity: (request.options.granularity ?? 'daily') as 'daily',
+    metrics: metrics(request),
+    ...days(request),
+    ...(siteUrls ? { siteUrls } : {}),
+  };
+}
+
+function attributionOptions(request: ExportRequest, dayZone: string) {
+  return {
+    tenantId: request.tenantId,
+    timezone: dayZone,
+    model: (request.options.attribution_model ?? 'last_touch') as AttributionModel,
+    ...days(request),
+    ...(request.options.customer_segment ? { customerSegment: request.options.customer_segment } : {}),
+  };
+}
+
 /** Every computed report; a new one is a compile error until it is listed here. */
 export const REPORTS = {
   analytics: {
     source(request, dayZone) {
-      const siteUrls =
-        request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
-      return analyticsSource({
-        tenantId: request.tenantId,
-        timezone: dayZone,
-        granularity: (request.options.granularity ?? 'daily') as 'daily',
-        metrics: metrics(request),
-        ...days(request),
-        ...(siteUrls ? { siteUrls } : {}),
-      });
+      return analyticsSource(analyticsOptions(request, dayZone));
     },
+    estimate: (request, dayZone) => analyticsEstimate(analyticsOptions(request, dayZone)),
     fields: (request) => analyticsColumns(metrics(request)),
   },
   revenue_attribution: {
-    source(request, dayZone) {
-      return revenueAttributionSource({
-        tenantId: request.tenantId,
-        timezone: dayZone,
-        model: (request.options.attribution_model ?? 'last_touch') as AttributionModel,
-        ...days(request),
-        ...(request.options.customer_segment ? { customerSegment: request.options.customer_segment } : {}),
-      });
-    },
+    source: (request, dayZone) => revenueAttributionSource(attributionOptions(request, dayZone)),
+    estimate: (request, dayZone) => revenueAttributionEstimate(attributionOptions(request, dayZone)),
   },
 } satisfies Record<ComputedReport, ReportBuilder>;

@@ -1,5 +1,5 @@
 import { literal } from '../../db/database.ts';
-import { checkChoice, checkTenantId, checkTimezone, isoUtc, localRange } from './options.ts';
+import { checkChoice, checkTenantId, checkTimezone, isoUtc, localRange, rangeConditions } from './options.ts';
 
 /**
  * The `revenue_attribution` dataset: one row per revenue event, crediting its value to
@@ -50,6 +50,20 @@ const CREDIT: Record<AttributionModel, { credited: string; credit: string }> = {
  * one row per revenue event converted in the range, columns named as the dataset fields plus
  * the hidden `_revenue_event_id`. Key: conversion_timestamp, _revenue_event_id.
  */
+/**
+ * At most how many rows the attribution report will have, counted cheaply: the revenue
+ * events in the range (and segment); events no conversation preceded drop out of the report.
+ */
+export function revenueAttributionEstimate(options: AttributionOptions): string {
+  const tenant = literal(checkTenantId(options.tenantId));
+  const range = localRange(options.timezone, options.from, options.to);
+  const segment =
+    options.customerSegment === undefined
+      ? ''
+      : ` AND r.customer_segment = ${literal(checkChoice('customer_segment', options.customerSegment, CUSTOMER_SEGMENTS))}`;
+  return `SELECT count(*)::int AS n FROM revenue_events r WHERE r.tenant_id = ${tenant}${rangeConditions('r.occurred_at', range)}${segment} AND cardinality(r.conversation_ids) > 0`;
+}
+
 export function revenueAttributionSource(options: AttributionOptions): { from: string; key: string[] } {
   const tenant = literal(checkTenantId(options.tenantId));
   const tz = literal(checkTimezone(options.timezone));
