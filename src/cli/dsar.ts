@@ -377,6 +377,12 @@ export function registerDsar(program: Command): void {
     .action(async (id: string, options: TenantOption) => {
       await withTenant(options, async ({ deps, caller, command }) => {
         const row = await loadDsar(deps.database, caller.kind === 'team' ? caller.auth.tenantId : '', id);
+        if (row.stage === 'completed') {
+          // A worker got there first: nothing is left to run.
+          const view = await getDsar(deps, caller, id);
+          print(options, view, () => requestText(view));
+          return;
+        }
         if (row.stage !== 'failed' && row.stage !== 'in_progress')
           throw new FerryError(
             'conflict',
@@ -385,7 +391,16 @@ export function registerDsar(program: Command): void {
         // Resumed here rather than by a worker: no job is queued for it.
         if (row.stage === 'failed') await rerunDsar({ ...deps, queue: undefined }, caller, id);
         const job = await localJobContext(command);
-        await runDsar(deps, job, await loadDsar(deps.database, row.tenant_id, id));
+        const ran = await runDsar(deps, job, await loadDsar(deps.database, row.tenant_id, id));
+        if (ran === 'busy') {
+          // A worker runs it right now: wait for it to finish rather than run it twice.
+          process.stderr.write(`request ${id} is being run by a worker; waiting for it to finish\n`);
+          for (let i = 0; i < 1200; i++) {
+            const current = await loadDsar(deps.database, row.tenant_id, id);
+            if (current.stage !== 'in_progress') break;
+            await new Promise((resolve) => setTimeout(resolve, 500));
+          }
+        }
         const view = await getDsar(deps, caller, id);
         print(options, view, () => requestText(view));
         if (view.status === 'failed') process.exitCode = 1;

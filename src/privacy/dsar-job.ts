@@ -1,6 +1,8 @@
 import type { JobContext } from '../jobs/types.ts';
 import type { DsarType } from '../domain/dsar-state.ts';
-import { completeDsar, type DsarDeps, failDsar, saveProgress } from './dsar-service.ts';
+import { randomUUID } from 'node:crypto';
+import { completeDsar, type DsarDeps, failDsar, loadDsar, saveProgress } from './dsar-service.ts';
+import { dsarDb } from './tables.ts';
 import type { DsarRow } from './tables.ts';
 
 /**
@@ -36,7 +38,39 @@ export function registerDsarPlan(type: DsarType, plan: DsarPlan): void {
   plans.set(type, plan);
 }
 
-export async function runDsar(deps: DsarDeps, job: JobContext, initial: DsarRow): Promise<void> {
+/** How long a run holds a request before another process may take it over (a crashed runner). */
+const RUN_LEASE_MS = 30 * 60_000;
+
+/**
+ * Runs a request's remaining steps, unless another process runs it (its lease holds):
+ * then it returns `busy` at once. `done` when this call ran it (or nothing was left).
+ */
+export async function runDsar(deps: DsarDeps, job: JobContext, initial: DsarRow): Promise<'done' | 'busy'> {
+  if (initial.stage !== 'in_progress') return 'done';
+  const token = randomUUID();
+  const now = deps.now();
+  const claimed = await dsarDb(deps.database)
+    .updateTable('dsar_requests')
+    .set({ run_token: token, run_until: new Date(now.getTime() + RUN_LEASE_MS) })
+    .where('id', '=', initial.id)
+    .where('stage', '=', 'in_progress')
+    .where((eb) => eb.or([eb('run_until', 'is', null), eb('run_until', '<', now)]))
+    .executeTakeFirst();
+  if (Number(claimed.numUpdatedRows) !== 1) return 'busy';
+  try {
+    await runSteps(deps, job, await loadDsar(deps.database, initial.tenant_id, initial.id));
+  } finally {
+    await dsarDb(deps.database)
+      .updateTable('dsar_requests')
+      .set({ run_token: null, run_until: null })
+      .where('id', '=', initial.id)
+      .where('run_token', '=', token)
+      .execute();
+  }
+  return 'done';
+}
+
+async function runSteps(deps: DsarDeps, job: JobContext, initial: DsarRow): Promise<void> {
   let row = initial;
   if (row.stage !== 'in_progress') return;
   const plan = plans.get(row.type);

@@ -36,10 +36,14 @@ async function requestById(ctx: JobContext, id: string | undefined) {
 export const DSAR_JOBS: readonly JobDefinition[] = [
   {
     name: DSAR_RUN_JOB,
-    queue: () => ({ retryLimit: 3, retryDelay: 30, retryBackoff: true, expireInSeconds: 6 * 3600 }),
+    // Retries outlast a crashed runner's lease (30 minutes): 1, 2, 4, 8, 16, 32 minutes.
+    queue: () => ({ retryLimit: 6, retryDelay: 60, retryBackoff: true, expireInSeconds: 6 * 3600 }),
     async handle(job, ctx) {
       const row = await requestById(ctx, job.data.id);
-      if (row) await runDsar(dsarDeps(ctx), ctx, row);
+      if (!row) return;
+      // Another process holds the request: try again later, when it has finished or its lease ran out.
+      if ((await runDsar(dsarDeps(ctx), ctx, row)) === 'busy')
+        throw new Error(`data subject request ${row.id} is being run by another process`);
     },
   },
   {

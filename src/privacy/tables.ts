@@ -54,6 +54,8 @@ export interface DsarRequestsTable {
   verification_expires_at: Timestamp | null;
   verification_attempts: DefaultCount;
   overdue_notified_at: Timestamp | null;
+  run_token: string | null;
+  run_until: Timestamp | null;
   actor: string;
   created_at: DefaultTimestamp;
   updated_at: DefaultTimestamp;

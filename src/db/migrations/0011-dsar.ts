@@ -11,7 +11,8 @@
  *   where a failed run resumes. `verification_*` is the one-time code sent by email,
  *   stored only as a keyed hash. `duplicate_of` links a request to the open one it
  *   repeats; `result` holds what the run produced (the access package's export, the
- *   erasure outcome's counts).
+ *   erasure outcome's counts). `run_token`/`run_until` is the lease of the process running
+ *   the request (a worker, or `ferry dsar run`), so two never run it at once.
  * - `ferry_scrub_others(txt, keep_emails, keep_phones)`: free text of a data subject's access
  *   package keeps the subject's own email addresses and phone numbers and replaces everyone
  *   else's (`[email]`, `[phone]`), so a package never hands one person another's contact data.
@@ -53,6 +54,8 @@ CREATE TABLE dsar_requests (
   verification_expires_at timestamptz,
   verification_attempts integer NOT NULL DEFAULT 0,
   overdue_notified_at timestamptz,
+  run_token uuid,
+  run_until timestamptz,
   actor text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now()
