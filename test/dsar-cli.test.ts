@@ -118,12 +118,12 @@ describe.skipIf(!testsDialect('postgres'))('ferry dsar', () => {
     expect(ran.code, ran.stderr).toBe(0);
     expect(JSON.parse(ran.stdout)).toMatchObject({ status: 'completed', outcome: 'erased', subject: null });
 
-    const stub = await t.database.db
+    const gone = await t.database.db
       .selectFrom('customers')
-      .select(['email', 'name', 'phone'])
+      .select('id')
       .where('id', '=', customer)
-      .executeTakeFirstOrThrow();
-    expect(stub).toEqual({ email: null, name: null, phone: null });
+      .executeTakeFirst();
+    expect(gone).toBeUndefined();
 
     const receiptFile = path.join(dir, 'receipt.json');
     expect((await ferry('dsar', 'receipt', '--tenant', tenant.slug, id, '--out', receiptFile)).code).toBe(0);

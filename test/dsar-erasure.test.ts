@@ -267,14 +267,20 @@ for (const dialect of DIALECTS) {
       const store = (dataset: string) =>
         receipt.stores.find((s: { store: string; dataset: string }) => s.dataset === dataset) ?? {};
       expect(store('consent_records').deleted).toBe(expected.consents);
-      expect(store('customers').anonymized).toBe(1);
+      expect(store('customers').deleted).toBe(1);
       expect(store('conversations').anonymized).toBe(expected.conversations);
       expect(store('messages').anonymized).toBe(expected.messages);
       expect(store('messages').scrubbed).toBe(expected.mentions);
       expect(store('document_chunks').deleted).toBe(1);
       expect(store('documents').scrubbed).toBe(1);
-      expect(store('revenue_events')).toMatchObject({ retained: expected.revenue });
-      expect(store('revenue_events').retain_reason).toContain('Bookkeeping');
+      expect(store('revenue_events')).toMatchObject({ anonymized: expected.revenue, retained: 0 });
+      // The purchase stays for bookkeeping, without its customer.
+      const kept = await sql<{
+        n: number;
+      }>`SELECT count(*)::int AS n FROM revenue_events WHERE tenant_id = ${t} AND customer_id IS NULL AND amount = 129.90`.execute(
+        h.database.db,
+      );
+      expect(Number(kept.rows[0]!.n)).toBe(1);
       expect(receipt.files.deleted.map((f: { export_id: string }) => f.export_id)).toContain(exportId);
       // The dry run said the same.
       for (const s of receipt.stores) {

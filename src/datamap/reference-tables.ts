@@ -90,11 +90,7 @@ export const REFERENCE_TABLES = {
     ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
     retention: { days: 1095, note: 'Three years after the last activity unless a legal hold applies.' },
-    erasure: {
-      action: 'anonymize',
-      basis:
-        'The row stays as an anonymous stub (id, segment, first seen) because revenue events kept for bookkeeping point at it; email, name, phone and country are removed.',
-    },
+    erasure: { action: 'delete' },
     columns: {
       id: c('uuid', 'identifier', 'Unique identifier of the customer.', 'person_id'),
       tenant_id: tenantId,
@@ -311,14 +307,19 @@ export const REFERENCE_TABLES = {
     ],
     retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
     erasure: {
-      action: 'retain',
+      action: 'anonymize',
       basis:
-        'Bookkeeping (seven years, e.g. HGB §257, IRS): amounts and dates stay, pointing at the anonymous customer stub.',
+        'Bookkeeping (seven years, e.g. HGB §257, IRS): amounts, dates and products stay; the link to the customer goes.',
     },
     columns: {
       id: id('revenue event'),
       tenant_id: tenantId,
-      customer_id: c('uuid', 'identifier', 'The customer who converted.', 'person_id'),
+      customer_id: c(
+        'uuid',
+        'identifier',
+        'The customer who converted; empty once that customer was erased.',
+        'person_id',
+      ),
       conversation_ids: c(
         'uuid[]',
         'identifier',

@@ -13,6 +13,7 @@ import * as scrubSpeed from './migrations/0010-scrub-speed.ts';
 import * as dsar from './migrations/0011-dsar.ts';
 import * as receipts from './migrations/0012-receipts.ts';
 import * as erasure from './migrations/0013-erasure.ts';
+import * as erasureLinks from './migrations/0014-erasure-links.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -29,6 +30,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0011-dsar': dsar,
   '0012-receipts': receipts,
   '0013-erasure': erasure,
+  '0014-erasure-links': erasureLinks,
 };
 
 /**

@@ -147,7 +147,8 @@ export interface DocumentChunksTable {
 export interface RevenueEventsTable {
   id: string;
   tenant_id: string;
-  customer_id: string;
+  /** Null once the customer was erased (migration 0014). */
+  customer_id: string | null;
   conversation_ids: Generated<string[]>;
   amount: Numeric;
   currency: string;

@@ -146,11 +146,21 @@ function eraseTextSql(expr: string, type: string | undefined, subject: ResolvedS
   return `ferry_erase_text(${expr}, ${args})`;
 }
 
-/** Tables with parent links first: their rows are found through parents that erasure is about to change. */
+/**
+ * Tables with parent links first (their rows are found through parents that erasure is
+ * about to change), tables whose rows are deleted last (deleting a row clears or removes
+ * the references to it, so the rows that refer to it must be dealt with before).
+ */
 function inOrder(map: DataMap): [string, TableDeclaration][] {
   const entries = Object.entries(map.tables).filter(([, t]) => t.tenantKey);
-  const childFirst = (t: TableDeclaration) => (t.subjectLinks.some((l) => l.by === 'parent') ? 0 : 1);
-  return entries.sort((a, b) => childFirst(a[1]) - childFirst(b[1]));
+  const deleted = new Set(entries.filter(([, t]) => t.erasure.action === 'delete').map(([name]) => name));
+  // A deleted table that refers to another deleted one goes before it (consent records before their customer).
+  const refersToDeleted = (t: TableDeclaration) =>
+    t.relations.some((r) => deleted.has(r.references.split('.')[0]!));
+  const rank = (t: TableDeclaration) =>
+    (t.subjectLinks.some((l) => l.by === 'parent') ? 0 : 1) +
+    (t.erasure.action === 'delete' ? (refersToDeleted(t) ? 2 : 4) : 0);
+  return entries.sort((a, b) => rank(a[1]) - rank(b[1]));
 }
 
 interface Statement {
