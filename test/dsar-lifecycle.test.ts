@@ -108,7 +108,8 @@ for (const dialect of DIALECTS) {
       const mail = await until(`the code email to ${email}`, () =>
         [...smtp.messages].reverse().find((m) => m.to.includes(email) && m.mail.text?.includes(id)),
       );
-      const code = /\b(\d{6})\b/.exec(mail.mail.text ?? '')?.[1];
+      // The code stands on a line of its own (an address may hold six digits too).
+      const code = /^ {4}(\d{6})$/m.exec(mail.mail.text ?? '')?.[1];
       expect(code).toBeDefined();
       return code!;
     }

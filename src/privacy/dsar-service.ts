@@ -376,6 +376,18 @@ function keyedCode(config: Config, requestId: string, code: string): string {
   return createHmac('sha256', key).update(`${requestId}\n${code}`).digest('hex');
 }
 
+/** How long a sent code keeps a retried job from sending another. */
+export const CODE_RESEND_GUARD_MS = 60_000;
+
+/** Records that the current code's email went out. */
+export async function markCodeSent(deps: DsarDeps, row: DsarRow): Promise<void> {
+  await dsarDb(deps.database)
+    .updateTable('dsar_requests')
+    .set({ verification_sent_at: deps.now() })
+    .where('id', '=', row.id)
+    .execute();
+}
+
 /** A new one-time code for a request, stored only as a keyed hash; the caller sends it. */
 export async function issueVerificationCode(deps: DsarDeps, row: DsarRow): Promise<string> {
   const code = String(randomInt(0, 1_000_000)).padStart(6, '0');
@@ -486,6 +498,12 @@ export async function resendCode(deps: DsarDeps, caller: DsarCaller, id: string)
       'conflict',
       'no mail server is configured (FERRY_SMTP_URL): verify as a team member instead',
     );
+  // Asked for: the job sends a new code even if one went out a moment ago.
+  await dsarDb(deps.database)
+    .updateTable('dsar_requests')
+    .set({ verification_sent_at: null })
+    .where('id', '=', id)
+    .execute();
   await deps.queue.send(DSAR_CODE_JOB, { id });
   return getDsarView(deps, tenantId, id);
 }

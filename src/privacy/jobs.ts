@@ -8,8 +8,10 @@ import {
   DSAR_NOTICE_JOB,
   DSAR_RUN_JOB,
   type DsarDeps,
+  CODE_RESEND_GUARD_MS,
   issueVerificationCode,
   loadDsar,
+  markCodeSent,
   markIdentityPending,
   notifyOverdue,
 } from './dsar-service.ts';
@@ -54,6 +56,12 @@ export const DSAR_JOBS: readonly JobDefinition[] = [
       if (!row?.subject?.email || !ctx.mailer) return;
       if (row.stage !== 'received' && row.stage !== 'identity_pending') return;
       const deps = dsarDeps(ctx);
+      // A retry of a job whose email already went out (it failed afterwards) sends no second code.
+      const sentAt = row.verification_sent_at?.getTime();
+      if (sentAt !== undefined && ctx.now().getTime() - sentAt < CODE_RESEND_GUARD_MS) {
+        await markIdentityPending(deps, row);
+        return;
+      }
       const tenant = await loadTenant(ctx.database, row.tenant_id);
       const code = await issueVerificationCode(deps, row);
       await ctx.mailer.send({
@@ -65,6 +73,7 @@ export const DSAR_JOBS: readonly JobDefinition[] = [
           'The code works for 30 minutes and three tries. If you did not ask, ignore this email: nothing happens without the code.\n\n' +
           `Request: ${row.id}\n`,
       });
+      await markCodeSent(deps, row);
       await markIdentityPending(deps, row);
     },
   },

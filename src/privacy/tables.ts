@@ -53,6 +53,8 @@ export interface DsarRequestsTable {
   verification_code_hash: string | null;
   verification_expires_at: Timestamp | null;
   verification_attempts: DefaultCount;
+  /** When the current code's email went out; a retried job does not send another within a minute. */
+  verification_sent_at: Timestamp | null;
   overdue_notified_at: Timestamp | null;
   run_token: string | null;
   run_until: Timestamp | null;

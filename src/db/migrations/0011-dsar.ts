@@ -53,6 +53,7 @@ CREATE TABLE dsar_requests (
   verification_code_hash text,
   verification_expires_at timestamptz,
   verification_attempts integer NOT NULL DEFAULT 0,
+  verification_sent_at timestamptz,
   overdue_notified_at timestamptz,
   run_token uuid,
   run_until timestamptz,
