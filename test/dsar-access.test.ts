@@ -84,6 +84,16 @@ for (const dialect of DIALECTS) {
           language: 'pt-BR',
         } as never)
         .execute();
+      // A purchase that followed one of their identified conversations.
+      const theirs = await h.database.db
+        .selectFrom('conversations')
+        .select(['id'])
+        .where('customer_id', '=', subject.id)
+        .orderBy('start_timestamp')
+        .executeTakeFirstOrThrow();
+      await sql`INSERT INTO revenue_events (id, tenant_id, customer_id, conversation_ids, amount, currency, transaction_type, product_category, customer_segment, occurred_at)
+        SELECT ${randomUUID()}, tenant_id, customer_id, ARRAY[id], 249.50, 'EUR', 'purchase', 'bundles', 'consumer', start_timestamp + interval '2 hours 0.000123 seconds'
+        FROM conversations WHERE id = ${theirs.id}`.execute(h.database.db);
       // An agent quotes another customer's address in the subject's conversation.
       await h.database.db
         .insertInto('messages')
@@ -182,6 +192,14 @@ for (const dialect of DIALECTS) {
       expect(ids(await jsonRows('/customers.json'), 'customer_id')).toEqual(expected.customers);
       expect(ids(await jsonRows('/messages.json'), 'message_id')).toEqual(expected.messages);
       expect(ids(await jsonRows('/consent_records.json'), 'consent_id')).toEqual(expected.consent_records);
+      // Their purchases as the revenue report credits them, and no one else's.
+      const revenue = await jsonRows('/attribution_last_touch.json');
+      const expectedRevenue = await sql<{ id: string }>`
+        SELECT id FROM revenue_events WHERE tenant_id = ${h.tenant.id} AND customer_id = ${subject.id} AND cardinality(conversation_ids) > 0`.execute(
+        h.database.db,
+      );
+      expect(revenue.length).toBe(expectedRevenue.rows.length);
+      expect(revenue.every((r) => r.customer_id === subject.id)).toBe(true);
       const conversationFiles = names.filter((n) => /\/conversations\/[0-9a-f-]{36}\.json$/.test(n));
       expect(conversationFiles.map((n) => path.basename(n, '.json')).sort()).toEqual(expected.conversations);
       // Both forms: CSV next to the JSON for the tabular datasets.

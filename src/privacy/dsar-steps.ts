@@ -281,9 +281,18 @@ registerSubjectPackages(async (database: Database, tenantId: string, requestId: 
     requestId,
     alsoFormats: ['csv'],
     rows(dataset) {
-      if (dataset.kind !== 'table') return null;
-      const condition = subjectRowCondition(dataset.source, subject, 't');
-      return condition ? { condition, keepEmails: subject.emails, keepPhones: subject.phones } : null;
+      const keep = { keepEmails: subject.emails, keepPhones: subject.phones };
+      if (dataset.kind === 'table') {
+        const condition = subjectRowCondition(dataset.source, subject, 't');
+        return condition ? { condition, ...keep } : null;
+      }
+      // A report whose rows name their customer (revenue attribution): the subject's rows of it.
+      if (dataset.kind === 'computed' && dataset.fields.some((f) => f.name === 'customer_id')) {
+        if (!subject.customerIds.length) return null;
+        const ids = subject.customerIds.map((id) => `'${id.replaceAll("'", "''")}'`).join(', ');
+        return { condition: `t.customer_id::text IN (${ids})`, ...keep };
+      }
+      return null;
     },
   };
 });
