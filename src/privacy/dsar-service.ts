@@ -8,6 +8,7 @@ import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { afterPosition, instantText } from '../db/keyset.ts';
 import {
+  ALLOWED_STAGES,
   allows,
   APPROVAL_TYPES,
   DSAR_SOURCES,
@@ -296,6 +297,15 @@ const WAITING_STAGES: readonly DsarStage[] = [
 
 interface Transition {
   readonly stage: DsarStage;
+  /**
+   * The stages the request may stand in for the change (default: where the caller saw
+   * it). An operation allowed from several stages passes them all, so a job that moved
+   * the request meanwhile (the code went out: received → identity_pending) does not
+   * turn a team member's action into a conflict.
+   */
+  readonly from?: readonly DsarStage[];
+  /** Leave the stage as it is in the database (an extension moves only the deadline). */
+  readonly keepStage?: boolean;
   readonly set?: Partial<Record<string, unknown>>;
   readonly action: string;
   readonly error?: string | null;
@@ -313,10 +323,12 @@ async function transition(
 ): Promise<void> {
   const now = deps.now();
   const closing = isClosedDsar(change.stage);
-  const waiting = WAITING_STAGES.includes(change.stage);
   // `extended` shows over a waiting stage: read from the row as it is now, not as the caller saw it.
   const extendedNow = 'extended_at' in (change.set ?? {}) || row.extended_at !== null;
-  const status = sql<DsarStatus>`CASE WHEN ${waiting} AND (extended_at IS NOT NULL OR ${extendedNow}) THEN 'extended' ELSE ${change.stage} END`;
+  const waitingList = sql.join(WAITING_STAGES.map((w) => sql`${w}`));
+  const status = change.keepStage
+    ? sql<DsarStatus>`CASE WHEN stage IN (${waitingList}) AND (extended_at IS NOT NULL OR ${extendedNow}) THEN 'extended' ELSE stage END`
+    : sql<DsarStatus>`CASE WHEN ${WAITING_STAGES.includes(change.stage)} AND (extended_at IS NOT NULL OR ${extendedNow}) THEN 'extended' ELSE ${change.stage} END`;
   const audit =
     caller === 'system'
       ? { tenantId: row.tenant_id, actor: 'system', ip: null, userAgent: null }
@@ -327,13 +339,13 @@ async function transition(
       .updateTable('dsar_requests')
       .set({
         ...(change.set ?? {}),
-        stage: change.stage,
+        ...(change.keepStage ? {} : { stage: change.stage }),
         status,
         ...(closing ? { subject: JSON.stringify(null), changes: JSON.stringify(null) } : {}),
         updated_at: now,
       })
       .where('id', '=', row.id)
-      .where('stage', '=', row.stage)
+      .where('stage', 'in', [...(change.from ?? [row.stage])])
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) !== 1) return false;
     await trx.executeQuery(
@@ -471,6 +483,7 @@ export async function verifyDsar(
   const now = deps.now();
   await transition(deps, caller, row, {
     stage: 'verified',
+    from: ALLOWED_STAGES.verify,
     action: 'dsar.verified',
     set: {
       verified_at: now,
@@ -535,6 +548,7 @@ export async function denyDsar(deps: DsarDeps, caller: DsarCaller, id: string, r
   if (!allows('deny', row.stage)) refuse(row, 'deny');
   await transition(deps, caller, row, {
     stage: 'denied',
+    from: ALLOWED_STAGES.deny,
     action: 'dsar.denied',
     set: { closed_reason: text, outcome: 'denied', completed_at: deps.now() },
     error: text,
@@ -555,6 +569,7 @@ export async function cancelDsar(
   const text = reason?.trim() || 'cancelled';
   await transition(deps, caller, row, {
     stage: 'cancelled',
+    from: ALLOWED_STAGES.cancel,
     action: 'dsar.cancelled',
     set: { closed_reason: text, outcome: 'cancelled', completed_at: deps.now() },
     error: text,
@@ -592,6 +607,8 @@ export async function extendDsar(deps: DsarDeps, caller: DsarCaller, id: string,
   const extendedRow = { ...row, extended_at: now };
   await transition(deps, caller, extendedRow, {
     stage: row.stage,
+    keepStage: true,
+    from: ALLOWED_STAGES.extend,
     action: 'dsar.extended',
     set: { extended_at: now, extension_reason: text, due_at: due, overdue_notified_at: null },
     error: text,
