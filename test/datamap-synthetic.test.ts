@@ -234,6 +234,9 @@ for (const dialect of DIALECTS) {
 
     it('has a change feed: an insert, an update and a delete give two rows and a tombstone', async () => {
       const db = t.database.db;
+      // The first run's cursor stops before transactions other sessions still hold open;
+      // once they end, it lies past the rows written at setup, which are not changes.
+      await settle(t.database);
       const first = sink();
       const start = await exportChanges(t.database, request('ndjson'), null, first.out, { datamap: MAP });
       expect({ records: start.records, tombstones: start.tombstones }).toEqual({ records: 3, tombstones: 0 });
