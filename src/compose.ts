@@ -20,6 +20,8 @@ import { SCHEDULE_JOBS } from './schedules/jobs.ts';
 import { createObjectStore } from './store/create-object-store.ts';
 import type { ObjectStore } from './store/object-store.ts';
 import { WEBHOOK_JOBS } from './webhooks/jobs.ts';
+import { WEB_JOBS } from './web/jobs.ts';
+import { webRoutes } from './web/plugin.ts';
 import { deliverToWebhook } from './webhooks/webhook-target.ts';
 
 /**
@@ -32,6 +34,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...SCHEDULE_JOBS,
   ...STREAM_JOBS,
   ...DSAR_JOBS,
+  ...WEB_JOBS,
 ];
 
 /**
@@ -95,7 +98,16 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
     const { queue, store } = jobs;
     // One live-stream listener per process, shared by every WebSocket subscriber.
     const stream = createStreamHub(database, { logger });
-    const app = await buildApp({ database, config, logger, queue, store, signer: adapters.signer, stream });
+    const app = await buildApp({
+      database,
+      config,
+      logger,
+      queue,
+      store,
+      signer: adapters.signer,
+      stream,
+      routes: [webRoutes],
+    });
     await app.ready();
     let closing: Promise<void> | undefined;
     return {

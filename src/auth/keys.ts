@@ -10,8 +10,9 @@ import {
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { AUDIT_ACTIONS, auditCaller, recordAudit } from './audit.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
-import { ACTIONS, ROLE_ACTIONS } from './policy.ts';
+import { ACTIONS, authorize, ROLE_ACTIONS } from './policy.ts';
 import { countRequestsSql, type RateCounts, type RateWindows, rateWindows } from './rate-limit.ts';
 import { authDb } from './tables.ts';
 
@@ -464,4 +465,54 @@ export async function verifyApiKey(
 ): Promise<AuthContext | null> {
   const resolved = await resolveApiKey(database, token, now);
   return 'auth' in resolved ? resolved.auth : null;
+}
+
+/**
+ * A key created by a signed-in caller (the API or the dashboard): `keys:manage` is checked,
+ * and `api_key.created` is written to the audit trail.
+ */
+export async function createKeyFor(
+  database: Database,
+  auth: AuthContext,
+  input: Omit<CreateApiKeyInput, 'tenantId' | 'createdBy'>,
+  now: Date,
+): Promise<CreatedApiKey> {
+  authorize(auth, 'keys:manage');
+  const created = await createApiKey(
+    database,
+    { ...input, tenantId: auth.tenantId, createdBy: auth.actor },
+    now,
+  );
+  await recordAudit(database, {
+    ...auditCaller(auth),
+    action: AUDIT_ACTIONS.keyCreated,
+    targetId: created.id,
+    dataType: `api_key:${created.role}`,
+    success: true,
+    occurredAt: now,
+  });
+  return created;
+}
+
+/** Revokes a key of the caller's tenant (`keys:manage`); the first revocation is audited. */
+export async function revokeKeyFor(
+  database: Database,
+  auth: AuthContext,
+  id: string,
+  now: Date,
+): Promise<ApiKeyInfo> {
+  authorize(auth, 'keys:manage');
+  const before = await getApiKey(database, auth.tenantId, id);
+  const revoked = await revokeApiKey(database, auth.tenantId, id, now);
+  if (!before.revokedAt) {
+    await recordAudit(database, {
+      ...auditCaller(auth),
+      action: AUDIT_ACTIONS.keyRevoked,
+      targetId: revoked.id,
+      dataType: `api_key:${revoked.role}`,
+      success: true,
+      occurredAt: now,
+    });
+  }
+  return revoked;
 }

@@ -4,6 +4,7 @@ import type { Database } from '../db/database.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import type { AuthContext } from './context.ts';
+import { CLIENT_POLICY, clientKey, recordFailure } from './failure-throttle.ts';
 import { bindApiKeyPepper, type KeyRejection, resolveApiKey } from './keys.ts';
 import { effectiveLimits, type PlanLimits } from './limits.ts';
 import {
@@ -60,14 +61,38 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
 
   app.decorateRequest('auth', null);
   app.decorateRequest('limits', null);
+  // Client addresses locked out after too many failed authentications, as this process
+  // learnt them (the count itself is shared by every process in `auth_failures`).
+  const lockedClients = new Map<string, number>();
+  const lockout = (reply: FastifyReply, seconds: number) => {
+    reply.header('retry-after', String(seconds));
+    return new FerryError(
+      'rate_limited',
+      `too many failed authentications from this address; retry after ${seconds} seconds`,
+    );
+  };
   app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+    const at = now();
+    const key = clientKey(request.ip);
+    const lockedUntil = lockedClients.get(key);
+    if (lockedUntil !== undefined) {
+      if (lockedUntil > at.getTime()) throw lockout(reply, Math.ceil((lockedUntil - at.getTime()) / 1000));
+      lockedClients.delete(key);
+    }
+    const failed = async (message: string) => {
+      const seconds = await recordFailure(database, key, at, CLIENT_POLICY);
+      if (seconds > 0) {
+        lockedClients.set(key, at.getTime() + seconds * 1000);
+        return lockout(reply, seconds);
+      }
+      return unauthorized(reply, message);
+    };
     const header = request.headers.authorization;
     if (!header) throw unauthorized(reply, 'no credentials: send the header Authorization: Bearer <API key>');
     const match = BEARER.exec(header);
-    if (!match) throw unauthorized(reply, 'the Authorization header must be "Bearer <API key>"');
-    const at = now();
+    if (!match) throw await failed('the Authorization header must be "Bearer <API key>"');
     const resolved = await resolveApiKey(database, match[1]!, at, { countRequest: true });
-    if (!('auth' in resolved)) throw unauthorized(reply, REJECTIONS[resolved.rejected]);
+    if (!('auth' in resolved)) throw await failed(REJECTIONS[resolved.rejected]);
     const userAgent = request.headers['user-agent'];
     request.auth = Object.freeze({
       ...resolved.auth,

@@ -266,7 +266,12 @@ export async function countAcceptedExport(
       await authDb(database)
         .with('alongside', () => alongside)
         .insertInto('subject_requests')
-        .values({ id: randomUUID(), tenant_id: tenantId, subject_id: subjectRequest.subjectId, occurred_at: now })
+        .values({
+          id: randomUUID(),
+          tenant_id: tenantId,
+          subject_id: subjectRequest.subjectId,
+          occurred_at: now,
+        })
         .execute();
       return;
     }

@@ -5,6 +5,7 @@ import { compose, type Ferry } from '../compose.ts';
 import { type Config, ConfigError, loadConfig } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { DEMO_SEED, seed } from '../seed/seed.ts';
+import { firstAdmin, issueToken, tokenLink } from '../web/accounts.ts';
 
 export interface ServeOptions {
   port?: number;
@@ -60,7 +61,9 @@ export async function serve(options: ServeOptions): Promise<Ferry> {
     await listen(ferry, config);
     const url = listeningUrl(ferry.app.server.address() as AddressInfo);
     const tenants = demo ? undefined : await countTenants(ferry.database);
-    printBanner({ config, url, demo, tenants, worker: options.worker });
+    // A newcomer signs in with one click: a one-time link for the demo tenant's admin.
+    const signInLink = demo ? await firstRunLink(ferry.database, config, demo.id, url) : undefined;
+    printBanner({ config, url, demo, tenants, worker: options.worker, signInLink });
     return ferry;
   } catch (err) {
     // A server that cannot start stops everything it opened: the workers, and the
@@ -111,6 +114,14 @@ async function seedDemoIfEmpty(database: Database, config: Config): Promise<Demo
   return result.tenants[0];
 }
 
+/** The one-time sign-in link of the demo tenant's first admin (valid 24 hours, used once). */
+async function firstRunLink(database: Database, config: Config, tenantId: string, url: string) {
+  const admin = await firstAdmin(database, tenantId);
+  if (!admin) return undefined;
+  const token = await issueToken(database, { tenantId, memberId: admin.id }, 'sign_in', new Date());
+  return { link: tokenLink(config.publicUrl ?? url, 'sign_in', token), email: admin.email };
+}
+
 async function countTenants(database: Database): Promise<number> {
   const row = await database.db
     .selectFrom('tenants')
@@ -132,8 +143,9 @@ function printBanner(input: {
   demo: DemoTenant | undefined;
   tenants: number | undefined;
   worker: boolean;
+  signInLink: { link: string; email: string } | undefined;
 }): void {
-  const { config, url, demo, tenants } = input;
+  const { config, url, demo, tenants, signInLink } = input;
   const database = config.databaseUrl
     ? `PostgreSQL${config.databaseSchema ? ` (schema ${config.databaseSchema})` : ''}`
     : `embedded PGlite in ${config.dataDir}`;
@@ -141,7 +153,8 @@ function printBanner(input: {
     '',
     `ferry: listening on ${url} (pid ${process.pid})`,
     '',
-    `  API            ${url}`,
+    `  Dashboard      ${url}/app`,
+    `  API            ${url}/api/v1`,
     `  API reference  ${url}/docs   (OpenAPI document: ${url}/openapi.json)`,
     `  Health         ${url}/healthz, ${url}/readyz`,
     ...(config.publicUrl ? [`  Public URL     ${config.publicUrl}`] : []),
@@ -151,6 +164,13 @@ function printBanner(input: {
   if (demo) lines.push(`  Demo tenant    ${demo.name} (slug ${demo.slug}, id ${demo.id})`);
   else if (tenants === 0) lines.push('  Tenants        none yet: run `npx ferry seed` to create demo data');
   else lines.push(`  Tenants        ${tenants}`);
+  if (signInLink)
+    lines.push(
+      '',
+      `Open the dashboard, signed in as ${signInLink.email} (one-time link, valid 24 hours):`,
+      `  ${signInLink.link}`,
+      '  Later: npx ferry users reset --tenant <slug> --email <email> prints a link to set a password.',
+    );
   lines.push(
     '',
     'Next steps:',

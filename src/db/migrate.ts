@@ -14,6 +14,7 @@ import * as dsar from './migrations/0011-dsar.ts';
 import * as receipts from './migrations/0012-receipts.ts';
 import * as erasure from './migrations/0013-erasure.ts';
 import * as erasureLinks from './migrations/0014-erasure-links.ts';
+import * as web from './migrations/0015-web.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -31,6 +32,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0012-receipts': receipts,
   '0013-erasure': erasure,
   '0014-erasure-links': erasureLinks,
+  '0015-web': web,
 };
 
 /**

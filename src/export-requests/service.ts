@@ -15,12 +15,15 @@ import {
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
 import type { Database } from '../db/database.ts';
+import { acceptedExportRequest } from '../collect/request.ts';
 import { checkSiteUrls, requestedSites } from '../collect/tenant.ts';
 import type { DB } from '../db/schema.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
+import type { ExportFormat } from '../format/types.ts';
 import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { Logger } from '../lib/logger.ts';
+import { estimateDataset } from '../pipeline/export-dataset.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { authorizeConfig, checkAgainstDataMap, exportConfigFromBody } from './config.ts';
@@ -43,7 +46,7 @@ import {
   isLocalExport,
   tenantExports,
 } from './repository.ts';
-import { exportPrefix, removeLeftovers } from './export-job.ts';
+import { estimatePackage, exportPrefix, removeLeftovers } from './export-job.ts';
 import { type ExportStatus, isActive } from '../domain/export-state.ts';
 import { exportDb } from './tables.ts';
 
@@ -178,6 +181,127 @@ export async function createExport(
   return accept(deps, auth, config, { repeatOf: null, idempotency, limits });
 }
 
+/** The request as the job runs it: without a `from`, it starts at the plan's history window. */
+function withHistoryWindow(config: ExportConfig, limits: PlanLimits, now: Date): ExportConfig {
+  const floor = historyStart(limits, now);
+  if (config.from || !floor) return config;
+  return { ...config, history_from: floor.toISOString().slice(0, 10) };
+}
+
+/** What an export would write, before it is requested (`POST /api/v1/exports/estimate`). */
+export interface ExportEstimate {
+  datasets: string[];
+  /** Rows the export would write; null for document datasets, whose size is not a row count. */
+  rows: number | null;
+  /** Size of the file; null when `rows` is. */
+  bytes: number | null;
+  /** Running time in whole seconds (at least 1); null when `rows` is. */
+  seconds: number | null;
+  /**
+   * `history`: bytes per row (and, when timed, rows per second) of the tenant's own completed
+   * exports of the same first dataset, format, compression and package; `default`: fixed
+   * per-format figures.
+   */
+  basis: 'history' | 'default';
+}
+
+/** Bytes per row of an uncompressed file when the tenant has no history to go by. */
+const DEFAULT_ROW_BYTES = {
+  csv: 400,
+  json: 700,
+  ndjson: 700,
+  xml: 1000,
+  parquet: 150,
+} as const satisfies Record<ExportFormat, number>;
+
+/** Rows per second when the tenant has no timed history to go by. */
+const DEFAULT_ROWS_PER_SECOND = 50_000;
+
+/** How many of the tenant's latest matching exports the history figures come from. */
+const HISTORY_EXPORTS = 20;
+
+/**
+ * `POST /api/v1/exports/estimate`: the rows, size and running time of the export this body
+ * would request. Validated and authorized exactly as `createExport` does, but nothing is
+ * stored, counted against a quota or queued.
+ */
+export async function estimateExport(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  body: ExportBody,
+): Promise<ExportEstimate> {
+  authorize(auth, 'exports:create');
+  const requested = authorizeConfig(auth, exportConfigFromBody(auth.tenantId, body));
+  await checkSiteUrls(deps.database, auth.tenantId, configSites(requested));
+  const config = withHistoryWindow(requested, await limitsFor(deps.database, auth), deps.now());
+  const rows =
+    config.package === 'none'
+      ? await estimateDataset(deps.database, acceptedExportRequest(auth.tenantId, config))
+      : await estimatePackage(deps.database, auth.tenantId, config);
+  const estimate: ExportEstimate = {
+    datasets: config.datasets,
+    rows,
+    bytes: null,
+    seconds: null,
+    basis: 'default',
+  };
+  if (rows === null) return estimate;
+  const history = await exportHistory(deps.database, auth.tenantId, config);
+  const rowBytes = history?.rowBytes ?? defaultRowBytes(config);
+  const rowsPerSecond = history?.rowsPerSecond ?? DEFAULT_ROWS_PER_SECOND;
+  return {
+    ...estimate,
+    bytes: Math.round(rows * rowBytes),
+    seconds: Math.max(1, Math.ceil(rows / rowsPerSecond)),
+    basis: history ? 'history' : 'default',
+  };
+}
+
+/** Bytes per row by format; compressed files (gzip, zstd, and the zip or tar.gz package) take half. */
+function defaultRowBytes(config: ExportConfig): number {
+  const format = (config.format ?? 'csv') as ExportFormat;
+  const perRow: number = DEFAULT_ROW_BYTES[format] ?? DEFAULT_ROW_BYTES.csv;
+  const compressed = config.package !== 'none' || (config.compression ?? 'none') !== 'none';
+  return compressed ? perRow / 2 : perRow;
+}
+
+/**
+ * Bytes per row and rows per second of the tenant's latest completed exports shaped like
+ * this one (first dataset, format, compression, package); null without one that wrote a row.
+ * Rows per second is null when none of them took measurable time.
+ */
+async function exportHistory(
+  database: Database,
+  tenantId: string,
+  config: ExportConfig,
+): Promise<{ rowBytes: number; rowsPerSecond: number | null } | null> {
+  const result = await sql<{ records: number; bytes: number; timed_records: number; seconds: number }>`
+    SELECT coalesce(sum(f.records), 0)::float8 AS records,
+      coalesce(sum(f.bytes), 0)::float8 AS bytes,
+      coalesce(sum(f.records) FILTER (WHERE r.finished_at > r.started_at), 0)::float8 AS timed_records,
+      coalesce(sum(extract(epoch FROM r.finished_at - r.started_at)) FILTER (WHERE r.finished_at > r.started_at),
+        0)::float8 AS seconds
+    FROM (
+      SELECT id, started_at, finished_at FROM export_requests
+      WHERE tenant_id = ${tenantId} AND status IN ('completed', 'expired')
+        AND datasets[1] = ${config.datasets[0]!}
+        AND config->>'package' = ${config.package}
+        AND config->>'format' IS NOT DISTINCT FROM ${config.format}::text
+        AND config->>'compression' IS NOT DISTINCT FROM ${config.compression}::text
+      ORDER BY created_at DESC
+      LIMIT ${HISTORY_EXPORTS}
+    ) r
+    JOIN export_files f ON f.export_id = r.id AND f.tenant_id = ${tenantId}`.execute(exportDb(database));
+  const row = result.rows[0];
+  if (!row || Number(row.records) <= 0) return null;
+  const timed = Number(row.timed_records);
+  const seconds = Number(row.seconds);
+  return {
+    rowBytes: Number(row.bytes) / Number(row.records),
+    rowsPerSecond: timed > 0 && seconds > 0 ? timed / seconds : null,
+  };
+}
+
 /** `POST /api/v1/exports/{id}/repeat`: runs a past export's configuration again, as a new export. */
 export async function repeatExport(
   deps: ExportServiceDeps,
@@ -259,9 +383,7 @@ async function accept(
     now,
     limits,
   });
-  let config = requested;
-  const floor = historyStart(limits, now);
-  if (!config.from && floor) config = { ...config, history_from: floor.toISOString().slice(0, 10) };
+  const config = withHistoryWindow(requested, limits, now);
   const id = randomUUID();
   const row: ExportRow = {
     id,

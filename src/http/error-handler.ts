@@ -103,7 +103,7 @@ const CLIENT_ERROR_DETAILS: Partial<Record<ErrorCode, string>> = {
   malformed_request: 'the request is not valid HTTP/1.1 (request line or header syntax)',
 };
 
-function logProblem(request: FastifyRequest, body: Problem, error: unknown): void {
+export function logProblem(request: FastifyRequest, body: Problem, error: unknown): void {
   if (body.status >= 500) request.log.error({ err: error, code: body.code }, 'request failed');
   else request.log.info({ code: body.code, detail: body.detail }, 'request rejected');
 }
@@ -119,7 +119,7 @@ export function instanceOf(request: FastifyRequest): string {
   return q === -1 ? url : url.slice(0, q);
 }
 
-function toProblem(error: unknown, request: FastifyRequest): Problem {
+export function toProblem(error: unknown, request: FastifyRequest): Problem {
   const base = { instance: instanceOf(request), requestId: request.id };
   if (error instanceof FerryError) {
     // The type admits catalog codes only, but a cast or a deserialized error could bring another.

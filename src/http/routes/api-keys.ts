@@ -1,13 +1,12 @@
 import { type Static, Type } from 'typebox';
-import { AUDIT_ACTIONS, auditCaller, recordAudit } from '../../auth/audit.ts';
 import { ROLES } from '../../auth/context.ts';
 import {
   type ApiKeyInfo,
-  createApiKey,
+  createKeyFor,
   getApiKey,
   listApiKeys,
   presentApiKey,
-  revokeApiKey,
+  revokeKeyFor,
 } from '../../auth/keys.ts';
 import { ACTIONS, authorize } from '../../auth/policy.ts';
 import { problemResponses } from '../problem.ts';
@@ -97,13 +96,12 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
     },
     async (request, reply) => {
       const auth = request.auth!;
-      authorize(auth, 'keys:manage');
       const at = now();
       const body = request.body;
-      const created = await createApiKey(
+      const created = await createKeyFor(
         database,
+        auth,
         {
-          tenantId: auth.tenantId,
           role: body.role,
           name: body.name,
           teamMemberId: body.team_member_id,
@@ -111,18 +109,9 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
             ? new Date(at.getTime() + body.expires_in_days * DAY_MS)
             : undefined,
           scopes: body.scopes,
-          createdBy: auth.actor,
         },
         at,
       );
-      await recordAudit(database, {
-        ...auditCaller(auth),
-        action: AUDIT_ACTIONS.keyCreated,
-        targetId: created.id,
-        dataType: `api_key:${created.role}`,
-        success: true,
-        occurredAt: at,
-      });
       return reply.code(201).send({ ...present(created, at), key: created.key });
     },
   );
@@ -186,20 +175,8 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
     },
     async (request) => {
       const auth = request.auth!;
-      authorize(auth, 'keys:manage');
       const at = now();
-      const before = await getApiKey(database, auth.tenantId, request.params.id);
-      const revoked = await revokeApiKey(database, auth.tenantId, request.params.id, at);
-      if (!before.revokedAt) {
-        await recordAudit(database, {
-          ...auditCaller(auth),
-          action: AUDIT_ACTIONS.keyRevoked,
-          targetId: revoked.id,
-          dataType: `api_key:${revoked.role}`,
-          success: true,
-          occurredAt: at,
-        });
-      }
+      const revoked = await revokeKeyFor(database, auth, request.params.id, at);
       return present(revoked, at);
     },
   );

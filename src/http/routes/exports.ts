@@ -4,6 +4,7 @@ import { ExportBodySchema, ScopeSchema } from '../../export-requests/export-body
 import {
   createExport,
   deleteExport,
+  estimateExport,
   type ExportServiceDeps,
   getExport,
   issueDownload,
@@ -104,6 +105,24 @@ const DownloadLinkSchema = Type.Object(
       description: "`signed`: Ferry's own download route; `presigned`: a presigned S3 URL",
     }),
     file: FileView,
+  },
+  closed,
+);
+
+const Figure = (description: string) =>
+  Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description });
+
+const ExportEstimateSchema = Type.Object(
+  {
+    datasets: Type.Array(Type.String()),
+    rows: Figure('Rows the export would write; null for document datasets (knowledge_base, account)'),
+    bytes: Figure('Expected file size in bytes; null when rows is'),
+    seconds: Figure('Expected running time in whole seconds (at least 1); null when rows is'),
+    basis: Type.Enum(['history', 'default'], {
+      description:
+        "`history`: bytes per row and speed of this tenant's own completed exports of the same dataset, " +
+        'format and compression; `default`: fixed figures per format',
+    }),
   },
   closed,
 );
@@ -264,6 +283,24 @@ export function registerExportEndpoints(
 export const exportRoutes: RoutePlugin = async (app, deps) => {
   registerExportUsage();
   const service = serviceDeps(app, deps);
+
+  app.post(
+    '/api/v1/exports/estimate',
+    {
+      onRequest: app.authenticate,
+      schema: {
+        tags: ['exports'],
+        summary: 'Estimate an export before requesting it',
+        description:
+          'The rows, size and running time of the export this body would request, checked against the role ' +
+          'like a request, but nothing is stored, counted against a quota or queued.',
+        body: ExportBodySchema,
+        response: { 200: ExportEstimateSchema, ...problemResponses(400, 401, 403, 422, 429) },
+      },
+    },
+    async (request) => estimateExport(service, request.auth!, request.body),
+  );
+
   registerExportEndpoints(
     app,
     deps,

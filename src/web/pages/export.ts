@@ -1,0 +1,328 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { DateTime } from 'luxon';
+import { datasetRule } from '../../auth/policy.ts';
+import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
+import { errorDefinition } from '../../domain/error-catalog.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
+import { PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
+import type { ExportBody } from '../../export-requests/export-body.ts';
+import { createExport, estimateExport } from '../../export-requests/service.ts';
+import { field, fields, seeOther, sendPage, signedInOf, type WebDeps, type WebPages } from '../context.ts';
+import { type Fragment, html } from '../html.ts';
+import { bytes, count, csrfField } from '../layout.ts';
+
+/**
+ * The export page: the four panels of the product documentation (conversation data,
+ * analytics, knowledge base, account data) and the whole company package. Each panel is
+ * a plain form that becomes the same request body `POST /api/v1/exports` takes, so every
+ * rule (roles, anonymization, quotas, validation) is the API's own.
+ */
+
+export const PANELS = ['conversations', 'analytics', 'knowledge_base', 'account', 'package'] as const;
+type Panel = (typeof PANELS)[number];
+
+const PRESETS = [
+  ['last_7', 'Last 7 days'],
+  ['last_30', 'Last 30 days'],
+  ['last_90', 'Last 90 days'],
+  ['this_month', 'This month'],
+  ['last_month', 'Last month'],
+  ['this_year', 'This year'],
+  ['all', 'All time'],
+  ['custom', 'Custom dates'],
+] as const;
+
+const PII_LABELS: Record<PiiLevel, string> = {
+  full: 'Yes: names, emails and addresses as stored',
+  basic: 'Anonymized (basic): identifiers masked',
+  enhanced: 'Anonymized (enhanced): no names, emails or phones; free text scrubbed',
+  complete: 'Excluded: every personal field removed',
+};
+
+/** The date range of a preset, as dates in the tenant's zone (inclusive `to`). */
+export function presetRange(preset: string, timezone: string, now: Date): { from?: string; to?: string } {
+  const today = DateTime.fromJSDate(now, { zone: timezone }).startOf('day');
+  const d = (t: DateTime) => t.toISODate()!;
+  switch (preset) {
+    case 'last_7':
+      return { from: d(today.minus({ days: 6 })), to: d(today) };
+    case 'last_30':
+      return { from: d(today.minus({ days: 29 })), to: d(today) };
+    case 'last_90':
+      return { from: d(today.minus({ days: 89 })), to: d(today) };
+    case 'this_month':
+      return { from: d(today.startOf('month')), to: d(today) };
+    case 'last_month': {
+      const start = today.minus({ months: 1 }).startOf('month');
+      return { from: d(start), to: d(start.endOf('month')) };
+    }
+    case 'this_year':
+      return { from: d(today.startOf('year')), to: d(today) };
+    default:
+      return {};
+  }
+}
+
+/** The request body a panel's form stands for. */
+export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBody {
+  const panel = field(form, 'panel') as Panel;
+  if (!PANELS.includes(panel)) throw new FerryError('invalid_parameter', `unknown export panel "${panel}"`);
+  const preset = field(form, 'range') || 'all';
+  const range =
+    preset === 'custom'
+      ? { from: field(form, 'from') || undefined, to: field(form, 'to') || undefined }
+      : presetRange(preset, timezone, now);
+  const pii = (field(form, 'pii') || 'full') as PiiLevel;
+  const format = field(form, 'format') || undefined;
+  const filters: Record<string, string | boolean> = {};
+  const options: Record<string, string> = {};
+  const base = { ...range, ...(PII_LEVELS.includes(pii) ? { pii } : { pii }) } as Partial<ExportBody>;
+  switch (panel) {
+    case 'conversations': {
+      const dataset = field(form, 'dataset') === 'messages' ? 'messages' : 'conversations';
+      const site = field(form, 'site_url');
+      if (site) filters.site_url = site;
+      const status = field(form, 'status');
+      if (status && dataset === 'conversations') filters.status = status;
+      const escalated = field(form, 'escalated');
+      if ((escalated === 'true' || escalated === 'false') && dataset === 'conversations')
+        filters.escalated = escalated === 'true';
+      const compression = field(form, 'compression');
+      return {
+        ...base,
+        datasets: [dataset],
+        ...(format ? { format: format as ExportBody['format'] } : {}),
+        ...(compression && compression !== 'none'
+          ? { compression: compression as ExportBody['compression'] }
+          : {}),
+        ...(Object.keys(filters).length ? { filters } : {}),
+      } as ExportBody;
+    }
+    case 'analytics': {
+      const metrics = fields(form, 'metrics');
+      if (metrics.length > 0 && metrics.length < 3) options.metrics = metrics.join(',');
+      const granularity = field(form, 'granularity');
+      if (granularity) options.granularity = granularity;
+      const sites = fields(form, 'site_urls');
+      if (sites.length) options.site_urls = sites.join(',');
+      const zone = field(form, 'timezone');
+      return {
+        ...base,
+        datasets: ['analytics'],
+        ...(format ? { format: format as ExportBody['format'] } : {}),
+        ...(zone ? { timezone: zone } : {}),
+        ...(Object.keys(options).length ? { options } : {}),
+      } as ExportBody;
+    }
+    case 'knowledge_base':
+      return {
+        datasets: ['knowledge_base'],
+        format: (format ?? 'json') as ExportBody['format'],
+        ...(field(form, 'include_embeddings') === 'true' ? { options: { include_embeddings: 'true' } } : {}),
+      } as ExportBody;
+    case 'account':
+      return { datasets: ['account'], format: 'json' } as ExportBody;
+    case 'package': {
+      const kind = field(form, 'package') === 'tar.gz' ? 'tar.gz' : 'zip';
+      return {
+        ...base,
+        datasets: packageDatasets(field(form, 'role_for_package') as never),
+        package: kind,
+        ...(format ? { format: format as ExportBody['format'] } : {}),
+      } as ExportBody;
+    }
+  }
+}
+
+/** Every dataset the company package holds, in package order. */
+function packageDatasets(_role?: never): string[] {
+  return Object.entries(REFERENCE_DATAMAP.datasets)
+    .filter(([, d]) => d.package)
+    .sort(([, a], [, b]) => (a.package?.order ?? 0) - (b.package?.order ?? 0))
+    .map(([name]) => name);
+}
+
+async function tenantSites(deps: WebDeps, tenantId: string) {
+  return deps.database.db
+    .selectFrom('sites')
+    .select(['url', 'name'])
+    .where('tenant_id', '=', tenantId)
+    .orderBy('name')
+    .limit(200)
+    .execute();
+}
+
+function rangeFields(prefix: string, zone: string): Html2 {
+  return html`<fieldset class="range">
+<legend>Date range <small>(${zone})</small></legend>
+<select name="range" aria-label="Date range preset">${PRESETS.map(
+    ([value, label]) =>
+      html`<option value="${value}"${value === 'last_30' ? html` selected` : null}>${label}</option>`,
+  )}</select>
+<div class="grid"><label>From <input type="date" name="from" id="${prefix}-from"></label>
+<label>To <input type="date" name="to" id="${prefix}-to"></label></div>
+<small>From and To apply with "Custom dates".</small>
+</fieldset>`;
+}
+type Html2 = ReturnType<typeof html>;
+
+function piiField(levels: readonly PiiLevel[], name = 'pii'): Fragment {
+  return html`<fieldset><legend>Include personal data</legend>${levels.map(
+    (level, i) =>
+      html`<label><input type="radio" name="${name}" value="${level}"${i === 0 ? html` checked` : null}> ${PII_LABELS[level]}</label>`,
+  )}</fieldset>`;
+}
+
+function formatSelect(formats: readonly string[], label = 'Format'): Fragment {
+  return html`<label>${label} <select name="format">${formats.map(
+    (f) =>
+      html`<option value="${f}">${f === 'ndjson' ? 'NDJSON' : f === 'markdown' ? 'Markdown' : f.toUpperCase()}</option>`,
+  )}</select></label>`;
+}
+
+function panelButtons(panel: Panel, label: string): Fragment {
+  return html`<div class="actions">
+<button type="submit" name="intent" value="start">${label}</button>
+<button type="submit" name="intent" value="estimate" class="secondary" hx-post="/app/export/estimate" hx-target="#estimate-${panel}" hx-swap="innerHTML" formnovalidate>Estimate</button>
+</div>
+<output id="estimate-${panel}" class="estimate" aria-live="polite"></output>`;
+}
+
+export function estimateText(e: {
+  rows: number | null;
+  bytes: number | null;
+  seconds: number | null;
+}): string {
+  if (e.rows === null) return 'A document export: its size depends on the content; it usually takes seconds.';
+  const time =
+    e.seconds === null ? 'unknown' : e.seconds < 60 ? `${e.seconds} s` : `${Math.ceil(e.seconds / 60)} min`;
+  return `About ${count(e.rows)} rows, ${bytes(e.bytes)}, ${time}.`;
+}
+
+export const exportPages: WebPages = (app, deps) => {
+  const render = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    extra: { error?: string; estimate?: { panel: string; text: string } } = {},
+  ) => {
+    const { auth, signedIn } = signedInOf(request);
+    const zone = signedIn.tenant.timezone;
+    const sites = await tenantSites(deps, auth.tenantId);
+    const rule = (dataset: string) => datasetRule(auth.role, dataset);
+    const panels: Fragment[] = [];
+    const conv = rule('conversations');
+    if (conv)
+      panels.push(html`<article id="panel-conversations"><header><h2>Conversation data</h2></header>
+<form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="conversations">
+<label>Data <select name="dataset"><option value="conversations">Conversations</option>${
+        rule('messages') ? html`<option value="messages">Messages</option>` : null
+      }</select></label>
+${rangeFields('conversations', zone)}
+<div class="grid">${formatSelect(['csv', 'json', 'xml', 'ndjson', 'parquet'])}
+<label>Compression <select name="compression"><option value="none">None</option><option value="gzip">gzip</option><option value="zstd">zstd</option></select></label></div>
+${piiField(conv.pii)}
+<fieldset><legend>Filters</legend><div class="grid">
+<label>Site <select name="site_url"><option value="">All sites</option>${sites.map((s) => html`<option value="${s.url}">${s.name} (${s.url})</option>`)}</select></label>
+<label>Status <select name="status"><option value="">Any</option><option value="resolved">Resolved</option><option value="unresolved">Unresolved</option><option value="in_progress">In progress</option></select></label>
+<label>Escalated <select name="escalated"><option value="">Any</option><option value="true">Escalated</option><option value="false">Not escalated</option></select></label>
+</div></fieldset>
+${panelButtons('conversations', 'Export conversations')}
+${extra.estimate?.panel === 'conversations' ? html`<p class="estimate">${extra.estimate.text}</p>` : null}
+</form></article>`);
+    const analytics = rule('analytics');
+    if (analytics)
+      panels.push(html`<article id="panel-analytics"><header><h2>Analytics data</h2></header>
+<form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="analytics">
+<fieldset><legend>Metrics</legend>
+<label><input type="checkbox" name="metrics" value="performance" checked> Performance</label>
+<label><input type="checkbox" name="metrics" value="attribution" checked> Attribution</label>
+<label><input type="checkbox" name="metrics" value="revenue" checked> Revenue</label></fieldset>
+<div class="grid"><label>Granularity <select name="granularity"><option value="hourly">Hourly</option><option value="daily" selected>Daily</option><option value="weekly">Weekly</option><option value="monthly">Monthly</option></select></label>
+<label>Time zone <input name="timezone" value="${zone}" list="zones" autocomplete="off"></label>
+${formatSelect(['csv', 'json', 'xml', 'ndjson', 'parquet'])}</div>
+<label>Sites <select name="site_urls" multiple size="${Math.min(4, Math.max(2, sites.length))}" aria-describedby="sites-help">${sites.map((s) => html`<option value="${s.url}">${s.name}</option>`)}</select></label>
+<small id="sites-help">None selected: all sites.</small>
+${rangeFields('analytics', zone)}
+${piiField(analytics.pii)}
+${panelButtons('analytics', 'Export analytics')}
+</form></article>`);
+    if (rule('knowledge_base'))
+      panels.push(html`<article id="panel-knowledge_base"><header><h2>Knowledge base</h2></header>
+<form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="knowledge_base">
+${formatSelect(['json', 'xml', 'markdown'])}
+<fieldset><legend>Include</legend>
+<label><input type="checkbox" checked disabled> Content</label>
+<label><input type="checkbox" checked disabled> Metadata</label>
+<label><input type="checkbox" checked disabled> Usage stats</label>
+<small>Every document comes with its content, metadata and usage statistics.</small></fieldset>
+<label><input type="checkbox" name="include_embeddings" value="true" aria-describedby="embeddings-warning"> Include embeddings</label>
+<small id="embeddings-warning" class="warning">Vectors make the file many times larger (about 6 kB per chunk).</small>
+${panelButtons('knowledge_base', 'Export knowledge base')}
+</form></article>`);
+    if (rule('account'))
+      panels.push(html`<article id="panel-account"><header><h2>Account data</h2></header>
+<form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="account">
+<fieldset><legend>Scope</legend>
+<label><input type="checkbox" checked disabled> Settings</label>
+<label><input type="checkbox" checked disabled> Users</label>
+<label><input type="checkbox" checked disabled> Integrations</label></fieldset>
+<p>Format: JSON. Credentials are always masked; password and key hashes are never exported.</p>
+${panelButtons('account', 'Export account')}
+</form></article>`);
+    if (rule('account') && packageDatasets().every((d) => rule(d)))
+      panels.push(html`<article id="panel-package"><header><h2>Company package</h2></header>
+<p>Every dataset in one archive, with a data dictionary, schemas, checksums and an offline viewer.</p>
+<form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="package">
+<div class="grid"><label>Archive <select name="package"><option value="zip">ZIP</option><option value="tar.gz">tar.gz</option></select></label>
+${formatSelect(['csv', 'json', 'ndjson', 'xml', 'parquet'], 'Tables as')}</div>
+${rangeFields('package', zone)}
+${piiField(rule('conversations')?.pii ?? PII_LEVELS)}
+${panelButtons('package', 'Export company package')}
+</form></article>`);
+    return sendPage(
+      request,
+      reply,
+      { title: 'Export data', current: '/app/export', error: extra.error ?? null },
+      html`${panels.length ? panels : html`<p>Your role may not export data.</p>`}
+<datalist id="zones">${Intl.supportedValuesOf('timeZone').map((z) => html`<option value="${z}">`)}</datalist>`,
+    );
+  };
+
+  app.get('/app/export', async (request, reply) => render(request, reply));
+
+  app.post('/app/export/estimate', async (request, reply) => {
+    const { auth, signedIn } = signedInOf(request);
+    const body = bodyOfForm(request.body, signedIn.tenant.timezone, deps.now());
+    try {
+      const estimate = await estimateExport(deps.exports, auth, body);
+      return reply.type('text/html; charset=utf-8').send(html`${estimateText(estimate)}`.value);
+    } catch (err) {
+      if (err instanceof FerryError && err.code !== 'internal')
+        return reply
+          .type('text/html; charset=utf-8')
+          .send(html`<span class="error">${err.message}</span>`.value);
+      throw err;
+    }
+  });
+
+  app.post('/app/export', async (request, reply) => {
+    const { auth, signedIn } = signedInOf(request);
+    const body = bodyOfForm(request.body, signedIn.tenant.timezone, deps.now());
+    try {
+      if (field(request.body, 'intent') === 'estimate') {
+        const estimate = await estimateExport(deps.exports, auth, body);
+        return render(request, reply, {
+          estimate: { panel: field(request.body, 'panel'), text: estimateText(estimate) },
+        });
+      }
+      const accepted = await createExport(deps.exports, auth, body, undefined);
+      return seeOther(reply, `/app/exports/${accepted.body.id}`, 'Export started.');
+    } catch (err) {
+      // A refusal the member can act on is shown on the form, with the API's status.
+      const status = err instanceof FerryError ? errorDefinition(err.code).status : 500;
+      if (status >= 500) throw err;
+      reply.code(status);
+      return render(request, reply, { error: (err as FerryError).message });
+    }
+  });
+};

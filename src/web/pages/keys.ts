@@ -1,0 +1,99 @@
+import { ROLES, type Role } from '../../auth/context.ts';
+import { apiKeyStatus, createKeyFor, listApiKeys, revokeKeyFor } from '../../auth/keys.ts';
+import { authorize } from '../../auth/policy.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
+import { field, seeOther, sendPage, signedInOf, type WebPages } from '../context.ts';
+import { html } from '../html.ts';
+import { csrfField, when } from '../layout.ts';
+
+/** API keys: create (the key is shown once), list, revoke. Admins only, as in the API. */
+export const keyPages: WebPages = (app, deps) => {
+  const render = async (
+    request: Parameters<typeof signedInOf>[0],
+    reply: Parameters<typeof sendPage>[1],
+    extra: { created?: { key: string; name: string | null }; error?: string } = {},
+  ) => {
+    const { auth, signedIn } = signedInOf(request);
+    authorize(auth, 'keys:manage');
+    const zone = signedIn.tenant.timezone;
+    const now = deps.now();
+    const keys = await listApiKeys(deps.database, auth.tenantId);
+    const members = await deps.database.db
+      .selectFrom('team_members')
+      .select(['id', 'name', 'role'])
+      .where('tenant_id', '=', auth.tenantId)
+      .orderBy('name')
+      .limit(500)
+      .execute();
+    const csrf = reply.generateCsrf();
+    return sendPage(
+      request,
+      reply,
+      { title: 'API keys', current: '/app/keys', error: extra.error ?? null },
+      html`${
+        extra.created
+          ? html`<article class="secret" aria-labelledby="new-key"><h2 id="new-key">Your new key${extra.created.name ? html`: ${extra.created.name}` : null}</h2>
+<p>Copy it now: it is shown only this once.</p>
+<input id="new-key-value" class="key" readonly value="${extra.created.key}" aria-label="The new API key">
+<button type="button" class="secondary" data-copy="new-key-value">Copy</button></article>`
+          : null
+      }
+<details${keys.length === 0 ? html` open` : null}><summary role="button" class="secondary">Create a key</summary>
+<form method="post" action="/app/keys">${csrfField(csrf)}
+<div class="grid"><label>Name <input name="name" maxlength="100" placeholder="Nightly BI sync"></label>
+<label>Role <select name="role">${ROLES.map((r) => html`<option value="${r}"${r === 'analyst' ? html` selected` : null}>${r}</option>`)}</select></label>
+<label>Team member (agents) <select name="team_member_id"><option value="">None</option>${members.map(
+        (m) => html`<option value="${m.id}">${m.name} (${m.role})</option>`,
+      )}</select></label>
+<label>Expires after <select name="expires_in_days"><option value="">Never</option><option value="30">30 days</option><option value="90" selected>90 days</option><option value="365">1 year</option></select></label></div>
+<button type="submit">Create key</button>
+</form></details>
+<table><thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">Expires</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+<tbody>${keys.map((k) => {
+        const status = apiKeyStatus(k, now);
+        return html`<tr><td>${k.name ?? '—'}</td><td><code>${k.prefix}…</code></td><td>${k.role}</td><td><mark class="status status-${status}">${status}</mark></td><td>${when(k.createdAt, zone)}</td><td>${when(k.lastUsedAt, zone)}</td><td>${when(k.expiresAt, zone)}</td><td>${
+          status === 'revoked'
+            ? null
+            : html`<form method="post" action="/app/keys/${k.id}/revoke" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline" aria-label="Revoke ${k.name ?? k.prefix}">Revoke</button></form>`
+        }</td></tr>`;
+      })}</tbody></table>`,
+    );
+  };
+
+  app.get('/app/keys', async (request, reply) => render(request, reply));
+
+  app.post('/app/keys', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    const body = request.body;
+    const role = field(body, 'role') as Role;
+    const days = Number(field(body, 'expires_in_days'));
+    const now = deps.now();
+    try {
+      const created = await createKeyFor(
+        deps.database,
+        auth,
+        {
+          role,
+          name: field(body, 'name') || undefined,
+          teamMemberId: field(body, 'team_member_id') || undefined,
+          expiresAt: days > 0 ? new Date(now.getTime() + days * 86_400_000) : undefined,
+        },
+        now,
+      );
+      reply.code(201);
+      return render(request, reply, { created: { key: created.key, name: created.name } });
+    } catch (err) {
+      if (err instanceof FerryError && err.code === 'invalid_parameter') {
+        reply.code(400);
+        return render(request, reply, { error: err.message });
+      }
+      throw err;
+    }
+  });
+
+  app.post<{ Params: { id: string } }>('/app/keys/:id/revoke', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    const revoked = await revokeKeyFor(deps.database, auth, request.params.id, deps.now());
+    return seeOther(reply, '/app/keys', `The key ${revoked.name ?? revoked.prefix} is revoked.`);
+  });
+};

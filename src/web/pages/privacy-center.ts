@@ -1,0 +1,3 @@
+import type { WebPages } from '../context.ts';
+
+export const privacyCenterPages: WebPages = () => {};
