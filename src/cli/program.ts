@@ -12,6 +12,7 @@ import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
 import { registerTeamMembers } from './team-members.ts';
 import { registerTenants } from './tenants.ts';
+import { registerUsers } from './users.ts';
 import { registerWorker } from './worker.ts';
 
 import { FERRY_VERSION } from '../version.ts';
@@ -25,6 +26,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerMigrate,
   registerTenants,
   registerTeamMembers,
+  registerUsers,
   registerDatamap,
   registerExport,
   registerSeed,

@@ -15,6 +15,7 @@ import {
   markIdentityPending,
   notifyOverdue,
 } from './dsar-service.ts';
+import { statusLink } from './status-link.ts';
 import { dsarDb } from './tables.ts';
 
 export const DSAR_OVERDUE_JOB = 'dsar.overdue';
@@ -71,6 +72,9 @@ export const DSAR_JOBS: readonly JobDefinition[] = [
           `Someone asked ${tenant.name} for a ${row.type.replace('_', '-')} request about the data held on ${row.subject.email}.\n\n` +
           `If it was you, enter this code to confirm it is you:\n\n    ${code}\n\n` +
           'The code works for 30 minutes and three tries. If you did not ask, ignore this email: nothing happens without the code.\n\n' +
+          (row.source === 'privacy_center'
+            ? `Enter it, and follow your request, here:\n${statusLink(ctx.config, tenant.slug, row.id)}\n\n`
+            : '') +
           `Request: ${row.id}\n`,
       });
       await markCodeSent(deps, row);

@@ -9,6 +9,7 @@ import {
   repeatExport,
 } from '../../export-requests/service.ts';
 import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
+import type { AuthContext } from '../../auth/context.ts';
 import { isAllowed } from '../../auth/policy.ts';
 import { seeOther, sendPage, signedInOf, type WebDeps, type WebPages } from '../context.ts';
 import { type Fragment, type Html, html } from '../html.ts';
@@ -83,6 +84,47 @@ ${
 }`;
 }
 
+/** Everything on an export's page that changes while it runs: status, files, details, actions. */
+function exportBody(
+  view: ExportView,
+  c: { zone: string; auth: AuthContext; who: string; csrf: string },
+): Html {
+  const r = view.request;
+  const active = isActive(view.status);
+  const filters = Object.entries(r.filters ?? {});
+  return html`${exportStatus(view, c.zone, isAllowed(c.auth, 'exports:download'))}
+<dl class="details">
+<dt>Requested</dt><dd>${when(view.created_at, c.zone)} by ${c.who}</dd>
+<dt>Finished</dt><dd>${when(view.finished_at, c.zone)}</dd>
+<dt>Format</dt><dd>${formatText(view)}</dd>
+<dt>Date range</dt><dd>${r.from ?? 'the beginning'} to ${r.to ?? 'now'}</dd>
+<dt>Personal data</dt><dd>${r.pii}</dd>
+${filters.length ? html`<dt>Filters</dt><dd>${filters.map(([k, v]) => `${k}=${String(v)}`).join(', ')}</dd>` : null}
+<dt>Downloads</dt><dd>${view.download_count}</dd>
+</dl>
+<div class="actions">
+${
+  isAllowed(c.auth, 'exports:create')
+    ? html`<form method="post" action="/app/exports/${view.id}/repeat" class="inline">${csrfField(c.csrf)}<button type="submit" class="secondary">Run again</button></form>`
+    : null
+}
+${
+  isAllowed(c.auth, 'exports:delete') && (active || view.status === 'completed')
+    ? html`<form method="post" action="/app/exports/${view.id}/delete" class="inline">${csrfField(c.csrf)}<button type="submit" class="secondary outline">${
+        active ? 'Cancel' : 'Delete files'
+      }</button></form>`
+    : null
+}
+</div>`;
+}
+
+function formatText(view: ExportView): string {
+  const r = view.request;
+  const compression = r.compression && r.compression !== 'none' ? ` + ${r.compression}` : '';
+  const pack = view.kind === 'package' ? ` in a ${r.package} package` : '';
+  return `${r.format ?? '—'}${compression}${pack}`;
+}
+
 function datasetsOf(view: ExportView): string {
   return view.kind === 'package' ? `Company package (${view.request.package})` : view.datasets.join(', ');
 }
@@ -143,7 +185,7 @@ ${
     ? html`<p>No exports yet.${isAllowed(auth, 'exports:create') ? html` <a href="/app/export">Start one</a>.` : null}</p>`
     : html`<table class="history"><thead><tr><th scope="col">Requested</th><th scope="col">Data</th><th scope="col">Format</th><th scope="col">Status</th><th scope="col">Records</th><th scope="col">Size</th><th scope="col">By</th></tr></thead><tbody>${list.data.map(
         (e) =>
-          html`<tr><td><a href="/app/exports/${e.id}">${when(e.created_at, zone)}</a></td><td>${datasetsOf(e)}</td><td>${e.request.format ?? '—'}${e.request.compression ? html` + ${e.request.compression}` : null}</td><td>${statusBadge(e.status)}</td><td>${count(e.progress.records)}</td><td>${bytes(e.files.reduce((n, f) => n + f.bytes, 0) || e.progress.bytes)}</td><td>${who.get(e.id) ?? '—'}</td></tr>`,
+          html`<tr><td><a href="/app/exports/${e.id}">${when(e.created_at, zone)}</a></td><td>${datasetsOf(e)}</td><td>${formatText(e)}</td><td>${statusBadge(e.status)}</td><td>${count(e.progress.records)}</td><td>${bytes(e.files.reduce((n, f) => n + f.bytes, 0) || e.progress.bytes)}</td><td>${who.get(e.id) ?? '—'}</td></tr>`,
       )}</tbody></table>`
 }
 <nav aria-label="Pages" class="pager">${q.cursor ? html`<a href="/app/exports?${params.toString()}">Newest</a>` : null} ${next ? html`<a href="${next}" rel="next">Older</a>` : null}</nav>`,
@@ -152,54 +194,20 @@ ${
 
   app.get<{ Params: { id: string } }>('/app/exports/:id', async (request, reply) => {
     const { auth, signedIn } = signedInOf(request);
-    const zone = signedIn.tenant.timezone;
     const view = await getExport(deps.exports, auth, request.params.id);
-    const who = await requesters(deps, auth.tenantId, [view.id]);
+    const who = (await requesters(deps, auth.tenantId, [view.id])).get(view.id) ?? '—';
     const active = isActive(view.status);
-    const csrf = reply.generateCsrf();
-    const r = view.request;
     return sendPage(
       request,
       reply,
       { title: `Export of ${datasetsOf(view)}`, current: '/app/exports' },
-      html`<section id="export-status" ${
+      html`<section id="export-status" aria-live="polite" ${
         active
           ? html`hx-ext="sse" sse-connect="/app/exports/${view.id}/events" sse-swap="progress" sse-close="done" hx-swap="innerHTML"`
           : null
-      }>${exportStatus(view, zone, isAllowed(auth, 'exports:download'))}</section>
+      }>${exportBody(view, { zone: signedIn.tenant.timezone, auth, who, csrf: reply.generateCsrf() })}</section>
 ${active ? html`<noscript><p><a href="/app/exports/${view.id}">Refresh</a> to see the progress.</p></noscript>` : null}
-<dl class="details">
-<dt>Requested</dt><dd>${when(view.created_at, zone)} by ${who.get(view.id) ?? '—'}</dd>
-<dt>Finished</dt><dd>${when(view.finished_at, zone)}</dd>
-<dt>Format</dt><dd>${r.format ?? '—'}${r.compression ? html` + ${r.compression}` : null}${view.kind === 'package' ? html` in a ${r.package} package` : null}</dd>
-<dt>Date range</dt><dd>${r.from ?? 'beginning'} to ${r.to ?? 'now'}</dd>
-<dt>Personal data</dt><dd>${r.pii}</dd>
-${
-  Object.keys(r.filters ?? {}).length
-    ? html`<dt>Filters</dt><dd>${Object.entries(r.filters)
-        .map(([k, v]) => `${k}=${String(v)}`)
-        .join(', ')}</dd>`
-    : null
-}
-<dt>Downloads</dt><dd>${view.download_count}</dd>
-</dl>
-<div class="actions">
-${
-  isAllowed(auth, 'exports:create')
-    ? html`<form method="post" action="/app/exports/${view.id}/repeat" class="inline">${csrfField(csrf)}<button type="submit" class="secondary">Run again</button></form>`
-    : null
-}
-${
-  isAllowed(auth, 'exports:delete') &&
-  view.status !== 'expired' &&
-  view.status !== 'cancelled' &&
-  view.status !== 'failed'
-    ? html`<form method="post" action="/app/exports/${view.id}/delete" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline">${
-        active ? 'Cancel' : 'Delete files'
-      }</button></form>`
-    : null
-}
-</div>`,
+<p><a href="/app/exports">All exports</a></p>`,
     );
   });
 
@@ -207,8 +215,8 @@ ${
   app.get<{ Params: { id: string } }>('/app/exports/:id/events', async (request, reply) => {
     const { auth, signedIn } = signedInOf(request);
     let view = await getExport(deps.exports, auth, request.params.id);
-    const zone = signedIn.tenant.timezone;
-    const download = isAllowed(auth, 'exports:download');
+    const who = (await requesters(deps, auth.tenantId, [view.id])).get(view.id) ?? '—';
+    const context = { zone: signedIn.tenant.timezone, auth, who, csrf: reply.generateCsrf() };
     reply.hijack();
     reply.raw.writeHead(200, {
       ...(reply.getHeaders() as Record<string, string>),
@@ -230,7 +238,7 @@ ${
     let last = '';
     const deadline = Date.now() + 30 * 60_000;
     while (!closed && Date.now() < deadline) {
-      const fragment = exportStatus(view, zone, download).value;
+      const fragment = exportBody(view, context).value;
       if (fragment !== last) {
         event('progress', fragment);
         last = fragment;

@@ -38,7 +38,7 @@ export const keyPages: WebPages = (app, deps) => {
 <button type="button" class="secondary" data-copy="new-key-value">Copy</button></article>`
           : null
       }
-<details${keys.length === 0 ? html` open` : null}><summary role="button" class="secondary">Create a key</summary>
+<details><summary role="button" class="secondary">Create a key</summary>
 <form method="post" action="/app/keys">${csrfField(csrf)}
 <div class="grid"><label>Name <input name="name" maxlength="100" placeholder="Nightly BI sync"></label>
 <label>Role <select name="role">${ROLES.map((r) => html`<option value="${r}"${r === 'analyst' ? html` selected` : null}>${r}</option>`)}</select></label>

@@ -1,0 +1,309 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { AxeBuilder } from '@axe-core/playwright';
+import pg from 'pg';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TEST_DATABASE_URL, testsDialect } from '../support/databases.ts';
+import { type ReceivedMail, startSmtpServer, type TestSmtpServer } from '../support/smtp-server.ts';
+import { until } from '../support/wait.ts';
+
+/**
+ * The dashboard and the privacy center end to end, in Debian's Chromium driven by
+ * Playwright, against `ferry serve` on an empty PostgreSQL schema (so the server seeds its
+ * demo tenant and prints the first-run sign-in link, as for a newcomer) with a real SMTP
+ * listener. Every page visited is checked with axe-core (no serious or critical
+ * violations) and for Content-Security-Policy violations. A failing step leaves a
+ * screenshot in test-results/; with FERRY_SCREENSHOTS=1 (`npm run screenshots`) the main
+ * pages are saved to docs/images/ for docs/dashboard.md.
+ */
+
+const REPO = path.resolve(import.meta.dirname, '../..');
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = process.env.FERRY_SCREENSHOTS === '1' ? path.join(REPO, 'docs/images') : null;
+const FAILURES = path.join(REPO, 'test-results');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center in a browser', () => {
+  let server: ChildProcess | undefined;
+  let output = '';
+  let base = '';
+  let signInLink = '';
+  let slug = '';
+  let smtp: TestSmtpServer;
+  let browser: Browser;
+  let team: BrowserContext;
+  let page: Page;
+  let db: pg.Client;
+  const schema = `ferry_serve_e2e_${process.pid}_${Date.now()}`;
+  const cspViolations: string[] = [];
+
+  /** Runs a step; on failure saves a screenshot of the page named after the step. */
+  async function step<T>(name: string, on: Page, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      mkdirSync(FAILURES, { recursive: true });
+      await on.screenshot({ path: path.join(FAILURES, `e2e-${name}.png`), fullPage: true }).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** axe-core on the current page: no serious or critical violation. */
+  async function accessible(on: Page) {
+    const result = await new AxeBuilder({ page: on }).analyze();
+    const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    expect(
+      bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`),
+      `axe on ${on.url()}`,
+    ).toEqual([]);
+  }
+
+  async function shot(on: Page, name: string) {
+    if (!SHOTS) return;
+    mkdirSync(SHOTS, { recursive: true });
+    await on.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  }
+
+  async function newPage(context: BrowserContext): Promise<Page> {
+    const p = await context.newPage();
+    p.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text()))
+        cspViolations.push(`${p.url()}: ${message.text()}`);
+    });
+    return p;
+  }
+
+  const mailTo = (address: string, after: number) =>
+    until(`an email to ${address}`, async () =>
+      smtp.messages.slice(after).find((m: ReceivedMail) => m.to.includes(address)),
+    );
+
+  beforeAll(async () => {
+    smtp = await startSmtpServer();
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    const work = mkdtempSync(path.join(tmpdir(), 'ferry-e2e-'));
+    server = spawn(process.execPath, [path.join(REPO, 'bin/ferry.js'), 'serve', '--port', String(port)], {
+      env: {
+        ...process.env,
+        DATABASE_URL: TEST_DATABASE_URL,
+        DATABASE_SCHEMA: schema,
+        FERRY_DATA_DIR: path.join(work, 'data'),
+        FERRY_SECRET_KEY: 'dashboard-e2e-test-secret-0123456789abcdef',
+        FERRY_SMTP_URL: smtp.url,
+        FERRY_MAIL_FROM: 'ferry@example.test',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    server.stdout!.on('data', (chunk) => {
+      output += String(chunk);
+    });
+    server.stderr!.on('data', (chunk) => {
+      output += String(chunk);
+    });
+    signInLink = await until(
+      'the first-run sign-in link',
+      async () => new RegExp(`${base}/signin/link/[A-Za-z0-9_-]{43}`).exec(output)?.[0],
+      { timeoutMs: 120_000 },
+    );
+    slug = /slug ([a-z0-9-]+)/.exec(output)![1]!;
+    db = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await db.connect();
+    await db.query(`SET search_path TO "${schema}"`);
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    team = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+    page = await newPage(team);
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    server?.kill('SIGTERM');
+    await new Promise((resolve) =>
+      server && server.exitCode === null ? server.once('exit', resolve) : resolve(undefined),
+    );
+    await db?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+    await db?.end();
+    await smtp?.stop();
+  }, 60_000);
+
+  it('signs the newcomer in with the first-run link', async () => {
+    await step('sign-in', page, async () => {
+      await page.goto(signInLink);
+      await page.waitForURL(`${base}/app/exports`);
+      expect(await page.locator('h1').textContent()).toBe('Exports');
+      await accessible(page);
+      // The link works once.
+      const again = await (await browser.newContext()).newPage();
+      await again.goto(signInLink);
+      expect(await again.locator('.error').textContent()).toContain('used already');
+      await again.context().close();
+    });
+  });
+
+  it('requests an anonymized conversations CSV, watches it complete and downloads it with the checksum shown', async () => {
+    await step('export', page, async () => {
+      await page.goto(`${base}/app/export`);
+      await accessible(page);
+      await shot(page, 'export');
+      const panel = page.locator('#panel-conversations');
+      await panel.getByLabel('Anonymized (enhanced)', { exact: false }).check();
+      await panel.getByRole('button', { name: 'Estimate' }).click();
+      await expect
+        .poll(async () => panel.locator('output.estimate').textContent())
+        .toMatch(/About [\d,]+ rows/);
+      await panel.getByRole('button', { name: 'Export conversations' }).click();
+      await page.waitForURL(/\/app\/exports\/[0-9a-f-]{36}$/);
+      // Live progress over Server-Sent Events turns into the completed state without a reload.
+      await page.locator('#export-status mark.status-completed').waitFor({ timeout: 60_000 });
+      await accessible(page);
+      await shot(page, 'export-completed');
+      const shown = (await page.locator('code.sha256').first().textContent())!.trim();
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        page.getByRole('button', { name: 'Download' }).first().click(),
+      ]);
+      const file = readFileSync((await download.path())!);
+      expect(createHash('sha256').update(file).digest('hex')).toBe(shown);
+      const text = file.toString('utf8');
+      expect(text.split('\n')[0]).toContain('conversation_id');
+      // Anonymized: no customer email of the tenant appears in the file.
+      const { rows } = await db.query<{ email: string }>(
+        "SELECT customer_email AS email FROM conversations WHERE customer_email LIKE '%@%' LIMIT 20",
+      );
+      for (const r of rows) expect(text).not.toContain(r.email);
+      await page.goto(`${base}/app/exports`);
+      await accessible(page);
+      await shot(page, 'exports');
+    });
+  });
+
+  it('creates an API key shown once, and revokes it', async () => {
+    await step('keys', page, async () => {
+      await page.goto(`${base}/app/keys`);
+      await accessible(page);
+      await page.getByText('Create a key').click();
+      await page.getByLabel('Name').fill('browser test key');
+      await page.getByRole('button', { name: 'Create key' }).click();
+      const key = await page.locator('#new-key-value').inputValue();
+      expect(key).toMatch(/^fy_live_[A-Za-z0-9]{43}$/);
+      await accessible(page);
+      const ok = await fetch(`${base}/api/v1/exports`, { headers: { authorization: `Bearer ${key}` } });
+      expect(ok.status).toBe(200);
+      await page.goto(`${base}/app/keys`);
+      expect(await page.content()).not.toContain(key);
+      await page.getByRole('button', { name: 'Revoke browser test key' }).click();
+      await page.locator('#flash .notice').waitFor();
+      const revoked = await fetch(`${base}/api/v1/exports`, { headers: { authorization: `Bearer ${key}` } });
+      expect(revoked.status).toBe(401);
+    });
+  });
+
+  it('lets a data subject export their data from the privacy center with the emailed code', async () => {
+    const visitor = await browser.newContext({ acceptDownloads: true });
+    const p = await newPage(visitor);
+    await step('privacy-export', p, async () => {
+      const { rows } = await db.query<{ email: string }>(
+        "SELECT email FROM customers WHERE email LIKE '%@%' ORDER BY email LIMIT 1",
+      );
+      const email = rows[0]!.email;
+      await p.goto(`${base}/privacy/${slug}`);
+      await accessible(p);
+      await shot(p, 'privacy-center');
+      await p.getByRole('button', { name: 'Export my data' }).click();
+      await accessible(p);
+      const before = smtp.messages.length;
+      await p.getByLabel('Your email address').fill(email);
+      await p.getByRole('button', { name: 'Send me the code' }).click();
+      await p.waitForURL(/\/privacy\/.+\/requests\/[0-9a-f-]{36}\/[A-Za-z0-9_-]+$/);
+      const mail = await mailTo(email, before);
+      const code = /\n {4}(\d{6})\n/.exec(mail.mail.text ?? '')![1]!;
+      // The email links to the same status page.
+      expect(mail.mail.text).toContain(p.url());
+      await p.getByLabel('The 6-digit code from our email').fill(code);
+      await p.getByRole('button', { name: 'Confirm' }).click();
+      await accessible(p);
+      await until(
+        'the package',
+        async () => {
+          await p.waitForTimeout(500);
+          await p.reload();
+          return (await p.getByRole('button', { name: 'Download your data' }).count()) > 0 ? true : undefined;
+        },
+        { timeoutMs: 120_000 },
+      );
+      await shot(p, 'privacy-status');
+      const [download] = await Promise.all([
+        p.waitForEvent('download'),
+        p.getByRole('button', { name: 'Download your data' }).click(),
+      ]);
+      const zipPath = (await download.path())!;
+      expect(readFileSync(zipPath).subarray(0, 2).toString('latin1')).toBe('PK');
+      // The package holds the subject's own records, under their own email.
+      const content = execFileSync('unzip', ['-p', zipPath], { maxBuffer: 256 << 20 }).toString('utf8');
+      expect(content).toContain(email);
+    });
+    await visitor.close();
+  });
+
+  it('lets a data subject delete their account, and the admin sees and approves it in the DSAR dashboard', async () => {
+    const visitor = await browser.newContext();
+    const p = await newPage(visitor);
+    const { rows } = await db.query<{ email: string; id: string }>(
+      "SELECT id, email FROM customers WHERE email LIKE '%@%' ORDER BY email DESC LIMIT 1",
+    );
+    const { email, id } = rows[0]!;
+    await step('privacy-delete', p, async () => {
+      await p.goto(`${base}/privacy/${slug}/delete`);
+      await accessible(p);
+      expect(await p.getByRole('heading', { name: 'What is deleted' }).count()).toBe(1);
+      const before = smtp.messages.length;
+      await p.getByLabel('Your email address').fill(email);
+      await p.getByLabel('I understand that this cannot be undone.').check();
+      await p.getByRole('button', { name: 'Delete my account' }).click();
+      const mail = await mailTo(email, before);
+      const code = /\n {4}(\d{6})\n/.exec(mail.mail.text ?? '')![1]!;
+      await p.getByLabel('The 6-digit code from our email').fill(code);
+      await p.getByRole('button', { name: 'Confirm' }).click();
+      await p.getByText('Our team reviews it').waitFor();
+    });
+    await visitor.close();
+    await step('dsar-dashboard', page, async () => {
+      await page.goto(`${base}/app/privacy`);
+      await accessible(page);
+      await shot(page, 'privacy-operations');
+      const row = page.locator('table.dsar tr', { hasText: email });
+      expect(await row.count()).toBeGreaterThan(0);
+      await row.filter({ hasText: 'Erasure' }).getByRole('link').first().click();
+      await accessible(page);
+      await page.getByRole('button', { name: 'Approve and run' }).click();
+      await until(
+        'the erasure',
+        async () => {
+          const { rowCount } = await db.query('SELECT 1 FROM customers WHERE id = $1', [id]);
+          return rowCount === 0 ? true : undefined;
+        },
+        { timeoutMs: 60_000 },
+      );
+    });
+  });
+
+  it('has no Content-Security-Policy violation on any page visited', () => {
+    expect(cspViolations).toEqual([]);
+  });
+});
