@@ -61,8 +61,19 @@ const ASSETS: readonly { prefix: string; root: string }[] = [
   { prefix: '/assets/ferry/', root: join(dirname(fileURLToPath(import.meta.url)), 'static') },
 ];
 
+/** Every route of the dashboard and the privacy center (method and URL pattern), as registered. */
+const REGISTERED: { method: string; url: string }[] = [];
+export function registeredWebRoutes(): readonly { method: string; url: string }[] {
+  return REGISTERED;
+}
+
 export const webRoutes: RoutePlugin = async (app, deps) => {
   registerExportUsage();
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat())
+      if (method !== 'HEAD' && !REGISTERED.some((r) => r.method === method && r.url === route.url))
+        REGISTERED.push({ method, url: route.url });
+  });
   const now = deps.now ?? (() => new Date());
   const web: WebDeps = {
     ...deps,
