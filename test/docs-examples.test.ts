@@ -25,6 +25,7 @@ const exec = promisify(execFile);
 
 /** Examples that cannot run here, by `file: first command line`, with the reason. */
 const SKIP: Record<string, string> = {
+  'docs/dashboard.md: npm run screenshots': 'runs the browser test suite, which this suite is part of',
   'README.md: npm install': 'installs the project and starts a server: the harness has done both',
   'README.md: npm test': 'runs this very test suite',
   'README.md: KEY=$(npx ferry keys create --tenant <slug> --role admin --name laptop | awk \'$1 == "key" {print $2}\')':
