@@ -214,6 +214,36 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('works with the keyboard alone: skip link, then a key created without the mouse', async () => {
+    await step('keyboard', page, async () => {
+      await page.goto(`${base}/app/keys`);
+      await page.keyboard.press('Tab');
+      expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content');
+      await page.keyboard.press('Enter');
+      expect(page.url()).toMatch(/#main$/);
+      /** Tabs forward until the focused element matches, at most 80 times. */
+      const tabTo = async (match: (el: { tag: string; text: string; name: string }) => boolean) => {
+        for (let i = 0; i < 80; i++) {
+          await page.keyboard.press('Tab');
+          const el = await page.evaluate(() => {
+            const a = document.activeElement as HTMLInputElement | null;
+            return { tag: a?.tagName ?? '', text: a?.textContent?.trim() ?? '', name: a?.name ?? '' };
+          });
+          if (match(el)) return;
+        }
+        throw new Error('the element was never focused with Tab');
+      };
+      await tabTo((el) => el.tag === 'SUMMARY' && el.text === 'Create a key');
+      await page.keyboard.press('Enter');
+      await tabTo((el) => el.name === 'name');
+      await page.keyboard.type('keyboard key');
+      await tabTo((el) => el.tag === 'BUTTON' && el.text === 'Create key');
+      await page.keyboard.press('Enter');
+      await page.locator('#new-key-value').waitFor();
+      expect(await page.locator('#new-key-value').inputValue()).toMatch(/^fy_live_/);
+    });
+  });
+
   it('lets a data subject export their data from the privacy center with the emailed code', async () => {
     const visitor = await browser.newContext({ acceptDownloads: true });
     const p = await newPage(visitor);
