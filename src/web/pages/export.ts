@@ -32,7 +32,8 @@ const PRESETS = [
   ['custom', 'Custom dates'],
 ] as const;
 
-const PII_LABELS: Record<PiiLevel, string> = {
+/** How each personal-data level reads on a form (export panels, schedules). */
+export const PII_LABELS: Record<PiiLevel, string> = {
   full: 'Yes: names, emails and addresses as stored',
   basic: 'Anonymized (basic): identifiers masked',
   enhanced: 'Anonymized (enhanced): no names, emails or phones; free text scrubbed',
