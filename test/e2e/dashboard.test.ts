@@ -193,6 +193,42 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('creates a schedule in America/New_York and shows its next five runs at 09:00 local time', async () => {
+    await step('schedule', page, async () => {
+      await page.goto(`${base}/app/schedules/new`);
+      await accessible(page);
+      await page.getByLabel('Name', { exact: true }).fill('Morning conversations');
+      await page.getByLabel('Time zone').fill('America/New_York');
+      await page.getByLabel('Time', { exact: true }).fill('09:00');
+      await page.getByRole('button', { name: 'Preview next runs' }).click();
+      await page.locator('#schedule-preview ol.next-runs li').first().waitFor();
+      await page.locator('input[name=datasets][value=conversations]').check();
+      await page.locator('select[name=destination]').selectOption('email');
+      await page.getByLabel('Recipients').fill('data-team@example.com');
+      await page.getByRole('button', { name: 'Create schedule' }).click();
+      await page.waitForURL(/\/app\/schedules\/[0-9a-f-]{36}$/);
+      await accessible(page);
+      await shot(page, 'schedule');
+      const times = await page
+        .locator('ol.next-runs time')
+        .evaluateAll((els) =>
+          els.map((el) => ({ iso: el.getAttribute('datetime')!, text: el.textContent ?? '' })),
+        );
+      expect(times).toHaveLength(5);
+      for (const t of times) {
+        expect(t.text).toMatch(/ 09:00 E[SD]T \(UTC-0[45]:00\)/);
+        // The instant is 09:00 in New York, whatever the offset that day.
+        const local = new Intl.DateTimeFormat('en-US', {
+          timeZone: 'America/New_York',
+          hour: '2-digit',
+          minute: '2-digit',
+          hourCycle: 'h23',
+        }).format(new Date(t.iso));
+        expect(local).toBe('09:00');
+      }
+    });
+  });
+
   it('creates an API key shown once, and revokes it', async () => {
     await step('keys', page, async () => {
       await page.goto(`${base}/app/keys`);
