@@ -106,6 +106,8 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
       store,
       signer: adapters.signer,
       stream,
+      deliveryClients: adapters.deliveryClients,
+      ...(adapters.mailer ? { mailer: adapters.mailer } : {}),
       routes: [webRoutes],
     });
     await app.ready();

@@ -126,6 +126,8 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
     ...(deps.store ? { store: deps.store } : {}),
     ...(deps.signer ? { signer: deps.signer } : {}),
     ...(deps.stream ? { stream: deps.stream } : {}),
+    ...(deps.deliveryClients ? { deliveryClients: deps.deliveryClients } : {}),
+    ...(deps.mailer ? { mailer: deps.mailer } : {}),
   };
   for (const routes of [...ROUTES, ...(deps.routes ?? [])]) await app.register(routes, routeDeps);
   return app;

@@ -4,6 +4,8 @@ import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fasti
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
 import type { Database } from '../db/database.ts';
+import type { Mailer } from '../deliver/mailer.ts';
+import type { DeliveryClients } from '../deliver/types.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { ObjectStore } from '../store/object-store.ts';
@@ -36,6 +38,9 @@ export interface AppDeps {
   readonly signer?: LinkSigner;
   /** The process's live-stream listener; without it the stream route makes its own. */
   readonly stream?: StreamHub;
+  /** The delivery targets' clients and the mailer, for a schedule's "test connection". */
+  readonly deliveryClients?: DeliveryClients;
+  readonly mailer?: Mailer;
 }
 
 /** What a route plugin receives as its options. */
@@ -49,6 +54,8 @@ export interface RouteDeps {
   readonly store?: ObjectStore;
   readonly signer?: LinkSigner;
   readonly stream?: StreamHub;
+  readonly deliveryClients?: DeliveryClients;
+  readonly mailer?: Mailer;
 }
 
 /**

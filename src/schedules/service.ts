@@ -13,7 +13,10 @@ import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
+import { testConnection } from '../deliver/connection-test.ts';
+import type { Mailer } from '../deliver/mailer.ts';
 import { checkTargetAddresses } from '../deliver/targets.ts';
+import type { DeliveryClients, DeliveryResult } from '../deliver/types.ts';
 import { webhookDb } from '../webhooks/tables.ts';
 import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './automated-export-config.ts';
 import { nextRunAfter, parseTiming, type Timing } from './frequency.ts';
@@ -500,4 +503,56 @@ export async function listRuns(
     ),
     next_before: rows.length > limit ? (page.at(-1)?.run_number ?? null) : null,
   };
+}
+
+/**
+ * "Test connection": delivers a small text file to one of the schedule's stored destinations
+ * (`index`, from 0, in the order of `targets`) with its saved credentials, one attempt, and
+ * answers how it went (deliver/connection-test.ts). Needs `schedules:manage` and the right
+ * to run the schedule; recorded in the audit log as `schedule.target_tested`.
+ */
+export async function testScheduleTarget(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  id: string,
+  index: number,
+  adapters: { readonly clients: DeliveryClients | undefined; readonly mailer?: Mailer | undefined },
+): Promise<DeliveryResult> {
+  authorize(auth, 'schedules:manage');
+  const clients = adapters.clients;
+  if (!clients) throw new FerryError('service_unavailable', 'this server cannot reach delivery destinations');
+  const row = await tenantSchedules(deps.database, auth.tenantId).find(id);
+  if (!row) throw notFound(id);
+  authorizeSchedule(auth, row.config, row.name);
+  const stored = Number.isInteger(index) ? row.config.targets[index] : undefined;
+  if (!stored)
+    throw invalid(
+      'target',
+      `schedule ${id} has ${row.config.targets.length} destinations; there is no number ${index + 1}`,
+    );
+  const tenant = await loadTenant(deps.database, auth.tenantId);
+  const result = await testConnection(
+    stored.target,
+    {
+      secretKey: loadOrCreateSecretKey(deps.config),
+      outbound: outboundPolicy(deps.config.outboundAllow),
+      clients,
+      ...(adapters.mailer ? { mailer: adapters.mailer } : {}),
+      database: deps.database,
+      now: deps.now,
+      timeoutMs: 15_000,
+      ...(deps.logger ? { logger: deps.logger } : {}),
+    },
+    tenant,
+  );
+  await recordAudit(deps.database, {
+    ...auditCaller(auth),
+    action: 'schedule.target_tested',
+    targetId: row.id,
+    dataType: stored.target.type,
+    success: result.status === 'delivered',
+    error: result.status === 'delivered' ? null : (result.error ?? null),
+    occurredAt: deps.now(),
+  });
+  return result;
 }

@@ -13,6 +13,7 @@ import {
   resumeSchedule,
   runScheduleNow,
   type ScheduleServiceDeps,
+  testScheduleTarget,
   updateSchedule,
 } from '../../schedules/service.ts';
 import { COMPRESSIONS } from '../../domain/compression.ts';
@@ -509,6 +510,66 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
     async (request, reply) => {
       const run = await runScheduleNow(service, request.auth!, request.params.id);
       return reply.code(202).send(run);
+    },
+  );
+
+  app.post(
+    '/api/v1/schedules/:id/targets/:index/test',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags,
+        summary: "Test one of a schedule's destinations",
+        description:
+          'Delivers a small text file, `ferry-connection-test.txt`, to the destination at `index` (from 0, in the order of ' +
+          '`targets`) with its saved credentials: one attempt, through the same code and checks as a run. ' +
+          'S3 and SFTP keep the file; an email destination receives it as an attachment. Webhook destinations are ' +
+          'not tested this way (400). Answers the delivery result; a failed test is a 200 with `status: "failed"`.',
+        security,
+        params: Type.Object(
+          { id: Type.String({ format: 'uuid' }), index: Type.Integer({ minimum: 0, maximum: 9 }) },
+          closed,
+        ),
+        response: {
+          200: Type.Object(
+            {
+              status: Type.Enum(['delivered', 'failed']),
+              target: Type.Object(
+                { type: Type.String(), name: NullableString, label: Type.String() },
+                closed,
+              ),
+              location: NullableString,
+              bytes_sent: Type.Integer(),
+              checksum_verified: Type.Boolean(),
+              error: NullableString,
+              error_code: NullableString,
+            },
+            closed,
+          ),
+          ...problemResponses(400, 401, 403, 404, 429),
+        },
+      },
+    },
+    async (request) => {
+      const result = await testScheduleTarget(
+        service,
+        request.auth!,
+        request.params.id,
+        request.params.index,
+        {
+          clients: deps.deliveryClients,
+          mailer: deps.mailer,
+        },
+      );
+      return {
+        status: result.status,
+        target: result.target,
+        location: result.location ?? null,
+        bytes_sent: result.bytesSent,
+        checksum_verified: result.checksumVerified,
+        error: result.error ?? null,
+        error_code: result.errorCode ?? null,
+      };
     },
   );
 

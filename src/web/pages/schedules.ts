@@ -26,6 +26,7 @@ import {
   resumeSchedule,
   runScheduleNow,
   type ScheduleServiceDeps,
+  testScheduleTarget,
   updateSchedule,
 } from '../../schedules/service.ts';
 import { listEndpoints } from '../../webhooks/endpoints.ts';
@@ -585,7 +586,7 @@ ${TARGET_TYPES.map((t) => targetInputs(t, v, c.endpoints))}
 <datalist id="zones">${Intl.supportedValuesOf('timeZone').map((z) => html`<option value="${z}">`)}</datalist>`;
 }
 
-function details(view: ScheduleView): Html {
+function details(view: ScheduleView, test: ((index: number) => Fragment) | null = null): Html {
   return html`<dl class="details">
 <dt>Status</dt><dd>${statusBadge(view.status)}</dd>
 <dt>Runs</dt><dd>${frequencyText(view.frequency, view.time)}</dd>
@@ -600,11 +601,11 @@ function details(view: ScheduleView): Html {
 <dt>Personal data</dt><dd>${PII_LABELS[view.pii as PiiLevel] ?? view.pii}</dd>
 <dt>Destinations</dt><dd>${
     view.targets.length
-      ? html`<ul>${view.targets.map((t) => {
+      ? html`<ul>${view.targets.map((t, index) => {
           const name = (t as Record<string, unknown>).name;
           return html`<li>${TARGET_LABELS[t.type as TargetType] ?? t.type}: <code>${targetLabel(t as unknown as DeliveryTarget)}</code>${
             typeof name === 'string' ? html` (${name})` : null
-          }${t.required ? null : html` <small>optional</small>`}</li>`;
+          }${t.required ? null : html` <small>optional</small>`}${t.type !== 'webhook' && test ? test(index) : null}</li>`;
         })}</ul>`
       : 'None: files are kept for download only'
   }</dd>
@@ -821,7 +822,13 @@ ${action('delete', 'Delete', html` hx-confirm="${`Delete the schedule ${view.nam
 </div>`
             : null
         }
-${details(view)}
+${details(
+  view,
+  manage
+    ? (index) =>
+        html` <form method="post" action="/app/schedules/${view.id}/targets/${index}/test" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline">Test connection</button></form>`
+    : null,
+)}
 <section aria-labelledby="next-runs"><h2 id="next-runs">Next runs</h2>${
           next.length
             ? html`<p>In ${view.timezone}:</p>${runTimes(next, view.timezone)}`
@@ -867,6 +874,25 @@ ${details(view)}
       return renderForm(request, reply, values, { editing: view, error: shown.message });
     }
   });
+
+  // "Test connection": one small file through the destination's own adapter and credentials.
+  app.post<{ Params: { id: string; index: string } }>(
+    '/app/schedules/:id/targets/:index/test',
+    async (request, reply) => {
+      const { auth } = signedInOf(request);
+      const id = idOf(request);
+      const index = /^\d$/.test(request.params.index) ? Number(request.params.index) : -1;
+      const result = await testScheduleTarget(service, auth, id, index, {
+        clients: deps.deliveryClients,
+        mailer: deps.mailer,
+      });
+      const message =
+        result.status === 'delivered'
+          ? `Connection test passed: ${result.target.label} received ferry-connection-test.txt${result.location ? ` (${result.location})` : ''}${result.checksumVerified ? ', checksum verified' : ''}.`
+          : `Connection test failed for ${result.target.label}: ${result.error ?? 'unknown error'}`;
+      return seeOther(reply, `/app/schedules/${id}`, message);
+    },
+  );
 
   app.post<{ Params: { id: string } }>('/app/schedules/:id/pause', async (request, reply) => {
     const { auth } = signedInOf(request);
