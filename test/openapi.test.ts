@@ -7,6 +7,7 @@ import type { FastifyInstance, LightMyRequestResponse, RouteOptions } from 'fast
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import { compose, type Ferry } from '../src/compose.ts';
+import { registeredWebRoutes } from '../src/web/plugin.ts';
 import type { Config } from '../src/config/config.ts';
 import { seed } from '../src/seed/seed.ts';
 import { authTestConfig, bearer, createTenant } from './support/fixtures/auth.ts';
@@ -103,8 +104,10 @@ function isAutomaticHead(route: RouteOptions): boolean {
 }
 
 /** The documented routes: all but the reference UI (/docs) and the document itself. */
+/** API operations: not the /docs UI, the document itself, or the dashboard's pages and assets (src/web/). */
 function documentable(route: RouteOptions): boolean {
-  return !route.url.startsWith('/docs') && route.url !== '/openapi.json';
+  const page = registeredWebRoutes().some((r) => r.url === route.url) || route.url.startsWith('/assets/');
+  return !route.url.startsWith('/docs') && route.url !== '/openapi.json' && !page;
 }
 
 describe('OpenAPI document of the served app', () => {

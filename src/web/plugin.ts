@@ -70,6 +70,8 @@ export function registeredWebRoutes(): readonly { method: string; url: string }[
 export const webRoutes: RoutePlugin = async (app, deps) => {
   registerExportUsage();
   app.addHook('onRoute', (route) => {
+    // Pages, not API operations: kept out of the OpenAPI document.
+    route.schema = { ...(route.schema ?? {}), hide: true };
     for (const method of [route.method].flat())
       if (method !== 'HEAD' && !REGISTERED.some((r) => r.method === method && r.url === route.url))
         REGISTERED.push({ method, url: route.url });
@@ -160,7 +162,7 @@ export const webRoutes: RoutePlugin = async (app, deps) => {
       .send(page.value);
   });
 
-  app.get('/', { schema: { hide: true } }, async (_request, reply) => reply.redirect('/app', 302));
+  app.get('/', async (_request, reply) => reply.redirect('/app', 302));
   for (const pages of PAGES) await pages(app, web);
 };
 
