@@ -644,7 +644,7 @@ export async function planDsar(deps: DsarDeps, caller: DsarCaller, id: string): 
   if (!row.subject)
     throw new FerryError('conflict', `request ${id} is ${row.status}: it no longer names its subject`);
   const subject = await resolveSubject(deps.database, row.tenant_id, row.subject);
-  return planErasure(deps.database, row.tenant_id, subject);
+  return planErasure(deps.database, row.tenant_id, subject, { secretKey: secretKeyOf(deps.config) });
 }
 
 /** `GET /api/v1/dsar/{id}/receipt`: the signed receipt of a completed request. */

@@ -14,6 +14,7 @@ import { activeHolds, type LegalHold } from './holds.ts';
 import { type Processor, tenantProcessors } from './processors.ts';
 import { mentionCondition, type ResolvedSubject, scrubColumns, subjectRowCondition } from './subject.ts';
 import { subjectKey } from './subject-key.ts';
+import { dsarDb } from './tables.ts';
 
 /**
  * Erasure of a data subject (docs/erasure.md): planned first, then executed one store at a
@@ -330,6 +331,7 @@ async function fileCandidates(
   tenantId: string,
   subject: ResolvedSubject,
   map: DataMap,
+  secretKey: string | undefined,
 ): Promise<FileCandidate[]> {
   const db = exportDb(database);
   const rows = await db
@@ -344,10 +346,39 @@ async function fileCandidates(
       .filter((d) => map.tables[d.source]?.subjectLinks.length || d.kind !== 'table')
       .map((d) => d.name),
   );
+  // Another person's access package holds only that person's rows: it stays. A package is
+  // this subject's when its request's keyed hash is one of the subject's identifiers'.
+  const ownKeys = secretKey
+    ? new Set(
+        [
+          ...subject.emails.map((e) => `email:${e}`),
+          ...subject.phones.map((p) => `phone:${p}`),
+          ...subject.customerIds.map((c) => `customer:${c}`),
+          ...subject.teamMemberIds.map((t) => `team_member:${t}`),
+        ].map((identifier) => subjectKey(secretKey, tenantId, identifier)),
+      )
+    : null;
+  const packageRequests = rows
+    .map((r) => (r.config as ExportConfig).subject_request)
+    .filter((id): id is string => Boolean(id));
+  const requestKeys = new Map<string, string>();
+  if (ownKeys && packageRequests.length) {
+    const found = await dsarDb(database)
+      .selectFrom('dsar_requests')
+      .select(['id', 'subject_key'])
+      .where('tenant_id', '=', tenantId)
+      .where('id', 'in', packageRequests)
+      .execute();
+    for (const r of found) requestKeys.set(r.id, r.subject_key);
+  }
   const out: FileCandidate[] = [];
   for (const row of rows) {
     const config = row.config as ExportConfig;
     if (!IDENTIFYING_LEVELS.has(config.pii)) continue;
+    if (ownKeys && config.subject_request) {
+      const key = requestKeys.get(config.subject_request);
+      if (key !== undefined && !ownKeys.has(key)) continue;
+    }
     const datasets = row.datasets.length ? row.datasets : Object.keys(map.datasets);
     if (config.package === 'none' && !datasets.some((d) => linking.has(d))) continue;
     const scope = config.scope;
@@ -400,7 +431,7 @@ export async function planErasure(
   database: Database,
   tenantId: string,
   subject: ResolvedSubject,
-  options: { map?: DataMap } = {},
+  options: { map?: DataMap; secretKey?: string } = {},
 ): Promise<ErasurePlan> {
   const map = options.map ?? REFERENCE_DATAMAP;
   const holds = await activeHolds(database, tenantId);
@@ -413,7 +444,7 @@ export async function planErasure(
     const r = await sql<{ n: number }>`${sql.raw(statement.count)}`.execute(database.db);
     results.push({ statement, n: Number(r.rows[0]?.n ?? 0) });
   }
-  const candidates = await fileCandidates(database, tenantId, subject, map);
+  const candidates = await fileCandidates(database, tenantId, subject, map, options.secretKey);
   const stores = tally(map, results);
   if (candidates.length)
     stores.push({
@@ -526,7 +557,7 @@ export async function executeErasure(
 
   let filesPart = await finishedRun(database.db, requestId, 'object_store');
   if (!filesPart) {
-    const candidates = await fileCandidates(database, tenantId, subject, map);
+    const candidates = await fileCandidates(database, tenantId, subject, map, deps.secretKey);
     const reach = await outOfReach(
       database,
       tenantId,
