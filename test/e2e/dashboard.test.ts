@@ -369,6 +369,37 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('passes axe on every other page, signed in and not', async () => {
+    await step('other-pages', page, async () => {
+      for (const [path, name] of [
+        ['/app/usage', 'usage'],
+        ['/app/webhooks', 'webhooks'],
+        ['/app/audit', 'audit'],
+        ['/app/account', 'account'],
+        ['/app/schedules', null],
+        ['/app/privacy/center', null],
+      ] as const) {
+        await page.goto(`${base}${path}`);
+        expect(page.url()).toBe(`${base}${path}`);
+        await accessible(page);
+        if (name) await shot(page, name);
+      }
+      // The usage charts are drawn by uPlot from the page's data.
+      await page.goto(`${base}/app/usage`);
+      await page.locator('.uplot').first().waitFor();
+    });
+    const visitor = await browser.newContext();
+    const p = await newPage(visitor);
+    await step('public-pages', p, async () => {
+      for (const path of ['/signin', '/signin/forgot', `/privacy/${slug}/correct`, `/privacy/${slug}/consents`]) {
+        await p.goto(`${base}${path}`);
+        await accessible(p);
+      }
+      await shot(p, 'signin');
+    });
+    await visitor.close();
+  });
+
   it('has no Content-Security-Policy violation on any page visited', () => {
     expect(cspViolations).toEqual([]);
   });
