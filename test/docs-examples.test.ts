@@ -36,11 +36,13 @@ const SKIP: Record<string, string> = {
     'starts the server the harness already runs (`ferry serve --port 8080`)',
   'docs/api.md: age-keygen -o key.txt                     # prints the public key: age1…':
     'the recipient and file name are placeholders the reader fills in from earlier output',
-  'docs/benchmarks.md: npm run bench                                     # seed, export, paged and API benchmarks':
+  'docs/benchmarks.md: npm run bench                                     # seed, export, paged, API and dashboard benchmarks':
     'benchmarks run for many minutes on millions of rows',
   'docs/benchmarks.md: BENCH_ONLY=export BENCH_MESSAGES=1000000,10000000 BENCH_PGLITE_MESSAGES=1000000 \\':
     'benchmarks run for many minutes on millions of rows',
   'docs/benchmarks.md: npx node bench/api.ts': 'a load test of several minutes',
+  'docs/benchmarks.md: BENCH_ONLY=dashboard npm run bench':
+    'seeds a million messages and runs the page benchmark for minutes',
   'docs/destinations.md: aws s3api head-object --bucket acme-exports --key daily-exports/2026-11-22/conversations-2026-11-22.csv.gz \\':
     "reads the reader's own S3 bucket",
   'docs/destinations.md: ssh-keyscan -t ed25519 sftp.acme.example 2>/dev/null | ssh-keygen -lf -':
