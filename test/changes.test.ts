@@ -528,7 +528,10 @@ for (const dialect of DIALECTS) {
         };
         const running = [writer(1), writer(2), writer(3)];
         try {
-          for (let round = 0; round < 15; round++) await catchUp('customers', 3, { settle: false });
+          // At least 15 reads, and until the writers have committed more than 10 times
+          // (a fast reader would otherwise finish before the writers got going).
+          for (let round = 0; (round < 15 || writes <= 10) && round < 500; round++)
+            await catchUp('customers', 3, { settle: false });
         } finally {
           stop = true;
           await Promise.all(running);
