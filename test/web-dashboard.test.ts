@@ -117,7 +117,7 @@ for (const dialect of DIALECTS) {
         options: { include_embeddings: 'true' },
       });
       const account = await stored(await start({ panel: 'account' }));
-      expect(account).toMatchObject({ datasets: ['account'], format: 'json' });
+      expect(account).toMatchObject({ datasets: ['account'], format: 'json', options: {} });
       const pkg = await stored(
         await start({ panel: 'package', package: 'tar.gz', format: 'parquet', range: 'all', pii: 'basic' }),
       );
@@ -125,6 +125,58 @@ for (const dialect of DIALECTS) {
       expect(pkg.format).toBe('parquet');
       expect(pkg.datasets).toContain('messages');
       expect(pkg.datasets).toContain('account');
+    });
+
+    it('exports only the knowledge-base parts and account sections that are ticked', async () => {
+      const download = async (id: string) => {
+        const done = await h.waitForExport(id);
+        expect(done.status).toBe('completed');
+        const link = await webGet(h.app, admin, `/app/exports/${id}/download`);
+        const url = new URL(String(link.headers.location));
+        return JSON.parse((await h.app.inject({ url: url.pathname + url.search })).body);
+      };
+      const kbId = await start({
+        panel: 'knowledge_base',
+        format: 'json',
+        include_shown: '1',
+        include: ['metadata'],
+      });
+      expect((await stored(kbId)).options).toEqual({ include: 'metadata' });
+      const kb = await download(kbId);
+      expect(kb.documents.length).toBeGreaterThan(0);
+      for (const doc of kb.documents) {
+        expect(doc.metadata).toBeTruthy();
+        expect(doc.content).toBeUndefined();
+        expect(doc.usage_statistics).toBeUndefined();
+        for (const chunk of doc.chunks) expect(chunk.content).toBeUndefined();
+      }
+      const accountId = await start({
+        panel: 'account',
+        sections_shown: '1',
+        sections: ['settings', 'integrations'],
+      });
+      const account = (await download(accountId)).account;
+      expect(account.settings).toBeTruthy();
+      expect(account.integrations).toBeTruthy();
+      expect(account.team_members).toBeUndefined();
+      expect(account.sites).toBeTruthy();
+      // Unticking every box is a mistake to show, not "everything".
+      const none = await webPost(h.app, admin, '/app/export', {
+        panel: 'account',
+        sections_shown: '1',
+        intent: 'start',
+      });
+      expect(none.statusCode).toBe(400);
+      expect(none.body).toContain('choose at least one of settings, users, integrations');
+      // The API checks the option's words too.
+      const bad = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/exports',
+        headers: { authorization: `Bearer ${h.keys.admin}` },
+        payload: { datasets: ['knowledge_base'], format: 'json', options: { include: 'content,secrets' } },
+      });
+      expect(bad.statusCode).toBe(400);
+      expect(bad.body).toContain('unknown value \\"secrets\\"');
     });
 
     it('estimates before starting, as a fragment for htmx and on the page without JavaScript, creating nothing', async () => {

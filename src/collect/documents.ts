@@ -4,8 +4,9 @@ import type { Database } from '../db/database.ts';
 import { literal } from '../db/database.ts';
 import { afterPosition, instantText } from '../db/keyset.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import { ACCOUNT_SECTIONS, KB_PARTS } from '../datamap/reference-datasets.ts';
 import type { DocumentDataset, DocumentWriter } from '../datamap/types.ts';
-import { FerryError } from '../domain/ferry-error.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { escapeText } from '../format/xml-escape.ts';
 import { createPackageWriter } from '../packaging/archive.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
@@ -272,25 +273,66 @@ function xmlElement(name: string, value: unknown, indent: string): string {
 
 export const KB_XML_NAMESPACE = 'https://ferry.dev/schema/knowledge-base/1.0';
 
-function markdownFor(doc: KbDocument): string {
+/** A comma-separated option as a set of accepted words; absent or empty means all of them. */
+export function listOption<T extends string>(
+  options: Readonly<Record<string, string>>,
+  name: string,
+  accepted: readonly T[],
+): ReadonlySet<T> {
+  const raw = options[name]?.trim();
+  if (!raw) return new Set(accepted);
+  const chosen = raw
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+  for (const value of chosen)
+    if (!(accepted as readonly string[]).includes(value))
+      throw invalid(`options.${name}`, `"${value}" is not one of the accepted values`, accepted);
+  if (!chosen.length) throw invalid(`options.${name}`, 'choose at least one', accepted);
+  return new Set(chosen as T[]);
+}
+
+/** A document with only the parts asked for: without content, its chunks keep their ids, scores and vectors. */
+type ShapedKbDocument = Omit<KbDocument, 'content' | 'metadata' | 'usage_statistics' | 'chunks'> &
+  Partial<Pick<KbDocument, 'content' | 'metadata' | 'usage_statistics'>> & {
+    chunks: (Omit<KbDocument['chunks'][number], 'content'> & { content?: string })[];
+  };
+
+function shapeDocument(doc: KbDocument, parts: ReadonlySet<(typeof KB_PARTS)[number]>): ShapedKbDocument {
+  const { content, metadata, usage_statistics, chunks, ...rest } = doc;
+  return {
+    ...rest,
+    ...(parts.has('content') ? { content } : {}),
+    ...(parts.has('metadata') ? { metadata } : {}),
+    ...(parts.has('usage_stats') ? { usage_statistics } : {}),
+    chunks: parts.has('content') ? chunks : chunks.map(({ content: _text, ...chunk }) => chunk),
+  };
+}
+
+function markdownFor(doc: ShapedKbDocument): string {
   const yaml = (v: unknown) => JSON.stringify(v);
+  const m = doc.metadata;
   const front = [
     '---',
     `document_id: ${yaml(doc.document_id)}`,
     `title: ${yaml(doc.title)}`,
     `url: ${yaml(doc.url)}`,
-    `content_type: ${yaml(doc.metadata.content_type)}`,
-    `category: ${yaml(doc.metadata.category)}`,
-    `tags: ${yaml(doc.metadata.tags)}`,
-    `language: ${yaml(doc.metadata.language)}`,
-    `created_date: ${yaml(doc.metadata.created_date)}`,
-    `last_updated: ${yaml(doc.metadata.last_updated)}`,
-    `word_count: ${doc.metadata.word_count}`,
-    `total_references: ${doc.usage_statistics.total_references}`,
+    ...(m
+      ? [
+          `content_type: ${yaml(m.content_type)}`,
+          `category: ${yaml(m.category)}`,
+          `tags: ${yaml(m.tags)}`,
+          `language: ${yaml(m.language)}`,
+          `created_date: ${yaml(m.created_date)}`,
+          `last_updated: ${yaml(m.last_updated)}`,
+          `word_count: ${m.word_count}`,
+        ]
+      : []),
+    ...(doc.usage_statistics ? [`total_references: ${doc.usage_statistics.total_references}`] : []),
     '---',
     '',
   ].join('\n');
-  return `${front}${doc.content}\n`;
+  return doc.content === undefined ? front : `${front}${doc.content}\n`;
 }
 
 export function markdownFileName(doc: { document_id: string; title: string }): string {
@@ -310,6 +352,7 @@ async function exportKnowledgeBase(
   ctx: DocumentContext,
 ): Promise<DocumentResult> {
   const includeEmbeddings = request.options.include_embeddings === 'true';
+  const parts = listOption(request.options, 'include', KB_PARTS);
   const meta = {
     export_date: ctx.metadata.export_date,
     tenant_id: ctx.tenant.id,
@@ -317,10 +360,10 @@ async function exportKnowledgeBase(
     export_version: ctx.metadata.export_version,
     export_id: ctx.metadata.export_id,
   };
-  const docs = knowledgeBaseDocuments(database, ctx.tenant.id, {
-    includeEmbeddings,
-    timezone: ctx.timezone,
-  });
+  const docs = shaped(
+    knowledgeBaseDocuments(database, ctx.tenant.id, { includeEmbeddings, timezone: ctx.timezone }),
+    parts,
+  );
   let records = 0;
   if (request.format === 'markdown') {
     const pkg = createPackageWriter('zip', out, {
@@ -367,6 +410,10 @@ async function exportKnowledgeBase(
     `\n],"categories":${JSON.stringify(summary.categories)},"search_analytics":${JSON.stringify(summary.search_analytics)}}\n`,
   );
   return { records, contentType: 'application/json', extension: 'json' };
+}
+
+async function* shaped(docs: AsyncIterable<KbDocument>, parts: ReadonlySet<(typeof KB_PARTS)[number]>) {
+  for await (const doc of docs) yield shapeDocument(doc, parts);
 }
 
 async function countKnowledgeBase(database: Database, tenantId: string): Promise<number> {
@@ -479,7 +526,15 @@ async function exportAccount(
 ): Promise<DocumentResult> {
   if (request.format !== 'json')
     throw new FerryError('unsupported_format', `account exports as json, not ${request.format}`);
-  const account = await accountDocument(database, request, ctx);
+  const sections = listOption(request.options, 'sections', ACCOUNT_SECTIONS);
+  const { settings, team_members, integrations, ...always } = await accountDocument(database, request, ctx);
+  // The profile, plan, usage and sites always come; the other sections as asked.
+  const account = {
+    ...always,
+    ...(sections.has('settings') ? { settings } : {}),
+    ...(sections.has('users') ? { team_members } : {}),
+    ...(sections.has('integrations') ? { integrations } : {}),
+  };
   await write(out, `${JSON.stringify({ export_metadata: ctx.metadata, account }, null, 2)}\n`);
   return { records: 1, contentType: 'application/json', extension: 'json' };
 }

@@ -182,7 +182,12 @@ function typedFilters(
     }
     const parameter = dataset.parameters.find((p) => p.name === name);
     if (parameter) {
-      options[name] = parameter.values ? oneOf(name, value, parameter.values, value) : value;
+      if (parameter.list) {
+        const words = value.split(',').map((w) => w.trim());
+        for (const word of words)
+          if (!parameter.list.includes(word)) throw invalid(name, `unknown value "${word}"`, parameter.list);
+        options[name] = words.join(',');
+      } else options[name] = parameter.values ? oneOf(name, value, parameter.values, value) : value;
       continue;
     }
     const accepted = [...dataset.filters.map((f) => f.name), ...dataset.parameters.map((p) => p.name)];

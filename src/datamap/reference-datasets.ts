@@ -14,6 +14,11 @@ import type {
   TableDataset,
 } from './types.ts';
 
+/** The parts of a knowledge-base document the `include` option chooses from (all by default). */
+export const KB_PARTS = ['content', 'metadata', 'usage_stats'] as const;
+/** The sections of the account document the `sections` option chooses from (all by default). */
+export const ACCOUNT_SECTIONS = ['settings', 'users', 'integrations'] as const;
+
 type Tables = typeof REFERENCE_TABLES;
 
 function column(ref: string): TableColumn {
@@ -842,6 +847,12 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
           values: ['true', 'false'],
           description: "Include each chunk's vector embedding (default false).",
         },
+        {
+          name: 'include',
+          list: KB_PARTS,
+          description:
+            'Parts of each document, comma-separated: content, metadata, usage_stats (default all). Without content, chunks keep their ids, scores and embeddings.',
+        },
       ],
       package: { order: 60, dated: false, builder: 'knowledge_base' },
     },
@@ -859,7 +870,14 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     {
       document: 'account',
       formats: ['json'],
-      parameters: [],
+      parameters: [
+        {
+          name: 'sections',
+          list: ACCOUNT_SECTIONS,
+          description:
+            'Sections, comma-separated: settings, users, integrations (default all). The profile, plan, usage and sites always come; credentials are always masked.',
+        },
+      ],
       package: { order: 10, dated: false, builder: 'account' },
     },
   ),

@@ -134,6 +134,8 @@ export interface DatasetParameter {
   readonly name: string;
   /** Accepted values; any text when absent. */
   readonly values?: readonly string[];
+  /** For a comma-separated list: the accepted words (each checked when the export is requested). */
+  readonly list?: readonly string[];
   readonly description: string;
 }
 

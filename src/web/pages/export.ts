@@ -5,6 +5,7 @@ import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
 import { errorDefinition } from '../../domain/error-catalog.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
+import { ACCOUNT_SECTIONS, KB_PARTS } from '../../datamap/reference-datasets.ts';
 import type { ExportBody } from '../../export-requests/export-body.ts';
 import { createExport, estimateExport } from '../../export-requests/service.ts';
 import { field, fields, seeOther, sendPage, signedInOf, type WebDeps, type WebPages } from '../context.ts';
@@ -115,14 +116,24 @@ export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBo
         ...(Object.keys(options).length ? { options } : {}),
       } as ExportBody;
     }
-    case 'knowledge_base':
+    case 'knowledge_base': {
+      const include = partsOf(form, 'include', KB_PARTS);
+      if (include) options.include = include;
+      if (field(form, 'include_embeddings') === 'true') options.include_embeddings = 'true';
       return {
         datasets: ['knowledge_base'],
         format: (format ?? 'json') as ExportBody['format'],
-        ...(field(form, 'include_embeddings') === 'true' ? { options: { include_embeddings: 'true' } } : {}),
+        ...(Object.keys(options).length ? { options } : {}),
       } as ExportBody;
-    case 'account':
-      return { datasets: ['account'], format: 'json' } as ExportBody;
+    }
+    case 'account': {
+      const sections = partsOf(form, 'sections', ACCOUNT_SECTIONS);
+      return {
+        datasets: ['account'],
+        format: 'json',
+        ...(sections ? { options: { sections } } : {}),
+      } as ExportBody;
+    }
     case 'package': {
       const kind = field(form, 'package') === 'tar.gz' ? 'tar.gz' : 'zip';
       return {
@@ -133,6 +144,19 @@ export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBo
       } as ExportBody;
     }
   }
+}
+
+/** Checked parts as the option's value: null when all are checked (the default). */
+function partsOf(form: unknown, name: string, all: readonly string[]): string | null {
+  // A form that shows the boxes says so, so that unticking all of them is an error, not "all".
+  if (field(form, `${name}_shown`) !== '1') return null;
+  const chosen = fields(form, name).filter((v) => all.includes(v));
+  if (chosen.length === 0)
+    throw new FerryError(
+      'invalid_parameter',
+      `choose at least one of ${all.join(', ').replaceAll('_', ' ')}`,
+    );
+  return chosen.length === all.length ? null : chosen.join(',');
 }
 
 /** Every dataset the company package holds, in package order. */
@@ -251,11 +275,10 @@ ${panelButtons('analytics', 'Export analytics')}
       panels.push(html`<article id="panel-knowledge_base"><header><h2>Knowledge base</h2></header>
 <form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="knowledge_base">
 ${formatSelect(['json', 'xml', 'markdown'])}
-<fieldset><legend>Include</legend>
-<label><input type="checkbox" checked disabled> Content</label>
-<label><input type="checkbox" checked disabled> Metadata</label>
-<label><input type="checkbox" checked disabled> Usage stats</label>
-<small>Every document comes with its content, metadata and usage statistics.</small></fieldset>
+<fieldset><legend>Include</legend><input type="hidden" name="include_shown" value="1">
+<label><input type="checkbox" name="include" value="content" checked> Content</label>
+<label><input type="checkbox" name="include" value="metadata" checked> Metadata</label>
+<label><input type="checkbox" name="include" value="usage_stats" checked> Usage stats</label></fieldset>
 <label><input type="checkbox" name="include_embeddings" value="true" aria-describedby="embeddings-warning"> Include embeddings</label>
 <small id="embeddings-warning" class="warning">Vectors make the file many times larger (about 6 kB per chunk).</small>
 ${panelButtons('knowledge_base', 'Export knowledge base')}
@@ -263,11 +286,11 @@ ${panelButtons('knowledge_base', 'Export knowledge base')}
     if (rule('account'))
       panels.push(html`<article id="panel-account"><header><h2>Account data</h2></header>
 <form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="account">
-<fieldset><legend>Scope</legend>
-<label><input type="checkbox" checked disabled> Settings</label>
-<label><input type="checkbox" checked disabled> Users</label>
-<label><input type="checkbox" checked disabled> Integrations</label></fieldset>
-<p>Format: JSON. Credentials are always masked; password and key hashes are never exported.</p>
+<fieldset><legend>Scope</legend><input type="hidden" name="sections_shown" value="1">
+<label><input type="checkbox" name="sections" value="settings" checked> Settings</label>
+<label><input type="checkbox" name="sections" value="users" checked> Users</label>
+<label><input type="checkbox" name="sections" value="integrations" checked> Integrations</label></fieldset>
+<p>Format: JSON, with the profile, plan, usage and sites. Credentials are always masked; password and key hashes are never exported.</p>
 ${panelButtons('account', 'Export account')}
 </form></article>`);
     if (rule('account') && packageDatasets().every((d) => rule(d)))
