@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely';
+import { retryCatalogRace } from '../db/catalog-race.ts';
 import { REFERENCE_DATASETS } from './reference-datasets.ts';
 import { REFERENCE_TABLES } from './reference-tables.ts';
 import {
@@ -156,7 +157,7 @@ export async function checkDataMapAgainstDatabase<T>(map: DataMap, db: Kysely<T>
   // Only the schema Ferry runs in: other schemas of the same database may hold look-alike tables.
   const current = await sql<{ schema: string }>`SELECT current_schema() AS schema`.execute(db);
   const schema = current.rows[0]?.schema;
-  const tables = (await db.introspection.getTables()).filter(
+  const tables = (await retryCatalogRace(() => db.introspection.getTables(), schema)).filter(
     (t) => t.schema === undefined || t.schema === schema,
   );
   const live = new Map(tables.map((t) => [t.name, new Set(t.columns.map((c) => c.name))]));

@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import { type Migration, type MigrationResultSet, Migrator } from 'kysely/migration';
+import { isCatalogRace } from './catalog-race.ts';
 import * as referenceSchema from './migrations/0001-reference-schema.ts';
 import * as privacyFunctions from './migrations/0002-privacy-functions.ts';
 import * as auth from './migrations/0003-auth.ts';
@@ -86,9 +87,8 @@ export async function migrateToLatest<T>(db: Kysely<T>): Promise<MigrateResult> 
   const schema = current.rows[0]?.schema ?? 'public';
   let outcome: MigrationResultSet = await migrator.migrateToLatest();
   // Kysely looks for its bookkeeping tables by listing every table of the database; a
-  // schema dropped by another client during that listing fails it with "schema ... does
-  // not exist" (seen with tests dropping their schemas in parallel). Nothing was applied
-  // then, so the run is simply repeated.
+  // schema, table or column dropped by another client during that listing fails it
+  // (db/catalog-race.ts). Nothing was applied then, so the run is simply repeated.
   for (let attempt = 1; attempt < 5 && otherSchemaVanished(outcome, schema); attempt++)
     outcome = await migrator.migrateToLatest();
   const { error, results } = outcome;
@@ -103,7 +103,5 @@ export async function migrateToLatest<T>(db: Kysely<T>): Promise<MigrateResult> 
 /** Whether the run failed before any migration because another schema was dropped meanwhile. */
 function otherSchemaVanished(outcome: MigrationResultSet, schema: string): boolean {
   if (!outcome.error || outcome.results?.some((r) => r.status !== 'NotExecuted')) return false;
-  const message = outcome.error instanceof Error ? outcome.error.message : String(outcome.error);
-  const vanished = /^schema "(.+)" does not exist$/.exec(message)?.[1];
-  return vanished !== undefined && vanished !== schema;
+  return isCatalogRace(outcome.error, schema);
 }
