@@ -40,7 +40,12 @@ const GADGETS_TABLE: TableDeclaration = {
   primaryKey: ['id'],
   subjectLinks: [{ column: 'owner_email', subject: 'customer', by: 'email' }],
   relations: [{ column: 'tenant_id', references: 'tenants.id' }],
-  retention: { days: null, note: 'Kept for the life of the tenant account.' },
+  retention: {
+    keep: 'P0D',
+    after: 'account_closed',
+    action: 'delete',
+    note: 'Kept for the life of the tenant account.',
+  },
   erasure: { action: 'delete' },
   columns: {
     id: { type: 'uuid', class: 'identifier', description: 'Unique identifier of the gadget.' },

@@ -22,6 +22,12 @@ export const ACTIONS = [
   'webhooks:manage',
   'stream:read',
   'dsar:manage',
+  'consent:manage',
+  'retention:manage',
+  'holds:manage',
+  'processors:manage',
+  'compliance:read',
+  'account:close',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -38,6 +44,8 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'schedules:read',
     'stream:read',
     'dsar:manage',
+    'consent:manage',
+    'compliance:read',
   ],
   analyst: [
     'exports:create',

@@ -84,7 +84,7 @@ function printText(map: DataMap, dataset?: string): void {
   if (!dataset) {
     process.stdout.write(`Ferry data map ${map.version}\n\nTABLES\n`);
     for (const [name, t] of Object.entries(map.tables)) {
-      const retention = t.retention.days === null ? 'kept' : `${t.retention.days} days`;
+      const retention = `${t.retention.action} ${t.retention.keep} after ${t.retention.after}`;
       process.stdout.write(
         `\n${name}: ${t.description}\n  tenant key: ${t.tenantKey ?? '-'}  time: ${t.timeColumn ?? '-'}  retention: ${retention}\n`,
       );

@@ -131,7 +131,10 @@ export async function runPackageCommand(flags: PackageFlags): Promise<void> {
           {
             estimate,
             produce: async (out, ctx) => {
-              const written = await writeCompanyPackage(database, scoped, out, { ...options, signal: ctx.signal });
+              const written = await writeCompanyPackage(database, scoped, out, {
+                ...options,
+                signal: ctx.signal,
+              });
               return { records: written.records, root: written.root };
             },
           },

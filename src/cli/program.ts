@@ -1,12 +1,16 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../domain/ferry-error.ts';
+import { registerCompliance } from './compliance.ts';
+import { registerConsent } from './consent.ts';
 import { registerDatamap } from './datamap.ts';
 import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerProcessors } from './processors.ts';
 import { registerReceipts } from './receipts.ts';
+import { registerRetention } from './retention.ts';
 import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
@@ -34,6 +38,10 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerSchedules,
   registerDsar,
   registerReceipts,
+  registerConsent,
+  registerProcessors,
+  registerRetention,
+  registerCompliance,
 ];
 
 export function buildProgram(): Command {

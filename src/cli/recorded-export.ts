@@ -8,7 +8,9 @@ import { type FileSpec, type ProducedFile, type RunProgress, runFile } from '../
 import { fileTarget, streamTarget } from './file-target.ts';
 
 /** An export request of the command line in the API's words, for its record. */
-export function cliExportConfig(fields: Partial<ExportConfig> & Pick<ExportConfig, 'datasets' | 'pii'>): ExportConfig {
+export function cliExportConfig(
+  fields: Partial<ExportConfig> & Pick<ExportConfig, 'datasets' | 'pii'>,
+): ExportConfig {
   return {
     scope: TENANT_SCOPE,
     format: null,

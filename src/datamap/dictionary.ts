@@ -36,8 +36,7 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
   if (options.datasets) return out.join('\n');
   out.push('## Reference tables', '');
   for (const [name, t] of Object.entries(map.tables)) {
-    const retention =
-      t.retention.days === null ? t.retention.note : `${t.retention.days} days: ${t.retention.note}`;
+    const retention = `${t.retention.action} ${t.retention.keep} after ${t.retention.after.replace('_', ' ')}: ${t.retention.note}`;
     out.push(`### ${name}`, '', t.description, '');
     out.push(
       `Tenant key: ${t.tenantKey ?? '-'}. Time column: ${t.timeColumn ?? '-'}. Retention: ${retention}`,

@@ -433,6 +433,8 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('consent_records', 'source'),
       from('consent_records', 'ip_address'),
       from('consent_records', 'recorded_at'),
+      from('consent_records', 'legal_basis'),
+      from('consent_records', 'policy_version'),
     ],
     {
       package: files(100, true, { path: 'consent_records', format: 'json' }),

@@ -6,7 +6,27 @@ function c(type: FieldType, cls: ColumnClass, description: string, pii?: PiiKind
 
 const id = (what: string) => c('uuid', 'identifier', `Unique identifier of the ${what}.`);
 const tenantId = c('uuid', 'identifier', 'The tenant (customer account of the platform) that owns the row.');
-const KEEP = { days: null, note: 'Kept for the life of the tenant account.' } as const;
+/** Data of the account: kept for the account's lifetime, deleted when a closed account is purged. */
+const KEEP = {
+  keep: 'P0D',
+  after: 'account_closed',
+  action: 'delete',
+  note: "Kept for the account's lifetime; deleted when the closed account is purged.",
+} as const;
+/** Personal data of people (team members, customers): the account's lifetime and 30 days after its closure. */
+const USER_DATA = {
+  keep: 'P30D',
+  after: 'account_closed',
+  action: 'delete',
+  note: "Kept for the account's lifetime and 30 days after the account is closed.",
+} as const;
+/** Billing records: seven years for bookkeeping, then anonymized. */
+const BILLING = {
+  keep: 'P7Y',
+  after: 'created',
+  action: 'anonymize',
+  note: 'Seven years for bookkeeping (e.g. HGB §257, IRS), then anonymized.',
+} as const;
 
 /** The reference schema's tables, each column declared with its type and class. */
 export const REFERENCE_TABLES = {
@@ -29,6 +49,11 @@ export const REFERENCE_TABLES = {
       home_country: c('string', 'location', 'ISO 3166-1 alpha-2 country of the company.'),
       created_at: c('timestamp', 'none', 'When the tenant signed up.'),
       updated_at: c('timestamp', 'internal', 'When the tenant record last changed.'),
+      status: c('string', 'none', 'active, closing (closed, in its grace period) or purged.'),
+      closed_at: c('timestamp', 'none', 'When the account was closed.'),
+      closed_by: c('string', 'internal', 'Who closed the account.'),
+      purge_after: c('timestamp', 'none', 'When a closed account is purged (the end of its grace period).'),
+      purged_at: c('timestamp', 'none', 'When the closed account was purged.'),
     },
   },
   sites: {
@@ -60,7 +85,7 @@ export const REFERENCE_TABLES = {
       { column: 'email', subject: 'team_member', by: 'email' },
     ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
-    retention: KEEP,
+    retention: USER_DATA,
     erasure: {
       action: 'anonymize',
       basis:
@@ -89,7 +114,7 @@ export const REFERENCE_TABLES = {
       { column: 'phone', subject: 'customer', by: 'phone' },
     ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
-    retention: { days: 1095, note: 'Three years after the last activity unless a legal hold applies.' },
+    retention: USER_DATA,
     erasure: { action: 'delete' },
     columns: {
       id: c('uuid', 'identifier', 'Unique identifier of the customer.', 'person_id'),
@@ -114,7 +139,7 @@ export const REFERENCE_TABLES = {
       { column: 'tenant_id', references: 'tenants.id' },
       { column: 'customer_id', references: 'customers.id' },
     ],
-    retention: { days: null, note: 'Kept as proof of consent for as long as the customer exists.' },
+    retention: USER_DATA,
     erasure: { action: 'delete' },
     columns: {
       id: id('consent record'),
@@ -125,6 +150,12 @@ export const REFERENCE_TABLES = {
       source: c('string', 'none', 'Where consent was captured (widget banner, form, API).'),
       ip_address: c('string', 'network', 'IP address from which consent was given.', 'ip'),
       recorded_at: c('timestamp', 'none', 'When consent was recorded.'),
+      legal_basis: c(
+        'string',
+        'none',
+        'Legal basis of the processing: consent, contract, legal_obligation, vital_interests, public_task or legitimate_interests.',
+      ),
+      policy_version: c('string', 'none', 'Version of the privacy policy the subject saw.'),
     },
   },
   conversations: {
@@ -144,7 +175,7 @@ export const REFERENCE_TABLES = {
       { column: 'customer_id', references: 'customers.id' },
       { column: 'assigned_agent_id', references: 'team_members.id' },
     ],
-    retention: { days: 730, note: 'Two years after the conversation started, by default.' },
+    retention: KEEP,
     erasure: {
       action: 'anonymize',
       basis:
@@ -200,7 +231,7 @@ export const REFERENCE_TABLES = {
       { column: 'tenant_id', references: 'tenants.id' },
       { column: 'conversation_id', references: 'conversations.id' },
     ],
-    retention: { days: 730, note: 'Follows the retention of its conversation.' },
+    retention: KEEP,
     erasure: {
       action: 'anonymize',
       basis:
@@ -305,7 +336,7 @@ export const REFERENCE_TABLES = {
       { column: 'tenant_id', references: 'tenants.id' },
       { column: 'customer_id', references: 'customers.id' },
     ],
-    retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
+    retention: BILLING,
     erasure: {
       action: 'anonymize',
       basis:
@@ -388,7 +419,13 @@ export const REFERENCE_TABLES = {
       { column: 'actor_id', subject: 'customer', by: 'id' },
     ],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
-    retention: { days: 1095, note: 'Three years, for security reviews.' },
+    retention: {
+      keep: 'P2Y',
+      after: 'created',
+      action: 'archive',
+      archiveKeep: 'P5Y',
+      note: 'Two years in the account, then archived for five years.',
+    },
     erasure: {
       action: 'anonymize',
       basis: 'Security log: the action and its time stay; the actor id, IP address and user agent go.',
@@ -415,7 +452,7 @@ export const REFERENCE_TABLES = {
     primaryKey: ['id'],
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
-    retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
+    retention: BILLING,
     erasure: { action: 'retain', basis: 'Billing of the tenant itself: it holds no data subject.' },
     columns: {
       id: id('subscription'),
@@ -442,7 +479,7 @@ export const REFERENCE_TABLES = {
       { column: 'tenant_id', references: 'tenants.id' },
       { column: 'subscription_id', references: 'subscriptions.id' },
     ],
-    retention: { days: 2555, note: 'Seven years, for bookkeeping.' },
+    retention: BILLING,
     erasure: {
       action: 'retain',
       basis: 'Tax law (invoices are kept for seven to ten years); they bill the tenant, not its visitors.',
@@ -472,7 +509,12 @@ export const REFERENCE_TABLES = {
     primaryKey: ['id'],
     subjectLinks: [],
     relations: [{ column: 'tenant_id', references: 'tenants.id' }],
-    retention: { days: 1095, note: 'Three years, for security reviews and compliance evidence.' },
+    retention: {
+      keep: 'P2Y',
+      after: 'created',
+      action: 'delete',
+      note: 'Two years, for security reviews and compliance evidence; the chain records where it was cut.',
+    },
     erasure: {
       action: 'retain',
       basis:
@@ -502,6 +544,15 @@ export const REFERENCE_TABLES = {
       success: c('boolean', 'none', 'Whether the action succeeded.'),
       error: c('string', 'free_text', 'What went wrong, when it failed.'),
       retention_until: c('timestamp', 'none', 'When the file (or object) is removed under retention.'),
+      seq: c('integer', 'internal', "Position of the event in its tenant's audit chain, from 1."),
+      prev_hash: c('string', 'internal', 'SHA-256 of the previous event of the chain.'),
+      hash: c('string', 'internal', 'SHA-256 of this event and the previous hash (the chain link).'),
+      text_digest: c(
+        'string',
+        'internal',
+        'SHA-256 of the error and user agent as written, so a scrub leaves the chain whole.',
+      ),
+      redacted_by: c('string', 'internal', 'The erasure request that scrubbed the error or user agent.'),
     },
   },
 } as const satisfies Record<string, TableDeclaration>;

@@ -84,9 +84,27 @@ export interface Relation {
   readonly references: string; // "table.column"
 }
 
+/** What a retention policy measures its period from (docs/retention.md). */
+export const RETENTION_AFTER = ['last_activity', 'created', 'account_closed'] as const;
+export type RetentionAfter = (typeof RETENTION_AFTER)[number];
+
+/** What a retention sweep does to a row whose period is over. */
+export const RETENTION_ACTIONS = ['delete', 'anonymize', 'archive'] as const;
+export type RetentionAction = (typeof RETENTION_ACTIONS)[number];
+
+/**
+ * A table's default retention policy; a tenant may override it (`retention_policies`).
+ * `keep` is an ISO 8601 duration counted from `after`: the row's time column (`created`),
+ * its updated column or else its time column (`last_activity`), or the account's closure
+ * (`account_closed`: kept for the account's lifetime and `keep` after it is closed).
+ */
 export interface Retention {
-  /** Days after the time column when rows may be deleted; null keeps them. */
-  readonly days: number | null;
+  readonly keep: string;
+  readonly after: RetentionAfter;
+  readonly action: RetentionAction;
+  /** `archive`: how long the archive package is kept (ISO 8601 duration); empty keeps it. */
+  readonly archiveKeep?: string;
+  /** Why, in words a privacy policy can quote. */
   readonly note: string;
 }
 

@@ -16,6 +16,7 @@ import * as receipts from './migrations/0012-receipts.ts';
 import * as erasure from './migrations/0013-erasure.ts';
 import * as erasureLinks from './migrations/0014-erasure-links.ts';
 import * as web from './migrations/0015-web.ts';
+import * as compliance from './migrations/0016-compliance.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -34,6 +35,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0013-erasure': erasure,
   '0014-erasure-links': erasureLinks,
   '0015-web': web,
+  '0016-compliance': compliance,
 };
 
 /**

@@ -18,6 +18,8 @@ import { parseQueryString } from './query-string.ts';
 import { apiKeyRoutes } from './routes/api-keys.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { complianceRoutes } from './routes/compliance.ts';
+import { complianceReportRoutes } from './routes/compliance-reports.ts';
+import { consentRoutes } from './routes/consent.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { downloadRoutes } from './routes/downloads.ts';
 import { dsarRoutes } from './routes/dsar.ts';
@@ -25,7 +27,9 @@ import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { problemRoutes } from './routes/problems.ts';
+import { processorRoutes } from './routes/processors.ts';
 import { receiptKeyRoutes } from './routes/receipt-keys.ts';
+import { retentionRoutes } from './routes/retention.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
 import { schemaRoutes } from './routes/schemas.ts';
 import { streamRoutes } from './routes/stream.ts';
@@ -56,6 +60,10 @@ const ROUTES: readonly RoutePlugin[] = [
   scheduleRoutes,
   dsarRoutes,
   receiptKeyRoutes,
+  consentRoutes,
+  processorRoutes,
+  retentionRoutes,
+  complianceReportRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

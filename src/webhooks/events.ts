@@ -23,6 +23,12 @@ export const WEBHOOK_EVENTS = [
   'dsar.cancelled',
   'dsar.failed',
   'dsar.overdue',
+  'retention.swept',
+  'legal_hold.created',
+  'legal_hold.released',
+  'account.closed',
+  'account.reopened',
+  'account.purged',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
