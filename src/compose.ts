@@ -15,6 +15,7 @@ import { startWorkers } from './jobs/workers.ts';
 import { createLogger, type Logger } from './lib/logger.ts';
 import { STREAM_JOBS } from './live/jobs.ts';
 import { createStreamHub } from './live/hub.ts';
+import { COMPLIANCE_JOBS } from './privacy/compliance-jobs.ts';
 import { DSAR_JOBS } from './privacy/jobs.ts';
 import { SCHEDULE_JOBS } from './schedules/jobs.ts';
 import { createObjectStore } from './store/create-object-store.ts';
@@ -34,6 +35,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...SCHEDULE_JOBS,
   ...STREAM_JOBS,
   ...DSAR_JOBS,
+  ...COMPLIANCE_JOBS,
   ...WEB_JOBS,
 ];
 

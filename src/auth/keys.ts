@@ -350,6 +350,8 @@ export interface ResolvedKey {
   limitOverrides: Record<string, unknown> | null;
   /** With `countRequest`: this request's rate-limit windows and the key's counts in them. */
   rate?: { windows: RateWindows; counts: RateCounts };
+  /** The tenant's account status: `active`, `closing` (closed, in its grace period) or `purged`. */
+  tenantStatus: 'active' | 'closing' | 'purged';
 }
 
 /** Why a token was refused. Expired and revoked are only told to a caller holding the whole key. */
@@ -392,6 +394,7 @@ export async function resolveApiKey(
       'k.revoked_at',
       'k.last_used_at',
       't.plan',
+      't.status as tenant_status',
       's.value as limits',
     ])
     .where('k.prefix', '=', prefixOf(token));
@@ -423,7 +426,8 @@ export async function resolveApiKey(
   }
   // An unknown prefix does the same work as a wrong secret, so timing does not tell them apart.
   if (candidates.length === 0) timingSafeEqual(expected, Buffer.alloc(expected.length));
-  if (!match || !(PLANS as readonly string[]).includes(match.plan)) return { rejected: 'unknown' };
+  if (!match || !(PLANS as readonly string[]).includes(match.plan) || match.tenant_status === 'purged')
+    return { rejected: 'unknown' };
   if (match.revoked_at) return { rejected: 'revoked' };
   if (match.expires_at && match.expires_at.getTime() <= now.getTime()) return { rejected: 'expired' };
   if (!match.last_used_at || now.getTime() - match.last_used_at.getTime() >= LAST_USED_RESOLUTION_MS) {
@@ -436,6 +440,7 @@ export async function resolveApiKey(
       : undefined;
   return {
     ...(rate ? { rate } : {}),
+    tenantStatus: match.tenant_status,
     auth: {
       tenantId: match.tenant_id,
       plan: match.plan as Plan,

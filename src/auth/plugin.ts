@@ -93,6 +93,11 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     if (!match) throw await failed('the Authorization header must be "Bearer <API key>"');
     const resolved = await resolveApiKey(database, match[1]!, at, { countRequest: true });
     if (!('auth' in resolved)) throw await failed(REJECTIONS[resolved.rejected]);
+    if (resolved.tenantStatus === 'closing' && !allowedWhileClosed(request))
+      throw new FerryError(
+        'account_closed',
+        'the account is closed: during its grace period it can be read, exported and reopened (POST /api/v1/account/reopen)',
+      );
     const userAgent = request.headers['user-agent'];
     request.auth = Object.freeze({
       ...resolved.auth,
@@ -122,6 +127,18 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
       );
     }
   });
+}
+
+/** What a closed account in its grace period may still do: read, take its data out, reopen. */
+function allowedWhileClosed(request: FastifyRequest): boolean {
+  if (request.method === 'GET' || request.method === 'HEAD') return true;
+  const path = request.routeOptions.url ?? request.url;
+  return (
+    path === '/api/v1/exports' ||
+    path === '/api/v1/exports/estimate' ||
+    path === '/api/export/request' ||
+    path.startsWith('/api/v1/account/')
+  );
 }
 
 function setRateLimitHeaders(reply: FastifyReply, rate: RateLimitResult): void {

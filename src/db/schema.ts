@@ -14,6 +14,12 @@ export interface TenantsTable {
   home_country: string;
   created_at: Generated<Timestamp>;
   updated_at: Generated<Timestamp>;
+  /** Migration 0016: `active`, `closing` (closed, in its grace period) or `purged`. */
+  status: Generated<'active' | 'closing' | 'purged'>;
+  closed_at: Timestamp | null;
+  closed_by: string | null;
+  purge_after: Timestamp | null;
+  purged_at: Timestamp | null;
 }
 
 export interface SitesTable {

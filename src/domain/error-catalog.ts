@@ -60,6 +60,13 @@ export const ERRORS = {
       'The request conflicts with the current state of the resource, e.g. cancelling a finished ' +
       'export, or erasing data that is under a legal hold.',
   },
+  account_closed: {
+    status: 403,
+    title: 'Account closed',
+    description:
+      'The tenant account is closed: in its grace period only reading, exporting, downloading and ' +
+      'reopening the account are allowed; once purged, nothing is.',
+  },
   verification_failed: {
     status: 400,
     title: 'Verification failed',

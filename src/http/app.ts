@@ -15,6 +15,7 @@ import {
 import { registerOpenApi } from './openapi.ts';
 import { ProblemSchema, problem } from './problem.ts';
 import { parseQueryString } from './query-string.ts';
+import { accountRoutes } from './routes/account.ts';
 import { apiKeyRoutes } from './routes/api-keys.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { complianceRoutes } from './routes/compliance.ts';
@@ -64,6 +65,7 @@ const ROUTES: readonly RoutePlugin[] = [
   processorRoutes,
   retentionRoutes,
   complianceReportRoutes,
+  accountRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

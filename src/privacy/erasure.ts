@@ -10,7 +10,7 @@ import { exportPrefix, removeLeftovers } from '../export-requests/export-job.ts'
 import { exportJobs } from '../export-requests/repository.ts';
 import { exportDb } from '../export-requests/tables.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { activeHolds, type LegalHold } from './holds.ts';
+import { type HoldGuard, holdGuard, notHeld } from './holds.ts';
 import { type Processor, tenantProcessors } from './processors.ts';
 import { mentionCondition, type ResolvedSubject, scrubColumns, subjectRowCondition } from './subject.ts';
 import { subjectKey } from './subject-key.ts';
@@ -71,14 +71,14 @@ export interface ErasureDeps {
   readonly between?: (store: 'database' | 'object_store') => Promise<void>;
 }
 
-interface ColumnInfo {
+export interface ColumnInfo {
   nullable: boolean;
   type: string;
   default: string | null;
 }
 
 /** Nullability, type and default of every column of the current schema, by `table.column`. */
-async function columnInfo(db: Kysely<DB>): Promise<Map<string, ColumnInfo>> {
+export async function columnInfo(db: Kysely<DB>): Promise<Map<string, ColumnInfo>> {
   const result = await sql<{ t: string; c: string; nullable: string; type: string; def: string | null }>`
     SELECT table_name AS t, column_name AS c, is_nullable AS nullable, data_type AS type, column_default AS def
     FROM information_schema.columns WHERE table_schema = current_schema()`.execute(db);
@@ -100,7 +100,7 @@ function primaryKinds(table: TableDeclaration): Set<SubjectLink['subject']> {
 }
 
 /** What clearing a column writes: NULL, or a neutral value when the column may not be empty. */
-function clearedValue(
+export function clearedValue(
   table: string,
   column: string,
   decl: TableDeclaration,
@@ -118,7 +118,7 @@ function clearedValue(
 }
 
 /** The columns anonymization clears in a row describing the subject (its own links stay out). */
-function personalColumns(decl: TableDeclaration): string[] {
+export function personalColumns(decl: TableDeclaration): string[] {
   const key = decl.primaryKey[0] ?? 'id';
   return Object.entries(decl.columns)
     .filter(([name, c]) => {
@@ -166,7 +166,7 @@ function inOrder(map: DataMap): [string, TableDeclaration][] {
 
 interface Statement {
   table: string;
-  kind: 'delete' | 'anonymize' | 'retain' | 'scrub' | 'scrub_delete';
+  kind: 'delete' | 'anonymize' | 'retain' | 'scrub' | 'scrub_delete' | 'hold';
   count: string;
   run: string;
 }
@@ -177,7 +177,7 @@ function databaseStatements(
   subject: ResolvedSubject,
   map: DataMap,
   info: Map<string, ColumnInfo>,
-  exempt: ReadonlySet<string>,
+  guard: HoldGuard,
 ): { statements: Statement[]; columns: ErasurePlan['columns'] } {
   const statements: Statement[] = [];
   const columns: ErasurePlan['columns'] = [];
@@ -186,13 +186,24 @@ function databaseStatements(
     const primary = primaryKinds(decl);
     // Rows deleted or anonymized as the subject's own: their text is already gone, not scrubbed.
     const covered: string[] = [];
-    if (!exempt.has(table)) {
+    // Rows a legal hold keeps stay as they are; a row they refer to is not deleted either.
+    const held = guard.held(table, 't');
+    const keptRows = guard.protectedRows(table, 't');
+    {
       for (const kind of KINDS) {
         const condition = subjectRowCondition(table, subject, 't', map, kind);
         if (!condition) continue;
-        const where = `${tenant} AND (${condition})`;
-        const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
         const action = primary.has(kind) ? decl.erasure.action : 'refer';
+        const guardCondition = action === 'delete' ? keptRows : held;
+        if (guardCondition && action !== 'retain')
+          statements.push({
+            table,
+            kind: 'hold',
+            count: `SELECT count(*)::int AS n FROM ${table} t WHERE ${tenant} AND (${condition}) AND coalesce((${guardCondition}), false)`,
+            run: '',
+          });
+        const where = `${tenant} AND (${condition})${notHeld(guardCondition)}`;
+        const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
         if (action === 'delete' || action === 'anonymize') covered.push(condition);
         if (action === 'delete') {
           statements.push({ table, kind: 'delete', count, run: `DELETE FROM ${table} t WHERE ${where}` });
@@ -225,7 +236,7 @@ function databaseStatements(
       const own = covered.length
         ? ` AND NOT coalesce(${covered.map((c) => `(${c})`).join(' OR ')}, false)`
         : '';
-      const where = `${tenant} AND (${mention})${own}`;
+      const where = `${tenant} AND (${mention})${own}${notHeld(decl.erasure.onScrub === 'delete' ? keptRows : held)}`;
       const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
       const type = info.get(`${table}.${column}`)?.type;
       if (decl.erasure.onScrub === 'delete') {
@@ -286,6 +297,8 @@ function ownTextStatements(
   return out;
 }
 
+const HOLD_REASON = 'kept under a legal hold';
+
 function emptyCounts(table: string, store: StoreCounts['store'], decl?: TableDeclaration): StoreCounts {
   return {
     store,
@@ -308,7 +321,11 @@ function tally(map: DataMap, results: { statement: Statement; n: number }[]): St
     if (statement.kind === 'delete' || statement.kind === 'scrub_delete') entry.deleted += n;
     else if (statement.kind === 'anonymize') entry.anonymized += n;
     else if (statement.kind === 'scrub') entry.scrubbed += n;
-    else entry.retained += n;
+    else {
+      entry.retained += n;
+      if (statement.kind === 'hold')
+        entry.retain_reason = entry.retain_reason ? `${entry.retain_reason}; ${HOLD_REASON}` : HOLD_REASON;
+    }
   }
   return [...byTable.values()];
 }
@@ -413,8 +430,30 @@ async function outOfReach(database: Database, tenantId: string, exportIds: reado
     .sort((a, b) => a.when.localeCompare(b.when));
 }
 
-function holdsOf(holds: readonly LegalHold[]): ErasureOutcome['holds'] {
-  return holds.map((h) => ({ hold_id: h.id, reason: h.reason, datasets: [...h.datasets] }));
+/** The active holds that keep some of the subject's rows, with the tables where they do. */
+async function holdsOf(
+  database: Database | { db: Kysely<DB> },
+  guard: HoldGuard,
+  tenantId: string,
+  subject: ResolvedSubject,
+  map: DataMap,
+): Promise<ErasureOutcome['holds']> {
+  const out: ErasureOutcome['holds'] = [];
+  for (const hold of guard.holds) {
+    const datasets: string[] = [];
+    for (const [table, decl] of Object.entries(map.tables)) {
+      if (!decl.tenantKey) continue;
+      const condition = subjectRowCondition(table, subject, 't', map);
+      const held = guard.heldBy(hold, table, 't');
+      if (!condition || !held) continue;
+      const r = await sql<{ n: number }>`${sql.raw(
+        `SELECT count(*)::int AS n FROM ${table} t WHERE t.${decl.tenantKey} = ${literal(tenantId)} AND (${condition}) AND (${held})`,
+      )}`.execute(database.db);
+      if (Number(r.rows[0]?.n ?? 0) > 0) datasets.push(table);
+    }
+    if (datasets.length) out.push({ hold_id: hold.id, reason: `${hold.matter}: ${hold.reason}`, datasets });
+  }
+  return out;
 }
 
 function processorsOf(processors: readonly Processor[], at: Date): ErasureOutcome['processors_notified'] {
@@ -434,10 +473,9 @@ export async function planErasure(
   options: { map?: DataMap; secretKey?: string } = {},
 ): Promise<ErasurePlan> {
   const map = options.map ?? REFERENCE_DATAMAP;
-  const holds = await activeHolds(database, tenantId);
-  const exempt = new Set(holds.flatMap((h) => h.datasets));
+  const guard = await holdGuard(database, tenantId, map);
   const info = await columnInfo(database.db);
-  const { statements, columns } = databaseStatements(tenantId, subject, map, info, exempt);
+  const { statements, columns } = databaseStatements(tenantId, subject, map, info, guard);
   const own = ownTextStatements(tenantId, subject, info);
   const results: { statement: Statement; n: number }[] = [];
   for (const statement of [...statements, ...own]) {
@@ -464,7 +502,7 @@ export async function planErasure(
       ),
     },
     processors_notified: [],
-    holds: holdsOf(holds),
+    holds: await holdsOf(database, guard, tenantId, subject, map),
     backup_expiry: null,
     datasets: stores.map((s) => s.dataset),
   };
@@ -498,7 +536,8 @@ export async function executeErasure(
   const { tenantId, requestId, subject } = input;
   const map = deps.map ?? REFERENCE_DATAMAP;
   const now = (deps.now ?? (() => new Date()))();
-  const holds = await activeHolds(database, tenantId);
+  const guard = await holdGuard(database, tenantId, map);
+  const holds = await holdsOf(database, guard, tenantId, subject, map);
   const processors = await tenantProcessors(database, tenantId);
   const key = subjectKey(
     deps.secretKey,
@@ -515,13 +554,14 @@ export async function executeErasure(
   let databasePart = await finishedRun(database.db, requestId, 'database');
   if (!databasePart) {
     const info = await columnInfo(database.db);
-    const exempt = new Set(holds.flatMap((h) => h.datasets));
-    const { statements } = databaseStatements(tenantId, subject, map, info, exempt);
+    const { statements } = databaseStatements(tenantId, subject, map, info, guard);
     const own = ownTextStatements(tenantId, subject, info);
     const outcome = await database.db.transaction().execute(async (trx) => {
+      // The audit trail's scrubbed events name this request (the chain stays verifiable).
+      await sql`SELECT set_config('ferry.redaction', ${requestId}, true)`.execute(trx);
       const results: { statement: Statement; n: number }[] = [];
       for (const statement of [...statements, ...own]) {
-        if (statement.kind === 'retain') {
+        if (statement.kind === 'retain' || statement.kind === 'hold') {
           const r = await sql<{ n: number }>`${sql.raw(statement.count)}`.execute(trx);
           results.push({ statement, n: Number(r.rows[0]?.n ?? 0) });
           continue;
@@ -591,7 +631,7 @@ export async function executeErasure(
     stores: [...(databasePart.outcome.stores ?? []), ...(filesPart.outcome.stores ?? [])],
     files: filesPart.outcome.files ?? { deleted: [], out_of_reach: [] },
     processors_notified: processorsOf(processors, now),
-    holds: holdsOf(holds),
+    holds,
     backup_expiry: null,
     datasets: databasePart.outcome.datasets ?? [],
   };

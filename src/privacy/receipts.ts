@@ -95,6 +95,7 @@ export const ReceiptBodySchema = Type.Object(
       Type.Literal('rectification'),
       Type.Literal('restriction'),
       Type.Literal('opt_out'),
+      Type.Literal('account_closure'),
     ]),
     regulation: Type.Union([Type.Literal('gdpr'), Type.Literal('ccpa')]),
     /** The keyed hash of the subject (`subjectKey`), lowercase hex. */

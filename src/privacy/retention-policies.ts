@@ -183,6 +183,15 @@ export function checkPolicy(
     ]);
   if (input.action !== 'delete' && !table)
     throw invalid(`${path}.action`, `${input.dataset} can only be deleted`, ['delete']);
+  if (input.action === 'archive') {
+    if (input.after !== 'created')
+      throw invalid(`${path}.after`, "an archive counts from the rows' creation", ['created']);
+    if (!Object.values(map.datasets).some((d) => d.kind === 'table' && d.source === input.dataset))
+      throw invalid(`${path}.action`, `${input.dataset} has no dataset to archive it as`, [
+        'delete',
+        'anonymize',
+      ]);
+  }
   const archiveKeep =
     input.archive_keep == null ? null : checkDuration(`${path}.archive_keep`, input.archive_keep);
   if (archiveKeep && input.action !== 'archive')
