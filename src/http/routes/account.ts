@@ -63,7 +63,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
         description:
           `The account is suspended for ${GRACE_DAYS} days (it can still be read, exported and reopened), then ` +
           'every row, file and key of the tenant is purged except what legal holds keep, and a signed receipt ' +
-          'records it. Take the company package first: `POST /api/v1/exports` with `{"package": "zip"}`.',
+          'records it. Take the company package first: `POST /api/v1/exports` with `{"datasets": [...], "package": "zip"}`.',
         security,
         body: CloseBody,
         response: { 200: Closure, ...problemResponses(400, 401, 403, 409, 429) },
