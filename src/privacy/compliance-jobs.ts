@@ -7,6 +7,8 @@ import { accountsDueForPurge, purgeAccount } from './closure.ts';
 import { runRetentionSweep } from './retention.ts';
 
 export const RETENTION_DUE_JOB = 'retention.due';
+/** A sweep of one tenant now (payload: the tenant id), asked for from the dashboard. */
+export const RETENTION_SWEEP_JOB = 'retention.sweep';
 export const ACCOUNT_PURGE_JOB = 'account.purge-due';
 export const AUDIT_ANCHOR_JOB = 'audit.anchor';
 
@@ -55,6 +57,18 @@ export const COMPLIANCE_JOBS: readonly JobDefinition[] = [
           ctx.logger.error({ err, tenantId }, 'retention sweep failed');
         }
       }
+    },
+  },
+  {
+    name: RETENTION_SWEEP_JOB,
+    queue: () => ({ retryLimit: 3, retryDelay: 60, retryBackoff: true, expireInSeconds: 6 * 3600 }),
+    async handle(job, ctx) {
+      if (!job.data.id) return;
+      // A retry resumes the unfinished manual sweep instead of starting another.
+      await runRetentionSweep({ database: ctx.database, store: ctx.store, now: ctx.now }, job.data.id, {
+        trigger: 'manual',
+        actor: 'system',
+      });
     },
   },
   {

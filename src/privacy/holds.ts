@@ -429,17 +429,18 @@ function guardFrom(compiled: readonly CompiledHold[], tenantId: string, map: Dat
     const parts: string[] = [];
     const self = own(table, alias);
     if (self) parts.push(self);
-    // A child of a held row is held (a message of a held conversation).
-    for (const rel of decl.relations) {
-      const [parent, column] = rel.references.split('.') as [string, string];
-      if (parent === 'tenants' || parent === table) continue;
-      const pDecl = map.tables[parent];
+    // A row that belongs to a held row is held: the data map's `parent` links (a message of
+    // a held conversation). Other references (a conversation's site or customer) do not make it so.
+    for (const link of decl.subjectLinks) {
+      if (link.by !== 'parent' || !link.parent || link.parent === table) continue;
+      const pDecl = map.tables[link.parent];
       if (!pDecl?.tenantKey) continue;
       const p = depthAlias(alias, 'p');
-      const parentHeld = own(parent, p);
+      const parentHeld = own(link.parent, p);
       if (!parentHeld) continue;
+      const key = pDecl.primaryKey[0] ?? 'id';
       parts.push(
-        `${alias}.${rel.column} IN (SELECT ${p}.${column} FROM ${parent} ${p} WHERE ${p}.${pDecl.tenantKey} = ${literal(tenantId)} AND (${parentHeld}))`,
+        `${alias}.${link.column} IN (SELECT ${p}.${key} FROM ${link.parent} ${p} WHERE ${p}.${pDecl.tenantKey} = ${literal(tenantId)} AND (${parentHeld}))`,
       );
     }
     return parts.length ? parts.map((x) => `(${x})`).join(' OR ') : null;

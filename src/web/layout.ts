@@ -20,6 +20,7 @@ export const NAV: readonly NavItem[] = [
   { href: '/app/keys', label: 'API keys', action: 'keys:manage' },
   { href: '/app/audit', label: 'Audit log', action: 'audit:read' },
   { href: '/app/privacy', label: 'Privacy', action: 'dsar:manage' },
+  { href: '/app/retention', label: 'Retention', action: 'retention:manage' },
 ];
 
 /**

@@ -18,6 +18,7 @@ import { plainPage } from './layout.ts';
 import { accountPages } from './pages/account.ts';
 import { auditPages } from './pages/audit.ts';
 import { dsarPages } from './pages/dsar.ts';
+import { retentionPages } from './pages/retention.ts';
 import { exportPages } from './pages/export.ts';
 import { historyPages } from './pages/history.ts';
 import { keyPages } from './pages/keys.ts';
@@ -45,6 +46,7 @@ const PAGES: readonly WebPages[] = [
   keyPages,
   auditPages,
   dsarPages,
+  retentionPages,
   accountPages,
   privacyCenterPages,
 ];

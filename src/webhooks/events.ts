@@ -28,7 +28,6 @@ export const WEBHOOK_EVENTS = [
   'legal_hold.released',
   'account.closed',
   'account.reopened',
-  'account.purged',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
