@@ -376,6 +376,7 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
         ['/app/webhooks', 'webhooks'],
         ['/app/audit', 'audit'],
         ['/app/account', 'account'],
+        ['/app/retention', 'retention'],
         ['/app/schedules', null],
         ['/app/privacy/center', null],
       ] as const) {
