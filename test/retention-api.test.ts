@@ -203,6 +203,44 @@ for (const dialect of DIALECTS) {
         h.database.db,
       );
       expect(audit.rows.map((r) => r.action)).toEqual(['legal_hold.created', 'legal_hold.released']);
+      // The compliance export of the trail: the product documentation's columns, in its order.
+      const trail = await call(
+        'GET',
+        '/api/v1/export/audit_trail?format=json&action=legal_hold.created',
+        h.keys.admin,
+      );
+      expect(trail.statusCode, trail.body).toBe(200);
+      const rows = trail.json().data as Record<string, unknown>[];
+      const row = rows.find((r) => String(r.data_scope).includes(id))!;
+      expect(Object.keys(row)).toEqual([
+        'timestamp',
+        'action_type',
+        'action',
+        'user_id',
+        'customer_id',
+        'data_type',
+        'data_scope',
+        'ip_address',
+        'user_agent',
+        'success',
+        'reason',
+        'legal_basis',
+        'consent_status',
+        'retention_period',
+        'anonymization_level',
+        'compliance_notes',
+      ]);
+      expect(row).toMatchObject({
+        action_type: 'legal_hold',
+        data_type: 'conversation_ids',
+        legal_basis: 'legal_obligation',
+        reason: 'matter CB-4411',
+        success: true,
+      });
+      expect(String(row.compliance_notes)).toMatch(/^audit chain event \d+$/);
+      expect((await call('GET', '/api/v1/export/audit_trail?format=json', h.keys.manager)).statusCode).toBe(
+        403,
+      );
       const verify = await call('GET', '/api/v1/audit/verify', h.keys.admin);
       expect(verify.json()).toMatchObject({ valid: true, broken: null });
       expect((await call('GET', '/api/v1/audit/verify', h.keys.manager)).statusCode).toBe(403);

@@ -75,6 +75,7 @@ export const POLICY_DATASETS = [
   'settings',
   'integrations',
   'audit_log',
+  'audit_trail',
 ] as const;
 export type PolicyDataset = (typeof POLICY_DATASETS)[number];
 

@@ -565,6 +565,130 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       changeFeed: null,
     },
   ),
+  audit_trail: table(
+    'audit_trail',
+    "Ferry's audit trail in the compliance columns of the product documentation: what was done to whose data, why, on what legal basis.",
+    'audit_events',
+    [
+      from('audit_events', 'occurred_at', 'timestamp'),
+      derived(
+        'action_type',
+        `CASE WHEN t.action LIKE 'consent.%' THEN 'consent_change'
+          WHEN t.action IN ('export.deleted', 'dsar.erased', 'retention.swept') THEN 'data_deletion'
+          WHEN t.action LIKE 'export.%' THEN 'data_export'
+          WHEN t.action LIKE 'dsar.%' THEN 'data_access'
+          WHEN t.action LIKE 'legal_hold.%' THEN 'legal_hold'
+          WHEN t.action LIKE 'account.%' THEN 'account_closure'
+          WHEN t.action LIKE 'api_key.%' OR t.action LIKE 'session.%' OR t.action LIKE 'auth.%' THEN 'access_control'
+          ELSE 'configuration' END`,
+        ['audit_events.action'],
+        {
+          type: 'string',
+          class: 'none',
+          description:
+            'data_access, data_export, data_deletion, consent_change, legal_hold, account_closure, access_control or configuration.',
+        },
+      ),
+      derived('action', 't.action', ['audit_events.action'], {
+        type: 'string',
+        class: 'none',
+        description: 'The precise action, e.g. export.downloaded or retention.swept.',
+      }),
+      from('audit_events', 'actor', 'user_id'),
+      derived(
+        'customer_id',
+        `CASE WHEN t.action LIKE 'consent.%' THEN (SELECT c.customer_id FROM consent_records c WHERE c.tenant_id = t.tenant_id AND c.id::text = t.target_id) END`,
+        ['audit_events.action', 'audit_events.target_id', 'consent_records.customer_id'],
+        {
+          type: 'uuid',
+          class: 'identifier',
+          pii: 'person_id',
+          description:
+            'The customer whose data the action concerned, where the event names one (consent changes); data subject requests name the person only by keyed hash.',
+        },
+      ),
+      from('audit_events', 'data_type'),
+      derived(
+        'data_scope',
+        `nullif(concat_ws('; ', CASE WHEN t.target_id IS NOT NULL THEN 'target ' || t.target_id END,
+          CASE WHEN t.date_from IS NOT NULL OR t.date_to IS NOT NULL THEN coalesce(t.date_from, '…') || ' to ' || coalesce(t.date_to, '…') END,
+          CASE WHEN t.record_count IS NOT NULL THEN t.record_count || ' records' END,
+          CASE WHEN t.file_bytes IS NOT NULL THEN t.file_bytes || ' bytes' END), '')`,
+        [
+          'audit_events.target_id',
+          'audit_events.date_from',
+          'audit_events.date_to',
+          'audit_events.record_count',
+          'audit_events.file_bytes',
+        ],
+        {
+          type: 'string',
+          class: 'none',
+          description: 'What the action touched: the object, the date range, records and bytes.',
+        },
+      ),
+      from('audit_events', 'ip_address'),
+      from('audit_events', 'user_agent'),
+      from('audit_events', 'success'),
+      derived('reason', 't.error', ['audit_events.error'], {
+        type: 'string',
+        class: 'free_text',
+        description: 'Why the action was taken, or what went wrong when it failed.',
+      }),
+      derived(
+        'legal_basis',
+        `CASE WHEN t.action LIKE 'consent.%' THEN (SELECT c.legal_basis FROM consent_records c WHERE c.tenant_id = t.tenant_id AND c.id::text = t.target_id)
+          WHEN t.action LIKE 'dsar.%' OR t.action LIKE 'legal_hold.%' OR t.action = 'retention.swept' THEN 'legal_obligation' END`,
+        ['audit_events.action', 'audit_events.target_id', 'consent_records.legal_basis'],
+        {
+          type: 'string',
+          class: 'none',
+          description:
+            "The GDPR legal basis where Ferry knows it: the consent record's basis, or legal_obligation for data subject requests, legal holds and retention.",
+        },
+      ),
+      derived(
+        'consent_status',
+        `CASE WHEN t.action = 'consent.given' THEN 'given' WHEN t.action = 'consent.withdrawn' THEN 'withdrawn' END`,
+        ['audit_events.action'],
+        { type: 'string', class: 'none', description: 'given or withdrawn, for consent changes.' },
+      ),
+      from('audit_events', 'retention_until', 'retention_period'),
+      derived(
+        'anonymization_level',
+        `CASE WHEN t.action LIKE 'export.%' THEN (SELECT e.config->>'pii' FROM export_requests e WHERE e.tenant_id = t.tenant_id AND e.id::text = t.target_id) END`,
+        ['audit_events.action', 'audit_events.target_id'],
+        {
+          type: 'string',
+          class: 'none',
+          description:
+            'For exports: the anonymization level of the file (full, basic, enhanced or complete).',
+        },
+      ),
+      derived(
+        'compliance_notes',
+        `'audit chain event ' || t.seq || CASE WHEN t.redacted_by IS NOT NULL THEN '; reason scrubbed by erasure request ' || t.redacted_by ELSE '' END`,
+        ['audit_events.seq', 'audit_events.redacted_by'],
+        {
+          type: 'string',
+          class: 'none',
+          description: "The event's place in the tamper-evident chain, and whether an erasure scrubbed it.",
+        },
+      ),
+    ],
+    {
+      filters: [
+        ...dateFilters('t.occurred_at'),
+        {
+          name: 'action',
+          type: 'string',
+          sql: 't.action = $value',
+          description: 'Only this action, e.g. consent.withdrawn.',
+        },
+      ],
+      changeFeed: null,
+    },
+  ),
   analytics: computed(
     'analytics',
     'Metrics per period and site, computed in the tenant time zone.',
