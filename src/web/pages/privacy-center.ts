@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { CLIENT_POLICY, recordFailure } from '../../auth/failure-throttle.ts';
 import { loadTenant, type TenantInfo } from '../../collect/tenant.ts';
+import { effectiveRetention } from '../../privacy/retention-policies.ts';
 import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
 import { errorDefinition } from '../../domain/error-catalog.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
@@ -204,6 +205,15 @@ export const privacyCenterPages: WebPages = (app, deps) => {
 
   app.get<{ Params: { slug: string } }>('/privacy/:slug', async (request, reply) => {
     const tenant = await tenantOf(request.params.slug);
+    // The retention policies of data about people, as published: the same statements the API serves.
+    const personal = new Set(
+      Object.entries(REFERENCE_DATAMAP.tables)
+        .filter(([, t]) => t.subjectLinks.length)
+        .map(([name]) => name),
+    );
+    const retention = (await effectiveRetention(deps.database, tenant.id)).filter((p) =>
+      personal.has(p.dataset),
+    );
     return page(
       reply,
       tenant,
@@ -214,7 +224,9 @@ export const privacyCenterPages: WebPages = (app, deps) => {
 <li><a role="button" class="secondary" href="/privacy/${tenant.slug}/delete">Delete my account</a></li>
 <li><a role="button" class="secondary outline" href="/privacy/${tenant.slug}/correct">Correct my data</a></li>
 <li><a role="button" class="secondary outline" href="/privacy/${tenant.slug}/consents">Manage my consents</a></li>
-</ul></nav>`,
+</ul></nav>
+<section aria-labelledby="retention"><h2 id="retention">How long we keep your data</h2>
+<ul>${retention.map((p) => html`<li>${p.statement}</li>`)}</ul></section>`,
     );
   });
 
