@@ -234,99 +234,125 @@ for (const dialect of DIALECTS) {
         .executeTakeFirstOrThrow();
       expect(schedule.next_run_at).toEqual(new Date('2030-01-06T06:00:00Z'));
     });
+
+    test("a closed account's schedules wait, and run again when it is reopened", async () => {
+      const closed = await createTenant(t.database);
+      const daily = parseTiming({ frequency: { type: 'daily' }, time: '06:00', timezone: 'UTC' });
+      const id = await insertSchedule(t.database, closed, daily, new Date('2031-01-01T06:00:00Z'));
+      await sql`UPDATE tenants SET status = 'closing', closed_at = now() WHERE id = ${closed.id}`.execute(
+        t.database.db,
+      );
+      const now = new Date('2031-01-01T07:00:00Z');
+      await tickSchedules({ database: t.database, queue, now: () => now });
+      const runs = () =>
+        scheduleDb(t.database)
+          .selectFrom('schedule_runs')
+          .select('id')
+          .where('schedule_id', '=', id)
+          .execute();
+      expect(await runs()).toHaveLength(0);
+      await sql`UPDATE tenants SET status = 'active', closed_at = NULL WHERE id = ${closed.id}`.execute(
+        t.database.db,
+      );
+      await tickSchedules({ database: t.database, queue, now: () => now });
+      expect(await runs()).toHaveLength(1);
+    });
   });
 }
 
-describe.skipIf(!testsDialect('postgres'))('scheduler tick: exactly once under concurrency (PostgreSQL, two connection pools)', () => {
-  let t: TestDatabase;
-  let config: Config;
-  let second: Database;
-  const queues: JobQueue[] = [];
-  let tenant: TestTenant;
+describe.skipIf(!testsDialect('postgres'))(
+  'scheduler tick: exactly once under concurrency (PostgreSQL, two connection pools)',
+  () => {
+    let t: TestDatabase;
+    let config: Config;
+    let second: Database;
+    const queues: JobQueue[] = [];
+    let tenant: TestTenant;
 
-  beforeAll(async () => {
-    t = await createTestDatabase('postgres');
-    config = authTestConfig(t.env);
-    // A second "process": its own pool of connections to the same schema, its own job queue client.
-    second = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema!, max: 4 });
-    const logger = createLogger({ logLevel: 'silent' });
-    queues.push(await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false }));
-    queues.push(await createJobQueue(second, config, logger, { definitions: JOBS, supervise: false }));
-    tenant = await createTenant(t.database);
-  });
-  afterAll(async () => {
-    for (const queue of queues) await queue.stop(1_000);
-    await second?.close();
-    await t?.drop();
-    await dropJobsSchema(config);
-  });
-
-  test('concurrent ticks of two pools claim every due slot once, and every run gets its job', async () => {
-    const hourly = parseTiming({
-      frequency: { type: 'cron', expression: '0 * * * *' },
-      time: undefined,
-      timezone: 'UTC',
+    beforeAll(async () => {
+      t = await createTestDatabase('postgres');
+      config = authTestConfig(t.env);
+      // A second "process": its own pool of connections to the same schema, its own job queue client.
+      second = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema!, max: 4 });
+      const logger = createLogger({ logLevel: 'silent' });
+      queues.push(await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false }));
+      queues.push(await createJobQueue(second, config, logger, { definitions: JOBS, supervise: false }));
+      tenant = await createTenant(t.database);
     });
-    const start = new Date('2031-06-01T00:00:00Z');
-    const ids: string[] = [];
-    for (let i = 0; i < 40; i++) ids.push(await insertSchedule(t.database, tenant, hourly, start));
-    const databases = [t.database, second];
-    let created = 0;
-    // Eight rounds of two simultaneous ticks, each round one hour later: 40 schedules × 8 slots.
-    for (let round = 0; round < 8; round++) {
-      const now = new Date(start.getTime() + round * 3_600_000 + 60_000);
-      const results = await Promise.all(
-        [0, 1, 0, 1].map((i) =>
-          tickSchedules({ database: databases[i]!, queue: queues[i]!, now: () => now }),
-        ),
-      );
-      created += results.reduce((n, r) => n + r.created.length, 0);
-    }
-    const runs = await scheduleDb(t.database)
-      .selectFrom('schedule_runs')
-      .select(['schedule_id', 'due_at'])
-      .where('schedule_id', 'in', ids)
-      .execute();
-    expect(runs).toHaveLength(40 * 8);
-    expect(created).toBe(40 * 8);
-    expect(new Set(runs.map((r) => `${r.schedule_id}@${r.due_at.toISOString()}`)).size).toBe(40 * 8);
-    const all = await scheduleDb(t.database)
-      .selectFrom('schedule_runs')
-      .select('id')
-      .where('schedule_id', 'in', ids)
-      .execute();
-    expect(await runsWithJobs(t.database, config)).toEqual(new Set(all.map((r) => r.id)));
+    afterAll(async () => {
+      for (const queue of queues) await queue.stop(1_000);
+      await second?.close();
+      await t?.drop();
+      await dropJobsSchema(config);
+    });
 
-    // A tick that read a stale next_run_at (as a slow process could) cannot claim the slot again:
-    // the unique (schedule_id, due_at) refuses the second run.
-    const replay = new Date(start.getTime() + 7 * 3_600_000);
-    await scheduleDb(t.database)
-      .updateTable('schedules')
-      .set({ next_run_at: replay })
-      .where('id', 'in', ids)
-      .execute();
-    const again = await Promise.all(
-      [0, 1].map((i) =>
-        tickSchedules({
-          database: databases[i]!,
-          queue: queues[i]!,
-          now: () => new Date(replay.getTime() + 60_000),
-        }),
-      ),
-    );
-    expect(again.flatMap((r) => r.created)).toEqual([]);
-    expect(
-      await scheduleDb(t.database)
+    test('concurrent ticks of two pools claim every due slot once, and every run gets its job', async () => {
+      const hourly = parseTiming({
+        frequency: { type: 'cron', expression: '0 * * * *' },
+        time: undefined,
+        timezone: 'UTC',
+      });
+      const start = new Date('2031-06-01T00:00:00Z');
+      const ids: string[] = [];
+      for (let i = 0; i < 40; i++) ids.push(await insertSchedule(t.database, tenant, hourly, start));
+      const databases = [t.database, second];
+      let created = 0;
+      // Eight rounds of two simultaneous ticks, each round one hour later: 40 schedules × 8 slots.
+      for (let round = 0; round < 8; round++) {
+        const now = new Date(start.getTime() + round * 3_600_000 + 60_000);
+        const results = await Promise.all(
+          [0, 1, 0, 1].map((i) =>
+            tickSchedules({ database: databases[i]!, queue: queues[i]!, now: () => now }),
+          ),
+        );
+        created += results.reduce((n, r) => n + r.created.length, 0);
+      }
+      const runs = await scheduleDb(t.database)
+        .selectFrom('schedule_runs')
+        .select(['schedule_id', 'due_at'])
+        .where('schedule_id', 'in', ids)
+        .execute();
+      expect(runs).toHaveLength(40 * 8);
+      expect(created).toBe(40 * 8);
+      expect(new Set(runs.map((r) => `${r.schedule_id}@${r.due_at.toISOString()}`)).size).toBe(40 * 8);
+      const all = await scheduleDb(t.database)
         .selectFrom('schedule_runs')
         .select('id')
         .where('schedule_id', 'in', ids)
-        .execute(),
-    ).toHaveLength(40 * 8);
-    const schedules = await scheduleDb(t.database)
-      .selectFrom('schedules')
-      .select('next_run_at')
-      .where('id', 'in', ids)
-      .execute();
-    for (const s of schedules) expect(s.next_run_at).toEqual(new Date(start.getTime() + 8 * 3_600_000));
-  }, 120_000);
-});
+        .execute();
+      expect(await runsWithJobs(t.database, config)).toEqual(new Set(all.map((r) => r.id)));
+
+      // A tick that read a stale next_run_at (as a slow process could) cannot claim the slot again:
+      // the unique (schedule_id, due_at) refuses the second run.
+      const replay = new Date(start.getTime() + 7 * 3_600_000);
+      await scheduleDb(t.database)
+        .updateTable('schedules')
+        .set({ next_run_at: replay })
+        .where('id', 'in', ids)
+        .execute();
+      const again = await Promise.all(
+        [0, 1].map((i) =>
+          tickSchedules({
+            database: databases[i]!,
+            queue: queues[i]!,
+            now: () => new Date(replay.getTime() + 60_000),
+          }),
+        ),
+      );
+      expect(again.flatMap((r) => r.created)).toEqual([]);
+      expect(
+        await scheduleDb(t.database)
+          .selectFrom('schedule_runs')
+          .select('id')
+          .where('schedule_id', 'in', ids)
+          .execute(),
+      ).toHaveLength(40 * 8);
+      const schedules = await scheduleDb(t.database)
+        .selectFrom('schedules')
+        .select('next_run_at')
+        .where('id', 'in', ids)
+        .execute();
+      for (const s of schedules) expect(s.next_run_at).toEqual(new Date(start.getTime() + 8 * 3_600_000));
+    }, 120_000);
+  },
+);

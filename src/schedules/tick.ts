@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -60,6 +61,10 @@ export async function tickSchedules(deps: TickDeps): Promise<TickResult> {
         ])
         .where('status', '=', 'active')
         .where('next_run_at', '<=', now)
+        // A closed account's schedules wait: they run again if it is reopened.
+        .where(
+          sql<boolean>`EXISTS (SELECT 1 FROM tenants x WHERE x.id = schedules.tenant_id AND x.status = 'active')`,
+        )
         .orderBy('next_run_at')
         .limit(BATCH)
         .forUpdate()
