@@ -62,6 +62,9 @@ export interface ConsentRecordsTable {
   source: string;
   ip_address: string | null;
   recorded_at: Timestamp;
+  /** Migration 0016. */
+  legal_basis: Generated<string>;
+  policy_version: string | null;
 }
 
 export interface ConversationsTable {
