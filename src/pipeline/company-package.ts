@@ -644,6 +644,15 @@ export async function writeCompanyPackage(
       counts: ctx.counts,
     };
     await pkg.add('metadata.json', `${JSON.stringify(metadata, null, 2)}\n`);
+    // The third parties that also hold the tenant's data (docs/processors.md), when any are registered.
+    const processors = await sql<Record<string, unknown>>`
+      SELECT name, purpose, data_categories, location, retention, deletion_channel, included_in_exports, export_instructions_url
+      FROM processors WHERE tenant_id = ${tenant.id} ORDER BY name`.execute(database.db);
+    if (processors.rows.length)
+      await pkg.add(
+        'processors.json',
+        `${JSON.stringify({ description: 'Third parties that process this data on behalf of the company', processors: processors.rows }, null, 2)}\n`,
+      );
     await pkg.add(
       'index.html',
       buildIndexHtml({

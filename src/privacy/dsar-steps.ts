@@ -15,7 +15,6 @@ import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { type DsarPlan, type DsarStep, registerDsarPlan, type StepContext } from './dsar-job.ts';
 import { loadDsar } from './dsar-service.ts';
 import { executeErasure, type ErasureOutcome } from './erasure.ts';
-import { activeHolds } from './holds.ts';
 import { rectify } from './rectification.ts';
 import { issueReceipt, type ReceiptBody } from './receipts.ts';
 import { type ResolvedSubject, resolveSubject, subjectRowCondition } from './subject.ts';
@@ -155,6 +154,7 @@ const erase: DsarStep = {
         store: ctx.job.store,
         secretKey: loadOrCreateSecretKey(ctx.deps.config),
         now: ctx.deps.now,
+        mailer: ctx.job.mailer,
       },
       { tenantId: ctx.row.tenant_id, requestId: ctx.row.id, subject },
     );
@@ -224,7 +224,6 @@ const receipt: DsarStep = {
   async run(ctx) {
     const row = await loadDsar(ctx.deps.database, ctx.row.tenant_id, ctx.row.id);
     const erased = ctx.done.erase as ErasureOutcome | undefined;
-    const holds = await activeHolds(ctx.deps.database, row.tenant_id);
     const body = {
       request_id: row.id,
       tenant_id: row.tenant_id,
@@ -237,7 +236,8 @@ const receipt: DsarStep = {
       stores: counts(ctx.done),
       files: erased?.files ?? { deleted: [], out_of_reach: [] },
       processors_notified: erased?.processors_notified ?? [],
-      holds: erased?.holds ?? holds,
+      // Holds bear on what an erasure keeps; other requests delete nothing.
+      holds: erased?.holds ?? [],
       backup_expiry: erased?.backup_expiry ?? null,
     } as unknown as ReceiptBody;
     const stored = await issueReceipt(ctx.deps.database, loadOrCreateSecretKey(ctx.deps.config), body);

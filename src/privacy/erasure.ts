@@ -11,7 +11,8 @@ import { exportJobs } from '../export-requests/repository.ts';
 import { exportDb } from '../export-requests/tables.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { type HoldGuard, holdGuard, notHeld } from './holds.ts';
-import { type Processor, tenantProcessors } from './processors.ts';
+import type { Mailer } from '../deliver/mailer.ts';
+import { notifyProcessors, PROCESSOR_CATEGORIES, type ProcessorNotice } from './processors.ts';
 import { mentionCondition, type ResolvedSubject, scrubColumns, subjectRowCondition } from './subject.ts';
 import { subjectKey } from './subject-key.ts';
 import { dsarDb } from './tables.ts';
@@ -51,6 +52,8 @@ export interface ErasureOutcome {
   }[];
   holds: { hold_id: string; reason: string; datasets: string[] }[];
   backup_expiry: string | null;
+  /** Every processor notice of the request: sent, failed, or pending with manual instructions. */
+  processor_notices?: ProcessorNotice[];
   /** The tables that held the subject (for the erasure ledger). */
   datasets: string[];
 }
@@ -69,6 +72,8 @@ export interface ErasureDeps {
   readonly map?: DataMap;
   /** Called between the stores (tests stop a run there to prove it resumes). */
   readonly between?: (store: 'database' | 'object_store') => Promise<void>;
+  /** Sends the deletion notices of processors reached by email. */
+  readonly mailer?: Mailer | undefined;
 }
 
 export interface ColumnInfo {
@@ -456,13 +461,25 @@ async function holdsOf(
   return out;
 }
 
-function processorsOf(processors: readonly Processor[], at: Date): ErasureOutcome['processors_notified'] {
-  return processors.map((p) => ({
-    processor: p.name,
-    channel: p.channel,
-    notified_at: at.toISOString(),
-    acknowledged_at: null,
-  }));
+/** The notices that went out, as the receipt states them (pending and failed ones are on the request). */
+function processorsOf(notices: readonly ProcessorNotice[]): ErasureOutcome['processors_notified'] {
+  return notices
+    .filter((n) => n.notified_at !== null)
+    .map((n) => ({
+      processor: n.processor,
+      channel: n.channel,
+      notified_at: n.notified_at!,
+      acknowledged_at: n.acknowledged_at,
+    }));
+}
+
+/** The data-map categories of the subject's data: the personal column classes of the tables that held them. */
+function categoriesOf(map: DataMap, datasets: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const name of datasets)
+    for (const c of Object.values(map.tables[name]?.columns ?? {}))
+      if ((PROCESSOR_CATEGORIES as readonly string[]).includes(c.class)) out.add(c.class);
+  return [...out];
 }
 
 /** `dry_run`: what erasing the subject would do, per table and column, without changing anything. */
@@ -538,7 +555,6 @@ export async function executeErasure(
   const now = (deps.now ?? (() => new Date()))();
   const guard = await holdGuard(database, tenantId, map);
   const holds = await holdsOf(database, guard, tenantId, subject, map);
-  const processors = await tenantProcessors(database, tenantId);
   const key = subjectKey(
     deps.secretKey,
     tenantId,
@@ -627,10 +643,15 @@ export async function executeErasure(
   }
   await deps.between?.('object_store');
 
+  const notices = await notifyProcessors(
+    { database, mailer: deps.mailer, now: () => now },
+    { tenantId, requestId, categories: categoriesOf(map, databasePart.outcome.datasets ?? []) },
+  );
   return {
     stores: [...(databasePart.outcome.stores ?? []), ...(filesPart.outcome.stores ?? [])],
     files: filesPart.outcome.files ?? { deleted: [], out_of_reach: [] },
-    processors_notified: processorsOf(processors, now),
+    processors_notified: processorsOf(notices),
+    processor_notices: notices,
     holds,
     backup_expiry: null,
     datasets: databasePart.outcome.datasets ?? [],
