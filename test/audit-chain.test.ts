@@ -52,7 +52,7 @@ for (const dialect of DIALECTS) {
           targetId: randomUUID(),
           dataType: 'conversations',
           dateRange: { from: '2026-01-01', to: '2026-02-01' },
-          recordCount: 9_007_199_254_740_993 + i,
+          recordCount: 9_007_199_254_740_000 + i,
           fileBytes: 1024 * (i + 1),
           downloadCount: i,
           ip: `203.0.113.${i + 1}`,

@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { DateTime } from 'luxon';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordAudit } from '../src/auth/audit.ts';
-import { type Config } from '../src/config/config.ts';
+import type { Config } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
 import { verifyAuditChain } from '../src/privacy/audit-chain.ts';
 import { executeErasure } from '../src/privacy/erasure.ts';

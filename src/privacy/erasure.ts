@@ -194,45 +194,43 @@ function databaseStatements(
     // Rows a legal hold keeps stay as they are; a row they refer to is not deleted either.
     const held = guard.held(table, 't');
     const keptRows = guard.protectedRows(table, 't');
-    {
-      for (const kind of KINDS) {
-        const condition = subjectRowCondition(table, subject, 't', map, kind);
-        if (!condition) continue;
-        const action = primary.has(kind) ? decl.erasure.action : 'refer';
-        const guardCondition = action === 'delete' ? keptRows : held;
-        if (guardCondition && action !== 'retain')
-          statements.push({
-            table,
-            kind: 'hold',
-            count: `SELECT count(*)::int AS n FROM ${table} t WHERE ${tenant} AND (${condition}) AND coalesce((${guardCondition}), false)`,
-            run: '',
-          });
-        const where = `${tenant} AND (${condition})${notHeld(guardCondition)}`;
-        const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
-        if (action === 'delete' || action === 'anonymize') covered.push(condition);
-        if (action === 'delete') {
-          statements.push({ table, kind: 'delete', count, run: `DELETE FROM ${table} t WHERE ${where}` });
-          columns.push({ table, column: '*', action: 'delete' });
-        } else if (action === 'anonymize' || action === 'refer') {
-          const cleared = action === 'anonymize' ? personalColumns(decl) : linkColumns(decl, kind);
-          const settable = cleared.filter((c) => {
-            const i = info.get(`${table}.${c}`);
-            // A NOT NULL identifier cannot be cleared without breaking the row's references.
-            return i && !(decl.columns[c]?.class === 'identifier' && !i.nullable);
-          });
-          if (!settable.length) continue;
-          const set = settable.map((c) => `${c} = ${clearedValue(table, c, decl, info)}`).join(', ');
-          statements.push({
-            table,
-            kind: 'anonymize',
-            count,
-            run: `UPDATE ${table} t SET ${set} WHERE ${where}`,
-          });
-          for (const c of settable) columns.push({ table, column: c, action: 'clear' });
-        } else {
-          statements.push({ table, kind: 'retain', count, run: '' });
-          columns.push({ table, column: '*', action: 'keep' });
-        }
+    for (const kind of KINDS) {
+      const condition = subjectRowCondition(table, subject, 't', map, kind);
+      if (!condition) continue;
+      const action = primary.has(kind) ? decl.erasure.action : 'refer';
+      const guardCondition = action === 'delete' ? keptRows : held;
+      if (guardCondition && action !== 'retain')
+        statements.push({
+          table,
+          kind: 'hold',
+          count: `SELECT count(*)::int AS n FROM ${table} t WHERE ${tenant} AND (${condition}) AND coalesce((${guardCondition}), false)`,
+          run: '',
+        });
+      const where = `${tenant} AND (${condition})${notHeld(guardCondition)}`;
+      const count = `SELECT count(*)::int AS n FROM ${table} t WHERE ${where}`;
+      if (action === 'delete' || action === 'anonymize') covered.push(condition);
+      if (action === 'delete') {
+        statements.push({ table, kind: 'delete', count, run: `DELETE FROM ${table} t WHERE ${where}` });
+        columns.push({ table, column: '*', action: 'delete' });
+      } else if (action === 'anonymize' || action === 'refer') {
+        const cleared = action === 'anonymize' ? personalColumns(decl) : linkColumns(decl, kind);
+        const settable = cleared.filter((c) => {
+          const i = info.get(`${table}.${c}`);
+          // A NOT NULL identifier cannot be cleared without breaking the row's references.
+          return i && !(decl.columns[c]?.class === 'identifier' && !i.nullable);
+        });
+        if (!settable.length) continue;
+        const set = settable.map((c) => `${c} = ${clearedValue(table, c, decl, info)}`).join(', ');
+        statements.push({
+          table,
+          kind: 'anonymize',
+          count,
+          run: `UPDATE ${table} t SET ${set} WHERE ${where}`,
+        });
+        for (const c of settable) columns.push({ table, column: c, action: 'clear' });
+      } else {
+        statements.push({ table, kind: 'retain', count, run: '' });
+        columns.push({ table, column: '*', action: 'keep' });
       }
     }
     for (const column of scrubColumns(decl)) {
