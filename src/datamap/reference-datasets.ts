@@ -963,6 +963,23 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('documents', 'title'),
       from('documents', 'url'),
       from('documents', 'content'),
+      derived(
+        'chunks',
+        '(SELECT count(*) FROM document_chunks c WHERE c.document_id = t.id)',
+        [
+          'document_chunks.chunk_index',
+          'document_chunks.content',
+          'document_chunks.embedding',
+          'document_chunks.retrieval_count',
+          'document_chunks.relevance_avg',
+        ],
+        {
+          type: 'json',
+          class: 'none',
+          description:
+            "The document's retrieval chunks: their text, usage scores and, with include_embeddings, embedding vectors.",
+        },
+      ),
     ],
     {
       document: 'knowledge_base',
