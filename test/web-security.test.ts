@@ -71,6 +71,30 @@ for (const dialect of DIALECTS) {
       });
       expect(hook.statusCode, hook.body).toBe(201);
       others.webhooks = hook.json().id;
+      const hold = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/legal-holds',
+        headers: bearer(h.otherKeys.admin),
+        payload: { scope: 'tenant', reason: 'other hold', matter: 'OTHER-1' },
+      });
+      expect(hold.statusCode, hold.body).toBe(201);
+      others['retention/holds'] = hold.json().id;
+      const processor = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/processors',
+        headers: bearer(h.otherKeys.admin),
+        payload: {
+          name: 'other processor',
+          purpose: 'x',
+          data_categories: ['contact'],
+          location: 'US',
+          retention: '1 year',
+          deletion_channel: 'email',
+          deletion_contact: 'dpo@other.example',
+        },
+      });
+      expect(processor.statusCode, processor.body).toBe(201);
+      others['compliance/processors'] = processor.json().id;
       const otherSession = await signInAs(h.app, h.database, h.other, 'admin');
       expect(otherSession.cookies.ferry_session).toBeTruthy();
       const row = await sql<{
@@ -109,6 +133,16 @@ for (const dialect of DIALECTS) {
         revoked_at: Date | null;
       }>`SELECT revoked_at FROM api_keys WHERE id = ${others.keys}`.execute(h.database.db);
       expect(key.rows[0]!.revoked_at).toBeNull();
+      const held = await sql<{
+        released_at: Date | null;
+      }>`SELECT released_at FROM legal_holds WHERE id = ${others['retention/holds']}`.execute(h.database.db);
+      expect(held.rows[0]!.released_at).toBeNull();
+      const kept = await sql<{
+        n: number | string;
+      }>`SELECT count(*) AS n FROM processors WHERE id = ${others['compliance/processors']}`.execute(
+        h.database.db,
+      );
+      expect(Number(kept.rows[0]!.n)).toBe(1);
       expect(tried.length).toBe(withId.length);
     });
 

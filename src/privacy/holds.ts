@@ -256,10 +256,10 @@ export async function releaseHold(
   reason: string,
   who: HoldActor,
 ): Promise<LegalHold> {
+  const hold = await getHold(database, tenantId, id);
   const why = reason?.trim() ?? '';
   if (!why) throw invalid('reason', 'is required: say why the hold ends');
   if (why.length > 2000) throw invalid('reason', 'is longer than 2000 characters');
-  const hold = await getHold(database, tenantId, id);
   if (hold.released_at)
     throw new FerryError('conflict', `legal hold ${id} was released at ${hold.released_at}`);
   const now = new Date();

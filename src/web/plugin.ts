@@ -19,6 +19,7 @@ import { accountPages } from './pages/account.ts';
 import { auditPages } from './pages/audit.ts';
 import { dsarPages } from './pages/dsar.ts';
 import { retentionPages } from './pages/retention.ts';
+import { compliancePages } from './pages/compliance.ts';
 import { exportPages } from './pages/export.ts';
 import { historyPages } from './pages/history.ts';
 import { keyPages } from './pages/keys.ts';
@@ -47,6 +48,7 @@ const PAGES: readonly WebPages[] = [
   auditPages,
   dsarPages,
   retentionPages,
+  compliancePages,
   accountPages,
   privacyCenterPages,
 ];

@@ -377,6 +377,7 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
         ['/app/audit', 'audit'],
         ['/app/account', 'account'],
         ['/app/retention', 'retention'],
+        ['/app/compliance', 'compliance'],
         ['/app/schedules', null],
         ['/app/privacy/center', null],
       ] as const) {
