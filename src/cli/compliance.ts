@@ -1,10 +1,11 @@
 import { writeFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { loadTenant } from '../collect/tenant.ts';
 import { complianceReport, complianceReportCsv, complianceReportHtml } from '../privacy/compliance-report.ts';
 import { selfAudit, selfAuditHtml, selfAuditMarkdown } from '../privacy/self-audit.ts';
 import { withCommand } from './context.ts';
 
+/** Writes the document to `--output`, or to standard output. */
 function emit(text: string, output: string | undefined): void {
   if (output) writeFileSync(output, text);
   else process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -20,12 +21,12 @@ export function registerCompliance(program: Command): void {
     .command('report')
     .description('what Ferry recorded in one month: exports, requests, erasures, sweeps, holds')
     .requiredOption('--tenant <id-or-slug>', 'the tenant')
-    .requiredOption('--period <YYYY-MM>', "the month, in the tenant's time zone")
-    .option('--format <format>', 'json, csv or html', 'json')
+    .requiredOption('--period <YYYY-MM>', "the calendar month, in the tenant's time zone")
+    .addOption(
+      new Option('--format <format>', 'output format').choices(['json', 'csv', 'html']).default('json'),
+    )
     .option('--output <file>', 'write to a file instead of standard output')
     .action(async (options: { tenant: string; period: string; format: string; output?: string }) => {
-      if (!['json', 'csv', 'html'].includes(options.format))
-        throw new Error(`--format must be json, csv or html, not "${options.format}"`);
       const report = await withCommand(async (command) => {
         const tenant = await loadTenant(command.database, options.tenant);
         return complianceReport(command.database, tenant.id, options.period);
@@ -44,11 +45,9 @@ export function registerCompliance(program: Command): void {
     .command('self-audit')
     .description('the data portability self-audit, computed from the data map and the configuration')
     .requiredOption('--tenant <id-or-slug>', 'the tenant')
-    .option('--format <format>', 'md, json or html', 'md')
+    .addOption(new Option('--format <format>', 'output format').choices(['md', 'json', 'html']).default('md'))
     .option('--output <file>', 'write to a file instead of standard output')
     .action(async (options: { tenant: string; format: string; output?: string }) => {
-      if (!['md', 'json', 'html'].includes(options.format))
-        throw new Error(`--format must be md, json or html, not "${options.format}"`);
       const audit = await withCommand(async (command) => {
         const tenant = await loadTenant(command.database, options.tenant);
         return selfAudit({ database: command.database, tenantId: tenant.id });

@@ -2,7 +2,11 @@ import { DateTime } from 'luxon';
 import { authorize, isAllowed } from '../../auth/policy.ts';
 import { FerryError, invalid } from '../../domain/ferry-error.ts';
 import { outboundPolicy } from '../../lib/ssrf.ts';
-import { complianceReport, complianceReportHtml } from '../../privacy/compliance-report.ts';
+import {
+  COMPLIANCE_REPORT_CSP,
+  complianceReport,
+  complianceReportHtml,
+} from '../../privacy/compliance-report.ts';
 import { listConsent } from '../../privacy/consent.ts';
 import {
   createProcessor,
@@ -153,8 +157,10 @@ ${consent}</section>`
       String(request.query.period ?? ''),
       deps.now(),
     );
+    // The printable page carries its own stylesheet, allowed by its hash.
     return reply
       .header('cache-control', 'no-store')
+      .header('content-security-policy', COMPLIANCE_REPORT_CSP)
       .type('text/html; charset=utf-8')
       .send(complianceReportHtml(report));
   });
