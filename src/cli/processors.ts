@@ -1,6 +1,8 @@
 import { writeFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { loadTenant } from '../collect/tenant.ts';
+import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { outboundPolicy } from '../lib/ssrf.ts';
 import {
   createProcessor,
   DELETION_CHANNELS,
@@ -8,7 +10,8 @@ import {
   PROCESSOR_CATEGORIES,
   tenantProcessors,
 } from '../privacy/processors.ts';
-import { recordOfProcessing, ropaCsv } from '../privacy/ropa.ts';
+import { recordOfProcessing, ropaCsv, ropaJson } from '../privacy/ropa.ts';
+import { checkEndpointUrl } from '../webhooks/endpoints.ts';
 import { withCommand } from './context.ts';
 import { printTable } from './tenants.ts';
 
@@ -37,7 +40,11 @@ export function registerProcessors(program: Command): void {
     .requiredOption('--categories <list>', `data categories (${PROCESSOR_CATEGORIES.join(', ')})`, list)
     .requiredOption('--location <where>', 'country or region, e.g. US')
     .requiredOption('--retention <text>', 'how long they keep it')
-    .requiredOption('--deletion <channel>', `how erasure reaches them: ${DELETION_CHANNELS.join(', ')}`)
+    .addOption(
+      new Option('--deletion <channel>', 'how erasure reaches them')
+        .choices([...DELETION_CHANNELS])
+        .makeOptionMandatory(),
+    )
     .option('--contact <email-or-url>', 'email: the address; webhook: the https URL')
     .option('--instructions <text>', 'manual: what the team does')
     .option('--included-in-exports', 'their data is part of Ferry’s exports')
@@ -60,6 +67,15 @@ export function registerProcessors(program: Command): void {
       }) => {
         const processor = await withCommand(async (command) => {
           const tenant = await loadTenant(command.database, options.tenant);
+          // A webhook address passes the same outbound guard as in the API (FERRY_OUTBOUND_ALLOW).
+          if (options.deletion === 'webhook' && options.contact)
+            await checkEndpointUrl(options.contact, outboundPolicy(command.config.outboundAllow)).catch(
+              (err: unknown) => {
+                if (err instanceof FerryError && err.code === 'invalid_parameter')
+                  throw invalid('--contact', err.message.replace(/^url: /, ''));
+                throw err;
+              },
+            );
           return createProcessor(
             command.database,
             tenant.id,
@@ -123,16 +139,14 @@ export function registerProcessors(program: Command): void {
     .command('export')
     .description('write the record as JSON or CSV')
     .requiredOption('--tenant <id-or-slug>', 'the tenant')
-    .option('--format <format>', 'json or csv', 'json')
+    .addOption(new Option('--format <format>', 'output format').choices(['json', 'csv']).default('json'))
     .option('--output <file>', 'write to a file instead of standard output')
     .action(async (options: { tenant: string; format: string; output?: string }) => {
-      if (options.format !== 'json' && options.format !== 'csv')
-        throw new Error(`--format must be json or csv, not "${options.format}"`);
       const ropa = await withCommand(async (command) => {
         const tenant = await loadTenant(command.database, options.tenant);
         return recordOfProcessing(command.database, tenant.id);
       });
-      const text = options.format === 'csv' ? ropaCsv(ropa) : `${JSON.stringify(ropa, null, 2)}\n`;
+      const text = options.format === 'csv' ? ropaCsv(ropa) : ropaJson(ropa);
       if (options.output) writeFileSync(options.output, text);
       else process.stdout.write(text);
     });

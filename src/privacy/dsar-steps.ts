@@ -12,6 +12,7 @@ import { recordAccepted } from '../export-requests/service.ts';
 import { registerSubjectPackages } from '../export-requests/subject-packages.ts';
 import type { FerryJob } from '../jobs/types.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import { outboundPolicy } from '../lib/ssrf.ts';
 import { type DsarPlan, type DsarStep, registerDsarPlan, type StepContext } from './dsar-job.ts';
 import { loadDsar } from './dsar-service.ts';
 import { executeErasure, type ErasureOutcome } from './erasure.ts';
@@ -155,6 +156,7 @@ const erase: DsarStep = {
         secretKey: loadOrCreateSecretKey(ctx.deps.config),
         now: ctx.deps.now,
         mailer: ctx.job.mailer,
+        outbound: outboundPolicy(ctx.deps.config.outboundAllow),
       },
       { tenantId: ctx.row.tenant_id, requestId: ctx.row.id, subject },
     );

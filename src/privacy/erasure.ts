@@ -12,6 +12,7 @@ import { exportDb } from '../export-requests/tables.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { type HoldGuard, holdGuard, notHeld } from './holds.ts';
 import type { Mailer } from '../deliver/mailer.ts';
+import type { OutboundPolicy } from '../lib/ssrf.ts';
 import { notifyProcessors, PROCESSOR_CATEGORIES, type ProcessorNotice } from './processors.ts';
 import { mentionCondition, type ResolvedSubject, scrubColumns, subjectRowCondition } from './subject.ts';
 import { subjectKey } from './subject-key.ts';
@@ -74,6 +75,8 @@ export interface ErasureDeps {
   readonly between?: (store: 'database' | 'object_store') => Promise<void>;
   /** Sends the deletion notices of processors reached by email. */
   readonly mailer?: Mailer | undefined;
+  /** The outbound rules webhook notices to processors follow (default: public hosts only). */
+  readonly outbound?: OutboundPolicy | undefined;
 }
 
 export interface ColumnInfo {
@@ -642,7 +645,7 @@ export async function executeErasure(
   await deps.between?.('object_store');
 
   const notices = await notifyProcessors(
-    { database, mailer: deps.mailer, now: () => now },
+    { database, mailer: deps.mailer, outbound: deps.outbound, now: () => now },
     { tenantId, requestId, categories: categoriesOf(map, databasePart.outcome.datasets ?? []) },
   );
   return {

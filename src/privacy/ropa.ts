@@ -6,8 +6,9 @@ import type { Database } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { ColumnClass, DataMap } from '../datamap/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { tenantProcessors } from './processors.ts';
-import { durationWords, effectiveRetention, type RetentionPolicy } from './retention-policies.ts';
+import { csvGuard } from '../transform/csv-guard.ts';
+import { PERSONAL_CLASSES, tenantProcessors } from './processors.ts';
+import { effectiveRetention } from './retention-policies.ts';
 
 /**
  * The record of processing activities (GDPR Art. 30; docs/processors.md#records-of-processing).
@@ -17,7 +18,7 @@ import { durationWords, effectiveRetention, type RetentionPolicy } from './reten
  * force, the recipients and transfers from the processors registry.
  */
 
-/** How a column class reads in a record of processing. */
+/** How a column class reads in a record of processing (the product documentation's wording). */
 export const CATEGORY_NAMES: Partial<Record<ColumnClass, string>> = {
   identifier: 'Identifiers',
   contact: 'Contact information',
@@ -42,7 +43,7 @@ const VISITORS = 'Website visitors and customers';
 const NO_AUTOMATION = { exists: false, description: null, human_review: null };
 const NO_TRANSFER = { countries: [], safeguards: null };
 
-/** The built-in activities of an AI customer-support platform. */
+/** The built-in activities of an AI customer-support platform, each naming the data-map tables it uses. */
 export const DEFAULT_ACTIVITIES: readonly ActivityDeclaration[] = [
   {
     processing_activity: 'Customer support conversations',
@@ -135,23 +136,38 @@ export interface Ropa {
   readonly activities: RopaActivity[];
 }
 
-/** A policy in a few words: "3 years after last activity, then deleted". */
-function shortPolicy(p: RetentionPolicy): string {
-  if (p.after === 'account_closed')
-    return p.keep === 'P0D'
-      ? "the account's lifetime"
-      : `the account's lifetime and ${durationWords(p.keep)} after`;
-  const then = p.action === 'delete' ? 'deleted' : p.action === 'anonymize' ? 'anonymized' : 'archived';
-  return `${durationWords(p.keep)} after ${p.after === 'created' ? 'creation' : 'last activity'}, then ${then}`;
+/**
+ * The data-map column classes of some tables that are personal data: the personal classes
+ * (contact, network, location, free_text), and `identifier` when a table holds an identifier
+ * of a person (a column with a `pii` kind such as a customer id or a session), not only the
+ * keys of records. In the data map's order of classes.
+ */
+export function classesOf(datasets: readonly string[], map: DataMap = REFERENCE_DATAMAP): ColumnClass[] {
+  const found = new Set<ColumnClass>();
+  for (const d of datasets)
+    for (const c of Object.values(map.tables[d]?.columns ?? {}))
+      if (PERSONAL_CLASSES.includes(c.class) || (c.class === 'identifier' && c.pii)) found.add(c.class);
+  return (['identifier', ...PERSONAL_CLASSES] as ColumnClass[]).filter((c) => found.has(c));
 }
 
-/** The categories of data of some tables: the personal classes of their columns, named. */
+/** The categories of personal data of some tables, as a record of processing names them. */
 export function categoriesOf(datasets: readonly string[], map: DataMap = REFERENCE_DATAMAP): string[] {
-  const classes = new Set<ColumnClass>();
-  for (const d of datasets) for (const c of Object.values(map.tables[d]?.columns ?? {})) classes.add(c.class);
-  return (Object.keys(CATEGORY_NAMES) as ColumnClass[])
-    .filter((c) => classes.has(c))
-    .map((c) => CATEGORY_NAMES[c]!);
+  return classesOf(datasets, map).map((c) => CATEGORY_NAMES[c] ?? c.replaceAll('_', ' '));
+}
+
+/** EEA member states: a processor there (or in "EU"/"EEA") is no transfer for an EEA controller. */
+const EEA = new Set(
+  'AT BE BG HR CY CZ DK EE FI FR DE GR EL HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO EU EEA'.split(
+    ' ',
+  ),
+);
+
+/** Whether a processor's location is outside the controller's country (and, for an EEA controller, the EEA). */
+function abroad(location: string, home: string): boolean {
+  const where = location.trim().toUpperCase();
+  const from = home.trim().toUpperCase();
+  if (!where || where === from) return false;
+  return !(EEA.has(from) && EEA.has(where));
 }
 
 /** The tenant's declared activities, or none. */
@@ -190,33 +206,24 @@ export async function recordOfProcessing(
   const activities = own.length ? own : DEFAULT_ACTIVITIES;
   const policies = new Map((await effectiveRetention(database, tenantId, map)).map((p) => [p.dataset, p]));
   const processors = await tenantProcessors(database, tenantId);
-  const classNames = Object.fromEntries(Object.entries(CATEGORY_NAMES).map(([k, v]) => [v, k]));
   return {
     tenant_id: tenantId,
     controller: tenant.name,
     generated_at: new Date().toISOString(),
     source: own.length ? 'declared' : 'default',
     activities: activities.map((a) => {
-      const categories = categoriesOf(a.datasets, map);
-      const classes = categories.map((c) => classNames[c]);
+      const classes: string[] = classesOf(a.datasets, map);
       const receiving = processors.filter((p) => p.data_categories.some((c) => classes.includes(c)));
-      const abroad = [
-        ...new Set(
-          receiving
-            .map((p) => p.location.trim())
-            .filter((l) => l && l.toUpperCase() !== tenant.home_country.toUpperCase()),
-        ),
-      ];
-      const countries = [...new Set([...a.international_transfers.countries, ...abroad])];
+      const transfers = receiving.map((p) => p.location.trim()).filter((l) => abroad(l, tenant.home_country));
+      const countries = [...new Set([...a.international_transfers.countries, ...transfers])];
       return {
         processing_activity: a.processing_activity,
         legal_basis: a.legal_basis,
-        data_categories: categories,
+        data_categories: categoriesOf(a.datasets, map),
         retention_period: a.datasets
-          .map((d) => policies.get(d))
-          .filter((p): p is RetentionPolicy => Boolean(p))
-          .map((p) => `${p.dataset.replaceAll('_', ' ')}: ${shortPolicy(p)}`)
-          .join('; '),
+          .map((d) => policies.get(d)?.statement)
+          .filter((statement): statement is string => Boolean(statement))
+          .join(' '),
         data_subjects: [...a.data_subjects],
         recipients: [...a.recipients, ...receiving.map((p) => `${p.name} (processor, ${p.location})`)],
         international_transfers: {
@@ -234,22 +241,33 @@ export async function recordOfProcessing(
   };
 }
 
-/** The record as CSV: one row per activity, lists joined with "; ". */
+/** The record as JSON text (what `GET /api/v1/ropa` answers), indented, with a final newline. */
+export function ropaJson(ropa: Ropa): string {
+  return `${JSON.stringify(ropa, null, 2)}\n`;
+}
+
+/**
+ * The record as CSV (RFC 4180: a header row, cells quoted when they hold a comma, quote or
+ * line break, quotes doubled): one row per activity, lists joined with "; ", text cells
+ * through the spreadsheet formula guard (the names and purposes are the tenant's text).
+ */
 export function ropaCsv(ropa: Ropa): string {
-  const rows = ropa.activities.map((a) => [
-    a.processing_activity,
-    a.legal_basis,
-    a.data_categories.join('; '),
-    a.retention_period,
-    a.data_subjects.join('; '),
-    a.recipients.join('; '),
-    a.international_transfers.countries.join('; '),
-    a.international_transfers.safeguards ?? '',
-    String(a.automated_processing.exists),
-    a.automated_processing.description ?? '',
-    a.automated_processing.human_review ?? '',
-    a.datasets.join('; '),
-  ]);
+  const rows = ropa.activities.map((a) =>
+    [
+      a.processing_activity,
+      a.legal_basis,
+      a.data_categories.join('; '),
+      a.retention_period,
+      a.data_subjects.join('; '),
+      a.recipients.join('; '),
+      a.international_transfers.countries.join('; '),
+      a.international_transfers.safeguards ?? '',
+      String(a.automated_processing.exists),
+      a.automated_processing.description ?? '',
+      a.automated_processing.human_review ?? '',
+      a.datasets.join('; '),
+    ].map(csvGuard),
+  );
   return stringify(rows, {
     header: true,
     columns: [

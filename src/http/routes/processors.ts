@@ -9,7 +9,9 @@ import {
   DELETION_CHANNELS,
   deleteProcessor,
   getProcessor,
+  NOTICE_STATUSES,
   PROCESSOR_CATEGORIES,
+  processorNotices,
   type ProcessorInput,
   tenantProcessors,
   updateProcessor,
@@ -65,12 +67,15 @@ const PatchBody = Type.Partial(Type.Object(fields, { additionalProperties: false
 const Notice = Type.Object(
   {
     notification_id: Type.String({ format: 'uuid' }),
-    processor: Type.String(),
-    channel: Type.String(),
+    request_id: Type.String({ format: 'uuid', description: 'The erasure request (DSAR id)' }),
+    processor_id: Type.String({ format: 'uuid' }),
+    processor: Type.String({ description: "The processor's name" }),
+    channel: Type.String({ description: 'email, webhook or manual' }),
     status: Type.Enum(['pending', 'sent', 'failed', 'acknowledged']),
     notified_at: Type.Union([Timestamp, Type.Null()]),
     acknowledged_at: Type.Union([Timestamp, Type.Null()]),
     instructions: Nullable('Manual processors: what to do'),
+    error: Nullable('Why the last attempt to send failed'),
   },
   { additionalProperties: false },
 );
@@ -268,6 +273,39 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
       const auth = request.auth!;
       authorize(auth, 'processors:manage');
       return deleteProcessor(database, auth.tenantId, request.params.id, who(auth));
+    },
+  );
+
+  app.get(
+    '/api/v1/processors/:id/notifications',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags,
+        summary: "A processor's erasure notices, newest first (admin, manager)",
+        description:
+          'Each erasure request that reached the processor has one notice; `status=pending` lists the manual ' +
+          'ones the team still has to carry out, `status=sent` those waiting for the processor to confirm.',
+        security,
+        params: IdParams,
+        querystring: Type.Object(
+          {
+            status: Type.Optional(Type.Enum([...NOTICE_STATUSES])),
+            request_id: Type.Optional(Type.String({ format: 'uuid' })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: listResponse(Notice), ...problemResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (request) => {
+      const auth = request.auth!;
+      authorize(auth, 'compliance:read');
+      const { status, request_id: requestId, limit } = request.query;
+      return listBody(
+        await processorNotices(database, auth.tenantId, request.params.id, { status, requestId, limit }),
+      );
     },
   );
 
