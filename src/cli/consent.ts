@@ -14,9 +14,6 @@ interface ConsentOptions {
   json?: boolean;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const subjectOf = (s: string) => (UUID.test(s.trim()) ? { customer_id: s.trim() } : { email: s });
-
 /** `ferry consent record|withdraw|list`: a subject's consents, as the operator records them (actor `cli`). */
 export function registerConsent(program: Command): void {
   const consent = program
@@ -44,7 +41,7 @@ export function registerConsent(program: Command): void {
             command.database,
             tenant.id,
             {
-              subject: subjectOf(options.subject),
+              subject: options.subject,
               purpose: options.purpose,
               granted,
               legal_basis: options.basis,
@@ -80,20 +77,28 @@ export function registerConsent(program: Command): void {
         process.stdout.write(`no consent records for customer ${view.subject.customer_id}\n`);
         return;
       }
+      process.stdout.write(`customer ${view.subject.customer_id}\n`);
       printTable(
-        ['PURPOSE', 'STATUS', 'BASIS', 'SINCE', 'POLICY'],
+        ['PURPOSE', 'STATUS', 'BASIS', 'SINCE (UTC)', 'POLICY'],
         view.current.map((c) => [
           c.purpose,
           c.status,
           c.legal_basis,
-          (c.given_at ?? c.withdrawn_at ?? '').slice(0, 19),
+          (c.given_at ?? c.withdrawn_at ?? '').slice(0, 19).replace('T', ' '),
           c.policy_version ?? '-',
         ]),
       );
-      process.stdout.write('\nhistory\n');
+      process.stdout.write('\nhistory, oldest first\n');
       printTable(
-        ['RECORDED', 'PURPOSE', 'GRANTED', 'SOURCE'],
-        view.history.map((r) => [r.recorded_at, r.purpose, String(r.granted), r.source]),
+        ['RECORDED', 'PURPOSE', 'STATUS', 'BASIS', 'SOURCE', 'POLICY'],
+        view.history.map((r) => [
+          r.recorded_at,
+          r.purpose,
+          r.granted ? 'given' : 'withdrawn',
+          r.legal_basis,
+          r.source,
+          r.policy_version ?? '-',
+        ]),
       );
     });
 }

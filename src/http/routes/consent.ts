@@ -1,6 +1,13 @@
 import { Type } from 'typebox';
+import type { AuthContext } from '../../auth/context.ts';
 import { authorize } from '../../auth/policy.ts';
-import { CONSENT_PURPOSES, LEGAL_BASES, listConsent, recordConsent } from '../../privacy/consent.ts';
+import {
+  CONSENT_PURPOSES,
+  type ConsentActor,
+  LEGAL_BASES,
+  listConsent,
+  recordConsent,
+} from '../../privacy/consent.ts';
 import { problemResponses } from '../problem.ts';
 import type { RoutePlugin } from '../types.ts';
 
@@ -9,19 +16,24 @@ const NullableString = Type.Union([Type.String(), Type.Null()]);
 
 const Subject = Type.Object(
   {
-    email: Type.Optional(Type.String({ minLength: 3, maxLength: 254 })),
-    customer_id: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    email: Type.Optional(Type.String({ minLength: 3, maxLength: 254, examples: ['ana.souza@example.com'] })),
+    customer_id: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 64, description: 'A customer id (uuid)' }),
+    ),
   },
-  { additionalProperties: false, description: 'The customer: by email (any case) or id' },
+  {
+    additionalProperties: false,
+    description: 'The customer: by email (any case) or id; given both, one customer must have both',
+  },
 );
 
-const Record = Type.Object(
+const RecordView = Type.Object(
   {
     id: Type.String({ format: 'uuid' }),
     customer_id: Type.String({ format: 'uuid' }),
-    purpose: Type.String({ description: CONSENT_PURPOSES.join(', ') }),
+    purpose: Type.Enum(CONSENT_PURPOSES),
     granted: Type.Boolean({ description: 'true: consent given; false: withdrawn' }),
-    legal_basis: Type.String({ description: LEGAL_BASES.join(', ') }),
+    legal_basis: Type.Enum(LEGAL_BASES, { description: 'The GDPR Art. 6(1) basis' }),
     source: Type.String(),
     policy_version: NullableString,
     ip_address: NullableString,
@@ -32,13 +44,13 @@ const Record = Type.Object(
 
 const State = Type.Object(
   {
-    purpose: Type.String({ description: CONSENT_PURPOSES.join(', ') }),
+    purpose: Type.Enum(CONSENT_PURPOSES),
     status: Type.Enum(['given', 'withdrawn']),
-    legal_basis: Type.String({ description: LEGAL_BASES.join(', ') }),
+    legal_basis: Type.Enum(LEGAL_BASES),
     policy_version: NullableString,
     source: Type.String(),
-    given_at: Type.Union([Timestamp, Type.Null()]),
-    withdrawn_at: Type.Union([Timestamp, Type.Null()]),
+    given_at: Type.Union([Timestamp, Type.Null()], { description: 'When the consent in force was given' }),
+    withdrawn_at: Type.Union([Timestamp, Type.Null()], { description: 'When it was withdrawn, if it is' }),
   },
   { additionalProperties: false },
 );
@@ -47,22 +59,41 @@ const View = Type.Object(
   {
     subject: Type.Object({ customer_id: Type.String({ format: 'uuid' }) }, { additionalProperties: false }),
     current: Type.Array(State, { description: 'Each purpose with a record: its latest state' }),
-    history: Type.Array(Record, { description: 'Every record, oldest first' }),
+    history: Type.Array(RecordView, { description: 'Every record, oldest first' }),
   },
   { additionalProperties: false },
 );
 
 const fields = {
   subject: Subject,
-  purpose: Type.String({ minLength: 1, maxLength: 40, description: CONSENT_PURPOSES.join(', ') }),
+  purpose: Type.Enum(CONSENT_PURPOSES),
   legal_basis: Type.Optional(
-    Type.String({ minLength: 1, maxLength: 40, description: `${LEGAL_BASES.join(', ')} (default consent)` }),
+    Type.Enum(LEGAL_BASES, { description: 'The GDPR Art. 6(1) basis (default consent)' }),
   ),
-  source: Type.String({ minLength: 1, maxLength: 200, examples: ['widget_banner'] }),
-  policy_version: Type.Optional(Type.String({ minLength: 1, maxLength: 100, examples: ['2026-11'] })),
-  ip_address: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  source: Type.String({
+    minLength: 1,
+    maxLength: 200,
+    description: 'Where it was captured',
+    examples: ['widget_banner'],
+  }),
+  policy_version: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 100,
+      description: 'The privacy policy version the person saw',
+      examples: ['2026-11'],
+    }),
+  ),
+  ip_address: Type.Optional(
+    Type.String({ minLength: 2, maxLength: 45, description: 'Where it came from: an IPv4 or IPv6 address' }),
+  ),
   recorded_at: Type.Optional(
-    Type.String({ minLength: 10, maxLength: 40, description: 'When it happened (default: now), ISO 8601' }),
+    Type.String({
+      format: 'date-time',
+      maxLength: 40,
+      description: 'When it happened (default: now): ISO 8601 with a zone, microseconds kept',
+      examples: ['2026-11-01T10:00:00.123456Z'],
+    }),
   ),
 };
 
@@ -73,6 +104,13 @@ const RecordBody = Type.Object(
 const WithdrawBody = Type.Object(fields, { additionalProperties: false });
 
 const security = [{ bearer: [] }];
+
+/** Who the audit event names: the key or session, with its IP address and user agent. */
+const caller = (auth: AuthContext): ConsentActor => ({
+  actor: auth.actor,
+  ip: auth.ip,
+  userAgent: auth.userAgent,
+});
 
 /** Consent records: record, withdraw, and a subject's consents with their history (docs/consent.md). */
 export const consentRoutes: RoutePlugin = async (app, { database }) => {
@@ -88,17 +126,13 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
           'by email or id.',
         security,
         body: RecordBody,
-        response: { 201: Record, ...problemResponses(400, 401, 403, 404, 429) },
+        response: { 201: RecordView, ...problemResponses(400, 401, 403, 404, 429) },
       },
     },
     async (request, reply) => {
       const auth = request.auth!;
       authorize(auth, 'consent:manage');
-      const record = await recordConsent(database, auth.tenantId, request.body, {
-        actor: auth.actor,
-        ip: auth.ip,
-        userAgent: auth.userAgent,
-      });
+      const record = await recordConsent(database, auth.tenantId, request.body, caller(auth));
       return reply.code(201).send(record);
     },
   );
@@ -112,7 +146,7 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
         summary: "Record a subject's withdrawal of consent (admin, manager)",
         security,
         body: WithdrawBody,
-        response: { 201: Record, ...problemResponses(400, 401, 403, 404, 429) },
+        response: { 201: RecordView, ...problemResponses(400, 401, 403, 404, 429) },
       },
     },
     async (request, reply) => {
@@ -122,7 +156,7 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
         database,
         auth.tenantId,
         { ...request.body, granted: false },
-        { actor: auth.actor, ip: auth.ip, userAgent: auth.userAgent },
+        caller(auth),
       );
       return reply.code(201).send(record);
     },
@@ -141,7 +175,9 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
             subject: Type.String({
               minLength: 1,
               maxLength: 254,
-              description: 'The customer: an email address (any case) or a customer id',
+              description:
+                'The customer: an email address (any case, URL-encoded: + as %2B) or a customer id',
+              examples: ['ana.souza@example.com'],
             }),
           },
           { additionalProperties: false },
