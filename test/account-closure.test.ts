@@ -1,10 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateSecretKey } from '../src/lib/secret-box.ts';
 import { closeAccount, purgeAccount } from '../src/privacy/closure.ts';
+import { executeErasure } from '../src/privacy/erasure.ts';
 import { createHold } from '../src/privacy/holds.ts';
 import { receiptJwks } from '../src/privacy/receipt-keys.ts';
 import { verifyReceipt } from '../src/privacy/receipts.ts';
+import { resolveSubject } from '../src/privacy/subject.ts';
 import { DIALECTS } from './support/databases.ts';
 import { bearer } from './support/fixtures/auth.ts';
 import { type ExportHarness, exportHarness } from './support/fixtures/export-jobs.ts';
@@ -139,6 +142,29 @@ for (const dialect of DIALECTS) {
         },
         { actor: 'cli' },
       );
+      // The held customer asks to be erased: their held rows stay, and so does the stored package that copies them.
+      const full = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/exports',
+        headers: bearer(h.keys.admin),
+        payload: { datasets: ['customers'], format: 'csv', pii: 'full' },
+      });
+      expect(full.statusCode, full.body).toBe(202);
+      await h.waitForExport(full.json().id);
+      const filesBefore = await objectsMentioning(h, '');
+      const subject = await resolveSubject(h.database, h.tenant.id, { customer_id: customer.id });
+      const erased = await executeErasure(
+        { database: h.database, store: h.store, secretKey: loadOrCreateSecretKey(h.config) },
+        { tenantId: h.tenant.id, requestId: randomUUID(), subject },
+      );
+      expect(erased.files.deleted, JSON.stringify(erased.stores)).toEqual([]);
+      expect(erased.stores.find((s) => s.dataset === 'export_files')).toMatchObject({
+        store: 'object_store',
+        deleted: 0,
+        retain_reason: 'kept under a legal hold',
+      });
+      expect(await objectsMentioning(h, '')).toEqual(filesBefore);
+      expect(filesBefore.length).toBeGreaterThan(0);
       await closeAccount(h.database, h.tenant.id, { actor: 'cli' });
       const secretKey = loadOrCreateSecretKey(h.config);
       const deps = { database: h.database, store: h.store, secretKey };

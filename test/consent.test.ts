@@ -1,9 +1,7 @@
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.ts';
@@ -11,12 +9,10 @@ import type { Database } from '../src/db/database.ts';
 import { openDatabase } from '../src/db/open.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { resolveSubject, subjectRowCondition } from '../src/privacy/subject.ts';
+import { runFerry } from './support/cli.ts';
 import { DIALECTS, dropJobsSchema, TEST_DATABASE_URL } from './support/databases.ts';
 import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { type ExportHarness, exportHarness } from './support/fixtures/export-jobs.ts';
-
-const exec = promisify(execFile);
-const BIN = path.resolve('bin/ferry.js');
 
 /** The subject as their record holds it: diacritics, an apostrophe and a plus in the address. */
 const EMAIL = "zoë.o'hara+consent@example.com";
@@ -430,15 +426,7 @@ for (const dialect of DIALECTS) {
     let customer: string;
     const schema = `ferry_cli_consent_${process.pid}_${Date.now()}`;
 
-    async function ferry(...args: string[]) {
-      try {
-        const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env, maxBuffer: 16 << 20 });
-        return { code: 0, stdout, stderr };
-      } catch (err) {
-        const e = err as { code: number; stdout: string; stderr: string };
-        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-      }
-    }
+    const ferry = (...args: string[]) => runFerry(args, { env });
 
     /** The database the CLI uses, opened while no command runs (PGlite admits one process). */
     async function inspect<T>(fn: (database: Database) => Promise<T>): Promise<T> {

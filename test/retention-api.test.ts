@@ -1,9 +1,7 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordAudit } from '../src/auth/audit.ts';
@@ -15,11 +13,9 @@ import {
   type TestDatabase,
   testsDialect,
 } from './support/databases.ts';
+import { runFerry } from './support/cli.ts';
 import { bearer } from './support/fixtures/auth.ts';
 import { type ExportHarness, exportHarness } from './support/fixtures/export-jobs.ts';
-
-const run = promisify(execFile);
-const REPO = new URL('..', import.meta.url).pathname;
 
 for (const dialect of DIALECTS) {
   describe(`retention and legal holds over the API (${dialect})`, () => {
@@ -255,19 +251,7 @@ describe.skipIf(!testsDialect('postgres'))('ferry retention, holds and audit on 
   let slug: string;
   let tenantId: string;
 
-  const ferry = async (...args: string[]) => {
-    try {
-      const { stdout, stderr } = await run(
-        path.join(REPO, 'node_modules/.bin/node'),
-        [path.join(REPO, 'bin/ferry.js'), ...args],
-        { cwd: dir, env: { ...process.env, ...env } },
-      );
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const ferry = (...args: string[]) => runFerry(args, { env: { ...process.env, ...env }, cwd: dir });
 
   beforeAll(async () => {
     t = await createTestDatabase('postgres');

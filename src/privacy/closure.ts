@@ -81,6 +81,53 @@ export interface ClosureActor {
   userAgent?: string | null;
 }
 
+/**
+ * Moves the account from one status to the next and audits it, in one transaction; an
+ * account that another request moved meanwhile is a conflict (nothing is audited twice).
+ */
+async function transition(
+  database: Database,
+  tenantId: string,
+  who: ClosureActor,
+  change: {
+    from: 'active' | 'closing';
+    set: {
+      status: 'active' | 'closing';
+      closed_at: Date | null;
+      closed_by: string | null;
+      purge_after: Date | null;
+    };
+    action: string;
+    note?: string | null;
+    retentionUntil?: Date;
+    now: Date;
+  },
+): Promise<void> {
+  await database.db.transaction().execute(async (trx) => {
+    const moved = await trx
+      .updateTable('tenants')
+      .set(change.set)
+      .where('id', '=', tenantId)
+      .where('status', '=', change.from)
+      .executeTakeFirst();
+    if (Number(moved.numUpdatedRows) !== 1) throw new FerryError('conflict', 'the account changed meanwhile');
+    await trx.executeQuery(
+      auditInsert(database, {
+        tenantId,
+        actor: who.actor,
+        action: change.action,
+        targetId: tenantId,
+        ip: who.ip ?? null,
+        userAgent: who.userAgent ?? null,
+        success: true,
+        error: change.note ?? null,
+        retentionUntil: change.retentionUntil ?? null,
+        occurredAt: change.now,
+      }).compile(),
+    );
+  });
+}
+
 /** Closes the account: suspended until `purge_after` (now + the grace period), then purged. */
 export async function closeAccount(
   database: Database,
@@ -99,27 +146,13 @@ export async function closeAccount(
       `the account is already ${current.status === 'closing' ? 'closed' : 'purged'}`,
     );
   const purgeAfter = DateTime.fromJSDate(now).plus({ days: graceDays }).toJSDate();
-  await database.db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('tenants')
-      .set({ status: 'closing', closed_at: now, closed_by: who.actor, purge_after: purgeAfter })
-      .where('id', '=', tenantId)
-      .where('status', '=', 'active')
-      .execute();
-    await trx.executeQuery(
-      auditInsert(database, {
-        tenantId,
-        actor: who.actor,
-        action: 'account.closed',
-        targetId: tenantId,
-        ip: who.ip ?? null,
-        userAgent: who.userAgent ?? null,
-        success: true,
-        error: options.reason ? options.reason.slice(0, 500) : null,
-        retentionUntil: purgeAfter,
-        occurredAt: now,
-      }).compile(),
-    );
+  await transition(database, tenantId, who, {
+    from: 'active',
+    set: { status: 'closing', closed_at: now, closed_by: who.actor, purge_after: purgeAfter },
+    action: 'account.closed',
+    note: options.reason ? options.reason.slice(0, 500) : null,
+    retentionUntil: purgeAfter,
+    now,
   });
   await emitEvent(database, tenantId, 'account.closed', {
     data: { closed_at: now.toISOString(), purge_after: purgeAfter.toISOString() },
@@ -138,25 +171,11 @@ export async function reopenAccount(
   if (current.status === 'purged')
     throw new FerryError('conflict', 'the account was purged: it cannot be reopened');
   const now = new Date();
-  await database.db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('tenants')
-      .set({ status: 'active', closed_at: null, closed_by: null, purge_after: null })
-      .where('id', '=', tenantId)
-      .where('status', '=', 'closing')
-      .execute();
-    await trx.executeQuery(
-      auditInsert(database, {
-        tenantId,
-        actor: who.actor,
-        action: 'account.reopened',
-        targetId: tenantId,
-        ip: who.ip ?? null,
-        userAgent: who.userAgent ?? null,
-        success: true,
-        occurredAt: now,
-      }).compile(),
-    );
+  await transition(database, tenantId, who, {
+    from: 'closing',
+    set: { status: 'active', closed_at: null, closed_by: null, purge_after: null },
+    action: 'account.reopened',
+    now,
   });
   await emitEvent(database, tenantId, 'account.reopened', { data: { reopened_at: now.toISOString() } });
   return closureState(database, tenantId);

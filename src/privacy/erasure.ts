@@ -501,18 +501,24 @@ export async function planErasure(
     results.push({ statement, n: Number(r.rows[0]?.n ?? 0) });
   }
   const candidates = await fileCandidates(database, tenantId, subject, map, options.secretKey);
+  const holds = await holdsOf(database, guard, tenantId, subject, map);
   const stores = tally(map, results);
-  if (candidates.length)
-    stores.push({
-      ...emptyCounts('export_files', 'object_store'),
-      deleted: candidates.reduce((n, c) => n + c.files.length, 0),
-    });
+  const fileCount = candidates.reduce((n, c) => n + c.files.length, 0);
+  // Stored files that copy held rows stay, as `executeErasure` keeps them.
+  if (fileCount)
+    stores.push(
+      holds.length
+        ? { ...emptyCounts('export_files', 'object_store'), retained: fileCount, retain_reason: HOLD_REASON }
+        : { ...emptyCounts('export_files', 'object_store'), deleted: fileCount },
+    );
   return {
     dry_run: true,
     stores,
     columns,
     files: {
-      deleted: candidates.flatMap((c) => c.files.map((file) => ({ export_id: c.exportId, file }))),
+      deleted: holds.length
+        ? []
+        : candidates.flatMap((c) => c.files.map((file) => ({ export_id: c.exportId, file }))),
       out_of_reach: await outOfReach(
         database,
         tenantId,
@@ -520,7 +526,7 @@ export async function planErasure(
       ),
     },
     processors_notified: [],
-    holds: await holdsOf(database, guard, tenantId, subject, map),
+    holds,
     backup_expiry: null,
     datasets: stores.map((s) => s.dataset),
   };
@@ -622,7 +628,9 @@ export async function executeErasure(
     );
     const deleted: ErasedFiles['deleted'] = [];
     const jobs = exportJobs(database);
-    for (const c of candidates) {
+    // A legal hold that keeps some of the subject's rows keeps the stored files that copy them too.
+    const keptFiles = holds.length ? candidates.reduce((n, c) => n + c.files.length, 0) : 0;
+    for (const c of holds.length ? [] : candidates) {
       await removeLeftovers(deps.store as ObjectStore, exportPrefix(tenantId, c.exportId));
       await jobs.expire(c.exportId, now);
       await sql`INSERT INTO audit_events (id, tenant_id, occurred_at, actor, action, target_id, success)
@@ -635,7 +643,15 @@ export async function executeErasure(
       files: { deleted, out_of_reach: reach },
       stores: deleted.length
         ? [{ ...emptyCounts('export_files', 'object_store'), deleted: deleted.length }]
-        : [],
+        : keptFiles
+          ? [
+              {
+                ...emptyCounts('export_files', 'object_store'),
+                retained: keptFiles,
+                retain_reason: HOLD_REASON,
+              },
+            ]
+          : [],
     };
     await sql`INSERT INTO erasure_runs (request_id, tenant_id, store, outcome, finished_at)
       VALUES (${requestId}, ${tenantId}, 'object_store', ${JSON.stringify(part)}::jsonb, ${now})

@@ -4,6 +4,7 @@ import { DateTime, Duration } from 'luxon';
 import { auditInsert } from '../auth/audit.ts';
 import { parseExportRequest } from '../collect/request.ts';
 import { type Database, literal } from '../db/database.ts';
+import { utcInstantSql } from '../db/keyset.ts';
 import type { DB } from '../db/schema.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap, TableDeclaration } from '../datamap/types.ts';
@@ -195,7 +196,7 @@ async function tableWork(
       table: policy.dataset,
       decl,
       policy,
-      due: note && !due ? null : due,
+      due,
       guard: action === 'held' ? guard.held(policy.dataset, 't') : guard.protectedRows(policy.dataset, 't'),
       anonymize,
       note,
@@ -267,7 +268,7 @@ export async function previewRetention(deps: RetentionDeps, tenantId: string): P
       const time = timeExpression(w.decl, policy, 't');
       if (time && rows) {
         const r = await sql<{ at: string | null }>`${sql.raw(
-          `SELECT to_char(min(${time}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at FROM ${w.table} t WHERE ${where}${notHeld(w.guard)}`,
+          `SELECT ${utcInstantSql(`min(${time})`)} AS at FROM ${w.table} t WHERE ${where}${notHeld(w.guard)}`,
         )}`.execute(database.db);
         oldest = r.rows[0]?.at ?? null;
       }
