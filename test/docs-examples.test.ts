@@ -41,6 +41,8 @@ const SKIP: Record<string, string> = {
   'docs/benchmarks.md: BENCH_ONLY=export BENCH_MESSAGES=1000000,10000000 BENCH_PGLITE_MESSAGES=1000000 \\':
     'benchmarks run for many minutes on millions of rows',
   'docs/benchmarks.md: npx node bench/api.ts': 'a load test of several minutes',
+  'docs/benchmarks.md: BENCH_ONLY=retention npm run bench':
+    'seeds a million messages and sweeps half of them: minutes of work',
   'docs/benchmarks.md: BENCH_ONLY=dashboard npm run bench':
     'seeds a million messages and runs the page benchmark for minutes',
   'docs/destinations.md: aws s3api head-object --bucket acme-exports --key daily-exports/2026-11-22/conversations-2026-11-22.csv.gz \\':
