@@ -15,6 +15,9 @@ import { startWorkers } from './jobs/workers.ts';
 import { createLogger, type Logger } from './lib/logger.ts';
 import { STREAM_JOBS } from './live/jobs.ts';
 import { createStreamHub } from './live/hub.ts';
+import { backupContext } from './backup/context.ts';
+import { BACKUP_JOBS } from './backup/jobs.ts';
+import { destroyTenantBackups } from './backup/service.ts';
 import { COMPLIANCE_JOBS } from './privacy/compliance-jobs.ts';
 import { DSAR_JOBS } from './privacy/jobs.ts';
 import { SCHEDULE_JOBS } from './schedules/jobs.ts';
@@ -36,6 +39,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...STREAM_JOBS,
   ...DSAR_JOBS,
   ...COMPLIANCE_JOBS,
+  ...BACKUP_JOBS,
   ...WEB_JOBS,
 ];
 
@@ -165,7 +169,18 @@ async function startJobs(
   const queue = await createJobQueue(database, config, logger, { definitions: JOBS, supervise: worker });
   if (worker) {
     try {
-      const context = { database, config, logger, store, queue, now: () => new Date(), ...adapters };
+      const now = () => new Date();
+      const context = {
+        database,
+        config,
+        logger,
+        store,
+        queue,
+        now,
+        ...adapters,
+        destroyBackups: (tenantId: string) =>
+          destroyTenantBackups(backupContext({ database, config, store, now }), tenantId),
+      };
       await startWorkers(queue, context, JOBS);
     } catch (err) {
       await queue.stop();

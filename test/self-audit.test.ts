@@ -94,9 +94,11 @@ for (const dialect of DIALECTS) {
         customers.statement,
       );
 
-      // Backups are not built: backup purge is not available, and that is a gap with its remedy.
-      expect(new Set(audit.deletion_coverage.map((d) => d.backup_purge))).toEqual(new Set(['not available']));
-      const backup = audit.critical_gaps.find((g) => g.gap.startsWith('backup purge is not available'));
+      // The tenant takes no backups: that is a gap with its remedy.
+      expect(new Set(audit.deletion_coverage.map((d) => d.backup_purge))).toEqual(
+        new Set(['no tenant backups']),
+      );
+      const backup = audit.critical_gaps.find((g) => g.gap.startsWith('no tenant backups'));
       expect(backup).toMatchObject({ priority: 'Medium' });
       expect(backup!.remediation).toMatch(/erasure ledger/);
       expect(audit.capabilities).toMatchObject({

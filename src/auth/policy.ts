@@ -28,6 +28,7 @@ export const ACTIONS = [
   'processors:manage',
   'compliance:read',
   'account:close',
+  'backups:manage',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 

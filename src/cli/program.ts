@@ -11,6 +11,7 @@ import { registerMigrate } from './migrate.ts';
 import { registerProcessors } from './processors.ts';
 import { registerReceipts } from './receipts.ts';
 import { registerRetention } from './retention.ts';
+import { registerBackup } from './backup.ts';
 import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
@@ -41,6 +42,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerConsent,
   registerProcessors,
   registerRetention,
+  registerBackup,
   registerCompliance,
 ];
 

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { backupContext } from '../backup/context.ts';
+import { destroyTenantBackups } from '../backup/service.ts';
 import { loadTenant } from '../collect/tenant.ts';
 import type { FerryCommand } from '../compose.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
@@ -390,7 +392,16 @@ function registerClosureCommands(program: Command): void {
       await withTenant(tenant, async (command, tenantId) => {
         const store = await createObjectStore(command.config);
         const outcome = await purgeAccount(
-          { database: command.database, store, secretKey: loadOrCreateSecretKey(command.config) },
+          {
+            database: command.database,
+            store,
+            secretKey: loadOrCreateSecretKey(command.config),
+            destroyBackups: (id) =>
+              destroyTenantBackups(
+                backupContext({ database: command.database, config: command.config, store }),
+                id,
+              ),
+          },
           tenantId,
           CLI,
           { force: Boolean(options.now) },

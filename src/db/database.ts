@@ -37,7 +37,28 @@ export interface Database {
   copyIn(table: string, columns: readonly string[], csv: AsyncIterable<string | Buffer>): Promise<void>;
   /** Runs one or more SQL statements without parameters (migrations, DDL). */
   exec(sql: string): Promise<void>;
+  /**
+   * Runs `work` on one connection inside one transaction: `snapshot` is a
+   * `REPEATABLE READ READ ONLY` transaction (every read sees the same instant, as pg_dump's),
+   * `write` a read-write one that commits when `work` resolves and rolls back when it throws.
+   * Inside, use only the session: on PGlite the instance is held for the whole transaction.
+   */
+  session<T>(mode: SessionMode, work: (session: DbSession) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+export type SessionMode = 'snapshot' | 'write';
+
+/** One connection in one transaction (see `Database.session`). */
+export interface DbSession {
+  /** Kysely on the session's connection; do not start a transaction with it (the session is one). */
+  readonly db: Kysely<DB>;
+  /** Streams a COPY query's bytes; PGlite pages it by key as `Database.copyOut` does. */
+  copyOut(query: CopyQuery): AsyncIterable<Buffer>;
+  /** Runs `COPY <target> FROM STDIN WITH (<options>)` with the given bytes (whole rows per chunk on PGlite). */
+  copyIn(target: string, options: string, source: AsyncIterable<Buffer | string>): Promise<void>;
+  /** Runs SQL without parameters (several statements allowed). */
+  exec(sql: string): Promise<void>;
 }
 
 const KEY_RANGE = '{{KEY_RANGE}}';

@@ -17,6 +17,7 @@ import * as erasure from './migrations/0013-erasure.ts';
 import * as erasureLinks from './migrations/0014-erasure-links.ts';
 import * as web from './migrations/0015-web.ts';
 import * as compliance from './migrations/0016-compliance.ts';
+import * as backups from './migrations/0017-backups.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -36,6 +37,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0014-erasure-links': erasureLinks,
   '0015-web': web,
   '0016-compliance': compliance,
+  '0017-backups': backups,
 };
 
 /**

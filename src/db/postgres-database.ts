@@ -4,7 +4,14 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { type CopyQuery, type Database, copySql, quoteIdent } from './database.ts';
+import {
+  type CopyQuery,
+  type Database,
+  type DbSession,
+  type SessionMode,
+  copySql,
+  quoteIdent,
+} from './database.ts';
 import type { DB } from './schema.ts';
 
 // Return timestamps as Date and bigint counts as numbers (counts never exceed 2^53).
@@ -105,6 +112,47 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
     },
     async exec(sql: string) {
       await pool.query(sql);
+    },
+    async session<T>(mode: SessionMode, work: (session: DbSession) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      let failed: Error | undefined;
+      try {
+        await client.query(
+          mode === 'snapshot'
+            ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY'
+            : 'BEGIN ISOLATION LEVEL READ COMMITTED',
+        );
+        // Kysely on this one connection: a pool whose only client is the session's.
+        const single = {
+          connect: async () => ({
+            query: (...args: unknown[]) => (client.query as (...a: unknown[]) => unknown)(...args),
+            release: () => {},
+          }),
+          end: async () => {},
+        };
+        const result = await work({
+          db: new Kysely<DB>({ dialect: new PostgresDialect({ pool: single as unknown as pg.Pool }) }),
+          async *copyOut(query) {
+            const stream = client.query(copyTo(copySql(query)));
+            for await (const chunk of stream) yield chunk as Buffer;
+          },
+          async copyIn(target, copyOptions, source) {
+            await pipeline(source, client.query(copyFrom(`COPY ${target} FROM STDIN WITH (${copyOptions})`)));
+          },
+          async exec(sql) {
+            await client.query(sql);
+          },
+        });
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        failed = err as Error;
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        // A connection whose COPY broke off mid-stream is not reused.
+        client.release(failed && !(failed as { code?: string }).code ? failed : undefined);
+      }
     },
     async close() {
       await db.destroy();

@@ -261,6 +261,21 @@ export const ERRORS = {
       'The bytes at a delivery destination did not match the export file (size or SHA-256), so the ' +
       'copy was removed and the attempt failed. It is retried; persistent mismatches point at the destination.',
   },
+  backup_corrupt: {
+    status: 422,
+    title: 'Backup corrupt',
+    description:
+      'A backup failed its check: a manifest, signature, key file or chunk is missing, altered or ' +
+      'truncated. The message names the backup, the destination, the table and the chunk. Nothing was ' +
+      'restored from it; restore another backup, or the same one from its other destination.',
+  },
+  backup_key_unavailable: {
+    status: 422,
+    title: 'Backup key unavailable',
+    description:
+      "The backup's data key cannot be opened: it was destroyed (the account was purged), or neither " +
+      "the operator's secret key nor a given age identity unwraps it. Without the key the backup cannot be read.",
+  },
   email_not_configured: {
     status: 503,
     title: 'Email not configured',

@@ -31,6 +31,7 @@ import { problemRoutes } from './routes/problems.ts';
 import { processorRoutes } from './routes/processors.ts';
 import { receiptKeyRoutes } from './routes/receipt-keys.ts';
 import { retentionRoutes } from './routes/retention.ts';
+import { backupRoutes } from './routes/backups.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
 import { schemaRoutes } from './routes/schemas.ts';
 import { streamRoutes } from './routes/stream.ts';
@@ -66,6 +67,7 @@ const ROUTES: readonly RoutePlugin[] = [
   retentionRoutes,
   complianceReportRoutes,
   accountRoutes,
+  backupRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

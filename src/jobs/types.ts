@@ -45,6 +45,11 @@ export interface JobContext {
   readonly mailer?: Mailer | undefined;
   /** The clients the delivery targets send through (tenant S3 buckets, SFTP servers, the webhook outbox). */
   readonly deliveryClients: DeliveryClients;
+  /**
+   * Destroys a tenant's backup keys and deletes its backups at every destination (account
+   * purge); returns the keys destroyed. Absent where backups are not wired in (tests).
+   */
+  readonly destroyBackups?: ((tenantId: string) => Promise<number>) | undefined;
 }
 
 /** A job's payload: ids only. The handler reloads everything else. */

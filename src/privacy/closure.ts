@@ -27,7 +27,7 @@ const KEPT_TABLES = new Set(['tenants', 'legal_holds', 'dsar_receipts', 'receipt
 
 /** Object-store prefixes of a tenant. */
 export function tenantPrefixes(tenantId: string): string[] {
-  return [`exports/${tenantId}/`, `archives/${tenantId}/`];
+  return [`exports/${tenantId}/`, `archives/${tenantId}/`, `backups/${tenantId}/`];
 }
 
 export interface ClosureState {
@@ -185,6 +185,11 @@ export interface PurgeDeps {
   readonly database: Database;
   readonly store: ObjectStore;
   readonly secretKey: string;
+  /**
+   * Destroys the tenant's backup keys and deletes its backups at every destination, before
+   * the tables (which hold the destinations) go; the number of keys destroyed.
+   */
+  readonly destroyBackups?: ((tenantId: string) => Promise<number>) | undefined;
   readonly map?: DataMap;
   readonly now?: () => Date;
   readonly batchRows?: number;
@@ -263,6 +268,8 @@ export async function purgeAccount(
     );
   const guard: HoldGuard = await holdGuard(database, tenantId, map);
   const batch = deps.batchRows ?? 5000;
+  // Backups go with the account (their keys destroyed, so every copy is unreadable), unless a hold keeps the tenant.
+  if (!guard.holds.some((h) => h.scope === 'tenant')) await deps.destroyBackups?.(tenantId);
   const deleted: PurgeOutcome['deleted'] = [];
   const kept: PurgeOutcome['kept'] = [];
   for (const table of purgeOrder(map)) {

@@ -81,7 +81,13 @@ export const COMPLIANCE_JOBS: readonly JobDefinition[] = [
       for (const tenantId of await accountsDueForPurge(ctx.database, ctx.now())) {
         try {
           await purgeAccount(
-            { database: ctx.database, store: ctx.store, secretKey, now: ctx.now },
+            {
+              database: ctx.database,
+              store: ctx.store,
+              secretKey,
+              now: ctx.now,
+              destroyBackups: ctx.destroyBackups,
+            },
             tenantId,
             {
               actor: 'system',

@@ -532,6 +532,33 @@ export async function planErasure(
   };
 }
 
+/**
+ * The database part of an erasure inside the caller's transaction, without its ledger entry
+ * or audit event: how a restore erases again, before it commits, a subject the erasure
+ * ledger names (docs/backup.md#erasure-replay). Legal holds apply as in `executeErasure`.
+ */
+export async function eraseRowsInTransaction(
+  database: Database,
+  tenantId: string,
+  subject: ResolvedSubject,
+  map: DataMap = REFERENCE_DATAMAP,
+): Promise<StoreCounts[]> {
+  const guard = await holdGuard(database, tenantId, map);
+  const info = await columnInfo(database.db);
+  const { statements } = databaseStatements(tenantId, subject, map, info, guard);
+  const results: { statement: Statement; n: number }[] = [];
+  for (const statement of statements) {
+    if (statement.kind === 'retain' || statement.kind === 'hold') {
+      const r = await sql<{ n: number }>`${sql.raw(statement.count)}`.execute(database.db);
+      results.push({ statement, n: Number(r.rows[0]?.n ?? 0) });
+      continue;
+    }
+    const r = await sql`${sql.raw(statement.run)}`.execute(database.db);
+    results.push({ statement, n: Number(r.numAffectedRows ?? 0) });
+  }
+  return tally(map, results);
+}
+
 interface StoredRun {
   outcome: Partial<ErasureOutcome>;
 }

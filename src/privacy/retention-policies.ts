@@ -138,13 +138,14 @@ export function defaultPolicies(map: DataMap, plan: string): RetentionPolicy[] {
     statement: statementOf('export_files', files),
     note: `Export files of the ${plan} plan.`,
   });
-  const backups = { keep: 'P30D', after: 'created' as const, action: 'delete' as const, archive_keep: null };
+  // The longest period of the product's backup table (audit logs, revenue: 7 years); the backups' own keep rules choose within it.
+  const backups = { keep: 'P7Y', after: 'created' as const, action: 'delete' as const, archive_keep: null };
   out.push({
     dataset: 'backups',
     ...backups,
     source: 'default',
     statement: statementOf('backups', backups),
-    note: 'Tenant backups.',
+    note: 'Tenant backups: none is kept longer; the keep rules of the backup settings choose which younger ones stay.',
   });
   return out;
 }

@@ -312,15 +312,18 @@ async function storedPreview(
   guard: HoldGuard,
 ): Promise<Omit<DatasetSweepPlan, 'dataset' | 'action' | 'keep' | 'after'>> {
   const cutoff = cutoffOf(policy, asOf, tenant);
-  if (policy.dataset === 'backups')
+  if (policy.dataset === 'backups') {
+    const expired = cutoff ? await expiredBackups(deps.database, tenant.id, cutoff) : [];
+    const held = guard.holds.length > 0;
     return {
       cutoff: cutoff?.toISOString() ?? null,
-      rows: 0,
-      held: 0,
-      oldest: null,
-      holds: [],
-      note: 'no backups are kept',
+      rows: held ? 0 : expired.length,
+      held: held ? expired.length : 0,
+      oldest: expired[0]?.started_at ?? null,
+      holds: held ? guard.holds.map((h) => ({ hold_id: h.id, matter: h.matter })) : [],
+      note: 'backups older than this are forgotten; the keep policy of the backups chooses among the younger ones',
     };
+  }
   if (!cutoff) return { cutoff: null, rows: 0, held: 0, oldest: null, holds: [], note: null };
   const exports = await expiredExports(deps.database, tenant.id, cutoff);
   const holds = filesHeld(guard);
@@ -576,6 +579,49 @@ async function writeArchive(
   return { key, sha256, bytes, records: outcome.file.records };
 }
 
+/**
+ * Completed backups taken before the cutoff, oldest first, except the newest backup (a
+ * tenant always keeps one).
+ */
+async function expiredBackups(
+  database: Database,
+  tenantId: string,
+  cutoff: Date,
+): Promise<{ id: string; started_at: string }[]> {
+  const r = await sql<{ id: string; started_at: string }>`
+    SELECT id, ${sql.raw(utcInstantSql('started_at'))} AS started_at FROM backups
+    WHERE tenant_id = ${tenantId} AND status = 'completed' AND started_at < ${cutoff}
+      AND id <> (SELECT id FROM backups WHERE tenant_id = ${tenantId} AND status = 'completed'
+        ORDER BY started_at DESC, id DESC LIMIT 1)
+    ORDER BY started_at, id`.execute(database.db);
+  return r.rows;
+}
+
+/**
+ * Forgets the backups older than the retention period (unless a legal hold is active):
+ * their catalog rows become `forgotten`, and the backup job's prune deletes their manifests
+ * and every chunk no kept backup uses (docs/backup.md#retention).
+ */
+async function sweepBackups(
+  deps: RetentionDeps,
+  sweepId: string,
+  tenant: TenantRow,
+  policy: RetentionPolicy,
+  asOf: Date,
+  guard: HoldGuard,
+  counts: DatasetSweepCounts,
+): Promise<void> {
+  const cutoff = cutoffOf(policy, asOf, tenant);
+  if (!cutoff || guard.holds.length) return;
+  for (const b of await expiredBackups(deps.database, tenant.id, cutoff)) {
+    await sql`UPDATE backups SET status = 'forgotten', forgotten_at = ${asOf} WHERE id = ${b.id} AND status = 'completed'`.execute(
+      deps.database.db,
+    );
+    counts.deleted += 1;
+    await saveProgress(deps.database.db, sweepId, 'backups', counts);
+  }
+}
+
 /** Deletes the stored files of exports older than the plan's period (the export records stay). */
 async function sweepExportFiles(
   deps: RetentionDeps,
@@ -756,6 +802,8 @@ export async function runRetentionSweep(
       const w = work.find((x) => x.table === policy.dataset);
       if (policy.dataset === 'export_files')
         await sweepExportFiles(deps, sweepId, tenant, policy, asOf, guard, counts);
+      else if (policy.dataset === 'backups')
+        await sweepBackups(deps, sweepId, tenant, policy, asOf, guard, counts);
       else if (w?.table === 'audit_events') await sweepAuditEvents(deps, sweepId, tenantId, w, counts);
       else if (w) {
         const where = target(w);

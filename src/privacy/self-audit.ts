@@ -30,8 +30,10 @@ const PRIORITIES: readonly Priority[] = ['Critical', 'High', 'Medium', 'Low'];
  */
 export const DASHBOARD_EXPORTS: readonly string[] = ['audit_log'];
 
-/** Tenant backups are not built yet: nothing purges erased data from them. */
-export const BACKUP_PURGE_NOT_AVAILABLE = 'not available';
+/** How erased data leaves tenant backups: every restore replays the erasure ledger before it commits. */
+export const BACKUP_PURGE_REPLAYED = 'erasure ledger replayed on every restore';
+/** The tenant takes no backups (none completed, none scheduled). */
+export const BACKUP_PURGE_NO_BACKUPS = 'no tenant backups';
 
 export interface ExportCoverage {
   readonly category: string;
@@ -53,7 +55,7 @@ export interface DeletionCoverage {
   /** What erasure does: delete, anonymize, retain (with its basis), or none. */
   readonly erasure: string;
   readonly cascade: boolean;
-  /** How erased data leaves backups: `not available` while Ferry has no tenant backups. */
+  /** How erased data leaves backups: replayed from the erasure ledger on restore, or no backups. */
   readonly backup_purge: string;
   /**
    * `automatic` (every processor receiving the table's data classes is notified by email or
@@ -167,6 +169,12 @@ export async function selfAudit(deps: {
     SELECT count(*) AS n FROM webhook_endpoints WHERE tenant_id = ${tenantId} AND status = 'active'`.execute(
     db,
   );
+  const backedUp = await sql<{ on: boolean }>`
+    SELECT (coalesce((SELECT enabled FROM backup_settings WHERE tenant_id = ${tenantId}), false)
+      OR EXISTS (SELECT 1 FROM backups WHERE tenant_id = ${tenantId} AND status = 'completed')) AS on`.execute(
+    db,
+  );
+  const hasBackups = Boolean(backedUp.rows[0]?.on);
   const holds = await sql<{ n: string }>`
     SELECT count(*) AS n FROM legal_holds WHERE tenant_id = ${tenantId} AND released_at IS NULL`.execute(db);
   const overdue = await sql<{ n: string }>`
@@ -179,7 +187,7 @@ export async function selfAudit(deps: {
     dsar_intake: true,
     signed_receipts: true,
     tamper_evident_audit_trail: chain.valid,
-    backups: false,
+    backups: hasBackups,
     schedules: countOf(schedules.rows),
     webhooks: countOf(webhooks.rows),
     processors: processors.length,
@@ -245,7 +253,7 @@ export async function selfAudit(deps: {
       deletable: erasure === 'delete' || erasure === 'anonymize',
       erasure: erasure ?? 'none',
       cascade: orphaned.length === 0,
-      backup_purge: BACKUP_PURGE_NOT_AVAILABLE,
+      backup_purge: hasBackups ? BACKUP_PURGE_REPLAYED : BACKUP_PURGE_NO_BACKUPS,
       third_party: thirdParty,
       retention: policy?.statement ?? '',
     });
@@ -314,10 +322,11 @@ export async function selfAudit(deps: {
     });
   if (!capabilities.backups)
     gaps.push({
-      gap: `backup purge is ${BACKUP_PURGE_NOT_AVAILABLE}: Ferry keeps no per-tenant backups that replay erasures on restore`,
-      regulation: 'GDPR Art. 17, Art. 32(1)(c)',
-      risk: 'A restore from a whole-database backup brings erased people back unless the erasure ledger is replayed',
-      remediation: 'Replay the erasure ledger after any restore; use tenant backups once available',
+      gap: 'no tenant backups: the account has no backup of its own to restore from',
+      regulation: 'GDPR Art. 32(1)(c)',
+      risk: 'Without a backup the data cannot be restored "in a timely manner" after an incident; a whole-database backup brings erased people back unless the erasure ledger is replayed',
+      remediation:
+        'Turn on scheduled tenant backups (Backups page or PUT /api/v1/backups/settings); their restores replay the erasure ledger',
       priority: 'Medium',
     });
 
@@ -381,7 +390,7 @@ const deletableText = (d: DeletionCoverage) =>
         ? `❌ ${d.erasure}`
         : '❌ no erasure rule';
 const backupText = (d: DeletionCoverage) =>
-  d.backup_purge === BACKUP_PURGE_NOT_AVAILABLE ? `❌ ${d.backup_purge}` : `✅ ${d.backup_purge}`;
+  d.backup_purge === BACKUP_PURGE_NO_BACKUPS ? `❌ ${d.backup_purge}` : `✅ ${d.backup_purge}`;
 const thirdPartyText = (a: SelfAudit, d: DeletionCoverage) =>
   a.capabilities.processors === 0 ? 'no processors registered' : d.third_party;
 

@@ -30,3 +30,16 @@ export async function createObjectStore(
   const keys = await resolveMasterKeys(config, { create: false });
   return keys ? new EncryptedObjectStore(base, keys, { encryptWrites: false }) : base;
 }
+
+/**
+ * The configured storage without encryption at rest, for data that is encrypted before it
+ * is stored (tenant backups: every chunk is sealed under the tenant's backup key).
+ */
+export function createPlainObjectStore(config: Pick<Config, 'storage'>): ObjectStore {
+  const { storage } = config;
+  if (storage.kind === 's3') {
+    if (!storage.s3) throw new Error('FERRY_STORAGE=s3 without an S3 configuration');
+    return s3ObjectStore(storage.s3);
+  }
+  return new LocalObjectStore({ root: storage.localDir });
+}

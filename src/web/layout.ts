@@ -21,6 +21,7 @@ export const NAV: readonly NavItem[] = [
   { href: '/app/audit', label: 'Audit log', action: 'audit:read' },
   { href: '/app/privacy', label: 'Privacy', action: 'dsar:manage' },
   { href: '/app/retention', label: 'Retention', action: 'retention:manage' },
+  { href: '/app/backups', label: 'Backups', action: 'backups:manage' },
   { href: '/app/compliance', label: 'Compliance', action: 'compliance:read' },
 ];
 

@@ -19,6 +19,7 @@ import { accountPages } from './pages/account.ts';
 import { auditPages } from './pages/audit.ts';
 import { dsarPages } from './pages/dsar.ts';
 import { retentionPages } from './pages/retention.ts';
+import { backupPages } from './pages/backups.ts';
 import { compliancePages } from './pages/compliance.ts';
 import { exportPages } from './pages/export.ts';
 import { historyPages } from './pages/history.ts';
@@ -48,6 +49,7 @@ const PAGES: readonly WebPages[] = [
   auditPages,
   dsarPages,
   retentionPages,
+  backupPages,
   compliancePages,
   accountPages,
   privacyCenterPages,

@@ -28,6 +28,11 @@ export const WEBHOOK_EVENTS = [
   'legal_hold.released',
   'account.closed',
   'account.reopened',
+  'backup.completed',
+  'backup.failed',
+  'backup.verified',
+  'restore.completed',
+  'drill.completed',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 

@@ -377,6 +377,7 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
         ['/app/audit', 'audit'],
         ['/app/account', 'account'],
         ['/app/retention', 'retention'],
+        ['/app/backups', 'backups'],
         ['/app/compliance', 'compliance'],
         ['/app/schedules', null],
         ['/app/privacy/center', null],
@@ -393,7 +394,12 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     const visitor = await browser.newContext();
     const p = await newPage(visitor);
     await step('public-pages', p, async () => {
-      for (const path of ['/signin', '/signin/forgot', `/privacy/${slug}/correct`, `/privacy/${slug}/consents`]) {
+      for (const path of [
+        '/signin',
+        '/signin/forgot',
+        `/privacy/${slug}/correct`,
+        `/privacy/${slug}/consents`,
+      ]) {
         await p.goto(`${base}${path}`);
         await accessible(p);
       }

@@ -97,7 +97,7 @@ const SelfAudit = Type.Object(
           deletable: Type.Boolean(),
           erasure: Type.String({ description: 'delete, anonymize, `retain: <basis>`, or none' }),
           cascade: Type.Boolean(),
-          backup_purge: Type.String({ examples: ['not available'] }),
+          backup_purge: Type.String({ examples: ['erasure ledger replayed on every restore'] }),
           third_party: Type.String({ examples: ['automatic', 'manual: Print shop', 'none registered'] }),
           retention: Type.String(),
         },

@@ -1,0 +1,203 @@
+import { Decrypter, Encrypter, armor } from 'age-encryption';
+import { hkdfSync, randomBytes, randomUUID } from 'node:crypto';
+import { type Kysely, sql } from 'kysely';
+import { validateRecipients } from '../crypto/age.ts';
+import type { DB } from '../db/schema.ts';
+import { FerryError } from '../domain/ferry-error.ts';
+import { openSecret, sealSecret } from '../lib/secret-box.ts';
+
+/**
+ * A tenant's backup data key. Chunks are encrypted, named and manifests authenticated under
+ * keys derived from it (HKDF-SHA256, one label per use), so one 32-byte secret stands for
+ * every backup written under it, and destroying it makes them all unreadable.
+ */
+export interface DataKey {
+  readonly id: string;
+  readonly tenantId: string;
+  /** AES-256-GCM key of chunks. */
+  readonly chunkKey: Buffer;
+  /** HMAC-SHA256 key naming chunks (a keyed hash: names reveal nothing about content). */
+  readonly idKey: Buffer;
+  /** HMAC-SHA256 key authenticating manifests. */
+  readonly manifestKey: Buffer;
+}
+
+/**
+ * The key file kept beside the backups at every destination: the data key sealed by the
+ * operator's secret key and, when the tenant named age recipients, encrypted to them as well.
+ * With it and either secret, a destination alone restores; without both, nothing does.
+ */
+export interface KeyFile {
+  readonly format: 'ferry-backup-key/1';
+  readonly key_id: string;
+  readonly tenant_id: string;
+  readonly created_at: string;
+  readonly sealed: string | null;
+  readonly age: string | null;
+  readonly recipients: readonly string[];
+}
+
+function derive(secret: Buffer, tenantId: string, keyId: string): DataKey {
+  const sub = (label: string) =>
+    Buffer.from(hkdfSync('sha256', secret, Buffer.from(keyId), `ferry backup ${label} v1`, 32));
+  return {
+    id: keyId,
+    tenantId,
+    chunkKey: sub('chunk'),
+    idKey: sub('chunk id'),
+    manifestKey: sub('manifest'),
+  };
+}
+
+interface KeyRow {
+  id: string;
+  tenant_id: string;
+  sealed: string | null;
+  age_armor: string | null;
+  recipients: string[];
+  created_at: Date;
+  destroyed_at: Date | null;
+}
+
+function keyFileOf(row: KeyRow): KeyFile {
+  return {
+    format: 'ferry-backup-key/1',
+    key_id: row.id,
+    tenant_id: row.tenant_id,
+    created_at: row.created_at.toISOString(),
+    sealed: row.sealed,
+    age: row.age_armor,
+    recipients: row.recipients,
+  };
+}
+
+const sameSet = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && [...a].sort().every((v, i) => v === [...b].sort()[i]);
+
+/**
+ * The tenant's current data key and its key file: the newest live key whose age recipients
+ * are the ones asked for, or a new key (a change of recipients starts a new key, so an
+ * earlier recipient cannot read backups written after it was removed).
+ */
+export async function currentDataKey(
+  db: Kysely<DB>,
+  tenantId: string,
+  secretKey: string,
+  recipients: readonly string[],
+): Promise<{ key: DataKey; file: KeyFile }> {
+  const wanted = recipients.length ? validateRecipients(recipients) : [];
+  const rows = await sql<KeyRow>`
+    SELECT id, tenant_id, sealed, age_armor, recipients, created_at, destroyed_at FROM backup_keys
+    WHERE tenant_id = ${tenantId} AND destroyed_at IS NULL ORDER BY created_at DESC LIMIT 1`.execute(db);
+  const row = rows.rows[0];
+  if (row && sameSet(row.recipients, wanted)) {
+    const file = keyFileOf(row);
+    return { key: openKeyFile(file, { secretKey }), file };
+  }
+  const secret = randomBytes(32);
+  let ageArmor: string | null = null;
+  if (wanted.length) {
+    const encrypter = new Encrypter();
+    for (const r of wanted) encrypter.addRecipient(r);
+    ageArmor = armor.encode(await encrypter.encrypt(secret));
+  }
+  const fresh: KeyRow = {
+    id: randomUUID(),
+    tenant_id: tenantId,
+    sealed: sealSecret(secret.toString('base64'), secretKey),
+    age_armor: ageArmor,
+    recipients: wanted,
+    created_at: new Date(),
+    destroyed_at: null,
+  };
+  await sql`INSERT INTO backup_keys (id, tenant_id, sealed, age_armor, recipients, created_at)
+    VALUES (${fresh.id}, ${tenantId}, ${fresh.sealed}, ${ageArmor},
+      ${wanted}::text[],
+      ${fresh.created_at})`.execute(db);
+  return { key: derive(secret, tenantId, fresh.id), file: keyFileOf(fresh) };
+}
+
+/** What opens a key file: the operator's secret key, or the tenant's age identities. */
+export interface KeySecrets {
+  readonly secretKey?: string | undefined;
+  readonly identities?: readonly string[] | undefined;
+}
+
+/** The data key of a key file; `backup_key_unavailable` when neither secret opens it. */
+export function openKeyFile(file: KeyFile, secrets: KeySecrets): DataKey {
+  if (file.format !== 'ferry-backup-key/1' || typeof file.key_id !== 'string')
+    throw new FerryError(
+      'backup_corrupt',
+      `the key file of key ${String(file.key_id)} is not a Ferry backup key file`,
+    );
+  if (secrets.secretKey && file.sealed) {
+    let text: string;
+    try {
+      text = openSecret(file.sealed, secrets.secretKey);
+    } catch {
+      throw new FerryError(
+        'backup_key_unavailable',
+        `backup key ${file.key_id} does not open with this operator secret key (it was altered, or another key sealed it)`,
+      );
+    }
+    const secret = Buffer.from(text, 'base64');
+    if (secret.length !== 32)
+      throw new FerryError('backup_corrupt', `backup key ${file.key_id} is malformed`);
+    return derive(secret, file.tenant_id, file.key_id);
+  }
+  throw new FerryError(
+    'backup_key_unavailable',
+    file.sealed === null && file.age === null
+      ? `backup key ${file.key_id} was destroyed: its backups cannot be read`
+      : `backup key ${file.key_id} needs the operator's secret key or one of the tenant's age identities`,
+  );
+}
+
+/** The data key from its age-encrypted copy, with the tenant's own identities. */
+export async function openKeyFileWithAge(file: KeyFile, identities: readonly string[]): Promise<DataKey> {
+  if (!file.age)
+    throw new FerryError(
+      'backup_key_unavailable',
+      `backup key ${file.key_id} was not encrypted to any age recipient`,
+    );
+  const decrypter = new Decrypter();
+  for (const identity of identities) decrypter.addIdentity(identity);
+  let secret: Uint8Array;
+  try {
+    secret = await decrypter.decrypt(armor.decode(file.age));
+  } catch {
+    throw new FerryError(
+      'backup_key_unavailable',
+      `backup key ${file.key_id} does not open with the age identities given (wrong identity, or the key file was altered)`,
+    );
+  }
+  if (secret.length !== 32) throw new FerryError('backup_corrupt', `backup key ${file.key_id} is malformed`);
+  return derive(Buffer.from(secret), file.tenant_id, file.key_id);
+}
+
+/** Opens a key file with whichever secret is given: age identities first (a tenant restoring alone). */
+export async function openKey(file: KeyFile, secrets: KeySecrets): Promise<DataKey> {
+  if (secrets.identities?.length) return openKeyFileWithAge(file, secrets.identities);
+  return openKeyFile(file, secrets);
+}
+
+/** The key file of a key from the catalog (null when destroyed or unknown). */
+export async function keyFileFromCatalog(db: Kysely<DB>, keyId: string): Promise<KeyFile | null> {
+  const r = await sql<KeyRow>`
+    SELECT id, tenant_id, sealed, age_armor, recipients, created_at, destroyed_at FROM backup_keys WHERE id = ${keyId}`.execute(
+    db,
+  );
+  const row = r.rows[0];
+  return row && !row.destroyed_at ? keyFileOf(row) : null;
+}
+
+/**
+ * Destroys every backup key of a tenant: the sealed and age-encrypted copies are cleared in
+ * the catalog (the caller deletes the key files at the destinations). Returns the key ids.
+ */
+export async function destroyTenantKeys(db: Kysely<DB>, tenantId: string, now: Date): Promise<string[]> {
+  const r = await sql<{ id: string }>`
+    UPDATE backup_keys SET sealed = NULL, age_armor = NULL, destroyed_at = ${now}
+    WHERE tenant_id = ${tenantId} AND destroyed_at IS NULL RETURNING id`.execute(db);
+  return r.rows.map((row) => row.id);
+}
