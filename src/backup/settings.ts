@@ -156,7 +156,8 @@ export function parseDestinations(input: unknown, options: { allowLocal: boolean
     }
     if (type === 's3' || type === 'sftp') {
       const { name: _n, ...rest } = raw as Record<string, unknown>;
-      const target = parseTarget({ prefix: '', ...rest }, field);
+      // Backups keep their own layout under backups/<tenant>/: an S3 destination needs no prefix.
+      const target = parseTarget(type === 's3' ? { prefix: '', ...rest } : rest, field);
       return { ...target, name } as Destination;
     }
     throw invalid(`${field}.type`, 'is not a destination type', ['default', 'local', 's3', 'sftp']);
@@ -303,7 +304,7 @@ export async function openDestination(
       return {
         name: destination.name,
         label: `sftp://${target.host}:${target.port}${target.directory}`,
-        store: store as unknown as ObjectStore,
+        store,
         close: () => store.close(),
       };
     }

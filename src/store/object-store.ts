@@ -36,14 +36,15 @@ export interface ListedObject {
 
 /**
  * Where export files, downloads and deliveries keep their bytes: local disk or
- * S3-compatible object storage, chosen once by `createObjectStore(config)`.
+ * S3-compatible object storage, chosen once by `createObjectStore(config)`; backups may
+ * also go to an SFTP server (`sftp-object-store.ts`).
  *
  * Keys are `/`-separated segments of `[A-Za-z0-9._=+@-]`, no segment starting with
  * a dot, at most 1024 bytes (see `validateKey`). Errors a caller can act on are
  * `FerryError`s: `not_found`, `range_not_satisfiable`, `invalid_parameter`, `conflict`.
  */
 export interface ObjectStore {
-  readonly kind: 'local' | 's3';
+  readonly kind: 'local' | 's3' | 'sftp';
   /** Streams `source` to a temporary place, computing SHA-256 and size while writing; nothing is visible under `key` until commit. */
   put(key: string, source: Readable, options?: { contentType?: string }): Promise<PendingObject>;
   /** The object's bytes, or an inclusive range of them; `end` past the last byte is clamped. */
