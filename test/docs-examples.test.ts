@@ -25,6 +25,8 @@ const exec = promisify(execFile);
 
 /** Examples that cannot run here, by `file: first command line`, with the reason. */
 const SKIP: Record<string, string> = {
+  'docs/backup.md: ferry backup restore <backup-id> --from ./copy --tenant-id <tenant-uuid> \\':
+    "needs a copy of a destination and the tenant's identity file; test/backup.test.ts restores with an age identity alone",
   'docs/dashboard.md: npm run screenshots': 'runs the browser test suite, which this suite is part of',
   'README.md: npm install': 'installs the project and starts a server: the harness has done both',
   'README.md: npm test': 'runs this very test suite',

@@ -126,6 +126,7 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
       stored_files: settings.stored_files,
       tables: read.tables,
       files: read.files,
+      erasure_ledger: read.ledger,
     };
     const signed = await signManifest(database, deps.secretKey, key, manifest);
     const bytes = Buffer.from(`${JSON.stringify(signed)}\n`);
@@ -267,6 +268,7 @@ function chunkUploader(
 }
 
 interface ReadResult {
+  ledger: { request_id: string; subject_key: string; erased_at: string }[];
   snapshotAt: string;
   schemaVersion: string;
   tables: ManifestTable[];
@@ -329,7 +331,17 @@ async function readTenant(
     });
   }
   const files = await storedFiles(session, deps, tenantId, settings, sizes, upload);
-  return { snapshotAt: clock.rows[0]!.at, schemaVersion: version.rows[0]?.name ?? 'none', tables, files };
+  const ledger = await sql<{ request_id: string; subject_key: string; erased_at: string }>`
+    SELECT request_id::text AS request_id, subject_key,
+      to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS erased_at
+    FROM erasure_ledger WHERE tenant_id = ${tenantId} ORDER BY erased_at, request_id`.execute(session.db);
+  return {
+    ledger: ledger.rows,
+    snapshotAt: clock.rows[0]!.at,
+    schemaVersion: version.rows[0]?.name ?? 'none',
+    tables,
+    files,
+  };
 }
 
 /** The stored export files of the tenant: listed by reference, or chunked by content. */

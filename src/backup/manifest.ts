@@ -58,6 +58,11 @@ export interface Manifest {
   readonly stored_files: 'reference' | 'content';
   readonly tables: readonly ManifestTable[];
   readonly files: readonly ManifestFile[];
+  /**
+   * The tenant's erasure ledger at the snapshot (request, keyed hash, time: never an
+   * identifier), so a restore without the database still erases those people again.
+   */
+  readonly erasure_ledger: readonly { request_id: string; subject_key: string; erased_at: string }[];
 }
 
 /** The stored form: the manifest, its MAC under the data key, and Ferry's Ed25519 signature. */

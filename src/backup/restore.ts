@@ -5,7 +5,7 @@ import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap } from '../datamap/types.ts';
 import { type Database, type DbSession, literal, quoteIdent } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
-import { FerryError, invalid } from '../domain/ferry-error.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { eraseRowsInTransaction } from '../privacy/erasure.ts';
 import { specificName } from '../privacy/subject.ts';
 import { subjectKey } from '../privacy/subject-key.ts';
@@ -61,6 +61,11 @@ export interface RestoreReport {
   readonly signature: 'valid' | 'unknown_key';
   readonly tables: readonly RestoreTableReport[];
   readonly re_erased: readonly ReErased[];
+  /**
+   * The erasure ledger's entries (the backup's and the database's) and whether they were
+   * replayed: not without the operator's secret key, which keys the ledger's hashes.
+   */
+  readonly erasure_ledger: { readonly entries: number; readonly replayed: boolean };
   /** Columns a backup never holds: restored as values no password or key matches. */
   readonly withheld: readonly string[];
   readonly files_restored: number;
@@ -289,8 +294,18 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
       reports.push({ name: table.name, rows: table.rows, restored: true });
     }
     if (input.mode === 'database') await chainHead(session.db, targetTenantId);
-    const reErased = await replayLedger(session, input, manifest.tenant_id, targetTenantId, salt);
-    return { reports, reErased };
+    // The ledger as the backup recorded it, and every newer entry the caller knows.
+    const ledger = [...input.ledger];
+    for (const e of manifest.erasure_ledger ?? [])
+      if (!ledger.some((l) => l.request_id === e.request_id)) ledger.push(e);
+    const reErased = await replayLedger(
+      session,
+      { ...input, ledger },
+      manifest.tenant_id,
+      targetTenantId,
+      salt,
+    );
+    return { reports, reErased, ledger: { entries: ledger.length, replayed: Boolean(input.ledgerKey) } };
   });
 
   const filesRestored =
@@ -311,6 +326,7 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
     signature,
     tables: result.reports,
     re_erased: result.reErased,
+    erasure_ledger: result.ledger,
     withheld: manifest.tables.flatMap((t) => t.withheld.map((c) => `${t.name}.${c}`)),
     files_restored: filesRestored,
     duration_ms: Date.now() - started,
@@ -407,9 +423,7 @@ async function replayLedger(
   targetTenantId: string,
   salt: string,
 ): Promise<ReErased[]> {
-  if (!input.ledger.length) return [];
-  if (!input.ledgerKey)
-    throw invalid('secret_key', "replaying the erasure ledger needs the operator's secret key");
+  if (!input.ledger.length || !input.ledgerKey) return [];
   const byKey = new Map(input.ledger.map((e) => [e.subject_key, e]));
   const hash = (identifier: string) => subjectKey(input.ledgerKey!, sourceTenantId, identifier);
   const customers = await sql<{

@@ -4,7 +4,12 @@ import type { Command } from 'commander';
 import { type BackupRow, backupById, listBackups } from '../backup/catalog.ts';
 import { backupContext } from '../backup/context.ts';
 import { parseKeepPolicy } from '../backup/forget.ts';
-import { restoreInto } from '../backup/restore.ts';
+import { type LedgerEntry, restoreInto } from '../backup/restore.ts';
+import type { KeySecrets } from '../backup/keys.ts';
+import { parseManifest } from '../backup/manifest.ts';
+import { readObject } from '../backup/repository.ts';
+import { loadConfig } from '../config/config.ts';
+import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import {
   type BackupContext,
   forget,
@@ -139,31 +144,47 @@ export function registerBackup(program: Command): void {
   backup
     .command('list')
     .description("a tenant's backups, newest first")
-    .requiredOption('--tenant <id-or-slug>', 'the tenant')
+    .option('--tenant <id-or-slug>', 'the tenant')
     .option('--all', 'include running, failed and forgotten backups')
+    .option('--from <dir>', 'list the backups in a copy of a destination instead (no database needed)')
+    .option('--tenant-id <uuid>', 'with --from: the tenant id (the folder name under backups/)')
     .option('--json', 'print JSON')
-    .action(async (options: { tenant: string; all?: boolean; json?: boolean }) => {
-      await withBackups(options.tenant, async (ctx, tenantId) => {
-        const rows = await listBackups(ctx.database.db, tenantId, { all: options.all ?? false });
-        print(options.json, rows, () => {
-          if (!rows.length) return 'no backups';
-          printTable(
-            ['ID', 'SNAPSHOT (UTC)', 'KIND', 'STATUS', 'ROWS', 'SIZE', 'WRITTEN', 'VERIFIED'],
-            rows.map((b) => [
-              b.id,
-              when(b.snapshot_at ?? b.started_at),
-              b.kind,
-              b.status,
-              String(b.rows),
-              formatBytes(b.plain_bytes),
-              formatBytes(b.written_bytes),
-              b.verify_status ?? '-',
-            ]),
-          );
-          return '';
+    .action(
+      async (options: {
+        tenant?: string;
+        all?: boolean;
+        from?: string;
+        tenantId?: string;
+        json?: boolean;
+      }) => {
+        if (options.from) {
+          await listFolder(options.from, options.tenantId, options.json);
+          return;
+        }
+        if (!options.tenant)
+          throw new FerryError('invalid_parameter', '--tenant is required (or --from for a copy)');
+        await withBackups(options.tenant, async (ctx, tenantId) => {
+          const rows = await listBackups(ctx.database.db, tenantId, { all: options.all ?? false });
+          print(options.json, rows, () => {
+            if (!rows.length) return 'no backups';
+            printTable(
+              ['ID', 'SNAPSHOT (UTC)', 'KIND', 'STATUS', 'ROWS', 'SIZE', 'WRITTEN', 'VERIFIED'],
+              rows.map((b) => [
+                b.id,
+                when(b.snapshot_at ?? b.started_at),
+                b.kind,
+                b.status,
+                String(b.rows),
+                formatBytes(b.plain_bytes),
+                formatBytes(b.written_bytes),
+                b.verify_status ?? '-',
+              ]),
+            );
+            return '';
+          });
         });
-      });
-    });
+      },
+    );
 
   backup
     .command('show')
@@ -228,7 +249,10 @@ export function registerBackup(program: Command): void {
       'restore from a copy of a destination (a folder holding backups/<tenant>/…), without this Ferry',
     )
     .option('--tenant-id <uuid>', 'with --from: the tenant id (the folder name under backups/)')
-    .option('--identity <file>', "with --from: the tenant's age identity file, which opens the backup key")
+    .option(
+      '--identity <file>',
+      "with --from: the tenant's age identity file, which opens the backup key (default: the operator's secret key)",
+    )
     .option('--yes', 'confirm --replace')
     .option('--json', 'print JSON')
     .action(
@@ -432,8 +456,9 @@ export function registerBackup(program: Command): void {
 }
 
 /**
- * A restore a tenant runs alone: from a copy of a destination, with their own age identity
- * (no operator secret, no Ferry catalog), into a database of their own.
+ * A restore from a copy of a destination, without Ferry's catalog: a tenant alone with its age
+ * identity, or the operator with the secret key after losing the database. Into a database of
+ * their own (nothing to replay: that database has no erasure ledger of the tenant).
  */
 async function restoreFromFolder(
   backupId: string,
@@ -446,26 +471,44 @@ async function restoreFromFolder(
     json?: boolean;
   },
 ): Promise<void> {
-  if (!options.tenantId || !options.identity || !options.into)
-    throw new FerryError('invalid_parameter', '--from needs --tenant-id, --identity and --into');
-  const identities = (await readFile(options.identity, 'utf8'))
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l.startsWith('AGE-SECRET-KEY-'));
-  if (!identities.length)
-    throw new FerryError('invalid_parameter', `${options.identity} holds no AGE-SECRET-KEY line`);
+  if (!options.tenantId || !options.into)
+    throw new FerryError('invalid_parameter', '--from needs --tenant-id and --into');
+  let secrets: KeySecrets;
+  if (options.identity) {
+    const identities = (await readFile(options.identity, 'utf8'))
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.startsWith('AGE-SECRET-KEY-'));
+    if (!identities.length)
+      throw new FerryError('invalid_parameter', `${options.identity} holds no AGE-SECRET-KEY line`);
+    secrets = { identities };
+  } else {
+    // The operator restoring after losing the database: the secret key of the environment or data folder.
+    secrets = { secretKey: loadOrCreateSecretKey(loadConfig()) };
+  }
+  // The erasure ledgers every backup in the copy recorded: the newest ones name the latest erasures.
+  const store = new LocalObjectStore({ root: path.resolve(options.from ?? '.') });
+  const ledger: LedgerEntry[] = [];
+  for await (const o of store.list(`backups/${options.tenantId}/manifests/`)) {
+    const bytes = await readObject(store, o.key);
+    if (!bytes) continue;
+    for (const e of parseManifest(bytes, o.key).manifest.erasure_ledger ?? [])
+      if (!ledger.some((l) => l.request_id === e.request_id)) ledger.push(e);
+  }
   const target = await openTarget(options.into, options.intoSchema);
   try {
     const report = await restoreInto({
-      store: new LocalObjectStore({ root: path.resolve(options.from ?? '.') }),
+      store,
       destinationName: 'folder',
       tenantId: options.tenantId,
       backupId,
       mode: 'database',
       target,
       verifier: null,
-      secrets: { identities },
-      ledger: [],
+      secrets,
+      ledger,
+      // Erased people are named by a hash keyed with the operator's secret: only it can replay them.
+      ledgerKey: secrets.secretKey,
     });
     print(options.json, report, () =>
       [
@@ -476,4 +519,52 @@ async function restoreFromFolder(
   } finally {
     await target.close();
   }
+}
+
+/** The backups of a tenant in a copy of a destination, from their manifests, newest first. */
+async function listFolder(
+  from: string,
+  tenantId: string | undefined,
+  json: boolean | undefined,
+): Promise<void> {
+  const store = new LocalObjectStore({ root: path.resolve(from) });
+  const tenants: string[] = [];
+  if (tenantId) tenants.push(tenantId);
+  else
+    for await (const o of store.list('backups/'))
+      if (o.key.includes('/manifests/')) {
+        const t = o.key.split('/')[1]!;
+        if (!tenants.includes(t)) tenants.push(t);
+      }
+  const rows: {
+    tenant_id: string;
+    tenant_slug: string;
+    id: string;
+    snapshot_at: string;
+    kind: string;
+    rows: number;
+  }[] = [];
+  for (const t of tenants)
+    for await (const o of store.list(`backups/${t}/manifests/`)) {
+      const bytes = await readObject(store, o.key);
+      if (!bytes) continue;
+      const { manifest } = parseManifest(bytes, o.key);
+      rows.push({
+        tenant_id: manifest.tenant_id,
+        tenant_slug: manifest.tenant_slug,
+        id: manifest.backup_id,
+        snapshot_at: manifest.snapshot_at,
+        kind: manifest.kind,
+        rows: manifest.tables.reduce((n, x) => n + x.rows, 0),
+      });
+    }
+  rows.sort((a, b) => b.snapshot_at.localeCompare(a.snapshot_at));
+  print(json, rows, () => {
+    if (!rows.length) return 'no backups';
+    printTable(
+      ['TENANT', 'SLUG', 'ID', 'SNAPSHOT (UTC)', 'KIND', 'ROWS'],
+      rows.map((r) => [r.tenant_id, r.tenant_slug, r.id, when(r.snapshot_at), r.kind, String(r.rows)]),
+    );
+    return '';
+  });
 }
