@@ -298,6 +298,14 @@ for (const dialect of DIALECTS) {
         database,
         `SELECT count(*) AS n FROM audit_events WHERE tenant_id = '${tenantId}'`,
       );
+      const hashes = async () =>
+        (
+          await sql<{ id: string; password_hash: string }>`
+            SELECT id, password_hash FROM team_members WHERE tenant_id = ${tenantId} ORDER BY id`.execute(
+            database.db,
+          )
+        ).rows;
+      const hashesBefore = await hashes();
       const restore = await restoreBackup(ctx, {
         tenantId,
         backupId: backup.id,
@@ -313,6 +321,10 @@ for (const dialect of DIALECTS) {
       expect(report.tables.find((x) => x.name === 'audit_events')).toMatchObject({ restored: false });
       // The erasure of the previous test stays in force (the ledger is replayed on replace too).
       expect(await tenantRows(database, tenantId, compare)).toEqual(expected);
+      // The live password hashes stay: a backup never holds them, and nobody is locked out.
+      expect(await hashes()).toEqual(hashesBefore);
+      expect(hashesBefore.length).toBeGreaterThan(0);
+      expect(hashesBefore.every((h) => !h.password_hash.startsWith('!withheld'))).toBe(true);
       // The audit trail only grew.
       expect(
         await count(database, `SELECT count(*) AS n FROM audit_events WHERE tenant_id = '${tenantId}'`),

@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { contentChunks, countRows } from '../src/backup/chunker.ts';
 import { cdcParams, chunkBuffer, cutPoint } from '../src/backup/fastcdc.ts';
 
-// The reference implementation's own test image and its published cut points
-// (the Rust `fastcdc` crate, v2020 module, normalization level 1).
+// The test image of the Rust `fastcdc` crate (nlfiedler/fastcdc-rs, test/fixtures), a
+// public-domain picture, with the cut points the crate's v2020 module gives for it.
 const IMAGE = readFileSync(new URL('./support/fixtures/SekienAkashita.jpg', import.meta.url));
 
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
@@ -24,37 +24,64 @@ function noise(bytes: number, seed = 7): Buffer {
   return out;
 }
 
+const lengths = (chunks: Array<[number, number]>) => chunks.map(([, length]) => length);
+
 describe('FastCDC', () => {
-  it('cuts the reference image where the reference implementation does', () => {
-    const sixteen = chunkBuffer(cdcParams({ minSize: 4096, avgSize: 16384, maxSize: 65535 }), IMAGE);
-    expect(sixteen).toEqual([
+  it('cuts the reference image where the crate does (its published vectors)', () => {
+    // fastcdc-rs src/v2020/mod.rs, tests test_cut_sekien_16k_chunks, _32k_ and _64k_.
+    expect(chunkBuffer(cdcParams({ minSize: 4096, avgSize: 16384, maxSize: 65535 }), IMAGE)).toEqual([
       [0, 21325],
       [21325, 17140],
       [38465, 28084],
       [66549, 18217],
       [84766, 24700],
     ]);
-    expect(sixteen.map(([o, l]) => md5(IMAGE.subarray(o, o + l)))).toEqual([
-      '2bb52734718194617c957f5e07ee6054',
-      'badfb0757fe081c20336902e7131f768',
-      '18412d7414de6eb42f638351711f729d',
-      '04fe1405fc5f960363bfcd834c056407',
-      '1aa7ad95f274d6ba34a983946ebc5af3',
+    expect(chunkBuffer(cdcParams({ minSize: 8192, avgSize: 32768, maxSize: 131072 }), IMAGE)).toEqual([
+      [0, 66549],
+      [66549, 42917],
     ]);
-    expect(
-      chunkBuffer(cdcParams({ minSize: 8192, avgSize: 32768, maxSize: 131072 }), IMAGE).map((c) => c[1]),
-    ).toEqual([66549, 42917]);
-    expect(
-      chunkBuffer(cdcParams({ minSize: 16384, avgSize: 65536, maxSize: 262144 }), IMAGE).map((c) => c[1]),
-    ).toEqual([109466]);
+    expect(chunkBuffer(cdcParams({ minSize: 16384, avgSize: 65536, maxSize: 262144 }), IMAGE)).toEqual([
+      [0, 109466],
+    ]);
   });
 
-  it('cuts all-zero input at the maximum size, and the rest at its end', () => {
+  it('cuts like the crate with odd sizes, where the two-bytes-per-step scan decides', () => {
+    // Output of the crate's v2020 module (fastcdc-rs 4.0.1, commit f76938d), built with rustc:
+    // FastCDC::new(image, 1001, 3001, 4095) and FastCDC::new(noise(100_000, 7), 1001, 3001, 4095).
+    // The scan never tests the last byte of an odd maxSize, so many chunks are exactly 4095.
+    const odd = cdcParams({ minSize: 1001, avgSize: 3001, maxSize: 4095 });
+    expect(lengths(chunkBuffer(odd, IMAGE))).toEqual([
+      4095, 2539, 4095, 4095, 4095, 2406, 4095, 4095, 4095, 3651, 1204, 3365, 4095, 4095, 4095, 4095, 1005,
+      3427, 3907, 3211, 4095, 3894, 4095, 2922, 1167, 4095, 2118, 3628, 1609, 4092, 3957, 4034,
+    ]);
+    expect(lengths(chunkBuffer(odd, noise(100_000, 7)))).toEqual([
+      3635, 4095, 4095, 1704, 3058, 4095, 1744, 4095, 1041, 4095, 4095, 4095, 3402, 4095, 3757, 4095, 3724,
+      4095, 4095, 1673, 3207, 4095, 3110, 4095, 4095, 3115, 4095, 4095, 1310,
+    ]);
+    // FastCDC::new(noise(100_000, 7), 4095, 12288, 24575).
+    expect(
+      lengths(chunkBuffer(cdcParams({ minSize: 4095, avgSize: 12288, maxSize: 24575 }), noise(100_000, 7))),
+    ).toEqual([13529, 19101, 18471, 4778, 12904, 10412, 20805]);
+  });
+
+  it("cuts all-zero input at the maximum size, and the rest at its end (the crate's test_cut_all_zeros)", () => {
     const params = cdcParams({ minSize: 64, avgSize: 256, maxSize: 1024 });
     const zeros = new Uint8Array(10240);
     for (let start = 0; start < 10240; start += 1024)
       expect(cutPoint(params, zeros, start, 10240)).toBe(1024);
     expect(cutPoint(params, zeros, 10200, 10240)).toBe(40);
+  });
+
+  it('reads only buf[start, end): a cut from an offset equals the cut of the slice', () => {
+    const params = cdcParams({ minSize: 4096, avgSize: 16384, maxSize: 65535 });
+    // The crate's second chunk of the image starts at 21325 and is 17140 bytes long.
+    expect(cutPoint(params, IMAGE, 21325, IMAGE.length)).toBe(17140);
+    expect(cutPoint(params, IMAGE, 21325, 21325 + 17140)).toBe(17140);
+    // Bytes after `end` are not looked at: fewer than minSize left is the rest, whatever follows.
+    expect(cutPoint(params, IMAGE, 1000, 1000 + 4096)).toBe(4096);
+    expect(cutPoint(params, IMAGE, 1000, 1000 + 100)).toBe(100);
+    expect(cutPoint(params, IMAGE, 1000, 1000)).toBe(0);
+    expect(chunkBuffer(params, new Uint8Array(0))).toEqual([]);
   });
 
   it('keeps every chunk within min and max (but the last), and the chunks make up the input', () => {
@@ -66,27 +93,41 @@ describe('FastCDC', () => {
       expect(length).toBeGreaterThanOrEqual(sizes.minSize);
       expect(length).toBeLessThanOrEqual(sizes.maxSize);
     }
+    expect(chunks.at(-1)![1]).toBeLessThanOrEqual(sizes.maxSize);
     // Normalized chunking keeps the average near the asked one.
     expect(input.length / chunks.length).toBeGreaterThan(sizes.avgSize / 2);
     expect(input.length / chunks.length).toBeLessThan(sizes.avgSize * 2);
   });
 
-  it('is content-defined: an insertion shifts the later cuts instead of changing them', () => {
+  it('is content-defined: 100 bytes inserted near the start shift every later cut by 100', () => {
     const params = cdcParams({ minSize: 2048, avgSize: 8192, maxSize: 32768 });
     const input = noise(1_000_000, 99);
     const edited = Buffer.concat([input.subarray(0, 5000), noise(100, 3), input.subarray(5000)]);
-    const before = chunkBuffer(params, input);
-    const after = chunkBuffer(params, edited);
-    const ends = new Set(before.map(([o, l]) => o + l + 100));
-    const shared = after.filter(([o, l]) => ends.has(o + l));
-    // All but the chunks around the insertion end where they ended before, 100 bytes later.
-    expect(shared.length).toBeGreaterThanOrEqual(after.length - 2);
+    const before = chunkBuffer(params, input).map(([o, l]) => o + l);
+    const after = chunkBuffer(params, edited).map(([o, l]) => o + l);
+    // The first chunk of the edited input that ends where one ended before, 100 bytes later.
+    const k = after.findIndex((end) => end > 5100 && before.includes(end - 100));
+    expect(k).toBeGreaterThanOrEqual(0);
+    expect(k).toBeLessThanOrEqual(1);
+    const j = before.indexOf(after[k]! - 100);
+    expect(j).toBeLessThanOrEqual(1);
+    expect(after.slice(k).map((end) => end - 100)).toEqual(before.slice(j));
+    expect(before.length).toBeGreaterThan(50);
   });
 
   it('refuses sizes it cannot honour', () => {
-    expect(() => cdcParams({ minSize: 32, avgSize: 256, maxSize: 1024 })).toThrow(RangeError);
-    expect(() => cdcParams({ minSize: 4096, avgSize: 1024, maxSize: 8192 })).toThrow(RangeError);
-    expect(() => cdcParams({ minSize: 64, avgSize: 256, maxSize: 2 * 1024 ** 3 })).toThrow(RangeError);
+    const bad = [
+      { minSize: 63, avgSize: 256, maxSize: 1024 },
+      { minSize: 4096, avgSize: 1024, maxSize: 8192 },
+      { minSize: 1024, avgSize: 8192, maxSize: 4096 },
+      { minSize: 64, avgSize: 256, maxSize: 1024 ** 3 + 1 },
+      { minSize: 64, avgSize: 128, maxSize: 1024 },
+      { minSize: 64, avgSize: 8 * 1024 ** 2, maxSize: 16 * 1024 ** 2 },
+      { minSize: 64.5, avgSize: 256, maxSize: 1024 },
+      { minSize: 64, avgSize: Number.NaN, maxSize: 1024 },
+    ];
+    for (const sizes of bad) expect(() => cdcParams(sizes), JSON.stringify(sizes)).toThrow(RangeError);
+    expect(() => cdcParams({ minSize: 64, avgSize: 256, maxSize: 1024 ** 3 })).not.toThrow();
   });
 });
 

@@ -16,6 +16,7 @@ import {
   type ManifestFile,
   type ManifestTable,
   signManifest,
+  type SigningKeyRef,
 } from './manifest.ts';
 import {
   chunkId,
@@ -127,6 +128,7 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
       tables: read.tables,
       files: read.files,
       erasure_ledger: read.ledger,
+      signing_keys: read.signingKeys,
     };
     const signed = await signManifest(database, deps.secretKey, key, manifest);
     const bytes = Buffer.from(`${JSON.stringify(signed)}\n`);
@@ -228,6 +230,7 @@ function chunkUploader(
   stats: { written: number; newChunks: number; chunks: number },
 ): Uploader {
   const running = new Set<Promise<void>>();
+  const later: ChunkRef[] = [];
   let failure: unknown = null;
   return {
     async add(plain) {
@@ -235,15 +238,23 @@ function chunkUploader(
       const id = chunkId(key, plain);
       stats.chunks++;
       const missing = targets.filter((t) => !t.known.has(id));
-      if (!missing.length) return [id, plain.length, targets[0]?.known.get(id) ?? 0];
+      if (!missing.length) {
+        const ref: ChunkRef = [id, plain.length, targets[0]?.known.get(id) ?? 0];
+        // Seen earlier in this backup and still being sealed: its size is filled in by drain().
+        if (ref[2] === 0) later.push(ref);
+        return ref;
+      }
+      for (const t of missing) t.known.set(id, 0);
       while (running.size >= IN_FLIGHT) await Promise.race(running);
       if (failure) throw failure;
-      // The plain bytes are a view of the chunker's buffer: copy before it moves on.
-      const own = Buffer.from(plain);
-      const sealed = await sealChunk(key, id, own);
-      for (const t of targets) if (!t.known.has(id)) t.known.set(id, sealed.length);
-      stats.newChunks++;
+      const ref: ChunkRef = [id, plain.length, 0];
+      // Compression and encryption run beside the reader (zstd in libuv's thread pool), so
+      // reading, chunking and sealing overlap.
       const task = (async () => {
+        const sealed = await sealChunk(key, id, plain);
+        ref[2] = sealed.length;
+        for (const t of targets) if (t.known.get(id) === 0) t.known.set(id, sealed.length);
+        stats.newChunks++;
         for (const t of missing) {
           await putObject(t.destination.store, chunkObjectKey(tenantId, id), sealed);
           stats.written += sealed.length;
@@ -258,16 +269,18 @@ function chunkUploader(
         },
       );
       running.add(task);
-      return [id, plain.length, sealed.length];
+      return ref;
     },
     async drain() {
       await Promise.all(running);
       if (failure) throw failure;
+      for (const ref of later) ref[2] = targets[0]?.known.get(ref[0]) ?? 0;
     },
   };
 }
 
 interface ReadResult {
+  signingKeys: SigningKeyRef[];
   ledger: { request_id: string; subject_key: string; erased_at: string }[];
   snapshotAt: string;
   schemaVersion: string;
@@ -335,7 +348,16 @@ async function readTenant(
     SELECT request_id::text AS request_id, subject_key,
       to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS erased_at
     FROM erasure_ledger WHERE tenant_id = ${tenantId} ORDER BY erased_at, request_id`.execute(session.db);
+  const signing = await sql<SigningKeyRef>`
+    SELECT kid, public_key,
+      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at,
+      CASE WHEN retired_at IS NULL THEN NULL
+        ELSE to_char(retired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END AS retired_at
+    FROM receipt_signing_keys WHERE kid IN (SELECT key_id FROM dsar_receipts WHERE tenant_id = ${tenantId}) ORDER BY kid`.execute(
+    session.db,
+  );
   return {
+    signingKeys: signing.rows,
     ledger: ledger.rows,
     snapshotAt: clock.rows[0]!.at,
     schemaVersion: version.rows[0]?.name ?? 'none',

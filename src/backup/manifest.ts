@@ -63,6 +63,18 @@ export interface Manifest {
    * identifier), so a restore without the database still erases those people again.
    */
   readonly erasure_ledger: readonly { request_id: string; subject_key: string; erased_at: string }[];
+  /**
+   * The public halves of the keys that signed the tenant's receipts, so receipts restored into
+   * another database still verify there (the private halves never leave).
+   */
+  readonly signing_keys?: readonly SigningKeyRef[];
+}
+
+export interface SigningKeyRef {
+  readonly kid: string;
+  readonly public_key: string;
+  readonly created_at: string;
+  readonly retired_at: string | null;
 }
 
 /** The stored form: the manifest, its MAC under the data key, and Ferry's Ed25519 signature. */

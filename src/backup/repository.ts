@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { zstdCompress, zstdDecompress } from 'node:zlib';
+import { constants, zstdCompress, zstdDecompress } from 'node:zlib';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { DataKey, KeyFile } from './keys.ts';
@@ -37,9 +37,12 @@ export function chunkId(key: DataKey, plain: Buffer): string {
   return createHmac('sha256', key.idKey).update(plain).digest('hex');
 }
 
+/** zstd level 1: about twice as fast as the default 3, for a few percent more bytes. */
+const ZSTD_LEVEL = { params: { [constants.ZSTD_c_compressionLevel]: 1 } };
+
 /** A chunk as stored: compressed, then encrypted with the chunk id as associated data. */
 export async function sealChunk(key: DataKey, id: string, plain: Buffer): Promise<Buffer> {
-  const packed = await compress(plain);
+  const packed = await compress(plain, ZSTD_LEVEL);
   const nonce = randomBytes(NONCE);
   const cipher = createCipheriv('aes-256-gcm', key.chunkKey, nonce);
   cipher.setAAD(Buffer.from(id));

@@ -24,8 +24,11 @@ import { backupTables, type CatalogColumn, catalogOf } from './tables.ts';
 export const RESTORE_MODES = ['replace', 'sandbox', 'database', 'drill'] as const;
 export type RestoreMode = (typeof RESTORE_MODES)[number];
 
-/** The audit trail is append-only: a restore into the live tenant keeps it as it is. */
-const APPEND_ONLY = new Set(['audit_events']);
+/**
+ * Append-only records a restore into the live tenant keeps as they are: the audit trail, and
+ * the signed receipts (with their chain head), which people were given as proof.
+ */
+const APPEND_ONLY = new Set(['audit_events', 'dsar_receipts', 'receipt_chains']);
 
 /** Staging tables of a sandbox kept to the end of the transaction (the ledger replay reads their ids). */
 const KEEP_STAGED = new Set(['customers', 'team_members']);
@@ -237,7 +240,12 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
           `table ${table.name} here lacks ${lacking.join(', ')} (the backup's schema ${manifest.schema_version} is newer): migrate first`,
         );
     }
-    if (input.mode === 'replace') await deleteCurrent(session, manifest, declared);
+    if (input.mode === 'replace') await deleteCurrent(session, manifest, declared, catalog);
+    // The public keys of the receipts, for a database that lacks them: retired there, never signing.
+    for (const k of manifest.signing_keys ?? [])
+      await sql`INSERT INTO receipt_signing_keys (kid, public_key, private_key_sealed, created_at, retired_at)
+        VALUES (${k.kid}, ${k.public_key}, '!withheld-from-backup', ${k.created_at}, ${k.retired_at ?? new Date().toISOString()})
+        ON CONFLICT (kid) DO NOTHING`.execute(session.db);
 
     const reports: RestoreTableReport[] = [];
     let index = 0;
@@ -249,7 +257,7 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
           name: table.name,
           rows: table.rows,
           restored: false,
-          note: 'kept: the audit trail is append-only',
+          note: 'kept as it is: append-only (the audit trail, signed receipts)',
         });
         continue;
       }
@@ -293,6 +301,16 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
         );
       reports.push({ name: table.name, rows: table.rows, restored: true });
     }
+    if (input.mode === 'replace')
+      for (const table of manifest.tables) {
+        if (!table.withheld.length) continue;
+        const key = catalog.get(table.name)?.primaryKey ?? ['id'];
+        const kept = quoteIdent(`ferry_keep_${table.name}`);
+        await session.exec(
+          `UPDATE ${quoteIdent(table.name)} t SET ${table.withheld.map((c) => `${quoteIdent(c)} = k.${quoteIdent(c)}`).join(', ')}
+           FROM ${kept} k WHERE ${key.map((c) => `t.${quoteIdent(c)} = k.${quoteIdent(c)}`).join(' AND ')}`,
+        );
+      }
     if (input.mode === 'database') await chainHead(session.db, targetTenantId);
     // The ledger as the backup recorded it, and every newer entry the caller knows.
     const ledger = [...input.ledger];
@@ -368,7 +386,19 @@ async function deleteCurrent(
   session: DbSession,
   manifest: Manifest,
   declared: Map<string, { tenantKey: string }>,
+  catalog: Map<string, { primaryKey: string[] }>,
 ): Promise<void> {
+  // The live values of what a backup withholds (password and key hashes) are kept for the rows
+  // that come back: restoring over the live account does not lock its people out.
+  for (const table of manifest.tables) {
+    if (!table.withheld.length) continue;
+    const key = catalog.get(table.name)?.primaryKey ?? ['id'];
+    const tenantKey = declared.get(table.name)?.tenantKey ?? 'tenant_id';
+    await session.exec(
+      `CREATE TEMP TABLE ${quoteIdent(`ferry_keep_${table.name}`)} ON COMMIT DROP AS SELECT ${[...key, ...table.withheld].map(quoteIdent).join(', ')}
+       FROM ${quoteIdent(table.name)} WHERE ${quoteIdent(tenantKey)} = ${literal(manifest.tenant_id)}`,
+    );
+  }
   for (const table of [...manifest.tables].reverse()) {
     if (table.name === 'tenants' || APPEND_ONLY.has(table.name)) continue;
     const tenantKey = declared.get(table.name)?.tenantKey ?? 'tenant_id';

@@ -297,6 +297,7 @@ export async function openDestination(
         username: target.username,
         ...(target.private_key ? { privateKey: target.private_key } : {}),
         ...(target.password ? { password: target.password } : {}),
+        ...(target.passphrase ? { passphrase: target.passphrase } : {}),
         hostKeyFingerprint: target.host_key,
         root: target.directory,
         outbound: deps.outbound,

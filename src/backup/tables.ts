@@ -50,6 +50,7 @@ const FERRY_TABLES: readonly BackupTable[] = [
     source: 'ferry',
   },
   { name: 'dsar_receipts', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },
+  { name: 'receipt_chains', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },
   { name: 'legal_holds', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },
   { name: 'retention_policies', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },
   {
