@@ -310,7 +310,7 @@ async function readTenant(
     const entry = catalog.get(table.name);
     if (!entry) continue;
     const columns = entry.columns.map((c) => c.name);
-    const order = streamOrder(table.name, entry.primaryKey, entry.columns);
+    const order = streamOrder(table, entry.primaryKey, entry.columns);
     const projection = columns
       .map((c) => (table.withheld[c] ? `${table.withheld[c]} AS ${quoteIdent(c)}` : quoteIdent(c)))
       .join(', ');

@@ -20,6 +20,8 @@ export interface BackupTable {
   readonly withheld: Readonly<Record<string, string>>;
   /** Where the declaration comes from: the data map or Ferry's own per-tenant state. */
   readonly source: 'data map' | 'ferry';
+  /** The data map's time column (when rows were created or happened), the stream's first order key. */
+  readonly timeColumn?: string | null;
 }
 
 /** The value of a withheld hash: no password or key verifies against it. */
@@ -97,6 +99,7 @@ export function backupTables(map: DataMap = REFERENCE_DATAMAP): BackupTable[] {
         refers: [...new Set(t.relations.map((r) => r.references.split('.')[0]!).filter((r) => r !== name))],
         withheld: MAP_WITHHELD[name] ?? {},
         source: 'data map' as const,
+        timeColumn: t.timeColumn,
       })),
     ...FERRY_TABLES.filter((t) => !map.tables[t.name]),
   ];
@@ -168,13 +171,15 @@ export async function catalogOf(
  * scatter them over every chunk), then the primary key, which makes the order total.
  */
 export function streamOrder(
-  table: string,
+  table: BackupTable,
   primaryKey: readonly string[],
   columns: readonly CatalogColumn[],
 ): string[] {
   // Only a NOT NULL column: keyset pages compare row values, and NULL compares to nothing.
   const names = new Set(columns.filter((c) => !c.nullable).map((c) => c.name));
-  const first = table === 'audit_events' ? null : names.has('created_at') ? 'created_at' : null;
+  // The data map's time column first (the tenant indexes lead with it, so PostgreSQL reads in
+  // order instead of sorting), else the creation time.
+  const first = [table.timeColumn, 'created_at'].find((c): c is string => !!c && names.has(c)) ?? null;
   const key = primaryKey.length ? primaryKey : columns.map((c) => c.name);
   return [...(first && !key.includes(first) ? [first] : []), ...key].map(quoteIdent);
 }
