@@ -238,7 +238,7 @@ for (const dialect of DIALECTS) {
       expect(md).toContain('| Gap | Regulation | Risk | Remediation | Priority |');
       expect(md).toContain('| conversations | ✅ | CSV/JSON/NDJSON/XML/PARQUET | ✅ | ✅ |');
       expect(md).toMatch(
-        /\| customers \| ✅ delete \| ✅ \| ❌ not available \| no processors registered \|/,
+        /\| customers \| ✅ delete \| ✅ \| ❌ no tenant backups \| no processors registered \|/,
       );
       for (const table of TENANT_TABLES)
         expect(md.match(new RegExp(`^\\| ${table} \\|`, 'gm'))?.length, table).toBe(3);
@@ -320,7 +320,7 @@ for (const dialect of DIALECTS) {
       for (const d of automatic.deletion_coverage.filter((x) => !contact.includes(x)))
         expect(d.third_party, d.category).toBe('none registered');
       expect(selfAuditMarkdown(automatic)).toMatch(
-        /\| customers \| ✅ delete \| ✅ \| ❌ not available \| automatic \|/,
+        /\| customers \| ✅ delete \| ✅ \| ❌ no tenant backups \| automatic \|/,
       );
 
       const printer = await post({

@@ -1,3 +1,5 @@
+import { backupContext } from '../src/backup/context.ts';
+import { runBackup } from '../src/backup/service.ts';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
@@ -95,6 +97,15 @@ for (const dialect of DIALECTS) {
       });
       expect(processor.statusCode, processor.body).toBe(201);
       others['compliance/processors'] = processor.json().id;
+      const backup = await runBackup(
+        backupContext({ database: h.database, config: h.config, store: h.store }),
+        {
+          tenantId: h.other.id,
+          trigger: 'manual',
+          actor: 'test',
+        },
+      );
+      others.backups = backup.id;
       const otherSession = await signInAs(h.app, h.database, h.other, 'admin');
       expect(otherSession.cookies.ferry_session).toBeTruthy();
       const row = await sql<{

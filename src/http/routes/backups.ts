@@ -15,7 +15,7 @@ import { getBackupSettings, presentSettings, putBackupSettings } from '../../bac
 import { VERIFY_LEVELS } from '../../backup/verify.ts';
 import { FerryError, invalid } from '../../domain/ferry-error.ts';
 import { problemResponses } from '../problem.ts';
-import { listBody, listResponse } from '../responses.ts';
+import { jsonResponse, listBody, listResponse } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 
 const security = [{ bearer: [] }];
@@ -202,7 +202,13 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
           'Registers a backup and queues it; answers 202 with the running backup. Poll `GET /api/v1/backups/{id}` until ' +
           '`status` is `completed` (or `failed`). A backup reuses the unchanged chunks of the previous one.',
         security,
-        response: { 202: Backup, ...problemResponses(401, 403, 409, 429, 503) },
+        response: {
+          202: jsonResponse(Backup, {
+            description: 'Accepted: the backup is running; `Location` is its URL',
+            headers: ['Location'],
+          }),
+          ...problemResponses(401, 403, 409, 429, 503),
+        },
       },
     },
     async (request, reply) => {
@@ -333,7 +339,13 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
           'Queues a drill: the latest backup is restored into a throwaway sandbox tenant, checked against its ' +
           'manifest, timed (RTO) and aged (RPO), and the sandbox deleted. Answers 202; poll the `Location`.',
         security,
-        response: { 202: Restore, ...problemResponses(401, 403, 404, 429, 503) },
+        response: {
+          202: jsonResponse(Restore, {
+            description: 'Accepted: the drill is running; `Location` is its URL',
+            headers: ['Location'],
+          }),
+          ...problemResponses(401, 403, 404, 429, 503),
+        },
       },
     },
     async (request, reply) => {
@@ -426,7 +438,13 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
         security,
         params: IdParams,
         body: RestoreBody,
-        response: { 202: Restore, ...problemResponses(400, 401, 403, 404, 429, 503) },
+        response: {
+          202: jsonResponse(Restore, {
+            description: 'Accepted: the restore is running; `Location` is its URL',
+            headers: ['Location'],
+          }),
+          ...problemResponses(400, 401, 403, 404, 429, 503),
+        },
       },
     },
     async (request, reply) => {
