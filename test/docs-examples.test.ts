@@ -38,13 +38,15 @@ const SKIP: Record<string, string> = {
     'starts the server the harness already runs (`ferry serve --port 8080`)',
   'docs/api.md: age-keygen -o key.txt                     # prints the public key: age1…':
     'the recipient and file name are placeholders the reader fills in from earlier output',
-  'docs/benchmarks.md: npm run bench                                     # seed, export, paged, API and dashboard benchmarks':
+  'docs/benchmarks.md: npm run bench                                     # every benchmark: seed, export, paged, API, dashboard, retention, backup':
     'benchmarks run for many minutes on millions of rows',
   'docs/benchmarks.md: BENCH_ONLY=export BENCH_MESSAGES=1000000,10000000 BENCH_PGLITE_MESSAGES=1000000 \\':
     'benchmarks run for many minutes on millions of rows',
   'docs/benchmarks.md: npx node bench/api.ts': 'a load test of several minutes',
   'docs/benchmarks.md: BENCH_ONLY=retention npm run bench':
     'seeds a million messages and sweeps half of them: minutes of work',
+  'docs/benchmarks.md: BENCH_ONLY=backup npm run bench':
+    'seeds a million messages and times backups and restores against pg_dump and pg_restore for minutes',
   'docs/benchmarks.md: BENCH_ONLY=dashboard npm run bench':
     'seeds a million messages and runs the page benchmark for minutes',
   'docs/destinations.md: aws s3api head-object --bucket acme-exports --key daily-exports/2026-11-22/conversations-2026-11-22.csv.gz \\':
