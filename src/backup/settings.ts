@@ -276,7 +276,7 @@ export async function openDestination(
       const target = openTarget(destination as never, deps.secretKey) as S3Target<string>;
       const client = createTargetS3Client(target, deps.outbound);
       const store = new S3ObjectStore({
-        api: client as unknown as S3,
+        api: client,
         bucket: target.bucket,
         presign: async () => {
           throw new FerryError('not_found', 'backup objects have no download links');

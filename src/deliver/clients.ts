@@ -1,6 +1,6 @@
 // The clients of the delivery targets. Only the composition root (src/compose.ts) builds
 // them; the targets get them through `DeliveryContext.clients`.
-import { S3Client } from '@aws-sdk/client-s3';
+import { S3 } from '@aws-sdk/client-s3';
 import Client from 'ssh2-sftp-client';
 import { invalid } from '../domain/ferry-error.ts';
 import { guardedAgents, type OutboundPolicy } from '../lib/ssrf.ts';
@@ -17,10 +17,12 @@ export function createTargetS3Client(
   target: S3Target<string>,
   outbound: OutboundPolicy,
   timeoutMs = 30_000,
-): S3Client {
+): S3 {
   if (!target.access_key_id || !target.secret_access_key)
     throw invalid('secret_access_key', 'an S3 target needs access_key_id and secret_access_key');
-  return new S3Client({
+  // The aggregated client (an S3Client with a method per command): deliveries send commands,
+  // backup destinations use it as an object store.
+  return new S3({
     region: target.region,
     ...(target.endpoint ? { endpoint: target.endpoint } : {}),
     forcePathStyle: target.force_path_style,
