@@ -1,5 +1,4 @@
 import { type Kysely, sql } from 'kysely';
-import type { S3 } from '@aws-sdk/client-s3';
 import { validateRecipients } from '../crypto/age.ts';
 import type { DB } from '../db/schema.ts';
 import { createTargetS3Client } from '../deliver/clients.ts';
