@@ -57,6 +57,10 @@ for (const dialect of DIALECTS) {
         expect(bad.headers['content-type']).toContain('application/problem+json');
         expect(JSON.stringify(bad.json())).toContain(parameter);
       }
+      // Nothing to drill before the first backup.
+      const drill = await call('POST', '/api/v1/backups/drills', h.keys.admin);
+      expect(drill.statusCode).toBe(404);
+      expect(drill.headers['content-type']).toContain('application/problem+json');
       const saved = await call('PUT', '/api/v1/backups/settings', h.keys.admin, {
         enabled: true,
         time_of_day: '03:30',
@@ -97,6 +101,15 @@ for (const dialect of DIALECTS) {
           .statusCode,
       ).toBe(400);
 
+      for (const [body, parameter] of [
+        [{ mode: 'database' }, 'mode'],
+        [{ mode: 'sandbox', destination: 'elsewhere' }, 'destination'],
+        [{ mode: 'sandbox', extra: true }, 'extra'],
+      ] as const) {
+        const bad = await call('POST', `/api/v1/backups/${backup.id}/restore`, h.keys.admin, body);
+        expect(bad.statusCode, JSON.stringify(body)).toBe(400);
+        expect(JSON.stringify(bad.json())).toContain(parameter);
+      }
       const replace = await call('POST', `/api/v1/backups/${backup.id}/restore`, h.keys.admin, {
         mode: 'replace',
       });

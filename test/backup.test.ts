@@ -26,6 +26,7 @@ import { migrateToLatest } from '../src/db/migrate.ts';
 import { pgliteDatabase } from '../src/db/pglite-database.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
 import { executeErasure } from '../src/privacy/erasure.ts';
+import { createHold, releaseHold } from '../src/privacy/holds.ts';
 import { resolveSubject } from '../src/privacy/subject.ts';
 import { seed } from '../src/seed/seed.ts';
 import { LocalObjectStore } from '../src/store/local-object-store.ts';
@@ -329,6 +330,49 @@ for (const dialect of DIALECTS) {
       expect(
         await count(database, `SELECT count(*) AS n FROM audit_events WHERE tenant_id = '${tenantId}'`),
       ).toBeGreaterThan(auditBefore);
+    }, 240_000);
+
+    it('deletes nothing a legal hold keeps: no backup is forgotten, no restore replaces the live rows', async () => {
+      const before = await listBackups(database.db, tenantId);
+      expect(before.length).toBeGreaterThan(1);
+      const hold = await createHold(
+        database,
+        tenantId,
+        { scope: 'tenant', reason: 'preservation letter', matter: 'HOLD-7' },
+        { actor: 'test' },
+      );
+      try {
+        const result = await forget(ctx, {
+          tenantId,
+          dryRun: false,
+          policy: { keep_last: 1 },
+          actor: 'test',
+        });
+        expect(result.forgotten).toEqual([]);
+        expect(result.held_by).toEqual([hold.id]);
+        expect((await listBackups(database.db, tenantId)).map((b) => b.id)).toEqual(before.map((b) => b.id));
+        const rows = await tenantRows(database, tenantId, { skip: ['audit_events'] });
+        await expect(
+          restoreBackup(ctx, {
+            tenantId,
+            backupId: before[0]!.id,
+            mode: 'replace',
+            confirm: true,
+            actor: 'test',
+          }),
+        ).rejects.toMatchObject({ code: 'conflict', message: expect.stringContaining('HOLD-7') });
+        expect(await tenantRows(database, tenantId, { skip: ['audit_events'] })).toEqual(rows);
+        // A sandbox restore touches nothing of the live account: allowed.
+        const sandbox = await restoreBackup(ctx, {
+          tenantId,
+          backupId: before[0]!.id,
+          mode: 'sandbox',
+          actor: 'test',
+        });
+        expect(sandbox.status).toBe('completed');
+      } finally {
+        await releaseHold(database, tenantId, hold.id, 'matter closed', { actor: 'test' });
+      }
     }, 240_000);
 
     it('keeps exactly the backups the keep policy names, and prune leaves every kept one verifiable', async () => {

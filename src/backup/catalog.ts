@@ -32,7 +32,10 @@ export interface BackupRow {
   error: string | null;
 }
 
-/** A running backup whose process has not been heard from for this long is failed. */
+/**
+ * A backup still `running` this long after it started is taken for dead (its process was
+ * killed): it is failed, and prune no longer waits for it. Longer than any backup should take.
+ */
 export const STALE_AFTER_MS = 6 * 60 * 60 * 1000;
 
 const at = (column: string) =>
@@ -80,5 +83,5 @@ export async function listBackups(
 export async function markStaleRunning(db: Kysely<DB>, tenantId: string, now: Date): Promise<void> {
   await sql`UPDATE backups SET status = 'failed', error = 'the process taking the backup stopped', finished_at = ${now}
     WHERE tenant_id = ${tenantId} AND status = 'running'
-      AND heartbeat_at < ${new Date(now.getTime() - STALE_AFTER_MS)}`.execute(db);
+      AND started_at < ${new Date(now.getTime() - STALE_AFTER_MS)}`.execute(db);
 }

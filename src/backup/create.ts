@@ -3,6 +3,7 @@ import { type Kysely, sql } from 'kysely';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap } from '../datamap/types.ts';
 import { type Database, type DbSession, literal, quoteIdent } from '../db/database.ts';
+import { utcInstantSql } from '../db/keyset.ts';
 import type { DB } from '../db/schema.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { ObjectStore } from '../store/object-store.ts';
@@ -83,15 +84,12 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
   const db = database.db;
   const now = deps.now ?? (() => new Date());
   const settings = await getBackupSettings(db, request.tenantId);
-  const tenant = await sql<{ slug: string; status: string }>`
-    SELECT slug, status FROM tenants WHERE id = ${request.tenantId}`.execute(db);
-  if (!tenant.rows[0]) throw new FerryError('not_found', `no tenant ${request.tenantId}`);
-  if (tenant.rows[0].status === 'purged')
-    throw new FerryError('account_closed', 'the account was purged: it has nothing left to back up');
-
   const id = request.id ?? (await registerBackup(db, request, now()));
   const opened: OpenedDestination[] = [];
   try {
+    const tenant = await sql<{
+      slug: string;
+    }>`SELECT slug FROM tenants WHERE id = ${request.tenantId}`.execute(db);
     opened.push(...(await deps.destinations(settings)));
     const { key, file } = await currentDataKey(db, request.tenantId, deps.secretKey, settings.recipients);
     const parent = await latestCompleted(db, request.tenantId);
@@ -113,7 +111,7 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
       format: 'ferry-backup/1',
       backup_id: id,
       tenant_id: request.tenantId,
-      tenant_slug: tenant.rows[0].slug,
+      tenant_slug: tenant.rows[0]?.slug ?? request.tenantId,
       kind: parent ? 'incremental' : 'full',
       parent_id: parent?.id ?? null,
       key_id: key.id,
@@ -163,7 +161,7 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
 }
 
 /**
- * Registers the running backup. The tenant's settings row is locked first, as prune locks
+ * Registers the running backup (refused for an unknown or purged tenant). The tenant's settings row is locked first, as prune locks
  * it, so a backup never starts while a prune of the same repository holds its lease (the
  * prune would delete chunks the backup is about to reuse).
  */
@@ -172,6 +170,12 @@ export async function registerBackup(
   request: Omit<BackupRequest, 'id'>,
   at: Date,
 ): Promise<string> {
+  const tenant = await sql<{
+    status: string;
+  }>`SELECT status FROM tenants WHERE id = ${request.tenantId}`.execute(db);
+  if (!tenant.rows[0]) throw new FerryError('not_found', `no tenant ${request.tenantId}`);
+  if (tenant.rows[0].status === 'purged')
+    throw new FerryError('account_closed', 'the account was purged: it has nothing left to back up');
   const id = randomUUID();
   await markStaleRunning(db, request.tenantId, at);
   await db.transaction().execute(async (trx) => {
@@ -189,8 +193,8 @@ export async function registerBackup(
           prune_until: until.toISOString(),
         },
       );
-    await sql`INSERT INTO backups (id, tenant_id, status, kind, trigger, actor, started_at, heartbeat_at)
-      VALUES (${id}, ${request.tenantId}, 'running', 'full', ${request.trigger}, ${request.actor}, ${at}, ${at})`.execute(
+    await sql`INSERT INTO backups (id, tenant_id, status, kind, trigger, actor, started_at)
+      VALUES (${id}, ${request.tenantId}, 'running', 'full', ${request.trigger}, ${request.actor}, ${at})`.execute(
       trx,
     );
   });
@@ -298,7 +302,7 @@ async function readTenant(
   upload: Uploader,
 ): Promise<ReadResult> {
   const clock = await sql<{ at: string }>`
-    SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`.execute(session.db);
+    SELECT ${sql.raw(utcInstantSql('now()'))} AS at`.execute(session.db);
   const version = await sql<{ name: string }>`
     SELECT name FROM kysely_migration ORDER BY name DESC LIMIT 1`.execute(session.db);
   const catalog = await catalogOf(session.db);
@@ -346,13 +350,13 @@ async function readTenant(
   const files = await storedFiles(session, deps, tenantId, settings, sizes, upload);
   const ledger = await sql<{ request_id: string; subject_key: string; erased_at: string }>`
     SELECT request_id::text AS request_id, subject_key,
-      to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS erased_at
+      ${sql.raw(utcInstantSql('erased_at'))} AS erased_at
     FROM erasure_ledger WHERE tenant_id = ${tenantId} ORDER BY erased_at, request_id`.execute(session.db);
   const signing = await sql<SigningKeyRef>`
     SELECT kid, public_key,
-      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at,
+      ${sql.raw(utcInstantSql('created_at'))} AS created_at,
       CASE WHEN retired_at IS NULL THEN NULL
-        ELSE to_char(retired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END AS retired_at
+        ELSE ${sql.raw(utcInstantSql('retired_at'))} END AS retired_at
     FROM receipt_signing_keys WHERE kid IN (SELECT key_id FROM dsar_receipts WHERE tenant_id = ${tenantId}) ORDER BY kid`.execute(
     session.db,
   );

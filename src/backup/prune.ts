@@ -1,5 +1,7 @@
 import { type Kysely, sql } from 'kysely';
+import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
+import { activeHolds } from '../privacy/holds.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { type BackupRow, listBackups, STALE_AFTER_MS } from './catalog.ts';
@@ -24,10 +26,11 @@ export interface ForgetResult {
  * while a legal hold of the tenant is active, nothing is forgotten (a hold keeps every copy).
  */
 export async function forgetBackups(
-  db: Kysely<DB>,
+  database: Database,
   destinations: readonly OpenedDestination[],
   input: { tenantId: string; policy: KeepPolicy; timeZone: string; dryRun: boolean; now: Date },
 ): Promise<ForgetResult> {
+  const db = database.db;
   const backups = await listBackups(db, input.tenantId);
   const decisions = applyKeepPolicy(
     // The time the backup was taken by Ferry's clock (the snapshot instant is the database's).
@@ -35,11 +38,7 @@ export async function forgetBackups(
     input.policy,
     input.timeZone,
   ).map((d) => ({ ...d, snapshot_at: backups.find((b) => b.id === d.id)!.snapshot_at ?? '' }));
-  const holds = await sql<{ id: string }>`
-    SELECT id FROM legal_holds WHERE tenant_id = ${input.tenantId} AND released_at IS NULL ORDER BY created_at`.execute(
-    db,
-  );
-  const heldBy = holds.rows.map((h) => h.id);
+  const heldBy = (await activeHolds(database, input.tenantId)).map((h) => h.id);
   const newest = backups[0]?.id;
   const drop =
     isEmptyPolicy(input.policy) || heldBy.length ? [] : decisions.filter((d) => !d.keep && d.id !== newest);
@@ -93,7 +92,7 @@ export async function pruneBackups(
       throw new FerryError('conflict', "a prune of this tenant's backups is already running");
     const running = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM backups WHERE tenant_id = ${input.tenantId} AND status = 'running'
-        AND heartbeat_at >= ${new Date(input.now.getTime() - STALE_AFTER_MS)}`.execute(trx);
+        AND started_at >= ${new Date(input.now.getTime() - STALE_AFTER_MS)}`.execute(trx);
     if (Number(running.rows[0]?.n ?? 0) > 0)
       throw new FerryError('conflict', 'a backup of this tenant is running; prune when it has finished');
     await sql`UPDATE backup_settings SET prune_until = ${new Date(input.now.getTime() + LEASE_MS)}

@@ -8,9 +8,10 @@ import type { DB } from '../db/schema.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { OutboundPolicy } from '../lib/ssrf.ts';
 import type { ObjectStore } from '../store/object-store.ts';
+import { activeHolds } from '../privacy/holds.ts';
 import { emitEvent } from '../webhooks/emit.ts';
 import { type BackupRow, backupById, latestCompleted } from './catalog.ts';
-import { type BackupProgress, createBackup } from './create.ts';
+import { type BackupProgress, createBackup, registerBackup } from './create.ts';
 import type { CdcSizes } from './fastcdc.ts';
 import { parseKeepPolicy } from './forget.ts';
 import { destroyTenantKeys } from './keys.ts';
@@ -88,6 +89,8 @@ export async function runBackup(
     onProgress?: (p: BackupProgress) => void;
   },
 ): Promise<BackupRow> {
+  // Registered first, so a failure below is reported with the backup it failed.
+  const id = input.id ?? (await registerBackup(ctx.database.db, input, clock(ctx)));
   try {
     const row = await createBackup(
       {
@@ -100,7 +103,7 @@ export async function runBackup(
         ...(ctx.now ? { now: ctx.now } : {}),
         ...(input.onProgress ? { onProgress: input.onProgress } : {}),
       },
-      input,
+      { ...input, id },
     );
     await recordAudit(ctx.database, {
       tenantId: input.tenantId,
@@ -126,27 +129,18 @@ export async function runBackup(
     });
     return row;
   } catch (err) {
-    if (
-      err instanceof FerryError &&
-      (err.code === 'not_found' || err.code === 'account_closed' || err.code === 'conflict')
-    )
-      throw err;
-    const failed = await sql<{ id: string }>`
-      SELECT id FROM backups WHERE tenant_id = ${input.tenantId} AND status = 'failed' ORDER BY started_at DESC LIMIT 1`.execute(
-      ctx.database.db,
-    );
     const message = err instanceof Error ? err.message : String(err);
     await recordAudit(ctx.database, {
       tenantId: input.tenantId,
       actor: input.actor,
       action: 'backup.failed',
-      targetId: failed.rows[0]?.id ?? null,
+      targetId: id,
       dataType: 'backup',
       success: false,
       error: message,
     }).catch(() => {});
     await emitEvent(ctx.database, input.tenantId, 'backup.failed', {
-      data: { backup_id: failed.rows[0]?.id ?? null, trigger: input.trigger, error: message },
+      data: { backup_id: id, trigger: input.trigger, error: message },
     }).catch(() => {});
     throw err;
   }
@@ -265,6 +259,20 @@ export interface RestoreRequest {
 }
 
 /**
+ * A restore over the live tenant deletes its current rows, among them what a legal hold keeps
+ * (rows written since the backup): refused while a hold is active (`conflict`).
+ */
+export async function refuseReplaceUnderHold(database: Database, tenantId: string): Promise<void> {
+  const holds = await activeHolds(database, tenantId);
+  if (holds.length)
+    throw new FerryError(
+      'conflict',
+      `a legal hold (${holds.map((h) => h.matter).join(', ')}) keeps this account's data: restore into a sandbox instead, or release the hold`,
+      { holds: holds.map((h) => h.id) },
+    );
+}
+
+/**
  * Restores a backup (restoreInto) and records it. `replace` first takes a backup of the
  * current state (trigger `pre_restore`), so a restore can itself be undone.
  */
@@ -277,6 +285,7 @@ export async function restoreBackup(ctx: BackupContext, request: RestoreRequest)
     );
   if (request.mode === 'database' && !request.target)
     throw invalid('target', 'mode database needs the target database');
+  if (request.mode === 'replace') await refuseReplaceUnderHold(ctx.database, request.tenantId);
   let preRestore: BackupRow | null = null;
   if (request.mode === 'replace')
     preRestore = await runBackup(ctx, {
@@ -553,7 +562,7 @@ export async function forget(
     timezone: string;
   }>`SELECT timezone FROM tenants WHERE id = ${input.tenantId}`.execute(ctx.database.db);
   return withDestinations(ctx, input.tenantId, async (destinations, settings) => {
-    const result = await forgetBackups(ctx.database.db, destinations, {
+    const result = await forgetBackups(ctx.database, destinations, {
       tenantId: input.tenantId,
       policy: input.policy ? parseKeepPolicy(input.policy) : settings.keep,
       timeZone: tz.rows[0]?.timezone ?? 'UTC',

@@ -1,5 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthContext } from '../auth/context.ts';
+import { ERRORS, type ErrorCode } from '../domain/error-catalog.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import type { ExportServiceDeps } from '../export-requests/service.ts';
 import type { FerryApp, RouteDeps } from '../http/types.ts';
 import { type ClientInfo, type SignedIn, authOf } from './accounts.ts';
@@ -95,6 +97,29 @@ export function sendPage(
 export function seeOther(reply: FastifyReply, location: string, notice?: string) {
   if (notice) flash(reply, notice);
   return reply.redirect(location, 303);
+}
+
+/**
+ * Runs a form's change and redirects back to `page` with its notice; an error with one of
+ * `shown` codes shows the page again with the reason, under the code's status (a refused
+ * change is not an error page). Anything else propagates to the error page.
+ */
+export async function changeThenRedirect(
+  reply: FastifyReply,
+  page: string,
+  change: () => Promise<string>,
+  showAgain: (message: string) => Promise<unknown>,
+  shown: readonly ErrorCode[] = ['invalid_parameter', 'conflict'],
+) {
+  try {
+    return seeOther(reply, page, await change());
+  } catch (err) {
+    if (err instanceof FerryError && shown.includes(err.code)) {
+      reply.code(ERRORS[err.code].status);
+      return showAgain(err.message);
+    }
+    throw err;
+  }
 }
 
 /** A form field as a trimmed string (forms send strings or repeated strings). */

@@ -73,7 +73,6 @@ CREATE TABLE backups (
   verified_at timestamptz,
   verify_status text,
   verify_error text,
-  heartbeat_at timestamptz NOT NULL DEFAULT now(),
   started_at timestamptz NOT NULL DEFAULT now(),
   finished_at timestamptz,
   forgotten_at timestamptz,

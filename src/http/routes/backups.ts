@@ -1,12 +1,13 @@
 import { Type } from 'typebox';
 import { authorize } from '../../auth/policy.ts';
-import { type BackupRow, backupById, listBackups } from '../../backup/catalog.ts';
+import { backupById, listBackups } from '../../backup/catalog.ts';
 import { backupContext } from '../../backup/context.ts';
 import { registerBackup } from '../../backup/create.ts';
 import { BACKUP_RESTORE_JOB, BACKUP_RUN_JOB } from '../../backup/jobs.ts';
 import {
   type BackupContext,
   listRestores,
+  refuseReplaceUnderHold,
   registerRestore,
   restoreById,
   verifyBackup,
@@ -152,8 +153,6 @@ const ListQuery = Type.Object(
   { additionalProperties: false },
 );
 
-const present = (row: BackupRow) => row;
-
 /** Tenant backups: list, take, verify, restore, drills and settings (docs/backup.md). */
 export const backupRoutes: RoutePlugin = async (app, { database, config, store, queue, now }) => {
   let context: BackupContext | undefined;
@@ -185,9 +184,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'backups:manage');
-      return listBody(
-        (await listBackups(database.db, auth.tenantId, { all: request.query.all ?? false })).map(present),
-      );
+      return listBody(await listBackups(database.db, auth.tenantId, { all: request.query.all ?? false }));
     },
   );
 
@@ -222,7 +219,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
       );
       await q.send(BACKUP_RUN_JOB, { id });
       const row = (await backupById(database.db, auth.tenantId, id))!;
-      return reply.code(202).header('location', `/api/v1/backups/${id}`).send(present(row));
+      return reply.code(202).header('location', `/api/v1/backups/${id}`).send(row);
     },
   );
 
@@ -386,7 +383,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
       authorize(auth, 'backups:manage');
       const row = await backupById(database.db, auth.tenantId, request.params.id);
       if (!row) throw new FerryError('not_found', `no backup ${request.params.id}`);
-      return present(row);
+      return row;
     },
   );
 
@@ -443,7 +440,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
             description: 'Accepted: the restore is running; `Location` is its URL',
             headers: ['Location'],
           }),
-          ...problemResponses(400, 401, 403, 404, 429, 503),
+          ...problemResponses(400, 401, 403, 404, 409, 429, 503),
         },
       },
     },
@@ -465,6 +462,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
       const backup = await backupById(database.db, auth.tenantId, request.params.id);
       if (backup?.status !== 'completed')
         throw new FerryError('not_found', `no completed backup ${request.params.id}`);
+      if (mode === 'replace') await refuseReplaceUnderHold(database, auth.tenantId);
       if (destination !== undefined && !backup.destinations.some((d) => d.name === destination))
         throw invalid(
           'destination',

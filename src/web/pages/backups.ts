@@ -3,10 +3,16 @@ import { backupById, listBackups } from '../../backup/catalog.ts';
 import { backupContext } from '../../backup/context.ts';
 import { registerBackup } from '../../backup/create.ts';
 import { BACKUP_RESTORE_JOB, BACKUP_RUN_JOB } from '../../backup/jobs.ts';
-import { type BackupContext, listRestores, registerRestore, verifyBackup } from '../../backup/service.ts';
+import {
+  type BackupContext,
+  listRestores,
+  refuseReplaceUnderHold,
+  registerRestore,
+  verifyBackup,
+} from '../../backup/service.ts';
 import { FREQUENCIES, getBackupSettings, putBackupSettings } from '../../backup/settings.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
-import { field, seeOther, sendPage, signedInOf, type WebPages } from '../context.ts';
+import { changeThenRedirect, field, sendPage, signedInOf, type WebPages } from '../context.ts';
 import { html } from '../html.ts';
 import { bytes, count, csrfField, when } from '../layout.ts';
 
@@ -120,26 +126,18 @@ ${
     );
   };
 
-  const attempt = async (
+  const attempt = (
     request: Parameters<typeof signedInOf>[0],
     reply: Parameters<typeof sendPage>[1],
     change: () => Promise<string>,
-  ) => {
-    try {
-      return seeOther(reply, '/app/backups', await change());
-    } catch (err) {
-      if (
-        err instanceof FerryError &&
-        ['invalid_parameter', 'conflict', 'not_found', 'backup_corrupt', 'backup_key_unavailable'].includes(
-          err.code,
-        )
-      ) {
-        reply.code(err.code === 'conflict' ? 409 : err.code === 'not_found' ? 404 : 400);
-        return render(request, reply, err.message);
-      }
-      throw err;
-    }
-  };
+  ) =>
+    changeThenRedirect(reply, '/app/backups', change, (message) => render(request, reply, message), [
+      'invalid_parameter',
+      'conflict',
+      'not_found',
+      'backup_corrupt',
+      'backup_key_unavailable',
+    ]);
 
   app.get('/app/backups', async (request, reply) => render(request, reply));
 
@@ -227,6 +225,7 @@ ${
     return attempt(request, reply, async () => {
       if (field(request.body, 'confirm').trim() !== signedIn.tenant.slug)
         throw new FerryError('invalid_parameter', `type ${signedIn.tenant.slug} to confirm the restore`);
+      await refuseReplaceUnderHold(deps.database, signedIn.tenant.id);
       await queueRestore(request, field(request.body, 'backup_id'), 'replace');
       return 'Restore started: a backup of the current state is taken first.';
     });

@@ -8,7 +8,7 @@ import { RETENTION_SWEEP_JOB } from '../../privacy/compliance-jobs.ts';
 import { createHold, HOLD_SCOPES, holdReport, listHolds, releaseHold } from '../../privacy/holds.ts';
 import { listSweeps, previewRetention } from '../../privacy/retention.ts';
 import { effectiveRetention, putRetention } from '../../privacy/retention-policies.ts';
-import { field, seeOther, sendPage, signedInOf, type WebPages } from '../context.ts';
+import { changeThenRedirect, field, seeOther, sendPage, signedInOf, type WebPages } from '../context.ts';
 import { html } from '../html.ts';
 import { count, csrfField, when } from '../layout.ts';
 
@@ -139,21 +139,11 @@ ${
   };
 
   /** A refused change shows the page again with the reason (400), anything else is an error page. */
-  const attempt = async (
+  const attempt = (
     request: Parameters<typeof signedInOf>[0],
     reply: Parameters<typeof sendPage>[1],
     change: () => Promise<string>,
-  ) => {
-    try {
-      return seeOther(reply, '/app/retention', await change());
-    } catch (err) {
-      if (err instanceof FerryError && (err.code === 'invalid_parameter' || err.code === 'conflict')) {
-        reply.code(err.code === 'conflict' ? 409 : 400);
-        return render(request, reply, err.message);
-      }
-      throw err;
-    }
-  };
+  ) => changeThenRedirect(reply, '/app/retention', change, (message) => render(request, reply, message));
 
   app.get('/app/retention', async (request, reply) => render(request, reply));
 
