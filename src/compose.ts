@@ -17,6 +17,7 @@ import { STREAM_JOBS } from './live/jobs.ts';
 import { createStreamHub } from './live/hub.ts';
 import { backupContext } from './backup/context.ts';
 import { BACKUP_JOBS } from './backup/jobs.ts';
+import { IMPORT_JOBS } from './imports/jobs.ts';
 import { destroyTenantBackups } from './backup/service.ts';
 import { COMPLIANCE_JOBS } from './privacy/compliance-jobs.ts';
 import { DSAR_JOBS } from './privacy/jobs.ts';
@@ -40,6 +41,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...DSAR_JOBS,
   ...COMPLIANCE_JOBS,
   ...BACKUP_JOBS,
+  ...IMPORT_JOBS,
   ...WEB_JOBS,
 ];
 

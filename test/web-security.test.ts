@@ -1,6 +1,8 @@
 import { backupContext } from '../src/backup/context.ts';
 import { runBackup } from '../src/backup/service.ts';
 import { sql } from 'kysely';
+import { importContext } from '../src/imports/context.ts';
+import { createImport } from '../src/imports/service.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../src/auth/keys.ts';
 import { registeredWebRoutes } from '../src/web/plugin.ts';
@@ -106,6 +108,18 @@ for (const dialect of DIALECTS) {
         },
       );
       others.backups = backup.id;
+      const plan = await createImport(importContext({ database: h.database, config: h.config, store: h.store }), {
+        tenantId: h.other.id,
+        source: 'csv',
+        input: { kind: 'stored', key: `imports/${h.other.id}/x/customers.csv`, name: 'customers.csv', bytes: 0 },
+        dryRun: true,
+        conflict: { default: 'skip' },
+        allOrNothing: false,
+        notify: false,
+        actor: 'test',
+      });
+      await sql`UPDATE imports SET status = 'completed' WHERE id = ${plan.id}`.execute(h.database.db);
+      others.imports = plan.id;
       const otherSession = await signInAs(h.app, h.database, h.other, 'admin');
       expect(otherSession.cookies.ferry_session).toBeTruthy();
       const row = await sql<{

@@ -29,6 +29,7 @@ export const ACTIONS = [
   'compliance:read',
   'account:close',
   'backups:manage',
+  'imports:manage',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 

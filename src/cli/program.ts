@@ -12,6 +12,7 @@ import { registerProcessors } from './processors.ts';
 import { registerReceipts } from './receipts.ts';
 import { registerRetention } from './retention.ts';
 import { registerBackup } from './backup.ts';
+import { registerImport } from './import.ts';
 import { registerSchedules } from './schedules.ts';
 import { registerSeed } from './seed.ts';
 import { registerServe } from './serve.ts';
@@ -43,6 +44,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerProcessors,
   registerRetention,
   registerBackup,
+  registerImport,
   registerCompliance,
 ];
 

@@ -452,7 +452,8 @@ export async function accountDocument(
       .executeTakeFirstOrThrow(),
     database.db
       .selectFrom('sites')
-      .select(['id', 'url', 'name', 'created_at'])
+      // The database's own time text (microseconds), as every other export writes times.
+      .select(['id', 'url', 'name', sql<string>`${sql.raw(timestampSql('created_at', 'UTC'))}`.as('created_at')])
       .where('tenant_id', '=', tenantId)
       .orderBy('created_at')
       .orderBy('id')

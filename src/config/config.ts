@@ -2,6 +2,28 @@ import path from 'node:path';
 import { z } from 'zod';
 import { parseAllowEntry } from '../lib/ssrf.ts';
 
+/** Limits on untrusted import files (FERRY_IMPORT_*; docs/import.md#limits). */
+export interface ImportLimits {
+  /** Total uncompressed bytes of an archive. */
+  readonly maxBytes: number;
+  /** Entries of an archive. */
+  readonly maxEntries: number;
+  /** Uncompressed to compressed size, per entry and for the archive. */
+  readonly maxRatio: number;
+  /** Bytes of one CSV field or JSON string. */
+  readonly maxFieldBytes: number;
+  /** Bytes of one CSV row or one JSON record. */
+  readonly maxRecordBytes: number;
+}
+
+export const DEFAULT_IMPORT_LIMITS: ImportLimits = {
+  maxBytes: 50 * 1024 ** 3,
+  maxEntries: 5_000_000,
+  maxRatio: 200,
+  maxFieldBytes: 1024 ** 2,
+  maxRecordBytes: 8 * 1024 ** 2,
+};
+
 /**
  * Ferry's typed configuration. This module is the only reader of `process.env`;
  * everything else receives a frozen `Config` from the composition root.
@@ -45,6 +67,20 @@ const schema = z.object({
   FERRY_SMTP_URL: z.string().url().optional(),
   FERRY_MAIL_FROM: z.string().min(3).optional(),
   FERRY_OUTBOUND_ALLOW: z.string().optional(),
+  FERRY_IMPORT_MAX_BYTES: z.coerce.number().int().min(1).default(DEFAULT_IMPORT_LIMITS.maxBytes),
+  FERRY_IMPORT_MAX_ENTRIES: z.coerce.number().int().min(1).default(DEFAULT_IMPORT_LIMITS.maxEntries),
+  FERRY_IMPORT_MAX_RATIO: z.coerce.number().min(1).default(DEFAULT_IMPORT_LIMITS.maxRatio),
+  FERRY_IMPORT_MAX_FIELD_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(DEFAULT_IMPORT_LIMITS.maxFieldBytes),
+  FERRY_IMPORT_MAX_RECORD_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(DEFAULT_IMPORT_LIMITS.maxRecordBytes),
+  FERRY_IMPORT_BATCH_SIZE: z.coerce.number().int().min(1).max(50_000).default(2000),
 });
 
 export interface Config {
@@ -76,6 +112,8 @@ export interface Config {
   readonly smtp: { readonly url: string; readonly from: string } | undefined;
   /** FERRY_OUTBOUND_ALLOW: hosts, IPs and CIDR ranges the SSRF guard lets through anyway. */
   readonly outboundAllow: readonly string[];
+  /** Imports: limits on untrusted files (FERRY_IMPORT_MAX_*) and items per batch (FERRY_IMPORT_BATCH_SIZE). */
+  readonly imports: { readonly limits: ImportLimits; readonly batchSize: number };
 }
 
 export interface JobsConfig {
@@ -195,5 +233,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     downloadLinkSeconds: e.FERRY_DOWNLOAD_LINK_SECONDS,
     smtp: e.FERRY_SMTP_URL ? Object.freeze({ url: e.FERRY_SMTP_URL, from: e.FERRY_MAIL_FROM! }) : undefined,
     outboundAllow: Object.freeze(outboundAllow),
+    imports: Object.freeze({
+      limits: Object.freeze({
+        maxBytes: e.FERRY_IMPORT_MAX_BYTES,
+        maxEntries: e.FERRY_IMPORT_MAX_ENTRIES,
+        maxRatio: e.FERRY_IMPORT_MAX_RATIO,
+        maxFieldBytes: e.FERRY_IMPORT_MAX_FIELD_BYTES,
+        maxRecordBytes: e.FERRY_IMPORT_MAX_RECORD_BYTES,
+      }),
+      batchSize: e.FERRY_IMPORT_BATCH_SIZE,
+    }),
   });
 }

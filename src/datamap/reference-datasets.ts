@@ -118,6 +118,8 @@ export const CONVERSATION_FIELDS: DatasetField[] = [
   from('conversations', 'tags'),
   from('conversations', 'custom_fields'),
   from('conversations', 'last_updated'),
+  from('conversations', 'customer_id'),
+  from('conversations', 'assigned_agent_id'),
 ];
 
 export const MESSAGE_FIELDS: DatasetField[] = [

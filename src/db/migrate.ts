@@ -18,6 +18,7 @@ import * as erasureLinks from './migrations/0014-erasure-links.ts';
 import * as web from './migrations/0015-web.ts';
 import * as compliance from './migrations/0016-compliance.ts';
 import * as backups from './migrations/0017-backups.ts';
+import * as imports from './migrations/0018-imports.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -38,6 +39,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0015-web': web,
   '0016-compliance': compliance,
   '0017-backups': backups,
+  '0018-imports': imports,
 };
 
 /**

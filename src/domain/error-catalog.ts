@@ -276,6 +276,45 @@ export const ERRORS = {
       "The backup's data key cannot be opened: it was destroyed (the account was purged), or neither " +
       "the operator's secret key nor a given age identity unwraps it. Without the key the backup cannot be read.",
   },
+  import_unreadable: {
+    status: 422,
+    title: 'Import file unreadable',
+    description:
+      'A file of an import is malformed: invalid JSON, CSV that is not RFC 4180, a row with the wrong ' +
+      'number of fields, a package whose `checksums.sha256` or `datapackage.json` does not match its ' +
+      'files. The message names the file and the line or byte offset. Nothing was imported from it.',
+  },
+  import_unsafe: {
+    status: 422,
+    title: 'Import archive unsafe',
+    description:
+      'An archive of an import was refused before anything was extracted: an entry escapes the ' +
+      'archive (`../`, an absolute path, a drive letter, a backslash, NUL) or is a link, or the ' +
+      'archive holds another archive. The message names the entry.',
+  },
+  import_limit_exceeded: {
+    status: 413,
+    title: 'Import limit exceeded',
+    description:
+      'An import file exceeds a configured limit: total uncompressed size, number of archive entries, ' +
+      'compression ratio, size of one field or of one record. The message names the limit, its ' +
+      'environment variable and the value; nothing was imported.',
+  },
+  import_conflict: {
+    status: 409,
+    title: 'Import conflict',
+    description:
+      'The import was started with the conflict policy `fail` and an item differs from a row the ' +
+      'tenant already has. The message names the item and the fields that differ; the plan ' +
+      '(`dry_run`) lists every conflict before anything is written.',
+  },
+  import_rejected: {
+    status: 422,
+    title: 'Import rejected',
+    description:
+      'An all-or-nothing import found items it cannot import, so it wrote nothing. The report lists ' +
+      'each rejected item and its reason, and the rejected-items file holds them with an `errors` column.',
+  },
   email_not_configured: {
     status: 503,
     title: 'Email not configured',

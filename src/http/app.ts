@@ -32,6 +32,7 @@ import { processorRoutes } from './routes/processors.ts';
 import { receiptKeyRoutes } from './routes/receipt-keys.ts';
 import { retentionRoutes } from './routes/retention.ts';
 import { backupRoutes } from './routes/backups.ts';
+import { importRoutes } from './routes/imports.ts';
 import { scheduleRoutes } from './routes/schedules.ts';
 import { schemaRoutes } from './routes/schemas.ts';
 import { streamRoutes } from './routes/stream.ts';
@@ -68,6 +69,7 @@ const ROUTES: readonly RoutePlugin[] = [
   complianceReportRoutes,
   accountRoutes,
   backupRoutes,
+  importRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

@@ -27,7 +27,7 @@ const KEPT_TABLES = new Set(['tenants', 'legal_holds', 'dsar_receipts', 'receipt
 
 /** Object-store prefixes of a tenant. */
 export function tenantPrefixes(tenantId: string): string[] {
-  return [`exports/${tenantId}/`, `archives/${tenantId}/`, `backups/${tenantId}/`];
+  return [`exports/${tenantId}/`, `archives/${tenantId}/`, `backups/${tenantId}/`, `imports/${tenantId}/`];
 }
 
 export interface ClosureState {

@@ -22,6 +22,7 @@ export const NAV: readonly NavItem[] = [
   { href: '/app/privacy', label: 'Privacy', action: 'dsar:manage' },
   { href: '/app/retention', label: 'Retention', action: 'retention:manage' },
   { href: '/app/backups', label: 'Backups', action: 'backups:manage' },
+  { href: '/app/imports', label: 'Imports', action: 'imports:manage' },
   { href: '/app/compliance', label: 'Compliance', action: 'compliance:read' },
 ];
 

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import cookie from '@fastify/cookie';
 import csrf from '@fastify/csrf-protection';
+import multipart from '@fastify/multipart';
 import formbody from '@fastify/formbody';
 import helmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
@@ -20,6 +21,7 @@ import { auditPages } from './pages/audit.ts';
 import { dsarPages } from './pages/dsar.ts';
 import { retentionPages } from './pages/retention.ts';
 import { backupPages } from './pages/backups.ts';
+import { importPages } from './pages/imports.ts';
 import { compliancePages } from './pages/compliance.ts';
 import { exportPages } from './pages/export.ts';
 import { historyPages } from './pages/history.ts';
@@ -50,6 +52,7 @@ const PAGES: readonly WebPages[] = [
   dsarPages,
   retentionPages,
   backupPages,
+  importPages,
   compliancePages,
   accountPages,
   privacyCenterPages,
@@ -100,9 +103,29 @@ export const webRoutes: RoutePlugin = async (app, deps) => {
 
   await app.register(cookie);
   await app.register(formbody, { bodyLimit: 256 * 1024 });
+  // File uploads (imports) are streamed by their route, so the form's token cannot be in a
+  // parsed body when the CSRF check runs: a multipart form carries it in its action's query.
+  await app.register(multipart, {
+    limits: {
+      fileSize: deps.config.imports.limits.maxBytes,
+      files: 1,
+      fields: 20,
+      fieldSize: 4096,
+      parts: 25,
+    },
+    throwFileSizeLimit: true,
+  });
   await app.register(csrf, {
     cookieKey: 'ferry_csrf',
     cookieOpts: { path: '/', sameSite: 'lax', httpOnly: true },
+    getToken: (request) => {
+      const body = request.body as { _csrf?: string } | undefined;
+      const header = request.headers['x-csrf-token'];
+      if (body?._csrf) return body._csrf;
+      if (typeof header === 'string') return header;
+      const query = request.query as { _csrf?: string } | undefined;
+      return request.isMultipart() ? query?._csrf : undefined;
+    },
   });
   await app.register(helmet, {
     // Strict: scripts and styles only from Ferry's own files, no inline code, no eval.

@@ -33,6 +33,8 @@ export const WEBHOOK_EVENTS = [
   'backup.verified',
   'restore.completed',
   'drill.completed',
+  'import.completed',
+  'import.failed',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 

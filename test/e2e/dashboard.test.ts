@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -269,6 +269,44 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
       await reloadUntil(/minor disruption \(2 h\): met/);
       await accessible(page);
       await shot(page, 'backups');
+    });
+  });
+
+  it('plans an import of a customers file, applies the plan and shows the report on the Imports page', async () => {
+    await step('imports', page, async () => {
+      const file = path.join(mkdtempSync(path.join(tmpdir(), 'ferry-e2e-import-')), 'customers.csv');
+      writeFileSync(
+        file,
+        [
+          'customer_id,tenant_id,email,name,phone,country,customer_segment,created_at',
+          'e2e00000-0000-4000-8000-000000000001,,zoë.import@example.com,"Zoë ""Import"" 😀",,DE,enterprise,2026-03-01T10:00:00.123456Z',
+          'e2e00000-0000-4000-8000-000000000002,,second.import@example.com,Second,,FR,unknown_segment,2026-03-02T10:00:00Z',
+          '',
+        ].join('\n'),
+      );
+      await page.goto(`${base}/app/imports`);
+      await accessible(page);
+      await page.getByLabel('Source').selectOption('csv');
+      await page.setInputFiles('input[name=file]', file);
+      await page.getByRole('button', { name: 'Upload and start' }).click();
+      await page.locator('#flash .notice').waitFor();
+      const reloadUntil = async (text: RegExp) => {
+        for (let i = 0; i < 120; i++) {
+          await page.goto(`${base}/app/imports`);
+          if (text.test((await page.locator('main').textContent()) ?? '')) return;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        throw new Error(`the Imports page never showed ${text}`);
+      };
+      await reloadUntil(/plan\s*completed/);
+      expect(await page.locator('main').textContent()).toMatch(/1 new, 0 updated, 0 unchanged, 0 conflicts, 1 rejected/);
+      await page.getByRole('button', { name: /^Apply the plan/ }).click();
+      await reloadUntil(/import\s*completed/);
+      const customers = await db.query(`SELECT name FROM customers WHERE email = 'zoë.import@example.com'`);
+      expect(customers.rows).toEqual([{ name: 'Zoë "Import" 😀' }]);
+      await page.getByText('Report').first().click();
+      await accessible(page);
+      await shot(page, 'imports');
     });
   });
 

@@ -1,0 +1,882 @@
+import { createHash, randomUUID } from 'node:crypto';
+import canonicalize from 'canonicalize';
+import { type Kysely, sql } from 'kysely';
+import type { Database } from '../db/database.ts';
+import { quoteIdent } from '../db/database.ts';
+import type { DB } from '../db/schema.ts';
+import { FerryError } from '../domain/ferry-error.ts';
+import {
+  type ColumnInfo,
+  type EntityColumns,
+  loadEntityColumns,
+  NO_PASSWORD,
+  recordsetColumns,
+  rowHashSql,
+} from './columns.ts';
+import { normalizeValue } from './normalize.ts';
+import {
+  IMPORT_ENTITIES,
+  type ImportEntity,
+  type ImportItem,
+  type ImportRef,
+  type ImportSource,
+} from './types.ts';
+
+/**
+ * The import engine: one code path for the plan and the apply (docs/import.md).
+ *
+ * Items come from a source entity by entity, parents first, in batches. For each batch the
+ * engine looks the items up in the import map, resolves their references, decides what each
+ * item is (create, update, unchanged, conflict, rejected) and writes the creates and updates
+ * with one statement each, the map rows with one more. A plan runs every batch in one
+ * transaction that is rolled back, so the preview is what the apply would do; an
+ * all-or-nothing apply runs them in one transaction committed only when nothing was rejected;
+ * a partial apply commits each batch with its checkpoint, so a crashed run resumes after its
+ * last committed batch with exact counts.
+ */
+
+export const CONFLICT_POLICIES = ['skip', 'overwrite', 'newest_wins', 'fail'] as const;
+export type ConflictPolicy = (typeof CONFLICT_POLICIES)[number];
+/** A policy for every entity, and optionally per entity. */
+export type ConflictPolicies = { readonly default: ConflictPolicy } & Partial<
+  Record<ImportEntity, ConflictPolicy>
+>;
+
+export type EntityReport = {
+  created: number;
+  updated: number;
+  unchanged: number;
+  conflicts: number;
+  rejected: number;
+  /** Conflicts (first ones): the item, the fields that differ, what the policy did. */
+  conflict_samples: {
+    source_type: string;
+    source_id: string;
+    id: string;
+    fields: string[];
+    resolution: string;
+  }[];
+  /** Ids assigned to created rows (first ones). */
+  assigned: { source_type: string; source_id: string; id: string }[];
+  /** Rejections (first ones): the item and why. */
+  rejected_samples: { location: string; source_id: string; errors: string[] }[];
+};
+
+export type ImportReport = {
+  entities: Partial<Record<ImportEntity, EntityReport>>;
+  items: number;
+  warnings: string[];
+};
+
+export type Checkpoint = {
+  /** The entity of the last committed batch. */
+  readonly entity: ImportEntity;
+  /** Items of that entity done (committed) so far. */
+  readonly items: number;
+};
+
+export interface Rejection {
+  readonly entity: ImportEntity;
+  readonly location: string;
+  readonly errors: readonly string[];
+  readonly raw: string;
+}
+
+export interface EngineRun {
+  readonly database: Database;
+  readonly tenantId: string;
+  readonly importId: string;
+  readonly source: ImportSource;
+  readonly conflict: ConflictPolicies;
+  readonly mode: 'plan' | 'apply';
+  readonly allOrNothing: boolean;
+  /** Live-stream events for imported rows (default: silent). */
+  readonly notify: boolean;
+  readonly batchSize?: number;
+  /** A resumed run: its checkpoint and the report so far. */
+  readonly resume?: { checkpoint: Checkpoint; report: ImportReport; rejected: number } | null;
+  /** After each batch; in a partial apply, inside the batch's transaction (`db`), so the checkpoint commits with it. */
+  readonly onBatch?: (state: BatchState, db: Kysely<DB>) => Promise<void>;
+  /** Rejections of a batch; in a partial apply inside its transaction. */
+  readonly onRejected?: (rejections: readonly Rejection[], db: Kysely<DB>, seq: number) => Promise<void>;
+  readonly signal?: AbortSignal;
+}
+
+export interface BatchState {
+  readonly checkpoint: Checkpoint;
+  readonly report: ImportReport;
+  readonly itemsDone: number;
+  readonly rejected: number;
+}
+
+export interface EngineOutcome {
+  readonly report: ImportReport;
+  readonly rejected: number;
+  /** Rejections held back by a run that was rolled back (plan, failed all-or-nothing), to record after it. */
+  readonly heldRejections: readonly Rejection[];
+}
+
+const SAMPLES = 20;
+const HELD_REJECTIONS = 10_000;
+const DEFAULT_BATCH = 2000;
+
+class Rollback extends Error {}
+
+export function emptyReport(): ImportReport {
+  return { entities: {}, items: 0, warnings: [] };
+}
+
+function entityReport(report: ImportReport, entity: ImportEntity): EntityReport {
+  let r = report.entities[entity];
+  if (!r) {
+    r = {
+      created: 0,
+      updated: 0,
+      unchanged: 0,
+      conflicts: 0,
+      rejected: 0,
+      conflict_samples: [],
+      assigned: [],
+      rejected_samples: [],
+    };
+    report.entities[entity] = r;
+  }
+  return r;
+}
+
+export async function runImport(run: EngineRun): Promise<EngineOutcome> {
+  const report: ImportReport = run.resume ? structuredClone(run.resume.report) : emptyReport();
+  const state = {
+    report,
+    itemsDone: report.items,
+    rejected: run.resume?.rejected ?? 0,
+    held: [] as Rejection[],
+  };
+  const wholeRun = run.mode === 'plan' || run.allOrNothing;
+  if (wholeRun) {
+    try {
+      await run.database.session('write', async (session) => {
+        await prepare(session.db, run);
+        await runEntities(run, state, async (work) => work(session.db));
+        if (run.mode === 'plan' || state.rejected > 0) throw new Rollback();
+      });
+    } catch (err) {
+      if (!(err instanceof Rollback)) throw err;
+    }
+    for (const w of run.source.warnings) if (!report.warnings.includes(w)) report.warnings.push(w);
+    if (run.mode === 'apply' && state.rejected > 0) {
+      return { report, rejected: state.rejected, heldRejections: state.held };
+    }
+    return { report, rejected: state.rejected, heldRejections: state.held };
+  }
+  await runEntities(run, state, (work) =>
+    run.database.session('write', async (session) => {
+      await prepare(session.db, run);
+      return work(session.db);
+    }),
+  );
+  for (const w of run.source.warnings) if (!report.warnings.includes(w)) report.warnings.push(w);
+  return { report, rejected: state.rejected, heldRejections: [] };
+}
+
+async function prepare(db: Kysely<DB>, run: EngineRun): Promise<void> {
+  if (!run.notify) await sql`SELECT set_config('ferry.silent', 'on', true)`.execute(db);
+}
+
+type InTransaction = <T>(work: (db: Kysely<DB>) => Promise<T>) => Promise<T>;
+
+async function runEntities(
+  run: EngineRun,
+  state: { report: ImportReport; itemsDone: number; rejected: number; held: Rejection[] },
+  inTransaction: InTransaction,
+): Promise<void> {
+  const size = run.batchSize ?? DEFAULT_BATCH;
+  const resumeAt = run.resume?.checkpoint;
+  const startIndex = resumeAt ? IMPORT_ENTITIES.indexOf(resumeAt.entity) : 0;
+  const columnsCache = new Map<ImportEntity, EntityColumns>();
+  for (const entity of IMPORT_ENTITIES.slice(startIndex)) {
+    let skip = resumeAt && resumeAt.entity === entity ? resumeAt.items : 0;
+    let done = skip;
+    let batch: ImportItem[] = [];
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const items = batch;
+      batch = [];
+      done += items.length;
+      await inTransaction(async (db) => {
+        let cols = columnsCache.get(entity);
+        if (!cols) {
+          cols = await loadEntityColumns(db, entity);
+          columnsCache.set(entity, cols);
+        }
+        const rejections = await applyBatch(db, run, cols, items, state.report);
+        state.itemsDone += items.length;
+        state.report.items = state.itemsDone;
+        if (rejections.length > 0) {
+          const seq = state.rejected;
+          state.rejected += rejections.length;
+          if (run.mode === 'plan' || run.allOrNothing) {
+            for (const r of rejections) if (state.held.length < HELD_REJECTIONS) state.held.push(r);
+          } else {
+            await run.onRejected?.(rejections, db, seq);
+          }
+        }
+        await run.onBatch?.(
+          {
+            checkpoint: { entity, items: done },
+            report: state.report,
+            itemsDone: state.itemsDone,
+            rejected: state.rejected,
+          },
+          db,
+        );
+      });
+    };
+    for await (const item of run.source.items(entity)) {
+      if (run.signal?.aborted) throw new FerryError('conflict', 'the import was cancelled');
+      if (skip > 0) {
+        skip -= 1;
+        continue;
+      }
+      batch.push(item);
+      if (batch.length >= size) await flush();
+    }
+    await flush();
+    // Resuming inside this entity is done; later entities start at their first item.
+  }
+  if (run.source.deriveCounts) {
+    await inTransaction((db) => recountConversations(db, run));
+  }
+}
+
+interface Decided {
+  readonly item: ImportItem;
+  readonly hash: string;
+  readonly row: Record<string, unknown>;
+  readonly targetId: string;
+  readonly kind: 'create' | 'update' | 'link';
+  /** An update that resolves a conflict (counted as a conflict, not as an update). */
+  readonly resolvesConflict?: boolean;
+}
+
+/** Plans and writes one batch; returns its rejections. */
+async function applyBatch(
+  db: Kysely<DB>,
+  run: EngineRun,
+  cols: EntityColumns,
+  items: readonly ImportItem[],
+  report: ImportReport,
+): Promise<Rejection[]> {
+  const entity = cols.entity;
+  const r = entityReport(report, entity);
+  const rejections: Rejection[] = [];
+  const system = run.source.system;
+  const policy: ConflictPolicy = run.conflict[entity] ?? run.conflict.default;
+  const reject = (item: ImportItem, errors: readonly string[]) => {
+    r.rejected += 1;
+    if (r.rejected_samples.length < SAMPLES)
+      r.rejected_samples.push({ location: item.location, source_id: item.sourceId, errors: [...errors] });
+    rejections.push({ entity, location: item.location, errors, raw: rawText(item) });
+  };
+
+  // 1. Validate and normalise, hash, drop duplicates within the batch.
+  const byColumn = new Map(cols.columns.map((c) => [c.name, c]));
+  const valid: { item: ImportItem; values: Record<string, unknown>; hash: string }[] = [];
+  const seen = new Set<string>();
+  for (const item of items) {
+    const errors = [...(item.errors ?? [])];
+    const values: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(item.values)) {
+      const col = byColumn.get(name);
+      if (!col) {
+        errors.push(`${name}: not a column of ${entity}`);
+        continue;
+      }
+      const normal = normalizeValue(cols.types[name]!, value, col.notNull);
+      if (normal.error) errors.push(`${name}: ${normal.error}`);
+      else values[name] = normal.value;
+    }
+    for (const col of cols.columns) {
+      if (
+        col.notNull &&
+        col.defaultSql === null &&
+        !(col.name in (item.refs ?? {})) &&
+        (values[col.name] ?? null) === null
+      )
+        if (!errors.some((e) => e.startsWith(`${col.name}: `))) errors.push(`${col.name}: required`);
+    }
+    const key = `${item.sourceType}\u0000${item.sourceId}`;
+    if (!item.sourceId) errors.push('the record has no id');
+    else if (seen.has(key)) errors.push(`duplicate ${item.sourceType} ${item.sourceId} in this import`);
+    seen.add(key);
+    if (errors.length > 0) {
+      reject(item, errors);
+      continue;
+    }
+    const hash = contentHash(values, item);
+    valid.push({ item, values, hash });
+  }
+  if (valid.length === 0) return rejections;
+
+  // 2. The map rows of the items, and of the parents their references name.
+  const mapKeys = valid.map((v) => [v.item.sourceType, v.item.sourceId] as const);
+  const refKeys: (readonly [string, string])[] = [];
+  const naturalRefs = new Map<ImportEntity, Set<string>>();
+  for (const v of valid) {
+    for (const ref of [...Object.values(v.item.refs ?? {}), ...Object.values(v.item.soft ?? {})]) {
+      if (!ref) continue;
+      if ('natural' in ref) {
+        const set = naturalRefs.get(ref.entity) ?? new Set();
+        set.add(ref.natural);
+        naturalRefs.set(ref.entity, set);
+      } else refKeys.push([ref.sourceType, ref.sourceId]);
+    }
+    for (const [column, list] of Object.entries(v.item.softLists ?? {})) {
+      const ids = v.values[column];
+      if (Array.isArray(ids))
+        for (const id of ids) if (typeof id === 'string') refKeys.push([list.sourceType, id]);
+    }
+  }
+  const mapped = await loadMap(db, run.tenantId, system, [...mapKeys, ...refKeys]);
+  const natural = new Map<string, string>();
+  for (const [ent, values] of naturalRefs) {
+    for (const [k, id] of await loadNatural(db, run.tenantId, ent, [...values]))
+      natural.set(`${ent}\u0000${k}`, id);
+  }
+  // Ferry's own files carry Ferry ids: a parent not in the map may be a row the tenant has.
+  const own = new Map<string, string>();
+  if (system === 'ferry') {
+    const wanted = new Map<ImportEntity, Set<string>>();
+    for (const v of valid)
+      for (const ref of [...Object.values(v.item.refs ?? {}), ...Object.values(v.item.soft ?? {})])
+        if (ref && !('natural' in ref) && !mapped.has(`${ref.sourceType}\u0000${ref.sourceId}`)) {
+          const set = wanted.get(ref.entity) ?? new Set();
+          set.add(ref.sourceId);
+          wanted.set(ref.entity, set);
+        }
+    for (const [ent, ids] of wanted)
+      for (const id of await loadOwn(db, run.tenantId, ent, [...ids])) own.set(`${ent}\u0000${id}`, id);
+  }
+  const resolve = (ref: ImportRef): string | null => {
+    if ('natural' in ref)
+      return natural.get(`${ref.entity}\u0000${naturalKeyText(ref.entity, ref.natural)}`) ?? null;
+    const m = mapped.get(`${ref.sourceType}\u0000${ref.sourceId}`);
+    if (m) return m.entity === ref.entity ? m.target_id : null;
+    return own.get(`${ref.entity}\u0000${ref.sourceId.toLowerCase()}`) ?? null;
+  };
+
+  // 3. Resolve references into the row to write.
+  const rows: {
+    item: ImportItem;
+    hash: string;
+    row: Record<string, unknown>;
+    existing: MapRow | undefined;
+  }[] = [];
+  for (const v of valid) {
+    const row: Record<string, unknown> = { ...v.values };
+    const errors: string[] = [];
+    for (const [column, ref] of Object.entries(v.item.refs ?? {})) {
+      const col = byColumn.get(column);
+      if (!col) {
+        errors.push(`${column}: not a column of ${entity}`);
+        continue;
+      }
+      const id = ref ? resolve(ref) : null;
+      if (ref && !id && col.notNull)
+        errors.push(`${column}: ${describeRef(ref)} is not imported (import it first, or fix the reference)`);
+      row[column] = id;
+    }
+    for (const [column, ref] of Object.entries(v.item.soft ?? {})) {
+      const id = resolve(ref);
+      if (id) row[column] = id;
+    }
+    for (const [column, list] of Object.entries(v.item.softLists ?? {})) {
+      const ids = row[column];
+      if (Array.isArray(ids))
+        row[column] = ids.map((id) =>
+          typeof id === 'string'
+            ? (resolve({ entity: list.entity, sourceType: list.sourceType, sourceId: id }) ?? id)
+            : id,
+        );
+    }
+    if (errors.length > 0) {
+      reject(v.item, errors);
+      continue;
+    }
+    rows.push({
+      item: v.item,
+      hash: v.hash,
+      row,
+      existing: mapped.get(`${v.item.sourceType}\u0000${v.item.sourceId}`),
+    });
+  }
+  // 4. Current rows: mapped targets, and natural-key matches of unmapped items.
+  const naturalMatches = new Map<string, string>();
+  if (cols.natural) {
+    const keys = rows
+      .filter((x) => !x.existing && x.row[cols.natural!.column] != null)
+      .map((x) => String(x.row[cols.natural!.column]));
+    for (const [k, id] of await loadNatural(db, run.tenantId, entity, keys)) naturalMatches.set(k, id);
+  }
+  // An item of Ferry's own files whose id is a row of this tenant is that row (a package imported back into its tenant).
+  const ownRows =
+    system === 'ferry'
+      ? await loadOwn(
+          db,
+          run.tenantId,
+          entity,
+          rows.filter((x) => !x.existing).map((x) => x.item.sourceId),
+        )
+      : new Set<string>();
+  const candidates = new Map<string, { targetId: string; via: 'map' | 'natural' }>();
+  for (const x of rows) {
+    if (!x.existing && ownRows.has(x.item.sourceId.toLowerCase()))
+      candidates.set(x.item.sourceId + '\u0000' + x.item.sourceType, {
+        targetId: x.item.sourceId.toLowerCase(),
+        via: 'natural',
+      });
+    else if (x.existing)
+      candidates.set(x.item.sourceId + '\u0000' + x.item.sourceType, {
+        targetId: x.existing.target_id,
+        via: 'map',
+      });
+    else if (cols.natural && x.row[cols.natural.column] != null) {
+      const id = naturalMatches.get(naturalKeyText(entity, String(x.row[cols.natural.column])));
+      if (id)
+        candidates.set(x.item.sourceId + '\u0000' + x.item.sourceType, { targetId: id, via: 'natural' });
+    }
+  }
+  const diffs = await diffRows(
+    db,
+    run.tenantId,
+    cols,
+    rows.flatMap((x) => {
+      const c = candidates.get(x.item.sourceId + '\u0000' + x.item.sourceType);
+      return c ? [{ id: c.targetId, row: existingRow(x.item, x.row), updatedAt: x.item.updatedAt }] : [];
+    }),
+  );
+
+  // 5. Decide.
+  const decided: Decided[] = [];
+  for (const x of rows) {
+    const c = candidates.get(x.item.sourceId + '\u0000' + x.item.sourceType);
+    if (!c) {
+      const id = randomUUID();
+      decided.push({ item: x.item, hash: x.hash, row: x.row, targetId: id, kind: 'create' });
+      continue;
+    }
+    const current = diffs.get(c.targetId);
+    if (!current) {
+      // Mapped, but the row is gone from Ferry (deleted or erased since): never recreated.
+      conflict(r, x.item, c.targetId, ['(deleted in Ferry)'], 'kept deleted');
+      continue;
+    }
+    const mapRow = x.existing;
+    if (mapRow && mapRow.content_hash === x.hash) {
+      r.unchanged += 1;
+      continue;
+    }
+    if (current.fields.length === 0) {
+      // Same values already: link (a natural-key match) or record the new source hash.
+      r.unchanged += 1;
+      decided.push({ item: x.item, hash: x.hash, row: x.row, targetId: c.targetId, kind: 'link' });
+      continue;
+    }
+    if (mapRow && mapRow.row_hash === current.rowHash) {
+      // A newer export of the same source, and nobody changed the row in Ferry since.
+      decided.push({
+        item: x.item,
+        hash: x.hash,
+        row: existingRow(x.item, x.row),
+        targetId: c.targetId,
+        kind: 'update',
+      });
+      continue;
+    }
+    // The tenant's row differs and is not the import's own last write: a conflict.
+    if (policy === 'fail')
+      throw new FerryError(
+        'import_conflict',
+        `${entity} ${x.item.sourceType} ${x.item.sourceId} (${x.item.location}) differs from the tenant's row ${c.targetId} in ${current.fields.join(', ')}`,
+        { entity, source_id: x.item.sourceId, id: c.targetId, fields: current.fields },
+      );
+    const take = policy === 'overwrite' || (policy === 'newest_wins' && current.incomingNewer === true);
+    conflict(r, x.item, c.targetId, current.fields, take ? 'overwritten' : 'kept');
+    decided.push({
+      item: x.item,
+      hash: x.hash,
+      row: existingRow(x.item, x.row),
+      targetId: c.targetId,
+      kind: take ? 'update' : 'link',
+      resolvesConflict: true,
+    });
+  }
+
+  // 6. Write: creates, updates, then the map rows with the hashes of the rows as written.
+  const creates = decided.filter((d) => d.kind === 'create');
+  const updates = decided.filter((d) => d.kind === 'update');
+  const written = new Map<string, string>();
+  const failed = new Set<string>();
+  for (const [kind, list] of [
+    ['create', creates],
+    ['update', updates],
+  ] as const) {
+    if (list.length === 0) continue;
+    const outcome = await writeRows(db, run.tenantId, cols, kind, list);
+    for (const [id, hash] of outcome.written) written.set(id, hash);
+    for (const [d, message] of outcome.failed) {
+      failed.add(d.targetId);
+      reject(d.item, [message]);
+    }
+  }
+  for (const d of creates) {
+    if (failed.has(d.targetId)) continue;
+    r.created += 1;
+    if (r.assigned.length < SAMPLES)
+      r.assigned.push({ source_type: d.item.sourceType, source_id: d.item.sourceId, id: d.targetId });
+  }
+  for (const d of updates) if (!failed.has(d.targetId) && !d.resolvesConflict) r.updated += 1;
+  const links = decided.filter((d) => d.kind === 'link');
+  if (links.length > 0) {
+    for (const [id, hash] of await currentRowHashes(
+      db,
+      cols,
+      links.map((d) => d.targetId),
+    ))
+      written.set(id, hash);
+  }
+  const mapRows = decided
+    .filter((d) => !failed.has(d.targetId) && written.has(d.targetId))
+    .map((d) => ({
+      source_type: d.item.sourceType,
+      source_id: d.item.sourceId,
+      target_id: d.targetId,
+      content_hash: d.hash,
+      // A conflict the tenant's row won: its row stays marked as the tenant's own, so a later
+      // change at the source is a conflict again, never a silent update over the tenant's edit.
+      row_hash:
+        d.kind === 'link' && d.resolvesConflict
+          ? `kept:${written.get(d.targetId)!}`
+          : written.get(d.targetId)!,
+    }));
+  await saveMap(db, run, entity, mapRows);
+  return rejections;
+}
+
+/** The values an existing row is compared with and updated to: all but the create-only columns. */
+function existingRow(item: ImportItem, row: Record<string, unknown>): Record<string, unknown> {
+  if (!item.createOnly?.length) return row;
+  const out = { ...row };
+  for (const column of item.createOnly) delete out[column];
+  return out;
+}
+
+function conflict(r: EntityReport, item: ImportItem, id: string, fields: string[], resolution: string): void {
+  r.conflicts += 1;
+  if (r.conflict_samples.length < SAMPLES)
+    r.conflict_samples.push({
+      source_type: item.sourceType,
+      source_id: item.sourceId,
+      id,
+      fields,
+      resolution,
+    });
+}
+
+function describeRef(ref: ImportRef): string {
+  return 'natural' in ref ? `${ref.entity} "${ref.natural}"` : `${ref.sourceType} ${ref.sourceId}`;
+}
+
+function naturalKeyText(entity: ImportEntity, value: string): string {
+  return entity === 'sites' ? value : value.toLowerCase();
+}
+
+export function contentHash(values: Record<string, unknown>, item: ImportItem): string {
+  const refs: Record<string, string | null> = {};
+  for (const [k, ref] of Object.entries(item.refs ?? {})) refs[k] = ref ? describeRef(ref) : null;
+  for (const [k, ref] of Object.entries(item.soft ?? {})) refs[`~${k}`] = describeRef(ref);
+  return createHash('sha256')
+    .update(canonicalize({ values, refs }) ?? '')
+    .digest('hex');
+}
+
+function rawText(item: ImportItem): string {
+  return JSON.stringify(item.raw);
+}
+
+interface MapRow {
+  source_type: string;
+  source_id: string;
+  entity: ImportEntity;
+  target_id: string;
+  content_hash: string;
+  row_hash: string;
+}
+
+async function loadMap(
+  db: Kysely<DB>,
+  tenantId: string,
+  system: string,
+  keys: readonly (readonly [string, string])[],
+): Promise<Map<string, MapRow>> {
+  const out = new Map<string, MapRow>();
+  if (keys.length === 0) return out;
+  const types = [...new Set(keys.map((k) => k[0]))];
+  const ids = [...new Set(keys.map((k) => k[1]))];
+  const { rows } =
+    await sql<MapRow>`SELECT source_type, source_id, entity, target_id::text AS target_id, content_hash, row_hash
+    FROM import_map WHERE tenant_id = ${tenantId} AND source_system = ${system}
+      AND source_type = ANY(${types}::text[]) AND source_id = ANY(${ids}::text[])`.execute(db);
+  for (const row of rows) out.set(`${row.source_type}\u0000${row.source_id}`, row);
+  return out;
+}
+
+async function loadNatural(
+  db: Kysely<DB>,
+  tenantId: string,
+  entity: ImportEntity,
+  values: readonly string[],
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (values.length === 0) return out;
+  const key =
+    entity === 'sites' ? 'url' : entity === 'customers' || entity === 'team_members' ? 'email' : null;
+  if (!key) return out;
+  const caseless = entity !== 'sites';
+  const expr = caseless ? `lower(${key})` : key;
+  const wanted = [...new Set(values.map((v) => (caseless ? v.toLowerCase() : v)))];
+  const { rows } = await sql<{ k: string; id: string }>`SELECT ${sql.raw(expr)} AS k, min(id::text) AS id
+    FROM ${sql.table(entity)} WHERE tenant_id = ${tenantId} AND ${sql.raw(expr)} = ANY(${wanted}::text[])
+    GROUP BY 1`.execute(db);
+  for (const row of rows) out.set(row.k, row.id);
+  return out;
+}
+
+/** The given ids that are rows of this tenant's table (ids that are not UUIDs are not). */
+async function loadOwn(
+  db: Kysely<DB>,
+  tenantId: string,
+  entity: ImportEntity,
+  ids: readonly string[],
+): Promise<Set<string>> {
+  const uuids = ids
+    .filter((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id))
+    .map((id) => id.toLowerCase());
+  if (uuids.length === 0) return new Set();
+  const { rows } = await sql<{ id: string }>`SELECT id::text AS id FROM ${sql.table(entity)}
+    WHERE tenant_id = ${tenantId} AND id = ANY(${uuids}::uuid[])`.execute(db);
+  return new Set(rows.map((r) => r.id));
+}
+
+interface CurrentRow {
+  fields: string[];
+  rowHash: string;
+  incomingNewer: boolean | null;
+}
+
+/** For each current row: the fields the incoming values would change, its row hash, and whether the incoming item is newer. */
+async function diffRows(
+  db: Kysely<DB>,
+  tenantId: string,
+  cols: EntityColumns,
+  list: readonly { id: string; row: Record<string, unknown>; updatedAt: string | null }[],
+): Promise<Map<string, CurrentRow>> {
+  const out = new Map<string, CurrentRow>();
+  if (list.length === 0) return out;
+  const all = cols.columns;
+  const given = all.filter((c) => list.some((x) => c.name in x.row));
+  const payload = list.map((x) => recordOf(x.id, x.row, given, { _updated: x.updatedAt }));
+  const checks = given
+    .map(
+      (c) =>
+        `CASE WHEN t.${quoteIdent(c.name)} IS DISTINCT FROM v.${quoteIdent(c.name)} THEN ${sqlText(c.name)} END`,
+    )
+    .join(', ');
+  const newer = cols.updatedColumn
+    ? `CASE WHEN v._updated IS NULL THEN NULL ELSE v._updated > t.${quoteIdent(cols.updatedColumn)} END`
+    : 'NULL::boolean';
+  const { rows } = await sql<{
+    id: string;
+    fields: string[] | null;
+    row_hash: string;
+    newer: boolean | null;
+  }>`
+    SELECT t.id::text AS id, array_remove(ARRAY[${sql.raw(checks || 'NULL::text')}]::text[], NULL) AS fields,
+      ${sql.raw(rowHashSql(all, 't'))} AS row_hash, ${sql.raw(newer)} AS newer
+    FROM ${sql.table(cols.entity)} t
+    JOIN jsonb_to_recordset(${JSON.stringify(payload)}::jsonb) AS v(${sql.raw(recordsetColumns(given, ['_updated timestamptz']))})
+      ON t.id = v._id
+    WHERE t.tenant_id = ${tenantId}`.execute(db);
+  for (const row of rows)
+    out.set(row.id, { fields: row.fields ?? [], rowHash: row.row_hash, incomingNewer: row.newer });
+  return out;
+}
+
+function sqlText(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+function recordOf(
+  id: string,
+  row: Record<string, unknown>,
+  given: readonly ColumnInfo[],
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const out: Record<string, unknown> = { _id: id, ...extra };
+  for (const c of given) out[c.name] = row[c.name] ?? null;
+  return out;
+}
+
+interface WriteOutcome {
+  written: Map<string, string>;
+  failed: [Decided, string][];
+}
+
+/**
+ * Inserts or updates rows with one statement; when the database refuses it (a value its type
+ * or a constraint rejects), the rows are written one by one, each under a savepoint, so the
+ * bad ones are rejected with the database's reason and the rest go in.
+ */
+async function writeRows(
+  db: Kysely<DB>,
+  tenantId: string,
+  cols: EntityColumns,
+  kind: 'create' | 'update',
+  list: readonly Decided[],
+): Promise<WriteOutcome> {
+  const written = new Map<string, string>();
+  const failed: [Decided, string][] = [];
+  const attempt = async (part: readonly Decided[]) => {
+    await sql`SAVEPOINT ferry_import_rows`.execute(db);
+    try {
+      const hashes =
+        kind === 'create'
+          ? await insertRows(db, tenantId, cols, part)
+          : await updateRows(db, tenantId, cols, part);
+      await sql`RELEASE SAVEPOINT ferry_import_rows`.execute(db);
+      for (const [id, hash] of hashes) written.set(id, hash);
+      return null;
+    } catch (err) {
+      await sql`ROLLBACK TO SAVEPOINT ferry_import_rows`.execute(db);
+      await sql`RELEASE SAVEPOINT ferry_import_rows`.execute(db);
+      return databaseReason(err);
+    }
+  };
+  const whole = await attempt(list);
+  if (whole === null) return { written, failed };
+  if (list.length === 1) return { written, failed: [[list[0]!, whole]] };
+  for (const d of list) {
+    const reason = await attempt([d]);
+    if (reason !== null) failed.push([d, reason]);
+  }
+  return { written, failed };
+}
+
+function databaseReason(err: unknown): string {
+  const e = err as { message?: string; detail?: string; column?: string };
+  const message = (e.message ?? String(err)).split('\n')[0]!.slice(0, 300);
+  return `the database refused the row: ${message}`;
+}
+
+async function insertRows(
+  db: Kysely<DB>,
+  tenantId: string,
+  cols: EntityColumns,
+  list: readonly Decided[],
+): Promise<Map<string, string>> {
+  const all = cols.columns;
+  const payload = list.map((d) => recordOf(d.targetId, d.row, all));
+  const names = all.map((c) => quoteIdent(c.name));
+  const values = all.map((c) =>
+    c.defaultSql !== null ? `COALESCE(v.${quoteIdent(c.name)}, ${c.defaultSql})` : `v.${quoteIdent(c.name)}`,
+  );
+  const extraNames = cols.entity === 'team_members' ? ', password_hash' : '';
+  const extraValues = cols.entity === 'team_members' ? `, ${sqlText(NO_PASSWORD)}` : '';
+  const { rows } = await sql<{ id: string; row_hash: string }>`
+    INSERT INTO ${sql.table(cols.entity)} AS t (id, tenant_id, ${sql.raw(names.join(', '))}${sql.raw(extraNames)})
+    SELECT v._id, ${tenantId}::uuid, ${sql.raw(values.join(', '))}${sql.raw(extraValues)}
+    FROM jsonb_to_recordset(${JSON.stringify(payload)}::jsonb) AS v(${sql.raw(recordsetColumns(all))})
+    RETURNING t.id::text AS id, ${sql.raw(rowHashSql(all, 't'))} AS row_hash`.execute(db);
+  return new Map(rows.map((r) => [r.id, r.row_hash]));
+}
+
+async function updateRows(
+  db: Kysely<DB>,
+  tenantId: string,
+  cols: EntityColumns,
+  list: readonly Decided[],
+): Promise<Map<string, string>> {
+  const all = cols.columns;
+  const given = all.filter((c) => list.some((d) => c.name in d.row));
+  const payload = list.map((d) => recordOf(d.targetId, d.row, given));
+  const sets = given.map((c) =>
+    c.notNull && c.defaultSql !== null
+      ? `${quoteIdent(c.name)} = COALESCE(v.${quoteIdent(c.name)}, ${c.defaultSql})`
+      : `${quoteIdent(c.name)} = v.${quoteIdent(c.name)}`,
+  );
+  const { rows } = await sql<{ id: string; row_hash: string }>`
+    UPDATE ${sql.table(cols.entity)} AS t SET ${sql.raw(sets.join(', '))}
+    FROM jsonb_to_recordset(${JSON.stringify(payload)}::jsonb) AS v(${sql.raw(recordsetColumns(given))})
+    WHERE t.id = v._id AND t.tenant_id = ${tenantId}
+    RETURNING t.id::text AS id, ${sql.raw(rowHashSql(all, 't'))} AS row_hash`.execute(db);
+  return new Map(rows.map((r) => [r.id, r.row_hash]));
+}
+
+async function currentRowHashes(
+  db: Kysely<DB>,
+  cols: EntityColumns,
+  ids: readonly string[],
+): Promise<Map<string, string>> {
+  const { rows } = await sql<{ id: string; row_hash: string }>`
+    SELECT t.id::text AS id, ${sql.raw(rowHashSql(cols.columns, 't'))} AS row_hash
+    FROM ${sql.table(cols.entity)} t WHERE t.id = ANY(${ids}::uuid[])`.execute(db);
+  return new Map(rows.map((r) => [r.id, r.row_hash]));
+}
+
+async function saveMap(
+  db: Kysely<DB>,
+  run: EngineRun,
+  entity: ImportEntity,
+  rows: readonly {
+    source_type: string;
+    source_id: string;
+    target_id: string;
+    content_hash: string;
+    row_hash: string;
+  }[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`INSERT INTO import_map (tenant_id, source_system, source_type, source_id, entity, target_id, content_hash, row_hash, import_id)
+    SELECT ${run.tenantId}::uuid, ${run.source.system}, v.source_type, v.source_id, ${entity}, v.target_id, v.content_hash, v.row_hash, ${run.importId}::uuid
+    FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS v(source_type text, source_id text, target_id uuid, content_hash text, row_hash text)
+    ON CONFLICT (tenant_id, source_system, source_type, source_id) DO UPDATE SET
+      target_id = EXCLUDED.target_id, content_hash = EXCLUDED.content_hash, row_hash = EXCLUDED.row_hash,
+      import_id = EXCLUDED.import_id, updated_at = now()`.execute(db);
+}
+
+/**
+ * Sources whose conversations do not carry their message counts: the counts of every
+ * conversation this import wrote messages into are computed from its messages, and the map
+ * keeps the hash of the row as recounted (so the next run sees no change of its own).
+ */
+async function recountConversations(db: Kysely<DB>, run: EngineRun): Promise<void> {
+  const cols = await loadEntityColumns(db, 'conversations');
+  await sql`WITH touched AS (
+      SELECT DISTINCT m.conversation_id AS id FROM import_map im JOIN messages m ON m.id = im.target_id
+      WHERE im.tenant_id = ${run.tenantId} AND im.import_id = ${run.importId}::uuid AND im.entity = 'messages'
+    ), counts AS (
+      SELECT m.conversation_id AS id, count(*)::int AS n,
+        count(*) FILTER (WHERE m.sender_type = 'customer')::int AS customer_n,
+        count(*) FILTER (WHERE m.sender_type = 'ai')::int AS ai_n,
+        count(*) FILTER (WHERE m.sender_type = 'human')::int AS human_n
+      FROM messages m WHERE m.conversation_id IN (SELECT id FROM touched) GROUP BY 1
+    ), recounted AS (
+      UPDATE conversations t SET message_count = c.n, customer_message_count = c.customer_n,
+        ai_message_count = c.ai_n, human_message_count = c.human_n
+      FROM counts c WHERE t.id = c.id AND t.tenant_id = ${run.tenantId}
+      RETURNING t.id, ${sql.raw(rowHashSql(cols.columns, 't'))} AS row_hash
+    )
+    UPDATE import_map im SET row_hash = r.row_hash FROM recounted r
+    WHERE im.tenant_id = ${run.tenantId} AND im.source_system = ${run.source.system}
+      AND im.entity = 'conversations' AND im.target_id = r.id`.execute(db);
+}
