@@ -64,8 +64,11 @@ export async function idMap(database: Database, tenantId: string): Promise<Map<s
   return new Map(rows.map((r) => [r.source_id, r.target_id]));
 }
 
-/** The files an import reads back, and the reports computed from them. */
+/** The files an import reads back. */
 export const COMPARED =
+  /^(sites\.json|team_members\.json|customers\.csv|consent_records\.json|messages\.csv|conversations\/[^/]+\.json|knowledge\/[^/]+\.(md|json))$/;
+/** With the analytics computed from them (equal when the tenant has no revenue events, which a package does not carry). */
+export const COMPARED_WITH_REPORTS =
   /^(sites\.json|team_members\.json|customers\.csv|consent_records\.json|messages\.csv|conversations\/[^/]+\.json|knowledge\/[^/]+\.(md|json)|analytics\/[a-z]+\.csv)$/;
 
 /** A package file with every mapped id (and the tenant id) replaced, export stamps removed. */
@@ -125,10 +128,11 @@ export function comparePackages(
   a: string,
   b: string,
   ids: ReadonlyMap<string, string>,
+  files: RegExp = COMPARED,
 ): { differences: string[]; compared: number } {
   const differences: string[] = [];
-  const bFiles = new Set(listFiles(b).filter((f) => COMPARED.test(f)));
-  const aFiles = listFiles(a).filter((f) => COMPARED.test(f));
+  const bFiles = new Set(listFiles(b).filter((f) => files.test(f)));
+  const aFiles = listFiles(a).filter((f) => files.test(f));
   const kbName = (root: string) => {
     const index = JSON.parse(readFileSync(path.join(root, 'knowledge/index.json'), 'utf8')) as {
       document_id: string;
