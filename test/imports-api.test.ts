@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { sql } from 'kysely';
+import { importContext } from '../src/imports/context.ts';
+import { cleanupImports } from '../src/imports/service.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { preferDialect } from './support/databases.ts';
 import { bearer } from './support/fixtures/auth.ts';
@@ -212,6 +214,52 @@ describe(`imports over the API and on the dashboard (${preferDialect('postgres')
           .statusCode,
       ).toBe(403);
   }, 60_000);
+
+  it('deletes uploaded files a week after their last import, and rejected items after 30 days', async () => {
+    const list = (
+      await h.app.inject({ method: 'GET', url: '/api/v1/imports', headers: bearer(h.keys.admin) })
+    ).json().data as {
+      id: string;
+      input_ref: string;
+      rejected_count: number;
+    }[];
+    const withRejections = list.find((r) => r.rejected_count > 0)!;
+    const key = withRejections.input_ref;
+    expect(await h.store.head(key)).not.toBeNull();
+    const at = (days: number) =>
+      importContext({
+        database: h.database,
+        config: h.config,
+        store: h.store,
+        now: () => new Date(Date.now() + days * 86_400_000),
+      });
+    expect(await cleanupImports(at(6))).toEqual({ uploads: 0, rejections: 0 });
+    const week = await cleanupImports(at(8));
+    expect(week.uploads).toBeGreaterThan(0);
+    expect(week.rejections).toBe(0);
+    expect(await h.store.head(key)).toBeNull();
+    const gone = await h.app.inject({
+      method: 'GET',
+      url: `/api/v1/imports/${withRejections.id}`,
+      headers: bearer(h.keys.admin),
+    });
+    expect(gone.json().input_deleted_at).toEqual(expect.any(String));
+    const reuse = await h.app.inject({
+      method: 'POST',
+      url: '/api/v1/imports',
+      headers: bearer(h.keys.admin),
+      payload: { source: 'csv', object_key: key },
+    });
+    expect(reuse.statusCode).toBe(404);
+    const month = await cleanupImports(at(31));
+    expect(month.rejections).toBeGreaterThan(0);
+    const rejected = await h.app.inject({
+      method: 'GET',
+      url: `/api/v1/imports/${withRejections.id}/rejected`,
+      headers: bearer(h.keys.admin),
+    });
+    expect(rejected.body).toBe('');
+  });
 
   it('shows imports with their reports on the dashboard', async () => {
     const session = await signInAs(h.app, h.database, h.tenant, 'admin');

@@ -306,8 +306,9 @@ async function applyBatch(
         if (!errors.some((e) => e.startsWith(`${col.name}: `))) errors.push(`${col.name}: required`);
     }
     const key = `${item.sourceType}\u0000${item.sourceId}`;
-    if (!item.sourceId) errors.push('the record has no id');
-    else if (seen.has(key)) errors.push(`duplicate ${item.sourceType} ${item.sourceId} in this import`);
+    if (!item.sourceId) {
+      if (errors.length === 0) errors.push('the record has no id');
+    } else if (seen.has(key)) errors.push(`duplicate ${item.sourceType} ${item.sourceId} in this import`);
     seen.add(key);
     if (errors.length > 0) {
       reject(item, errors);

@@ -1,9 +1,12 @@
 import type { JobContext, JobDefinition } from '../jobs/types.ts';
 import { importContext } from './context.ts';
-import { runImportById } from './service.ts';
+import { cleanupImports, runImportById } from './service.ts';
 
 /** An import or plan registered by the API or the dashboard (payload: the import id). */
 export const IMPORT_RUN_JOB = 'import.run';
+
+/** Daily: uploaded files and rejected items past their keeping time. */
+export const IMPORT_CLEANUP_JOB = 'import.cleanup';
 
 /** Imports (docs/import.md). */
 export const IMPORT_JOBS: readonly JobDefinition[] = [
@@ -21,6 +24,17 @@ export const IMPORT_JOBS: readonly JobDefinition[] = [
     async handle(job, ctx: JobContext) {
       if (!job.data.id) return;
       await runImportById(importContext(ctx), job.data.id);
+    },
+  },
+  {
+    name: IMPORT_CLEANUP_JOB,
+    schedule: { cron: '40 3 * * *' },
+    queue: () => ({ retryLimit: 1, retryDelay: 600, expireInSeconds: 3600 }),
+    work: () => ({ localConcurrency: 1 }),
+    async handle(_job, ctx: JobContext) {
+      const deleted = await cleanupImports(importContext(ctx));
+      if (deleted.uploads + deleted.rejections > 0)
+        ctx.logger.info(deleted, 'import uploads and rejected items deleted');
     },
   },
 ];

@@ -78,6 +78,8 @@ export interface ImportRow {
   checkpoint: Checkpoint | null;
   report: ImportReport;
   rejected_count: number;
+  /** When the uploaded file was deleted (UPLOAD_KEEP_DAYS after its last import). */
+  input_deleted_at: string | null;
   error_code: string | null;
   error: string | null;
   created_by: string;
@@ -89,6 +91,7 @@ export interface ImportRow {
 const COLUMNS = sql.raw(`id::text, tenant_id::text, source, dataset, input_kind, input_ref, input_name,
   input_bytes::float8 AS input_bytes, dry_run, conflict, all_or_nothing, notify, status, phase,
   items_done::float8 AS items_done, bytes_done::float8 AS bytes_done, checkpoint, report, rejected_count,
+  CASE WHEN input_deleted_at IS NULL THEN NULL ELSE ${utcInstantSql('input_deleted_at')} END AS input_deleted_at,
   error_code, error, created_by, ${utcInstantSql('created_at')} AS created_at,
   CASE WHEN started_at IS NULL THEN NULL ELSE ${utcInstantSql('started_at')} END AS started_at,
   CASE WHEN finished_at IS NULL THEN NULL ELSE ${utcInstantSql('finished_at')} END AS finished_at`);
@@ -430,6 +433,36 @@ export async function rejectedFile(db: Kysely<DB>, row: ImportRow): Promise<Reje
     filename: `import-${row.id}-rejected.${csv ? 'csv' : 'ndjson'}`,
     body: Readable.from(lines()),
   };
+}
+
+/** Days an uploaded file is kept after the last import that used it finished. */
+export const UPLOAD_KEEP_DAYS = 7;
+/** Days the rejected items (original records, personal data) are kept after their import finished. */
+export const REJECTIONS_KEEP_DAYS = 30;
+
+/**
+ * Deletes what imports keep only for a while: uploaded files 7 days after the last import
+ * that used them finished, rejected items 30 days after theirs. Returns what it deleted.
+ */
+export async function cleanupImports(ctx: ImportContext): Promise<{ uploads: number; rejections: number }> {
+  const at = now(ctx);
+  const uploadsBefore = new Date(at.getTime() - UPLOAD_KEEP_DAYS * 86_400_000);
+  const { rows } = await sql<{ input_ref: string }>`SELECT input_ref FROM imports
+    WHERE input_kind = 'stored' AND input_deleted_at IS NULL
+    GROUP BY input_ref
+    HAVING bool_and(status IN ('completed', 'failed', 'cancelled')) AND max(coalesce(finished_at, created_at)) < ${uploadsBefore}`.execute(
+    ctx.database.db,
+  );
+  for (const { input_ref } of rows) {
+    await ctx.store.delete(input_ref);
+    await sql`UPDATE imports SET input_deleted_at = ${at} WHERE input_kind = 'stored' AND input_ref = ${input_ref}`.execute(
+      ctx.database.db,
+    );
+  }
+  const rejectionsBefore = new Date(at.getTime() - REJECTIONS_KEEP_DAYS * 86_400_000);
+  const deleted = await sql`DELETE FROM import_rejections r USING imports i
+    WHERE r.import_id = i.id AND i.finished_at < ${rejectionsBefore}`.execute(ctx.database.db);
+  return { uploads: rows.length, rejections: Number(deleted.numAffectedRows ?? 0) };
 }
 
 /** Stores an upload under the tenant's import prefix; returns the input of a new import. */

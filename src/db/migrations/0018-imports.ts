@@ -23,6 +23,7 @@ CREATE TABLE imports (
   input_ref text NOT NULL,
   input_name text NOT NULL,
   input_bytes bigint NOT NULL DEFAULT 0,
+  input_deleted_at timestamptz,
   dry_run boolean NOT NULL,
   conflict jsonb NOT NULL DEFAULT '{}',
   all_or_nothing boolean NOT NULL DEFAULT false,

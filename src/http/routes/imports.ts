@@ -58,6 +58,9 @@ const Import = Type.Object(
         '`entities`: per entity `created`, `updated`, `unchanged`, `conflicts`, `rejected`, and the first conflicts (with the fields that differ), ids assigned and rejections; `items`; `warnings`',
     }),
     rejected_count: Type.Integer({ minimum: 0 }),
+    input_deleted_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'When the uploaded file was deleted (7 days after the last import that used it)',
+    }),
     error_code: NullableString,
     error: NullableString,
     created_by: Type.String(),
@@ -213,7 +216,11 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
         if (!key.startsWith(`imports/${auth.tenantId}/`) || key.includes('..'))
           throw new FerryError('not_found', `object ${key} not found`);
         const head = await ctx().store.head(key);
-        if (!head) throw new FerryError('not_found', `object ${key} not found`);
+        if (!head)
+          throw new FerryError(
+            'not_found',
+            `object ${key} not found (uploads are kept 7 days after their last import)`,
+          );
         input = { kind: 'stored', key, name: key.split('/').pop()!, bytes: head.bytes };
       }
       const source = text(fields.source, 'source');

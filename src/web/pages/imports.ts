@@ -74,7 +74,7 @@ export const importPages: WebPages = (app, deps) => {
 <td>${entities.length ? html`${count(sum('created'))} new, ${count(sum('updated'))} updated, ${count(sum('unchanged'))} unchanged, ${count(sum('conflicts'))} conflicts, ${count(sum('rejected'))} rejected` : '—'}
 ${entities.length ? report(r) : null}</td>
 <td>${r.rejected_count > 0 ? html`<a href="/app/imports/${r.id}/rejected" hx-boost="false" download>Rejected items</a> ` : null}${
-      r.dry_run && r.status === 'completed' && r.input_kind === 'stored'
+      r.dry_run && r.status === 'completed' && r.input_kind === 'stored' && !r.input_deleted_at
         ? html`<form method="post" action="/app/imports/${r.id}/apply" class="inline">${csrfField(csrf)}<button type="submit" aria-label="Apply the plan of ${when(r.created_at, zone)}">Apply</button></form>`
         : null
     }${
