@@ -122,7 +122,7 @@ const DEFAULT_BATCH = 2000;
 
 class Rollback extends Error {}
 
-export function emptyReport(): ImportReport {
+function emptyReport(): ImportReport {
   return { entities: {}, items: 0, warnings: [] };
 }
 
@@ -164,9 +164,6 @@ export async function runImport(run: EngineRun): Promise<EngineOutcome> {
       if (!(err instanceof Rollback)) throw err;
     }
     for (const w of run.source.warnings) if (!report.warnings.includes(w)) report.warnings.push(w);
-    if (run.mode === 'apply' && state.rejected > 0) {
-      return { report, rejected: state.rejected, heldRejections: state.held };
-    }
     return { report, rejected: state.rejected, heldRejections: state.held };
   }
   await runEntities(run, state, (work) =>
@@ -180,6 +177,11 @@ export async function runImport(run: EngineRun): Promise<EngineOutcome> {
 }
 
 async function prepare(db: Kysely<DB>, run: EngineRun): Promise<void> {
+  // Every batch runs the same statements with lists of a different length, against tables this
+  // very import is filling: a generic plan (chosen by a prepared statement after five runs,
+  // with no idea of the list sizes or of the map's growth) scanned the tenant's whole import map
+  // for each batch. Custom plans see the parameters.
+  await sql`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`.execute(db);
   if (!run.notify) await sql`SELECT set_config('ferry.silent', 'on', true)`.execute(db);
 }
 
@@ -197,11 +199,7 @@ async function runEntities(
   for (const entity of IMPORT_ENTITIES.slice(startIndex)) {
     let skip = resumeAt && resumeAt.entity === entity ? resumeAt.items : 0;
     let done = skip;
-    let batch: ImportItem[] = [];
-    const flush = async () => {
-      if (batch.length === 0) return;
-      const items = batch;
-      batch = [];
+    const flush = async (items: ImportItem[]) => {
       done += items.length;
       await inTransaction(async (db) => {
         let cols = columnsCache.get(entity);
@@ -232,16 +230,36 @@ async function runEntities(
         );
       });
     };
-    for await (const item of run.source.items(entity)) {
-      if (run.signal?.aborted) throw new FerryError('conflict', 'the import was cancelled');
-      if (skip > 0) {
-        skip -= 1;
-        continue;
+    // The next batch is read and mapped while the current one is written (sources never touch
+    // the database, so this holds on PGlite too).
+    const items = run.source.items(entity)[Symbol.asyncIterator]();
+    const read = async (): Promise<ImportItem[]> => {
+      const batch: ImportItem[] = [];
+      while (batch.length < size) {
+        const next = await items.next();
+        if (next.done) break;
+        if (skip > 0) {
+          skip -= 1;
+          continue;
+        }
+        batch.push(next.value);
       }
-      batch.push(item);
-      if (batch.length >= size) await flush();
+      return batch;
+    };
+    let pending = read();
+    try {
+      for (;;) {
+        const batch = await pending;
+        if (batch.length === 0) break;
+        if (run.signal?.aborted) throw new FerryError('conflict', 'the import was cancelled');
+        pending = read();
+        // A read that fails while this batch is written is reported when it is awaited.
+        pending.catch(() => {});
+        await flush(batch);
+      }
+    } finally {
+      await items.return?.();
     }
-    await flush();
     // Resuming inside this entity is done; later entities start at their first item.
   }
   if (run.source.deriveCounts) {
@@ -622,12 +640,14 @@ async function loadMap(
 ): Promise<Map<string, MapRow>> {
   const out = new Map<string, MapRow>();
   if (keys.length === 0) return out;
-  const types = [...new Set(keys.map((k) => k[0]))];
-  const ids = [...new Set(keys.map((k) => k[1]))];
+  const unique = new Map(keys.map((k) => [`${k[0]}\u0000${k[1]}`, k]));
+  const types = [...unique.values()].map((k) => k[0]);
+  const ids = [...unique.values()].map((k) => k[1]);
   const { rows } =
-    await sql<MapRow>`SELECT source_type, source_id, entity, target_id::text AS target_id, content_hash, row_hash
-    FROM import_map WHERE tenant_id = ${tenantId} AND source_system = ${system}
-      AND source_type = ANY(${types}::text[]) AND source_id = ANY(${ids}::text[])`.execute(db);
+    await sql<MapRow>`SELECT m.source_type, m.source_id, m.entity, m.target_id::text AS target_id, m.content_hash, m.row_hash
+    FROM unnest(${types}::text[], ${ids}::text[]) AS k(source_type, source_id)
+    JOIN import_map m ON m.tenant_id = ${tenantId} AND m.source_system = ${system}
+      AND m.source_type = k.source_type AND m.source_id = k.source_id`.execute(db);
   for (const row of rows) out.set(`${row.source_type}\u0000${row.source_id}`, row);
   return out;
 }

@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { TokenParser, Tokenizer } from '@streamparser/json';
 import { parse as parseCsv } from 'csv-parse';
@@ -91,6 +92,13 @@ export async function* jsonRecords(file: string, options: JsonReadOptions): Asyn
   }
   const name = options.name ?? path.basename(file);
   const { maxFieldBytes, maxRecordBytes } = options.limits;
+  // A file no larger than one field may be (a conversation of a package, an API page) is read
+  // whole and parsed natively: nothing in it can exceed a limit, and JSON.parse is far faster.
+  const size = (await stat(file)).size;
+  if (size <= Math.min(maxFieldBytes, maxRecordBytes)) {
+    yield* smallJsonRecords(file, name, size, options);
+    return;
+  }
   const tokenizer = new ExactTokenizer({ stringBufferSize: 0 });
   const parser = new TokenParser({ paths: [...options.paths], keepStack: false });
   let offset = 0;
@@ -140,6 +148,47 @@ export async function* jsonRecords(file: string, options: JsonReadOptions): Asyn
     throw unreadable(name, `at byte ${total}`, 'invalid JSON: the file ends inside a value');
   if (total === 0) throw unreadable(name, '', 'the file is empty');
   yield* ready.splice(0);
+}
+
+async function* smallJsonRecords(
+  file: string,
+  name: string,
+  size: number,
+  options: JsonReadOptions,
+): AsyncGenerator<JsonRecord> {
+  const bytes = await readFile(file);
+  count(options.limits, bytes.length);
+  let value: unknown;
+  try {
+    value = parseExact(bytes.toString('utf8').replace(/^\uFEFF/, ''));
+  } catch (err) {
+    const at = /position (\d+)/.exec((err as Error).message)?.[1];
+    if (bytes.length === 0) throw unreadable(name, '', 'the file is empty');
+    throw unreadable(name, at ? `near byte ${at}` : '', `invalid JSON (${jsonMessage(err)})`);
+  }
+  for (const selector of options.paths) {
+    const steps = selector
+      .replace(/^\$\.?/, '')
+      .split('.')
+      .filter(Boolean);
+    const all = steps.at(-1) === '*';
+    let node: unknown = value;
+    for (const step of all ? steps.slice(0, -1) : steps) {
+      node =
+        node && typeof node === 'object' && !Array.isArray(node)
+          ? (node as Record<string, unknown>)[step]
+          : undefined;
+    }
+    if (node === undefined) continue;
+    if (!all) {
+      yield { value: node, key: steps.at(-1), offset: size };
+      continue;
+    }
+    if (Array.isArray(node))
+      for (const [i, item] of node.entries()) yield { value: item, key: i, offset: size };
+    else if (node && typeof node === 'object')
+      for (const [k, item] of Object.entries(node)) yield { value: item, key: k, offset: size };
+  }
 }
 
 function jsonMessage(err: unknown): string {
@@ -202,6 +251,8 @@ async function* ndjsonRecords(
 
 /** JSON.parse with integers beyond 2^53 kept as their digits (as `jsonRecords` does). */
 export function parseExact(text: string): unknown {
+  // The reviver costs; only text with an integer of 16 digits or more can need it.
+  if (!/\d{16}/.test(text)) return JSON.parse(text);
   return JSON.parse(text, (_key, value, context?: { source?: string }) => {
     if (typeof value === 'number' && !Number.isSafeInteger(value) && Number.isInteger(value)) {
       const source = context?.source;

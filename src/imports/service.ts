@@ -18,7 +18,6 @@ import {
   type Checkpoint,
   CONFLICT_POLICIES,
   type ConflictPolicies,
-  emptyReport,
   type ImportReport,
   type Rejection,
   runImport,
@@ -488,8 +487,4 @@ export function safeName(name: string): string {
 
 function now(ctx: ImportContext): Date {
   return (ctx.now ?? (() => new Date()))();
-}
-
-export function emptyImportReport(): ImportReport {
-  return emptyReport();
 }

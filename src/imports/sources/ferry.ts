@@ -113,13 +113,29 @@ export async function ferrySource(input: ImportInput, options: SourceOptions): P
         return;
       case 'conversations': {
         const mapping = datasetMapping('conversations');
-        for (const file of files) {
-          if (!/^conversations\/[^/]+\.json$/.test(file) || file === 'conversations/index.json') continue;
+        const conversationFiles = files.filter(
+          (f) => /^conversations\/[^/]+\.json$/.test(f) && f !== 'conversations/index.json',
+        );
+        // One small file per conversation: read 16 ahead, in order, so the disk is never idle.
+        const read = async (file: string) => {
+          const out: unknown[] = [];
           for await (const { value } of jsonRecords(full(file), {
             paths: ['$.conversation'],
             limits,
             name: file,
-          })) {
+          }))
+            out.push(value);
+          return out;
+        };
+        const ahead: Promise<unknown[]>[] = [];
+        for (let i = 0; i < conversationFiles.length; i++) {
+          while (ahead.length < 16 && i + ahead.length < conversationFiles.length) {
+            const next = read(conversationFiles[i + ahead.length]!);
+            next.catch(() => {});
+            ahead.push(next);
+          }
+          const file = conversationFiles[i]!;
+          for (const value of await ahead.shift()!) {
             if (!value || typeof value !== 'object')
               throw unreadable(file, '', '"conversation" must be an object');
             yield itemOf(
@@ -247,15 +263,22 @@ export async function verifyPackage(root: string, files: readonly string[]): Pro
         '',
         `"${file}" is in the package but not listed: the package was changed`,
       );
-  for (const [file, digest] of listed) {
-    const actual = await sha256File(path.join(root, file));
-    if (actual !== digest)
-      throw unreadable(
-        file,
-        '',
-        `its SHA-256 differs from ${CHECKSUMS_FILE}: the file was changed or damaged`,
-      );
-  }
+  // A package holds a few large files and many small ones (one per conversation): hashed 8 at a time.
+  const entries = [...listed];
+  let next = 0;
+  const worker = async () => {
+    while (next < entries.length) {
+      const [file, digest] = entries[next++]!;
+      const actual = await sha256File(path.join(root, file));
+      if (actual !== digest)
+        throw unreadable(
+          file,
+          '',
+          `its SHA-256 differs from ${CHECKSUMS_FILE}: the file was changed or damaged`,
+        );
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
   if (!listed.has('datapackage.json')) throw unreadable('datapackage.json', '', 'missing from the package');
   const dp = await readJson<{ resources?: { path?: unknown; hash?: unknown; bytes?: unknown }[] }>(
     root,
@@ -282,6 +305,11 @@ export async function verifyPackage(root: string, files: readonly string[]): Pro
 }
 
 async function sha256File(file: string): Promise<string> {
+  const size = (await stat(file)).size;
+  if (size <= 1024 * 1024)
+    return createHash('sha256')
+      .update(await readFile(file))
+      .digest('hex');
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }))
     hash.update(chunk as Buffer);
