@@ -22,6 +22,7 @@ const database = postgresDatabase({ connectionString: job.url, schema: job.schem
 const ctx = {
   database,
   store: new LocalObjectStore({ root: job.store }),
+  secretKey: 'bench-import-secret-key-0123456789abcdef',
   limits: DEFAULT_IMPORT_LIMITS,
   batchSize: job.batchSize ?? 2000,
 };

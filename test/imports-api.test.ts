@@ -173,6 +173,40 @@ describe(`imports over the API and on the dashboard (${preferDialect('postgres')
     }
     const noFile = await upload(h.keys.admin, { source: 'csv' });
     expect(noFile.statusCode).toBe(400);
+    // Not multipart after all, or cut short: a 400, never a 500; and no id that is not one reaches the database.
+    for (const [contentType, payload] of [
+      ['multipart/form-data', 'source=csv'],
+      ['multipart/form-data; boundary=x', '--x\r\nContent-Disposition: form-data; name="source"\r\n\r\ncsv'],
+    ] as const) {
+      const bad = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/imports',
+        headers: { ...bearer(h.keys.admin), 'content-type': contentType },
+        payload,
+      });
+      expect(bad.statusCode, contentType).toBe(400);
+      expect(bad.headers['content-type']).toContain('application/problem+json');
+    }
+    const dashes = await h.app.inject({
+      method: 'GET',
+      url: `/api/v1/imports/${'-'.repeat(36)}`,
+      headers: bearer(h.keys.admin),
+    });
+    expect(dashes.statusCode).toBe(404);
+    const badPolicy = await h.app.inject({
+      method: 'POST',
+      url: '/api/v1/imports',
+      headers: bearer(h.keys.admin),
+      payload: {
+        source: 'csv',
+        object_key: (
+          await h.app.inject({ method: 'GET', url: '/api/v1/imports', headers: bearer(h.keys.admin) })
+        ).json().data[0].input_ref,
+        conflict: { customers: 'skip,default=overwrite' },
+      },
+    });
+    expect(badPolicy.statusCode, badPolicy.body).toBe(400);
+    expect(badPolicy.json().detail).toContain('conflict.customers');
     const other = await h.app.inject({
       method: 'POST',
       url: '/api/v1/imports',

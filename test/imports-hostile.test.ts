@@ -69,6 +69,7 @@ beforeAll(async () => {
   mkdirSync(work);
   ctx = {
     database,
+    secretKey: 'hostile-import-secret-key-0123456789abcd',
     store: new LocalObjectStore({ root: path.join(work, 'store') }),
     limits: LIMITS,
     batchSize: 100,

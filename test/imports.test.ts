@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,6 +14,8 @@ import {
   runImportById,
 } from '../src/imports/service.ts';
 import type { ImportSourceName } from '../src/imports/types.ts';
+import { executeErasure } from '../src/privacy/erasure.ts';
+import { resolveSubject } from '../src/privacy/subject.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import {
@@ -318,6 +321,48 @@ describe('updates, conflicts and rejections (pglite)', () => {
       database.db,
     );
     expect(n.rows[0]!.n).toBe(0);
+  }, 60_000);
+
+  it('never brings back a person erased in Ferry, whatever the policy', async () => {
+    // A customer with an email and a conversation that carries it, in the imported copy.
+    const pick = await sql<{
+      customer_id: string;
+      email: string;
+    }>`SELECT c.customer_id::text, cu.email FROM conversations c
+      JOIN customers cu ON cu.id = c.customer_id
+      WHERE c.tenant_id = ${source} AND cu.email IS NOT NULL AND lower(c.customer_email) = lower(cu.email)
+      ORDER BY c.start_timestamp LIMIT 1`.execute(database.db);
+    const { email } = pick.rows[0]!;
+    const subject = await resolveSubject(database, target, { email });
+    await executeErasure(
+      { database, store: ctx.store, secretKey: ctx.secretKey },
+      { tenantId: target, requestId: randomUUID(), subject },
+    );
+    const left = async () =>
+      (
+        await sql<{ customers: number; conversations: number }>`SELECT
+          (SELECT count(*)::int FROM customers WHERE tenant_id = ${target} AND lower(email) = lower(${email})) AS customers,
+          (SELECT count(*)::int FROM conversations WHERE tenant_id = ${target} AND lower(customer_email) = lower(${email})) AS conversations`.execute(
+          database.db,
+        )
+      ).rows[0]!;
+    expect(await left()).toEqual({ customers: 0, conversations: 0 });
+    // A newer export in which the person's conversations changed, imported with overwrite, and
+    // a map that no longer knows the person (as after a restore): the person stays erased.
+    await sql`UPDATE conversations SET satisfaction_feedback = 'changed after the erasure', last_updated = now()
+      WHERE tenant_id = ${source} AND lower(customer_email) = lower(${email})`.execute(database.db);
+    await sql`DELETE FROM import_map WHERE tenant_id = ${target} AND entity = 'customers'`.execute(
+      database.db,
+    );
+    const again = await run(ctx, target, await exportPackageDir(database, source), {
+      conflict: { default: 'overwrite' },
+    });
+    expect(again.status, again.error ?? '').toBe('completed');
+    expect(await left()).toEqual({ customers: 0, conversations: 0 });
+    const refused = Object.values(again.report.entities).flatMap((r) => r!.rejected_samples);
+    expect(refused.some((x) => x.errors.some((e) => e.includes('erased in Ferry')))).toBe(true);
+    expect(again.report.entities.customers!.rejected).toBeGreaterThan(0);
+    expect(again.report.entities.conversations!.rejected).toBeGreaterThan(0);
   }, 60_000);
 
   it('partial import takes the valid rows and writes the rest to a rejected file; all-or-nothing writes nothing', async () => {

@@ -282,13 +282,14 @@ export const ERRORS = {
     description:
       'A file of an import is malformed: invalid JSON, CSV that is not RFC 4180, a row with the wrong ' +
       'number of fields, a package whose `checksums.sha256` or `datapackage.json` does not match its ' +
-      'files. The message names the file and the line or byte offset. Nothing was imported from it.',
+      'files. The message names the file and the line or byte offset. The import stops there: a plan or an ' +
+      'all-or-nothing import writes nothing, a partial import keeps the batches it committed before.',
   },
   import_unsafe: {
     status: 422,
     title: 'Import archive unsafe',
     description:
-      'An archive of an import was refused before anything was extracted: an entry escapes the ' +
+      'An archive of an import was refused while it was unpacked, before anything was imported: an entry escapes the ' +
       'archive (`../`, an absolute path, a drive letter, a backslash, NUL) or is a link, or the ' +
       'archive holds another archive. The message names the entry.',
   },
@@ -298,7 +299,8 @@ export const ERRORS = {
     description:
       'An import file exceeds a configured limit: total uncompressed size, number of archive entries, ' +
       'compression ratio, size of one field or of one record. The message names the limit, its ' +
-      'environment variable and the value; nothing was imported.',
+      'environment variable and the value. The import stops there: a plan or an all-or-nothing import writes nothing, a ' +
+      'partial import keeps the batches it committed before.',
   },
   import_conflict: {
     status: 409,

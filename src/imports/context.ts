@@ -1,5 +1,6 @@
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
+import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { ImportContext } from './service.ts';
 
@@ -12,6 +13,7 @@ export function importContext(deps: {
 }): ImportContext {
   return {
     database: deps.database,
+    secretKey: loadOrCreateSecretKey(deps.config),
     store: deps.store,
     limits: deps.config.imports.limits,
     batchSize: deps.config.imports.batchSize,

@@ -100,6 +100,11 @@ export interface EngineRun {
   /** Rejections of a batch; in a partial apply inside its transaction. */
   readonly onRejected?: (rejections: readonly Rejection[], db: Kysely<DB>, seq: number) => Promise<void>;
   readonly signal?: AbortSignal;
+  /**
+   * Whether a normalized identifier (`email:…`, `phone:…`, `customer:<id>`, `team_member:<id>`)
+   * names a person whose data was erased in this tenant (the erasure ledger). Absent: nobody was.
+   */
+  readonly erased?: ((identifier: string) => boolean) | undefined;
 }
 
 export interface BatchState {
@@ -117,6 +122,52 @@ export interface EngineOutcome {
 }
 
 const SAMPLES = 20;
+
+/** Conversations of a run that belong to an erased person: their messages are refused too. */
+const erasedConversations = new WeakMap<EngineRun, Set<string>>();
+
+const ERASED = 'belongs to a person whose data was erased in Ferry (the erasure ledger): not imported again';
+
+/** Whether an item names a person of the erasure ledger. */
+function erasedItem(run: EngineRun, item: ImportItem, values: Record<string, unknown>): boolean {
+  const erased = run.erased;
+  if (!erased) return false;
+  const email = (v: unknown) =>
+    typeof v === 'string' && v !== '' ? erased(`email:${v.toLowerCase()}`) : false;
+  const own = run.source.system === 'ferry';
+  switch (item.entity) {
+    case 'customers':
+      return (
+        email(values.email) ||
+        (typeof values.phone === 'string' && erased(`phone:${values.phone}`)) ||
+        (own && erased(`customer:${item.sourceId.toLowerCase()}`))
+      );
+    case 'team_members':
+      return email(values.email) || (own && erased(`team_member:${item.sourceId.toLowerCase()}`));
+    case 'conversations': {
+      const customer = item.refs?.customer_id;
+      const byId =
+        own && customer && !('natural' in customer) && erased(`customer:${customer.sourceId.toLowerCase()}`);
+      if (email(values.customer_email) || byId) {
+        let set = erasedConversations.get(run);
+        if (!set) erasedConversations.set(run, (set = new Set()));
+        set.add(`${item.sourceType}\u0000${item.sourceId}`);
+        return true;
+      }
+      return false;
+    }
+    case 'messages': {
+      const parent = item.refs?.conversation_id;
+      return Boolean(
+        parent &&
+          !('natural' in parent) &&
+          erasedConversations.get(run)?.has(`${parent.sourceType}\u0000${parent.sourceId}`),
+      );
+    }
+    default:
+      return false;
+  }
+}
 const HELD_REJECTIONS = 10_000;
 const DEFAULT_BATCH = 2000;
 
@@ -163,7 +214,7 @@ export async function runImport(run: EngineRun): Promise<EngineOutcome> {
     } catch (err) {
       if (!(err instanceof Rollback)) throw err;
     }
-    for (const w of run.source.warnings) if (!report.warnings.includes(w)) report.warnings.push(w);
+    mergeWarnings(report, run.source.warnings);
     return { report, rejected: state.rejected, heldRejections: state.held };
   }
   await runEntities(run, state, (work) =>
@@ -172,7 +223,7 @@ export async function runImport(run: EngineRun): Promise<EngineOutcome> {
       return work(session.db);
     }),
   );
-  for (const w of run.source.warnings) if (!report.warnings.includes(w)) report.warnings.push(w);
+  mergeWarnings(report, run.source.warnings);
   return { report, rejected: state.rejected, heldRejections: [] };
 }
 
@@ -182,6 +233,10 @@ async function prepare(db: Kysely<DB>, run: EngineRun): Promise<void> {
   // with no idea of the list sizes or of the map's growth) scanned the tenant's whole import map
   // for each batch. Custom plans see the parameters.
   await sql`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`.execute(db);
+  // One writer per tenant at a time: two imports of the same source (or two runs of one import)
+  // would otherwise both find no map row and both create. Batches of concurrent imports take
+  // turns, and each sees what the other committed.
+  await sql`SELECT pg_advisory_xact_lock(hashtext(${`ferry.import:${run.tenantId}`}))`.execute(db);
   if (!run.notify) await sql`SELECT set_config('ferry.silent', 'on', true)`.execute(db);
 }
 
@@ -210,6 +265,7 @@ async function runEntities(
         const rejections = await applyBatch(db, run, cols, items, state.report);
         state.itemsDone += items.length;
         state.report.items = state.itemsDone;
+        mergeWarnings(state.report, run.source.warnings);
         if (rejections.length > 0) {
           const seq = state.rejected;
           state.rejected += rejections.length;
@@ -293,8 +349,17 @@ async function applyBatch(
   const reject = (item: ImportItem, errors: readonly string[]) => {
     r.rejected += 1;
     if (r.rejected_samples.length < SAMPLES)
-      r.rejected_samples.push({ location: item.location, source_id: item.sourceId, errors: [...errors] });
-    rejections.push({ entity, location: item.location, errors, raw: rawText(item) });
+      r.rejected_samples.push({
+        location: clean(item.location),
+        source_id: clean(item.sourceId),
+        errors: errors.map((e) => clean(e)),
+      });
+    rejections.push({
+      entity,
+      location: clean(item.location),
+      errors: errors.map((e) => clean(e, 2000)),
+      raw: rawText(item),
+    });
   };
 
   // 1. Validate and normalise, hash, drop duplicates within the batch.
@@ -310,7 +375,7 @@ async function applyBatch(
         errors.push(`${name}: not a column of ${entity}`);
         continue;
       }
-      const normal = normalizeValue(cols.types[name]!, value, col.notNull);
+      const normal = normalizeValue(cols.types[name]!, value, col.notNull, col.sqlType);
       if (normal.error) errors.push(`${name}: ${normal.error}`);
       else values[name] = normal.value;
     }
@@ -326,8 +391,11 @@ async function applyBatch(
     const key = `${item.sourceType}\u0000${item.sourceId}`;
     if (!item.sourceId) {
       if (errors.length === 0) errors.push('the record has no id');
+    } else if (!wellFormedKey(item.sourceId) || !wellFormedKey(item.sourceType)) {
+      errors.push("the record's id holds a NUL or an unpaired surrogate");
     } else if (seen.has(key)) errors.push(`duplicate ${item.sourceType} ${item.sourceId} in this import`);
     seen.add(key);
+    if (errors.length === 0 && erasedItem(run, item, values)) errors.push(ERASED);
     if (errors.length > 0) {
       reject(item, errors);
       continue;
@@ -338,8 +406,8 @@ async function applyBatch(
   if (valid.length === 0) return rejections;
 
   // 2. The map rows of the items, and of the parents their references name.
-  const mapKeys = valid.map((v) => [v.item.sourceType, v.item.sourceId] as const);
-  const refKeys: (readonly [string, string])[] = [];
+  const mapKeys = valid.map((v) => [entity, v.item.sourceType, v.item.sourceId] as const);
+  const refKeys: (readonly [ImportEntity, string, string])[] = [];
   const naturalRefs = new Map<ImportEntity, Set<string>>();
   for (const v of valid) {
     for (const ref of [...Object.values(v.item.refs ?? {}), ...Object.values(v.item.soft ?? {})]) {
@@ -348,12 +416,12 @@ async function applyBatch(
         const set = naturalRefs.get(ref.entity) ?? new Set();
         set.add(ref.natural);
         naturalRefs.set(ref.entity, set);
-      } else refKeys.push([ref.sourceType, ref.sourceId]);
+      } else refKeys.push([ref.entity, ref.sourceType, ref.sourceId]);
     }
     for (const [column, list] of Object.entries(v.item.softLists ?? {})) {
       const ids = v.values[column];
       if (Array.isArray(ids))
-        for (const id of ids) if (typeof id === 'string') refKeys.push([list.sourceType, id]);
+        for (const id of ids) if (typeof id === 'string') refKeys.push([list.entity, list.sourceType, id]);
     }
   }
   const mapped = await loadMap(db, run.tenantId, system, [...mapKeys, ...refKeys]);
@@ -368,7 +436,7 @@ async function applyBatch(
     const wanted = new Map<ImportEntity, Set<string>>();
     for (const v of valid)
       for (const ref of [...Object.values(v.item.refs ?? {}), ...Object.values(v.item.soft ?? {})])
-        if (ref && !('natural' in ref) && !mapped.has(`${ref.sourceType}\u0000${ref.sourceId}`)) {
+        if (ref && !('natural' in ref) && !mapped.has(mapKey(ref.entity, ref.sourceType, ref.sourceId))) {
           const set = wanted.get(ref.entity) ?? new Set();
           set.add(ref.sourceId);
           wanted.set(ref.entity, set);
@@ -379,8 +447,8 @@ async function applyBatch(
   const resolve = (ref: ImportRef): string | null => {
     if ('natural' in ref)
       return natural.get(`${ref.entity}\u0000${naturalKeyText(ref.entity, ref.natural)}`) ?? null;
-    const m = mapped.get(`${ref.sourceType}\u0000${ref.sourceId}`);
-    if (m) return m.entity === ref.entity ? m.target_id : null;
+    const m = mapped.get(mapKey(ref.entity, ref.sourceType, ref.sourceId));
+    if (m) return m.target_id;
     return own.get(`${ref.entity}\u0000${ref.sourceId.toLowerCase()}`) ?? null;
   };
 
@@ -426,7 +494,7 @@ async function applyBatch(
       item: v.item,
       hash: v.hash,
       row,
-      existing: mapped.get(`${v.item.sourceType}\u0000${v.item.sourceId}`),
+      existing: mapped.get(mapKey(entity, v.item.sourceType, v.item.sourceId)),
     });
   }
   // 4. Current rows: mapped targets, and natural-key matches of unmapped items.
@@ -465,7 +533,7 @@ async function applyBatch(
         candidates.set(x.item.sourceId + '\u0000' + x.item.sourceType, { targetId: id, via: 'natural' });
     }
   }
-  const diffs = await diffRows(
+  const { diffs, refused } = await diffEach(
     db,
     run.tenantId,
     cols,
@@ -482,6 +550,11 @@ async function applyBatch(
     if (!c) {
       const id = randomUUID();
       decided.push({ item: x.item, hash: x.hash, row: x.row, targetId: id, kind: 'create' });
+      continue;
+    }
+    const reason = refused.get(c.targetId);
+    if (reason) {
+      reject(x.item, [reason]);
       continue;
     }
     const current = diffs.get(c.targetId);
@@ -590,6 +663,23 @@ function existingRow(item: ImportItem, row: Record<string, unknown>): Record<str
   return out;
 }
 
+function wellFormedKey(text: string): boolean {
+  return !text.includes('\u0000') && text.isWellFormed();
+}
+
+/** Text that goes into the report (jsonb): no NUL, no unpaired surrogate, not endless. */
+function clean(text: string, max = 500): string {
+  const out = text.replace(/\u0000/g, '\\0').toWellFormed();
+  return out.length > max ? `${out.slice(0, max)}…` : out;
+}
+
+function mergeWarnings(report: ImportReport, warnings: readonly string[]): void {
+  for (const w of warnings) {
+    const c = clean(w);
+    if (!report.warnings.includes(c)) report.warnings.push(c);
+  }
+}
+
 function conflict(r: EntityReport, item: ImportItem, id: string, fields: string[], resolution: string): void {
   r.conflicts += 1;
   if (r.conflict_samples.length < SAMPLES)
@@ -632,23 +722,29 @@ interface MapRow {
   row_hash: string;
 }
 
+/** The map's key of an item: the same source id may be two things (a Zendesk user who is an agent and a requester). */
+function mapKey(entity: ImportEntity, sourceType: string, sourceId: string): string {
+  return `${entity}\u0000${sourceType}\u0000${sourceId}`;
+}
+
 async function loadMap(
   db: Kysely<DB>,
   tenantId: string,
   system: string,
-  keys: readonly (readonly [string, string])[],
+  keys: readonly (readonly [ImportEntity, string, string])[],
 ): Promise<Map<string, MapRow>> {
   const out = new Map<string, MapRow>();
   if (keys.length === 0) return out;
-  const unique = new Map(keys.map((k) => [`${k[0]}\u0000${k[1]}`, k]));
-  const types = [...unique.values()].map((k) => k[0]);
-  const ids = [...unique.values()].map((k) => k[1]);
+  const unique = new Map(keys.map((k) => [mapKey(k[0], k[1], k[2]), k]));
+  const entities = [...unique.values()].map((k) => k[0]);
+  const types = [...unique.values()].map((k) => k[1]);
+  const ids = [...unique.values()].map((k) => k[2]);
   const { rows } =
     await sql<MapRow>`SELECT m.source_type, m.source_id, m.entity, m.target_id::text AS target_id, m.content_hash, m.row_hash
-    FROM unnest(${types}::text[], ${ids}::text[]) AS k(source_type, source_id)
-    JOIN import_map m ON m.tenant_id = ${tenantId} AND m.source_system = ${system}
+    FROM unnest(${entities}::text[], ${types}::text[], ${ids}::text[]) AS k(entity, source_type, source_id)
+    JOIN import_map m ON m.tenant_id = ${tenantId} AND m.source_system = ${system} AND m.entity = k.entity
       AND m.source_type = k.source_type AND m.source_id = k.source_id`.execute(db);
-  for (const row of rows) out.set(`${row.source_type}\u0000${row.source_id}`, row);
+  for (const row of rows) out.set(mapKey(row.entity, row.source_type, row.source_id), row);
   return out;
 }
 
@@ -693,6 +789,41 @@ interface CurrentRow {
   fields: string[];
   rowHash: string;
   incomingNewer: boolean | null;
+}
+
+/**
+ * `diffRows` with the same fallback as the writes: when the database refuses the comparison
+ * (a value it cannot cast), each row is compared alone under a savepoint, and the ones it
+ * refuses are given with the database's reason.
+ */
+async function diffEach(
+  db: Kysely<DB>,
+  tenantId: string,
+  cols: EntityColumns,
+  list: readonly { id: string; row: Record<string, unknown>; updatedAt: string | null }[],
+): Promise<{ diffs: Map<string, CurrentRow>; refused: Map<string, string> }> {
+  const refused = new Map<string, string>();
+  const attempt = async (part: typeof list) => {
+    await sql`SAVEPOINT ferry_import_diff`.execute(db);
+    try {
+      const out = await diffRows(db, tenantId, cols, part);
+      await sql`RELEASE SAVEPOINT ferry_import_diff`.execute(db);
+      return out;
+    } catch (err) {
+      await sql`ROLLBACK TO SAVEPOINT ferry_import_diff`.execute(db);
+      await sql`RELEASE SAVEPOINT ferry_import_diff`.execute(db);
+      return databaseReason(err);
+    }
+  };
+  const whole = list.length === 0 ? new Map<string, CurrentRow>() : await attempt(list);
+  if (typeof whole !== 'string') return { diffs: whole, refused };
+  const diffs = new Map<string, CurrentRow>();
+  for (const one of list) {
+    const out = await attempt([one]);
+    if (typeof out === 'string') refused.set(one.id, out);
+    else for (const [id, d] of out) diffs.set(id, d);
+  }
+  return { diffs, refused };
 }
 
 /** For each current row: the fields the incoming values would change, its row hash, and whether the incoming item is newer. */
@@ -870,34 +1001,40 @@ async function saveMap(
   await sql`INSERT INTO import_map (tenant_id, source_system, source_type, source_id, entity, target_id, content_hash, row_hash, import_id)
     SELECT ${run.tenantId}::uuid, ${run.source.system}, v.source_type, v.source_id, ${entity}, v.target_id, v.content_hash, v.row_hash, ${run.importId}::uuid
     FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS v(source_type text, source_id text, target_id uuid, content_hash text, row_hash text)
-    ON CONFLICT (tenant_id, source_system, source_type, source_id) DO UPDATE SET
+    ON CONFLICT (tenant_id, source_system, entity, source_type, source_id) DO UPDATE SET
       target_id = EXCLUDED.target_id, content_hash = EXCLUDED.content_hash, row_hash = EXCLUDED.row_hash,
       import_id = EXCLUDED.import_id, updated_at = now()`.execute(db);
 }
 
 /**
- * Sources whose conversations do not carry their message counts: the counts of every
- * conversation this import wrote messages into are computed from its messages, and the map
- * keeps the hash of the row as recounted (so the next run sees no change of its own).
+ * Sources whose conversations do not carry their message counts: the counts come from the
+ * messages, and the map keeps the hash of the row as recounted (so the next run sees no change
+ * of its own; a row the tenant won a conflict over stays the tenant's).
  */
 async function recountConversations(db: Kysely<DB>, run: EngineRun): Promise<void> {
   const cols = await loadEntityColumns(db, 'conversations');
-  await sql`WITH touched AS (
-      SELECT DISTINCT m.conversation_id AS id FROM import_map im JOIN messages m ON m.id = im.target_id
-      WHERE im.tenant_id = ${run.tenantId} AND im.import_id = ${run.importId}::uuid AND im.entity = 'messages'
+  // Every conversation of this source, counted again where its counts differ from its messages:
+  // a run that found its messages unchanged (a re-run after a failure) still mends them.
+  await sql`WITH conv AS (
+      SELECT target_id AS id FROM import_map
+      WHERE tenant_id = ${run.tenantId} AND source_system = ${run.source.system} AND entity = 'conversations'
     ), counts AS (
       SELECT m.conversation_id AS id, count(*)::int AS n,
         count(*) FILTER (WHERE m.sender_type = 'customer')::int AS customer_n,
         count(*) FILTER (WHERE m.sender_type = 'ai')::int AS ai_n,
         count(*) FILTER (WHERE m.sender_type = 'human')::int AS human_n
-      FROM messages m WHERE m.conversation_id IN (SELECT id FROM touched) GROUP BY 1
+      FROM messages m WHERE m.conversation_id IN (SELECT id FROM conv) GROUP BY 1
     ), recounted AS (
       UPDATE conversations t SET message_count = c.n, customer_message_count = c.customer_n,
         ai_message_count = c.ai_n, human_message_count = c.human_n
       FROM counts c WHERE t.id = c.id AND t.tenant_id = ${run.tenantId}
+        AND (t.message_count, t.customer_message_count, t.ai_message_count, t.human_message_count)
+          IS DISTINCT FROM (c.n, c.customer_n, c.ai_n, c.human_n)
       RETURNING t.id, ${sql.raw(rowHashSql(cols.columns, 't'))} AS row_hash
     )
-    UPDATE import_map im SET row_hash = r.row_hash FROM recounted r
+    UPDATE import_map im
+    SET row_hash = CASE WHEN im.row_hash LIKE 'kept:%' THEN 'kept:' || r.row_hash ELSE r.row_hash END
+    FROM recounted r
     WHERE im.tenant_id = ${run.tenantId} AND im.source_system = ${run.source.system}
       AND im.entity = 'conversations' AND im.target_id = r.id`.execute(db);
 }

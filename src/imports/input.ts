@@ -47,11 +47,13 @@ export function safeEntryName(name: string): string {
   if (name.includes('\\')) throw unsafe(name, 'the name holds a backslash');
   if (/^[A-Za-z]:/.test(name)) throw unsafe(name, 'the name starts with a drive letter');
   if (name.startsWith('/')) throw unsafe(name, 'the name is an absolute path');
-  const trimmed = name.replace(/\/+$/, '');
+  const trimmed = name.replace(/\/+$/, '').replace(/^(\.\/)+/, '');
+  // `./` itself (tar -C dir .): the archive's root.
+  if (trimmed === '' || trimmed === '.') return '';
   if (trimmed.split('/').some((s) => s === '..'))
     throw unsafe(name, 'the name climbs out of the archive (..)');
   try {
-    return checkEntryPath(trimmed.replace(/^\.\//, ''));
+    return checkEntryPath(trimmed);
   } catch (err) {
     throw unsafe(name, (err as Error).message.replace(/^path: /, ''));
   }
@@ -126,6 +128,12 @@ class Budget {
     this.limits = limits;
     this.archiveBytes = archiveBytes;
   }
+  /** An entry's header and the file it becomes cost even when empty: 512 bytes each. */
+  charge(entry: string): void {
+    this.total += 512;
+    if (this.total > this.limits.maxBytes)
+      throw limitExceeded('maxBytes', this.limits.maxBytes, `the archive's size at "${entry}"`);
+  }
   counter(entry: string, compressed: number | null): Transform {
     let entryBytes = 0;
     const limits = this.limits;
@@ -167,6 +175,10 @@ async function extractZip(file: string, dir: string, limits: ImportLimits, size:
       zip.on('entry', (entry: yauzl.Entry) => {
         try {
           const name = safeEntryName(entry.fileName);
+          if (name === '') {
+            zip.readEntry();
+            return;
+          }
           const mode = (entry.externalFileAttributes >>> 16) & 0o170000;
           if (mode === 0o120000) throw unsafe(entry.fileName, 'it is a symbolic link');
           if (!entry.fileName.endsWith('/') && NESTED.test(name))
@@ -192,6 +204,7 @@ async function extractZip(file: string, dir: string, limits: ImportLimits, size:
     const budget = new Budget(limits, size);
     for (const entry of entries) {
       const name = safeEntryName(entry.fileName);
+      budget.charge(name);
       const target = path.join(dir, name);
       if (entry.fileName.endsWith('/')) {
         await mkdir(target, { recursive: true });
@@ -242,7 +255,8 @@ async function extractTar(
           throw limitExceeded('maxEntries', limits.maxEntries, "the archive's entries");
         const name = safeEntryName(header.name);
         if (header.type === 'symlink' || header.type === 'link') throw unsafe(header.name, 'it is a link');
-        if (header.type === 'directory') {
+        budget.charge(name || '.');
+        if (header.type === 'directory' || name === '') {
           mkdir(path.join(dir, name), { recursive: true }).then(() => {
             stream.resume();
             next();

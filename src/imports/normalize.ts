@@ -10,8 +10,35 @@ export function normalizeValue(
   type: FieldType,
   value: unknown,
   notNull: boolean,
+  sqlType = '',
 ): { value: unknown; error?: undefined } | { value?: undefined; error: string } {
   if (value === undefined || value === null) return { value: null };
+  const out = normalizeTyped(type, value, notNull);
+  if (out.error !== undefined || out.value === null) return out;
+  // What the column's own type would refuse, refused here with a reason (not by the database).
+  const chars = /^character(?: varying)?\((\d+)\)$/.exec(sqlType);
+  if (chars && typeof out.value === 'string' && [...out.value].length > Number(chars[1]))
+    return { error: `at most ${chars[1]} characters, got ${preview(out.value)}` };
+  const range = INT_RANGES[sqlType];
+  if (range && (typeof out.value === 'number' || typeof out.value === 'string')) {
+    const n = BigInt(out.value);
+    if (n < range[0] || n > range[1])
+      return { error: `out of range for ${sqlType}, got ${preview(out.value)}` };
+  }
+  return out;
+}
+
+const INT_RANGES: Record<string, readonly [bigint, bigint]> = {
+  smallint: [-32768n, 32767n],
+  integer: [-2147483648n, 2147483647n],
+  bigint: [-9223372036854775808n, 9223372036854775807n],
+};
+
+function normalizeTyped(
+  type: FieldType,
+  value: unknown,
+  notNull: boolean,
+): { value: unknown; error?: undefined } | { value?: undefined; error: string } {
   if (typeof value === 'string' && value.includes('\u0000')) return { error: 'contains a NUL character' };
   switch (type) {
     case 'string':
@@ -44,7 +71,7 @@ export function normalizeValue(
     case 'timestamp': {
       if (typeof value !== 'string') return { error: 'expected an ISO 8601 time' };
       const m = TIMESTAMP.exec(value.trim());
-      if (!m || Number.isNaN(Date.parse(`${m[1]}T${m[2] ?? '00:00:00'}Z`)))
+      if (!m || !realDate(m[1]!) || Number.isNaN(Date.parse(`${m[1]}T${m[2] ?? '00:00:00'}Z`)))
         return value.trim() === '' && !notNull
           ? { value: null }
           : { error: `expected an ISO 8601 time, got ${preview(value)}` };
@@ -52,7 +79,7 @@ export function normalizeValue(
       return { value: m[3] ? value.trim() : `${value.trim()}Z` };
     }
     case 'date':
-      return typeof value === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(value)
+      return typeof value === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(value) && realDate(value)
         ? { value }
         : { error: 'expected a date YYYY-MM-DD' };
     case 'json':
@@ -78,6 +105,13 @@ const TIMESTAMP =
 function preview(value: unknown): string {
   const text = typeof value === 'string' ? JSON.stringify(value) : String(value);
   return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
+
+/** A calendar date that exists (Date.parse rolls 2023-02-29 over to March 1st; PostgreSQL refuses it). */
+function realDate(ymd: string): boolean {
+  const [y, m, d] = ymd.split('-').map(Number) as [number, number, number];
+  const date = new Date(Date.UTC(y, m - 1, d));
+  return date.getUTCFullYear() === y && date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
 }
 
 /** PostgreSQL text and jsonb cannot hold NUL. */

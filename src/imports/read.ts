@@ -133,6 +133,9 @@ export async function* jsonRecords(file: string, options: JsonReadOptions): Asyn
     }
     total += (chunk as Buffer).length;
     count(options.limits, (chunk as Buffer).length);
+    // A value still open (one endless string) emits no token: the span since the last record is the bound.
+    if (total - recordStart > maxRecordBytes)
+      throw limitExceeded('maxRecordBytes', maxRecordBytes, `${name} at byte ${total}: a record`);
     if (ready.length > 0) yield* ready.splice(0);
   }
   try {

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type Kysely, sql } from 'kysely';
 import { recordAudit } from '../auth/audit.ts';
+import { subjectKey } from '../privacy/subject-key.ts';
 import type { ImportLimits } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { utcInstantSql } from '../db/keyset.ts';
@@ -35,6 +36,8 @@ import { IMPORT_ENTITIES, IMPORT_SOURCES, type ImportEntity, type ImportSourceNa
  */
 export interface ImportContext {
   readonly database: Database;
+  /** The install's secret key: the erasure ledger names people by a hash keyed with it. */
+  readonly secretKey: string;
   readonly store: ObjectStore;
   readonly limits: ImportLimits;
   readonly batchSize: number;
@@ -165,7 +168,7 @@ export async function createImport(
 }
 
 export async function getImport(db: Kysely<DB>, tenantId: string, id: string): Promise<ImportRow | null> {
-  if (!/^[0-9a-f-]{36}$/i.test(id)) return null;
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return null;
   const { rows } =
     await sql<ImportRow>`SELECT ${COLUMNS} FROM imports WHERE tenant_id = ${tenantId} AND id = ${id}`.execute(
       db,
@@ -205,6 +208,9 @@ export async function cancelImport(
   return (await getImport(ctx.database.db, tenantId, id))!;
 }
 
+/** This run of an import found another run of it further on. */
+class LostRun extends Error {}
+
 export interface RunOptions {
   /** Progress while it runs (the CLI's bar). */
   readonly onProgress?: (p: { phase: ImportEntity; items: number; bytes: number; total: number }) => void;
@@ -231,8 +237,15 @@ export async function runImportById(
       ? { checkpoint: row.checkpoint, report: row.report, rejected: row.rejected_count }
       : null;
   if (wholeRun) await sql`DELETE FROM import_rejections WHERE import_id = ${id}`.execute(ctx.database.db);
-  await sql`UPDATE imports SET status = 'running', started_at = coalesce(started_at, ${now(ctx)}), updated_at = ${now(ctx)}
-    WHERE id = ${id}`.execute(ctx.database.db);
+  const claimed =
+    await sql`UPDATE imports SET status = 'running', started_at = coalesce(started_at, ${now(ctx)}), updated_at = ${now(ctx)}
+    WHERE id = ${id} AND status IN ('queued', 'running')`.execute(ctx.database.db);
+  if (Number(claimed.numAffectedRows ?? 0) === 0)
+    return (await getImport(ctx.database.db, row.tenant_id, id))!;
+  // The checkpoint this run last wrote: another run of the same import that moved it on wins.
+  let ownCheckpoint: Checkpoint | null = row.checkpoint ?? null;
+  const same = (a: Checkpoint | null, b: Checkpoint | null) =>
+    a?.entity === b?.entity && a?.items === b?.items;
   const temp =
     row.input_kind === 'stored' ? await mkdtemp(path.join(tmpdir(), 'ferry-import-upload-')) : null;
   const { limits, meter } = meterLimits(ctx.limits);
@@ -251,7 +264,14 @@ export async function runImportById(
         limits,
         dataset: row.dataset ?? undefined,
       });
+      const ledger = await sql<{
+        subject_key: string;
+      }>`SELECT subject_key FROM erasure_ledger WHERE tenant_id = ${row.tenant_id}`.execute(ctx.database.db);
+      const erasedKeys = new Set(ledger.rows.map((r) => r.subject_key));
       const outcome = await runImport({
+        erased: erasedKeys.size
+          ? (identifier: string) => erasedKeys.has(subjectKey(ctx.secretKey, row.tenant_id, identifier))
+          : undefined,
         database: ctx.database,
         tenantId: row.tenant_id,
         importId: id,
@@ -265,12 +285,16 @@ export async function runImportById(
         onBatch: async (state, db) => {
           lastPhase = state.checkpoint.entity;
           options.onProgress?.({ phase: lastPhase, items: state.itemsDone, bytes: meter.bytes, total });
-          const status = await sql<{ status: string }>`SELECT status FROM imports WHERE id = ${id}`.execute(
-            db,
-          );
-          if (status.rows[0]?.status === 'cancelled')
+          const current = await sql<{
+            status: string;
+            checkpoint: Checkpoint | null;
+          }>`SELECT status, checkpoint FROM imports
+            WHERE id = ${id} FOR UPDATE`.execute(db);
+          if (current.rows[0]?.status === 'cancelled')
             throw new FerryError('conflict', 'the import was cancelled');
           if (wholeRun) return;
+          if (!same(current.rows[0]?.checkpoint ?? null, ownCheckpoint)) throw new LostRun();
+          ownCheckpoint = state.checkpoint;
           await sql`UPDATE imports SET checkpoint = ${JSON.stringify(state.checkpoint)}::jsonb,
               report = ${JSON.stringify(state.report)}::jsonb, items_done = ${state.itemsDone},
               bytes_done = ${meter.bytes}, rejected_count = ${state.rejected}, phase = ${state.checkpoint.entity},
@@ -296,8 +320,15 @@ export async function runImportById(
       await opened.close();
     }
   } catch (err) {
+    // Another run of this import has moved on: it reports, this one stops without a word.
+    if (err instanceof LostRun) return (await getImport(ctx.database.db, row.tenant_id, id))!;
     const code = err instanceof FerryError ? err.code : 'internal';
-    const message = err instanceof Error ? err.message : String(err);
+    // Only Ferry's own messages are shown (they name files, lines, limits); anything else may
+    // carry values or paths, and goes to the log of whoever runs the import.
+    const message =
+      err instanceof FerryError
+        ? err.message
+        : 'the import stopped on an internal error; nothing of the batch that failed was kept';
     const current = await getImport(ctx.database.db, row.tenant_id, id);
     if (current?.status === 'cancelled') return current;
     await sql`UPDATE imports SET status = 'failed', error_code = ${code}, error = ${message.slice(0, 2000)},

@@ -15,7 +15,7 @@ const SECRET_KEY =
 
 /** Query parameters that make a URL a bearer credential (signed links, S3 presigned URLs). */
 const SIGNED_QUERY =
-  /(^|[?&])(signature|x-amz-signature|x-amz-credential|x-amz-security-token|token|access_token)=/i;
+  /(^|[?&])(signature|x-amz-signature|x-amz-credential|x-amz-security-token|token|access_token|_csrf)=/i;
 
 /** Depth beyond which nested values are not inspected but replaced, so no secret hides deep down. */
 const MAX_DEPTH = 8;

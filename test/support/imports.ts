@@ -10,9 +10,14 @@ import { exportCompanyPackage } from '../../src/pipeline/company-package.ts';
 import { LocalObjectStore } from '../../src/store/local-object-store.ts';
 
 /** An import context on a database, with a local store in a temporary folder. */
-export function testImportContext(database: Database, batchSize = 500): ImportContext {
+export function testImportContext(
+  database: Database,
+  batchSize = 500,
+  secretKey = 'import-test-secret-key-0123456789abcdef',
+): ImportContext {
   return {
     database,
+    secretKey,
     store: new LocalObjectStore({ root: mkdtempSync(path.join(tmpdir(), 'ferry-import-store-')) }),
     limits: DEFAULT_IMPORT_LIMITS,
     batchSize,

@@ -4,8 +4,8 @@
  * - `imports`: one row per import or plan (dry run): its source, options, state, progress,
  *   the checkpoint of its last committed batch (a resumed import starts after it) and its
  *   report (counts per entity: created, updated, unchanged, conflicts, rejected).
- * - `import_map`: every imported item, keyed by (tenant, source system, source type, source
- *   id), with the Ferry row it became, the hash of the source content last applied and the
+ * - `import_map`: every imported item, keyed by (tenant, source system, entity, source type,
+ *   source id), with the Ferry row it became, the hash of the source content last applied and the
  *   hash of the row as the import left it (a row changed in Ferry since then is a conflict,
  *   not an update). Running the same import again changes nothing.
  * - `import_rejections`: the items an import could not take, with the original record and
@@ -57,7 +57,7 @@ CREATE TABLE import_map (
   row_hash text NOT NULL,
   import_id uuid NOT NULL,
   updated_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (tenant_id, source_system, source_type, source_id)
+  PRIMARY KEY (tenant_id, source_system, entity, source_type, source_id)
 );
 CREATE INDEX import_map_target ON import_map (tenant_id, entity, target_id);
 CREATE INDEX import_map_import ON import_map (import_id);

@@ -12,12 +12,16 @@ import {
   getImport,
   type ImportContext,
   type ImportInputRef,
+  type ImportRow,
   listImports,
   parseConflict,
   rejectedFile,
   storeUpload,
 } from '../../imports/service.ts';
 import { IMPORT_SOURCES } from '../../imports/types.ts';
+import { CONFLICT_POLICIES } from '../../imports/engine.ts';
+import type { FastifyRequest } from 'fastify';
+import type { Multipart } from '@fastify/multipart';
 import { problemResponses } from '../problem.ts';
 import { jsonResponse, listBody, listResponse, responseHeaders } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
@@ -109,8 +113,26 @@ function text(value: unknown, name: string, max = 200): string | undefined {
   return value;
 }
 
+/** The parts of a multipart body; a body that is not valid multipart is a 400, not a 500. */
+async function* multipartParts(request: FastifyRequest): AsyncGenerator<Multipart> {
+  try {
+    yield* request.parts();
+  } catch (err) {
+    if (err instanceof FerryError || (err as { statusCode?: number }).statusCode === 413) throw err;
+    throw new FerryError(
+      'malformed_request',
+      `the multipart body could not be read: ${(err as Error).message.slice(0, 200)}`,
+    );
+  }
+}
+
 /** The conflict option: a policy, `a,b=c` text, or an object of entity → policy. */
 function conflictOf(value: unknown) {
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value as Record<string, unknown>))
+      if (typeof v !== 'string' || !(CONFLICT_POLICIES as readonly string[]).includes(v))
+        throw invalid(`conflict.${k}`, 'must be a conflict policy', CONFLICT_POLICIES);
+  }
   if (value && typeof value === 'object' && !Array.isArray(value))
     return parseConflict(
       Object.entries(value as Record<string, unknown>)
@@ -187,59 +209,72 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
       const id = randomUUID();
       const fields: ImportFields = {};
       let input: ImportInputRef | undefined;
-      if (request.isMultipart()) {
-        for await (const part of request.parts()) {
-          if (part.type === 'file') {
-            if (part.fieldname !== 'file')
-              throw invalid(part.fieldname, 'the file goes in a part named "file"');
-            input = await storeUpload(ctx(), auth.tenantId, id, part.filename || 'upload', part.file);
-            if (part.file.truncated)
-              throw new FerryError(
-                'payload_too_large',
-                `the file exceeds FERRY_IMPORT_MAX_BYTES (${config.imports.limits.maxBytes} bytes)`,
-              );
-          } else if ((FIELDS as readonly string[]).includes(part.fieldname)) {
-            (fields as Record<string, unknown>)[part.fieldname] = part.value;
-          } else throw invalid(part.fieldname, 'is not an import option', [...FIELDS, 'file']);
+      let stored: string | null = null;
+      let row: ImportRow;
+      try {
+        if (request.isMultipart()) {
+          for await (const part of multipartParts(request)) {
+            if (part.type === 'file') {
+              if (part.fieldname !== 'file')
+                throw invalid(part.fieldname, 'the file goes in a part named "file"');
+              input = await storeUpload(ctx(), auth.tenantId, id, part.filename || 'upload', part.file);
+              stored = input.kind === 'stored' ? input.key : null;
+              if (part.file.truncated)
+                throw new FerryError(
+                  'payload_too_large',
+                  `the file exceeds FERRY_IMPORT_MAX_BYTES (${config.imports.limits.maxBytes} bytes)`,
+                );
+            } else if ((FIELDS as readonly string[]).includes(part.fieldname)) {
+              (fields as Record<string, unknown>)[part.fieldname] = part.value;
+            } else throw invalid(part.fieldname, 'is not an import option', [...FIELDS, 'file']);
+          }
+          if (!input) throw invalid('file', 'a multipart import needs the file in a part named "file"');
+        } else {
+          const body = request.body;
+          if (!body || typeof body !== 'object' || Array.isArray(body))
+            throw invalid('body', 'must be a JSON object');
+          for (const key of Object.keys(body))
+            if (!(FIELDS as readonly string[]).includes(key))
+              throw invalid(key, 'is not an import option', FIELDS);
+          Object.assign(fields, body);
+          const key = text(fields.object_key, 'object_key', 1024);
+          if (!key)
+            throw invalid('object_key', 'name an uploaded file, or upload one as multipart/form-data');
+          if (!key.startsWith(`imports/${auth.tenantId}/`) || key.includes('..'))
+            throw new FerryError('not_found', `object ${key} not found`);
+          const head = await ctx().store.head(key);
+          if (!head)
+            throw new FerryError(
+              'not_found',
+              `object ${key} not found (uploads are kept 7 days after their last import)`,
+            );
+          input = { kind: 'stored', key, name: key.split('/').pop()!, bytes: head.bytes };
         }
-        if (!input) throw invalid('file', 'a multipart import needs the file in a part named "file"');
-      } else {
-        const body = request.body;
-        if (!body || typeof body !== 'object' || Array.isArray(body))
-          throw invalid('body', 'must be a JSON object');
-        for (const key of Object.keys(body))
-          if (!(FIELDS as readonly string[]).includes(key))
-            throw invalid(key, 'is not an import option', FIELDS);
-        Object.assign(fields, body);
-        const key = text(fields.object_key, 'object_key', 1024);
-        if (!key) throw invalid('object_key', 'name an uploaded file, or upload one as multipart/form-data');
-        if (!key.startsWith(`imports/${auth.tenantId}/`) || key.includes('..'))
-          throw new FerryError('not_found', `object ${key} not found`);
-        const head = await ctx().store.head(key);
-        if (!head)
-          throw new FerryError(
-            'not_found',
-            `object ${key} not found (uploads are kept 7 days after their last import)`,
-          );
-        input = { kind: 'stored', key, name: key.split('/').pop()!, bytes: head.bytes };
+        const source = text(fields.source, 'source');
+        if (!source) throw invalid('source', 'is required', IMPORT_SOURCES);
+        row = await createImport(
+          ctx(),
+          {
+            tenantId: auth.tenantId,
+            source: checkSource(source),
+            dataset: text(fields.dataset, 'dataset', 64),
+            input,
+            dryRun: flag(fields.dry_run, 'dry_run'),
+            conflict: conflictOf(fields.conflict),
+            allOrNothing: flag(fields.all_or_nothing, 'all_or_nothing'),
+            notify: flag(fields.notify, 'notify'),
+            actor: auth.actor,
+          },
+          id,
+        );
+      } catch (err) {
+        // An upload whose request failed is not kept (it may hold personal data, and nothing names it).
+        if (stored)
+          await ctx()
+            .store.delete(stored)
+            .catch(() => {});
+        throw err;
       }
-      const source = text(fields.source, 'source');
-      if (!source) throw invalid('source', 'is required', IMPORT_SOURCES);
-      const row = await createImport(
-        ctx(),
-        {
-          tenantId: auth.tenantId,
-          source: checkSource(source),
-          dataset: text(fields.dataset, 'dataset', 64),
-          input,
-          dryRun: flag(fields.dry_run, 'dry_run'),
-          conflict: conflictOf(fields.conflict),
-          allOrNothing: flag(fields.all_or_nothing, 'all_or_nothing'),
-          notify: flag(fields.notify, 'notify'),
-          actor: auth.actor,
-        },
-        id,
-      );
       await q.send(IMPORT_RUN_JOB, { id });
       return reply.code(202).header('location', `/api/v1/imports/${id}`).send(row);
     },

@@ -428,7 +428,12 @@ export interface ItemParts {
 export function makeItem(p: ItemParts): ImportItem {
   const soft: Record<string, ImportRef> = {};
   for (const [k, v] of Object.entries(p.soft ?? {})) if (v) soft[k] = v;
+  // A customer's segment is a default here, and a country the source lacks is no news: they
+  // fill a new row, and never overwrite what the tenant knows of a customer it already has.
+  const createOnly =
+    p.entity === 'customers' ? ['segment', ...(p.values.country == null ? ['country'] : [])] : undefined;
   return {
+    ...(createOnly ? { createOnly } : {}),
     entity: p.entity,
     sourceType: p.sourceType,
     sourceId: p.sourceId ?? '',

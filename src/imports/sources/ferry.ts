@@ -232,7 +232,16 @@ export function parseMarkdownDocument(
   return { front, content: body.endsWith('\n') ? body.slice(0, -1) : body };
 }
 
+/** Package metadata files are read whole: bounded, before anything else is trusted. */
+const MAX_METADATA_BYTES = 512 * 1024 * 1024;
+
 async function readJson<T>(root: string, file: string): Promise<T> {
+  if ((await stat(path.join(root, file))).size > MAX_METADATA_BYTES)
+    throw unreadable(
+      file,
+      '',
+      `larger than ${MAX_METADATA_BYTES / 1024 / 1024} MiB: not a package Ferry wrote`,
+    );
   try {
     return JSON.parse(await readFile(path.join(root, file), 'utf8')) as T;
   } catch (err) {
@@ -243,6 +252,12 @@ async function readJson<T>(root: string, file: string): Promise<T> {
 /** Every file against checksums.sha256 and datapackage.json; the first difference is the error. */
 export async function verifyPackage(root: string, files: readonly string[]): Promise<void> {
   const listed = new Map<string, string>();
+  if ((await stat(path.join(root, CHECKSUMS_FILE))).size > MAX_METADATA_BYTES)
+    throw unreadable(
+      CHECKSUMS_FILE,
+      '',
+      `larger than ${MAX_METADATA_BYTES / 1024 / 1024} MiB: not a package Ferry wrote`,
+    );
   const text = await readFile(path.join(root, CHECKSUMS_FILE), 'utf8');
   let line = 0;
   for (const row of text.split('\n')) {

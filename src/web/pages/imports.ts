@@ -164,36 +164,52 @@ ${rows(list, zone, csrf)}</table>`
       const id = randomUUID();
       const form: Record<string, string> = {};
       let input: ImportInputRef | undefined;
-      for await (const part of request.parts()) {
-        if (part.type === 'file') {
-          if (!part.filename) {
-            part.file.resume();
-            continue;
-          }
-          input = await storeUpload(ctx(), auth.tenantId, id, part.filename, part.file);
-          if (part.file.truncated)
-            throw new FerryError(
-              'payload_too_large',
-              `the file is larger than this server accepts (${bytes(deps.config.imports.limits.maxBytes)})`,
-            );
-        } else form[part.fieldname] = String(part.value ?? '');
+      let stored: string | null = null;
+      let dryRun = false;
+      try {
+        for await (const part of request.parts()) {
+          if (part.type === 'file') {
+            if (!part.filename) {
+              part.file.resume();
+              continue;
+            }
+            input = await storeUpload(ctx(), auth.tenantId, id, part.filename, part.file);
+            stored = input.kind === 'stored' ? input.key : null;
+            if (part.file.truncated)
+              throw new FerryError(
+                'payload_too_large',
+                `the file is larger than this server accepts (${bytes(deps.config.imports.limits.maxBytes)})`,
+              );
+          } else form[part.fieldname] = String(part.value ?? '');
+        }
+        if (!input) throw new FerryError('invalid_parameter', 'file: choose a file to import');
+        dryRun = form.dry_run === 'true';
+        await createImport(
+          ctx(),
+          {
+            tenantId: auth.tenantId,
+            source: checkSource(form.source ?? ''),
+            input,
+            dryRun,
+            conflict: parseConflict(form.conflict || 'skip'),
+            allOrNothing: form.all_or_nothing === 'true',
+            notify: form.notify === 'true',
+            actor: auth.actor,
+          },
+          id,
+        );
+      } catch (err) {
+        // An upload whose form failed is not kept.
+        if (stored)
+          await ctx()
+            .store.delete(stored)
+            .catch(() => {});
+        if (err instanceof FerryError) throw err;
+        throw new FerryError(
+          'invalid_parameter',
+          `file: the upload could not be read (${(err as Error).message.slice(0, 120)})`,
+        );
       }
-      if (!input) throw new FerryError('invalid_parameter', 'file: choose a file to import');
-      const dryRun = form.dry_run === 'true';
-      await createImport(
-        ctx(),
-        {
-          tenantId: auth.tenantId,
-          source: checkSource(form.source ?? ''),
-          input,
-          dryRun,
-          conflict: parseConflict(form.conflict || 'skip'),
-          allOrNothing: form.all_or_nothing === 'true',
-          notify: form.notify === 'true',
-          actor: auth.actor,
-        },
-        id,
-      );
       await queue().send(IMPORT_RUN_JOB, { id });
       return dryRun
         ? 'Plan started: its report appears below when it is done.'
@@ -207,7 +223,13 @@ ${rows(list, zone, csrf)}</table>`
     const { id } = request.params as { id: string };
     return attempt(request, reply, async () => {
       const plan = await getImport(deps.database.db, auth.tenantId, id);
-      if (!plan?.dry_run || plan.input_kind !== 'stored') throw new FerryError('not_found', 'no such plan');
+      if (
+        !plan?.dry_run ||
+        plan.status !== 'completed' ||
+        plan.input_kind !== 'stored' ||
+        plan.input_deleted_at
+      )
+        throw new FerryError('not_found', 'no such completed plan with its upload');
       const next = await createImport(ctx(), {
         tenantId: auth.tenantId,
         source: plan.source,
