@@ -533,11 +533,23 @@ async function applyBatch(
         candidates.set(x.item.sourceId + '\u0000' + x.item.sourceType, { targetId: id, via: 'natural' });
     }
   }
+  // An item whose source content is what the map recorded needs no comparison: only whether its
+  // row is still there (the common case of a re-run, kept cheap).
+  const same = (x: (typeof rows)[number]) => x.existing?.content_hash === x.hash;
+  const still = await loadOwn(
+    db,
+    run.tenantId,
+    entity,
+    rows
+      .filter((x) => same(x) && candidates.has(x.item.sourceId + '\u0000' + x.item.sourceType))
+      .map((x) => x.existing!.target_id),
+  );
   const { diffs, refused } = await diffEach(
     db,
     run.tenantId,
     cols,
     rows.flatMap((x) => {
+      if (same(x)) return [];
       const c = candidates.get(x.item.sourceId + '\u0000' + x.item.sourceType);
       return c ? [{ id: c.targetId, row: existingRow(x.item, x.row), updatedAt: x.item.updatedAt }] : [];
     }),
@@ -552,6 +564,12 @@ async function applyBatch(
       decided.push({ item: x.item, hash: x.hash, row: x.row, targetId: id, kind: 'create' });
       continue;
     }
+    if (same(x)) {
+      if (still.has(c.targetId)) r.unchanged += 1;
+      // Mapped, but the row is gone from Ferry (deleted or erased since): never recreated.
+      else conflict(r, x.item, c.targetId, ['(deleted in Ferry)'], 'kept deleted');
+      continue;
+    }
     const reason = refused.get(c.targetId);
     if (reason) {
       reject(x.item, [reason]);
@@ -564,10 +582,6 @@ async function applyBatch(
       continue;
     }
     const mapRow = x.existing;
-    if (mapRow && mapRow.content_hash === x.hash) {
-      r.unchanged += 1;
-      continue;
-    }
     if (current.fields.length === 0) {
       // Same values already: link (a natural-key match) or record the new source hash.
       r.unchanged += 1;
@@ -739,11 +753,15 @@ async function loadMap(
   const entities = [...unique.values()].map((k) => k[0]);
   const types = [...unique.values()].map((k) => k[1]);
   const ids = [...unique.values()].map((k) => k[2]);
+  // One primary-key probe per key: LIMIT keeps the subquery a per-row lookup, where a join would
+  // be free to hash the tenant's whole map (a million rows) for a batch of a few thousand.
   const { rows } =
     await sql<MapRow>`SELECT m.source_type, m.source_id, m.entity, m.target_id::text AS target_id, m.content_hash, m.row_hash
     FROM unnest(${entities}::text[], ${types}::text[], ${ids}::text[]) AS k(entity, source_type, source_id)
-    JOIN import_map m ON m.tenant_id = ${tenantId} AND m.source_system = ${system} AND m.entity = k.entity
-      AND m.source_type = k.source_type AND m.source_id = k.source_id`.execute(db);
+    CROSS JOIN LATERAL (
+      SELECT * FROM import_map x WHERE x.tenant_id = ${tenantId} AND x.source_system = ${system} AND x.entity = k.entity
+        AND x.source_type = k.source_type AND x.source_id = k.source_id LIMIT 1
+    ) m`.execute(db);
   for (const row of rows) out.set(mapKey(row.entity, row.source_type, row.source_id), row);
   return out;
 }
@@ -855,10 +873,10 @@ async function diffRows(
   }>`
     SELECT t.id::text AS id, array_remove(ARRAY[${sql.raw(checks || 'NULL::text')}]::text[], NULL) AS fields,
       ${sql.raw(rowHashSql(all, 't'))} AS row_hash, ${sql.raw(newer)} AS newer
-    FROM ${sql.table(cols.entity)} t
-    JOIN jsonb_to_recordset(${JSON.stringify(payload)}::jsonb) AS v(${sql.raw(recordsetColumns(given, ['_updated timestamptz']))})
-      ON t.id = v._id
-    WHERE t.tenant_id = ${tenantId}`.execute(db);
+    FROM jsonb_to_recordset(${JSON.stringify(payload)}::jsonb) AS v(${sql.raw(recordsetColumns(given, ['_updated timestamptz']))})
+    CROSS JOIN LATERAL (
+      SELECT * FROM ${sql.table(cols.entity)} x WHERE x.id = v._id AND x.tenant_id = ${tenantId} LIMIT 1
+    ) t`.execute(db);
   for (const row of rows)
     out.set(row.id, { fields: row.fields ?? [], rowHash: row.row_hash, incomingNewer: row.newer });
   return out;
