@@ -233,6 +233,10 @@ async function prepare(db: Kysely<DB>, run: EngineRun): Promise<void> {
   // with no idea of the list sizes or of the map's growth) scanned the tenant's whole import map
   // for each batch. Custom plans see the parameters.
   await sql`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`.execute(db);
+  // The batch statements are many short lookups whose estimated cost (a list of unknown length,
+  // a map growing under them) crosses PostgreSQL's JIT thresholds: compiling them took seconds
+  // per batch, running them milliseconds.
+  await sql`SELECT set_config('jit', 'off', true)`.execute(db);
   // One writer per tenant at a time: two imports of the same source (or two runs of one import)
   // would otherwise both find no map row and both create. Batches of concurrent imports take
   // turns, and each sees what the other committed.

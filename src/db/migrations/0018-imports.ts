@@ -59,7 +59,7 @@ CREATE TABLE import_map (
   updated_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, source_system, entity, source_type, source_id)
 );
-CREATE INDEX import_map_target ON import_map (tenant_id, entity, target_id);
+CREATE INDEX import_map_target ON import_map (target_id);
 CREATE INDEX import_map_import ON import_map (import_id);
 
 CREATE TABLE import_rejections (
