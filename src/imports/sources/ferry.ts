@@ -5,7 +5,14 @@ import path from 'node:path';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { CHECKSUMS_FILE } from '../../packaging/entry-path.ts';
 import { jsonRecords, limitExceeded, unreadable } from '../read.ts';
-import type { ImportEntity, ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
+import {
+  DEFAULT_IMPORT_LIMITS,
+  type ImportEntity,
+  type ImportInput,
+  type ImportItem,
+  type ImportSource,
+  type SourceOptions,
+} from '../types.ts';
 import { datasetFileItems, datasetMapping, itemOf } from './dataset-records.ts';
 
 /**
@@ -295,12 +302,15 @@ export async function verifyPackage(root: string, files: readonly string[]): Pro
   };
   await Promise.all(Array.from({ length: 8 }, worker));
   if (!listed.has('datapackage.json')) throw unreadable('datapackage.json', '', 'missing from the package');
-  const dp = await readJson<{ resources?: { path?: unknown; hash?: unknown; bytes?: unknown }[] }>(
-    root,
-    'datapackage.json',
-  );
-  if (!Array.isArray(dp.resources)) throw unreadable('datapackage.json', '', 'has no resources');
-  for (const resource of dp.resources) {
+  // One resource per file of the package (hundreds of thousands in a large one): read as a stream.
+  let resources = 0;
+  for await (const { value } of jsonRecords(path.join(root, 'datapackage.json'), {
+    paths: ['$.resources.*'],
+    limits: { ...DEFAULT_IMPORT_LIMITS, maxFieldBytes: 64 * 1024, maxRecordBytes: 1024 * 1024 },
+    name: 'datapackage.json',
+  })) {
+    resources += 1;
+    const resource = (value ?? {}) as { path?: unknown; hash?: unknown; bytes?: unknown };
     if (typeof resource.path !== 'string') throw unreadable('datapackage.json', '', 'a resource has no path');
     const digest = listed.get(resource.path);
     if (!digest)
@@ -317,6 +327,7 @@ export async function verifyPackage(root: string, files: readonly string[]): Pro
     )
       throw unreadable('datapackage.json', '', `the size of "${resource.path}" differs from the file`);
   }
+  if (resources === 0) throw unreadable('datapackage.json', '', 'has no resources');
 }
 
 async function sha256File(file: string): Promise<string> {
