@@ -149,8 +149,8 @@ function erasedItem(run: EngineRun, item: ImportItem, values: Record<string, unk
       const byId =
         own && customer && !('natural' in customer) && erased(`customer:${customer.sourceId.toLowerCase()}`);
       if (email(values.customer_email) || byId) {
-        let set = erasedConversations.get(run);
-        if (!set) erasedConversations.set(run, (set = new Set()));
+        const set = erasedConversations.get(run) ?? new Set<string>();
+        erasedConversations.set(run, set);
         set.add(`${item.sourceType}\u0000${item.sourceId}`);
         return true;
       }
