@@ -3,6 +3,7 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { importContext } from '../src/imports/context.ts';
 import { cleanupImports } from '../src/imports/service.ts';
+import { createHold, releaseHold } from '../src/privacy/holds.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { preferDialect } from './support/databases.ts';
 import { bearer } from './support/fixtures/auth.ts';
@@ -268,6 +269,20 @@ describe(`imports over the API and on the dashboard (${preferDialect('postgres')
         now: () => new Date(Date.now() + days * 86_400_000),
       });
     expect(await cleanupImports(at(6))).toEqual({ uploads: 0, rejections: 0 });
+    // A legal hold on the tenant keeps its uploads and rejected items past their time.
+    const hold = await createHold(
+      h.database,
+      h.tenant.id,
+      { scope: 'tenant', reason: 'litigation', matter: 'IMP-1' },
+      { actor: 'test' },
+    );
+    // (The other tenant's upload, under no hold, goes.)
+    expect((await cleanupImports(at(40))).rejections).toBe(0);
+    expect(await h.store.head(key)).not.toBeNull();
+    const mine = await sql<{ n: number }>`SELECT count(*)::int AS n FROM imports
+      WHERE tenant_id = ${h.tenant.id} AND input_deleted_at IS NOT NULL`.execute(h.database.db);
+    expect(mine.rows[0]!.n).toBe(0);
+    await releaseHold(h.database, h.tenant.id, hold.id, 'matter closed', { actor: 'test' });
     const week = await cleanupImports(at(8));
     expect(week.uploads).toBeGreaterThan(0);
     expect(week.rejections).toBe(0);

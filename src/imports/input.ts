@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -302,8 +302,4 @@ function unreadableArchive(file: string, err: Error, entry?: string): FerryError
       file: path.basename(file),
     },
   );
-}
-
-export async function fileSize(file: string): Promise<number> {
-  return (await lstat(file)).size;
 }

@@ -470,15 +470,19 @@ export const UPLOAD_KEEP_DAYS = 7;
 /** Days the rejected items (original records, personal data) are kept after their import finished. */
 export const REJECTIONS_KEEP_DAYS = 30;
 
+/** An import of a tenant under an active legal hold: its files and rejected items wait. */
+const underHold = sql`EXISTS (SELECT 1 FROM legal_holds h WHERE h.tenant_id = imports.tenant_id AND h.released_at IS NULL)`;
+
 /**
  * Deletes what imports keep only for a while: uploaded files 7 days after the last import
- * that used them finished, rejected items 30 days after theirs. Returns what it deleted.
+ * that used them finished, rejected items 30 days after theirs. Nothing of a tenant under a legal hold. Returns
+ * what it deleted.
  */
 export async function cleanupImports(ctx: ImportContext): Promise<{ uploads: number; rejections: number }> {
   const at = now(ctx);
   const uploadsBefore = new Date(at.getTime() - UPLOAD_KEEP_DAYS * 86_400_000);
   const { rows } = await sql<{ input_ref: string }>`SELECT input_ref FROM imports
-    WHERE input_kind = 'stored' AND input_deleted_at IS NULL
+    WHERE input_kind = 'stored' AND input_deleted_at IS NULL AND NOT ${underHold}
     GROUP BY input_ref
     HAVING bool_and(status IN ('completed', 'failed', 'cancelled')) AND max(coalesce(finished_at, created_at)) < ${uploadsBefore}`.execute(
     ctx.database.db,
@@ -490,8 +494,10 @@ export async function cleanupImports(ctx: ImportContext): Promise<{ uploads: num
     );
   }
   const rejectionsBefore = new Date(at.getTime() - REJECTIONS_KEEP_DAYS * 86_400_000);
-  const deleted = await sql`DELETE FROM import_rejections r USING imports i
-    WHERE r.import_id = i.id AND i.finished_at < ${rejectionsBefore}`.execute(ctx.database.db);
+  const deleted = await sql`DELETE FROM import_rejections r USING imports
+    WHERE r.import_id = imports.id AND imports.finished_at < ${rejectionsBefore} AND NOT ${underHold}`.execute(
+    ctx.database.db,
+  );
   return { uploads: rows.length, rejections: Number(deleted.numAffectedRows ?? 0) };
 }
 

@@ -1,4 +1,4 @@
-import type { ImportEntity, ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
+import type { ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
 import {
   attachmentNames,
   conversationValues,
@@ -27,6 +27,7 @@ import {
   texts,
   timeMs,
   unusedFilesWarning,
+  competitorSource,
 } from './competitor.ts';
 
 /**
@@ -364,22 +365,11 @@ export function chatwootSource(input: ImportInput, options: SourceOptions): Impo
     skipped.flush(warnings);
   }
 
-  const readers: Partial<Record<ImportEntity, () => AsyncGenerator<ImportItem>>> = {
+  return competitorSource(SYSTEM, warnings, {
     sites,
     team_members: agents,
     customers: contacts,
     conversations,
     messages,
-  };
-
-  return {
-    system: SYSTEM,
-    warnings,
-    deriveCounts: true,
-    items(entity) {
-      return (readers[entity] ?? empty)();
-    },
-  };
+  });
 }
-
-async function* empty(): AsyncGenerator<ImportItem> {}

@@ -1,7 +1,14 @@
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { isNdjson, jsonRecords } from '../read.ts';
-import type { ImportEntity, ImportInput, ImportItem, ImportLimits, ImportRef } from '../types.ts';
+import type {
+  ImportEntity,
+  ImportInput,
+  ImportItem,
+  ImportLimits,
+  ImportRef,
+  ImportSource,
+} from '../types.ts';
 
 /**
  * Shared parts of the competitor importers (Zendesk, Intercom, Chatwoot, Freshdesk, Help
@@ -595,3 +602,22 @@ export class Skipped {
     this.counts.clear();
   }
 }
+
+/**
+ * A competitor source from its readers per entity: the entities it has none of yield nothing,
+ * and the message counts of its conversations are derived from the messages.
+ */
+export function competitorSource(
+  system: string,
+  warnings: string[],
+  readers: Partial<Record<ImportEntity, () => AsyncGenerator<ImportItem>>>,
+): ImportSource {
+  return {
+    system,
+    warnings,
+    deriveCounts: true,
+    items: (entity) => (readers[entity] ?? nothing)(),
+  };
+}
+
+async function* nothing(): AsyncGenerator<ImportItem> {}

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
 import type { DatasetField, FieldType, TableDataset } from '../../datamap/types.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
@@ -298,8 +297,4 @@ function headerError(display: string, header: readonly string[]) {
     'import_unreadable',
     `${display}: the columns (${header.slice(0, 8).join(', ')}) are not one of Ferry's datasets; name it with --dataset: ${accepted.join(', ')}`,
   );
-}
-
-export function displayName(root: string, file: string): string {
-  return path.relative(root, file).split(path.sep).join('/');
 }

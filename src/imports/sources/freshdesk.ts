@@ -1,4 +1,4 @@
-import type { ImportEntity, ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
+import type { ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
 import {
   attachmentNames,
   conversationValues,
@@ -26,6 +26,7 @@ import {
   texts,
   timeMs,
   unusedFilesWarning,
+  competitorSource,
 } from './competitor.ts';
 
 /**
@@ -462,22 +463,11 @@ export function freshdeskSource(input: ImportInput, options: SourceOptions): Imp
     }
   }
 
-  const readers: Partial<Record<ImportEntity, () => AsyncGenerator<ImportItem>>> = {
+  return competitorSource(SYSTEM, warnings, {
     sites,
     team_members: agents,
     customers: contacts,
     conversations: tickets,
     messages,
-  };
-
-  return {
-    system: SYSTEM,
-    warnings,
-    deriveCounts: true,
-    items(entity) {
-      return (readers[entity] ?? empty)();
-    },
-  };
+  });
 }
-
-async function* empty(): AsyncGenerator<ImportItem> {}

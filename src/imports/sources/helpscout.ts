@@ -1,4 +1,4 @@
-import type { ImportEntity, ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
+import type { ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
 import {
   attachmentNames,
   conversationValues,
@@ -26,6 +26,7 @@ import {
   text,
   timeMs,
   unusedFilesWarning,
+  competitorSource,
 } from './competitor.ts';
 
 /**
@@ -348,22 +349,11 @@ export function helpscoutSource(input: ImportInput, options: SourceOptions): Imp
     skipped.flush(warnings);
   }
 
-  const readers: Partial<Record<ImportEntity, () => AsyncGenerator<ImportItem>>> = {
+  return competitorSource(SYSTEM, warnings, {
     sites,
     team_members: users,
     customers,
     conversations,
     messages,
-  };
-
-  return {
-    system: SYSTEM,
-    warnings,
-    deriveCounts: true,
-    items(entity) {
-      return (readers[entity] ?? empty)();
-    },
-  };
+  });
 }
-
-async function* empty(): AsyncGenerator<ImportItem> {}

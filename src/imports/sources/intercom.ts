@@ -1,4 +1,4 @@
-import type { ImportEntity, ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
+import type { ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
 import {
   attachmentNames,
   conversationValues,
@@ -25,6 +25,7 @@ import {
   stemId,
   text,
   unusedFilesWarning,
+  competitorSource,
 } from './competitor.ts';
 
 /**
@@ -401,22 +402,11 @@ export function intercomSource(input: ImportInput, options: SourceOptions): Impo
     skipped.flush(warnings);
   }
 
-  const readers: Partial<Record<ImportEntity, () => AsyncGenerator<ImportItem>>> = {
+  return competitorSource(SYSTEM, warnings, {
     sites,
     team_members: admins,
     customers,
     conversations,
     messages,
-  };
-
-  return {
-    system: SYSTEM,
-    warnings,
-    deriveCounts: true,
-    items(entity) {
-      return (readers[entity] ?? empty)();
-    },
-  };
+  });
 }
-
-async function* empty(): AsyncGenerator<ImportItem> {}

@@ -1,4 +1,4 @@
-import type { ImportEntity, ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
+import type { ImportInput, ImportItem, ImportSource, SourceOptions } from '../types.ts';
 import {
   attachmentNames,
   conversationValues,
@@ -27,6 +27,7 @@ import {
   texts,
   timeMs,
   unusedFilesWarning,
+  competitorSource,
 } from './competitor.ts';
 
 /**
@@ -559,25 +560,14 @@ export function zendeskSource(input: ImportInput, options: SourceOptions): Impor
     skipped.flush(warnings);
   }
 
-  const readers: Partial<Record<ImportEntity, () => AsyncGenerator<ImportItem>>> = {
+  return competitorSource(SYSTEM, warnings, {
     sites,
     team_members: () => users('team_members'),
     customers: () => users('customers'),
     conversations,
     messages,
-  };
-
-  return {
-    system: SYSTEM,
-    warnings,
-    deriveCounts: true,
-    items(entity) {
-      return (readers[entity] ?? empty)();
-    },
-  };
+  });
 }
-
-async function* empty(): AsyncGenerator<ImportItem> {}
 
 /** The channel a comment came through: its own `via`, else its audit's or event's. */
 function channelOf(c: Comment): string | null {
