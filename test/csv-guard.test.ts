@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { literal } from '../src/db/database.ts';
-import { csvGuard, csvGuardSql } from '../src/transform/csv-guard.ts';
+import { csvGuard, csvGuardJsonSql, csvGuardSql } from '../src/transform/csv-guard.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 
 /** Text cell → guarded cell. */
@@ -54,6 +54,39 @@ for (const dialect of DIALECTS) {
         )
         .execute(t.database.db);
       expect(rows.map((r) => r.out)).toEqual(CASES.map(([input]) => csvGuard(input)));
+    });
+
+    it('is inlined into the query, not called per row', async () => {
+      // A STRICT SQL function is never inlined: the plan would show the call.
+      const { rows } = await sql
+        .raw<Record<string, string>>(
+          `EXPLAIN (VERBOSE) SELECT ${csvGuardSql('v.x')} FROM (VALUES ('=1'), ('x')) AS v(x)`,
+        )
+        .execute(t.database.db);
+      const plan = rows.map((r) => Object.values(r)[0]).join('\n');
+      expect(plan).toContain('ascii');
+      expect(plan).not.toContain('ferry_csv_guard');
+    });
+
+    it('guards JSON text the same way, as jsonb, json or text', async () => {
+      const documents = ['-5', '-0.25', '5', '"=1+1"', '{"a": "=1"}', '[-1, 2]', 'null', 'true'];
+      for (const type of ['jsonb', 'json', 'text']) {
+        const values = documents.map((d, n) => `(${n}, ${literal(d)}::${type})`).join(', ');
+        const { rows } = await sql
+          .raw<{ n: number; out: string; plain: string }>(
+            `SELECT v.n, ${csvGuardJsonSql('v.x')} AS out, v.x::text AS plain FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
+          )
+          .execute(t.database.db);
+        expect(
+          rows.map((r) => r.out),
+          type,
+        ).toEqual(rows.map((r) => csvGuard(r.plain)));
+        expect(rows[0]!.out, type).toBe("'-5");
+      }
+      const { rows } = await sql
+        .raw<{ out: string | null }>(`SELECT ${csvGuardJsonSql('NULL::jsonb')} AS out`)
+        .execute(t.database.db);
+      expect(rows[0]!.out).toBeNull();
     });
 
     it('keeps NULL as NULL and guards cells written by COPY', async () => {

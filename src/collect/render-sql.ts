@@ -1,7 +1,7 @@
 import { literal } from '../db/database.ts';
 import { utcInstantSql } from '../db/keyset.ts';
 import type { FieldType } from '../datamap/types.ts';
-import { csvGuardSql } from '../transform/csv-guard.ts';
+import { csvGuardJsonSql, csvGuardSql } from '../transform/csv-guard.ts';
 
 /**
  * SQL renderers that turn a field's value into its exported text inside the
@@ -32,7 +32,7 @@ export function csvCellSql(expr: string, type: FieldType, timezone: string, guar
     case 'number[]':
       return `array_to_json(${expr})::text`;
     case 'json':
-      return guard ? csvGuardSql(`(${expr})::text`) : `(${expr})::text`;
+      return guard ? csvGuardJsonSql(expr) : `(${expr})::text`;
     case 'string':
       return guard ? csvGuardSql(`(${expr})::text`) : expr;
     case 'uuid':

@@ -326,7 +326,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     'conversations',
     CONVERSATION_FIELDS,
     {
-      from: 'FROM conversations t JOIN sites s ON s.id = t.site_id',
+      from: 'FROM conversations t LEFT JOIN sites s ON s.id = t.site_id',
       filters: conversationFilters,
       package: { order: 40, dated: true, builder: 'conversations' },
       scopes: {
@@ -340,7 +340,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     },
   ),
   messages: table('messages', 'One row per message of every conversation.', 'messages', MESSAGE_FIELDS, {
-    from: 'FROM messages t JOIN conversations c ON c.id = t.conversation_id JOIN sites s ON s.id = c.site_id',
+    from: 'FROM messages t LEFT JOIN conversations c ON c.id = t.conversation_id LEFT JOIN sites s ON s.id = c.site_id',
     filters: [
       ...dateFilters('t.created_at'),
       {
@@ -491,7 +491,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       from('invoices', 'paid_at'),
     ],
     {
-      from: 'FROM invoices t JOIN subscriptions b ON b.id = t.subscription_id',
+      from: 'FROM invoices t LEFT JOIN subscriptions b ON b.id = t.subscription_id',
       package: files(110, true, { path: 'billing/invoices', format: 'tabular' }),
     },
   ),

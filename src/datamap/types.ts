@@ -205,7 +205,12 @@ interface DatasetBase {
   readonly description: string;
   /** The main source table. */
   readonly source: string;
-  /** FROM clause with aliases; the main table is aliased `t`. */
+  /**
+   * FROM clause with aliases; the main table is aliased `t`. Tables joined for filters and
+   * scopes along a NOT NULL foreign key are LEFT JOINs: the rows are the same, and PostgreSQL
+   * drops a LEFT JOIN to a unique key that nothing reads, so an export without such a filter
+   * reads the main table alone.
+   */
   readonly from: string;
   /** Time column expression for date filters, incremental exports and partitioning. */
   readonly timeColumn: string | null;

@@ -19,6 +19,7 @@ import * as web from './migrations/0015-web.ts';
 import * as compliance from './migrations/0016-compliance.ts';
 import * as backups from './migrations/0017-backups.ts';
 import * as imports from './migrations/0018-imports.ts';
+import * as exportSpeed from './migrations/0019-export-speed.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -40,6 +41,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0016-compliance': compliance,
   '0017-backups': backups,
   '0018-imports': imports,
+  '0019-export-speed': exportSpeed,
 };
 
 /**

@@ -13,6 +13,11 @@ export function csvGuardSql(textExpr: string): string {
   return `ferry_csv_guard(${textExpr})`;
 }
 
+/** Wraps a json, jsonb (or JSON text) SQL expression in `ferry_csv_guard_json` (migration 0019): its text, guarded. */
+export function csvGuardJsonSql(jsonExpr: string): string {
+  return `ferry_csv_guard_json(${jsonExpr})`;
+}
+
 /** The JavaScript twin of `ferry_csv_guard`, with the same rules plus NUL, which SQL text cannot hold. */
 export function csvGuard(value: string): string {
   return value.length > 0 && TRIGGERS.has(value[0]!) ? `'${value}` : value;
