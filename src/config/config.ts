@@ -81,6 +81,10 @@ const schema = z.object({
     .min(1024)
     .default(DEFAULT_IMPORT_LIMITS.maxRecordBytes),
   FERRY_IMPORT_BATCH_SIZE: z.coerce.number().int().min(1).max(50_000).default(2000),
+  FERRY_EXPORT_PARTITION_ROWS: z.coerce.number().int().min(0).default(2_000_000),
+  FERRY_EXPORT_PARTITIONS: z.coerce.number().int().min(1).max(256).default(8),
+  FERRY_EXPORT_PARTITION_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(1),
+  FERRY_EXPORT_PARTITION_LEASE_SECONDS: z.coerce.number().int().min(1).default(60),
 });
 
 export interface Config {
@@ -114,6 +118,19 @@ export interface Config {
   readonly outboundAllow: readonly string[];
   /** Imports: limits on untrusted files (FERRY_IMPORT_MAX_*) and items per batch (FERRY_IMPORT_BATCH_SIZE). */
   readonly imports: { readonly limits: ImportLimits; readonly batchSize: number };
+  /** Partitioned exports (FERRY_EXPORT_PARTITION*; docs/scaling.md). */
+  readonly exports: { readonly partitions: PartitionSettings };
+}
+
+export interface PartitionSettings {
+  /** Rows per partition: an export of fewer than twice this many rows is one stream (0 = never split). */
+  readonly rows: number;
+  /** Most partitions per export. */
+  readonly max: number;
+  /** Partitions one worker writes at the same time. */
+  readonly concurrency: number;
+  /** A partition whose worker sent no heartbeat for this long is taken again. */
+  readonly leaseSeconds: number;
 }
 
 export interface JobsConfig {
@@ -242,6 +259,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         maxRecordBytes: e.FERRY_IMPORT_MAX_RECORD_BYTES,
       }),
       batchSize: e.FERRY_IMPORT_BATCH_SIZE,
+    }),
+    exports: Object.freeze({
+      partitions: Object.freeze({
+        rows: e.FERRY_EXPORT_PARTITION_ROWS,
+        max: e.FERRY_EXPORT_PARTITIONS,
+        concurrency: e.FERRY_EXPORT_PARTITION_CONCURRENCY,
+        leaseSeconds: e.FERRY_EXPORT_PARTITION_LEASE_SECONDS,
+      }),
     }),
   });
 }

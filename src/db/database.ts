@@ -25,6 +25,12 @@ export interface CopyQuery {
    * sides returns the same rows however the adapter splits its work.
    */
   readonly range?: KeyRange;
+  /**
+   * Read in this exported snapshot (`pg_export_snapshot()` of a transaction that is still
+   * open), so several COPYs on their own connections see one instant (partitioned exports).
+   * PostgreSQL only.
+   */
+  readonly snapshot?: string;
 }
 
 /** The database port: Kysely for queries plus the two bulk paths Kysely lacks. */

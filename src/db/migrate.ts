@@ -20,6 +20,7 @@ import * as compliance from './migrations/0016-compliance.ts';
 import * as backups from './migrations/0017-backups.ts';
 import * as imports from './migrations/0018-imports.ts';
 import * as exportSpeed from './migrations/0019-export-speed.ts';
+import * as exportPartitions from './migrations/0021-export-partitions.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -42,6 +43,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0017-backups': backups,
   '0018-imports': imports,
   '0019-export-speed': exportSpeed,
+  '0021-export-partitions': exportPartitions,
 };
 
 /**

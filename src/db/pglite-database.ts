@@ -39,6 +39,8 @@ export async function pgliteDatabase(options: PgliteOptions = {}): Promise<Datab
     db,
     pglite,
     copyOut(query: CopyQuery): Readable {
+      // One process and one connection: there is no other session to share a snapshot with.
+      if (query.snapshot) throw new Error('PGlite cannot read in an exported snapshot');
       return Readable.from(copyPages(query), { objectMode: false });
     },
     async copyIn(table, columns, csv) {

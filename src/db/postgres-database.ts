@@ -10,6 +10,7 @@ import {
   type DbSession,
   type SessionMode,
   copySql,
+  literal,
   quoteIdent,
 } from './database.ts';
 import type { DB } from './schema.ts';
@@ -61,6 +62,7 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
           };
           // Destroyed before the connection came (the export was stopped): run nothing.
           if (out.destroyed) return release();
+          if (query.snapshot) return snapshotCopy(client, query, out, release);
           const stream = client.query(copyTo(copySql(query)));
           // The cancelled statement's error arrives after the pipeline has let go of the stream.
           stream.on('error', () => {});
@@ -158,6 +160,36 @@ export function postgresDatabase(options: PostgresOptions): Database & { pool: p
       await db.destroy();
     },
   };
+}
+
+/**
+ * A COPY read in an exported snapshot: its own `REPEATABLE READ READ ONLY` transaction that
+ * imports the snapshot first. A reader that goes away closes the connection, which ends the
+ * transaction and the statement with it.
+ */
+function snapshotCopy(
+  client: pg.PoolClient,
+  query: CopyQuery,
+  out: PassThrough,
+  release: (err?: Error) => void,
+): void {
+  const run = async () => {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await client.query(`SET TRANSACTION SNAPSHOT ${literal(query.snapshot!)}`);
+    const stream = client.query(copyTo(copySql(query)));
+    stream.on('error', () => {});
+    await pipeline(stream, out, { end: false });
+    await client.query('COMMIT');
+    out.end();
+  };
+  out.once('close', () => release(new Error('the COPY was stopped: its reader went away')));
+  run().then(
+    () => release(),
+    (err: Error) => {
+      out.destroy(err);
+      release(err);
+    },
+  );
 }
 
 /**

@@ -18,6 +18,7 @@ import { exportCompleted, exportFailed, exportStarted } from './events.ts';
 import { announceProgress, ExportStopped, exportProgressChannel, ProgressTracker } from './progress.ts';
 import { progressFigures } from './presenter.ts';
 import { subjectPackageFor } from './subject-packages.ts';
+import { partitionCount, partitionedProducer } from './partitions.ts';
 import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
 /** How often a running attempt writes its progress (and checks it still owns the export). */
@@ -143,7 +144,7 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     let expiresAt = new Date(0);
     const outcome = await runFile(
       { store: ctx.store },
-      exportFileSpec(ctx.database, row),
+      exportFileSpec(ctx, row, attemptId),
       {
         key: `${exportPrefix(row.tenant_id, exportId)}${attemptId}/${type.name}`,
         contentType: type.contentType,
@@ -228,7 +229,8 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
 }
 
 /** What an export produces: one dataset file or the company package, held to the plan's file size limit. */
-function exportFileSpec(database: Database, row: ExportRow): FileSpec {
+function exportFileSpec(ctx: JobContext, row: ExportRow, attemptId: string): FileSpec {
+  const database = ctx.database;
   const config = row.config;
   const limits = { recipients: config.recipients, ...fileLimits(row) };
   if (config.package === 'none') {
@@ -237,7 +239,17 @@ function exportFileSpec(database: Database, row: ExportRow): FileSpec {
       ...limits,
       // Only for the percentage: an estimate that cannot be made leaves it unknown.
       estimate: () => estimateDataset(database, request),
-      produce: datasetProducer(database, request, { exportId: row.id }),
+      produce: async (out, run) => {
+        // A large CSV or NDJSON export on PostgreSQL is written by the fleet in partitions.
+        const split = await partitionCount(database, request, ctx.config.exports.partitions);
+        if (split.parts < 2) return datasetProducer(database, request, { exportId: row.id })(out, run);
+        return partitionedProducer(ctx, request, {
+          exportId: row.id,
+          attemptId,
+          partKeyPrefix: `${exportPrefix(row.tenant_id, row.id)}${attemptId}/parts/`,
+          ...split,
+        })(out, run);
+      },
     };
   }
   const request = toPackageRequest(row.tenant_id, config);

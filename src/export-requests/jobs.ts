@@ -7,6 +7,7 @@ import { exportDb } from './tables.ts';
 import { cleanUpExports } from './cleanup.ts';
 import { exportJobs } from './repository.ts';
 import { recordFailure, runExportJob } from './export-job.ts';
+import { PARTITION_JOB } from './partitions.ts';
 
 export const EXPORT_QUEUE = 'export';
 /** Export jobs that ran out of retries land here, to mark their export failed. */
@@ -98,4 +99,4 @@ const cleanup: JobDefinition = {
 };
 
 /** The export jobs, dead-letter queue first (a queue's dead letter must exist before it). */
-export const EXPORT_JOBS: readonly JobDefinition[] = [markDead, runExport, cleanup];
+export const EXPORT_JOBS: readonly JobDefinition[] = [markDead, runExport, cleanup, PARTITION_JOB];
