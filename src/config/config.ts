@@ -83,7 +83,7 @@ const schema = z.object({
   FERRY_IMPORT_BATCH_SIZE: z.coerce.number().int().min(1).max(50_000).default(2000),
   FERRY_EXPORT_PARTITION_ROWS: z.coerce.number().int().min(0).default(2_000_000),
   FERRY_EXPORT_PARTITIONS: z.coerce.number().int().min(1).max(256).default(8),
-  FERRY_EXPORT_PARTITION_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(1),
+  FERRY_EXPORT_PARTITION_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   FERRY_EXPORT_PARTITION_LEASE_SECONDS: z.coerce.number().int().min(1).default(60),
 });
 
