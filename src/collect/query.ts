@@ -4,7 +4,7 @@ import { type ExportScope, scopeTarget } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { REPORTS, type ReportBuilder } from './computed/reports.ts';
-import { COPY_OPTIONS, csvCellSql, jsonValueSql } from './render-sql.ts';
+import { COPY_OPTIONS, csvCellSql, jsonObjectSql, jsonTextSql } from './render-sql.ts';
 import type { ExportRequest, FilterValue, SubjectRows } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
@@ -136,8 +136,8 @@ function valueSql(
 
 /**
  * Builds the one streamed COPY that produces a dataset export's rows. CSV cells are
- * rendered by PostgreSQL's CSV mode; NDJSON rows are `row_to_json` of a LATERAL row
- * whose columns are the fields, which keeps field order and compact JSON.
+ * rendered by PostgreSQL's CSV mode; NDJSON rows are one JSON object per row built from
+ * each field's JSON text (`jsonTextSql`), in field order, compact.
  */
 export function buildExportQuery(
   dataset: DatasetDeclaration,
@@ -156,15 +156,13 @@ export function buildExportQuery(
       .join(', ');
     return { projection, from: `${tables} WHERE ${where}`, key, options: COPY_OPTIONS.csv, header: true };
   }
-  const row = fields
-    .map(
-      (field) =>
-        `${jsonValueSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone)} AS "${field.name}"`,
-    )
-    .join(', ');
+  const members = fields.map((field) => ({
+    name: field.name,
+    text: jsonTextSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone),
+  }));
   return {
-    projection: 'row_to_json(x)::text',
-    from: `${tables} CROSS JOIN LATERAL (SELECT ${row}) x WHERE ${where}`,
+    projection: jsonObjectSql(members),
+    from: `${tables} WHERE ${where}`,
     key,
     options: COPY_OPTIONS.ndjson,
     header: false,

@@ -54,6 +54,43 @@ export function jsonValueSql(expr: string, type: FieldType, timezone: string): s
   }
 }
 
+/**
+ * The JSON text of a field's value, never NULL (`null` instead): the same text `row_to_json`
+ * gives for the value `jsonValueSql` renders, built by concatenation. `row_to_json` looks up
+ * how to render each column's type on every row; a concatenation of per-type expressions
+ * fixed when the statement is planned costs PostgreSQL about a third less per row. Text is
+ * escaped by `to_json`; ids, timestamps and dates need no escaping and are only quoted.
+ */
+export function jsonTextSql(expr: string, type: FieldType, timezone: string): string {
+  switch (type) {
+    case 'timestamp':
+    case 'date':
+      return `coalesce('"' || ${jsonValueSql(expr, type, timezone)} || '"', 'null')`;
+    case 'uuid':
+      return `coalesce('"' || (${expr})::text || '"', 'null')`;
+    case 'integer':
+    case 'json':
+      return `coalesce((${expr})::text, 'null')`;
+    case 'boolean':
+      return `CASE WHEN ${expr} THEN 'true' WHEN NOT ${expr} THEN 'false' ELSE 'null' END`;
+    case 'string':
+    case 'number':
+    case 'string[]':
+    case 'uuid[]':
+    case 'number[]':
+      return `coalesce(to_json(${expr})::text, 'null')`;
+  }
+}
+
+/** One JSON object per row: `{"name":value,…}` with the fields in order (names are identifiers). */
+export function jsonObjectSql(members: readonly { name: string; text: string }[]): string {
+  if (members.length === 0) return `'{}'`;
+  return members
+    .map((m, i) => `${literal(`${i === 0 ? '{' : ','}${JSON.stringify(m.name)}:`)} || ${m.text}`)
+    .concat(`'}'`)
+    .join(' || ');
+}
+
 /** COPY options per database output: RFC 4180 CSV, or NDJSON lines passed through CSV mode with
  * quote and delimiter set to control characters that JSON text always escapes, so lines come out raw. */
 export const COPY_OPTIONS = {
