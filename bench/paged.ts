@@ -1,8 +1,8 @@
 /**
  * Paged-endpoint throughput: `GET /api/v1/export/messages` walked page by page with the
- * cursor, against the CLI engine's export of the same rows (`exportDataset`), both on the
- * seeded benchmark schema of bench/export.ts (run that first, or set BENCH_PAGED_MESSAGES
- * to a size it has seeded).
+ * cursor, against the raw dump of the same rows (bench/raw-dump.ts) and the CLI engine's
+ * export of them (`exportDataset`), all on the seeded benchmark schema of bench/export.ts
+ * (run that first, or set BENCH_PAGED_MESSAGES to a size it has seeded).
  *
  *   npx node bench/paged.ts            # 1,000,000 messages, pages of 10,000
  */
@@ -19,6 +19,7 @@ import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { buildApp } from '../src/http/app.ts';
 import { createLogger } from '../src/lib/logger.ts';
+import { rawDumpSeconds } from './raw-dump.ts';
 
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const MESSAGES = Number(process.env.BENCH_PAGED_MESSAGES ?? '1000000');
@@ -47,6 +48,12 @@ const { key } = await createApiKey(database, { tenantId: tenant.id, role: 'admin
 function devNull(): Writable {
   return new Writable({ write: (_c, _e, done) => done() });
 }
+
+// The raw dump of the same rows: the ceiling.
+const refFile = path.join(dataDir, 'reference.csv');
+rawDumpSeconds(schema, tenant.id, 'messages', refFile); // warm the cache
+const rawSeconds = rawDumpSeconds(schema, tenant.id, 'messages', refFile);
+rmSync(refFile, { force: true });
 
 // The engine, as `ferry export` runs it.
 let started = process.hrtime.bigint();
@@ -81,9 +88,10 @@ rmSync(dataDir, { recursive: true, force: true });
 
 process.stdout.write(
   [
-    '| path | rows | pages | seconds | rows/s | ratio to the engine |',
-    '|---|---:|---:|---:|---:|---:|',
-    `| engine (ferry export) | ${engine.records} | 1 | ${engineSeconds.toFixed(2)} | ${Math.round(engine.records / engineSeconds)} | 1.00x |`,
-    `| GET /api/v1/export/messages, pages of ${PAGE_SIZE} | ${rows} | ${pages} | ${pagedSeconds.toFixed(2)} | ${Math.round(rows / pagedSeconds)} | ${(rows / pagedSeconds / (engine.records / engineSeconds)).toFixed(2)}x |`,
+    '| path | rows | pages | seconds | rows/s | ratio to raw dump | ratio to the engine |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    `| raw dump (psql \\copy … csv) | ${engine.records} | 1 | ${rawSeconds.toFixed(2)} | ${Math.round(engine.records / rawSeconds)} | 1.00x | - |`,
+    `| engine (ferry export, NDJSON) | ${engine.records} | 1 | ${engineSeconds.toFixed(2)} | ${Math.round(engine.records / engineSeconds)} | ${(rawSeconds / engineSeconds).toFixed(2)}x | 1.00x |`,
+    `| GET /api/v1/export/messages, pages of ${PAGE_SIZE} | ${rows} | ${pages} | ${pagedSeconds.toFixed(2)} | ${Math.round(rows / pagedSeconds)} | ${(rawSeconds / pagedSeconds).toFixed(2)}x | ${(rows / pagedSeconds / (engine.records / engineSeconds)).toFixed(2)}x |`,
   ].join('\n') + '\n',
 );

@@ -76,13 +76,34 @@ export interface KeyRange {
   through?: string | null;
 }
 
-/** The FROM/WHERE part of a query restricted to a key range. */
+/**
+ * The FROM/WHERE part of a query restricted to a key range. With a key of several columns,
+ * the range also bounds the first column alone (`k1 >= a1`, `k1 <= b1`, implied by the row
+ * comparison): PostgreSQL estimates a row comparison's selectivity poorly, and with both
+ * bounds given it took a page of 10,000 messages for a third of the table and scanned
+ * another index for 1.8 s instead of the key's index for 7 ms.
+ */
 export function rangeFrom(query: CopyQuery, range: KeyRange = {}): string {
   const key = query.key.join(', ');
+  const first = query.key.length > 1 ? query.key[0] : undefined;
   let predicate = '';
-  if (range.after) predicate += ` AND (${key}) > (${range.after})`;
-  if (range.through) predicate += ` AND (${key}) <= (${range.through})`;
+  if (range.after) {
+    predicate += ` AND (${key}) > (${range.after})`;
+    const bound = first && firstLiteral(range.after);
+    if (bound) predicate += ` AND ${first} >= ${bound}`;
+  }
+  if (range.through) {
+    predicate += ` AND (${key}) <= (${range.through})`;
+    const bound = first && firstLiteral(range.through);
+    if (bound) predicate += ` AND ${first} <= ${bound}`;
+  }
   return query.from.replace(KEY_RANGE, predicate);
+}
+
+/** The first value of a literal list made by `literal()` (`'a', 'b'`), or null when it is not a quoted text. */
+function firstLiteral(list: string): string | null {
+  const match = /^\s*(E?'(?:[^']|'')*')\s*(?:,|$)/.exec(list);
+  return match ? match[1]! : null;
 }
 
 /** The full COPY statement for a key range of the query. */
