@@ -1,12 +1,22 @@
 /**
  * `npm run bench`: every benchmark in one run. Results go to stdout as Markdown tables;
  * docs/benchmarks.md records them with the command that produced them.
- *   BENCH_ONLY=seed|export|paged|api|dashboard|retention|backup|import  runs one of them.
+ *   BENCH_ONLY=seed|export|paged|api|dashboard|retention|backup|import|download  runs one of them.
  */
 import { spawnSync } from 'node:child_process';
 
 const only = process.env.BENCH_ONLY;
-for (const name of ['seed', 'export', 'paged', 'api', 'dashboard', 'retention', 'backup', 'import']) {
+for (const name of [
+  'seed',
+  'export',
+  'paged',
+  'api',
+  'dashboard',
+  'retention',
+  'backup',
+  'import',
+  'download',
+]) {
   if (only && only !== name) continue;
   process.stdout.write(`\n## ${name}\n\n`);
   const result = spawnSync(process.execPath, [`bench/${name}.ts`], { stdio: 'inherit' });

@@ -36,6 +36,7 @@ interface ExportFlags {
   out?: string;
   package?: 'zip' | 'tar.gz' | 'directory';
   datasets?: string;
+  splitSize?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -124,6 +125,11 @@ export function registerExport(program: Command): void {
       ),
     )
     .option('--datasets <a,b>', 'with --package: datasets to include (default: all)')
+    .option(
+      '--split-size <size>',
+      'with --package zip|tar.gz: parts of at most 1GB, 2GB, 4GB, 10GB, 50GB or a byte count, ' +
+        'written beside --out with a manifest (<name>.parts.json) and checksums (<name>.parts.sha256)',
+    )
     .action(async (flags: ExportFlags) => {
       if (flags.package) {
         const { runPackageCommand } = await import('./export-package.ts');
@@ -131,6 +137,11 @@ export function registerExport(program: Command): void {
         return;
       }
       if (!flags.dataset) throw invalid('--dataset', 'is required unless --package is given');
+      if (flags.splitSize !== undefined)
+        throw invalid('--split-size', 'splits a company package: use it with --package zip or tar.gz', [
+          'zip',
+          'tar.gz',
+        ]);
       const request = parseExportRequest({
         tenantId: flags.tenant,
         dataset: flags.dataset,

@@ -72,3 +72,16 @@ export function streamTarget(out: Writable): RunDeps['store'] {
     delete: async () => {},
   };
 }
+
+/**
+ * The command line's store for a run of several files (a split package): each file goes
+ * into `dir` under the last segment of its key, written under a temporary name and
+ * renamed into place on commit.
+ */
+export function folderTarget(dir: string): RunDeps['store'] {
+  const fileOf = (key: string) => path.join(dir, key.slice(key.lastIndexOf('/') + 1));
+  return {
+    put: (key, source) => fileTarget(fileOf(key)).put(key, source),
+    delete: (key) => rm(fileOf(key), { force: true }),
+  };
+}

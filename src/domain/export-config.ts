@@ -30,6 +30,11 @@ export interface ExportConfig {
   /** age recipients (public keys); empty when the file is not encrypted for the tenant. */
   recipients: string[];
   /**
+   * A zip or tar.gz package in parts of at most this many bytes (`split_size`), listed in a
+   * manifest; absent or null: one file.
+   */
+  split_size?: number | null;
+  /**
    * The start of the plan's history window when no `from` was asked for: the export
    * covers only what the plan may reach. Not part of the request (a repeat takes the
    * window of its own day).

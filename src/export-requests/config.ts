@@ -8,6 +8,7 @@ import { type ExportScope, sameScope, TENANT_SCOPE } from '../domain/export-scop
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { RequestPackageKind } from '../domain/package-kind.ts';
 import { DEFAULT_PII_LEVEL } from '../domain/pii-level.ts';
+import { parseSplitSize } from '../domain/split-size.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 import type { PackageRequest } from '../pipeline/company-package.ts';
 import type { ExportBody } from './export-body.ts';
@@ -48,6 +49,12 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
   checkRange(from, to);
   const recipients = body.encryption ? validateRecipients(body.encryption.recipients) : [];
   const scope: ExportScope = body.scope ?? TENANT_SCOPE;
+  if (body.split_size !== undefined && packageKind === 'none')
+    throw invalid('split_size', 'splits a company package into parts; ask for package zip or tar.gz', [
+      'zip',
+      'tar.gz',
+    ]);
+  const splitSize = body.split_size === undefined ? null : parseSplitSize(body.split_size, 'split_size');
 
   if (packageKind !== 'none') {
     for (const name of SINGLE_FILE_OPTIONS) {
@@ -74,6 +81,7 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
       // The package's CSV files follow it too.
       csv_guard: body.csv_guard ?? true,
       recipients,
+      ...(splitSize === null ? {} : { split_size: splitSize }),
     });
   }
 

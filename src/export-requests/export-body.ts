@@ -1,6 +1,7 @@
 import { type Static, Type } from 'typebox';
 import { COMPRESSIONS } from '../domain/compression.ts';
 import { REQUEST_PACKAGE_KINDS } from '../domain/package-kind.ts';
+import { MIN_SPLIT_BYTES, SPLIT_SIZE_NAMES } from '../domain/split-size.ts';
 import { PII_LEVELS } from '../domain/pii-level.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
 
@@ -57,6 +58,15 @@ export const ExportBodySchema = Type.Object(
       Type.Enum(REQUEST_PACKAGE_KINDS, {
         description:
           '`none`: one file; `zip` or `tar.gz`: the company package (default with several datasets)',
+      }),
+    ),
+    split_size: Type.Optional(
+      Type.Union([Type.String({ maxLength: 32 }), Type.Integer()], {
+        description:
+          `A zip or tar.gz package in parts of at most this size: ${SPLIT_SIZE_NAMES.join(', ')} ` +
+          `(decimal: 1GB = 1,000,000,000 bytes) or a byte count from ${MIN_SPLIT_BYTES} (1 MiB) to 50000000000. ` +
+          'Each part is a complete archive of whole files; a manifest lists which files each part holds',
+        examples: ['2GB'],
       }),
     ),
     from: Type.Optional(

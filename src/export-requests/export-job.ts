@@ -9,17 +9,23 @@ import type { FerryJob, JobContext } from '../jobs/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { stamp } from '../lib/stamp.ts';
 import { datasetFileType, estimateDataset } from '../pipeline/export-dataset.ts';
-import { companyPackageProducer, datasetProducer } from '../pipeline/producers.ts';
-import { type FileSpec, runFile } from '../pipeline/run.ts';
+import {
+  companyPackageProducer,
+  datasetProducer,
+  type SplitProduced,
+  splitPackageProducer,
+} from '../pipeline/producers.ts';
+import { type FileSetSpec, type FileSpec, runFile, runFileSet } from '../pipeline/run.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { toPackageRequest } from './config.ts';
-import { exportCompleted, exportFailed, exportStarted } from './events.ts';
+import { type CompletedFile, exportCompleted, exportFailed, exportStarted } from './events.ts';
+import { splitFileNames, splitFileRole } from './split-names.ts';
 import { announceProgress, ExportStopped, exportProgressChannel, ProgressTracker } from './progress.ts';
 import { progressFigures } from './presenter.ts';
 import { subjectPackageFor } from './subject-packages.ts';
 import { partitionCount, partitionedProducer } from './partitions.ts';
-import { type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
+import { type CommittedFile, type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
 /** How often a running attempt writes its progress (and checks it still owns the export). */
 export const PROGRESS_INTERVAL_MS = 1_000;
@@ -138,56 +144,94 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
   const signal = AbortSignal.any([controller.signal, job.signal]);
   try {
     await removeLeftovers(ctx.store, exportPrefix(row.tenant_id, exportId));
-    const type = fileSpec(row.config, row.created_at);
     let progress = tracker.snapshot();
-    const fileId = randomUUID();
     let expiresAt = new Date(0);
-    const outcome = await runFile(
-      { store: ctx.store },
-      exportFileSpec(ctx, row, attemptId),
-      {
-        key: `${exportPrefix(row.tenant_id, exportId)}${attemptId}/${type.name}`,
-        contentType: type.contentType,
-        beforeCommit: async () => {
-          // From here the lease is checked by the state changes themselves (packaging, completed).
-          tracker.stop();
-          progress = tracker.snapshot();
-          return jobs.toPackaging(exportId, attemptId, ctx.now());
+    const beforeCommit = async () => {
+      // From here the lease is checked by the state changes themselves (packaging, completed).
+      tracker.stop();
+      progress = tracker.snapshot();
+      return jobs.toPackaging(exportId, attemptId, ctx.now());
+    };
+    const completeWith = (files: CommittedFile[], totals: { records: number; bytes: number }) => {
+      const at = ctx.now();
+      expiresAt = new Date(at.getTime() + row.retention_days * DAY_MS);
+      return jobs.complete(exportId, attemptId, files, { ...progress, ...totals, at }, expiresAt);
+    };
+    const prefix = `${exportPrefix(row.tenant_id, exportId)}${attemptId}/`;
+    // What the export's events and audit entry name: its one file, or for a split package
+    // the manifest (whose SHA-256 covers every part) with the parts' records and bytes.
+    let done: CompletedFile;
+    const split = splitRun(ctx.database, row);
+    if (split) {
+      const ids = new Map<string, string>();
+      const outcome = await runFileSet(
+        { store: ctx.store },
+        split,
+        {
+          keyOf: (name) => `${prefix}${name}`,
+          beforeCommit,
+          complete: (files) =>
+            completeWith(
+              files.map((file) => ({
+                id: ids.get(file.name) ?? ids.set(file.name, randomUUID()).get(file.name)!,
+                name: file.name,
+                storageKey: file.key,
+                contentType: file.contentType,
+                bytes: file.bytes,
+                records: file.records,
+                sha256: file.sha256,
+                encrypted: file.encrypted,
+              })),
+              splitTotals(files),
+            ),
         },
-        complete: (file) => {
-          const at = ctx.now();
-          expiresAt = new Date(at.getTime() + row.retention_days * DAY_MS);
-          return jobs.complete(
-            exportId,
-            attemptId,
-            {
-              id: fileId,
-              name: type.name,
-              storageKey: file.key,
-              contentType: file.contentType,
-              bytes: file.bytes,
-              records: file.records,
-              sha256: file.sha256,
-              encrypted: file.encrypted,
-            },
-            { ...progress, records: file.records, bytes: file.bytes, at },
-            expiresAt,
-          );
+        { signal, onProgress: (p) => tracker.update(p) },
+      );
+      if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
+      const manifest = outcome.produced.manifest;
+      done = {
+        id: ids.get(manifest.name)!,
+        ...splitTotals(outcome.files),
+        sha256: manifest.sha256,
+      };
+      log.info({ ...done, parts: outcome.produced.parts.length }, 'export completed');
+    } else {
+      const type = fileSpec(row.config, row.created_at);
+      const fileId = randomUUID();
+      const outcome = await runFile(
+        { store: ctx.store },
+        exportFileSpec(ctx, row, attemptId),
+        {
+          key: `${prefix}${type.name}`,
+          contentType: type.contentType,
+          beforeCommit,
+          complete: (file) =>
+            completeWith(
+              [
+                {
+                  id: fileId,
+                  name: type.name,
+                  storageKey: file.key,
+                  contentType: file.contentType,
+                  bytes: file.bytes,
+                  records: file.records,
+                  sha256: file.sha256,
+                  encrypted: file.encrypted,
+                },
+              ],
+              { records: file.records, bytes: file.bytes },
+            ),
         },
-      },
-      { signal, onProgress: (p) => tracker.update(p) },
-    );
-    if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
-    const { file } = outcome;
-    log.info({ bytes: file.bytes, records: file.records, sha256: file.sha256 }, 'export completed');
-    announce('completed', { records: file.records, estimated: progress.estimated, bytes: file.bytes });
-    await exportCompleted(
-      ctx,
-      row,
-      { id: fileId, records: file.records, bytes: file.bytes, sha256: file.sha256 },
-      expiresAt,
-    );
-    await auditCompleted(ctx.database, row, file, progress.at).catch((err: unknown) =>
+        { signal, onProgress: (p) => tracker.update(p) },
+      );
+      if (outcome.status === 'lost') throw await lostError(controller, jobs, exportId);
+      const { file } = outcome;
+      done = { id: fileId, records: file.records, bytes: file.bytes, sha256: file.sha256 };
+      log.info({ bytes: file.bytes, records: file.records, sha256: file.sha256 }, 'export completed');
+    }
+    announce('completed', { records: done.records, estimated: progress.estimated, bytes: done.bytes });
+    await exportCompleted(ctx, row, done, expiresAt);
+    await auditCompleted(ctx.database, row, done, progress.at).catch((err: unknown) =>
       log.error({ err }, 'export completed but its audit entry was not written'),
     );
   } catch (err) {
@@ -266,6 +310,41 @@ function exportFileSpec(ctx: JobContext, row: ExportRow, attemptId: string): Fil
     ...limits,
     estimate: () => estimatePackage(database, row.tenant_id, config),
     produce: companyPackageProducer(database, request, { exportId: row.id }),
+  };
+}
+
+/**
+ * The run of a company package split into parts (`split_size`), or null for an export of
+ * one file. Part, manifest and checksum names follow the export's file name
+ * (`company-export-<stamp>.part001.zip`, `.parts.json`, `.parts.sha256`); the plan's file
+ * size limit holds for the parts together.
+ */
+function splitRun(database: Database, row: ExportRow): FileSetSpec<SplitProduced> | null {
+  const config = row.config;
+  if (config.package === 'none' || config.package === 'directory' || !config.split_size) return null;
+  // A data subject's package is written whole (the privacy code never asks for parts).
+  if (config.subject_request) return null;
+  const kind = config.package;
+  const base = `company-export-${stamp(row.created_at)}`;
+  const request = { ...toPackageRequest(row.tenant_id, config), kind };
+  return {
+    recipients: config.recipients,
+    ...fileLimits(row),
+    estimate: () => estimatePackage(database, row.tenant_id, config),
+    produce: splitPackageProducer(database, request, {
+      exportId: row.id,
+      partSize: config.split_size,
+      names: splitFileNames(base, kind, config.recipients.length > 0),
+    }),
+  };
+}
+
+/** The records and bytes of a split package: those of its parts (the manifest and checksums hold none). */
+function splitTotals(files: readonly { name: string; records: number; bytes: number }[]) {
+  const parts = files.filter((f) => splitFileRole(f.name)?.role === 'part');
+  return {
+    records: parts.reduce((n, f) => n + f.records, 0),
+    bytes: parts.reduce((n, f) => n + f.bytes, 0),
   };
 }
 

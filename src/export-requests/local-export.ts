@@ -3,7 +3,7 @@ import type { AuthContext, Plan } from '../auth/context.ts';
 import { checkExportQuota, limitsFor, subjectRequestOf } from '../auth/quotas.ts';
 import type { Database } from '../db/database.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
-import type { FileSink, ProducedFile, RunProgress } from '../pipeline/run.ts';
+import type { FileSetSink, FileSink, ProducedFile, RunProgress } from '../pipeline/run.ts';
 import {
   auditCompleted,
   auditFailure,
@@ -57,6 +57,12 @@ export interface LocalExport {
   progress(progress: RunProgress): void;
   /** The pipeline run's sink for a single file: records it once it is written in full. */
   sink(output: LocalOutput): FileSink;
+  /**
+   * The sink of a run of several files (the parts of a split package, their manifest and
+   * checksums): records them all once every one is written in full. The export's records
+   * and bytes are those of the files named by `counted` (the parts).
+   */
+  setSink(counted: (name: string) => boolean): FileSetSink;
   /** Records output that is not one stream of bytes (a folder) once it is complete. */
   complete(output: LocalOutput, file: { bytes: number; records: number; sha256: string }): Promise<void>;
   /** Records the failure (not a cancellation) and returns the error to throw. */
@@ -106,25 +112,28 @@ export async function startLocalExport(
     progress = tracker.snapshot();
     return jobs.toPackaging(id, attemptId, now());
   };
-  const record = async (output: LocalOutput, file: Omit<ProducedFile, 'contentType'>) => {
+  const record = async (
+    files: readonly (Omit<ProducedFile, 'contentType'> & LocalOutput)[],
+    totals: { records: number; bytes: number },
+  ) => {
     const at = now();
     const done = await jobs.complete(
       id,
       attemptId,
-      {
+      files.map((file) => ({
         id: randomUUID(),
-        name: output.name,
+        name: file.name,
         storageKey: file.key,
-        contentType: output.contentType,
+        contentType: file.contentType,
         bytes: file.bytes,
         records: file.records,
         sha256: file.sha256,
         encrypted: file.encrypted,
-      },
-      { ...progress, records: file.records, bytes: file.bytes, at },
+      })),
+      { ...progress, ...totals, at },
       new Date(at.getTime() + row.retention_days * DAY_MS),
     );
-    if (done) await auditCompleted(database, row, file, progress.at);
+    if (done) await auditCompleted(database, row, totals, progress.at);
     return done;
   };
   // Ferry keeps no copy: the key only names the file in the record, under the export's prefix.
@@ -140,17 +149,29 @@ export async function startLocalExport(
       key,
       contentType: output.contentType,
       beforeCommit,
-      complete: (file) => record(output, file),
+      complete: (file) => record([{ ...file, ...output }], file),
+    }),
+    setSink: (counted) => ({
+      keyOf: (name) => `${key}/${name}`,
+      beforeCommit,
+      complete: (files) => {
+        const parts = files.filter((f) => counted(f.name));
+        return record(files, {
+          records: parts.reduce((n, f) => n + f.records, 0),
+          bytes: parts.reduce((n, f) => n + f.bytes, 0),
+        });
+      },
     }),
     async complete(output, file) {
-      if (!(await beforeCommit()) || !(await record(output, { ...file, key, encrypted: false })))
+      if (!(await beforeCommit()) || !(await record([{ ...file, ...output, key, encrypted: false }], file)))
         throw controller.signal.reason instanceof ExportStopped
           ? controller.signal.reason
           : new ExportStopped('cancelled');
     },
     async fail(err) {
       tracker.stop();
-      const stopped = controller.signal.reason instanceof ExportStopped ? controller.signal.reason : undefined;
+      const stopped =
+        controller.signal.reason instanceof ExportStopped ? controller.signal.reason : undefined;
       if (stopped || err instanceof ExportStopped) return stopped ?? err;
       const failure = describeFailure(err);
       const failed = await jobs.fail(id, attemptId, failure, now()).catch(() => undefined);

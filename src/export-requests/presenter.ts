@@ -1,6 +1,7 @@
 import type { ExportConfig } from '../domain/export-config.ts';
 import { type ExportFileRow, type ExportRow, isLocalExport } from './repository.ts';
 import type { ExportStatus } from '../domain/export-state.ts';
+import { splitFileRole } from './split-names.ts';
 
 export const EXPORTS_PATH = '/api/v1/exports';
 
@@ -10,8 +11,9 @@ export interface ExportView {
   status: ExportStatus;
   kind: 'dataset' | 'package';
   datasets: string[];
-  request: Omit<ExportConfig, 'recipients' | 'history_from'> & {
+  request: Omit<ExportConfig, 'recipients' | 'history_from' | 'split_size'> & {
     encryption: { recipients: string[] } | null;
+    split_size: number | null;
   };
   progress: {
     records: number;
@@ -30,6 +32,8 @@ export interface ExportView {
     content_type: string;
     encrypted: boolean;
   }[];
+  /** A package split into parts: the parts, their manifest and checksums (null for one file). */
+  split: SplitView | null;
   error: { code: string; message: string } | null;
   attempts: number;
   download_count: number;
@@ -42,17 +46,65 @@ export interface ExportView {
   links: { self: string; download?: string; repeat: string };
 }
 
+/** A file of a split package as the API lists it, with the API link that issues its download link. */
+export interface SplitFileView {
+  id: string;
+  name: string;
+  bytes: number;
+  sha256: string;
+  download?: string;
+}
+
+export interface SplitView {
+  /** The largest part, in bytes, as requested. */
+  size: number;
+  /** The parts in order (empty until the export is completed). */
+  parts: (SplitFileView & { part: number; records: number })[];
+  /** `<name>.parts.json`: which files each part holds; its SHA-256 is the export's checksum. */
+  manifest: SplitFileView | null;
+  /** `<name>.parts.sha256`: `sha256sum -c` lines for the parts and the manifest. */
+  checksums: SplitFileView | null;
+}
+
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
+function splitView(row: ExportRow, files: readonly ExportFileRow[], self: string): SplitView | null {
+  const size = row.config.split_size;
+  if (size === undefined || size === null) return null;
+  const view: SplitView = { size, parts: [], manifest: null, checksums: null };
+  if (row.status !== 'completed') return view;
+  const linked = !isLocalExport(row);
+  const describe = (f: ExportFileRow): SplitFileView => ({
+    id: f.id,
+    name: f.name,
+    bytes: Number(f.bytes),
+    sha256: f.sha256,
+    ...(linked ? { download: `${self}/download?file=${encodeURIComponent(f.name)}` } : {}),
+  });
+  for (const file of files) {
+    const role = splitFileRole(file.name);
+    if (role?.role === 'part')
+      view.parts.push({ part: role.number, ...describe(file), records: Number(file.records) });
+    else if (role?.role === 'manifest') view.manifest = describe(file);
+    else if (role?.role === 'checksums') view.checksums = describe(file);
+  }
+  view.parts.sort((a, b) => a.part - b.part);
+  return view;
+}
+
 export function presentExport(row: ExportRow, files: readonly ExportFileRow[], now: Date): ExportView {
-  const { recipients, history_from: _window, ...config } = row.config;
+  const { recipients, history_from: _window, split_size: splitSize, ...config } = row.config;
   const self = `${EXPORTS_PATH}/${row.id}`;
   return {
     id: row.id,
     status: row.status,
     kind: row.kind,
     datasets: row.datasets,
-    request: { ...config, encryption: recipients.length ? { recipients } : null },
+    request: {
+      ...config,
+      encryption: recipients.length ? { recipients } : null,
+      split_size: splitSize ?? null,
+    },
     progress: progressOf(row, now),
     files:
       row.status === 'completed'
@@ -66,6 +118,7 @@ export function presentExport(row: ExportRow, files: readonly ExportFileRow[], n
             encrypted: f.encrypted,
           }))
         : [],
+    split: splitView(row, files, self),
     error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
     attempts: row.attempts,
     download_count: row.download_count,

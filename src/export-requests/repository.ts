@@ -286,17 +286,26 @@ export function exportJobs(database: Database) {
     },
 
     /**
-     * packaging → completed, recording the committed file in the same statement; false
-     * (and nothing recorded) when the attempt lost the export in the meantime.
+     * packaging → completed, recording the committed file (or every file of a set, such
+     * as the parts of a split package) in the same statement; false (and nothing
+     * recorded) when the attempt lost the export in the meantime.
      */
     async complete(
       id: string,
       attemptId: string,
-      file: CommittedFile,
+      file: CommittedFile | readonly CommittedFile[],
       progress: ProgressUpdate,
       expiresAt: Date,
     ): Promise<boolean> {
       const now = progress.at;
+      const files = Array.isArray(file) ? file : [file as CommittedFile];
+      if (files.length === 0) throw new Error('an export completes with at least one file');
+      const values = sql.join(
+        files.map(
+          (f) =>
+            sql`(${f.id}::uuid, ${f.name}, ${f.storageKey}, ${f.contentType}, ${f.bytes}::bigint, ${f.records}::bigint, ${f.sha256}, ${f.encrypted}::boolean)`,
+        ),
+      );
       const result = await sql<{ id: string }>`
         WITH done AS (
           UPDATE export_requests
@@ -308,12 +317,11 @@ export function exportJobs(database: Database) {
         )
         INSERT INTO export_files (id, export_id, tenant_id, name, storage_key, content_type, bytes, records,
           sha256, encrypted, created_at)
-        SELECT ${file.id}::uuid, done.id, done.tenant_id, ${file.name}, ${file.storageKey}, ${file.contentType},
-          ${file.bytes}::bigint, ${file.records}::bigint, ${file.sha256}, ${file.encrypted}::boolean,
-          ${now}::timestamptz
-        FROM done
+        SELECT f.id, done.id, done.tenant_id, f.name, f.storage_key, f.content_type, f.bytes, f.records,
+          f.sha256, f.encrypted, ${now}::timestamptz
+        FROM done, (VALUES ${values}) AS f(id, name, storage_key, content_type, bytes, records, sha256, encrypted)
         RETURNING id`.execute(db);
-      return result.rows.length === 1;
+      return result.rows.length === files.length;
     },
 
     /** running/packaging → queued after a failed attempt that will be retried. */

@@ -2,20 +2,33 @@ import type { Writable } from 'node:stream';
 import { invalid } from '../domain/ferry-error.ts';
 import { ARCHIVE_KINDS, type ArchiveKind } from '../domain/package-kind.ts';
 import { DirectoryPackageWriter } from './directory-writer.ts';
+import { isSplitTarget, SplitPackageWriter, type SplitTarget } from './split-writer.ts';
 import { TarGzPackageWriter } from './tar-writer.ts';
 import type { PackageWriter, PackageWriterOptions } from './package-writer.ts';
 import { ZipPackageWriter } from './zip-writer.ts';
 
-export type { PackageEntryResult, PackageWriter, PackageWriterOptions } from './package-writer.ts';
+export type { PackageEntryResult, PackageWriter, PackageWriterOptions, SplitPart } from './package-writer.ts';
+export type { SplitTarget } from './split-writer.ts';
 
-/** The writer of one package of `kind`: a stream for zip and tar.gz, a folder for directory. */
+/** Where a package goes: a stream (zip, tar.gz), a folder (directory) or parts (a split zip or tar.gz). */
+export type PackageOutput = Writable | { dir: string } | SplitTarget;
+
+/**
+ * The writer of one package of `kind`: a stream for zip and tar.gz, a folder for
+ * directory, or a split target for a zip or tar.gz in parts.
+ */
 export function createPackageWriter(
   kind: ArchiveKind,
-  out: Writable | { dir: string },
+  out: PackageOutput,
   options: PackageWriterOptions,
 ): PackageWriter {
   if (!(options.mtime instanceof Date) || Number.isNaN(options.mtime.getTime())) {
     throw invalid('mtime', 'must be a valid Date');
+  }
+  if (isSplitTarget(out)) {
+    if (kind !== 'zip' && kind !== 'tar.gz')
+      throw invalid('kind', `a ${String(kind)} package cannot be split into parts`, ['zip', 'tar.gz']);
+    return new SplitPackageWriter(kind, out, options);
   }
   const stream = 'dir' in out && typeof out.dir === 'string' && !('write' in out) ? null : (out as Writable);
   switch (kind) {

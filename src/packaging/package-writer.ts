@@ -23,11 +23,24 @@ export interface PackageWriter {
   /**
    * Writes checksums.sha256 (sha256sum format: "<hex>  <path>\n", covering every entry added, sorted
    * by path) as the last entry, then closes. Resolves with every entry, checksums.sha256 last, and the
-   * bytes written (the archive size; for a directory, the sum of the files).
+   * bytes written (the archive size; for a directory, the sum of the files; for a split
+   * package, the sum of the parts, which are listed with the files each holds).
    */
-  finish(): Promise<{ entries: PackageEntryResult[]; bytes: number }>;
+  finish(): Promise<{ entries: PackageEntryResult[]; bytes: number; parts?: SplitPart[] }>;
   /** Stops writing, destroys the output stream (a directory package is removed) and cleans temp files. */
   abort(err?: Error): void;
+}
+
+/** One part of a split package (src/packaging/split-writer.ts). */
+export interface SplitPart {
+  /** 1, 2, … in the order written. */
+  readonly number: number;
+  /** Size of the part's archive. */
+  readonly bytes: number;
+  /** The package files it holds, in the order written; each file is in exactly one part. */
+  readonly files: readonly PackageEntryResult[];
+  /** It holds one file that alone is larger than the part size. */
+  readonly oversize: boolean;
 }
 
 export interface PackageWriterOptions {

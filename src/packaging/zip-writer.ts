@@ -10,7 +10,7 @@ const FILE_MODE = 0o100644;
 const FOLDER_MODE = 0o40755;
 
 /** Files that are compressed already: deflating them again costs time and saves nothing. */
-const STORED = /\.(gz|tgz|zst|zip|parquet|age|png|jpe?g|gif|webp|pdf|docx|xlsx|pptx)$/i;
+export const STORED = /\.(gz|tgz|zst|zip|parquet|age|png|jpe?g|gif|webp|pdf|docx|xlsx|pptx)$/i;
 
 /** yazl's entry state once an entry's data is fully written (`Entry.FILE_DATA_DONE` in yazl 3). */
 const FILE_DATA_DONE = 3;

@@ -16,7 +16,13 @@ import { getWriter } from '../format/registry.ts';
 import { EXPORT_FORMATS, type ExportFormat, type FieldSpec } from '../format/types.ts';
 import { xsdFileName, xsdFor } from '../format/xml-schema.ts';
 import { FERRY_VERSION } from '../version.ts';
-import { createPackageWriter, type PackageEntryResult, type PackageWriter } from '../packaging/archive.ts';
+import {
+  createPackageWriter,
+  type PackageEntryResult,
+  type PackageOutput,
+  type PackageWriter,
+  type SplitPart,
+} from '../packaging/archive.ts';
 import { buildDataPackage, type DataResourceInput } from '../packaging/datapackage.ts';
 import { indentJsonText } from '../format/json-text.ts';
 import { buildIndexHtml } from '../packaging/index-html.ts';
@@ -77,6 +83,8 @@ export interface PackageOutcome {
   sha256: string;
   /** Records per file path. */
   counts: Record<string, number>;
+  /** The parts of a package written to a split target, each with the files it holds. */
+  parts?: SplitPart[];
 }
 
 export interface PackageOptions {
@@ -519,12 +527,12 @@ function isStream(out: Writable | { dir: string }): out is Writable {
 
 /**
  * The same package without a hash of the archive, for a caller that meters the bytes
- * itself (the file run), so each byte is hashed once.
+ * itself (the file run), so each byte is hashed once; or in parts, to a split target.
  */
 export async function writeCompanyPackage(
   database: Database,
   request: PackageRequest,
-  target: Writable | { dir: string },
+  target: PackageOutput,
   options: PackageOptions = {},
 ): Promise<Omit<PackageOutcome, 'sha256'>> {
   const datamap = options.datamap ?? REFERENCE_DATAMAP;
@@ -670,7 +678,14 @@ export async function writeCompanyPackage(
       }),
     );
     const done = await pkg.finish();
-    return { exportId, root, records, bytes: done.bytes, counts: ctx.counts };
+    return {
+      exportId,
+      root,
+      records,
+      bytes: done.bytes,
+      counts: ctx.counts,
+      ...(done.parts ? { parts: done.parts } : {}),
+    };
   } catch (err) {
     pkg.abort(err as Error);
     viewer.stream.destroy();

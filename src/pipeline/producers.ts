@@ -1,12 +1,14 @@
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { type ChangeCursor, exportChanges } from '../collect/changes.ts';
 import type { ExportRequest } from '../collect/request.ts';
 import type { Database } from '../db/database.ts';
 import type { ArchiveKind } from '../domain/package-kind.ts';
 import { createPackageWriter, type PackageWriterOptions } from '../packaging/archive.ts';
+import { partsChecksums, type StoredPart, splitManifest } from '../packaging/split-manifest.ts';
 import { type PackageRequest, writeCompanyPackage } from './company-package.ts';
 import { writeDataset } from './export-dataset.ts';
-import type { Producer } from './run.ts';
+import type { FileSetOutput, FileSetProduced, FileSetProducer, Producer, StoredFile } from './run.ts';
 
 /** One dataset export (collect → format → compress) as a file's bytes. */
 export function datasetProducer(
@@ -43,6 +45,88 @@ export function companyPackageProducer(
       },
     });
     return { records: written.records };
+  };
+}
+
+/** The file names of a split package: its parts, its manifest and the parts' checksums. */
+export interface SplitNames {
+  /** Part `number` (1, 2, …), e.g. `company-export-….part001.zip`. */
+  part(number: number): string;
+  /** The manifest, e.g. `company-export-….parts.json`. */
+  readonly manifest: string;
+  /** The checksums of the parts and the manifest, e.g. `company-export-….parts.sha256`. */
+  readonly checksums: string;
+}
+
+/** What a split package run wrote. */
+export interface SplitProduced extends FileSetProduced {
+  root: string;
+  parts: StoredFile[];
+  manifest: StoredFile;
+  checksums: StoredFile;
+}
+
+/**
+ * The company package in parts of at most `partSize` bytes (see SplitPackageWriter), then
+ * its manifest (`names.manifest`: which files each part holds, each part's size and
+ * SHA-256 as stored) and `names.checksums` (`sha256sum` lines for the parts and the
+ * manifest; never encrypted, so it checks encrypted parts before they are decrypted).
+ * Each part's records are those of the files it holds.
+ */
+export function splitPackageProducer(
+  database: Database,
+  request: PackageRequest & { kind: 'zip' | 'tar.gz' },
+  options: { exportId: string; partSize: number; names: SplitNames },
+): FileSetProducer<SplitProduced> {
+  return async (out, ctx) => {
+    const contentType = request.kind === 'zip' ? 'application/zip' : 'application/gzip';
+    const opened: ReturnType<FileSetOutput['open']>[] = [];
+    const perDataset = new Map<string, number>();
+    const written = await writeCompanyPackage(
+      database,
+      request,
+      {
+        partSize: options.partSize,
+        openPart: (number) => {
+          const file = out.open(options.names.part(number), contentType);
+          opened.push(file);
+          return file.stream;
+        },
+      },
+      {
+        exportId: options.exportId,
+        signal: ctx.signal,
+        onProgress: (p) => {
+          perDataset.set(p.dataset, Math.max(perDataset.get(p.dataset) ?? 0, p.records));
+          ctx.records([...perDataset.values()].reduce((a, b) => a + b, 0));
+        },
+      },
+    );
+    const layout = written.parts ?? [];
+    const parts = await Promise.all(opened.map((file) => file.stored));
+    const manifestFile = out.open(options.names.manifest, 'application/json');
+    await pipeline(
+      Readable.from(
+        splitManifest({
+          exportId: options.exportId,
+          root: written.root,
+          kind: request.kind,
+          splitSize: options.partSize,
+          created: new Date(),
+          parts: layout,
+          stored: parts satisfies StoredPart[],
+        }),
+      ),
+      manifestFile.stream,
+    );
+    const manifest = await manifestFile.stored;
+    const checksumsFile = out.open(options.names.checksums, 'text/plain; charset=utf-8', { encrypt: false });
+    checksumsFile.stream.end(partsChecksums([...parts, manifest]));
+    const checksums = await checksumsFile.stored;
+    const fileRecords: Record<string, number> = {};
+    for (const [i, part] of layout.entries())
+      fileRecords[parts[i]!.name] = part.files.reduce((n, f) => n + (written.counts[f.path] ?? 0), 0);
+    return { records: written.records, fileRecords, root: written.root, parts, manifest, checksums };
   };
 }
 

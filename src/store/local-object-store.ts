@@ -15,6 +15,9 @@ import type {
   StoredObject,
 } from './object-store.ts';
 
+/** How much a read stream of a stored file reads at a time. */
+const READ_BYTES = 1024 * 1024;
+
 /** Folder under the root for writes in progress; on the same file system, so commit is a rename. */
 const TEMP_DIR = '.tmp';
 
@@ -97,8 +100,10 @@ export class LocalObjectStore implements ObjectStore {
     try {
       const info = await handle.stat();
       if (!info.isFile()) throw notFound(key);
-      if (!range) return handle.createReadStream();
-      return handle.createReadStream(resolveRange(range, info.size));
+      // 1 MiB reads: a large download takes a sixteenth of the reads, writes and callbacks
+      // of the 64 KiB default, and memory stays a few such buffers per download.
+      if (!range) return handle.createReadStream({ highWaterMark: READ_BYTES });
+      return handle.createReadStream({ ...resolveRange(range, info.size), highWaterMark: READ_BYTES });
     } catch (err) {
       await handle.close();
       throw err;

@@ -53,8 +53,55 @@ const RequestView = Type.Object(
     bom: Type.Boolean(),
     csv_guard: Type.Boolean(),
     encryption: Type.Union([Type.Object({ recipients: Type.Array(Type.String()) }, closed), Type.Null()]),
+    split_size: Type.Optional(
+      Type.Union([Type.Integer(), Type.Null()], { description: 'Largest part in bytes; null: one file' }),
+    ),
   },
   { ...closed, description: 'The export configuration as it runs (after defaults and authorization)' },
+);
+
+const SplitFileView = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    bytes: Type.Integer(),
+    sha256: Type.String({ description: 'Hex SHA-256 of the bytes a download returns' }),
+    download: Type.Optional(
+      Type.String({ description: 'The API link that issues a download link for this file' }),
+    ),
+  },
+  closed,
+);
+
+const SplitView = Type.Union(
+  [
+    Type.Object(
+      {
+        size: Type.Integer({ description: 'The largest part, in bytes, as requested' }),
+        parts: Type.Array(
+          Type.Object(
+            {
+              part: Type.Integer({ minimum: 1 }),
+              ...SplitFileView.properties,
+              records: Type.Integer({ description: 'Records in the files the part holds' }),
+            },
+            closed,
+          ),
+          { description: 'The parts in order, each a complete archive of whole files' },
+        ),
+        manifest: Type.Union([SplitFileView, Type.Null()], {
+          description:
+            '`<name>.parts.json`: which files each part holds; its SHA-256 is the checksum of the whole export',
+        }),
+        checksums: Type.Union([SplitFileView, Type.Null()], {
+          description: '`<name>.parts.sha256`: `sha256sum -c` lines for the parts and the manifest',
+        }),
+      },
+      closed,
+    ),
+    Type.Null(),
+  ],
+  { description: 'A package split into parts (`split_size`); null for an export of one file' },
 );
 
 export const ExportViewSchema = Type.Object(
@@ -78,6 +125,7 @@ export const ExportViewSchema = Type.Object(
       closed,
     ),
     files: Type.Array(FileView),
+    split: Type.Optional(SplitView),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, closed), Type.Null()], {
       description: 'Why the export failed (or why its last attempt failed, while it is retried)',
     }),
@@ -138,7 +186,12 @@ const IdempotencyHeaders = Type.Object({
 });
 const DownloadQuery = Type.Object(
   {
-    file: Type.Optional(Type.String({ maxLength: 255, description: 'File name (default: the first file)' })),
+    file: Type.Optional(
+      Type.String({
+        maxLength: 255,
+        description: 'File name, e.g. a part of a split package (default: the first file, by name)',
+      }),
+    ),
     redirect: Type.Optional(Type.Boolean({ description: 'Answer 302 to the link instead of JSON' })),
   },
   closed,
