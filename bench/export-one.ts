@@ -10,6 +10,7 @@ import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { createPackageWriter } from '../src/packaging/archive.ts';
+import { exportCompanyPackage } from '../src/pipeline/company-package.ts';
 
 interface Job {
   database: { kind: 'postgres'; url: string; schema: string } | { kind: 'pglite'; dir: string };
@@ -19,6 +20,10 @@ interface Job {
   compression?: string;
   pii?: string;
   package?: 'zip';
+  /** The whole company package of the tenant instead of one dataset. */
+  companyPackage?: 'zip';
+  /** Dataset parameters and filters by name (analytics granularity, attribution model, from, to). */
+  parameters?: Record<string, string>;
   out: string;
 }
 
@@ -35,11 +40,22 @@ const request = parseExportRequest({
   compression: job.compression,
   pii: job.pii ?? 'full',
   csvGuard: true,
+  ...(job.parameters ? { options: job.parameters } : {}),
 });
 const started = process.hrtime.bigint();
 let records = 0;
 let bytes = 0;
-if (job.package) {
+if (job.companyPackage) {
+  const out = createWriteStream(job.out);
+  const outcome = await exportCompanyPackage(
+    database,
+    { tenantId: job.tenant, kind: job.companyPackage, pii: 'full' },
+    out,
+  );
+  if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
+  records = outcome.records;
+  bytes = outcome.bytes;
+} else if (job.package) {
   const out = createWriteStream(job.out);
   const pkg = createPackageWriter('zip', out, { root: 'company-export-bench', mtime: new Date() });
   const pass = new PassThrough();

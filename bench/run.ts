@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark in one run. Results go to stdout as Markdown tables;
  * docs/benchmarks.md records them with the command that produced them.
- *   BENCH_ONLY=seed|export|paged|api|dashboard|retention|backup|import|download  runs one of them.
+ *   BENCH_ONLY=seed|export|paged|api|dashboard|retention|backup|import|download|partitions  runs one of them.
  */
 import { spawnSync } from 'node:child_process';
 
@@ -16,6 +16,7 @@ for (const name of [
   'backup',
   'import',
   'download',
+  'partitions',
 ]) {
   if (only && only !== name) continue;
   process.stdout.write(`\n## ${name}\n\n`);
