@@ -152,19 +152,16 @@ export function partitionedProducer(
       const tenant = await loadTenant(database, request.tenantId);
       const zones = zonesFor(request, tenant);
       const writer = getWriter(request.format);
-      const query = buildExportQuery(datasetOf(request), request, {
+      const dataset = datasetOf(request);
+      // partitionCount only splits table datasets.
+      if (dataset.kind !== 'table') throw new FerryError('internal', 'only a table dataset is partitioned');
+      const query = buildExportQuery(dataset, request, {
         ...zones,
         anonymizeKey: '0'.repeat(32),
         input: writer.input,
       });
       // Planned inside the snapshot: the sample reads the rows the partitions will read.
-      const ranges = await planKeyRanges(
-        session,
-        query,
-        datasetOf(request).kind === 'table' ? (datasetOf(request) as { source: string }).source : '',
-        plan.estimatedRows,
-        plan.parts,
-      );
+      const ranges = await planKeyRanges(session, query, dataset.source, plan.estimatedRows, plan.parts);
       const db = partitionsDb(database);
       await db
         .insertInto('export_partitions')
