@@ -18,13 +18,23 @@ import { authTestConfig } from './support/fixtures/auth.ts';
 const SECRET = 'backup-crash-secret-key-0123456789abcdef';
 const BIN = path.join(new URL('..', import.meta.url).pathname, 'bin/ferry.js');
 
-/** Starts `ferry …` and kills it (SIGKILL) after `afterMs`, or lets it finish; resolves with how it ended. */
-function runAndKill(args: string[], env: NodeJS.ProcessEnv, afterMs: number): Promise<'killed' | 'finished'> {
+/** Starts `ferry …` and kills it (SIGKILL) `afterMs` after `started()` resolves, or lets it finish; resolves with how it ended. */
+function runAndKill(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  afterMs: number,
+  started: () => Promise<void> = async () => {},
+): Promise<'killed' | 'finished'> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { env, stdio: 'ignore' });
-    const timer = setTimeout(() => child.kill('SIGKILL'), afterMs);
+    let timer: NodeJS.Timeout | undefined;
+    let exited = false;
+    void started().then(() => {
+      if (!exited) timer = setTimeout(() => child.kill('SIGKILL'), afterMs);
+    }, reject);
     child.once('error', reject);
     child.once('exit', (code, signal) => {
+      exited = true;
       clearTimeout(timer);
       resolve(signal === 'SIGKILL' ? 'killed' : code === 0 ? 'finished' : 'killed');
     });
@@ -83,11 +93,33 @@ describe.skipIf(!testsDialect('postgres'))(
     afterAll(async () => t?.drop());
 
     it('leaves every listed backup complete and verifiable, and nothing half-listed', async () => {
-      const start = (await timed(['backup', 'list', '--tenant', slug], env)).ms;
-      const work = (await timed(['backup', 'create', '--tenant', slug, '--json'], env)).ms - start;
+      // The points are measured from the moment the run's `running` row appears, not from process
+      // start: how long a process takes to start varies more than the backup itself takes.
+      const count = async () =>
+        Number(
+          (
+            await sql<{ n: string }>`SELECT count(*) AS n FROM backups WHERE tenant_id = ${tenantId}`.execute(
+              t.database.db,
+            )
+          ).rows[0]!.n,
+        );
+      const started = async () => {
+        const before = await count();
+        return async () => {
+          while ((await count()) === before) await new Promise((r) => setTimeout(r, 5));
+        };
+      };
+      let seenAt = 0;
+      const calibrate = await started();
+      const calibration = runAndKill(['backup', 'create', '--tenant', slug], env, 600_000, async () => {
+        await calibrate();
+        seenAt = Date.now();
+      });
+      expect(await calibration).toBe('finished');
+      const work = Date.now() - seenAt;
       const outcomes: string[] = [];
-      for (const at of points(start, work))
-        outcomes.push(await runAndKill(['backup', 'create', '--tenant', slug], env, at));
+      for (const at of points(0, work))
+        outcomes.push(await runAndKill(['backup', 'create', '--tenant', slug], env, at, await started()));
       expect(outcomes).toContain('killed');
       const listed = await listBackups(t.database.db, tenantId);
       const all = await listBackups(t.database.db, tenantId, { all: true });
