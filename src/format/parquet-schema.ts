@@ -1,136 +1,133 @@
-import type { SchemaElement } from 'hyparquet';
 import type { FieldType } from '../datamap/types.ts';
-import type { FieldSpec } from './types.ts';
-import { badValue, isInfinite, parseDateDays, parseTimestampMicros, toDouble, toInt64 } from './values.ts';
+import type { FieldSpec, WriterInput } from './types.ts';
 
 /**
- * Field type → Parquet column. Every column is OPTIONAL (a null is a Parquet null).
+ * Field type → Parquet column, as DuckDB writes it from the SQL type chosen here.
+ * Every column is OPTIONAL (a null is a Parquet null).
  *
- * | field type | physical | logical / converted type                    |
- * |------------|----------|---------------------------------------------|
- * | uuid       | BYTE_ARRAY | STRING / UTF8 (text form, readable anywhere) |
- * | string     | BYTE_ARRAY | STRING / UTF8                             |
- * | integer    | INT64    | (signed 64-bit)                               |
- * | number     | DOUBLE   |                                               |
- * | boolean    | BOOLEAN  |                                               |
- * | timestamp  | INT64    | TIMESTAMP(MICROS, isAdjustedToUTC) / TIMESTAMP_MICROS |
- * | date       | INT32    | DATE / DATE                                   |
- * | json       | BYTE_ARRAY | JSON / JSON                                 |
- * | x[]        | group    | LIST of OPTIONAL x (3-level list: `list.element`) |
+ * | field type | DuckDB type | Parquet physical | logical (converted) type                  |
+ * |------------|-------------|------------------|-------------------------------------------|
+ * | uuid       | VARCHAR     | BYTE_ARRAY       | (UTF8); the text form, readable anywhere   |
+ * | string     | VARCHAR     | BYTE_ARRAY       | (UTF8)                                     |
+ * | integer    | BIGINT      | INT64            | (INT_64)                                   |
+ * | number     | DOUBLE      | DOUBLE           |                                            |
+ * | boolean    | BOOLEAN     | BOOLEAN          |                                            |
+ * | timestamp  | TIMESTAMPTZ | INT64            | TIMESTAMP(MICROS, isAdjustedToUTC) (TIMESTAMP_MICROS) |
+ * | date       | DATE        | INT32            | DATE (DATE)                                |
+ * | json       | JSON        | BYTE_ARRAY       | JSON (JSON); the JSON text, checked        |
+ * | x[]        | x[]         | group            | LIST of OPTIONAL x (3-level list: `list.element`) |
+ *
+ * The input is read with every column as text (NDJSON: json and list fields as JSON
+ * values), and each value is cast in the SELECT. A value that does not fit its type
+ * stops the COPY with `field <name>: value <json> is not a valid <type>` (see
+ * `FIELD_ERROR`). Timestamps with an offset are converted to UTC; one without an offset
+ * is read as UTC (the session's time zone is UTC). PostgreSQL's infinite timestamps and
+ * dates, which `to_char` renders as an empty string, become null.
  */
-function leaf(name: string, type: FieldType): SchemaElement {
-  const repetition_type = 'OPTIONAL';
-  switch (type) {
-    case 'uuid':
-    case 'string':
-    case 'string[]':
-    case 'uuid[]':
-      return {
-        name,
-        type: 'BYTE_ARRAY',
-        converted_type: 'UTF8',
-        logical_type: { type: 'STRING' },
-        repetition_type,
-      };
-    case 'integer':
-      return { name, type: 'INT64', repetition_type };
-    case 'number':
-    case 'number[]':
-      return { name, type: 'DOUBLE', repetition_type };
-    case 'boolean':
-      return { name, type: 'BOOLEAN', repetition_type };
-    case 'timestamp':
-      return {
-        name,
-        type: 'INT64',
-        converted_type: 'TIMESTAMP_MICROS',
-        logical_type: { type: 'TIMESTAMP', isAdjustedToUTC: true, unit: 'MICROS' },
-        repetition_type,
-      };
-    case 'date':
-      return { name, type: 'INT32', converted_type: 'DATE', logical_type: { type: 'DATE' }, repetition_type };
-    case 'json':
-      return {
-        name,
-        type: 'BYTE_ARRAY',
-        converted_type: 'JSON',
-        logical_type: { type: 'JSON' },
-        repetition_type,
-      };
-  }
+
+/** A SQL string literal (DuckDB: standard strings, a quote is doubled, backslashes are plain). */
+export function sqlString(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
 }
 
-function isArray(type: FieldType): boolean {
+/** A quoted SQL identifier. */
+export function sqlIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function isList(type: FieldType): boolean {
   return type.endsWith('[]');
 }
 
-/** The Parquet schema (flattened, depth-first, root first) of a field list. */
-export function parquetSchemaFor(fields: readonly FieldSpec[]): SchemaElement[] {
-  const schema: SchemaElement[] = [{ name: 'root', num_children: fields.length }];
-  for (const field of fields) {
-    if (!isArray(field.type)) {
-      schema.push(leaf(field.name, field.type));
-      continue;
-    }
-    schema.push(
-      {
-        name: field.name,
-        repetition_type: 'OPTIONAL',
-        converted_type: 'LIST',
-        logical_type: { type: 'LIST' },
-        num_children: 1,
-      },
-      { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-      leaf('element', field.type),
-    );
+/** The DuckDB type a field's values are cast to, which decides its Parquet column. */
+function duckdbType(type: FieldType): string {
+  switch (type) {
+    case 'uuid':
+    case 'string':
+      return 'VARCHAR';
+    case 'integer':
+      return 'BIGINT';
+    case 'number':
+      return 'DOUBLE';
+    case 'boolean':
+      return 'BOOLEAN';
+    case 'timestamp':
+      return 'TIMESTAMPTZ';
+    case 'date':
+      return 'DATE';
+    case 'json':
+      return 'JSON';
+    case 'string[]':
+    case 'uuid[]':
+      return 'VARCHAR[]';
+    case 'number[]':
+      return 'DOUBLE[]';
   }
-  return schema;
 }
 
-/** Converts one NDJSON value of a field to what the Parquet encoder stores (null for a null). */
-export type ParquetConverter = (value: unknown) => unknown;
+/** The type a field is read as: text, except NDJSON's json and list values, which stay JSON. */
+function readType(type: FieldType, input: WriterInput): 'VARCHAR' | 'JSON' {
+  return input === 'ndjson' && (type === 'json' || isList(type)) ? 'JSON' : 'VARCHAR';
+}
 
-export function parquetConverter(field: FieldSpec): ParquetConverter {
-  const name = field.name;
-  const scalar = (type: FieldType): ParquetConverter => {
-    switch (type) {
-      case 'uuid':
-      case 'string':
-      case 'uuid[]':
-      case 'string[]':
-        return (v) => (typeof v === 'string' ? v : JSON.stringify(v));
-      case 'integer':
-        return (v) => toInt64(v) ?? fail(v, 'integer');
-      case 'number':
-      case 'number[]':
-        return (v) => toDouble(v) ?? fail(v, 'number');
-      case 'boolean':
-        return (v) => (typeof v === 'boolean' ? v : fail(v, 'boolean'));
-      case 'timestamp':
-        return (v) => {
-          if (typeof v === 'string' && isInfinite(v)) return null;
-          return (typeof v === 'string' ? parseTimestampMicros(v) : undefined) ?? fail(v, 'timestamp');
-        };
-      case 'date':
-        return (v) => {
-          if (typeof v === 'string' && isInfinite(v)) return null;
-          return (typeof v === 'string' ? parseDateDays(v) : undefined) ?? fail(v, 'date');
-        };
-      case 'json':
-        // Stored as JSON text by the encoder (JSON.stringify; raw big integers stay exact).
-        return (v) => v;
+/** The `columns = {…}` struct of read_csv / read_ndjson: every field, in order, with its read type. */
+export function readColumns(fields: readonly FieldSpec[], input: WriterInput): string {
+  return `{${fields.map((f) => `${sqlString(f.name)}: '${readType(f.type, input)}'`).join(', ')}}`;
+}
+
+/** Prefix of the message a rejected value stops the COPY with; `fieldError` parses it back. */
+export const FIELD_ERROR = 'ferry field error: ';
+
+/** `error(…)` naming the field, its value (as JSON, cut at 80 characters) and the expected type. */
+function failure(field: FieldSpec, value: string): string {
+  const head = sqlString(`${FIELD_ERROR}field ${field.name}: value `);
+  return `error(${head} || left(to_json(${value})::VARCHAR, 80) || ${sqlString(` is not a valid ${field.type}`)})`;
+}
+
+/** The message of a field error raised by `failure`, or undefined for any other error text. */
+export function fieldError(message: string): { message: string; field: string; type: string } | undefined {
+  const at = message.indexOf(FIELD_ERROR);
+  if (at < 0) return undefined;
+  const text = message.slice(at + FIELD_ERROR.length).split('\n', 1)[0]!;
+  const m = /^field (.+?): value .* is not a valid (\S+)$/s.exec(text);
+  return m ? { message: text, field: m[1]!, type: m[2]! } : undefined;
+}
+
+/** The SELECT expression of one field: its read value cast to its DuckDB type, checked. */
+function castSql(field: FieldSpec, input: WriterInput): string {
+  const v = sqlIdent(field.name);
+  const target = duckdbType(field.type);
+  const orFail = (expr: string) => `coalesce(${expr}, ${failure(field, v)})`;
+  const nullable = (expr: string, nulls = '') =>
+    `CASE WHEN ${v} IS NULL${nulls} THEN NULL ELSE ${expr} END AS ${v}`;
+  switch (field.type) {
+    case 'uuid':
+    case 'string':
+      return `${v} AS ${v}`;
+    case 'integer':
+      // TRY_CAST would round "1.5" to 2: only whole numbers get that far ("5.0" is one).
+      return nullable(
+        orFail(`TRY_CAST(CASE WHEN regexp_full_match(${v}, '-?[0-9]+(\\.0+)?') THEN ${v} END AS BIGINT)`),
+      );
+    case 'number':
+    case 'boolean':
+      return nullable(orFail(`TRY_CAST(${v} AS ${target})`));
+    case 'timestamp':
+    case 'date':
+      return nullable(orFail(`TRY_CAST(${v} AS ${target})`), ` OR ${v} IN ('', 'infinity', '-infinity')`);
+    case 'json':
+      // The cast checks the text and keeps it as it is, so integers of any size keep their digits.
+      return input === 'ndjson' ? `${v} AS ${v}` : nullable(orFail(`TRY_CAST(${v} AS JSON)`));
+    case 'string[]':
+    case 'uuid[]':
+    case 'number[]': {
+      const json = input === 'ndjson' ? v : `TRY_CAST(${v} AS JSON)`;
+      return nullable(orFail(`TRY_CAST(${json} AS ${target})`));
     }
-  };
-  const fail = (value: unknown, type: string): never => {
-    throw badValue(name, type, value);
-  };
-  const convert = scalar(field.type);
-  if (!isArray(field.type)) {
-    return (v) => (v === null || v === undefined ? null : convert(v));
   }
-  return (v) => {
-    if (v === null || v === undefined) return null;
-    if (!Array.isArray(v)) return fail(v, field.type);
-    return v.map((item) => (item === null || item === undefined ? null : convert(item)));
-  };
+}
+
+/** The SELECT list that turns the read columns into the Parquet columns, in field order. */
+export function selectList(fields: readonly FieldSpec[], input: WriterInput): string {
+  return fields.map((f) => castSql(f, input)).join(', ');
 }

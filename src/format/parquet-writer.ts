@@ -1,207 +1,161 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { zstdCompressSync } from 'node:zlib';
-import type { KeyValue } from 'hyparquet';
-import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
+import { finished } from 'node:stream/promises';
 import { invalid } from '../domain/ferry-error.ts';
-import { isBlank, LineSplitter } from './line-splitter.ts';
-import { type ParquetConverter, parquetConverter, parquetSchemaFor } from './parquet-schema.ts';
-import type { FieldSpec, FormatWriter, WriterContext } from './types.ts';
-import { parseRow } from './values.ts';
+import {
+  PARQUET_CODECS,
+  type ParquetCodec,
+  type ParquetRun,
+  ParquetSession,
+  type ParquetSpec,
+} from './duckdb-parquet.ts';
+import type { FormatWriter, WriterContext, WriterInput } from './types.ts';
 
-export const PARQUET_CODECS = ['SNAPPY', 'ZSTD', 'UNCOMPRESSED'] as const;
-export type ParquetCodec = (typeof PARQUET_CODECS)[number];
+export { PARQUET_CODECS, type ParquetCodec };
 
 export interface ParquetOptions {
   /** Page compression. SNAPPY (default) is read by every Parquet reader; ZSTD is smaller. */
   readonly codec?: ParquetCodec;
-  /** A row group closes after this many rows (default 32,768). */
+  /**
+   * Rows per row group (default 32,768). DuckDB closes a group at a multiple of its
+   * 2,048-row vectors, so a group holds this many rows rounded up to one; the last
+   * group of the file may be up to one row group plus 2,048 rows.
+   */
   readonly rowGroupRows?: number;
-  /** ...or once this many bytes of NDJSON input are buffered (default 8 MiB), whichever comes first. */
-  readonly rowGroupBytes?: number;
+  /**
+   * What the input bytes are: NDJSON rows (default), or PostgreSQL CSV with a header
+   * row, as `WriterInput` describes them.
+   */
+  readonly input?: WriterInput;
+  /**
+   * Spool the input to a temporary file and convert it once complete, instead of
+   * streaming through named pipes. Used anyway where named pipes cannot be made.
+   */
+  readonly spool?: boolean;
 }
 
 export const DEFAULT_ROW_GROUP_ROWS = 32_768;
-export const DEFAULT_ROW_GROUP_BYTES = 8 * 1024 * 1024;
 
-/**
- * Receives the encoder's bytes. hyparquet-writer calls `flush()` after every row
- * group and `finish()` after the footer; both hand the bytes written so far to the
- * sink and start a fresh buffer, so at most one encoded row group is held here.
- */
-class SinkWriter extends ByteWriter {
-  readonly #sink: (bytes: Buffer) => void;
-
-  constructor(sink: (bytes: Buffer) => void) {
-    super(64 * 1024);
-    this.#sink = sink;
+/** The conversion a writer context and options describe; bad options throw here. */
+export function parquetSpec(
+  ctx: Pick<WriterContext, 'dataset' | 'fields' | 'metadata'>,
+  options: ParquetOptions,
+): ParquetSpec {
+  const codec = options.codec ?? 'SNAPPY';
+  if (!PARQUET_CODECS.includes(codec)) {
+    throw invalid('codec', `unknown Parquet codec ${JSON.stringify(codec)}`, PARQUET_CODECS);
   }
-
-  flush(): void {
-    if (this.index === 0) return;
-    // Hand over the filled part of the buffer itself (no copy) and continue in a new one.
-    const bytes = Buffer.from(this.buffer, 0, this.index);
-    this.buffer = new ArrayBuffer(64 * 1024);
-    this.view = new DataView(this.buffer);
-    this.index = 0;
-    this.#sink(bytes);
+  const rowGroupRows = options.rowGroupRows ?? DEFAULT_ROW_GROUP_ROWS;
+  if (!Number.isInteger(rowGroupRows) || rowGroupRows < 1) {
+    throw invalid('rowGroupRows', `must be a positive integer, got ${rowGroupRows}`);
   }
-
-  override finish(): void {
-    this.flush();
+  const input = options.input ?? 'ndjson';
+  if (input !== 'csv' && input !== 'ndjson') {
+    throw invalid('input', `unknown input ${JSON.stringify(input)}`, ['csv', 'ndjson']);
   }
+  return { dataset: ctx.dataset, fields: ctx.fields, metadata: ctx.metadata, input, codec, rowGroupRows };
 }
 
 /**
- * Encodes rows (parsed NDJSON objects) into one Parquet file, row group by row group.
- *
- * Memory bound: the rows of the open row group are held column by column, at most
- * `rowGroupRows` rows or about `rowGroupBytes` of input text (default 32,768 rows /
- * 8 MiB); encoding a group briefly holds its values, encoded pages and compressed
- * bytes together. Nothing else grows with the row count, so the heap stays at a small
- * multiple of `rowGroupBytes`: with the defaults, 200,000 message rows and 100,000
- * 2.7 KB rows each ran within `--max-old-space-size=70` (a 70 MB JavaScript heap).
- * Encoded bytes go to the sink as soon as each group is complete.
+ * The input bytes, converted to one Parquet file by DuckDB in this process (see
+ * `ParquetSession`). DuckDB reads the bytes as they arrive and the file's bytes are
+ * pushed as DuckDB writes them, row group by row group, so the output streams while
+ * the input is still arriving. Memory is bounded by DuckDB's limit and one row group,
+ * not by the row count. Backpressure runs both ways: a slow reader of the output
+ * stops DuckDB, which stops taking input.
  */
-export class ParquetEncoder {
-  readonly rowGroupRows: number;
-  readonly rowGroupBytes: number;
-  #rows = 0;
-  #bytes = 0;
-  readonly #fields: readonly FieldSpec[];
-  readonly #converters: ParquetConverter[];
-  #columns: unknown[][];
-  #buffered = 0;
-  #bufferedBytes = 0;
-  #writer: ParquetWriter | undefined;
-  readonly #create: () => ParquetWriter;
+class ParquetTransform extends Transform {
+  readonly #spec: ParquetSpec;
+  readonly #spool: boolean;
+  #started: Promise<{ session: ParquetSession; run: ParquetRun }> | undefined;
+  #run: ParquetRun | undefined;
 
-  constructor(
-    ctx: Pick<WriterContext, 'dataset' | 'fields' | 'metadata'>,
-    options: ParquetOptions,
-    sink: (bytes: Buffer) => void,
-  ) {
-    const codec = options.codec ?? 'SNAPPY';
-    if (!PARQUET_CODECS.includes(codec)) {
-      throw invalid('codec', `unknown Parquet codec ${JSON.stringify(codec)}`, PARQUET_CODECS);
-    }
-    this.rowGroupRows = positive('rowGroupRows', options.rowGroupRows ?? DEFAULT_ROW_GROUP_ROWS);
-    this.rowGroupBytes = positive('rowGroupBytes', options.rowGroupBytes ?? DEFAULT_ROW_GROUP_BYTES);
-    this.#fields = ctx.fields;
-    this.#converters = ctx.fields.map(parquetConverter);
-    this.#columns = ctx.fields.map(() => []);
-    const schema = parquetSchemaFor(ctx.fields);
-    const kvMetadata: KeyValue[] = [
-      { key: 'ferry.dataset', value: ctx.dataset },
-      { key: 'ferry.export_metadata', value: JSON.stringify(ctx.metadata) },
-    ];
-    const writer = new SinkWriter((bytes) => {
-      this.#bytes += bytes.length;
-      sink(bytes);
-    });
-    this.#create = () =>
-      new ParquetWriter({
-        writer,
-        schema,
-        codec,
-        compressors: { ZSTD: (input: Uint8Array) => zstdCompressSync(input) },
-        kvMetadata,
-        createdBy: 'ferry',
+  constructor(spec: ParquetSpec, spool: boolean) {
+    super();
+    this.#spec = spec;
+    this.#spool = spool;
+  }
+
+  #start(): Promise<{ session: ParquetSession; run: ParquetRun }> {
+    this.#started ??= (async () => {
+      const session = await ParquetSession.open({ spool: this.#spool });
+      let run: ParquetRun;
+      try {
+        run = session.run(this.#spec);
+      } catch (err) {
+        await session.close();
+        throw err;
+      }
+      this.#run = run;
+      run.output.on('data', (bytes: Buffer) => {
+        if (!this.push(bytes)) run.output.pause();
       });
+      run.output.on('error', (err: Error) => this.destroy(err));
+      // A conversion that fails while no write or flush is waiting still fails the stream.
+      run.done.catch((err: Error) => this.destroy(err));
+      return { session, run };
+    })();
+    return this.#started;
   }
 
-  /** Rows added so far. */
-  get rows(): number {
-    return this.#rows;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.#start()
+      .then(({ run }) => run.write(chunk))
+      .then(() => done(), done);
   }
 
-  /** Bytes handed to the sink so far. */
-  get bytes(): number {
-    return this.#bytes;
+  override _flush(done: TransformCallback): void {
+    this.#start()
+      .then(async ({ session, run }) => {
+        await run.end();
+        await finished(run.output, { writable: false });
+        await session.close();
+      })
+      .then(() => done(), done);
   }
 
-  /**
-   * Adds one row; `size` is its input size in bytes (for the row-group byte bound).
-   * May complete a row group, which then goes to the sink before this returns.
-   */
-  add(row: Record<string, unknown>, size: number): void {
-    for (let c = 0; c < this.#fields.length; c++) {
-      this.#columns[c]!.push(this.#converters[c]!(row[this.#fields[c]!.name]));
+  override _read(size: number): void {
+    this.#run?.output.resume();
+    super._read(size);
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    if (!this.#started) {
+      done(err);
+      return;
     }
-    this.#rows++;
-    this.#buffered++;
-    this.#bufferedBytes += size;
-    if (this.#buffered >= this.rowGroupRows || this.#bufferedBytes >= this.rowGroupBytes) this.#writeGroup();
+    this.#started
+      .then(
+        async ({ session, run }) => {
+          await run.abort();
+          await session.close();
+        },
+        () => {},
+      )
+      .then(
+        () => done(err),
+        (closeErr: Error) => done(err ?? closeErr),
+      );
   }
-
-  /** Writes the last row group and the footer. A file without rows is still a valid Parquet file. */
-  finish(): void {
-    if (this.#buffered > 0 || !this.#writer) this.#writeGroup();
-    this.#writer!.finish();
-  }
-
-  #writeGroup(): void {
-    this.#writer ??= this.#create();
-    const columnData = this.#fields.map((field, c) => ({ name: field.name, data: this.#columns[c]! }));
-    // Synchronous: SinkWriter.flush never returns a promise.
-    void this.#writer.write({ columnData, rowGroupSize: Math.max(this.#buffered, 1) });
-    this.#columns = this.#fields.map(() => []);
-    this.#buffered = 0;
-    this.#bufferedBytes = 0;
-  }
-}
-
-function positive(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw invalid(name, `must be a positive integer, got ${value}`);
-  }
-  return value;
 }
 
 /**
- * A byte transform from NDJSON rows to one Parquet file. The file's bytes are pushed
- * as each row group completes (the 4-byte header comes with the first group), so the
- * output streams while the input is still arriving.
+ * A byte transform from the database's rows (NDJSON by default, or CSV: see
+ * `ParquetOptions.input`) to one Parquet file. Bad options throw here, not later as
+ * a stream error.
  */
 export function createParquetTransform(ctx: WriterContext, options: ParquetOptions = {}): Transform {
-  const splitter = new LineSplitter();
-  // Created first so that bad options throw here, not later as a stream error.
-  const encoder = new ParquetEncoder(ctx, options, (bytes) => stream.push(bytes));
-  const add = (lines: string[]): void => {
-    for (const line of lines) {
-      if (!isBlank(line)) encoder.add(parseRow(line), line.length);
-    }
-  };
-  const stream = new Transform({
-    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      try {
-        add(splitter.push(chunk));
-        done();
-      } catch (err) {
-        done(err as Error);
-      }
-    },
-    flush(done: TransformCallback) {
-      try {
-        add(splitter.end());
-        encoder.finish();
-        done();
-      } catch (err) {
-        done(err as Error);
-      }
-    },
-  });
-  return stream;
+  return new ParquetTransform(parquetSpec(ctx, options), options.spool ?? false);
 }
 
 /**
  * Parquet: typed, compressed columns (see parquet-schema.ts for the type mapping),
- * row groups of at most 65,536 rows / 32 MiB of input, SNAPPY. Export metadata is
- * stored in the footer's key-value metadata (`ferry.export_metadata`).
+ * row groups of 32,768 rows, SNAPPY, written by DuckDB from the database's CSV.
+ * Export metadata is stored in the footer's key-value metadata (`ferry.export_metadata`).
  */
 export const parquet: FormatWriter = {
   format: 'parquet',
   extension: 'parquet',
   contentType: 'application/vnd.apache.parquet',
-  input: 'ndjson',
-  create: (ctx) => createParquetTransform(ctx),
+  input: 'csv',
+  create: (ctx) => createParquetTransform(ctx, { input: 'csv' }),
 };
