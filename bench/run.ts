@@ -17,6 +17,7 @@ for (const name of [
   'import',
   'download',
   'partitions',
+  'computed',
 ]) {
   if (only && only !== name) continue;
   process.stdout.write(`\n## ${name}\n\n`);

@@ -30,8 +30,13 @@ export interface AnalyticsOptions {
   siteUrls?: readonly string[] | undefined;
 }
 
-/** Where a metric is computed: a CTE of the query, joined to the per-period rows. */
-type Source = 'conv' | 'msg' | 'topics' | 'returning';
+/**
+ * Where a metric is computed: `conv` aggregates the period's conversations (`c`, with `v`
+ * their conversion), `msg` the messages of those conversations (`m`, with `next_reply_at`);
+ * `sessions`, `topics` and `returning` have queries of their own. Each part of the query
+ * yields one row per period and site.
+ */
+type Source = 'conv' | 'msg' | 'sessions' | 'topics' | 'returning';
 
 interface Metric {
   readonly groups: readonly Exclude<MetricGroup, 'all'>[];
@@ -80,7 +85,7 @@ const METRICS: Record<string, Metric> = {
   },
   high_confidence_rate: { groups: ['performance'], source: 'msg', expr: aiRate('m.confidence_score > 0.8') },
   low_confidence_rate: { groups: ['performance'], source: 'msg', expr: aiRate('m.confidence_score < 0.5') },
-  unique_visitors: { groups: ['attribution'], source: 'conv', expr: 'count(DISTINCT c.session_id)' },
+  unique_visitors: { groups: ['attribution'], source: 'sessions', expr: 'count(*)' },
   returning_visitors: { groups: ['attribution'], source: 'returning', expr: 'count(*)', fill: '0' },
   conversion_rate: { groups: ['revenue'], source: 'conv', expr: rate('v.id IS NOT NULL') },
   bounce_rate: {
@@ -196,6 +201,15 @@ export function analyticsEstimate(options: AnalyticsOptions): string {
  * The analytics query as a CopyQuery FROM clause: `FROM (<select>) t WHERE true{{KEY_RANGE}}`,
  * one row per period and site that had at least one conversation, with columns named
  * as the dataset fields (only those of the chosen metric groups). Key: date, site_url.
+ *
+ * Set-based: each part of the query reads its rows once and groups them by period and site,
+ * and the parts are joined to the conversation metrics on that key. The conversations of the
+ * range (`conv`) are not materialized: each part reads them from the table with the columns it
+ * needs, so the planner estimates them from the table's statistics. The messages are read
+ * once, for the message metrics and the content gaps together. A report over a date range is
+ * run window by window (collect/dataset-source.ts), and a window reads only its own
+ * conversations and messages; the one look back, whether a visitor was on the site before the
+ * window, reads the earlier conversations of its visitors.
  */
 export function analyticsSource(options: AnalyticsOptions): { from: string; key: string[] } {
   const tenant = literal(checkTenantId(options.tenantId));
@@ -212,15 +226,17 @@ export function analyticsSource(options: AnalyticsOptions): { from: string; key:
   const metrics = columns.filter((c) => METRICS[c]).map((name) => ({ name, ...METRICS[name]! }));
   const wants = (name: string) => columns.includes(name);
   const uses = (source: Source) => metrics.some((m) => m.source === source);
-  const needsMessages = uses('msg') || wants('content_gap_topics');
+  const ofSource = (source: Source) => metrics.filter((m) => m.source === source);
+  const select = (list: readonly { name: string; expr: string }[]) =>
+    list.map((m) => `${m.expr} AS ${m.name}`).join(',\n    ');
 
   const ctes: string[] = [];
   // Conversations started in the range, with their period (local time, truncated).
-  ctes.push(`conv AS (
-  SELECT c.id, c.site_id, s.url AS site_url, c.customer_id, c.session_id, c.start_timestamp, c.end_timestamp,
-    c.country, tn.home_country, c.user_agent, c.status, c.escalated, c.resolution_time_minutes,
-    c.satisfaction_score, c.message_count, c.customer_message_count, c.ai_message_count,
-    c.human_message_count, c.topics_detected,
+  ctes.push(`conv AS NOT MATERIALIZED (
+  SELECT c.id, c.site_id, s.url AS site_url, c.customer_id, c.session_id, c.start_timestamp,
+    c.end_timestamp, c.country, tn.home_country, c.user_agent, c.status, c.escalated,
+    c.resolution_time_minutes, c.satisfaction_score, c.message_count, c.customer_message_count,
+    c.ai_message_count, c.human_message_count, c.topics_detected,
     c.start_timestamp AT TIME ZONE ${tz} AS local_start,
     date_trunc('${unit}', c.start_timestamp AT TIME ZONE ${tz}) AS period
   FROM conversations c
@@ -232,135 +248,198 @@ export function analyticsSource(options: AnalyticsOptions): { from: string; key:
 )`);
 
   if (wants('conversion_rate')) {
-    // Conversations named by a revenue event within 30 x 24 hours after they started.
+    // Conversations named by a revenue event within 30 x 24 hours after they started; agg
+    // keeps those of conv. Materialized, so it is computed once and not by every worker of a
+    // parallel plan.
     const lower = range.lower ? ` AND r.occurred_at >= ${range.lower}` : '';
     const upper = range.upper ? ` AND r.occurred_at < ${range.upper} + interval '720 hours'` : '';
-    ctes.push(`converted AS (
+    ctes.push(`converted AS MATERIALIZED (
   SELECT DISTINCT c.id
   FROM revenue_events r
   CROSS JOIN LATERAL unnest(r.conversation_ids) AS u(conversation_id)
-  JOIN conv c ON c.id = u.conversation_id
+  JOIN conversations c ON c.id = u.conversation_id
   WHERE r.tenant_id = ${tenant}${lower}${upper}
+    AND c.tenant_id = ${tenant}${rangeConditions('c.start_timestamp', range)}
     AND r.occurred_at >= c.start_timestamp AND r.occurred_at < c.start_timestamp + interval '720 hours'
 )`);
   }
 
-  if (needsMessages) {
-    // The next AI or human message after each message: a running min over the
-    // conversation read backwards, so each partition is scanned once.
+  const msgMetrics = ofSource('msg');
+  const gap = wants('content_gap_topics');
+  if (msgMetrics.length > 0 || gap) {
+    // The messages of conv's conversations, each with the next AI or human message after it
+    // (a running min over the conversation read backwards), in the order (period, site,
+    // conversation, created_at descending, id descending): the sums of the float confidence
+    // scores depend on the order they are added in. They are aggregated as they stream, per
+    // period and site (the message metrics) and per conversation (its mean AI confidence,
+    // for the content gaps).
+    //
+    // A report over the tenant's whole history, or up to a last day, scans the messages once.
+    // A report from a first day on (each window of a dated export is one) looks its
+    // conversations' messages up in the messages_conversation index, all in one index scan:
+    // a window holds a small part of the tenant's messages. Joined conversation by
+    // conversation instead, the planner prices each look-up as scattered reads, and either
+    // scans all the messages or JIT-compiles the statement, for every window.
     const nextReply = wants('avg_response_time_seconds')
       ? `,
-    min(CASE WHEN m.sender_type <> 'customer' THEN m.created_at END) OVER (
-      PARTITION BY m.conversation_id ORDER BY m.created_at DESC, m.id DESC
-      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS next_reply_at`
+      min(CASE WHEN m.sender_type <> 'customer' THEN m.created_at END) OVER (
+        PARTITION BY c.period, c.site_id, m.conversation_id ORDER BY m.created_at DESC, m.id DESC
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS next_reply_at`
       : '';
+    const stream = `(
+    SELECT c.period, c.site_id, m.conversation_id, m.created_at, m.sender_type, m.confidence_score,
+      m.tokens_used, m.processing_time_ms${nextReply}
+    FROM messages m
+    JOIN conv c ON c.id = m.conversation_id
+    WHERE m.tenant_id = ${tenant}${range.lower ? '\n      AND m.conversation_id = ANY (ARRAY(SELECT c.id FROM conv c))' : ''}
+    ORDER BY c.period, c.site_id, m.conversation_id, m.created_at DESC, m.id DESC
+  ) m`;
+    const sets = [
+      ...(msgMetrics.length > 0 ? ['(m.period, m.site_id)'] : []),
+      ...(gap ? ['(m.period, m.site_id, m.conversation_id)'] : []),
+    ];
+    // With both levels, each value is built only on the rows of the level that reads it.
+    const level = (expr: string, period: boolean) =>
+      sets.length > 1 ? `CASE WHEN GROUPING(m.conversation_id) = ${period ? 1 : 0} THEN ${expr} END` : expr;
+    const aggregates = [
+      ...msgMetrics.map((m) => ({ name: m.name, expr: level(m.expr, true) })),
+      ...(gap
+        ? [
+            {
+              name: 'confidence',
+              expr: level("avg(m.confidence_score) FILTER (WHERE m.sender_type = 'ai')", false),
+            },
+          ]
+        : []),
+    ];
+    // A period's row has no conversation_id (a message always has one).
     ctes.push(`msg AS (
-  SELECT c.period, c.site_url, m.conversation_id, m.created_at, m.sender_type, m.confidence_score,
-    m.tokens_used, m.processing_time_ms${nextReply}
-  FROM messages m
-  JOIN conv c ON c.id = m.conversation_id
-  WHERE m.tenant_id = ${tenant}
+  SELECT m.period, m.site_id, ${gap ? 'm.conversation_id' : 'NULL::uuid AS conversation_id'},
+    ${select(aggregates)}
+  FROM ${stream}
+  GROUP BY ${sets.length > 1 ? `GROUPING SETS (${sets.join(', ')})` : sets[0]!.slice(1, -1)}
 )`);
+    if (msgMetrics.length > 0) {
+      // DISTINCT ON tells the planner there is one row per key, so a query that reads none of
+      // these columns drops the join (see below).
+      ctes.push(`msg_agg AS (
+  SELECT DISTINCT ON (x.period, x.site_id) x.period, x.site_id, ${msgMetrics.map((m) => `x.${m.name}`).join(', ')}
+  FROM msg x
+  WHERE x.conversation_id IS NULL
+)`);
+    }
   }
 
-  const msgMetrics = metrics.filter((m) => m.source === 'msg');
-  if (msgMetrics.length > 0) {
-    ctes.push(`msg_agg AS (
-  SELECT m.period, m.site_url, ${msgMetrics.map((x) => `${x.expr} AS ${x.name}`).join(',\n    ')}
-  FROM msg m
-  GROUP BY m.period, m.site_url
+  if (uses('sessions')) {
+    // Distinct sessions, counted apart from agg so that agg has no DISTINCT aggregate.
+    ctes.push(`sessions AS (
+  SELECT x.period, x.site_id, ${select(ofSource('sessions'))}
+  FROM (SELECT DISTINCT c.period, c.site_id, c.session_id FROM conv c) x
+  GROUP BY x.period, x.site_id
 )`);
   }
 
   if (uses('topics')) {
-    const gap = wants('content_gap_topics');
-    if (gap) {
-      ctes.push(`conv_confidence AS (
-  SELECT m.conversation_id, avg(m.confidence_score) AS confidence
-  FROM msg m
-  WHERE m.sender_type = 'ai'
-  GROUP BY m.conversation_id
-)`);
-    }
-    // Conversations per topic (a topic listed twice in one conversation counts once).
+    // Conversations per topic (a topic listed twice in one conversation counts once): counted
+    // per distinct list of topics first, so each list is split into topics once. A content
+    // gap is a conversation whose AI messages have a mean confidence below 0.5.
     ctes.push(`topic_counts AS (
-  SELECT c.period, c.site_url, tp.topic, count(DISTINCT c.id) AS n${
-    gap ? ',\n    count(DISTINCT c.id) FILTER (WHERE cc.confidence < 0.5) AS gap_n' : ''
-  }
-  FROM conv c
-  CROSS JOIN LATERAL unnest(c.topics_detected) AS tp(topic)${
-    gap ? '\n  LEFT JOIN conv_confidence cc ON cc.conversation_id = c.id' : ''
-  }
-  GROUP BY c.period, c.site_url, tp.topic
+  SELECT x.period, x.site_id, tp.topic, sum(x.n) AS n${gap ? ', sum(x.gap_n) AS gap_n' : ''}
+  FROM (
+    SELECT c.period, c.site_id, c.topics_detected, count(*) AS n${
+      gap ? ',\n      count(*) FILTER (WHERE g.confidence < 0.5) AS gap_n' : ''
+    }
+    FROM conv c${gap ? '\n    LEFT JOIN msg g ON g.conversation_id = c.id' : ''}
+    GROUP BY c.period, c.site_id, c.topics_detected
+  ) x
+  CROSS JOIN LATERAL (SELECT DISTINCT t.topic FROM unnest(x.topics_detected) AS t(topic)) tp
+  GROUP BY x.period, x.site_id, tp.topic
 )`);
-    const topicMetrics = metrics.filter((m) => m.source === 'topics');
     ctes.push(`topics AS (
-  SELECT x.period, x.site_url, ${topicMetrics.map((m) => `${m.expr} AS ${m.name}`).join(', ')}
+  SELECT x.period, x.site_id, ${select(ofSource('topics'))}
   FROM topic_counts x
-  GROUP BY x.period, x.site_url
+  GROUP BY x.period, x.site_id
 )`);
   }
 
   if (uses('returning')) {
-    // A visitor is the customer when known, else the session of an anonymous visitor.
-    // Two semi-joins so the customer side can use the conversations_customer index.
-    ctes.push(`visitors AS (
-  SELECT DISTINCT c.period, c.site_url, c.site_id, c.customer_id,
-    CASE WHEN c.customer_id IS NULL THEN c.session_id END AS session_id,
-    c.period AT TIME ZONE ${tz} AS period_start
-  FROM conv c
-)`);
+    // A visitor is the customer when known, else the session of an anonymous visitor. A
+    // visitor of a period returns when their first conversation on the site started before
+    // the period: their first in the range or, when the range has a first day, their first
+    // before it.
+    const visitor =
+      "CASE WHEN c.customer_id IS NULL THEN 'session:' || c.session_id ELSE c.customer_id::text END";
+    const firsts = [
+      `SELECT c.site_id, ${visitor} AS visitor, min(c.start_timestamp) AS first_start FROM conv c GROUP BY 1, 2`,
+    ];
+    if (range.lower) {
+      // Customers are looked up in the conversations_customer index, all in one index scan;
+      // anonymous sessions, which no index holds, by one hash join over the anonymous
+      // conversations before the range.
+      firsts.push(`SELECT p.site_id, p.customer_id::text, min(p.start_timestamp)
+    FROM conversations p
+    JOIN (SELECT DISTINCT c.site_id, c.customer_id FROM conv c WHERE c.customer_id IS NOT NULL) v
+      ON v.customer_id = p.customer_id AND v.site_id = p.site_id
+    WHERE p.customer_id = ANY (ARRAY(SELECT c.customer_id FROM conv c WHERE c.customer_id IS NOT NULL))
+      AND p.tenant_id = ${tenant} AND p.start_timestamp < ${range.lower}
+    GROUP BY p.site_id, p.customer_id`);
+      firsts.push(`SELECT v.site_id, 'session:' || v.session_id, min(p.start_timestamp)
+    FROM (SELECT DISTINCT c.site_id, c.session_id FROM conv c WHERE c.customer_id IS NULL) v
+    JOIN conversations p
+      ON p.customer_id IS NULL AND p.session_id = v.session_id AND p.tenant_id = ${tenant}
+        AND p.site_id = v.site_id AND p.start_timestamp < ${range.lower}
+    GROUP BY v.site_id, v.session_id`);
+    }
     ctes.push(`returners AS (
-  SELECT v.period, v.site_url, count(*) AS returning_visitors
-  FROM (
-    SELECT v.period, v.site_url FROM visitors v
-    WHERE v.customer_id IS NOT NULL AND EXISTS (
-      SELECT 1 FROM conversations p
-      WHERE p.customer_id = v.customer_id AND p.tenant_id = ${tenant} AND p.site_id = v.site_id
-        AND p.start_timestamp < v.period_start)
-    UNION ALL
-    SELECT v.period, v.site_url FROM visitors v
-    WHERE v.customer_id IS NULL AND EXISTS (
-      SELECT 1 FROM conversations p
-      WHERE p.customer_id IS NULL AND p.session_id = v.session_id AND p.tenant_id = ${tenant}
-        AND p.site_id = v.site_id AND p.start_timestamp < v.period_start)
-  ) v
-  GROUP BY v.period, v.site_url
+  SELECT v.period, v.site_id, ${select(ofSource('returning'))}
+  FROM (SELECT DISTINCT c.period, c.site_id, ${visitor} AS visitor FROM conv c) v
+  JOIN (
+    SELECT f.site_id, f.visitor, min(f.first_start) AS first_start
+    FROM (
+    ${firsts.join('\n    UNION ALL\n    ')}
+    ) f
+    GROUP BY f.site_id, f.visitor
+  ) f ON f.site_id = v.site_id AND f.visitor = v.visitor
+  WHERE f.first_start < v.period AT TIME ZONE ${tz}
+  GROUP BY v.period, v.site_id
 )`);
   }
 
-  const convMetrics = metrics.filter((m) => m.source === 'conv');
   ctes.push(`agg AS (
-  SELECT c.period, c.site_url, ${convMetrics.map((m) => `${m.expr} AS ${m.name}`).join(',\n    ')}
+  SELECT c.period, c.site_id, min(c.site_url) AS site_url,
+    ${select(ofSource('conv'))}
   FROM conv c${wants('conversion_rate') ? '\n  LEFT JOIN converted v ON v.id = c.id' : ''}
-  GROUP BY c.period, c.site_url
+  GROUP BY c.period, c.site_id
 )`);
 
-  const alias: Record<Source, string> = { conv: 'a', msg: 'm', topics: 'tp', returning: 'rv' };
-  const cteName: Record<Source, string> = {
-    conv: 'agg',
-    msg: 'msg_agg',
-    topics: 'topics',
-    returning: 'returners',
-  };
-  const select = [
+  const parts: { source: Exclude<Source, 'conv'>; cte: string; alias: string }[] = [
+    { source: 'msg', cte: 'msg_agg', alias: 'm' },
+    { source: 'sessions', cte: 'sessions', alias: 'se' },
+    { source: 'topics', cte: 'topics', alias: 'tp' },
+    { source: 'returning', cte: 'returners', alias: 'rv' },
+  ];
+  const alias = (source: Source) => (source === 'conv' ? 'a' : parts.find((p) => p.source === source)!.alias);
+  const output = [
     `to_char(a.period, '${format}') AS date`,
     `${tenant}::uuid AS tenant_id`,
     'a.site_url',
     ...metrics.map((m) => {
-      const value = `${alias[m.source]}.${m.name}`;
+      const value = `${alias(m.source)}.${m.name}`;
       return `${m.fill ? `coalesce(${value}, ${m.fill})` : value} AS ${m.name}`;
     }),
   ];
-  const joins = (['msg', 'topics', 'returning'] as const)
-    .filter((s) => metrics.some((m) => m.source === s))
+  // Each part has one row per period and site, so a query that reads none of its columns
+  // (PGlite's page bounds read only the key) drops its join and never computes it. The
+  // joins start from agg, whose row count the planner estimates from the table's statistics.
+  const joins = parts
+    .filter((p) => uses(p.source))
     .map(
-      (s) =>
-        `LEFT JOIN ${cteName[s]} ${alias[s]} ON ${alias[s]}.period = a.period AND ${alias[s]}.site_url = a.site_url`,
+      (p) =>
+        `LEFT JOIN ${p.cte} ${p.alias} ON ${p.alias}.period = a.period AND ${p.alias}.site_id = a.site_id`,
     );
 
   const query = `WITH ${ctes.join(',\n')}
-SELECT ${select.join(',\n  ')}
+SELECT ${output.join(',\n  ')}
 FROM agg a${joins.map((j) => `\n${j}`).join('')}`;
   return { from: `FROM (${query}) t WHERE true{{KEY_RANGE}}`, key: ['t.date', 't.site_url'] };
 }

@@ -76,7 +76,15 @@ export function revenueAttributionSource(options: AttributionOptions): { from: s
   const { credited, credit } = CREDIT[model];
 
   // Lifetime value runs over all of the customer's earlier events, so the window is
-  // computed before the lower bound and the segment filter apply.
+  // computed before the lower bound and the segment filter apply. With a first day (each
+  // window of a dated export has one), only the customers with an event in the range are
+  // read: the other customers' events cannot reach the report.
+  const customers = range.lower
+    ? `
+    AND r.customer_id IN (
+      SELECT x.customer_id FROM revenue_events x
+      WHERE x.tenant_id = ${tenant}${rangeConditions('x.occurred_at', range)})`
+    : '';
   const query = `WITH ev AS (
   SELECT r.id, r.customer_id, r.conversation_ids, r.amount, r.transaction_type, r.product_category,
     r.customer_segment, r.referral_source, r.campaign, r.lead_score, r.occurred_at,
@@ -84,7 +92,7 @@ export function revenueAttributionSource(options: AttributionOptions): { from: s
       PARTITION BY r.customer_id, r.currency ORDER BY r.occurred_at, r.id
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS lifetime_value
   FROM revenue_events r
-  WHERE r.tenant_id = ${tenant}${range.upper ? ` AND r.occurred_at < ${range.upper}` : ''}
+  WHERE r.tenant_id = ${tenant}${range.upper ? ` AND r.occurred_at < ${range.upper}` : ''}${customers}
 ),
 sel AS (
   SELECT e.* FROM ev e
