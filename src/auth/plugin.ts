@@ -40,6 +40,21 @@ export interface AuthOptions {
 }
 
 const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i;
+const BASIC = /^Basic[ \t]+([A-Za-z0-9+/]+={0,2})[ \t]*$/i;
+
+/** Routes that also take Basic authentication (any user name, the API key as password): the OData feed, for BI tools that offer nothing else. */
+const takesBasic = (request: FastifyRequest) => (request.routeOptions.url ?? '').startsWith('/odata/');
+
+/** The API key of an Authorization header, or null when the header has another shape. */
+function presentedKey(header: string, basic: boolean): string | null {
+  const bearer = BEARER.exec(header);
+  if (bearer) return bearer[1]!;
+  const credentials = basic ? BASIC.exec(header) : null;
+  if (!credentials) return null;
+  const decoded = Buffer.from(credentials[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return colon === -1 ? null : decoded.slice(colon + 1);
+}
 
 const REJECTIONS: Record<KeyRejection, string> = {
   malformed: 'the bearer token is not a Ferry API key (fy_live_ followed by 43 letters and digits)',
@@ -79,19 +94,26 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
       if (lockedUntil > at.getTime()) throw lockout(reply, Math.ceil((lockedUntil - at.getTime()) / 1000));
       lockedClients.delete(key);
     }
+    const basic = takesBasic(request);
     const failed = async (message: string) => {
       const seconds = await recordFailure(database, key, at, CLIENT_POLICY);
       if (seconds > 0) {
         lockedClients.set(key, at.getTime() + seconds * 1000);
         return lockout(reply, seconds);
       }
-      return unauthorized(reply, message);
+      return unauthorized(reply, message, basic);
     };
     const header = request.headers.authorization;
-    if (!header) throw unauthorized(reply, 'no credentials: send the header Authorization: Bearer <API key>');
-    const match = BEARER.exec(header);
-    if (!match) throw await failed('the Authorization header must be "Bearer <API key>"');
-    const resolved = await resolveApiKey(database, match[1]!, at, { countRequest: true });
+    if (!header)
+      throw unauthorized(reply, 'no credentials: send the header Authorization: Bearer <API key>', basic);
+    const presented = presentedKey(header, basic);
+    if (presented === null)
+      throw await failed(
+        basic
+          ? 'the Authorization header must be "Bearer <API key>", or Basic with the API key as the password'
+          : 'the Authorization header must be "Bearer <API key>"',
+      );
+    const resolved = await resolveApiKey(database, presented, at, { countRequest: true });
     if (!('auth' in resolved)) throw await failed(REJECTIONS[resolved.rejected]);
     if (resolved.tenantStatus === 'closing' && !allowedWhileClosed(request))
       throw new FerryError(
@@ -148,7 +170,10 @@ function setRateLimitHeaders(reply: FastifyReply, rate: RateLimitResult): void {
   reply.header('x-ratelimit-burst', String(rate.burst));
 }
 
-function unauthorized(reply: FastifyReply, message: string): FerryError {
-  reply.header('www-authenticate', 'Bearer realm="ferry"');
+function unauthorized(reply: FastifyReply, message: string, basic = false): FerryError {
+  reply.header(
+    'www-authenticate',
+    basic ? 'Basic realm="ferry", Bearer realm="ferry"' : 'Bearer realm="ferry"',
+  );
   return new FerryError('unauthorized', message);
 }

@@ -36,6 +36,8 @@ export interface PageOptions {
   page?: number | undefined;
   /** A `nextCursor` of an earlier page of the same dataset and tenant: the page after it. */
   cursor?: string | undefined;
+  /** Rows to skip before the page (OData's `$skip`); cannot be combined with `page` or `cursor`. */
+  offset?: number | undefined;
   exportId?: string | undefined;
   /** Key for keyed-hash pseudonyms. Default: derived from `secret` and the paging session, else random. */
   anonymizeKey?: string | undefined;
@@ -325,6 +327,10 @@ export async function planPage(
     (!Number.isInteger(options.page) || options.page < 1 || options.page > MAX_PAGE)
   )
     throw invalid('page', `must be a whole number from 1 to ${MAX_PAGE}, got ${options.page}`);
+  if (options.offset !== undefined && (options.page !== undefined || options.cursor !== undefined))
+    throw invalid('offset', 'cannot be combined with page or cursor');
+  if (options.offset !== undefined && (!Number.isSafeInteger(options.offset) || options.offset < 0))
+    throw invalid('offset', `must be a whole number from 0, got ${options.offset}`);
   const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request, options.datamap);
   const owner = cursorOwner(tenant.id, dataset.name);
   const exportId = options.exportId ?? randomUUID();
@@ -346,8 +352,9 @@ export async function planPage(
     // of the whole dataset per page.
     total = given?.total ?? (await countRows(database, query));
     let beyond = false;
-    if (options.page !== undefined && options.page > 1) {
-      const previous = await keysAt(database, query, {}, { offset: (options.page - 1) * size - 1, limit: 1 });
+    const skip = options.page !== undefined ? (options.page - 1) * size : (options.offset ?? 0);
+    if (skip > 0) {
+      const previous = await keysAt(database, query, {}, { offset: skip - 1, limit: 1 });
       after = previous[0] ?? null;
       beyond = !after;
     }

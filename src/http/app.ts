@@ -27,6 +27,7 @@ import { dsarRoutes } from './routes/dsar.ts';
 import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
+import { odataRoutes } from './routes/odata.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { processorRoutes } from './routes/processors.ts';
 import { receiptKeyRoutes } from './routes/receipt-keys.ts';
@@ -54,6 +55,7 @@ const ROUTES: readonly RoutePlugin[] = [
   usageRoutes,
   auditRoutes,
   exportDatasetRoutes,
+  odataRoutes,
   exportRoutes,
   schemaRoutes,
   downloadRoutes,

@@ -33,6 +33,7 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'usage', description: 'Plan quotas and what is used' },
         { name: 'audit', description: 'The audit trail of exports, downloads and key changes' },
         { name: 'exports', description: 'Export requests, paged exports, the change feed and downloads' },
+        { name: 'odata', description: 'The OData v4 feed for Excel, Power BI and other BI tools (read-only)' },
         {
           name: 'compliance',
           description: 'The export endpoints under the paths of the data-portability checklist',
@@ -51,6 +52,12 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
             type: 'http',
             scheme: 'bearer',
             description: 'An API key: `Authorization: Bearer fy_live_...` (see docs/auth.md)',
+          },
+          basic: {
+            type: 'http',
+            scheme: 'basic',
+            description:
+              'The OData feed only: any user name and an API key as the password, for BI tools that offer Basic authentication (see docs/odata.md)',
           },
         },
       },

@@ -27,7 +27,8 @@ export const RESPONSE_HEADERS = {
   },
   'WWW-Authenticate': {
     type: 'string',
-    description: 'The scheme to authenticate with: `Bearer realm="ferry"`',
+    description:
+      'The scheme to authenticate with: `Bearer realm="ferry"` (the OData feed also offers `Basic realm="ferry"`)',
   },
   Location: { type: 'string', description: 'The URL of the created resource' },
   'Idempotent-Replayed': {
@@ -66,6 +67,11 @@ export const RESPONSE_HEADERS = {
   Link: {
     type: 'string',
     description: 'RFC 8288 link to the next page, `rel="next"`; absent on the last page',
+  },
+  'OData-Version': { type: 'string', description: 'The OData protocol version of the answer: `4.0`' },
+  'Preference-Applied': {
+    type: 'string',
+    description: '`odata.maxpagesize=N`: the page size taken from the request\'s `Prefer` header',
   },
   Upgrade: { type: 'string', description: '`websocket`' },
   Connection: { type: 'string', description: '`Upgrade`' },

@@ -18,6 +18,7 @@ export const NAV: readonly NavItem[] = [
   { href: '/app/webhooks', label: 'Webhooks', action: 'webhooks:manage' },
   { href: '/app/usage', label: 'Usage', action: 'usage:read' },
   { href: '/app/keys', label: 'API keys', action: 'keys:manage' },
+  { href: '/app/bi', label: 'BI tools', action: 'exports:create' },
   { href: '/app/audit', label: 'Audit log', action: 'audit:read' },
   { href: '/app/privacy', label: 'Privacy', action: 'dsar:manage' },
   { href: '/app/retention', label: 'Retention', action: 'retention:manage' },

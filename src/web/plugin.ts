@@ -26,6 +26,7 @@ import { compliancePages } from './pages/compliance.ts';
 import { exportPages } from './pages/export.ts';
 import { historyPages } from './pages/history.ts';
 import { keyPages } from './pages/keys.ts';
+import { biPages } from './pages/bi.ts';
 import { privacyCenterPages } from './pages/privacy-center.ts';
 import { schedulePages } from './pages/schedules.ts';
 import { signInPages } from './pages/signin.ts';
@@ -48,6 +49,7 @@ const PAGES: readonly WebPages[] = [
   webhookPages,
   usagePages,
   keyPages,
+  biPages,
   auditPages,
   dsarPages,
   retentionPages,

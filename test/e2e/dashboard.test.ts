@@ -250,6 +250,31 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('shows the OData feed on the BI tools page, which a BI tool reads with a key as Basic password', async () => {
+    await step('bi', page, async () => {
+      await page.goto(`${base}/app/keys`);
+      await page.getByText('Create a key').click();
+      await page.getByLabel('Name').fill('Power BI');
+      await page.getByRole('button', { name: 'Create key' }).click();
+      const key = await page.locator('#new-key-value').inputValue();
+      await page.getByRole('link', { name: 'BI tools' }).click();
+      await page.getByRole('heading', { name: 'Entity sets' }).waitFor();
+      await accessible(page);
+      await shot(page, 'bi');
+      const feed = await page.locator('#feed-address').inputValue();
+      expect(feed).toBe(`${base}/odata/v4/`);
+      expect(await page.locator('main table').textContent()).toContain('conversations');
+      const basic = `Basic ${Buffer.from(`powerbi:${key}`).toString('base64')}`;
+      const res = await fetch(`${feed}conversations?$top=2&$count=true`, {
+        headers: { authorization: basic },
+      });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { value: unknown[]; '@odata.count': number };
+      expect(body.value).toHaveLength(2);
+      expect(body['@odata.count']).toBeGreaterThan(2);
+    });
+  });
+
   it('backs the account up, drills the backup and shows both on the Backups page', async () => {
     await step('backups', page, async () => {
       await page.goto(`${base}/app/backups`);
@@ -299,7 +324,9 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
         throw new Error(`the Imports page never showed ${text}`);
       };
       await reloadUntil(/plan\s*completed/);
-      expect(await page.locator('main').textContent()).toMatch(/1 new, 0 updated, 0 unchanged, 0 conflicts, 1 rejected/);
+      expect(await page.locator('main').textContent()).toMatch(
+        /1 new, 0 updated, 0 unchanged, 0 conflicts, 1 rejected/,
+      );
       await page.getByRole('button', { name: /^Apply the plan/ }).click();
       await reloadUntil(/import\s*completed/);
       const customers = await db.query(`SELECT name FROM customers WHERE email = 'a.import+one@example.com'`);

@@ -45,7 +45,7 @@ function nextLink(
   return `<${absolute}>; rel="next"`;
 }
 
-interface AuditContext {
+export interface AuditContext {
   database: Database;
   auth: AuthContext;
   dataset: string;
@@ -54,7 +54,7 @@ interface AuditContext {
 }
 
 /** Sends the planned body and records the audit entry once it has been written (or failed). */
-function sendStream(
+export function sendStream(
   reply: FastifyReply,
   write: (out: PassThrough) => Promise<{ records: number; bytes: number; tombstones?: number }>,
   audit: AuditContext & { exportId: string; action: string },
@@ -301,7 +301,7 @@ async function sendPage(ctx: Handling, secret: string): Promise<FastifyReply> {
 }
 
 /** A refused export (role, personal data, scope) is audited before the 403 goes out. */
-async function refusalsAudited<T>(audit: AuditContext, check: () => T): Promise<T> {
+export async function refusalsAudited<T>(audit: AuditContext, check: () => T): Promise<T> {
   try {
     return check();
   } catch (err) {
