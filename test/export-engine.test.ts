@@ -433,6 +433,24 @@ for (const dialect of DIALECTS) {
           file: new Uint8Array((await ask('parquet')).body).buffer,
         })) as Record<string, unknown>[];
         expect(pick(parquet).end_timestamp).toBeNull();
+        // In a zone with an offset too (the offset of infinity cannot be computed).
+        const zoned = (format: string) =>
+          run(t, {
+            tenantId,
+            dataset: 'conversations',
+            format,
+            timezone: 'Europe/Berlin',
+            columns: ['conversation_id', 'end_timestamp'],
+          });
+        const berlinCsv = parseCsv((await zoned('csv')).body, { columns: true }) as Record<string, string>[];
+        expect(pick(berlinCsv).end_timestamp).toBe('');
+        expect(berlinCsv.some((r) => /\+0[12]:00$/.test(r.end_timestamp ?? ''))).toBe(true);
+        const berlinLines = (await zoned('ndjson')).body
+          .toString('utf8')
+          .trimEnd()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(pick(berlinLines).end_timestamp).toBeNull();
       } finally {
         await sql`UPDATE conversations SET end_timestamp = ${before.rows[0]!.end}::timestamptz WHERE id = ${id}`.execute(
           t.database.db,

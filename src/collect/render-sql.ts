@@ -15,7 +15,8 @@ export function timestampSql(expr: string, timezone: string): string {
   if (timezone === 'UTC') return utcInstantSql(expr);
   const zone = literal(timezone);
   const offset = `((${expr}) AT TIME ZONE ${zone}) - ((${expr}) AT TIME ZONE 'UTC')`;
-  return `(to_char((${expr}) AT TIME ZONE ${zone}, ${ISO_LOCAL}) || CASE WHEN ${offset} < interval '0' THEN to_char(${offset}, 'HH24:MI') ELSE '+' || to_char(${offset}, 'HH24:MI') END)`;
+  // An infinite timestamp has no offset (the subtraction fails): it is null, as in UTC.
+  return `CASE WHEN isfinite(${expr}) THEN to_char((${expr}) AT TIME ZONE ${zone}, ${ISO_LOCAL}) || CASE WHEN ${offset} < interval '0' THEN to_char(${offset}, 'HH24:MI') ELSE '+' || to_char(${offset}, 'HH24:MI') END END`;
 }
 
 /** The text of one CSV cell for a value of the given type. */
