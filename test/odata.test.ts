@@ -259,6 +259,38 @@ for (const dialect of DIALECTS) {
       expect(api.headers['www-authenticate']).toBe('Bearer realm="ferry"');
     });
 
+    it("keeps to the plan's history window and names it in $filter terms", async () => {
+      await sql`UPDATE tenants SET plan = 'starter' WHERE id = ${tenantB}`.execute(t.database.db);
+      try {
+        const earliest = new Date(
+          Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate()) -
+            183 * 86_400_000,
+        );
+        const { rows } = await walk(
+          '/odata/v4/conversations?$select=conversation_id,start_timestamp',
+          {},
+          keys.adminB,
+        );
+        const expected = (
+          await sql<{ n: string }>`SELECT count(*) AS n FROM conversations WHERE tenant_id = ${tenantB}
+            AND start_timestamp >= ${earliest.toISOString()}::timestamptz`.execute(t.database.db)
+        ).rows[0]!.n;
+        expect(rows.length).toBe(Number(expected));
+        expect(rows.every((r) => Date.parse(r.start_timestamp as string) >= earliest.getTime())).toBe(true);
+        const old = await get(
+          `/odata/v4/conversations?$filter=${encodeURIComponent('start_timestamp ge 2000-01-01T00:00:00Z')}`,
+          keys.adminB,
+        );
+        expect(old.statusCode).toBe(429);
+        expect(old.json()).toMatchObject({ code: 'quota_exceeded' });
+        expect(old.json().detail).toContain(
+          `$filter: the starter plan serves history from ${earliest.toISOString()}`,
+        );
+      } finally {
+        await sql`UPDATE tenants SET plan = 'enterprise' WHERE id = ${tenantB}`.execute(t.database.db);
+      }
+    });
+
     it('refuses what it cannot serve with a problem that names it, and no expression reaches SQL', async () => {
       const cases: [string, number, RegExp][] = [
         ['/odata/v4/nope', 404, /not an entity set/],

@@ -1,6 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
+import type { AuthContext } from '../../auth/context.ts';
 import { authorize, authorizeExport } from '../../auth/policy.ts';
+import { historyStart, limitsFor, quotaExceeded } from '../../auth/quotas.ts';
+import { isDated } from '../../datamap/datamap.ts';
 import { PAGE_SIZE, planPage } from '../../collect/paging.ts';
 import { parseExportRequest } from '../../collect/request.ts';
 import { checkSiteUrls, requestedSites } from '../../collect/tenant.ts';
@@ -13,7 +16,7 @@ import { problemResponses } from '../problem.ts';
 import { responseHeaders } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 import { type AuditContext, refusalsAudited, sendStream } from './export-datasets.ts';
-import { historyWindow, piiLevel } from './export-datasets-params.ts';
+import { piiLevel } from './export-datasets-params.ts';
 
 /** Rows per response unless the client asks for fewer with `Prefer: odata.maxpagesize`. */
 export const FEED_PAGE_SIZE = 1000;
@@ -142,6 +145,24 @@ export const odataRoutes: RoutePlugin = async (app, { database, config, now: clo
 
   const SetParams = Type.Object({ set: Type.String({ description: 'An entity set (table dataset)' }) });
 
+  /**
+   * The plan's history window in `$filter` terms: without a time comparison the set starts at
+   * the window's first day; a comparison before it is refused, naming the first instant allowed.
+   */
+  const feedHistoryStart = async (auth: AuthContext, set: EntitySetModel, from: string | undefined) => {
+    if (!isDated(set.dataset)) return from;
+    const earliest = historyStart(await limitsFor(database, auth), now());
+    if (!earliest) return from;
+    if (from === undefined) return earliest.toISOString().slice(0, 10);
+    if (Date.parse(from) < earliest.getTime())
+      throw quotaExceeded(
+        'history_window',
+        `$filter: the ${auth.plan} plan serves history from ${earliest.toISOString()} on; compare the time with that instant or a later one, or upgrade the plan`,
+        null,
+      );
+    return from;
+  };
+
   /** Checks and plans one response of an entity set. */
   const plan = async (request: FastifyRequest, set: EntitySetModel, query: FeedQuery, pageSize: number) => {
     const auth = request.auth!;
@@ -151,7 +172,7 @@ export const odataRoutes: RoutePlugin = async (app, { database, config, now: clo
     const granted = await refusalsAudited(audit, () =>
       authorizeExport(auth, { dataset: set.name, pii: piiLevel(query.includePii) }),
     );
-    const from = await historyWindow(database, auth, set.dataset, query.from, now());
+    const from = await feedHistoryStart(auth, set, query.from);
     const parsed = parseExportRequest(
       {
         tenantId: auth.tenantId,
