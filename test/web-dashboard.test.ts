@@ -15,6 +15,7 @@ interface StoredConfig {
   filters: Record<string, unknown>;
   options: Record<string, string>;
   timezone: string | null;
+  split_size?: number | null;
 }
 
 /** The export pages of the dashboard: each panel makes the request the API would, history, progress, actions. */
@@ -125,6 +126,14 @@ for (const dialect of DIALECTS) {
       expect(pkg.format).toBe('parquet');
       expect(pkg.datasets).toContain('messages');
       expect(pkg.datasets).toContain('account');
+      expect(pkg.split_size ?? null).toBeNull();
+      const parts = await stored(
+        await start({ panel: 'package', package: 'zip', split_size: '2GB', range: 'all', pii: 'basic' }),
+      );
+      expect(parts.split_size).toBe(2_000_000_000);
+      // The page offers the sizes the API takes.
+      const form = await webGet(h.app, admin, '/app/export');
+      expect(form.body).toContain('<option value="2GB">Parts of 2 GB</option>');
     });
 
     it('exports only the knowledge-base parts and account sections that are ticked', async () => {
@@ -251,9 +260,9 @@ for (const dialect of DIALECTS) {
       const second = await webGet(h.app, admin, older);
       expect(second.statusCode).toBe(200);
       expect(rows(second.body).filter((id) => rows(first.body).includes(id))).toEqual([]);
-      // The analytics export, and the package that holds analytics too.
+      // The analytics export, and the two packages (one whole, one in parts) that hold analytics too.
       const filtered = await webGet(h.app, admin, '/app/exports?dataset=analytics');
-      expect(rows(filtered.body)).toHaveLength(2);
+      expect(rows(filtered.body)).toHaveLength(3);
       const analytics = [];
       for (const candidate of rows(filtered.body))
         if ((await stored(candidate)).package === 'none') analytics.push(candidate);

@@ -5,6 +5,7 @@ import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
 import { errorDefinition } from '../../domain/error-catalog.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
+import { SPLIT_SIZE_NAMES } from '../../domain/split-size.ts';
 import { ACCOUNT_SECTIONS, KB_PARTS } from '../../datamap/reference-datasets.ts';
 import type { ExportBody } from '../../export-requests/export-body.ts';
 import { createExport, estimateExport } from '../../export-requests/service.ts';
@@ -136,11 +137,14 @@ export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBo
     }
     case 'package': {
       const kind = field(form, 'package') === 'tar.gz' ? 'tar.gz' : 'zip';
+      const split = field(form, 'split_size');
       return {
         ...base,
         datasets: packageDatasets(field(form, 'role_for_package') as never),
         package: kind,
         ...(format ? { format: format as ExportBody['format'] } : {}),
+        // The API checks the value and names the accepted sizes.
+        ...(split ? { split_size: split } : {}),
       } as ExportBody;
     }
   }
@@ -298,7 +302,11 @@ ${panelButtons('account', 'Export account')}
 <p>Every dataset in one archive, with a data dictionary, schemas, checksums and an offline viewer.</p>
 <form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="package">
 <div class="grid"><label>Archive <select name="package"><option value="zip">ZIP</option><option value="tar.gz">tar.gz</option></select></label>
-${formatSelect(['csv', 'json', 'ndjson', 'xml', 'parquet'], 'Tables as')}</div>
+${formatSelect(['csv', 'json', 'ndjson', 'xml', 'parquet'], 'Tables as')}
+<label>Parts <select name="split_size"><option value="">One archive</option>${SPLIT_SIZE_NAMES.map(
+        (size) => html`<option value="${size}">Parts of ${size.replace('GB', ' GB')}</option>`,
+      )}</select></label></div>
+<p><small>Parts are whole archives of whole files, each with its SHA-256, listed in a manifest (for upload limits and slow links).</small></p>
 ${rangeFields('package', zone)}
 ${piiField(rule('conversations')?.pii ?? PII_LEVELS)}
 ${panelButtons('package', 'Export company package')}
