@@ -171,7 +171,23 @@ interface Row {
   bytes: number;
 }
 
+const TABLE_HEAD = [
+  '| database | messages | export | ratio to raw dump | goal | ratio to same statement | Ferry s | raw dump s | statement s | rows/s | peak RSS MB | output MB |',
+  '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+].join('\n');
+
+/** One row of the results table, printed as soon as its case has run (a stopped run keeps what it measured). */
+function printRow(r: Row): void {
+  const statement =
+    r.statementSeconds === null ? '-' : `${(r.statementSeconds / r.ferrySeconds).toFixed(2)}x`;
+  process.stdout.write(
+    `| ${r.database} | ${r.messages.toLocaleString('en')} | ${r.case} | ${r.ratio.toFixed(2)}x | ${r.goal === null ? '-' : `≥ ${r.goal}x`} | ${statement} | ${r.ferrySeconds.toFixed(2)} | ${r.referenceSeconds.toFixed(2)} | ${r.statementSeconds === null ? '-' : r.statementSeconds.toFixed(2)} | ${Math.round(r.rowsPerSecond).toLocaleString('en')} | ${r.maxRssMb} | ${(r.bytes / 1e6).toFixed(1)} |\n`,
+  );
+  process.stderr.write(`${r.database} ${r.messages} ${r.case}: ${r.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`);
+}
+
 async function main(): Promise<void> {
+  process.stdout.write(`${TABLE_HEAD}\n`);
   rmSync(path.join(OUT, 'files'), { recursive: true, force: true });
   mkdirSync(path.join(OUT, 'files'), { recursive: true });
   const rows: Row[] = [];
@@ -203,9 +219,7 @@ async function main(): Promise<void> {
         bytes: r.bytes,
       });
       rmSync(file, { recursive: true, force: true });
-      process.stderr.write(
-        `${rows.at(-1)!.database} ${messages} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`,
-      );
+      printRow(rows.at(-1)!);
     }
   }
   if (PGLITE_SIZE > 0) {
@@ -230,20 +244,9 @@ async function main(): Promise<void> {
         bytes: r.bytes,
       });
       rmSync(file, { recursive: true, force: true });
-      process.stderr.write(
-        `pglite ${PGLITE_SIZE} ${c.name}: ${rows.at(-1)!.ratio.toFixed(2)}x, ${r.maxRssMb} MB\n`,
-      );
+      printRow(rows.at(-1)!);
     }
   }
-  const table = [
-    '| database | messages | export | ratio to raw dump | goal | ratio to same statement | Ferry s | raw dump s | statement s | rows/s | peak RSS MB | output MB |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map(
-      (r) =>
-        `| ${r.database} | ${r.messages.toLocaleString('en')} | ${r.case} | ${r.ratio.toFixed(2)}x | ${r.goal === null ? '-' : `≥ ${r.goal}x`} | ${r.statementSeconds === null ? '-' : `${(r.statementSeconds / r.ferrySeconds).toFixed(2)}x`} | ${r.ferrySeconds.toFixed(2)} | ${r.referenceSeconds.toFixed(2)} | ${r.statementSeconds === null ? '-' : r.statementSeconds.toFixed(2)} | ${Math.round(r.rowsPerSecond).toLocaleString('en')} | ${r.maxRssMb} | ${(r.bytes / 1e6).toFixed(1)} |`,
-    ),
-  ].join('\n');
-  process.stdout.write(`${table}\n`);
 }
 
 // Run when started as a script; other benchmarks import its fixtures.
