@@ -9,26 +9,20 @@
  *
  * The fixtures are the export benchmark's (bench/export.ts): a schema `ferry_bench_<N>` of one
  * tenant with 8 messages per conversation over a year, and `bench/out/pglite-<N>` for PGlite;
- * both are reused between runs (seeded here the same way: importing bench/export.ts would run that
- * benchmark). Ratio = raw dump seconds / Ferry seconds (goal ≥ 0.5, at most
+ * both are reused between runs. Ratio = raw dump seconds / Ferry seconds (goal ≥ 0.5, at most
  * twice the time of the dumps); a PGlite row's goal is at most 5 times the PostgreSQL Ferry
  * time of the same case and size. Each export (CSV, full PII) runs in its own process
  * (bench/export-one.ts), so its peak RSS is its own.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { sql } from 'kysely';
-import { migrateToLatest } from '../src/db/migrate.ts';
-import { pgliteDatabase } from '../src/db/pglite-database.ts';
-import { postgresDatabase } from '../src/db/postgres-database.ts';
-import { seed } from '../src/seed/seed.ts';
+import { pgFixture, pgliteFixture } from './export.ts';
+import { PG_URL, rawDumpSeconds } from './raw-dump.ts';
 
-const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SIZES = (process.env.BENCH_COMPUTED_MESSAGES ?? '160000,1000000').split(',').map(Number);
 const PGLITE_SIZE = Number(process.env.BENCH_PGLITE_MESSAGES ?? '160000');
 const OUT = path.resolve('bench/out');
-const MESSAGES_PER_CONVERSATION = 8;
 /** The seeded year (see `benchSeed`), as the days a dated export asks for. */
 const YEAR = { from: '2025-11-01', to: '2026-10-31' };
 
@@ -73,78 +67,6 @@ const CASES = ALL_CASES.filter((c) => !ONLY || ONLY.includes(c.name));
 
 const tablesOf = (c: Case) => (c.dataset === 'analytics' ? ANALYTICS_TABLES : ATTRIBUTION_TABLES);
 
-function benchSeed(messages: number) {
-  const until = new Date('2026-11-01T00:00:00Z');
-  return {
-    tenants: 1,
-    conversations: Math.round(messages / MESSAGES_PER_CONVERSATION),
-    messagesPerConversation: MESSAGES_PER_CONVERSATION,
-    seed: 1,
-    since: new Date(until.getTime() - 365 * 86_400_000),
-    until,
-  };
-}
-
-/** The export benchmark's PostgreSQL fixture: schema `ferry_bench_<messages>`, reused when seeded. */
-async function pgFixture(messages: number): Promise<{ schema: string; tenant: string }> {
-  const schema = `ferry_bench_${messages}`;
-  const admin = postgresDatabase({ connectionString: PG_URL, max: 1 });
-  await admin.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-  await admin.close();
-  const database = postgresDatabase({ connectionString: PG_URL, schema, max: 4 });
-  try {
-    await migrateToLatest(database.db);
-    const existing = await database.db.selectFrom('tenants').select('id').executeTakeFirst();
-    if (existing) return { schema, tenant: existing.id };
-    process.stderr.write(`seeding ${messages} messages into PostgreSQL schema ${schema}...\n`);
-    const summary = await seed(database, benchSeed(messages));
-    await database.exec('ANALYZE');
-    return { schema, tenant: summary.tenants[0]!.id };
-  } finally {
-    await database.close();
-  }
-}
-
-/** The export benchmark's PGlite fixture: `bench/out/pglite-<messages>`, reused when seeded. */
-async function pgliteFixture(messages: number): Promise<{ dir: string; tenant: string }> {
-  const dir = path.join(OUT, `pglite-${messages}`);
-  mkdirSync(dir, { recursive: true });
-  const database = await pgliteDatabase({ dataDir: dir });
-  try {
-    await migrateToLatest(database.db);
-    const existing = await database.db.selectFrom('tenants').select('id').executeTakeFirst();
-    if (existing) return { dir, tenant: existing.id };
-    process.stderr.write(`seeding ${messages} messages into PGlite...\n`);
-    const summary = await seed(database, benchSeed(messages));
-    await sql`ANALYZE`.execute(database.db);
-    return { dir, tenant: summary.tenants[0]!.id };
-  } finally {
-    await database.close();
-  }
-}
-
-function seconds(fn: () => void): number {
-  const start = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - start) / 1e9;
-}
-
-/** psql `\copy` of one table's rows of the tenant to a CSV file with a header. */
-function dumpSeconds(schema: string, tenant: string, table: string, file: string): number {
-  return seconds(() => {
-    execFileSync('psql', [
-      PG_URL,
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-q',
-      '-c',
-      `SET search_path = ${schema}`,
-      '-c',
-      `\\copy (SELECT * FROM ${table} WHERE tenant_id = '${tenant}') TO '${file}' CSV HEADER`,
-    ]);
-  });
-}
-
 function runFerry(job: Record<string, unknown>): { seconds: number; records: number; maxRssMb: number } {
   const result = spawnSync(process.execPath, ['bench/export-one.ts', JSON.stringify(job)], {
     encoding: 'utf8',
@@ -178,8 +100,8 @@ async function main(): Promise<void> {
     // Each table once to warm the cache, then timed.
     const raw = new Map<string, number>();
     for (const table of new Set([...ANALYTICS_TABLES, ...ATTRIBUTION_TABLES])) {
-      dumpSeconds(schema, tenant, table, dump);
-      raw.set(table, dumpSeconds(schema, tenant, table, dump));
+      rawDumpSeconds(schema, tenant, table, dump);
+      raw.set(table, rawDumpSeconds(schema, tenant, table, dump));
     }
     rmSync(dump, { force: true });
     rawBySize.set(messages, raw);
