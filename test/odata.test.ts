@@ -162,6 +162,11 @@ for (const dialect of DIALECTS) {
     });
 
     it('maps $filter onto the declared filters and matches the same SQL written by hand', async () => {
+      // A zone offset's `+` stays a plus sign in the query string (RFC 3986, not a form).
+      const plus = await get(
+        '/odata/v4/conversations/$count?$filter=start_timestamp%20ge%202020-01-01T01:00:00+01:00',
+      );
+      expect(plus.statusCode, plus.body).toBe(200);
       const since = '2020-01-01T00:00:00.000001Z';
       const filter =
         "conversation_status eq 'resolved' and satisfaction_score ge 3 and start_timestamp ge " + since;
@@ -342,6 +347,7 @@ for (const dialect of DIALECTS) {
         ],
         ['/odata/v4/conversations?$skiptoken=abc', 400, /\$skiptoken/],
         ['/odata/v4/conversations?$top=1&$top=2', 400, /more than once/],
+        ['/odata/v4/conversations?$filter=%E0%A4%A', 400, /percent-encoding/],
       ];
       for (const [url, status, message] of cases) {
         const res = await get(url);

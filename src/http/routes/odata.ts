@@ -42,14 +42,27 @@ function entitySetOf(name: string): EntitySetModel {
   return set;
 }
 
-/** The query string as single values: OData options are never repeated. */
+/**
+ * The query string as single values: OData options are never repeated. Decoded as RFC 3986
+ * says, not as an HTML form: a `+` is a plus sign (`2026-11-01T09:30:00+02:00`), not a space.
+ */
 function singleValues(request: FastifyRequest): Record<string, string> {
-  const query = new URL(request.url, 'http://ferry.invalid').searchParams;
+  const search = request.url.includes('?') ? request.url.slice(request.url.indexOf('?') + 1) : '';
   const out: Record<string, string> = {};
-  for (const name of new Set(query.keys())) {
-    const values = query.getAll(name);
-    if (values.length > 1) throw invalid(name, 'is given more than once');
-    out[name] = values[0]!;
+  for (const pair of search.split('&')) {
+    if (!pair) continue;
+    const at = pair.indexOf('=');
+    const [rawName, rawValue] = at === -1 ? [pair, ''] : [pair.slice(0, at), pair.slice(at + 1)];
+    let name: string;
+    let value: string;
+    try {
+      name = decodeURIComponent(rawName);
+      value = decodeURIComponent(rawValue);
+    } catch {
+      throw invalid(rawName.slice(0, 50), 'is not valid percent-encoding');
+    }
+    if (Object.hasOwn(out, name)) throw invalid(name, 'is given more than once');
+    out[name] = value;
   }
   return out;
 }
