@@ -14,10 +14,9 @@
  * time of the same case and size. Each export (CSV, full PII) runs in its own process
  * (bench/export-one.ts), so its peak RSS is its own.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { pgFixture, pgliteFixture } from './export.ts';
+import { pgFixture, pgliteFixture, runFerry } from './export.ts';
 import { PG_URL, rawDumpSeconds } from './raw-dump.ts';
 
 const SIZES = (process.env.BENCH_COMPUTED_MESSAGES ?? '160000,1000000').split(',').map(Number);
@@ -67,12 +66,19 @@ const CASES = ALL_CASES.filter((c) => !ONLY || ONLY.includes(c.name));
 
 const tablesOf = (c: Case) => (c.dataset === 'analytics' ? ANALYTICS_TABLES : ATTRIBUTION_TABLES);
 
-function runFerry(job: Record<string, unknown>): { seconds: number; records: number; maxRssMb: number } {
-  const result = spawnSync(process.execPath, ['bench/export-one.ts', JSON.stringify(job)], {
-    encoding: 'utf8',
+/** One report as CSV with full personal data, in its own process (bench/export-one.ts); the file is removed. */
+function runCase(database: Record<string, string>, tenant: string, c: Case, out: string) {
+  const r = runFerry({
+    database,
+    tenant,
+    dataset: c.dataset,
+    format: 'csv',
+    pii: 'full',
+    parameters: c.parameters,
+    out,
   });
-  if (result.status !== 0) throw new Error(`export failed: ${result.stderr}`);
-  return JSON.parse(result.stdout.trim().split('\n').pop()!);
+  rmSync(out, { force: true });
+  return r;
 }
 
 interface Row {
@@ -108,16 +114,7 @@ async function main(): Promise<void> {
     if (!SIZES.includes(messages)) continue;
     for (const c of CASES) {
       const out = path.join(files, `${c.dataset}.csv`);
-      const r = runFerry({
-        database: { kind: 'postgres', url: PG_URL, schema },
-        tenant,
-        dataset: c.dataset,
-        format: 'csv',
-        pii: 'full',
-        parameters: c.parameters,
-        out,
-      });
-      rmSync(out, { force: true });
+      const r = runCase({ kind: 'postgres', url: PG_URL, schema }, tenant, c, out);
       const rawSeconds = tablesOf(c).reduce((sum, t) => sum + raw.get(t)!, 0);
       rows.push({ database: 'postgres', messages, case: c.name, ferrySeconds: r.seconds, rawSeconds, ...r });
       process.stderr.write(`postgres ${messages} ${c.name}: ${r.seconds.toFixed(2)} s\n`);
@@ -128,16 +125,7 @@ async function main(): Promise<void> {
     const raw = rawBySize.get(PGLITE_SIZE)!;
     for (const c of CASES) {
       const out = path.join(files, `pglite-${c.dataset}.csv`);
-      const r = runFerry({
-        database: { kind: 'pglite', dir },
-        tenant,
-        dataset: c.dataset,
-        format: 'csv',
-        pii: 'full',
-        parameters: c.parameters,
-        out,
-      });
-      rmSync(out, { force: true });
+      const r = runCase({ kind: 'pglite', dir }, tenant, c, out);
       const postgres = rows.find(
         (x) => x.database === 'postgres' && x.messages === PGLITE_SIZE && x.case === c.name,
       );

@@ -144,7 +144,7 @@ function references(
   return { raw: rawDumpSeconds(schema, tenant, 'messages', file), statement };
 }
 
-function runFerry(job: Record<string, unknown>): {
+export function runFerry(job: Record<string, unknown>): {
   seconds: number;
   records: number;
   bytes: number;

@@ -57,18 +57,11 @@ const NEWLINE = 0x0a;
 const CR = 0x0d;
 
 /**
- * Cuts PostgreSQL CSV into records (a quoted cell may hold newlines) and reads one
- * cell of each: text, `''` for a quoted empty cell, null for an empty unquoted one.
- * The first record is the header row; it is kept in `header`, not returned.
+ * Cuts a byte stream into complete records, keeping an incomplete tail for the next
+ * chunk; each subclass says where a record ends and what its partition value is.
  */
-class CsvRecords {
-  header: Buffer | undefined;
-  readonly #column: number;
+abstract class RecordCutter {
   #pending: Buffer | undefined;
-
-  constructor(column: number) {
-    this.#column = column;
-  }
 
   push(chunk: Buffer): Records {
     return this.#scan(this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk, false);
@@ -78,24 +71,51 @@ class CsvRecords {
     return this.#scan(this.#pending ?? Buffer.alloc(0), true);
   }
 
+  /** The record at `start`: where it ends and its value (`skip`: not a data record); undefined if incomplete. */
+  protected abstract next(
+    buffer: Buffer,
+    start: number,
+    last: boolean,
+  ): { end: number; value: unknown; skip?: boolean } | undefined;
+
   #scan(buffer: Buffer, last: boolean): Records {
     const records: Records = { buffer, starts: [], ends: [], values: [] };
     let at = 0;
     while (at < buffer.length) {
-      const record = this.#record(buffer, at, last);
+      const record = this.next(buffer, at, last);
       if (!record) break;
-      if (this.header) {
+      if (!record.skip) {
         records.starts.push(at);
         records.ends.push(record.end);
         records.values.push(record.value);
-      } else {
-        this.header = Buffer.from(buffer.subarray(at, record.end));
       }
       at = record.end;
     }
     // Copied: the caller may reuse the chunk's memory.
     this.#pending = at < buffer.length ? Buffer.from(buffer.subarray(at)) : undefined;
     return records;
+  }
+}
+
+/**
+ * Cuts PostgreSQL CSV into records (a quoted cell may hold newlines) and reads one
+ * cell of each: text, `''` for a quoted empty cell, null for an empty unquoted one.
+ * The first record is the header row; it is kept in `header`, not returned.
+ */
+class CsvRecords extends RecordCutter {
+  header: Buffer | undefined;
+  readonly #column: number;
+
+  constructor(column: number) {
+    super();
+    this.#column = column;
+  }
+
+  protected next(buffer: Buffer, start: number, last: boolean) {
+    const record = this.#record(buffer, start, last);
+    if (!record || this.header) return record;
+    this.header = Buffer.from(buffer.subarray(start, record.end));
+    return { ...record, skip: true };
   }
 
   /** The record starting at `start`: where it ends and its partition cell; undefined if incomplete. */
@@ -135,41 +155,23 @@ class CsvRecords {
 }
 
 /** Cuts NDJSON into lines and reads one field of each; blank lines are skipped. */
-class NdjsonRecords {
+class NdjsonRecords extends RecordCutter {
   readonly #field: string;
-  #pending: Buffer | undefined;
 
   constructor(field: string) {
+    super();
     this.#field = field;
   }
 
-  push(chunk: Buffer): Records {
-    return this.#scan(this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk, false);
-  }
-
-  end(): Records {
-    return this.#scan(this.#pending ?? Buffer.alloc(0), true);
-  }
-
-  #scan(buffer: Buffer, last: boolean): Records {
-    const records: Records = { buffer, starts: [], ends: [], values: [] };
-    let at = 0;
-    while (at < buffer.length) {
-      let end = buffer.indexOf(NEWLINE, at) + 1;
-      if (end === 0) {
-        if (!last) break;
-        end = buffer.length;
-      }
-      const line = buffer.toString('utf8', at, end);
-      if (!isBlank(line)) {
-        records.starts.push(at);
-        records.ends.push(end);
-        records.values.push(parseRow(line)[this.#field]);
-      }
-      at = end;
+  protected next(buffer: Buffer, start: number, last: boolean) {
+    let end = buffer.indexOf(NEWLINE, start) + 1;
+    if (end === 0) {
+      if (!last) return undefined;
+      end = buffer.length;
     }
-    this.#pending = at < buffer.length ? Buffer.from(buffer.subarray(at)) : undefined;
-    return records;
+    const line = buffer.toString('utf8', start, end);
+    if (isBlank(line)) return { end, value: null, skip: true };
+    return { end, value: parseRow(line)[this.#field] };
   }
 }
 

@@ -3,9 +3,14 @@
  * does (repeated names become an array, `+` is a space, the object has no prototype),
  * but a percent-escape that does not decode to UTF-8 text (`%ff`, `%c0%ae`, a lone `%`)
  * is not passed on as if it were the literal text: the name is remembered, and request
- * validation answers 400 naming it (see `undecodableParameters`).
+ * validation answers 400 naming it (see `undecodableParameters`). With `plusIsSpace: false`
+ * a `+` stays a plus sign, as RFC 3986 reads a URL (the OData feed: `…T09:30:00+02:00`).
  */
-export function parseQueryString(query: string): Record<string, string | string[]> {
+export function parseQueryString(
+  query: string,
+  options: { plusIsSpace?: boolean } = {},
+): Record<string, string | string[]> {
+  const plusIsSpace = options.plusIsSpace ?? true;
   const result: Record<string, string | string[]> = Object.create(null);
   if (query.length === 0) return result;
   const undecodable: string[] = [];
@@ -14,8 +19,8 @@ export function parseQueryString(query: string): Record<string, string | string[
     const eq = pair.indexOf('=');
     const rawName = eq === -1 ? pair : pair.slice(0, eq);
     if (rawName.length === 0 && eq === -1) continue;
-    const name = decode(rawName);
-    const value = eq === -1 ? { text: '', ok: true } : decode(pair.slice(eq + 1));
+    const name = decode(rawName, plusIsSpace);
+    const value = eq === -1 ? { text: '', ok: true } : decode(pair.slice(eq + 1), plusIsSpace);
     if (!name.ok || !value.ok) undecodable.push(name.text);
     const existing = result[name.text];
     if (existing === undefined) result[name.text] = value.text;
@@ -33,8 +38,8 @@ export function undecodableParameters(query: unknown): readonly string[] {
 
 const UNDECODABLE = new WeakMap<object, string[]>();
 
-function decode(text: string): { text: string; ok: boolean } {
-  const spaced = text.includes('+') ? text.replaceAll('+', ' ') : text;
+function decode(text: string, plusIsSpace: boolean): { text: string; ok: boolean } {
+  const spaced = plusIsSpace && text.includes('+') ? text.replaceAll('+', ' ') : text;
   if (!spaced.includes('%')) return { text: spaced, ok: true };
   try {
     return { text: decodeURIComponent(spaced), ok: true };

@@ -13,6 +13,7 @@ import { FEED_DATAMAP, FEED_SETS, RowsToArray, serviceRoot } from '../../odata/f
 import { type EntitySetModel, metadataXml } from '../../odata/model.ts';
 import { type FeedQuery, readFeedQuery } from '../../odata/query-options.ts';
 import { problemResponses } from '../problem.ts';
+import { parseQueryString, undecodableParameters } from '../query-string.ts';
 import { responseHeaders } from '../responses.ts';
 import type { RoutePlugin } from '../types.ts';
 import { type AuditContext, refusalsAudited, sendStream } from './export-datasets.ts';
@@ -43,25 +44,17 @@ function entitySetOf(name: string): EntitySetModel {
 }
 
 /**
- * The query string as single values: OData options are never repeated. Decoded as RFC 3986
- * says, not as an HTML form: a `+` is a plus sign (`2026-11-01T09:30:00+02:00`), not a space.
+ * The query string as single values: OData options are never repeated, and it is read as
+ * RFC 3986 says, not as an HTML form: a `+` is a plus sign (`2026-11-01T09:30:00+02:00`).
  */
 function singleValues(request: FastifyRequest): Record<string, string> {
-  const search = request.url.includes('?') ? request.url.slice(request.url.indexOf('?') + 1) : '';
+  const at = request.url.indexOf('?');
+  const query = parseQueryString(at === -1 ? '' : request.url.slice(at + 1), { plusIsSpace: false });
+  const undecodable = undecodableParameters(query)[0];
+  if (undecodable !== undefined) throw invalid(undecodable.slice(0, 50), 'is not valid percent-encoding');
   const out: Record<string, string> = {};
-  for (const pair of search.split('&')) {
-    if (!pair) continue;
-    const at = pair.indexOf('=');
-    const [rawName, rawValue] = at === -1 ? [pair, ''] : [pair.slice(0, at), pair.slice(at + 1)];
-    let name: string;
-    let value: string;
-    try {
-      name = decodeURIComponent(rawName);
-      value = decodeURIComponent(rawValue);
-    } catch {
-      throw invalid(rawName.slice(0, 50), 'is not valid percent-encoding');
-    }
-    if (Object.hasOwn(out, name)) throw invalid(name, 'is given more than once');
+  for (const [name, value] of Object.entries(query)) {
+    if (Array.isArray(value)) throw invalid(name, 'is given more than once');
     out[name] = value;
   }
   return out;
