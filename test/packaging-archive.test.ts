@@ -245,33 +245,56 @@ for (const kind of ['zip', 'tar.gz'] as const) {
 }
 
 describe('zip package with many entries', () => {
-  it('keeps every entry in order in the central directory', async () => {
-    const file = join(work, 'many.zip');
-    const out = createWriteStream(file);
-    const writer = createPackageWriter('zip', out, { root: ROOT, mtime: MTIME });
-    const count = 3000;
-    for (let i = 0; i < count; i++)
-      await writer.add(`conversations/${String(i).padStart(5, '0')}.json`, `{"n":${i}}`);
-    const result = await writer.finish();
-    await finished(out);
-    expect(result.entries).toHaveLength(count + 1);
-    const test = await run('unzip', ['-t', file]);
-    expect(test.output).toContain('No errors detected');
-    const names = (await run('zipinfo', ['-1', file])).output.trim().split('\n');
-    // The root folder, conversations/, every file, then checksums.sha256.
-    expect(names).toHaveLength(count + 3);
-    expect(names.slice(0, 3)).toEqual([
-      `${ROOT}/`,
-      `${ROOT}/conversations/`,
-      `${ROOT}/conversations/00000.json`,
-    ]);
-    expect(names.at(-2)).toBe(`${ROOT}/conversations/02999.json`);
-    expect(names.at(-1)).toBe(`${ROOT}/checksums.sha256`);
-    const into = join(work, 'many');
-    await extract('zip', file, into);
-    expect((await run('sha256sum', ['-c', '--quiet', 'checksums.sha256'], join(into, ROOT))).code).toBe(0);
-    await rm(into, { recursive: true });
-  });
+  // 4 KB of central directory in memory: the rest of its 3,000 records goes through a temp file.
+  for (const [label, zipCentralInMemory] of [
+    ['in memory', undefined],
+    ['spooled to a temp file', 4096],
+  ] as const) {
+    it(`keeps every entry in order in the central directory (${label})`, async () => {
+      const file = join(work, 'many.zip');
+      const out = createWriteStream(file);
+      const spool = join(work, 'zip-spool');
+      await mkdir(spool, { recursive: true });
+      const writer = createPackageWriter('zip', out, {
+        root: ROOT,
+        mtime: MTIME,
+        tmpDir: spool,
+        ...(zipCentralInMemory ? { zipCentralInMemory } : {}),
+      });
+      const count = 3000;
+      for (let i = 0; i < count; i++) {
+        const text = `{"n":${i}}`;
+        // Every tenth file arrives as a stream: its sizes follow its data in a data descriptor.
+        await writer.add(
+          `conversations/${String(i).padStart(5, '0')}.json`,
+          i % 10 === 0 ? Readable.from([Buffer.from(text)]) : text,
+        );
+      }
+      const result = await writer.finish();
+      await finished(out);
+      expect(result.entries).toHaveLength(count + 1);
+      expect(result.bytes).toBe((await stat(file)).size);
+      // The spooled central directory is gone once the archive is written.
+      expect(await readdir(spool)).toEqual([]);
+      const test = await run('unzip', ['-t', file]);
+      expect(test.output).toContain('No errors detected');
+      const names = (await run('zipinfo', ['-1', file])).output.trim().split('\n');
+      // The root folder, conversations/, every file, then checksums.sha256.
+      expect(names).toHaveLength(count + 3);
+      expect(names.slice(0, 3)).toEqual([
+        `${ROOT}/`,
+        `${ROOT}/conversations/`,
+        `${ROOT}/conversations/00000.json`,
+      ]);
+      expect(names.at(-2)).toBe(`${ROOT}/conversations/02999.json`);
+      expect(names.at(-1)).toBe(`${ROOT}/checksums.sha256`);
+      const into = join(work, 'many');
+      await extract('zip', file, into);
+      expect((await run('sha256sum', ['-c', '--quiet', 'checksums.sha256'], join(into, ROOT))).code).toBe(0);
+      expect(await readFile(join(into, ROOT, 'conversations/00010.json'), 'utf8')).toBe('{"n":10}');
+      await rm(into, { recursive: true });
+    });
+  }
 });
 
 describe('directory package', () => {

@@ -16,6 +16,7 @@ import { buildIndexHtml, formatBytes } from '../src/packaging/index-html.ts';
 import {
   ConversationIndexWriter,
   conversationScript,
+  conversationScriptText,
   previewText,
   scriptLiteral,
   VIEWER_INDEX_PATH,
@@ -165,6 +166,10 @@ describe('viewer data scripts', () => {
     expect(header).toEqual(conversation);
     expect(list.map((m) => m.text)).toEqual(messages.map((m) => m.text));
     expect(list[2]!.senderName).toBe('Sam (agent)');
+    // The whole-string form writes the same bytes.
+    expect(conversationScriptText(conversation, messages)).toBe(
+      await text(conversationScript(conversation, slowly())),
+    );
   });
 });
 

@@ -48,6 +48,11 @@ export interface PackageWriterOptions {
   root: string;
   /** The modification time of every entry (the export time), so the same export gives the same bytes. */
   mtime: Date;
-  /** Where the tar writer spools entries of unknown size; the system temp folder by default. */
+  /**
+   * Where the tar writer spools entries of unknown size and the ZIP writer the central directory
+   * of a large archive; the system temp folder by default.
+   */
   tmpDir?: string;
+  /** ZIP: central directory bytes kept in memory before the rest moves to `tmpDir` (8 MiB by default). */
+  zipCentralInMemory?: number;
 }

@@ -161,6 +161,17 @@ export class ConversationIndexWriter {
   }
 }
 
+const SCRIPT_CLOSING = '\n]);\n';
+
+function scriptOpening(conversation: ViewerConversation): string {
+  return `FerryViewer.addConversation(${scriptLiteral(conversation.id)}, ${scriptLiteral(conversation)}, [`;
+}
+
+function scriptMessage(m: ViewerMessage, first: boolean): string {
+  const message = { sender: m.sender, senderName: m.senderName ?? null, sentAt: m.sentAt, text: m.text };
+  return `${first ? '\n' : ',\n'}${scriptLiteral(message)}`;
+}
+
 /**
  * Streams `viewer/conversations/<id>.js` for one conversation, reading messages one at a time.
  * Message times and order are as given; the caller sorts.
@@ -171,14 +182,31 @@ export function conversationScript(
 ): Readable {
   viewerConversationPath(conversation.id);
   async function* generate(): AsyncGenerator<string> {
-    yield `FerryViewer.addConversation(${scriptLiteral(conversation.id)}, ${scriptLiteral(conversation)}, [`;
+    yield scriptOpening(conversation);
     let first = true;
     for await (const m of messages) {
-      const message = { sender: m.sender, senderName: m.senderName ?? null, sentAt: m.sentAt, text: m.text };
-      yield `${first ? '\n' : ',\n'}${scriptLiteral(message)}`;
+      yield scriptMessage(m, first);
       first = false;
     }
-    yield '\n]);\n';
+    yield SCRIPT_CLOSING;
   }
   return Readable.from(generate(), { objectMode: false });
+}
+
+/**
+ * The same file as one string, for messages already in memory (the company package reads a page
+ * of conversations with their messages): a package entry given whole is written without a stream.
+ */
+export function conversationScriptText(
+  conversation: ViewerConversation,
+  messages: Iterable<ViewerMessage>,
+): string {
+  viewerConversationPath(conversation.id);
+  let text = scriptOpening(conversation);
+  let first = true;
+  for (const m of messages) {
+    text += scriptMessage(m, first);
+    first = false;
+  }
+  return text + SCRIPT_CLOSING;
 }

@@ -1,127 +1,222 @@
-import { Readable, type Writable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import yazl from 'yazl';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { MeteredHash } from '../lib/metered-hash.ts';
 import type { PackageEntryResult, PackageWriterOptions } from './package-writer.ts';
 import { BasePackageWriter } from './base-writer.ts';
-import { parentFolders } from './entry-path.ts';
-import { MeteredHash } from '../lib/metered-hash.ts';
+import { copyTo, foldersOf, writeTo } from './split-format.ts';
+import { Crc32Meter, endRecords, STORED, ZipRecords, type ZipRecord } from './zip-records.ts';
 
-const FILE_MODE = 0o100644;
-const FOLDER_MODE = 0o40755;
+export { STORED } from './zip-records.ts';
 
-/** Files that are compressed already: deflating them again costs time and saves nothing. */
-export const STORED = /\.(gz|tgz|zst|zip|parquet|age|png|jpe?g|gif|webp|pdf|docx|xlsx|pptx)$/i;
+const deflateRaw = promisify(zlib.deflateRaw);
+/** Files given whole up to this size are deflated on the spot; larger ones in the worker pool. */
+const DEFLATE_INLINE = 1 << 20;
+/** Central directory bytes kept in memory before they move to a temporary file (about 80,000 entries). */
+const CENTRAL_IN_MEMORY = 8 << 20;
 
-/** yazl's entry state once an entry's data is fully written (`Entry.FILE_DATA_DONE` in yazl 3). */
-const FILE_DATA_DONE = 3;
+/**
+ * The central directory as it grows: records in memory up to a limit, then appended to a
+ * temporary file, so an archive of millions of entries keeps flat memory.
+ */
+class CentralDirectory {
+  readonly #tmpBase: string;
+  readonly #limit: number;
+  #memory: Buffer[] = [];
+  #memoryBytes = 0;
+  #dir: string | undefined;
+  #file: WriteStream | undefined;
+  bytes = 0;
+  entries = 0;
 
-/** The part of yazl's ZipFile internals the entry-list workaround below relies on. */
-interface YazlEntries {
-  entries?: unknown;
+  constructor(tmpBase: string, limit: number) {
+    this.#tmpBase = tmpBase;
+    this.#limit = limit;
+  }
+
+  async add(record: Buffer): Promise<void> {
+    this.#memory.push(record);
+    this.#memoryBytes += record.length;
+    this.bytes += record.length;
+    this.entries++;
+    if (this.#memoryBytes < this.#limit) return;
+    const chunk = Buffer.concat(this.#memory);
+    this.#memory = [];
+    this.#memoryBytes = 0;
+    if (!this.#file) {
+      this.#dir = await mkdtemp(join(this.#tmpBase, 'ferry-zip-'));
+      this.#file = createWriteStream(join(this.#dir, 'central'));
+    }
+    await writeTo(this.#file, chunk);
+  }
+
+  /** Writes the whole directory to `out`: the spooled records first, then those in memory. */
+  async copyTo(out: Writable, track: (stream: Readable) => void): Promise<void> {
+    if (this.#file) {
+      this.#file.end();
+      await finished(this.#file);
+      await copyTo(out, join(this.#dir!, 'central'), track);
+    }
+    await writeTo(out, Buffer.concat(this.#memory));
+    this.#memory = [];
+  }
+
+  async discard(): Promise<void> {
+    this.#file?.destroy();
+    if (this.#dir) await rm(this.#dir, { recursive: true, force: true });
+  }
 }
 
 /**
- * ZIP through yazl: entries are streamed with data descriptors (sizes unknown up front), ZIP64 is
- * used automatically past 4 GiB or 65,535 entries, and every entry carries the export time, so the
- * same export gives the same bytes.
+ * ZIP written straight to the output stream. A file given whole (a Buffer: the many small files of
+ * a package, such as one JSON per conversation) is hashed, deflated and written with its CRC-32 and
+ * sizes in the local header; a stream (a dataset) is deflated as it flows, followed by a data
+ * descriptor. ZIP64 records appear past 4 GiB or 65,535 entries, files that are compressed already
+ * are stored, and every entry carries the export time, so the same export gives the same bytes.
+ *
+ * Written here rather than with yazl: yazl keeps every entry in memory, rescans its entry list as
+ * each one finishes (O(n²) in entries) and runs a stream pipeline per entry, which made a package
+ * with one file per conversation spend most of its time on the archive itself.
  */
 export class ZipPackageWriter extends BasePackageWriter {
-  readonly #zip = new yazl.ZipFile();
-  readonly #output = this.#zip.outputStream as Readable;
-  readonly #counter = new MeteredHash({ hash: false });
-  readonly #done: Promise<void>;
-  readonly #folders = new Set<string>();
-  /** Entries moved out of yazl's pump list; they go back before `end()` writes the central directory. */
-  readonly #written: unknown[] = [];
   readonly #out: Writable;
-  #current: MeteredHash | undefined;
+  readonly #records: ZipRecords;
+  readonly #central: CentralDirectory;
+  readonly #folders = new Set<string>();
+  #offset = 0;
+  #current: Readable | Writable | undefined;
 
   constructor(out: Writable, options: PackageWriterOptions) {
     super(options);
     this.#out = out;
-    this.#zip.on('error', (err: Error) => this.fail(err));
-    // Errors of the output are reported through the pipeline below; this keeps a late write after
-    // an abort from surfacing as an unhandled 'error' event.
-    this.#output.on('error', () => {});
-    this.#done = pipeline(this.#output, this.#counter, out);
-    this.#done.catch((err: Error) => this.fail(err));
-    this.#zip.addEmptyDirectory(`${this.root}/`, { mtime: this.mtime, mode: FOLDER_MODE });
+    this.#records = new ZipRecords(options.mtime);
+    this.#central = new CentralDirectory(
+      options.tmpDir ?? tmpdir(),
+      options.zipCentralInMemory ?? CENTRAL_IN_MEMORY,
+    );
+    out.on('error', (err: Error) => this.fail(err));
   }
 
   protected async writeEntry(path: string, source: Readable | Buffer): Promise<PackageEntryResult> {
-    this.#setAsideWrittenEntries();
-    for (const folder of parentFolders(path)) {
-      if (this.#folders.has(folder)) continue;
-      this.#folders.add(folder);
-      this.#zip.addEmptyDirectory(`${this.root}/${folder}/`, { mtime: this.mtime, mode: FOLDER_MODE });
-    }
-    const hasher = new MeteredHash();
-    this.#current = hasher;
-    // yazl keeps each entry's pump closure until the end; handing the stream over through a holder
-    // that is emptied once taken keeps finished streams collectable (flat memory at many entries).
-    let handOver: MeteredHash | undefined = hasher;
-    this.#zip.addReadStreamLazy(
-      `${this.root}/${path}`,
-      { mtime: this.mtime, mode: FILE_MODE, compress: !STORED.test(path) },
-      (callback: (err: Error | null, stream: MeteredHash) => void) => {
-        const stream = handOver!;
-        handOver = undefined;
-        callback(null, stream);
-      },
-    );
-    // Buffers go through the same stream path, so add() resolves only once yazl has the bytes.
-    const input = Buffer.isBuffer(source) ? Readable.from([source]) : source;
-    // pipeline() settles when the hasher has taken the last byte; finished() waits until yazl has read
-    // it out, so entries never queue up inside yazl ahead of the output.
-    await Promise.all([pipeline(input, hasher), finished(hasher)]);
-    this.#current = undefined;
-    return { path, bytes: hasher.bytes, sha256: hasher.sha256 };
+    await this.#addFolders(path);
+    const name = Buffer.from(`${this.root}/${path}`);
+    const method = STORED.test(path) ? 0 : 8;
+    return Buffer.isBuffer(source)
+      ? this.#writeWhole(path, name, method, source)
+      : this.#writeStream(path, name, method, source);
   }
 
   protected async close(): Promise<number> {
-    const zip = this.#zip as unknown as YazlEntries;
-    if (this.#written.length > 0 && Array.isArray(zip.entries)) {
-      zip.entries = [...this.#written, ...zip.entries];
-      this.#written.length = 0;
-    }
-    this.#zip.end();
-    await this.#done;
-    return this.#counter.bytes;
+    await this.#addFolder(`${this.root}/`);
+    const centralOffset = this.#offset;
+    await this.#central.copyTo(this.#out, (stream) => (this.#current = stream));
+    const end = endRecords(this.#central.entries, centralOffset, this.#central.bytes);
+    await writeTo(this.#out, end);
+    this.#out.end();
+    await finished(this.#out, { readable: false });
+    await this.#central.discard();
+    return centralOffset + this.#central.bytes + end.length;
   }
 
   protected destroy(err: Error): void {
     this.#current?.destroy(err);
-    this.#output.destroy(err);
-    // The pipeline would tear the output down a few ticks later; do it now so a caller that checks
-    // right after a failed add() sees it. Without an error: the caller learns it from add()/finish().
     this.#out.destroy();
+    void this.#central.discard();
   }
 
-  /**
-   * Moves finished entries out of yazl's pump list. yazl 3.3 rescans its whole entry list from the
-   * start each time an entry finishes, which makes a ZIP of n entries cost O(n²) (minutes at 100k
-   * entries; upstream fix: thejoshwolfe/yazl#91).
-   * Entries are written strictly in order, so the finished ones at the front can wait outside the
-   * list until `close()` puts them back for the central directory. If yazl's internals ever look
-   * different, this does nothing and yazl behaves as shipped.
-   */
-  #setAsideWrittenEntries(): void {
-    const entries = (this.#zip as unknown as YazlEntries).entries;
-    if (!Array.isArray(entries)) return;
-    let done = 0;
-    while (done < entries.length && (entries[done] as { state?: unknown }).state === FILE_DATA_DONE) done++;
-    // Keep the last finished entry in place; yazl may still be finishing its bookkeeping.
-    if (done <= 1) return;
-    for (const entry of entries.splice(0, done - 1) as { utf8FileName?: unknown }[]) {
-      // yazl keeps each name as a slice of Node's shared buffer pool, which pins a whole pool chunk
-      // (tens of KB) per entry; a right-sized copy keeps the central directory data small.
-      const name = entry.utf8FileName;
-      if (Buffer.isBuffer(name) && name.buffer.byteLength > name.length) {
-        const copy = Buffer.allocUnsafeSlow(name.length);
-        name.copy(copy);
-        entry.utf8FileName = copy;
-      }
-      this.#written.push(entry);
+  async #emit(data: Buffer): Promise<void> {
+    await writeTo(this.#out, data);
+    this.#offset += data.length;
+  }
+
+  async #addFolders(path: string): Promise<void> {
+    for (const folder of foldersOf(this.root, path)) await this.#addFolder(folder);
+  }
+
+  async #addFolder(folder: string): Promise<void> {
+    if (this.#folders.has(folder)) return;
+    this.#folders.add(folder);
+    const record: ZipRecord = {
+      name: Buffer.from(folder),
+      folder: true,
+      method: 0,
+      crc32: 0,
+      size: 0,
+      compressed: 0,
+      offset: this.#offset,
+    };
+    await this.#emit(this.#records.localHeader(record));
+    await this.#central.add(this.#records.centralRecord(record));
+  }
+
+  async #writeWhole(path: string, name: Buffer, method: 0 | 8, data: Buffer): Promise<PackageEntryResult> {
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const crc32 = zlib.crc32(data);
+    const body =
+      method === 0
+        ? data
+        : data.length <= DEFLATE_INLINE
+          ? zlib.deflateRawSync(data)
+          : await deflateRaw(data);
+    const record: ZipRecord = {
+      name,
+      folder: false,
+      method,
+      crc32,
+      size: data.length,
+      compressed: body.length,
+      offset: this.#offset,
+    };
+    const header = this.#records.localHeader(record);
+    if (body.length <= DEFLATE_INLINE) await this.#emit(Buffer.concat([header, body]));
+    else {
+      await this.#emit(header);
+      await this.#emit(body);
     }
+    await this.#central.add(this.#records.centralRecord(record));
+    return { path, bytes: data.length, sha256 };
+  }
+
+  async #writeStream(
+    path: string,
+    name: Buffer,
+    method: 0 | 8,
+    source: Readable,
+  ): Promise<PackageEntryResult> {
+    const offset = this.#offset;
+    const opening: ZipRecord = {
+      name,
+      folder: false,
+      method,
+      crc32: 0,
+      size: 0,
+      compressed: 0,
+      offset,
+      descriptor: true,
+    };
+    await this.#emit(this.#records.localHeader(opening));
+    const hasher = new MeteredHash();
+    const crc = new Crc32Meter();
+    let compressed = 0;
+    const sink = new Writable({
+      write: (chunk: Buffer, _encoding, done) => {
+        compressed += chunk.length;
+        this.#emit(chunk).then(() => done(), done);
+      },
+    });
+    this.#current = source;
+    if (method === 8) await pipeline(source, hasher, crc, zlib.createDeflateRaw(), sink);
+    else await pipeline(source, hasher, crc, sink);
+    this.#current = undefined;
+    const record: ZipRecord = { ...opening, crc32: crc.value, size: hasher.bytes, compressed };
+    await this.#emit(this.#records.dataDescriptor(record));
+    await this.#central.add(this.#records.centralRecord(record));
+    return { path, bytes: hasher.bytes, sha256: hasher.sha256 };
   }
 }

@@ -29,7 +29,7 @@ import { buildIndexHtml } from '../packaging/index-html.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../packaging/json-schema.ts';
 import {
   ConversationIndexWriter,
-  conversationScript,
+  conversationScriptText,
   VIEWER_INDEX_PATH,
   viewerConversationPath,
   type ViewerMessage,
@@ -340,18 +340,17 @@ async function addConversations(ctx: Ctx): Promise<void> {
   const write = (s: string) =>
     index.write(s) ? Promise.resolve() : new Promise<void>((r) => index.once('drain', () => r()));
   await write('[\n');
-  let after: string | null = null;
   let count = 0;
   const keySelect = cq.key.map((k, i) => `(${k})::text AS k${i}`).join(', ');
-  for (;;) {
-    if (ctx.signal?.aborted) throw ctx.signal.reason ?? new Error('aborted');
+  /** One page of conversations after `after` (a key literal), with their messages; null past the last. */
+  const fetchPage = async (after: string | null) => {
     const page: PageRow[] = (
       await rows(
         ctx.database,
         `SELECT ${cq.projection} AS j, ${keySelect} ${rangeFrom(cq, { after })} ORDER BY ${cq.key.join(', ')} LIMIT ${CONVERSATION_PAGE}`,
       )
     ).map((r) => ({ j: r.j, k: r.keys }));
-    if (!page.length) break;
+    if (!page.length) return null;
     const convs = page.map((p) => JSON.parse(p.j) as Record<string, unknown>);
     const ids = convs.map((c) => String(c.conversation_id));
     const inList = ids.map((id) => `'${id.replaceAll("'", "''")}'`).join(', ');
@@ -359,6 +358,22 @@ async function addConversations(ctx: Ctx): Promise<void> {
       ctx.database,
       `SELECT ${mq.projection} AS j ${mq.from.replace('{{KEY_RANGE}}', ` AND t.conversation_id IN (${inList})`)} ORDER BY t.conversation_id, t.created_at, t.id`,
     );
+    const last = page[page.length - 1]!.k.map((v) => `'${v.replaceAll("'", "''")}'`).join(', ');
+    return { page, convs, msgRows, last };
+  };
+  // The next page is read while this one is written, so the database and the archive work side by side.
+  let next = fetchPage(null);
+  for (;;) {
+    if (ctx.signal?.aborted) {
+      next.catch(() => {});
+      throw ctx.signal.reason ?? new Error('aborted');
+    }
+    const current = await next;
+    if (!current) break;
+    const { page, convs, msgRows } = current;
+    next = fetchPage(current.last);
+    // Settled here if writing this page fails first; the loop awaits it otherwise.
+    next.catch(() => {});
     // Parsed values feed the index and the viewer; the conversation files are the
     // database's JSON text, so numbers stay exact (a bigint in custom_fields, say).
     const byConversation = new Map<string, { message: Record<string, unknown>; text: string }[]>();
@@ -394,7 +409,7 @@ async function addConversations(ctx: Ctx): Promise<void> {
       }));
       await ctx.pkg.add(
         `viewer/conversations/${id}.js`,
-        conversationScript(
+        conversationScriptText(
           {
             id,
             startedAt: String(conversation.start_timestamp),
@@ -421,7 +436,6 @@ async function addConversations(ctx: Ctx): Promise<void> {
       });
       count++;
     }
-    after = page[page.length - 1]!.k.map((v) => `'${v.replaceAll("'", "''")}'`).join(', ');
     ctx.onProgress?.({ dataset: 'conversations', records: count, bytes: 0 });
   }
   await write('\n]\n');
