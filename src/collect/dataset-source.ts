@@ -78,10 +78,17 @@ const DAY_MS = 86_400_000;
 const dayText = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 
 /**
+ * At most this many statements per report: each window's statement also reads the tenant's
+ * history before it (returning visitors), so more windows cost more than their rows.
+ */
+const MAX_WINDOWS = 8;
+
+/**
  * Consecutive day ranges that cover a computed report's `from`–`to` and split it only at
  * boundaries of its periods, so every row of the report falls in exactly one window and
  * the windows' rows, in order, are the report's rows: weeks (Monday) for weekly reports,
- * months for monthly ones, any day otherwise. None without both ends of a date range.
+ * months for monthly ones, any day otherwise. A window spans at least a week (four weeks,
+ * three months) and there are at most `MAX_WINDOWS`. None without both ends of a date range.
  */
 export function reportWindows(request: ExportRequest): { from: string; to: string }[] {
   const from = request.filters.from;
@@ -91,15 +98,27 @@ export function reportWindows(request: ExportRequest): { from: string; to: strin
   const end = Date.parse(`${to.slice(0, 10)}T00:00:00Z`);
   if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) return [];
   const granularity = request.options.granularity ?? 'daily';
-  const next = (day: number): number => {
-    const d = new Date(day);
-    if (granularity === 'monthly') return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 3, 1);
-    if (granularity === 'weekly') {
-      const monday = day - ((d.getUTCDay() + 6) % 7) * DAY_MS;
-      return monday + 28 * DAY_MS;
-    }
-    return day + 7 * DAY_MS;
-  };
+  const days = (end - start) / DAY_MS + 1;
+  const first = new Date(start);
+  const last = new Date(end);
+  let next: (day: number) => number;
+  if (granularity === 'monthly') {
+    const months =
+      (last.getUTCFullYear() - first.getUTCFullYear()) * 12 + last.getUTCMonth() - first.getUTCMonth() + 1;
+    const step = Math.max(3, Math.ceil(months / MAX_WINDOWS));
+    next = (day) => {
+      const d = new Date(day);
+      return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + step, 1);
+    };
+  } else if (granularity === 'weekly') {
+    const mondayOf = (day: number) => day - ((new Date(day).getUTCDay() + 6) % 7) * DAY_MS;
+    const weeks = Math.floor((end - mondayOf(start)) / (7 * DAY_MS)) + 1;
+    const step = Math.max(4, Math.ceil(weeks / MAX_WINDOWS));
+    next = (day) => mondayOf(day) + step * 7 * DAY_MS;
+  } else {
+    const step = Math.max(7, Math.ceil(days / MAX_WINDOWS));
+    next = (day) => day + step * DAY_MS;
+  }
   const windows: { from: string; to: string }[] = [];
   for (let day = start; day <= end; ) {
     const following = Math.min(next(day), end + DAY_MS);
