@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -5,7 +6,8 @@ import addFormatsModule from 'ajv-formats';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { REFERENCE_DATASETS } from '../src/datamap/reference-datasets.ts';
 import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
-import { buildDataPackage, type DataPackageInput } from '../src/packaging/datapackage.ts';
+import { buildDataPackage, type DataPackageInput, dataPackageText } from '../src/packaging/datapackage.ts';
+import { checksumsFile, parseChecksumsFile } from '../src/packaging/checksums.ts';
 import type { PackageField } from '../src/packaging/fields.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../src/packaging/json-schema.ts';
 
@@ -81,6 +83,44 @@ describe('datapackage.json', () => {
     expect(ok).toBe(true);
     expect(descriptor.$schema).toBe('https://datapackage.org/profiles/2.0/datapackage.json');
     expect(descriptor.created).toBe('2026-11-22T09:30:00.000Z');
+  });
+
+  it('is written in pieces as exactly the pretty-printed descriptor, at any number of resources', () => {
+    const small = buildDataPackage(companyExport());
+    expect([...dataPackageText(small)].join('')).toBe(`${JSON.stringify(small, null, 2)}\n`);
+    // 2,500 resources: three pieces of resources, the last one without a trailing comma.
+    const many = buildDataPackage({
+      ...companyExport(),
+      resources: Array.from({ length: 2500 }, (_, i) => ({
+        path: `conversations/c-${i}.json`,
+        name: `conversations_c_${i}`,
+        title: `conversation "${i}"\nwith its messages`,
+        format: 'json',
+        mediatype: 'application/json',
+        bytes: i,
+        hash: HASH,
+      })),
+    });
+    const pieces = [...dataPackageText(many)];
+    expect(pieces.length).toBeGreaterThan(3);
+    expect(pieces.join('')).toBe(`${JSON.stringify(many, null, 2)}\n`);
+  });
+
+  it('checksums.sha256 lists every file once, sorted by the bytes of its path', () => {
+    const entries = Array.from({ length: 25_000 }, (_, i) => ({
+      path: i % 3 === 0 ? `viewer/é-${i}.js` : `conversations/${(i * 7919) % 25_000}-${i}.json`,
+      sha256: createHash('sha256').update(String(i)).digest('hex'),
+    }));
+    const text = checksumsFile(entries).toString('utf8');
+    const parsed = parseChecksumsFile(text);
+    expect(parsed).toHaveLength(entries.length);
+    const paths = parsed.map((e) => e.path);
+    expect(paths).toEqual(
+      entries.map((e) => e.path).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))),
+    );
+    expect(new Map(parsed.map((e) => [e.path, e.sha256]))).toEqual(
+      new Map(entries.map((e) => [e.path, e.sha256])),
+    );
   });
 
   it('the profile really rejects broken descriptors (the validator is not a no-op)', () => {

@@ -100,6 +100,32 @@ export function buildDataPackage(input: DataPackageInput): DataPackageDescriptor
   };
 }
 
+/** Resources joined into one string at a time by `dataPackageText`. */
+const TEXT_RESOURCES = 1000;
+
+/**
+ * `datapackage.json` as text, in pieces: exactly `JSON.stringify(descriptor, null, 2)` and a
+ * newline, without ever building it as one string. A package with a file per conversation
+ * lists millions of resources, past the longest string V8 can hold.
+ */
+export function* dataPackageText(descriptor: DataPackageDescriptor): Generator<string> {
+  const { resources, ...head } = descriptor;
+  if (resources.length === 0) {
+    yield `${JSON.stringify(descriptor, null, 2)}\n`;
+    return;
+  }
+  // `resources` is the descriptor's last key; the head's closing brace gives way to it.
+  yield `${JSON.stringify(head, null, 2).slice(0, -2)},\n  "resources": [\n`;
+  for (let i = 0; i < resources.length; i += TEXT_RESOURCES) {
+    const text = resources
+      .slice(i, i + TEXT_RESOURCES)
+      .map((r) => `    ${JSON.stringify(r, null, 2).replaceAll('\n', '\n    ')}`)
+      .join(',\n');
+    yield i + TEXT_RESOURCES < resources.length ? `${text},\n` : text;
+  }
+  yield '\n  ]\n}\n';
+}
+
 function buildResource(input: DataResourceInput, param: string): DataResource {
   if (!NAME.test(input.name)) throw invalid(`${param}.name`, `"${input.name}" must match ${NAME.source}`);
   const paths = typeof input.path === 'string' ? [input.path] : [...input.path];

@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough, type Writable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
@@ -23,7 +23,7 @@ import {
   type PackageWriter,
   type SplitPart,
 } from '../packaging/archive.ts';
-import { buildDataPackage, type DataResourceInput } from '../packaging/datapackage.ts';
+import { buildDataPackage, type DataResourceInput, dataPackageText } from '../packaging/datapackage.ts';
 import { indentJsonText } from '../format/json-text.ts';
 import { buildIndexHtml } from '../packaging/index-html.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../packaging/json-schema.ts';
@@ -630,7 +630,7 @@ export async function writeCompanyPackage(
         created: now,
         resources: describeFiles(ctx.resources, written),
       });
-      await pkg.add('datapackage.json', `${JSON.stringify(descriptor, null, 2)}\n`);
+      await pkg.add('datapackage.json', Readable.from(dataPackageText(descriptor), { objectMode: false }));
     }
     const records = Object.entries(ctx.counts)
       .filter(([file]) => file !== 'conversations/*.json')
