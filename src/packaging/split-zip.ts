@@ -11,7 +11,14 @@ import {
   copyTo,
   writeTo,
 } from './split-format.ts';
-import { Crc32Meter, endRecords, STORED, ZipRecords, type ZipRecord } from './zip-records.ts';
+import {
+  Crc32Meter,
+  DEFLATE_OPTIONS,
+  endRecords,
+  STORED,
+  ZipRecords,
+  type ZipRecord,
+} from './zip-records.ts';
 
 /** A package file spooled as its ZIP data: deflated (or stored), with the CRC-32 of its bytes. */
 export interface ZipSpooledEntry extends SpooledEntry {
@@ -49,7 +56,7 @@ export class ZipSplitFormat implements SplitFormat<ZipSpooledEntry> {
     track(out);
     const input = Buffer.isBuffer(source) ? Readable.from([source]) : source;
     if (stored) await pipeline(input, hasher, crc, counter, out);
-    else await pipeline(input, hasher, crc, zlib.createDeflateRaw(), counter, out);
+    else await pipeline(input, hasher, crc, zlib.createDeflateRaw(DEFLATE_OPTIONS), counter, out);
     return {
       result: { path, bytes: hasher.bytes, sha256: hasher.sha256 },
       file,

@@ -26,6 +26,13 @@ const ZIP64_LOCATOR = 20;
 /** Past this, sizes and offsets go in a ZIP64 extra field. */
 const ZIP64_AT = 0xfffffffe;
 
+/**
+ * Deflate options of every ZIP entry. Level 1, as for gzip exports: a package is a transport copy.
+ * On messages.csv, level 6 deflates at 58 MB/s against level 1's 104 MB/s for an output 11%
+ * smaller, and at 10M messages level 6 held a ZIP export to a third of the database's pace.
+ */
+export const DEFLATE_OPTIONS: zlib.ZlibOptions = { level: 1 };
+
 /** Files that are compressed already: deflating them again costs time and saves nothing. */
 export const STORED = /\.(gz|tgz|zst|zip|parquet|age|png|jpe?g|gif|webp|pdf|docx|xlsx|pptx)$/i;
 

@@ -11,7 +11,14 @@ import { MeteredHash } from '../lib/metered-hash.ts';
 import type { PackageEntryResult, PackageWriterOptions } from './package-writer.ts';
 import { BasePackageWriter } from './base-writer.ts';
 import { copyTo, foldersOf, writeTo } from './split-format.ts';
-import { Crc32Meter, endRecords, STORED, ZipRecords, type ZipRecord } from './zip-records.ts';
+import {
+  Crc32Meter,
+  DEFLATE_OPTIONS,
+  endRecords,
+  STORED,
+  ZipRecords,
+  type ZipRecord,
+} from './zip-records.ts';
 
 export { STORED } from './zip-records.ts';
 
@@ -162,8 +169,8 @@ export class ZipPackageWriter extends BasePackageWriter {
       method === 0
         ? data
         : data.length <= DEFLATE_INLINE
-          ? zlib.deflateRawSync(data)
-          : await deflateRaw(data);
+          ? zlib.deflateRawSync(data, DEFLATE_OPTIONS)
+          : await deflateRaw(data, DEFLATE_OPTIONS);
     const record: ZipRecord = {
       name,
       folder: false,
@@ -211,7 +218,7 @@ export class ZipPackageWriter extends BasePackageWriter {
       },
     });
     this.#current = source;
-    if (method === 8) await pipeline(source, hasher, crc, zlib.createDeflateRaw(), sink);
+    if (method === 8) await pipeline(source, hasher, crc, zlib.createDeflateRaw(DEFLATE_OPTIONS), sink);
     else await pipeline(source, hasher, crc, sink);
     this.#current = undefined;
     const record: ZipRecord = { ...opening, crc32: crc.value, size: hasher.bytes, compressed };
