@@ -39,6 +39,7 @@ class CentralDirectory {
   #memoryBytes = 0;
   #dir: string | undefined;
   #file: WriteStream | undefined;
+  #discarded = false;
   bytes = 0;
   entries = 0;
 
@@ -57,7 +58,13 @@ class CentralDirectory {
     this.#memory = [];
     this.#memoryBytes = 0;
     if (!this.#file) {
-      this.#dir = await mkdtemp(join(this.#tmpBase, 'ferry-zip-'));
+      const dir = await mkdtemp(join(this.#tmpBase, 'ferry-zip-'));
+      if (this.#discarded) {
+        // The package was aborted while the folder was made.
+        await rm(dir, { recursive: true, force: true });
+        throw new Error('the package was aborted');
+      }
+      this.#dir = dir;
       this.#file = createWriteStream(join(this.#dir, 'central'));
     }
     await writeTo(this.#file, chunk);
@@ -75,6 +82,7 @@ class CentralDirectory {
   }
 
   async discard(): Promise<void> {
+    this.#discarded = true;
     this.#file?.destroy();
     if (this.#dir) await rm(this.#dir, { recursive: true, force: true });
   }
