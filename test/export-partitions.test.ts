@@ -116,6 +116,9 @@ for (const storage of ['local', 's3'] as const) {
         FERRY_WORKER_CONCURRENCY: '1',
         FERRY_EXPORT_PARTITION_ROWS: '12000',
         FERRY_EXPORT_PARTITIONS: '4',
+        // The coordinator writes one partition at a time, so the helping worker (which picks its
+        // job up within a poll, 1 s) finds partitions left to take even when they are quick.
+        FERRY_EXPORT_PARTITION_CONCURRENCY: '1',
         FERRY_EXPORT_PARTITION_LEASE_SECONDS: '2',
         FERRY_DEMO: 'off',
         LOG_LEVEL: 'info',
@@ -236,19 +239,28 @@ for (const storage of ['local', 's3'] as const) {
       'a partition whose worker is killed is written again, alone, and the file is still exact',
       async () => {
         // Anonymized: slower partitions, so one is still being written when its worker is killed.
-        const created = await requestExport(app, key, {
-          datasets: ['messages'],
-          format: 'csv',
-          pii: 'complete',
-        });
-        const victim = await until(
-          'a partition taken by the helping worker',
-          async () => {
-            const parts = await partitions(t, created.id);
-            return parts.find((p) => p.status === 'running' && p.claimed_by !== p.coordinator);
-          },
-          { timeoutMs: 120_000, last: logs },
-        );
+        // Which worker takes which partition is up to the queue: an export whose partitions the
+        // coordinator's process wrote alone is left to finish, and another is asked for.
+        let created: { id: string } | undefined;
+        let victim: Partition | null = null;
+        for (let tries = 0; !victim && tries < 5; tries++) {
+          const exportId = (
+            await requestExport(app, key, { datasets: ['messages'], format: 'csv', pii: 'complete' })
+          ).id;
+          created = { id: exportId };
+          victim = await until(
+            'a partition taken by the helping worker, or the export finished without one',
+            async () => {
+              const parts = await partitions(t, exportId);
+              const taken = parts.find((p) => p.status === 'running' && p.claimed_by !== p.coordinator);
+              if (taken) return taken;
+              const state = (await getExport(app, key, exportId)).status;
+              return state === 'completed' || state === 'failed' ? null : undefined;
+            },
+            { timeoutMs: 120_000, last: logs },
+          );
+        }
+        if (!victim || !created) throw new Error('the helping worker took no partition in five exports');
         const pid = Number(victim.claimed_by!.split(':').at(-1));
         process.kill(pid, 'SIGKILL');
         await waitForExport(t.database, created.id, ['completed', 'failed'], {
