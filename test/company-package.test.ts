@@ -396,6 +396,8 @@ for (const dialect of DIALECTS) {
     if (dialect === 'pglite') {
       it('opens index.html offline in Chromium and shows a transcript', async () => {
         const { root } = await build('zip', 'browse');
+        // The 40 conversations' transcripts are one viewer file: a page of up to 200.
+        expect(await readdir(path.join(root, 'viewer', 'conversations'))).toEqual(['page-000001.js']);
         const browser = await chromium.launch({
           executablePath: '/usr/bin/chromium',
           args: [

@@ -23,6 +23,7 @@ import {
   type ViewerConversation,
   type ViewerMessage,
   viewerConversationPath,
+  viewerPageFile,
 } from '../src/packaging/viewer-scripts.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -228,21 +229,40 @@ describe('index.html in Chromium, opened from file://', () => {
     const writer = createPackageWriter('zip', out, { root: ROOT, mtime: new Date('2026-11-22T09:30:00Z') });
 
     // The engine's flow: per-conversation files go into the package one by one while the viewer
-    // index is spooled aside, then the index, then index.html.
+    // index is spooled aside, then the index, then index.html. The first 60 conversations have a
+    // viewer file each; the others are in files of 25 (as the company package writes pages of
+    // them), named by the index.
     const index = new ConversationIndexWriter();
     const spoolFile = join(work, 'viewer-index.js');
     const spooled = pipeline(index.stream, createWriteStream(spoolFile));
     const entries: PackageEntryResult[] = [];
     entries.push(await writer.add('messages.csv', 'id,content\r\n1,hello\r\n'));
+    let pageText = '';
     for (let i = 0; i < CONVERSATIONS; i++) {
       const { conversation, messages } = sampleConversation(i);
       entries.push(
         await writer.add(`conversations/${conversation.id}.json`, JSON.stringify({ conversation, messages })),
       );
-      entries.push(
-        await writer.add(viewerConversationPath(conversation.id), conversationScript(conversation, messages)),
-      );
-      await index.add({ ...conversation, preview: messages[0]!.text, messages: messages.length });
+      const paged = i >= 60;
+      const file = paged ? viewerPageFile(Math.floor((i - 60) / 25) + 1) : undefined;
+      if (paged) pageText += conversationScriptText(conversation, messages);
+      else
+        entries.push(
+          await writer.add(
+            viewerConversationPath(conversation.id),
+            conversationScript(conversation, messages),
+          ),
+        );
+      await index.add({
+        ...conversation,
+        preview: messages[0]!.text,
+        messages: messages.length,
+        ...(file ? { file: file.name } : {}),
+      });
+      if (file && ((i - 60) % 25 === 24 || i === CONVERSATIONS - 1)) {
+        entries.push(await writer.add(file.path, pageText));
+        pageText = '';
+      }
     }
     index.end();
     await spooled;
@@ -339,6 +359,30 @@ describe('index.html in Chromium, opened from file://', () => {
     await page.click('#back');
     await page.waitForSelector('#overview:not([hidden])');
     expect(await page.locator('#transcript').isHidden()).toBe(true);
+  });
+
+  it('opens a conversation from the file of its page, named by the index, and from a link', async () => {
+    await page.fill('#search', 'c0101');
+    await rows().first().locator('td').nth(3).click();
+    await page.waitForSelector('ol.messages li');
+    expect(await page.locator('ol.messages li .text').first().textContent()).toBe(
+      'Where is my order? needle101',
+    );
+    expect(requests.some((url) => url.endsWith('/viewer/conversations/page-000002.js'))).toBe(true);
+    expect(requests.some((url) => url.endsWith('/viewer/conversations/c0101.js'))).toBe(false);
+    await page.click('#back');
+    await page.waitForSelector('#overview:not([hidden])');
+    await page.fill('#search', '');
+    // A link straight to a conversation in a page file: the index comes first, then its file.
+    const linked = await browser.newPage();
+    await linked.goto(
+      `${pathToFileURL(join(work, 'extracted', ROOT, 'index.html')).href}#conversation=c0119`,
+    );
+    await linked.waitForSelector('ol.messages li');
+    expect(await linked.locator('ol.messages li .text').first().textContent()).toBe(
+      'Where is my order? needle119',
+    );
+    await linked.close();
   });
 
   it('shows planted markup as text and never runs it', async () => {

@@ -8,10 +8,12 @@ import { checkEntryPath } from './entry-path.ts';
  * written as small JavaScript files that hand JSON to global functions the page defines (JSONP):
  *
  *   viewer/index.js                   FerryViewer.addIndex([...rows]); ... FerryViewer.indexDone(n);
- *   viewer/conversations/<id>.js      FerryViewer.addConversation("<id>", {...}, [...messages]);
+ *   viewer/conversations/<file>.js    FerryViewer.addConversation("<id>", {...}, [...messages]); ...
  *
- * The page loads the index once (one compact row per conversation) and a conversation's file only
- * when it is opened. Both files are generated as streams, one conversation or message at a time.
+ * The page loads the index once (one compact row per conversation, naming the file that holds the
+ * conversation) and a conversation's file only when it is opened. The company package writes one
+ * file per page of conversations (`page-000001.js`); a row without a file name means `<id>.js`,
+ * one conversation per file.
  */
 export const VIEWER_INDEX_PATH = 'viewer/index.js';
 
@@ -33,6 +35,8 @@ export interface ViewerConversationSummary {
   /** First message text (cut to a preview here). */
   readonly preview: string | null;
   readonly messages: number;
+  /** The viewer file that holds the conversation (`page-000001`), when it is not `<id>`. */
+  readonly file?: string;
 }
 
 /** A conversation as the transcript view shows it. */
@@ -69,6 +73,13 @@ export function viewerConversationPath(id: string): string {
     );
   }
   return checkEntryPath(`viewer/conversations/${id}.js`);
+}
+
+/** The viewer file of page `n` (from 1) of conversations, as the company package writes them. */
+export function viewerPageFile(n: number): { name: string; path: string } {
+  if (!Number.isSafeInteger(n) || n < 1) throw invalid('page', `must be a whole number from 1, got ${n}`);
+  const name = `page-${String(n).padStart(6, '0')}`;
+  return { name, path: checkEntryPath(`viewer/conversations/${name}.js`) };
 }
 
 /**
@@ -119,6 +130,7 @@ export class ConversationIndexWriter {
   async add(summary: ViewerConversationSummary): Promise<void> {
     if (this.#ended) throw invalid('conversation', 'the index is already ended');
     viewerConversationPath(summary.id);
+    if (summary.file !== undefined) viewerConversationPath(summary.file);
     const row = [
       summary.id,
       summary.startedAt,
@@ -127,6 +139,7 @@ export class ConversationIndexWriter {
       summary.rating,
       previewText(summary.preview),
       summary.messages,
+      ...(summary.file !== undefined ? [summary.file] : []),
     ];
     let text = '';
     if (this.#inChunk === INDEX_CHUNK) {

@@ -32,6 +32,7 @@ import {
   conversationScriptText,
   VIEWER_INDEX_PATH,
   viewerConversationPath,
+  viewerPageFile,
   type ViewerMessage,
 } from '../packaging/viewer-scripts.ts';
 import type { ExportScope } from '../domain/export-scope.ts';
@@ -341,6 +342,7 @@ async function addConversations(ctx: Ctx): Promise<void> {
     index.write(s) ? Promise.resolve() : new Promise<void>((r) => index.once('drain', () => r()));
   await write('[\n');
   let count = 0;
+  let pages = 0;
   const keySelect = cq.key.map((k, i) => `(${k})::text AS k${i}`).join(', ');
   /** One page of conversations after `after` (a key literal), with their messages; null past the last. */
   const fetchPage = async (after: string | null) => {
@@ -383,6 +385,9 @@ async function addConversations(ctx: Ctx): Promise<void> {
       list.push({ message, text: m.j });
       byConversation.set(String(message.conversation_id), list);
     }
+    // One viewer file per page of conversations: half as many files in the package.
+    const viewerFile = viewerPageFile(++pages);
+    let viewerText = '';
     for (const [i, conversation] of convs.entries()) {
       const id = String(conversation.conversation_id);
       const entries = byConversation.get(id) ?? [];
@@ -407,23 +412,20 @@ async function addConversations(ctx: Ctx): Promise<void> {
         sentAt: String(m.timestamp),
         text: String(m.message_content ?? ''),
       }));
-      await ctx.pkg.add(
-        `viewer/conversations/${id}.js`,
-        conversationScriptText(
-          {
-            id,
-            startedAt: String(conversation.start_timestamp),
-            endedAt: (conversation.end_timestamp as string | null) ?? null,
-            customer,
-            status: (conversation.conversation_status as string | null) ?? null,
-            rating: (conversation.satisfaction_score as number | null) ?? null,
-            feedback: (conversation.satisfaction_feedback as string | null) ?? null,
-            site: (conversation.site_url as string | null) ?? null,
-            pageUrl: (conversation.page_url as string | null) ?? null,
-            language: (conversation.language as string | null) ?? null,
-          },
-          viewerMessages,
-        ),
+      viewerText += conversationScriptText(
+        {
+          id,
+          startedAt: String(conversation.start_timestamp),
+          endedAt: (conversation.end_timestamp as string | null) ?? null,
+          customer,
+          status: (conversation.conversation_status as string | null) ?? null,
+          rating: (conversation.satisfaction_score as number | null) ?? null,
+          feedback: (conversation.satisfaction_feedback as string | null) ?? null,
+          site: (conversation.site_url as string | null) ?? null,
+          pageUrl: (conversation.page_url as string | null) ?? null,
+          language: (conversation.language as string | null) ?? null,
+        },
+        viewerMessages,
       );
       await viewer.add({
         id,
@@ -433,9 +435,11 @@ async function addConversations(ctx: Ctx): Promise<void> {
         rating: (conversation.satisfaction_score as number | null) ?? null,
         preview: viewerMessages[0]?.text ?? null,
         messages: list.length,
+        file: viewerFile.name,
       });
       count++;
     }
+    await ctx.pkg.add(viewerFile.path, viewerText);
     ctx.onProgress?.({ dataset: 'conversations', records: count, bytes: 0 });
   }
   await write('\n]\n');

@@ -4,10 +4,20 @@
 // text nodes), never as HTML.
 (() => {
   const PAGE_SIZE = 50;
-  const KEEP_TRANSCRIPTS = 20;
+  // Two viewer files' worth: a file holds a page of up to 200 conversations.
+  const KEEP_TRANSCRIPTS = 400;
   const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
   const config = JSON.parse(document.getElementById('ferry-data').textContent);
-  const state = { rows: [], filtered: [], page: 0, query: '', loaded: false, transcripts: new Map() };
+  const state = {
+    rows: [],
+    filtered: [],
+    page: 0,
+    query: '',
+    loaded: false,
+    transcripts: new Map(),
+    /** Conversation id → the viewer file that holds it, from the index. */
+    files: new Map(),
+  };
 
   const byId = (id) => document.getElementById(id);
 
@@ -108,11 +118,16 @@
       return;
     }
     byId('transcript-body').replaceChildren(h('p', { class: 'muted' }, 'Loading conversation…'));
+    // The index names the file that holds the conversation (a page of them); without a name
+    // the file is the conversation's own. Until the index is in, indexDone() routes again.
+    const file = state.files.get(id) ?? (state.loaded ? id : null);
+    if (file === null) return;
+    if (!SAFE_ID.test(file)) return;
     const script = document.createElement('script');
-    script.src = `viewer/conversations/${id}.js`;
+    script.src = `viewer/conversations/${file}.js`;
     script.onerror = () => {
       byId('transcript-body').replaceChildren(
-        h('p', { class: 'error' }, `The file viewer/conversations/${id}.js could not be loaded.`),
+        h('p', { class: 'error' }, `The file viewer/conversations/${file}.js could not be loaded.`),
       );
     };
     script.onload = () => script.remove();
@@ -165,7 +180,10 @@
 
   window.FerryViewer = {
     addIndex(rows) {
-      for (const row of rows) state.rows.push(row);
+      for (const row of rows) {
+        state.rows.push(row);
+        if (typeof row[7] === 'string') state.files.set(row[0], row[7]);
+      }
     },
     indexDone() {
       state.loaded = true;
