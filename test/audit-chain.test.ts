@@ -71,6 +71,30 @@ for (const dialect of DIALECTS) {
         }>`SELECT id FROM audit_events WHERE tenant_id = ${tenantId} AND seq = ${seq}`.execute(database.db)
       ).rows[0]!.id;
 
+    it('verifies while events are appended: the chain as its head stood when read', async () => {
+      let appending = true;
+      const appends = (async () => {
+        for (let i = 0; i < 60; i++)
+          await recordAudit(database, {
+            tenantId,
+            actor: 'api_key:appender',
+            action: 'export.downloaded',
+            targetId: randomUUID(),
+            success: true,
+          });
+        appending = false;
+      })();
+      const results: { valid: boolean; reason: string | undefined }[] = [];
+      while (appending) {
+        const r = await verifyAuditChain(database, tenantId);
+        results.push({ valid: r.valid, reason: r.broken?.reason });
+      }
+      await appends;
+      expect(results.length).toBeGreaterThan(0);
+      expect(results.filter((r) => !r.valid)).toEqual([]);
+      expect((await verifyAuditChain(database, tenantId)).events).toBe(72);
+    });
+
     it('a whole chain verifies, with links in insertion order', async () => {
       const result = await verifyAuditChain(database, tenantId);
       expect(result).toMatchObject({ valid: true, events: 12, first_seq: 1, last_seq: 12, broken: null });

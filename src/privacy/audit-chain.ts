@@ -101,9 +101,8 @@ export async function verifyAuditChain(database: Database, tenantId: string): Pr
     const page = await sql<ChainRow>`
       SELECT a.id, a.seq, a.prev_hash, a.hash, ferry_audit_hash(a) AS expected,
         a.text_digest IS NOT DISTINCT FROM ferry_audit_text_digest(a.error, a.user_agent) AS digest_ok, a.redacted_by
-      FROM audit_events a WHERE a.tenant_id = ${tenantId} AND a.seq > ${after} ORDER BY a.seq LIMIT ${PAGE}`.execute(
-      database.db,
-    );
+      FROM audit_events a WHERE a.tenant_id = ${tenantId} AND a.seq > ${after} AND a.seq <= ${lastSeq}
+      ORDER BY a.seq LIMIT ${PAGE}`.execute(database.db);
     for (const row of page.rows) {
       const seq = Number(row.seq);
       if (seq !== expectedSeq) {
@@ -159,6 +158,21 @@ export async function verifyAuditChain(database: Database, tenantId: string): Pr
     };
   if (!broken && lastSeq > 0 && prev !== chain.last_hash)
     broken = { seq: lastSeq, event_id: null, reason: 'the chain head does not match the last event' };
+  // The walk covers the chain as its head stood when read. Events past it are fine only when
+  // the head has moved over them since (appended meanwhile, checked next time).
+  if (!broken) {
+    const beyond = await sql<{ last: string | number | null }>`
+      SELECT max(seq) AS last FROM audit_events WHERE tenant_id = ${tenantId} AND seq > ${lastSeq}`.execute(
+      database.db,
+    );
+    const last = beyond.rows[0]?.last;
+    if (last != null) {
+      const moved = await sql<{ last_seq: string | number }>`
+        SELECT last_seq FROM audit_chains WHERE tenant_id = ${tenantId}`.execute(database.db);
+      if (Number(moved.rows[0]?.last_seq ?? 0) < Number(last))
+        broken = { seq: lastSeq, event_id: null, reason: 'the chain head does not match the last event' };
+    }
+  }
   if (broken) return result(0, broken);
   // Anchors: each names a signed (seq, hash) the chain must still contain.
   const anchors = await sql<{
