@@ -1,5 +1,6 @@
 import { createWriteStream } from 'node:fs';
-import { Readable, type Writable } from 'node:stream';
+import { writeFile } from 'node:fs/promises';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { MeteredHash } from '../lib/metered-hash.ts';
@@ -17,6 +18,7 @@ import {
   endRecords,
   STORED,
   ZipRecords,
+  wholeEntry,
   type ZipRecord,
 } from './zip-records.ts';
 
@@ -48,15 +50,25 @@ export class ZipSplitFormat implements SplitFormat<ZipSpooledEntry> {
     file: string,
     track: (stream: Readable | Writable) => void,
   ): Promise<ZipSpooledEntry> {
+    if (Buffer.isBuffer(source)) {
+      const whole = await wholeEntry(path, source);
+      await writeFile(file, whole.body);
+      return {
+        result: { path, bytes: source.length, sha256: whole.sha256 },
+        file,
+        spooledBytes: whole.body.length,
+        crc32: whole.crc32,
+        method: whole.method,
+      };
+    }
     const hasher = new MeteredHash();
     const crc = new Crc32Meter();
     const counter = new MeteredHash({ hash: false });
     const stored = STORED.test(path);
     const out = createWriteStream(file);
     track(out);
-    const input = Buffer.isBuffer(source) ? Readable.from([source]) : source;
-    if (stored) await pipeline(input, hasher, crc, counter, out);
-    else await pipeline(input, hasher, crc, zlib.createDeflateRaw(DEFLATE_OPTIONS), counter, out);
+    if (stored) await pipeline(source, hasher, crc, counter, out);
+    else await pipeline(source, hasher, crc, zlib.createDeflateRaw(DEFLATE_OPTIONS), counter, out);
     return {
       result: { path, bytes: hasher.bytes, sha256: hasher.sha256 },
       file,

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 
 /**
@@ -48,6 +50,31 @@ export interface ZipRecord {
   offset: number;
   /** Its CRC-32 and sizes follow its data in a data descriptor (a streamed entry of unknown size). */
   descriptor?: boolean;
+}
+
+const deflateRaw = promisify(zlib.deflateRaw);
+/** Files given whole up to this size are deflated on the spot; larger ones in the worker pool. */
+const DEFLATE_INLINE = 1 << 20;
+
+/** A file given whole as a ZIP entry holds it: the SHA-256 and CRC-32 of its bytes, and its data. */
+export interface WholeEntry {
+  readonly sha256: string;
+  readonly crc32: number;
+  readonly method: 0 | 8;
+  /** Deflated, or the bytes as they are for files that are compressed already. */
+  readonly body: Buffer;
+}
+
+/** Hashes, CRC-checks and deflates a file given whole, one call each (no stream per file). */
+export async function wholeEntry(path: string, data: Buffer): Promise<WholeEntry> {
+  const method = STORED.test(path) ? 0 : 8;
+  const body =
+    method === 0
+      ? data
+      : data.length <= DEFLATE_INLINE
+        ? zlib.deflateRawSync(data, DEFLATE_OPTIONS)
+        : await deflateRaw(data, DEFLATE_OPTIONS);
+  return { sha256: createHash('sha256').update(data).digest('hex'), crc32: zlib.crc32(data), method, body };
 }
 
 /** Passes bytes through and keeps their CRC-32. */

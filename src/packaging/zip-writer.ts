@@ -1,11 +1,9 @@
-import { createHash } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { MeteredHash } from '../lib/metered-hash.ts';
 import type { PackageEntryResult, PackageWriterOptions } from './package-writer.ts';
@@ -17,14 +15,10 @@ import {
   endRecords,
   STORED,
   ZipRecords,
+  wholeEntry,
   type ZipRecord,
 } from './zip-records.ts';
 
-export { STORED } from './zip-records.ts';
-
-const deflateRaw = promisify(zlib.deflateRaw);
-/** Files given whole up to this size are deflated on the spot; larger ones in the worker pool. */
-const DEFLATE_INLINE = 1 << 20;
 /** Central directory bytes kept in memory before they move to a temporary file (about 80,000 entries). */
 const CENTRAL_IN_MEMORY = 8 << 20;
 
@@ -121,14 +115,13 @@ export class ZipPackageWriter extends BasePackageWriter {
   protected async writeEntry(path: string, source: Readable | Buffer): Promise<PackageEntryResult> {
     await this.#addFolders(path);
     const name = Buffer.from(`${this.root}/${path}`);
-    const method = STORED.test(path) ? 0 : 8;
     return Buffer.isBuffer(source)
-      ? this.#writeWhole(path, name, method, source)
-      : this.#writeStream(path, name, method, source);
+      ? this.#writeWhole(path, name, source)
+      : this.#writeStream(path, name, STORED.test(path) ? 0 : 8, source);
   }
 
   protected async close(): Promise<number> {
-    await this.#addFolder(`${this.root}/`);
+    // The root folder is already in: checksums.sha256, the last entry, put it there.
     const centralOffset = this.#offset;
     await this.#central.copyTo(this.#out, (stream) => (this.#current = stream));
     const end = endRecords(this.#central.entries, centralOffset, this.#central.bytes);
@@ -170,15 +163,8 @@ export class ZipPackageWriter extends BasePackageWriter {
     await this.#central.add(this.#records.centralRecord(record));
   }
 
-  async #writeWhole(path: string, name: Buffer, method: 0 | 8, data: Buffer): Promise<PackageEntryResult> {
-    const sha256 = createHash('sha256').update(data).digest('hex');
-    const crc32 = zlib.crc32(data);
-    const body =
-      method === 0
-        ? data
-        : data.length <= DEFLATE_INLINE
-          ? zlib.deflateRawSync(data, DEFLATE_OPTIONS)
-          : await deflateRaw(data, DEFLATE_OPTIONS);
+  async #writeWhole(path: string, name: Buffer, data: Buffer): Promise<PackageEntryResult> {
+    const { sha256, crc32, method, body } = await wholeEntry(path, data);
     const record: ZipRecord = {
       name,
       folder: false,
@@ -188,12 +174,7 @@ export class ZipPackageWriter extends BasePackageWriter {
       compressed: body.length,
       offset: this.#offset,
     };
-    const header = this.#records.localHeader(record);
-    if (body.length <= DEFLATE_INLINE) await this.#emit(Buffer.concat([header, body]));
-    else {
-      await this.#emit(header);
-      await this.#emit(body);
-    }
+    await this.#emit(Buffer.concat([this.#records.localHeader(record), body]));
     await this.#central.add(this.#records.centralRecord(record));
     return { path, bytes: data.length, sha256 };
   }

@@ -122,7 +122,12 @@
     // the file is the conversation's own. Until the index is in, indexDone() routes again.
     const file = state.files.get(id) ?? (state.loaded ? id : null);
     if (file === null) return;
-    if (!SAFE_ID.test(file)) return;
+    if (!SAFE_ID.test(file)) {
+      byId('transcript-body').replaceChildren(
+        h('p', { class: 'error' }, 'The index names no usable file for this conversation.'),
+      );
+      return;
+    }
     const script = document.createElement('script');
     script.src = `viewer/conversations/${file}.js`;
     script.onerror = () => {
