@@ -7,7 +7,7 @@ import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
 import type { FormatWriter } from '../format/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { REPORTS } from './computed/reports.ts';
-import { buildExportQuery } from './query.ts';
+import { buildExportQuery, rowSelector } from './query.ts';
 import type { ExportRequest } from './request.ts';
 import type { Zones } from './tenant.ts';
 
@@ -28,7 +28,7 @@ export async function estimateRows(
   const dataset = datasetOf(request, datamap);
   if (dataset.kind === 'computed' && !request.subject) {
     // A report is counted by its own cheap estimate: counting the report would compute it twice.
-    const statement = REPORTS[dataset.report].estimate(request, zones.dayZone);
+    const statement = REPORTS[dataset.report].estimate(request, zones.dayZone, rowSelector(request, zones));
     const result = await sql<{ n: number }>`${sql.raw(statement)}`.execute(database.db);
     return Number(result.rows[0]?.n ?? 0);
   }

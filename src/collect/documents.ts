@@ -453,7 +453,12 @@ export async function accountDocument(
     database.db
       .selectFrom('sites')
       // The database's own time text (microseconds), as every other export writes times.
-      .select(['id', 'url', 'name', sql<string>`${sql.raw(timestampSql('created_at', 'UTC'))}`.as('created_at')])
+      .select([
+        'id',
+        'url',
+        'name',
+        sql<string>`${sql.raw(timestampSql('created_at', 'UTC'))}`.as('created_at'),
+      ])
       .where('tenant_id', '=', tenantId)
       .orderBy('created_at')
       .orderBy('id')

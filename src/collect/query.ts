@@ -1,11 +1,12 @@
+import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { type CopyQuery, literal } from '../db/database.ts';
 import type { DatasetDeclaration, DatasetField, DatasetFilter, TableDataset } from '../datamap/types.ts';
 import { type ExportScope, scopeTarget } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
-import { REPORTS, type ReportBuilder } from './computed/reports.ts';
+import { REPORTS, type ReportBuilder, type SelectRows } from './computed/reports.ts';
 import { COPY_OPTIONS, csvCellSql, jsonObjectSql, jsonTextSql } from './render-sql.ts';
-import type { ExportRequest, FilterValue, SubjectRows } from './request.ts';
+import type { ExportRequest, FilterValue, RelatedSelection, SubjectRows } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
 export interface QueryContext {
@@ -28,8 +29,9 @@ export function selectedFields(dataset: DatasetDeclaration, request: ExportReque
     fields = fields.filter((f) => names.includes(f.name));
   }
   if (!request.columns) return fields;
+  const related = dataset.relatedFields ?? [];
   return request.columns.map((name) => {
-    const field = fields.find((f) => f.name === name);
+    const field = fields.find((f) => f.name === name) ?? related.find((f) => f.name === name);
     if (!field) throw new FerryError('invalid_parameter', `columns: "${name}" is not part of this export`);
     return field;
   });
@@ -55,7 +57,7 @@ function withValue(condition: string, value: string): string {
 }
 
 interface Source {
-  /** FROM and JOINs. */
+  /** FROM and JOINs (without the ones the selected fields add). */
   tables: string;
   /** WHERE conditions, joined with AND, followed by the key-range marker. */
   where: string;
@@ -85,24 +87,99 @@ function scopeCondition(dataset: TableDataset, scope: ExportScope | undefined): 
 /** The FROM clause with tenant scope and filters, plus the ordering key. */
 function source(dataset: DatasetDeclaration, request: ExportRequest, ctx: QueryContext): Source {
   if (dataset.kind === 'computed') {
-    const computed = computedSource(REPORTS[dataset.report].source(request, ctx.dayZone));
+    const computed = computedSource(
+      REPORTS[dataset.report].source(request, ctx.dayZone, rowSelector(request, ctx)),
+    );
+    const conditions: string[] = [];
     // A report's rows carry the subject link's columns (e.g. revenue attribution's customer_id).
-    return request.subject
-      ? { ...computed, where: `(${request.subject.condition}) AND ${computed.where}` }
+    if (request.subject) conditions.push(`(${request.subject.condition})`);
+    if (request.related) conditions.push(relatedCondition(dataset, request.related, request, ctx));
+    return conditions.length
+      ? { ...computed, where: `${conditions.join(' AND ')} AND ${computed.where}` }
       : computed;
   }
   if (dataset.kind !== 'table')
     throw new FerryError('unsupported_format', `dataset ${dataset.name} is not tabular`);
+  const { conditions, joins } = tableConditions(dataset, request.filters, request, ctx);
+  if (request.subject) conditions.push(`(${request.subject.condition})`);
+  if (request.related) conditions.push(relatedCondition(dataset, request.related, request, ctx));
+  return {
+    tables: [dataset.from, ...joins].join(' '),
+    where: `${conditions.join(' AND ')}{{KEY_RANGE}}`,
+    key: [...dataset.key],
+  };
+}
+
+function mapDataset(name: string): DatasetDeclaration {
+  const dataset = REFERENCE_DATAMAP.datasets[name];
+  if (!dataset) throw new FerryError('internal', `the data map has no dataset ${name}`);
+  return dataset;
+}
+
+/** A FROM fragment with the tenant id in place of `$tenant`. */
+const tenantJoin = (join: string, tenantId: string) => join.split('$tenant').join(literal(tenantId));
+
+/** The tenant condition, scope and filters of a table dataset, and the joins its filters need. */
+function tableConditions(
+  dataset: TableDataset,
+  filters: Readonly<Record<string, FilterValue>>,
+  request: ExportRequest,
+  ctx: Pick<QueryContext, 'dayZone'>,
+): { conditions: string[]; joins: string[] } {
   const conditions = [`t.tenant_id = ${literal(request.tenantId)}`];
+  const joins: string[] = [];
   const scoped = scopeCondition(dataset, request.scope);
   if (scoped) conditions.push(scoped);
-  if (request.subject) conditions.push(`(${request.subject.condition})`);
-  for (const [name, value] of Object.entries(request.filters)) {
+  for (const [name, value] of Object.entries(filters)) {
     const filter = dataset.filters.find((x) => x.name === name);
     if (!filter) throw new FerryError('invalid_parameter', `filter: unknown filter "${name}"`);
+    if (filter.join) joins.push(tenantJoin(filter.join, request.tenantId));
     conditions.push(`(${withValue(filter.sql, filterValueSql(filter, value, ctx.dayZone))})`);
   }
-  return { tables: dataset.from, where: `${conditions.join(' AND ')}{{KEY_RANGE}}`, key: [...dataset.key] };
+  return { conditions, joins };
+}
+
+/**
+ * The condition that keeps the rows related to a selection of another dataset: the
+ * dataset's declared `related` condition with `$rows`, the subquery of the selected ids
+ * (tenant, scope and the selection's filters). The subquery's own alias `t` shadows the
+ * outer one, so it is self-contained.
+ */
+function relatedCondition(
+  dataset: DatasetDeclaration,
+  related: RelatedSelection,
+  request: ExportRequest,
+  ctx: QueryContext,
+): string {
+  const condition = dataset.related?.[related.dataset];
+  const other = mapDataset(related.dataset);
+  if (condition === undefined || other.kind !== 'table')
+    throw new FerryError(
+      'invalid_parameter',
+      `related: ${dataset.name} cannot be narrowed to ${related.dataset}`,
+    );
+  return `(${condition.split('$rows').join(selectionSql(other, related.filters, request, ctx))})`;
+}
+
+/** The ids of a table dataset's rows that filters choose, with the request's tenant and scope. */
+function selectionSql(
+  dataset: TableDataset,
+  filters: Readonly<Record<string, FilterValue>>,
+  request: ExportRequest,
+  ctx: Pick<QueryContext, 'dayZone'>,
+): string {
+  const { conditions, joins } = tableConditions(dataset, filters, request, ctx);
+  const id = `t.${dataset.changeFeed?.idColumn ?? 'id'}`;
+  return `SELECT ${id} FROM ${[dataset.from, ...joins].join(' ')} WHERE ${conditions.join(' AND ')}`;
+}
+
+/** What a report uses to read the rows of a table dataset that filters choose. */
+export function rowSelector(request: ExportRequest, ctx: Pick<QueryContext, 'dayZone'>): SelectRows {
+  return (name, filters) => {
+    const dataset = mapDataset(name);
+    if (dataset.kind !== 'table') throw new FerryError('internal', `${name} is not a table dataset`);
+    return selectionSql(dataset, filters, request, ctx);
+  };
 }
 
 const textArray = (values: readonly string[]) =>
@@ -123,7 +200,12 @@ function valueSql(
   request: ExportRequest,
   ctx: QueryContext,
 ): string {
-  const raw = dataset.kind === 'computed' ? `t.${field.name}` : field.sql;
+  const raw = field.nested
+    ? nestedSql(field.nested, request, ctx)
+    : dataset.kind === 'computed'
+      ? `t.${field.name}`
+      : field.sql;
+  if (field.nested) return raw;
   if (request.subject && field.class === 'free_text') return othersScrubbed(field, raw, request.subject);
   if (request.pii === 'full') return raw;
   const subject = dataset.kind === 'table' ? dataset.subject : undefined;
@@ -132,6 +214,42 @@ function valueSql(
     key: ctx.anonymizeKey,
     ...(subject ? { subject } : {}),
   });
+}
+
+/** The outer row's id as the nested rows see it (their own alias `t` shadows the outer one). */
+const PARENT_JOIN = 'CROSS JOIN LATERAL (SELECT t.id) ferry_parent(id)';
+
+/**
+ * Another dataset's rows as a JSON array of objects, in that dataset's key order, each of its
+ * fields anonymized by its own rule (the request's level).
+ */
+function nestedSql(
+  nested: NonNullable<DatasetField['nested']>,
+  request: ExportRequest,
+  ctx: QueryContext,
+): string {
+  const inner = mapDataset(nested.dataset);
+  if (inner.kind !== 'table')
+    throw new FerryError('internal', `nested dataset ${nested.dataset} is not a table`);
+  const link = nested.link.split('$parent').join('ferry_parent.id');
+  const members = inner.fields
+    .filter((f) => !link.includes(f.sql))
+    .map((f) => ({
+      name: f.name,
+      text: jsonTextSql(valueSql(inner, f, request, ctx), f.type, ctx.timezone),
+    }));
+  const rows = `SELECT string_agg(${jsonObjectSql(members)}, ',' ORDER BY ${inner.key.join(', ')}) FROM ${inner.from} WHERE t.tenant_id = ${literal(request.tenantId)} AND ${link}`;
+  return `('[' || coalesce((${rows}), '') || ']')::json`;
+}
+
+/** The FROM fragments the selected fields need, once each, after the source's own. */
+function fieldJoins(fields: readonly DatasetField[], tenantId: string): string[] {
+  const joins = new Set<string>();
+  for (const field of fields) {
+    if (field.nested) joins.add(PARENT_JOIN);
+    if (field.join) joins.add(tenantJoin(field.join, tenantId));
+  }
+  return [...joins];
 }
 
 /**
@@ -145,7 +263,10 @@ export function buildExportQuery(
   ctx: QueryContext,
 ): CopyQuery {
   const fields = selectedFields(dataset, request);
-  const { tables, where, key } = source(dataset, request, ctx);
+  const { tables: base, where, key } = source(dataset, request, ctx);
+  const tables = [base, ...fieldJoins(fields, request.tenantId).filter((join) => !base.includes(join))].join(
+    ' ',
+  );
   if (ctx.input === 'csv') {
     const guard = request.csvGuard && request.format === 'csv';
     const projection = fields

@@ -32,6 +32,17 @@ export interface ExportRequest {
   readonly scope?: ExportScope | undefined;
   /** A data subject's own rows only (their access package); set by the privacy code, never by a caller's input. */
   readonly subject?: SubjectRows | undefined;
+  /**
+   * Only the rows related to a selection of another dataset (the messages of the
+   * conversations a saved configuration chose), along the dataset's declared `related`.
+   */
+  readonly related?: RelatedSelection | undefined;
+}
+
+/** The rows of another dataset chosen by its filters, which an export is narrowed to. */
+export interface RelatedSelection {
+  readonly dataset: string;
+  readonly filters: Readonly<Record<string, FilterValue>>;
 }
 
 /**
@@ -64,6 +75,7 @@ export interface ExportInput {
   partitionByDate?: boolean | undefined;
   options?: Record<string, string | undefined> | undefined;
   scope?: ExportScope | undefined;
+  related?: { dataset: string; filters: Readonly<Record<string, string>> } | null | undefined;
 }
 
 function oneOf<T extends string>(
@@ -251,7 +263,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     columns = (typeof input.columns === 'string' ? input.columns.split(',') : [...input.columns]).map((c) =>
       c.trim(),
     );
-    const known = dataset.fields.map((f) => f.name);
+    const known = [...dataset.fields, ...(dataset.relatedFields ?? [])].map((f) => f.name);
     for (const c of columns) {
       if (!known.includes(c)) throw invalid('columns', `dataset ${dataset.name} has no column "${c}"`, known);
     }
@@ -261,6 +273,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
   if (input.timezone !== undefined && !isValidTimezone(input.timezone)) {
     throw invalid('timezone', `"${input.timezone}" is not an IANA time zone (e.g. Europe/Berlin, UTC)`);
   }
+  const related = input.related ? relatedSelection(dataset, input.related, map) : undefined;
   return {
     tenantId: input.tenantId,
     dataset: dataset.name,
@@ -275,7 +288,32 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     partitionByDate: input.partitionByDate ?? false,
     options,
     scope: input.scope,
+    ...(related ? { related } : {}),
   };
+}
+
+/** Datasets whose selection `dataset` can be narrowed to (its declared `related`). */
+export function relatedDatasets(dataset: DatasetDeclaration): string[] {
+  return Object.keys(dataset.related ?? {});
+}
+
+/** Checks a related selection: `dataset` declares how it relates to it, and its filters are the other dataset's. */
+function relatedSelection(
+  dataset: DatasetDeclaration,
+  input: { dataset: string; filters: Readonly<Record<string, string>> },
+  map: DataMap,
+): RelatedSelection {
+  const other = declaredDataset(input.dataset, map, 'related.dataset');
+  if (!dataset.related?.[other.name])
+    throw invalid(
+      'related.dataset',
+      `dataset ${dataset.name} cannot be narrowed to rows of ${other.name}`,
+      relatedDatasets(dataset).length ? relatedDatasets(dataset) : ['(none)'],
+    );
+  if (other.kind !== 'table')
+    throw invalid('related.dataset', `${other.name} is not a table dataset`, ['conversations']);
+  const { filters } = typedFilters(other, input.filters);
+  return { dataset: other.name, filters };
 }
 
 /**
@@ -311,5 +349,16 @@ export function acceptedExportRequest(
     partitionByDate: false,
     options,
     scope: config.scope,
+    ...(config.related
+      ? {
+          related: {
+            dataset: config.related.dataset,
+            filters: typedFilters(
+              declaredDataset(config.related.dataset, map, 'related.dataset'),
+              config.related.filters,
+            ).filters,
+          },
+        }
+      : {}),
   };
 }

@@ -143,6 +143,28 @@ export const MESSAGE_FIELDS: DatasetField[] = [
   from('messages', 'edited'),
 ];
 
+/**
+ * Per conversation, the revenue events that list it as a touchpoint (it started before the
+ * event): their summed value, the last-touch credit (the latest such conversation of each
+ * event gets the event's whole value, as revenue_attribution's default model), their count
+ * and the campaign of the latest. A LEFT JOIN to a grouped key, so a query that reads none of
+ * it does not run it.
+ */
+export const CONVERSATION_REVENUE_JOIN = `LEFT JOIN (
+  SELECT x.conversation_id, sum(x.amount) AS conversation_value,
+    sum(CASE WHEN x.position = 1 THEN x.amount ELSE 0 END) AS attributed_revenue,
+    count(*)::int AS revenue_events,
+    (array_agg(x.campaign ORDER BY x.occurred_at DESC, x.event_id DESC) FILTER (WHERE x.campaign IS NOT NULL))[1] AS campaign
+  FROM (
+    SELECT r.id AS event_id, r.amount, r.campaign, r.occurred_at, c.id AS conversation_id,
+      row_number() OVER (PARTITION BY r.id ORDER BY c.start_timestamp DESC, c.id DESC) AS position
+    FROM revenue_events r
+    JOIN conversations c ON c.id = ANY (r.conversation_ids) AND c.tenant_id = r.tenant_id AND c.start_timestamp < r.occurred_at
+    WHERE r.tenant_id = $tenant
+  ) x
+  GROUP BY x.conversation_id
+) rv ON rv.conversation_id = t.id`;
+
 const conversationFilters: DatasetFilter[] = [
   ...dateFilters('t.start_timestamp'),
   {
@@ -207,6 +229,119 @@ const conversationFilters: DatasetFilter[] = [
     sql: 't.customer_id IN (SELECT id FROM customers WHERE segment = $value)',
     description: "The customer's segment.",
   },
+  {
+    name: 'customer_segments',
+    type: 'string[]',
+    sql: 't.customer_id IN (SELECT id FROM customers WHERE segment = ANY ($value))',
+    description:
+      'Any of these customer segments (comma-separated; the reference segments are smb, mid_market, enterprise and consumer).',
+  },
+  {
+    name: 'conversation_value_min',
+    type: 'number',
+    sql: 'rv.conversation_value >= $value',
+    join: CONVERSATION_REVENUE_JOIN,
+    description: 'Lowest conversation_value: revenue of the events the conversation preceded.',
+  },
+  {
+    name: 'conversation_value_max',
+    type: 'number',
+    sql: 'coalesce(rv.conversation_value, 0) <= $value',
+    join: CONVERSATION_REVENUE_JOIN,
+    description: 'Highest conversation_value (conversations without revenue count as 0).',
+  },
+  {
+    name: 'has_revenue_attribution',
+    type: 'boolean',
+    sql: '(rv.conversation_id IS NOT NULL) = $value',
+    join: CONVERSATION_REVENUE_JOIN,
+    description: 'Whether the conversation preceded a revenue event that lists it (a touchpoint).',
+  },
+  {
+    name: 'referrer_contains',
+    type: 'string[]',
+    sql: 'EXISTS (SELECT 1 FROM unnest($value) AS needle(text) WHERE strpos(lower(t.referrer), lower(needle.text)) > 0)',
+    description: 'The referrer URL contains any of these texts, case-insensitively (comma-separated).',
+  },
+];
+
+/** Ranges a saved export configuration may give as `{"min": …, "max": …}`. */
+const CONVERSATION_RANGES = {
+  satisfaction_score: { min: 'satisfaction_min', max: 'satisfaction_max' },
+  confidence_score: { min: 'confidence_min', max: 'confidence_max' },
+  conversation_value: { min: 'conversation_value_min', max: 'conversation_value_max' },
+};
+
+/**
+ * Related columns of a conversation, written when `columns` names them: its revenue along
+ * `revenue_events.conversation_ids` (last-touch credit, as the revenue_attribution default),
+ * its annotations, and its messages nested.
+ */
+const CONVERSATION_RELATED_FIELDS: DatasetField[] = [
+  {
+    ...derived(
+      'conversation_value',
+      'coalesce(rv.conversation_value, 0)',
+      ['revenue_events.amount', 'revenue_events.conversation_ids'],
+      {
+        type: 'number',
+        class: 'none',
+        description:
+          "Revenue of the events this conversation preceded (it is one of their touchpoints), summed in the events' currency; 0 without any.",
+      },
+    ),
+    join: CONVERSATION_REVENUE_JOIN,
+  },
+  {
+    ...derived(
+      'attributed_revenue',
+      'coalesce(rv.attributed_revenue, 0)',
+      ['revenue_events.amount', 'revenue_events.conversation_ids'],
+      {
+        type: 'number',
+        class: 'none',
+        description:
+          'Revenue credited to this conversation under last-touch attribution (the last conversation before each event gets its whole value), as in revenue_attribution.',
+      },
+    ),
+    join: CONVERSATION_REVENUE_JOIN,
+  },
+  {
+    ...derived('revenue_events', 'coalesce(rv.revenue_events, 0)', ['revenue_events.conversation_ids'], {
+      type: 'integer',
+      class: 'none',
+      description: 'Number of revenue events this conversation preceded.',
+    }),
+    join: CONVERSATION_REVENUE_JOIN,
+  },
+  {
+    ...derived('campaign', 'rv.campaign', ['revenue_events.campaign'], {
+      type: 'string',
+      class: 'none',
+      description:
+        'Marketing campaign of the latest revenue event this conversation preceded (marketing_campaigns).',
+    }),
+    join: CONVERSATION_REVENUE_JOIN,
+  },
+  derived('resolution_notes', 't.internal_notes', ['conversations.internal_notes'], {
+    type: 'string',
+    class: 'free_text',
+    description: "Annotation: the team's internal notes on the conversation and its resolution.",
+  }),
+  derived('follow_up_required', "coalesce('follow-up' = ANY (t.tags), false)", ['conversations.tags'], {
+    type: 'boolean',
+    class: 'none',
+    description: 'Annotation: the team tagged the conversation follow-up.',
+  }),
+  {
+    ...derived('messages', 'NULL', ['messages.content'], {
+      type: 'json',
+      class: 'free_text',
+      description:
+        "The messages of the conversation nested as an array of objects with the messages dataset's fields, oldest first; each field anonymized as in that dataset.",
+    }),
+    nested: { dataset: 'messages', link: 't.conversation_id = $parent' },
+  },
 ];
 
 function table(
@@ -217,7 +352,17 @@ function table(
   extra: Partial<
     Pick<
       TableDataset,
-      'from' | 'timeColumn' | 'key' | 'filters' | 'package' | 'changeFeed' | 'scopes' | 'subject'
+      | 'from'
+      | 'timeColumn'
+      | 'key'
+      | 'filters'
+      | 'package'
+      | 'changeFeed'
+      | 'scopes'
+      | 'subject'
+      | 'ranges'
+      | 'related'
+      | 'relatedFields'
     >
   > = {},
 ): TableDataset {
@@ -241,6 +386,9 @@ function table(
     changeFeed: extra.changeFeed === undefined ? { idColumn: 'id' } : extra.changeFeed,
     scopes: extra.scopes ?? {},
     ...(extra.subject ? { subject: extra.subject } : {}),
+    ...(extra.ranges ? { ranges: extra.ranges } : {}),
+    ...(extra.related ? { related: extra.related } : {}),
+    ...(extra.relatedFields ? { relatedFields: extra.relatedFields } : {}),
   };
 }
 
@@ -272,7 +420,11 @@ function computed(
   description: string,
   source: keyof Tables,
   fields: DatasetField[],
-  spec: Pick<ComputedDataset, 'package'> & { report: ComputedReport; parameters: DatasetParameter[] },
+  spec: Pick<ComputedDataset, 'package'> &
+    Partial<Pick<ComputedDataset, 'filters' | 'ranges' | 'related'>> & {
+      report: ComputedReport;
+      parameters: DatasetParameter[];
+    },
 ): ComputedDataset {
   return {
     name,
@@ -284,10 +436,12 @@ function computed(
     timeColumn: null,
     key: [],
     fields,
-    filters: PERIOD_FILTERS,
+    filters: spec.filters ?? PERIOD_FILTERS,
     parameters: spec.parameters,
     formats: TEXT_FORMATS,
     package: spec.package,
+    ...(spec.ranges ? { ranges: spec.ranges } : {}),
+    ...(spec.related ? { related: spec.related } : {}),
   };
 }
 
@@ -318,6 +472,27 @@ function document(
 const num = (name: string, description: string, reads: string[], type: 'number' | 'integer' = 'number') =>
   derived(name, name, reads, { type, class: 'none', description });
 
+/** The measures of daily_totals and channel_performance, over the chosen conversations. */
+const CONVERSATION_TOTALS: DatasetField[] = [
+  num('conversations', 'Conversations.', ['conversations.id'], 'integer'),
+  num('escalated', 'Of those, escalated to a human.', ['conversations.escalated'], 'integer'),
+  num('resolved', 'Of those, with status resolved.', ['conversations.status'], 'integer'),
+  num('avg_satisfaction', 'Mean rating (1-5) of the rated ones, rounded to 2 decimals.', [
+    'conversations.satisfaction_score',
+  ]),
+  num('messages', 'Messages of those conversations.', ['conversations.message_count'], 'integer'),
+  num(
+    'conversations_with_revenue',
+    'Of those, conversations that preceded a revenue event (has_revenue_attribution).',
+    ['revenue_events.conversation_ids'],
+    'integer',
+  ),
+  num('conversation_value', "Sum of the conversations' conversation_value.", ['revenue_events.amount']),
+  num('attributed_revenue', "Sum of the conversations' attributed_revenue (last touch).", [
+    'revenue_events.amount',
+  ]),
+];
+
 /** Every dataset Ferry exports. The names are the public contract. */
 export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
   conversations: table(
@@ -328,6 +503,8 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     {
       from: 'FROM conversations t LEFT JOIN sites s ON s.id = t.site_id',
       filters: conversationFilters,
+      ranges: CONVERSATION_RANGES,
+      relatedFields: CONVERSATION_RELATED_FIELDS,
       package: { order: 40, dated: true, builder: 'conversations' },
       scopes: {
         site: 's.url = $value',
@@ -377,6 +554,8 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       },
     ],
     package: files(50, true, { path: 'messages', format: 'tabular' }),
+    related: { conversations: 't.conversation_id IN ($rows)' },
+    ranges: { confidence_score: { min: 'confidence_min', max: 'confidence_max' } },
     scopes: {
       site: 's.url = $value',
       customer: 'c.customer_id = $value::uuid',
@@ -935,6 +1114,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
     ],
     {
       report: 'revenue_attribution',
+      related: { conversations: 't.conversation_ids && ARRAY($rows)' },
       parameters: [
         {
           name: 'attribution_model',
@@ -954,6 +1134,106 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
           }),
         ),
       ),
+    },
+  ),
+  daily_totals: computed(
+    'daily_totals',
+    "Totals per day over the conversations its filters choose (the conversations dataset's filters): counts, ratings and their revenue.",
+    'conversations',
+    [
+      derived('date', 'date', ['conversations.start_timestamp'], {
+        type: 'string',
+        class: 'none',
+        description: 'Day the conversations started (report time zone), YYYY-MM-DD.',
+      }),
+      ...CONVERSATION_TOTALS,
+    ],
+    {
+      report: 'daily_totals',
+      parameters: [],
+      package: null,
+      filters: conversationFilters,
+      ranges: CONVERSATION_RANGES,
+    },
+  ),
+  channel_performance: computed(
+    'channel_performance',
+    "Totals per channel (the referrer's host) over the conversations its filters choose: counts, conversion rate and revenue.",
+    'conversations',
+    [
+      derived('channel', 'channel', ['conversations.referrer'], {
+        type: 'string',
+        class: 'none',
+        description:
+          "The referrer's host in lower case without www. (google.com); (direct) without a referrer, (other) when the referrer is not a URL.",
+      }),
+      ...CONVERSATION_TOTALS,
+      num('conversion_rate', 'conversations_with_revenue / conversations x 100, rounded to 2 decimals.', [
+        'revenue_events.conversation_ids',
+      ]),
+      num('revenue_per_conversation', 'attributed_revenue / conversations, rounded to 2 decimals.', [
+        'revenue_events.amount',
+      ]),
+    ],
+    {
+      report: 'channel_performance',
+      parameters: [],
+      package: null,
+      filters: conversationFilters,
+      ranges: CONVERSATION_RANGES,
+    },
+  ),
+  marketing_campaigns: computed(
+    'marketing_campaigns',
+    'One row per marketing campaign and currency, from the campaign attribution of revenue events converted in the range.',
+    'revenue_events',
+    [
+      derived('campaign', 'campaign', ['revenue_events.campaign'], {
+        type: 'string',
+        class: 'none',
+        description: 'The campaign of the revenue events; (none) for events without one.',
+      }),
+      derived('currency', 'currency', ['revenue_events.currency'], {
+        type: 'string',
+        class: 'none',
+        description: 'ISO 4217 currency of the amounts.',
+      }),
+      num('conversions', 'Revenue events of the campaign.', ['revenue_events.id'], 'integer'),
+      num(
+        'attributed_conversions',
+        'Of those, events a chat conversation preceded (one they list started before them).',
+        ['revenue_events.conversation_ids', 'conversations.start_timestamp'],
+        'integer',
+      ),
+      num('customers', 'Distinct converting customers.', ['revenue_events.customer_id'], 'integer'),
+      num(
+        'conversations',
+        "Distinct conversations that preceded the campaign's events.",
+        ['revenue_events.conversation_ids'],
+        'integer',
+      ),
+      num('revenue', "Sum of the events' amounts.", ['revenue_events.amount']),
+      num('attributed_revenue', 'Sum of the amounts of the attributed conversions.', [
+        'revenue_events.amount',
+      ]),
+      num('average_order_value', 'revenue / conversions, rounded to 2 decimals.', ['revenue_events.amount']),
+      derived('first_conversion', 'first_conversion', ['revenue_events.occurred_at'], {
+        type: 'string',
+        class: 'none',
+        description: 'Day of the first event in the range (report time zone), YYYY-MM-DD.',
+      }),
+      derived('last_conversion', 'last_conversion', ['revenue_events.occurred_at'], {
+        type: 'string',
+        class: 'none',
+        description: 'Day of the last event in the range (report time zone), YYYY-MM-DD.',
+      }),
+    ],
+    {
+      report: 'marketing_campaigns',
+      parameters: [],
+      package: null,
+      // The report narrows its events to the selected conversations itself.
+      related: { conversations: 'true' },
     },
   ),
   knowledge_base: document(

@@ -135,6 +135,18 @@ export interface DatasetField {
   /** The table columns the expression reads ("table.column"), checked against the map. */
   readonly reads: readonly string[];
   readonly example?: string;
+  /**
+   * A FROM fragment the expression needs (`LEFT JOIN … x ON …`), added once to the query when
+   * the field is selected; `$tenant` stands for the tenant id. Used by the related columns
+   * (`DatasetBase.relatedFields`), which read other tables along the map's relations.
+   */
+  readonly join?: string;
+  /**
+   * The rows of another dataset nested in this field as a JSON array of objects with that
+   * dataset's fields (each anonymized by its own rule), linked by `link` (SQL over the nested
+   * dataset's aliases, with `$parent` for this row's id).
+   */
+  readonly nested?: { readonly dataset: string; readonly link: string };
 }
 
 /** A filter a dataset accepts, validated before any query runs. */
@@ -145,6 +157,8 @@ export interface DatasetFilter {
   /** SQL condition with `$value` where the (quoted) value goes. */
   readonly sql: string;
   readonly description: string;
+  /** A FROM fragment the condition needs, as `DatasetField.join`. */
+  readonly join?: string;
 }
 
 /** A parameter of a dataset that is not a row filter: how a report is computed, or what a document holds. */
@@ -158,7 +172,13 @@ export interface DatasetParameter {
 }
 
 /** The code that computes a `computed` dataset's rows (src/collect/computed/). */
-export const COMPUTED_REPORTS = ['analytics', 'revenue_attribution'] as const;
+export const COMPUTED_REPORTS = [
+  'analytics',
+  'revenue_attribution',
+  'daily_totals',
+  'channel_performance',
+  'marketing_campaigns',
+] as const;
 export type ComputedReport = (typeof COMPUTED_REPORTS)[number];
 
 /** The code that writes a `document` dataset (src/collect/documents.ts). */
@@ -218,6 +238,11 @@ interface DatasetBase {
   readonly key: readonly string[];
   readonly fields: readonly DatasetField[];
   /**
+   * Related columns: read along the map's relations from other tables (a conversation's
+   * attributed revenue, its messages nested), written only when `columns` names them.
+   */
+  readonly relatedFields?: readonly DatasetField[];
+  /**
    * Row filters. `from`/`to` make the dataset dated: date filters, schedule windows and
    * the plan's history window apply to it (days of the report for computed datasets).
    */
@@ -227,6 +252,18 @@ interface DatasetBase {
   readonly formats: readonly string[];
   /** Where the dataset goes in the company package; null: it cannot go in one. */
   readonly package: PackagePlacement | null;
+  /**
+   * Ranges a saved export configuration may give as `{"min": …, "max": …}`, by name, and the
+   * two filters they become (e.g. `satisfaction_score` → `satisfaction_min`, `satisfaction_max`).
+   */
+  readonly ranges?: Readonly<Record<string, { readonly min: string; readonly max: string }>>;
+  /**
+   * How this dataset's rows relate to the rows of another dataset, by that dataset's name: a
+   * SQL condition over this dataset's aliases with `$rows`, a subquery of the other dataset's
+   * selected ids. An export narrowed to the rows related to a selection uses it (a saved
+   * configuration's messages of the chosen conversations).
+   */
+  readonly related?: Readonly<Record<string, string>>;
 }
 
 /** A row per source row, read with one COPY over `from`. */

@@ -45,6 +45,35 @@ export interface ExportConfig {
    * person's rows only. Set by the privacy code, never by an API body.
    */
   subject_request?: string | null;
+  /**
+   * Only the rows related to the rows of another dataset chosen by its filters (values as
+   * text, like `filters`); set by a saved export configuration, e.g. the messages of the
+   * conversations it selects.
+   */
+  related?: RelatedRows | null;
+  /**
+   * A package of these files instead of the company package: each a dataset export of its
+   * own with its filters and columns. Set by a saved export configuration of several files.
+   */
+  files?: PackageFileRequest[] | null;
+  /** The saved export configuration this export ran, when it ran one. */
+  saved_config?: { id: string; name: string } | null;
+}
+
+/** The rows of `dataset` chosen by `filters`. */
+export interface RelatedRows {
+  dataset: string;
+  filters: Record<string, string>;
+}
+
+/** One file of a package of chosen files: its path in the package (without extension) and its export. */
+export interface PackageFileRequest {
+  path: string;
+  dataset: string;
+  filters: Record<string, string>;
+  columns: string[] | null;
+  options: Record<string, string>;
+  related?: RelatedRows | null;
 }
 
 /** Options that only make sense for a single file; of the file options a package takes only `format` and `csv_guard`. */

@@ -1,9 +1,9 @@
 import type { AuthContext } from '../auth/context.ts';
 import { authorizeExport } from '../auth/policy.ts';
-import { checkRange, parseExportRequest } from '../collect/request.ts';
+import { checkRange, type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import { validateRecipients } from '../crypto/age.ts';
 import { packageDatasets, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
-import { type ExportConfig, SINGLE_FILE_OPTIONS } from '../domain/export-config.ts';
+import { type ExportConfig, type PackageFileRequest, SINGLE_FILE_OPTIONS } from '../domain/export-config.ts';
 import { type ExportScope, sameScope, TENANT_SCOPE } from '../domain/export-scope.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import type { RequestPackageKind } from '../domain/package-kind.ts';
@@ -115,6 +115,13 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
  * changed since). The job that runs it checks nothing again.
  */
 export function checkAgainstDataMap(tenantId: string, config: ExportConfig): ExportConfig {
+  if (config.files?.length) {
+    if (config.package === 'none' || config.package === 'directory')
+      throw invalid('package', 'a package of chosen files is a zip or tar.gz', ['zip', 'tar.gz']);
+    // Each file is the single export it would be on its own.
+    for (const file of config.files) fileRequest(tenantId, config, file);
+    return config;
+  }
   if (config.package !== 'none') {
     const placed = packageDatasets(REFERENCE_DATAMAP);
     for (const dataset of config.datasets) {
@@ -146,8 +153,32 @@ export function checkAgainstDataMap(tenantId: string, config: ExportConfig): Exp
     bom: config.bom,
     options: config.options,
     scope: config.scope,
+    related: config.related ?? null,
   });
   return { ...config, format: request.format, compression: request.compression };
+}
+
+/** The request of one file of a package of chosen files (`ExportConfig.files`), checked against the data map. */
+export function fileRequest(tenantId: string, config: ExportConfig, file: PackageFileRequest): ExportRequest {
+  const dataset = REFERENCE_DATAMAP.datasets[file.dataset];
+  if (!dataset)
+    throw invalid('datasets', `unknown dataset "${file.dataset}"`, Object.keys(REFERENCE_DATAMAP.datasets));
+  const dated = dataset.filters.some((f) => f.name === 'from');
+  const from = config.from ?? config.history_from ?? undefined;
+  return parseExportRequest({
+    tenantId,
+    dataset: file.dataset,
+    format: config.format ?? undefined,
+    filters: file.filters,
+    ...(dated ? { from, to: config.to ?? undefined } : {}),
+    columns: file.columns ?? undefined,
+    pii: config.pii,
+    timezone: config.timezone ?? undefined,
+    csvGuard: config.csv_guard,
+    options: file.options,
+    scope: config.scope,
+    related: file.related ?? null,
+  });
 }
 
 /**

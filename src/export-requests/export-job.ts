@@ -12,13 +12,15 @@ import { datasetFileType, estimateDataset } from '../pipeline/export-dataset.ts'
 import {
   companyPackageProducer,
   datasetProducer,
+  packageProducer,
   type SplitProduced,
   splitPackageProducer,
 } from '../pipeline/producers.ts';
 import { type FileSetSpec, type FileSpec, runFile, runFileSet } from '../pipeline/run.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
-import { toPackageRequest } from './config.ts';
+import { fileRequest, toPackageRequest } from './config.ts';
+import { slug } from '../lib/slug.ts';
 import { type CompletedFile, exportCompleted, exportFailed, exportStarted } from './events.ts';
 import { splitFileNames, splitFileRole } from './split-names.ts';
 import { announceProgress, ExportStopped, exportProgressChannel, ProgressTracker } from './progress.ts';
@@ -53,7 +55,7 @@ export function fileSpec(config: ExportConfig, createdAt: Date): ExportFileType 
   if (config.package !== 'none') {
     const zip = config.package === 'zip';
     return age({
-      name: `company-export-${stamp(createdAt)}.${zip ? 'zip' : 'tar.gz'}`,
+      name: `${packageRoot(config, createdAt)}.${zip ? 'zip' : 'tar.gz'}`,
       contentType: zip ? 'application/zip' : 'application/gzip',
     });
   }
@@ -62,6 +64,12 @@ export function fileSpec(config: ExportConfig, createdAt: Date): ExportFileType 
     name: `${config.datasets[0]}-${stamp(createdAt)}.${type.extension}`,
     contentType: type.contentType,
   });
+}
+
+/** A package's name without extension (its root folder): the saved configuration's name, else `company-export`. */
+function packageRoot(config: ExportConfig, createdAt: Date): string {
+  const base = config.saved_config ? slug(config.saved_config.name, 'export') : 'company-export';
+  return `${base}-${stamp(createdAt)}`;
 }
 
 interface Failure {
@@ -294,6 +302,24 @@ function exportFileSpec(ctx: JobContext, row: ExportRow, attemptId: string): Fil
           ...split,
         })(out, run);
       },
+    };
+  }
+  if (config.files?.length) {
+    const kind = config.package === 'tar.gz' ? 'tar.gz' : 'zip';
+    const entries = config.files.map((file) => {
+      const request = fileRequest(row.tenant_id, config, file);
+      return {
+        path: `${file.path}.${datasetFileType(request.format, 'none').extension}`,
+        produce: datasetProducer(database, request, { exportId: row.id }),
+      };
+    });
+    return {
+      ...limits,
+      produce: packageProducer(
+        kind,
+        { root: packageRoot(config, row.created_at), mtime: row.created_at },
+        entries,
+      ),
     };
   }
   const request = toPackageRequest(row.tenant_id, config);

@@ -181,6 +181,37 @@ export async function createExport(
   return accept(deps, auth, config, { repeatOf: null, idempotency, limits });
 }
 
+/**
+ * Runs an export request built elsewhere (a saved export configuration compiled against the
+ * data map): authorized, quota-checked, stored and queued exactly as `createExport` does.
+ * `operation` and `hashed` key the idempotency record.
+ */
+export async function createExportOf(
+  deps: ExportServiceDeps,
+  auth: AuthContext,
+  requested: ExportConfig,
+  options: {
+    idempotencyKey: string | undefined;
+    operation: string;
+    hashed: unknown;
+    limits?: PlanLimits | null;
+  },
+): Promise<Accepted> {
+  authorize(auth, 'exports:create');
+  const idempotency = options.idempotencyKey
+    ? {
+        key: checkIdempotencyKey(options.idempotencyKey),
+        operation: options.operation,
+        hash: requestHash(options.operation, options.hashed),
+      }
+    : undefined;
+  const replay = await replayed(deps, auth, idempotency);
+  if (replay) return replay;
+  const config = authorizeConfig(auth, requested);
+  await checkSiteUrls(deps.database, auth.tenantId, configSites(config));
+  return accept(deps, auth, config, { repeatOf: null, idempotency, limits: options.limits });
+}
+
 /** The request as the job runs it: without a `from`, it starts at the plan's history window. */
 function withHistoryWindow(config: ExportConfig, limits: PlanLimits, now: Date): ExportConfig {
   const floor = historyStart(limits, now);

@@ -13,6 +13,7 @@ import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import { stamp } from '../lib/stamp.ts';
 import { datasetFileType } from '../pipeline/export-dataset.ts';
+import { slug } from '../lib/slug.ts';
 import {
   type ChangesProduced,
   changesProducer,
@@ -61,17 +62,7 @@ export function runFileSpecs(config: ScheduleConfig): FileSpecInput[] {
   return config.datasets.map((d) => ({ key: d.dataset, datasets: [d] }));
 }
 
-function slug(text: string): string {
-  const s = text
-    .normalize('NFKD')
-    .replace(/[^\w\s-]/g, '')
-    .trim()
-    .toLowerCase()
-    .replace(/[\s_-]+/g, '-')
-    .slice(0, 60)
-    .replace(/-+$/, '');
-  return s || 'schedule';
-}
+const scheduleSlug = (name: string) => slug(name, 'schedule');
 
 /** The export configuration recorded with the file (what `GET /api/v1/exports/{id}` shows). */
 function exportConfigOf(config: RunConfig, spec: FileSpecInput, dueAt: Date): ExportConfig {
@@ -236,7 +227,7 @@ async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContex
   const jobs = exportJobs(deps.database);
   const made = fileSpec(exportConfig, run.due_at);
   const extension = made.name.slice(made.name.indexOf('.'));
-  const base = spec.key === 'package' ? slug(config.name) : spec.key;
+  const base = spec.key === 'package' ? scheduleSlug(config.name) : spec.key;
   const name = `${base}-${stamp(run.due_at)}-r${run.run_number}${extension}`;
   const storageKey = `${exportPrefix(tenant.id, exportId)}${attemptId}/${name}`;
   const historyFrom = historyStart(limits, now)?.toISOString().slice(0, 10) ?? null;
@@ -294,7 +285,7 @@ async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContex
       ? datasetEntry(spec.datasets[0]!)
       : packageProducer(
           config.package,
-          { root: `${slug(config.name)}-${stamp(run.due_at)}-r${run.run_number}`, mtime: run.due_at },
+          { root: `${scheduleSlug(config.name)}-${stamp(run.due_at)}-r${run.run_number}`, mtime: run.due_at },
           spec.datasets.map((entry) => ({
             path: `${entry.dataset}.${datasetFileType(formatOf(entry, config), 'none').extension}`,
             produce: datasetEntry(entry),

@@ -1,5 +1,12 @@
 import type { ComputedReport } from '../../datamap/types.ts';
-import type { ExportRequest } from '../request.ts';
+import type { ExportRequest, FilterValue } from '../request.ts';
+import {
+  channelPerformanceSource,
+  dailyTotalsSource,
+  marketingCampaignsEstimate,
+  marketingCampaignsSource,
+  totalsEstimate,
+} from './conversation-totals.ts';
 import { analyticsColumns, analyticsEstimate, analyticsSource, type MetricGroup } from './analytics.ts';
 import {
   type AttributionModel,
@@ -7,17 +14,23 @@ import {
   revenueAttributionSource,
 } from './revenue-attribution.ts';
 
+/**
+ * The rows of a table dataset that filters choose (tenant and scope of the request applied),
+ * as a subquery of their ids: `SELECT t.id FROM conversations t … WHERE …`.
+ */
+export type SelectRows = (dataset: string, filters: Readonly<Record<string, FilterValue>>) => string;
+
 /** The code behind a computed dataset, named by its declaration's `report`. */
 export interface ReportBuilder {
   /** The report's rows for a request, as `FROM (...) t WHERE true{{KEY_RANGE}}`, and its ordering key. */
-  source(request: ExportRequest, dayZone: string): { from: string; key: string[] };
+  source(request: ExportRequest, dayZone: string, select: SelectRows): { from: string; key: string[] };
   /** The names of the fields the request yields, when it narrows them. */
   fields?(request: ExportRequest): readonly string[];
   /**
    * A cheap count of the rows the report will have (a SELECT yielding `n`), for progress:
    * counting the report itself would compute it twice.
    */
-  estimate(request: ExportRequest, dayZone: string): string;
+  estimate(request: ExportRequest, dayZone: string, select: SelectRows): string;
 }
 
 /** The report's first and last day, from the request's `from`/`to` filters. */
@@ -54,6 +67,23 @@ function attributionOptions(request: ExportRequest, dayZone: string) {
   };
 }
 
+/** A report over the conversations its filters choose (daily_totals, channel_performance). */
+const totals = (request: ExportRequest, dayZone: string, select: SelectRows) => ({
+  tenantId: request.tenantId,
+  timezone: dayZone,
+  selected: select('conversations', request.filters),
+});
+
+/** marketing_campaigns: its days, and the conversations of a related selection. */
+function campaignOptions(request: ExportRequest, dayZone: string, select: SelectRows) {
+  return {
+    tenantId: request.tenantId,
+    timezone: dayZone,
+    ...days(request),
+    ...(request.related ? { selected: select(request.related.dataset, request.related.filters) } : {}),
+  };
+}
+
 /** Every computed report; a new one is a compile error until it is listed here. */
 export const REPORTS = {
   analytics: {
@@ -66,5 +96,18 @@ export const REPORTS = {
   revenue_attribution: {
     source: (request, dayZone) => revenueAttributionSource(attributionOptions(request, dayZone)),
     estimate: (request, dayZone) => revenueAttributionEstimate(attributionOptions(request, dayZone)),
+  },
+  daily_totals: {
+    source: (request, dayZone, select) => dailyTotalsSource(totals(request, dayZone, select)),
+    estimate: (request, dayZone, select) => totalsEstimate(totals(request, dayZone, select)),
+  },
+  channel_performance: {
+    source: (request, dayZone, select) => channelPerformanceSource(totals(request, dayZone, select)),
+    estimate: (request, dayZone, select) => totalsEstimate(totals(request, dayZone, select)),
+  },
+  marketing_campaigns: {
+    source: (request, dayZone, select) => marketingCampaignsSource(campaignOptions(request, dayZone, select)),
+    estimate: (request, dayZone, select) =>
+      marketingCampaignsEstimate(campaignOptions(request, dayZone, select)),
   },
 } satisfies Record<ComputedReport, ReportBuilder>;
