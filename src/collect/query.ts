@@ -170,7 +170,7 @@ function selectionSql(
 ): string {
   const { conditions, joins } = tableConditions(dataset, filters, request, ctx);
   const id = `t.${dataset.changeFeed?.idColumn ?? 'id'}`;
-  return `SELECT ${id} FROM ${[dataset.from, ...joins].join(' ')} WHERE ${conditions.join(' AND ')}`;
+  return `SELECT ${id} ${[dataset.from, ...joins].join(' ')} WHERE ${conditions.join(' AND ')}`;
 }
 
 /** What a report uses to read the rows of a table dataset that filters choose. */
@@ -233,12 +233,12 @@ function nestedSql(
     throw new FerryError('internal', `nested dataset ${nested.dataset} is not a table`);
   const link = nested.link.split('$parent').join('ferry_parent.id');
   const members = inner.fields
-    .filter((f) => !link.includes(f.sql))
+    .filter((f) => !(nested.omit ?? []).includes(f.name))
     .map((f) => ({
       name: f.name,
       text: jsonTextSql(valueSql(inner, f, request, ctx), f.type, ctx.timezone),
     }));
-  const rows = `SELECT string_agg(${jsonObjectSql(members)}, ',' ORDER BY ${inner.key.join(', ')}) FROM ${inner.from} WHERE t.tenant_id = ${literal(request.tenantId)} AND ${link}`;
+  const rows = `SELECT string_agg(${jsonObjectSql(members)}, ',' ORDER BY ${inner.key.join(', ')}) ${inner.from} WHERE t.tenant_id = ${literal(request.tenantId)} AND ${link}`;
   return `('[' || coalesce((${rows}), '') || ']')::json`;
 }
 

@@ -26,12 +26,30 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
         `Parameters: ${d.parameters.map((p) => `\`${p.name}\` (${p.description.replace(/\.$/, '')})`).join('; ')}.`,
         '',
       );
+    const ranges = Object.entries(d.ranges ?? {});
+    if (ranges.length)
+      out.push(
+        `Ranges (saved export configurations, \`{"min", "max"}\`): ${ranges.map(([name, r]) => `\`${name}\` (\`${r.min}\`, \`${r.max}\`)`).join('; ')}.`,
+        '',
+      );
+    const related = Object.keys(d.related ?? {});
+    if (related.length)
+      out.push(`Narrowed to the rows related to a selection of: ${related.map((n) => `\`${n}\``).join(', ')}.`, '');
     out.push('| column | type | class | description |', '|---|---|---|---|');
     for (const f of d.fields)
       out.push(
         `| ${f.name} | ${f.type} | ${f.pii ? `${f.class} (${f.pii})` : f.class} | ${escapeCell(f.description)} |`,
       );
     out.push('');
+    if (d.relatedFields?.length) {
+      out.push('Related columns, written only when `columns` names them:', '');
+      out.push('| column | type | class | description |', '|---|---|---|---|');
+      for (const f of d.relatedFields)
+        out.push(
+          `| ${f.name} | ${f.type} | ${f.pii ? `${f.class} (${f.pii})` : f.class} | ${escapeCell(f.description)} |`,
+        );
+      out.push('');
+    }
   }
   if (options.datasets) return out.join('\n');
   out.push('## Reference tables', '');

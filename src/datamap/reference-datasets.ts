@@ -340,7 +340,7 @@ const CONVERSATION_RELATED_FIELDS: DatasetField[] = [
       description:
         "The messages of the conversation nested as an array of objects with the messages dataset's fields, oldest first; each field anonymized as in that dataset.",
     }),
-    nested: { dataset: 'messages', link: 't.conversation_id = $parent' },
+    nested: { dataset: 'messages', link: 't.conversation_id = $parent', omit: ['conversation_id'] },
   },
 ];
 

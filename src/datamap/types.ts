@@ -143,10 +143,10 @@ export interface DatasetField {
   readonly join?: string;
   /**
    * The rows of another dataset nested in this field as a JSON array of objects with that
-   * dataset's fields (each anonymized by its own rule), linked by `link` (SQL over the nested
-   * dataset's aliases, with `$parent` for this row's id).
+   * dataset's fields (each anonymized by its own rule) but those in `omit`, linked by `link`
+   * (SQL over the nested dataset's aliases, with `$parent` for this row's id).
    */
-  readonly nested?: { readonly dataset: string; readonly link: string };
+  readonly nested?: { readonly dataset: string; readonly link: string; readonly omit?: readonly string[] };
 }
 
 /** A filter a dataset accepts, validated before any query runs. */

@@ -33,7 +33,10 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'usage', description: 'Plan quotas and what is used' },
         { name: 'audit', description: 'The audit trail of exports, downloads and key changes' },
         { name: 'exports', description: 'Export requests, paged exports, the change feed and downloads' },
-        { name: 'odata', description: 'The OData v4 feed for Excel, Power BI and other BI tools (read-only)' },
+        {
+          name: 'odata',
+          description: 'The OData v4 feed for Excel, Power BI and other BI tools (read-only)',
+        },
         {
           name: 'compliance',
           description: 'The export endpoints under the paths of the data-portability checklist',

@@ -71,7 +71,7 @@ export const RESPONSE_HEADERS = {
   'OData-Version': { type: 'string', description: 'The OData protocol version of the answer: `4.0`' },
   'Preference-Applied': {
     type: 'string',
-    description: '`odata.maxpagesize=N`: the page size taken from the request\'s `Prefer` header',
+    description: "`odata.maxpagesize=N`: the page size taken from the request's `Prefer` header",
   },
   Upgrade: { type: 'string', description: '`websocket`' },
   Connection: { type: 'string', description: '`Upgrade`' },

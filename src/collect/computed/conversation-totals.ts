@@ -79,7 +79,7 @@ export interface CampaignOptions {
   timezone: string;
   from?: string | undefined;
   to?: string | undefined;
-  /** `SELECT id FROM conversations …` when only the events of these conversations count. */
+  /** `SELECT id FROM conversations …` when only the events these conversations preceded count. */
   selected?: string | undefined;
 }
 
@@ -93,7 +93,10 @@ export function marketingCampaignsSource(options: CampaignOptions): { from: stri
   const tenant = literal(checkTenantId(options.tenantId));
   const tz = literal(checkTimezone(options.timezone));
   const range = localRange(options.timezone, options.from, options.to);
-  const narrowed = options.selected ? ` AND r.conversation_ids && ARRAY(${options.selected})` : '';
+  // With a selection: the events one of its conversations preceded (a touchpoint, as in revenue_attribution).
+  const narrowed = options.selected
+    ? ` AND EXISTS (SELECT 1 FROM conversations sc WHERE sc.id = ANY (r.conversation_ids) AND sc.tenant_id = ${tenant} AND sc.start_timestamp < r.occurred_at AND sc.id IN (${options.selected}))`
+    : '';
   const query = `WITH ev AS (
   SELECT r.id, coalesce(r.campaign, '(none)') AS campaign, r.currency, r.customer_id, r.amount, r.occurred_at,
     r.conversation_ids
