@@ -1,7 +1,11 @@
 import { parse as parseCsv } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { validateXML } from 'xmllint-wasm';
+import { selectedFields } from '../src/collect/query.ts';
 import { acceptedExportRequest, type ExportRequest } from '../src/collect/request.ts';
+import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import { xsdFor } from '../src/format/xml-schema.ts';
 import type { ExportConfig } from '../src/domain/export-config.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
 import { compileDefinition, parseDefinition } from '../src/export-configs/definition.ts';
@@ -326,6 +330,32 @@ for (const dialect of DIALECTS) {
         doc.data.flatMap((r) => r.messages).map((m) => [m.message_id, m.message_content]),
       );
       expect(nested.some((m) => m.message_content !== plain.get(m.message_id))).toBe(true);
+    });
+
+    it('Technical Escalation Analysis as XML: messages nested as elements, valid against the XSD of the export', async () => {
+      const config = compileDefinition(
+        tenantId,
+        parseDefinition({ ...TECHNICAL, format: 'xml', pii: 'full' }),
+      );
+      const request = acceptedExportRequest(tenantId, config);
+      const { text } = await run(t, request);
+      const xsd = xsdFor({
+        dataset: 'conversations',
+        fields: selectedFields(REFERENCE_DATAMAP.datasets.conversations!, request),
+      });
+      const validation = await validateXML({
+        xml: [{ fileName: 'conversations.xml', contents: text }],
+        schema: [{ fileName: 'conversations.xsd', contents: xsd }],
+      });
+      expect(validation.errors).toEqual([]);
+      const records = text.split('<record>').slice(1);
+      expect(records.length).toBeGreaterThan(0);
+      for (const record of records) {
+        const id = /<conversation_id>([^<]+)<\/conversation_id>/.exec(record)![1]!;
+        const nested = /<messages>([\s\S]*?)<\/messages>/.exec(record)?.[1] ?? '';
+        const ids = [...nested.matchAll(/<message_id>([^<]+)<\/message_id>/g)].map((m) => m[1]);
+        expect(ids).toEqual(messagesByConversation.get(id) ?? []);
+      }
     });
 
     it('Marketing Attribution Data: a package of the selection, its revenue, its campaigns and two aggregations', async () => {

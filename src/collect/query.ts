@@ -19,8 +19,11 @@ export interface QueryContext {
   readonly input: WriterInput;
 }
 
+/** An output field; a nested one lists the fields of the objects it holds. */
+export type SelectedField = DatasetField & { readonly members?: readonly DatasetField[] };
+
 /** The dataset's output fields, in the requested column order. */
-export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
+export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): SelectedField[] {
   let fields = [...dataset.fields];
   const narrowed =
     dataset.kind === 'computed' ? (REPORTS[dataset.report] as ReportBuilder).fields : undefined;
@@ -33,8 +36,13 @@ export function selectedFields(dataset: DatasetDeclaration, request: ExportReque
   return request.columns.map((name) => {
     const field = fields.find((f) => f.name === name) ?? related.find((f) => f.name === name);
     if (!field) throw new FerryError('invalid_parameter', `columns: "${name}" is not part of this export`);
-    return field;
+    return field.nested ? { ...field, members: nestedFields(field.nested) } : field;
   });
+}
+
+/** The fields of the objects a nested field holds. */
+function nestedFields(nested: NonNullable<DatasetField['nested']>): DatasetField[] {
+  return mapDataset(nested.dataset).fields.filter((f) => !(nested.omit ?? []).includes(f.name));
 }
 
 function filterValueSql(filter: DatasetFilter, value: FilterValue, timezone: string): string {
@@ -232,9 +240,7 @@ function nestedSql(
   if (inner.kind !== 'table')
     throw new FerryError('internal', `nested dataset ${nested.dataset} is not a table`);
   const link = nested.link.split('$parent').join('ferry_parent.id');
-  const members = inner.fields
-    .filter((f) => !(nested.omit ?? []).includes(f.name))
-    .map((f) => ({
+  const members = nestedFields(nested).map((f) => ({
       name: f.name,
       text: jsonTextSql(valueSql(inner, f, request, ctx), f.type, ctx.timezone),
     }));

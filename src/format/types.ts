@@ -9,6 +9,11 @@ export interface FieldSpec {
   readonly name: string;
   readonly type: FieldType;
   readonly description: string;
+  /**
+   * A `json` field that holds an array of objects of these fields (a conversation's messages
+   * nested): XML writes each object as an `<item>` of their elements, and its XSD says so.
+   */
+  readonly members?: readonly FieldSpec[];
 }
 
 export interface WriterContext {

@@ -102,12 +102,29 @@ ${fields}
 `;
 }
 
-function fieldElement(field: FieldSpec): string {
-  const pad = ' '.repeat(20);
+function fieldElement(field: FieldSpec, indent = 20): string {
+  const pad = ' '.repeat(indent);
   const name = assertElementName(field.name);
   const doc = field.description
     ? `\n${pad}  <xs:annotation><xs:documentation>${escapeText(field.description)}</xs:documentation></xs:annotation>`
     : '';
+  if (field.members) {
+    // Nested rows: `<item>` elements, each holding the members' elements.
+    const members = field.members.map((member) => fieldElement(member, indent + 12)).join('\n');
+    return `${pad}<xs:element name="${name}" minOccurs="0">${doc}
+${pad}  <xs:complexType>
+${pad}    <xs:sequence>
+${pad}      <xs:element name="item" minOccurs="0" maxOccurs="unbounded">
+${pad}        <xs:complexType>
+${pad}          <xs:sequence>
+${members}
+${pad}          </xs:sequence>
+${pad}        </xs:complexType>
+${pad}      </xs:element>
+${pad}    </xs:sequence>
+${pad}  </xs:complexType>
+${pad}</xs:element>`;
+  }
   const type = XSD_TYPES[field.type];
   if (!isArrayType(field.type)) {
     return doc

@@ -37,7 +37,8 @@ export { xsdFor } from './xml-schema.ts';
  * ```
  *
  * A null is an omitted element; arrays are `<item>` children (a null item is
- * `xsi:nil`); json fields hold their JSON text; booleans are `true`/`false`;
+ * `xsi:nil`); nested rows (a field with `members`) are `<item>` children holding their
+ * fields' elements; other json fields hold their JSON text; booleans are `true`/`false`;
  * timestamps keep the database's ISO 8601 text (with the export's UTC offset), which
  * is an xs:dateTime; any other timestamp form is rewritten as UTC (`Z`). Characters XML 1.0 cannot carry (control
  * characters other than tab/LF/CR, U+FFFE/U+FFFF, lone surrogates) are removed.
@@ -89,11 +90,34 @@ function xmlHead(ctx: WriterContext): string {
 
 type Renderer = (row: Record<string, unknown>) => string;
 
-/** Renders one field of a row as its element (or nothing, for a null). */
-function fieldRenderer(field: FieldSpec): Renderer {
+/**
+ * Renders one field of a row as its element (or nothing, for a null), at `depth` (the
+ * fields of a record are at 3: six spaces).
+ */
+function fieldRenderer(field: FieldSpec, depth = 3): Renderer {
   const name = assertElementName(field.name);
-  const open = `      <${name}>`;
+  const pad = '  '.repeat(depth);
+  const open = `${pad}<${name}>`;
   const close = `</${name}>\n`;
+  if (field.members) {
+    // An array of objects (nested rows): one <item> per object, its members as elements.
+    const members = field.members.map((member) => fieldRenderer(member, depth + 2));
+    return (row) => {
+      const value = row[name];
+      if (value === null || value === undefined) return '';
+      if (!Array.isArray(value)) throw badValue(name, 'array of objects', value);
+      if (value.length === 0) return `${pad}<${name}/>\n`;
+      let out = `${open}\n`;
+      for (const element of value) {
+        if (typeof element !== 'object' || element === null || Array.isArray(element))
+          throw badValue(name, 'array of objects', value);
+        out += `${pad}  <item>\n`;
+        for (const render of members) out += render(element as Record<string, unknown>);
+        out += `${pad}  </item>\n`;
+      }
+      return `${out}${pad}${close}`;
+    };
+  }
   if (isArrayType(field.type)) {
     const item = scalarText(
       field,
@@ -103,13 +127,13 @@ function fieldRenderer(field: FieldSpec): Renderer {
       const value = row[name];
       if (value === null || value === undefined) return '';
       if (!Array.isArray(value)) throw badValue(name, field.type, value);
-      if (value.length === 0) return `      <${name}/>\n`;
+      if (value.length === 0) return `${pad}<${name}/>\n`;
       let out = `${open}\n`;
       for (const element of value) {
         const text = element === null ? undefined : item(element);
-        out += text === undefined ? '        <item xsi:nil="true"/>\n' : `        <item>${text}</item>\n`;
+        out += text === undefined ? `${pad}  <item xsi:nil="true"/>\n` : `${pad}  <item>${text}</item>\n`;
       }
-      return `${out}      ${close}`;
+      return `${out}${pad}${close}`;
     };
   }
   const text = scalarText(field, field.type);
