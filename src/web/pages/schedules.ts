@@ -612,6 +612,11 @@ function details(view: ScheduleView, test: ((index: number) => Fragment) | null 
 <dt>Datasets</dt><dd><ul>${view.datasets.map(
     (d) => html`<li>${d.dataset}: ${selectionText(d)}${d.format ? html` (${d.format})` : null}</li>`,
   )}</ul></dd>
+<dt>Layout</dt><dd>${
+    view.layout === 'lake'
+      ? html`Data lake: Parquet by day (<code>dataset=…/date=…/part-0.parquet</code>), <code>_manifest.json</code> and <code>_SUCCESS</code> per run`
+      : 'Files: one per dataset (or one package) per run'
+  }</dd>
 <dt>Format</dt><dd>${view.format ?? "each dataset's default"}${
     view.compression !== 'none' ? html` + ${view.compression}` : null
   }${view.package !== 'none' ? html`, in a ${view.package} package` : null}</dd>
