@@ -283,6 +283,55 @@ for (const dialect of DIALECTS) {
     const writtenDays = (m: LakeManifest) => m.datasets.messages!.written.map((w) => w.date).sort();
     const removedPaths = (m: LakeManifest) => [...m.datasets.messages!.removed].sort();
 
+    test('refuses what a lake cannot be, naming the field', async () => {
+      const s3Target = {
+        type: 's3',
+        bucket: s3.bucket,
+        prefix: 'lake/',
+        region: s3.region,
+        endpoint: s3.endpoint,
+        force_path_style: true,
+        access_key_id: s3.accessKeyId,
+        secret_access_key: s3.secretAccessKey,
+      };
+      const base = {
+        name: 'Refused',
+        frequency: { type: 'daily' },
+        time: '03:00',
+        datasets: ['messages'],
+        layout: 'lake',
+        targets: [s3Target],
+      };
+      const cases: [Record<string, unknown>, string, string][] = [
+        [{ layout: 'pond' }, 'layout', 'unknown layout "pond"'],
+        [{ compression: 'gzip' }, 'compression', 'Parquet compresses its columns itself'],
+        [{ package: 'zip' }, 'package', 'a lake is Parquet files by day'],
+        [{ format: 'csv' }, 'format', 'a lake is written in Parquet'],
+        [{ datasets: ['messages', 'analytics'] }, 'datasets[1].dataset', 'cannot be in a lake'],
+        [{ targets: [] }, 'targets', 'a lake needs a target'],
+        [{ targets: [{ type: 'email', to: ['a@example.com'] }] }, 'targets[0].type', 'S3 or a folder'],
+        [{ targets: [{ ...s3Target, prefix: 'lake/{date}/' }] }, 'targets[0].prefix', 'one fixed folder'],
+        [
+          { targets: [{ ...s3Target, prefix: 'lake/.hidden/' }] },
+          'targets[0].prefix',
+          'not a valid key prefix',
+        ],
+        [{ retention: { target_days: 30 } }, 'retention.target_days', 'keeps each day'],
+      ];
+      for (const [change, parameter, message] of cases) {
+        const err = await createSchedule(service, auth, { ...base, ...change }).catch((e: unknown) => e);
+        expect(err, parameter).toMatchObject({ code: 'invalid_parameter', details: { parameter } });
+        expect((err as Error).message).toContain(message);
+      }
+      // A folder target is the operator's: the API's caller (no operator) is refused.
+      const folderTarget = { type: 'folder', path: folder };
+      const refused = await createSchedule({ ...service, operator: false }, auth, {
+        ...base,
+        targets: [folderTarget],
+      }).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ code: 'invalid_parameter', details: { parameter: 'targets[0].type' } });
+    });
+
     test('the first run writes every day of the source', async () => {
       const first = await run();
       manifests.push(first);
