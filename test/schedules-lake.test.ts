@@ -18,7 +18,8 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { AuthContext } from '../src/auth/context.ts';
 import type { Config } from '../src/config/config.ts';
-import { createAdapters } from '../src/compose.ts';
+import { createAdapters, JOBS } from '../src/compose.ts';
+import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import type { FerryJob } from '../src/jobs/types.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { loadOrCreateSecretKey } from '../src/lib/secret-box.ts';
@@ -31,9 +32,16 @@ import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
 import { cloneRow, s3Objects } from './support/fixtures/schedules.ts';
-import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  dropJobsSchema,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
-import { settle } from './support/wait.ts';
+import { settle, waitForRun } from './support/wait.ts';
+import { killGroup, startWorker, type WorkerProcess } from './support/worker-process.ts';
 
 const SECRET = 'schedules-lake-test-secret-0123456789abcdef';
 /** Quotes, a comma, CR LF and LF, a formula, an emoji and CJK. */
@@ -466,3 +474,159 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe.skipIf(!testsDialect('postgres'))('a lake run whose worker process is killed', () => {
+  let t: TestDatabase;
+  let config: Config;
+  let env: Record<string, string>;
+  let queue: JobQueue;
+  let service: ScheduleServiceDeps;
+  let auth: AuthContext;
+  let tenantId: string;
+  let scheduleId: string;
+  let folder: string;
+  const workers: WorkerProcess[] = [];
+  const logs = () =>
+    workers
+      .flatMap((w) => w.output)
+      .join('')
+      .slice(-4000);
+
+  beforeAll(async () => {
+    t = await createTestDatabase('postgres');
+    env = {
+      ...t.env,
+      FERRY_SECRET_KEY: SECRET,
+      FERRY_JOB_HEARTBEAT_SECONDS: '10',
+      FERRY_JOB_SUPERVISE_SECONDS: '2',
+      FERRY_JOB_RETRY_DELAY_SECONDS: '1',
+      FERRY_WORKER_CONCURRENCY: '1',
+      FERRY_DEMO: 'off',
+      LOG_LEVEL: 'info',
+    };
+    config = authTestConfig(env);
+    env.FERRY_DATA_DIR = config.dataDir;
+    const summary = await seed(t.database, {
+      tenants: 1,
+      conversations: 400,
+      messagesPerConversation: 4,
+      seed: 43,
+      since: new Date('2026-07-01T00:00:00Z'),
+      until: new Date('2026-09-30T00:00:00Z'),
+      secretKey: SECRET,
+    });
+    tenantId = summary.tenants[0]!.id;
+    await t.database.db.updateTable('tenants').set({ plan: 'agency' }).where('id', '=', tenantId).execute();
+    folder = await mkdtemp(path.join(tmpdir(), 'ferry-lake-kill-'));
+    queue = await createJobQueue(t.database, config, createLogger({ logLevel: 'silent' }), {
+      definitions: JOBS,
+      supervise: false,
+    });
+    service = { database: t.database, config, queue, now: () => new Date(), operator: true };
+    auth = {
+      tenantId,
+      plan: 'agency',
+      role: 'admin',
+      apiKeyId: null,
+      teamMemberId: null,
+      scopes: [],
+      actor: 'cli',
+      ip: null,
+      userAgent: null,
+    };
+    scheduleId = (
+      await createSchedule(service, auth, {
+        name: 'Killed lake',
+        frequency: { type: 'daily' },
+        time: '03:00',
+        datasets: ['messages'],
+        pii: 'full',
+        layout: 'lake',
+        targets: [{ type: 'folder', path: folder }],
+      })
+    ).id;
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const w of workers) {
+      killGroup(w, 'SIGTERM');
+      await w.exited;
+    }
+    await queue?.stop(1_000);
+    await t?.drop();
+    if (folder) await rm(folder, { recursive: true, force: true });
+    if (config) await rm(config.dataDir, { recursive: true, force: true });
+    if (config) await dropJobsSchema(config);
+  });
+
+  async function source(): Promise<{ message_id: string; message_content: string | null; date: string }[]> {
+    const rows = await sql<{ message_id: string; message_content: string | null; date: string }>`
+      SELECT id::text AS message_id, content AS message_content,
+        to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS date
+      FROM messages WHERE tenant_id = ${tenantId} ORDER BY id::text`.execute(t.database.db);
+    return rows.rows;
+  }
+
+  test('leaves every day whole and no _SUCCESS; another worker completes the lake', async () => {
+    const first = startWorker(env);
+    workers.push(first);
+    await settle(t.database);
+    const initial = await runScheduleNow(service, auth, scheduleId);
+    await waitForRun(t.database, initial.id, ['delivered'], { timeoutMs: 120_000, context: logs });
+    expect(existsSync(path.join(folder, '_SUCCESS'))).toBe(true);
+    const days = walk(folder).filter((f) => f.endsWith('.parquet')).length;
+    expect(days).toBeGreaterThan(60);
+
+    // Every day changes, so the next run rewrites them all, one after the other.
+    await sql`UPDATE messages SET content = coalesce(content, '') || ' (edited)' WHERE tenant_id = ${tenantId}`.execute(
+      t.database.db,
+    );
+    await settle(t.database);
+    const startedAt = Date.now();
+    const queued = await runScheduleNow(service, auth, scheduleId);
+    // Killed once the run has replaced some days but not all.
+    const replaced = () =>
+      walk(folder).filter((f) => f.endsWith('.parquet') && statSync(path.join(folder, f)).mtimeMs > startedAt)
+        .length;
+    const deadline = Date.now() + 120_000;
+    while (replaced() < 3) {
+      if (Date.now() > deadline) throw new Error(`the run never replaced a day\n${logs()}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    killGroup(first, 'SIGKILL');
+    await first.exited;
+    const written = replaced();
+    expect(written).toBeLessThan(days);
+
+    // No _SUCCESS; each day whole: all of its rows, all edited or none.
+    expect(existsSync(path.join(folder, '_SUCCESS'))).toBe(false);
+    const now = await source();
+    const lake = await readLake(folder);
+    expect(lake.map((r) => r.message_id).sort()).toEqual(now.map((r) => r.message_id).sort());
+    const byDay = new Map<string, LakeRow[]>();
+    for (const r of lake) byDay.set(r.date, [...(byDay.get(r.date) ?? []), r]);
+    let edited = 0;
+    for (const [date, rows] of byDay) {
+      expect(rows.length, date).toBe(now.filter((r) => r.date === date).length);
+      const n = rows.filter((r) => r.message_content?.endsWith(' (edited)')).length;
+      expect([0, rows.length], date).toContain(n);
+      if (n > 0) edited++;
+    }
+    expect(edited).toBeGreaterThan(0);
+    expect(edited).toBeLessThan(byDay.size);
+    const root = JSON.parse(readFileSync(path.join(folder, '_manifest.json'), 'utf8')) as LakeManifest;
+    expect(root.run.id).toBe(initial.id);
+
+    // Another worker takes the run over once its lease has run out, and completes the lake.
+    const second = startWorker(env);
+    workers.push(second);
+    await waitForRun(t.database, queued.id, ['delivered'], { timeoutMs: 180_000, context: logs });
+    const done = JSON.parse(readFileSync(path.join(folder, '_manifest.json'), 'utf8')) as LakeManifest;
+    expect(done.run.id).toBe(queued.id);
+    expect(existsSync(path.join(folder, '_SUCCESS'))).toBe(true);
+    const complete = await readLake(folder);
+    expect(complete.map(({ micros: _m, ...r }) => r)).toEqual(now);
+    expect(complete.every((r) => r.message_content?.endsWith(' (edited)'))).toBe(true);
+    expect(done.datasets.messages!.partitions.length).toBe(days);
+  }, 400_000);
+});

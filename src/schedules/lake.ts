@@ -63,6 +63,8 @@ export const LAKE_SUCCESS = '_SUCCESS';
 export const LAKE_RUNS = '_runs';
 const PARQUET_TYPE = 'application/vnd.apache.parquet';
 const DAY_MS = 86_400_000;
+/** A folder's temporary file this old is a killed attempt's (a day is written in far less). */
+const STALE_TEMP_MS = 3_600_000;
 
 /** One day's file in the lake. */
 export interface LakePartition {
@@ -300,6 +302,10 @@ async function writeTarget(
   const { store, prefix } = target;
   const runName = lakeRunName(run);
   const startedAt = deps.now();
+  // Writes of an attempt that was killed between writing and committing a day (a folder
+  // keeps them under `.tmp/`; S3 never shows an incomplete upload).
+  if (store instanceof LocalObjectStore)
+    await store.removeStaleTemp(new Date(startedAt.getTime() - STALE_TEMP_MS)).catch(() => 0);
   const previous = await previousManifest(store, prefix);
   // From here on the lake is being changed: readers that wait for _SUCCESS wait.
   await store.delete(`${prefix}${LAKE_SUCCESS}`);
