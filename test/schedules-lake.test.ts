@@ -67,13 +67,13 @@ interface LakeRow {
 }
 
 /** The lake under `root` as DuckDB reads it, with the Hive columns, in id order. */
-async function readLake(root: string): Promise<LakeRow[]> {
-  const files = walk(root).filter((f) => f.endsWith('.parquet'));
+async function readLake(root: string, folder = ''): Promise<LakeRow[]> {
+  const files = walk(path.join(root, folder)).filter((f) => f.endsWith('.parquet'));
   if (files.length === 0) return [];
   const instance = await DuckDBInstance.create(':memory:');
   const connection = await instance.connect();
   try {
-    const glob = path.join(root, '**', '*.parquet').replaceAll("'", "''");
+    const glob = path.join(root, folder, '**', '*.parquet').replaceAll("'", "''");
     const reader = await connection.runAndReadAll(
       `SELECT message_id::VARCHAR AS message_id, message_content, epoch_us("timestamp")::VARCHAR AS micros,
          "date"::VARCHAR AS date, dataset
@@ -235,6 +235,16 @@ for (const dialect of DIALECTS) {
         retryCount: 0,
         retryLimit: 3,
       } as unknown as FerryJob;
+    }
+
+    async function runOnce(id: string): Promise<string> {
+      await settle(t.database);
+      const queued = await runScheduleNow(service, auth, id);
+      await runScheduleJob(job(new AbortController().signal, queued.id), deps);
+      const status = await sql<{ status: string; error_message: string | null }>`
+        SELECT status, error_message FROM schedule_runs WHERE id = ${queued.id}`.execute(t.database.db);
+      expect(status.rows[0], JSON.stringify(status.rows[0])).toMatchObject({ status: 'delivered' });
+      return queued.id;
     }
 
     async function run(): Promise<{ folder: LakeManifest; s3: LakeManifest }> {
@@ -419,6 +429,99 @@ for (const dialect of DIALECTS) {
       const lake = await readLake(folder);
       expect(lake.some((r) => r.message_id === gone.message_id)).toBe(false);
       expect(lake.filter((r) => r.message_id === moved.message_id).map((r) => r.date)).toEqual([to]);
+    });
+
+    test('window and full datasets rewrite the days of their range, and remove the days left empty', async () => {
+      const lake = await mkdtemp(path.join(tmpdir(), 'ferry-lake-window-'));
+      try {
+        const id = (
+          await createSchedule(service, auth, {
+            name: 'Window and full',
+            frequency: { type: 'daily' },
+            time: '03:00',
+            datasets: [
+              { dataset: 'conversations', mode: 'window', days: 2 },
+              { dataset: 'messages', mode: 'full' },
+            ],
+            pii: 'full',
+            layout: 'lake',
+            targets: [{ type: 'folder', path: lake }],
+          })
+        ).id;
+        // Two conversations inside the window (the run's slot is now), one of them yesterday.
+        const [seeded] = (
+          await sql<{
+            id: string;
+          }>`SELECT id::text AS id FROM conversations WHERE tenant_id = ${tenantId} LIMIT 1`.execute(
+            t.database.db,
+          )
+        ).rows;
+        const recent = await cloneRow(t.database, 'conversations', seeded!.id);
+        const yesterday = await cloneRow(t.database, 'conversations', seeded!.id);
+        await sql`UPDATE conversations SET start_timestamp = now() - interval '1 minute' WHERE id = ${recent}::uuid`.execute(
+          t.database.db,
+        );
+        await sql`UPDATE conversations SET start_timestamp = now() - interval '26 hours' WHERE id = ${yesterday}::uuid`.execute(
+          t.database.db,
+        );
+        const conversationDays = async () =>
+          (
+            await sql<{ id: string; date: string }>`
+              SELECT id::text AS id, to_char(start_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS date
+              FROM conversations WHERE id IN (${recent}::uuid, ${yesterday}::uuid) ORDER BY id::text`.execute(
+              t.database.db,
+            )
+          ).rows;
+        const lakeConversations = async () => {
+          const instance = await DuckDBInstance.create(':memory:');
+          const connection = await instance.connect();
+          try {
+            const glob = path.join(lake, 'dataset=conversations', '**', '*.parquet');
+            const reader = await connection.runAndReadAll(
+              `SELECT conversation_id::VARCHAR AS id, "date"::VARCHAR AS date
+               FROM read_parquet('${glob}', hive_partitioning = true) ORDER BY id`,
+            );
+            return reader.getRowObjectsJS() as unknown as { id: string; date: string }[];
+          } finally {
+            connection.closeSync();
+            instance.closeSync();
+          }
+        };
+        const manifestOf = () =>
+          JSON.parse(readFileSync(path.join(lake, '_manifest.json'), 'utf8')) as LakeManifest;
+
+        await runOnce(id);
+        const expected = await conversationDays();
+        expect(await lakeConversations()).toEqual(expected);
+        let manifest = manifestOf();
+        const windowDays = [...new Set(expected.map((r) => r.date))].sort();
+        expect(manifest.datasets.conversations!.written.map((w) => w.date).sort()).toEqual(windowDays);
+        expect(manifest.datasets.conversations!.range.from).not.toBeNull();
+        expect(await readLake(lake, 'dataset=messages')).toEqual(await source());
+        const messageDays = daysOf(await source());
+        expect(manifest.datasets.messages!.written.map((w) => w.date).sort()).toEqual(messageDays);
+
+        // One of them deleted: its day is emptied and removed if nothing else is on it; a
+        // full dataset rewrites every day again.
+        await sql`DELETE FROM conversations WHERE id = ${yesterday}::uuid`.execute(t.database.db);
+        await runOnce(id);
+        manifest = manifestOf();
+        const left = await conversationDays();
+        expect(await lakeConversations()).toEqual(left);
+        const gone = expected.find((r) => r.id === yesterday)!.date;
+        // 25 hours apart, the two conversations are on different days: the deleted one's day is empty.
+        expect(left.some((r) => r.date === gone)).toBe(false);
+        expect(manifest.datasets.conversations!.removed).toEqual([
+          `dataset=conversations/date=${gone}/part-0.parquet`,
+        ]);
+        expect(existsSync(path.join(lake, `dataset=conversations/date=${gone}`, 'part-0.parquet'))).toBe(
+          false,
+        );
+        expect(manifest.datasets.messages!.written.map((w) => w.date).sort()).toEqual(messageDays);
+        expect(manifest.datasets.messages!.removed).toEqual([]);
+      } finally {
+        await rm(lake, { recursive: true, force: true });
+      }
     });
 
     test('a run stopped while it writes leaves whole days and no _SUCCESS; its next attempt completes the lake', async () => {
