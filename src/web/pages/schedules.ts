@@ -659,7 +659,11 @@ function deliveryCell(run: RunView): Fragment {
       d.status,
     )}${d.target.required ? null : html` <small>optional</small>`}${errors.map(
       (f) =>
-        html`<br><small class="error">${run.files.find((x) => x.export_id === f.export_id)?.name ?? f.export_id}: ${
+        html`<br><small class="error">${
+          run.files.find((x) => x.export_id === f.export_id)?.name ??
+          // A lake run's deliveries are the run's own (it makes no file).
+          (f.export_id === run.id ? 'data lake' : f.export_id)
+        }: ${
           f.error
         }${f.error_code ? html` (${f.error_code})` : null}${f.attempts > 1 ? html`, ${f.attempts} attempts` : null}</small>`,
     )}</li>`;
