@@ -27,7 +27,12 @@ import { outboundPolicy } from '../src/lib/ssrf.ts';
 import type { LakeManifest } from '../src/schedules/lake.ts';
 import { runScheduleJob } from '../src/schedules/run-job.ts';
 import type { RunDeps } from '../src/schedules/run-types.ts';
-import { createSchedule, runScheduleNow, type ScheduleServiceDeps } from '../src/schedules/service.ts';
+import {
+  createSchedule,
+  listRuns,
+  runScheduleNow,
+  type ScheduleServiceDeps,
+} from '../src/schedules/service.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
@@ -254,7 +259,18 @@ for (const dialect of DIALECTS) {
       const status = await sql<{ status: string; error_message: string | null }>`
         SELECT status, error_message FROM schedule_runs WHERE id = ${queued.id}`.execute(t.database.db);
       expect(status.rows[0], JSON.stringify(status.rows[0])).toMatchObject({ status: 'delivered' });
-      return checkLakes(queued.id);
+      const lakes = await checkLakes(queued.id);
+      // The run's history: no files, what it wrote, and each target delivered with its manifest.
+      const view = (await listRuns(service, auth, scheduleId, { limit: 1 })).items[0]!;
+      expect(view.id).toBe(queued.id);
+      expect(view.files).toEqual([]);
+      expect(view.records).toBe(lakes.folder.totals.rows_written);
+      expect(view.bytes).toBe(lakes.folder.totals.bytes_written);
+      expect(view.deliveries.map((d) => [d.target.type, d.status, d.files[0]?.location])).toEqual([
+        ['folder', 'delivered', `file://${folder}/_manifest.json`],
+        ['s3', 'delivered', `s3://${s3.bucket}/lake/_manifest.json`],
+      ]);
+      return lakes;
     }
 
     /** Both lakes equal the source, have _SUCCESS, and their manifests describe their files. */
