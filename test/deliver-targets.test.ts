@@ -1,4 +1,10 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
+import { deliver } from '../src/deliver/deliver.ts';
 import { openTarget, parseTarget, presentTarget, sealTarget, targetLabel } from '../src/deliver/targets.ts';
 import { checkPathTemplate, renderPathTemplate, staticPrefix } from '../src/deliver/template.ts';
 import type { SftpTarget } from '../src/deliver/types.ts';
@@ -40,7 +46,10 @@ describe('parseTarget', () => {
   });
 
   test.each([
-    [{ type: 'ftp' }, 'target.type: must be one of the accepted values (accepted: s3, sftp, email, webhook)'],
+    [
+      { type: 'ftp' },
+      'target.type: must be one of the accepted values (accepted: s3, sftp, email, webhook, folder)',
+    ],
     [{}, 'target.type: is required'],
     [{ type: 's3', access_key_id: 'a', secret_access_key: 'b' }, 'target.bucket: is required'],
     [
@@ -104,6 +113,9 @@ describe('parseTarget', () => {
     [{ type: 'email', to: [] }, 'target.to: must list at least one email address'],
     [{ type: 'email', to: ['ok@example.com', 'nope'] }, 'target.to[1]: must be an email address'],
     [{ type: 'webhook', endpoint_id: 'x' }, 'target.endpoint_id: must be the id of a registered webhook'],
+    [{ type: 'folder' }, 'target.path: is required'],
+    [{ type: 'folder', path: 'lake/acme' }, 'target.path: must be an absolute path'],
+    [{ type: 'folder', path: '/srv/lake/../etc' }, 'target.path: must be an absolute path without'],
   ])('rejects %j', (input, message) => {
     expect(() => parseTarget(input)).toThrow(message);
     try {
@@ -183,5 +195,57 @@ describe('path templates', () => {
     expect(staticPrefix('a/b/')).toBe('a/b/');
     expect(staticPrefix('exp-{date}/')).toBe('');
     expect(staticPrefix('')).toBe('');
+  });
+});
+
+describe('a folder target', () => {
+  const body = Buffer.from('id,text\n1,"He said ""hi"", 😀"\n');
+  const artifact = (sha256: string) => ({
+    open: async () => Readable.from([body]),
+    filename: 'messages-20261122T031500Z-r3.csv',
+    bytes: body.length,
+    sha256,
+    contentType: 'text/csv',
+    exportId: 'e1',
+    tenantId: 't1',
+    recordCounts: { messages: 1 },
+    expiresAt: new Date(),
+    downloadUrl: '',
+  });
+  const ctx = {
+    secretKey: KEY,
+    outbound: { allow: [] } as never,
+    clients: {} as never,
+    retryDelays: [],
+  };
+
+  test('receives the file whole, created folder and all, checked against its SHA-256', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'ferry-folder-target-'));
+    try {
+      const folder = path.join(root, 'share', 'acme');
+      const target = parseTarget({ type: 'folder', name: 'share', path: `${folder}/` });
+      expect(target).toEqual({ type: 'folder', name: 'share', path: folder });
+      const sha = createHash('sha256').update(body).digest('hex');
+      const result = await deliver(target as never, artifact(sha), ctx);
+      expect(result).toMatchObject({
+        status: 'delivered',
+        location: `file://${folder}/messages-20261122T031500Z-r3.csv`,
+        checksumVerified: true,
+        bytesSent: body.length,
+      });
+      expect(await readFile(path.join(folder, 'messages-20261122T031500Z-r3.csv'))).toEqual(body);
+
+      // A copy whose bytes do not match the export is removed, and nothing else is left.
+      const wrong = await deliver(
+        target as never,
+        { ...artifact('0'.repeat(64)), filename: 'other.csv' },
+        ctx,
+      );
+      expect(wrong.status).toBe('failed');
+      expect(wrong.errorCode).toBe('checksum_mismatch');
+      expect(await readdir(folder)).toEqual(['messages-20261122T031500Z-r3.csv']);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -280,6 +280,58 @@ for (const dialect of DIALECTS) {
       );
     });
 
+    test('a lake layout: created and shown through the API; what a lake cannot be is a 400', async () => {
+      const lake = {
+        name: 'Lake',
+        frequency: { type: 'daily' },
+        time: '03:00',
+        datasets: [{ dataset: 'messages' }, { dataset: 'conversations', mode: 'full' }],
+        layout: 'lake',
+        targets: [s3Target({ prefix: 'lake/' })],
+      };
+      const res = await post(lake);
+      expect(res.statusCode, res.body).toBe(201);
+      expect(res.json()).toMatchObject({
+        layout: 'lake',
+        format: 'parquet',
+        package: 'none',
+        compression: 'none',
+      });
+      const shown = await app.inject({
+        url: `/api/v1/schedules/${res.json().id}`,
+        headers: bearer(keys.admin),
+      });
+      expect(shown.json().layout).toBe('lake');
+      const files = await post(daily());
+      expect(files.json().layout).toBe('files');
+      // Leaves the tenant's schedules as the other tests expect them.
+      for (const id of [res.json().id, files.json().id])
+        expect(
+          (
+            await app.inject({
+              method: 'DELETE',
+              url: `/api/v1/schedules/${id}`,
+              headers: bearer(keys.admin),
+            })
+          ).statusCode,
+        ).toBe(200);
+
+      expect((await rejected({ ...lake, layout: 'pond' })).parameter).toBe('layout');
+      expect((await rejected({ ...lake, targets: [s3Target({ prefix: 'lake/{date}/' })] })).parameter).toBe(
+        'targets[0].prefix',
+      );
+      expect((await rejected({ ...lake, datasets: [{ dataset: 'analytics' }] })).parameter).toBe(
+        'datasets[0].dataset',
+      );
+      // A folder of the server is the operator's to set (the command line), never an API caller's.
+      const folder = await rejected({ ...lake, targets: [{ type: 'folder', path: '/srv/lake' }] });
+      expect(folder.parameter).toBe('targets[0].type');
+      expect(folder.detail).toMatch(/only be set by an operator/);
+      expect((await rejected(daily({ targets: [{ type: 'folder', path: '/etc' }] }))).parameter).toBe(
+        'targets[0].type',
+      );
+    });
+
     test('the plan limits active schedules; paused ones do not count', async () => {
       const first = await post(daily({ name: 'one' }), starterKeys.admin);
       expect(first.statusCode, first.body).toBe(201);

@@ -211,6 +211,59 @@ for (const dialect of DIALECTS) {
       expect(s3.body).toContain('value="acme-exports"');
     });
 
+    it('creates a data lake schedule through the form; a server folder is neither offered nor accepted', async () => {
+      const admin = await signIn(h.tenant, 'admin');
+      const form = await webGet(h.app, admin, '/app/schedules/new');
+      expect(form.body).toMatch(/<select name="layout"[^>]*><option value="files" selected>/);
+      expect(form.body).toContain('<option value="lake">');
+      expect(form.body).not.toContain('<option value="folder">');
+      const lake = {
+        name: 'Messages lake',
+        frequency: 'daily',
+        time: '03:00',
+        timezone: ZONE,
+        datasets: ['messages'],
+        mode_messages: 'incremental',
+        format: '',
+        compression: 'none',
+        package: 'none',
+        pii: 'enhanced',
+        layout: 'lake',
+        destination: 's3',
+        s3_bucket: 'acme-lake',
+        s3_prefix: 'ferry/',
+        s3_access_key_id: 'AKIAEXAMPLE',
+        s3_secret_access_key: 'lake-secret-0123456789',
+        intent: 'save',
+      };
+      const id = await create(admin, lake);
+      const api = await h.app.inject({ url: `/api/v1/schedules/${id}`, headers: bearer(h.keys.admin) });
+      expect(api.json()).toMatchObject({
+        layout: 'lake',
+        format: 'parquet',
+        datasets: [{ dataset: 'messages', mode: 'incremental' }],
+        targets: [{ type: 's3', bucket: 'acme-lake', prefix: 'ferry/', required: true }],
+      });
+      const edit = await webGet(h.app, admin, `/app/schedules/${id}/edit`);
+      expect(edit.body).toContain('<option value="lake" selected>');
+
+      // A lake needs S3 (or an operator's folder), and a folder cannot be forced through the form.
+      const email = await webPost(h.app, admin, '/app/schedules', {
+        ...lake,
+        destination: 'email',
+        email_to: 'data@example.com',
+      });
+      expect(email.statusCode).toBe(400);
+      expect(email.body).toContain('targets[0].type: a lake is written to S3 or a folder');
+      const folder = await webPost(h.app, admin, '/app/schedules', {
+        ...lake,
+        destination: 'folder',
+        folder_path: '/etc',
+      });
+      expect(folder.statusCode).toBe(400);
+      expect(folder.body).toContain('targets[0].type: a folder of the server can only be set by an operator');
+    });
+
     it('pauses and resumes a schedule, and runs it now with the delivery result in the history', async () => {
       const admin = await signIn(h.tenant, 'admin');
       const id = await create(admin, morningForm('Pause me'));

@@ -36,6 +36,8 @@ interface CreateOptions extends TenantOption {
   datasets?: string;
   format?: string;
   compression?: string;
+  layout?: string;
+  folder?: string;
   paused?: boolean;
 }
 
@@ -68,7 +70,14 @@ async function withTenant<T>(
   return withCommand(async ({ database, config, queue }) => {
     const tenant = await loadTenant(database, options.tenant);
     const jobs = sendsJobs ? await queue() : undefined;
-    const deps: ScheduleServiceDeps = { database, config, queue: jobs, now: () => new Date() };
+    // The command line is the operator's: it may set folder targets (a folder of this server).
+    const deps: ScheduleServiceDeps = {
+      database,
+      config,
+      queue: jobs,
+      now: () => new Date(),
+      operator: true,
+    };
     return await fn({ deps, auth: cliAuth(tenant), database, config });
   });
 }
@@ -141,6 +150,7 @@ function scheduleText(s: ScheduleView): string {
     `  when      ${describeFrequency(s)} (cron ${s.cron})`,
     `  next run  ${when(s.next_run_at)}`,
     `  datasets  ${s.datasets.map((d) => `${d.dataset}:${d.mode}${d.days ? `:${d.days}d` : d.period ? `:${d.period}` : ''}`).join(', ')}`,
+    `  layout    ${s.layout}`,
     `  targets   ${s.targets.length ? s.targets.map((t) => String(t.type)).join(', ') : '(download links only)'}`,
   ].join('\n');
 }
@@ -206,6 +216,11 @@ export function registerSchedules(program: Command): void {
     )
     .option('--format <format>', 'file format')
     .option('--compression <compression>', 'none, gzip or zstd')
+    .option('--layout <layout>', 'files (one file per dataset per run) or lake (Parquet partitioned by day)')
+    .option(
+      '--folder <path>',
+      'deliver to this folder of the server (an absolute path), besides --file targets',
+    )
     .option('--paused', 'create it paused')
     .option('--json', 'print JSON')
     .action(async (options: CreateOptions & { frequency?: unknown; datasets?: unknown }) => {
@@ -218,8 +233,14 @@ export function registerSchedules(program: Command): void {
         'datasets',
         'format',
         'compression',
+        'layout',
       ] as const)
         if (options[key] !== undefined) body[key] = options[key];
+      if (options.folder !== undefined)
+        body.targets = [
+          ...(Array.isArray(body.targets) ? body.targets : []),
+          { type: 'folder', path: options.folder },
+        ];
       if (options.paused) body.status = 'paused';
       await withTenant(options, async ({ deps, auth }) => {
         const created = await createSchedule(deps, auth, body as ScheduleInput);

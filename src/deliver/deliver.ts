@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { ErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { deliverByEmail } from './email-target.ts';
+import { deliverToFolder } from './folder-target.ts';
 import { deliverToS3 } from './s3-target.ts';
 import { deliverBySftp } from './sftp-target.ts';
 import { openTarget, targetLabel, targetSecrets } from './targets.ts';
@@ -35,6 +36,7 @@ interface AdapterEntry<K extends TargetType> {
 
 const ADAPTERS: { readonly [K in TargetType]: AdapterEntry<K> } = {
   s3: { send: deliverToS3, retries: true },
+  folder: { send: deliverToFolder, retries: true },
   sftp: { send: deliverBySftp, retries: true },
   email: { send: deliverByEmail, retries: true },
   webhook: { send: (target, artifact, ctx) => ctx.clients.webhook(target, artifact, ctx), retries: false },

@@ -11,7 +11,7 @@ export interface DeliveriesTable {
   tenant_id: string;
   export_id: string;
   schedule_id: string | null;
-  target_type: 's3' | 'sftp' | 'email' | 'webhook';
+  target_type: 's3' | 'sftp' | 'email' | 'webhook' | 'folder';
   target_name: string | null;
   target_label: string;
   status: 'delivered' | 'failed';

@@ -19,6 +19,7 @@ const SECRET_FIELDS = {
   sftp: ['password', 'private_key', 'passphrase'],
   email: [],
   webhook: [],
+  folder: [],
 } as const satisfies Record<TargetType, readonly string[]>;
 
 const FIELDS = {
@@ -50,6 +51,7 @@ const FIELDS = {
   ],
   email: ['type', 'name', 'to', 'attach'],
   webhook: ['type', 'name', 'endpoint_id'],
+  folder: ['type', 'name', 'path'],
 } as const satisfies Record<TargetType, readonly string[]>;
 
 /** Largest number of recipients of one email target. */
@@ -145,6 +147,12 @@ export function parseTarget(input: unknown, field = 'target'): DeliveryTargetInp
           hint: 'must be the id of a registered webhook',
         }),
       };
+    case 'folder': {
+      const folder = f.required('path', { max: 1024 });
+      if (!folder.startsWith('/') || folder.split('/').some((s) => s === '..' || s === '.'))
+        throw invalid(f.path('path'), 'must be an absolute path without "." or ".." segments');
+      return { type, ...common, path: folder.length > 1 ? folder.replace(/\/+$/, '') : folder };
+    }
   }
 }
 
@@ -332,6 +340,8 @@ export function targetLabel(target: DeliveryTarget | DeliveryTargetInput): strin
       return `mailto:${target.to.join(',')}`;
     case 'webhook':
       return `webhook:${target.endpoint_id}`;
+    case 'folder':
+      return `file://${target.path}`;
   }
 }
 

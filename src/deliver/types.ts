@@ -98,11 +98,34 @@ export interface WebhookTarget {
   readonly endpoint_id: string;
 }
 
-export type DeliveryTarget<S = SealedSecret> = S3Target<S> | SftpTarget<S> | EmailTarget | WebhookTarget;
+/**
+ * A folder of the Ferry server's own file system (a mounted share, a disk a data team reads).
+ * Only an operator sets one (the `ferry` command line), never a tenant through the API or the
+ * dashboard: a tenant must not choose where the server writes.
+ */
+export interface FolderTarget {
+  readonly type: 'folder';
+  readonly name?: string;
+  /** Absolute path of the folder; created when missing. */
+  readonly path: string;
+}
+
+export type DeliveryTarget<S = SealedSecret> =
+  | S3Target<S>
+  | SftpTarget<S>
+  | EmailTarget
+  | WebhookTarget
+  | FolderTarget;
 /** A target as entered, with plain-text secrets: never stored, never shown. */
 export type DeliveryTargetInput = DeliveryTarget<string>;
 export type TargetType = DeliveryTarget['type'];
-export const TARGET_TYPES = ['s3', 'sftp', 'email', 'webhook'] as const satisfies readonly TargetType[];
+export const TARGET_TYPES = [
+  's3',
+  'sftp',
+  'email',
+  'webhook',
+  'folder',
+] as const satisfies readonly TargetType[];
 
 export interface DeliveryResult {
   /** Which target, without secrets: its type, name and a readable label such as `s3://bucket/prefix/`. */
@@ -113,7 +136,7 @@ export interface DeliveryResult {
    * so far (the message keeps them from one call to the next).
    */
   readonly attempts: number;
-  /** Where the file went: `s3://bucket/key`, `sftp://host:port/path`, `mailto:…`, `webhook:<endpoint>#<message>`. */
+  /** Where the file went: `s3://bucket/key`, `sftp://host:port/path`, `mailto:…`, `webhook:<endpoint>#<message>`, `file:///path`. */
   readonly location: string | null;
   /** Why the last attempt failed (no secrets). */
   readonly error?: string;

@@ -49,6 +49,8 @@ export interface ScheduleInput {
   notifications?: unknown;
   retention?: unknown;
   status?: unknown;
+  /** `files` (default) or `lake` (docs/bi/data-lake.md). */
+  layout?: unknown;
 }
 
 export interface Translated {

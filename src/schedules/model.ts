@@ -3,6 +3,7 @@ import { parseTarget, sealTarget } from '../deliver/targets.ts';
 import { staticPrefix } from '../deliver/template.ts';
 import type { DeliveryTarget } from '../deliver/types.ts';
 import { parseExportRequest } from '../collect/request.ts';
+import { validatePrefix } from '../store/object-key.ts';
 import { COMPRESSIONS, type Compression } from '../domain/compression.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { REQUEST_PACKAGE_KINDS, type RequestPackageKind } from '../domain/package-kind.ts';
@@ -23,7 +24,16 @@ export interface ScheduleConfig {
   targets: StoredTarget[];
   notifications: Notifications;
   retention: Retention;
+  /**
+   * `files` (default; absent in schedules stored before layouts existed): one file per
+   * dataset (or one package) per run, delivered to every target. `lake`: each run keeps a
+   * Hive-partitioned Parquet data lake up to date at every target (docs/bi/data-lake.md).
+   */
+  layout?: Layout;
 }
+
+export const LAYOUTS = ['files', 'lake'] as const;
+export type Layout = (typeof LAYOUTS)[number];
 
 export const SELECTION_MODES = ['incremental', 'window', 'full'] as const;
 export type SelectionMode = (typeof SELECTION_MODES)[number];
@@ -359,6 +369,110 @@ export function parseRetention(
   if (target !== null && target > MAX_TARGET_DAYS)
     throw invalid(`${field}.${names.target}`, `must be at most ${MAX_TARGET_DAYS} days`);
   return { local_days: local, target_days: target };
+}
+
+export function parseLayout(value: unknown): Layout {
+  if (value === undefined || value === null) return 'files';
+  if (typeof value !== 'string' || !(LAYOUTS as readonly string[]).includes(value))
+    throw invalid('layout', `unknown layout "${String(value)}"`, LAYOUTS);
+  return value as Layout;
+}
+
+/** Target types a lake is written to: S3 (under the target's prefix) and a server folder. */
+export const LAKE_TARGET_TYPES = ['s3', 'folder'] as const;
+
+/** The time column of a dataset that a lake partitions by, or why it cannot be partitioned. */
+export function lakeTimeColumn(dataset: string): { column: string } | string {
+  const declared = REFERENCE_DATAMAP.datasets[dataset];
+  if (declared?.kind !== 'table' || !declared.timeColumn)
+    return `dataset ${dataset} has no time column to partition by day`;
+  const from = declared.filters.find((f) => f.name === 'from');
+  if (
+    from?.sql !== `${declared.timeColumn} >= $value` ||
+    !declared.timeColumn.startsWith('t.') ||
+    !declared.from.startsWith(`FROM ${declared.source} t`)
+  )
+    return `dataset ${dataset} filters its dates on another column than its time column`;
+  const column = declared.timeColumn.slice(2);
+  const tables = REFERENCE_DATAMAP.tables as Record<string, { columns: Record<string, { type: string }> }>;
+  const type = tables[declared.source]?.columns[column]?.type;
+  if (type !== 'timestamp') return `dataset ${dataset} has no timestamp to partition by day`;
+  return { column };
+}
+
+/**
+ * What the `lake` layout asks of the rest of the configuration: Parquet files (no
+ * package, no compression: Parquet compresses its columns itself), datasets with a time
+ * column, S3 or folder targets with a fixed prefix, and no target retention (the lake's
+ * days stay until their rows are gone).
+ */
+export function checkLake(config: ScheduleConfig): void {
+  if (config.layout !== 'lake') return;
+  if (config.package !== 'none')
+    throw invalid('package', 'a lake is Parquet files by day; leave package out or "none"', ['none']);
+  if (config.compression !== 'none')
+    throw invalid('compression', 'Parquet compresses its columns itself; leave compression out or "none"', [
+      'none',
+    ]);
+  if (config.format !== null && config.format !== 'parquet')
+    throw invalid('format', 'a lake is written in Parquet', ['parquet']);
+  config.datasets.forEach((entry, i) => {
+    if (entry.format !== undefined && entry.format !== 'parquet')
+      throw invalid(`datasets[${i}].format`, 'a lake is written in Parquet', ['parquet']);
+    const time = lakeTimeColumn(entry.dataset);
+    if (typeof time === 'string') {
+      const accepted = Object.keys(REFERENCE_DATAMAP.datasets).filter(
+        (d) => typeof lakeTimeColumn(d) !== 'string',
+      );
+      throw invalid(`datasets[${i}].dataset`, `${time}, so it cannot be in a lake`, accepted);
+    }
+  });
+  if (config.targets.length === 0)
+    throw invalid('targets', 'a lake needs a target to be written to: an S3 bucket or a folder', [
+      ...LAKE_TARGET_TYPES,
+    ]);
+  config.targets.forEach(({ target }, i) => {
+    if (!(LAKE_TARGET_TYPES as readonly string[]).includes(target.type))
+      throw invalid(`targets[${i}].type`, 'a lake is written to S3 or a folder', [...LAKE_TARGET_TYPES]);
+    if (target.type === 's3') {
+      const prefix = target.prefix;
+      if (prefix.includes('{') || (prefix !== '' && !prefix.endsWith('/')))
+        throw invalid(
+          `targets[${i}].prefix`,
+          'a lake lives in one fixed folder: give a prefix without placeholders ending in "/", such as "lake/"',
+        );
+      try {
+        validatePrefix(prefix);
+      } catch {
+        throw invalid(
+          `targets[${i}].prefix`,
+          `"${prefix}" is not a valid key prefix: folders of letters, digits and . _ = + @ -, none starting with a dot`,
+        );
+      }
+    }
+  });
+  if (config.retention.target_days !== null)
+    throw invalid(
+      'retention.target_days',
+      'a lake keeps each day until its rows are gone; leave target retention out',
+    );
+}
+
+/** Folder targets name a folder of the server: only an operator (the command line) sets them. */
+export function checkFolderTargets(
+  targets: readonly StoredTarget[],
+  allowFolder: boolean,
+  field = 'targets',
+) {
+  if (allowFolder) return;
+  targets.forEach(({ target }, i) => {
+    if (target.type === 'folder')
+      throw invalid(
+        `${field}[${i}].type`,
+        'a folder of the server can only be set by an operator (ferry schedules create --file …)',
+        ['s3', 'sftp', 'email', 'webhook'],
+      );
+  });
 }
 
 /** Target retention sweeps the fixed folder of each S3 prefix; a prefix without one is refused. */

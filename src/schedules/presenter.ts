@@ -107,6 +107,7 @@ function presentConfig(config: ScheduleConfig, secretKey: string, restricted: bo
     }),
     notifications: config.notifications,
     retention: config.retention,
+    layout: config.layout ?? 'files',
   };
 }
 
@@ -116,6 +117,9 @@ export type ScheduleView = ReturnType<typeof presentSchedule>;
 export function presentRun(row: RunRow, deliveries: readonly DeliveryRow[]) {
   const config = row.config as RunConfig;
   const files = row.files.filter((f) => f.state === 'ready');
+  // A lake run makes no file: its targets' deliveries are recorded under the run's id.
+  const lake = config.layout === 'lake';
+  const delivered = lake ? [{ export_id: row.id }] : files;
   return {
     id: row.id,
     schedule_id: row.schedule_id,
@@ -127,14 +131,14 @@ export function presentRun(row: RunRow, deliveries: readonly DeliveryRow[]) {
     started_at: iso(row.started_at),
     finished_at: iso(row.finished_at),
     attempts: row.attempts,
-    records: files.reduce((n, f) => n + (f.records ?? 0), 0),
-    tombstones: files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
-    bytes: files.reduce((n, f) => n + (f.bytes ?? 0), 0),
+    records: lake ? Number(row.records) : files.reduce((n, f) => n + (f.records ?? 0), 0),
+    tombstones: lake ? 0 : files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
+    bytes: lake ? Number(row.bytes) : files.reduce((n, f) => n + (f.bytes ?? 0), 0),
     checksum: files.length === 1 ? { algorithm: 'sha256' as const, value: files[0]!.sha256 ?? '' } : null,
     files: files.map(presentFile),
     deliveries: config.targets.map(({ target, required }, index) => {
       const mine = deliveries.filter((d) => d.target_index === index);
-      const perFile = files.map((f) => {
+      const perFile = delivered.map((f) => {
         const rows = mine.filter((d) => d.export_id === f.export_id);
         const delivered = rows.find((d) => d.status === 'delivered');
         const last = delivered ?? rows.at(-1);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Plan } from '../auth/context.ts';
+import type { PlanLimits } from '../auth/limits.ts';
 import { limitsFor } from '../auth/quotas.ts';
 import type { DeliveryArtifact } from '../deliver/types.ts';
 import { loadTenant, type TenantInfo } from '../collect/tenant.ts';
@@ -9,6 +10,7 @@ import type { ErrorCode } from '../domain/error-catalog.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RunFile } from './model.ts';
+import { LAKE_MANIFEST, writeLake } from './lake.ts';
 import { afterDelivered, afterFailed } from './notices.ts';
 import { deliverRunFiles, giveUpWebhookDeliveries, waitForWebhooks } from './run-delivery.ts';
 import { abandonFile, produceFile, type RunConfig, runFileSpecs } from './run-file.ts';
@@ -109,11 +111,15 @@ export async function runScheduleJob(job: FerryJob, deps: RunDeps): Promise<void
       `run ${row.run_number} was delivered without this optional target`,
       log,
     );
-    const totals = {
-      records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
-      tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
-      bytes: outcome.files.reduce((n, f) => n + (f.bytes ?? 0), 0),
-    };
+    // A lake run counts what it wrote at its first target that is up to date.
+    const lake = outcome.lake?.find((r) => r.manifest)?.manifest?.totals;
+    const totals = lake
+      ? { records: lake.rows_written, tombstones: 0, bytes: lake.bytes_written }
+      : {
+          records: outcome.files.reduce((n, f) => n + (f.records ?? 0), 0),
+          tombstones: outcome.files.reduce((n, f) => n + (f.tombstones ?? 0), 0),
+          bytes: outcome.files.reduce((n, f) => n + (f.bytes ?? 0), 0),
+        };
     const cursors = outcome.files.flatMap((f) =>
       Object.entries(f.cursors ?? {}).map(([dataset, c]) => ({ dataset, since: c.since, next: c.next })),
     );
@@ -216,6 +222,7 @@ async function execute(
     else await abandonFile(deps, tenant.id, file.export_id, null, null);
   }
   if (files.length !== row.files.length) await save(runs, row, attemptId, files, deps);
+  if (config.layout === 'lake') return executeLake(deps, row, { tenant, limits, config, signal, log });
 
   for (const spec of runFileSpecs(config)) {
     if (files.some((f) => f.key === spec.key)) continue;
@@ -240,6 +247,58 @@ async function execute(
   const artifacts = new Map(files.map((f) => [f.export_id, artifactOf(deps, f, tenant, config)]));
   const round = await deliverRunFiles(deps, row, files, artifacts, signal);
   return { ...round, files, tenant, config, artifacts };
+}
+
+/**
+ * A run of the `lake` layout (lake.ts): every target's lake is brought up to date, and the
+ * outcome per target is recorded as the run's delivery to it (under the run's id, since a
+ * lake run makes no export file).
+ */
+async function executeLake(
+  deps: RunDeps,
+  row: RunRow,
+  input: { tenant: TenantInfo; limits: PlanLimits; config: RunConfig; signal: AbortSignal; log: Logger },
+): Promise<Outcome> {
+  const runs = scheduleRuns(deps.database);
+  const { tenant, config, signal } = input;
+  const results = await writeLake(deps, { run: row, config, tenant, limits: input.limits, signal });
+  for (const result of results) {
+    const target = config.targets[result.index]!.target;
+    const totals = result.manifest?.totals;
+    await runs.recordDelivery(
+      row,
+      row.id,
+      result.index,
+      {
+        target: { type: target.type, name: target.name ?? null, label: result.label },
+        status: result.status,
+        attempts: 1,
+        location:
+          result.status === 'delivered'
+            ? `${result.label}${result.label.endsWith('/') ? '' : '/'}${LAKE_MANIFEST}`
+            : null,
+        ...(result.error ? { error: result.error, errorCode: 'delivery_failed' } : {}),
+        bytesSent: totals?.bytes_written ?? 0,
+        checksumVerified: result.status === 'delivered',
+      },
+      deps.now(),
+    );
+    input.log.info({ target: result.label, status: result.status, ...(totals ?? {}) }, 'lake target written');
+  }
+  const missing = results.filter((r) => r.required && r.status !== 'delivered');
+  return {
+    delivered: missing.length === 0,
+    permanent: false,
+    reason: missing
+      .map((r) => `${r.label}: lake not brought up to date (${r.error ?? 'unknown'})`)
+      .join('; '),
+    deliveries: await runs.deliveries(row.id),
+    files: [],
+    tenant,
+    config,
+    artifacts: new Map(),
+    lake: results,
+  };
 }
 
 async function save(

@@ -3,6 +3,7 @@ import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
 import type { DeliveryArtifact } from '../deliver/types.ts';
 import type { ObjectStore } from '../store/object-store.ts';
+import type { LakeTargetResult } from './lake.ts';
 import type { RunFile } from './model.ts';
 import type { DeliveryRound, RunDeliveryDeps } from './run-delivery.ts';
 import type { RunConfig } from './run-file.ts';
@@ -21,4 +22,6 @@ export interface Outcome extends DeliveryRound {
   tenant: TenantInfo;
   config: RunConfig;
   artifacts: Map<string, DeliveryArtifact>;
+  /** A `lake` run: what it did at each target. */
+  lake?: LakeTargetResult[];
 }

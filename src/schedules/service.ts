@@ -21,8 +21,11 @@ import { webhookDb } from '../webhooks/tables.ts';
 import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './automated-export-config.ts';
 import { nextRunAfter, parseTiming, type Timing } from './frequency.ts';
 import {
+  checkFolderTargets,
+  checkLake,
   checkTargetRetention,
   parseDatasets,
+  parseLayout,
   parseName,
   parseNotifications,
   parseRetention,
@@ -40,6 +43,8 @@ export interface ScheduleServiceDeps {
   readonly queue: Pick<JobQueue, 'send'> | undefined;
   readonly now: () => Date;
   readonly logger?: Logger | undefined;
+  /** The caller is the server's operator (the `ferry` command line): it may set folder targets. */
+  readonly operator?: boolean | undefined;
 }
 
 /** Counts a tenant's active schedules for the usage endpoint and quota checks. */
@@ -65,6 +70,8 @@ interface NormalizeContext {
   tenantZone: string;
   secretKey: string;
   limits: { retentionDays: number; plan: string };
+  /** Folder targets are accepted (the operator's command line). */
+  allowFolder: boolean;
 }
 
 function parseStatus(value: unknown, fallback: ScheduleStatus): ScheduleStatus {
@@ -125,13 +132,25 @@ function normalize(input: ScheduleInput, ctx: NormalizeContext, stored?: Schedul
     datasets = parsed.datasets;
     options = parsed.options;
   }
+  const layout = has('layout') || !previous ? parseLayout(input.layout) : (previous.layout ?? 'files');
+  // A lake is Parquet: the schedule says so rather than leave the format to each dataset.
+  if (layout === 'lake' && options!.format === null) options = { ...options!, format: 'parquet' };
   const targets = has('targets') || !previous ? parseTargets(input.targets, ctx.secretKey) : previous.targets;
+  if (has('targets') || !previous) checkFolderTargets(targets, ctx.allowFolder);
   const notifications =
     has('notifications') || !previous ? parseNotifications(input.notifications) : previous.notifications;
   const retention =
     has('retention') || !previous ? parseRetention(input.retention, ctx.limits) : previous.retention;
   checkTargetRetention(targets, retention);
-  const config: ScheduleConfig = { datasets: datasets!, ...options!, targets, notifications, retention };
+  const config: ScheduleConfig = {
+    datasets: datasets!,
+    ...options!,
+    targets,
+    notifications,
+    retention,
+    layout,
+  };
+  checkLake(config);
   // The schedule runs with what the caller may export: every dataset at its pii level.
   for (const entry of config.datasets) authorizeExport(ctx.auth, { dataset: entry.dataset, pii: config.pii });
   return { name, status: parseStatus(input.status, stored?.status ?? 'active'), timing, config };
@@ -211,6 +230,7 @@ async function context(deps: ScheduleServiceDeps, auth: AuthContext) {
       tenantZone: tenant.timezone,
       secretKey: loadOrCreateSecretKey(deps.config),
       limits: { retentionDays: limits.retentionDays, plan: auth.plan },
+      allowFolder: deps.operator === true,
     } satisfies NormalizeContext,
   };
 }

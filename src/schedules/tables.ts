@@ -67,7 +67,7 @@ export interface ScheduleRunDeliveriesTable {
   tenant_id: string;
   export_id: string;
   target_index: number;
-  target_type: 's3' | 'sftp' | 'email' | 'webhook';
+  target_type: 's3' | 'sftp' | 'email' | 'webhook' | 'folder';
   target_name: string | null;
   target_label: string;
   status: 'delivered' | 'failed';

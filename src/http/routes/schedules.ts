@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import { TARGET_TYPES } from '../../deliver/types.ts';
 import { FREQUENCY_TYPES, WEEKDAYS } from '../../schedules/frequency.ts';
-import { SELECTION_MODES, WINDOW_PERIODS } from '../../schedules/model.ts';
+import { LAYOUTS, SELECTION_MODES, WINDOW_PERIODS } from '../../schedules/model.ts';
 import {
   createSchedule,
   deleteSchedule,
@@ -152,6 +152,13 @@ const scheduleFields = {
   notifications: Type.Optional(Notifications),
   retention: Type.Optional(Retention),
   status: Type.Optional(Type.Enum(['active', 'paused'])),
+  layout: Type.Optional(
+    Type.Enum(LAYOUTS, {
+      description:
+        '`files` (default): one file per dataset (or one package) per run; `lake`: a Hive-partitioned ' +
+        'Parquet data lake by day at each S3 target, rewriting the days that changed (docs/bi/data-lake.md)',
+    }),
+  ),
 };
 
 const ExportConfig = Type.Object(
@@ -211,6 +218,7 @@ const ScheduleView = Type.Object(
     compression: Type.String(),
     package: Type.String(),
     pii: Type.String(),
+    layout: Type.Enum(LAYOUTS),
     targets: Type.Array(TargetView),
     notifications: Type.Object(
       { success: Type.Array(Type.String()), failure: Type.Array(Type.String()) },

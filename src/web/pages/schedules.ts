@@ -67,7 +67,11 @@ const TARGET_LABELS: Record<TargetType, string> = {
   sftp: 'SFTP',
   s3: 'S3-compatible storage',
   webhook: 'Webhook',
+  folder: 'Server folder',
 };
+
+/** The destination types a member may choose; a server folder is set by an operator (`ferry schedules`). */
+const FORM_TARGET_TYPES = TARGET_TYPES.filter((t) => t !== 'folder');
 
 interface TargetField {
   /** The target's field (docs/destinations.md); the form input is `<type>_<key>`. */
@@ -111,6 +115,7 @@ const TARGET_FIELDS: Record<TargetType, readonly TargetField[]> = {
     { key: 'secret_access_key', label: 'Secret access key', kind: 'password' },
   ],
   webhook: [{ key: 'endpoint_id', label: 'Webhook endpoint' }],
+  folder: [{ key: 'path', label: 'Folder' }],
 };
 
 const isSecret = (f: TargetField) => f.kind === 'password' || f.kind === 'textarea';
@@ -131,6 +136,8 @@ interface FormValues {
   compression: string;
   package: string;
   pii: string;
+  /** `files` or `lake`. */
+  layout: string;
   /** `` none, `keep` the stored destinations (editing), or a target type. */
   destination: string;
   targetName: string;
@@ -167,6 +174,7 @@ function blankValues(timezone: string): FormValues {
     compression: 'none',
     package: 'none',
     pii: DEFAULT_PII_LEVEL,
+    layout: 'files',
     destination: '',
     targetName: '',
     target: {},
@@ -202,6 +210,7 @@ function valuesOfView(view: ScheduleView): FormValues {
     compression: view.compression,
     package: view.package,
     pii: view.pii,
+    layout: view.layout,
     destination: view.targets.length ? 'keep' : '',
     targetName: '',
     target: {},
@@ -240,6 +249,7 @@ function valuesOfForm(body: unknown): FormValues {
     compression: field(body, 'compression'),
     package: field(body, 'package'),
     pii: field(body, 'pii'),
+    layout: field(body, 'layout'),
     destination: field(body, 'destination'),
     targetName: field(body, 'target_name'),
     target,
@@ -320,6 +330,7 @@ function inputOf(v: FormValues, body: unknown): ScheduleInput {
     compression: v.compression || undefined,
     package: v.package || undefined,
     pii: v.pii || undefined,
+    layout: v.layout || undefined,
     ...(targets ? { targets } : {}),
     notifications: { success: list(v.notifySuccess), failure: list(v.notifyFailure) },
     retention: {
@@ -509,7 +520,7 @@ function scheduleForm(c: FormContext, v: FormValues): Html {
         ]
       : []),
     ['', 'None: files are kept for download only'],
-    ...TARGET_TYPES.map((t) => [t, TARGET_LABELS[t]] as [string, string]),
+    ...FORM_TARGET_TYPES.map((t) => [t, TARGET_LABELS[t]] as [string, string]),
   ];
   return html`<form method="post" action="${action}" class="schedule-form">${csrfField(c.csrf)}
 <label>Name <input name="name" value="${v.name}" maxlength="200" required placeholder="Nightly changes"></label>
@@ -552,6 +563,12 @@ ${datasetRows(c.auth, v)}
   )}</select></label>
 </div>
 <label>Personal data <select name="pii">${piiShown.map((level) => option(level, PII_LABELS[level] ?? level, v.pii))}</select></label>
+<label>Layout <select name="layout" aria-describedby="layout-hint">${option('files', 'Files: one file per dataset (or one package) per run', v.layout)}${option(
+    'lake',
+    'Data lake: Parquet partitioned by day, kept up to date at the destination',
+    v.layout,
+  )}</select></label>
+<small id="layout-hint">A data lake writes <code>dataset=…/date=…/part-0.parquet</code> under an S3 prefix, rewriting only the days that changed, with a <code>_manifest.json</code> and a <code>_SUCCESS</code> marker per run (Parquet, no package or compression).</small>
 </fieldset>
 <fieldset><legend>Where files go</legend>
 <div class="grid">
@@ -566,7 +583,7 @@ ${
 <small>Fill in the fields of the chosen type. Secrets are stored encrypted and never shown again${
     v.destination && v.destination !== 'keep' ? ', so enter them again after an error' : ''
   }.</small>
-${TARGET_TYPES.map((t) => targetInputs(t, v, c.endpoints))}
+${FORM_TARGET_TYPES.map((t) => targetInputs(t, v, c.endpoints))}
 </fieldset>
 <fieldset><legend>Notifications and retention</legend>
 <div class="grid">
@@ -595,6 +612,11 @@ function details(view: ScheduleView, test: ((index: number) => Fragment) | null 
 <dt>Datasets</dt><dd><ul>${view.datasets.map(
     (d) => html`<li>${d.dataset}: ${selectionText(d)}${d.format ? html` (${d.format})` : null}</li>`,
   )}</ul></dd>
+<dt>Layout</dt><dd>${
+    view.layout === 'lake'
+      ? html`Data lake: Parquet by day (<code>dataset=…/date=…/part-0.parquet</code>), <code>_manifest.json</code> and <code>_SUCCESS</code> per run`
+      : 'Files: one per dataset (or one package) per run'
+  }</dd>
 <dt>Format</dt><dd>${view.format ?? "each dataset's default"}${
     view.compression !== 'none' ? html` + ${view.compression}` : null
   }${view.package !== 'none' ? html`, in a ${view.package} package` : null}</dd>
@@ -637,7 +659,11 @@ function deliveryCell(run: RunView): Fragment {
       d.status,
     )}${d.target.required ? null : html` <small>optional</small>`}${errors.map(
       (f) =>
-        html`<br><small class="error">${run.files.find((x) => x.export_id === f.export_id)?.name ?? f.export_id}: ${
+        html`<br><small class="error">${
+          run.files.find((x) => x.export_id === f.export_id)?.name ??
+          // A lake run's deliveries are the run's own (it makes no file).
+          (f.export_id === run.id ? 'data lake' : f.export_id)
+        }: ${
           f.error
         }${f.error_code ? html` (${f.error_code})` : null}${f.attempts > 1 ? html`, ${f.attempts} attempts` : null}</small>`,
     )}</li>`;
