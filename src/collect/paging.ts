@@ -10,6 +10,7 @@ import type { FieldSpec, FormatWriter } from '../format/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
 import { compressionCodec } from '../packaging/compression.ts';
+import { prepareEnrichment } from './enrichment.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
 import { RecordCounter } from './record-counter.ts';
 import type { ExportRequest } from './request.ts';
@@ -277,7 +278,10 @@ export async function prepareTabular(
   const writer = getWriter(request.format);
   const tenant = await loadTenant(database, request.tenantId);
   const scoped: ExportRequest = { ...request, tenantId: tenant.id };
-  return { tenant, scoped, dataset, zones: zonesFor(request, tenant), writer };
+  const zones = zonesFor(request, tenant);
+  // Enriched fields read lookup tables that are filled before the query runs.
+  await prepareEnrichment(database, dataset, scoped, zones);
+  return { tenant, scoped, dataset, zones, writer };
 }
 
 interface PageCursor {

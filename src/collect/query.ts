@@ -27,7 +27,8 @@ export function selectedFields(dataset: DatasetDeclaration, request: ExportReque
     const names = narrowed(request);
     fields = fields.filter((f) => names.includes(f.name));
   }
-  if (!request.columns) return fields;
+  // Enriched fields come only when asked for by name: an export that does not name them pays nothing for them.
+  if (!request.columns) return fields.filter((f) => !f.enrichment);
   return request.columns.map((name) => {
     const field = fields.find((f) => f.name === name);
     if (!field) throw new FerryError('invalid_parameter', `columns: "${name}" is not part of this export`);

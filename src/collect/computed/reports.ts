@@ -2,6 +2,15 @@ import type { ComputedReport } from '../../datamap/types.ts';
 import type { ExportRequest } from '../request.ts';
 import { analyticsColumns, analyticsEstimate, analyticsSource, type MetricGroup } from './analytics.ts';
 import {
+  type RollupGranularity,
+  rollupsEstimate,
+  rollupsSource,
+  siteSummaryEstimate,
+  siteSummarySource,
+  topicSummaryEstimate,
+  topicSummarySource,
+} from './summaries.ts';
+import {
   type AttributionModel,
   revenueAttributionEstimate,
   revenueAttributionSource,
@@ -18,6 +27,11 @@ export interface ReportBuilder {
    * counting the report itself would compute it twice.
    */
   estimate(request: ExportRequest, dayZone: string): string;
+  /**
+   * Whether a report over a date range may run window by window (collect/dataset-source.ts):
+   * true for reports of one row per period; a summary of the whole range is one statement.
+   */
+  readonly windowed: boolean;
 }
 
 /** The report's first and last day, from the request's `from`/`to` filters. */
@@ -44,6 +58,22 @@ function analyticsOptions(request: ExportRequest, dayZone: string) {
   };
 }
 
+function summaryOptions(request: ExportRequest, dayZone: string) {
+  const siteUrls =
+    request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
+  return {
+    tenantId: request.tenantId,
+    timezone: dayZone,
+    ...days(request),
+    ...(siteUrls ? { siteUrls } : {}),
+  };
+}
+
+const rollupOptions = (request: ExportRequest, dayZone: string) => ({
+  ...summaryOptions(request, dayZone),
+  granularity: (request.options.granularity ?? 'daily') as RollupGranularity,
+});
+
 function attributionOptions(request: ExportRequest, dayZone: string) {
   return {
     tenantId: request.tenantId,
@@ -62,9 +92,26 @@ export const REPORTS = {
     },
     estimate: (request, dayZone) => analyticsEstimate(analyticsOptions(request, dayZone)),
     fields: (request) => analyticsColumns(metrics(request)),
+    windowed: true,
   },
   revenue_attribution: {
     source: (request, dayZone) => revenueAttributionSource(attributionOptions(request, dayZone)),
     estimate: (request, dayZone) => revenueAttributionEstimate(attributionOptions(request, dayZone)),
+    windowed: true,
+  },
+  rollups: {
+    source: (request, dayZone) => rollupsSource(rollupOptions(request, dayZone)),
+    estimate: (request, dayZone) => rollupsEstimate(rollupOptions(request, dayZone)),
+    windowed: true,
+  },
+  site_summary: {
+    source: (request, dayZone) => siteSummarySource(summaryOptions(request, dayZone)),
+    estimate: (request, dayZone) => siteSummaryEstimate(summaryOptions(request, dayZone)),
+    windowed: false,
+  },
+  topic_summary: {
+    source: (request, dayZone) => topicSummarySource(summaryOptions(request, dayZone)),
+    estimate: (request, dayZone) => topicSummaryEstimate(summaryOptions(request, dayZone)),
+    windowed: false,
   },
 } satisfies Record<ComputedReport, ReportBuilder>;
