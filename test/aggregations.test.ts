@@ -17,7 +17,14 @@ import { sink } from './support/fixtures/streams.ts';
  */
 
 const ZONE = 'America/New_York';
-const METRICS = ['conversations', 'messages', 'visitors', 'resolution_rate', 'escalation_rate', 'satisfaction_avg'];
+const METRICS = [
+  'conversations',
+  'messages',
+  'visitors',
+  'resolution_rate',
+  'escalation_rate',
+  'satisfaction_avg',
+];
 const COUNTS = new Set(['conversations', 'messages', 'visitors']);
 const DECIMALS: Record<string, number> = { resolution_rate: 4, escalation_rate: 4, satisfaction_avg: 2 };
 
@@ -26,7 +33,11 @@ type Values = Record<string, number | null>;
 const round = (value: number, decimals: number) => Math.round(value * 10 ** decimals) / 10 ** decimals;
 
 /** The metric columns and their trends, from raw aggregates of the group and of its previous period. */
-function expectedMetrics(current: Values | undefined, previous: Values | undefined, hasPrevious = true): Values {
+function expectedMetrics(
+  current: Values | undefined,
+  previous: Values | undefined,
+  hasPrevious = true,
+): Values {
   const out: Values = {};
   for (const m of METRICS) {
     const shape = (v: number | null | undefined) =>
@@ -35,7 +46,8 @@ function expectedMetrics(current: Values | undefined, previous: Values | undefin
     const prev = hasPrevious ? shape(previous?.[m]) : null;
     out[m] = cur;
     out[`${m}_change`] = cur === null || prev === null ? null : cur - prev;
-    out[`${m}_change_pct`] = cur === null || prev === null || prev === 0 ? null : round((100 * (cur - prev)) / prev, 2);
+    out[`${m}_change_pct`] =
+      cur === null || prev === null || prev === 0 ? null : round((100 * (cur - prev)) / prev, 2);
   }
   return out;
 }
@@ -149,13 +161,20 @@ for (const dialect of DIALECTS) {
         for (const [i, row] of rows.entries()) {
           const g = expected[i]!;
           const previous = byKey.get(`${previousDay(g.d)} ${g.site}`);
-          expectClose(metricsOf(row), expectedMetrics(numeric(g), previous && numeric(previous)), `${g.d} ${g.site}`);
+          expectClose(
+            metricsOf(row),
+            expectedMetrics(numeric(g), previous && numeric(previous)),
+            `${g.d} ${g.site}`,
+          );
         }
         // The first period's previous one lies before the range and has conversations: read, not zero.
         const first = rows.filter((r) => r.date === firstPeriod);
         expect(first.length).toBeGreaterThan(0);
         expect(first.some((r) => r.conversations_change !== r.conversations)).toBe(true);
-        if (granularity !== 'monthly') expect(reportWindows({ filters: range, options: { granularity } } as never).length).toBeGreaterThan(1);
+        if (granularity !== 'monthly')
+          expect(reportWindows({ filters: range, options: { granularity } } as never).length).toBeGreaterThan(
+            1,
+          );
       });
     }
 
@@ -193,7 +212,9 @@ for (const dialect of DIALECTS) {
         expect(row.last_conversation_at?.slice(0, 26)).toBe(cur?.last ?? '');
         expectClose(metricsOf(row), expectedMetrics(cur && numeric(cur), prev && numeric(prev)), site.url);
       }
-      expect(rows.some((r) => Number(r.conversations) > 0 && r.conversations_change !== r.conversations)).toBe(true);
+      expect(
+        rows.some((r) => Number(r.conversations) > 0 && r.conversations_change !== r.conversations),
+      ).toBe(true);
     });
 
     it('topic_summary: every topic of the range, its share, trends against as many days before', async () => {
