@@ -4,6 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reportWindows } from '../src/collect/dataset-source.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
+import type { ExportScope } from '../src/domain/export-scope.ts';
+import type { FerryError } from '../src/domain/ferry-error.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
@@ -244,6 +246,35 @@ for (const dialect of DIALECTS) {
         );
         const prev = previous.get(cur.topic);
         expectClose(metricsOf(row), expectedMetrics(numeric(cur), prev && numeric(prev)), cur.topic);
+      }
+    });
+
+    it('a site scope narrows a summary to that site; one customer is no aggregate and is refused', async () => {
+      const all = await exportRows('site_summary', SUMMARY);
+      const site = all[0]!.site_url!;
+      const narrowed = async (scope: ExportScope, dataset = 'site_summary') => {
+        const request = parseExportRequest({
+          tenantId,
+          dataset,
+          format: 'csv',
+          timezone: ZONE,
+          ...SUMMARY,
+          scope,
+        });
+        const { out, text } = sink();
+        await exportDataset(t.database, request, out);
+        return parseCsv(text(), { columns: true }) as Record<string, string>[];
+      };
+      const rows = await narrowed({ kind: 'site', site_url: site });
+      expect(rows).toEqual([all[0]]);
+      const customer = await sql<{
+        id: string;
+      }>`SELECT id FROM customers WHERE tenant_id = ${tenantId} LIMIT 1`.execute(t.database.db);
+      for (const dataset of ['rollups', 'site_summary', 'topic_summary']) {
+        const error = await narrowed({ kind: 'customer', customer_id: customer.rows[0]!.id }, dataset).catch(
+          (e: unknown) => e,
+        );
+        expect((error as FerryError).code, dataset).toBe('invalid_parameter');
       }
     });
 

@@ -1,4 +1,5 @@
 import type { ComputedReport } from '../../datamap/types.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
 import type { ExportRequest } from '../request.ts';
 import { analyticsColumns, analyticsEstimate, analyticsSource, type MetricGroup } from './analytics.ts';
 import {
@@ -59,6 +60,12 @@ function analyticsOptions(request: ExportRequest, dayZone: string) {
 }
 
 function summaryOptions(request: ExportRequest, dayZone: string) {
+  // The aggregations group a tenant's or a site's conversations; one person's would not be an aggregate.
+  if (request.scope && request.scope.kind !== 'tenant' && request.scope.kind !== 'site')
+    throw new FerryError(
+      'invalid_parameter',
+      `scope: dataset ${request.dataset} cannot be narrowed to one ${request.scope.kind.replace('_', ' ')}`,
+    );
   const siteUrls =
     request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
   return {
