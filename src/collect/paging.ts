@@ -278,10 +278,7 @@ export async function prepareTabular(
   const writer = getWriter(request.format);
   const tenant = await loadTenant(database, request.tenantId);
   const scoped: ExportRequest = { ...request, tenantId: tenant.id };
-  const zones = zonesFor(request, tenant);
-  // Enriched fields read lookup tables that are filled before the query runs.
-  await prepareEnrichment(database, dataset, scoped, zones);
-  return { tenant, scoped, dataset, zones, writer };
+  return { tenant, scoped, dataset, zones: zonesFor(request, tenant), writer };
 }
 
 interface PageCursor {
@@ -368,6 +365,9 @@ export async function planPage(
       throw invalid('cursor', 'does not fit this dataset; start again without a cursor');
     throw err;
   }
+  // Enriched fields read lookup tables, filled for this page's rows before it is written.
+  if (bounds.last)
+    await prepareEnrichment(database, dataset, scoped, zones, boundedQuery(query, after, bounds.last).range);
   const resumeAt = bounds.last ?? after;
   const nextCursor = resumeAt ? pageCursor(owner, resumeAt, session, total) : null;
   const pageCount = Math.ceil(total / size);
