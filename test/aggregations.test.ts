@@ -141,7 +141,8 @@ for (const dialect of DIALECTS) {
             s.url AS site, ${RAW}
           FROM conversations c JOIN sites s ON s.id = c.site_id
           WHERE c.tenant_id = '${tenantId}'
-          GROUP BY 1, 2`)}`.execute(t.database.db);
+          GROUP BY 1, 2
+          ORDER BY 1, 2`)}`.execute(t.database.db);
         const byKey = new Map(groups.rows.map((g) => [`${g.d} ${g.site}`, g]));
         const previousDay = (day: string) => {
           const d = new Date(`${day}T00:00:00Z`);
@@ -156,9 +157,8 @@ for (const dialect of DIALECTS) {
           if (unit === 'month') d.setUTCDate(1);
           return d.toISOString().slice(0, 10);
         })();
-        const expected = groups.rows
-          .filter((g) => g.d >= firstPeriod && g.d <= range.to)
-          .sort((a, b) => (a.d === b.d ? (a.site < b.site ? -1 : 1) : a.d < b.d ? -1 : 1));
+        // In the database's own order of the key (its collation sorts the site URLs).
+        const expected = groups.rows.filter((g) => g.d >= firstPeriod && g.d <= range.to);
         expect(rows.map((r) => `${r.date} ${r.site_url}`)).toEqual(expected.map((g) => `${g.d} ${g.site}`));
         for (const [i, row] of rows.entries()) {
           const g = expected[i]!;
@@ -200,7 +200,7 @@ for (const dialect of DIALECTS) {
       const current = new Map((await per(SUMMARY)).map((r) => [r.site_id, r]));
       const previous = new Map((await per(PREVIOUS)).map((r) => [r.site_id, r]));
       const sites = await sql<{ id: string; url: string; name: string }>`
-        SELECT id, url, name FROM sites WHERE tenant_id = ${tenantId} ORDER BY url COLLATE "C", id`.execute(
+        SELECT id, url, name FROM sites WHERE tenant_id = ${tenantId} ORDER BY url, id`.execute(
         t.database.db,
       );
       expect(rows.map((r) => r.site_url)).toEqual(sites.rows.map((s) => s.url));
@@ -228,9 +228,10 @@ for (const dialect of DIALECTS) {
             FROM (SELECT DISTINCT c.id, tp AS topic FROM conversations c, unnest(c.topics_detected) AS tp
               WHERE c.tenant_id = '${tenantId}' AND ${localDays(r)}) x
             JOIN conversations c ON c.id = x.id
-            GROUP BY x.topic`)}`.execute(t.database.db)
+            GROUP BY x.topic
+            ORDER BY x.topic`)}`.execute(t.database.db)
         ).rows;
-      const current = (await per(SUMMARY)).sort((a, b) => (a.topic < b.topic ? -1 : 1));
+      const current = await per(SUMMARY);
       const previous = new Map((await per(PREVIOUS)).map((r) => [r.topic, r]));
       const total = await sql<{ n: number }>`${sql.raw(`
         SELECT count(*)::int AS n FROM conversations c WHERE c.tenant_id = '${tenantId}' AND ${localDays(SUMMARY)}`)}`.execute(
