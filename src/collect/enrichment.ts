@@ -77,8 +77,8 @@ export function requestedEnrichments(
 /**
  * Makes the lookup tables ready for the export's enriched fields, before its query runs:
  * the distinct user agents of the export's rows (within `range`, a page's key range, when
- * given) that no parse of the current version holds are parsed and stored; IP location must be enabled. Does nothing (and reads nothing) when
- * the request asks for no enriched field.
+ * given) that no parse of the current version holds are parsed and stored; IP location must
+ * be enabled. Does nothing (and reads nothing) when the request asks for no enriched field.
  */
 export async function prepareEnrichment(
   database: Database,
