@@ -6,6 +6,7 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncIpLocation } from '../src/collect/enrichment.ts';
+import { ConfigError, loadConfig } from '../src/config/config.ts';
 import { planPage } from '../src/collect/paging.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
@@ -318,3 +319,14 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('FERRY_IP_LOCATION', () => {
+  it('is off unless set to on, and refuses anything else naming the variable', () => {
+    expect(loadConfig({}).ipLocation).toBe(false);
+    expect(loadConfig({ FERRY_IP_LOCATION: '' }).ipLocation).toBe(false);
+    expect(loadConfig({ FERRY_IP_LOCATION: 'on' }).ipLocation).toBe(true);
+    expect(loadConfig({ FERRY_IP_LOCATION: 'off' }).ipLocation).toBe(false);
+    expect(() => loadConfig({ FERRY_IP_LOCATION: 'yes' })).toThrow(ConfigError);
+    expect(() => loadConfig({ FERRY_IP_LOCATION: 'yes' })).toThrow(/FERRY_IP_LOCATION/);
+  });
+});
