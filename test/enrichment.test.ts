@@ -5,10 +5,13 @@ import Bowser from 'bowser';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureChangeTracking } from '../src/collect/change-tracking.ts';
+import { exportChanges } from '../src/collect/changes.ts';
 import { syncIpLocation } from '../src/collect/enrichment.ts';
 import { ConfigError, loadConfig } from '../src/config/config.ts';
 import { planPage } from '../src/collect/paging.ts';
 import { parseExportRequest } from '../src/collect/request.ts';
+import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
@@ -295,6 +298,37 @@ for (const dialect of DIALECTS) {
       const parsed = Bowser.parse(fresh);
       expect(rows.find((r) => r.user_agent === fresh)).toMatchObject({
         device_class: parsed.platform.type,
+        browser: parsed.browser.name,
+        os: parsed.os.name,
+      });
+    });
+
+    it('the change feed parses the user agents of what it sends', async () => {
+      await ensureChangeTracking(t.database.db, REFERENCE_DATAMAP);
+      const request = parseExportRequest({
+        tenantId,
+        dataset: 'conversations',
+        format: 'ndjson',
+        pii: 'full',
+        columns: ['conversation_id', 'user_agent', 'browser', 'os'],
+      });
+      const first = sink();
+      const start = await exportChanges(t.database, request, null, first.out);
+      const changed =
+        'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 Version/17.2 Safari/605.1.15 feed';
+      await sql`UPDATE conversations SET user_agent = ${changed}
+        WHERE id = (SELECT id FROM conversations WHERE tenant_id = ${tenantId} ORDER BY id DESC LIMIT 1)`.execute(
+        t.database.db,
+      );
+      const next = sink();
+      await exportChanges(t.database, request, start.nextCursor, next.out);
+      const rows = next
+        .text()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      const parsed = Bowser.parse(changed);
+      expect(rows.find((r) => r.user_agent === changed)).toMatchObject({
         browser: parsed.browser.name,
         os: parsed.os.name,
       });
