@@ -1,4 +1,5 @@
 import { ensureChangeTracking } from './collect/change-tracking.ts';
+import { syncIpLocation } from './collect/enrichment.ts';
 import type { Config } from './config/config.ts';
 import { createLinkSigner, type LinkSigner } from './crypto/link-signer.ts';
 import type { Database } from './db/database.ts';
@@ -101,7 +102,7 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
   const adapters = createAdapters(config);
   let jobs: Jobs | undefined;
   try {
-    await startDataMap(database);
+    await startDataMap(database, config);
     jobs = await startJobs(database, config, logger, adapters, options.worker !== false);
     const { queue, store } = jobs;
     // One live-stream listener per process, shared by every WebSocket subscriber.
@@ -147,11 +148,14 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
 
 /**
  * Checks the data map against the migrated database (a drifted database stops the start
- * with the list of problems), then gives the tables of its change feeds their tracking.
+ * with the list of problems), then gives the tables of its change feeds their tracking and
+ * brings IP location in line with FERRY_IP_LOCATION.
  */
-async function startDataMap(database: Database): Promise<void> {
+async function startDataMap(database: Database, config: Config): Promise<void> {
   await validateDataMap(REFERENCE_DATAMAP, database.db);
   await ensureChangeTracking(database.db, REFERENCE_DATAMAP);
+  // The IP ranges the enriched location fields read, loaded once per package version.
+  await syncIpLocation(database, config.ipLocation);
 }
 
 interface Jobs {
@@ -207,7 +211,7 @@ export async function composeWorker(config: Config, options: { logger?: Logger }
   const database = await openDatabase(config);
   const adapters = createAdapters(config);
   try {
-    await startDataMap(database);
+    await startDataMap(database, config);
     const { queue } = await startJobs(database, config, logger, adapters, true);
     let closing: Promise<void> | undefined;
     return {

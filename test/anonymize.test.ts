@@ -165,12 +165,17 @@ describe('anonymization levels (pure)', () => {
   it('removes exactly the contract fields of the conversations dataset at each level', () => {
     expect(removedAt('conversations', 'full')).toEqual([]);
     expect(removedAt('conversations', 'basic')).toEqual([]);
-    expect(removedAt('conversations', 'enhanced')).toEqual(['customer_email', 'customer_name']);
+    // ip_region: a location without a kind; device_class, browser, os: parsed from the user agent.
+    expect(removedAt('conversations', 'enhanced')).toEqual(['customer_email', 'customer_name', 'ip_region']);
     expect(removedAt('conversations', 'complete')).toEqual([
       'customer_email',
       'customer_name',
       'ip_address',
       'user_agent',
+      'device_class',
+      'browser',
+      'os',
+      'ip_region',
     ]);
     expect(removedAt('customers', 'basic')).toEqual(['phone']);
     expect(removedAt('customers', 'complete')).toEqual(['email', 'name', 'phone']);
@@ -184,6 +189,10 @@ describe('anonymization levels (pure)', () => {
     expect(treat('conversations', 'ip_address')).toEqual(['kept', 'ip_truncated', 'ip_truncated', 'removed']);
     expect(treat('conversations', 'user_agent')).toEqual(['kept', 'kept', 'browser_family', 'removed']);
     expect(treat('conversations', 'country')).toEqual(['kept', 'kept', 'kept', 'continent']);
+    expect(treat('conversations', 'ip_country')).toEqual(['kept', 'kept', 'kept', 'continent']);
+    expect(treat('conversations', 'ip_region')).toEqual(['kept', 'kept', 'removed', 'removed']);
+    for (const name of ['device_class', 'browser', 'os'])
+      expect(treat('conversations', name)).toEqual(['kept', 'kept', 'kept', 'removed']);
     expect(treat('conversations', 'session_id')).toEqual(['kept', 'kept', 'kept', 'pseudonymized']);
     expect(treat('messages', 'sender_id')).toEqual(['kept', 'kept', 'kept', 'pseudonymized']);
     expect(treat('conversations', 'full_transcript')).toEqual(['kept', 'scrubbed', 'scrubbed', 'scrubbed']);

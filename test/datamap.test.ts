@@ -46,7 +46,16 @@ describe('reference data map', () => {
   });
 
   it('gives the conversations and messages datasets exactly the contract columns, in order', () => {
-    expect(REFERENCE_DATAMAP.datasets.conversations!.fields.map((f) => f.name)).toEqual(
+    const conversations = REFERENCE_DATAMAP.datasets.conversations!.fields;
+    expect(conversations.filter((f) => f.enrichment).map((f) => f.name)).toEqual([
+      'device_class',
+      'browser',
+      'os',
+      'ip_country',
+      'ip_region',
+    ]);
+    // Enriched fields come only when asked for by name; the rest is the contract of every export.
+    expect(conversations.filter((f) => !f.enrichment).map((f) => f.name)).toEqual(
       'conversation_id, tenant_id, session_id, start_timestamp, end_timestamp, site_url, page_url, referrer, customer_email, customer_name, ip_address, country, language, user_agent, conversation_status, escalated, escalation_reason, resolution_time_minutes, satisfaction_score, satisfaction_feedback, ai_confidence_avg, message_count, customer_message_count, ai_message_count, human_message_count, topics_detected, full_transcript, internal_notes, tags, custom_fields, last_updated, customer_id, assigned_agent_id'.split(
         ', ',
       ),

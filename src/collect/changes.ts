@@ -27,6 +27,7 @@ import {
   type StreamOutcome,
   streamFormatted,
 } from './paging.ts';
+import { prepareEnrichment } from './enrichment.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
 import { COPY_OPTIONS, timestampSql } from './render-sql.ts';
 import type { ExportRequest } from './request.ts';
@@ -274,6 +275,8 @@ export async function planChanges(
   if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
     throw invalid('page_size', `must be a whole number from 1, got ${limit}`);
   const { tenant, scoped, dataset, zones, writer } = await prepareTabular(database, request, options.datamap);
+  // Enriched fields read lookup tables that are filled before the query runs.
+  await prepareEnrichment(database, dataset, scoped, zones);
   const { table, idColumn, idField } = trackedSource(dataset, param);
   const owner = cursorOwner(tenant.id, dataset.name);
   if (since && (since.dataset !== dataset.name || since.owner !== owner))

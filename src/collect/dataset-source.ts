@@ -7,6 +7,7 @@ import type { DataMap, DatasetDeclaration } from '../datamap/types.ts';
 import type { FormatWriter } from '../format/types.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { REPORTS } from './computed/reports.ts';
+import { prepareEnrichment, requestedEnrichments } from './enrichment.ts';
 import { buildExportQuery, rowSelector } from './query.ts';
 import type { ExportRequest } from './request.ts';
 import type { Zones } from './tenant.ts';
@@ -56,10 +57,18 @@ export function datasetStream(
 ): Readable {
   const dataset = datasetOf(request, datamap);
   const ctx = { ...zones, anonymizeKey, input: writer.input };
-  const windows = dataset.kind === 'computed' ? reportWindows(request) : [];
-  if (windows.length < 2) return database.copyOut(buildExportQuery(dataset, request, ctx));
+  const windows =
+    dataset.kind === 'computed' && REPORTS[dataset.report].windowed ? reportWindows(request) : [];
+  const enriched = requestedEnrichments(dataset, request).size > 0;
+  if (windows.length < 2 && !enriched) return database.copyOut(buildExportQuery(dataset, request, ctx));
   return Readable.from(
     (async function* () {
+      // Enriched fields read lookup tables that are filled before the query runs.
+      if (enriched) await prepareEnrichment(database, dataset, request, zones);
+      if (windows.length < 2) {
+        yield* database.copyOut(buildExportQuery(dataset, request, ctx));
+        return;
+      }
       for (const [i, window] of windows.entries()) {
         const part: ExportRequest = {
           ...request,

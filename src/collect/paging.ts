@@ -10,6 +10,7 @@ import type { FieldSpec, FormatWriter } from '../format/types.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
 import { compressionCodec } from '../packaging/compression.ts';
+import { prepareEnrichment } from './enrichment.ts';
 import { buildExportQuery, selectedFields } from './query.ts';
 import { RecordCounter } from './record-counter.ts';
 import type { ExportRequest } from './request.ts';
@@ -364,6 +365,9 @@ export async function planPage(
       throw invalid('cursor', 'does not fit this dataset; start again without a cursor');
     throw err;
   }
+  // Enriched fields read lookup tables, filled for this page's rows before it is written.
+  if (bounds.last)
+    await prepareEnrichment(database, dataset, scoped, zones, boundedQuery(query, after, bounds.last).range);
   const resumeAt = bounds.last ?? after;
   const nextCursor = resumeAt ? pageCursor(owner, resumeAt, session, total) : null;
   const pageCount = Math.ceil(total / size);

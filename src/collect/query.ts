@@ -31,7 +31,8 @@ export function selectedFields(dataset: DatasetDeclaration, request: ExportReque
     const names = narrowed(request);
     fields = fields.filter((f) => names.includes(f.name));
   }
-  if (!request.columns) return fields;
+  // Enriched fields come only when asked for by name: an export that does not name them pays nothing for them.
+  if (!request.columns) return fields.filter((f) => !f.enrichment);
   const related = dataset.relatedFields ?? [];
   return request.columns.map((name) => {
     const field = fields.find((f) => f.name === name) ?? related.find((f) => f.name === name);
@@ -241,9 +242,9 @@ function nestedSql(
     throw new FerryError('internal', `nested dataset ${nested.dataset} is not a table`);
   const link = nested.link.split('$parent').join('ferry_parent.id');
   const members = nestedFields(nested).map((f) => ({
-      name: f.name,
-      text: jsonTextSql(valueSql(inner, f, request, ctx), f.type, ctx.timezone),
-    }));
+    name: f.name,
+    text: jsonTextSql(valueSql(inner, f, request, ctx), f.type, ctx.timezone),
+  }));
   const rows = `SELECT string_agg(${jsonObjectSql(members)}, ',' ORDER BY ${inner.key.join(', ')}) ${inner.from} WHERE t.tenant_id = ${literal(request.tenantId)} AND ${link}`;
   return `('[' || coalesce((${rows}), '') || ']')::json`;
 }

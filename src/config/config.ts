@@ -42,6 +42,7 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   FERRY_SECRET_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   FERRY_DEMO: z.enum(['auto', 'off']).default('auto'),
+  FERRY_IP_LOCATION: z.enum(['on', 'off']).default('off'),
   FERRY_PUBLIC_URL: z.string().url().optional(),
   FERRY_STORAGE: z.enum(['local', 's3']).default('local'),
   FERRY_STORAGE_ENCRYPTION: z.enum(['auto', 'on', 'off']).default('auto'),
@@ -104,6 +105,8 @@ export interface Config {
   readonly secretKey: string | undefined;
   /** `auto` seeds one demo tenant when the database has no tenant yet. */
   readonly demo: 'auto' | 'off';
+  /** FERRY_IP_LOCATION=on: exports may ask for the country and region of IP addresses (docs/enrichment.md). */
+  readonly ipLocation: boolean;
   readonly publicUrl: string | undefined;
   /** Requests per API key per hour on the enterprise plan, unless the tenant sets its own. */
   readonly enterpriseRateLimit: number | undefined;
@@ -223,6 +226,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     secretKey: e.FERRY_SECRET_KEY,
     demo: e.FERRY_DEMO,
+    ipLocation: e.FERRY_IP_LOCATION === 'on',
     publicUrl: e.FERRY_PUBLIC_URL,
     enterpriseRateLimit: e.FERRY_ENTERPRISE_RATE_LIMIT,
     storage: Object.freeze({

@@ -34,7 +34,10 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
       );
     const related = Object.keys(d.related ?? {});
     if (related.length)
-      out.push(`Narrowed to the rows related to a selection of: ${related.map((n) => `\`${n}\``).join(', ')}.`, '');
+      out.push(
+        `Narrowed to the rows related to a selection of: ${related.map((n) => `\`${n}\``).join(', ')}.`,
+        '',
+      );
     out.push('| column | type | class | description |', '|---|---|---|---|');
     for (const f of d.fields)
       out.push(

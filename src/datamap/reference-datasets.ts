@@ -120,7 +120,69 @@ export const CONVERSATION_FIELDS: DatasetField[] = [
   from('conversations', 'last_updated'),
   from('conversations', 'customer_id'),
   from('conversations', 'assigned_agent_id'),
+  ...enrichedConversationFields(),
 ];
+
+/**
+ * Enriched fields (docs/enrichment.md): exported only when named in `columns`. The user-agent
+ * classes come from `user_agent_classes`, which the export fills for its distinct user agents
+ * before its query runs; the location from the IP ranges the operator enabled (FERRY_IP_LOCATION).
+ */
+function enrichedConversationFields(): DatasetField[] {
+  const parsed = (column: string) =>
+    `(SELECT u.${column} FROM user_agent_classes u WHERE u.user_agent_hash = md5(t.user_agent))`;
+  const userAgent = { kind: 'user_agent', input: 't.user_agent' } as const;
+  const ip = { kind: 'ip_location', input: 't.ip_address' } as const;
+  return [
+    {
+      ...derived('device_class', parsed('device_class'), ['conversations.user_agent'], {
+        type: 'string',
+        class: 'network',
+        pii: 'device',
+        description:
+          "Device class parsed from the visitor's user agent: mobile, tablet, desktop, tv or bot; empty when the parser cannot tell. On request.",
+      }),
+      enrichment: userAgent,
+    },
+    {
+      ...derived('browser', parsed('browser'), ['conversations.user_agent'], {
+        type: 'string',
+        class: 'network',
+        pii: 'device',
+        description: "Browser parsed from the visitor's user agent, e.g. Chrome or Safari. On request.",
+      }),
+      enrichment: userAgent,
+    },
+    {
+      ...derived('os', parsed('os'), ['conversations.user_agent'], {
+        type: 'string',
+        class: 'network',
+        pii: 'device',
+        description:
+          "Operating system parsed from the visitor's user agent, e.g. Android or iOS. On request.",
+      }),
+      enrichment: userAgent,
+    },
+    {
+      ...derived('ip_country', 'ferry_ip_country(t.ip_address)', ['conversations.ip_address'], {
+        type: 'string',
+        class: 'location',
+        pii: 'country',
+        description:
+          "Country (ISO 3166-1 alpha-2) of the visitor's IP address, from the IP database the operator enabled. On request.",
+      }),
+      enrichment: ip,
+    },
+    {
+      ...derived('ip_region', 'ferry_ip_region(t.ip_address)', ['conversations.ip_address'], {
+        type: 'string',
+        class: 'location',
+        description: 'UN M49 region of ip_country, e.g. Western Europe or South-eastern Asia. On request.',
+      }),
+      enrichment: ip,
+    },
+  ];
+}
 
 export const MESSAGE_FIELDS: DatasetField[] = [
   from('messages', 'id', 'message_id'),
@@ -492,6 +554,76 @@ const CONVERSATION_TOTALS: DatasetField[] = [
     'revenue_events.amount',
   ]),
 ];
+
+/** The metrics of the aggregation datasets (src/collect/computed/summaries.ts computes them). */
+const SUMMARY_METRICS: readonly {
+  name: string;
+  type: 'integer' | 'number';
+  description: string;
+  reads: string[];
+}[] = [
+  {
+    name: 'conversations',
+    type: 'integer',
+    description: 'Conversations started.',
+    reads: ['conversations.id', 'conversations.start_timestamp'],
+  },
+  {
+    name: 'messages',
+    type: 'integer',
+    description: 'Messages of those conversations (message_count).',
+    reads: ['conversations.message_count'],
+  },
+  {
+    name: 'visitors',
+    type: 'integer',
+    description: 'Distinct browser sessions (session_id) of those conversations.',
+    reads: ['conversations.session_id'],
+  },
+  {
+    name: 'resolution_rate',
+    type: 'number',
+    description: 'Share of those conversations with status resolved (0-1); empty without conversations.',
+    reads: ['conversations.status'],
+  },
+  {
+    name: 'escalation_rate',
+    type: 'number',
+    description: 'Share of those conversations escalated to a human (0-1); empty without conversations.',
+    reads: ['conversations.escalated'],
+  },
+  {
+    name: 'satisfaction_avg',
+    type: 'number',
+    description: 'Mean satisfaction_score of the rated conversations (1-5); empty without ratings.',
+    reads: ['conversations.satisfaction_score'],
+  },
+];
+
+/**
+ * Each metric and its trend columns against `previous` (the period compared with):
+ * `<metric>_change`, the value minus the previous one (a count is 0 where nothing happened,
+ * a rate or mean has no previous value then), and `<metric>_change_pct`, that change in
+ * percent of the previous value (empty when it is 0 or empty).
+ */
+function metricsWithTrends(previous: string): DatasetField[] {
+  return SUMMARY_METRICS.flatMap((m) => [
+    num(m.name, m.description, m.reads, m.type),
+    num(`${m.name}_change`, `${m.name} minus its value in ${previous}.`, m.reads, m.type),
+    num(
+      `${m.name}_change_pct`,
+      `${m.name}_change in percent of the value in ${previous}, rounded to 2 decimals; empty when that value is 0 or empty.`,
+      m.reads,
+    ),
+  ]);
+}
+
+const SUMMARY_RANGE = 'the range of as many days just before from (empty unless both from and to are given)';
+
+const siteUrlsParameter: DatasetParameter = {
+  name: 'site_urls',
+  description: 'Only these sites (comma-separated URLs).',
+};
 
 /** Every dataset Ferry exports. The names are the public contract. */
 export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
@@ -1235,6 +1367,85 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       // The report narrows its events to the selected conversations itself.
       related: { conversations: 'true' },
     },
+  ),
+  rollups: computed(
+    'rollups',
+    'Conversation metrics per day, week or month and site, with their change against the period before.',
+    'conversations',
+    [
+      derived('date', 'date', ['conversations.start_timestamp'], {
+        type: 'string',
+        class: 'none',
+        description:
+          'First day of the period in the report time zone (YYYY-MM-DD; weeks start on Monday). Periods are whole: a week or month the range touches counts in full.',
+      }),
+      derived('site_url', 'site_url', ['sites.url'], {
+        type: 'string',
+        class: 'none',
+        description: 'The site.',
+      }),
+      ...metricsWithTrends("the same site's previous period (read before the range for the first period)"),
+    ],
+    {
+      report: 'rollups',
+      parameters: [
+        {
+          name: 'granularity',
+          values: ['daily', 'weekly', 'monthly'],
+          description: 'Period length (default daily).',
+        },
+        siteUrlsParameter,
+      ],
+      package: null,
+    },
+  ),
+  site_summary: computed(
+    'site_summary',
+    'One row per site over the date range, with the change against the range of as many days before it.',
+    'sites',
+    [
+      derived('site_url', 'site_url', ['sites.url'], {
+        type: 'string',
+        class: 'none',
+        description: 'The site.',
+      }),
+      derived('site_name', 'site_name', ['sites.name'], {
+        type: 'string',
+        class: 'none',
+        description: 'Display name of the site.',
+      }),
+      derived('first_conversation_at', 'first_conversation_at', ['conversations.start_timestamp'], {
+        type: 'timestamp',
+        class: 'none',
+        description: 'Start of the first conversation in the range; empty without conversations.',
+      }),
+      derived('last_conversation_at', 'last_conversation_at', ['conversations.start_timestamp'], {
+        type: 'timestamp',
+        class: 'none',
+        description: 'Start of the last conversation in the range; empty without conversations.',
+      }),
+      ...metricsWithTrends(SUMMARY_RANGE),
+    ],
+    { report: 'site_summary', parameters: [siteUrlsParameter], package: null },
+  ),
+  topic_summary: computed(
+    'topic_summary',
+    'One row per topic detected in the conversations of the date range, with the change against the range of as many days before it.',
+    'conversations',
+    [
+      derived('topic', 'topic', ['conversations.topics_detected'], {
+        type: 'string',
+        class: 'none',
+        description: 'The topic; a conversation counts once for each distinct topic it has.',
+      }),
+      num(
+        'share_of_conversations',
+        'Conversations with the topic divided by all conversations of the range (0-1).',
+        ['conversations.topics_detected'],
+      ),
+      ...metricsWithTrends(SUMMARY_RANGE),
+    ],
+    { report: 'topic_summary', parameters: [siteUrlsParameter], package: null },
   ),
   knowledge_base: document(
     'knowledge_base',

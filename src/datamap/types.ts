@@ -20,7 +20,16 @@ export const COLUMN_CLASSES = [
 export type ColumnClass = (typeof COLUMN_CLASSES)[number];
 
 /** The finer kind of personal data a column holds, which picks its anonymization. */
-export type PiiKind = 'email' | 'name' | 'phone' | 'ip' | 'user_agent' | 'country' | 'session' | 'person_id';
+export type PiiKind =
+  | 'email'
+  | 'name'
+  | 'phone'
+  | 'ip'
+  | 'user_agent'
+  | 'device'
+  | 'country'
+  | 'session'
+  | 'person_id';
 
 /** Logical field types; they map to SQL, JSON Schema, Table Schema, XSD and Parquet types. */
 export const FIELD_TYPES = [
@@ -123,6 +132,20 @@ export interface TableDeclaration {
   readonly columns: Readonly<Record<string, TableColumn>>;
 }
 
+/**
+ * What Ferry derives for a field without the network (docs/enrichment.md): `user_agent`
+ * fields read the parsed classes of a user agent, `ip_location` fields the country and
+ * region of an IP address from the database the operator enabled.
+ */
+export const ENRICHMENT_KINDS = ['user_agent', 'ip_location'] as const;
+export type EnrichmentKind = (typeof ENRICHMENT_KINDS)[number];
+
+export interface FieldEnrichment {
+  readonly kind: EnrichmentKind;
+  /** SQL expression, over the dataset's FROM aliases, of the value the field is derived from. */
+  readonly input: string;
+}
+
 /** One output column of a dataset and the SQL that computes it. */
 export interface DatasetField {
   readonly name: string;
@@ -147,6 +170,11 @@ export interface DatasetField {
    * (SQL over the nested dataset's aliases, with `$parent` for this row's id).
    */
   readonly nested?: { readonly dataset: string; readonly link: string; readonly omit?: readonly string[] };
+  /**
+   * An enriched field: exported only when the request names it in `columns`, so an export
+   * that does not ask for it pays nothing for it.
+   */
+  readonly enrichment?: FieldEnrichment;
 }
 
 /** A filter a dataset accepts, validated before any query runs. */
@@ -178,6 +206,9 @@ export const COMPUTED_REPORTS = [
   'daily_totals',
   'channel_performance',
   'marketing_campaigns',
+  'rollups',
+  'site_summary',
+  'topic_summary',
 ] as const;
 export type ComputedReport = (typeof COMPUTED_REPORTS)[number];
 

@@ -22,6 +22,7 @@ import * as imports from './migrations/0018-imports.ts';
 import * as exportSpeed from './migrations/0019-export-speed.ts';
 import * as exportPartitions from './migrations/0021-export-partitions.ts';
 import * as folderTargets from './migrations/0023-folder-targets.ts';
+import * as enrichment from './migrations/0024-enrichment.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -46,6 +47,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0019-export-speed': exportSpeed,
   '0021-export-partitions': exportPartitions,
   '0023-folder-targets': folderTargets,
+  '0024-enrichment': enrichment,
 };
 
 /**

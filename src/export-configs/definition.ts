@@ -252,7 +252,7 @@ export function compileDefinition(tenantId: string, def: SavedConfigDefinition):
   if (def.join_with) extra.push('campaign');
   let columns: string[] | null = def.columns?.length ? [...def.columns] : null;
   if (extra.length) {
-    const base = columns ?? primary.fields.map((f) => f.name);
+    const base = columns ?? primary.fields.filter((f) => !f.enrichment).map((f) => f.name);
     columns = [...base, ...extra.filter((c) => !base.includes(c))];
   }
 

@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { type ColumnType, type Kysely, sql } from 'kysely';
 import { datasetOf, estimateRows } from '../collect/dataset-source.ts';
 import { planKeyRanges } from '../collect/partition-ranges.ts';
+import { prepareEnrichment, requestedEnrichments } from '../collect/enrichment.ts';
 import { buildExportQuery, selectedFields } from '../collect/query.ts';
 import { RecordCounter } from '../collect/record-counter.ts';
 import type { ExportRequest } from '../collect/request.ts';
@@ -146,6 +147,14 @@ export function partitionedProducer(
   return async (out, run) => {
     const { database } = ctx;
     const settings = ctx.config.exports.partitions;
+    // Enriched fields read lookup tables: filled before the snapshot the partitions read in.
+    if (requestedEnrichments(datasetOf(request), request).size > 0)
+      await prepareEnrichment(
+        database,
+        datasetOf(request),
+        request,
+        zonesFor(request, await loadTenant(database, request.tenantId)),
+      );
     return database.session('snapshot', async (session) => {
       const snapshot = (await sql<{ id: string }>`SELECT pg_export_snapshot() AS id`.execute(session.db))
         .rows[0]!.id;

@@ -55,6 +55,9 @@ const BY_KIND = {
   phone: () => 'removed',
   ip: (level) => (level === 'complete' ? 'removed' : 'ip_truncated'),
   user_agent: (level) => (level === 'basic' ? 'kept' : level === 'enhanced' ? 'browser_family' : 'removed'),
+  // A class parsed from a user agent (device class, browser, operating system): no finer than
+  // the browser family that enhanced keeps of the user agent itself.
+  device: (level) => (level === 'complete' ? 'removed' : 'kept'),
   country: (level) => (level === 'complete' ? 'continent' : 'kept'),
   session: (level) => (level === 'complete' ? 'pseudonymized' : 'kept'),
   person_id: (level) => (level === 'complete' ? 'pseudonymized' : 'kept'),

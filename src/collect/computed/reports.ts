@@ -1,4 +1,5 @@
 import type { ComputedReport } from '../../datamap/types.ts';
+import { FerryError } from '../../domain/ferry-error.ts';
 import type { ExportRequest, FilterValue } from '../request.ts';
 import {
   channelPerformanceSource,
@@ -8,6 +9,15 @@ import {
   totalsEstimate,
 } from './conversation-totals.ts';
 import { analyticsColumns, analyticsEstimate, analyticsSource, type MetricGroup } from './analytics.ts';
+import {
+  type RollupGranularity,
+  rollupsEstimate,
+  rollupsSource,
+  siteSummaryEstimate,
+  siteSummarySource,
+  topicSummaryEstimate,
+  topicSummarySource,
+} from './summaries.ts';
 import {
   type AttributionModel,
   revenueAttributionEstimate,
@@ -31,6 +41,11 @@ export interface ReportBuilder {
    * counting the report itself would compute it twice.
    */
   estimate(request: ExportRequest, dayZone: string, select: SelectRows): string;
+  /**
+   * Whether a report over a date range may run window by window (collect/dataset-source.ts):
+   * true for reports of one row per period; a summary of the whole range is one statement.
+   */
+  readonly windowed: boolean;
 }
 
 /** The report's first and last day, from the request's `from`/`to` filters. */
@@ -56,6 +71,28 @@ function analyticsOptions(request: ExportRequest, dayZone: string) {
     ...(siteUrls ? { siteUrls } : {}),
   };
 }
+
+function summaryOptions(request: ExportRequest, dayZone: string) {
+  // The aggregations group a tenant's or a site's conversations; one person's would not be an aggregate.
+  if (request.scope && request.scope.kind !== 'tenant' && request.scope.kind !== 'site')
+    throw new FerryError(
+      'invalid_parameter',
+      `scope: dataset ${request.dataset} cannot be narrowed to one ${request.scope.kind.replace('_', ' ')}`,
+    );
+  const siteUrls =
+    request.scope?.kind === 'site' ? [request.scope.site_url] : request.options.site_urls?.split(',');
+  return {
+    tenantId: request.tenantId,
+    timezone: dayZone,
+    ...days(request),
+    ...(siteUrls ? { siteUrls } : {}),
+  };
+}
+
+const rollupOptions = (request: ExportRequest, dayZone: string) => ({
+  ...summaryOptions(request, dayZone),
+  granularity: (request.options.granularity ?? 'daily') as RollupGranularity,
+});
 
 function attributionOptions(request: ExportRequest, dayZone: string) {
   return {
@@ -92,22 +129,42 @@ export const REPORTS = {
     },
     estimate: (request, dayZone) => analyticsEstimate(analyticsOptions(request, dayZone)),
     fields: (request) => analyticsColumns(metrics(request)),
+    windowed: true,
   },
   revenue_attribution: {
     source: (request, dayZone) => revenueAttributionSource(attributionOptions(request, dayZone)),
     estimate: (request, dayZone) => revenueAttributionEstimate(attributionOptions(request, dayZone)),
+    windowed: true,
+  },
+  rollups: {
+    source: (request, dayZone) => rollupsSource(rollupOptions(request, dayZone)),
+    estimate: (request, dayZone) => rollupsEstimate(rollupOptions(request, dayZone)),
+    windowed: true,
+  },
+  site_summary: {
+    source: (request, dayZone) => siteSummarySource(summaryOptions(request, dayZone)),
+    estimate: (request, dayZone) => siteSummaryEstimate(summaryOptions(request, dayZone)),
+    windowed: false,
+  },
+  topic_summary: {
+    source: (request, dayZone) => topicSummarySource(summaryOptions(request, dayZone)),
+    estimate: (request, dayZone) => topicSummaryEstimate(summaryOptions(request, dayZone)),
+    windowed: false,
   },
   daily_totals: {
     source: (request, dayZone, select) => dailyTotalsSource(totals(request, dayZone, select)),
     estimate: (request, dayZone, select) => totalsEstimate(totals(request, dayZone, select)),
+    windowed: true,
   },
   channel_performance: {
     source: (request, dayZone, select) => channelPerformanceSource(totals(request, dayZone, select)),
     estimate: (request, dayZone, select) => totalsEstimate(totals(request, dayZone, select)),
+    windowed: false,
   },
   marketing_campaigns: {
     source: (request, dayZone, select) => marketingCampaignsSource(campaignOptions(request, dayZone, select)),
     estimate: (request, dayZone, select) =>
       marketingCampaignsEstimate(campaignOptions(request, dayZone, select)),
+    windowed: false,
   },
 } satisfies Record<ComputedReport, ReportBuilder>;
