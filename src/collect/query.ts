@@ -4,7 +4,15 @@ import { type ExportScope, scopeTarget } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { REPORTS, type ReportBuilder } from './computed/reports.ts';
-import { COPY_OPTIONS, csvCellSql, jsonObjectSql, jsonTextSql } from './render-sql.ts';
+import { COPY_OPTIONS, jsonObjectSql } from './render-sql.ts';
+import {
+  columnAlias,
+  csvColumnSql,
+  csvCopyOptions,
+  jsonColumnSql,
+  type OutputColumn,
+  shapeColumns,
+} from './shaping.ts';
 import type { ExportRequest, FilterValue, SubjectRows } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
@@ -18,21 +26,24 @@ export interface QueryContext {
   readonly input: WriterInput;
 }
 
-/** The dataset's output fields, in the requested column order. */
-export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
-  let fields = [...dataset.fields];
+/** The dataset's fields this request can yield: all of them, or those its report narrows them to. */
+function availableFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
+  const fields = [...dataset.fields];
   const narrowed =
     dataset.kind === 'computed' ? (REPORTS[dataset.report] as ReportBuilder).fields : undefined;
-  if (narrowed) {
-    const names = narrowed(request);
-    fields = fields.filter((f) => names.includes(f.name));
-  }
-  if (!request.columns) return fields;
-  return request.columns.map((name) => {
-    const field = fields.find((f) => f.name === name);
-    if (!field) throw new FerryError('invalid_parameter', `columns: "${name}" is not part of this export`);
-    return field;
-  });
+  if (!narrowed) return fields;
+  const names = narrowed(request);
+  return fields.filter((f) => names.includes(f.name));
+}
+
+/** The output columns in the requested order, renamed, converted and calculated (src/collect/shaping.ts). */
+export function outputColumns(dataset: DatasetDeclaration, request: ExportRequest): OutputColumn[] {
+  return shapeColumns(availableFields(dataset, request), request.columns, request.shaping);
+}
+
+/** The dataset's output fields, in the requested column order, under their output names and types. */
+export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): DatasetField[] {
+  return outputColumns(dataset, request).map((c) => c.spec);
 }
 
 function filterValueSql(filter: DatasetFilter, value: FilterValue, timezone: string): string {
@@ -144,22 +155,26 @@ export function buildExportQuery(
   request: ExportRequest,
   ctx: QueryContext,
 ): CopyQuery {
-  const fields = selectedFields(dataset, request);
+  const columns = outputColumns(dataset, request);
   const { tables, where, key } = source(dataset, request, ctx);
+  const render = {
+    timezone: ctx.timezone,
+    valueOf: (field: DatasetField) => valueSql(dataset, field, request, ctx),
+  };
   if (ctx.input === 'csv') {
     const guard = request.csvGuard && request.format === 'csv';
-    const projection = fields
-      .map(
-        (field) =>
-          `${csvCellSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone, guard)} AS "${field.name}"`,
-      )
+    const projection = columns
+      .map((column) => `${csvColumnSql(column, request.shaping, render, guard)} AS ${columnAlias(column)}`)
       .join(', ');
-    return { projection, from: `${tables} WHERE ${where}`, key, options: COPY_OPTIONS.csv, header: true };
+    return {
+      projection,
+      from: `${tables} WHERE ${where}`,
+      key,
+      options: csvCopyOptions(COPY_OPTIONS.csv, request.shaping),
+      header: true,
+    };
   }
-  const members = fields.map((field) => ({
-    name: field.name,
-    text: jsonTextSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone),
-  }));
+  const members = columns.map((column) => ({ name: column.spec.name, text: jsonColumnSql(column, render) }));
   return {
     projection: jsonObjectSql(members),
     from: `${tables} WHERE ${where}`,

@@ -6,6 +6,13 @@ import type { ExportConfig } from '../domain/export-config.ts';
 import type { ExportScope } from '../domain/export-scope.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../domain/pii-level.ts';
+import {
+  calculatedNames,
+  type OutputShaping,
+  parseShaping,
+  type ShapingInput,
+  shapingInputOf,
+} from './shaping.ts';
 
 /** A validated request to export one dataset of one tenant. */
 export interface ExportRequest {
@@ -32,6 +39,8 @@ export interface ExportRequest {
   readonly scope?: ExportScope | undefined;
   /** A data subject's own rows only (their access package); set by the privacy code, never by a caller's input. */
   readonly subject?: SubjectRows | undefined;
+  /** Renames, conversions, calculated fields, locale and CSV separators (src/collect/shaping.ts). */
+  readonly shaping?: OutputShaping | undefined;
 }
 
 /**
@@ -64,6 +73,8 @@ export interface ExportInput {
   partitionByDate?: boolean | undefined;
   options?: Record<string, string | undefined> | undefined;
   scope?: ExportScope | undefined;
+  /** Output shaping under its public names (`rename`, `convert`, `calculated`, `locale`, …). */
+  shaping?: ShapingInput | undefined;
 }
 
 function oneOf<T extends string>(
@@ -251,7 +262,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     columns = (typeof input.columns === 'string' ? input.columns.split(',') : [...input.columns]).map((c) =>
       c.trim(),
     );
-    const known = dataset.fields.map((f) => f.name);
+    const known = [...dataset.fields.map((f) => f.name), ...calculatedNames(input.shaping)];
     for (const c of columns) {
       if (!known.includes(c)) throw invalid('columns', `dataset ${dataset.name} has no column "${c}"`, known);
     }
@@ -261,6 +272,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
   if (input.timezone !== undefined && !isValidTimezone(input.timezone)) {
     throw invalid('timezone', `"${input.timezone}" is not an IANA time zone (e.g. Europe/Berlin, UTC)`);
   }
+  const shaping = parseShaping(dataset, format, input.shaping, columns);
   return {
     tenantId: input.tenantId,
     dataset: dataset.name,
@@ -275,6 +287,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     partitionByDate: input.partitionByDate ?? false,
     options,
     scope: input.scope,
+    ...(shaping ? { shaping } : {}),
   };
 }
 
@@ -296,6 +309,9 @@ export function acceptedExportRequest(
     dataset,
     rawFilters({ filters: config.filters, from, to: config.to ?? undefined, options: config.options }),
   );
+  // Checked when the export was accepted; read again into the engine's form (the locale's patterns).
+  const format = (config.format ?? dataset.formats[0]) as ExportFormat | 'markdown';
+  const shaping = parseShaping(dataset, format, shapingInputOf(config), config.columns ?? undefined);
   return {
     tenantId,
     dataset: dataset.name,
@@ -311,5 +327,6 @@ export function acceptedExportRequest(
     partitionByDate: false,
     options,
     scope: config.scope,
+    ...(shaping ? { shaping } : {}),
   };
 }

@@ -135,6 +135,8 @@ export interface DatasetField {
   /** The table columns the expression reads ("table.column"), checked against the map. */
   readonly reads: readonly string[];
   readonly example?: string;
+  /** An amount of money: a CSV export with a `locale` and `currency` writes it in that currency's format. */
+  readonly money?: boolean;
 }
 
 /** A filter a dataset accepts, validated before any query runs. */

@@ -4,6 +4,7 @@ import { REQUEST_PACKAGE_KINDS } from '../domain/package-kind.ts';
 import { MIN_SPLIT_BYTES, SPLIT_SIZE_NAMES } from '../domain/split-size.ts';
 import { PII_LEVELS } from '../domain/pii-level.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
+import { CALCULATED_TYPES, CSV_DELIMITERS, DECIMAL_SEPARATORS, MAX_CALCULATED } from '../collect/shaping.ts';
 
 /**
  * The body of `POST /api/v1/exports` as a TypeBox schema: the route validates requests
@@ -89,6 +90,69 @@ export const ExportBodySchema = Type.Object(
     bom: Type.Optional(Type.Boolean({ description: 'CSV: start with a UTF-8 byte-order mark' })),
     csv_guard: Type.Optional(
       Type.Boolean({ description: 'CSV: neutralise spreadsheet formulas (default true)' }),
+    ),
+    rename: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 64 }), {
+        maxProperties: 200,
+        description:
+          'Output names by column: `{"customer_email": "Email"}`. ASCII letters, digits, `_`, `-` and inner spaces (no spaces in XML), unique',
+      }),
+    ),
+    convert: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 32 }), {
+        maxProperties: 200,
+        description:
+          'Conversions by column: `yes_no`, `one_zero`, `true_false` (booleans), `fixed:0`…`fixed:10` (numbers), `date`, `epoch_seconds`, `epoch_millis` (timestamps); see docs/output-shaping.md',
+        examples: [{ escalated: 'yes_no', satisfaction_score: 'fixed:1' }],
+      }),
+    ),
+    calculated: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            name: Type.String({ minLength: 1, maxLength: 64 }),
+            expression: Type.String({ minLength: 1, maxLength: 500 }),
+            type: Type.Optional(Type.Enum(CALCULATED_TYPES)),
+          },
+          closed,
+        ),
+        {
+          maxItems: MAX_CALCULATED,
+          description:
+            'Calculated fields: an expression over the columns (`+ - * /`, comparisons, `and or not`, `coalesce`, `round`, `abs`, `year`…`weekday`, `if`, `concat`), compiled to SQL; `columns` may place them by name',
+          examples: [
+            [
+              {
+                name: 'messages_per_minute',
+                expression: 'round(message_count / (duration_seconds / 60), 2)',
+              },
+            ],
+          ],
+        },
+      ),
+    ),
+    locale: Type.Optional(
+      Type.String({
+        maxLength: 35,
+        description: 'CSV: BCP 47 locale for dates, timestamps and numbers (e.g. de-DE, fr-FR, en-US)',
+        examples: ['de-DE'],
+      }),
+    ),
+    currency: Type.Optional(
+      Type.String({
+        maxLength: 16,
+        description: "CSV with a locale: ISO 4217 currency of the dataset's money columns (e.g. EUR)",
+      }),
+    ),
+    delimiter: Type.Optional(
+      Type.Enum(CSV_DELIMITERS, {
+        description: 'CSV: the delimiter (default `,`; `;` when the decimal separator is `,`)',
+      }),
+    ),
+    decimal_separator: Type.Optional(
+      Type.Enum(DECIMAL_SEPARATORS, {
+        description: "CSV: the decimal separator of numbers (default the locale's, else `.`)",
+      }),
     ),
     encryption: Type.Optional(
       Type.Object(

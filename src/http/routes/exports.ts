@@ -56,6 +56,14 @@ const RequestView = Type.Object(
     split_size: Type.Optional(
       Type.Union([Type.Integer(), Type.Null()], { description: 'Largest part in bytes; null: one file' }),
     ),
+    // Output shaping, present when asked for; CSV shows the delimiter and decimal separator it chose.
+    rename: ExportBodySchema.properties.rename,
+    convert: ExportBodySchema.properties.convert,
+    calculated: ExportBodySchema.properties.calculated,
+    locale: ExportBodySchema.properties.locale,
+    currency: ExportBodySchema.properties.currency,
+    delimiter: ExportBodySchema.properties.delimiter,
+    decimal_separator: ExportBodySchema.properties.decimal_separator,
   },
   { ...closed, description: 'The export configuration as it runs (after defaults and authorization)' },
 );
