@@ -393,12 +393,7 @@ for (const dialect of DIALECTS) {
         }),
         out,
       );
-      const buffer = bytes();
-      const file = {
-        byteLength: buffer.byteLength,
-        slice: (s: number, e?: number) =>
-          buffer.buffer.slice(buffer.byteOffset + s, buffer.byteOffset + (e ?? buffer.byteLength)),
-      };
+      const file = new Uint8Array(bytes()).buffer;
       const objects = (await parquetReadObjects({ file })) as Record<string, unknown>[];
       expect(objects).toHaveLength(rows.size);
       expect(Object.keys(objects[0]!)).toEqual(['msgs', 'Customer-Name', 'Conversation_ID']);
