@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { EXPORT_STATUSES } from '../../domain/export-state.ts';
-import { ExportBodySchema, ScopeSchema } from '../../export-requests/export-body.ts';
+import { ExportBodySchema, SHAPING_SCHEMAS, ScopeSchema } from '../../export-requests/export-body.ts';
 import {
   createExport,
   deleteExport,
@@ -57,13 +57,17 @@ const RequestView = Type.Object(
       Type.Union([Type.Integer(), Type.Null()], { description: 'Largest part in bytes; null: one file' }),
     ),
     // Output shaping, present when asked for; CSV shows the delimiter and decimal separator it chose.
-    rename: ExportBodySchema.properties.rename,
-    convert: ExportBodySchema.properties.convert,
-    calculated: ExportBodySchema.properties.calculated,
-    locale: ExportBodySchema.properties.locale,
-    currency: ExportBodySchema.properties.currency,
-    delimiter: ExportBodySchema.properties.delimiter,
-    decimal_separator: ExportBodySchema.properties.decimal_separator,
+    rename: Type.Optional(Type.Union([SHAPING_SCHEMAS.rename, Type.Null()])),
+    convert: Type.Optional(Type.Union([SHAPING_SCHEMAS.convert, Type.Null()])),
+    calculated: Type.Optional(Type.Union([SHAPING_SCHEMAS.calculated, Type.Null()])),
+    locale: Type.Optional(Type.Union([SHAPING_SCHEMAS.locale, Type.Null()])),
+    currency: Type.Optional(Type.Union([SHAPING_SCHEMAS.currency, Type.Null()])),
+    delimiter: Type.Optional(
+      Type.Union([Type.String({ description: 'CSV: the delimiter written' }), Type.Null()]),
+    ),
+    decimal_separator: Type.Optional(
+      Type.Union([Type.String({ description: 'CSV: the decimal separator written' }), Type.Null()]),
+    ),
   },
   { ...closed, description: 'The export configuration as it runs (after defaults and authorization)' },
 );
