@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
 import { sql } from 'kysely';
@@ -13,7 +16,9 @@ import {
   type ExportJson,
   exportHarness,
   requestExport,
+  SECRET,
 } from './support/fixtures/export-jobs.ts';
+import { runFerry } from './support/cli.ts';
 import { sink } from './support/fixtures/streams.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
@@ -543,6 +548,75 @@ for (const dialect of DIALECTS) {
       const pkg = await post({ datasets: ['conversations', 'messages'], rename: { customer_name: 'N' } });
       expect(pkg.statusCode).toBe(400);
       expect((pkg.json() as { detail: string }).detail).toMatch(/^rename: applies to single-dataset exports/);
+    });
+
+    it.skipIf(dialect !== 'postgres')('takes the same fields as flags on the command line', async () => {
+      const work = await mkdtemp(path.join(tmpdir(), 'ferry-shaping-'));
+      const env = {
+        ...process.env,
+        ...h.t.env,
+        FERRY_DATA_DIR: work,
+        FERRY_SECRET_KEY: SECRET,
+        LOG_LEVEL: 'silent',
+      };
+      try {
+        const ok = await runFerry(
+          [
+            'export',
+            '--tenant',
+            h.tenant.id,
+            '--dataset',
+            'conversations',
+            '--pii',
+            'full',
+            '--timezone',
+            ZONE,
+            '--columns',
+            'conversation_id,twice,escalated',
+            '--rename',
+            'conversation_id=ID',
+            '--convert',
+            'escalated=one_zero',
+            '--calculated',
+            'twice:number=message_count * 2',
+            '--locale',
+            'fr-FR',
+            '--delimiter',
+            'tab',
+            '--out',
+            '-',
+          ],
+          { env },
+        );
+        expect(ok.code, ok.stderr).toBe(0);
+        expect(ok.stdout.split('\n')[0]).toBe('ID\ttwice\tescalated');
+        const parsed = parseCsv(ok.stdout, { delimiter: '\t', columns: true }) as Record<string, string>[];
+        expect(parsed).toHaveLength(rows.size);
+        for (const p of parsed) {
+          const row = rows.get(p.ID!)!;
+          expect(p.twice).toBe(String(row.message_count * 2));
+          expect(p.escalated).toBe(row.escalated ? '1' : '0');
+        }
+        const bad = await runFerry(
+          [
+            'export',
+            '--tenant',
+            h.tenant.id,
+            '--dataset',
+            'conversations',
+            '--calculated',
+            'x=pg_sleep(10)',
+            '--out',
+            '-',
+          ],
+          { env },
+        );
+        expect(bad.code).not.toBe(0);
+        expect(bad.stderr.trim()).toMatch(/^ferry: calculated\[0\]\.expression: unknown function "pg_sleep"/);
+        expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+      } finally {
+        await rm(work, { recursive: true, force: true });
+      }
     });
 
     it('runs a shaped export through the API: the request shows what was chosen, the file follows it', async () => {

@@ -13,6 +13,7 @@ import { cliExportConfig, recordedExport, runToOutput } from './recorded-export.
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
+import type { CalculatedFieldConfig, ExportConfig } from '../domain/export-config.ts';
 import { ARCHIVE_KINDS } from '../domain/package-kind.ts';
 import { PII_LEVELS } from '../domain/pii-level.ts';
 import { withDatabase } from './context.ts';
@@ -37,6 +38,13 @@ interface ExportFlags {
   package?: 'zip' | 'tar.gz' | 'directory';
   datasets?: string;
   splitSize?: string;
+  rename: string[];
+  convert: string[];
+  calculated: string[];
+  locale?: string;
+  currency?: string;
+  delimiter?: string;
+  decimalSeparator?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -52,6 +60,49 @@ export function parseFilterPairs(pairs: readonly string[]): Record<string, strin
     filters[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return filters;
+}
+
+/** `--<flag> key=value` pairs into an object; a malformed or repeated key names itself. */
+function pairs(flag: string, values: readonly string[]): Record<string, string> | undefined {
+  if (!values.length) return undefined;
+  const out: Record<string, string> = {};
+  for (const pair of values) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw invalid(flag, `"${pair}" is not column=value`);
+    const key = pair.slice(0, eq).trim();
+    if (Object.hasOwn(out, key)) throw invalid(flag, `"${key}" is given twice`);
+    out[key] = pair.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+/** The output shaping flags as the request's fields (docs/output-shaping.md). */
+export function shapingFlags(flags: {
+  rename: readonly string[];
+  convert: readonly string[];
+  calculated: readonly string[];
+  locale?: string | undefined;
+  currency?: string | undefined;
+  delimiter?: string | undefined;
+  decimalSeparator?: string | undefined;
+}): Partial<ExportConfig> {
+  const out: Partial<ExportConfig> = {};
+  const rename = pairs('--rename', flags.rename);
+  if (rename) out.rename = rename;
+  const convert = pairs('--convert', flags.convert);
+  if (convert) out.convert = convert;
+  if (flags.calculated.length)
+    out.calculated = flags.calculated.map((text) => {
+      const m = /^([^=:]+?)(?::([a-z]+))?=(.+)$/s.exec(text);
+      if (!m) throw invalid('--calculated', `"${text}" is not name=expression (or name:type=expression)`);
+      const type = m[2] as CalculatedFieldConfig['type'];
+      return { name: m[1]!.trim(), expression: m[3]!.trim(), ...(type ? { type } : {}) };
+    });
+  if (flags.locale !== undefined) out.locale = flags.locale;
+  if (flags.currency !== undefined) out.currency = flags.currency;
+  if (flags.delimiter !== undefined) out.delimiter = flags.delimiter === 'tab' ? '\t' : flags.delimiter;
+  if (flags.decimalSeparator !== undefined) out.decimal_separator = flags.decimalSeparator;
+  return out;
 }
 
 /** `--out` of a compressed export gains the compression's suffix (`m.csv` → `m.csv.gz`) unless it has it. */
@@ -118,6 +169,30 @@ export function registerExport(program: Command): void {
       "with --partition-by-date: write into a non-empty --out DIR, replacing only the dataset's partitions; " +
         'with --package: replace the package already at --out',
     )
+    .option(
+      '--rename <column=name>',
+      'output name of a column, repeatable (see docs/output-shaping.md)',
+      collect,
+      [],
+    )
+    .option(
+      '--convert <column=conversion>',
+      'yes_no, one_zero, true_false, fixed:N, date, epoch_seconds or epoch_millis for a column, repeatable',
+      collect,
+      [],
+    )
+    .option(
+      '--calculated <name=expression>',
+      "a calculated field, repeatable: name=expression or name:type=expression (e.g. 'share=round(a / b * 100, 1)')",
+      collect,
+      [],
+    )
+    .option('--locale <tag>', 'CSV: BCP 47 locale of dates, timestamps and numbers (e.g. de-DE)')
+    .option('--currency <code>', "CSV with --locale: ISO 4217 currency of the dataset's money columns")
+    .addOption(new Option('--delimiter <char>', 'CSV: delimiter').choices([',', ';', 'tab', '|']))
+    .addOption(
+      new Option('--decimal-separator <char>', 'CSV: decimal separator of numbers').choices(['.', ',']),
+    )
     .option('--out <path>', 'output file (gains .gz/.zst when compressed), or - for stdout')
     .addOption(
       new Option('--package <kind>', 'write the company package instead of one dataset').choices(
@@ -131,6 +206,12 @@ export function registerExport(program: Command): void {
         'written beside --out with a manifest (<name>.parts.json) and checksums (<name>.parts.sha256)',
     )
     .action(async (flags: ExportFlags) => {
+      const shaping = shapingFlags(flags);
+      if (flags.package && Object.keys(shaping).length)
+        throw invalid(
+          `--${Object.keys(shaping)[0]!.replace('_', '-')}`,
+          'shapes one dataset; it does not apply to --package',
+        );
       if (flags.package) {
         const { runPackageCommand } = await import('./export-package.ts');
         await runPackageCommand(flags);
@@ -156,6 +237,7 @@ export function registerExport(program: Command): void {
         bom: flags.bom ?? false,
         csvGuard: flags.csvGuard,
         partitionByDate: flags.partitionByDate ?? false,
+        shaping,
       });
       if (request.partitionByDate) {
         const { runPartitionedParquet } = await import('./export-partitioned.ts');
@@ -181,6 +263,12 @@ export function registerExport(program: Command): void {
           timezone: flags.timezone ?? null,
           bom: request.bom,
           csv_guard: request.csvGuard,
+          ...shaping,
+          ...(request.shaping?.locale ? { locale: request.shaping.locale } : {}),
+          ...(request.shaping?.delimiter ? { delimiter: request.shaping.delimiter } : {}),
+          ...(request.shaping?.decimalSeparator
+            ? { decimal_separator: request.shaping.decimalSeparator }
+            : {}),
         });
         const type = datasetFileType(request.format, request.compression);
         const progress = toStdout ? createProgress('', 'rows') : createProgress(`${request.dataset}`, 'rows');
