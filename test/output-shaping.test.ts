@@ -20,6 +20,7 @@ import {
 } from './support/fixtures/export-jobs.ts';
 import { runFerry } from './support/cli.ts';
 import { sink } from './support/fixtures/streams.ts';
+import { signInAs, webGet, webPost } from './support/fixtures/web.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
 const ZONE = 'Europe/Berlin';
@@ -70,7 +71,7 @@ for (const dialect of DIALECTS) {
       h.app.inject({ method: 'POST', url: '/api/v1/exports', headers: bearer(h.keys.admin), payload });
 
     beforeAll(async () => {
-      h = await exportHarness(dialect, { workers: true, conversations: 40 });
+      h = await exportHarness(dialect, { workers: true, web: true, conversations: 40 });
       const first = await h.database.db
         .selectFrom('conversations')
         .select('id')
@@ -617,6 +618,58 @@ for (const dialect of DIALECTS) {
       } finally {
         await rm(work, { recursive: true, force: true });
       }
+    });
+
+    it('takes the same fields in the Output section of the dashboard export page', async () => {
+      const admin = await signInAs(h.app, h.database, h.tenant, 'admin');
+      const page = await webGet(h.app, admin, '/app/export');
+      expect(page.body).toContain('<summary>Output</summary>');
+      const form = {
+        panel: 'conversations',
+        dataset: 'conversations',
+        range: 'all',
+        format: 'csv',
+        pii: 'full',
+        columns: 'conversation_id, share',
+        rename: 'conversation_id=ID',
+        convert: '',
+        calculated: 'share:number=round(customer_message_count / message_count * 100, 1)',
+        locale: 'de-DE',
+        currency: '',
+        delimiter: '',
+        decimal_separator: '',
+      };
+      const res = await webPost(h.app, admin, '/app/export', { ...form, intent: 'start' });
+      expect(res.statusCode, res.body).toBe(303);
+      const id = /\/app\/exports\/([0-9a-f-]{36})$/.exec(String(res.headers.location))![1]!;
+      const stored = (
+        await sql<{
+          config: Record<string, unknown>;
+        }>`SELECT config FROM export_requests WHERE id = ${id}`.execute(h.database.db)
+      ).rows[0]!.config;
+      expect(stored).toMatchObject({
+        columns: ['conversation_id', 'share'],
+        rename: { conversation_id: 'ID' },
+        calculated: [
+          {
+            name: 'share',
+            type: 'number',
+            expression: 'round(customer_message_count / message_count * 100, 1)',
+          },
+        ],
+        locale: 'de-DE',
+        delimiter: ';',
+        decimal_separator: ',',
+      });
+      const refused = await webPost(h.app, admin, '/app/export', {
+        ...form,
+        calculated: 'x=pg_sleep(10)',
+        intent: 'start',
+      });
+      expect(refused.statusCode).toBe(400);
+      expect(refused.body).toMatch(
+        /<p class="error" role="alert">[^<]*unknown function &quot;pg_sleep&quot;/,
+      );
     });
 
     it('runs a shaped export through the API: the request shows what was chosen, the file follows it', async () => {

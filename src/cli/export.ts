@@ -13,7 +13,8 @@ import { cliExportConfig, recordedExport, runToOutput } from './recorded-export.
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
-import type { CalculatedFieldConfig, ExportConfig } from '../domain/export-config.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import { shapingFromPairs } from '../collect/shaping.ts';
 import { ARCHIVE_KINDS } from '../domain/package-kind.ts';
 import { PII_LEVELS } from '../domain/pii-level.ts';
 import { withDatabase } from './context.ts';
@@ -62,20 +63,6 @@ export function parseFilterPairs(pairs: readonly string[]): Record<string, strin
   return filters;
 }
 
-/** `--<flag> key=value` pairs into an object; a malformed or repeated key names itself. */
-function pairs(flag: string, values: readonly string[]): Record<string, string> | undefined {
-  if (!values.length) return undefined;
-  const out: Record<string, string> = {};
-  for (const pair of values) {
-    const eq = pair.indexOf('=');
-    if (eq <= 0) throw invalid(flag, `"${pair}" is not column=value`);
-    const key = pair.slice(0, eq).trim();
-    if (Object.hasOwn(out, key)) throw invalid(flag, `"${key}" is given twice`);
-    out[key] = pair.slice(eq + 1).trim();
-  }
-  return out;
-}
-
 /** The output shaping flags as the request's fields (docs/output-shaping.md). */
 export function shapingFlags(flags: {
   rename: readonly string[];
@@ -86,23 +73,14 @@ export function shapingFlags(flags: {
   delimiter?: string | undefined;
   decimalSeparator?: string | undefined;
 }): Partial<ExportConfig> {
-  const out: Partial<ExportConfig> = {};
-  const rename = pairs('--rename', flags.rename);
-  if (rename) out.rename = rename;
-  const convert = pairs('--convert', flags.convert);
-  if (convert) out.convert = convert;
-  if (flags.calculated.length)
-    out.calculated = flags.calculated.map((text) => {
-      const m = /^([^=:]+?)(?::([a-z]+))?=(.+)$/s.exec(text);
-      if (!m) throw invalid('--calculated', `"${text}" is not name=expression (or name:type=expression)`);
-      const type = m[2] as CalculatedFieldConfig['type'];
-      return { name: m[1]!.trim(), expression: m[3]!.trim(), ...(type ? { type } : {}) };
-    });
-  if (flags.locale !== undefined) out.locale = flags.locale;
-  if (flags.currency !== undefined) out.currency = flags.currency;
-  if (flags.delimiter !== undefined) out.delimiter = flags.delimiter === 'tab' ? '\t' : flags.delimiter;
-  if (flags.decimalSeparator !== undefined) out.decimal_separator = flags.decimalSeparator;
-  return out;
+  return shapingFromPairs(
+    {
+      ...flags,
+      delimiter: flags.delimiter === 'tab' ? '\t' : flags.delimiter,
+      decimal_separator: flags.decimalSeparator,
+    },
+    (name) => `--${name.replace('_', '-')}`,
+  );
 }
 
 /** `--out` of a compressed export gains the compression's suffix (`m.csv` → `m.csv.gz`) unless it has it. */

@@ -1,7 +1,7 @@
 import { literal, quoteIdent } from '../db/database.ts';
 import type { ColumnClass, DatasetDeclaration, DatasetField, FieldType } from '../datamap/types.ts';
 import { COLUMN_CLASSES } from '../datamap/types.ts';
-import type { CalculatedFieldConfig } from '../domain/export-config.ts';
+import type { CalculatedFieldConfig, ExportConfig } from '../domain/export-config.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { type ExpressionColumn, type ExpressionType, compileExpression } from './expressions.ts';
 import { csvCellSql, jsonTextSql } from './render-sql.ts';
@@ -94,6 +94,68 @@ export function shapingInputOf(source: ShapingInput): ShapingInput {
     decimal_separator: source.decimal_separator,
   };
 }
+
+/** `column=value` lines into an object; a malformed or repeated key names itself. */
+function pairsOf(param: string, values: readonly string[]): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  for (const pair of values) {
+    if (pair.trim() === '') continue;
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw invalid(param, `"${pair.slice(0, 80)}" is not column=value`);
+    const key = pair.slice(0, eq).trim();
+    if (Object.hasOwn(out, key)) throw invalid(param, `"${key}" is given twice`);
+    out[key] = pair.slice(eq + 1).trim();
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+/**
+ * Shaping written as text, as the command line's flags and the dashboard's form give it:
+ * `column=name` renames, `column=conversion` conversions, `name=expression` (or
+ * `name:type=expression`) calculated fields; `label` names a field in errors.
+ */
+export function shapingFromPairs(
+  input: {
+    rename: readonly string[];
+    convert: readonly string[];
+    calculated: readonly string[];
+    locale?: string | undefined;
+    currency?: string | undefined;
+    delimiter?: string | undefined;
+    decimal_separator?: string | undefined;
+  },
+  label: (field: string) => string,
+): ShapingFields {
+  const out: ShapingFields = {};
+  const rename = pairsOf(label('rename'), input.rename);
+  if (rename) out.rename = rename;
+  const convert = pairsOf(label('convert'), input.convert);
+  if (convert) out.convert = convert;
+  const calculated = input.calculated
+    .filter((text) => text.trim() !== '')
+    .map((text) => {
+      const m = /^([^=:]+?)(?::([a-z]+))?=(.+)$/s.exec(text.trim());
+      if (!m)
+        throw invalid(
+          label('calculated'),
+          `"${text.slice(0, 80)}" is not name=expression (or name:type=expression)`,
+        );
+      const type = m[2] as CalculatedFieldConfig['type'];
+      return { name: m[1]!.trim(), expression: m[3]!.trim(), ...(type ? { type } : {}) };
+    });
+  if (calculated.length) out.calculated = calculated;
+  if (input.locale) out.locale = input.locale;
+  if (input.currency) out.currency = input.currency;
+  if (input.delimiter) out.delimiter = input.delimiter;
+  if (input.decimal_separator) out.decimal_separator = input.decimal_separator;
+  return out;
+}
+
+/** The shaping fields of an export request, by their public names. */
+export type ShapingFields = Pick<
+  ExportConfig,
+  'rename' | 'convert' | 'calculated' | 'locale' | 'currency' | 'delimiter' | 'decimal_separator'
+>;
 
 /** Names of the calculated fields asked for, which `columns` may list. */
 export function calculatedNames(input: ShapingInput | undefined): string[] {
