@@ -663,12 +663,13 @@ for (const dialect of DIALECTS) {
       });
       const refused = await webPost(h.app, admin, '/app/export', {
         ...form,
+        columns: '',
         calculated: 'x=pg_sleep(10)',
         intent: 'start',
       });
       expect(refused.statusCode).toBe(400);
       expect(refused.body).toMatch(
-        /<p class="error" role="alert">[^<]*unknown function &quot;pg_sleep&quot;/,
+        /<p class="error" role="alert">calculated\[0\]\.expression: unknown function &#34;pg_sleep&#34;/,
       );
     });
 
