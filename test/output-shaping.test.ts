@@ -432,6 +432,7 @@ for (const dialect of DIALECTS) {
         ['message_count\u202e + 1', /unexpected character .*U\+202E/],
         ["concat('a\u200bb', customer_name)", /control or invisible character in text/],
         ['message_count \uff0b 1', /unexpected character .*U\+FF0B/],
+        ['m\u0435ssage_count + 1', /unexpected character at position 2 \("U\+0435"\)/], // Cyrillic е
         ['customer_name + 1', /needs a number, not text/],
         ["'a' + 'b'", /concat/],
         ['message_count > 1 > 0', /comparisons do not chain/],
@@ -454,6 +455,22 @@ for (const dialect of DIALECTS) {
         expect(problem.detail, expression).toMatch(detail);
         expect(problem.errors?.[0]?.parameter).toMatch(/^calculated\[0\]\.(expression|type)$/);
       }
+      // A NUL or a lone surrogate is refused at the API's door (invalid_parameter); the engine refuses them too.
+      expect(() =>
+        parseExportRequest({
+          tenantId: h.tenant.id,
+          dataset: 'conversations',
+          shaping: { calculated: [{ name: 'x', expression: "concat('a\u0000', customer_name)" }] },
+        }),
+      ).toThrow(/control or invisible character in text at position 10 \("U\+0000"\)/);
+      // So is a lone surrogate (text that is not Unicode).
+      expect(() =>
+        parseExportRequest({
+          tenantId: h.tenant.id,
+          dataset: 'conversations',
+          shaping: { calculated: [{ name: 'x', expression: "concat('\ud800', customer_name)" }] },
+        }),
+      ).toThrow(/lone surrogate is not a character at position 9/);
       // Longer than the schema allows is refused before it is read.
       const long = await post({
         datasets: ['conversations'],
