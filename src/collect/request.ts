@@ -309,14 +309,14 @@ export function acceptedExportRequest(
     dataset,
     rawFilters({ filters: config.filters, from, to: config.to ?? undefined, options: config.options }),
   );
-  // Checked when the export was accepted; read again into the engine's form (the locale's patterns).
+  // Checked against the dataset's formats when the export was accepted.
   const format = (config.format ?? dataset.formats[0]) as ExportFormat | 'markdown';
+  // Checked when the export was accepted too; read again into the engine's form (the locale's patterns).
   const shaping = parseShaping(dataset, format, shapingInputOf(config), config.columns ?? undefined);
   return {
     tenantId,
     dataset: dataset.name,
-    // Checked against the dataset's formats when the export was accepted.
-    format: (config.format ?? dataset.formats[0]) as ExportFormat | 'markdown',
+    format,
     compression: config.compression ?? 'none',
     filters,
     columns: config.columns ?? undefined,

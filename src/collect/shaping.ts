@@ -566,7 +566,9 @@ export function shapeColumns(
 function convertedType(conversion: string, type: FieldType): FieldType {
   const parsed = conversionOf(conversion);
   if (!parsed) throw new FerryError('internal', `unknown conversion ${conversion}`);
-  return parsed.name === 'epoch_seconds' && type === 'date' ? 'integer' : CONVERSIONS[parsed.name].to;
+  if (!(CONVERSIONS[parsed.name].from as readonly FieldType[]).includes(type))
+    throw new FerryError('internal', `conversion ${conversion} does not apply to ${type}`);
+  return CONVERSIONS[parsed.name].to;
 }
 
 /** What the query builder knows when it renders a column. */
