@@ -72,19 +72,53 @@ for (const dialect of DIALECTS) {
       expect(seeded.stderr).toMatch(/^seed: accounts \(0\/\d+ messages, 0%\)$/m);
       expect(seeded.stderr).toMatch(/^seed: messages \(/m);
       expect(seeded.stderr).toMatch(/^seed: done \(\d+\/\d+ messages, 100%\)$/m);
-      const [tenant] = JSON.parse((await ferry('tenants', '--json')).stdout) as { id: string; slug: string; plan: string }[];
+      const [tenant] = JSON.parse((await ferry('tenants', '--json')).stdout) as {
+        id: string;
+        slug: string;
+        plan: string;
+      }[];
       const plan = tenant!.plan as Plan;
       const limit = planLimits(plan).exportsPerMonth!;
       expect(limit).toBeGreaterThan(3);
 
       const file = path.join(work, 'conversations.csv');
-      const toFile = await ferry('export', '--tenant', tenant!.slug, '--dataset', 'conversations', '--format', 'csv', '--out', file);
+      const toFile = await ferry(
+        'export',
+        '--tenant',
+        tenant!.slug,
+        '--dataset',
+        'conversations',
+        '--format',
+        'csv',
+        '--out',
+        file,
+      );
       expect(toFile.code, toFile.stderr).toBe(0);
-      const piped = await ferry('export', '--tenant', tenant!.slug, '--dataset', 'messages', '--format', 'ndjson', '--out', '-');
+      const piped = await ferry(
+        'export',
+        '--tenant',
+        tenant!.slug,
+        '--dataset',
+        'messages',
+        '--format',
+        'ndjson',
+        '--out',
+        '-',
+      );
       expect(piped.code, piped.stderr).toBe(0);
       expect(piped.stderr).toBe('');
       const zip = path.join(work, 'company.zip');
-      const pkg = await ferry('export', '--tenant', tenant!.slug, '--package', 'zip', '--datasets', 'conversations', '--out', zip);
+      const pkg = await ferry(
+        'export',
+        '--tenant',
+        tenant!.slug,
+        '--package',
+        'zip',
+        '--datasets',
+        'conversations',
+        '--out',
+        zip,
+      );
       expect(pkg.code, pkg.stderr).toBe(0);
 
       const auth = cliAuth({ id: tenant!.id, plan });
@@ -106,7 +140,11 @@ for (const dialect of DIALECTS) {
         expect(packaged!.kind).toBe('package');
         expect(streamed!.files[0]).toMatchObject({ records: piped.stdout.trimEnd().split('\n').length });
         const bytes = await readFile(file);
-        expect(written!.files[0]).toMatchObject({ name: 'conversations.csv', bytes: bytes.length, records: 12 });
+        expect(written!.files[0]).toMatchObject({
+          name: 'conversations.csv',
+          bytes: bytes.length,
+          records: 12,
+        });
         expect(toFile.stderr).toContain(written!.files[0]!.sha256);
         expect(written!.progress).toMatchObject({ records: 12, percentage: 100 });
         expect(written!.links.download).toBeUndefined();
@@ -132,7 +170,15 @@ for (const dialect of DIALECTS) {
           .execute();
       });
 
-      const refused = await ferry('export', '--tenant', tenant!.slug, '--dataset', 'conversations', '--out', path.join(work, 'x.csv'));
+      const refused = await ferry(
+        'export',
+        '--tenant',
+        tenant!.slug,
+        '--dataset',
+        'conversations',
+        '--out',
+        path.join(work, 'x.csv'),
+      );
       expect(refused.code).toBe(1);
       const lines = refused.stderr.trim().split('\n');
       expect(lines).toHaveLength(1);

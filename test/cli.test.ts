@@ -118,7 +118,17 @@ describe.skipIf(!testsDialect('postgres'))('ferry CLI (PostgreSQL through DATABA
     expect(listing.stdout).toMatch(/\/messages\.csv\n/);
     // An existing package is never overwritten unless asked.
     const before = await readFile(pkg);
-    const again = await ferry('export', '--tenant', slug, '--package', 'zip', '--datasets', 'messages', '--out', pkg);
+    const again = await ferry(
+      'export',
+      '--tenant',
+      slug,
+      '--package',
+      'zip',
+      '--datasets',
+      'messages',
+      '--out',
+      pkg,
+    );
     expect(again.code).toBe(1);
     expect(again.stderr).toBe(
       `ferry: ${pkg} already exists: Ferry never overwrites a package; choose another --out, remove it, or pass --overwrite\n`,

@@ -463,6 +463,25 @@ for (const dialect of DIALECTS) {
       for (const row of channels) expect(Number(row.conversion_rate)).toBe(100);
     });
 
+    it('passes output shaping through to a configuration of one file, and refuses it for a package', async () => {
+      const config = compileDefinition(
+        tenantId,
+        parseDefinition({
+          ...VIP,
+          rename: { attributed_revenue: 'Revenue' },
+          convert: { escalated: 'yes_no' },
+        }),
+      );
+      const { text } = await run(t, acceptedExportRequest(tenantId, config));
+      const rows = parseCsv(text, { columns: true }) as Record<string, string>[];
+      expect(Object.keys(rows[0]!)).toEqual([...VIP.columns.slice(0, 4), 'Revenue', 'escalated']);
+      for (const row of rows)
+        expect(row.escalated).toBe(conversations.get(row.conversation_id!)!.escalated ? 'yes' : 'no');
+      expect(() =>
+        compileDefinition(tenantId, parseDefinition({ ...MARKETING, rename: { referrer: 'Source' } })),
+      ).toThrow(/rename: output shaping applies to a configuration of one file/);
+    });
+
     it('names what is unknown and lists what is allowed', () => {
       const refused = (def: unknown) => {
         try {

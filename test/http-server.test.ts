@@ -565,35 +565,39 @@ describe('ferry serve (spawned)', () => {
     expect(server.logs().some((l) => l.msg === 'stopped')).toBe(true);
   }, 120_000);
 
-  it.skipIf(!testsDialect('postgres'))('seeds one demo tenant into an empty PostgreSQL database, and only once', async () => {
-    const schema = `ferry_serve_${Math.random().toString(16).slice(2, 10)}`;
-    const env = { FERRY_DATA_DIR: tempDir(), DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema };
-    const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
-    try {
-      const first = await startServer(env);
-      children.push(first.child);
-      const demo = /Demo tenant +(.+) \(slug (\S+), id ([0-9a-f-]{36})\)/.exec(first.stdout());
-      expect(demo, first.stdout()).not.toBeNull();
-      expect(first.stdout()).toContain('ferry tenants');
-      process.kill(first.pid, 'SIGTERM');
-      expect(await first.exited).toBe(0);
+  it.skipIf(!testsDialect('postgres'))(
+    'seeds one demo tenant into an empty PostgreSQL database, and only once',
+    async () => {
+      const schema = `ferry_serve_${Math.random().toString(16).slice(2, 10)}`;
+      const env = { FERRY_DATA_DIR: tempDir(), DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema };
+      const admin = postgresDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
+      try {
+        const first = await startServer(env);
+        children.push(first.child);
+        const demo = /Demo tenant +(.+) \(slug (\S+), id ([0-9a-f-]{36})\)/.exec(first.stdout());
+        expect(demo, first.stdout()).not.toBeNull();
+        expect(first.stdout()).toContain('ferry tenants');
+        process.kill(first.pid, 'SIGTERM');
+        expect(await first.exited).toBe(0);
 
-      const tenants = await admin.db
-        .withSchema(schema)
-        .selectFrom('tenants')
-        .select(['id', 'slug', 'name'])
-        .execute();
-      expect(tenants).toEqual([{ id: demo![3], slug: demo![2], name: demo![1] }]);
+        const tenants = await admin.db
+          .withSchema(schema)
+          .selectFrom('tenants')
+          .select(['id', 'slug', 'name'])
+          .execute();
+        expect(tenants).toEqual([{ id: demo![3], slug: demo![2], name: demo![1] }]);
 
-      const second = await startServer(env);
-      children.push(second.child);
-      expect(second.stdout()).not.toContain('creating a demo tenant');
-      expect(second.stdout()).toMatch(/Tenants +1\b/);
-      process.kill(second.pid, 'SIGTERM');
-      expect(await second.exited).toBe(0);
-    } finally {
-      await admin.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await admin.close();
-    }
-  }, 180_000);
+        const second = await startServer(env);
+        children.push(second.child);
+        expect(second.stdout()).not.toContain('creating a demo tenant');
+        expect(second.stdout()).toMatch(/Tenants +1\b/);
+        process.kill(second.pid, 'SIGTERM');
+        expect(await second.exited).toBe(0);
+      } finally {
+        await admin.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await admin.close();
+      }
+    },
+    180_000,
+  );
 });

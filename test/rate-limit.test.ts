@@ -9,7 +9,13 @@ import type { Database } from '../src/db/database.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
-import { createTestDatabase, DIALECTS, TEST_DATABASE_URL, type TestDatabase, testsDialect } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  TEST_DATABASE_URL,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 
 const HOURLY = 24; // enterprise limit from config in these tests
 const BURST = 4; // ceil(2 × 24 / 12)
@@ -159,54 +165,57 @@ for (const dialect of DIALECTS) {
   });
 }
 
-describe.skipIf(!testsDialect('postgres'))('rate limits shared by two API processes over one PostgreSQL schema', () => {
-  let t: TestDatabase;
-  let second: Database;
-  let apps: FerryApp[] = [];
-  let tenant: TestTenant;
-  let clock = START;
+describe.skipIf(!testsDialect('postgres'))(
+  'rate limits shared by two API processes over one PostgreSQL schema',
+  () => {
+    let t: TestDatabase;
+    let second: Database;
+    let apps: FerryApp[] = [];
+    let tenant: TestTenant;
+    let clock = START;
 
-  beforeAll(async () => {
-    t = await createTestDatabase('postgres');
-    second = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema!, max: 4 });
-    // Same data dir: both processes derive the same key pepper from the install's secret key file.
-    const dataDir = mkdtempSync(path.join(tmpdir(), 'ferry-rl2-'));
-    apps = [
-      await buildApp({ database: t.database, config: config(dataDir), now: () => new Date(clock) }),
-      await buildApp({ database: second, config: config(dataDir), now: () => new Date(clock) }),
-    ];
-    tenant = await createTenant(t.database, 'enterprise');
-  });
-  afterAll(async () => {
-    for (const app of apps) await app.close();
-    await second?.close();
-    await t?.drop();
-  });
+    beforeAll(async () => {
+      t = await createTestDatabase('postgres');
+      second = postgresDatabase({ connectionString: TEST_DATABASE_URL, schema: t.schema!, max: 4 });
+      // Same data dir: both processes derive the same key pepper from the install's secret key file.
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'ferry-rl2-'));
+      apps = [
+        await buildApp({ database: t.database, config: config(dataDir), now: () => new Date(clock) }),
+        await buildApp({ database: second, config: config(dataDir), now: () => new Date(clock) }),
+      ];
+      tenant = await createTenant(t.database, 'enterprise');
+    });
+    afterAll(async () => {
+      for (const app of apps) await app.close();
+      await second?.close();
+      await t?.drop();
+    });
 
-  it('counts requests to either instance against one budget', async () => {
-    clock = START;
-    const { key } = await createApiKey(t.database, { tenantId: tenant.id, role: 'admin' });
-    const statuses: number[] = [];
-    const remaining: string[] = [];
-    for (let i = 0; i < BURST + 1; i++) {
-      const res = await apps[i % 2]!.inject({ url: URL, headers: bearer(key) });
-      statuses.push(res.statusCode);
-      remaining.push(String(res.headers['x-ratelimit-remaining']));
-    }
-    expect(statuses).toEqual([200, 200, 200, 200, 429]);
-    expect(remaining).toEqual(['23', '22', '21', '20', '19']);
-  });
+    it('counts requests to either instance against one budget', async () => {
+      clock = START;
+      const { key } = await createApiKey(t.database, { tenantId: tenant.id, role: 'admin' });
+      const statuses: number[] = [];
+      const remaining: string[] = [];
+      for (let i = 0; i < BURST + 1; i++) {
+        const res = await apps[i % 2]!.inject({ url: URL, headers: bearer(key) });
+        statuses.push(res.statusCode);
+        remaining.push(String(res.headers['x-ratelimit-remaining']));
+      }
+      expect(statuses).toEqual([200, 200, 200, 200, 429]);
+      expect(remaining).toEqual(['23', '22', '21', '20', '19']);
+    });
 
-  it('lets exactly the burst through when both instances are hit at the same time', async () => {
-    clock = START + 10 * 60_000;
-    const { key } = await createApiKey(t.database, { tenantId: tenant.id, role: 'admin' });
-    const results = await Promise.all(
-      Array.from({ length: 12 }, (_, i) => apps[i % 2]!.inject({ url: URL, headers: bearer(key) })),
-    );
-    const codes = results.map((r) => r.statusCode);
-    expect(codes.filter((c) => c === 200)).toHaveLength(BURST);
-    expect(codes.filter((c) => c === 429)).toHaveLength(12 - BURST);
-    // Every request got its own count: the remaining values are all different.
-    expect(new Set(results.map((r) => r.headers['x-ratelimit-remaining'])).size).toBe(12);
-  });
-});
+    it('lets exactly the burst through when both instances are hit at the same time', async () => {
+      clock = START + 10 * 60_000;
+      const { key } = await createApiKey(t.database, { tenantId: tenant.id, role: 'admin' });
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => apps[i % 2]!.inject({ url: URL, headers: bearer(key) })),
+      );
+      const codes = results.map((r) => r.statusCode);
+      expect(codes.filter((c) => c === 200)).toHaveLength(BURST);
+      expect(codes.filter((c) => c === 429)).toHaveLength(12 - BURST);
+      // Every request got its own count: the remaining values are all different.
+      expect(new Set(results.map((r) => r.headers['x-ratelimit-remaining'])).size).toBe(12);
+    });
+  },
+);

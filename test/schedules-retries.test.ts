@@ -173,7 +173,11 @@ for (const dialect of DIALECTS) {
     }
 
     /** Waits until the run is stored in one of `statuses`, then returns it as the API lists it. */
-    async function finished(scheduleId: string, runId: string, statuses: readonly RunStatus[]): Promise<RunView> {
+    async function finished(
+      scheduleId: string,
+      runId: string,
+      statuses: readonly RunStatus[],
+    ): Promise<RunView> {
       await waitForRun(t.database, runId, statuses, { timeoutMs: 120_000 });
       return getRun(app, key, scheduleId, runId);
     }

@@ -108,16 +108,24 @@ for (const dialect of DIALECTS) {
         },
       );
       others.backups = backup.id;
-      const plan = await createImport(importContext({ database: h.database, config: h.config, store: h.store }), {
-        tenantId: h.other.id,
-        source: 'csv',
-        input: { kind: 'stored', key: `imports/${h.other.id}/x/customers.csv`, name: 'customers.csv', bytes: 0 },
-        dryRun: true,
-        conflict: { default: 'skip' },
-        allOrNothing: false,
-        notify: false,
-        actor: 'test',
-      });
+      const plan = await createImport(
+        importContext({ database: h.database, config: h.config, store: h.store }),
+        {
+          tenantId: h.other.id,
+          source: 'csv',
+          input: {
+            kind: 'stored',
+            key: `imports/${h.other.id}/x/customers.csv`,
+            name: 'customers.csv',
+            bytes: 0,
+          },
+          dryRun: true,
+          conflict: { default: 'skip' },
+          allOrNothing: false,
+          notify: false,
+          actor: 'test',
+        },
+      );
       await sql`UPDATE imports SET status = 'completed' WHERE id = ${plan.id}`.execute(h.database.db);
       others.imports = plan.id;
       const otherSession = await signInAs(h.app, h.database, h.other, 'admin');

@@ -13,6 +13,8 @@ import { cliExportConfig, recordedExport, runToOutput } from './recorded-export.
 import { EXPORT_FORMATS } from '../format/types.ts';
 import { writeFileAtomically } from '../lib/atomic-file.ts';
 import { invalid } from '../domain/ferry-error.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
+import { shapingFromPairs } from '../collect/shaping.ts';
 import { ARCHIVE_KINDS } from '../domain/package-kind.ts';
 import { PII_LEVELS } from '../domain/pii-level.ts';
 import { withDatabase } from './context.ts';
@@ -37,6 +39,13 @@ interface ExportFlags {
   package?: 'zip' | 'tar.gz' | 'directory';
   datasets?: string;
   splitSize?: string;
+  rename: string[];
+  convert: string[];
+  calculated: string[];
+  locale?: string;
+  currency?: string;
+  delimiter?: string;
+  decimalSeparator?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -52,6 +61,26 @@ export function parseFilterPairs(pairs: readonly string[]): Record<string, strin
     filters[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return filters;
+}
+
+/** The output shaping flags as the request's fields (docs/output-shaping.md). */
+export function shapingFlags(flags: {
+  rename: readonly string[];
+  convert: readonly string[];
+  calculated: readonly string[];
+  locale?: string | undefined;
+  currency?: string | undefined;
+  delimiter?: string | undefined;
+  decimalSeparator?: string | undefined;
+}): Partial<ExportConfig> {
+  return shapingFromPairs(
+    {
+      ...flags,
+      delimiter: flags.delimiter === 'tab' ? '\t' : flags.delimiter,
+      decimal_separator: flags.decimalSeparator,
+    },
+    (name) => `--${name.replace('_', '-')}`,
+  );
 }
 
 /** `--out` of a compressed export gains the compression's suffix (`m.csv` → `m.csv.gz`) unless it has it. */
@@ -118,6 +147,30 @@ export function registerExport(program: Command): void {
       "with --partition-by-date: write into a non-empty --out DIR, replacing only the dataset's partitions; " +
         'with --package: replace the package already at --out',
     )
+    .option(
+      '--rename <column=name>',
+      'output name of a column, repeatable (see docs/output-shaping.md)',
+      collect,
+      [],
+    )
+    .option(
+      '--convert <column=conversion>',
+      'yes_no, one_zero, true_false, fixed:N, date, epoch_seconds or epoch_millis for a column, repeatable',
+      collect,
+      [],
+    )
+    .option(
+      '--calculated <name=expression>',
+      "a calculated field, repeatable: name=expression or name:type=expression (e.g. 'share=round(a / b * 100, 1)')",
+      collect,
+      [],
+    )
+    .option('--locale <tag>', 'CSV: BCP 47 locale of dates, timestamps and numbers (e.g. de-DE)')
+    .option('--currency <code>', "CSV with --locale: ISO 4217 currency of the dataset's money columns")
+    .addOption(new Option('--delimiter <char>', 'CSV: delimiter').choices([',', ';', 'tab', '|']))
+    .addOption(
+      new Option('--decimal-separator <char>', 'CSV: decimal separator of numbers').choices(['.', ',']),
+    )
     .option('--out <path>', 'output file (gains .gz/.zst when compressed), or - for stdout')
     .addOption(
       new Option('--package <kind>', 'write the company package instead of one dataset').choices(
@@ -131,6 +184,12 @@ export function registerExport(program: Command): void {
         'written beside --out with a manifest (<name>.parts.json) and checksums (<name>.parts.sha256)',
     )
     .action(async (flags: ExportFlags) => {
+      const shaping = shapingFlags(flags);
+      if (flags.package && Object.keys(shaping).length)
+        throw invalid(
+          `--${Object.keys(shaping)[0]!.replace('_', '-')}`,
+          'shapes one dataset; it does not apply to --package',
+        );
       if (flags.package) {
         const { runPackageCommand } = await import('./export-package.ts');
         await runPackageCommand(flags);
@@ -156,6 +215,7 @@ export function registerExport(program: Command): void {
         bom: flags.bom ?? false,
         csvGuard: flags.csvGuard,
         partitionByDate: flags.partitionByDate ?? false,
+        shaping,
       });
       if (request.partitionByDate) {
         const { runPartitionedParquet } = await import('./export-partitioned.ts');
@@ -181,6 +241,12 @@ export function registerExport(program: Command): void {
           timezone: flags.timezone ?? null,
           bom: request.bom,
           csv_guard: request.csvGuard,
+          ...shaping,
+          ...(request.shaping?.locale ? { locale: request.shaping.locale } : {}),
+          ...(request.shaping?.delimiter ? { delimiter: request.shaping.delimiter } : {}),
+          ...(request.shaping?.decimalSeparator
+            ? { decimal_separator: request.shaping.decimalSeparator }
+            : {}),
         });
         const type = datasetFileType(request.format, request.compression);
         const progress = toStdout ? createProgress('', 'rows') : createProgress(`${request.dataset}`, 'rows');

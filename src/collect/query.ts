@@ -5,7 +5,15 @@ import { type ExportScope, scopeTarget } from '../domain/export-scope.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { anonymizeSql } from '../transform/anonymize.ts';
 import { REPORTS, type ReportBuilder, type SelectRows } from './computed/reports.ts';
-import { COPY_OPTIONS, csvCellSql, jsonObjectSql, jsonTextSql } from './render-sql.ts';
+import { COPY_OPTIONS, jsonObjectSql, jsonTextSql } from './render-sql.ts';
+import {
+  columnAlias,
+  csvColumnSql,
+  csvCopyOptions,
+  jsonColumnSql,
+  type OutputColumn,
+  shapeColumns,
+} from './shaping.ts';
 import type { ExportRequest, FilterValue, RelatedSelection, SubjectRows } from './request.ts';
 import type { WriterInput } from '../format/types.ts';
 
@@ -22,23 +30,35 @@ export interface QueryContext {
 /** An output field; a nested one lists the fields of the objects it holds. */
 export type SelectedField = DatasetField & { readonly members?: readonly DatasetField[] };
 
-/** The dataset's output fields, in the requested column order. */
-export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): SelectedField[] {
-  let fields = [...dataset.fields];
+/**
+ * The dataset's fields this request can yield: all of them (or those its report narrows them
+ * to), and the enriched and related columns it names; those come only when asked for by name,
+ * so an export that does not name them pays nothing for them.
+ */
+function availableFields(dataset: DatasetDeclaration, request: ExportRequest): SelectedField[] {
+  let fields: SelectedField[] = [...dataset.fields];
   const narrowed =
     dataset.kind === 'computed' ? (REPORTS[dataset.report] as ReportBuilder).fields : undefined;
   if (narrowed) {
     const names = narrowed(request);
     fields = fields.filter((f) => names.includes(f.name));
   }
-  // Enriched fields come only when asked for by name: an export that does not name them pays nothing for them.
-  if (!request.columns) return fields.filter((f) => !f.enrichment);
-  const related = dataset.relatedFields ?? [];
-  return request.columns.map((name) => {
-    const field = fields.find((f) => f.name === name) ?? related.find((f) => f.name === name);
-    if (!field) throw new FerryError('invalid_parameter', `columns: "${name}" is not part of this export`);
-    return field.nested ? { ...field, members: nestedFields(field.nested) } : field;
-  });
+  const named = new Set(request.columns ?? []);
+  fields = fields.filter((f) => !f.enrichment || named.has(f.name));
+  for (const field of dataset.relatedFields ?? [])
+    if (named.has(field.name))
+      fields.push(field.nested ? { ...field, members: nestedFields(field.nested) } : field);
+  return fields;
+}
+
+/** The output columns in the requested order, renamed, converted and calculated (src/collect/shaping.ts). */
+export function outputColumns(dataset: DatasetDeclaration, request: ExportRequest): OutputColumn[] {
+  return shapeColumns(availableFields(dataset, request), request.columns, request.shaping);
+}
+
+/** The dataset's output fields, in the requested column order, under their output names and types. */
+export function selectedFields(dataset: DatasetDeclaration, request: ExportRequest): SelectedField[] {
+  return outputColumns(dataset, request).map((c) => c.spec);
 }
 
 /** The fields of the objects a nested field holds. */
@@ -269,25 +289,28 @@ export function buildExportQuery(
   request: ExportRequest,
   ctx: QueryContext,
 ): CopyQuery {
-  const fields = selectedFields(dataset, request);
+  const columns = outputColumns(dataset, request);
   const { tables: base, where, key } = source(dataset, request, ctx);
-  const tables = [base, ...fieldJoins(fields, request.tenantId).filter((join) => !base.includes(join))].join(
-    ' ',
-  );
+  const joins = fieldJoins(availableFields(dataset, request), request.tenantId);
+  const tables = [base, ...joins.filter((join) => !base.includes(join))].join(' ');
+  const render = {
+    timezone: ctx.timezone,
+    valueOf: (field: DatasetField) => valueSql(dataset, field, request, ctx),
+  };
   if (ctx.input === 'csv') {
     const guard = request.csvGuard && request.format === 'csv';
-    const projection = fields
-      .map(
-        (field) =>
-          `${csvCellSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone, guard)} AS "${field.name}"`,
-      )
+    const projection = columns
+      .map((column) => `${csvColumnSql(column, request.shaping, render, guard)} AS ${columnAlias(column)}`)
       .join(', ');
-    return { projection, from: `${tables} WHERE ${where}`, key, options: COPY_OPTIONS.csv, header: true };
+    return {
+      projection,
+      from: `${tables} WHERE ${where}`,
+      key,
+      options: csvCopyOptions(COPY_OPTIONS.csv, request.shaping),
+      header: true,
+    };
   }
-  const members = fields.map((field) => ({
-    name: field.name,
-    text: jsonTextSql(valueSql(dataset, field, request, ctx), field.type, ctx.timezone),
-  }));
+  const members = columns.map((column) => ({ name: column.spec.name, text: jsonColumnSql(column, render) }));
   return {
     projection: jsonObjectSql(members),
     from: `${tables} WHERE ${where}`,

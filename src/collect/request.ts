@@ -6,6 +6,13 @@ import type { ExportConfig } from '../domain/export-config.ts';
 import type { ExportScope } from '../domain/export-scope.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../domain/pii-level.ts';
+import {
+  calculatedNames,
+  type OutputShaping,
+  parseShaping,
+  type ShapingInput,
+  shapingInputOf,
+} from './shaping.ts';
 
 /** A validated request to export one dataset of one tenant. */
 export interface ExportRequest {
@@ -37,6 +44,8 @@ export interface ExportRequest {
    * conversations a saved configuration chose), along the dataset's declared `related`.
    */
   readonly related?: RelatedSelection | undefined;
+  /** Renames, conversions, calculated fields, locale and CSV separators (src/collect/shaping.ts). */
+  readonly shaping?: OutputShaping | undefined;
 }
 
 /** The rows of another dataset chosen by its filters, which an export is narrowed to. */
@@ -76,6 +85,8 @@ export interface ExportInput {
   options?: Record<string, string | undefined> | undefined;
   scope?: ExportScope | undefined;
   related?: { dataset: string; filters: Readonly<Record<string, string>> } | null | undefined;
+  /** Output shaping under its public names (`rename`, `convert`, `calculated`, `locale`, …). */
+  shaping?: ShapingInput | undefined;
 }
 
 function oneOf<T extends string>(
@@ -263,7 +274,10 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     columns = (typeof input.columns === 'string' ? input.columns.split(',') : [...input.columns]).map((c) =>
       c.trim(),
     );
-    const known = [...dataset.fields, ...(dataset.relatedFields ?? [])].map((f) => f.name);
+    const known = [
+      ...[...dataset.fields, ...(dataset.relatedFields ?? [])].map((f) => f.name),
+      ...calculatedNames(input.shaping),
+    ];
     for (const c of columns) {
       if (!known.includes(c)) throw invalid('columns', `dataset ${dataset.name} has no column "${c}"`, known);
     }
@@ -274,6 +288,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     throw invalid('timezone', `"${input.timezone}" is not an IANA time zone (e.g. Europe/Berlin, UTC)`);
   }
   const related = input.related ? relatedSelection(dataset, input.related, map) : undefined;
+  const shaping = parseShaping(dataset, format, input.shaping, columns);
   return {
     tenantId: input.tenantId,
     dataset: dataset.name,
@@ -289,6 +304,7 @@ export function parseExportRequest(input: ExportInput, map: DataMap = REFERENCE_
     options,
     scope: input.scope,
     ...(related ? { related } : {}),
+    ...(shaping ? { shaping } : {}),
   };
 }
 
@@ -334,11 +350,14 @@ export function acceptedExportRequest(
     dataset,
     rawFilters({ filters: config.filters, from, to: config.to ?? undefined, options: config.options }),
   );
+  // Checked against the dataset's formats when the export was accepted.
+  const format = (config.format ?? dataset.formats[0]) as ExportFormat | 'markdown';
+  // Checked when the export was accepted too; read again into the engine's form (the locale's patterns).
+  const shaping = parseShaping(dataset, format, shapingInputOf(config), config.columns ?? undefined);
   return {
     tenantId,
     dataset: dataset.name,
-    // Checked against the dataset's formats when the export was accepted.
-    format: (config.format ?? dataset.formats[0]) as ExportFormat | 'markdown',
+    format,
     compression: config.compression ?? 'none',
     filters,
     columns: config.columns ?? undefined,
@@ -360,5 +379,6 @@ export function acceptedExportRequest(
           },
         }
       : {}),
+    ...(shaping ? { shaping } : {}),
   };
 }

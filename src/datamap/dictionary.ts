@@ -41,7 +41,7 @@ export function dataDictionaryMarkdown(map: DataMap, options: { datasets?: reado
     out.push('| column | type | class | description |', '|---|---|---|---|');
     for (const f of d.fields)
       out.push(
-        `| ${f.name} | ${f.type} | ${f.pii ? `${f.class} (${f.pii})` : f.class} | ${escapeCell(f.description)} |`,
+        `| ${f.name} | ${f.money ? `${f.type} (money)` : f.type} | ${f.pii ? `${f.class} (${f.pii})` : f.class} | ${escapeCell(f.description)} |`,
       );
     out.push('');
     if (d.relatedFields?.length) {

@@ -1178,12 +1178,15 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
         class: 'none',
         description: 'first_touch, last_touch or multi_touch (linear).',
       }),
-      num('total_revenue', 'Transaction value.', ['revenue_events.amount']),
-      num(
-        'attributed_revenue',
-        'Value credited to chat conversations under the model (all of it when any touchpoint).',
-        ['revenue_events.amount'],
-      ),
+      { ...num('total_revenue', 'Transaction value.', ['revenue_events.amount']), money: true },
+      {
+        ...num(
+          'attributed_revenue',
+          'Value credited to chat conversations under the model (all of it when any touchpoint).',
+          ['revenue_events.amount'],
+        ),
+        money: true,
+      },
       num('attribution_percentage', 'attributed_revenue / total_revenue x 100.', ['revenue_events.amount']),
       derived('conversion_timestamp', 'conversion_timestamp', ['revenue_events.occurred_at'], {
         type: 'timestamp',

@@ -175,6 +175,8 @@ export interface DatasetField {
    * that does not ask for it pays nothing for it.
    */
   readonly enrichment?: FieldEnrichment;
+  /** An amount of money: a CSV export with a `locale` and `currency` writes it in that currency's format. */
+  readonly money?: boolean;
 }
 
 /** A filter a dataset accepts, validated before any query runs. */

@@ -12,6 +12,14 @@ export const ERRORS = {
       'A path, query, header or body parameter is missing, has the wrong type or is not one of the ' +
       'accepted values. `errors` names each parameter and, for enumerations, the accepted values.',
   },
+  invalid_expression: {
+    status: 400,
+    title: 'Invalid expression',
+    description:
+      "A calculated field's expression cannot be used: a syntax error, an unknown column or " +
+      'function, a type that does not fit, or a limit of length or nesting. The message names the ' +
+      'field, the position (1-based) and the token found there.',
+  },
   malformed_request: {
     status: 400,
     title: 'Malformed request',

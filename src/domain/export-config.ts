@@ -34,6 +34,20 @@ export interface ExportConfig {
    * manifest; absent or null: one file.
    */
   split_size?: number | null;
+  /** Output shaping (docs/output-shaping.md): output names of columns, by column. */
+  rename?: Record<string, string> | null;
+  /** Conversions by column: `yes_no`, `one_zero`, `true_false`, `fixed:N`, `date`, `epoch_seconds`, `epoch_millis`. */
+  convert?: Record<string, string> | null;
+  /** Calculated fields, in order; `columns` may place them by name. */
+  calculated?: CalculatedFieldConfig[] | null;
+  /** CSV: BCP 47 locale of dates, timestamps and numbers (e.g. `de-DE`). */
+  locale?: string | null;
+  /** CSV with a locale: ISO 4217 currency of the dataset's money columns. */
+  currency?: string | null;
+  /** CSV: the delimiter written (`,` `;` tab `|`); filled in from the locale when not asked for. */
+  delimiter?: string | null;
+  /** CSV: the decimal separator of numbers (`.` or `,`); filled in from the locale when not asked for. */
+  decimal_separator?: string | null;
   /**
    * The start of the plan's history window when no `from` was asked for: the export
    * covers only what the plan may reach. Not part of the request (a repeat takes the
@@ -76,6 +90,13 @@ export interface PackageFileRequest {
   related?: RelatedRows | null;
 }
 
+/** A calculated field of an export: its output name, its expression and, optionally, its declared type. */
+export interface CalculatedFieldConfig {
+  name: string;
+  expression: string;
+  type?: 'string' | 'integer' | 'number' | 'boolean' | 'date' | 'timestamp';
+}
+
 /** Options that only make sense for a single file; of the file options a package takes only `format` and `csv_guard`. */
 export const SINGLE_FILE_OPTIONS = [
   'compression',
@@ -84,4 +105,11 @@ export const SINGLE_FILE_OPTIONS = [
   'timezone',
   'options',
   'bom',
+  'rename',
+  'convert',
+  'calculated',
+  'locale',
+  'currency',
+  'delimiter',
+  'decimal_separator',
 ] as const satisfies readonly (keyof ExportConfig)[];

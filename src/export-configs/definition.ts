@@ -308,6 +308,12 @@ export function compileDefinition(tenantId: string, def: SavedConfigDefinition):
       ...(def.package ? { package: def.package } : {}),
     });
   }
+  const shaped = Object.keys(shaping);
+  if (shaped.length)
+    throw invalid(
+      shaped[0]!,
+      'output shaping applies to a configuration of one file; this one writes a package of several files',
+    );
   if (def.compression)
     throw invalid(
       'compression',

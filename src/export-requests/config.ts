@@ -1,6 +1,7 @@
 import type { AuthContext } from '../auth/context.ts';
 import { authorizeExport } from '../auth/policy.ts';
 import { checkRange, type ExportRequest, parseExportRequest } from '../collect/request.ts';
+import { shapingInputOf } from '../collect/shaping.ts';
 import { validateRecipients } from '../crypto/age.ts';
 import { packageDatasets, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { type ExportConfig, type PackageFileRequest, SINGLE_FILE_OPTIONS } from '../domain/export-config.ts';
@@ -105,7 +106,21 @@ export function exportConfigFromBody(tenantId: string, body: ExportBody): Export
     bom: body.bom ?? false,
     csv_guard: body.csv_guard ?? true,
     recipients,
+    ...shapingOfBody(body),
   });
+}
+
+/** The shaping fields of a body, as stored (absent ones stay absent). */
+function shapingOfBody(body: ExportBody): Partial<ExportConfig> {
+  const out: Partial<ExportConfig> = {};
+  if (body.rename && Object.keys(body.rename).length) out.rename = body.rename;
+  if (body.convert && Object.keys(body.convert).length) out.convert = body.convert;
+  if (body.calculated?.length) out.calculated = body.calculated.map((c) => ({ ...c }));
+  if (body.locale !== undefined) out.locale = body.locale;
+  if (body.currency !== undefined) out.currency = body.currency;
+  if (body.delimiter !== undefined) out.delimiter = body.delimiter;
+  if (body.decimal_separator !== undefined) out.decimal_separator = body.decimal_separator;
+  return out;
 }
 
 /**
@@ -154,8 +169,18 @@ export function checkAgainstDataMap(tenantId: string, config: ExportConfig): Exp
     options: config.options,
     scope: config.scope,
     related: config.related ?? null,
+    shaping: shapingInputOf(config),
   });
-  return { ...config, format: request.format, compression: request.compression };
+  const shaping = request.shaping;
+  return {
+    ...config,
+    format: request.format,
+    compression: request.compression,
+    // The locale in canonical form, and the CSV separators it chose when none were asked for.
+    ...(shaping?.locale ? { locale: shaping.locale } : {}),
+    ...(shaping?.delimiter ? { delimiter: shaping.delimiter } : {}),
+    ...(shaping?.decimalSeparator ? { decimal_separator: shaping.decimalSeparator } : {}),
+  };
 }
 
 /** The request of one file of a package of chosen files (`ExportConfig.files`), checked against the data map. */

@@ -4,6 +4,7 @@ import { REQUEST_PACKAGE_KINDS } from '../domain/package-kind.ts';
 import { MIN_SPLIT_BYTES, SPLIT_SIZE_NAMES } from '../domain/split-size.ts';
 import { PII_LEVELS } from '../domain/pii-level.ts';
 import { EXPORT_FORMATS } from '../format/types.ts';
+import { CALCULATED_TYPES, CSV_DELIMITERS, DECIMAL_SEPARATORS, MAX_CALCULATED } from '../collect/shaping.ts';
 
 /**
  * The body of `POST /api/v1/exports` as a TypeBox schema: the route validates requests
@@ -36,6 +37,59 @@ const FilterValue = Type.Union([
   Type.Boolean(),
   Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100 }),
 ]);
+
+/** The output shaping fields (docs/output-shaping.md), shared by the body and the request view. */
+export const SHAPING_SCHEMAS = {
+  rename: Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 64 }), {
+    maxProperties: 200,
+    description:
+      'Output names by column: `{"customer_email": "Email"}`. ASCII letters, digits, `_`, `-` and inner spaces (no spaces in XML), unique',
+  }),
+  convert: Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 32 }), {
+    maxProperties: 200,
+    description:
+      'Conversions by column: `yes_no`, `one_zero`, `true_false` (booleans), `fixed:0`…`fixed:10` (numbers), `date`, `epoch_seconds`, `epoch_millis` (timestamps); see docs/output-shaping.md',
+    examples: [{ escalated: 'yes_no', satisfaction_score: 'fixed:1' }],
+  }),
+  calculated: Type.Array(
+    Type.Object(
+      {
+        name: Type.String({ minLength: 1, maxLength: 64 }),
+        expression: Type.String({ minLength: 1, maxLength: 500 }),
+        type: Type.Optional(Type.Enum(CALCULATED_TYPES)),
+      },
+      closed,
+    ),
+    {
+      maxItems: MAX_CALCULATED,
+      description:
+        'Calculated fields: an expression over the columns (`+ - * /`, comparisons, `and or not`, `coalesce`, `round`, `abs`, `year`…`weekday`, `if`, `concat`), compiled to SQL; `columns` may place them by name',
+      examples: [
+        [
+          {
+            name: 'customer_share',
+            expression: 'round(customer_message_count / message_count * 100, 1)',
+          },
+        ],
+      ],
+    },
+  ),
+  locale: Type.String({
+    maxLength: 35,
+    description: 'CSV: BCP 47 locale for dates, timestamps and numbers (e.g. de-DE, fr-FR, en-US)',
+    examples: ['de-DE'],
+  }),
+  currency: Type.String({
+    maxLength: 16,
+    description: "CSV with a locale: ISO 4217 currency of the dataset's money columns (e.g. EUR)",
+  }),
+  delimiter: Type.Enum(CSV_DELIMITERS, {
+    description: 'CSV: the delimiter (default `,`; `;` when the decimal separator is `,`)',
+  }),
+  decimal_separator: Type.Enum(DECIMAL_SEPARATORS, {
+    description: "CSV: the decimal separator of numbers (default the locale's, else `.`)",
+  }),
+};
 
 export const ExportBodySchema = Type.Object(
   {
@@ -90,6 +144,13 @@ export const ExportBodySchema = Type.Object(
     csv_guard: Type.Optional(
       Type.Boolean({ description: 'CSV: neutralise spreadsheet formulas (default true)' }),
     ),
+    rename: Type.Optional(SHAPING_SCHEMAS.rename),
+    convert: Type.Optional(SHAPING_SCHEMAS.convert),
+    calculated: Type.Optional(SHAPING_SCHEMAS.calculated),
+    locale: Type.Optional(SHAPING_SCHEMAS.locale),
+    currency: Type.Optional(SHAPING_SCHEMAS.currency),
+    delimiter: Type.Optional(SHAPING_SCHEMAS.delimiter),
+    decimal_separator: Type.Optional(SHAPING_SCHEMAS.decimal_separator),
     encryption: Type.Optional(
       Type.Object(
         {

@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { EXPORT_STATUSES } from '../../domain/export-state.ts';
-import { ExportBodySchema, ScopeSchema } from '../../export-requests/export-body.ts';
+import { ExportBodySchema, SHAPING_SCHEMAS, ScopeSchema } from '../../export-requests/export-body.ts';
 import {
   createExport,
   deleteExport,
@@ -55,6 +55,18 @@ const RequestView = Type.Object(
     encryption: Type.Union([Type.Object({ recipients: Type.Array(Type.String()) }, closed), Type.Null()]),
     split_size: Type.Optional(
       Type.Union([Type.Integer(), Type.Null()], { description: 'Largest part in bytes; null: one file' }),
+    ),
+    // Output shaping, present when asked for; CSV shows the delimiter and decimal separator it chose.
+    rename: Type.Optional(Type.Union([SHAPING_SCHEMAS.rename, Type.Null()])),
+    convert: Type.Optional(Type.Union([SHAPING_SCHEMAS.convert, Type.Null()])),
+    calculated: Type.Optional(Type.Union([SHAPING_SCHEMAS.calculated, Type.Null()])),
+    locale: Type.Optional(Type.Union([SHAPING_SCHEMAS.locale, Type.Null()])),
+    currency: Type.Optional(Type.Union([SHAPING_SCHEMAS.currency, Type.Null()])),
+    delimiter: Type.Optional(
+      Type.Union([Type.String({ description: 'CSV: the delimiter written' }), Type.Null()]),
+    ),
+    decimal_separator: Type.Optional(
+      Type.Union([Type.String({ description: 'CSV: the decimal separator written' }), Type.Null()]),
     ),
   },
   { ...closed, description: 'The export configuration as it runs (after defaults and authorization)' },

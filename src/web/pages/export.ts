@@ -8,6 +8,7 @@ import { PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
 import { SPLIT_SIZE_NAMES } from '../../domain/split-size.ts';
 import { ACCOUNT_SECTIONS, KB_PARTS } from '../../datamap/reference-datasets.ts';
 import type { ExportBody } from '../../export-requests/export-body.ts';
+import { shapingFromPairs } from '../../collect/shaping.ts';
 import { createExport, estimateExport } from '../../export-requests/service.ts';
 import { field, fields, seeOther, sendPage, signedInOf, type WebDeps, type WebPages } from '../context.ts';
 import { type Fragment, html } from '../html.ts';
@@ -66,6 +67,47 @@ export function presetRange(preset: string, timezone: string, now: Date): { from
   }
 }
 
+/** The "Output" section of a form (docs/output-shaping.md) as the body's shaping fields. */
+export function outputOfForm(form: unknown): Partial<ExportBody> {
+  const lines = (name: string) => field(form, name).split(/\r?\n/);
+  const delimiter = field(form, 'delimiter');
+  const shaped = shapingFromPairs(
+    {
+      rename: lines('rename'),
+      convert: lines('convert'),
+      calculated: lines('calculated'),
+      locale: field(form, 'locale'),
+      currency: field(form, 'currency'),
+      delimiter: delimiter === 'tab' ? '\t' : delimiter,
+      decimal_separator: field(form, 'decimal_separator'),
+    },
+    (name) => name,
+  );
+  const columns = field(form, 'columns')
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+  // The API checks every value and names what it accepts.
+  return { ...(shaped as Partial<ExportBody>), ...(columns.length ? { columns } : {}) };
+}
+
+/** The "Output" section of the conversation and analytics forms. */
+function outputFields(panel: Panel): Fragment {
+  const id = (name: string) => `${panel}-${name}`;
+  return html`<details><summary>Output</summary>
+<label>Columns <input name="columns" placeholder="conversation_id, start_timestamp, share" autocomplete="off" aria-describedby="${id('columns-help')}"></label>
+<small id="${id('columns-help')}">Comma-separated, in order; calculated fields by name. Empty: every column.</small>
+<label>Rename <textarea name="rename" rows="2" placeholder="customer_email=Email"></textarea></label>
+<label>Convert <textarea name="convert" rows="2" placeholder="escalated=yes_no"></textarea></label>
+<label>Calculated fields <textarea name="calculated" rows="2" placeholder="share=round(customer_message_count / message_count * 100, 1)" aria-describedby="${id('calculated-help')}"></textarea></label>
+<small id="${id('calculated-help')}">One per line: name=expression. See the output shaping guide for the functions.</small>
+<div class="grid"><label>Locale (CSV) <input name="locale" placeholder="de-DE" autocomplete="off"></label>
+<label>Currency (CSV) <input name="currency" placeholder="EUR" autocomplete="off" maxlength="3"></label>
+<label>Delimiter (CSV) <select name="delimiter"><option value="">From the locale</option><option value=",">,</option><option value=";">;</option><option value="tab">Tab</option><option value="|">|</option></select></label>
+<label>Decimal separator (CSV) <select name="decimal_separator"><option value="">From the locale</option><option value=".">.</option><option value=",">,</option></select></label></div>
+</details>`;
+}
+
 /** The request body a panel's form stands for. */
 export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBody {
   const panel = field(form, 'panel') as Panel;
@@ -99,6 +141,7 @@ export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBo
           ? { compression: compression as ExportBody['compression'] }
           : {}),
         ...(Object.keys(filters).length ? { filters } : {}),
+        ...outputOfForm(form),
       } as ExportBody;
     }
     case 'analytics': {
@@ -115,6 +158,7 @@ export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBo
         ...(format ? { format: format as ExportBody['format'] } : {}),
         ...(zone ? { timezone: zone } : {}),
         ...(Object.keys(options).length ? { options } : {}),
+        ...outputOfForm(form),
       } as ExportBody;
     }
     case 'knowledge_base': {
@@ -255,6 +299,7 @@ ${piiField(conv.pii)}
 <label>Status <select name="status"><option value="">Any</option><option value="resolved">Resolved</option><option value="unresolved">Unresolved</option><option value="in_progress">In progress</option></select></label>
 <label>Escalated <select name="escalated"><option value="">Any</option><option value="true">Escalated</option><option value="false">Not escalated</option></select></label>
 </div></fieldset>
+${outputFields('conversations')}
 ${panelButtons('conversations', 'Export conversations')}
 ${extra.estimate?.panel === 'conversations' ? html`<p class="estimate">${extra.estimate.text}</p>` : null}
 </form></article>`);
@@ -273,6 +318,7 @@ ${formatSelect(['csv', 'json', 'xml', 'ndjson', 'parquet'])}</div>
 <small id="sites-help">None selected: all sites.</small>
 ${rangeFields('analytics', zone)}
 ${piiField(analytics.pii)}
+${outputFields('analytics')}
 ${panelButtons('analytics', 'Export analytics')}
 </form></article>`);
     if (rule('knowledge_base'))
@@ -324,8 +370,8 @@ ${panelButtons('package', 'Export company package')}
 
   app.post('/app/export/estimate', async (request, reply) => {
     const { auth, signedIn } = signedInOf(request);
-    const body = bodyOfForm(request.body, signedIn.tenant.timezone, deps.now());
     try {
+      const body = bodyOfForm(request.body, signedIn.tenant.timezone, deps.now());
       const estimate = await estimateExport(deps.exports, auth, body);
       return reply.type('text/html; charset=utf-8').send(html`${estimateText(estimate)}`.value);
     } catch (err) {
@@ -339,8 +385,8 @@ ${panelButtons('package', 'Export company package')}
 
   app.post('/app/export', async (request, reply) => {
     const { auth, signedIn } = signedInOf(request);
-    const body = bodyOfForm(request.body, signedIn.tenant.timezone, deps.now());
     try {
+      const body = bodyOfForm(request.body, signedIn.tenant.timezone, deps.now());
       if (field(request.body, 'intent') === 'estimate') {
         const estimate = await estimateExport(deps.exports, auth, body);
         return render(request, reply, {
