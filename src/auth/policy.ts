@@ -30,6 +30,8 @@ export const ACTIONS = [
   'account:close',
   'backups:manage',
   'imports:manage',
+  'export_configs:read',
+  'export_configs:write',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -48,6 +50,8 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'dsar:manage',
     'consent:manage',
     'compliance:read',
+    'export_configs:read',
+    'export_configs:write',
   ],
   analyst: [
     'exports:create',
@@ -56,8 +60,9 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'schedules:manage',
     'schedules:read',
     'stream:read',
+    'export_configs:read',
   ],
-  agent: ['exports:create', 'exports:read', 'exports:download', 'stream:read'],
+  agent: ['exports:create', 'exports:read', 'exports:download', 'stream:read', 'export_configs:read'],
 };
 
 /** Every dataset the policy knows, Ferry's own `audit_log` included. */
@@ -78,6 +83,9 @@ export const POLICY_DATASETS = [
   'integrations',
   'audit_log',
   'audit_trail',
+  'daily_totals',
+  'channel_performance',
+  'marketing_campaigns',
 ] as const;
 export type PolicyDataset = (typeof POLICY_DATASETS)[number];
 
@@ -108,6 +116,9 @@ export const DATASET_POLICY: Readonly<Record<Role, Readonly<Partial<Record<Polic
     messages: FULL,
     analytics: FULL,
     revenue_attribution: FULL,
+    daily_totals: FULL,
+    channel_performance: FULL,
+    marketing_campaigns: FULL,
     knowledge_base: FULL,
     team_members: FULL,
     customers: FULL,
@@ -119,6 +130,9 @@ export const DATASET_POLICY: Readonly<Record<Role, Readonly<Partial<Record<Polic
     messages: ANONYMIZED,
     analytics: ANONYMIZED,
     revenue_attribution: ANONYMIZED,
+    daily_totals: ANONYMIZED,
+    channel_performance: ANONYMIZED,
+    marketing_campaigns: ANONYMIZED,
   },
   agent: {
     conversations: OWN,

@@ -170,7 +170,7 @@ function selectionSql(
 ): string {
   const { conditions, joins } = tableConditions(dataset, filters, request, ctx);
   const id = `t.${dataset.changeFeed?.idColumn ?? 'id'}`;
-  return `SELECT ${id} FROM ${[dataset.from, ...joins].join(' ')} WHERE ${conditions.join(' AND ')}`;
+  return `SELECT ${id} ${[dataset.from, ...joins].join(' ')} WHERE ${conditions.join(' AND ')}`;
 }
 
 /** What a report uses to read the rows of a table dataset that filters choose. */

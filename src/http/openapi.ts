@@ -33,7 +33,10 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'usage', description: 'Plan quotas and what is used' },
         { name: 'audit', description: 'The audit trail of exports, downloads and key changes' },
         { name: 'exports', description: 'Export requests, paged exports, the change feed and downloads' },
-        { name: 'odata', description: 'The OData v4 feed for Excel, Power BI and other BI tools (read-only)' },
+        {
+          name: 'odata',
+          description: 'The OData v4 feed for Excel, Power BI and other BI tools (read-only)',
+        },
         {
           name: 'compliance',
           description: 'The export endpoints under the paths of the data-portability checklist',
@@ -41,6 +44,10 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'stream', description: 'The live stream of conversation events (WebSocket)' },
         { name: 'webhooks', description: 'Webhook endpoints and their delivery log (admin)' },
         { name: 'schedules', description: 'Scheduled exports and their runs' },
+        {
+          name: 'export-configs',
+          description: 'Saved export configurations: named definitions, run now or on their schedule',
+        },
         {
           name: 'receipts',
           description: 'The public keys that verify signed receipts of data subject requests',
