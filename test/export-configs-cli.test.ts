@@ -73,9 +73,11 @@ describe.skipIf(!testsDialect('postgres'))('ferry configs', () => {
   }, async () => {
     const file = path.join(dir, 'vip.json');
     writeFileSync(file, JSON.stringify(VIP));
-    const created = await ferry('create', '--tenant', tenant.slug, '--file', file, '--json');
+    const created = await ferry('create', '--tenant', tenant.slug, '--file', file);
     expect(created.code, created.stderr).toBe(0);
-    const saved = JSON.parse(created.stdout) as { id: string; schedule_id: string; definition: unknown };
+    expect(created.stdout).toMatch(/^saved export configuration [0-9a-f-]{36}: VIP Customer Conversations/);
+    const shownJson = await ferry('show', '--tenant', tenant.slug, 'VIP Customer Conversations', '--json');
+    const saved = JSON.parse(shownJson.stdout) as { id: string; schedule_id: string; definition: unknown };
     expect(saved.definition).toEqual(VIP);
     expect(saved.schedule_id).toMatch(/^[0-9a-f-]{36}$/);
 
@@ -83,15 +85,15 @@ describe.skipIf(!testsDialect('postgres'))('ferry configs', () => {
       'create',
       '--tenant',
       tenant.slug,
-      '--definition',
+      '--json',
       '{"export_name": "Bad", "columns": ["conversation_id", "shoe_size"]}',
     );
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     expect(bad.stderr).toMatch(/^ferry: .*shoe_size.*accepted: .*conversation_id/);
-    const notJson = await ferry('create', '--tenant', tenant.slug, '--definition', '{"export_name": ');
+    const notJson = await ferry('create', '--tenant', tenant.slug, '--json', '{"export_name": ');
     expect(notJson.code).toBe(1);
-    expect(notJson.stderr).toMatch(/^ferry: definition: --definition is not JSON/);
+    expect(notJson.stderr).toMatch(/^ferry: definition: --json is not JSON/);
 
     const list = await ferry('list', '--tenant', tenant.slug);
     expect(list.code, list.stderr).toBe(0);

@@ -25,10 +25,11 @@ interface TenantOption {
   json?: boolean;
 }
 
-interface DefinitionOptions extends TenantOption {
+interface DefinitionOptions {
+  tenant: string;
   file?: string;
-  json?: boolean;
-  definition?: string;
+  /** The definition as JSON text (create and update print text; `show --json` prints JSON). */
+  json?: string;
 }
 
 /** The CLI acts as an admin of the tenant. */
@@ -70,14 +71,14 @@ function print(options: { json?: boolean | undefined }, value: unknown, text: ()
   process.stdout.write(options.json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 }
 
-/** The definition from `--file <path>` ("-" reads stdin) or `--definition '<json>'`. */
+/** The definition from `--file <path>` ("-" reads stdin) or `--json '<definition>'`. */
 function readDefinition(options: DefinitionOptions): unknown {
-  if ((options.file === undefined) === (options.definition === undefined))
-    throw invalid('definition', "give the definition with either --file <path> or --definition '<json>'");
+  if ((options.file === undefined) === (options.json === undefined))
+    throw invalid('definition', "give the definition with either --file <path> or --json '<definition>'");
   const [source, text] =
     options.file !== undefined
       ? [`--file ${options.file}`, readFileSync(options.file === '-' ? 0 : options.file, 'utf8')]
-      : ['--definition', options.definition!];
+      : ['--json', options.json!];
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
@@ -161,13 +162,12 @@ export function registerConfigs(program: Command): void {
     .description('save an export configuration, the definition as the product documentation writes it')
     .requiredOption('--tenant <id-or-slug>', 'the tenant')
     .option('--file <path>', 'the definition as JSON ("-" reads stdin)')
-    .option('--definition <json>', 'the definition as JSON text')
-    .option('--json', 'print JSON')
+    .option('--json <definition>', 'the definition as JSON text')
     .action(async (options: DefinitionOptions) => {
       const definition = readDefinition(options);
-      await withTenant(options, async ({ deps, auth }) => {
+      await withTenant({ tenant: options.tenant }, async ({ deps, auth }) => {
         const created = await createExportConfig(deps, auth, definition);
-        print(options, created, () => `saved ${configText(created)}`);
+        print({}, created, () => `saved ${configText(created)}`);
       });
     });
 
@@ -179,13 +179,12 @@ export function registerConfigs(program: Command): void {
     .requiredOption('--tenant <id-or-slug>', 'the tenant')
     .argument('<id-or-name>', 'id or name of the configuration')
     .option('--file <path>', 'the fields to change as JSON ("-" reads stdin)')
-    .option('--definition <json>', 'the fields to change as JSON text')
-    .option('--json', 'print JSON')
+    .option('--json <fields>', 'the fields to change as JSON text')
     .action(async (id: string, options: DefinitionOptions) => {
       const patch = readDefinition(options);
-      await withTenant(options, async ({ deps, auth }) => {
+      await withTenant({ tenant: options.tenant }, async ({ deps, auth }) => {
         const updated = await updateExportConfig(deps, auth, id, patch);
-        print(options, updated, () => `updated ${configText(updated)}`);
+        print({}, updated, () => `updated ${configText(updated)}`);
       });
     });
 
