@@ -110,7 +110,7 @@ describe.skipIf(!testsDialect('postgres'))('ferry configs', () => {
       '--tenant',
       tenant.slug,
       saved.id,
-      '--definition',
+      '--json',
       '{"schedule": null}',
     );
     expect(updated.code, updated.stderr).toBe(0);
