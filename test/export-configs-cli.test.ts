@@ -105,14 +105,7 @@ describe.skipIf(!testsDialect('postgres'))('ferry configs', () => {
     expect(shown.stdout).toContain(`export configuration ${saved.id}: VIP Customer Conversations`);
     expect(shown.stdout).toContain('writes    conversations.csv');
 
-    const updated = await ferry(
-      'update',
-      '--tenant',
-      tenant.slug,
-      saved.id,
-      '--json',
-      '{"schedule": null}',
-    );
+    const updated = await ferry('update', '--tenant', tenant.slug, saved.id, '--json', '{"schedule": null}');
     expect(updated.code, updated.stderr).toBe(0);
     expect(updated.stdout).toContain('schedule  -');
     const schedules = await sql<{ n: number }>`
