@@ -67,6 +67,14 @@ for (const dialect of DIALECTS) {
       });
       expect(schedule.statusCode, schedule.body).toBe(201);
       others.schedules = schedule.json().id;
+      const saved = await h.app.inject({
+        method: 'POST',
+        url: '/api/v1/export-configs',
+        headers: bearer(h.otherKeys.admin),
+        payload: { export_name: 'other nightly export', filters: { escalated: true } },
+      });
+      expect(saved.statusCode, saved.body).toBe(201);
+      others['export-configs'] = saved.json().id;
       const hook = await h.app.inject({
         method: 'POST',
         url: '/api/v1/webhooks',
@@ -176,6 +184,12 @@ for (const dialect of DIALECTS) {
         h.database.db,
       );
       expect(Number(kept.rows[0]!.n)).toBe(1);
+      const config = await sql<{
+        n: number | string;
+      }>`SELECT count(*) AS n FROM export_configs WHERE id = ${others['export-configs']}`.execute(
+        h.database.db,
+      );
+      expect(Number(config.rows[0]!.n)).toBe(1);
       expect(tried.length).toBe(withId.length);
     });
 

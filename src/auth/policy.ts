@@ -30,6 +30,8 @@ export const ACTIONS = [
   'account:close',
   'backups:manage',
   'imports:manage',
+  'export_configs:read',
+  'export_configs:write',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -48,6 +50,8 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'dsar:manage',
     'consent:manage',
     'compliance:read',
+    'export_configs:read',
+    'export_configs:write',
   ],
   analyst: [
     'exports:create',
@@ -56,8 +60,9 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'schedules:manage',
     'schedules:read',
     'stream:read',
+    'export_configs:read',
   ],
-  agent: ['exports:create', 'exports:read', 'exports:download', 'stream:read'],
+  agent: ['exports:create', 'exports:read', 'exports:download', 'stream:read', 'export_configs:read'],
 };
 
 /** Every dataset the policy knows, Ferry's own `audit_log` included. */
@@ -81,6 +86,9 @@ export const POLICY_DATASETS = [
   'integrations',
   'audit_log',
   'audit_trail',
+  'daily_totals',
+  'channel_performance',
+  'marketing_campaigns',
 ] as const;
 export type PolicyDataset = (typeof POLICY_DATASETS)[number];
 
@@ -114,6 +122,9 @@ export const DATASET_POLICY: Readonly<Record<Role, Readonly<Partial<Record<Polic
     rollups: FULL,
     site_summary: FULL,
     topic_summary: FULL,
+    daily_totals: FULL,
+    channel_performance: FULL,
+    marketing_campaigns: FULL,
     knowledge_base: FULL,
     team_members: FULL,
     customers: FULL,
@@ -128,6 +139,9 @@ export const DATASET_POLICY: Readonly<Record<Role, Readonly<Partial<Record<Polic
     rollups: ANONYMIZED,
     site_summary: ANONYMIZED,
     topic_summary: ANONYMIZED,
+    daily_totals: ANONYMIZED,
+    channel_performance: ANONYMIZED,
+    marketing_campaigns: ANONYMIZED,
   },
   agent: {
     conversations: OWN,

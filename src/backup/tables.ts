@@ -28,9 +28,10 @@ export interface BackupTable {
 export const WITHHELD = "'!withheld-from-backup'";
 
 /**
- * Ferry's own per-tenant state, besides the data map's tables: schedules, webhooks, API
- * keys' metadata, privacy requests and their receipts, holds, retention policies, the
- * record of processing, processors, and the catalog of stored export files. Operational
+ * Ferry's own per-tenant state, besides the data map's tables: schedules, saved export
+ * configurations, webhooks, API keys' metadata, privacy requests and their receipts, holds,
+ * retention policies, the record of processing, processors, and the catalog of stored export
+ * files. Operational
  * traces (sessions, rate-limit counters, queues, delivery logs, the erasure ledger, which
  * every restore replays and so must never be replaced by an older copy) are not in it.
  */
@@ -43,6 +44,13 @@ const FERRY_TABLES: readonly BackupTable[] = [
     source: 'ferry',
   },
   { name: 'schedules', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },
+  {
+    name: 'export_configs',
+    tenantKey: 'tenant_id',
+    refers: ['tenants', 'schedules'],
+    withheld: {},
+    source: 'ferry',
+  },
   { name: 'webhook_endpoints', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },
   {
     name: 'dsar_requests',

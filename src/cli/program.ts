@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { registerCompliance } from './compliance.ts';
+import { registerConfigs } from './configs.ts';
 import { registerConsent } from './consent.ts';
 import { registerDatamap } from './datamap.ts';
 import { registerDsar } from './dsar.ts';
@@ -38,6 +39,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerSeed,
   registerKeys,
   registerSchedules,
+  registerConfigs,
   registerDsar,
   registerReceipts,
   registerConsent,

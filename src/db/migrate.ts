@@ -21,6 +21,7 @@ import * as backups from './migrations/0017-backups.ts';
 import * as imports from './migrations/0018-imports.ts';
 import * as exportSpeed from './migrations/0019-export-speed.ts';
 import * as exportPartitions from './migrations/0021-export-partitions.ts';
+import * as exportConfigs from './migrations/0022-export-configs.ts';
 import * as folderTargets from './migrations/0023-folder-targets.ts';
 import * as enrichment from './migrations/0024-enrichment.ts';
 
@@ -46,6 +47,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0018-imports': imports,
   '0019-export-speed': exportSpeed,
   '0021-export-partitions': exportPartitions,
+  '0022-export-configs': exportConfigs,
   '0023-folder-targets': folderTargets,
   '0024-enrichment': enrichment,
 };

@@ -61,7 +61,7 @@ export function fileSpec(config: ExportConfig, createdAt: Date): ExportFileType 
   }
   const type = datasetFileType(config.format ?? 'json', config.compression ?? 'none');
   return age({
-    name: `${config.datasets[0]}-${stamp(createdAt)}.${type.extension}`,
+    name: `${config.saved_config ? slug(config.saved_config.name, 'export') : config.datasets[0]}-${stamp(createdAt)}.${type.extension}`,
     contentType: type.contentType,
   });
 }

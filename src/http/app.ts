@@ -24,6 +24,7 @@ import { consentRoutes } from './routes/consent.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { downloadRoutes } from './routes/downloads.ts';
 import { dsarRoutes } from './routes/dsar.ts';
+import { exportConfigRoutes } from './routes/export-configs.ts';
 import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -63,6 +64,7 @@ const ROUTES: readonly RoutePlugin[] = [
   streamRoutes,
   webhookRoutes,
   scheduleRoutes,
+  exportConfigRoutes,
   dsarRoutes,
   receiptKeyRoutes,
   consentRoutes,

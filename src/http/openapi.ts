@@ -45,6 +45,10 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'webhooks', description: 'Webhook endpoints and their delivery log (admin)' },
         { name: 'schedules', description: 'Scheduled exports and their runs' },
         {
+          name: 'export-configs',
+          description: 'Saved export configurations: named definitions, run now or on their schedule',
+        },
+        {
           name: 'receipts',
           description: 'The public keys that verify signed receipts of data subject requests',
         },

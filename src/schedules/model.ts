@@ -8,6 +8,7 @@ import { COMPRESSIONS, type Compression } from '../domain/compression.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { REQUEST_PACKAGE_KINDS, type RequestPackageKind } from '../domain/package-kind.ts';
 import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../domain/pii-level.ts';
+import type { ExportConfig } from '../domain/export-config.ts';
 
 /**
  * A schedule's configuration: which datasets (each with how its data is selected),
@@ -30,6 +31,18 @@ export interface ScheduleConfig {
    * Hive-partitioned Parquet data lake up to date at every target (docs/bi/data-lake.md).
    */
   layout?: Layout;
+  /**
+   * The schedule of a saved export configuration (docs/export-configs.md): the export its
+   * dataset entry runs, compiled when the configuration was last saved. Set by Ferry only.
+   */
+  saved_config?: SavedConfigExport | undefined;
+}
+
+/** A saved export configuration as its schedule runs it. */
+export interface SavedConfigExport {
+  id: string;
+  name: string;
+  export: ExportConfig;
 }
 
 export const LAYOUTS = ['files', 'lake'] as const;
@@ -53,6 +66,11 @@ export interface ScheduleDataset {
   period?: WindowPeriod;
   /** This dataset's format, when it differs from the schedule's. */
   format?: string;
+  /**
+   * The saved export configuration whose export this entry runs (over the entry's window),
+   * `dataset` being its first data type. Set by Ferry for a configuration's schedule only.
+   */
+  config?: string;
 }
 
 export interface StoredTarget {

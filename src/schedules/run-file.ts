@@ -3,12 +3,13 @@ import type { PlanLimits } from '../auth/limits.ts';
 import { historyStart, quotaExceeded } from '../auth/quotas.ts';
 import { type ChangeCursor, decodeChangeCursor, encodeChangeCursor } from '../collect/changes.ts';
 import { sessionAnonymizeKey } from '../collect/paging.ts';
-import { type ExportRequest, parseExportRequest } from '../collect/request.ts';
+import { acceptedExportRequest, type ExportRequest, parseExportRequest } from '../collect/request.ts';
 import type { TenantInfo } from '../collect/tenant.ts';
 import type { Database } from '../db/database.ts';
 import type { ExportConfig } from '../domain/export-config.ts';
 import { exportPrefix, fileSpec, removeLeftovers } from '../export-requests/export-job.ts';
 import { exportJobs, tenantExports } from '../export-requests/repository.ts';
+import { fileRequest } from '../export-requests/config.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import type { Logger } from '../lib/logger.ts';
 import { stamp } from '../lib/stamp.ts';
@@ -63,6 +64,29 @@ export function runFileSpecs(config: ScheduleConfig): FileSpecInput[] {
 }
 
 const scheduleSlug = (name: string) => slug(name, 'schedule');
+
+/**
+ * The export of a saved configuration's entry (docs/export-configs.md): the configuration's
+ * compiled export over the entry's window, unless the configuration fixes its own range.
+ */
+function savedExportOf(config: RunConfig, spec: FileSpecInput, dueAt: Date): ExportConfig | null {
+  const entry = spec.datasets[0];
+  if (!entry?.config) return null;
+  const saved = config.saved_config;
+  if (!saved || saved.id !== entry.config)
+    throw new FerryError(
+      'conflict',
+      `the saved export configuration ${entry.config} of this schedule is gone`,
+    );
+  const range = selectionRange(entry, dueAt, config.timezone);
+  const fixed = saved.export.from !== null || saved.export.to !== null;
+  return {
+    ...saved.export,
+    saved_config: { id: saved.id, name: saved.name },
+    from: fixed ? saved.export.from : range.from,
+    to: fixed ? saved.export.to : range.to,
+  };
+}
 
 /** The export configuration recorded with the file (what `GET /api/v1/exports/{id}` shows). */
 function exportConfigOf(config: RunConfig, spec: FileSpecInput, dueAt: Date): ExportConfig {
@@ -176,7 +200,7 @@ export async function produceFile(deps: ProduceDeps, input: ProduceInput): Promi
   const now = deps.now();
   const exportId = randomUUID();
   const attemptId = randomUUID();
-  const exportConfig = exportConfigOf(config, spec, run.due_at);
+  const exportConfig = savedExportOf(config, spec, run.due_at) ?? exportConfigOf(config, spec, run.due_at);
   const jobs = exportJobs(deps.database);
   const file: RunFile = {
     key: spec.key,
@@ -227,7 +251,12 @@ async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContex
   const jobs = exportJobs(deps.database);
   const made = fileSpec(exportConfig, run.due_at);
   const extension = made.name.slice(made.name.indexOf('.'));
-  const base = spec.key === 'package' ? scheduleSlug(config.name) : spec.key;
+  const saved = exportConfig.saved_config;
+  const base = saved
+    ? slug(saved.name, 'export')
+    : spec.key === 'package'
+      ? scheduleSlug(config.name)
+      : spec.key;
   const name = `${base}-${stamp(run.due_at)}-r${run.run_number}${extension}`;
   const storageKey = `${exportPrefix(tenant.id, exportId)}${attemptId}/${name}`;
   const historyFrom = historyStart(limits, now)?.toISOString().slice(0, 10) ?? null;
@@ -280,8 +309,49 @@ async function writeFile(deps: ProduceDeps, input: ProduceInput, ctx: FileContex
       return result;
     };
   };
-  const produce =
-    config.package === 'none'
+  /** A saved configuration's file: its one dataset, or its package of chosen files. */
+  const savedEntry = (entry: ScheduleDataset): Producer => {
+    const run_ = { ...exportConfig, history_from: exportConfig.from ? null : historyFrom };
+    const options = {
+      exportId,
+      anonymizeKey: sessionAnonymizeKey(deps.secretKey, tenant.id, `schedule:${run.schedule_id}`),
+    };
+    let produce: Producer;
+    if (run_.files?.length) {
+      produce = packageProducer(
+        run_.package === 'tar.gz' ? 'tar.gz' : 'zip',
+        { root: `${base}-${stamp(run.due_at)}-r${run.run_number}`, mtime: run.due_at },
+        run_.files.map((f) => {
+          const request = fileRequest(tenant.id, run_, f);
+          return {
+            path: `${f.path}.${datasetFileType(request.format, 'none').extension}`,
+            produce: datasetProducer(deps.database, request, options),
+          };
+        }),
+      );
+    } else if (run_.package === 'none') {
+      produce = datasetProducer(deps.database, acceptedExportRequest(tenant.id, run_), options);
+    } else {
+      throw new FerryError(
+        'invalid_parameter',
+        `the saved export configuration "${saved!.name}" is a package of one dataset; schedules run packages of several files or single files`,
+      );
+    }
+    return async (out, produceCtx) => {
+      const { records } = await produce(out, produceCtx);
+      counts[entry.dataset] = {
+        records,
+        tombstones: 0,
+        mode: entry.mode,
+        from: run_.from ?? null,
+        to: run_.to ?? null,
+      };
+      return { records };
+    };
+  };
+  const produce = saved
+    ? savedEntry(spec.datasets[0]!)
+    : config.package === 'none'
       ? datasetEntry(spec.datasets[0]!)
       : packageProducer(
           config.package,

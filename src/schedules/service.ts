@@ -24,13 +24,16 @@ import {
   checkFolderTargets,
   checkLake,
   checkTargetRetention,
+  hasWindow,
   parseDatasets,
   parseLayout,
   parseName,
   parseNotifications,
   parseRetention,
   parseTargets,
+  type SavedConfigExport,
   type ScheduleConfig,
+  type ScheduleDataset,
 } from './model.ts';
 import { presentRun, presentSchedule, type RunView, type ScheduleView } from './presenter.ts';
 import { type ScheduleRow, type SchedulePatch, tenantSchedules } from './repository.ts';
@@ -149,6 +152,7 @@ function normalize(input: ScheduleInput, ctx: NormalizeContext, stored?: Schedul
     notifications,
     retention,
     layout,
+    ...(previous?.saved_config ? { saved_config: previous.saved_config } : {}),
   };
   checkLake(config);
   // The schedule runs with what the caller may export: every dataset at its pii level.
@@ -391,6 +395,18 @@ export async function updateSchedule(
   const stored = await schedules.find(id);
   if (!stored) throw notFound(id);
   authorizeSchedule(auth, stored.config, stored.name);
+  const saved = stored.config.saved_config;
+  if (saved) {
+    const fixed = (['datasets', 'format', 'compression', 'package', 'pii'] as const).find(
+      (key) => body[key] !== undefined,
+    );
+    if (fixed)
+      throw invalid(
+        fixed,
+        `this schedule runs the saved export configuration "${saved.name}"; change the configuration ` +
+          `instead (PATCH /api/v1/export-configs/${saved.id})`,
+      );
+  }
   const ctx = await context(deps, auth);
   const normalized = normalize(body, ctx.normalize, stored);
   await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
@@ -575,4 +591,144 @@ export async function testScheduleTarget(
     occurredAt: deps.now(),
   });
   return result;
+}
+
+/** When a saved configuration's `daily`, `weekly` (Mondays) or `monthly` (the 1st) schedule runs. */
+export const CONFIG_SCHEDULE_TIME = '06:00';
+
+const CONFIG_PERIODS = {
+  daily: 'previous_day',
+  weekly: 'previous_week',
+  monthly: 'previous_month',
+} as const;
+
+/** A configuration's `schedule` (daily, weekly, monthly or a cron expression) as a schedule's timing. */
+function configTiming(schedule: string, timezone: string): Timing {
+  const frequency =
+    schedule === 'daily'
+      ? { type: 'daily' }
+      : schedule === 'weekly'
+        ? { type: 'weekly', days: ['monday'] }
+        : schedule === 'monthly'
+          ? { type: 'monthly', day_of_month: 1 }
+          : { type: 'cron', expression: schedule };
+  try {
+    return parseTiming({
+      frequency,
+      time: frequency.type === 'cron' ? undefined : CONFIG_SCHEDULE_TIME,
+      timezone,
+    });
+  } catch (err) {
+    if (err instanceof FerryError && err.code === 'invalid_parameter')
+      throw invalid(
+        err.details?.parameter === 'timezone' ? 'timezone' : 'schedule',
+        err.message.replace(/^[^:]+: /, ''),
+      );
+    throw err;
+  }
+}
+
+/**
+ * The one dataset entry of a configuration's schedule: the configuration's first data type
+ * over the period before each run (the previous day, week or month) unless the
+ * configuration fixes its own `from`/`to`; a cron schedule exports everything.
+ */
+function configEntry(saved: SavedConfigExport, schedule: string): ScheduleDataset {
+  const dataset = saved.export.datasets[0]!;
+  const period = CONFIG_PERIODS[schedule as keyof typeof CONFIG_PERIODS];
+  const fixed = saved.export.from !== null || saved.export.to !== null;
+  if (period && !fixed && hasWindow(dataset)) return { dataset, mode: 'window', period, config: saved.id };
+  return { dataset, mode: 'full', config: saved.id };
+}
+
+/**
+ * The schedule of a saved export configuration (docs/export-configs.md): created when
+ * `scheduleId` is null (active, no delivery targets: its files are kept for download and
+ * listed in its run history), otherwise brought in step with the configuration (name,
+ * timing, what it exports), keeping the targets, notifications, retention and status
+ * given to it since. Returns the schedule's id.
+ */
+export async function saveConfigSchedule(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  input: {
+    scheduleId: string | null;
+    schedule: string;
+    timezone?: string | undefined;
+    saved: SavedConfigExport;
+  },
+): Promise<string> {
+  authorize(auth, 'schedules:manage');
+  const ctx = await context(deps, auth);
+  const timing = configTiming(input.schedule, input.timezone ?? ctx.tenant.timezone);
+  const entry = configEntry(input.saved, input.schedule);
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = input.scheduleId ? await schedules.find(input.scheduleId) : undefined;
+  const now = deps.now();
+  const name = input.saved.name;
+  const fileOptions = {
+    format: null,
+    compression: 'none',
+    package: 'none',
+    pii: input.saved.export.pii,
+  } as const;
+  if (!stored) {
+    const id = randomUUID();
+    const config: ScheduleConfig = {
+      datasets: [entry],
+      ...fileOptions,
+      targets: [],
+      notifications: { success: [], failure: [] },
+      retention: parseRetention(undefined, ctx.normalize.limits),
+      saved_config: input.saved,
+    };
+    const inserted = await schedules.insert(
+      {
+        id,
+        name,
+        status: 'active',
+        timing,
+        config,
+        nextRunAt: nextRunAfter(timing, now),
+        actor: auth.actor,
+        apiKeyId: auth.apiKeyId,
+        teamMemberId: auth.teamMemberId,
+        now,
+      },
+      ctx.limits.activeSchedules,
+    );
+    if (!inserted) throw limitError(auth, ctx.limits.activeSchedules!);
+    await audit(deps, auth, 'schedule.created', { id }, config);
+    return id;
+  }
+  const config: ScheduleConfig = {
+    ...stored.config,
+    datasets: [entry],
+    ...fileOptions,
+    saved_config: input.saved,
+  };
+  const timingChanged = timing.cron !== stored.cron || timing.timezone !== stored.timezone;
+  const patch: SchedulePatch = { name, timing, config };
+  if (stored.status === 'active' && (timingChanged || !stored.next_run_at))
+    patch.nextRunAt = nextRunAfter(timing, now);
+  const updated = await schedules.update(stored.id, patch, now, ctx.limits.activeSchedules);
+  if (!updated || updated === 'limit') throw notFound(stored.id);
+  await schedules.keepCheckpoints(stored.id, []);
+  await audit(deps, auth, 'schedule.updated', updated, config);
+  return stored.id;
+}
+
+/** Deletes the schedule of a saved export configuration, if it is still the one Ferry made for it. */
+export async function deleteConfigSchedule(
+  deps: ScheduleServiceDeps,
+  auth: AuthContext,
+  scheduleId: string,
+  configId: string,
+): Promise<boolean> {
+  const schedules = tenantSchedules(deps.database, auth.tenantId);
+  const stored = await schedules.find(scheduleId);
+  if (!stored || stored.config.saved_config?.id !== configId) return false;
+  if (!(await schedules.remove(scheduleId))) return false;
+  await audit(deps, auth, 'schedule.deleted', stored, stored.config);
+  return true;
 }

@@ -193,6 +193,45 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('saves an export on the export page, runs it, and deletes it once the confirmation is accepted', async () => {
+    await step('saved-export', page, async () => {
+      await page.goto(`${base}/app/export`);
+      const section = page.locator('#saved-exports');
+      await section.getByText('Save an export').click();
+      await section.getByLabel('Name', { exact: true }).fill('Technical Escalation Analysis');
+      await section.getByLabel('Definition', { exact: false }).fill(
+        JSON.stringify({
+          filters: { escalated: true, topics: ['technical_support', 'bug_report', 'integration'] },
+          include_messages: true,
+          annotations: { resolution_notes: true, follow_up_required: true },
+        }),
+      );
+      await section.getByRole('button', { name: 'Save export' }).click();
+      const row = page.locator('#saved-exports tr', { hasText: 'Technical Escalation Analysis' });
+      await row.waitFor();
+      await expect.poll(async () => row.textContent()).toContain('ZIP of conversations.csv, messages.csv');
+      await accessible(page);
+      await shot(page, 'saved-exports');
+      await row.getByRole('button', { name: 'Run' }).click();
+      await page.waitForURL(/\/app\/exports\/[0-9a-f-]{36}$/);
+      await page.locator('#export-status mark.status-completed').waitFor({ timeout: 60_000 });
+      await page.goto(`${base}/app/export`);
+      let asked = '';
+      page.once('dialog', (dialog) => {
+        asked = dialog.message();
+        void dialog.accept();
+      });
+      await page
+        .locator('#saved-exports tr', { hasText: 'Technical Escalation Analysis' })
+        .getByRole('button', { name: 'Delete' })
+        .click();
+      await expect
+        .poll(async () => page.locator('#saved-exports').textContent())
+        .toContain('No saved exports yet.');
+      expect(asked).toContain('Delete the saved export Technical Escalation Analysis?');
+    });
+  });
+
   it('creates a schedule in America/New_York and shows its next five runs at 09:00 local time', async () => {
     await step('schedule', page, async () => {
       await page.goto(`${base}/app/schedules/new`);

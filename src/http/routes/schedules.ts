@@ -76,6 +76,19 @@ const DatasetEntry = Type.Object(
   closed,
 );
 
+const DatasetEntryView = Type.Object(
+  {
+    ...DatasetEntry.properties,
+    config: Type.Optional(
+      Type.String({
+        format: 'uuid',
+        description: 'The saved export configuration this entry runs (its schedule, docs/export-configs.md)',
+      }),
+    ),
+  },
+  closed,
+);
+
 const TargetInput = Type.Object(
   {
     type: Type.Enum(TARGET_TYPES),
@@ -213,7 +226,7 @@ const ScheduleView = Type.Object(
     time: NullableString,
     timezone: Type.String(),
     cron: Type.String({ description: 'The cron expression the frequency compiles to (in `timezone`)' }),
-    datasets: Type.Array(DatasetEntry),
+    datasets: Type.Array(DatasetEntryView),
     format: NullableString,
     compression: Type.String(),
     package: Type.String(),

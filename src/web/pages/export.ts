@@ -1,6 +1,14 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DateTime } from 'luxon';
-import { datasetRule } from '../../auth/policy.ts';
+import { datasetRule, isAllowed } from '../../auth/policy.ts';
+import type { AuthContext } from '../../auth/context.ts';
+import {
+  createExportConfig,
+  deleteExportConfig,
+  type ExportConfigView,
+  listExportConfigs,
+  runExportConfig,
+} from '../../export-configs/service.ts';
 import { REFERENCE_DATAMAP } from '../../datamap/datamap.ts';
 import { errorDefinition } from '../../domain/error-catalog.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
@@ -272,11 +280,70 @@ export function estimateText(e: {
   return `About ${count(e.rows)} rows, ${bytes(e.bytes)}, ${time}.`;
 }
 
+/** What a saved configuration writes, in a few words. */
+function writesText(c: ExportConfigView): string {
+  const compiled = c.compiles_to;
+  if (!compiled) return `nothing: ${c.error ?? 'it no longer compiles'}`;
+  if (compiled.package === 'none') return `${compiled.files[0]}`;
+  return `${compiled.package.toUpperCase()} of ${compiled.files.join(', ')}`;
+}
+
+/** The "Saved exports" section: the tenant's saved export configurations, run and delete buttons, and the form that saves one. */
+async function savedExports(
+  deps: Parameters<WebPages>[1],
+  auth: AuthContext,
+  csrf: string,
+  form: { name: string; definition: string },
+): Promise<Fragment> {
+  if (!isAllowed(auth, 'export_configs:read')) return null;
+  const { items } = await listExportConfigs(deps.exports, auth, { limit: 100 });
+  const write = isAllowed(auth, 'export_configs:write');
+  const run = isAllowed(auth, 'exports:create');
+  const rows = items.map(
+    (c) =>
+      html`<tr><td>${c.export_name}</td><td>${writesText(c)}</td><td>${c.schedule ?? '-'}</td><td>${
+        c.last_run
+          ? html`<a href="/app/exports/${c.last_run.export_id}">${c.last_run.at.slice(0, 16).replace('T', ' ')}</a>`
+          : '-'
+      }</td><td>${
+        run
+          ? html`<form method="post" action="/app/export-configs/${c.id}/run" class="inline">${csrfField(csrf)}<button type="submit">Run</button></form>`
+          : null
+      }${
+        write
+          ? html` <form method="post" action="/app/export-configs/${c.id}/delete" class="inline" hx-confirm="${`Delete the saved export ${c.export_name}${c.schedule_id ? ' and its schedule' : ''}? Exports it ran stay.`}">${csrfField(csrf)}<button type="submit" class="secondary">Delete</button></form>`
+          : null
+      }</td></tr>`,
+  );
+  return html`<article id="saved-exports"><header><h2>Saved exports</h2></header>
+${
+  items.length
+    ? html`<table><thead><tr><th scope="col">Name</th><th scope="col">Writes</th><th scope="col">Schedule</th><th scope="col">Last run</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead><tbody>${rows}</tbody></table>`
+    : html`<p>No saved exports yet.</p>`
+}
+${
+  write
+    ? html`<details${form.definition ? html` open` : null}><summary>Save an export</summary>
+<form method="post" action="/app/export-configs">${csrfField(csrf)}
+<label>Name <input name="export_name" value="${form.name}" maxlength="200" required></label>
+<label>Definition (JSON, as in the product documentation) <textarea name="definition" rows="8" spellcheck="false" aria-describedby="definition-help">${form.definition || '{"filters": {"escalated": true}, "columns": ["conversation_id", "start_timestamp", "status"], "format": "csv"}'}</textarea></label>
+<small id="definition-help">Filters, columns, data_types, include_messages, annotations, join_with, aggregations, format and schedule: see the saved export configurations guide.</small>
+<button type="submit">Save export</button>
+</form></details>`
+    : null
+}
+</article>`;
+}
+
 export const exportPages: WebPages = (app, deps) => {
   const render = async (
     request: FastifyRequest,
     reply: FastifyReply,
-    extra: { error?: string; estimate?: { panel: string; text: string } } = {},
+    extra: {
+      error?: string;
+      estimate?: { panel: string; text: string };
+      saved?: { name: string; definition: string };
+    } = {},
   ) => {
     const { auth, signedIn } = signedInOf(request);
     const zone = signedIn.tenant.timezone;
@@ -362,6 +429,7 @@ ${panelButtons('package', 'Export company package')}
       reply,
       { title: 'Export data', current: '/app/export', error: extra.error ?? null },
       html`${panels.length ? panels : html`<p>Your role may not export data.</p>`}
+${await savedExports(deps, auth, reply.generateCsrf(), extra.saved ?? { name: '', definition: '' })}
 <datalist id="zones">${Intl.supportedValuesOf('timeZone').map((z) => html`<option value="${z}">`)}</datalist>`,
     );
   };
@@ -401,6 +469,68 @@ ${panelButtons('package', 'Export company package')}
       if (status >= 500) throw err;
       reply.code(status);
       return render(request, reply, { error: (err as FerryError).message });
+    }
+  });
+
+  /** A refusal the member can act on is shown on the page, with the API's status. */
+  const refused = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    err: unknown,
+    saved?: { name: string; definition: string },
+  ) => {
+    const status = err instanceof FerryError ? errorDefinition(err.code).status : 500;
+    if (status >= 500 || status === 404) throw err;
+    reply.code(status);
+    return render(request, reply, { error: (err as FerryError).message, ...(saved ? { saved } : {}) });
+  };
+
+  app.post('/app/export-configs', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    const saved = { name: field(request.body, 'export_name'), definition: field(request.body, 'definition') };
+    try {
+      let definition: unknown;
+      try {
+        definition = JSON.parse(saved.definition || '{}');
+      } catch (err) {
+        throw new FerryError('invalid_parameter', `definition: is not JSON: ${(err as Error).message}`);
+      }
+      if (typeof definition !== 'object' || definition === null || Array.isArray(definition))
+        throw new FerryError(
+          'invalid_parameter',
+          'definition: must be a JSON object such as {"filters": {…}}',
+        );
+      const created = await createExportConfig(deps.exports, auth, {
+        ...(definition as Record<string, unknown>),
+        ...(saved.name ? { export_name: saved.name } : {}),
+      });
+      return seeOther(reply, '/app/export#saved-exports', `Saved ${created.export_name}.`);
+    } catch (err) {
+      return refused(request, reply, err, saved);
+    }
+  });
+
+  app.post<{ Params: { id: string } }>('/app/export-configs/:id/run', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    try {
+      const accepted = await runExportConfig(deps.exports, auth, request.params.id);
+      return seeOther(
+        reply,
+        `/app/exports/${accepted.body.id}`,
+        `Export started: ${accepted.config.export_name}.`,
+      );
+    } catch (err) {
+      return refused(request, reply, err);
+    }
+  });
+
+  app.post<{ Params: { id: string } }>('/app/export-configs/:id/delete', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    try {
+      const deleted = await deleteExportConfig(deps.exports, auth, request.params.id);
+      return seeOther(reply, '/app/export#saved-exports', `Deleted ${deleted.export_name}.`);
+    } catch (err) {
+      return refused(request, reply, err);
     }
   });
 };
