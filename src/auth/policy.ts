@@ -30,6 +30,7 @@ export const ACTIONS = [
   'account:close',
   'backups:manage',
   'imports:manage',
+  'data:delete',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -48,6 +49,7 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'dsar:manage',
     'consent:manage',
     'compliance:read',
+    'data:delete',
   ],
   analyst: [
     'exports:create',
