@@ -1,3 +1,6 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseExportRequest } from '../src/collect/request.ts';
@@ -20,6 +23,7 @@ import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
+import { runFerry } from './support/cli.ts';
 import { sink } from './support/fixtures/streams.ts';
 
 const SECRET = 'deletion-test-secret-key-0123456789abcdef';
@@ -45,6 +49,7 @@ for (const dialect of DIALECTS) {
     let otherTenantId: string;
     let admin: string;
     let heldId: string;
+    let slug: string;
 
     beforeAll(async () => {
       t = await createTestDatabase(dialect);
@@ -62,6 +67,7 @@ for (const dialect of DIALECTS) {
       });
       tenantId = summary.tenants[0]!.id;
       otherTenantId = summary.tenants[1]!.id;
+      slug = summary.tenants[0]!.slug;
       admin = (await createApiKey(database, { tenantId, role: 'admin', name: 'admin "key" 😀' })).key;
       app = await buildApp({ database, config, store });
       heldId = (
@@ -317,5 +323,52 @@ for (const dialect of DIALECTS) {
       // Run again: nothing changes, the same receipt.
       expect((await runDeletion(deps, tenantId, deletion.id)).receipt_id).toBe(done.receipt_id);
     }, 120_000);
+
+    // The CLI runs as a separate process: PostgreSQL only (an embedded database is one process's).
+    it.runIf(dialect === 'postgres')(
+      'ferry delete document plans, deletes the chunks with it, and refuses bad input in one line',
+      async () => {
+        const env = {
+          ...process.env,
+          ...t.env,
+          FERRY_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'ferry-delete-cli-')),
+          FERRY_SECRET_KEY: SECRET,
+          FERRY_DEMO: 'off',
+          LOG_LEVEL: 'silent',
+        };
+        const [doc] = await ids(
+          database,
+          `SELECT d.id::text AS id FROM documents d WHERE d.tenant_id = '${tenantId}' AND EXISTS (SELECT 1 FROM document_chunks c WHERE c.document_id = d.id) ORDER BY d.id LIMIT 1`,
+        );
+        const chunks = await n(
+          database,
+          `SELECT count(*) AS n FROM document_chunks WHERE document_id = '${doc}'`,
+        );
+        const dry = await runFerry(['delete', 'document', doc!, '--tenant', slug, '--dry-run', '--json'], {
+          env,
+        });
+        expect(dry.code, dry.stderr).toBe(0);
+        const plan = JSON.parse(dry.stdout) as { stores: { dataset: string; deleted: number }[] };
+        expect(plan.stores.find((s) => s.dataset === 'document_chunks')?.deleted).toBe(chunks);
+        expect(await n(database, `SELECT count(*) AS n FROM documents WHERE id = '${doc}'`)).toBe(1);
+
+        const run = await runFerry(['delete', 'document', doc!, '--tenant', slug, '--json'], { env });
+        expect(run.code, run.stderr).toBe(0);
+        expect((JSON.parse(run.stdout) as Deletion).status).toBe('completed');
+        expect(await n(database, `SELECT count(*) AS n FROM documents WHERE id = '${doc}'`)).toBe(0);
+        expect(
+          await n(database, `SELECT count(*) AS n FROM document_chunks WHERE document_id = '${doc}'`),
+        ).toBe(0);
+
+        const bad = await runFerry(
+          ['delete', 'conversations', '--tenant', slug, '--filter', 'status=bogus'],
+          { env },
+        );
+        expect(bad.code).not.toBe(0);
+        expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+        expect(bad.stderr).toContain('status');
+      },
+      120_000,
+    );
   });
 }

@@ -4,6 +4,7 @@ import { FerryError } from '../domain/ferry-error.ts';
 import { registerCompliance } from './compliance.ts';
 import { registerConsent } from './consent.ts';
 import { registerDatamap } from './datamap.ts';
+import { registerDelete } from './delete.ts';
 import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
@@ -43,6 +44,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerConsent,
   registerProcessors,
   registerRetention,
+  registerDelete,
   registerBackup,
   registerImport,
   registerCompliance,
