@@ -21,6 +21,7 @@ import { BACKUP_JOBS } from './backup/jobs.ts';
 import { IMPORT_JOBS } from './imports/jobs.ts';
 import { destroyTenantBackups } from './backup/service.ts';
 import { COMPLIANCE_JOBS } from './privacy/compliance-jobs.ts';
+import { DELETION_JOBS } from './privacy/deletion-jobs.ts';
 import { DSAR_JOBS } from './privacy/jobs.ts';
 import { SCHEDULE_JOBS } from './schedules/jobs.ts';
 import { createObjectStore } from './store/create-object-store.ts';
@@ -40,6 +41,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...SCHEDULE_JOBS,
   ...STREAM_JOBS,
   ...DSAR_JOBS,
+  ...DELETION_JOBS,
   ...COMPLIANCE_JOBS,
   ...BACKUP_JOBS,
   ...IMPORT_JOBS,

@@ -32,6 +32,7 @@ export const ACTIONS = [
   'imports:manage',
   'export_configs:read',
   'export_configs:write',
+  'data:delete',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -52,6 +53,7 @@ export const ROLE_ACTIONS: Readonly<Record<Role, readonly Action[]>> = {
     'compliance:read',
     'export_configs:read',
     'export_configs:write',
+    'data:delete',
   ],
   analyst: [
     'exports:create',

@@ -6,6 +6,7 @@ import type { DataMap } from '../datamap/types.ts';
 import { type Database, type DbSession, literal, quoteIdent } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import { FerryError } from '../domain/ferry-error.ts';
+import { redeleteInTransaction } from '../privacy/deletion.ts';
 import { eraseRowsInTransaction } from '../privacy/erasure.ts';
 import { specificName } from '../privacy/subject.ts';
 import { subjectKey } from '../privacy/subject-key.ts';
@@ -323,6 +324,20 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
       targetTenantId,
       salt,
     );
+    // The tenant's selective deletions (docs/deletion.md): their rows, by id, are deleted again.
+    for (const d of await redeleteInTransaction(
+      session.db,
+      manifest.tenant_id,
+      targetTenantId,
+      (column) => (salt ? remapSql(salt, column) : column),
+      input.map ?? REFERENCE_DATAMAP,
+    ))
+      reErased.push({
+        request_id: d.deletion_id,
+        subject_key: d.subject_key,
+        erased_at: d.erased_at,
+        tables: d.tables,
+      });
     return { reports, reErased, ledger: { entries: ledger.length, replayed: Boolean(input.ledgerKey) } };
   });
 

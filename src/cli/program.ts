@@ -5,6 +5,7 @@ import { registerCompliance } from './compliance.ts';
 import { registerConfigs } from './configs.ts';
 import { registerConsent } from './consent.ts';
 import { registerDatamap } from './datamap.ts';
+import { registerDelete } from './delete.ts';
 import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
@@ -45,6 +46,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerConsent,
   registerProcessors,
   registerRetention,
+  registerDelete,
   registerBackup,
   registerImport,
   registerCompliance,

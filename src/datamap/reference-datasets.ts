@@ -887,7 +887,7 @@ export const REFERENCE_DATASETS: Record<string, DatasetDeclaration> = {
       derived(
         'action_type',
         `CASE WHEN t.action LIKE 'consent.%' THEN 'consent_change'
-          WHEN t.action IN ('export.deleted', 'dsar.erased', 'retention.swept') THEN 'data_deletion'
+          WHEN t.action IN ('export.deleted', 'dsar.erased', 'retention.swept', 'data.deleted') THEN 'data_deletion'
           WHEN t.action LIKE 'export.%' THEN 'data_export'
           WHEN t.action LIKE 'dsar.%' THEN 'data_access'
           WHEN t.action LIKE 'legal_hold.%' THEN 'legal_hold'

@@ -24,6 +24,7 @@ import * as exportPartitions from './migrations/0021-export-partitions.ts';
 import * as exportConfigs from './migrations/0022-export-configs.ts';
 import * as folderTargets from './migrations/0023-folder-targets.ts';
 import * as enrichment from './migrations/0024-enrichment.ts';
+import * as deletions from './migrations/0025-deletions.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -50,6 +51,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0022-export-configs': exportConfigs,
   '0023-folder-targets': folderTargets,
   '0024-enrichment': enrichment,
+  '0025-deletions': deletions,
 };
 
 /**

@@ -32,6 +32,7 @@ import { odataRoutes } from './routes/odata.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { processorRoutes } from './routes/processors.ts';
 import { receiptKeyRoutes } from './routes/receipt-keys.ts';
+import { deletionRoutes } from './routes/deletions.ts';
 import { retentionRoutes } from './routes/retention.ts';
 import { backupRoutes } from './routes/backups.ts';
 import { importRoutes } from './routes/imports.ts';
@@ -70,6 +71,7 @@ const ROUTES: readonly RoutePlugin[] = [
   consentRoutes,
   processorRoutes,
   retentionRoutes,
+  deletionRoutes,
   complianceReportRoutes,
   accountRoutes,
   backupRoutes,

@@ -44,6 +44,7 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'stream', description: 'The live stream of conversation events (WebSocket)' },
         { name: 'webhooks', description: 'Webhook endpoints and their delivery log (admin)' },
         { name: 'schedules', description: 'Scheduled exports and their runs' },
+        { name: 'deletions', description: 'Selective deletion of conversations, customers and documents' },
         {
           name: 'export-configs',
           description: 'Saved export configurations: named definitions, run now or on their schedule',

@@ -96,6 +96,8 @@ export const ReceiptBodySchema = Type.Object(
       Type.Literal('restriction'),
       Type.Literal('opt_out'),
       Type.Literal('account_closure'),
+      /** A tenant's selective deletion (docs/deletion.md): `subject_key` names the deletion, not a person. */
+      Type.Literal('deletion'),
     ]),
     regulation: Type.Union([Type.Literal('gdpr'), Type.Literal('ccpa')]),
     /** The keyed hash of the subject (`subjectKey`), lowercase hex. */

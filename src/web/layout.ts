@@ -22,6 +22,7 @@ export const NAV: readonly NavItem[] = [
   { href: '/app/audit', label: 'Audit log', action: 'audit:read' },
   { href: '/app/privacy', label: 'Privacy', action: 'dsar:manage' },
   { href: '/app/retention', label: 'Retention', action: 'retention:manage' },
+  { href: '/app/deletions', label: 'Delete data', action: 'data:delete' },
   { href: '/app/backups', label: 'Backups', action: 'backups:manage' },
   { href: '/app/imports', label: 'Imports', action: 'imports:manage' },
   { href: '/app/compliance', label: 'Compliance', action: 'compliance:read' },

@@ -20,6 +20,7 @@ import { accountPages } from './pages/account.ts';
 import { auditPages } from './pages/audit.ts';
 import { dsarPages } from './pages/dsar.ts';
 import { retentionPages } from './pages/retention.ts';
+import { deletionPages } from './pages/deletions.ts';
 import { backupPages } from './pages/backups.ts';
 import { importPages } from './pages/imports.ts';
 import { compliancePages } from './pages/compliance.ts';
@@ -53,6 +54,7 @@ const PAGES: readonly WebPages[] = [
   auditPages,
   dsarPages,
   retentionPages,
+  deletionPages,
   backupPages,
   importPages,
   compliancePages,

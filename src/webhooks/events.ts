@@ -35,6 +35,7 @@ export const WEBHOOK_EVENTS = [
   'drill.completed',
   'import.completed',
   'import.failed',
+  'data.deleted',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 

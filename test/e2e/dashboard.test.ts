@@ -495,6 +495,32 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('deletes a conversation after a confirmation that states the counts of its dry run', async () => {
+    await step('delete', page, async () => {
+      const { rows } = await db.query<{ id: string; n: number }>(
+        `SELECT c.id, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)::int AS n FROM conversations c
+         WHERE (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) > 1 ORDER BY c.id LIMIT 1`,
+      );
+      const { id, n } = rows[0]!;
+      await page.goto(`${base}/app/deletions`);
+      await accessible(page);
+      await page.getByLabel('What').selectOption('conversation');
+      await page.getByLabel('Id (a conversation', { exact: false }).fill(id);
+      await page.getByRole('button', { name: 'Review what would be deleted' }).click();
+      const counts = page.locator('#deletion-counts');
+      await counts.waitFor();
+      expect(await counts.textContent()).toContain(`1 conversation, ${n} messages`);
+      await accessible(page);
+      await shot(page, 'delete-confirm');
+      // The dry run changed nothing.
+      expect((await db.query('SELECT 1 FROM conversations WHERE id = $1', [id])).rowCount).toBe(1);
+      await page.getByRole('button', { name: `Delete 1 conversation, ${n} messages` }).click();
+      await page.getByText(/Receipt [0-9a-f-]{36}/).waitFor();
+      expect((await db.query('SELECT 1 FROM conversations WHERE id = $1', [id])).rowCount).toBe(0);
+      expect((await db.query('SELECT 1 FROM messages WHERE conversation_id = $1', [id])).rowCount).toBe(0);
+    });
+  });
+
   it('passes axe on every other page, signed in and not', async () => {
     await step('other-pages', page, async () => {
       for (const [path, name] of [
