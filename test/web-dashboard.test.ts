@@ -109,6 +109,38 @@ for (const dialect of DIALECTS) {
         timezone: 'America/New_York',
         options: { metrics: 'performance,revenue', granularity: 'weekly' },
       });
+      // The panel's other reports take only the options they declare.
+      const rollups = await stored(
+        await start({
+          panel: 'analytics',
+          report: 'rollups',
+          metrics: ['performance'],
+          granularity: 'monthly',
+          format: 'csv',
+          range: 'all',
+          pii: 'full',
+        }),
+      );
+      expect(rollups).toMatchObject({ datasets: ['rollups'], options: { granularity: 'monthly' } });
+      const topics = await stored(
+        await start({
+          panel: 'analytics',
+          report: 'topic_summary',
+          granularity: 'daily',
+          range: 'all',
+          pii: 'full',
+        }),
+      );
+      expect(topics).toMatchObject({ datasets: ['topic_summary'], options: {} });
+      const panel = await webGet(h.app, admin, '/app/export');
+      for (const report of [
+        'rollups',
+        'site_summary',
+        'topic_summary',
+        'daily_totals',
+        'channel_performance',
+      ])
+        expect(panel.body).toContain(`<option value="${report}">`);
       const kb = await stored(
         await start({ panel: 'knowledge_base', format: 'markdown', include_embeddings: 'true' }),
       );

@@ -30,6 +30,19 @@ import { bytes, count, csrfField } from '../layout.ts';
  */
 
 export const PANELS = ['conversations', 'analytics', 'knowledge_base', 'account', 'package'] as const;
+
+/** The reports the analytics panel offers, with their labels; each takes the options it declares. */
+export const ANALYTICS_REPORTS = {
+  analytics: 'Analytics: metrics per period and site',
+  rollups: 'Rollups with trends (daily, weekly, monthly)',
+  site_summary: 'Site summary with trends',
+  topic_summary: 'Topic summary with trends',
+  daily_totals: 'Daily totals with revenue',
+  channel_performance: 'Channel performance (by referrer)',
+  marketing_campaigns: 'Marketing campaigns',
+  revenue_attribution: 'Revenue attribution',
+} as const;
+type AnalyticsReport = keyof typeof ANALYTICS_REPORTS;
 type Panel = (typeof PANELS)[number];
 
 const PRESETS = [
@@ -160,9 +173,16 @@ export function bodyOfForm(form: unknown, timezone: string, now: Date): ExportBo
       const sites = fields(form, 'site_urls');
       if (sites.length) options.site_urls = sites.join(',');
       const zone = field(form, 'timezone');
+      const asked = field(form, 'report') ?? 'analytics';
+      const report: AnalyticsReport = Object.hasOwn(ANALYTICS_REPORTS, asked)
+        ? (asked as AnalyticsReport)
+        : 'analytics';
+      // Each report takes only the options it declares (metrics are analytics' own).
+      const declared = REFERENCE_DATAMAP.datasets[report]!.parameters.map((p) => p.name);
+      for (const name of Object.keys(options)) if (!declared.includes(name)) delete options[name];
       return {
         ...base,
-        datasets: ['analytics'],
+        datasets: [report],
         ...(format ? { format: format as ExportBody['format'] } : {}),
         ...(zone ? { timezone: zone } : {}),
         ...(Object.keys(options).length ? { options } : {}),
@@ -374,6 +394,10 @@ ${extra.estimate?.panel === 'conversations' ? html`<p class="estimate">${extra.e
     if (analytics)
       panels.push(html`<article id="panel-analytics"><header><h2>Analytics data</h2></header>
 <form method="post" action="/app/export">${csrfField(reply.generateCsrf())}<input type="hidden" name="panel" value="analytics">
+<label>Report <select name="report">${Object.entries(ANALYTICS_REPORTS)
+        .filter(([name]) => rule(name))
+        .map(([name, label]) => html`<option value="${name}">${label}</option>`)}</select></label>
+<small>Metrics apply to Analytics; granularity to Analytics and Rollups; sites to Analytics, Rollups and the summaries.</small>
 <fieldset><legend>Metrics</legend>
 <label><input type="checkbox" name="metrics" value="performance" checked> Performance</label>
 <label><input type="checkbox" name="metrics" value="attribution" checked> Attribution</label>
