@@ -21,6 +21,7 @@ import * as backups from './migrations/0017-backups.ts';
 import * as imports from './migrations/0018-imports.ts';
 import * as exportSpeed from './migrations/0019-export-speed.ts';
 import * as exportPartitions from './migrations/0021-export-partitions.ts';
+import * as ipAllowlists from './migrations/0026-ip-allowlists.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -44,6 +45,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0018-imports': imports,
   '0019-export-speed': exportSpeed,
   '0021-export-partitions': exportPartitions,
+  '0026-ip-allowlists': ipAllowlists,
 };
 
 /**
