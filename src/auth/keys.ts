@@ -10,7 +10,7 @@ import {
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { AUDIT_ACTIONS, auditCaller, recordAudit } from './audit.ts';
+import { AUDIT_ACTIONS, type AuditEntry, auditCaller, recordAudit } from './audit.ts';
 import { type AllowLists, parseAllowList } from './ip-allowlist.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
 import { ACTIONS, authorize, ROLE_ACTIONS } from './policy.ts';
@@ -365,17 +365,28 @@ export async function setKeyAllowList(
   now: Date,
 ): Promise<ApiKeyInfo> {
   authorize(auth, 'keys:manage');
+  return storeKeyAllowList(database, auditCaller(auth), id, entries, now);
+}
+
+/** The change itself, for a caller already authorized (`setKeyAllowList`, `ferry keys allow-ips`). */
+export async function storeKeyAllowList(
+  database: Database,
+  caller: Pick<AuditEntry, 'tenantId' | 'actor' | 'ip' | 'userAgent'>,
+  id: string,
+  entries: readonly unknown[],
+  now: Date,
+): Promise<ApiKeyInfo> {
   const list = parseAllowList('allowed_ips', entries);
-  await getApiKey(database, auth.tenantId, id);
+  await getApiKey(database, caller.tenantId, id);
   const row = await authDb(database)
     .updateTable('api_keys')
     .set({ allowed_ips: list })
-    .where('tenant_id', '=', auth.tenantId)
+    .where('tenant_id', '=', caller.tenantId)
     .where('id', '=', id)
     .returning(INFO_COLUMNS)
     .executeTakeFirstOrThrow();
   await recordAudit(database, {
-    ...auditCaller(auth),
+    ...caller,
     action: 'api_key.allowed_ips_changed',
     targetId: id,
     dataType: list.length ? `${list.length} ranges` : 'cleared',
