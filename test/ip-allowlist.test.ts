@@ -317,5 +317,35 @@ for (const dialect of DIALECTS) {
       expect((await webGet(h.app, phone, '/app/exports')).statusCode).toBe(303);
       expect((await webGet(h.app, laptop, '/app/exports')).statusCode).toBe(200);
     });
+
+    it("lets an admin edit the workspace's list on the account page, and a key's on the keys page", async () => {
+      await putList([], OFFICE);
+      const admin = await signInAs(h.app, h.database, h.tenant, 'admin');
+      const page = await webGet(h.app, admin, '/app/account');
+      expect(page.body).toContain('name="ip_allowlist"');
+      const analyst = await signInAs(h.app, h.database, h.tenant, 'analyst');
+      expect((await webGet(h.app, analyst, '/app/account')).body).not.toContain('name="ip_allowlist"');
+      const lockout = await webPost(h.app, admin, '/app/account/ip-allowlist', {
+        ip_allowlist: '10.0.0.0/8',
+      });
+      expect(lockout.statusCode).toBe(400);
+      expect(lockout.body).toContain('lock you out');
+      const saved = await webPost(h.app, admin, '/app/account/ip-allowlist', {
+        ip_allowlist: '127.0.0.1\n2001:db8::/32, 10.0.0.0/8',
+      });
+      expect(saved.statusCode).toBe(303);
+      const stored = await sql<{ ip_allowlist: string[] }>`
+        SELECT ip_allowlist FROM tenant_access WHERE tenant_id = ${h.tenant.id}`.execute(h.database.db);
+      expect(stored.rows[0]!.ip_allowlist).toEqual(['127.0.0.1/32', '2001:db8::/32', '10.0.0.0/8']);
+      const badKey = await webPost(h.app, admin, '/app/keys', {
+        role: 'analyst',
+        allowed_ips: '10.0.0.0/8 nope',
+      });
+      expect(badKey.statusCode).toBe(400);
+      expect(badKey.body).toContain('&#34;nope&#34;');
+      expect(
+        (await webPost(h.app, admin, '/app/account/ip-allowlist', { ip_allowlist: '' })).statusCode,
+      ).toBe(303);
+    });
   });
 }
