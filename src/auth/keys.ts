@@ -10,7 +10,8 @@ import {
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { AUDIT_ACTIONS, auditCaller, recordAudit } from './audit.ts';
+import { AUDIT_ACTIONS, type AuditEntry, auditCaller, recordAudit } from './audit.ts';
+import { type AllowLists, parseAllowList } from './ip-allowlist.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
 import { ACTIONS, authorize, ROLE_ACTIONS } from './policy.ts';
 import { countRequestsSql, type RateCounts, type RateWindows, rateWindows } from './rate-limit.ts';
@@ -105,6 +106,8 @@ export interface CreateApiKeyInput {
   teamMemberId?: string | undefined;
   expiresAt?: Date | undefined;
   scopes?: readonly string[] | undefined;
+  /** CIDR ranges the key may be used from (empty: anywhere the tenant's list allows). */
+  allowedIps?: readonly unknown[] | undefined;
   /** Who created it, for the audit trail and the listing (`api_key:<id>`, `cli`). */
   createdBy?: string | undefined;
 }
@@ -118,6 +121,7 @@ export interface ApiKeyInfo {
   teamMemberId: string | null;
   prefix: string;
   scopes: string[];
+  allowedIps: string[];
   createdBy: string | null;
   createdAt: Date;
   expiresAt: Date | null;
@@ -157,6 +161,7 @@ export async function createApiKey(
     );
   if (input.expiresAt && !(input.expiresAt.getTime() > now.getTime()))
     throw invalid('expires_at', 'must be in the future');
+  const allowedIps = parseAllowList('allowed_ips', input.allowedIps ?? []);
   const db = authDb(database);
   if (!UUID.test(input.tenantId))
     throw new FerryError('not_found', `tenant "${input.tenantId}" does not exist`);
@@ -194,6 +199,7 @@ export async function createApiKey(
       prefix: prefixOf(key),
       key_hash: hashKey(pepperOf(database), key).toString('hex'),
       scopes,
+      allowed_ips: allowedIps,
       created_by: input.createdBy ?? null,
       created_at: now,
       expires_at: input.expiresAt ?? null,
@@ -211,6 +217,7 @@ const INFO_COLUMNS = [
   'team_member_id',
   'prefix',
   'scopes',
+  'allowed_ips',
   'created_by',
   'created_at',
   'expires_at',
@@ -226,6 +233,7 @@ interface InfoRow {
   team_member_id: string | null;
   prefix: string;
   scopes: string[];
+  allowed_ips: string[];
   created_by: string | null;
   created_at: Date;
   expires_at: Date | null;
@@ -241,6 +249,8 @@ export interface ApiKeyView {
   role: Role;
   team_member_id: string | null;
   scopes: string[];
+  /** CIDR ranges the key may be used from; empty: no restriction of its own. */
+  allowed_ips: string[];
   status: 'active' | 'expired' | 'revoked';
   created_by: string | null;
   created_at: string;
@@ -265,6 +275,7 @@ export function presentApiKey(key: ApiKeyInfo, now: Date): ApiKeyView {
     role: key.role,
     team_member_id: key.teamMemberId,
     scopes: [...key.scopes],
+    allowed_ips: [...key.allowedIps],
     status: apiKeyStatus(key, now),
     created_by: key.createdBy,
     created_at: key.createdAt.toISOString(),
@@ -283,6 +294,7 @@ function toInfo(row: InfoRow): ApiKeyInfo {
     teamMemberId: row.team_member_id,
     prefix: row.prefix,
     scopes: [...row.scopes],
+    allowedIps: [...(row.allowed_ips ?? [])],
     createdBy: row.created_by,
     createdAt: row.created_at,
     expiresAt: row.expires_at,
@@ -341,6 +353,49 @@ export async function revokeApiKey(
   return row ? toInfo(row) : getApiKey(database, tenantId, id);
 }
 
+/**
+ * Replaces a key's IP allow-list (`keys:manage`); an empty list lifts the key's own
+ * restriction. Audited as `api_key.allowed_ips_changed`. A key of another tenant is `not_found`.
+ */
+export async function setKeyAllowList(
+  database: Database,
+  auth: AuthContext,
+  id: string,
+  entries: readonly unknown[],
+  now: Date,
+): Promise<ApiKeyInfo> {
+  authorize(auth, 'keys:manage');
+  return storeKeyAllowList(database, auditCaller(auth), id, entries, now);
+}
+
+/** The change itself, for a caller already authorized (`setKeyAllowList`, `ferry keys allow-ips`). */
+export async function storeKeyAllowList(
+  database: Database,
+  caller: Pick<AuditEntry, 'tenantId' | 'actor' | 'ip' | 'userAgent'>,
+  id: string,
+  entries: readonly unknown[],
+  now: Date,
+): Promise<ApiKeyInfo> {
+  const list = parseAllowList('allowed_ips', entries);
+  await getApiKey(database, caller.tenantId, id);
+  const row = await authDb(database)
+    .updateTable('api_keys')
+    .set({ allowed_ips: list })
+    .where('tenant_id', '=', caller.tenantId)
+    .where('id', '=', id)
+    .returning(INFO_COLUMNS)
+    .executeTakeFirstOrThrow();
+  await recordAudit(database, {
+    ...caller,
+    action: 'api_key.allowed_ips_changed',
+    targetId: id,
+    dataType: list.length ? `${list.length} ranges` : 'cleared',
+    success: true,
+    occurredAt: now,
+  });
+  return toInfo(row);
+}
+
 // ---- verify ----------------------------------------------------------------------------
 
 /** What a valid key resolves to: the caller context plus the tenant's limit overrides. */
@@ -352,6 +407,8 @@ export interface ResolvedKey {
   rate?: { windows: RateWindows; counts: RateCounts };
   /** The tenant's account status: `active`, `closing` (closed, in its grace period) or `purged`. */
   tenantStatus: 'active' | 'closing' | 'purged';
+  /** The tenant's and the key's IP allow-lists (empty = no restriction). */
+  allowLists: AllowLists;
 }
 
 /** Why a token was refused. Expired and revoked are only told to a caller holding the whole key. */
@@ -383,6 +440,7 @@ export async function resolveApiKey(
     .leftJoin('settings as s', (join) =>
       join.onRef('s.tenant_id', '=', 'k.tenant_id').on('s.key', '=', LIMITS_SETTING),
     )
+    .leftJoin('tenant_access as a', 'a.tenant_id', 'k.tenant_id')
     .select([
       'k.id',
       'k.tenant_id',
@@ -396,6 +454,8 @@ export async function resolveApiKey(
       't.plan',
       't.status as tenant_status',
       's.value as limits',
+      'k.allowed_ips',
+      'a.ip_allowlist',
     ])
     .where('k.prefix', '=', prefixOf(token));
   let windows: RateWindows | undefined;
@@ -441,6 +501,7 @@ export async function resolveApiKey(
   return {
     ...(rate ? { rate } : {}),
     tenantStatus: match.tenant_status,
+    allowLists: { tenant: match.ip_allowlist ?? [], key: match.allowed_ips ?? [] },
     auth: {
       tenantId: match.tenant_id,
       plan: match.plan as Plan,

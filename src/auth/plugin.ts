@@ -5,6 +5,7 @@ import { FerryError } from '../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import type { AuthContext } from './context.ts';
 import { CLIENT_POLICY, clientKey, recordFailure } from './failure-throttle.ts';
+import { refuseAddress, refusingList } from './ip-allowlist.ts';
 import { bindApiKeyPepper, type KeyRejection, resolveApiKey } from './keys.ts';
 import { effectiveLimits, type PlanLimits } from './limits.ts';
 import {
@@ -24,7 +25,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /**
      * preHandler for routes that need a caller: 401 `unauthorized` when the Bearer key is
-     * missing, malformed, unknown, expired or revoked; 429 `rate_limited` over the key's limits.
+     * missing, malformed, unknown, expired or revoked; 403 `ip_not_allowed` from an address
+     * outside the tenant's or the key's IP allow-list; 429 `rate_limited` over the key's limits.
      */
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   }
@@ -121,6 +123,17 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
         'the account is closed: during its grace period it can be read, exported and reopened (POST /api/v1/account/reopen)',
       );
     const userAgent = request.headers['user-agent'];
+    const refused = refusingList(resolved.allowLists, request.ip);
+    if (refused)
+      throw await refuseAddress(database, {
+        tenantId: resolved.auth.tenantId,
+        actor: resolved.auth.actor,
+        ip: request.ip ?? null,
+        userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null,
+        list: refused,
+        route: `${request.method} ${request.routeOptions.url ?? request.url}`,
+        occurredAt: at,
+      });
     request.auth = Object.freeze({
       ...resolved.auth,
       ip: request.ip ?? null,

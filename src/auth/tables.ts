@@ -20,6 +20,17 @@ export interface ApiKeysTable {
   expires_at: Timestamp | null;
   revoked_at: Timestamp | null;
   last_used_at: Timestamp | null;
+  allowed_ips: ColumnType<string[], string[] | undefined, string[]>;
+}
+
+/** Migration 0026: a tenant's IP allow-list and dashboard session timeouts. */
+export interface TenantAccessTable {
+  tenant_id: string;
+  ip_allowlist: ColumnType<string[], string[] | undefined, string[]>;
+  session_idle_minutes: number | null;
+  session_absolute_minutes: number | null;
+  updated_at: Timestamp;
+  updated_by: string | null;
 }
 
 export interface RateLimitCountersTable {
@@ -73,6 +84,7 @@ export type AuthTables = {
   usage_counters: UsageCountersTable;
   subject_requests: SubjectRequestsTable;
   audit_events: AuditEventsTable;
+  tenant_access: TenantAccessTable;
 };
 
 export type AuthDB = Kysely<DB & AuthTables>;

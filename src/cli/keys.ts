@@ -9,7 +9,9 @@ import {
   listApiKeys,
   presentApiKey,
   revokeApiKey,
+  storeKeyAllowList,
 } from '../auth/keys.ts';
+import { splitAllowList } from '../auth/ip-allowlist.ts';
 import type { Config } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { FerryError } from '../domain/ferry-error.ts';
@@ -29,6 +31,7 @@ interface CreateOptions {
   teamMember?: string;
   expiresInDays?: number;
   scopes?: string;
+  allowedIps?: string;
   json?: boolean;
 }
 
@@ -65,6 +68,10 @@ export function registerKeys(program: Command): void {
     .option('--team-member <id>', 'bind the key to a team member (required for agent keys)')
     .option('--expires-in-days <n>', 'the key stops working after n days', parseDays)
     .option('--scopes <list>', 'comma-separated actions the key is limited to (default: all the role allows)')
+    .option(
+      '--allowed-ips <list>',
+      'comma-separated CIDR ranges the key may be used from (default: anywhere)',
+    )
     .option('--json', 'print JSON')
     .action(async (options: CreateOptions) => {
       await withKeys(async (database) => {
@@ -90,6 +97,7 @@ export function registerKeys(program: Command): void {
               ?.split(',')
               .map((s) => s.trim())
               .filter(Boolean),
+            allowedIps: options.allowedIps === undefined ? undefined : splitAllowList(options.allowedIps),
             createdBy: CLI_ACTOR,
           },
           now,
@@ -120,6 +128,7 @@ export function registerKeys(program: Command): void {
             `  role    ${created.role}${created.teamMemberId ? ` (team member ${created.teamMemberId})` : ''}`,
             ...(created.expiresAt ? [`  expires ${created.expiresAt.toISOString()}`] : []),
             ...(created.scopes.length ? [`  scopes  ${created.scopes.join(', ')}`] : []),
+            ...(created.allowedIps.length ? [`  from    ${created.allowedIps.join(', ')}`] : []),
             '',
             `Use it as: curl -H "Authorization: Bearer ${created.prefix}..." <url>/api/v1/usage`,
             '',
@@ -165,6 +174,35 @@ export function registerKeys(program: Command): void {
             k.expiresAt?.toISOString() ?? '',
             k.lastUsedAt?.toISOString() ?? '',
           ]),
+        );
+      });
+    });
+
+  keys
+    .command('allow-ips')
+    .description("replace an API key's IP allow-list (CIDR ranges); --clear lifts it")
+    .requiredOption('--tenant <id-or-slug>', 'the tenant')
+    .argument('<key-id>', 'id of the key (see `ferry keys list`)')
+    .argument('[ranges...]', 'addresses or CIDR ranges, e.g. 203.0.113.0/24 2001:db8::/32')
+    .option('--clear', 'remove every range: the key works from anywhere the tenant allows')
+    .action(async (keyId: string, ranges: string[], options: { tenant: string; clear?: boolean }) => {
+      if (!options.clear && ranges.length === 0)
+        throw new FerryError('invalid_parameter', 'give one or more ranges, or --clear to remove them all');
+      if (options.clear && ranges.length > 0)
+        throw new FerryError('invalid_parameter', '--clear takes no ranges');
+      await withKeys(async (database) => {
+        const tenant = await loadTenant(database, options.tenant);
+        const key = await storeKeyAllowList(
+          database,
+          { tenantId: tenant.id, actor: CLI_ACTOR, ip: null, userAgent: null },
+          keyId,
+          ranges.flatMap(splitAllowList),
+          new Date(),
+        );
+        process.stdout.write(
+          key.allowedIps.length
+            ? `API key ${key.id} may be used from: ${key.allowedIps.join(', ')}\n`
+            : `API key ${key.id} has no IP allow-list of its own\n`,
         );
       });
     });

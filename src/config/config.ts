@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseAllowEntry } from '../lib/ssrf.ts';
@@ -68,6 +69,7 @@ const schema = z.object({
   FERRY_SMTP_URL: z.string().url().optional(),
   FERRY_MAIL_FROM: z.string().min(3).optional(),
   FERRY_OUTBOUND_ALLOW: z.string().optional(),
+  FERRY_TRUSTED_PROXIES: z.string().optional(),
   FERRY_IMPORT_MAX_BYTES: z.coerce.number().int().min(1).default(DEFAULT_IMPORT_LIMITS.maxBytes),
   FERRY_IMPORT_MAX_ENTRIES: z.coerce.number().int().min(1).default(DEFAULT_IMPORT_LIMITS.maxEntries),
   FERRY_IMPORT_MAX_RATIO: z.coerce.number().min(1).default(DEFAULT_IMPORT_LIMITS.maxRatio),
@@ -119,6 +121,11 @@ export interface Config {
   readonly smtp: { readonly url: string; readonly from: string } | undefined;
   /** FERRY_OUTBOUND_ALLOW: hosts, IPs and CIDR ranges the SSRF guard lets through anyway. */
   readonly outboundAllow: readonly string[];
+  /**
+   * FERRY_TRUSTED_PROXIES: addresses and CIDR ranges of the reverse proxies whose
+   * `X-Forwarded-For` names the client (Fastify's `trustProxy`); empty = trust no one.
+   */
+  readonly trustedProxies?: readonly string[] | undefined;
   /** Imports: limits on untrusted files (FERRY_IMPORT_MAX_*) and items per batch (FERRY_IMPORT_BATCH_SIZE). */
   readonly imports: { readonly limits: ImportLimits; readonly batchSize: number };
   /** Partitioned exports (FERRY_EXPORT_PARTITION*; docs/scaling.md). */
@@ -215,6 +222,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       throw new ConfigError(`invalid environment variable FERRY_OUTBOUND_ALLOW: ${(err as Error).message}`);
     }
   }
+  const trustedProxies = (e.FERRY_TRUSTED_PROXIES ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const entry of trustedProxies) {
+    const problem = trustedProxyProblem(entry);
+    if (problem) throw new ConfigError(`invalid environment variable FERRY_TRUSTED_PROXIES: ${problem}`);
+  }
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     databaseSchema: e.DATABASE_SCHEMA,
@@ -254,6 +269,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     downloadLinkSeconds: e.FERRY_DOWNLOAD_LINK_SECONDS,
     smtp: e.FERRY_SMTP_URL ? Object.freeze({ url: e.FERRY_SMTP_URL, from: e.FERRY_MAIL_FROM! }) : undefined,
     outboundAllow: Object.freeze(outboundAllow),
+    trustedProxies: Object.freeze(trustedProxies),
     imports: Object.freeze({
       limits: Object.freeze({
         maxBytes: e.FERRY_IMPORT_MAX_BYTES,
@@ -273,4 +289,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       }),
     }),
   });
+}
+
+/** Names proxy-addr (under Fastify's `trustProxy`) accepts for ranges of addresses. */
+const PROXY_RANGE_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+/** Why an entry of FERRY_TRUSTED_PROXIES is not an address, a CIDR range or a range name; null when it is one. */
+function trustedProxyProblem(entry: string): string | null {
+  if (PROXY_RANGE_NAMES.includes(entry)) return null;
+  const [address, prefix, extra] = entry.split('/');
+  const family = isIP(address ?? '');
+  const max = family === 4 ? 32 : 128;
+  if (
+    family === 0 ||
+    extra !== undefined ||
+    (prefix !== undefined && !/^\d{1,3}$/.test(prefix)) ||
+    Number(prefix ?? 0) > max
+  )
+    return `"${entry}" is not an IP address, a CIDR range or one of ${PROXY_RANGE_NAMES.join(', ')}`;
+  return null;
 }

@@ -9,6 +9,8 @@ export interface LinkTarget {
   fileId: string;
   /** Unix seconds. */
   expires: number;
+  /** Bound to the tenant's IP allow-list: the download is refused from outside it (`&bound=1`, signed too). */
+  bound?: boolean | undefined;
 }
 
 /** Signs and checks download links (src/export-requests/links.ts); built once by the composition root. */
@@ -29,7 +31,9 @@ export function createLinkSigner(config: Pick<Config, 'secretKey' | 'dataDir'>):
     hkdfSync('sha256', loadOrCreateSecretKey(config), 'ferry', 'ferry download links v1', 32),
   );
   const mac = (t: LinkTarget) =>
-    createHmac('sha256', key).update(`v1\n${t.tenantId}\n${t.exportId}\n${t.fileId}\n${t.expires}`).digest();
+    createHmac('sha256', key)
+      .update(`v1\n${t.tenantId}\n${t.exportId}\n${t.fileId}\n${t.expires}${t.bound ? '\nbound' : ''}`)
+      .digest();
   return {
     sign: (target) => mac(target).toString('hex'),
     verify(target, signature) {

@@ -25,6 +25,7 @@ import * as exportConfigs from './migrations/0022-export-configs.ts';
 import * as folderTargets from './migrations/0023-folder-targets.ts';
 import * as enrichment from './migrations/0024-enrichment.ts';
 import * as deletions from './migrations/0025-deletions.ts';
+import * as ipAllowlists from './migrations/0026-ip-allowlists.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -52,6 +53,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0023-folder-targets': folderTargets,
   '0024-enrichment': enrichment,
   '0025-deletions': deletions,
+  '0026-ip-allowlists': ipAllowlists,
 };
 
 /**

@@ -47,6 +47,14 @@ export const ERRORS = {
     description:
       'The credentials are valid but their role or scopes do not allow this action on this tenant.',
   },
+  ip_not_allowed: {
+    status: 403,
+    title: 'Address not allowed',
+    description:
+      "The request comes from an address outside the account's or the API key's IP allow-list " +
+      '(CIDR ranges set with `PUT /api/v1/account/ip-allowlist` or `allowed_ips` on the key). The ' +
+      'refusal is recorded in the audit trail as `ip.refused`.',
+  },
   link_invalid: {
     status: 403,
     title: 'Download link invalid',

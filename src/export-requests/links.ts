@@ -7,12 +7,15 @@ import type { LinkTarget } from '../crypto/link-signer.ts';
  * from FERRY_SECRET_KEY (or the per-install key file). A link is bound to one file of one
  * export of one tenant; changing any part, or using it after `expires`, fails
  * verification. Deleting or expiring the export kills its links (the route answers 410).
+ * A link bound to the tenant's IP allow-list carries `&bound=1` (signed as well) and is
+ * refused (403 `ip_not_allowed`) from an address outside the list at download time.
  */
 export const DOWNLOAD_PATH = '/api/v1/downloads';
 
 /** The path and query of a signed link (without scheme and host). */
 export function downloadPath(target: LinkTarget, signature: string): string {
-  return `${DOWNLOAD_PATH}/${target.exportId}/${target.fileId}?expires=${target.expires}&signature=${signature}`;
+  const bound = target.bound ? '&bound=1' : '';
+  return `${DOWNLOAD_PATH}/${target.exportId}/${target.fileId}?expires=${target.expires}${bound}&signature=${signature}`;
 }
 
 /**

@@ -3,6 +3,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { AUDIT_ACTIONS, auditCaller, auditInsert, recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
 import type { PlanLimits } from '../auth/limits.ts';
+import { tenantAccess } from '../auth/ip-allowlist.ts';
 import { authorize } from '../auth/policy.ts';
 import {
   checkExportQuota,
@@ -659,7 +660,7 @@ export async function issueDownload(
   deps: ExportServiceDeps,
   auth: AuthContext,
   id: string,
-  options: { fileName?: string | undefined; baseUrl: string },
+  options: { fileName?: string | undefined; baseUrl: string; bindIpAllowlist?: boolean | undefined },
 ): Promise<DownloadLink> {
   authorize(auth, 'exports:download');
   const row = await visibleExport(deps, auth, id);
@@ -684,7 +685,12 @@ export async function issueDownload(
   const expires = Math.floor(now.getTime() / 1000) + seconds;
   const presented = presentExport(row, [file], now).files[0]!;
   const store = requireStore(deps);
-  const presigned = await store.presignGet(file.storage_key, seconds, file.name);
+  // Bound by default when the tenant has an allow-list: Ferry's own signed link, checked at
+  // download time (a presigned S3 URL cannot be bound to an address).
+  const bound =
+    options.bindIpAllowlist !== false &&
+    (await tenantAccess(deps.database, auth.tenantId)).ipAllowlist.length > 0;
+  const presigned = bound ? null : await store.presignGet(file.storage_key, seconds, file.name);
   if (presigned) {
     const count = await tenantExports(deps.database, auth.tenantId).countDownload(id);
     await recordAudit(deps.database, {
@@ -704,7 +710,7 @@ export async function issueDownload(
       file: presented,
     };
   }
-  const target = { tenantId: auth.tenantId, exportId: id, fileId: file.id, expires };
+  const target = { tenantId: auth.tenantId, exportId: id, fileId: file.id, expires, bound };
   return {
     url: `${options.baseUrl}${downloadPath(target, requireSigner(deps).sign(target))}`,
     expires_at: new Date(expires * 1000).toISOString(),

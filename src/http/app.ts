@@ -105,6 +105,9 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
     frameworkErrors: frameworkError,
     clientErrorHandler,
     return503OnClosing: false,
+    // The client address (`request.ip`) is the socket's, or, when the peer is one of the
+    // trusted proxies, the one proxy-addr finds walking back X-Forwarded-For.
+    trustProxy: deps.config.trustedProxies?.length ? [...deps.config.trustedProxies] : false,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Once closing, answers end their connection: a keep-alive client would otherwise

@@ -1,7 +1,8 @@
 import type { WebSocket } from 'ws';
 import { recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
-import { verifyApiKey } from '../auth/keys.ts';
+import { resolveApiKey } from '../auth/keys.ts';
+import { refuseAddress, refusingList } from '../auth/ip-allowlist.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import { canSee } from '../export-requests/service.ts';
 import type { Database } from '../db/database.ts';
@@ -147,7 +148,11 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
     close(CLOSE.lagging, 'stream lagging');
   }
 
-  function refuse(code: 'unauthorized' | 'forbidden' | 'rate_limited', message: string, closeCode: number) {
+  function refuse(
+    code: 'unauthorized' | 'forbidden' | 'ip_not_allowed' | 'rate_limited',
+    message: string,
+    closeCode: number,
+  ) {
     sendError({ code, message }, false);
     close(closeCode, code);
   }
@@ -262,7 +267,8 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
       invalidMessage({ code: 'conflict', message: 'this connection is already authenticated' });
       return;
     }
-    const verified = await verifyApiKey(database, message.token);
+    const resolved = await resolveApiKey(database, message.token);
+    const verified = 'auth' in resolved ? resolved.auth : null;
     if (closed) return;
     if (!verified || verified.tenantId !== message.tenantId) {
       limiter.fail(deps.address);
@@ -271,6 +277,20 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
         'the token is not a valid API key of this tenant (unknown, expired or revoked key, or another tenant)',
         CLOSE.unauthorized,
       );
+    }
+    // The upgrade carries no credential: the allow-lists are checked here, before anything is sent.
+    const refused = 'auth' in resolved ? refusingList(resolved.allowLists, deps.address) : null;
+    if (refused) {
+      const error = await refuseAddress(database, {
+        tenantId: verified.tenantId,
+        actor: verified.actor,
+        ip: deps.address,
+        userAgent: deps.userAgent,
+        list: refused,
+        route: 'GET /api/v1/stream/export',
+      });
+      if (closed) return;
+      return refuse('ip_not_allowed', error.message, CLOSE.forbidden);
     }
     const ctx: AuthContext = { ...verified, ip: deps.address, userAgent: deps.userAgent };
     try {

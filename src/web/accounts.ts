@@ -18,6 +18,7 @@ import {
   passwordProblem,
   verifyPassword,
 } from '../auth/passwords.ts';
+import { SESSION_ABSOLUTE_MS, SESSION_IDLE_MS, tenantAccess } from '../auth/ip-allowlist.ts';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { openSecret, sealSecret } from '../lib/secret-box.ts';
@@ -29,10 +30,7 @@ import { type TokenPurpose, webDb } from './tables.ts';
  * Sessions and links are random tokens of which only the SHA-256 is stored.
  */
 
-/** A session ends after this long without a request… */
-export const SESSION_IDLE_MS = 8 * 3_600_000;
-/** …and after this long in any case. */
-export const SESSION_ABSOLUTE_MS = 7 * 24 * 3_600_000;
+export { SESSION_ABSOLUTE_MS, SESSION_IDLE_MS };
 /** How long the password step waits for the TOTP code. */
 const SECOND_FACTOR_MS = 10 * 60_000;
 /** A session's `last_seen_at` is written at most this often. */
@@ -64,6 +62,8 @@ export interface SignedIn {
   readonly member: Member;
   readonly tenant: Workspace;
   readonly secondFactorPending: boolean;
+  /** The tenant's IP allow-list, as read with the session (empty = no restriction). */
+  readonly ipAllowlist?: readonly string[];
 }
 
 export interface ClientInfo {
@@ -184,6 +184,19 @@ export async function signIn(
 /** An argon2id hash of a random password, verified against for unknown emails. */
 const DUMMY_HASH = await hashPassword(randomBytes(16).toString('hex'));
 
+/** A tenant's session timeouts in milliseconds: its own settings, or Ferry's defaults. */
+async function sessionLimits(database: Database, tenantId: string) {
+  const access = await tenantAccess(database, tenantId);
+  return limitsOf(access.idleMinutes, access.absoluteMinutes);
+}
+
+function limitsOf(idleMinutes: number | null, absoluteMinutes: number | null) {
+  return {
+    idleMs: idleMinutes === null ? SESSION_IDLE_MS : idleMinutes * 60_000,
+    absoluteMs: absoluteMinutes === null ? SESSION_ABSOLUTE_MS : absoluteMinutes * 60_000,
+  };
+}
+
 async function startSession(
   database: Database,
   row: MemberRow,
@@ -193,7 +206,8 @@ async function startSession(
 ): Promise<{ token: string; signedIn: SignedIn }> {
   const token = newToken();
   const id = randomUUID();
-  const absolute = new Date(now.getTime() + (secondFactorPending ? SECOND_FACTOR_MS : SESSION_ABSOLUTE_MS));
+  const limits = await sessionLimits(database, row.tenant_id);
+  const absolute = new Date(now.getTime() + (secondFactorPending ? SECOND_FACTOR_MS : limits.absoluteMs));
   await webDb(database)
     .insertInto('web_sessions')
     .values({
@@ -206,7 +220,7 @@ async function startSession(
       user_agent: client.userAgent?.slice(0, 512) ?? null,
       created_at: now,
       last_seen_at: now,
-      idle_expires_at: new Date(Math.min(absolute.getTime(), now.getTime() + SESSION_IDLE_MS)),
+      idle_expires_at: new Date(Math.min(absolute.getTime(), now.getTime() + limits.idleMs)),
       expires_at: absolute,
     })
     .execute();
@@ -239,9 +253,11 @@ export async function resolveSession(database: Database, token: string, now: Dat
     .selectFrom('web_sessions as s')
     .innerJoin('team_members as m', 'm.id', 's.team_member_id')
     .innerJoin('tenants as t', 't.id', 's.tenant_id')
+    .leftJoin('tenant_access as a', 'a.tenant_id', 's.tenant_id')
     .select([
       's.id as session_id',
       's.second_factor_pending',
+      's.created_at',
       's.last_seen_at',
       's.idle_expires_at',
       's.expires_at',
@@ -256,19 +272,28 @@ export async function resolveSession(database: Database, token: string, now: Dat
       't.name as tenant_name',
       't.plan',
       't.timezone',
+      'a.ip_allowlist',
+      'a.session_idle_minutes',
+      'a.session_absolute_minutes',
     ])
     .where('s.token_hash', '=', sha256(token))
     .executeTakeFirst();
   if (!row || row.ended_at) return null;
   const at = now.getTime();
-  if (new Date(row.expires_at).getTime() <= at || new Date(row.idle_expires_at).getTime() <= at) return null;
-  if (at - new Date(row.last_seen_at).getTime() > TOUCH_MS && !row.second_factor_pending) {
+  // The tenant's current timeouts apply to sessions started before they were shortened too.
+  const limits = limitsOf(row.session_idle_minutes ?? null, row.session_absolute_minutes ?? null);
+  const lastSeen = new Date(row.last_seen_at).getTime();
+  const expires = row.second_factor_pending
+    ? new Date(row.expires_at).getTime()
+    : Math.min(new Date(row.expires_at).getTime(), new Date(row.created_at).getTime() + limits.absoluteMs);
+  const idleExpires = row.second_factor_pending
+    ? new Date(row.idle_expires_at).getTime()
+    : Math.min(new Date(row.idle_expires_at).getTime(), lastSeen + limits.idleMs);
+  if (expires <= at || idleExpires <= at) return null;
+  if (at - lastSeen > TOUCH_MS && !row.second_factor_pending) {
     await webDb(database)
       .updateTable('web_sessions')
-      .set({
-        last_seen_at: now,
-        idle_expires_at: new Date(Math.min(new Date(row.expires_at).getTime(), at + SESSION_IDLE_MS)),
-      })
+      .set({ last_seen_at: now, idle_expires_at: new Date(Math.min(expires, at + limits.idleMs)) })
       .where('id', '=', row.session_id)
       .execute();
   }
@@ -277,6 +302,7 @@ export async function resolveSession(database: Database, token: string, now: Dat
     member: memberOf(row),
     tenant: workspaceOf(row),
     secondFactorPending: row.second_factor_pending,
+    ipAllowlist: row.ip_allowlist ?? [],
   };
 }
 
@@ -713,13 +739,14 @@ export async function completeSecondFactor(
     return 'failed';
   }
   await clearFailures(database, key);
+  const limits = await sessionLimits(database, signedIn.tenant.id);
   await webDb(database)
     .updateTable('web_sessions')
     .set({
       second_factor_pending: false,
       last_seen_at: now,
-      idle_expires_at: new Date(now.getTime() + SESSION_IDLE_MS),
-      expires_at: new Date(now.getTime() + SESSION_ABSOLUTE_MS),
+      idle_expires_at: new Date(now.getTime() + Math.min(limits.idleMs, limits.absoluteMs)),
+      expires_at: new Date(now.getTime() + limits.absoluteMs),
     })
     .where('id', '=', signedIn.sessionId)
     .execute();

@@ -8,6 +8,7 @@ import formbody from '@fastify/formbody';
 import helmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { addressAllowed, refuseAddress } from '../auth/ip-allowlist.ts';
 import { registerExportUsage } from '../export-requests/service.ts';
 import { linkBase } from '../export-requests/links.ts';
 import { logProblem, toProblem } from '../http/error-handler.ts';
@@ -177,7 +178,18 @@ export const webRoutes: RoutePlugin = async (app, deps) => {
     const token = request.cookies[SESSION_COOKIE];
     const signedIn = token ? await resolveSession(deps.database, token, now()) : null;
     if (!signedIn || signedIn.secondFactorPending) return toSignIn(request, reply);
-    request.web = { signedIn, auth: authOf(signedIn, clientOf(request)) };
+    const client = clientOf(request);
+    if (!addressAllowed(signedIn.ipAllowlist ?? [], request.ip))
+      throw await refuseAddress(deps.database, {
+        tenantId: signedIn.tenant.id,
+        actor: `team_member:${signedIn.member.id}`,
+        ip: request.ip ?? null,
+        userAgent: client.userAgent,
+        list: 'tenant',
+        route: `${request.method} ${request.routeOptions.url ?? request.url}`,
+        occurredAt: now(),
+      });
+    request.web = { signedIn, auth: authOf(signedIn, client) };
   });
 
   app.setErrorHandler((error: unknown, request, reply) => {

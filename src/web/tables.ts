@@ -1,4 +1,5 @@
 import type { ColumnType, Kysely } from 'kysely';
+import type { TenantAccessTable } from '../auth/tables.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 
@@ -46,6 +47,7 @@ export type WebTables = {
   web_sessions: WebSessionsTable;
   sign_in_tokens: SignInTokensTable;
   team_member_factors: TeamMemberFactorsTable;
+  tenant_access: TenantAccessTable;
 };
 
 export function webDb(database: Database): Kysely<DB & WebTables> {

@@ -7,7 +7,9 @@ import {
   listApiKeys,
   presentApiKey,
   revokeKeyFor,
+  setKeyAllowList,
 } from '../../auth/keys.ts';
+import { MAX_ALLOWLIST_ENTRIES } from '../../auth/ip-allowlist.ts';
 import { ACTIONS, authorize } from '../../auth/policy.ts';
 import { problemResponses } from '../problem.ts';
 import { listBody, listResponse } from '../responses.ts';
@@ -16,6 +18,12 @@ import type { RoutePlugin } from '../types.ts';
 const Uuid = Type.String({ format: 'uuid' });
 const Timestamp = Type.String({ format: 'date-time' });
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+
+const AllowedIps = Type.Array(Type.String({ maxLength: 64 }), {
+  maxItems: MAX_ALLOWLIST_ENTRIES,
+  description:
+    "CIDR ranges (IPv4 or IPv6, e.g. `203.0.113.0/24`, `2001:db8::/32`; a bare address is one host) the key may be used from, as well as the account's list. Empty: no restriction of its own.",
+});
 
 const ApiKey = Type.Object(
   {
@@ -28,6 +36,7 @@ const ApiKey = Type.Object(
     role: Type.Enum(ROLES),
     team_member_id: Nullable(Uuid),
     scopes: Type.Array(Type.Enum(ACTIONS), { description: 'Empty: everything the role allows' }),
+    allowed_ips: AllowedIps,
     status: Type.Enum(['active', 'expired', 'revoked']),
     created_by: Nullable(Type.String()),
     created_at: Timestamp,
@@ -61,9 +70,12 @@ const CreateBody = Type.Object(
     ),
     expires_in_days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
     scopes: Type.Optional(Type.Array(Type.Enum(ACTIONS), { maxItems: ACTIONS.length, uniqueItems: true })),
+    allowed_ips: Type.Optional(AllowedIps),
   },
   { additionalProperties: false },
 );
+
+const UpdateBody = Type.Object({ allowed_ips: AllowedIps }, { additionalProperties: false });
 
 const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
 
@@ -109,6 +121,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
             ? new Date(at.getTime() + body.expires_in_days * DAY_MS)
             : undefined,
           scopes: body.scopes,
+          allowedIps: body.allowed_ips,
         },
         at,
       );
@@ -155,6 +168,30 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
       const auth = request.auth!;
       authorize(auth, 'keys:manage');
       return present(await getApiKey(database, auth.tenantId, request.params.id), now());
+    },
+  );
+
+  app.patch(
+    '/api/v1/api-keys/:id',
+    {
+      preHandler: app.authenticate,
+      schema: {
+        tags: ['api-keys'],
+        summary: "Change an API key's IP allow-list (admin)",
+        description:
+          "Replaces `allowed_ips`; `[]` lifts the key's own restriction. Written to the audit log as `api_key.allowed_ips_changed`.",
+        security,
+        params: IdParams,
+        body: UpdateBody,
+        response: { 200: ApiKey, ...problemResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (request) => {
+      const at = now();
+      return present(
+        await setKeyAllowList(database, request.auth!, request.params.id, request.body.allowed_ips, at),
+        at,
+      );
     },
   );
 

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, recordAudit } from '../../auth/audit.ts';
+import { addressAllowed, refuseAddress, tenantAccess } from '../../auth/ip-allowlist.ts';
 import { DOWNLOAD_PATH } from '../../export-requests/links.ts';
 import { parseRange } from '../../export-requests/range.ts';
 import {
@@ -23,6 +24,11 @@ const Params = Type.Object({
 const Query = Type.Object(
   {
     expires: Type.String({ maxLength: 20, description: 'Expiry of the link, in Unix seconds' }),
+    bound: Type.Optional(
+      Type.Literal('1', {
+        description: "The link is bound to the account's IP allow-list (`bind_ip_allowlist`); signed as well",
+      }),
+    ),
     signature: Type.String({ maxLength: 128, description: 'HMAC-SHA256 signature of the link' }),
   },
   { additionalProperties: false },
@@ -60,7 +66,8 @@ interface Resolved {
  * No API key: the signature is the credential. Supports single byte ranges (206,
  * `Accept-Ranges`, `Content-Range`, 416 outside the file, `If-Range` on the ETag),
  * so a broken download resumes where it stopped. A tampered or expired link answers
- * 403 `link_invalid`; a link to an export whose files were removed answers 410.
+ * 403 `link_invalid`; a link to an export whose files were removed answers 410. A link bound
+ * to the tenant's IP allow-list answers 403 `ip_not_allowed` from an address outside it.
  * A download that starts at the first byte is counted and audited with IP and user agent.
  */
 export const downloadRoutes: RoutePlugin = async (app, deps) => {
@@ -81,9 +88,25 @@ export const downloadRoutes: RoutePlugin = async (app, deps) => {
     // The signature covers the export's tenant, so the export is looked up first; an unknown
     // export answers like a bad signature, so ids cannot be probed.
     const row = /^[0-9a-f-]{36}$/.test(exportId) ? await exportJobs(deps.database).load(exportId) : undefined;
-    const target = { tenantId: row?.tenant_id ?? '', exportId, fileId, expires: Number(expires) };
+    const bound = request.query.bound === '1';
+    const target = { tenantId: row?.tenant_id ?? '', exportId, fileId, expires: Number(expires), bound };
     if (!row || !signer.verify(target, signature)) throw invalidLink();
     const at = now();
+    if (bound) {
+      const { ipAllowlist } = await tenantAccess(deps.database, row.tenant_id);
+      if (!addressAllowed(ipAllowlist, request.ip)) {
+        const userAgent = request.headers['user-agent'];
+        throw await refuseAddress(deps.database, {
+          tenantId: row.tenant_id,
+          actor: 'download_link',
+          ip: request.ip ?? null,
+          userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null,
+          list: 'tenant',
+          route: `${request.method} ${DOWNLOAD_PATH}`,
+          occurredAt: at,
+        });
+      }
+    }
     // A genuine link to an export whose files are gone says so (410) even after its own expiry.
     assertDownloadable(row, at);
     if (Number(expires) * 1000 <= at.getTime())

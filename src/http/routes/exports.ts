@@ -205,6 +205,13 @@ const DownloadQuery = Type.Object(
       }),
     ),
     redirect: Type.Optional(Type.Boolean({ description: 'Answer 302 to the link instead of JSON' })),
+    bind_ip_allowlist: Type.Optional(
+      Type.Boolean({
+        description:
+          "Bind the link to the account's IP allow-list, checked when it is used (default `true`; applies " +
+          'when the account has an allow-list). `false` gives a link that works from anywhere, e.g. for a partner.',
+      }),
+    ),
   },
   closed,
 );
@@ -336,6 +343,7 @@ export function registerExportEndpoints(
       const link = await issueDownload(service, request.auth!, request.params.id, {
         fileName: request.query.file,
         baseUrl: linkBase(deps.config),
+        bindIpAllowlist: request.query.bind_ip_allowlist,
       });
       reply.header('cache-control', 'no-store');
       if (request.query.redirect) return reply.redirect(link.url, 302);

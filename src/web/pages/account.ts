@@ -1,6 +1,17 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import QRCode from 'qrcode';
+import {
+  SESSION_ABSOLUTE_MS,
+  SESSION_ABSOLUTE_RANGE,
+  SESSION_IDLE_MS,
+  SESSION_IDLE_RANGE,
+  setSessionTimeouts,
+  setTenantAllowList,
+  splitAllowList,
+  tenantAccess,
+} from '../../auth/ip-allowlist.ts';
 import { PASSWORD_RULE } from '../../auth/passwords.ts';
+import { ROLE_ACTIONS } from '../../auth/policy.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import {
@@ -30,6 +41,9 @@ export const accountPages: WebPages = (app, deps) => {
     const csrf = reply.generateCsrf();
     const sessions = await listSessions(deps.database, signedIn, deps.now());
     const twoFactor = await secondFactorEnabled(deps.database, signedIn);
+    const { auth } = signedInOf(request);
+    const admin = ROLE_ACTIONS[auth.role].includes('keys:manage');
+    const access = admin ? await tenantAccess(deps.database, auth.tenantId) : null;
     let totp: Fragment;
     if (extra.enrol) {
       const qr = await QRCode.toDataURL(extra.enrol.uri, { margin: 1, width: 200 });
@@ -69,7 +83,21 @@ export const accountPages: WebPages = (app, deps) => {
               ? html`<small>this session</small>`
               : html`<form method="post" action="/app/account/sessions/${s.id}/end" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline">Sign out</button></form>`
           }</td></tr>`,
-      )}</tbody></table></section>`,
+      )}</tbody></table></section>${
+        access
+          ? html`
+<section aria-labelledby="ipl"><h2 id="ipl">Workspace access</h2>
+<form method="post" action="/app/account/ip-allowlist">${csrfField(csrf)}
+<label>IP allow-list <textarea name="ip_allowlist" rows="4" aria-describedby="ipl-help">${access.ipAllowlist.join('\n')}</textarea></label>
+<small id="ipl-help">Addresses or CIDR ranges (IPv4 and IPv6), one per line. API keys and the dashboard then work only from these; empty: from anywhere. The list must contain your current address (${auth.ip ?? 'unknown'}).</small>
+<button type="submit">Save allow-list</button></form>
+<form method="post" action="/app/account/session-timeouts">${csrfField(csrf)}
+<label>Sign out after this many idle minutes <input type="number" name="session_idle_minutes" min="${SESSION_IDLE_RANGE.min}" max="${SESSION_IDLE_RANGE.max}" value="${access.idleMinutes ?? ''}" placeholder="${SESSION_IDLE_MS / 60_000}"></label>
+<label>Sign out this many minutes after sign-in in any case <input type="number" name="session_absolute_minutes" min="${SESSION_ABSOLUTE_RANGE.min}" max="${SESSION_ABSOLUTE_RANGE.max}" value="${access.absoluteMinutes ?? ''}" placeholder="${SESSION_ABSOLUTE_MS / 60_000}"></label>
+<small>Empty: the default shown. Applies to open sessions too.</small>
+<button type="submit">Save session timeouts</button></form></section>`
+          : ''
+      }`,
     );
   };
 
@@ -125,6 +153,39 @@ export const accountPages: WebPages = (app, deps) => {
       return showing(request, reply, err);
     }
     return seeOther(reply, '/app/account', 'Two-factor sign-in is off.');
+  });
+
+  app.post('/app/account/ip-allowlist', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    try {
+      await setTenantAllowList(
+        deps.database,
+        auth,
+        splitAllowList(field(request.body, 'ip_allowlist')),
+        deps.now(),
+      );
+    } catch (err) {
+      return showing(request, reply, err);
+    }
+    return seeOther(reply, '/app/account', 'The IP allow-list is saved.');
+  });
+
+  app.post('/app/account/session-timeouts', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    try {
+      await setSessionTimeouts(
+        deps.database,
+        auth,
+        {
+          idleMinutes: field(request.body, 'session_idle_minutes'),
+          absoluteMinutes: field(request.body, 'session_absolute_minutes'),
+        },
+        deps.now(),
+      );
+    } catch (err) {
+      return showing(request, reply, err);
+    }
+    return seeOther(reply, '/app/account', 'The session timeouts are saved.');
   });
 
   app.post<{ Params: { id: string } }>('/app/account/sessions/:id/end', async (request, reply) => {

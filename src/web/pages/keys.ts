@@ -1,4 +1,5 @@
 import { ROLES, type Role } from '../../auth/context.ts';
+import { splitAllowList } from '../../auth/ip-allowlist.ts';
 import { apiKeyStatus, createKeyFor, listApiKeys, revokeKeyFor } from '../../auth/keys.ts';
 import { authorize } from '../../auth/policy.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
@@ -46,12 +47,14 @@ export const keyPages: WebPages = (app, deps) => {
         (m) => html`<option value="${m.id}">${m.name} (${m.role})</option>`,
       )}</select></label>
 <label>Expires after <select name="expires_in_days"><option value="">Never</option><option value="30">30 days</option><option value="90" selected>90 days</option><option value="365">1 year</option></select></label></div>
+<label>Allowed addresses <input name="allowed_ips" maxlength="4000" placeholder="203.0.113.0/24, 2001:db8::/32" aria-describedby="ips-help"></label>
+<small id="ips-help">Optional: addresses or CIDR ranges the key may be used from, besides the workspace's own allow-list.</small>
 <button type="submit">Create key</button>
 </form></details>
-<table><thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">Expires</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+<table><thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">Expires</th><th scope="col">From</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
 <tbody>${keys.map((k) => {
         const status = apiKeyStatus(k, now);
-        return html`<tr><td>${k.name ?? '—'}</td><td><code>${k.prefix}…</code></td><td>${k.role}</td><td><mark class="status status-${status}">${status}</mark></td><td>${when(k.createdAt, zone)}</td><td>${when(k.lastUsedAt, zone)}</td><td>${when(k.expiresAt, zone)}</td><td>${
+        return html`<tr><td>${k.name ?? '—'}</td><td><code>${k.prefix}…</code></td><td>${k.role}</td><td><mark class="status status-${status}">${status}</mark></td><td>${when(k.createdAt, zone)}</td><td>${when(k.lastUsedAt, zone)}</td><td>${when(k.expiresAt, zone)}</td><td><small>${k.allowedIps.length ? k.allowedIps.join(', ') : 'anywhere'}</small></td><td>${
           status === 'revoked'
             ? null
             : html`<form method="post" action="/app/keys/${k.id}/revoke" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline" aria-label="Revoke ${k.name ?? k.prefix}">Revoke</button></form>`
@@ -77,6 +80,7 @@ export const keyPages: WebPages = (app, deps) => {
           name: field(body, 'name') || undefined,
           teamMemberId: field(body, 'team_member_id') || undefined,
           expiresAt: days > 0 ? new Date(now.getTime() + days * 86_400_000) : undefined,
+          allowedIps: splitAllowList(field(body, 'allowed_ips')),
         },
         now,
       );
