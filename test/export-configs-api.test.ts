@@ -12,49 +12,10 @@ import { bearer } from './support/fixtures/auth.ts';
 import { type ExportHarness, exportHarness } from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
 import { waitForRun } from './support/wait.ts';
+import { MARKETING, TECHNICAL, VIP } from './support/fixtures/export-configs.ts';
 
 const run = promisify(execFile);
 const PROBLEM = /^application\/problem\+json/;
-
-/** The three examples of the product documentation, exactly as written there. */
-const VIP = {
-  export_name: 'VIP Customer Conversations',
-  filters: {
-    customer_segments: ['enterprise', 'vip'],
-    satisfaction_score: { min: 4 },
-    conversation_value: { min: 1000 },
-  },
-  columns: [
-    'conversation_id',
-    'customer_name',
-    'start_timestamp',
-    'satisfaction_score',
-    'attributed_revenue',
-    'escalated',
-  ],
-  format: 'csv',
-  schedule: 'weekly',
-};
-const TECHNICAL = {
-  export_name: 'Technical Escalation Analysis',
-  filters: {
-    escalated: true,
-    topics: ['technical_support', 'bug_report', 'integration'],
-    confidence_score: { max: 0.5 },
-  },
-  include_messages: true,
-  annotations: { resolution_notes: true, follow_up_required: true },
-};
-const MARKETING = {
-  export_name: 'Marketing Attribution Data',
-  data_types: ['conversations', 'revenue_attribution'],
-  filters: {
-    has_revenue_attribution: true,
-    referrer_contains: ['google.com', 'facebook.com', 'linkedin.com'],
-  },
-  join_with: 'marketing_campaigns',
-  aggregations: ['daily_totals', 'channel_performance'],
-};
 
 interface ConfigJson {
   id: string;

@@ -14,53 +14,13 @@ import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { sink } from './support/fixtures/streams.ts';
+import { MARKETING, TECHNICAL, VIP } from './support/fixtures/export-configs.ts';
 
 /**
  * The product documentation's three export configurations, as written, compiled and run by
  * the engine; every output is compared with values computed here from the raw rows, in
  * JavaScript, not by the SQL under test.
  */
-
-const VIP = {
-  export_name: 'VIP Customer Conversations',
-  filters: {
-    customer_segments: ['enterprise', 'vip'],
-    satisfaction_score: { min: 4 },
-    conversation_value: { min: 1000 },
-  },
-  columns: [
-    'conversation_id',
-    'customer_name',
-    'start_timestamp',
-    'satisfaction_score',
-    'attributed_revenue',
-    'escalated',
-  ],
-  format: 'csv',
-  schedule: 'weekly',
-};
-
-const TECHNICAL = {
-  export_name: 'Technical Escalation Analysis',
-  filters: {
-    escalated: true,
-    topics: ['technical_support', 'bug_report', 'integration'],
-    confidence_score: { max: 0.5 },
-  },
-  include_messages: true,
-  annotations: { resolution_notes: true, follow_up_required: true },
-};
-
-const MARKETING = {
-  export_name: 'Marketing Attribution Data',
-  data_types: ['conversations', 'revenue_attribution'],
-  filters: {
-    has_revenue_attribution: true,
-    referrer_contains: ['google.com', 'facebook.com', 'linkedin.com'],
-  },
-  join_with: 'marketing_campaigns',
-  aggregations: ['daily_totals', 'channel_performance'],
-};
 
 /** A note with everything a CSV or JSON writer can get wrong. */
 const HOSTILE_NOTE = 'Customer said "it\'s broken",\nthen 🔥 — retried; =SUM(A1:A2) next';
