@@ -144,6 +144,12 @@ for (const dialect of DIALECTS) {
         database.db,
       );
 
+      // The live stream's outbox holds the conversation's events (a new message's among them).
+      await sql`UPDATE conversations SET satisfaction_score = 5 WHERE id = ${target}`.execute(database.db);
+      expect(
+        await n(database, `SELECT count(*) AS n FROM stream_events WHERE conversation_id = '${target}'`),
+      ).toBeGreaterThan(0);
+
       const res = await app.inject({
         method: 'DELETE',
         url: `/api/v1/conversations/${target}`,
@@ -155,6 +161,9 @@ for (const dialect of DIALECTS) {
       expect(await n(database, `SELECT count(*) AS n FROM conversations WHERE id = '${target}'`)).toBe(0);
       expect(
         await n(database, `SELECT count(*) AS n FROM messages WHERE conversation_id = '${target}'`),
+      ).toBe(0);
+      expect(
+        await n(database, `SELECT count(*) AS n FROM stream_events WHERE conversation_id = '${target}'`),
       ).toBe(0);
       expect(await n(database, `SELECT count(*) AS n FROM conversations WHERE ${where}`)).toBe(
         before.conversations - 1,
@@ -239,6 +248,127 @@ for (const dialect of DIALECTS) {
         await n(database, `SELECT count(*) AS n FROM messages WHERE conversation_id = '${target}'`),
       ).toBe(0);
       expect(await n(database, `SELECT count(*) AS n FROM conversations WHERE id = '${heldId}'`)).toBe(1);
+    }, 120_000);
+
+    it('deletes one message: the conversation stays with its counts recomputed, a held message stays, the ledger deletes it again', async () => {
+      // A conversation with an AI message and at least one more, so counts and the AI average move.
+      const [conversation] = await ids(
+        database,
+        `SELECT c.id::text AS id FROM conversations c WHERE c.tenant_id = '${tenantId}' AND c.id <> '${heldId}'
+         AND (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.sender_type = 'ai' AND m.confidence_score IS NOT NULL) >= 2
+         ORDER BY c.id LIMIT 1`,
+      );
+      expect(conversation).toBeDefined();
+      const [message] = await ids(
+        database,
+        `SELECT id::text AS id FROM messages WHERE conversation_id = '${conversation}' AND sender_type = 'ai' ORDER BY id LIMIT 1`,
+      );
+      const remaining = (
+        await sql<{
+          sender_type: string;
+          confidence_score: number | null;
+        }>`SELECT sender_type, confidence_score FROM messages WHERE conversation_id = ${conversation} AND id <> ${message!}`.execute(
+          database.db,
+        )
+      ).rows;
+      await sql`${sql.raw(`CREATE TABLE keep_msg AS SELECT * FROM messages WHERE id = '${message}'`)}`.execute(
+        database.db,
+      );
+
+      const outboxBefore = await n(
+        database,
+        `SELECT count(*) AS n FROM stream_events WHERE event = 'message_created' AND data->>'message_id' = '${message}'`,
+      );
+      expect(outboxBefore).toBe(1);
+      const dry = await app.inject({
+        method: 'POST',
+        url: '/api/v1/deletions',
+        headers: bearer(admin),
+        payload: { target: 'message', id: message, dry_run: true },
+      });
+      expect(dry.statusCode, dry.body).toBe(200);
+      const plan = dry.json() as {
+        stores: { dataset: string; deleted: number }[];
+        derived: { dataset: string; effect: string }[];
+      };
+      expect(plan.stores.filter((s) => s.deleted)).toEqual([
+        expect.objectContaining({ dataset: 'messages', deleted: 1 }),
+      ]);
+      expect(plan.derived).toContainEqual(
+        expect.objectContaining({ dataset: 'conversations', effect: 'recomputed' }),
+      );
+
+      const created = await createDeletion(database, tenantId, { target: 'message', id: message }, 'test');
+      const done = await runDeletion({ database, store, secretKey: SECRET }, tenantId, created.id);
+      expect(done.status).toBe('completed');
+      expect(await n(database, `SELECT count(*) AS n FROM messages WHERE id = '${message}'`)).toBe(0);
+      expect(
+        await n(
+          database,
+          `SELECT count(*) AS n FROM stream_events WHERE event = 'message_created' AND data->>'message_id' = '${message}'`,
+        ),
+      ).toBe(0);
+      const after = (
+        await sql<{
+          message_count: number;
+          customer_message_count: number;
+          ai_message_count: number;
+          human_message_count: number;
+          ai_confidence_avg: number | null;
+        }>`SELECT message_count, customer_message_count, ai_message_count, human_message_count, ai_confidence_avg
+           FROM conversations WHERE id = ${conversation}`.execute(database.db)
+      ).rows[0]!;
+      const of = (type: string) => remaining.filter((m) => m.sender_type === type);
+      const scores = of('ai')
+        .map((m) => m.confidence_score)
+        .filter((x): x is number => x !== null);
+      expect(after).toMatchObject({
+        message_count: remaining.length,
+        customer_message_count: of('customer').length,
+        ai_message_count: of('ai').length,
+        human_message_count: of('human').length,
+      });
+      expect(after.ai_confidence_avg).toBeCloseTo(scores.reduce((a, b) => a + b, 0) / scores.length, 9);
+      const receipt = await getReceipt(database, tenantId, { receiptId: done.receipt_id! });
+      expect(
+        verifyReceipt(JSON.parse(JSON.stringify(receipt.document)), await receiptJwks(database)).valid,
+      ).toBe(true);
+      expect(receipt.document.receipt.stores.find((s) => s.dataset === 'messages')?.deleted).toBe(1);
+
+      // A message of a held conversation stays.
+      const [heldMessage] = await ids(
+        database,
+        `SELECT id::text AS id FROM messages WHERE conversation_id = '${heldId}' ORDER BY id LIMIT 1`,
+      );
+      const kept = await runDeletion(
+        { database, store, secretKey: SECRET },
+        tenantId,
+        (await createDeletion(database, tenantId, { target: 'message', id: heldMessage }, 'test')).id,
+      );
+      expect(kept.progress.held).toBe(1);
+      expect(await n(database, `SELECT count(*) AS n FROM messages WHERE id = '${heldMessage}'`)).toBe(1);
+
+      // Another tenant's message is not found; nothing changes.
+      const [foreign] = await ids(
+        database,
+        `SELECT id::text AS id FROM messages WHERE tenant_id = '${otherTenantId}' LIMIT 1`,
+      );
+      const other = await app.inject({
+        method: 'POST',
+        url: '/api/v1/deletions',
+        headers: bearer(admin),
+        payload: { target: 'message', id: foreign, dry_run: true },
+      });
+      expect(other.statusCode).toBe(404);
+      expect(other.headers['content-type']).toContain('application/problem+json');
+
+      // A restore brings the message back; the ledger replay deletes it again.
+      await sql`${sql.raw('INSERT INTO messages SELECT * FROM keep_msg')}`.execute(database.db);
+      const replayed = await database.db
+        .transaction()
+        .execute((trx) => redeleteInTransaction(trx, tenantId, tenantId, (c) => c));
+      expect(replayed.find((r) => r.deletion_id === created.id)?.tables).toMatchObject({ messages: 1 });
+      expect(await n(database, `SELECT count(*) AS n FROM messages WHERE id = '${message}'`)).toBe(0);
     }, 120_000);
 
     it('deletes by filter exactly what an export with the same filters holds, in batches that resume after a crash', async () => {

@@ -91,7 +91,7 @@ export function registerDelete(program: Command): void {
   const del = program
     .command('delete')
     .description(
-      'delete chosen data: a conversation, conversations by filter, a customer, a document (docs/deletion.md)',
+      'delete chosen data: a conversation, conversations by filter, a message, a customer, a document (docs/deletion.md)',
     );
   const common = (c: Command) =>
     c
@@ -101,6 +101,7 @@ export function registerDelete(program: Command): void {
       .option('--json', 'print JSON');
   for (const [name, label] of [
     ['conversation', 'one conversation with its messages'],
+    ['message', 'one message (its conversation stays, with its counts recomputed)'],
     ['customer', 'a customer with their consent records and conversations'],
     ['document', 'a knowledge-base document with its chunks and embeddings'],
   ] as const)

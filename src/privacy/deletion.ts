@@ -28,7 +28,7 @@ import { subjectKey } from './subject-key.ts';
  * in its own transaction with its counts: a crashed job resumes where it stopped.
  */
 
-export const DELETION_TARGETS = ['conversation', 'conversations', 'customer', 'document'] as const;
+export const DELETION_TARGETS = ['conversation', 'conversations', 'message', 'customer', 'document'] as const;
 export type DeletionTarget = (typeof DELETION_TARGETS)[number];
 
 /** Rows (of the chosen table) deleted per transaction. */
@@ -105,10 +105,37 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const HOLD_REASON = 'kept under a legal hold';
 const MAX_FILTERS = 30;
 
+/** The table a target naming one row lives in. */
+const TABLE_OF = {
+  conversation: 'conversations',
+  message: 'messages',
+  customer: 'customers',
+  document: 'documents',
+} as const;
+
+/**
+ * Columns of a conversation that sum up its messages: recomputed from the messages that remain
+ * when some of them are deleted (the conversation stays). Kept beside the deletion because only
+ * deleting single messages changes a conversation's messages after the fact.
+ */
+const CONVERSATION_FROM_MESSAGES = `message_count = (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id),
+  customer_message_count = (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.sender_type = 'customer'),
+  ai_message_count = (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.sender_type = 'ai'),
+  human_message_count = (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.sender_type = 'human'),
+  ai_confidence_avg = (SELECT avg(m.confidence_score) FROM messages m WHERE m.conversation_id = c.id AND m.sender_type = 'ai')`;
+
+/** The live stream's outbox events (`stream_events`) that name rows of a table, as a condition over alias e. */
+const OUTBOX_EVENTS: Readonly<Record<string, (ids: string) => string>> = {
+  conversations: (ids) => `e.conversation_id IN (${ids})`,
+  messages: (ids) =>
+    `e.event = 'message_created' AND e.data->>'message_id' IN (SELECT x::text FROM unnest(ARRAY[${ids}]::uuid[]) x)`,
+};
+
 /** The table each target's rows are chosen in, in deletion order (a customer's conversations before the customer). */
 function rootTables(target: DeletionTarget): string[] {
   if (target === 'customer') return ['conversations', 'customers'];
   if (target === 'document') return ['documents'];
+  if (target === 'message') return ['messages'];
   return ['conversations'];
 }
 
@@ -159,8 +186,7 @@ async function selectionOf(
     throw invalid('filters', `apply to target "conversations", not "${target}"`);
   const id = input.id ?? '';
   if (!id) throw invalid('id', `is required: the ${target} to delete`);
-  const table =
-    target === 'conversation' ? 'conversations' : target === 'customer' ? 'customers' : 'documents';
+  const table = TABLE_OF[target];
   const label = target === 'document' ? 'knowledge-base document' : target;
   if (!UUID.test(id)) throw new FerryError('not_found', `no ${label} ${id}`);
   const found = await sql<{ n: number | string }>`${sql.raw(
@@ -386,6 +412,18 @@ async function planOf(
     }
     for (const d of computedFrom(root.table, map))
       if (!derived.some((x) => x.dataset === d.dataset)) derived.push(d);
+    if (OUTBOX_EVENTS[root.table] && !derived.some((d) => d.dataset === 'stream_events'))
+      derived.push({
+        dataset: 'stream_events',
+        effect: 'deleted',
+        note: `the live stream's outbox forgets the events of the deleted ${root.table}`,
+      });
+    if (root.table === 'messages')
+      derived.push({
+        dataset: 'conversations',
+        effect: 'recomputed',
+        note: 'the conversation stays; its message counts and average AI confidence are recomputed from the messages that remain',
+      });
   }
   for (const s of stores) if (s.retained && !s.retain_reason) s.retain_reason = HOLD_REASON;
   const files = await storedFiles(database, tenantId, selection, map);
@@ -690,11 +728,32 @@ async function deleteRows(
       cleared[dep.table] = (cleared[dep.table] ?? 0) + n;
     }
   }
+  // Single messages: their conversations stay, with the counts that sum up their messages recomputed.
+  const conversations =
+    table === 'messages'
+      ? `SELECT DISTINCT t.conversation_id FROM messages t WHERE t.tenant_id = ${tenant} AND t.id IN (${list})`
+      : null;
+  const touched = conversations
+    ? (
+        await sql<{
+          id: string;
+        }>`${sql.raw(`SELECT x.conversation_id::text AS id FROM (${conversations}) x`)}`.execute(trx)
+      ).rows.map((x) => literal(x.id))
+    : [];
   const r =
     await sql`${sql.raw(`DELETE FROM ${table} t WHERE t.tenant_id = ${tenant} AND t.id IN (${list})`)}`.execute(
       trx,
     );
   deleted[table] = (deleted[table] ?? 0) + Number(r.numAffectedRows ?? 0);
+  // The live stream's outbox (Ferry's own table, not a dataset) forgets the deleted rows' events.
+  const outbox = OUTBOX_EVENTS[table];
+  if (outbox)
+    await sql`${sql.raw(`DELETE FROM stream_events e WHERE e.tenant_id = ${tenant} AND ${outbox(list)}`)}`.execute(
+      trx,
+    );
+  if (touched.length)
+    await sql`${sql.raw(`UPDATE conversations c SET ${CONVERSATION_FROM_MESSAGES}, last_updated = now()
+      WHERE c.tenant_id = ${tenant} AND c.id IN (${touched.join(', ')})`)}`.execute(trx);
   return { deleted, cleared };
 }
 
@@ -814,7 +873,7 @@ export async function redeleteInTransaction(
   }[] = [];
   for (const entry of entries.rows) {
     const tables: Record<string, number> = {};
-    for (const table of ['conversations', 'customers', 'documents']) {
+    for (const table of ['conversations', 'messages', 'customers', 'documents']) {
       const ids = `SELECT ${mapId('r.row_id')} FROM deletion_rows r WHERE r.deletion_id = ${literal(entry.id)} AND r.dataset = ${literal(table)} AND r.state = 'deleted'`;
       const { free } = rootConditions({ table, ids }, targetTenantId, guard);
       const found = (

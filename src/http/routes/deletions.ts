@@ -101,7 +101,11 @@ const Body = Type.Object(
   {
     target: Type.String({ minLength: 1, maxLength: 40, description: DELETION_TARGETS.join(', ') }),
     id: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 64, description: 'The conversation, customer or document' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        description: 'The conversation, message, customer or document',
+      }),
     ),
     filters: Type.Optional(
       Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 2000 }), {
@@ -133,7 +137,8 @@ export const deletionRoutes: RoutePlugin = async (app, { database, config, store
         summary: 'Delete chosen data: plan it (dry_run) or start it (admin, manager)',
         description:
           '`target`: `conversation` (with `id`), `conversations` (with `filters`: exactly the rows an export ' +
-          'of the conversations dataset with the same filters holds), `customer` or `document` (with `id`). ' +
+          'of the conversations dataset with the same filters holds), `message` (one message: its conversation stays, ' +
+          'its message counts recomputed), `customer` or `document` (with `id`). ' +
           '`dry_run: true` answers 200 with the plan and changes nothing; otherwise the deletion is recorded ' +
           'and runs as a batched, resumable job: 202, then poll `GET /api/v1/deletions/{id}`. Legal holds win.',
         security,

@@ -66,13 +66,13 @@ export const deletionPages: WebPages = (app, deps) => {
       reply,
       { title: 'Delete data', current: '/app/deletions', error },
       html`<section aria-labelledby="delete"><h2 id="delete">Delete data</h2>
-<p>Delete one conversation, the conversations an export with the same filters would hold, a customer, or a knowledge-base document, with everything that goes with it. You see the counts before anything is deleted; legal holds win. <a href="/docs">API</a>: <code>POST /api/v1/deletions</code>.</p>
+<p>Delete one conversation, the conversations an export with the same filters would hold, one message, a customer, or a knowledge-base document, with everything that goes with it. You see the counts before anything is deleted; legal holds win. <a href="/docs">API</a>: <code>POST /api/v1/deletions</code>.</p>
 <form method="post" action="/app/deletions/plan">${csrfField(csrf)}
 <label>What <select name="target">${DELETION_TARGETS.map(
         (t) =>
           html`<option value="${t}"${input?.target === t ? html` selected` : null}>${t === 'conversations' ? 'conversations chosen by filters' : t === 'document' ? 'knowledge-base document' : t}</option>`,
       )}</select></label>
-<label>Id (a conversation, customer or document) <input name="id" value="${value('id')}" autocomplete="off"></label>
+<label>Id (a conversation, message, customer or document) <input name="id" value="${value('id')}" autocomplete="off"></label>
 <fieldset><legend>Filters (conversations chosen by filters)</legend>
 <div class="grid">
 <label>From <input name="from" type="date" value="${value('from')}"></label>
