@@ -18,13 +18,15 @@ export interface PgliteOptions {
   dataDir?: string | undefined;
   /** Rows per COPY page when streaming exports (PGlite materialises each COPY). */
   pageRows?: number;
+  /** Starts from a copy of another database's files (`PGlite.dumpDataDir` output) instead of an empty one. */
+  loadDataDir?: Blob | undefined;
 }
 
 /** Bytes of CSV gathered before each COPY FROM; PGlite takes COPY input as one blob. */
 const COPY_IN_CHUNK = 8 * 1024 * 1024;
 
 export async function pgliteDatabase(options: PgliteOptions = {}): Promise<Database & { pglite: PGlite }> {
-  const pglite = new PGlite(options.dataDir);
+  const pglite = new PGlite(options.dataDir, options.loadDataDir ? { loadDataDir: options.loadDataDir } : {});
   await pglite.waitReady;
   // Its one session, like every PostgreSQL connection, uses standard strings whatever the
   // database default (see SESSION_OPTIONS in postgres-database.ts).
