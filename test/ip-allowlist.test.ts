@@ -102,6 +102,37 @@ for (const dialect of DIALECTS) {
       for (const row of rows) expect(JSON.stringify(row)).not.toContain(h.keys.admin.slice(8));
     });
 
+    it('refuses every authenticated route of the API document from outside the list', async () => {
+      // Walks the OpenAPI document, so a route added later is walked too.
+      const doc = (
+        h.app as unknown as { swagger(): { paths: Record<string, Record<string, { security?: unknown[] }>> } }
+      ).swagger();
+      const walked: string[] = [];
+      const before = await refusals();
+      for (const [template, operations] of Object.entries(doc.paths)) {
+        for (const [method, operation] of Object.entries(operations)) {
+          if (!operation.security?.length) continue;
+          // Every path parameter gets an id no tenant has: the list is checked before anything is looked up.
+          const url = template.replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000');
+          const res = await h.app.inject({
+            method: method.toUpperCase() as 'GET',
+            url,
+            remoteAddress: OUTSIDE,
+            headers: { ...bearer(h.keys.admin), 'idempotency-key': `walk-${walked.length}` },
+            ...(['post', 'put', 'patch'].includes(method) ? { payload: {} } : {}),
+          });
+          expect(`${method.toUpperCase()} ${template} ${res.statusCode} ${res.headers['content-type']}`).toBe(
+            `${method.toUpperCase()} ${template} 403 ${PROBLEM}`,
+          );
+          // A HEAD answer has no body to name the code.
+          if (method !== 'head') expect(res.json().code).toBe('ip_not_allowed');
+          walked.push(`${method} ${template}`);
+        }
+      }
+      expect(walked.length).toBeGreaterThan(60);
+      expect((await since(before)).length).toBe(walked.length);
+    });
+
     it('ignores X-Forwarded-For from an untrusted peer', async () => {
       const before = await refusals();
       const spoofed = await get('/api/v1/usage', OUTSIDE, { 'x-forwarded-for': OFFICE });

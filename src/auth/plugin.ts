@@ -24,7 +24,9 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     /**
-     * preHandler for routes that need a caller: 401 `unauthorized` when the Bearer key is
+     * The onRequest hook of routes that need a caller (it runs before the body is read or
+     * validated, so a caller who may not call learns nothing of the route's input rules):
+     * 401 `unauthorized` when the Bearer key is
      * missing, malformed, unknown, expired or revoked; 403 `ip_not_allowed` from an address
      * outside the tenant's or the key's IP allow-list; 429 `rate_limited` over the key's limits.
      */

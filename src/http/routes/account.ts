@@ -99,7 +99,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
   app.get(
     '/api/v1/account/ip-allowlist',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['account'],
         summary: "The account's IP allow-list and dashboard session timeouts (admin)",
@@ -117,7 +117,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
   app.put(
     '/api/v1/account/ip-allowlist',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['account'],
         summary: "Replace the account's IP allow-list (admin)",
@@ -141,7 +141,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
   app.put(
     '/api/v1/account/session-timeouts',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['account'],
         summary: "Set the dashboard's session timeouts (admin)",
@@ -170,7 +170,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
   app.get(
     '/api/v1/account/closure',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['account'],
         summary: "The account's closure state (admin)",
@@ -188,7 +188,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
   app.post(
     '/api/v1/account/close',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['account'],
         summary: 'Close the account (admin)',
@@ -223,7 +223,7 @@ export const accountRoutes: RoutePlugin = async (app, { database, now }) => {
   app.post(
     '/api/v1/account/reopen',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['account'],
         summary: 'Cancel the closure during the grace period (admin)',

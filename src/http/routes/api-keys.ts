@@ -94,7 +94,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
   app.post(
     '/api/v1/api-keys',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['api-keys'],
         summary: 'Create an API key (admin)',
@@ -132,7 +132,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
   app.get(
     '/api/v1/api-keys',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['api-keys'],
         summary: "List the tenant's API keys (admin)",
@@ -155,7 +155,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
   app.get(
     '/api/v1/api-keys/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['api-keys'],
         summary: 'Show one API key (admin)',
@@ -174,7 +174,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
   app.patch(
     '/api/v1/api-keys/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['api-keys'],
         summary: "Change an API key's IP allow-list (admin)",
@@ -198,7 +198,7 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
   app.delete(
     '/api/v1/api-keys/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['api-keys'],
         summary: 'Revoke an API key (admin)',

@@ -73,7 +73,7 @@ export const auditRoutes: RoutePlugin = async (app, { database }) => {
   app.get(
     '/api/v1/audit',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['audit'],
         summary: 'The audit log (admin: all; manager: exports and downloads)',
@@ -99,7 +99,7 @@ export const auditRoutes: RoutePlugin = async (app, { database }) => {
   app.get(
     '/api/v1/audit/verify',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['audit'],
         summary: "Verify the tenant's audit chain (admin)",

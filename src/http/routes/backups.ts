@@ -170,7 +170,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/backups',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: "The tenant's backups, newest first (admin)",
@@ -191,7 +191,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.post(
     '/api/v1/backups',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'Take a backup now (admin)',
@@ -226,7 +226,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/backups/settings',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: "The tenant's backup schedule, destinations and keep policy (admin)",
@@ -244,7 +244,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.put(
     '/api/v1/backups/settings',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: "Change the tenant's backup settings (admin)",
@@ -271,7 +271,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/backups/restores',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'Restores of the tenant, newest first, with their reports (admin)',
@@ -289,7 +289,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/backups/restores/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'One restore or drill and its report (admin)',
@@ -310,7 +310,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/backups/drills',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'Restore drills and their measured RTO and RPO (admin)',
@@ -328,7 +328,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.post(
     '/api/v1/backups/drills',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'Run a restore drill of the latest backup (admin)',
@@ -369,7 +369,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/backups/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'One backup (admin)',
@@ -390,7 +390,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.post(
     '/api/v1/backups/:id/verify',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'Verify a backup at each destination (admin)',
@@ -423,7 +423,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
   app.post(
     '/api/v1/backups/:id/restore',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['backups'],
         summary: 'Restore a backup (admin)',

@@ -182,7 +182,7 @@ export const complianceReportRoutes: RoutePlugin = async (app, { database, now }
   app.get(
     '/api/v1/compliance/report',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'What Ferry recorded in one month (admin, manager)',
@@ -249,7 +249,7 @@ export const complianceReportRoutes: RoutePlugin = async (app, { database, now }
   app.get(
     '/api/v1/compliance/self-audit',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'The data portability self-audit, computed from what Ferry has (admin, manager)',

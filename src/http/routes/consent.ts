@@ -117,7 +117,7 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
   app.post(
     '/api/v1/consent',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['consent'],
         summary: "Record a subject's consent given or withdrawn (admin, manager)",
@@ -140,7 +140,7 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
   app.post(
     '/api/v1/consent/withdraw',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['consent'],
         summary: "Record a subject's withdrawal of consent (admin, manager)",
@@ -165,7 +165,7 @@ export const consentRoutes: RoutePlugin = async (app, { database }) => {
   app.get(
     '/api/v1/consent',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['consent'],
         summary: "A subject's consents: each purpose's state and the full history (admin, manager)",

@@ -131,7 +131,7 @@ export const deletionRoutes: RoutePlugin = async (app, { database, config, store
   app.post(
     '/api/v1/deletions',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['deletions'],
         summary: 'Delete chosen data: plan it (dry_run) or start it (admin, manager)',
@@ -165,7 +165,7 @@ export const deletionRoutes: RoutePlugin = async (app, { database, config, store
   app.get(
     '/api/v1/deletions',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['deletions'],
         summary: 'The latest deletions, newest first (admin, manager)',
@@ -182,7 +182,7 @@ export const deletionRoutes: RoutePlugin = async (app, { database, config, store
   app.get(
     '/api/v1/deletions/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['deletions'],
         summary: 'One deletion with its progress and receipt (admin, manager)',
@@ -200,7 +200,7 @@ export const deletionRoutes: RoutePlugin = async (app, { database, config, store
   app.delete(
     '/api/v1/conversations/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['deletions'],
         summary: 'Delete one conversation now (admin, manager)',

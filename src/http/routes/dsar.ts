@@ -162,7 +162,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/dsar',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Record a data subject request',
@@ -190,7 +190,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/dsar',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'The request register',
@@ -237,7 +237,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/dsar/summary',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "The operator's view: open requests by status, due this week, overdue, median days",
@@ -254,7 +254,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/dsar/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'One request',
@@ -269,7 +269,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/dsar/:id/plan',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary:
@@ -292,7 +292,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/dsar/:id/receipt',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "The request's signed receipt (docs/receipts.md)",
@@ -345,7 +345,7 @@ export const dsarRoutes: RoutePlugin = async (app, deps) => {
     app.post(
       `/api/v1/dsar/:id/${path}`,
       {
-        preHandler: app.authenticate,
+        onRequest: app.authenticate,
         schema: {
           tags,
           summary,

@@ -174,7 +174,7 @@ export const exportConfigRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/export-configs',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Save an export configuration',
@@ -202,7 +202,7 @@ export const exportConfigRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/export-configs',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "The tenant's saved export configurations",
@@ -231,7 +231,7 @@ export const exportConfigRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/export-configs/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'One saved export configuration, with what it compiles to',
@@ -246,7 +246,7 @@ export const exportConfigRoutes: RoutePlugin = async (app, deps) => {
   app.patch(
     '/api/v1/export-configs/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Change a saved export configuration',
@@ -265,7 +265,7 @@ export const exportConfigRoutes: RoutePlugin = async (app, deps) => {
   app.delete(
     '/api/v1/export-configs/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Delete a saved export configuration',
@@ -282,7 +282,7 @@ export const exportConfigRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/export-configs/:id/run',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Run a saved export configuration now',

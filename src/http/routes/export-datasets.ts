@@ -108,7 +108,7 @@ export const exportDatasetRoutes: RoutePlugin = async (app, { database, config, 
   app.get(
     '/api/v1/export/:dataset',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       // HEAD answers the same headers (counts, cursor) without the rows: documented too.
       config: { swagger: { exposeHeadRoute: true } },
       schema: {

@@ -162,7 +162,7 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/imports',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['imports'],
         summary: "The tenant's imports and plans, newest first (admin)",
@@ -180,7 +180,7 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
   app.post(
     '/api/v1/imports',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['imports'],
         summary: 'Plan or start an import (admin)',
@@ -283,7 +283,7 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/imports/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['imports'],
         summary: 'An import: status, progress, and its plan or report (admin)',
@@ -304,7 +304,7 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
   app.get(
     '/api/v1/imports/:id/rejected',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['imports'],
         summary: 'The rejected items, to fix and import again (admin)',
@@ -344,7 +344,7 @@ export const importRoutes: RoutePlugin = async (app, { database, config, store, 
   app.delete(
     '/api/v1/imports/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['imports'],
         summary: 'Cancel a queued or running import (admin)',

@@ -106,7 +106,7 @@ export const odataRoutes: RoutePlugin = async (app, { database, config, now: clo
     app.get(
       url,
       {
-        preHandler: app.authenticate,
+        onRequest: app.authenticate,
         schema: {
           ...common,
           // One operation in the document: the address with and without its trailing slash.
@@ -128,7 +128,7 @@ export const odataRoutes: RoutePlugin = async (app, { database, config, now: clo
   app.get(
     '/odata/v4/$metadata',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         ...common,
         summary: 'OData CSDL of the feed, generated from the data map',
@@ -214,7 +214,7 @@ export const odataRoutes: RoutePlugin = async (app, { database, config, now: clo
   app.get(
     '/odata/v4/:set',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         ...common,
         summary: 'Rows of one entity set, with $select, $filter, $orderby, $top, $skip and $count',
@@ -279,7 +279,7 @@ export const odataRoutes: RoutePlugin = async (app, { database, config, now: clo
   app.get(
     '/odata/v4/:set/$count',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         ...common,
         summary: 'The number of rows of an entity set that match $filter',

@@ -178,7 +178,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.get(
     '/api/v1/processors',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'The third-party processors registry (admin, manager)',
@@ -196,7 +196,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.post(
     '/api/v1/processors',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Register a processor (admin)',
@@ -219,7 +219,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.get(
     '/api/v1/processors/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'One processor (admin, manager)',
@@ -238,7 +238,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.patch(
     '/api/v1/processors/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Change a processor (admin)',
@@ -260,7 +260,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.delete(
     '/api/v1/processors/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Remove a processor from the registry (admin); answers with what was removed',
@@ -279,7 +279,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.get(
     '/api/v1/processors/:id/notifications',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "A processor's erasure notices, newest first (admin, manager)",
@@ -312,7 +312,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.post(
     '/api/v1/processors/:id/notifications/:notification_id/acknowledge',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Record that a processor confirmed a deletion (admin)',
@@ -341,7 +341,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.get(
     '/api/v1/ropa',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'The record of processing activities, GDPR Art. 30 (admin, manager)',
@@ -379,7 +379,7 @@ export const processorRoutes: RoutePlugin = async (app, { database, config }) =>
   app.put(
     '/api/v1/ropa/activities',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "Replace the tenant's declared processing activities (admin)",

@@ -210,7 +210,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.get(
     '/api/v1/retention',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['retention'],
         summary: 'The retention policies in force (admin)',
@@ -231,7 +231,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.put(
     '/api/v1/retention',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['retention'],
         summary: "Replace the tenant's retention overrides (admin)",
@@ -253,7 +253,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.get(
     '/api/v1/retention/preview',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['retention'],
         summary: 'What the next retention sweep would do (admin)',
@@ -275,7 +275,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.get(
     '/api/v1/retention/sweeps',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['retention'],
         summary: 'The latest retention sweeps and their counts (admin)',
@@ -293,7 +293,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.post(
     '/api/v1/legal-holds',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['legal holds'],
         summary: 'Place a legal hold (admin)',
@@ -322,7 +322,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.get(
     '/api/v1/legal-holds',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['legal holds'],
         summary: 'List legal holds with what each keeps (admin)',
@@ -350,7 +350,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.get(
     '/api/v1/legal-holds/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['legal holds'],
         summary: 'One legal hold and what it keeps (admin)',
@@ -373,7 +373,7 @@ export const retentionRoutes: RoutePlugin = async (app, { database, store, now }
   app.delete(
     '/api/v1/legal-holds/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['legal holds'],
         summary: 'Release a legal hold, with a reason (admin)',

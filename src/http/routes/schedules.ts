@@ -377,7 +377,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/schedules',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Create a schedule',
@@ -405,7 +405,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/schedules',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "The tenant's schedules",
@@ -434,7 +434,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/schedules/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'One schedule, with its next runs and checkpoints',
@@ -449,7 +449,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.patch(
     '/api/v1/schedules/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Change a schedule',
@@ -468,7 +468,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.delete(
     '/api/v1/schedules/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Delete a schedule',
@@ -485,7 +485,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/schedules/:id/pause',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Pause a schedule',
@@ -500,7 +500,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/schedules/:id/resume',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Resume a paused schedule',
@@ -516,7 +516,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/schedules/:id/run',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Run a schedule now',
@@ -537,7 +537,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.post(
     '/api/v1/schedules/:id/targets/:index/test',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "Test one of a schedule's destinations",
@@ -597,7 +597,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   app.get(
     '/api/v1/schedules/:id/runs',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "A schedule's run history",

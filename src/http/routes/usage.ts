@@ -34,7 +34,7 @@ export const usageRoutes: RoutePlugin = async (app, { database, now: clock }) =>
   app.get(
     '/api/v1/usage',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags: ['usage'],
         summary: 'Plan quotas and usage (admin, manager)',

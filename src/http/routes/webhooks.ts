@@ -113,7 +113,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.post(
     '/api/v1/webhooks',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Register a webhook endpoint (admin)',
@@ -147,7 +147,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.get(
     '/api/v1/webhooks',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "List the tenant's webhook endpoints (admin)",
@@ -168,7 +168,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.get(
     '/api/v1/webhooks/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Show one webhook endpoint (admin)',
@@ -187,7 +187,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.delete(
     '/api/v1/webhooks/:id',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Delete a webhook endpoint (admin)',
@@ -217,7 +217,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.post(
     '/api/v1/webhooks/:id/rotate-secret',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Rotate the signing secret (admin)',
@@ -250,7 +250,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.post(
     '/api/v1/webhooks/:id/enable',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: 'Re-enable a disabled webhook endpoint (admin)',
@@ -281,7 +281,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
   app.get(
     '/api/v1/webhooks/:id/deliveries',
     {
-      preHandler: app.authenticate,
+      onRequest: app.authenticate,
       schema: {
         tags,
         summary: "An endpoint's delivery log (admin)",
