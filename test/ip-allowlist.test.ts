@@ -6,6 +6,7 @@ import { bearer } from './support/fixtures/auth.ts';
 import { type ExportHarness, exportHarness, requestExport } from './support/fixtures/export-jobs.ts';
 import { signInAs, webGet, webPost } from './support/fixtures/web.ts';
 import { DIALECTS } from './support/databases.ts';
+import { issueToken } from '../src/web/accounts.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
 /** The office: the addresses the tenant allows (documentation ranges, RFC 5737 and RFC 3849). */
@@ -277,6 +278,39 @@ for (const dialect of DIALECTS) {
 
     it('refuses dashboard pages from outside the list with an HTML page', async () => {
       // Signed in through the trusted proxy (127.0.0.1) naming the office.
+      // Signing in from outside the list starts no session.
+      const sessions = async () =>
+        Number(
+          (
+            await sql<{
+              n: string | number;
+            }>`SELECT count(*) AS n FROM web_sessions WHERE tenant_id = ${h.tenant.id}`.execute(h.database.db)
+          ).rows[0]!.n,
+        );
+      const sessionsBefore = await sessions();
+      const refusalsBefore = await refusals();
+      const token = await issueToken(
+        h.database,
+        { tenantId: h.tenant.id, memberId: h.tenant.members.admin },
+        'sign_in',
+        new Date(),
+      );
+      const outside = await h.app.inject({
+        method: 'GET',
+        url: `/signin/link/${token}`,
+        remoteAddress: OUTSIDE,
+      });
+      expect(outside.statusCode).toBe(403);
+      expect(outside.headers['content-type']).toMatch(/^text\/html/);
+      expect(outside.headers['set-cookie'] ?? '').not.toContain('ferry_session');
+      expect(await sessions()).toBe(sessionsBefore);
+      expect(await since(refusalsBefore)).toEqual([
+        expect.objectContaining({
+          actor: `team_member:${h.tenant.members.admin}`,
+          ip_address: OUTSIDE,
+          data_type: 'sign-in',
+        }),
+      ]);
       const session = await signInAs(h.app, h.database, h.tenant, 'admin').catch(() => null);
       expect(session).toBeNull(); // the sign-in's first page comes from 127.0.0.1: refused
       await putList([], OFFICE);

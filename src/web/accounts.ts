@@ -18,7 +18,13 @@ import {
   passwordProblem,
   verifyPassword,
 } from '../auth/passwords.ts';
-import { SESSION_ABSOLUTE_MS, SESSION_IDLE_MS, tenantAccess } from '../auth/ip-allowlist.ts';
+import {
+  addressAllowed,
+  refuseAddress,
+  SESSION_ABSOLUTE_MS,
+  SESSION_IDLE_MS,
+  tenantAccess,
+} from '../auth/ip-allowlist.ts';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { openSecret, sealSecret } from '../lib/secret-box.ts';
@@ -204,9 +210,21 @@ async function startSession(
   now: Date,
   secondFactorPending: boolean,
 ): Promise<{ token: string; signedIn: SignedIn }> {
+  // From outside the tenant's IP allow-list no session starts (every page would refuse it anyway).
+  const access = await tenantAccess(database, row.tenant_id);
+  if (!addressAllowed(access.ipAllowlist, client.ip))
+    throw await refuseAddress(database, {
+      tenantId: row.tenant_id,
+      actor: `team_member:${row.id}`,
+      ip: client.ip,
+      userAgent: client.userAgent,
+      list: 'tenant',
+      route: 'sign-in',
+      occurredAt: now,
+    });
   const token = newToken();
   const id = randomUUID();
-  const limits = await sessionLimits(database, row.tenant_id);
+  const limits = limitsOf(access.idleMinutes, access.absoluteMinutes);
   const absolute = new Date(now.getTime() + (secondFactorPending ? SECOND_FACTOR_MS : limits.absoluteMs));
   await webDb(database)
     .insertInto('web_sessions')
