@@ -521,6 +521,49 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
     });
   });
 
+  it('lets an admin limit the workspace to addresses and set its session timeouts on the account page', async () => {
+    await step('workspace-access', page, async () => {
+      const stored = async () =>
+        (
+          await db.query<{ ip_allowlist: string[]; session_idle_minutes: number | null }>(
+            'SELECT ip_allowlist, session_idle_minutes FROM tenant_access',
+          )
+        ).rows[0];
+      /** Submits one of the section's forms and waits for the page it redirects to, with its notice. */
+      const save = async (button: string, notice: string) => {
+        await Promise.all([
+          page.waitForResponse(
+            (r) => r.request().method() === 'POST' && r.url().startsWith(`${base}/app/account/`),
+          ),
+          page.getByRole('button', { name: button }).click(),
+        ]);
+        await page.getByText(notice).waitFor();
+      };
+      await page.goto(`${base}/app/account`);
+      // A list without this browser's address would lock the admin out: refused, nothing saved.
+      await page.getByLabel('IP allow-list').fill('192.0.2.0/24');
+      await page.getByRole('button', { name: 'Save allow-list' }).click();
+      await page.getByText('lock you out', { exact: false }).waitFor();
+      await accessible(page);
+      expect((await stored())?.ip_allowlist ?? []).toEqual([]);
+      await page.getByLabel('IP allow-list').fill('127.0.0.1\n2001:DB8::/32');
+      await save('Save allow-list', 'The IP allow-list is saved.');
+      expect(await page.getByLabel('IP allow-list').inputValue()).toBe('127.0.0.1/32\n2001:db8::/32');
+      expect((await stored())?.ip_allowlist).toEqual(['127.0.0.1/32', '2001:db8::/32']);
+      await page.getByLabel('Sign out after this many idle minutes').fill('30');
+      await save('Save session timeouts', 'The session timeouts are saved.');
+      expect(await page.getByLabel('Sign out after this many idle minutes').inputValue()).toBe('30');
+      expect((await stored())?.session_idle_minutes).toBe(30);
+      await shot(page, 'workspace-access');
+      // Back to no restriction and the default timeout, for the steps after this one.
+      await page.getByLabel('IP allow-list').fill('');
+      await save('Save allow-list', 'The IP allow-list is saved.');
+      await page.getByLabel('Sign out after this many idle minutes').fill('');
+      await save('Save session timeouts', 'The session timeouts are saved.');
+      expect(await stored()).toMatchObject({ ip_allowlist: [], session_idle_minutes: null });
+    });
+  });
+
   it('passes axe on every other page, signed in and not', async () => {
     await step('other-pages', page, async () => {
       for (const [path, name] of [
@@ -557,7 +600,7 @@ describe.skipIf(!testsDialect('postgres'))('the dashboard and the privacy center
       await shot(p, 'signin');
     });
     await visitor.close();
-  });
+  }, 180_000);
 
   it('has no Content-Security-Policy violation on any page visited', () => {
     expect(cspViolations).toEqual([]);
