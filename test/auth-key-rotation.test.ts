@@ -2,10 +2,10 @@ import { sql } from 'kysely';
 import { Type } from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rehashStatus, storeRotation } from '../src/auth/key-rotation.ts';
-import { createApiKey } from '../src/auth/keys.ts';
+import { bindApiKeyPepper, createApiKey } from '../src/auth/keys.ts';
 import { authDb } from '../src/auth/tables.ts';
 import { linkSigner } from '../src/compose.ts';
-import type { Config } from '../src/config/config.ts';
+import { type Config, loadConfig } from '../src/config/config.ts';
 import type { Database } from '../src/db/database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
@@ -16,7 +16,8 @@ import { deliverDueMessages } from '../src/webhooks/dispatch.ts';
 import { createEndpoint } from '../src/webhooks/endpoints.ts';
 import { API_KEY_EXPIRING_JOB, API_KEY_JOBS } from '../src/webhooks/key-expiry.ts';
 import { authTestConfig, bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
-import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { runFerry } from './support/cli.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase, testsDialect } from './support/databases.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
@@ -575,3 +576,156 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+/** `ferry keys …` as an operator runs it, against a server sharing its configuration. */
+describe.skipIf(!testsDialect('postgres'))('ferry keys rotate, create --expires-*, rehash-status', () => {
+  let t: TestDatabase;
+  let app: FerryApp;
+  let tenant: TestTenant;
+  let env: NodeJS.ProcessEnv;
+  const ferry = (...args: string[]) => runFerry(['keys', ...args], { env });
+  /** The first line of what a failed command printed, after checking it failed. */
+  const refusal = (result: { code: number; stderr: string }) => {
+    expect(result.code).not.toBe(0);
+    return result.stderr.trim().split('\n')[0];
+  };
+  const who = (key: string) => app.inject({ url: '/test/whoami', headers: bearer(key) });
+
+  beforeAll(async () => {
+    t = await createTestDatabase('postgres');
+    const config = authTestConfig({
+      FERRY_SECRET_KEY: SECRET_B,
+      FERRY_PREVIOUS_SECRET_KEYS: SECRET_A,
+      ...t.env,
+    });
+    env = {
+      ...process.env,
+      ...t.env,
+      FERRY_DATA_DIR: config.dataDir,
+      FERRY_SECRET_KEY: SECRET_B,
+      FERRY_PREVIOUS_SECRET_KEYS: SECRET_A,
+      FERRY_DEMO: 'off',
+      LOG_LEVEL: 'silent',
+    };
+    app = await buildApp({ database: t.database, config, routes: [whoami] });
+    tenant = await createTenant(t.database);
+  });
+  afterAll(async () => {
+    await app?.close();
+    await t?.drop();
+  });
+
+  it('refuses bad expiries on create with one clear line, and takes good ones', {
+    timeout: 120_000,
+  }, async () => {
+    const base = ['create', '--tenant', tenant.slug, '--role', 'analyst'];
+    expect(refusal(await ferry(...base, '--expires-in-days', 'soon'))).toMatch(
+      /--expires-in-days must be an integer from 1 to 3650, got "soon"/,
+    );
+    expect(refusal(await ferry(...base, '--expires-at', 'tomorrow'))).toMatch(
+      /--expires-at must be an RFC 3339 time such as 2027-01-31T00:00:00Z, got "tomorrow"/,
+    );
+    const past = await ferry(...base, '--expires-at', '2020-01-01T00:00:00Z');
+    expect(past.code).toBe(1);
+    expect(past.stderr).toBe('ferry: expires_at: must be in the future\n');
+    const both = await ferry(...base, '--expires-in-days', '3', '--expires-at', '2040-01-01T00:00:00Z');
+    expect(both.stderr).toBe('ferry: give --expires-in-days or --expires-at, not both\n');
+
+    const dated = await ferry(...base, '--expires-at', '2040-01-01T00:00:00Z', '--json');
+    expect(dated.code, dated.stderr).toBe(0);
+    expect(JSON.parse(dated.stdout).expiresAt).toBe('2040-01-01T00:00:00.000Z');
+  });
+
+  it('rotates a key: the new one is printed once, the old one works for the overlap', {
+    timeout: 120_000,
+  }, async () => {
+    const old = await createApiKey(t.database, { tenantId: tenant.id, role: 'admin', name: 'ops' });
+    expect(
+      refusal(await ferry('rotate', '--tenant', tenant.slug, old.id, '--overlap-hours', '9999')),
+    ).toMatch(/--overlap-hours must be a whole number of hours from 0 to 720, got "9999"/);
+    expect(
+      refusal(await ferry('rotate', '--tenant', tenant.slug, old.id, '--overlap-hours', 'a day')),
+    ).toMatch(/--overlap-hours must be a whole number/);
+    const unknown = await ferry('rotate', '--tenant', tenant.slug, '00000000-0000-4000-8000-000000000000');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toBe(
+      'ferry: API key "00000000-0000-4000-8000-000000000000" does not exist in this tenant\n',
+    );
+    // Nothing was changed by the refusals.
+    expect((await who(old.key)).statusCode).toBe(200);
+
+    const rotated = await ferry('rotate', '--tenant', tenant.slug, old.id);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const key = /key {5}(fy_live_[0-9A-Za-z]{43})\n/.exec(rotated.stdout)![1]!;
+    expect(rotated.stdout).toMatch(/only time the new key is shown/);
+    expect(rotated.stdout).toMatch(
+      new RegExp(`The old key ${old.prefix}\\.\\.\\. keeps working until 20\\d\\d-`),
+    );
+    expect((await who(old.key)).statusCode).toBe(200);
+    expect((await who(key)).statusCode).toBe(200);
+
+    const twice = await ferry('rotate', '--tenant', tenant.slug, old.id);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toMatch(
+      /^ferry: API key .* was rotated already: key .* replaces it; rotate that key instead, or revoke it first\n$/,
+    );
+
+    const successor = /id {6}([0-9a-f-]{36})\n/.exec(rotated.stdout)![1]!;
+    const now = await ferry('rotate', '--tenant', tenant.slug, successor, '--overlap-hours', '0', '--json');
+    expect(now.code, now.stderr).toBe(0);
+    const third = JSON.parse(now.stdout);
+    expect(third).toMatchObject({
+      rotated_from: successor,
+      name: 'ops',
+      role: 'admin',
+      previous: { status: 'expired' },
+    });
+    expect((await who(key)).json().code).toBe('api_key_expired');
+    expect((await who(third.key)).statusCode).toBe(200);
+    const audit = await authDb(t.database)
+      .selectFrom('audit_events')
+      .select(['action', 'actor'])
+      .where('target_id', 'in', [old.id, successor])
+      .where('action', '=', 'api_key.rotated')
+      .execute();
+    expect(audit).toEqual([
+      { action: 'api_key.rotated', actor: 'cli' },
+      { action: 'api_key.rotated', actor: 'cli' },
+    ]);
+  });
+
+  it('tells how many keys still need a previous secret', { timeout: 120_000 }, async () => {
+    const mine = await createTenant(t.database);
+    // A key made before the secret changed: by a process whose secret was A.
+    const before = anotherProcess(t.database);
+    bindApiKeyPepper(before, () => SECRET_A);
+    const old = await createApiKey(before, { tenantId: mine.id, role: 'admin' });
+    await createApiKey(t.database, { tenantId: mine.id, role: 'analyst' });
+
+    const waiting = await ferry('rehash-status', '--tenant', mine.slug);
+    expect(waiting.code, waiting.stderr).toBe(0);
+    expect(waiting.stdout).toContain('1 active API keys are hashed under the current secret.');
+    expect(waiting.stdout).toContain(
+      '1 active API keys are still hashed under previous secret #1 of FERRY_PREVIOUS_SECRET_KEYS.',
+    );
+    expect(waiting.stdout).toContain(
+      'Keep FERRY_PREVIOUS_SECRET_KEYS: 1 active keys still need a previous secret',
+    );
+
+    expect((await who(old.key)).statusCode).toBe(200);
+    const done = await ferry('rehash-status', '--tenant', mine.slug, '--json');
+    expect(JSON.parse(done.stdout)).toEqual({
+      current: 2,
+      previous: [0],
+      unknown: 0,
+      inactive: 0,
+      previous_removable: true,
+    });
+    const text = await ferry('rehash-status', '--tenant', mine.slug);
+    expect(text.stdout).toContain('FERRY_PREVIOUS_SECRET_KEYS can be removed.');
+    // The config itself refuses a previous secret that is too short.
+    expect(() => loadConfig({ FERRY_PREVIOUS_SECRET_KEYS: `${SECRET_A},short` })).toThrow(
+      /FERRY_PREVIOUS_SECRET_KEYS: must be earlier FERRY_SECRET_KEY values/,
+    );
+  });
+});
