@@ -1,4 +1,7 @@
+import type { AddressInfo } from 'node:net';
+import { AxeBuilder } from '@axe-core/playwright';
 import { sql } from 'kysely';
+import { type Browser, chromium } from 'playwright-core';
 import { Type } from 'typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rehashStatus, storeRotation } from '../src/auth/key-rotation.ts';
@@ -12,12 +15,20 @@ import type { RoutePlugin } from '../src/http/types.ts';
 import type { JobContext, FerryJob } from '../src/jobs/types.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { checkStatusToken, statusToken } from '../src/privacy/status-link.ts';
+import { issueToken } from '../src/web/accounts.ts';
+import { webRoutes } from '../src/web/plugin.ts';
 import { deliverDueMessages } from '../src/webhooks/dispatch.ts';
 import { createEndpoint } from '../src/webhooks/endpoints.ts';
 import { API_KEY_EXPIRING_JOB, API_KEY_JOBS } from '../src/webhooks/key-expiry.ts';
 import { authTestConfig, bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { runFerry } from './support/cli.ts';
-import { createTestDatabase, DIALECTS, type TestDatabase, testsDialect } from './support/databases.ts';
+import {
+  createTestDatabase,
+  DIALECTS,
+  preferDialect,
+  type TestDatabase,
+  testsDialect,
+} from './support/databases.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 
 const PROBLEM = 'application/problem+json; charset=utf-8';
@@ -727,5 +738,102 @@ describe.skipIf(!testsDialect('postgres'))('ferry keys rotate, create --expires-
     expect(() => loadConfig({ FERRY_PREVIOUS_SECRET_KEYS: `${SECRET_A},short` })).toThrow(
       /FERRY_PREVIOUS_SECRET_KEYS: must be earlier FERRY_SECRET_KEY values/,
     );
+  });
+});
+
+/** The dashboard's keys page in Chromium: rotate a key, the new one shown once, the old one marked. */
+describe('rotating a key on the dashboard, in a browser', () => {
+  let t: TestDatabase;
+  let app: FerryApp;
+  let browser: Browser;
+  let tenant: TestTenant;
+  let base: string;
+
+  beforeAll(async () => {
+    t = await createTestDatabase(preferDialect('pglite'));
+    const config = authTestConfig({ FERRY_SECRET_KEY: SECRET_B });
+    app = await buildApp({ database: t.database, config, routes: [whoami, webRoutes] });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    tenant = await createTenant(t.database);
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+    await t?.drop();
+  });
+
+  it('rotates with the chosen overlap, shows the new key once, and marks the old one', {
+    timeout: 120_000,
+  }, async () => {
+    const now = new Date();
+    const sync = await createApiKey(
+      t.database,
+      { tenantId: tenant.id, role: 'analyst', name: 'browser sync' },
+      now,
+    );
+    const report = await createApiKey(
+      t.database,
+      {
+        tenantId: tenant.id,
+        role: 'analyst',
+        name: 'weekly report',
+        expiresAt: new Date(now.getTime() + 3 * DAY),
+      },
+      now,
+    );
+    const who = (key: string) => fetch(`${base}/test/whoami`, { headers: bearer(key) });
+    const page = await (await browser.newContext()).newPage();
+    const link = await issueToken(
+      t.database,
+      { tenantId: tenant.id, memberId: tenant.members.admin },
+      'sign_in',
+      now,
+    );
+    await page.goto(`${base}/signin/link/${link}`);
+    await page.waitForURL(/\/app/);
+    await page.goto(`${base}/app/keys`);
+    const accessible = async () => {
+      const result = await new AxeBuilder({ page }).analyze();
+      const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+      expect(bad.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
+    };
+    await accessible();
+    // A key expiring within the week says so.
+    await expect
+      .poll(() => page.locator(`#key-${report.id} mark.status-expiring`).textContent())
+      .toMatch(/in [34] days/);
+
+    await page.getByRole('button', { name: 'Rotate browser sync', exact: true }).click();
+    await page.getByLabel('How long browser sync keeps working').selectOption('0');
+    await page.getByRole('button', { name: 'Rotate browser sync now' }).click();
+    const shown = await page.locator('#new-key-value').inputValue();
+    expect(shown).toMatch(/^fy_live_[0-9A-Za-z]{43}$/);
+    expect(await page.locator('article.secret').textContent()).toContain(
+      `It replaces ${sync.prefix}…, which stopped working now.`,
+    );
+    await accessible();
+    expect((await who(shown)).status).toBe(200);
+    const old = await who(sync.key);
+    expect(old.status).toBe(401);
+    expect(((await old.json()) as { code: string }).code).toBe('api_key_expired');
+
+    // Shown once: the list has the prefixes only; the old key is marked expired and replaced.
+    await page.goto(`${base}/app/keys`);
+    expect(await page.content()).not.toContain(shown);
+    const oldRow = page.locator(`#key-${sync.id}`);
+    expect(await oldRow.locator('mark.status-expired').count()).toBe(1);
+    expect(await oldRow.textContent()).toContain(`replaced by ${shown.slice(0, 16)}…`);
+    expect(await oldRow.getByRole('button', { name: /^Rotate/ }).count()).toBe(0);
+
+    // The default overlap: the old key keeps working for 24 hours.
+    await page.getByRole('button', { name: 'Rotate weekly report', exact: true }).click();
+    await page.getByRole('button', { name: 'Rotate weekly report now' }).click();
+    expect(await page.locator('article.secret').textContent()).toMatch(
+      new RegExp(`It replaces ${report.prefix}…, which keeps working until 20\\d\\d-`),
+    );
+    expect((await who(report.key)).status).toBe(200);
+    expect((await who(await page.locator('#new-key-value').inputValue())).status).toBe(200);
   });
 });
