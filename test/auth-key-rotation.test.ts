@@ -19,7 +19,7 @@ import { issueToken } from '../src/web/accounts.ts';
 import { webRoutes } from '../src/web/plugin.ts';
 import { deliverDueMessages } from '../src/webhooks/dispatch.ts';
 import { createEndpoint } from '../src/webhooks/endpoints.ts';
-import { API_KEY_EXPIRING_JOB, API_KEY_JOBS } from '../src/webhooks/key-expiry.ts';
+import { API_KEY_EXPIRING_JOB, API_KEY_JOBS, warnExpiringKeys } from '../src/webhooks/key-expiry.ts';
 import { authTestConfig, bearer, createTenant, type TestTenant } from './support/fixtures/auth.ts';
 import { runFerry } from './support/cli.ts';
 import {
@@ -583,6 +583,17 @@ for (const dialect of DIALECTS) {
           .execute();
         for (const key of [soon.key, later.key, successor.key]) expect(stored).not.toContain(key.slice(16));
         for (const { key_hash } of hashes) expect(stored).not.toContain(key_hash);
+      });
+
+      it('marks a key whose expiry was written with microseconds, so it is warned about once', async () => {
+        const quiet = await createTenant(t.database);
+        const now = new Date();
+        const key = await createApiKey(database, { tenantId: quiet.id, role: 'analyst' }, now);
+        await sql`UPDATE api_keys SET expires_at = ${new Date(now.getTime() + 5 * DAY)}::timestamptz + interval '123 microseconds'
+          WHERE id = ${key.id}`.execute(t.database.db);
+        expect(await warnExpiringKeys(t.database, now)).toBeGreaterThanOrEqual(1);
+        expect((await row(key.id)).expiry_warned_at).toEqual(now);
+        expect(await warnExpiringKeys(t.database, now)).toBe(0);
       });
     });
   });

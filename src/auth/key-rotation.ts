@@ -216,7 +216,8 @@ export async function markExpiryWarned(database: Database, key: ExpiringKey, now
     .updateTable('api_keys')
     .set({ expiry_warned_at: now })
     .where('id', '=', key.id)
-    .where('expires_at', '=', key.expiresAt)
+    // Compared as JavaScript sees it: an expiry written by SQL may carry microseconds.
+    .where(sql<Date>`date_trunc('milliseconds', expires_at)`, '=', key.expiresAt)
     .where('expiry_warned_at', 'is', null)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;

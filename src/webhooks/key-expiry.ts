@@ -39,15 +39,18 @@ export async function warnExpiringKeys(
   let warned = 0;
   for (;;) {
     const keys = await keysToWarn(database, now, BATCH);
+    let marked = 0;
     for (const key of keys) {
       await emitEvent(database, key.tenantId, 'api_key.expiring', apiKeyExpiringBody(key, now), {
         now: () => now,
         key: `api_key.expiring:${key.id}:${key.expiresAt.toISOString()}`,
         ...(options.queue ? { queue: options.queue } : {}),
       });
-      if (await markExpiryWarned(database, key, now)) warned++;
+      if (await markExpiryWarned(database, key, now)) marked++;
     }
-    if (keys.length < BATCH) return warned;
+    warned += marked;
+    // A full batch none of which could be marked (their expiries all changed meanwhile) is left to the next run.
+    if (keys.length < BATCH || marked === 0) return warned;
   }
 }
 
