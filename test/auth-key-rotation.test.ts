@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { AxeBuilder } from '@axe-core/playwright';
 import { sql } from 'kysely';
 import { type Browser, chromium } from 'playwright-core';
@@ -161,6 +163,21 @@ for (const dialect of DIALECTS) {
           previous: [],
           unknown: 1,
         });
+      });
+
+      it('works the same when the old secret was the per-install secret.key file', async () => {
+        const fromFile = await serve({});
+        const own = await createTenant(t.database);
+        const key = await createApiKey(fromFile.database, { tenantId: own.id, role: 'admin' }, clock);
+        expect((await who(fromFile.app, key.key)).statusCode).toBe(200);
+        const file = readFileSync(path.join(fromFile.config.dataDir, 'secret.key'), 'utf8').trim();
+        const moved = await serve({
+          FERRY_SECRET_KEY: SECRET_B,
+          FERRY_PREVIOUS_SECRET_KEYS: `${SECRET_A}, ${file}`,
+        });
+        expect((await who(moved.app, key.key)).statusCode).toBe(200);
+        const without = await serve({ FERRY_SECRET_KEY: SECRET_A });
+        expect((await who(without.app, key.key)).statusCode).toBe(401);
       });
 
       it('records the secret of a key made before secrets were recorded on its next use', async () => {
