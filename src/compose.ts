@@ -27,6 +27,7 @@ import { SCHEDULE_JOBS } from './schedules/jobs.ts';
 import { createObjectStore } from './store/create-object-store.ts';
 import type { ObjectStore } from './store/object-store.ts';
 import { WEBHOOK_JOBS } from './webhooks/jobs.ts';
+import { API_KEY_JOBS } from './webhooks/key-expiry.ts';
 import { WEB_JOBS } from './web/jobs.ts';
 import { webRoutes } from './web/plugin.ts';
 import { deliverToWebhook } from './webhooks/webhook-target.ts';
@@ -38,6 +39,7 @@ import { deliverToWebhook } from './webhooks/webhook-target.ts';
 export const JOBS: readonly JobDefinition[] = [
   ...EXPORT_JOBS,
   ...WEBHOOK_JOBS,
+  ...API_KEY_JOBS,
   ...SCHEDULE_JOBS,
   ...STREAM_JOBS,
   ...DSAR_JOBS,
@@ -66,10 +68,28 @@ export interface Adapters {
   readonly deliveryClients: DeliveryClients;
 }
 
+/**
+ * The download-link signer: it signs under the current secret, and a link signed under a
+ * previous one (FERRY_PREVIOUS_SECRET_KEYS) still verifies until it expires, so changing
+ * FERRY_SECRET_KEY does not break links already sent.
+ */
+export function linkSigner(config: Config): LinkSigner {
+  const current = createLinkSigner(config);
+  const previous = (config.previousSecretKeys ?? []).map((secretKey) =>
+    createLinkSigner({ secretKey, dataDir: config.dataDir }),
+  );
+  if (previous.length === 0) return current;
+  return {
+    sign: (target) => current.sign(target),
+    verify: (target, signature) =>
+      current.verify(target, signature) || previous.some((signer) => signer.verify(target, signature)),
+  };
+}
+
 /** Builds the link signer, the mailer (when SMTP is configured) and the delivery clients. */
 export function createAdapters(config: Config): Adapters {
   return {
-    signer: createLinkSigner(config),
+    signer: linkSigner(config),
     mailer: config.smtp ? createMailer(config.smtp) : undefined,
     deliveryClients: DELIVERY_CLIENTS,
   };

@@ -112,7 +112,7 @@ for (const dialect of DIALECTS) {
       expect(auth).toMatchObject({ tenantId: tenant.id, plan: 'pro', ip: null, userAgent: null, scopes: [] });
     });
 
-    const refused: [string, () => Promise<Record<string, string>>, RegExp][] = [
+    const refused: [string, () => Promise<Record<string, string>>, RegExp, string?][] = [
       ['no Authorization header', async () => ({}), /no credentials/],
       ['a Basic header', async () => ({ authorization: 'Basic dXNlcjpwYXNz' }), /Bearer/],
       ['a malformed token', async () => bearer('fy_live_short'), /not a Ferry API key/],
@@ -148,14 +148,15 @@ for (const dialect of DIALECTS) {
           return bearer(key);
         },
         /expired/,
+        'api_key_expired',
       ],
     ];
-    it.each(refused)('%s answers 401 problem+json', async (_name, headers, detail) => {
+    it.each(refused)('%s answers 401 problem+json', async (_name, headers, detail, code = 'unauthorized') => {
       const res = await app.inject({ url: '/test/whoami', headers: await headers() });
       expect(res.statusCode).toBe(401);
       expect(res.headers['content-type']).toBe(PROBLEM);
       expect(res.headers['www-authenticate']).toBe('Bearer realm="ferry"');
-      expect(res.json()).toMatchObject({ code: 'unauthorized', status: 401 });
+      expect(res.json()).toMatchObject({ code, status: 401 });
       expect(res.json().detail).toMatch(detail);
     });
 

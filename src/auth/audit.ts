@@ -20,6 +20,7 @@ export const AUDIT_ACTIONS = {
   exportDeleted: 'export.deleted',
   keyCreated: 'api_key.created',
   keyRevoked: 'api_key.revoked',
+  keyRotated: 'api_key.rotated',
 } as const;
 
 export interface AuditEntry {

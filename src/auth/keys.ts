@@ -1,17 +1,10 @@
-import {
-  createHash,
-  createHmac,
-  createSecretKey,
-  type KeyObject,
-  randomBytes,
-  randomUUID,
-  timingSafeEqual,
-} from 'node:crypto';
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { AUDIT_ACTIONS, type AuditEntry, auditCaller, recordAudit } from './audit.ts';
 import { type AllowLists, parseAllowList } from './ip-allowlist.ts';
+import { hashKey, pepperRing } from './pepper.ts';
 import { type AuthContext, PLANS, type Plan, ROLES, type Role } from './context.ts';
 import { ACTIONS, authorize, ROLE_ACTIONS } from './policy.ts';
 import { countRequestsSql, type RateCounts, type RateWindows, rateWindows } from './rate-limit.ts';
@@ -36,41 +29,7 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 
 // ---- pepper ----------------------------------------------------------------------------
 
-/**
- * The HMAC key is bound to a Database object: the HTTP app and the CLI bind the one
- * derived from FERRY_SECRET_KEY (or the per-install key file) before any key is made or
- * checked. When nothing was bound, the first use binds a random per-process pepper, so a
- * key is never hashed under a known value (such a key only works in that process).
- */
-const peppers = new WeakMap<Database, { pepper?: KeyObject; secret: () => string }>();
-
-/** Derives the HMAC key from the configured secret, under its own domain label. */
-export function derivePepper(secret: string): Buffer {
-  if (secret.length < 32)
-    throw new FerryError('secret_key_invalid', 'the secret key must be at least 32 characters');
-  return createHash('sha256').update('ferry:api-keys:v1\0').update(secret).digest();
-}
-
-/**
- * Sets where the pepper for `database` comes from, unless a source is set already
- * (the first binding wins, so keys made earlier in the process stay valid). `secret`
- * is called on first use, not here.
- */
-export function bindApiKeyPepper(database: Database, secret: () => string): void {
-  if (!peppers.has(database)) peppers.set(database, { secret });
-}
-
-function pepperOf(database: Database): KeyObject {
-  bindApiKeyPepper(database, () => randomBytes(32).toString('base64url'));
-  const entry = peppers.get(database)!;
-  // A KeyObject, made once: HMAC with a raw Buffer key imports the key on every call.
-  entry.pepper ??= createSecretKey(derivePepper(entry.secret()));
-  return entry.pepper;
-}
-
-function hashKey(pepper: KeyObject, token: string): Buffer {
-  return createHmac('sha256', pepper).update(token, 'utf8').digest();
-}
+export { bindApiKeyPepper, derivePepper } from './pepper.ts';
 
 // ---- key text --------------------------------------------------------------------------
 
@@ -95,6 +54,23 @@ export function isWellFormedKey(token: string): boolean {
 
 function prefixOf(token: string): string {
   return token.slice(0, KEY_PREFIX.length + PREFIX_CHARS);
+}
+
+/** A new key and the columns that store it: its prefix, its hash under the current pepper and that pepper's id. */
+export function newKey(database: Database): {
+  key: string;
+  prefix: string;
+  key_hash: string;
+  pepper_id: string;
+} {
+  const key = newKeyText();
+  const { current } = pepperRing(database);
+  return {
+    key,
+    prefix: prefixOf(key),
+    key_hash: hashKey(current, key).toString('hex'),
+    pepper_id: current.id,
+  };
 }
 
 // ---- create, list, revoke --------------------------------------------------------------
@@ -127,6 +103,8 @@ export interface ApiKeyInfo {
   expiresAt: Date | null;
   revokedAt: Date | null;
   lastUsedAt: Date | null;
+  /** The key this one replaced by rotation. */
+  rotatedFrom: string | null;
 }
 
 export interface CreatedApiKey extends ApiKeyInfo {
@@ -186,7 +164,7 @@ export async function createApiKey(
     if (!member) throw invalid('team_member_id', `no team member "${teamMemberId}" in this tenant`);
   }
 
-  const key = newKeyText();
+  const { key, ...secret } = newKey(database);
   const id = randomUUID();
   const row = await db
     .insertInto('api_keys')
@@ -196,8 +174,7 @@ export async function createApiKey(
       name,
       role: input.role,
       team_member_id: teamMemberId,
-      prefix: prefixOf(key),
-      key_hash: hashKey(pepperOf(database), key).toString('hex'),
+      ...secret,
       scopes,
       allowed_ips: allowedIps,
       created_by: input.createdBy ?? null,
@@ -209,7 +186,7 @@ export async function createApiKey(
   return { ...toInfo(row), key };
 }
 
-const INFO_COLUMNS = [
+export const INFO_COLUMNS = [
   'id',
   'tenant_id',
   'name',
@@ -223,6 +200,7 @@ const INFO_COLUMNS = [
   'expires_at',
   'revoked_at',
   'last_used_at',
+  'rotated_from',
 ] as const;
 
 interface InfoRow {
@@ -239,6 +217,7 @@ interface InfoRow {
   expires_at: Date | null;
   revoked_at: Date | null;
   last_used_at: Date | null;
+  rotated_from: string | null;
 }
 
 /** An API key as the API and `ferry keys list --json` show it: snake_case, timestamps as ISO text. */
@@ -257,6 +236,8 @@ export interface ApiKeyView {
   expires_at: string | null;
   revoked_at: string | null;
   last_used_at: string | null;
+  /** The id of the key this one replaced (`POST /api/v1/api-keys/{id}/rotate`). */
+  rotated_from: string | null;
 }
 
 /** Whether a key works at `now`. */
@@ -282,10 +263,11 @@ export function presentApiKey(key: ApiKeyInfo, now: Date): ApiKeyView {
     expires_at: key.expiresAt?.toISOString() ?? null,
     revoked_at: key.revokedAt?.toISOString() ?? null,
     last_used_at: key.lastUsedAt?.toISOString() ?? null,
+    rotated_from: key.rotatedFrom,
   };
 }
 
-function toInfo(row: InfoRow): ApiKeyInfo {
+export function toInfo(row: InfoRow): ApiKeyInfo {
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -300,6 +282,7 @@ function toInfo(row: InfoRow): ApiKeyInfo {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
+    rotatedFrom: row.rotated_from,
   };
 }
 
@@ -414,12 +397,23 @@ export interface ResolvedKey {
 /** Why a token was refused. Expired and revoked are only told to a caller holding the whole key. */
 export type KeyRejection = 'malformed' | 'unknown' | 'expired' | 'revoked';
 
+/** A refused token; an expired key also says when it expired and the prefix of the key that replaced it. */
+export interface RejectedKey {
+  rejected: KeyRejection;
+  expiredAt?: Date;
+  replacedBy?: string | null;
+}
+
 /** The setting key holding an enterprise tenant's custom limits. */
 export const LIMITS_SETTING = 'ferry.limits';
 
 /**
  * Resolves a bearer token to its key, or says why it is refused. Every stored key
- * with the same prefix is compared in constant time.
+ * with the same prefix is compared in constant time, under the current pepper and each
+ * previous one. A key that matches only under a previous pepper is hashed again under the
+ * current one (a compare-and-set on the old hash, so concurrent requests agree), and a key
+ * whose pepper was not recorded yet gets it recorded: once every key has been used, the
+ * previous secrets can go (`ferry keys rehash-status`).
  *
  * With `countRequest`, the same statement also counts the request against the key's
  * rate-limit windows (when the key is valid: right hash, not revoked, not expired), and
@@ -430,9 +424,12 @@ export async function resolveApiKey(
   token: string,
   now: Date = new Date(),
   options: { countRequest?: boolean } = {},
-): Promise<ResolvedKey | { rejected: KeyRejection }> {
+): Promise<ResolvedKey | RejectedKey> {
   if (!isWellFormedKey(token)) return { rejected: 'malformed' };
-  const expected = hashKey(pepperOf(database), token);
+  const ring = pepperRing(database);
+  const peppers = [ring.current, ...ring.previous];
+  const hashes = peppers.map((pepper) => hashKey(pepper, token));
+  const expected = hashes[0]!;
   const db = authDb(database);
   const lookup = db
     .selectFrom('api_keys as k')
@@ -451,6 +448,7 @@ export async function resolveApiKey(
       'k.expires_at',
       'k.revoked_at',
       'k.last_used_at',
+      'k.pepper_id',
       't.plan',
       't.status as tenant_status',
       's.value as limits',
@@ -467,7 +465,8 @@ export async function resolveApiKey(
     windows = rateWindows(now);
     // Only the key whose stored hash equals this token's is counted. The comparison in SQL
     // is of HMAC outputs under a secret pepper, so its timing tells nothing about a key.
-    const valid = sql`SELECT id FROM k WHERE key_hash = ${expected.toString('hex')}
+    const valid = sql`SELECT id FROM k
+      WHERE key_hash IN (${sql.join(hashes.map((hash) => hash.toString('hex')))})
       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${now}::timestamptz)`;
     const result = await sql<(typeof candidates)[number]>`
       WITH k AS (${lookup}), counted AS (${countRequestsSql(valid, windows)})
@@ -480,18 +479,46 @@ export async function resolveApiKey(
     candidates = await lookup.execute();
   }
   let match: (typeof candidates)[number] | undefined;
+  let matchedPepper = 0;
   for (const candidate of candidates) {
     const stored = Buffer.from(candidate.key_hash, 'hex');
-    if (stored.length === expected.length && timingSafeEqual(stored, expected)) match = candidate;
+    for (const [i, hash] of hashes.entries()) {
+      if (stored.length === hash.length && timingSafeEqual(stored, hash)) {
+        match = candidate;
+        matchedPepper = i;
+      }
+    }
   }
   // An unknown prefix does the same work as a wrong secret, so timing does not tell them apart.
   if (candidates.length === 0) timingSafeEqual(expected, Buffer.alloc(expected.length));
   if (!match || !(PLANS as readonly string[]).includes(match.plan) || match.tenant_status === 'purged')
     return { rejected: 'unknown' };
   if (match.revoked_at) return { rejected: 'revoked' };
-  if (match.expires_at && match.expires_at.getTime() <= now.getTime()) return { rejected: 'expired' };
-  if (!match.last_used_at || now.getTime() - match.last_used_at.getTime() >= LAST_USED_RESOLUTION_MS) {
-    await db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', match.id).execute();
+  if (match.expires_at && match.expires_at.getTime() <= now.getTime()) {
+    const successor = await db
+      .selectFrom('api_keys')
+      .select('prefix')
+      .where('rotated_from', '=', match.id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return { rejected: 'expired', expiredAt: match.expires_at, replacedBy: successor?.prefix ?? null };
+  }
+  const stale =
+    !match.last_used_at || now.getTime() - match.last_used_at.getTime() >= LAST_USED_RESOLUTION_MS;
+  if (matchedPepper > 0) {
+    // Only the request that still sees the old hash writes the new one; the others find it done.
+    await db
+      .updateTable('api_keys')
+      .set({ key_hash: expected.toString('hex'), pepper_id: ring.current.id, last_used_at: now })
+      .where('id', '=', match.id)
+      .where('key_hash', '=', match.key_hash)
+      .execute();
+  } else if (stale || match.pepper_id !== ring.current.id) {
+    await db
+      .updateTable('api_keys')
+      .set({ pepper_id: ring.current.id, ...(stale ? { last_used_at: now } : {}) })
+      .where('id', '=', match.id)
+      .execute();
   }
   const limits = match.limits;
   const rate =

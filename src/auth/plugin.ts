@@ -6,7 +6,7 @@ import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import type { AuthContext } from './context.ts';
 import { CLIENT_POLICY, clientKey, recordFailure } from './failure-throttle.ts';
 import { refuseAddress, refusingList } from './ip-allowlist.ts';
-import { bindApiKeyPepper, type KeyRejection, resolveApiKey } from './keys.ts';
+import { bindApiKeyPepper, type RejectedKey, resolveApiKey } from './keys.ts';
 import { effectiveLimits, type PlanLimits } from './limits.ts';
 import {
   consumeRateLimit,
@@ -26,8 +26,8 @@ declare module 'fastify' {
     /**
      * The onRequest hook of routes that need a caller (it runs before the body is read or
      * validated, so a caller who may not call learns nothing of the route's input rules):
-     * 401 `unauthorized` when the Bearer key is
-     * missing, malformed, unknown, expired or revoked; 403 `ip_not_allowed` from an address
+     * 401 `unauthorized` when the Bearer key is missing, malformed, unknown or revoked,
+     * 401 `api_key_expired` when it has expired; 403 `ip_not_allowed` from an address
      * outside the tenant's or the key's IP allow-list; 429 `rate_limited` over the key's limits.
      */
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
@@ -36,7 +36,7 @@ declare module 'fastify' {
 
 export interface AuthOptions {
   readonly database: Database;
-  readonly config: Pick<Config, 'secretKey' | 'dataDir'> & {
+  readonly config: Pick<Config, 'secretKey' | 'dataDir' | 'previousSecretKeys'> & {
     readonly enterpriseRateLimit?: number | undefined;
   };
   /** The clock (tests move it); defaults to the system clock. */
@@ -60,12 +60,20 @@ function presentedKey(header: string, basic: boolean): string | null {
   return colon === -1 ? null : decoded.slice(colon + 1);
 }
 
-const REJECTIONS: Record<KeyRejection, string> = {
+const REJECTIONS: Record<Exclude<RejectedKey['rejected'], 'expired'>, string> = {
   malformed: 'the bearer token is not a Ferry API key (fy_live_ followed by 43 letters and digits)',
   unknown: 'the API key is not valid',
-  expired: 'the API key has expired; create a new one',
   revoked: 'the API key was revoked',
 };
+
+/** Why a key was refused, as its holder is told (expired and revoked only to a caller holding the whole key). */
+function rejectionMessage(rejected: RejectedKey): string {
+  if (rejected.rejected !== 'expired') return REJECTIONS[rejected.rejected];
+  const at = rejected.expiredAt ? ` at ${rejected.expiredAt.toISOString()}` : '';
+  return rejected.replacedBy
+    ? `the API key expired${at}: it was rotated, use the key that replaced it (${rejected.replacedBy}…)`
+    : `the API key expired${at}; rotate it or create a new one`;
+}
 
 /**
  * Installs authentication on the app (before the route plugins, so every route sees
@@ -76,7 +84,7 @@ const REJECTIONS: Record<KeyRejection, string> = {
 export async function installAuth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   const { database, config } = options;
   const now = options.now ?? (() => new Date());
-  bindApiKeyPepper(database, () => loadOrCreateSecretKey(config));
+  bindApiKeyPepper(database, () => loadOrCreateSecretKey(config), config.previousSecretKeys);
 
   app.decorateRequest('auth', null);
   app.decorateRequest('limits', null);
@@ -99,13 +107,13 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
       lockedClients.delete(key);
     }
     const basic = takesBasic(request);
-    const failed = async (message: string) => {
+    const failed = async (message: string, code: UnauthorizedCode = 'unauthorized') => {
       const seconds = await recordFailure(database, key, at, CLIENT_POLICY);
       if (seconds > 0) {
         lockedClients.set(key, at.getTime() + seconds * 1000);
         return lockout(reply, seconds);
       }
-      return unauthorized(reply, message, basic);
+      return unauthorized(reply, message, basic, code);
     };
     const header = request.headers.authorization;
     if (!header)
@@ -118,7 +126,11 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
           : 'the Authorization header must be "Bearer <API key>"',
       );
     const resolved = await resolveApiKey(database, presented, at, { countRequest: true });
-    if (!('auth' in resolved)) throw await failed(REJECTIONS[resolved.rejected]);
+    if (!('auth' in resolved))
+      throw await failed(
+        rejectionMessage(resolved),
+        resolved.rejected === 'expired' ? 'api_key_expired' : 'unauthorized',
+      );
     if (resolved.tenantStatus === 'closing' && !allowedWhileClosed(request))
       throw new FerryError(
         'account_closed',
@@ -185,10 +197,17 @@ function setRateLimitHeaders(reply: FastifyReply, rate: RateLimitResult): void {
   reply.header('x-ratelimit-burst', String(rate.burst));
 }
 
-function unauthorized(reply: FastifyReply, message: string, basic = false): FerryError {
+type UnauthorizedCode = 'unauthorized' | 'api_key_expired';
+
+function unauthorized(
+  reply: FastifyReply,
+  message: string,
+  basic = false,
+  code: UnauthorizedCode = 'unauthorized',
+): FerryError {
   reply.header(
     'www-authenticate',
     basic ? 'Basic realm="ferry", Bearer realm="ferry"' : 'Bearer realm="ferry"',
   );
-  return new FerryError('unauthorized', message);
+  return new FerryError(code, message);
 }

@@ -21,6 +21,12 @@ export interface ApiKeysTable {
   revoked_at: Timestamp | null;
   last_used_at: Timestamp | null;
   allowed_ips: ColumnType<string[], string[] | undefined, string[]>;
+  /** Migration 0028: the pepper the hash was made under (NULL: not known until the key is next used). */
+  pepper_id: string | null;
+  /** Migration 0028: the key this one replaced by rotation. */
+  rotated_from: string | null;
+  /** Migration 0028: when `api_key.expiring` was sent for the current `expires_at`. */
+  expiry_warned_at: Timestamp | null;
 }
 
 /** Migration 0026: a tenant's IP allow-list and dashboard session timeouts. */

@@ -40,7 +40,8 @@ const FERRY_TABLES: readonly BackupTable[] = [
     name: 'api_keys',
     tenantKey: 'tenant_id',
     refers: ['tenants', 'team_members'],
-    withheld: { key_hash: WITHHELD },
+    // The pepper id goes with its hash: a replace restore keeps both live values together.
+    withheld: { key_hash: WITHHELD, pepper_id: 'NULL' },
     source: 'ferry',
   },
   { name: 'schedules', tenantKey: 'tenant_id', refers: ['tenants'], withheld: {}, source: 'ferry' },

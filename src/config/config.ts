@@ -42,6 +42,13 @@ const schema = z.object({
   HOST: z.string().default('127.0.0.1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   FERRY_SECRET_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+  FERRY_PREVIOUS_SECRET_KEYS: z
+    .string()
+    .refine(
+      (v) => v.split(',').every((k) => k.trim().length >= 32),
+      'must be earlier FERRY_SECRET_KEY values separated by commas, each at least 32 characters',
+    )
+    .optional(),
   FERRY_DEMO: z.enum(['auto', 'off']).default('auto'),
   FERRY_IP_LOCATION: z.enum(['on', 'off']).default('off'),
   FERRY_PUBLIC_URL: z.string().url().optional(),
@@ -105,6 +112,12 @@ export interface Config {
   readonly logLevel: z.infer<typeof schema>['LOG_LEVEL'];
   /** Key material for encrypting integration credentials and signing links. */
   readonly secretKey: string | undefined;
+  /**
+   * FERRY_PREVIOUS_SECRET_KEYS: earlier secret keys, newest first. API keys hashed under one
+   * still work (and are hashed again under the current key when used), and links and
+   * status tokens signed under one still verify; nothing new is made with them.
+   */
+  readonly previousSecretKeys?: readonly string[] | undefined;
   /** `auto` seeds one demo tenant when the database has no tenant yet. */
   readonly demo: 'auto' | 'off';
   /** FERRY_IP_LOCATION=on: exports may ask for the country and region of IP addresses (docs/enrichment.md). */
@@ -240,6 +253,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: e.HOST,
     logLevel: e.LOG_LEVEL,
     secretKey: e.FERRY_SECRET_KEY,
+    previousSecretKeys: Object.freeze(
+      (e.FERRY_PREVIOUS_SECRET_KEYS ?? '')
+        .split(',')
+        .map((k) => k.trim())
+        .filter(Boolean),
+    ),
     demo: e.FERRY_DEMO,
     ipLocation: e.FERRY_IP_LOCATION === 'on',
     publicUrl: e.FERRY_PUBLIC_URL,

@@ -41,6 +41,14 @@ export const ERRORS = {
       'No credentials were sent, or the API key or session is unknown, expired or revoked. ' +
       'Send a valid API key in the `Authorization: Bearer` header.',
   },
+  api_key_expired: {
+    status: 401,
+    title: 'API key expired',
+    description:
+      'The API key is genuine but its expiry time has passed (set when it was created, or by a ' +
+      'rotation whose overlap window has ended). The detail says when it expired and, after a ' +
+      'rotation, the prefix of the key that replaced it. Use the new key, or rotate or create one.',
+  },
   forbidden: {
     status: 403,
     title: 'Forbidden',

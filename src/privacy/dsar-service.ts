@@ -383,9 +383,18 @@ function afterVerification(row: Pick<DsarRow, 'type' | 'excessive'>): DsarStage 
   return APPROVAL_TYPES.includes(row.type) || row.excessive ? 'awaiting_approval' : 'in_progress';
 }
 
-function keyedCode(config: Config, requestId: string, code: string): string {
-  const key = createHash('sha256').update('ferry:dsar-code:v1\0').update(secretKeyOf(config)).digest();
+function keyedCode(config: Config, requestId: string, code: string, secret = secretKeyOf(config)): string {
+  const key = createHash('sha256').update('ferry:dsar-code:v1\0').update(secret).digest();
   return createHmac('sha256', key).update(`${requestId}\n${code}`).digest('hex');
+}
+
+/** Whether `code` matches the stored hash, made under the secret key or a previous one (a code sent just before the secret changed). */
+function codeMatches(config: Config, requestId: string, code: string, storedHash: string): boolean {
+  const stored = Buffer.from(storedHash, 'hex');
+  return [secretKeyOf(config), ...(config.previousSecretKeys ?? [])].some((secret) => {
+    const given = Buffer.from(keyedCode(config, requestId, code, secret), 'hex');
+    return given.length === stored.length && timingSafeEqual(given, stored);
+  });
 }
 
 /** How long a sent code keeps a retried job from sending another. */
@@ -459,9 +468,7 @@ export async function verifyDsar(
       throw new FerryError('verification_failed', 'the code has expired; ask for a new one', {
         attempts_left: 0,
       });
-    const given = Buffer.from(keyedCode(deps.config, row.id, String(input.code).trim()), 'hex');
-    const stored = Buffer.from(row.verification_code_hash, 'hex');
-    if (given.length !== stored.length || !timingSafeEqual(given, stored)) {
+    if (!codeMatches(deps.config, row.id, String(input.code).trim(), row.verification_code_hash)) {
       const used = row.verification_attempts + 1;
       await dsarDb(deps.database)
         .updateTable('dsar_requests')

@@ -16,14 +16,21 @@ export function statusToken(config: Pick<Config, 'secretKey' | 'dataDir'>, reque
     .slice(0, 32);
 }
 
+/** Whether `token` is the request's status token, under the secret key or a previous one (FERRY_PREVIOUS_SECRET_KEYS). */
 export function checkStatusToken(
-  config: Pick<Config, 'secretKey' | 'dataDir'>,
+  config: Pick<Config, 'secretKey' | 'dataDir' | 'previousSecretKeys'>,
   requestId: string,
   token: string,
 ) {
-  const expected = Buffer.from(statusToken(config, requestId));
   const given = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  const secrets = [
+    config,
+    ...(config.previousSecretKeys ?? []).map((secretKey) => ({ ...config, secretKey })),
+  ];
+  return secrets.some((secret) => {
+    const expected = Buffer.from(statusToken(secret, requestId));
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  });
 }
 
 export function statusPath(tenantSlug: string, requestId: string, token: string): string {

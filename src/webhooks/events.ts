@@ -36,6 +36,7 @@ export const WEBHOOK_EVENTS = [
   'import.completed',
   'import.failed',
   'data.deleted',
+  'api_key.expiring',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 

@@ -10,6 +10,8 @@ import {
   setKeyAllowList,
 } from '../../auth/keys.ts';
 import { MAX_ALLOWLIST_ENTRIES } from '../../auth/ip-allowlist.ts';
+import { DEFAULT_OVERLAP_HOURS, MAX_OVERLAP_HOURS, rotateKeyFor } from '../../auth/key-rotation.ts';
+import { invalid } from '../../domain/ferry-error.ts';
 import { ACTIONS, authorize } from '../../auth/policy.ts';
 import { problemResponses } from '../problem.ts';
 import { listBody, listResponse } from '../responses.ts';
@@ -43,6 +45,10 @@ const ApiKey = Type.Object(
     expires_at: Nullable(Timestamp),
     revoked_at: Nullable(Timestamp),
     last_used_at: Nullable(Timestamp),
+    rotated_from: Nullable({
+      ...Uuid,
+      description: 'The key this one replaced by rotation (`POST /api/v1/api-keys/{id}/rotate`)',
+    }),
   },
   { additionalProperties: false },
 );
@@ -68,12 +74,81 @@ const CreateBody = Type.Object(
         description: 'Required for agent keys: the agent whose conversations it sees',
       }),
     ),
-    expires_in_days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+    expires_in_days: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 3650,
+        description: 'The key stops working this many days from now',
+      }),
+    ),
+    expires_at: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        description:
+          'The key stops working at this time (RFC 3339, in the future); not with `expires_in_days`',
+      }),
+    ),
     scopes: Type.Optional(Type.Array(Type.Enum(ACTIONS), { maxItems: ACTIONS.length, uniqueItems: true })),
     allowed_ips: Type.Optional(AllowedIps),
   },
   { additionalProperties: false },
 );
+
+const RotateBody = Type.Object(
+  {
+    overlap_hours: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_OVERLAP_HOURS,
+        default: DEFAULT_OVERLAP_HOURS,
+        description:
+          'Hours the old key keeps working beside the new one (0: it stops at once). Never extends an expiry the old key already has.',
+      }),
+    ),
+    expires_in_days: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 3650,
+        description: 'The new key stops working this many days from now',
+      }),
+    ),
+    expires_at: Type.Optional(
+      Type.Union([Timestamp, Type.Null()], {
+        description:
+          'The new key stops working at this time; `null`: never. Without it (and `expires_in_days`), the new key lasts as long as the old one was made to last.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const RotatedKey = Type.Object(
+  {
+    ...CreatedKey.properties,
+    previous: Type.Object(
+      { id: Uuid, prefix: Type.String(), status: ApiKey.properties.status, expires_at: Nullable(Timestamp) },
+      {
+        additionalProperties: false,
+        description: 'The old key: it works until `expires_at`, the end of the overlap window',
+      },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** The expiry a create or rotate body asks for: `expires_at` or `expires_in_days`, not both; undefined when neither. */
+function requestedExpiry(
+  body: { expires_in_days?: number | undefined; expires_at?: string | null | undefined },
+  now: Date,
+): Date | null | undefined {
+  if (body.expires_in_days !== undefined && body.expires_at !== undefined)
+    throw invalid('expires_at', 'give expires_at or expires_in_days, not both');
+  if (body.expires_in_days !== undefined) return new Date(now.getTime() + body.expires_in_days * DAY_MS);
+  if (body.expires_at === undefined || body.expires_at === null) return body.expires_at;
+  const at = new Date(body.expires_at);
+  if (Number.isNaN(at.getTime())) throw invalid('expires_at', 'must be an RFC 3339 date-time');
+  return at;
+}
 
 const UpdateBody = Type.Object({ allowed_ips: AllowedIps }, { additionalProperties: false });
 
@@ -117,15 +192,60 @@ export const apiKeyRoutes: RoutePlugin = async (app, { database, now: clock }) =
           role: body.role,
           name: body.name,
           teamMemberId: body.team_member_id,
-          expiresAt: body.expires_in_days
-            ? new Date(at.getTime() + body.expires_in_days * DAY_MS)
-            : undefined,
+          expiresAt: requestedExpiry(body, at) ?? undefined,
           scopes: body.scopes,
           allowedIps: body.allowed_ips,
         },
         at,
       );
       return reply.code(201).send({ ...present(created, at), key: created.key });
+    },
+  );
+
+  app.post(
+    '/api/v1/api-keys/:id/rotate',
+    {
+      // `curl -X POST …/rotate` sends no body: that is the defaults.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+      onRequest: app.authenticate,
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Rotate an API key (admin)',
+        description:
+          'Creates a new key with the same name, role, scopes, team member and allowed addresses, and ' +
+          'returns it once (`rotated_from` names the old key). The old key keeps working for ' +
+          '`overlap_hours` (default 24; 0 stops it at once), then answers 401 `api_key_expired`. ' +
+          'A key can be rotated once: rotating it again is 409 `conflict` naming the key that replaced it ' +
+          '(rotate that one instead). Written to the audit log as `api_key.rotated` and `api_key.created`.',
+        security,
+        params: IdParams,
+        body: RotateBody,
+        response: { 201: RotatedKey, ...problemResponses(400, 401, 403, 404, 409, 429) },
+      },
+    },
+    async (request, reply) => {
+      const at = now();
+      const body = request.body;
+      const rotated = await rotateKeyFor(
+        database,
+        request.auth!,
+        request.params.id,
+        { overlapHours: body.overlap_hours, expiresAt: requestedExpiry(body, at) },
+        at,
+      );
+      const previous = present(rotated.previous, at);
+      return reply.code(201).send({
+        ...present(rotated.key, at),
+        key: rotated.key.key,
+        previous: {
+          id: previous.id,
+          prefix: previous.prefix,
+          status: previous.status,
+          expires_at: previous.expires_at,
+        },
+      });
     },
   );
 

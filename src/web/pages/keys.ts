@@ -1,5 +1,11 @@
 import { ROLES, type Role } from '../../auth/context.ts';
 import { splitAllowList } from '../../auth/ip-allowlist.ts';
+import {
+  DEFAULT_OVERLAP_HOURS,
+  EXPIRY_WARNING_DAYS,
+  daysLeft,
+  rotateKeyFor,
+} from '../../auth/key-rotation.ts';
 import { apiKeyStatus, createKeyFor, listApiKeys, revokeKeyFor } from '../../auth/keys.ts';
 import { authorize } from '../../auth/policy.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
@@ -7,18 +13,35 @@ import { field, seeOther, sendPage, signedInOf, type WebPages } from '../context
 import { html } from '../html.ts';
 import { csrfField, when } from '../layout.ts';
 
-/** API keys: create (the key is shown once), list, revoke. Admins only, as in the API. */
+/** How long the old key may keep working after a rotation, as the rotate form offers it. */
+const OVERLAPS: readonly [hours: number, label: string][] = [
+  [0, 'stops now'],
+  [1, '1 hour'],
+  [24, '24 hours'],
+  [72, '3 days'],
+  [168, '7 days'],
+  [720, '30 days'],
+];
+
+/** API keys: create and rotate (the new key is shown once), list, revoke. Admins only, as in the API. */
 export const keyPages: WebPages = (app, deps) => {
   const render = async (
     request: Parameters<typeof signedInOf>[0],
     reply: Parameters<typeof sendPage>[1],
-    extra: { created?: { key: string; name: string | null }; error?: string } = {},
+    extra: {
+      created?: { key: string; name: string | null; replaces?: { prefix: string; until: Date } };
+      error?: string;
+    } = {},
   ) => {
     const { auth, signedIn } = signedInOf(request);
     authorize(auth, 'keys:manage');
     const zone = signedIn.tenant.timezone;
     const now = deps.now();
     const keys = await listApiKeys(deps.database, auth.tenantId);
+    // The key that replaced each rotated key (at most one unrevoked successor per key).
+    const successors = new Map(
+      keys.filter((k) => k.rotatedFrom && !k.revokedAt).map((k) => [k.rotatedFrom!, k] as const),
+    );
     const members = await deps.database.db
       .selectFrom('team_members')
       .select(['id', 'name', 'role'])
@@ -34,7 +57,15 @@ export const keyPages: WebPages = (app, deps) => {
       html`${
         extra.created
           ? html`<article class="secret" aria-labelledby="new-key"><h2 id="new-key">Your new key${extra.created.name ? html`: ${extra.created.name}` : null}</h2>
-<p>Copy it now: it is shown only this once.</p>
+<p>Copy it now: it is shown only this once.</p>${
+              extra.created.replaces
+                ? html`<p>It replaces <code>${extra.created.replaces.prefix}…</code>, which ${
+                    extra.created.replaces.until.getTime() <= now.getTime()
+                      ? 'stopped working now'
+                      : html`keeps working until ${when(extra.created.replaces.until, zone)}`
+                  }.</p>`
+                : null
+            }
 <input id="new-key-value" class="key" readonly value="${extra.created.key}" aria-label="The new API key">
 <button type="button" class="secondary" data-copy="new-key-value">Copy</button></article>`
           : null
@@ -54,10 +85,29 @@ export const keyPages: WebPages = (app, deps) => {
 <table><thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">Expires</th><th scope="col">From</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
 <tbody>${keys.map((k) => {
         const status = apiKeyStatus(k, now);
-        return html`<tr><td>${k.name ?? '—'}</td><td><code>${k.prefix}…</code></td><td>${k.role}</td><td><mark class="status status-${status}">${status}</mark></td><td>${when(k.createdAt, zone)}</td><td>${when(k.lastUsedAt, zone)}</td><td>${when(k.expiresAt, zone)}</td><td><small>${k.allowedIps.length ? k.allowedIps.join(', ') : 'anywhere'}</small></td><td>${
+        const label = k.name ?? k.prefix;
+        const successor = successors.get(k.id);
+        const left = k.expiresAt && status === 'active' ? daysLeft(k.expiresAt, now) : null;
+        return html`<tr id="key-${k.id}"><td>${k.name ?? '—'}</td><td><code>${k.prefix}…</code></td><td>${k.role}</td><td><mark class="status status-${status}">${status}</mark>${
+          successor ? html` <small>replaced by <code>${successor.prefix}…</code></small>` : null
+        }</td><td>${when(k.createdAt, zone)}</td><td>${when(k.lastUsedAt, zone)}</td><td>${when(k.expiresAt, zone)}${
+          left !== null && left <= EXPIRY_WARNING_DAYS
+            ? html` <mark class="status status-expiring">in ${left} ${left === 1 ? 'day' : 'days'}</mark>`
+            : null
+        }</td><td><small>${k.allowedIps.length ? k.allowedIps.join(', ') : 'anywhere'}</small></td><td>${
+          status === 'revoked' || successor
+            ? null
+            : html`<details class="rotate"><summary role="button" class="secondary outline" aria-label="Rotate ${label}">Rotate</summary>
+<form method="post" action="/app/keys/${k.id}/rotate">${csrfField(csrf)}
+<label>The old key works for <select name="overlap_hours" aria-label="How long ${label} keeps working">${OVERLAPS.map(
+                ([hours, text]) =>
+                  html`<option value="${String(hours)}"${hours === DEFAULT_OVERLAP_HOURS ? html` selected` : null}>${text}</option>`,
+              )}</select></label>
+<button type="submit" aria-label="Rotate ${label} now">Rotate key</button></form></details>`
+        }${
           status === 'revoked'
             ? null
-            : html`<form method="post" action="/app/keys/${k.id}/revoke" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline" aria-label="Revoke ${k.name ?? k.prefix}">Revoke</button></form>`
+            : html`<form method="post" action="/app/keys/${k.id}/revoke" class="inline">${csrfField(csrf)}<button type="submit" class="secondary outline" aria-label="Revoke ${label}">Revoke</button></form>`
         }</td></tr>`;
       })}</tbody></table>`,
     );
@@ -89,6 +139,35 @@ export const keyPages: WebPages = (app, deps) => {
     } catch (err) {
       if (err instanceof FerryError && err.code === 'invalid_parameter') {
         reply.code(400);
+        return render(request, reply, { error: err.message });
+      }
+      throw err;
+    }
+  });
+
+  app.post<{ Params: { id: string } }>('/app/keys/:id/rotate', async (request, reply) => {
+    const { auth } = signedInOf(request);
+    const raw = field(request.body, 'overlap_hours');
+    const now = deps.now();
+    try {
+      const rotated = await rotateKeyFor(
+        deps.database,
+        auth,
+        request.params.id,
+        { overlapHours: raw === '' ? undefined : Number(raw) },
+        now,
+      );
+      reply.code(201);
+      return render(request, reply, {
+        created: {
+          key: rotated.key.key,
+          name: rotated.key.name,
+          replaces: { prefix: rotated.previous.prefix, until: rotated.previous.expiresAt ?? now },
+        },
+      });
+    } catch (err) {
+      if (err instanceof FerryError && (err.code === 'invalid_parameter' || err.code === 'conflict')) {
+        reply.code(err.code === 'conflict' ? 409 : 400);
         return render(request, reply, { error: err.message });
       }
       throw err;
