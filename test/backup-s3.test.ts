@@ -53,7 +53,7 @@ describe('backups to an S3-compatible bucket (s3rver)', () => {
           },
         ],
       },
-      { secretKey: SECRET, actor: 'test' },
+      { secrets: ctx.secrets, actor: 'test' },
     );
     // The secret is sealed in the settings, never stored as entered.
     const stored = settings.destinations[0] as unknown as { secret_access_key: unknown };
@@ -77,7 +77,7 @@ describe('backups to an S3-compatible bucket (s3rver)', () => {
 
     const dest = await openDestination(settings.destinations[0]!, {
       defaultStore: ctx.defaultStore,
-      secretKey: SECRET,
+      secrets: ctx.secrets,
       outbound: ctx.outbound,
     });
     try {
