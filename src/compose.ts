@@ -21,6 +21,7 @@ import { createStreamHub } from './live/hub.ts';
 import { backupContext } from './backup/context.ts';
 import { BACKUP_JOBS } from './backup/jobs.ts';
 import { IMPORT_JOBS } from './imports/jobs.ts';
+import { KEY_ROTATION_JOBS } from './key-rotation/jobs.ts';
 import { destroyTenantBackups } from './backup/service.ts';
 import { COMPLIANCE_JOBS } from './privacy/compliance-jobs.ts';
 import { DELETION_JOBS } from './privacy/deletion-jobs.ts';
@@ -48,6 +49,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...BACKUP_JOBS,
   ...IMPORT_JOBS,
   ...WEB_JOBS,
+  ...KEY_ROTATION_JOBS,
 ];
 
 /**

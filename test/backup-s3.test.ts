@@ -58,7 +58,7 @@ describe('backups to an S3-compatible bucket (s3rver)', () => {
     // The secret is sealed in the settings, never stored as entered.
     const stored = settings.destinations[0] as unknown as { secret_access_key: unknown };
     expect(stored.secret_access_key).not.toBe(server.secretAccessKey);
-    expect(JSON.stringify(stored.secret_access_key)).toMatch(/v1:/);
+    expect(JSON.stringify(stored.secret_access_key)).toMatch(/v2:/);
 
     const first = await runBackup(ctx, { tenantId, trigger: 'manual', actor: 'test' });
     expect(first.destinations.map((d) => d.name)).toEqual(['bucket']);

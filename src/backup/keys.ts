@@ -56,7 +56,8 @@ function derive(secret: Buffer, tenantId: string, keyId: string): DataKey {
   };
 }
 
-interface KeyRow {
+/** A row of `backup_keys`. */
+export interface KeyRow {
   id: string;
   tenant_id: string;
   sealed: string | null;
@@ -66,7 +67,8 @@ interface KeyRow {
   destroyed_at: Date | null;
 }
 
-function keyFileOf(row: KeyRow): KeyFile {
+/** The key file of a catalog row. */
+export function keyFileOf(row: KeyRow): KeyFile {
   return {
     format: 'ferry-backup-key/1',
     key_id: row.id,

@@ -323,7 +323,8 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
            FROM ${kept} k WHERE ${key.map((c) => `t.${quoteIdent(c)} = k.${quoteIdent(c)}`).join(' AND ')}`,
         );
       }
-    if (input.mode === 'database') await chainHead(session.db, targetTenantId);
+    // Another database, or a new (sandbox) tenant: its audit chain goes on from its last restored event.
+    if (input.mode !== 'replace') await chainHead(session.db, targetTenantId);
     // The ledger as the backup recorded it, and every newer entry the caller knows.
     const ledger = [...input.ledger];
     for (const e of manifest.erasure_ledger ?? [])
@@ -457,7 +458,7 @@ function sandboxValue(
   return c;
 }
 
-/** After a restore into another database, the tenant's audit chain head is its last restored event. */
+/** After a restore into another database or tenant, the tenant's audit chain head is its last restored event. */
 async function chainHead(db: Kysely<DB>, tenantId: string): Promise<void> {
   await sql`INSERT INTO audit_chains (tenant_id, last_seq, last_hash)
     SELECT tenant_id, seq, hash FROM audit_events WHERE tenant_id = ${tenantId} AND seq IS NOT NULL

@@ -152,7 +152,8 @@ export class Keyring implements AtRestKeyring {
     const opened = this.#opened.get(id);
     if (opened) return opened;
     let row = this.#snapshot?.rows.get(id);
-    if (!row) row = (await (db ? this.#load(db) : this.reload())).rows.get(id);
+    // Unknown here (another process made it), or destroyed when last read (a restore may have put it back).
+    if (!row || row.state === 'destroyed') row = (await (db ? this.#load(db) : this.reload())).rows.get(id);
     if (!row) throw unreadable(`data key ${id} is not in this installation's keyring`);
     if (row.state === 'destroyed' || row.wrapped === null)
       throw unreadable(`data key ${id} was destroyed (what it encrypted can no longer be read)`);
