@@ -5,6 +5,8 @@
 import { listBackups } from '../src/backup/catalog.ts';
 import { restoreInto } from '../src/backup/restore.ts';
 import { type BackupContext, erasureLedger, runBackup } from '../src/backup/service.ts';
+import { loadConfig } from '../src/config/config.ts';
+import { openKeyring } from '../src/crypto/open-keyring.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
 import { postgresDatabase } from '../src/db/postgres-database.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
@@ -24,9 +26,11 @@ interface Job {
 const job = JSON.parse(process.argv[2] ?? '{}') as Job;
 const database = postgresDatabase({ connectionString: job.url, schema: job.schema, max: 4 });
 const store = new LocalObjectStore({ root: job.repository });
+const { keyring, secrets } = await openKeyring(database, loadConfig({ FERRY_SECRET_KEY: job.secret }));
 const ctx: BackupContext = {
   database,
   secretKey: job.secret,
+  secrets,
   defaultStore: store,
   files: store,
   outbound: outboundPolicy([]),
@@ -57,7 +61,8 @@ if (job.action === 'backup') {
     mode: 'database',
     target,
     verifier: database,
-    secrets: { secretKey: job.secret },
+    secrets: { secrets },
+    keyring,
     ledger: await erasureLedger(database.db, job.tenant),
     ledgerKey: job.secret,
   });

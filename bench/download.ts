@@ -24,6 +24,7 @@ import { TENANT_SCOPE } from '../src/domain/export-scope.ts';
 import { exportPrefix } from '../src/export-requests/export-job.ts';
 import { exportJobs, tenantExports } from '../src/export-requests/repository.ts';
 import { seed } from '../src/seed/seed.ts';
+import { openKeyring } from '../src/crypto/open-keyring.ts';
 import { createObjectStore, createPlainObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 
@@ -204,7 +205,13 @@ try {
   const config = loadConfig(env);
   process.stderr.write(`writing two files of ${SIZE} bytes (as stored, and encrypted at rest)…\n`);
   const plain = await storedExport(database, createPlainObjectStore(config), tenantId, 'plain.bin');
-  const encrypted = await storedExport(database, await createObjectStore(config), tenantId, 'encrypted.bin');
+  const { keyring } = await openKeyring(database, config);
+  const encrypted = await storedExport(
+    database,
+    await createObjectStore(config, keyring),
+    tenantId,
+    'encrypted.bin',
+  );
   const plainFile = path.join(config.storage.localDir, ...plain.key.split('/'));
   bindApiKeyPepper(database, () => env.FERRY_SECRET_KEY);
   const { key } = await createApiKey(database, { tenantId, role: 'admin' });

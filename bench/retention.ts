@@ -24,6 +24,7 @@ import { createHold } from '../src/privacy/holds.ts';
 import { cutoffOf, previewRetention, runRetentionSweep } from '../src/privacy/retention.ts';
 import { effectiveRetention, putRetention } from '../src/privacy/retention-policies.ts';
 import { seed } from '../src/seed/seed.ts';
+import { openKeyring } from '../src/crypto/open-keyring.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -92,7 +93,8 @@ try {
       if (err.message !== 'rollback') throw err;
     });
 
-  const store = await createObjectStore(loadConfig({ FERRY_DATA_DIR: dataDir, FERRY_DEMO: 'off' }));
+  const storeConfig = loadConfig({ FERRY_DATA_DIR: dataDir, FERRY_DEMO: 'off' });
+  const store = await createObjectStore(storeConfig, (await openKeyring(database, storeConfig)).keyring);
   let start = process.hrtime.bigint();
   const preview = await previewRetention({ database, store, now: () => now }, tenantId);
   const previewSeconds = seconds(start);

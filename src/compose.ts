@@ -2,6 +2,8 @@ import { ensureChangeTracking } from './collect/change-tracking.ts';
 import { syncIpLocation } from './collect/enrichment.ts';
 import type { Config } from './config/config.ts';
 import { createLinkSigner, type LinkSigner } from './crypto/link-signer.ts';
+import { type KeyringAdapters, openKeyring } from './crypto/open-keyring.ts';
+import type { SecretBox } from './crypto/secret-box.ts';
 import type { Database } from './db/database.ts';
 import { openDatabase } from './db/open.ts';
 import { REFERENCE_DATAMAP, validateDataMap } from './datamap/datamap.ts';
@@ -19,6 +21,7 @@ import { createStreamHub } from './live/hub.ts';
 import { backupContext } from './backup/context.ts';
 import { BACKUP_JOBS } from './backup/jobs.ts';
 import { IMPORT_JOBS } from './imports/jobs.ts';
+import { KEY_ROTATION_JOBS } from './key-rotation/jobs.ts';
 import { destroyTenantBackups } from './backup/service.ts';
 import { COMPLIANCE_JOBS } from './privacy/compliance-jobs.ts';
 import { DELETION_JOBS } from './privacy/deletion-jobs.ts';
@@ -48,6 +51,7 @@ export const JOBS: readonly JobDefinition[] = [
   ...BACKUP_JOBS,
   ...IMPORT_JOBS,
   ...WEB_JOBS,
+  ...KEY_ROTATION_JOBS,
 ];
 
 /**
@@ -103,6 +107,8 @@ export interface Ferry {
   readonly app: FerryApp;
   readonly queue: JobQueue;
   readonly store: ObjectStore;
+  /** Seals and opens stored secrets under the process's keyring. */
+  readonly secrets: SecretBox;
   /** Stops the HTTP server (in-flight requests finish first), then the job workers, then closes the database. */
   close(): Promise<void>;
 }
@@ -125,7 +131,8 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
   let jobs: Jobs | undefined;
   try {
     await startDataMap(database, config);
-    jobs = await startJobs(database, config, logger, adapters, options.worker !== false);
+    const keys = await startKeyring(database, config);
+    jobs = await startJobs(database, config, logger, adapters, keys, options.worker !== false);
     const { queue, store } = jobs;
     // One live-stream listener per process, shared by every WebSocket subscriber.
     const stream = createStreamHub(database, { logger });
@@ -136,6 +143,7 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
       queue,
       store,
       signer: adapters.signer,
+      secrets: keys.secrets,
       stream,
       deliveryClients: adapters.deliveryClients,
       ...(adapters.mailer ? { mailer: adapters.mailer } : {}),
@@ -150,6 +158,7 @@ export async function compose(config: Config, options: ComposeOptions = {}): Pro
       app,
       queue,
       store,
+      secrets: keys.secrets,
       close: () => {
         closing ??= app
           .close()
@@ -180,6 +189,17 @@ async function startDataMap(database: Database, config: Config): Promise<void> {
   await syncIpLocation(database, config.ipLocation);
 }
 
+/**
+ * The process's keyring and secret box: the master keys are resolved once (running
+ * FERRY_ENCRYPTION_KEY_COMMAND, when set) and the keyring is loaded, with its first data key
+ * created on a new installation, so a missing or failing key source stops the start.
+ */
+async function startKeyring(database: Database, config: Config): Promise<KeyringAdapters> {
+  const keys = await openKeyring(database, config);
+  await keys.keyring.ready();
+  return keys;
+}
+
 interface Jobs {
   readonly queue: JobQueue;
   readonly store: ObjectStore;
@@ -191,9 +211,10 @@ async function startJobs(
   config: Config,
   logger: Logger,
   adapters: Adapters,
+  keys: KeyringAdapters,
   worker: boolean,
 ): Promise<Jobs> {
-  const store = await createObjectStore(config);
+  const store = await createObjectStore(config, keys.keyring);
   const queue = await createJobQueue(database, config, logger, { definitions: JOBS, supervise: worker });
   if (worker) {
     try {
@@ -206,8 +227,13 @@ async function startJobs(
         queue,
         now,
         ...adapters,
+        keyring: keys.keyring,
+        secrets: keys.secrets,
         destroyBackups: (tenantId: string) =>
-          destroyTenantBackups(backupContext({ database, config, store, now }), tenantId),
+          destroyTenantBackups(
+            backupContext({ database, config, store, secrets: keys.secrets, now }),
+            tenantId,
+          ),
       };
       await startWorkers(queue, context, JOBS);
     } catch (err) {
@@ -234,7 +260,8 @@ export async function composeWorker(config: Config, options: { logger?: Logger }
   const adapters = createAdapters(config);
   try {
     await startDataMap(database, config);
-    const { queue } = await startJobs(database, config, logger, adapters, true);
+    const keys = await startKeyring(database, config);
+    const { queue } = await startJobs(database, config, logger, adapters, keys, true);
     let closing: Promise<void> | undefined;
     return {
       config,
@@ -262,6 +289,10 @@ export interface FerryCommand {
   readonly database: Database;
   /** A job queue that only sends jobs (no workers, no cron), opened on first use. */
   queue(): Promise<JobQueue>;
+  /** The keyring and secret box, opened on first use (the master key is resolved then). */
+  keys(): Promise<KeyringAdapters>;
+  /** The object store, encrypted at rest under the keyring, opened on first use. */
+  store(): Promise<ObjectStore>;
   /** Stops the queue when it was opened, then closes the database. */
   close(): Promise<void>;
 }
@@ -279,9 +310,20 @@ export async function composeCommand(
 ): Promise<FerryCommand> {
   const database = await openDatabase(config, { migrate: options.migrate ?? true });
   let queue: Promise<JobQueue> | undefined;
+  let keys: Promise<KeyringAdapters> | undefined;
+  let store: Promise<ObjectStore> | undefined;
+  const openKeys = () => {
+    keys ??= openKeyring(database, config);
+    return keys;
+  };
   return {
     config,
     database,
+    keys: openKeys,
+    store: () => {
+      store ??= openKeys().then((opened) => createObjectStore(config, opened.keyring));
+      return store;
+    },
     queue: () => {
       queue ??= createJobQueue(database, config, createLogger({ ...config, logLevel: 'warn' }), {
         definitions: JOBS,

@@ -167,7 +167,7 @@ for (const dialect of DIALECTS) {
       expect(filesBefore.length).toBeGreaterThan(0);
       await closeAccount(h.database, h.tenant.id, { actor: 'cli' });
       const secretKey = loadOrCreateSecretKey(h.config);
-      const deps = { database: h.database, store: h.store, secretKey };
+      const deps = { database: h.database, store: h.store, secretKey, secrets: h.secrets };
       await expect(purgeAccount(deps, h.tenant.id, { actor: 'cli' })).rejects.toThrow(/grace period/);
       const otherBefore = await rowsMentioning(h, h.other.id);
 

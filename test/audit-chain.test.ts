@@ -6,6 +6,7 @@ import type { Database } from '../src/db/database.ts';
 import { anchorAuditChains, verifyAuditChain } from '../src/privacy/audit-chain.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { createTenant } from './support/fixtures/auth.ts';
+import { testSecrets } from './support/keyring.ts';
 
 const SECRET = 'audit-chain-test-secret-key-0123456789abcdef';
 
@@ -127,7 +128,7 @@ for (const dialect of DIALECTS) {
     });
 
     it('events cut off the end are reported, even when the chain head is rewound, by the signed anchor', async () => {
-      expect(await anchorAuditChains(database, SECRET)).toBeGreaterThan(0);
+      expect(await anchorAuditChains(database, await testSecrets(database, SECRET))).toBeGreaterThan(0);
       expect(await verifyAuditChain(database, tenantId)).toMatchObject({ valid: true, anchors_checked: 1 });
       await sql`DELETE FROM audit_events WHERE tenant_id = ${tenantId} AND seq > 9`.execute(database.db);
       expect((await verifyAuditChain(database, tenantId)).broken!.seq).toBe(10);

@@ -11,6 +11,8 @@ import { bindApiKeyPepper, createApiKey } from '../src/auth/keys.ts';
 import { authDb } from '../src/auth/tables.ts';
 import { linkSigner } from '../src/compose.ts';
 import { type Config, loadConfig } from '../src/config/config.ts';
+import { openKeyring } from '../src/crypto/open-keyring.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
 import type { Database } from '../src/db/database.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import type { RoutePlugin } from '../src/http/types.ts';
@@ -469,6 +471,7 @@ for (const dialect of DIALECTS) {
       let receiver: TestWebhookReceiver;
       let config: Config;
       let database: Database;
+      let secrets: SecretBox;
 
       beforeAll(async () => {
         receiver = await startWebhookReceiver();
@@ -476,6 +479,7 @@ for (const dialect of DIALECTS) {
           FERRY_SECRET_KEY: SECRET_B,
           FERRY_OUTBOUND_ALLOW: '127.0.0.1',
         }));
+        ({ secrets } = await openKeyring(t.database, config));
       });
       afterAll(async () => {
         await receiver?.stop();
@@ -487,7 +491,7 @@ for (const dialect of DIALECTS) {
           t.database,
           hooked.id,
           { url: receiver.url, events: ['api_key.expiring'] },
-          { secretKey: SECRET_B, outbound: outboundPolicy(config.outboundAllow) },
+          { secrets, outbound: outboundPolicy(config.outboundAllow) },
         );
         receiver.setSecrets([secret]);
         // Real time here: the receiver checks the signature's timestamp against its clock.
@@ -528,7 +532,7 @@ for (const dialect of DIALECTS) {
         const deliver = () =>
           deliverDueMessages({
             database: t.database,
-            secretKey: SECRET_B,
+            secrets,
             outbound: outboundPolicy(config.outboundAllow),
           });
         const messages = async () =>

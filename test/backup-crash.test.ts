@@ -9,7 +9,7 @@ import { backupContext } from '../src/backup/context.ts';
 import { type BackupContext, verifyBackup } from '../src/backup/service.ts';
 import type { Config } from '../src/config/config.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
+import { testAdapters } from './support/keyring.ts';
 import { tenantRows } from './support/backup.ts';
 import { runFerry } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase, testsDialect } from './support/databases.ts';
@@ -75,7 +75,8 @@ describe.skipIf(!testsDialect('postgres'))(
         FERRY_DEMO: 'off',
       };
       config = authTestConfig({ ...t.env, FERRY_DATA_DIR: dataDir, FERRY_SECRET_KEY: SECRET });
-      ctx = backupContext({ database: t.database, config, store: await createObjectStore(config) });
+      const keys = await testAdapters(t.database, config);
+      ctx = backupContext({ database: t.database, config, store: keys.store, secrets: keys.secrets });
       const summary = await seed(t.database, {
         tenants: 1,
         conversations: 1500,

@@ -8,7 +8,8 @@ import type { Config } from '../src/config/config.ts';
 import type { JobContext } from '../src/jobs/types.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { testAdapters } from './support/keyring.ts';
 import { createTestDatabase, preferDialect, type TestDatabase } from './support/databases.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
 
@@ -20,6 +21,7 @@ describe('the backup schedule (backup.due)', () => {
   let tenantId: string;
   let clock: Date;
   let ctx: JobContext;
+  let secrets: SecretBox;
 
   beforeAll(async () => {
     t = await createTestDatabase(preferDialect('pglite'));
@@ -36,10 +38,13 @@ describe('the backup schedule (backup.due)', () => {
     tenantId = summary.tenants[0]!.id;
     await sql`UPDATE tenants SET timezone = 'America/New_York' WHERE id = ${tenantId}`.execute(t.database.db);
     // Only what the schedule uses: the database, the configuration, the file store, the clock, the log.
+    const keys = await testAdapters(t.database, config);
+    secrets = keys.secrets;
     ctx = {
       database: t.database,
       config,
-      store: await createObjectStore(config),
+      store: keys.store,
+      secrets: keys.secrets,
       logger: createLogger({ logLevel: 'silent' }),
       now: () => clock,
     } as unknown as JobContext;
@@ -51,7 +56,7 @@ describe('the backup schedule (backup.due)', () => {
       t.database.db,
       tenantId,
       { enabled: true, time_of_day: '02:00', verify_weekday: 3, drill_day: 16, keep: { keep_daily: 2 } },
-      { secretKey: SECRET, actor: 'test' },
+      { secrets, actor: 'test' },
     );
     // 2026-12-16 is a Wednesday. 06:30 UTC is 01:30 in New York: not yet.
     clock = new Date('2026-12-16T06:30:00Z');
@@ -85,12 +90,7 @@ describe('the backup schedule (backup.due)', () => {
   }, 120_000);
 
   it('takes nothing for a tenant whose backups are off', async () => {
-    await putBackupSettings(
-      t.database.db,
-      tenantId,
-      { enabled: false },
-      { secretKey: SECRET, actor: 'test' },
-    );
+    await putBackupSettings(t.database.db, tenantId, { enabled: false }, { secrets, actor: 'test' });
     clock = new Date('2026-12-20T08:00:00Z');
     const before = (await listBackups(t.database.db, tenantId, { all: true })).length;
     await runDueBackups(ctx);

@@ -53,12 +53,12 @@ describe('backups to an S3-compatible bucket (s3rver)', () => {
           },
         ],
       },
-      { secretKey: SECRET, actor: 'test' },
+      { secrets: ctx.secrets, actor: 'test' },
     );
     // The secret is sealed in the settings, never stored as entered.
     const stored = settings.destinations[0] as unknown as { secret_access_key: unknown };
     expect(stored.secret_access_key).not.toBe(server.secretAccessKey);
-    expect(JSON.stringify(stored.secret_access_key)).toMatch(/v1:/);
+    expect(JSON.stringify(stored.secret_access_key)).toMatch(/v2:/);
 
     const first = await runBackup(ctx, { tenantId, trigger: 'manual', actor: 'test' });
     expect(first.destinations.map((d) => d.name)).toEqual(['bucket']);
@@ -77,7 +77,7 @@ describe('backups to an S3-compatible bucket (s3rver)', () => {
 
     const dest = await openDestination(settings.destinations[0]!, {
       defaultStore: ctx.defaultStore,
-      secretKey: SECRET,
+      secrets: ctx.secrets,
       outbound: ctx.outbound,
     });
     try {

@@ -454,7 +454,7 @@ for (const dialect of DIALECTS) {
         database.db,
         tenantId,
         { recipients: [recipient] },
-        { secretKey: SECRET, actor: 'test' },
+        { secrets: ctx.secrets, actor: 'test' },
       );
       const expected = await tenantRows(database, tenantId, { skip: ['tenants'] });
       const backup = await runBackup(ctx, { tenantId, trigger: 'manual', actor: 'test' });

@@ -3,25 +3,40 @@ import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, test } from 'vitest';
 import {
+  type AtRestKeys,
   decryptStream,
   encryptedSize,
   encryptStream,
+  encryptStreamV1,
   HEADER_BYTES,
+  headerKeyRef,
+  masterKeyId,
   SEGMENT_BYTES,
 } from '../src/crypto/at-rest.ts';
 import { chunked, readAll } from './support/fixtures/streams.ts';
+import { memoryKeyring } from './support/keyring.ts';
 
 const STRIDE = SEGMENT_BYTES + 16;
 const key = randomBytes(32);
+const ring = memoryKeyring(key);
 
-async function encrypt(data: Buffer, masterKey: Uint8Array = key): Promise<Buffer> {
-  return readAll(chunked(data, 10_007).pipe(encryptStream(masterKey)));
+async function encrypt(data: Buffer): Promise<Buffer> {
+  return readAll(chunked(data, 10_007).pipe(encryptStream(await ring.activeDataKey())));
+}
+
+async function encryptV1(data: Buffer, masterKey: Uint8Array = key): Promise<Buffer> {
+  return readAll(chunked(data, 10_007).pipe(encryptStreamV1(masterKey)));
+}
+
+/** Master keys only (format 1), no data keys. */
+function masterOnly(...keys: Uint8Array[]): AtRestKeys {
+  return { masterKeys: keys, dataKey: () => ring.dataKey('00000000-0000-0000-0000-000000000000') };
 }
 
 /** Runs `cipher` through a decryptor, returning what it emitted and the error it failed with. */
 async function decrypt(
   cipher: Buffer,
-  decryptor: Transform = decryptStream(key),
+  decryptor: Transform = decryptStream(ring),
 ): Promise<{ output: Buffer; error: unknown }> {
   const chunks: Buffer[] = [];
   let error: unknown;
@@ -69,12 +84,58 @@ describe('encryption at rest (FERRY1 segmented AES-256-GCM)', () => {
     }
   });
 
-  test('a flipped byte in the header (size, key id, nonce prefix, wrapped key) fails', async () => {
+  test('a flipped byte in the header (size, data key id, nonce prefix, salt, commitment) fails', async () => {
     const cipher = await encrypt(randomBytes(1000));
+    for (const offset of [7, 11, 20, 30, 40, 60, 70, 85]) {
+      const bad = Buffer.from(cipher);
+      bad[offset]! ^= 0x80;
+      expect((await decrypt(bad)).error, `offset ${offset}`).toMatchObject({ code: 'decryption_failed' });
+    }
+  });
+
+  test('format 2 names its data key in the header; the header alone reveals no key', async () => {
+    const cipher = await encrypt(randomBytes(10));
+    expect(cipher[6]).toBe(2);
+    expect(headerKeyRef(cipher)).toEqual({ version: 2, dataKeyId: ring.activeId });
+    const dataKey = await ring.dataKey(ring.activeId);
+    expect(cipher.includes(Buffer.from(dataKey))).toBe(false);
+    expect(cipher.includes(key)).toBe(false);
+  });
+
+  test('a data key that is not the one named fails before any segment is read', async () => {
+    const cipher = await encrypt(randomBytes(5000));
+    const wrong: AtRestKeys = { masterKeys: [key], dataKey: async () => randomBytes(32) };
+    const { output, error } = await decrypt(cipher, decryptStream(wrong));
+    expect(output.length).toBe(0);
+    expect(error).toMatchObject({
+      code: 'decryption_failed',
+      message: expect.stringContaining('data key is wrong'),
+    });
+  });
+
+  test('a file whose data key is gone fails with the keyring error', async () => {
+    const other = memoryKeyring(key);
+    const cipher = await readAll(chunked(randomBytes(100)).pipe(encryptStream(await other.activeDataKey())));
+    other.forget(other.activeId);
+    expect((await decrypt(cipher, decryptStream(other))).error).toMatchObject({
+      code: 'decryption_failed',
+      message: expect.stringContaining('is not here'),
+    });
+  });
+
+  test('format 1 (a file key wrapped by the master key) is still read', async () => {
+    const data = randomBytes(3 * SEGMENT_BYTES + 7);
+    const cipher = await encryptV1(data);
+    expect(cipher[6]).toBe(1);
+    expect(headerKeyRef(cipher)).toEqual({ version: 1, masterKeyId: masterKeyId(key).toString('hex') });
+    expect(cipher.length).toBe(encryptedSize(data.length));
+    const { output, error } = await decrypt(cipher);
+    expect(error).toBeUndefined();
+    expect(output.equals(data)).toBe(true);
     for (const offset of [7, 11, 19, 30, 40, 80]) {
       const bad = Buffer.from(cipher);
       bad[offset]! ^= 0x80;
-      expect((await decrypt(bad)).error).toMatchObject({ code: 'decryption_failed' });
+      expect((await decrypt(bad)).error, `offset ${offset}`).toMatchObject({ code: 'decryption_failed' });
     }
   });
 
@@ -110,9 +171,9 @@ describe('encryption at rest (FERRY1 segmented AES-256-GCM)', () => {
     }
   });
 
-  test('a wrong master key fails and says the key is not configured', async () => {
-    const cipher = await encrypt(randomBytes(5000));
-    const { output, error } = await decrypt(cipher, decryptStream(randomBytes(32)));
+  test('format 1: a wrong master key fails and says the key is not configured', async () => {
+    const cipher = await encryptV1(randomBytes(5000));
+    const { output, error } = await decrypt(cipher, decryptStream(masterOnly(randomBytes(32))));
     expect(output.length).toBe(0);
     expect(error).toMatchObject({
       code: 'decryption_failed',
@@ -120,11 +181,11 @@ describe('encryption at rest (FERRY1 segmented AES-256-GCM)', () => {
     });
   });
 
-  test('rotation: a file decrypts with any key of the ring', async () => {
+  test('format 1: a file decrypts with any configured master key', async () => {
     const oldKey = randomBytes(32);
     const data = randomBytes(70_000);
-    const cipher = await encrypt(data, oldKey);
-    const { output, error } = await decrypt(cipher, decryptStream([randomBytes(32), oldKey]));
+    const cipher = await encryptV1(data, oldKey);
+    const { output, error } = await decrypt(cipher, decryptStream(masterOnly(randomBytes(32), oldKey)));
     expect(error).toBeUndefined();
     expect(output.equals(data)).toBe(true);
   });
@@ -143,22 +204,23 @@ describe('encryption at rest (FERRY1 segmented AES-256-GCM)', () => {
   test('plaintext passthrough is opt-in and only for input without the magic', async () => {
     const plain = Buffer.from('id,name\n1,Ada\n');
     expect((await decrypt(plain)).error).toMatchObject({ code: 'decryption_failed' });
-    const passed = await decrypt(plain, decryptStream(key, { passthroughPlaintext: true }));
+    const passed = await decrypt(plain, decryptStream(ring, { passthroughPlaintext: true }));
     expect(passed.error).toBeUndefined();
     expect(passed.output.equals(plain)).toBe(true);
-    const tiny = await decrypt(Buffer.from('ab'), decryptStream(key, { passthroughPlaintext: true }));
+    const tiny = await decrypt(Buffer.from('ab'), decryptStream(ring, { passthroughPlaintext: true }));
     expect(tiny.output.toString()).toBe('ab');
     // An encrypted file is still authenticated in passthrough mode.
     const cipher = await encrypt(randomBytes(1000));
     cipher[cipher.length - 3]! ^= 1;
-    expect((await decrypt(cipher, decryptStream(key, { passthroughPlaintext: true }))).error).toMatchObject({
+    expect((await decrypt(cipher, decryptStream(ring, { passthroughPlaintext: true }))).error).toMatchObject({
       code: 'decryption_failed',
     });
   });
 
-  test('master keys must be 32 bytes', () => {
-    expect(() => encryptStream(randomBytes(16))).toThrow(/32 bytes/);
-    expect(() => decryptStream([])).toThrow(/at least one/);
+  test('keys must be 32 bytes', () => {
+    expect(() => encryptStreamV1(randomBytes(16))).toThrow(/32 bytes/);
+    expect(() => encryptStream({ id: ring.activeId, key: randomBytes(16) })).toThrow(/32 bytes/);
+    expect(() => decryptStream(masterOnly(randomBytes(16)))).toThrow(/32 bytes/);
   });
 
   test('a 64 MiB stream pipes through encrypt and decrypt', async () => {
@@ -169,7 +231,8 @@ describe('encryption at rest (FERRY1 segmented AES-256-GCM)', () => {
         for (let i = 0; i < 64; i++) yield piece;
       })(),
     );
-    await pipeline(source, encryptStream(key), decryptStream(key), async (stream: AsyncIterable<Buffer>) => {
+    const dek = await ring.activeDataKey();
+    await pipeline(source, encryptStream(dek), decryptStream(ring), async (stream: AsyncIterable<Buffer>) => {
       for await (const chunk of stream) total += chunk.length;
     });
     expect(total).toBe(64 * 1024 * 1024);

@@ -19,7 +19,8 @@ import { receiptJwks } from '../src/privacy/receipt-keys.ts';
 import { getReceipt, verifyReceipt } from '../src/privacy/receipts.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { testAdapters } from './support/keyring.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
@@ -44,6 +45,7 @@ for (const dialect of DIALECTS) {
     let database: Database;
     let config: Config;
     let store: ObjectStore;
+    let secrets: SecretBox;
     let app: FerryApp;
     let tenantId: string;
     let otherTenantId: string;
@@ -55,7 +57,7 @@ for (const dialect of DIALECTS) {
       t = await createTestDatabase(dialect);
       database = t.database;
       config = authTestConfig({ FERRY_SECRET_KEY: SECRET, ...t.env });
-      store = await createObjectStore(config);
+      ({ store, secrets } = await testAdapters(database, config));
       const summary = await seed(database, {
         tenants: 2,
         conversations: 60,
@@ -299,7 +301,7 @@ for (const dialect of DIALECTS) {
       );
 
       const created = await createDeletion(database, tenantId, { target: 'message', id: message }, 'test');
-      const done = await runDeletion({ database, store, secretKey: SECRET }, tenantId, created.id);
+      const done = await runDeletion({ database, store, secretKey: SECRET, secrets }, tenantId, created.id);
       expect(done.status).toBe('completed');
       expect(await n(database, `SELECT count(*) AS n FROM messages WHERE id = '${message}'`)).toBe(0);
       expect(
@@ -341,7 +343,7 @@ for (const dialect of DIALECTS) {
         `SELECT id::text AS id FROM messages WHERE conversation_id = '${heldId}' ORDER BY id LIMIT 1`,
       );
       const kept = await runDeletion(
-        { database, store, secretKey: SECRET },
+        { database, store, secretKey: SECRET, secrets },
         tenantId,
         (await createDeletion(database, tenantId, { target: 'message', id: heldMessage }, 'test')).id,
       );
@@ -401,7 +403,7 @@ for (const dialect of DIALECTS) {
         await n(database, `SELECT count(*) AS n FROM conversations WHERE tenant_id = '${tenantId}'`),
       ).toBe(total);
 
-      const deps = { database, store, secretKey: SECRET, batchRows: 5 };
+      const deps = { database, store, secretKey: SECRET, secrets, batchRows: 5 };
       let batches = 0;
       await expect(
         runDeletion(

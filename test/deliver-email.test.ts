@@ -9,8 +9,11 @@ import { parseTarget, sealTarget } from '../src/deliver/targets.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryTarget } from '../src/deliver/types.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { startSmtpServer, type TestSmtpServer } from './support/smtp-server.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { scratchSecrets } from './support/keyring.ts';
 
-const KEY = 'm'.repeat(40);
+let secrets: SecretBox;
+let scratch: Awaited<ReturnType<typeof scratchSecrets>> | undefined;
 
 function artifactOf(bytes: Buffer): DeliveryArtifact {
   return {
@@ -28,10 +31,10 @@ function artifactOf(bytes: Buffer): DeliveryArtifact {
   };
 }
 
-function emailTarget(extra: Record<string, unknown> = {}): DeliveryTarget {
+async function emailTarget(extra: Record<string, unknown> = {}): Promise<DeliveryTarget> {
   return sealTarget(
     parseTarget({ type: 'email', to: ['ops@acme.example', 'cto@acme.example'], ...extra }),
-    KEY,
+    secrets,
   );
 }
 
@@ -40,10 +43,12 @@ describe('email delivery through a real SMTP server', () => {
   let mailer: Mailer;
   let ctx: DeliveryContext;
   beforeAll(async () => {
+    scratch = await scratchSecrets();
+    secrets = scratch.secrets;
     smtp = await startSmtpServer();
     mailer = createMailer({ url: smtp.url, from: 'Ferry <ferry@ferry.example>' });
     ctx = {
-      secretKey: KEY,
+      secrets,
       outbound: outboundPolicy([]),
       clients: DELIVERY_CLIENTS,
       mailer,
@@ -51,6 +56,7 @@ describe('email delivery through a real SMTP server', () => {
     };
   });
   afterAll(async () => {
+    await scratch?.close();
     mailer?.close();
     await smtp?.stop();
   });
@@ -59,7 +65,7 @@ describe('email delivery through a real SMTP server', () => {
     const bytes = randomBytes(3_456_789);
     const artifact = artifactOf(bytes);
     const before = smtp.messages.length;
-    const result = await deliver(emailTarget(), artifact, ctx);
+    const result = await deliver(await emailTarget(), artifact, ctx);
     expect(result).toMatchObject({ status: 'delivered', attempts: 1, bytesSent: 0, checksumVerified: false });
     expect(result.location).toMatch(/^mailto:ops@acme\.example,cto@acme\.example\?message-id=/);
     const [received] = smtp.messages.slice(before);
@@ -80,10 +86,10 @@ describe('email delivery through a real SMTP server', () => {
   test('attaches a small file when asked, never a big one', async () => {
     const small = randomBytes(50_000);
     const before = smtp.messages.length;
-    const smallResult = await deliver(emailTarget({ attach: true }), artifactOf(small), ctx);
+    const smallResult = await deliver(await emailTarget({ attach: true }), artifactOf(small), ctx);
     expect(smallResult).toMatchObject({ status: 'delivered', bytesSent: 50_000, checksumVerified: true });
     const bigResult = await deliver(
-      emailTarget({ attach: true }),
+      await emailTarget({ attach: true }),
       artifactOf(randomBytes(1024 * 1024 + 1)),
       ctx,
     );
@@ -99,17 +105,17 @@ describe('email delivery through a real SMTP server', () => {
   test('a refused message is retried, then reported', async () => {
     smtp.rejectNext(1);
     const before = smtp.messages.length;
-    const retried = await deliver(emailTarget(), artifactOf(randomBytes(10)), ctx);
+    const retried = await deliver(await emailTarget(), artifactOf(randomBytes(10)), ctx);
     expect(retried).toMatchObject({ status: 'delivered', attempts: 2 });
     expect(smtp.messages.length).toBe(before + 1);
     smtp.rejectNext(4);
-    const failed = await deliver(emailTarget(), artifactOf(randomBytes(10)), ctx);
+    const failed = await deliver(await emailTarget(), artifactOf(randomBytes(10)), ctx);
     expect(failed).toMatchObject({ status: 'failed', attempts: 4, errorCode: 'delivery_failed' });
     expect(failed.error).toContain('550');
   });
 
   test('without SMTP settings an email target fails at once, other targets still deliver', async () => {
-    const results = await deliverAll([emailTarget({ name: 'No SMTP' })], artifactOf(randomBytes(10)), {
+    const results = await deliverAll([await emailTarget({ name: 'No SMTP' })], artifactOf(randomBytes(10)), {
       ...ctx,
       mailer: undefined,
     });

@@ -16,8 +16,11 @@ import { parseTarget, sealTarget } from '../src/deliver/targets.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryTarget, S3Target } from '../src/deliver/types.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { scratchSecrets } from './support/keyring.ts';
 
-const KEY = 's'.repeat(40);
+let secrets: SecretBox;
+let scratch: Awaited<ReturnType<typeof scratchSecrets>> | undefined;
 const MiB = 1024 * 1024;
 
 function artifactOf(bytes: Buffer, extra: Partial<DeliveryArtifact> = {}): DeliveryArtifact {
@@ -45,9 +48,11 @@ function artifactOf(bytes: Buffer, extra: Partial<DeliveryArtifact> = {}): Deliv
 let server: TestS3Server;
 let ctx: DeliveryContext;
 beforeAll(async () => {
+  scratch = await scratchSecrets();
+  secrets = scratch.secrets;
   server = await startS3Server();
   ctx = {
-    secretKey: KEY,
+    secrets,
     outbound: outboundPolicy(['127.0.0.1']),
     clients: DELIVERY_CLIENTS,
     retryDelays: [1, 1, 1],
@@ -55,13 +60,14 @@ beforeAll(async () => {
   };
 });
 afterAll(async () => {
+  await scratch?.close();
   await server?.stop();
 });
 afterEach(() => {
   vi.restoreAllMocks();
 });
 
-function s3Target(extra: Record<string, unknown> = {}): DeliveryTarget {
+async function s3Target(extra: Record<string, unknown> = {}): Promise<DeliveryTarget> {
   return sealTarget(
     parseTarget({
       type: 's3',
@@ -73,7 +79,7 @@ function s3Target(extra: Record<string, unknown> = {}): DeliveryTarget {
       secret_access_key: server.secretAccessKey,
       ...extra,
     }),
-    KEY,
+    secrets,
   );
 }
 
@@ -103,7 +109,7 @@ describe('S3 delivery against a real S3-protocol server', () => {
   test('uploads in parts under the rendered prefix, with the sha256 as metadata', async () => {
     const bytes = randomBytes(12 * MiB + 123);
     const artifact = artifactOf(bytes);
-    const result = await deliver(s3Target(), artifact, ctx);
+    const result = await deliver(await s3Target(), artifact, ctx);
     expect(result).toEqual({
       target: { type: 's3', name: 'Lake', label: `s3://${server.bucket}/daily-exports/{tenant}/{date}/` },
       status: 'delivered',
@@ -122,14 +128,18 @@ describe('S3 delivery against a real S3-protocol server', () => {
 
   test('verify "read" downloads the object again and hashes it', async () => {
     const bytes = randomBytes(3000);
-    const result = await deliver(s3Target({ verify: 'read', prefix: 'read-check/' }), artifactOf(bytes), ctx);
+    const result = await deliver(
+      await s3Target({ verify: 'read', prefix: 'read-check/' }),
+      artifactOf(bytes),
+      ctx,
+    );
     expect(result).toMatchObject({ status: 'delivered', checksumVerified: true, bytesSent: 3000 });
   });
 
   test('a source that does not match its recorded checksum fails, and the object is removed', async () => {
     const bytes = randomBytes(5000);
     const lying = { ...artifactOf(bytes), sha256: 'f'.repeat(64) };
-    const result = await deliver(s3Target({ prefix: 'lying/' }), lying, ctx);
+    const result = await deliver(await s3Target({ prefix: 'lying/' }), lying, ctx);
     expect(result).toMatchObject({ status: 'failed', errorCode: 'checksum_mismatch', attempts: 4 });
     expect(result.error).toContain('expected 5000 bytes with sha256 ffff');
     const listed = await client().send(new ListObjectsV2Command({ Bucket: server.bucket, Prefix: 'lying/' }));
@@ -138,7 +148,7 @@ describe('S3 delivery against a real S3-protocol server', () => {
 
   test('a missing bucket fails after the retries with backoff, naming the S3 error', async () => {
     const sleeps: number[] = [];
-    const result = await deliver(s3Target({ bucket: 'no-such-bucket' }), artifactOf(randomBytes(10)), {
+    const result = await deliver(await s3Target({ bucket: 'no-such-bucket' }), artifactOf(randomBytes(10)), {
       ...ctx,
       retryDelays: [1000, 4000, 16000],
       sleep: async (ms) => {
@@ -156,7 +166,7 @@ describe('S3 delivery against a real S3-protocol server', () => {
 
   test('an endpoint on a private address is refused before any socket is opened', async () => {
     const connect = vi.spyOn(net.Socket.prototype, 'connect');
-    const result = await deliver(s3Target(), artifactOf(randomBytes(10)), {
+    const result = await deliver(await s3Target(), artifactOf(randomBytes(10)), {
       ...ctx,
       outbound: outboundPolicy([]),
     });
@@ -169,7 +179,7 @@ describe('S3 delivery against a real S3-protocol server', () => {
     const api = client();
     for (const key of ['ret/a/2026-01-01/old.csv', 'ret/b/2026-01-02/old2.csv', 'elsewhere/keep.csv'])
       await api.send(new PutObjectCommand({ Bucket: server.bucket, Key: key, Body: 'x' }));
-    const target = s3Target({ prefix: 'ret/{tenant}/{date}/' }) as S3Target;
+    const target = (await s3Target({ prefix: 'ret/{tenant}/{date}/' })) as S3Target;
     // Everything was written just now: a cut-off in the past keeps all of it.
     const none = await applyRetention(target, new Date(Date.now() - 3_600_000), ctx);
     expect(none).toEqual({ deleted: [], kept: 2, errors: [] });
@@ -178,16 +188,16 @@ describe('S3 delivery against a real S3-protocol server', () => {
     const rest = await api.send(new ListObjectsV2Command({ Bucket: server.bucket, Prefix: 'elsewhere/' }));
     expect(rest.Contents?.map((c) => c.Key)).toEqual(['elsewhere/keep.csv']);
     await expect(
-      applyRetention(s3Target({ prefix: '{tenant}/' }) as S3Target, new Date(), ctx),
+      applyRetention((await s3Target({ prefix: '{tenant}/' })) as S3Target, new Date(), ctx),
     ).rejects.toThrow('retention needs a prefix that starts with a fixed folder');
   });
 
   test('deliverAll: one failing target does not stop the others', async () => {
     const bytes = randomBytes(2048);
     const targets = [
-      s3Target({ prefix: 'all-1/' }),
-      s3Target({ bucket: 'missing-bucket', name: 'Broken' }),
-      s3Target({ prefix: 'all-2/' }),
+      await s3Target({ prefix: 'all-1/' }),
+      await s3Target({ bucket: 'missing-bucket', name: 'Broken' }),
+      await s3Target({ prefix: 'all-2/' }),
     ];
     const results = await deliverAll(targets, artifactOf(bytes), ctx);
     expect(results.map((r) => r.status)).toEqual(['delivered', 'failed', 'delivered']);

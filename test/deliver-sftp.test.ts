@@ -11,8 +11,11 @@ import { parseTarget, sealTarget } from '../src/deliver/targets.ts';
 import type { DeliveryArtifact, DeliveryContext, DeliveryTarget } from '../src/deliver/types.ts';
 import { outboundPolicy, type Resolver } from '../src/lib/ssrf.ts';
 import { sshdAvailable, startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { scratchSecrets } from './support/keyring.ts';
 
-const KEY = 'p'.repeat(40);
+let secrets: SecretBox;
+let scratch: Awaited<ReturnType<typeof scratchSecrets>> | undefined;
 
 /** An artifact whose stream yields `chunks` pieces, waiting `pauseMs` before each. */
 function artifactOf(
@@ -49,22 +52,25 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
   let server: TestSftpServer;
   let ctx: DeliveryContext;
   beforeAll(async () => {
+    scratch = await scratchSecrets();
+    secrets = scratch.secrets;
     server = await startSftpServer();
     ctx = {
-      secretKey: KEY,
+      secrets,
       outbound: outboundPolicy(['127.0.0.1']),
       clients: DELIVERY_CLIENTS,
       retryDelays: [1, 1, 1],
     };
   }, 30_000);
   afterAll(async () => {
+    await scratch?.close();
     await server?.stop();
   });
   afterEach(() => {
     vi.restoreAllMocks();
   });
 
-  function sftpTarget(extra: Record<string, unknown> = {}): DeliveryTarget {
+  async function sftpTarget(extra: Record<string, unknown> = {}): Promise<DeliveryTarget> {
     return sealTarget(
       parseTarget({
         type: 'sftp',
@@ -77,7 +83,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
         host_key: server.hostKeyFingerprint,
         ...extra,
       }),
-      KEY,
+      secrets,
     );
   }
 
@@ -103,7 +109,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
         await sleep(2);
       }
     })();
-    const result = await deliver(sftpTarget(), artifact, ctx);
+    const result = await deliver(await sftpTarget(), artifact, ctx);
     polling = false;
     await poller;
     expect(result).toEqual({
@@ -129,12 +135,12 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
     const first = randomBytes(1000);
     const second = randomBytes(1500);
     await deliver(
-      sftpTarget({ directory: `${server.uploadDir}/again` }),
+      await sftpTarget({ directory: `${server.uploadDir}/again` }),
       artifactOf(first, { filename: 'a.csv' }),
       ctx,
     );
     const result = await deliver(
-      sftpTarget({ directory: `${server.uploadDir}/again` }),
+      await sftpTarget({ directory: `${server.uploadDir}/again` }),
       artifactOf(second, { filename: 'a.csv' }),
       ctx,
     );
@@ -145,7 +151,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
 
   test('the directory may use placeholders and is created when missing', async () => {
     const result = await deliver(
-      sftpTarget({ directory: `${server.uploadDir}/{tenant}/{date}` }),
+      await sftpTarget({ directory: `${server.uploadDir}/{tenant}/{date}` }),
       artifactOf(randomBytes(10), { filename: 'b.csv' }),
       { ...ctx, now: () => new Date('2026-11-22T10:00:00Z') },
     );
@@ -168,7 +174,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
         );
       },
     };
-    const result = await deliver(sftpTarget({ directory }), artifact, ctx);
+    const result = await deliver(await sftpTarget({ directory }), artifact, ctx);
     expect(result).toMatchObject({ status: 'failed', attempts: 4, errorCode: 'delivery_failed' });
     expect(result.error).toContain('the export file went away');
     expect(readdirSync(path.join(server.uploadDir, 'broken'))).toEqual([]);
@@ -176,7 +182,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
 
   test('a host key that does not match the pinned fingerprint fails at once, with a clear error', async () => {
     const result = await deliver(
-      sftpTarget({ host_key: server.otherFingerprint, directory: `${server.uploadDir}/mismatch` }),
+      await sftpTarget({ host_key: server.otherFingerprint, directory: `${server.uploadDir}/mismatch` }),
       artifactOf(randomBytes(10)),
       ctx,
     );
@@ -195,7 +201,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
 
   test('insecure-accept-any connects to whatever key the server has', async () => {
     const result = await deliver(
-      sftpTarget({ host_key: 'insecure-accept-any', directory: `${server.uploadDir}/any` }),
+      await sftpTarget({ host_key: 'insecure-accept-any', directory: `${server.uploadDir}/any` }),
       artifactOf(randomBytes(10), { filename: 'c.csv' }),
       ctx,
     );
@@ -205,7 +211,7 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
   test('a wrong key is retried with backoff, then reported; no secret in the error', async () => {
     const sleeps: number[] = [];
     const wrongKey = readFileSync(path.join(path.dirname(server.uploadDir), 'other_key'), 'utf8');
-    const result = await deliver(sftpTarget({ private_key: wrongKey }), artifactOf(randomBytes(10)), {
+    const result = await deliver(await sftpTarget({ private_key: wrongKey }), artifactOf(randomBytes(10)), {
       ...ctx,
       retryDelays: [1000, 4000, 16000],
       sleep: async (ms) => {
@@ -221,10 +227,14 @@ describe.skipIf(!sshdAvailable())('SFTP delivery against OpenSSH sshd on 127.0.0
   test('a host resolving to a private address is refused before any socket is opened', async () => {
     const resolver: Resolver = async () => [{ address: '10.1.2.3', family: 4 }];
     const connect = vi.spyOn(net.Socket.prototype, 'connect');
-    const result = await deliver(sftpTarget({ host: 'sftp.partner.example' }), artifactOf(randomBytes(10)), {
-      ...ctx,
-      outbound: outboundPolicy([], resolver),
-    });
+    const result = await deliver(
+      await sftpTarget({ host: 'sftp.partner.example' }),
+      artifactOf(randomBytes(10)),
+      {
+        ...ctx,
+        outbound: outboundPolicy([], resolver),
+      },
+    );
     expect(result).toMatchObject({ status: 'failed', attempts: 1, errorCode: 'outbound_blocked' });
     expect(result.error).toContain('sftp.partner.example resolves to 10.1.2.3, which is a private address');
     expect(connect).not.toHaveBeenCalled();

@@ -8,8 +8,8 @@ import { deliver } from '../src/deliver/deliver.ts';
 import { openTarget, parseTarget, presentTarget, sealTarget, targetLabel } from '../src/deliver/targets.ts';
 import { checkPathTemplate, renderPathTemplate, staticPrefix } from '../src/deliver/template.ts';
 import type { SftpTarget } from '../src/deliver/types.ts';
+import { scratchSecrets } from './support/keyring.ts';
 
-const KEY = 'k'.repeat(40);
 const PRIVATE_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
 const FINGERPRINT = `SHA256:${'A'.repeat(43)}`;
 
@@ -156,20 +156,27 @@ describe('secrets in stored targets', () => {
     host_key: FINGERPRINT,
   });
 
-  test('are sealed when stored, opened for delivery, masked when shown', () => {
-    const stored = sealTarget(input, KEY) as SftpTarget;
-    const json = JSON.stringify(stored);
-    expect(json).not.toContain('correct horse');
-    expect(json).not.toContain('BEGIN OPENSSH');
-    expect(stored.passphrase).toEqual({ sealed: expect.stringMatching(/^v1:/) });
-    expect(openTarget(stored, KEY)).toEqual(input);
-    const shown = presentTarget(stored, KEY);
-    expect(shown.passphrase).toBe('••••aple');
-    expect(JSON.stringify(shown)).not.toContain('correct horse');
-    expect(shown.host_key).toBe(FINGERPRINT);
-    // A changed secret key: the secret cannot be opened, and is shown fully masked.
-    expect(presentTarget(stored, 'z'.repeat(40)).passphrase).toBe('••••');
-    expect(() => openTarget(stored, 'z'.repeat(40))).toThrow('cannot decrypt the stored secret');
+  test('are sealed when stored, opened for delivery, masked when shown', async () => {
+    const here = await scratchSecrets();
+    const elsewhere = await scratchSecrets();
+    try {
+      const stored = (await sealTarget(input, here.secrets)) as SftpTarget;
+      const json = JSON.stringify(stored);
+      expect(json).not.toContain('correct horse');
+      expect(json).not.toContain('BEGIN OPENSSH');
+      expect(stored.passphrase).toEqual({ sealed: expect.stringMatching(/^v2:/) });
+      expect(await openTarget(stored, here.secrets)).toEqual(input);
+      const shown = await presentTarget(stored, here.secrets);
+      expect(shown.passphrase).toBe('••••aple');
+      expect(JSON.stringify(shown)).not.toContain('correct horse');
+      expect(shown.host_key).toBe(FINGERPRINT);
+      // Another installation's keyring: the secret cannot be opened, and is shown fully masked.
+      expect((await presentTarget(stored, elsewhere.secrets)).passphrase).toBe('••••');
+      await expect(openTarget(stored, elsewhere.secrets)).rejects.toThrow('cannot decrypt the stored secret');
+    } finally {
+      await here.close();
+      await elsewhere.close();
+    }
   });
 
   test('labels carry no secret', () => {
@@ -213,7 +220,8 @@ describe('a folder target', () => {
     downloadUrl: '',
   });
   const ctx = {
-    secretKey: KEY,
+    // A folder target has no secret to open.
+    secrets: {} as never,
     outbound: { allow: [] } as never,
     clients: {} as never,
     retryDelays: [],

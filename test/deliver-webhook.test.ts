@@ -10,10 +10,10 @@ import { createEndpoint, listDeliveries } from '../src/webhooks/endpoints.ts';
 import { giveUpMessages } from '../src/webhooks/settle.ts';
 import { webhookDb } from '../src/webhooks/tables.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { testSecrets } from './support/keyring.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 import { DELIVERY_CLIENTS } from '../src/compose.ts';
 
-const KEY = 'h'.repeat(40);
 const START = new Date('2026-11-22T10:00:00.000Z');
 const SECOND = 1000;
 const HOUR = 3_600_000;
@@ -60,15 +60,16 @@ for (const dialect of DIALECTS) {
           home_country: 'DE',
         })
         .execute();
+      const secrets = await testSecrets(t.database);
       // Subscribed to export.completed as well: as a target it still gets the file once.
       const { endpoint, secret } = await createEndpoint(
         t.database,
         tenantId,
         { url: receiver.url, events: ['export.completed'] },
-        { secretKey: KEY, outbound },
+        { secrets, outbound },
       );
       receiver.setSecrets([secret]);
-      target = sealTarget(parseTarget({ type: 'webhook', endpoint_id: endpoint.id }), KEY);
+      target = await sealTarget(parseTarget({ type: 'webhook', endpoint_id: endpoint.id }), secrets);
       const bytes = Buffer.from('id,subject\n1,hello\n');
       artifact = {
         open: async () => Readable.from([bytes]),
@@ -87,7 +88,7 @@ for (const dialect of DIALECTS) {
       sent = [];
       ctx = {
         database: t.database,
-        secretKey: KEY,
+        secrets,
         outbound,
         clients: DELIVERY_CLIENTS,
         deliveryKey: `run-file:${artifact.exportId}:target:0`,

@@ -10,10 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bindApiKeyPepper, createApiKey } from '../src/auth/keys.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore, createPlainObjectStore } from '../src/store/create-object-store.ts';
+import { createPlainObjectStore } from '../src/store/create-object-store.ts';
 import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } from './support/databases.ts';
 import { storedExport } from './support/stored-export.ts';
 import { until } from './support/wait.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const BIN = path.resolve('bin/ferry.js');
 /** The file served: far larger than what the server may hold while it serves it. */
@@ -117,7 +118,7 @@ describe.skipIf(!testsDialect('postgres') || !existsSync('/proc/self/status'))(
       };
       const config = loadConfig(env);
       // Local disk encrypts at rest by default; the plain store writes a file as it is.
-      const encrypted = await createObjectStore(config);
+      const { store: encrypted } = await testAdapters(t.database, config);
       const plain = createPlainObjectStore(config);
       for (const [name, store] of [
         ['plain', plain],

@@ -151,7 +151,7 @@ for (const dialect of DIALECTS) {
         h.database,
         t,
         { url: 'http://127.0.0.1:9/hooks', events: ['export.completed'] },
-        { secretKey: h.config.secretKey!, outbound: outboundPolicy(['127.0.0.1']) },
+        { secrets: h.secrets, outbound: outboundPolicy(['127.0.0.1']) },
       );
       const [message] = await emitEvent(h.database, t, 'export.completed', {
         export_id: randomUUID(),

@@ -9,7 +9,6 @@ import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { authDb } from '../src/auth/tables.ts';
 import { notifyOverdue } from '../src/privacy/dsar-service.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import {
   authTestConfig,
   bearer,
@@ -23,6 +22,7 @@ import { until } from './support/wait.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
 import { createEndpoint } from '../src/webhooks/endpoints.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const SECRET = 'dsar-lifecycle-test-secret-0123456789abcdef';
 
@@ -57,7 +57,7 @@ for (const dialect of DIALECTS) {
       keys = await keysByRole(t.database, tenant);
       otherKeys = await keysByRole(t.database, other);
       const logger = createLogger({ logLevel: 'silent' });
-      const store = await createObjectStore(config);
+      const { store, keyring, secrets } = await testAdapters(t.database, config);
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS });
       const adapters = createAdapters(config);
       app = await buildApp({
@@ -67,12 +67,13 @@ for (const dialect of DIALECTS) {
         queue,
         store,
         signer: adapters.signer,
+        secrets,
         now,
       });
       await app.ready();
       await startWorkers(
         queue,
-        { database: t.database, config, logger, store, queue, now, ...adapters },
+        { database: t.database, config, logger, store, queue, now, keyring, secrets, ...adapters },
         JOBS,
       );
       receiver = await startWebhookReceiver();
@@ -80,7 +81,7 @@ for (const dialect of DIALECTS) {
         t.database,
         tenant.id,
         { url: receiver.url, events: ['*'] },
-        { secretKey: SECRET, outbound: outboundPolicy(config.outboundAllow) },
+        { secrets, outbound: outboundPolicy(config.outboundAllow) },
       );
       receiver.setSecrets([secret]);
     }, 120_000);

@@ -170,6 +170,8 @@ for (const dialect of DIALECTS) {
         store: h.store,
         queue: h.queue,
         now: h.clock.now,
+        keyring: h.secrets.keyring,
+        secrets: h.secrets,
         ...createAdapters(h.config),
       });
       const after = await getExport(h.app, h.keys.admin, created.id);

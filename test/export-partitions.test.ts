@@ -11,7 +11,6 @@ import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createApiKey } from '../src/auth/keys.ts';
 import type { ExportConfig } from '../src/domain/export-config.ts';
@@ -22,6 +21,7 @@ import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } f
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { until, waitForExport } from './support/wait.ts';
 import { killGroup, startWorker, type WorkerProcess } from './support/worker-process.ts';
+import { testAdapters } from './support/keyring.ts';
 
 interface Partition {
   idx: number;
@@ -157,7 +157,7 @@ for (const storage of ['local', 's3'] as const) {
         ).n,
       );
       const logger = createLogger({ logLevel: 'silent' });
-      store = await createObjectStore(config);
+      store = (await testAdapters(t.database, config)).store;
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false });
       app = await buildApp({
         database: t.database,

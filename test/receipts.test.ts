@@ -22,9 +22,11 @@ import {
   verifyReceiptLink,
 } from '../src/privacy/receipts.ts';
 import { subjectKey } from '../src/privacy/subject-key.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
 import { createTenant } from './support/fixtures/auth.ts';
 import { EMAIL, PHONE, SECRET, sampleBody } from './support/fixtures/receipts.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { testKeys, testSecrets } from './support/keyring.ts';
 
 /** A copy of a document with one change. */
 function tampered(document: ReceiptDocument, change: (receipt: Record<string, unknown>) => void): unknown {
@@ -106,9 +108,12 @@ for (const dialect of DIALECTS) {
     let t: TestDatabase;
     let database: Database;
 
+    let secrets: SecretBox;
+
     beforeAll(async () => {
       t = await createTestDatabase(dialect);
       database = t.database;
+      secrets = await testSecrets(database, SECRET);
     });
     afterAll(async () => {
       await t?.drop();
@@ -117,7 +122,7 @@ for (const dialect of DIALECTS) {
     it('issues a receipt that verifies against the JWKS, and any changed field breaks it', async () => {
       const tenant = await createTenant(database);
       const body = sampleBody(tenant.id);
-      const stored = await issueReceipt(database, SECRET, body);
+      const stored = await issueReceipt(database, secrets, body);
       const jwks = await receiptJwks(database);
       expect(jwks.keys).toHaveLength(1);
       expect(jwks.keys[0]).toMatchObject({
@@ -190,7 +195,7 @@ for (const dialect of DIALECTS) {
         expect(verifyReceipt(junk, jwks).valid).toBe(false);
 
       // Issuing again for the same request answers the receipt already issued.
-      const again = await issueReceipt(database, SECRET, {
+      const again = await issueReceipt(database, secrets, {
         ...body,
         completed_at: '2026-02-04T00:00:00.000000Z',
       });
@@ -209,20 +214,20 @@ for (const dialect of DIALECTS) {
     it('refuses a body with identifiers or a wrong shape, naming the field', async () => {
       const tenant = await createTenant(database);
       const withEmail = { ...sampleBody(tenant.id), email: EMAIL } as ReceiptBody;
-      await expect(issueReceipt(database, SECRET, withEmail)).rejects.toMatchObject({
+      await expect(issueReceipt(database, secrets, withEmail)).rejects.toMatchObject({
         code: 'invalid_parameter',
         message: expect.stringMatching(/email/),
       });
       const badCount = sampleBody(tenant.id);
       (badCount.stores[0] as { deleted: number }).deleted = -1;
-      await expect(issueReceipt(database, SECRET, badCount)).rejects.toMatchObject({
+      await expect(issueReceipt(database, secrets, badCount)).rejects.toMatchObject({
         code: 'invalid_parameter',
         message: expect.stringMatching(/stores\.0\.deleted/),
       });
       await expect(
-        issueReceipt(database, SECRET, sampleBody(tenant.id, { received_at: '31/01/2026' })),
+        issueReceipt(database, secrets, sampleBody(tenant.id, { received_at: '31/01/2026' })),
       ).rejects.toMatchObject({ code: 'invalid_parameter', message: expect.stringMatching(/received_at/) });
-      await expect(issueReceipt(database, SECRET, sampleBody(randomUUID()))).rejects.toMatchObject({
+      await expect(issueReceipt(database, secrets, sampleBody(randomUUID()))).rejects.toMatchObject({
         code: 'not_found',
       });
     });
@@ -230,14 +235,14 @@ for (const dialect of DIALECTS) {
     it("chains a tenant's receipts, gapless under concurrent issuers", async () => {
       const tenant = await createTenant(database);
       const other = await createTenant(database);
-      const first = await issueReceipt(database, SECRET, sampleBody(tenant.id));
+      const first = await issueReceipt(database, secrets, sampleBody(tenant.id));
       const second = await issueReceipt(
         database,
-        SECRET,
+        secrets,
         sampleBody(tenant.id, { type: 'access', stores: [] }),
       );
-      const third = await issueReceipt(database, SECRET, sampleBody(tenant.id, { type: 'rectification' }));
-      const elsewhere = await issueReceipt(database, SECRET, sampleBody(other.id));
+      const third = await issueReceipt(database, secrets, sampleBody(tenant.id, { type: 'rectification' }));
+      const elsewhere = await issueReceipt(database, secrets, sampleBody(other.id));
       expect([first, second, third].map((r) => r.sequence)).toEqual([1, 2, 3]);
       expect(elsewhere.sequence).toBe(1);
       expect(elsewhere.document.receipt.previous_receipt_sha256).toBeNull();
@@ -260,7 +265,7 @@ for (const dialect of DIALECTS) {
       const rolledBack = sampleBody(tenant.id);
       await expect(
         database.db.transaction().execute(async (trx) => {
-          await issueReceiptInTransaction(trx, SECRET, rolledBack);
+          await issueReceiptInTransaction(trx, secrets, rolledBack);
           throw new Error('the request could not be marked completed');
         }),
       ).rejects.toThrow(/could not be marked/);
@@ -272,7 +277,7 @@ for (const dialect of DIALECTS) {
 
       // Twelve issuers at once: every receipt gets its own number, each names the one before.
       const concurrent = await Promise.all(
-        Array.from({ length: 12 }, () => issueReceipt(database, SECRET, sampleBody(tenant.id))),
+        Array.from({ length: 12 }, () => issueReceipt(database, secrets, sampleBody(tenant.id))),
       );
       const all = [third, ...concurrent].sort((a, b) => a.sequence - b.sequence);
       expect(all.map((r) => r.sequence)).toEqual(Array.from({ length: 13 }, (_, i) => i + 3));
@@ -286,11 +291,11 @@ for (const dialect of DIALECTS) {
 
     it('rotates keys: old receipts still verify, new ones use the new key, a retired key signs nothing new', async () => {
       const tenant = await createTenant(database);
-      const before = await issueReceipt(database, SECRET, sampleBody(tenant.id));
-      const rotated = await rotateReceiptKey(database, SECRET);
+      const before = await issueReceipt(database, secrets, sampleBody(tenant.id));
+      const rotated = await rotateReceiptKey(database, secrets);
       expect(rotated.retired).toBe(before.key_id);
       expect(rotated.kid).not.toBe(before.key_id);
-      const after = await issueReceipt(database, SECRET, sampleBody(tenant.id));
+      const after = await issueReceipt(database, secrets, sampleBody(tenant.id));
       expect(after.key_id).toBe(rotated.kid);
       expect(verifyReceiptLink(before.document, after.document)).toEqual({ valid: true });
 
@@ -312,9 +317,9 @@ for (const dialect of DIALECTS) {
       // Issuers racing a rotation: every receipt is signed by a key that was active when it was
       // issued, and the chain has no gap.
       const raced = await Promise.all([
-        ...Array.from({ length: 4 }, () => issueReceipt(database, SECRET, sampleBody(tenant.id))),
-        rotateReceiptKey(database, SECRET),
-        ...Array.from({ length: 4 }, () => issueReceipt(database, SECRET, sampleBody(tenant.id))),
+        ...Array.from({ length: 4 }, () => issueReceipt(database, secrets, sampleBody(tenant.id))),
+        rotateReceiptKey(database, secrets),
+        ...Array.from({ length: 4 }, () => issueReceipt(database, secrets, sampleBody(tenant.id))),
       ]);
       const racedReceipts = [after, ...(raced.filter((r) => 'document' in r) as StoredReceipt[])].sort(
         (a, b) => a.sequence - b.sequence,
@@ -331,22 +336,29 @@ for (const dialect of DIALECTS) {
           });
       }
 
-      // The wrong secret key cannot open the active key: nothing is rotated.
-      await expect(rotateReceiptKey(database, `${SECRET}-wrong`)).rejects.toMatchObject({
+      // A master key that does not open the keyring cannot open the active key: nothing is rotated.
+      await expect(
+        rotateReceiptKey(database, await testSecrets(database, `${SECRET}-wrong`)),
+      ).rejects.toMatchObject({
         code: 'secret_unreadable',
       });
       expect((await receiptJwks(database)).keys).toHaveLength(racedJwks.keys.length);
-      // Unless forced (the old secret key is lost): the unreadable key is retired, a new one signs.
-      const forced = await rotateReceiptKey(database, `${SECRET}-new`, { force: true });
-      const fresh = await issueReceipt(database, `${SECRET}-new`, sampleBody(tenant.id));
+      // Unless forced (the old master key is lost, and a data-key rotation gave the keyring a key
+      // the new one opens): the unreadable key is retired, a new one signs.
+      const lost = await testKeys(database, `${SECRET}-new`);
+      await lost.keyring.rotate();
+      const forced = await rotateReceiptKey(database, lost.secrets, { force: true });
+      const fresh = await issueReceipt(database, lost.secrets, sampleBody(tenant.id));
       expect(fresh.key_id).toBe(forced.kid);
       expect(verifyReceipt(fresh.document, await receiptJwks(database)).valid).toBe(true);
-      await rotateReceiptKey(database, SECRET, { force: true });
+      const back = await testKeys(database, SECRET);
+      await back.keyring.rotate();
+      await rotateReceiptKey(database, back.secrets, { force: true });
     });
 
     it('stores neither the private key nor the identifiers in any row or receipt', async () => {
       const tenant = await createTenant(database);
-      const stored = await issueReceipt(database, SECRET, sampleBody(tenant.id));
+      const stored = await issueReceipt(database, secrets, sampleBody(tenant.id));
       const rows = await database.db
         .withTables<{
           dsar_receipts: Record<string, unknown>;
@@ -371,8 +383,8 @@ for (const dialect of DIALECTS) {
         'MC4CAQAwBQYDK2VwBCIEI',
       ])
         expect(everything).not.toContain(secret);
-      // The sealed private key is present, and only sealed.
-      expect(keys.every((k) => String(k.private_key_sealed).startsWith('v1:'))).toBe(true);
+      // The sealed private key is present, and only sealed (under a keyring data key).
+      expect(keys.every((k) => String(k.private_key_sealed).startsWith('v2:'))).toBe(true);
       const jwksText = JSON.stringify(await receiptJwks(database));
       expect(jwksText).not.toMatch(/"d"|private|sealed/);
     });
@@ -432,6 +444,7 @@ for (const dialect of DIALECTS) {
     let env: Record<string, string>;
     let dir: string;
     let chain: StoredReceipt[];
+    let secrets: SecretBox;
 
     beforeAll(async () => {
       t = await createTestDatabase(dialect);
@@ -444,11 +457,12 @@ for (const dialect of DIALECTS) {
         LOG_LEVEL: 'silent',
       };
       app = await buildApp({ database: t.database, config: loadConfig(env) });
+      secrets = await testSecrets(t.database, SECRET);
       base = await app.listen({ port: 0, host: '127.0.0.1' });
       const tenant = await createTenant(t.database);
       chain = [];
       for (const type of ['erasure', 'access', 'rectification'] as const)
-        chain.push(await issueReceipt(t.database, SECRET, sampleBody(tenant.id, { type })));
+        chain.push(await issueReceipt(t.database, secrets, sampleBody(tenant.id, { type })));
       dir = mkdtempSync(path.join(tmpdir(), 'ferry-receipt-files-'));
       writeFileSync(path.join(dir, 'previous.json'), JSON.stringify(chain[1]!.document, null, 2));
       writeFileSync(path.join(dir, 'receipt.json'), JSON.stringify(chain[2]!.document, null, 2));
@@ -568,7 +582,7 @@ for (const dialect of DIALECTS) {
           (await ferry('verify', 'receipt.json', '--keys', `${base}/.well-known/ferry-receipt-keys.json`))
             .code,
         ).toBe(0);
-        const next = await issueReceipt(t.database, SECRET, sampleBody(chain[2]!.tenant_id));
+        const next = await issueReceipt(t.database, secrets, sampleBody(chain[2]!.tenant_id));
         expect(next.key_id).toBe(newKid);
         writeFileSync(path.join(dir, 'next.json'), JSON.stringify(next.document));
         expect(await ferry('verify', 'next.json', '--previous', 'receipt.json')).toMatchObject({

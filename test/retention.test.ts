@@ -13,10 +13,10 @@ import { archiveKey, previewRetention, runRetentionSweep } from '../src/privacy/
 import { putRetention } from '../src/privacy/retention-policies.ts';
 import { resolveSubject } from '../src/privacy/subject.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const SECRET = 'retention-test-secret-key-0123456789abcdef';
 const ZONE = 'America/New_York';
@@ -55,7 +55,7 @@ for (const dialect of DIALECTS) {
       t = await createTestDatabase(dialect);
       database = t.database;
       config = authTestConfig({ FERRY_SECRET_KEY: SECRET, ...t.env });
-      store = await createObjectStore(config);
+      store = (await testAdapters(database, config)).store;
       const summary = await seed(database, {
         tenants: 1,
         conversations: 120,

@@ -164,7 +164,7 @@ for (const dialect of DIALECTS) {
         .where('id', '=', body.id)
         .executeTakeFirstOrThrow();
       expect(JSON.stringify(stored.config)).not.toContain(S3_SECRET);
-      expect(JSON.stringify(stored.config)).toMatch(/"secret_access_key":\{"sealed":"v1:/);
+      expect(JSON.stringify(stored.config)).toMatch(/"secret_access_key":\{"sealed":"v2:/);
 
       const got = await app.inject({ url: `/api/v1/schedules/${body.id}`, headers: bearer(keys.analyst) });
       expect(got.statusCode).toBe(200);

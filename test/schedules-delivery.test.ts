@@ -20,7 +20,6 @@ import type { RunStatus } from '../src/domain/schedule-state.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import {
@@ -38,6 +37,7 @@ import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startSmtpServer, type TestSmtpServer } from './support/smtp-server.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const SECRET = 'schedules-delivery-test-secret-0123456789';
 const ID_FIELDS = { conversations: 'conversation_id', messages: 'message_id' } as const;
@@ -123,10 +123,19 @@ for (const dialect of DIALECTS) {
         ...t.env,
       });
       const logger = createLogger({ logLevel: 'silent' });
-      store = await createObjectStore(config);
+      const keys = await testAdapters(t.database, config);
+      store = keys.store;
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: true });
       const adapters = createAdapters(config);
-      app = await buildApp({ database: t.database, config, logger, queue, store, signer: adapters.signer });
+      app = await buildApp({
+        database: t.database,
+        config,
+        logger,
+        queue,
+        store,
+        signer: adapters.signer,
+        secrets: keys.secrets,
+      });
       await app.ready();
       // The real jobs, with short waits between delivery attempts inside a run attempt.
       const definitions = [
@@ -142,6 +151,8 @@ for (const dialect of DIALECTS) {
           store,
           queue,
           now: () => new Date(Date.now() + offsetMs),
+          keyring: keys.keyring,
+          secrets: keys.secrets,
           ...adapters,
         },
         definitions,

@@ -34,7 +34,6 @@ import {
   type ScheduleServiceDeps,
 } from '../src/schedules/service.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig } from './support/fixtures/auth.ts';
 import { cloneRow, s3Objects } from './support/fixtures/schedules.ts';
 import {
@@ -47,6 +46,7 @@ import {
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { settle, waitForRun } from './support/wait.ts';
 import { killGroup, startWorker, type WorkerProcess } from './support/worker-process.ts';
+import { testAdapters, testSecrets } from './support/keyring.ts';
 
 const SECRET = 'schedules-lake-test-secret-0123456789abcdef';
 /** Quotes, a comma, CR LF and LF, a formula, an emoji and CJK. */
@@ -148,20 +148,29 @@ for (const dialect of DIALECTS) {
         },
       };
       const adapters = createAdapters(config);
+      const keys = await testAdapters(t.database, config);
       deps = {
         database: t.database,
         config,
         logger,
-        store: await createObjectStore(config),
+        store: keys.store,
         queue,
         now: () => new Date(),
         secretKey: loadOrCreateSecretKey(config),
+        secrets: keys.secrets,
         outbound: outboundPolicy(config.outboundAllow),
         signer: adapters.signer,
         deliveryClients: adapters.deliveryClients,
         deliveryTimeoutMs: 5_000,
       };
-      service = { database: t.database, config, queue, now: () => new Date(), operator: true };
+      service = {
+        database: t.database,
+        config,
+        secrets: keys.secrets,
+        queue,
+        now: () => new Date(),
+        operator: true,
+      };
       auth = {
         tenantId,
         plan: 'agency',
@@ -641,7 +650,14 @@ describe.skipIf(!testsDialect('postgres'))('a lake run whose worker process is k
       definitions: JOBS,
       supervise: false,
     });
-    service = { database: t.database, config, queue, now: () => new Date(), operator: true };
+    service = {
+      database: t.database,
+      config,
+      secrets: await testSecrets(t.database, SECRET),
+      queue,
+      now: () => new Date(),
+      operator: true,
+    };
     auth = {
       tenantId,
       plan: 'agency',

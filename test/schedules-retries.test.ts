@@ -14,7 +14,6 @@ import type { RunStatus } from '../src/domain/schedule-state.ts';
 import type { RunView } from '../src/schedules/presenter.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import { WEBHOOK_JOBS, webhookJobs } from '../src/webhooks/jobs.ts';
 import { webhookDb } from '../src/webhooks/tables.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
@@ -24,6 +23,7 @@ import { createTestDatabase, DIALECTS, dropJobsSchema, type TestDatabase } from 
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const SECRET = 'schedules-retries-test-secret-0123456789';
 /** The webhook retry schedule, shortened for the test (the documented one starts at 5 s). */
@@ -79,10 +79,18 @@ for (const dialect of DIALECTS) {
         ...t.env,
       });
       const logger = createLogger({ logLevel: 'silent' });
-      const store = await createObjectStore(config);
+      const { store, keyring, secrets } = await testAdapters(t.database, config);
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: true });
       const adapters = createAdapters(config);
-      app = await buildApp({ database: t.database, config, logger, queue, store, signer: adapters.signer });
+      app = await buildApp({
+        database: t.database,
+        config,
+        logger,
+        queue,
+        store,
+        signer: adapters.signer,
+        secrets,
+      });
       await app.ready();
       // The real jobs, with the webhook schedule and the timeouts shortened alike for the
       // run (which makes a message's first attempt) and the outbox (which makes its retries).
@@ -104,6 +112,8 @@ for (const dialect of DIALECTS) {
           store,
           queue,
           now: () => new Date(Date.now() + offsetMs),
+          keyring,
+          secrets,
           ...adapters,
         },
         definitions,

@@ -14,11 +14,11 @@ import { createAdapters, JOBS } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { getRun } from './support/fixtures/schedules.ts';
 import { waitForRun } from './support/wait.ts';
 import { createTestDatabase, dropJobsSchema, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const run = promisify(execFile);
 const SECRET = 'schedules-window-test-secret-0123456789ab';
@@ -53,7 +53,7 @@ for (const dialect of DIALECTS) {
         ...t.env,
       });
       const logger = createLogger({ logLevel: 'silent' });
-      const store = await createObjectStore(config);
+      const { store, keyring, secrets } = await testAdapters(t.database, config);
       queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: true });
       const adapters = createAdapters(config);
       app = await buildApp({
@@ -68,7 +68,17 @@ for (const dialect of DIALECTS) {
       await app.ready();
       await startWorkers(
         queue,
-        { database: t.database, config, logger, store, queue, now: () => new Date(), ...adapters },
+        {
+          database: t.database,
+          config,
+          logger,
+          store,
+          queue,
+          now: () => new Date(),
+          keyring,
+          secrets,
+          ...adapters,
+        },
         JOBS,
       );
       key = (await createApiKey(t.database, { tenantId, role: 'admin' })).key;

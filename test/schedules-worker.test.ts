@@ -14,7 +14,6 @@ import { createAdapters, JOBS } from '../src/compose.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { scheduleDb } from '../src/schedules/tables.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
 import { getRun, s3Objects, startTcpRelay, type TcpRelay } from './support/fixtures/schedules.ts';
 import { until, waitForRun } from './support/wait.ts';
@@ -23,6 +22,7 @@ import { killGroup, startWorker, type WorkerProcess as Worker } from './support/
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 import { startSftpServer, type TestSftpServer } from './support/sftp-server.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const SECRET = 'schedules-worker-test-secret-0123456789ab';
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
@@ -71,7 +71,7 @@ describe.skipIf(!testsDialect('postgres'))('a worker killed during a scheduled r
     relay = await startTcpRelay({ host: sftp.host, port: sftp.port });
     const logger = createLogger({ logLevel: 'silent' });
     // This process is an API-only server: the workers are child processes.
-    const store = await createObjectStore(config);
+    const store = (await testAdapters(t.database, config)).store;
     queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false });
     app = await buildApp({
       database: t.database,

@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedOptionsFromFlags } from '../src/cli/seed.ts';
 import type { Database } from '../src/db/database.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
-import { openSecret } from '../src/lib/secret-box.ts';
 import { CountDistribution, planConversation } from '../src/seed/conversation-plan.ts';
 import { MESSAGE_COLUMNS, messageRows } from '../src/seed/conversation-rows.ts';
 import { HOSTILE_TEXTS } from '../src/seed/phrases.ts';
@@ -12,6 +11,7 @@ import { luhnDigit, Rng } from '../src/seed/random.ts';
 import { type SeedOptions, type SeedSummary, seed } from '../src/seed/seed.ts';
 import { buildTenant } from '../src/seed/tenant.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
+import { testSecrets } from './support/keyring.ts';
 
 const KEY = 'seed-test-secret-key-0123456789abcdef';
 const OPTIONS: SeedOptions = {
@@ -230,8 +230,10 @@ for (const dialect of DIALECTS) {
         t.database,
         'SELECT credentials_encrypted, credentials_hint FROM integrations',
       );
+      const secrets = await testSecrets(t.database, KEY);
       for (const i of integrations) {
-        const secret = JSON.parse(openSecret(i.credentials_encrypted, KEY)) as Record<string, string>;
+        expect(i.credentials_encrypted).toMatch(/^v2:/);
+        const secret = JSON.parse(await secrets.open(i.credentials_encrypted)) as Record<string, string>;
         const token = Object.values(secret)[0]!;
         expect(token.length).toBeGreaterThan(12);
         expect(i.credentials_encrypted).not.toContain(token);

@@ -4,20 +4,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { loadConfig } from '../src/config/config.ts';
-import { HEADER_BYTES, SEGMENT_BYTES } from '../src/crypto/at-rest.ts';
-import { type MasterKeys, resolveMasterKeys } from '../src/crypto/master-key.ts';
+import { encryptStreamV1, HEADER_BYTES, headerKeyRef, SEGMENT_BYTES } from '../src/crypto/at-rest.ts';
+import { resolveMasterKeys } from '../src/crypto/master-key.ts';
 import { createObjectStore } from '../src/store/create-object-store.ts';
 import { EncryptedObjectStore } from '../src/store/encrypted-object-store.ts';
 import { LocalObjectStore } from '../src/store/local-object-store.ts';
 import type { ByteRange } from '../src/store/object-store.ts';
 import { S3ObjectStore } from '../src/store/s3-object-store.ts';
 import { chunked, readAll, sha256 } from './support/fixtures/streams.ts';
+import { memoryKeyring } from './support/keyring.ts';
 
 const STRIDE = SEGMENT_BYTES + 16;
-
-function ring(...keys: Uint8Array[]): MasterKeys {
-  return { current: keys[0]!, all: keys, source: 'FERRY_ENCRYPTION_KEY' };
-}
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -31,12 +28,19 @@ async function failure(promise: Promise<unknown>): Promise<unknown> {
 let root: string;
 let local: LocalObjectStore;
 let store: EncryptedObjectStore;
+let ring: ReturnType<typeof memoryKeyring>;
 const key = randomBytes(32);
 beforeEach(async () => {
   root = await mkdtemp(path.join(tmpdir(), 'ferry-enc-store-'));
   local = new LocalObjectStore({ root });
-  store = new EncryptedObjectStore(local, ring(key));
+  ring = memoryKeyring(key);
+  store = new EncryptedObjectStore(local, ring);
 });
+
+/** A file as Ferry wrote it before the keyring (format 1, its key wrapped by `masterKey`). */
+async function putV1(name: string, data: Buffer, masterKey: Uint8Array = key): Promise<void> {
+  await (await local.put(name, chunked(data).pipe(encryptStreamV1(masterKey)))).commit();
+}
 afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
@@ -68,7 +72,7 @@ describe('encrypted object store', () => {
   test('with encryptWrites off, new objects are plaintext and encrypted ones still decrypt', async () => {
     const data = randomBytes(5000);
     await (await store.put('a/enc.bin', chunked(data))).commit();
-    const readOnly = new EncryptedObjectStore(local, ring(key), { encryptWrites: false });
+    const readOnly = new EncryptedObjectStore(local, ring, { encryptWrites: false });
     await (await readOnly.put('a/plain.bin', chunked(data))).commit();
     expect((await readFile(path.join(root, 'a', 'plain.bin'))).equals(data)).toBe(true);
     expect((await readAll(await readOnly.get('a/enc.bin'))).equals(data)).toBe(true);
@@ -85,7 +89,7 @@ describe('encrypted object store', () => {
       }
     }
     const spied = new SpiedStore({ root });
-    const ranged = new EncryptedObjectStore(spied, ring(key));
+    const ranged = new EncryptedObjectStore(spied, ring);
     const start = 5 * SEGMENT_BYTES + 10;
     const out = await readAll(await ranged.get('big.bin', { start, end: start + 100 }));
     expect(out.equals(data.subarray(start, start + 101))).toBe(true);
@@ -138,15 +142,62 @@ describe('encrypted object store', () => {
 
   test('a store without the writing key cannot read, and says so', async () => {
     await (await store.put('k.bin', chunked(randomBytes(100)))).commit();
-    const other = new EncryptedObjectStore(local, ring(randomBytes(32)));
+    const other = new EncryptedObjectStore(local, memoryKeyring(key));
     expect(await failure(readAll(await other.get('k.bin')))).toMatchObject({
+      code: 'decryption_failed',
+      message: expect.stringContaining('data key'),
+    });
+    await expect(other.head('k.bin')).rejects.toMatchObject({ code: 'decryption_failed' });
+    // A new active data key leaves the earlier ones readable.
+    ring.rotate();
+    expect((await readAll(await store.get('k.bin'))).length).toBe(100);
+  });
+
+  test('format-1 files read with any configured master key, and not without one', async () => {
+    const data = randomBytes(2 * SEGMENT_BYTES + 3);
+    await putV1('v1.bin', data);
+    expect((await readAll(await store.get('v1.bin'))).equals(data)).toBe(true);
+    expect(
+      (await readAll(await store.get('v1.bin', { start: SEGMENT_BYTES, end: SEGMENT_BYTES + 9 }))).equals(
+        data.subarray(SEGMENT_BYTES, SEGMENT_BYTES + 10),
+      ),
+    ).toBe(true);
+    const rotated = new EncryptedObjectStore(local, memoryKeyring(randomBytes(32), key));
+    expect((await readAll(await rotated.get('v1.bin'))).equals(data)).toBe(true);
+    const stranger = new EncryptedObjectStore(local, memoryKeyring(randomBytes(32)));
+    expect(await failure(readAll(await stranger.get('v1.bin')))).toMatchObject({
       code: 'decryption_failed',
       message: expect.stringContaining('not configured'),
     });
-    await expect(other.head('k.bin')).rejects.toMatchObject({ code: 'decryption_failed' });
-    // After rotation the retired key stays in the ring and old files read.
-    const rotated = new EncryptedObjectStore(local, ring(randomBytes(32), key));
-    expect((await readAll(await rotated.get('k.bin'))).length).toBe(100);
+  });
+
+  test('reencrypt: a stale file becomes format 2 under the active key, same bytes, same size', async () => {
+    const data = randomBytes(3 * SEGMENT_BYTES + 11);
+    await putV1('r/v1.bin', data);
+    await (await store.put('r/v2.bin', chunked(data))).commit();
+    await (await local.put('r/plain.bin', chunked(data))).commit();
+    const old = ring.activeId;
+    ring.rotate();
+    const stale = (ref: { version: 1 | 2; dataKeyId?: string }) =>
+      ref.version === 1 || ref.dataKeyId !== ring.activeId;
+    expect(await store.reencrypt('r/v1.bin', stale)).toBe('reencrypted');
+    expect(await store.reencrypt('r/v2.bin', stale)).toBe('reencrypted');
+    expect(await store.reencrypt('r/plain.bin', stale)).toBe('plaintext');
+    expect(await store.reencrypt('r/gone.bin', stale)).toBe('missing');
+    expect(await store.reencrypt('r/v2.bin', stale)).toBe('current');
+    for (const name of ['r/v1.bin', 'r/v2.bin']) {
+      expect(headerKeyRef(await readFile(path.join(root, name)))).toEqual({
+        version: 2,
+        dataKeyId: ring.activeId,
+      });
+      expect((await readAll(await store.get(name))).equals(data)).toBe(true);
+      expect(await store.head(name)).toEqual({ bytes: data.length });
+    }
+    // The file no longer needs the old data key, nor the master key.
+    ring.forget(old);
+    const noMaster = new EncryptedObjectStore(local, { ...ring, masterKeys: [randomBytes(32)] });
+    expect((await readAll(await noMaster.get('r/v1.bin'))).equals(data)).toBe(true);
+    expect(await local.removeStaleTemp(new Date(Date.now() + 60_000))).toBe(0);
   });
 
   test('a failing source stores nothing', async () => {
@@ -185,7 +236,7 @@ describe('master keys', () => {
     await expect(stat(path.join(root, 'storage.key'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  test('otherwise storage.key is created (0600) once and reused; it keeps decrypting after a secret is set', async () => {
+  test('otherwise storage.key is created (0600) once and reused; it keeps unwrapping after a secret is set', async () => {
     const first = await resolveMasterKeys(base());
     expect(first.source).toBe('key file');
     const info = await stat(path.join(root, 'storage.key'));
@@ -193,22 +244,14 @@ describe('master keys', () => {
     const again = await resolveMasterKeys(base());
     expect(Buffer.from(again.current).equals(Buffer.from(first.current))).toBe(true);
 
-    await (
-      await new EncryptedObjectStore(local, first).put('early.bin', chunked(Buffer.from('early')))
-    ).commit();
+    await putV1('early.bin', Buffer.from('early'), first.current);
     const later = await resolveMasterKeys(base({ FERRY_SECRET_KEY: 'z'.repeat(32) }));
     expect(later.source).toBe('FERRY_SECRET_KEY');
-    expect((await readAll(await new EncryptedObjectStore(local, later).get('early.bin'))).toString()).toBe(
-      'early',
-    );
+    const reader = new EncryptedObjectStore(local, { ...memoryKeyring(), masterKeys: later.all });
+    expect((await readAll(await reader.get('early.bin'))).toString()).toBe('early');
   });
 
-  test('S3 never gets a per-machine key file', async () => {
-    const config = base({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b', FERRY_STORAGE_ENCRYPTION: 'on' });
-    await expect(resolveMasterKeys(config)).rejects.toMatchObject({
-      code: 'invalid_parameter',
-      message: expect.stringContaining('FERRY_ENCRYPTION_KEY'),
-    });
+  test('with create: false, nothing is created', async () => {
     expect(await resolveMasterKeys(base(), { create: false })).toBeUndefined();
     await expect(stat(path.join(root, 'storage.key'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
@@ -217,31 +260,110 @@ describe('master keys', () => {
     await writeFile(path.join(root, 'storage.key'), 'not a key\n');
     await expect(resolveMasterKeys(base())).rejects.toThrow(/one base64 key of 32 bytes/);
   });
+
+  test('FERRY_ENCRYPTION_KEY_FILE: keys one a line, the first current; comments and blank lines skipped', async () => {
+    const [a, b] = [randomBytes(32), randomBytes(32)];
+    const file = path.join(root, 'master.keys');
+    await writeFile(file, `# new key first\n${a.toString('base64')}\n\n${b.toString('base64')}\n`);
+    const keys = await resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_FILE: file }));
+    expect(keys.source).toBe('FERRY_ENCRYPTION_KEY_FILE');
+    expect(Buffer.from(keys.current).equals(a)).toBe(true);
+    expect(keys.all.map((k) => Buffer.from(k).toString('hex'))).toEqual([
+      a.toString('hex'),
+      b.toString('hex'),
+    ]);
+    await expect(stat(path.join(root, 'storage.key'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  test('FERRY_ENCRYPTION_KEY_FILE: a missing or malformed file fails without showing its content', async () => {
+    const missing = path.join(root, 'nope.keys');
+    await expect(resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_FILE: missing }))).rejects.toMatchObject({
+      code: 'master_key_unavailable',
+      message: expect.stringContaining('ENOENT'),
+    });
+    const bad = path.join(root, 'bad.keys');
+    const short = randomBytes(16).toString('base64');
+    await writeFile(bad, `${randomBytes(32).toString('base64')}\n${short}\n`);
+    const err = (await failure(resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_FILE: bad })))) as Error;
+    expect(err).toMatchObject({ code: 'master_key_unavailable', message: expect.stringContaining('line 2') });
+    expect(err.message).not.toContain(short);
+  });
+
+  test('FERRY_ENCRYPTION_KEY_COMMAND: a shell command prints the keys', async () => {
+    const [a, b] = [randomBytes(32), randomBytes(32)];
+    const file = path.join(root, 'vault.out');
+    await writeFile(file, `${a.toString('base64')}\n${b.toString('base64')}\n`);
+    const keys = await resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_COMMAND: `cat '${file}' | head -n 2` }));
+    expect(keys.source).toBe('FERRY_ENCRYPTION_KEY_COMMAND');
+    expect(Buffer.from(keys.current).equals(a)).toBe(true);
+    expect(keys.all).toHaveLength(2);
+    const printed = await resolveMasterKeys(
+      base({ FERRY_ENCRYPTION_KEY_COMMAND: `printf '%s\\n' '${b.toString('base64')}'` }),
+    );
+    expect(Buffer.from(printed.current).equals(b)).toBe(true);
+  });
+
+  test('FERRY_ENCRYPTION_KEY_COMMAND: a failing command is one clear error that repeats none of its output', async () => {
+    const leaked = randomBytes(32).toString('base64');
+    const err = (await failure(
+      resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_COMMAND: `echo ${leaked}; echo ${leaked} >&2; exit 3` })),
+    )) as Error;
+    expect(err).toMatchObject({
+      code: 'master_key_unavailable',
+      message: 'FERRY_ENCRYPTION_KEY_COMMAND: the command exited with status 3',
+    });
+    expect(JSON.stringify(err)).not.toContain(leaked);
+    const garbage = (await failure(
+      resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_COMMAND: `echo not-a-key-${leaked.slice(0, 8)}` })),
+    )) as Error;
+    expect(garbage).toMatchObject({
+      code: 'master_key_unavailable',
+      message: expect.stringContaining('line 1 is not a base64 key'),
+    });
+    expect(garbage.message).not.toContain(leaked.slice(0, 8));
+    await expect(resolveMasterKeys(base({ FERRY_ENCRYPTION_KEY_COMMAND: 'true' }))).rejects.toMatchObject({
+      code: 'master_key_unavailable',
+      message: expect.stringContaining('no key found'),
+    });
+  });
+
+  test('only one explicit source may be set', () => {
+    const key = randomBytes(32).toString('base64');
+    expect(() =>
+      loadConfig({ FERRY_ENCRYPTION_KEY: key, FERRY_ENCRYPTION_KEY_COMMAND: 'cat /dev/null' }),
+    ).toThrow(
+      /FERRY_ENCRYPTION_KEY_COMMAND: set only one of FERRY_ENCRYPTION_KEY, FERRY_ENCRYPTION_KEY_COMMAND/,
+    );
+    expect(() =>
+      loadConfig({ FERRY_ENCRYPTION_KEY_FILE: '/k', FERRY_ENCRYPTION_KEY_COMMAND: 'cat /k' }),
+    ).toThrow(/set only one of/);
+  });
 });
 
 describe('createObjectStore', () => {
   const config = (env: Record<string, string> = {}) => loadConfig({ FERRY_DATA_DIR: root, ...env });
+  const keyringOf = async (c: ReturnType<typeof config>) => ({
+    ...memoryKeyring(),
+    master: await resolveMasterKeys(c),
+  });
 
-  test('default: local disk under <data>/files, encrypted at rest with a created key file', async () => {
-    const created = await createObjectStore(config());
+  test('default: local disk under <data>/files, encrypted at rest under the keyring', async () => {
+    const c = config();
+    const created = await createObjectStore(c, await keyringOf(c));
     expect(created).toBeInstanceOf(EncryptedObjectStore);
     expect(created.kind).toBe('local');
     await (await created.put('a/b.txt', chunked(Buffer.from('hello')))).commit();
-    expect((await readFile(path.join(root, 'files', 'a', 'b.txt'))).subarray(0, 6).toString()).toBe('FERRY1');
-    expect((await stat(path.join(root, 'storage.key'))).isFile()).toBe(true);
+    const raw = await readFile(path.join(root, 'files', 'a', 'b.txt'));
+    expect(raw.subarray(0, 6).toString()).toBe('FERRY1');
+    expect(raw[6]).toBe(2);
   });
 
-  test('encryption off: plain local store, no key file', async () => {
-    const created = await createObjectStore(config({ FERRY_STORAGE_ENCRYPTION: 'off' }));
-    expect(created).toBeInstanceOf(LocalObjectStore);
-    await expect(stat(path.join(root, 'storage.key'))).rejects.toMatchObject({ code: 'ENOENT' });
-  });
-
-  test('encryption off with a secret: writes plaintext, still reads encrypted files', async () => {
+  test('encryption off: writes plaintext, still reads encrypted files', async () => {
     const secret = { FERRY_SECRET_KEY: 'q'.repeat(32) };
-    const on = await createObjectStore(config({ ...secret, FERRY_STORAGE_ENCRYPTION: 'on' }));
+    const keys = await keyringOf(config(secret));
+    const on = await createObjectStore(config({ ...secret, FERRY_STORAGE_ENCRYPTION: 'on' }), keys);
     await (await on.put('e.txt', chunked(Buffer.from('sealed')))).commit();
-    const off = await createObjectStore(config({ ...secret, FERRY_STORAGE_ENCRYPTION: 'off' }));
+    const off = await createObjectStore(config({ ...secret, FERRY_STORAGE_ENCRYPTION: 'off' }), keys);
     await (await off.put('p.txt', chunked(Buffer.from('open')))).commit();
     expect((await readFile(path.join(root, 'files', 'p.txt'))).toString()).toBe('open');
     expect((await readAll(await off.get('e.txt'))).toString()).toBe('sealed');
@@ -249,17 +371,18 @@ describe('createObjectStore', () => {
 
   test('S3: unencrypted by default (bucket-side encryption and presigned links); on needs a shared key', async () => {
     const s3 = { FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'exports', FERRY_S3_ENDPOINT: 'http://127.0.0.1:9' };
-    expect(await createObjectStore(config(s3))).toBeInstanceOf(S3ObjectStore);
-    await expect(createObjectStore(config({ ...s3, FERRY_STORAGE_ENCRYPTION: 'on' }))).rejects.toMatchObject({
+    const plain = await createObjectStore(config(s3), await keyringOf(config(s3)));
+    expect(plain.inner).toBeInstanceOf(S3ObjectStore);
+    const on = config({ ...s3, FERRY_STORAGE_ENCRYPTION: 'on' });
+    await expect(createObjectStore(on, await keyringOf(on))).rejects.toMatchObject({
       code: 'invalid_parameter',
     });
-    const withKey = await createObjectStore(
-      config({
-        ...s3,
-        FERRY_STORAGE_ENCRYPTION: 'on',
-        FERRY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-      }),
-    );
+    const shared = config({
+      ...s3,
+      FERRY_STORAGE_ENCRYPTION: 'on',
+      FERRY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    });
+    const withKey = await createObjectStore(shared, await keyringOf(shared));
     expect(withKey).toBeInstanceOf(EncryptedObjectStore);
     expect(withKey.kind).toBe('s3');
   });
@@ -274,6 +397,9 @@ describe('storage configuration', () => {
       s3: undefined,
       encryption: 'auto',
       encryptionKeys: [],
+      encryptionKeyFile: undefined,
+      encryptionKeyCommand: undefined,
+      dataKeyRotationDays: 90,
     });
   });
 

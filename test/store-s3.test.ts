@@ -5,6 +5,7 @@ import { EncryptedObjectStore } from '../src/store/encrypted-object-store.ts';
 import { createS3Client } from '../src/store/s3-client.ts';
 import { type S3Api, S3ObjectStore } from '../src/store/s3-object-store.ts';
 import { chunked, readAll } from './support/fixtures/streams.ts';
+import { memoryKeyring } from './support/keyring.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 
 const MiB = 1024 * 1024;
@@ -141,8 +142,7 @@ describe('S3 object store against a real S3-protocol server', () => {
       bucket: config.bucket,
       presign: async (input) => `signed:${input.Key}`,
     });
-    const k = randomBytes(32);
-    const store = new EncryptedObjectStore(base, { current: k, all: [k], source: 'FERRY_ENCRYPTION_KEY' });
+    const store = new EncryptedObjectStore(base, memoryKeyring());
     await (await store.put('enc/secret.zip', chunked(randomBytes(1000)))).commit();
     await (await base.put('enc/plain.zip', chunked(randomBytes(1000)))).commit();
     expect(await store.presignGet('enc/secret.zip', 60)).toBeNull();
@@ -182,8 +182,7 @@ describe('S3 object store against a real S3-protocol server', () => {
         return res;
       },
     });
-    const k = randomBytes(32);
-    const store = new EncryptedObjectStore(base, { current: k, all: [k], source: 'FERRY_ENCRYPTION_KEY' });
+    const store = new EncryptedObjectStore(base, memoryKeyring());
     const data = randomBytes(8 * MiB);
     await (await store.put('range/enc.bin', chunked(data))).commit();
     const start = 5 * MiB + 100;

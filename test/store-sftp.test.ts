@@ -390,7 +390,7 @@ describe.skipIf(!sshdAvailable())('the SFTP object store against OpenSSH sshd on
             },
           ],
         },
-        { secretKey: SECRET, actor: 'test' },
+        { secrets: ctx.secrets, actor: 'test' },
       );
       const backup = await runBackup(ctx, { tenantId, trigger: 'manual', actor: 'test' });
       expect(backup.destinations.map((d) => d.name)).toEqual(['local', 'offsite']);

@@ -9,6 +9,7 @@ import { LocalObjectStore } from '../src/store/local-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { s3ObjectStore } from '../src/store/s3-client.ts';
 import { chunked, collect, failingSource, readAll, sha256 } from './support/fixtures/streams.ts';
+import { memoryKeyring } from './support/keyring.ts';
 import { startS3Server, type TestS3Server } from './support/s3-server.ts';
 
 const MiB = 1024 * 1024;
@@ -52,8 +53,7 @@ async function harness(variant: Variant): Promise<Harness> {
   const encrypted = variant.endsWith('encrypted at rest');
   const wrap = (store: ObjectStore) => {
     if (!encrypted) return store;
-    const key = randomBytes(32);
-    return new EncryptedObjectStore(store, { current: key, all: [key], source: 'FERRY_ENCRYPTION_KEY' });
+    return new EncryptedObjectStore(store, memoryKeyring());
   };
   if (variant.startsWith('local')) {
     const root = await mkdtemp(path.join(tmpdir(), 'ferry-store-'));

@@ -108,7 +108,7 @@ for (const dialect of DIALECTS) {
       expect(processor.statusCode, processor.body).toBe(201);
       others['compliance/processors'] = processor.json().id;
       const backup = await runBackup(
-        backupContext({ database: h.database, config: h.config, store: h.store }),
+        backupContext({ database: h.database, config: h.config, store: h.store, secrets: h.secrets }),
         {
           tenantId: h.other.id,
           trigger: 'manual',

@@ -1,6 +1,5 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadOrCreateSecretKey } from '../src/lib/secret-box.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
 import { deliverDueMessages } from '../src/webhooks/dispatch.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
@@ -35,7 +34,7 @@ for (const dialect of DIALECTS) {
     const deliver = () =>
       deliverDueMessages({
         database: h.database,
-        secretKey: loadOrCreateSecretKey(h.config),
+        secrets: h.secrets,
         outbound: outboundPolicy(h.config.outboundAllow),
       });
 

@@ -3,7 +3,6 @@ import type { Role } from '../src/auth/context.ts';
 import type { Config } from '../src/config/config.ts';
 import { type FerryApp, buildApp } from '../src/http/app.ts';
 import { outboundPolicy } from '../src/lib/ssrf.ts';
-import { loadOrCreateSecretKey } from '../src/lib/secret-box.ts';
 import { deliverDueMessages } from '../src/webhooks/dispatch.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
 import {
@@ -15,6 +14,7 @@ import {
 } from './support/fixtures/auth.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+import { openKeyring } from '../src/crypto/open-keyring.ts';
 
 for (const dialect of DIALECTS) {
   describe(`webhooks API on ${dialect}`, () => {
@@ -183,7 +183,7 @@ for (const dialect of DIALECTS) {
       await emitEvent(t.database, tenant.id, 'export.started', { export_id: 'e1', data: {} });
       await deliverDueMessages({
         database: t.database,
-        secretKey: loadOrCreateSecretKey(config),
+        secrets: (await openKeyring(t.database, config)).secrets,
         outbound: outboundPolicy(config.outboundAllow),
       });
       const [request] = receiver.requests.slice(before);
@@ -200,7 +200,7 @@ for (const dialect of DIALECTS) {
       });
       await deliverDueMessages({
         database: t.database,
-        secretKey: loadOrCreateSecretKey(config),
+        secrets: (await openKeyring(t.database, config)).secrets,
         outbound: outboundPolicy(config.outboundAllow),
       });
       const log = await app.inject({
@@ -241,7 +241,7 @@ for (const dialect of DIALECTS) {
       await emitEvent(t.database, tenant.id, 'schedule.run.failed', { schedule_id: 's1', data: {} });
       await deliverDueMessages({
         database: t.database,
-        secretKey: loadOrCreateSecretKey(config),
+        secrets: (await openKeyring(t.database, config)).secrets,
         outbound: outboundPolicy(config.outboundAllow),
       });
       const disabled = await app.inject({

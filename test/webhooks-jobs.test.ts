@@ -7,7 +7,6 @@ import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { createAdapters } from '../src/compose.ts';
 import { startWorkers } from '../src/jobs/workers.ts';
 import { createLogger } from '../src/lib/logger.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import { emitEvent } from '../src/webhooks/emit.ts';
 import { createEndpoint } from '../src/webhooks/endpoints.ts';
 import { WEBHOOK_JOBS, WEBHOOK_SWEEP_JOB } from '../src/webhooks/jobs.ts';
@@ -16,6 +15,8 @@ import { createTenant } from './support/fixtures/auth.ts';
 import { createTestDatabase, dropJobsSchema, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { until } from './support/wait.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { testAdapters } from './support/keyring.ts';
 
 const SECRET = 'webhook-jobs-test-secret-key-0123456789abcdef';
 
@@ -24,6 +25,7 @@ for (const dialect of DIALECTS) {
     let t: TestDatabase;
     let config: Config;
     let queue: JobQueue;
+    let secrets: SecretBox;
     let receiver: TestWebhookReceiver;
 
     beforeAll(async () => {
@@ -41,7 +43,8 @@ for (const dialect of DIALECTS) {
         definitions: WEBHOOK_JOBS,
         supervise: true,
       });
-      const store = await createObjectStore(config);
+      const { store, keyring, secrets: box } = await testAdapters(t.database, config);
+      secrets = box;
       await startWorkers(
         queue,
         {
@@ -51,6 +54,8 @@ for (const dialect of DIALECTS) {
           store,
           queue,
           now: () => new Date(),
+          keyring,
+          secrets,
           ...createAdapters(config),
         },
         WEBHOOK_JOBS,
@@ -70,7 +75,7 @@ for (const dialect of DIALECTS) {
         t.database,
         tenant.id,
         { url: receiver.url, events: ['export.started'] },
-        { secretKey: SECRET, outbound: outboundPolicy(config.outboundAllow) },
+        { secrets, outbound: outboundPolicy(config.outboundAllow) },
       );
       receiver.setSecrets([secret]);
       const [message] = await emitEvent(
@@ -93,7 +98,7 @@ for (const dialect of DIALECTS) {
         t.database,
         tenant.id,
         { url: receiver.url, events: ['export.failed'] },
-        { secretKey: SECRET, outbound: outboundPolicy(config.outboundAllow) },
+        { secrets, outbound: outboundPolicy(config.outboundAllow) },
       );
       receiver.setSecrets([secret]);
       const [message] = await emitEvent(t.database, tenant.id, 'export.failed', {

@@ -17,8 +17,9 @@ import { webhookDb } from '../src/webhooks/tables.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { startSmtpServer, type TestSmtpServer } from './support/smtp-server.ts';
 import { startWebhookReceiver, type TestWebhookReceiver } from './support/webhook-receiver.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
+import { testSecrets } from './support/keyring.ts';
 
-const KEY = 'w'.repeat(40);
 const START = new Date('2026-11-22T10:00:00.000Z');
 const SECOND = 1000;
 const HOUR = 3_600_000;
@@ -91,8 +92,11 @@ for (const dialect of DIALECTS) {
     let options: WebhookDispatchOptions;
     const outbound = outboundPolicy(['127.0.0.1']);
 
+    let secrets: SecretBox;
+
     beforeAll(async () => {
       t = await createTestDatabase(dialect);
+      secrets = await testSecrets(t.database);
       smtp = await startSmtpServer();
       mailer = createMailer({ url: smtp.url, from: 'ferry@ferry.example' });
     });
@@ -130,7 +134,7 @@ for (const dialect of DIALECTS) {
           password_hash: 'x',
         })
         .execute();
-      options = { database: t.database, secretKey: KEY, outbound, mailer, random: () => 0.5 };
+      options = { database: t.database, secrets, outbound, mailer, random: () => 0.5 };
     });
     afterEach(async () => {
       vi.useRealTimers();
@@ -139,12 +143,7 @@ for (const dialect of DIALECTS) {
     });
 
     async function endpoint(events?: string[], url = receiver.url) {
-      const created = await createEndpoint(
-        t.database,
-        tenantId,
-        { url, events },
-        { secretKey: KEY, outbound },
-      );
+      const created = await createEndpoint(t.database, tenantId, { url, events }, { secrets, outbound });
       return created;
     }
 
@@ -373,7 +372,7 @@ for (const dialect of DIALECTS) {
       const { endpoint: ep, secret: oldSecret } = await endpoint();
       at(HOUR);
       const { secret: newSecret, endpoint: rotated } = await rotateSecret(t.database, tenantId, ep.id, {
-        secretKey: KEY,
+        secrets,
       });
       expect(newSecret).not.toBe(oldSecret);
       expect(rotated.previous_secret_expires_at).toBe(new Date(START.getTime() + 25 * HOUR).toISOString());
@@ -470,12 +469,14 @@ for (const dialect of DIALECTS) {
         expiresAt: new Date('2026-11-29T00:00:00Z'),
         downloadUrl: 'https://ferry.example.com/d/1',
       };
-      const targets = [good.id, bad.id, randomUUID()].map((id) =>
-        sealTarget(parseTarget({ type: 'webhook', endpoint_id: id }), KEY),
+      const targets = await Promise.all(
+        [good.id, bad.id, randomUUID()].map((id) =>
+          sealTarget(parseTarget({ type: 'webhook', endpoint_id: id }), secrets),
+        ),
       );
       const results = await deliverAll(targets, artifact, {
         database: t.database,
-        secretKey: KEY,
+        secrets,
         outbound,
         clients: DELIVERY_CLIENTS,
         retryDelays: [1, 1, 1],

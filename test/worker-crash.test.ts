@@ -8,7 +8,6 @@ import { createJobQueue, type JobQueue } from '../src/jobs/queue.ts';
 import { buildApp, type FerryApp } from '../src/http/app.ts';
 import { createLogger } from '../src/lib/logger.ts';
 import { seed } from '../src/seed/seed.ts';
-import { createObjectStore } from '../src/store/create-object-store.ts';
 import type { ObjectStore } from '../src/store/object-store.ts';
 import { createApiKey } from '../src/auth/keys.ts';
 import { authTestConfig, bearer } from './support/fixtures/auth.ts';
@@ -17,6 +16,7 @@ import { createTestDatabase, dropJobsSchema, type TestDatabase, testsDialect } f
 import { sha256 } from './support/fixtures/streams.ts';
 import { waitForExport } from './support/wait.ts';
 import { killGroup, startWorker, type WorkerProcess as Worker } from './support/worker-process.ts';
+import { testAdapters } from './support/keyring.ts';
 
 interface Row {
   status: string;
@@ -77,7 +77,7 @@ describe.skipIf(!testsDialect('postgres'))('a worker killed mid-export', () => {
     await t.database.db.updateTable('tenants').set({ plan: 'agency' }).where('id', '=', tenantId).execute();
     const logger = createLogger({ logLevel: 'silent' });
     // This process is an API-only server (`ferry serve --no-worker`): the workers are child processes.
-    store = await createObjectStore(config);
+    store = (await testAdapters(t.database, config)).store;
     queue = await createJobQueue(t.database, config, logger, { definitions: JOBS, supervise: false });
     app = await buildApp({
       database: t.database,

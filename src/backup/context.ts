@@ -1,4 +1,5 @@
 import type { Config } from '../config/config.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
@@ -11,11 +12,13 @@ export function backupContext(deps: {
   readonly database: Database;
   readonly config: Config;
   readonly store: ObjectStore;
+  readonly secrets: SecretBox;
   readonly now?: (() => Date) | undefined;
 }): BackupContext {
   return {
     database: deps.database,
     secretKey: loadOrCreateSecretKey(deps.config),
+    secrets: deps.secrets,
     defaultStore: createPlainObjectStore(deps.config),
     files: deps.store,
     outbound: outboundPolicy(deps.config.outboundAllow),

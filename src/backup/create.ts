@@ -2,6 +2,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap } from '../datamap/types.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import { tenantDataKeyIds } from '../crypto/sealed-columns.ts';
 import { type Database, type DbSession, literal, quoteIdent } from '../db/database.ts';
 import { utcInstantSql } from '../db/keyset.ts';
 import type { DB } from '../db/schema.ts';
@@ -10,7 +12,7 @@ import type { ObjectStore } from '../store/object-store.ts';
 import { FERRY_VERSION } from '../version.ts';
 import { BACKUP_CDC, contentChunks, countRows } from './chunker.ts';
 import type { CdcSizes } from './fastcdc.ts';
-import { currentDataKey, type DataKey } from './keys.ts';
+import { carryDataKeys, currentDataKey, type DataKey } from './keys.ts';
 import {
   type ChunkRef,
   type Manifest,
@@ -34,7 +36,8 @@ import { type BackupRow, backupById, latestCompleted, markStaleRunning } from '.
 
 export interface BackupDeps {
   readonly database: Database;
-  readonly secretKey: string;
+  /** Seals the tenant's backup key (by the master key) and opens the receipt signing key. */
+  readonly secrets: SecretBox;
   /** Opens the tenant's destinations (settings.ts); each is closed after the backup. */
   readonly destinations: (settings: BackupSettings) => Promise<OpenedDestination[]>;
   /** The operator's file store, to read stored export files backed up by content. */
@@ -91,7 +94,7 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
       slug: string;
     }>`SELECT slug FROM tenants WHERE id = ${request.tenantId}`.execute(db);
     opened.push(...(await deps.destinations(settings)));
-    const { key, file } = await currentDataKey(db, request.tenantId, deps.secretKey, settings.recipients);
+    const { key, file } = await currentDataKey(db, request.tenantId, deps.secrets, settings.recipients);
     const parent = await latestCompleted(db, request.tenantId);
     const targets: Target[] = [];
     for (const destination of opened) {
@@ -127,8 +130,9 @@ export async function createBackup(deps: BackupDeps, request: BackupRequest): Pr
       files: read.files,
       erasure_ledger: read.ledger,
       signing_keys: read.signingKeys,
+      data_keys: await carryDataKeys(deps.secrets.keyring, key, read.dataKeyIds),
     };
-    const signed = await signManifest(database, deps.secretKey, key, manifest);
+    const signed = await signManifest(database, deps.secrets, key, manifest);
     const bytes = Buffer.from(`${JSON.stringify(signed)}\n`);
     for (const t of targets)
       await putObject(
@@ -285,6 +289,8 @@ function chunkUploader(
 
 interface ReadResult {
   signingKeys: SigningKeyRef[];
+  /** The keyring data keys the tenant's sealed values use, at the snapshot. */
+  dataKeyIds: string[];
   ledger: { request_id: string; subject_key: string; erased_at: string }[];
   snapshotAt: string;
   schemaVersion: string;
@@ -362,6 +368,7 @@ async function readTenant(
   );
   return {
     signingKeys: signing.rows,
+    dataKeyIds: await tenantDataKeyIds(session.db, tenantId),
     ledger: ledger.rows,
     snapshotAt: clock.rows[0]!.at,
     schemaVersion: version.rows[0]?.name ?? 'none',

@@ -39,6 +39,7 @@ export async function runDueBackups(ctx: JobContext): Promise<void> {
     database: ctx.database,
     config: ctx.config,
     store: ctx.store,
+    secrets: ctx.secrets,
     now: ctx.now,
   });
   const rows = await sql<DueRow>`
@@ -114,6 +115,7 @@ export const BACKUP_JOBS: readonly JobDefinition[] = [
         database: ctx.database,
         config: ctx.config,
         store: ctx.store,
+        secrets: ctx.secrets,
         now: ctx.now,
       });
       await runBackup(backups, {
@@ -145,6 +147,7 @@ export const BACKUP_JOBS: readonly JobDefinition[] = [
         database: ctx.database,
         config: ctx.config,
         store: ctx.store,
+        secrets: ctx.secrets,
         now: ctx.now,
       });
       if (restore.mode === 'drill')

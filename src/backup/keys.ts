@@ -1,10 +1,11 @@
 import { Decrypter, Encrypter, armor } from 'age-encryption';
-import { hkdfSync, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import { validateRecipients } from '../crypto/age.ts';
 import type { DB } from '../db/schema.ts';
 import { FerryError } from '../domain/ferry-error.ts';
-import { openSecret, sealSecret } from '../lib/secret-box.ts';
+import type { Keyring } from '../crypto/keyring.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 
 /**
  * A tenant's backup data key. Chunks are encrypted, named and manifests authenticated under
@@ -20,12 +21,17 @@ export interface DataKey {
   readonly idKey: Buffer;
   /** HMAC-SHA256 key authenticating manifests. */
   readonly manifestKey: Buffer;
+  /** AES-256-GCM key of the keyring data keys a manifest carries. */
+  readonly keyringKey: Buffer;
 }
 
 /**
  * The key file kept beside the backups at every destination: the data key sealed by the
- * operator's secret key and, when the tenant named age recipients, encrypted to them as well.
- * With it and either secret, a destination alone restores; without both, nothing does.
+ * operator's master key (`m1:`, src/crypto/secret-box.ts; files written before the keyring
+ * hold `v1:`, sealed by FERRY_SECRET_KEY) and, when the tenant named age recipients, encrypted
+ * to them as well. With it and either secret, a destination alone restores, without the
+ * database; without both, nothing does. A master-key rotation seals it again and rewrites it
+ * at the tenant's destinations.
  */
 export interface KeyFile {
   readonly format: 'ferry-backup-key/1';
@@ -46,10 +52,12 @@ function derive(secret: Buffer, tenantId: string, keyId: string): DataKey {
     chunkKey: sub('chunk'),
     idKey: sub('chunk id'),
     manifestKey: sub('manifest'),
+    keyringKey: sub('keyring'),
   };
 }
 
-interface KeyRow {
+/** A row of `backup_keys`. */
+export interface KeyRow {
   id: string;
   tenant_id: string;
   sealed: string | null;
@@ -59,7 +67,8 @@ interface KeyRow {
   destroyed_at: Date | null;
 }
 
-function keyFileOf(row: KeyRow): KeyFile {
+/** The key file of a catalog row. */
+export function keyFileOf(row: KeyRow): KeyFile {
   return {
     format: 'ferry-backup-key/1',
     key_id: row.id,
@@ -82,7 +91,7 @@ const sameSet = (a: readonly string[], b: readonly string[]) =>
 export async function currentDataKey(
   db: Kysely<DB>,
   tenantId: string,
-  secretKey: string,
+  secrets: SecretBox,
   recipients: readonly string[],
 ): Promise<{ key: DataKey; file: KeyFile }> {
   const wanted = recipients.length ? validateRecipients(recipients) : [];
@@ -92,7 +101,7 @@ export async function currentDataKey(
   const row = rows.rows[0];
   if (row && sameSet(row.recipients, wanted)) {
     const file = keyFileOf(row);
-    return { key: openKeyFile(file, { secretKey }), file };
+    return { key: await openKeyFile(file, { secrets }), file };
   }
   const secret = randomBytes(32);
   let ageArmor: string | null = null;
@@ -101,10 +110,11 @@ export async function currentDataKey(
     for (const r of wanted) encrypter.addRecipient(r);
     ageArmor = armor.encode(await encrypter.encrypt(secret));
   }
+  const id = randomUUID();
   const fresh: KeyRow = {
-    id: randomUUID(),
+    id,
     tenant_id: tenantId,
-    sealed: sealSecret(secret.toString('base64'), secretKey),
+    sealed: secrets.sealWithMaster(secret.toString('base64'), backupKeyContext(id)),
     age_armor: ageArmor,
     recipients: wanted,
     created_at: new Date(),
@@ -117,27 +127,43 @@ export async function currentDataKey(
   return { key: derive(secret, tenantId, fresh.id), file: keyFileOf(fresh) };
 }
 
-/** What opens a key file: the operator's secret key, or the tenant's age identities. */
+/** What a backup key's `m1:` seal is bound to. */
+export function backupKeyContext(keyId: string): string {
+  return `backup key ${keyId}`;
+}
+
+/** The backup key of a key file's seal (`m1:` by the master key, or `v1:` by the secret key). */
+export async function openSealedBackupKey(
+  secrets: SecretBox,
+  keyId: string,
+  sealed: string,
+): Promise<string> {
+  return sealed.startsWith('m1:')
+    ? secrets.openWithMaster(sealed, backupKeyContext(keyId))
+    : secrets.open(sealed);
+}
+
+/** What opens a key file: the operator's master key (the secret box), or the tenant's age identities. */
 export interface KeySecrets {
-  readonly secretKey?: string | undefined;
+  readonly secrets?: SecretBox | undefined;
   readonly identities?: readonly string[] | undefined;
 }
 
 /** The data key of a key file; `backup_key_unavailable` when neither secret opens it. */
-export function openKeyFile(file: KeyFile, secrets: KeySecrets): DataKey {
+export async function openKeyFile(file: KeyFile, secrets: KeySecrets): Promise<DataKey> {
   if (file.format !== 'ferry-backup-key/1' || typeof file.key_id !== 'string')
     throw new FerryError(
       'backup_corrupt',
       `the key file of key ${String(file.key_id)} is not a Ferry backup key file`,
     );
-  if (secrets.secretKey && file.sealed) {
+  if (secrets.secrets && file.sealed) {
     let text: string;
     try {
-      text = openSecret(file.sealed, secrets.secretKey);
+      text = await openSealedBackupKey(secrets.secrets, file.key_id, file.sealed);
     } catch {
       throw new FerryError(
         'backup_key_unavailable',
-        `backup key ${file.key_id} does not open with this operator secret key (it was altered, or another key sealed it)`,
+        `backup key ${file.key_id} does not open with this installation's master key (it was altered, or another key sealed it)`,
       );
     }
     const secret = Buffer.from(text, 'base64');
@@ -149,7 +175,7 @@ export function openKeyFile(file: KeyFile, secrets: KeySecrets): DataKey {
     'backup_key_unavailable',
     file.sealed === null && file.age === null
       ? `backup key ${file.key_id} was destroyed: its backups cannot be read`
-      : `backup key ${file.key_id} needs the operator's secret key or one of the tenant's age identities`,
+      : `backup key ${file.key_id} needs the operator's master key or one of the tenant's age identities`,
   );
 }
 
@@ -200,4 +226,62 @@ export async function destroyTenantKeys(db: Kysely<DB>, tenantId: string, now: D
     UPDATE backup_keys SET sealed = NULL, age_armor = NULL, destroyed_at = ${now}
     WHERE tenant_id = ${tenantId} AND destroyed_at IS NULL RETURNING id`.execute(db);
   return r.rows.map((row) => row.id);
+}
+
+/** A keyring data key as a manifest carries it: encrypted under the backup's data key. */
+export interface CarriedDataKey {
+  readonly id: string;
+  /** base64(nonce ‖ AES-256-GCM ciphertext ‖ tag), the additional data binding the id. */
+  readonly sealed: string;
+}
+
+const carriedAad = (id: string) => Buffer.from(`ferry backup data key v1\0${id}`);
+
+/**
+ * The keyring data keys `ids` (those the tenant's sealed values use), encrypted under the
+ * backup's data key, so a restore into a database that lacks them (or destroyed them since)
+ * still opens the restored secrets. A key the keyring no longer has is left out.
+ */
+export async function carryDataKeys(
+  keyring: Keyring,
+  key: DataKey,
+  ids: readonly string[],
+): Promise<CarriedDataKey[]> {
+  const out: CarriedDataKey[] = [];
+  for (const id of ids) {
+    let dataKey: Uint8Array;
+    try {
+      dataKey = await keyring.dataKey(id);
+    } catch (err) {
+      // Destroyed or from elsewhere: what it sealed is unreadable here as well.
+      if (err instanceof FerryError) continue;
+      throw err;
+    }
+    const nonce = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', key.keyringKey, nonce);
+    cipher.setAAD(carriedAad(id));
+    const body = Buffer.concat([cipher.update(dataKey), cipher.final(), cipher.getAuthTag()]);
+    out.push({ id, sealed: Buffer.concat([nonce, body]).toString('base64') });
+  }
+  return out;
+}
+
+/** The data keys a manifest carries; `backup_corrupt` when one does not open. */
+export function openCarriedDataKeys(
+  key: DataKey,
+  carried: readonly CarriedDataKey[],
+  where: string,
+): { id: string; key: Buffer }[] {
+  return carried.map(({ id, sealed }) => {
+    const bytes = Buffer.from(sealed, 'base64');
+    try {
+      if (bytes.length !== 12 + 32 + 16) throw new Error('size');
+      const decipher = createDecipheriv('aes-256-gcm', key.keyringKey, bytes.subarray(0, 12));
+      decipher.setAAD(carriedAad(id));
+      decipher.setAuthTag(bytes.subarray(44));
+      return { id, key: Buffer.concat([decipher.update(bytes.subarray(12, 44)), decipher.final()]) };
+    } catch {
+      throw new FerryError('backup_corrupt', `${where}: data key ${id} in the manifest does not open`);
+    }
+  });
 }

@@ -1,10 +1,11 @@
 import { createHmac, sign, timingSafeEqual, verify } from 'node:crypto';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { activeSigningKey, publicKeyFromJwk, receiptJwks } from '../privacy/receipt-keys.ts';
 import type { ReceiptTables } from '../privacy/receipt-tables.ts';
 import { canonicalBytes } from '../privacy/receipts.ts';
-import type { DataKey } from './keys.ts';
+import type { CarriedDataKey, DataKey } from './keys.ts';
 
 /** One chunk of a stream: its id, plain size and stored (compressed, encrypted) size. */
 export type ChunkRef = [id: string, plainBytes: number, storedBytes: number];
@@ -68,6 +69,12 @@ export interface Manifest {
    * another database still verify there (the private halves never leave).
    */
   readonly signing_keys?: readonly SigningKeyRef[];
+  /**
+   * The keyring data keys the tenant's sealed secrets (webhook, delivery, integration
+   * credentials) are sealed under, encrypted under this backup's data key: a restore adds the
+   * ones the database lacks to its keyring, so the restored secrets open.
+   */
+  readonly data_keys?: readonly CarriedDataKey[];
 }
 
 export interface SigningKeyRef {
@@ -92,13 +99,14 @@ function macOf(key: DataKey, manifest: Manifest): string {
 
 export async function signManifest(
   database: Database,
-  secretKey: string,
+  secrets: SecretBox,
   key: DataKey,
   manifest: Manifest,
 ): Promise<SignedManifest> {
+  await secrets.ready();
   const signing = await database.db
     .transaction()
-    .execute((trx) => activeSigningKey(trx.withTables<ReceiptTables>(), secretKey));
+    .execute((trx) => activeSigningKey(trx.withTables<ReceiptTables>(), secrets));
   const value = sign(null, canonicalBytes(manifest), signing.privateKey).toString('base64url');
   return { manifest, mac: macOf(key, manifest), signature: { alg: 'EdDSA', kid: signing.kid, value } };
 }

@@ -110,8 +110,13 @@ export async function readObject(store: ObjectStore, key: string): Promise<Buffe
 
 /** Writes the key file unless the destination has it already. */
 export async function ensureKeyFile(store: ObjectStore, file: KeyFile): Promise<void> {
+  if (await store.head(keyObjectKey(file.tenant_id, file.key_id))) return;
+  await writeKeyFile(store, file);
+}
+
+/** Writes (or replaces, in one step) the key file at a destination. */
+export async function writeKeyFile(store: ObjectStore, file: KeyFile): Promise<void> {
   const key = keyObjectKey(file.tenant_id, file.key_id);
-  if (await store.head(key)) return;
   await putObject(store, key, Buffer.from(`${JSON.stringify(file, null, 2)}\n`), 'application/json');
 }
 

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { type Kysely, sql } from 'kysely';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap } from '../datamap/types.ts';
+import type { Keyring } from '../crypto/keyring.ts';
 import { type Database, type DbSession, literal, quoteIdent } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import { FerryError } from '../domain/ferry-error.ts';
@@ -11,7 +12,7 @@ import { eraseRowsInTransaction } from '../privacy/erasure.ts';
 import { specificName } from '../privacy/subject.ts';
 import { subjectKey } from '../privacy/subject-key.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { type DataKey, type KeySecrets, openKey } from './keys.ts';
+import { type DataKey, type KeySecrets, openCarriedDataKeys, openKey } from './keys.ts';
 import {
   checkManifest,
   type Manifest,
@@ -95,6 +96,11 @@ export interface RestoreInput {
   /** The database whose signing keys check the manifest signature (null: MAC only). */
   readonly verifier: Database | null;
   readonly secrets: KeySecrets;
+  /**
+   * Wraps the data keys the backup carries into the target's keyring (under its current master
+   * key), so the restored secrets open; without it they are not added.
+   */
+  readonly keyring?: Keyring | undefined;
   /** The erasure ledger of the tenant (every database that has one), replayed before commit. */
   readonly ledger: readonly LedgerEntry[];
   /** The operator's secret key, which keys the ledger's subject hashes. */
@@ -242,6 +248,11 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
         );
     }
     if (input.mode === 'replace') await deleteCurrent(session, manifest, declared, catalog);
+    // The data keys of the restored secrets, for a keyring that lacks them: retired there, so the
+    // next data-key rotation seals those secrets again and destroys the keys once more.
+    if (input.keyring)
+      for (const carried of openCarriedDataKeys(key, manifest.data_keys ?? [], where))
+        await input.keyring.restore(session.db, carried.id, carried.key);
     // The public keys of the receipts, for a database that lacks them: retired there, never signing.
     for (const k of manifest.signing_keys ?? [])
       await sql`INSERT INTO receipt_signing_keys (kid, public_key, private_key_sealed, created_at, retired_at)
@@ -312,7 +323,8 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
            FROM ${kept} k WHERE ${key.map((c) => `t.${quoteIdent(c)} = k.${quoteIdent(c)}`).join(' AND ')}`,
         );
       }
-    if (input.mode === 'database') await chainHead(session.db, targetTenantId);
+    // Another database, or a new (sandbox) tenant: its audit chain goes on from its last restored event.
+    if (input.mode !== 'replace') await chainHead(session.db, targetTenantId);
     // The ledger as the backup recorded it, and every newer entry the caller knows.
     const ledger = [...input.ledger];
     for (const e of manifest.erasure_ledger ?? [])
@@ -446,7 +458,7 @@ function sandboxValue(
   return c;
 }
 
-/** After a restore into another database, the tenant's audit chain head is its last restored event. */
+/** After a restore into another database or tenant, the tenant's audit chain head is its last restored event. */
 async function chainHead(db: Kysely<DB>, tenantId: string): Promise<void> {
   await sql`INSERT INTO audit_chains (tenant_id, last_seq, last_hash)
     SELECT tenant_id, seq, hash FROM audit_events WHERE tenant_id = ${tenantId} AND seq IS NOT NULL

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import { recordAudit } from '../auth/audit.ts';
 import type { DataMap } from '../datamap/types.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { utcInstantSql } from '../db/keyset.ts';
 import type { DB } from '../db/schema.ts';
@@ -29,7 +30,10 @@ import { type DestinationCheck, type VerifyLevel, verifyAt } from './verify.ts';
 /** What the backup operations need; `compose.ts` builds it. */
 export interface BackupContext {
   readonly database: Database;
+  /** Keys the erasure ledger's subject hashes (HMAC). */
   readonly secretKey: string;
+  /** Opens destination credentials and backup keys, seals new backup keys. */
+  readonly secrets: SecretBox;
   /** The operator's storage without encryption at rest (backup chunks are encrypted already). */
   readonly defaultStore: ObjectStore;
   /** The file store of exports (stored files backed up by content are read from and restored to it). */
@@ -53,7 +57,7 @@ export async function openDestinations(
       out.push(
         await openDestination(d, {
           defaultStore: ctx.defaultStore,
-          secretKey: ctx.secretKey,
+          secrets: ctx.secrets,
           outbound: ctx.outbound,
         }),
       );
@@ -95,7 +99,7 @@ export async function runBackup(
     const row = await createBackup(
       {
         database: ctx.database,
-        secretKey: ctx.secretKey,
+        secrets: ctx.secrets,
         destinations: (settings) => openDestinations(ctx, settings),
         files: ctx.files,
         ...(ctx.map ? { map: ctx.map } : {}),
@@ -168,7 +172,7 @@ export async function verifyBackup(
           tenantId: input.tenantId,
           backupId: input.backupId,
           level: input.level,
-          secrets: { secretKey: ctx.secretKey },
+          secrets: { secrets: ctx.secrets },
           verifier: ctx.database,
         }),
       );
@@ -308,7 +312,8 @@ export async function restoreBackup(ctx: BackupContext, request: RestoreRequest)
       mode: request.mode,
       target,
       verifier: ctx.database,
-      secrets: { secretKey: ctx.secretKey },
+      secrets: { secrets: ctx.secrets },
+      keyring: ctx.secrets.keyring,
       ledger,
       ledgerKey: ctx.secretKey,
       files: ctx.files,
@@ -492,7 +497,8 @@ export async function runDrill(
         mode: 'drill',
         target: ctx.database,
         verifier: ctx.database,
-        secrets: { secretKey: ctx.secretKey },
+        secrets: { secrets: ctx.secrets },
+        keyring: ctx.secrets.keyring,
         ledger: await erasureLedger(ctx.database.db, input.tenantId),
         ledgerKey: ctx.secretKey,
         ...(ctx.map ? { map: ctx.map } : {}),

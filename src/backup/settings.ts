@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import { validateRecipients } from '../crypto/age.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { DB } from '../db/schema.ts';
 import { createTargetS3Client } from '../deliver/clients.ts';
 import { openTarget, parseTarget, presentTarget, sealTarget } from '../deliver/targets.ts';
@@ -113,12 +114,19 @@ export async function getBackupSettings(db: Kysely<DB>, tenantId: string): Promi
 }
 
 /** Settings as shown by the API and the dashboard: secrets masked. */
-export function presentSettings(settings: BackupSettings, secretKey: string): Record<string, unknown> {
+export async function presentSettings(
+  settings: BackupSettings,
+  secrets: SecretBox,
+): Promise<Record<string, unknown>> {
   return {
     ...settings,
     updated_at: settings.updated_at?.toISOString() ?? null,
-    destinations: settings.destinations.map((d) =>
-      d.type === 's3' || d.type === 'sftp' ? { ...presentTarget(d as never, secretKey), name: d.name } : d,
+    destinations: await Promise.all(
+      settings.destinations.map(async (d) =>
+        d.type === 's3' || d.type === 'sftp'
+          ? { ...(await presentTarget(d as never, secrets)), name: d.name }
+          : d,
+      ),
     ),
   };
 }
@@ -180,7 +188,7 @@ export async function putBackupSettings(
   db: Kysely<DB>,
   tenantId: string,
   input: SettingsInput,
-  options: { secretKey: string; actor: string; allowLocal?: boolean },
+  options: { secrets: SecretBox; actor: string; allowLocal?: boolean },
 ): Promise<BackupSettings> {
   const current = await getBackupSettings(db, tenantId);
   if (input.frequency !== undefined && !(FREQUENCIES as readonly string[]).includes(input.frequency))
@@ -207,10 +215,12 @@ export async function putBackupSettings(
       : current.recipients;
   const destinations =
     input.destinations !== undefined
-      ? parseDestinations(input.destinations, { allowLocal: options.allowLocal ?? false }).map((d) =>
-          d.type === 's3' || d.type === 'sftp'
-            ? { ...sealTarget(d as never, options.secretKey), name: d.name }
-            : d,
+      ? await Promise.all(
+          parseDestinations(input.destinations, { allowLocal: options.allowLocal ?? false }).map(async (d) =>
+            d.type === 's3' || d.type === 'sftp'
+              ? { ...(await sealTarget(d as never, options.secrets)), name: d.name }
+              : d,
+          ),
         )
       : current.destinations;
   const next = {
@@ -246,7 +256,8 @@ export interface OpenedDestination {
 export interface DestinationDeps {
   /** The operator's storage without encryption at rest (chunks are encrypted already). */
   readonly defaultStore: ObjectStore;
-  readonly secretKey: string;
+  /** Opens the destinations' sealed credentials. */
+  readonly secrets: SecretBox;
   readonly outbound: OutboundPolicy;
 }
 
@@ -272,7 +283,7 @@ export async function openDestination(
         close: none,
       };
     case 's3': {
-      const target = openTarget(destination as never, deps.secretKey) as S3Target<string>;
+      const target = (await openTarget(destination as never, deps.secrets)) as S3Target<string>;
       const client = createTargetS3Client(target, deps.outbound);
       const store = new S3ObjectStore({
         api: client,
@@ -289,7 +300,7 @@ export async function openDestination(
       };
     }
     case 'sftp': {
-      const target = openTarget(destination as never, deps.secretKey) as SftpTarget<string>;
+      const target = (await openTarget(destination as never, deps.secrets)) as SftpTarget<string>;
       const store = await sftpObjectStore({
         host: target.host,
         port: target.port,

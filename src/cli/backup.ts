@@ -36,7 +36,7 @@ import { postgresDatabase } from '../db/postgres-database.ts';
 import { migrateToLatest } from '../db/migrate.ts';
 import { FerryError } from '../domain/ferry-error.ts';
 import { LocalObjectStore } from '../store/local-object-store.ts';
-import { createObjectStore } from '../store/create-object-store.ts';
+import { openKeyring } from '../crypto/open-keyring.ts';
 import { withCommand } from './context.ts';
 import { createProgress, formatBytes } from './progress.ts';
 import { printTable } from './tenants.ts';
@@ -56,8 +56,13 @@ async function withBackups<T>(
 ): Promise<T> {
   return withCommand(async (command) => {
     const t = await loadTenant(command.database, tenant);
-    const store = await createObjectStore(command.config);
-    return fn(backupContext({ database: command.database, config: command.config, store }), t.id, command);
+    const store = await command.store();
+    const { secrets } = await command.keys();
+    return fn(
+      backupContext({ database: command.database, config: command.config, store, secrets }),
+      t.id,
+      command,
+    );
   });
 }
 
@@ -443,12 +448,12 @@ export function registerBackup(program: Command): void {
         await withBackups(options.tenant, async (ctx, tenantId) => {
           const settings = Object.keys(input).length
             ? await putBackupSettings(ctx.database.db, tenantId, input, {
-                secretKey: ctx.secretKey,
+                secrets: ctx.secrets,
                 actor: ACTOR,
                 allowLocal: true,
               })
             : await getBackupSettings(ctx.database.db, tenantId);
-          const shown = presentSettings(settings, ctx.secretKey);
+          const shown = await presentSettings(settings, ctx.secrets);
           print(options.json, shown, () => JSON.stringify(shown, null, 2));
         });
       },
@@ -457,7 +462,7 @@ export function registerBackup(program: Command): void {
 
 /**
  * A restore from a copy of a destination, without Ferry's catalog: a tenant alone with its age
- * identity, or the operator with the secret key after losing the database. Into a database of
+ * identity, or the operator with the master key after losing the database. Into a database of
  * their own (nothing to replay: that database has no erasure ledger of the tenant).
  */
 async function restoreFromFolder(
@@ -473,7 +478,24 @@ async function restoreFromFolder(
 ): Promise<void> {
   if (!options.tenantId || !options.into)
     throw new FerryError('invalid_parameter', '--from needs --tenant-id and --into');
+  const target = await openTarget(options.into, options.intoSchema);
+  try {
+    await restoreFolderInto(target, backupId, { ...options, tenantId: options.tenantId });
+  } finally {
+    await target.close();
+  }
+}
+
+async function restoreFolderInto(
+  target: Database,
+  backupId: string,
+  options: { from?: string; tenantId: string; identity?: string; into?: string; json?: boolean },
+): Promise<void> {
+  // The target's keyring under the configured master key: the data keys the backup carries join it.
+  const config = loadConfig();
+  const keys = await openKeyring(target, config);
   let secrets: KeySecrets;
+  let ledgerKey: string | undefined;
   if (options.identity) {
     const identities = (await readFile(options.identity, 'utf8'))
       .split('\n')
@@ -483,8 +505,10 @@ async function restoreFromFolder(
       throw new FerryError('invalid_parameter', `${options.identity} holds no AGE-SECRET-KEY line`);
     secrets = { identities };
   } else {
-    // The operator restoring after losing the database: the secret key of the environment or data folder.
-    secrets = { secretKey: loadOrCreateSecretKey(loadConfig()) };
+    // The operator restoring after losing the database: the master key of the environment or
+    // data folder opens the key file.
+    secrets = { secrets: keys.secrets };
+    ledgerKey = loadOrCreateSecretKey(config);
   }
   // The erasure ledgers every backup in the copy recorded: the newest ones name the latest erasures.
   const store = new LocalObjectStore({ root: path.resolve(options.from ?? '.') });
@@ -495,30 +519,26 @@ async function restoreFromFolder(
     for (const e of parseManifest(bytes, o.key).manifest.erasure_ledger ?? [])
       if (!ledger.some((l) => l.request_id === e.request_id)) ledger.push(e);
   }
-  const target = await openTarget(options.into, options.intoSchema);
-  try {
-    const report = await restoreInto({
-      store,
-      destinationName: 'folder',
-      tenantId: options.tenantId,
-      backupId,
-      mode: 'database',
-      target,
-      verifier: null,
-      secrets,
-      ledger,
-      // Erased people are named by a hash keyed with the operator's secret: only it can replay them.
-      ledgerKey: secrets.secretKey,
-    });
-    print(options.json, report, () =>
-      [
-        `restored backup ${backupId} (snapshot ${when(report.snapshot_at)} UTC) into ${options.into}`,
-        `  ${report.tables.filter((t) => t.restored).length} tables, ${report.tables.reduce((n, t) => n + t.rows, 0)} rows; manifest MAC checked, signature ${report.signature}`,
-      ].join('\n'),
-    );
-  } finally {
-    await target.close();
-  }
+  const report = await restoreInto({
+    store,
+    destinationName: 'folder',
+    tenantId: options.tenantId,
+    backupId,
+    mode: 'database',
+    target,
+    verifier: null,
+    secrets,
+    keyring: keys.keyring,
+    ledger,
+    // Erased people are named by a hash keyed with the operator's secret: only it can replay them.
+    ledgerKey,
+  });
+  print(options.json, report, () =>
+    [
+      `restored backup ${backupId} (snapshot ${when(report.snapshot_at)} UTC) into ${options.into}`,
+      `  ${report.tables.filter((t) => t.restored).length} tables, ${report.tables.reduce((n, t) => n + t.rows, 0)} rows; manifest MAC checked, signature ${report.signature}`,
+    ].join('\n'),
+  );
 }
 
 /** The backups of a tenant in a copy of a destination, from their manifests, newest first. */

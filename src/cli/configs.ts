@@ -52,7 +52,7 @@ async function withTenant<T>(
   fn: (ctx: { deps: ExportConfigServiceDeps; auth: AuthContext }) => Promise<T>,
   { sendsJobs = false }: { sendsJobs?: boolean } = {},
 ): Promise<T> {
-  return withCommand(async ({ database, config, queue }) => {
+  return withCommand(async ({ database, config, queue, keys }) => {
     const tenant = await loadTenant(database, options.tenant);
     const deps: ExportConfigServiceDeps = {
       database,
@@ -60,6 +60,7 @@ async function withTenant<T>(
       queue: sendsJobs ? await queue() : undefined,
       store: undefined,
       signer: undefined,
+      secrets: (await keys()).secrets,
       now: () => new Date(),
       logger: createLogger({ logLevel: 'silent' }),
     };

@@ -11,7 +11,6 @@ import {
   planDeletion,
   runDeletion,
 } from '../privacy/deletion.ts';
-import { createObjectStore } from '../store/create-object-store.ts';
 import { withCommand } from './context.ts';
 import { parseFilterPairs } from './export.ts';
 import { printTable } from './tenants.ts';
@@ -61,12 +60,13 @@ async function deleteTarget(input: Omit<DeletionInput, 'timezone'>, options: Del
       return;
     }
     const deletion = await createDeletion(command.database, tenant.id, full, 'cli');
-    const store = await createObjectStore(command.config);
+    const store = await command.store();
     const done = await runDeletion(
       {
         database: command.database,
         store,
         secretKey: loadOrCreateSecretKey(command.config),
+        secrets: (await command.keys()).secrets,
         ...(batchRows ? { batchRows } : {}),
         afterBatch: async (n) => {
           if (!options.json && process.stderr.isTTY)

@@ -28,7 +28,6 @@ import {
   rerunDsar,
   verifyDsar,
 } from '../privacy/dsar-service.ts';
-import { createObjectStore } from '../store/create-object-store.ts';
 import { cliAuth } from '../export-requests/local-export.ts';
 import { withCommand } from './context.ts';
 import { printTable } from './tenants.ts';
@@ -109,13 +108,16 @@ function parseJsonFlag(flag: string) {
 async function localJobContext(command: FerryCommand): Promise<JobContext> {
   const config = command.config;
   const adapters = createAdapters(config);
+  const { keyring, secrets } = await command.keys();
   return {
     database: command.database,
     config,
     logger: createLogger({ ...config, logLevel: 'warn' }),
-    store: await createObjectStore(config),
+    store: await command.store(),
     queue: await command.queue(),
     now: () => new Date(),
+    keyring,
+    secrets,
     ...adapters,
   };
 }

@@ -19,7 +19,6 @@ import {
   runImportById,
 } from '../imports/service.ts';
 import { IMPORT_ENTITIES, IMPORT_SOURCES } from '../imports/types.ts';
-import { createObjectStore } from '../store/create-object-store.ts';
 import { withCommand } from './context.ts';
 import { createProgress, formatBytes } from './progress.ts';
 import { printTable } from './tenants.ts';
@@ -43,7 +42,7 @@ async function withImports<T>(
 ): Promise<T> {
   return withCommand(async (command) => {
     const t = await loadTenant(command.database, tenant);
-    const store = await createObjectStore(command.config);
+    const store = await command.store();
     return fn(importContext({ database: command.database, config: command.config, store }), t.id, command);
   });
 }

@@ -8,6 +8,7 @@ import { registerDatamap } from './datamap.ts';
 import { registerDelete } from './delete.ts';
 import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
+import { registerKeyRotation } from './key-rotation.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
 import { registerProcessors } from './processors.ts';
@@ -39,6 +40,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerExport,
   registerSeed,
   registerKeys,
+  registerKeyRotation,
   registerSchedules,
   registerConfigs,
   registerDsar,

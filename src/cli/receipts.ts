@@ -1,9 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { type ReceiptJwks, receiptJwks, rotateReceiptKey } from '../privacy/receipt-keys.ts';
 import { type ReceiptDocument, verifyReceipt, verifyReceiptLink } from '../privacy/receipts.ts';
-import { withDatabase } from './context.ts';
+import { withCommand, withDatabase } from './context.ts';
 import { printTable } from './tenants.ts';
 
 /** How long `--keys URL` waits for the key set. */
@@ -121,10 +120,10 @@ export function registerReceipts(program: Command): void {
     .description(
       'retire the active receipt signing key and create a new one; receipts signed before still verify',
     )
-    .option('--force', 'retire the active key even when it was sealed under a secret key that is lost')
+    .option('--force', 'retire the active key even when it was sealed under a key that is lost')
     .action(async (options: { force?: boolean }) => {
-      await withDatabase(async (database, config) => {
-        const rotated = await rotateReceiptKey(database, loadOrCreateSecretKey(config), {
+      await withCommand(async ({ database, keys }) => {
+        const rotated = await rotateReceiptKey(database, (await keys()).secrets, {
           force: options.force === true,
         });
         process.stdout.write(

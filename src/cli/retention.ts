@@ -9,7 +9,6 @@ import { closeAccount, purgeAccount, reopenAccount } from '../privacy/closure.ts
 import { createHold, holdReport, listHolds, releaseHold } from '../privacy/holds.ts';
 import { previewRetention, runRetentionSweep } from '../privacy/retention.ts';
 import { effectiveRetention, putRetention } from '../privacy/retention-policies.ts';
-import { createObjectStore } from '../store/create-object-store.ts';
 import { withCommand } from './context.ts';
 import { printTable } from './tenants.ts';
 
@@ -135,7 +134,7 @@ function registerRetentionCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (options: TenantOption) => {
       await withTenant(options.tenant, async (command, tenantId) => {
-        const store = await createObjectStore(command.config);
+        const store = await command.store();
         const preview = await previewRetention({ database: command.database, store }, tenantId);
         print(options.json, preview, () => {
           printTable(
@@ -162,7 +161,7 @@ function registerRetentionCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (options: TenantOption) => {
       await withTenant(options.tenant, async (command, tenantId) => {
-        const store = await createObjectStore(command.config);
+        const store = await command.store();
         const sweep = await runRetentionSweep({ database: command.database, store }, tenantId, {
           trigger: 'manual',
           actor: CLI.actor,
@@ -337,7 +336,7 @@ function registerAuditCommands(program: Command): void {
     .description('sign every chain head that moved since its last anchor (the worker does this daily)')
     .action(async () => {
       const n = await withCommand((command) =>
-        anchorAuditChains(command.database, loadOrCreateSecretKey(command.config)),
+        command.keys().then(({ secrets }) => anchorAuditChains(command.database, secrets)),
       );
       process.stdout.write(`anchored ${n} chain${n === 1 ? '' : 's'}\n`);
     });
@@ -390,15 +389,17 @@ function registerClosureCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (tenant: string, options: { now?: boolean; json?: boolean }) => {
       await withTenant(tenant, async (command, tenantId) => {
-        const store = await createObjectStore(command.config);
+        const store = await command.store();
+        const { secrets } = await command.keys();
         const outcome = await purgeAccount(
           {
             database: command.database,
             store,
             secretKey: loadOrCreateSecretKey(command.config),
+            secrets,
             destroyBackups: (id) =>
               destroyTenantBackups(
-                backupContext({ database: command.database, config: command.config, store }),
+                backupContext({ database: command.database, config: command.config, store, secrets }),
                 id,
               ),
           },

@@ -67,13 +67,14 @@ async function withTenant<T>(
   /** `sendsJobs`: the command queues jobs (`ferry schedules run`); the queue stops with the command. */
   { sendsJobs = false }: { sendsJobs?: boolean } = {},
 ): Promise<T> {
-  return withCommand(async ({ database, config, queue }) => {
+  return withCommand(async ({ database, config, queue, keys }) => {
     const tenant = await loadTenant(database, options.tenant);
     const jobs = sendsJobs ? await queue() : undefined;
     // The command line is the operator's: it may set folder targets (a folder of this server).
     const deps: ScheduleServiceDeps = {
       database,
       config,
+      secrets: (await keys()).secrets,
       queue: jobs,
       now: () => new Date(),
       operator: true,

@@ -1,9 +1,8 @@
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { invalid } from '../domain/ferry-error.ts';
-import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { defaultWindow, SEED_LIMITS, type SeedOptions, type SeedProgress, seed } from '../seed/seed.ts';
-import { withDatabase } from './context.ts';
+import { withCommand } from './context.ts';
 
 interface SeedFlags {
   tenants: string;
@@ -64,16 +63,12 @@ export function registerSeed(program: Command): void {
     .option('--until <date>', 'day activity stops, exclusive, YYYY-MM-DD (default: today, UTC)')
     .action(async (flags: SeedFlags) => {
       const options = seedOptionsFromFlags(flags);
-      await withDatabase(async (database, config) => {
+      await withCommand(async ({ database, keys }) => {
         const started = performance.now();
         const bar = process.stderr.isTTY ? progressBar() : progressLines();
         let summary: Awaited<ReturnType<typeof seed>>;
         try {
-          summary = await seed(
-            database,
-            { ...options, secretKey: loadOrCreateSecretKey(config) },
-            bar.update,
-          );
+          summary = await seed(database, { ...options, secrets: (await keys()).secrets }, bar.update);
         } finally {
           bar.stop();
         }

@@ -3,6 +3,7 @@ import closeWithGrace from 'close-with-grace';
 import { type Command, InvalidArgumentError } from 'commander';
 import { compose, type Ferry } from '../compose.ts';
 import { type Config, ConfigError, loadConfig } from '../config/config.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { DEMO_SEED, seed } from '../seed/seed.ts';
 import { firstAdmin, issueToken, tokenLink } from '../web/accounts.ts';
@@ -57,7 +58,7 @@ export async function serve(options: ServeOptions): Promise<Ferry> {
   );
 
   try {
-    const demo = config.demo === 'auto' ? await seedDemoIfEmpty(ferry.database, config) : undefined;
+    const demo = config.demo === 'auto' ? await seedDemoIfEmpty(ferry.database, ferry.secrets) : undefined;
     await listen(ferry, config);
     const url = listeningUrl(ferry.app.server.address() as AddressInfo);
     const tenants = demo ? undefined : await countTenants(ferry.database);
@@ -104,13 +105,10 @@ interface DemoTenant {
 }
 
 /** Seeds one demo tenant on an empty database, so a fresh install has something to export. */
-async function seedDemoIfEmpty(database: Database, config: Config): Promise<DemoTenant | undefined> {
+async function seedDemoIfEmpty(database: Database, secrets: SecretBox): Promise<DemoTenant | undefined> {
   if ((await countTenants(database)) > 0) return undefined;
   process.stdout.write('ferry: empty database, creating a demo tenant (FERRY_DEMO=off skips this)...\n');
-  const result = await seed(database, {
-    ...DEMO_SEED,
-    ...(config.secretKey ? { secretKey: config.secretKey } : {}),
-  });
+  const result = await seed(database, { ...DEMO_SEED, secrets });
   return result.tenants[0];
 }
 

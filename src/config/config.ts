@@ -73,6 +73,9 @@ const schema = z.object({
       'must be base64 of exactly 32 bytes (comma-separated when rotating: the first key encrypts)',
     )
     .optional(),
+  FERRY_ENCRYPTION_KEY_FILE: z.string().min(1).optional(),
+  FERRY_ENCRYPTION_KEY_COMMAND: z.string().min(1).optional(),
+  FERRY_DATA_KEY_ROTATION_DAYS: z.coerce.number().int().min(0).max(3650).default(90),
   FERRY_SMTP_URL: z.string().url().optional(),
   FERRY_MAIL_FROM: z.string().min(3).optional(),
   FERRY_OUTBOUND_ALLOW: z.string().optional(),
@@ -177,6 +180,12 @@ export interface StorageConfig {
   readonly encryption: 'auto' | 'on' | 'off';
   /** FERRY_ENCRYPTION_KEY decoded; the first key encrypts, every key decrypts. Empty when unset. */
   readonly encryptionKeys: readonly Uint8Array[];
+  /** FERRY_ENCRYPTION_KEY_FILE: a file of base64 master keys, one a line, the first current. */
+  readonly encryptionKeyFile: string | undefined;
+  /** FERRY_ENCRYPTION_KEY_COMMAND: a shell command that prints the master keys as the file holds them. */
+  readonly encryptionKeyCommand: string | undefined;
+  /** FERRY_DATA_KEY_ROTATION_DAYS: age at which the active data key is replaced (0 = never). */
+  readonly dataKeyRotationDays: number;
 }
 
 export interface S3Config {
@@ -219,6 +228,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!e.FERRY_S3_ACCESS_KEY_ID !== !e.FERRY_S3_SECRET_ACCESS_KEY)
     throw new ConfigError(
       'invalid environment variable FERRY_S3_SECRET_ACCESS_KEY: set both FERRY_S3_ACCESS_KEY_ID and FERRY_S3_SECRET_ACCESS_KEY, or neither',
+    );
+  const keySources = (
+    ['FERRY_ENCRYPTION_KEY', 'FERRY_ENCRYPTION_KEY_FILE', 'FERRY_ENCRYPTION_KEY_COMMAND'] as const
+  ).filter((name) => e[name] !== undefined);
+  if (keySources.length > 1)
+    throw new ConfigError(
+      `invalid environment variable ${keySources[1]}: set only one of ${keySources.join(', ')} (the master key comes from exactly one source)`,
     );
   if (e.FERRY_SMTP_URL && !e.FERRY_MAIL_FROM)
     throw new ConfigError(
@@ -278,6 +294,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         : undefined,
       encryption: e.FERRY_STORAGE_ENCRYPTION,
       encryptionKeys: (e.FERRY_ENCRYPTION_KEY?.split(',') ?? []).map((k) => Buffer.from(k.trim(), 'base64')),
+      encryptionKeyFile: e.FERRY_ENCRYPTION_KEY_FILE ? path.resolve(e.FERRY_ENCRYPTION_KEY_FILE) : undefined,
+      encryptionKeyCommand: e.FERRY_ENCRYPTION_KEY_COMMAND,
+      dataKeyRotationDays: e.FERRY_DATA_KEY_ROTATION_DAYS,
     }),
     jobs: Object.freeze({
       concurrency: e.FERRY_WORKER_CONCURRENCY,

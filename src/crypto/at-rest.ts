@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  hkdfSync,
+  randomBytes,
+  timingSafeEqual,
+} from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { ByteQueue } from './byte-queue.ts';
@@ -16,12 +23,25 @@ import { ByteQueue } from './byte-queue.ts';
  * index and a "final segment" flag are part of each nonce, so reordering, dropping,
  * duplicating or truncating segments fails authentication too.
  *
- * Each file gets a random 256-bit data key, wrapped (AES-256-GCM) by the master key,
- * so the master key encrypts only 32 bytes per file and rotating it never needs the
- * data re-encrypted, only the header re-wrapped.
+ * Keys are enveloped: format 2 (written today) names a data key of the keyring
+ * (src/crypto/keyring.ts), which the master key wraps in the database; each file's own
+ * key is derived from that data key and a random salt in the header. The header is
+ * never rewritten, so rotating the master key re-wraps keyring rows and touches no file.
+ * Format 1 (written before the keyring) carried its own random data key wrapped by the
+ * master key; it is still read, and key rotation re-encrypts it as format 2.
  *
- * Layout, integers big-endian:
- *   header, 86 bytes
+ * Layout, integers big-endian. Both headers are 86 bytes.
+ *   format 2 header
+ *      0  magic "FERRY1"                                   6
+ *      6  version = 2                                      1
+ *      7  segment size in plaintext bytes (65536)          4
+ *     11  data key id (the keyring row's uuid)            16
+ *     27  nonce prefix, random per file                    7
+ *     34  salt, random per file                           32
+ *     66  key commitment                                  20
+ *     file key ‖ commitment = HKDF-SHA256(data key, salt, "ferry at-rest file key v2" ‖ bytes 0..65),
+ *     32 + 20 bytes: a wrong data key or an altered header fails before any segment is read.
+ *   format 1 header
  *      0  magic "FERRY1"                                   6
  *      6  version = 1                                      1
  *      7  segment size in plaintext bytes (65536)          4
@@ -29,10 +49,10 @@ import { ByteQueue } from './byte-queue.ts';
  *         "ferry at-rest key id v1"), first 8 bytes
  *     19  nonce prefix, random per file                    7
  *     26  wrap nonce, random                              12
- *     38  data key encrypted with the master key          48  (32 + 16-byte tag;
+ *     38  file key encrypted with the master key          48  (32 + 16-byte tag;
  *         (AES-256-GCM, additional data = bytes 0..25)         AAD binds size, key id, prefix)
  *   segments, one after another
- *     AES-256-GCM(data key, nonce, plaintext segment, additional data = the whole header) ‖ 16-byte tag
+ *     AES-256-GCM(file key, nonce, plaintext segment, additional data = the whole header) ‖ 16-byte tag
  *     nonce = nonce prefix (7) ‖ segment index (4) ‖ 0x01 for the last segment, else 0x00
  * Every segment but the last holds exactly `segment size` bytes; the last holds
  * 0..segment size, so an empty file is a header plus one empty final segment.
@@ -40,17 +60,36 @@ import { ByteQueue } from './byte-queue.ts';
  */
 
 const MAGIC = Buffer.from('FERRY1', 'latin1');
-const VERSION = 1;
 export const HEADER_BYTES = 86;
 const TAG_BYTES = 16;
 export const SEGMENT_BYTES = 64 * 1024;
 const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
 const WRAP_AAD_BYTES = 26;
 const KEY_ID_LABEL = 'ferry at-rest key id v1';
+const FILE_KEY_LABEL = 'ferry at-rest file key v2';
+const V2_KEYED_BYTES = 66;
+const COMMITMENT_BYTES = 20;
 
-export type MasterKeyInput = Uint8Array | readonly Uint8Array[];
+/** A data key of the keyring: its id and its 32 bytes. */
+export interface DataEncryptionKey {
+  readonly id: string;
+  readonly key: Uint8Array;
+}
 
-/** The id written into headers for a master key; not secret (one-way). */
+/** What opens stored files: the keyring's data keys (format 2) and the master keys (format 1). */
+export interface AtRestKeys {
+  /** Master keys that may have wrapped the file key of a format-1 file. */
+  readonly masterKeys: readonly Uint8Array[];
+  /** The data key with this id; fails with `decryption_failed` when it cannot be had. */
+  dataKey(id: string): Promise<Uint8Array>;
+}
+
+/** What also writes them: the data key new files are encrypted under. */
+export interface AtRestKeyring extends AtRestKeys {
+  activeDataKey(): Promise<DataEncryptionKey>;
+}
+
+/** The id written into format-1 headers for a master key; not secret (one-way). */
 export function masterKeyId(masterKey: Uint8Array): Buffer {
   checkKey(masterKey);
   return createHmac('sha256', masterKey).update(KEY_ID_LABEL).digest().subarray(0, 8);
@@ -76,7 +115,35 @@ export function encryptedSize(plaintextBytes: number, segmentSize = SEGMENT_BYTE
   return HEADER_BYTES + plaintextBytes + segments * TAG_BYTES;
 }
 
-/** A parsed header with its unwrapped data key: everything needed to decrypt segments. */
+/** What a header says about the key that opens it (not secret). */
+export type HeaderKeyRef =
+  | { readonly version: 1; readonly masterKeyId: string }
+  | { readonly version: 2; readonly dataKeyId: string };
+
+/** The version and key reference of a header; `decryption_failed` when it is not one. */
+export function headerKeyRef(header: Uint8Array): HeaderKeyRef {
+  const bytes = Buffer.from(header.buffer, header.byteOffset, header.byteLength);
+  if (bytes.length < HEADER_BYTES) throw unreadable('the file is shorter than its header');
+  if (!isEncryptedAtRest(bytes)) throw unreadable('it is not a Ferry encrypted file (no FERRY1 header)');
+  const segmentSize = bytes.readUInt32BE(7);
+  if (segmentSize < 1 || segmentSize > MAX_SEGMENT_BYTES) throw unreadable('the header is corrupted');
+  if (bytes[6] === 1) return { version: 1, masterKeyId: bytes.subarray(11, 19).toString('hex') };
+  if (bytes[6] === 2) return { version: 2, dataKeyId: uuidText(bytes.subarray(11, 27)) };
+  throw unreadable(`unsupported format version ${bytes[6]}`);
+}
+
+function uuidText(bytes: Buffer): string {
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function uuidBytes(id: string): Buffer {
+  const hex = id.replaceAll('-', '');
+  if (!/^[0-9a-f]{32}$/i.test(hex)) throw invalid('dataKey.id', 'must be a uuid');
+  return Buffer.from(hex, 'hex');
+}
+
+/** A parsed header with its file key: everything needed to decrypt segments. */
 export interface OpenedHeader {
   readonly header: Buffer;
   readonly segmentSize: number;
@@ -105,13 +172,36 @@ function segmentNonce(prefix: Buffer, index: number, final: boolean): Buffer {
   return nonce;
 }
 
-/** Builds a header for a fresh random data key. */
-function newHeader(masterKey: Uint8Array, segmentSize: number): OpenedHeader {
+/** The file key and key commitment of a format-2 header (its first 66 bytes are set). */
+function fileKeyV2(dataKey: Uint8Array, header: Buffer): { fileKey: Buffer; commitment: Buffer } {
+  const info = Buffer.concat([Buffer.from(FILE_KEY_LABEL), header.subarray(0, V2_KEYED_BYTES)]);
+  const out = Buffer.from(hkdfSync('sha256', dataKey, header.subarray(34, 66), info, 32 + COMMITMENT_BYTES));
+  return { fileKey: out.subarray(0, 32), commitment: out.subarray(32) };
+}
+
+/** A format-2 header for a data key of the keyring, with a fresh salt and nonce prefix. */
+function newHeaderV2(dek: DataEncryptionKey, segmentSize: number): OpenedHeader {
+  if (!(dek.key instanceof Uint8Array) || dek.key.length !== 32) throw invalid('dataKey', 'must be 32 bytes');
+  const noncePrefix = randomBytes(7);
+  const header = Buffer.alloc(HEADER_BYTES);
+  MAGIC.copy(header, 0);
+  header[6] = 2;
+  header.writeUInt32BE(segmentSize, 7);
+  uuidBytes(dek.id).copy(header, 11);
+  noncePrefix.copy(header, 27);
+  randomBytes(32).copy(header, 34);
+  const { fileKey, commitment } = fileKeyV2(dek.key, header);
+  commitment.copy(header, V2_KEYED_BYTES);
+  return { header, segmentSize, dataKey: fileKey, noncePrefix };
+}
+
+/** A format-1 header: a fresh random file key wrapped by `masterKey`. */
+function newHeaderV1(masterKey: Uint8Array, segmentSize: number): OpenedHeader {
   const dataKey = randomBytes(32);
   const noncePrefix = randomBytes(7);
   const header = Buffer.alloc(HEADER_BYTES);
   MAGIC.copy(header, 0);
-  header[6] = VERSION;
+  header[6] = 1;
   header.writeUInt32BE(segmentSize, 7);
   masterKeyId(masterKey).copy(header, 11);
   noncePrefix.copy(header, 19);
@@ -124,14 +214,23 @@ function newHeader(masterKey: Uint8Array, segmentSize: number): OpenedHeader {
   return { header, segmentSize, dataKey, noncePrefix };
 }
 
-/** Parses a header and unwraps its data key with whichever configured master key wrote it. */
-export function openHeader(masterKeys: MasterKeyInput, header: Buffer): OpenedHeader {
-  const keys = masterKeyList(masterKeys);
-  if (header.length < HEADER_BYTES) throw unreadable('the file is shorter than its header');
-  if (!isEncryptedAtRest(header)) throw unreadable('it is not a Ferry encrypted file (no FERRY1 header)');
-  if (header[6] !== VERSION) throw unreadable(`unsupported format version ${header[6]}`);
-  const segmentSize = header.readUInt32BE(7);
-  if (segmentSize < 1 || segmentSize > MAX_SEGMENT_BYTES) throw unreadable('the header is corrupted');
+/**
+ * Parses a header and derives or unwraps its file key: format 2 with the keyring's data key
+ * it names, format 1 with whichever configured master key wrote it.
+ */
+export async function openHeader(keys: AtRestKeys, header: Buffer): Promise<OpenedHeader> {
+  const ref = headerKeyRef(header);
+  const copy = Buffer.from(header.subarray(0, HEADER_BYTES));
+  const segmentSize = copy.readUInt32BE(7);
+  if (ref.version === 1) return openHeaderV1(masterKeyList(keys.masterKeys), copy, segmentSize);
+  const dataKey = await keys.dataKey(ref.dataKeyId);
+  const { fileKey, commitment } = fileKeyV2(dataKey, copy);
+  if (!timingSafeEqual(commitment, copy.subarray(V2_KEYED_BYTES, HEADER_BYTES)))
+    throw unreadable('the header is corrupted or its data key is wrong');
+  return { header: copy, segmentSize, dataKey: fileKey, noncePrefix: copy.subarray(27, 34) };
+}
+
+function openHeaderV1(keys: readonly Uint8Array[], header: Buffer, segmentSize: number): OpenedHeader {
   const keyId = header.subarray(11, 19);
   const masterKey = keys.find((key) => masterKeyId(key).equals(keyId));
   if (!masterKey)
@@ -141,20 +240,13 @@ export function openHeader(masterKeys: MasterKeyInput, header: Buffer): OpenedHe
     unwrap.setAAD(header.subarray(0, WRAP_AAD_BYTES));
     unwrap.setAuthTag(header.subarray(70, 86));
     const dataKey = Buffer.concat([unwrap.update(header.subarray(38, 70)), unwrap.final()]);
-    return {
-      header: Buffer.from(header.subarray(0, HEADER_BYTES)),
-      segmentSize,
-      dataKey,
-      noncePrefix: header.subarray(19, 26),
-    };
+    return { header, segmentSize, dataKey, noncePrefix: header.subarray(19, 26) };
   } catch {
     throw unreadable('the header is corrupted or the master key is wrong');
   }
 }
 
-function masterKeyList(input: MasterKeyInput): readonly Uint8Array[] {
-  const keys = input instanceof Uint8Array ? [input] : input;
-  if (keys.length === 0) throw invalid('masterKey', 'at least one master key is needed');
+function masterKeyList(keys: readonly Uint8Array[]): readonly Uint8Array[] {
   for (const key of keys) checkKey(key);
   return keys;
 }
@@ -164,11 +256,10 @@ class EncryptTransform extends Transform {
   readonly #queue = new ByteQueue();
   #index = 0;
 
-  constructor(masterKey: Uint8Array, segmentSize: number) {
+  constructor(opened: OpenedHeader) {
     super();
-    checkKey(masterKey);
-    this.#opened = newHeader(masterKey, segmentSize);
-    this.push(this.#opened.header);
+    this.#opened = opened;
+    this.push(opened.header);
   }
 
   #seal(plaintext: Buffer, final: boolean): Buffer {
@@ -214,7 +305,7 @@ interface SegmentWindow {
 }
 
 class DecryptTransform extends Transform {
-  readonly #keys: readonly Uint8Array[] | undefined;
+  readonly #keys: AtRestKeys | undefined;
   readonly #passthroughPlaintext: boolean;
   #opened: OpenedHeader | undefined;
   #window: SegmentWindow | undefined;
@@ -225,7 +316,7 @@ class DecryptTransform extends Transform {
 
   constructor(
     options:
-      | { keys: readonly Uint8Array[]; passthroughPlaintext: boolean }
+      | { keys: AtRestKeys; passthroughPlaintext: boolean }
       | { opened: OpenedHeader; window: SegmentWindow },
   ) {
     super();
@@ -263,19 +354,22 @@ class DecryptTransform extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    let opening: Promise<void> | undefined;
     try {
-      this.#consume(chunk);
+      opening = this.#consume(chunk);
     } catch (err) {
       callback(err as Error);
       return;
     }
-    callback();
+    // Only the header waits (its data key may come from the keyring); segments are synchronous.
+    if (opening) opening.then(() => callback(), callback);
+    else callback();
   }
 
-  #consume(chunk: Buffer): void {
+  #consume(chunk: Buffer): Promise<void> | undefined {
     if (this.#mode === 'plain') {
       this.push(chunk);
-      return;
+      return undefined;
     }
     this.#queue.push(chunk);
     if (this.#mode === 'header') {
@@ -285,14 +379,22 @@ class DecryptTransform extends Transform {
         if (!isEncryptedAtRest(start)) {
           this.#mode = 'plain';
           this.push(start);
-          return;
+          return undefined;
         }
         this.#queue.push(start);
       }
-      if (this.#queue.length < HEADER_BYTES) return;
-      this.#opened = openHeader(this.#keys!, this.#queue.take(HEADER_BYTES));
-      this.#mode = 'segments';
+      if (this.#queue.length < HEADER_BYTES) return undefined;
+      return openHeader(this.#keys!, this.#queue.take(HEADER_BYTES)).then((opened) => {
+        this.#opened = opened;
+        this.#mode = 'segments';
+        this.#segments();
+      });
     }
+    this.#segments();
+    return undefined;
+  }
+
+  #segments(): void {
     const stride = this.#opened!.segmentSize + TAG_BYTES;
     while (this.#queue.length > stride) this.push(this.#open(this.#queue.take(stride), false));
   }
@@ -324,30 +426,41 @@ class DecryptTransform extends Transform {
   }
 }
 
-/** Encrypts a byte stream into the format above under `masterKey` (32 bytes). */
-export function encryptStream(masterKey: Uint8Array, options: { segmentSize?: number } = {}): Transform {
-  const segmentSize = options.segmentSize ?? SEGMENT_BYTES;
+function checkSegmentSize(segmentSize: number): void {
   if (!Number.isInteger(segmentSize) || segmentSize < 1 || segmentSize > MAX_SEGMENT_BYTES)
     throw invalid('segmentSize', `must be an integer from 1 to ${MAX_SEGMENT_BYTES}`);
-  return new EncryptTransform(masterKey, segmentSize);
+}
+
+/** Encrypts a byte stream into format 2 under a data key of the keyring. */
+export function encryptStream(dataKey: DataEncryptionKey, options: { segmentSize?: number } = {}): Transform {
+  const segmentSize = options.segmentSize ?? SEGMENT_BYTES;
+  checkSegmentSize(segmentSize);
+  return new EncryptTransform(newHeaderV2(dataKey, segmentSize));
 }
 
 /**
- * Decrypts a stream written by `encryptStream`. `masterKeys` is one key or every key
- * that may have written it (current and retired, for rotation); the header says which.
- * Fails with `decryption_failed` on tampering, truncation, reordering or an unknown
- * key, and never releases plaintext of a segment that did not verify. With
- * `passthroughPlaintext`, input that does not start with the magic is passed on
- * unchanged (files stored before encryption at rest was switched on).
+ * Encrypts a byte stream into format 1 (a file key wrapped by `masterKey`), as Ferry wrote
+ * files before the keyring; kept so that such files can be produced to test reading and
+ * rotating them. New files are format 2.
  */
-export function decryptStream(
-  masterKeys: MasterKeyInput,
-  options: { passthroughPlaintext?: boolean } = {},
-): Transform {
-  return new DecryptTransform({
-    keys: masterKeyList(masterKeys),
-    passthroughPlaintext: options.passthroughPlaintext ?? false,
-  });
+export function encryptStreamV1(masterKey: Uint8Array, options: { segmentSize?: number } = {}): Transform {
+  const segmentSize = options.segmentSize ?? SEGMENT_BYTES;
+  checkSegmentSize(segmentSize);
+  checkKey(masterKey);
+  return new EncryptTransform(newHeaderV1(masterKey, segmentSize));
+}
+
+/**
+ * Decrypts a stream written by `encryptStream` (or format 1). The header says which data
+ * key (or, for format 1, master key) opens it. Fails with `decryption_failed` on
+ * tampering, truncation, reordering or a key that is not to be had, and never releases
+ * plaintext of a segment that did not verify. With `passthroughPlaintext`, input that
+ * does not start with the magic is passed on unchanged (files stored before encryption
+ * at rest was switched on).
+ */
+export function decryptStream(keys: AtRestKeys, options: { passthroughPlaintext?: boolean } = {}): Transform {
+  masterKeyList(keys.masterKeys);
+  return new DecryptTransform({ keys, passthroughPlaintext: options.passthroughPlaintext ?? false });
 }
 
 /**

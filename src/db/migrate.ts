@@ -26,6 +26,7 @@ import * as folderTargets from './migrations/0023-folder-targets.ts';
 import * as enrichment from './migrations/0024-enrichment.ts';
 import * as deletions from './migrations/0025-deletions.ts';
 import * as ipAllowlists from './migrations/0026-ip-allowlists.ts';
+import * as keyring from './migrations/0027-keyring.ts';
 import * as apiKeyExpiry from './migrations/0028-api-key-expiry.ts';
 import * as messageDeletions from './migrations/0030-message-deletions.ts';
 
@@ -56,6 +57,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0024-enrichment': enrichment,
   '0025-deletions': deletions,
   '0026-ip-allowlists': ipAllowlists,
+  '0027-keyring': keyring,
   '0028-api-key-expiry': apiKeyExpiry,
   '0030-message-deletions': messageDeletions,
 };

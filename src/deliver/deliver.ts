@@ -82,7 +82,7 @@ export async function deliver(
   for (;;) {
     attempts++;
     try {
-      const opened = openTarget(target, ctx.secretKey);
+      const opened = await openTarget(target, ctx.secrets);
       secrets = targetSecrets(opened);
       const { attempts: counted, ...outcome } = await (entry.send as Adapter<TargetType>)(
         opened as never,

@@ -142,7 +142,7 @@ export interface RetentionResult {
 export async function applyRetention(
   target: S3Target,
   olderThan: Date,
-  ctx: Pick<DeliveryContext, 'secretKey' | 'outbound' | 'clients' | 'timeoutMs'>,
+  ctx: Pick<DeliveryContext, 'secrets' | 'outbound' | 'clients' | 'timeoutMs'>,
 ): Promise<RetentionResult> {
   const sweep = staticPrefix(target.prefix);
   if (sweep === '')
@@ -150,7 +150,7 @@ export async function applyRetention(
       'prefix',
       'retention needs a prefix that starts with a fixed folder, such as "daily-exports/{date}/"; it never sweeps a whole bucket',
     );
-  const opened = openTarget(target, ctx.secretKey) as S3Target<string>;
+  const opened = (await openTarget(target, ctx.secrets)) as S3Target<string>;
   const client = ctx.clients.s3(opened, ctx.outbound, ctx.timeoutMs);
   const result = { deleted: [] as string[], kept: 0, errors: [] as { key: string; error: string }[] };
   try {

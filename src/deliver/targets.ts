@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { maskSecret, openSecret, sealSecret } from '../lib/secret-box.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import { maskSecret } from '../lib/secret-box.ts';
 import { type OutboundPolicy, resolveOutbound } from '../lib/ssrf.ts';
 import { checkPathTemplate } from './template.ts';
 import {
@@ -267,53 +268,40 @@ function parseEmail(
   return { type: 'email', ...common, to: list as string[], attach: f.boolean('attach', false) };
 }
 
-function sealed(value: string | undefined, key: string): SealedSecret | undefined {
-  return value === undefined ? undefined : { sealed: sealSecret(value, key) };
-}
-
-function opened(value: SealedSecret | undefined, key: string): string | undefined {
-  return value === undefined ? undefined : openSecret(value.sealed, key);
-}
-
-/** The stored form of a target: secret fields sealed with the secret key. */
-export function sealTarget(target: DeliveryTargetInput, key: string): DeliveryTarget {
-  switch (target.type) {
-    case 's3': {
-      return { ...target, secret_access_key: { sealed: sealSecret(target.secret_access_key, key) } };
-    }
-    case 'sftp': {
-      const { password, private_key, passphrase, ...rest } = target;
-      const out: Record<string, unknown> = { ...rest };
-      for (const [k, v] of Object.entries({ password, private_key, passphrase }))
-        if (v !== undefined) out[k] = sealed(v, key);
-      return out as unknown as DeliveryTarget;
-    }
-    default:
-      return target;
+/** The stored form of a target: secret fields sealed by the secret box. */
+export async function sealTarget(target: DeliveryTargetInput, secrets: SecretBox): Promise<DeliveryTarget> {
+  const out: Record<string, unknown> = { ...target };
+  for (const field of SECRET_FIELDS[target.type]) {
+    const value = (target as unknown as Record<string, string | undefined>)[field];
+    if (value !== undefined) out[field] = { sealed: await secrets.seal(value) } satisfies SealedSecret;
   }
+  return out as unknown as DeliveryTarget;
 }
 
 /** A stored target with its secrets opened, for the adapter that delivers. */
-export function openTarget(target: DeliveryTarget, key: string): DeliveryTargetInput {
+export async function openTarget(target: DeliveryTarget, secrets: SecretBox): Promise<DeliveryTargetInput> {
   const out: Record<string, unknown> = { ...target };
   for (const field of SECRET_FIELDS[target.type]) {
     const value = (target as unknown as Record<string, SealedSecret | undefined>)[field];
-    if (value !== undefined) out[field] = opened(value, key);
+    if (value !== undefined) out[field] = await secrets.open(value.sealed);
   }
   return out as unknown as DeliveryTargetInput;
 }
 
 /**
  * A stored target as the API shows it: every secret masked (`••••abcd`), or
- * `••••` when it can no longer be opened (the secret key changed).
+ * `••••` when it can no longer be opened (its key is gone).
  */
-export function presentTarget(target: DeliveryTarget, key: string): Record<string, unknown> {
+export async function presentTarget(
+  target: DeliveryTarget,
+  secrets: SecretBox,
+): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = { ...target };
   for (const field of SECRET_FIELDS[target.type]) {
     const value = (target as unknown as Record<string, SealedSecret | undefined>)[field];
     if (value === undefined) continue;
     try {
-      out[field] = maskSecret(openSecret(value.sealed, key));
+      out[field] = maskSecret(await secrets.open(value.sealed));
     } catch (err) {
       if (!(err instanceof FerryError)) throw err;
       out[field] = '••••';

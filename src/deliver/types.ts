@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type Client from 'ssh2-sftp-client';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { OutboundPolicy } from '../lib/ssrf.ts';
@@ -188,8 +189,8 @@ export interface DeliveryClients {
 
 /** What delivering needs besides the target and the file; built by the caller (a job). */
 export interface DeliveryContext {
-  /** Opens sealed secrets in stored targets (FERRY_SECRET_KEY or the install key). */
-  readonly secretKey: string;
+  /** Opens sealed secrets in stored targets. */
+  readonly secrets: SecretBox;
   /** The SSRF guard for tenant-supplied hosts. */
   readonly outbound: OutboundPolicy;
   readonly clients: DeliveryClients;

@@ -225,15 +225,27 @@ export const ERRORS = {
     status: 500,
     title: 'Secret unreadable',
     description:
-      'A stored secret (integration credentials, delivery passwords) cannot be decrypted, usually ' +
-      'because FERRY_SECRET_KEY changed. The secret itself is never shown; re-enter it or restore the key.',
+      'A stored secret (integration credentials, delivery passwords, webhook and TOTP secrets) cannot be ' +
+      'decrypted: its data key does not open with the configured master keys (a rotated master key was ' +
+      'removed before `ferry keys rotate-master` finished), or, for a secret sealed before the keyring, ' +
+      'FERRY_SECRET_KEY changed. The secret itself is never shown; re-enter it or restore the key.',
+  },
+  master_key_unavailable: {
+    status: 500,
+    title: 'Master key unavailable',
+    description:
+      'The master key could not be read from its configured source: the file named by ' +
+      'FERRY_ENCRYPTION_KEY_FILE is missing or unreadable, the FERRY_ENCRYPTION_KEY_COMMAND failed or ' +
+      'timed out, or what they hold is not base64 keys of 32 bytes, one a line. The key and the ' +
+      "command's output are never shown.",
   },
   decryption_failed: {
     status: 500,
     title: 'Decryption failed',
     description:
-      'A file encrypted at rest could not be decrypted: it was altered or truncated, or none of the ' +
-      'keys in FERRY_ENCRYPTION_KEY wrote it. No unverified plaintext is ever returned.',
+      'A file encrypted at rest could not be decrypted: it was altered or truncated, or its data key ' +
+      'does not open with the configured master keys (FERRY_ENCRYPTION_KEY, its file or command). No ' +
+      'unverified plaintext is ever returned.',
   },
   export_interrupted: {
     status: 500,

@@ -15,6 +15,7 @@ import {
 } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { acceptedExportRequest } from '../collect/request.ts';
 import { checkSiteUrls, requestedSites } from '../collect/tenant.ts';
@@ -58,6 +59,8 @@ export interface ExportServiceDeps {
   readonly queue: JobQueue | undefined;
   readonly store: ObjectStore | undefined;
   readonly signer: LinkSigner | undefined;
+  /** Seals target secrets of the schedules saved export configurations keep. */
+  readonly secrets: SecretBox;
   readonly now: () => Date;
   readonly logger: Logger;
 }

@@ -4,6 +4,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, LogController } from 'fastify';
 import packageJson from '../../package.json' with { type: 'json' };
 import { installAuth } from '../auth/plugin.ts';
+import { openKeyring } from '../crypto/open-keyring.ts';
 import { createLogger } from '../lib/logger.ts';
 import {
   clientErrorHandler,
@@ -144,6 +145,7 @@ export async function buildApp(deps: AppDeps): Promise<FerryApp> {
     database: deps.database,
     config: deps.config,
     version: FERRY_VERSION,
+    secrets: deps.secrets ?? (await openKeyring(deps.database, deps.config)).secrets,
     ...(deps.now ? { now: deps.now } : {}),
     ...(deps.queue ? { queue: deps.queue } : {}),
     ...(deps.store ? { store: deps.store } : {}),

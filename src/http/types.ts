@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/ty
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
 import type { Config } from '../config/config.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import type { DeliveryClients } from '../deliver/types.ts';
@@ -36,6 +37,8 @@ export interface AppDeps {
   readonly store?: ObjectStore;
   /** Signs and checks download links; without it signed downloads answer 503. */
   readonly signer?: LinkSigner;
+  /** Seals and opens stored secrets; without it the app opens the keyring of `database` itself. */
+  readonly secrets?: SecretBox;
   /** The process's live-stream listener; without it the stream route makes its own. */
   readonly stream?: StreamHub;
   /** The delivery targets' clients and the mailer, for a schedule's "test connection". */
@@ -53,6 +56,8 @@ export interface RouteDeps {
   readonly queue?: JobQueue;
   readonly store?: ObjectStore;
   readonly signer?: LinkSigner;
+  /** Seals and opens stored secrets (webhook, delivery and TOTP secrets, receipt keys). */
+  readonly secrets: SecretBox;
   readonly stream?: StreamHub;
   readonly deliveryClients?: DeliveryClients;
   readonly mailer?: Mailer;

@@ -8,7 +8,9 @@ import type {
   WorkOptions,
 } from 'pg-boss';
 import type { Config } from '../config/config.ts';
+import type { Keyring } from '../crypto/keyring.ts';
 import type { LinkSigner } from '../crypto/link-signer.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import type { DeliveryClients } from '../deliver/types.ts';
@@ -41,6 +43,10 @@ export interface JobContext {
   readonly now: () => Date;
   /** Signs the download links in what jobs deliver and announce. */
   readonly signer: LinkSigner;
+  /** The data keys of encryption at rest (key rotation works on it). */
+  readonly keyring: Keyring;
+  /** Seals and opens stored secrets (delivery credentials, webhook secrets, receipt keys). */
+  readonly secrets: SecretBox;
   /** The operator's SMTP mailer; absent when FERRY_SMTP_URL is not set. */
   readonly mailer?: Mailer | undefined;
   /** The clients the delivery targets send through (tenant S3 buckets, SFTP servers, the webhook outbox). */

@@ -66,6 +66,10 @@ const BINDING_SECRETS = [
   'privateKey',
   'private_key',
   'encryptionKeys',
+  'encryptionKeyCommand',
+  'masterKey',
+  'dataKey',
+  'wrapped',
   'key_hash',
 ];
 const REDACT_PATHS = BINDING_SECRETS.flatMap((name) => [`["${name}"]`, `*["${name}"]`]);

@@ -1,5 +1,6 @@
 import { sign, verify } from 'node:crypto';
 import { sql } from 'kysely';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { activeSigningKey, publicKeyFromJwk, receiptJwks } from './receipt-keys.ts';
 import { canonicalBytes } from './receipts.ts';
@@ -238,9 +239,10 @@ export async function chainTenants(database: Database): Promise<string[]> {
  */
 export async function anchorAuditChains(
   database: Database,
-  secretKey: string,
+  secrets: SecretBox,
   now = new Date(),
 ): Promise<number> {
+  await secrets.ready();
   const heads = await sql<{ tenant_id: string; last_seq: string | number; last_hash: string }>`
     SELECT c.tenant_id, c.last_seq, c.last_hash FROM audit_chains c
     WHERE c.last_seq > 0 AND c.last_hash IS NOT NULL
@@ -259,7 +261,7 @@ export async function anchorAuditChains(
     await receiptDb(database)
       .transaction()
       .execute(async (trx) => {
-        const key = await activeSigningKey(trx, secretKey);
+        const key = await activeSigningKey(trx, secrets);
         const signature = sign(null, bytes, key.privateKey).toString('base64url');
         await sql`INSERT INTO audit_anchors (tenant_id, seq, hash, anchored_at, body, signature, key_id)
           VALUES (${h.tenant_id}, ${body.seq}, ${body.hash}, ${now}, ${bytes.toString('utf8')}, ${signature}, ${key.kid})

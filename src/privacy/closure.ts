@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { DateTime } from 'luxon';
 import { auditInsert } from '../auth/audit.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import { type Database, literal } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import type { DataMap } from '../datamap/types.ts';
@@ -184,7 +185,10 @@ export async function reopenAccount(
 export interface PurgeDeps {
   readonly database: Database;
   readonly store: ObjectStore;
+  /** Keys the receipt's subject hash (HMAC). */
   readonly secretKey: string;
+  /** Opens the receipt signing key. */
+  readonly secrets: SecretBox;
   /**
    * Destroys the tenant's backup keys and deletes its backups at every destination, before
    * the tables (which hold the destinations) go; the number of keys destroyed.
@@ -316,7 +320,7 @@ export async function purgeAccount(
         files += 1;
       }
   const closedAt = current.closed_at ? new Date(current.closed_at) : now;
-  const receipt = await issueReceipt(database, deps.secretKey, {
+  const receipt = await issueReceipt(database, deps.secrets, {
     request_id: `closure:${tenantId}`,
     tenant_id: tenantId,
     type: 'account_closure',

@@ -85,6 +85,7 @@ export const COMPLIANCE_JOBS: readonly JobDefinition[] = [
               database: ctx.database,
               store: ctx.store,
               secretKey,
+              secrets: ctx.secrets,
               now: ctx.now,
               destroyBackups: ctx.destroyBackups,
             },
@@ -105,7 +106,7 @@ export const COMPLIANCE_JOBS: readonly JobDefinition[] = [
     queue: () => ({ retryLimit: 3, retryDelay: 600 }),
     work: () => ({ localConcurrency: 1 }),
     async handle(_job, ctx) {
-      await anchorAuditChains(ctx.database, loadOrCreateSecretKey(ctx.config), ctx.now());
+      await anchorAuditChains(ctx.database, ctx.secrets, ctx.now());
     },
   },
 ];

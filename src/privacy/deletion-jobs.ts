@@ -25,6 +25,7 @@ export const DELETION_JOBS: readonly JobDefinition[] = [
           database: ctx.database,
           store: ctx.store,
           secretKey: loadOrCreateSecretKey(ctx.config),
+          secrets: ctx.secrets,
           now: ctx.now,
         },
         tenantId,

@@ -4,6 +4,7 @@ import { auditInsert } from '../auth/audit.ts';
 import { rowSelector } from '../collect/query.ts';
 import { parseExportRequest } from '../collect/request.ts';
 import { loadTenant } from '../collect/tenant.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import { type Database, literal } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
@@ -92,7 +93,10 @@ export interface Deletion {
 export interface DeletionDeps {
   readonly database: Database;
   readonly store: Pick<ObjectStore, 'delete' | 'list'>;
+  /** Keys the ledger's hash of the deletion (HMAC). */
   readonly secretKey: string;
+  /** Opens the receipt signing key. */
+  readonly secrets: SecretBox;
   readonly now?: () => Date;
   readonly map?: DataMap;
   /** Rows of the chosen table per transaction. */
@@ -775,6 +779,7 @@ async function complete(
   const total = stores.reduce((n, s) => n + s.deleted, 0);
   const datasets = [...new Set(stores.filter((s) => s.store === 'database').map((s) => s.dataset))];
   const holds = progress.held ? plan.holds : [];
+  await deps.secrets.ready();
   await database.db.transaction().execute(async (trx) => {
     const locked = await sql<{
       status: string;
@@ -808,7 +813,7 @@ async function complete(
         occurredAt: now,
       }).compile(),
     );
-    await issueReceiptInTransaction(trx, deps.secretKey, {
+    await issueReceiptInTransaction(trx, deps.secrets, {
       request_id: `deletion:${row.id}`,
       tenant_id: row.tenant_id,
       type: 'deletion',

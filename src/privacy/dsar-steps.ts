@@ -242,7 +242,7 @@ const receipt: DsarStep = {
       holds: erased?.holds ?? [],
       backup_expiry: erased?.backup_expiry ?? null,
     } as unknown as ReceiptBody;
-    const stored = await issueReceipt(ctx.deps.database, loadOrCreateSecretKey(ctx.deps.config), body);
+    const stored = await issueReceipt(ctx.deps.database, ctx.job.secrets, body);
     return { receipt_id: stored.id, sha256: stored.sha256 };
   },
 };

@@ -5,16 +5,16 @@ import {
   generateKeyPairSync,
   type KeyObject,
 } from 'node:crypto';
-import { sql, type Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import { instantText } from '../db/keyset.ts';
-import { openSecret, sealSecret } from '../lib/secret-box.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import { receiptDb, type ReceiptTables } from './receipt-tables.ts';
 
 /**
  * The Ed25519 keys that sign receipts. A key is created on first use; its private half
- * is stored sealed with the install's secret key and is only opened to sign. Rotation
+ * is stored sealed by the secret box (the keyring) and is only opened to sign. Rotation
  * retires the active key and creates a new one; retired public keys stay in the JWKS,
  * with the period they signed in, so every receipt ever issued still verifies.
  */
@@ -63,13 +63,13 @@ export function jwkThumbprint(x: string): string {
 }
 
 /** Creates a key and stores it as the active one, unless another process did first. */
-async function insertNewKey(trx: Trx | ReturnType<typeof receiptDb>, secretKey: string): Promise<void> {
+async function insertNewKey(trx: Trx | ReturnType<typeof receiptDb>, secrets: SecretBox): Promise<void> {
   const { publicKey, privateKey } = generateKeyPairSync('ed25519');
   const x = rawPublicKey(publicKey);
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' }).toString('base64');
   await trx
     .insertInto('receipt_signing_keys')
-    .values({ kid: jwkThumbprint(x), public_key: x, private_key_sealed: sealSecret(pkcs8, secretKey) })
+    .values({ kid: jwkThumbprint(x), public_key: x, private_key_sealed: await secrets.seal(pkcs8) })
     // The one-active index: a concurrent creator won; its key is used.
     .onConflict((oc) => oc.doNothing())
     .execute();
@@ -77,9 +77,10 @@ async function insertNewKey(trx: Trx | ReturnType<typeof receiptDb>, secretKey: 
 
 /**
  * Inside an issuer's transaction: the active key, created when there is none, held with
- * FOR SHARE so a rotation waits until the receipt it signs is committed.
+ * FOR SHARE so a rotation waits until the receipt it signs is committed. The caller has
+ * called `secrets.ready()` before its transaction (see `Keyring.ready`).
  */
-export async function activeSigningKey(trx: Trx, secretKey: string): Promise<SigningKey> {
+export async function activeSigningKey(trx: Trx, secrets: SecretBox): Promise<SigningKey> {
   const select = () =>
     trx
       .selectFrom('receipt_signing_keys')
@@ -89,24 +90,28 @@ export async function activeSigningKey(trx: Trx, secretKey: string): Promise<Sig
       .executeTakeFirst();
   let row = await select();
   if (!row) {
-    await insertNewKey(trx, secretKey);
+    await insertNewKey(trx, secrets);
     row = await select();
   }
   if (!row) throw new Error('no active receipt signing key after creating one');
-  const der = Buffer.from(openSecret(row.private_key_sealed, secretKey), 'base64');
+  const der = Buffer.from(
+    await secrets.open(row.private_key_sealed, { db: trx as unknown as Kysely<DB> }),
+    'base64',
+  );
   return { kid: row.kid, privateKey: createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }) };
 }
 
 /**
  * Retires the active key (if any) and makes a new one active, in one transaction.
  * Returns the new key id and the retired one's. Refuses (`secret_unreadable`) when the
- * active key was sealed under another secret key, unless `force`.
+ * active key does not open here (another key sealed it), unless `force`.
  */
 export async function rotateReceiptKey(
   database: Database,
-  secretKey: string,
+  secrets: SecretBox,
   options: { readonly force?: boolean } = {},
 ): Promise<{ kid: string; retired: string | null }> {
+  await secrets.ready();
   return receiptDb(database)
     .transaction()
     .execute(async (trx) => {
@@ -117,17 +122,18 @@ export async function rotateReceiptKey(
         .forUpdate()
         .executeTakeFirst();
       if (current) {
-        // A key sealed under another secret key means the wrong FERRY_SECRET_KEY: stop here,
-        // before retiring a key this install could still use, unless the operator says the
-        // old secret key is lost (`force`).
-        if (!options.force) openSecret(current.private_key_sealed, secretKey);
+        // A key that does not open means the wrong key configuration: stop here, before
+        // retiring a key this install could still use, unless the operator says the old key
+        // is lost (`force`).
+        if (!options.force)
+          await secrets.open(current.private_key_sealed, { db: trx as unknown as Kysely<DB> });
         await trx
           .updateTable('receipt_signing_keys')
           .set({ retired_at: sql<Date>`clock_timestamp()` })
           .where('kid', '=', current.kid)
           .execute();
       }
-      await insertNewKey(trx, secretKey);
+      await insertNewKey(trx, secrets);
       const created = await trx
         .selectFrom('receipt_signing_keys')
         .select('kid')

@@ -3,6 +3,7 @@ import canonicalize from 'canonicalize';
 import { sql, type Transaction } from 'kysely';
 import { type Static, type TSchema, Type } from 'typebox';
 import { Value } from 'typebox/value';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import { instantText, utcInstantSql } from '../db/keyset.ts';
@@ -187,21 +188,22 @@ function firstError(schema: TSchema, value: unknown): string | undefined {
  */
 export async function issueReceipt(
   database: Database,
-  secretKey: string,
+  secrets: SecretBox,
   body: ReceiptBody,
 ): Promise<StoredReceipt> {
   checkBody(body);
-  return database.db.transaction().execute((trx) => issueReceiptInTransaction(trx, secretKey, body));
+  await secrets.ready();
+  return database.db.transaction().execute((trx) => issueReceiptInTransaction(trx, secrets, body));
 }
 
 /**
  * `issueReceipt` inside the caller's transaction, so that marking a request completed and
  * issuing its receipt commit together. The tenant's chain stays locked until that
- * transaction ends: keep it short.
+ * transaction ends: keep it short. Call `secrets.ready()` before the transaction.
  */
 export async function issueReceiptInTransaction(
   transaction: Transaction<DB>,
-  secretKey: string,
+  secrets: SecretBox,
   body: ReceiptBody,
 ): Promise<StoredReceipt> {
   checkBody(body);
@@ -229,7 +231,7 @@ export async function issueReceiptInTransaction(
     .executeTakeFirst();
   if (existing) return toStored(existing);
 
-  const key = await activeSigningKey(trx, secretKey);
+  const key = await activeSigningKey(trx, secrets);
   const clock = await sql<{
     now: string;
   }>`SELECT ${sql.raw(utcInstantSql('clock_timestamp()'))} AS now`.execute(trx);

@@ -36,6 +36,7 @@ export function runDeps(ctx: JobContext, options: ScheduleJobOptions = {}): RunD
     queue: ctx.queue,
     now: ctx.now,
     secretKey: loadOrCreateSecretKey(ctx.config),
+    secrets: ctx.secrets,
     outbound: outboundPolicy(ctx.config.outboundAllow),
     mailer: ctx.mailer,
     signer: ctx.signer,

@@ -6,6 +6,7 @@ import { historyStart } from '../auth/quotas.ts';
 import { sessionAnonymizeKey } from '../collect/paging.ts';
 import { parseExportRequest } from '../collect/request.ts';
 import type { TenantInfo } from '../collect/tenant.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { REFERENCE_DATAMAP } from '../datamap/datamap.ts';
 import { openTarget, targetLabel, targetSecrets } from '../deliver/targets.ts';
@@ -130,7 +131,10 @@ export interface LakeTargetResult {
 export interface LakeDeps {
   readonly database: Database;
   readonly now: () => Date;
+  /** Keys the pseudonyms of the lake's files (HMAC). */
   readonly secretKey: string;
+  /** Opens the targets' sealed secrets. */
+  readonly secrets: SecretBox;
   readonly outbound: OutboundPolicy;
   readonly deliveryClients: DeliveryClients;
   readonly deliveryTimeoutMs?: number | undefined;
@@ -212,7 +216,7 @@ interface OpenedTarget {
   close(): void;
 }
 
-function openLakeTarget(target: DeliveryTarget, deps: LakeDeps): OpenedTarget {
+async function openLakeTarget(target: DeliveryTarget, deps: LakeDeps): Promise<OpenedTarget> {
   if (target.type === 'folder')
     // Writes go to `<path>/.tmp/` and are renamed into place when complete.
     return { store: new LocalObjectStore({ root: target.path }), prefix: '', secrets: [], close() {} };
@@ -220,7 +224,7 @@ function openLakeTarget(target: DeliveryTarget, deps: LakeDeps): OpenedTarget {
     throw new FerryError('invalid_parameter', `a lake cannot be written to a ${target.type} target`, {
       permanent: true,
     });
-  const opened = openTarget(target, deps.secretKey) as S3Target<string>;
+  const opened = (await openTarget(target, deps.secrets)) as S3Target<string>;
   const client = deps.deliveryClients.s3(opened, deps.outbound, deps.deliveryTimeoutMs);
   const store = new S3ObjectStore({
     // The clients of compose.ts are the SDK's aggregated client, which is an S3Api.
@@ -275,7 +279,7 @@ export async function writeLake(deps: LakeDeps, input: LakeInput): Promise<LakeT
     const label = targetLabel(target);
     let opened: OpenedTarget | undefined;
     try {
-      opened = openLakeTarget(target, deps);
+      opened = await openLakeTarget(target, deps);
       const manifest = await writeTarget(deps, input, opened, sources, since);
       results.push({ index, label, required, status: 'delivered', manifest });
     } catch (err) {

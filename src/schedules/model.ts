@@ -1,4 +1,5 @@
 import { isDated, REFERENCE_DATAMAP } from '../datamap/datamap.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import { parseTarget, sealTarget } from '../deliver/targets.ts';
 import { staticPrefix } from '../deliver/template.ts';
 import type { DeliveryTarget } from '../deliver/types.ts';
@@ -308,18 +309,25 @@ export function parseDatasets(input: unknown, options: Partial<Record<keyof File
  * Delivery targets as entered (plain-text secrets), each with an optional
  * `required` (default true); returns them with their secrets sealed.
  */
-export function parseTargets(input: unknown, secretKey: string, field = 'targets'): StoredTarget[] {
+export async function parseTargets(
+  input: unknown,
+  secrets: SecretBox,
+  field = 'targets',
+): Promise<StoredTarget[]> {
   if (input === undefined || input === null) return [];
   if (!Array.isArray(input)) throw invalid(field, 'must be a list of delivery targets');
   if (input.length > MAX_TARGETS) throw invalid(field, `must list at most ${MAX_TARGETS} targets`);
-  return input.map((raw, i) => {
+  // Every target is checked before any secret is sealed.
+  const parsed = input.map((raw, i) => {
     const path = `${field}[${i}]`;
     const { required, ...rest } = object(raw, path);
     if (required !== undefined && typeof required !== 'boolean')
       throw invalid(`${path}.required`, 'must be true or false');
-    const parsed = parseTarget(rest, path);
-    return { target: sealTarget(parsed, secretKey), required: required ?? true };
+    return { target: parseTarget(rest, path), required: (required as boolean | undefined) ?? true };
   });
+  return Promise.all(
+    parsed.map(async ({ target, required }) => ({ target: await sealTarget(target, secrets), required })),
+  );
 }
 
 function parseAddresses(value: unknown, field: string): string[] {

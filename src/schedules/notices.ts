@@ -84,7 +84,7 @@ export async function afterDelivered(
           target as S3Target,
           new Date(now.getTime() - retention * 86_400_000),
           {
-            secretKey: deps.secretKey,
+            secrets: deps.secrets,
             outbound: deps.outbound,
             clients: deps.deliveryClients,
             ...(deps.deliveryTimeoutMs ? { timeoutMs: deps.deliveryTimeoutMs } : {}),

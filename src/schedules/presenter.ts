@@ -1,3 +1,4 @@
+import type { SecretBox } from '../crypto/secret-box.ts';
 import { presentTarget, targetLabel } from '../deliver/targets.ts';
 import { maskSecret } from '../lib/secret-box.ts';
 import { type Frequency, type FrequencyType, nextRuns } from './frequency.ts';
@@ -13,10 +14,10 @@ const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() 
  * `restricted` (a caller whose role may not run the schedule's export) the targets'
  * account identifiers (`access_key_id`) are masked too.
  */
-export function presentSchedule(
+export async function presentSchedule(
   row: ScheduleRow,
   options: {
-    secretKey: string;
+    secrets: SecretBox;
     now: Date;
     lastRun?: RunRow | undefined;
     checkpoints?: CheckpointRow[];
@@ -34,7 +35,7 @@ export function presentSchedule(
     time: row.time_of_day,
     timezone: row.timezone,
     cron: row.cron,
-    ...presentConfig(config, options.secretKey, options.restricted ?? false),
+    ...(await presentConfig(config, options.secrets, options.restricted ?? false)),
     next_run_at: iso(row.next_run_at),
     next_runs:
       row.status === 'active' && row.next_run_at
@@ -91,27 +92,30 @@ export interface CheckpointRow {
 /** Target fields that name an account: shown only to callers who may run the schedule. */
 const ACCOUNT_FIELDS = ['access_key_id'] as const;
 
-function presentConfig(config: ScheduleConfig, secretKey: string, restricted: boolean) {
+async function presentConfig(config: ScheduleConfig, secrets: SecretBox, restricted: boolean) {
+  const targets = await Promise.all(
+    config.targets.map(async ({ target, required }) => {
+      const shown = await presentTarget(target, secrets);
+      if (restricted)
+        for (const field of ACCOUNT_FIELDS)
+          if (typeof shown[field] === 'string') shown[field] = maskSecret(shown[field]);
+      return { ...shown, type: target.type, required };
+    }),
+  );
   return {
     datasets: config.datasets.map((d) => ({ ...d })),
     format: config.format,
     compression: config.compression,
     package: config.package,
     pii: config.pii,
-    targets: config.targets.map(({ target, required }) => {
-      const shown = presentTarget(target, secretKey);
-      if (restricted)
-        for (const field of ACCOUNT_FIELDS)
-          if (typeof shown[field] === 'string') shown[field] = maskSecret(shown[field]);
-      return { ...shown, type: target.type, required };
-    }),
+    targets,
     notifications: config.notifications,
     retention: config.retention,
     layout: config.layout ?? 'files',
   };
 }
 
-export type ScheduleView = ReturnType<typeof presentSchedule>;
+export type ScheduleView = Awaited<ReturnType<typeof presentSchedule>>;
 
 /** One run as the history shows it: status, counts, size, checksums and delivery results per target. */
 export function presentRun(row: RunRow, deliveries: readonly DeliveryRow[]) {

@@ -1,3 +1,4 @@
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { deliverAll } from '../deliver/deliver.ts';
 import type { Mailer } from '../deliver/mailer.ts';
@@ -19,7 +20,10 @@ export interface RunDeliveryDeps {
   readonly logger: Logger;
   readonly queue: Pick<JobQueue, 'send'>;
   readonly now: () => Date;
+  /** Keys the pseudonyms of a schedule's files (HMAC), so every run pseudonymizes alike. */
   readonly secretKey: string;
+  /** Opens the targets' sealed secrets. */
+  readonly secrets: SecretBox;
   readonly outbound: OutboundPolicy;
   readonly mailer?: Mailer | undefined;
   readonly deliveryClients: DeliveryClients;
@@ -64,7 +68,7 @@ export async function deliverRunFiles(
   const runs = scheduleRuns(deps.database);
   const config = row.config as RunConfig;
   const context: DeliveryContext = {
-    secretKey: deps.secretKey,
+    secrets: deps.secrets,
     outbound: deps.outbound,
     clients: deps.deliveryClients,
     database: deps.database,

@@ -4,6 +4,7 @@ import type { AuthContext } from '../auth/context.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import { limitsFor, quotaExceeded, registerUsageSource } from '../auth/quotas.ts';
 import type { Config } from '../config/config.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import { loadTenant } from '../collect/tenant.ts';
 import type { JobQueue } from '../jobs/queue.ts';
@@ -11,14 +12,18 @@ import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { SCHEDULE_STATUSES, type ScheduleStatus } from '../domain/schedule-state.ts';
 import { decodeCursor, encodeCursor } from '../lib/list-cursor.ts';
 import type { Logger } from '../lib/logger.ts';
-import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
 import { testConnection } from '../deliver/connection-test.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import { checkTargetAddresses } from '../deliver/targets.ts';
 import type { DeliveryClients, DeliveryResult } from '../deliver/types.ts';
 import { webhookDb } from '../webhooks/tables.ts';
-import { type ScheduleInput, translateExportConfig, withRenamedErrors } from './automated-export-config.ts';
+import {
+  renameError,
+  type ScheduleInput,
+  translateExportConfig,
+  withRenamedErrors,
+} from './automated-export-config.ts';
 import { nextRunAfter, parseTiming, type Timing } from './frequency.ts';
 import {
   checkFolderTargets,
@@ -43,6 +48,8 @@ import { dispatch } from './tick.ts';
 export interface ScheduleServiceDeps {
   readonly database: Database;
   readonly config: Config;
+  /** Seals the targets' secrets and opens them to mask them. */
+  readonly secrets: SecretBox;
   readonly queue: Pick<JobQueue, 'send'> | undefined;
   readonly now: () => Date;
   readonly logger?: Logger | undefined;
@@ -71,7 +78,7 @@ interface Normalized {
 interface NormalizeContext {
   auth: AuthContext;
   tenantZone: string;
-  secretKey: string;
+  secrets: SecretBox;
   limits: { retentionDays: number; plan: string };
   /** Folder targets are accepted (the operator's command line). */
   allowFolder: boolean;
@@ -89,7 +96,11 @@ function parseStatus(value: unknown, fallback: ScheduleStatus): ScheduleStatus {
  * configuration comes back with the target secrets sealed. A stored schedule supplies
  * whatever a change (PATCH) leaves out.
  */
-function normalize(input: ScheduleInput, ctx: NormalizeContext, stored?: ScheduleRow): Normalized {
+async function normalize(
+  input: ScheduleInput,
+  ctx: NormalizeContext,
+  stored?: ScheduleRow,
+): Promise<Normalized> {
   const has = (key: keyof ScheduleInput) => Object.hasOwn(input, key) && input[key] !== undefined;
   const name = has('name') || !stored ? parseName(input.name) : stored.name;
   if (!stored && !has('frequency'))
@@ -138,7 +149,8 @@ function normalize(input: ScheduleInput, ctx: NormalizeContext, stored?: Schedul
   const layout = has('layout') || !previous ? parseLayout(input.layout) : (previous.layout ?? 'files');
   // A lake is Parquet: the schedule says so rather than leave the format to each dataset.
   if (layout === 'lake' && options!.format === null) options = { ...options!, format: 'parquet' };
-  const targets = has('targets') || !previous ? parseTargets(input.targets, ctx.secretKey) : previous.targets;
+  const targets =
+    has('targets') || !previous ? await parseTargets(input.targets, ctx.secrets) : previous.targets;
   if (has('targets') || !previous) checkFolderTargets(targets, ctx.allowFolder);
   const notifications =
     has('notifications') || !previous ? parseNotifications(input.notifications) : previous.notifications;
@@ -232,7 +244,7 @@ async function context(deps: ScheduleServiceDeps, auth: AuthContext) {
     normalize: {
       auth,
       tenantZone: tenant.timezone,
-      secretKey: loadOrCreateSecretKey(deps.config),
+      secrets: deps.secrets,
       limits: { retentionDays: limits.retentionDays, plan: auth.plan },
       allowFolder: deps.operator === true,
     } satisfies NormalizeContext,
@@ -256,7 +268,7 @@ async function view(
   const schedules = tenantSchedules(deps.database, auth.tenantId);
   const [lastRun] = await schedules.lastRuns([row.id]);
   return presentSchedule(row, {
-    secretKey: loadOrCreateSecretKey(deps.config),
+    secrets: deps.secrets,
     now: deps.now(),
     restricted: !mayRun(auth, row.config),
     lastRun,
@@ -303,7 +315,9 @@ export async function createSchedule(
         'is not used with export_config: give either export_config or the schedule fields',
       );
     const translated = translateExportConfig(body.export_config, ctx.tenant.timezone);
-    normalized = withRenamedErrors(translated.rename, () => normalize(translated.input, ctx.normalize));
+    normalized = await normalize(translated.input, ctx.normalize).catch((err: unknown) => {
+      throw renameError(err, translated.rename);
+    });
     const checked = normalized.config;
     await Promise.all([
       checkWebhookTargets(deps.database, auth.tenantId, checked),
@@ -314,7 +328,7 @@ export async function createSchedule(
       });
     });
   } else {
-    normalized = normalize(body, ctx.normalize);
+    normalized = await normalize(body, ctx.normalize);
     await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
     await checkAddresses(deps, normalized.config);
   }
@@ -367,16 +381,17 @@ export async function listSchedules(
   });
   const page = rows.slice(0, limit);
   const last = await schedules.lastRuns(page.map((r) => r.id));
-  const secretKey = loadOrCreateSecretKey(deps.config);
   const tail = page.at(-1);
   return {
-    items: page.map((row) =>
-      presentSchedule(row, {
-        secretKey,
-        now: deps.now(),
-        restricted: !mayRun(auth, row.config),
-        lastRun: last.find((r) => r.schedule_id === row.id),
-      }),
+    items: await Promise.all(
+      page.map((row) =>
+        presentSchedule(row, {
+          secrets: deps.secrets,
+          now: deps.now(),
+          restricted: !mayRun(auth, row.config),
+          lastRun: last.find((r) => r.schedule_id === row.id),
+        }),
+      ),
     ),
     next_cursor:
       rows.length > limit && tail ? encodeCursor({ at: tail.cursor_at, id: tail.id }, 'pipe') : null,
@@ -408,7 +423,7 @@ export async function updateSchedule(
       );
   }
   const ctx = await context(deps, auth);
-  const normalized = normalize(body, ctx.normalize, stored);
+  const normalized = await normalize(body, ctx.normalize, stored);
   await checkWebhookTargets(deps.database, auth.tenantId, normalized.config);
   if (body.targets !== undefined) await checkAddresses(deps, normalized.config);
   const now = deps.now();
@@ -570,7 +585,7 @@ export async function testScheduleTarget(
   const result = await testConnection(
     stored.target,
     {
-      secretKey: loadOrCreateSecretKey(deps.config),
+      secrets: deps.secrets,
       outbound: outboundPolicy(deps.config.outboundAllow),
       clients,
       ...(adapters.mailer ? { mailer: adapters.mailer } : {}),

@@ -1,7 +1,8 @@
 import { loadConfig } from '../config/config.ts';
 import type { Database } from '../db/database.ts';
 import { invalid } from '../domain/ferry-error.ts';
-import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
+import { openKeyring } from '../crypto/open-keyring.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import { CountDistribution, planConversation } from './conversation-plan.ts';
 import { CONVERSATION_COLUMNS, conversationRow, MESSAGE_COLUMNS, messageRows } from './conversation-rows.ts';
 import { batched } from './csv.ts';
@@ -33,9 +34,11 @@ export interface SeedOptions {
   seed: number;
   since: Date;
   until: Date;
+  /** Seals integration credentials. When absent, the keyring of `database` is opened. */
+  secrets?: SecretBox;
   /**
-   * Key that seals integration credentials. When absent, the configured
-   * FERRY_SECRET_KEY or the per-install key file is used.
+   * Without `secrets`: the FERRY_SECRET_KEY the keyring's master key is derived from (when no
+   * FERRY_ENCRYPTION_KEY is configured); the configured one when absent.
    */
   secretKey?: string;
 }
@@ -123,7 +126,12 @@ export async function seed(
   onProgress?: (p: SeedProgress) => void,
 ): Promise<SeedSummary> {
   validateSeedOptions(options);
-  const key = options.secretKey ?? loadOrCreateSecretKey(loadConfig());
+  const config = loadConfig();
+  const secrets =
+    options.secrets ??
+    (await openKeyring(database, options.secretKey ? { ...config, secretKey: options.secretKey } : config))
+      .secrets;
+  const seal = await secrets.sealer();
   const window = { since: options.since.getTime(), until: options.until.getTime() };
   const counts = new CountDistribution(options.messagesPerConversation);
   const first = await firstOrdinal(database, options.seed);
@@ -184,7 +192,7 @@ export async function seed(
       SITE_TABLE,
       teamTable(hashes),
       SETTING_TABLE,
-      integrationTable(key),
+      integrationTable(seal),
       SUBSCRIPTION_TABLE,
       INVOICE_TABLE,
       DOCUMENT_TABLE,

@@ -1,4 +1,4 @@
-import { maskSecret, sealSecret } from '../lib/secret-box.ts';
+import { maskSecret } from '../lib/secret-box.ts';
 import { bool, json, num, plainArray, text, textArray, textOrNull, ts, tsOrNull } from './csv.ts';
 import { PHRASES } from './phrases.ts';
 import { COUNTRIES, ipAddress, PLAN_PRICE, PLAN_SEATS, USER_AGENTS } from './pools.ts';
@@ -202,8 +202,8 @@ const INTEGRATIONS = [
   ['stripe', 'Stripe', 'secret_key', 'sk_live_'],
 ] as const;
 
-/** Integrations with credentials sealed under `key`; the hint shows only the last characters. */
-export function integrationTable(key: string): TableRows {
+/** Integrations with credentials sealed by `seal`; the hint shows only the last characters. */
+export function integrationTable(seal: (plaintext: string) => string): TableRows {
   return {
     table: 'integrations',
     columns: [
@@ -228,7 +228,7 @@ export function integrationTable(key: string): TableRows {
           sync: rng.pick(['hourly', 'realtime']),
         };
         const created = ctx.createdAt + rng.int(Math.max(1, ctx.window.until - ctx.createdAt));
-        const sealed = sealSecret(JSON.stringify({ [field]: token }), key);
+        const sealed = seal(JSON.stringify({ [field]: token }));
         yield `${rng.uuid()},${ctx.id},${type},${text(name)},${json(config)},${sealed},${text(maskSecret(token))},` +
           `${bool(rng.chance(0.85))},${ts(created)},${ts(created + rng.int(Math.max(1, ctx.window.until - created)))}\n`;
       }

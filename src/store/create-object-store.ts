@@ -1,5 +1,7 @@
 import type { Config, StorageConfig } from '../config/config.ts';
-import { resolveMasterKeys } from '../crypto/master-key.ts';
+import type { AtRestKeyring } from '../crypto/at-rest.ts';
+import type { MasterKeys } from '../crypto/master-key.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { EncryptedObjectStore } from './encrypted-object-store.ts';
 import { LocalObjectStore } from './local-object-store.ts';
 import type { ObjectStore } from './object-store.ts';
@@ -12,23 +14,23 @@ export function encryptsAtRest(storage: Pick<StorageConfig, 'kind' | 'encryption
 
 /**
  * The configured object store: local disk under `<FERRY_DATA_DIR>/files` or the S3
- * bucket, wrapped in encryption at rest when it is on. When it is off but master
- * keys exist, files encrypted earlier still read (new ones are stored as plaintext).
+ * bucket, wrapped in encryption at rest under the process's keyring. When encryption is
+ * off, new objects are stored as plaintext and files encrypted earlier still read.
  */
 export async function createObjectStore(
-  config: Pick<Config, 'dataDir' | 'secretKey' | 'storage'>,
-): Promise<ObjectStore> {
+  config: Pick<Config, 'storage'>,
+  keyring: AtRestKeyring & { readonly master: MasterKeys },
+): Promise<EncryptedObjectStore> {
   const { storage } = config;
-  let base: ObjectStore;
-  if (storage.kind === 's3') {
-    if (!storage.s3) throw new Error('FERRY_STORAGE=s3 without an S3 configuration'); // config.ts prevents this
-    base = s3ObjectStore(storage.s3);
-  } else {
-    base = new LocalObjectStore({ root: storage.localDir });
-  }
-  if (encryptsAtRest(storage)) return new EncryptedObjectStore(base, await resolveMasterKeys(config));
-  const keys = await resolveMasterKeys(config, { create: false });
-  return keys ? new EncryptedObjectStore(base, keys, { encryptWrites: false }) : base;
+  const encrypt = encryptsAtRest(storage);
+  if (encrypt && storage.kind === 's3' && keyring.master.source === 'key file')
+    throw new FerryError(
+      'invalid_parameter',
+      'FERRY_ENCRYPTION_KEY: encryption at rest with FERRY_STORAGE=s3 needs FERRY_ENCRYPTION_KEY (or its ' +
+        'file or command) or FERRY_SECRET_KEY, shared by every Ferry process (a per-machine key file would differ)',
+      { parameter: 'FERRY_ENCRYPTION_KEY' },
+    );
+  return new EncryptedObjectStore(createPlainObjectStore(config), keyring, { encryptWrites: encrypt });
 }
 
 /**

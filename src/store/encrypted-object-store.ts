@@ -1,15 +1,18 @@
-import { type Readable, pipeline } from 'node:stream';
+import { type Readable, type Transform, pipeline } from 'node:stream';
 import {
+  type AtRestKeyring,
   decryptSegments,
   decryptStream,
   encryptStream,
   HEADER_BYTES,
+  type HeaderKeyRef,
+  headerKeyRef,
   isEncryptedAtRest,
   layoutOf,
   openHeader,
   segmentByteRange,
 } from '../crypto/at-rest.ts';
-import type { MasterKeys } from '../crypto/master-key.ts';
+import { FerryError } from '../domain/ferry-error.ts';
 import { MeteredHash } from '../lib/metered-hash.ts';
 import { checkExpiry, checkRange, notFound, resolveRange, validateKey } from './object-key.ts';
 import type {
@@ -25,9 +28,12 @@ import { SliceTransform } from './slice-transform.ts';
 // Errors surface on the returned stream (pipeline destroys every stage with the error).
 const surfaceOnStream = () => {};
 
+/** What `reencrypt` did with one object. */
+export type ReencryptOutcome = 'reencrypted' | 'current' | 'plaintext' | 'missing';
+
 /**
- * Encryption at rest around another store: `put` encrypts with the current master
- * key (src/crypto/at-rest.ts), `get` and `head` decrypt with any configured key.
+ * Encryption at rest around another store: `put` encrypts under the keyring's active data
+ * key (src/crypto/at-rest.ts), `get` and `head` decrypt with the key each header names.
  * `bytes` and `sha256` always describe the plaintext, which is what manifests and
  * downloads promise. `list` reports stored (encrypted) sizes: 86 bytes plus 16 per
  * 64 KiB more than the plaintext.
@@ -41,12 +47,12 @@ const surfaceOnStream = () => {};
 export class EncryptedObjectStore implements ObjectStore {
   readonly kind: ObjectStore['kind'];
   readonly inner: ObjectStore;
-  readonly #keys: MasterKeys;
+  readonly #keys: AtRestKeyring;
 
   readonly #encryptWrites: boolean;
 
   /** With `encryptWrites: false` new objects are stored as plaintext and encrypted ones still read. */
-  constructor(inner: ObjectStore, keys: MasterKeys, options: { encryptWrites?: boolean } = {}) {
+  constructor(inner: ObjectStore, keys: AtRestKeyring, options: { encryptWrites?: boolean } = {}) {
     this.inner = inner;
     this.kind = inner.kind;
     this.#keys = keys;
@@ -55,8 +61,23 @@ export class EncryptedObjectStore implements ObjectStore {
 
   async put(key: string, source: Readable, options?: { contentType?: string }): Promise<PendingObject> {
     if (!this.#encryptWrites) return this.inner.put(key, source, options);
+    return this.#putEncrypted(key, source, options);
+  }
+
+  async #putEncrypted(
+    key: string,
+    source: Readable,
+    options?: { contentType?: string },
+  ): Promise<PendingObject> {
+    let encryptor: Transform;
+    try {
+      encryptor = encryptStream(await this.#keys.activeDataKey());
+    } catch (err) {
+      source.destroy();
+      throw err;
+    }
     const digest = new MeteredHash();
-    const encrypted = pipeline(source, digest, encryptStream(this.#keys.current), surfaceOnStream);
+    const encrypted = pipeline(source, digest, encryptor, surfaceOnStream);
     const pending = await this.inner.put(key, encrypted, options);
     const plain: StoredObject = { key, bytes: digest.bytes, sha256: digest.sha256 };
     return {
@@ -72,14 +93,14 @@ export class EncryptedObjectStore implements ObjectStore {
   async get(key: string, range?: ByteRange): Promise<Readable> {
     if (!range) {
       const body = await this.inner.get(key);
-      return pipeline(body, decryptStream(this.#keys.all, { passthroughPlaintext: true }), surfaceOnStream);
+      return pipeline(body, decryptStream(this.#keys, { passthroughPlaintext: true }), surfaceOnStream);
     }
     checkRange(range);
     const info = await this.inner.head(key);
     if (!info) throw notFound(key);
     const start = await this.#start(key, info.bytes);
     if (!isEncryptedAtRest(start)) return this.inner.get(key, range);
-    const opened = openHeader(this.#keys.all, start);
+    const opened = await openHeader(this.#keys, start);
     const plain = resolveRange(range, layoutOf(opened, info.bytes).plaintextBytes);
     const window = segmentByteRange(opened, info.bytes, plain);
     const body = await this.inner.get(key, { start: window.start, end: window.end });
@@ -96,7 +117,7 @@ export class EncryptedObjectStore implements ObjectStore {
     if (!info) return null;
     const start = await this.#start(key, info.bytes);
     if (!isEncryptedAtRest(start)) return info;
-    const { plaintextBytes } = layoutOf(openHeader(this.#keys.all, start), info.bytes);
+    const { plaintextBytes } = layoutOf(await openHeader(this.#keys, start), info.bytes);
     return { ...info, bytes: plaintextBytes };
   }
 
@@ -115,6 +136,49 @@ export class EncryptedObjectStore implements ObjectStore {
     if (!info) throw notFound(key);
     if (isEncryptedAtRest(await this.#start(key, info.bytes))) return null;
     return this.inner.presignGet(key, expiresInSeconds, filename);
+  }
+
+  /**
+   * The key reference of a stored object's header: null for plaintext, undefined when the
+   * object is gone. For key rotation, which looks at every object.
+   */
+  async keyRef(key: string): Promise<HeaderKeyRef | null | undefined> {
+    const info = await this.inner.head(key);
+    if (!info) return undefined;
+    const start = await this.#start(key, info.bytes);
+    return isEncryptedAtRest(start) ? headerKeyRef(start) : null;
+  }
+
+  /**
+   * Re-encrypts one object under the active data key when `stale(header)` says its key is
+   * to be replaced (key rotation); plaintext objects are left alone. The new bytes replace the
+   * old in one step (the store's atomic commit), with the same plaintext, size and checksum,
+   * so a reader sees the old object or the new one, both readable while the old key exists.
+   * An object deleted meanwhile is not written back.
+   */
+  async reencrypt(key: string, stale: (ref: HeaderKeyRef) => boolean): Promise<ReencryptOutcome> {
+    const ref = await this.keyRef(key);
+    if (ref === undefined) return 'missing';
+    if (ref === null) return 'plaintext';
+    if (!stale(ref)) return 'current';
+    let body: Readable;
+    try {
+      body = await this.get(key);
+    } catch (err) {
+      if (err instanceof FerryError && err.code === 'not_found') return 'missing';
+      throw err;
+    }
+    const pending = await this.#putEncrypted(key, body);
+    let published = false;
+    try {
+      // Narrows the window in which an object deleted during the rewrite would come back.
+      if (!(await this.inner.head(key))) return 'missing';
+      await pending.commit();
+      published = true;
+      return 'reencrypted';
+    } finally {
+      if (!published) await pending.discard();
+    }
   }
 
   /** The first bytes of a stored object, enough for a header. */

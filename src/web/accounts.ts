@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Secret, TOTP } from 'otpauth';
 import type { AuthContext, Plan, Role } from '../auth/context.ts';
 import { recordAudit } from '../auth/audit.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import {
   ACCOUNT_POLICY,
   CLIENT_POLICY,
@@ -27,7 +28,6 @@ import {
 } from '../auth/ip-allowlist.ts';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { openSecret, sealSecret } from '../lib/secret-box.ts';
 import { type TokenPurpose, webDb } from './tables.ts';
 
 /**
@@ -634,29 +634,28 @@ export async function secondFactorEnabled(database: Database, signedIn: SignedIn
 }
 
 /** Starts enrolment: a new secret (not yet in force) and its `otpauth://` URI for an authenticator app. */
-export async function startTotp(database: Database, signedIn: SignedIn, secretKey: string) {
+export async function startTotp(database: Database, signedIn: SignedIn, secrets: SecretBox) {
   if (await hasSecondFactor(database, signedIn.member.id))
     throw new FerryError('conflict', 'two-factor sign-in is already on; turn it off first');
   const secret = new Secret({ size: 20 });
+  const sealed = await secrets.seal(secret.base32);
   await webDb(database)
     .insertInto('team_member_factors')
     .values({
       team_member_id: signedIn.member.id,
       tenant_id: signedIn.tenant.id,
-      totp_secret: sealSecret(secret.base32, secretKey),
+      totp_secret: sealed,
       enabled_at: null,
       last_step: null,
     })
-    .onConflict((oc) =>
-      oc.column('team_member_id').doUpdateSet({ totp_secret: sealSecret(secret.base32, secretKey) }),
-    )
+    .onConflict((oc) => oc.column('team_member_id').doUpdateSet({ totp_secret: sealed }))
     .execute();
   const totp = new TOTP({ issuer: 'Ferry', label: signedIn.member.email, secret, ...TOTP_OPTIONS });
   return { secret: secret.base32, uri: totp.toString() };
 }
 
 /** Checks a code against the member's secret; a code is accepted once (its time step is kept). */
-async function checkTotp(database: Database, memberId: string, code: string, secretKey: string, now: Date) {
+async function checkTotp(database: Database, memberId: string, code: string, secrets: SecretBox, now: Date) {
   const row = await webDb(database)
     .selectFrom('team_member_factors')
     .select(['totp_secret', 'last_step', 'enabled_at'])
@@ -664,7 +663,7 @@ async function checkTotp(database: Database, memberId: string, code: string, sec
     .executeTakeFirst();
   if (!row || !/^\d{6}$/.test(code.trim())) return { ok: false, row } as const;
   const totp = new TOTP({
-    secret: Secret.fromBase32(openSecret(row.totp_secret, secretKey)),
+    secret: Secret.fromBase32(await secrets.open(row.totp_secret)),
     ...TOTP_OPTIONS,
   });
   const delta = totp.validate({ token: code.trim(), timestamp: now.getTime(), window: 1 });
@@ -684,10 +683,10 @@ export async function confirmTotp(
   database: Database,
   signedIn: SignedIn,
   code: string,
-  secretKey: string,
+  secrets: SecretBox,
   now: Date,
 ) {
-  const { ok } = await checkTotp(database, signedIn.member.id, code, secretKey, now);
+  const { ok } = await checkTotp(database, signedIn.member.id, code, secrets, now);
   if (!ok)
     throw invalid('code', 'the code is not right; enter the 6 digits your authenticator app shows now');
   await webDb(database)
@@ -709,10 +708,10 @@ export async function disableTotp(
   database: Database,
   signedIn: SignedIn,
   code: string,
-  secretKey: string,
+  secrets: SecretBox,
   now: Date,
 ) {
-  const { ok } = await checkTotp(database, signedIn.member.id, code, secretKey, now);
+  const { ok } = await checkTotp(database, signedIn.member.id, code, secrets, now);
   if (!ok)
     throw invalid('code', 'the code is not right; enter the 6 digits your authenticator app shows now');
   await webDb(database)
@@ -736,14 +735,14 @@ export async function completeSecondFactor(
   database: Database,
   signedIn: SignedIn,
   code: string,
-  secretKey: string,
+  secrets: SecretBox,
   client: ClientInfo,
   now: Date,
 ): Promise<'ok' | 'failed' | { locked: number }> {
   const key = accountKey(signedIn.member.email);
   const locked = await lockedFor(database, key, now);
   if (locked > 0) return { locked };
-  const { ok } = await checkTotp(database, signedIn.member.id, code, secretKey, now);
+  const { ok } = await checkTotp(database, signedIn.member.id, code, secrets, now);
   if (!ok) {
     const seconds = await recordFailure(database, key, now, ACCOUNT_POLICY);
     if (seconds > 0) {

@@ -101,6 +101,7 @@ export const webRoutes: RoutePlugin = async (app, deps) => {
       queue: deps.queue,
       store: deps.store,
       signer: deps.signer,
+      secrets: deps.secrets,
       now,
       logger: app.log as WebDeps['exports']['logger'],
     },

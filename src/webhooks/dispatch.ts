@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Database } from '../db/database.ts';
 import type { Mailer } from '../deliver/mailer.ts';
 import { notifyFailure } from '../deliver/notify.ts';
 import type { Logger } from '../lib/logger.ts';
-import { openSecret } from '../lib/secret-box.ts';
 import type { OutboundPolicy } from '../lib/ssrf.ts';
 import { emitEvent, type WebhookQueue, WEBHOOK_DELIVER_JOB } from './emit.ts';
 import { postWebhook, type PostResult, WEBHOOK_TIMEOUT_MS } from './post.ts';
@@ -15,7 +15,7 @@ import { webhookDb, type WebhookDB } from './tables.ts';
 export interface WebhookDispatchOptions {
   readonly database: Database;
   /** Opens the endpoints' sealed signing secrets. */
-  readonly secretKey: string;
+  readonly secrets: SecretBox;
   readonly outbound: OutboundPolicy;
   readonly now?: () => Date;
   /** Jitter source, [0, 1). */
@@ -125,13 +125,13 @@ export async function attemptMessage(
     return { status: 'failed', statusCode: null, error };
   }
 
-  const secrets = [openSecret(endpoint.secret_sealed, options.secretKey)];
+  const secrets = [await options.secrets.open(endpoint.secret_sealed)];
   if (
     endpoint.previous_secret_sealed &&
     endpoint.previous_secret_expires_at &&
     new Date(endpoint.previous_secret_expires_at) > now
   )
-    secrets.push(openSecret(endpoint.previous_secret_sealed, options.secretKey));
+    secrets.push(await options.secrets.open(endpoint.previous_secret_sealed));
   const headers = signedHeaders(claimed.id, now, claimed.payload, secrets);
   const result = await postWebhook(endpoint.url, headers, claimed.payload, {
     outbound: options.outbound,

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
-import { maskSecret, openSecret, sealSecret } from '../lib/secret-box.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import { maskSecret } from '../lib/secret-box.ts';
 import { type OutboundPolicy, resolveOutbound } from '../lib/ssrf.ts';
 import { ALL_EVENTS, WEBHOOK_EVENTS } from './events.ts';
 import { generateSecret } from './signing.ts';
@@ -34,7 +35,7 @@ export interface EndpointInput {
 }
 
 interface Deps {
-  readonly secretKey: string;
+  readonly secrets: SecretBox;
   readonly outbound: OutboundPolicy;
   readonly now?: () => Date;
 }
@@ -98,12 +99,12 @@ function iso(value: Date | string | null): string | null {
   return value === null ? null : new Date(value).toISOString();
 }
 
-function present(row: Row, secretKey: string): WebhookEndpoint {
+async function present(row: Row, secrets: SecretBox): Promise<WebhookEndpoint> {
   let hint = '••••';
   try {
-    hint = maskSecret(openSecret(row.secret_sealed, secretKey));
+    hint = maskSecret(await secrets.open(row.secret_sealed));
   } catch {
-    // An unreadable secret (the secret key changed) is shown fully masked; rotate it.
+    // An unreadable secret (its key is gone) is shown fully masked; rotate it.
   }
   return {
     id: row.id,
@@ -152,19 +153,19 @@ export async function createEndpoint(
       url,
       description,
       events: JSON.stringify(events),
-      secret_sealed: sealSecret(secret, deps.secretKey),
+      secret_sealed: await deps.secrets.seal(secret),
       created_at: now,
       updated_at: now,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
-  return { endpoint: present(row as unknown as Row, deps.secretKey), secret };
+  return { endpoint: await present(row as unknown as Row, deps.secrets), secret };
 }
 
 export async function listEndpoints(
   database: Database,
   tenantId: string,
-  secretKey: string,
+  secrets: SecretBox,
 ): Promise<WebhookEndpoint[]> {
   const rows = await webhookDb(database)
     .selectFrom('webhook_endpoints')
@@ -173,7 +174,7 @@ export async function listEndpoints(
     .orderBy('created_at')
     .orderBy('id')
     .execute();
-  return rows.map((r) => present(r as unknown as Row, secretKey));
+  return Promise.all(rows.map((r) => present(r as unknown as Row, secrets)));
 }
 
 function notFound(id: string): FerryError {
@@ -186,7 +187,7 @@ export async function getEndpoint(
   database: Database,
   tenantId: string,
   id: string,
-  secretKey: string,
+  secrets: SecretBox,
 ): Promise<WebhookEndpoint> {
   if (!UUID.test(id)) throw notFound(id);
   const row = await webhookDb(database)
@@ -196,7 +197,7 @@ export async function getEndpoint(
     .where('id', '=', id)
     .executeTakeFirst();
   if (!row) throw notFound(id);
-  return present(row as unknown as Row, secretKey);
+  return present(row as unknown as Row, secrets);
 }
 
 /** Deletes an endpoint with its pending messages and its delivery log. */
@@ -219,18 +220,19 @@ export async function rotateSecret(
   database: Database,
   tenantId: string,
   id: string,
-  deps: Pick<Deps, 'secretKey' | 'now'>,
+  deps: Pick<Deps, 'secrets' | 'now'>,
 ): Promise<{ endpoint: WebhookEndpoint; secret: string }> {
   if (!UUID.test(id)) throw notFound(id);
   const db = webhookDb(database);
   const now = (deps.now ?? (() => new Date()))();
   const secret = generateSecret();
+  const sealed = await deps.secrets.seal(secret);
   const row = await db
     .updateTable('webhook_endpoints')
     .set((eb) => ({
       previous_secret_sealed: eb.ref('secret_sealed'),
       previous_secret_expires_at: new Date(now.getTime() + ROTATION_OVERLAP_MS),
-      secret_sealed: sealSecret(secret, deps.secretKey),
+      secret_sealed: sealed,
       updated_at: now,
     }))
     .where('tenant_id', '=', tenantId)
@@ -238,7 +240,7 @@ export async function rotateSecret(
     .returningAll()
     .executeTakeFirst();
   if (!row) throw notFound(id);
-  return { endpoint: present(row as unknown as Row, deps.secretKey), secret };
+  return { endpoint: await present(row as unknown as Row, deps.secrets), secret };
 }
 
 /** Re-enables a disabled endpoint; its failure counters start over. */
@@ -246,7 +248,7 @@ export async function enableEndpoint(
   database: Database,
   tenantId: string,
   id: string,
-  deps: Pick<Deps, 'secretKey' | 'now'>,
+  deps: Pick<Deps, 'secrets' | 'now'>,
 ): Promise<WebhookEndpoint> {
   if (!UUID.test(id)) throw notFound(id);
   const now = (deps.now ?? (() => new Date()))();
@@ -265,7 +267,7 @@ export async function enableEndpoint(
     .returningAll()
     .executeTakeFirst();
   if (!row) throw notFound(id);
-  return present(row as unknown as Row, deps.secretKey);
+  return present(row as unknown as Row, deps.secrets);
 }
 
 export interface DeliveryLogEntry {

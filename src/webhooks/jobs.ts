@@ -1,5 +1,4 @@
 import type { JobContext, JobDefinition } from '../jobs/types.ts';
-import { loadOrCreateSecretKey } from '../lib/secret-box.ts';
 import { outboundPolicy } from '../lib/ssrf.ts';
 import { attemptMessage, deliverDueMessages, type WebhookDispatchOptions } from './dispatch.ts';
 import { WEBHOOK_DELIVER_JOB } from './emit.ts';
@@ -23,7 +22,7 @@ export interface WebhookJobOptions {
 export function dispatchOptions(ctx: JobContext, options: WebhookJobOptions = {}): WebhookDispatchOptions {
   return {
     database: ctx.database,
-    secretKey: loadOrCreateSecretKey(ctx.config),
+    secrets: ctx.secrets,
     outbound: outboundPolicy(ctx.config.outboundAllow),
     now: ctx.now,
     queue: ctx.queue,

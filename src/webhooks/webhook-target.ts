@@ -34,7 +34,7 @@ export async function deliverToWebhook(
   });
   const options = {
     database: ctx.database,
-    secretKey: ctx.secretKey,
+    secrets: ctx.secrets,
     outbound: ctx.outbound,
     now: ctx.now,
     mailer: ctx.mailer,

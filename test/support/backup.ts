@@ -8,8 +8,8 @@ import { backupTables, WITHHELD } from '../../src/backup/tables.ts';
 import type { Config } from '../../src/config/config.ts';
 import type { Database } from '../../src/db/database.ts';
 import { outboundPolicy } from '../../src/lib/ssrf.ts';
-import { createObjectStore } from '../../src/store/create-object-store.ts';
 import { LocalObjectStore } from '../../src/store/local-object-store.ts';
+import { testAdapters } from './keyring.ts';
 
 /** Small chunks, so a test tenant spans many of them. */
 export const TEST_SIZES = { minSize: 512, avgSize: 2048, maxSize: 8192 };
@@ -22,12 +22,14 @@ export async function testBackupContext(
   now?: () => Date,
 ): Promise<BackupContext & { root: string }> {
   const root = mkdtempSync(path.join(tmpdir(), 'ferry-backups-'));
+  const keys = await testAdapters(database, config);
   return {
     root,
     database,
     secretKey,
+    secrets: keys.secrets,
     defaultStore: new LocalObjectStore({ root }),
-    files: await createObjectStore(config),
+    files: keys.store,
     outbound: outboundPolicy(['127.0.0.0/8', '::1/128']),
     sizes: TEST_SIZES,
     ...(now ? { now } : {}),

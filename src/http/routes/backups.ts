@@ -154,11 +154,11 @@ const ListQuery = Type.Object(
 );
 
 /** Tenant backups: list, take, verify, restore, drills and settings (docs/backup.md). */
-export const backupRoutes: RoutePlugin = async (app, { database, config, store, queue, now }) => {
+export const backupRoutes: RoutePlugin = async (app, { database, config, store, queue, now, secrets }) => {
   let context: BackupContext | undefined;
   const ctx = (): BackupContext => {
     if (!store) throw new FerryError('service_unavailable', 'no object store is configured');
-    context ??= backupContext({ database, config, store, now });
+    context ??= backupContext({ database, config, store, secrets, now });
     return context;
   };
   const clock = now ?? (() => new Date());
@@ -237,7 +237,7 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'backups:manage');
-      return presentSettings(await getBackupSettings(database.db, auth.tenantId), ctx().secretKey);
+      return presentSettings(await getBackupSettings(database.db, auth.tenantId), secrets);
     },
   );
 
@@ -261,10 +261,10 @@ export const backupRoutes: RoutePlugin = async (app, { database, config, store, 
       const auth = request.auth!;
       authorize(auth, 'backups:manage');
       const settings = await putBackupSettings(database.db, auth.tenantId, request.body, {
-        secretKey: ctx().secretKey,
+        secrets,
         actor: auth.actor,
       });
-      return presentSettings(settings, ctx().secretKey);
+      return presentSettings(settings, secrets);
     },
   );
 

@@ -122,11 +122,11 @@ const Body = Type.Object(
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) }, { additionalProperties: false });
 
 /** Selective deletion (docs/deletion.md). */
-export const deletionRoutes: RoutePlugin = async (app, { database, config, store, queue, now }) => {
+export const deletionRoutes: RoutePlugin = async (app, { database, config, store, queue, now, secrets }) => {
   const clock = now ?? (() => new Date());
   const deps = () => {
     if (!store) throw new FerryError('service_unavailable', 'no object store is configured');
-    return { database, store, secretKey: loadOrCreateSecretKey(config), now: clock };
+    return { database, store, secretKey: loadOrCreateSecretKey(config), secrets, now: clock };
   };
   app.post(
     '/api/v1/deletions',

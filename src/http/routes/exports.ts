@@ -230,6 +230,7 @@ export function serviceDeps(app: FerryApp, deps: RouteDeps): ExportServiceDeps {
     queue: deps.queue,
     store: deps.store,
     signer: deps.signer,
+    secrets: deps.secrets,
     now: deps.now ?? (() => new Date()),
     logger: app.log as ExportServiceDeps['logger'],
   };

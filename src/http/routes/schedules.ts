@@ -367,6 +367,7 @@ export const scheduleRoutes: RoutePlugin = async (app, deps) => {
   const service: ScheduleServiceDeps = {
     database: deps.database,
     config: deps.config,
+    secrets: deps.secrets,
     queue: deps.queue,
     now: deps.now ?? (() => new Date()),
     logger: app.log as ScheduleServiceDeps['logger'],

@@ -1,7 +1,6 @@
 import { Type } from 'typebox';
 import { auditCaller, recordAudit } from '../../auth/audit.ts';
 import { authorize } from '../../auth/policy.ts';
-import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import { outboundPolicy } from '../../lib/ssrf.ts';
 import {
   createEndpoint,
@@ -103,10 +102,9 @@ const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { addition
  * Webhook endpoints (admin only, `webhooks:manage`): register, list, show, delete,
  * rotate the signing secret, re-enable, and read the delivery log. See docs/webhooks.md.
  */
-export const webhookRoutes: RoutePlugin = async (app, { database, config, now: clock }) => {
+export const webhookRoutes: RoutePlugin = async (app, { database, config, now: clock, secrets }) => {
   const now = clock ?? (() => new Date());
   const outbound = outboundPolicy(config.outboundAllow);
-  const secretKey = () => loadOrCreateSecretKey(config);
   const security = [{ bearer: [] }];
   const tags = ['webhooks'];
 
@@ -129,7 +127,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
       const { endpoint, secret } = await createEndpoint(database, auth.tenantId, request.body, {
-        secretKey: secretKey(),
+        secrets,
         outbound,
         now,
       });
@@ -161,7 +159,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
-      return listBody(await listEndpoints(database, auth.tenantId, secretKey()));
+      return listBody(await listEndpoints(database, auth.tenantId, secrets));
     },
   );
 
@@ -180,7 +178,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
-      return getEndpoint(database, auth.tenantId, request.params.id, secretKey());
+      return getEndpoint(database, auth.tenantId, request.params.id, secrets);
     },
   );
 
@@ -201,7 +199,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
     async (request) => {
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
-      const endpoint = await getEndpoint(database, auth.tenantId, request.params.id, secretKey());
+      const endpoint = await getEndpoint(database, auth.tenantId, request.params.id, secrets);
       await deleteEndpoint(database, auth.tenantId, request.params.id);
       await recordAudit(database, {
         ...auditCaller(auth),
@@ -233,7 +231,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
       const { endpoint, secret } = await rotateSecret(database, auth.tenantId, request.params.id, {
-        secretKey: secretKey(),
+        secrets,
         now,
       });
       await recordAudit(database, {
@@ -264,7 +262,7 @@ export const webhookRoutes: RoutePlugin = async (app, { database, config, now: c
       const auth = request.auth!;
       authorize(auth, 'webhooks:manage');
       const endpoint = await enableEndpoint(database, auth.tenantId, request.params.id, {
-        secretKey: secretKey(),
+        secrets,
         now,
       });
       await recordAudit(database, {

@@ -13,7 +13,6 @@ import {
 import { PASSWORD_RULE } from '../../auth/passwords.ts';
 import { ROLE_ACTIONS } from '../../auth/policy.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
-import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import {
   changePassword,
   confirmTotp,
@@ -29,8 +28,6 @@ import { csrfField, when } from '../layout.ts';
 
 /** The signed-in member's own account: password, two-factor sign-in, open sessions. */
 export const accountPages: WebPages = (app, deps) => {
-  const secretKey = () => loadOrCreateSecretKey(deps.config);
-
   const render = async (
     request: FastifyRequest,
     reply: FastifyReply,
@@ -129,7 +126,7 @@ export const accountPages: WebPages = (app, deps) => {
   app.post('/app/account/two-factor', async (request, reply) => {
     const { signedIn } = signedInOf(request);
     try {
-      return await render(request, reply, { enrol: await startTotp(deps.database, signedIn, secretKey()) });
+      return await render(request, reply, { enrol: await startTotp(deps.database, signedIn, deps.secrets) });
     } catch (err) {
       return showing(request, reply, err);
     }
@@ -138,7 +135,7 @@ export const accountPages: WebPages = (app, deps) => {
   app.post('/app/account/two-factor/confirm', async (request, reply) => {
     const { signedIn } = signedInOf(request);
     try {
-      await confirmTotp(deps.database, signedIn, field(request.body, 'code'), secretKey(), deps.now());
+      await confirmTotp(deps.database, signedIn, field(request.body, 'code'), deps.secrets, deps.now());
     } catch (err) {
       return showing(request, reply, err);
     }
@@ -148,7 +145,7 @@ export const accountPages: WebPages = (app, deps) => {
   app.post('/app/account/two-factor/disable', async (request, reply) => {
     const { signedIn } = signedInOf(request);
     try {
-      await disableTotp(deps.database, signedIn, field(request.body, 'code'), secretKey(), deps.now());
+      await disableTotp(deps.database, signedIn, field(request.body, 'code'), deps.secrets, deps.now());
     } catch (err) {
       return showing(request, reply, err);
     }

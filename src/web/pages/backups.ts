@@ -30,6 +30,7 @@ export const backupPages: WebPages = (app, deps) => {
       database: deps.database,
       config: deps.config,
       store: deps.store,
+      secrets: deps.secrets,
       now: deps.now,
     });
     return context;
@@ -153,7 +154,7 @@ ${
           frequency: field(request.body, 'frequency'),
           time_of_day: field(request.body, 'time_of_day'),
         },
-        { secretKey: ctx().secretKey, actor: auth.actor },
+        { secrets: deps.secrets, actor: auth.actor },
       );
       return 'Backup schedule saved.';
     });

@@ -175,6 +175,7 @@ ${Object.entries(input.filters ?? {}).map(([k, v]) => html`<input type="hidden" 
           database: deps.database,
           store: deps.store,
           secretKey: loadOrCreateSecretKey(deps.config),
+          secrets: deps.secrets,
           now: deps.now,
         },
         auth.tenantId,

@@ -10,7 +10,6 @@ import { errorDefinition } from '../../domain/error-catalog.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
 import { REQUEST_PACKAGE_KINDS } from '../../domain/package-kind.ts';
 import { DEFAULT_PII_LEVEL, PII_LEVELS, type PiiLevel } from '../../domain/pii-level.ts';
-import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import type { ScheduleInput } from '../../schedules/automated-export-config.ts';
 import { type Frequency, nextRuns, parseTiming, WEEKDAYS } from '../../schedules/frequency.ts';
 import { defaultSelection, hasChangeFeed, hasWindow, WINDOW_PERIODS } from '../../schedules/model.ts';
@@ -693,6 +692,7 @@ export const schedulePages: WebPages = (app, deps) => {
   const service: ScheduleServiceDeps = {
     database: deps.database,
     config: deps.config,
+    secrets: deps.secrets,
     queue: deps.queue,
     now: deps.now,
     logger: deps.exports.logger,
@@ -707,7 +707,7 @@ export const schedulePages: WebPages = (app, deps) => {
   /** Webhook endpoints to choose from, for members who manage webhooks (others type the id). */
   const endpointsFor = async (auth: AuthContext) => {
     if (!isAllowed(auth, 'webhooks:manage')) return null;
-    const endpoints = await listEndpoints(deps.database, auth.tenantId, loadOrCreateSecretKey(deps.config));
+    const endpoints = await listEndpoints(deps.database, auth.tenantId, deps.secrets);
     return endpoints.map((e) => ({
       id: e.id,
       label: `${e.description ? `${e.description}: ` : ''}${e.url}${e.status === 'disabled' ? ' (disabled)' : ''}`,

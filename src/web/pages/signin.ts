@@ -1,7 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PASSWORD_RULE } from '../../auth/passwords.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
-import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import {
   completeSecondFactor,
   endSession,
@@ -45,7 +44,6 @@ function send(reply: FastifyReply, page: { value: string }, status = 200) {
 
 export const signInPages: WebPages = (app, deps) => {
   const { database } = deps;
-  const secretKey = () => loadOrCreateSecretKey(deps.config);
 
   const signInForm = (
     reply: FastifyReply,
@@ -141,7 +139,7 @@ ${csrfField(reply.generateCsrf())}
       database,
       signedIn,
       field(request.body, 'code'),
-      secretKey(),
+      deps.secrets,
       clientOf(request),
       deps.now(),
     );

@@ -4,7 +4,6 @@ import type { AuthContext } from '../../auth/context.ts';
 import { authorize } from '../../auth/policy.ts';
 import { errorDefinition } from '../../domain/error-catalog.ts';
 import { FerryError } from '../../domain/ferry-error.ts';
-import { loadOrCreateSecretKey } from '../../lib/secret-box.ts';
 import { outboundPolicy } from '../../lib/ssrf.ts';
 import {
   createEndpoint,
@@ -132,7 +131,6 @@ function deliveryTable(entries: readonly DeliveryLogEntry[], zone: string): Html
 
 export const webhookPages: WebPages = (app, deps) => {
   const outbound = outboundPolicy(deps.config.outboundAllow);
-  const secretKey = () => loadOrCreateSecretKey(deps.config);
 
   /** The signed-in member, refused unless the role manages webhooks (before anything is looked up). */
   const manager = (request: FastifyRequest): { auth: AuthContext; zone: string } => {
@@ -160,7 +158,7 @@ export const webhookPages: WebPages = (app, deps) => {
     } = {},
   ) => {
     const { auth, zone } = manager(request);
-    const endpoints = await listEndpoints(deps.database, auth.tenantId, secretKey());
+    const endpoints = await listEndpoints(deps.database, auth.tenantId, deps.secrets);
     const csrf = reply.generateCsrf();
     return sendPage(
       request,
@@ -189,7 +187,7 @@ ${endpointTable(endpoints, zone)}`,
     const { auth, zone } = manager(request);
     const endpoint =
       extra.rotated?.endpoint ??
-      (await getEndpoint(deps.database, auth.tenantId, request.params.id, secretKey()));
+      (await getEndpoint(deps.database, auth.tenantId, request.params.id, deps.secrets));
     const query = request.query ?? {};
     const status = DELIVERY_STATUSES.find((s) => s === query.status);
     const limit = Number(query.limit) === DELIVERIES_MAX ? DELIVERIES_MAX : DELIVERIES_DEFAULT;
@@ -279,7 +277,7 @@ ${
           events: chosen.includes(ALL_EVENTS) ? [ALL_EVENTS] : chosen,
           description: values.description || null,
         },
-        { secretKey: secretKey(), outbound, now: deps.now },
+        { secrets: deps.secrets, outbound, now: deps.now },
       );
       await audit(auth, 'webhook.created', created.endpoint.id);
       reply.code(201);
@@ -301,7 +299,7 @@ ${
     async (request, reply) => {
       const { auth } = manager(request);
       const rotated = await rotateSecret(deps.database, auth.tenantId, request.params.id, {
-        secretKey: secretKey(),
+        secrets: deps.secrets,
         now: deps.now,
       });
       await audit(auth, 'webhook.secret_rotated', rotated.endpoint.id);
@@ -312,7 +310,7 @@ ${
   app.post<{ Params: { id: string } }>('/app/webhooks/:id/enable', async (request, reply) => {
     const { auth } = manager(request);
     const endpoint = await enableEndpoint(deps.database, auth.tenantId, request.params.id, {
-      secretKey: secretKey(),
+      secrets: deps.secrets,
       now: deps.now,
     });
     await audit(auth, 'webhook.enabled', endpoint.id);
@@ -325,7 +323,7 @@ ${
 
   app.post<{ Params: { id: string } }>('/app/webhooks/:id/delete', async (request, reply) => {
     const { auth } = manager(request);
-    const endpoint = await getEndpoint(deps.database, auth.tenantId, request.params.id, secretKey());
+    const endpoint = await getEndpoint(deps.database, auth.tenantId, request.params.id, deps.secrets);
     await deleteEndpoint(deps.database, auth.tenantId, endpoint.id);
     await audit(auth, 'webhook.deleted', endpoint.id);
     return seeOther(reply, '/app/webhooks', `The endpoint ${endpoint.url} is deleted.`);
