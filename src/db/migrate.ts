@@ -26,6 +26,7 @@ import * as folderTargets from './migrations/0023-folder-targets.ts';
 import * as enrichment from './migrations/0024-enrichment.ts';
 import * as deletions from './migrations/0025-deletions.ts';
 import * as ipAllowlists from './migrations/0026-ip-allowlists.ts';
+import * as organisations from './migrations/0029-organisations.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -54,6 +55,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0024-enrichment': enrichment,
   '0025-deletions': deletions,
   '0026-ip-allowlists': ipAllowlists,
+  '0029-organisations': organisations,
 };
 
 /**
