@@ -10,6 +10,7 @@ import { registerDsar } from './dsar.ts';
 import { registerKeys } from './keys.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerOrgs } from './orgs.ts';
 import { registerProcessors } from './processors.ts';
 import { registerReceipts } from './receipts.ts';
 import { registerRetention } from './retention.ts';
@@ -33,6 +34,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerWorker,
   registerMigrate,
   registerTenants,
+  registerOrgs,
   registerTeamMembers,
   registerUsers,
   registerDatamap,

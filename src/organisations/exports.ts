@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type Static, Type } from 'typebox';
 import { AUDIT_ACTIONS, auditCaller, auditInsert } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
+import type { Database } from '../db/database.ts';
 import { refuseTenant } from '../auth/organisations.ts';
 import { isAllowed } from '../auth/policy.ts';
 import { checkExportQuota, countAcceptedExport, historyStart, limitsFor } from '../auth/quotas.ts';
@@ -57,19 +58,26 @@ function refusalIn(auth: AuthContext | null, config: ExportConfig, tenantId: str
   }
 }
 
-/** `POST /api/v1/organisation/exports`: stores the export in the home tenant and queues its job. */
-export async function createOrganisationExport(
-  deps: ExportServiceDeps,
+/** An organisation export checked in every tenant, ready to be stored in the home tenant. */
+export interface PlannedExport {
+  /** The request as stored: the tenants it runs in, each with its history window. */
+  readonly config: ExportConfig;
+  /** The caller in each client tenant the export runs in (their trails and monthly counts). */
+  readonly clients: readonly AuthContext[];
+}
+
+/**
+ * Checks an organisation export: the request against the data map, the tenants asked for (all
+ * the organisation's, else a refusal audited at home), the caller's role in each (a tenant asked
+ * for by name must allow it; otherwise tenants that do not are left out), and each tenant's quota
+ * under its own plan. Nothing is stored.
+ */
+export async function planOrganisationExport(
+  database: Database,
   caller: OrganisationCaller,
   body: OrganisationExportBody,
-): Promise<ExportView> {
-  if (!deps.queue)
-    throw new FerryError(
-      'service_unavailable',
-      'this server has no job queue; exports cannot be requested here',
-    );
-  const queue = deps.queue;
-  const now = deps.now();
+  now: Date,
+): Promise<PlannedExport> {
   const home = caller.home;
   const { tenants: asked, ...exportBody } = body;
   if (exportBody.split_size !== undefined)
@@ -82,7 +90,7 @@ export async function createOrganisationExport(
         asked.map(async (ref) => {
           const tenant = caller.tenants.find((t) => t.id === ref.toLowerCase() || t.slug === ref);
           if (!tenant)
-            throw await refuseTenant(deps.database, ref, {
+            throw await refuseTenant(database, ref, {
               homeTenantId: home.tenantId,
               actor: home.actor,
               ip: home.ip,
@@ -111,13 +119,8 @@ export async function createOrganisationExport(
   // Each tenant's quota counts its share, under its own plan; the archive's job runs at home.
   const tenants: OrganisationExportTenant[] = [];
   for (const { tenant, auth } of included) {
-    const limits = await limitsFor(deps.database, auth);
-    await checkExportQuota(deps.database, auth, {
-      manual: true,
-      from: config.from ?? undefined,
-      now,
-      limits,
-    });
+    const limits = await limitsFor(database, auth);
+    await checkExportQuota(database, auth, { manual: true, from: config.from ?? undefined, now, limits });
     const floor = config.from ? null : historyStart(limits, now);
     tenants.push({
       id: tenant.id,
@@ -127,42 +130,81 @@ export async function createOrganisationExport(
       history_from: floor ? floor.toISOString().slice(0, 10) : null,
     });
   }
-  const homeLimits = await limitsFor(deps.database, home);
+  const homeLimits = await limitsFor(database, home);
   if (!included.some((i) => i.tenant.home))
-    await checkExportQuota(deps.database, home, { manual: false, now, limits: homeLimits });
-
-  const actor = `${caller.principal === 'key' ? 'org_key' : 'org_member'}:${caller.principalId}`;
+    await checkExportQuota(database, home, { manual: false, now, limits: homeLimits });
   const homeFloor = config.from ? null : historyStart(homeLimits, now);
-  const stored: ExportConfig = {
-    ...config,
-    ...(homeFloor ? { history_from: homeFloor.toISOString().slice(0, 10) } : {}),
-    organisation: { id: caller.organisation.id, name: caller.organisation.name, actor, tenants },
+  return {
+    config: {
+      ...config,
+      ...(homeFloor ? { history_from: homeFloor.toISOString().slice(0, 10) } : {}),
+      organisation: {
+        id: caller.organisation.id,
+        name: caller.organisation.name,
+        actor: actorOf(caller),
+        tenants,
+      },
+    },
+    clients: included.filter((i) => !i.tenant.home).map((i) => i.auth),
   };
+}
+
+/** Who acts in the client tenants, as their trails name it. */
+function actorOf(caller: OrganisationCaller): string {
+  if (caller.principal === 'operator') return 'cli';
+  return `${caller.principal === 'key' ? 'org_key' : 'org_member'}:${caller.principalId}`;
+}
+
+/** The export's `export.requested` entry and monthly count in each client tenant. */
+export async function recordClientShares(
+  database: Database,
+  planned: PlannedExport,
+  exportId: string,
+  now: Date,
+): Promise<void> {
+  const { config } = planned;
+  for (const auth of planned.clients) {
+    const audit = auditInsert(database, {
+      ...auditCaller(auth),
+      action: AUDIT_ACTIONS.exportRequested,
+      dataType: config.datasets.join(','),
+      dateRange:
+        config.from || config.to ? { from: config.from ?? undefined, to: config.to ?? undefined } : null,
+      success: true,
+      targetId: exportId,
+      occurredAt: now,
+    });
+    await countAcceptedExport(database, auth.tenantId, now, audit, undefined);
+  }
+}
+
+/** `POST /api/v1/organisation/exports`: stores the export in the home tenant and queues its job. */
+export async function createOrganisationExport(
+  deps: ExportServiceDeps,
+  caller: OrganisationCaller,
+  body: OrganisationExportBody,
+): Promise<ExportView> {
+  if (!deps.queue)
+    throw new FerryError(
+      'service_unavailable',
+      'this server has no job queue; exports cannot be requested here',
+    );
+  const queue = deps.queue;
+  const now = deps.now();
+  const home = caller.home;
+  const planned = await planOrganisationExport(deps.database, caller, body, now);
+  const stored = planned.config;
+  const homeLimits = await limitsFor(deps.database, home);
   const id = randomUUID();
-  const clients = included.filter((i) => !i.tenant.home);
   const inserted = await recordAccepted(
     deps.database,
     home,
     { id, config: stored, limits: homeLimits, repeatOf: null, now },
     {
+      // The job, and each client tenant's trail and count, in the same transaction.
       send: async (tx) => {
         await sendExportJob(queue, id, { id: home.tenantId, plan: home.plan }, jobConnection(tx.db));
-        // Each client tenant's trail and monthly count, in the same transaction.
-        for (const { auth } of clients) {
-          const audit = auditInsert(tx, {
-            ...auditCaller(auth),
-            action: AUDIT_ACTIONS.exportRequested,
-            dataType: config.datasets.join(','),
-            dateRange:
-              config.from || config.to
-                ? { from: config.from ?? undefined, to: config.to ?? undefined }
-                : null,
-            success: true,
-            targetId: id,
-            occurredAt: now,
-          });
-          await countAcceptedExport(tx, auth.tenantId, now, audit, undefined);
-        }
+        await recordClientShares(tx, planned, id, now);
       },
     },
   );

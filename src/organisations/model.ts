@@ -106,8 +106,9 @@ export async function organisationTenants(database: Database, organisation: Orga
 /** An organisation key or member, with what it may do in each of the organisation's tenants. */
 export interface OrganisationCaller {
   readonly organisation: Organisation;
-  readonly principal: 'key' | 'member';
-  /** The API key's or team member's id (both the home tenant's). */
+  /** An organisation key, a member (the dashboard), or the operator on the command line. */
+  readonly principal: 'key' | 'member' | 'operator';
+  /** The API key's or team member's id (both the home tenant's); `cli` for the operator. */
   readonly principalId: string;
   /** An organisation admin: manages members, their roles and organisation keys. */
   readonly manages: boolean;
@@ -274,6 +275,37 @@ function rolesOf(
 }
 
 /**
+ * The operator on the command line (`ferry orgs export`): an admin in every tenant of the
+ * organisation, audited as `cli`, as `ferry export` acts in one tenant.
+ */
+export async function operatorCaller(
+  database: Database,
+  organisation: Organisation,
+): Promise<OrganisationCaller> {
+  const tenants = await organisationTenants(database, organisation);
+  const home = tenants.find((t) => t.home)!;
+  return {
+    organisation,
+    principal: 'operator',
+    principalId: 'cli',
+    manages: true,
+    home: Object.freeze({
+      tenantId: home.id,
+      plan: home.plan,
+      role: 'admin',
+      apiKeyId: null,
+      teamMemberId: null,
+      scopes: [],
+      actor: 'cli',
+      ip: null,
+      userAgent: null,
+    }),
+    tenants,
+    roles: new Map(tenants.map((t) => [t.id, t.status === 'purged' ? null : ('admin' as Role)])),
+  };
+}
+
+/**
  * The caller acting in one tenant of the organisation: at home as itself, in a client tenant
  * with its role there and the actor `org_key:<id>` or `org_member:<id>`. Null when the tenant
  * is not the organisation's or the caller has no role in it.
@@ -283,17 +315,20 @@ export function callerIn(caller: OrganisationCaller, tenantId: string): AuthCont
   const role = caller.roles.get(tenantId) ?? null;
   if (!tenant || !role) return null;
   if (tenant.home) return caller.home;
+  if (caller.principal === 'operator')
+    return Object.freeze({ ...caller.home, tenantId: tenant.id, plan: tenant.plan, role });
+  const principal = caller.principal;
   return Object.freeze({
     ...caller.home,
     tenantId: tenant.id,
     plan: tenant.plan,
     role,
     teamMemberId: null,
-    actor: `${caller.principal === 'key' ? 'org_key' : 'org_member'}:${caller.principalId}`,
+    actor: `${principal === 'key' ? 'org_key' : 'org_member'}:${caller.principalId}`,
     organisation: {
       id: caller.organisation.id,
       homeTenantId: caller.organisation.homeTenantId,
-      principal: caller.principal,
+      principal,
       principalId: caller.principalId,
     },
   });

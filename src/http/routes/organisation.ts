@@ -218,7 +218,8 @@ export const organisationRoutes: RoutePlugin = async (app, deps) => {
         id: c.organisation.id,
         name: c.organisation.name,
         home_tenant_id: c.organisation.homeTenantId,
-        you: { principal: c.principal, id: c.principalId, admin: c.manages },
+        // A request's caller is a key or a member; the operator works on the command line only.
+        you: { principal: c.principal as 'key' | 'member', id: c.principalId, admin: c.manages },
         tenants: c.tenants.map((t) => ({
           id: t.id,
           slug: t.slug,
