@@ -43,7 +43,10 @@ for (const dialect of DIALECTS) {
       await h?.close();
     });
 
-    const as = (key: string, tenant?: string) => ({ ...bearer(key), ...(tenant ? { 'ferry-tenant': tenant } : {}) });
+    const as = (key: string, tenant?: string) => ({
+      ...bearer(key),
+      ...(tenant ? { 'ferry-tenant': tenant } : {}),
+    });
 
     it('links a tenant to at most one organisation, with an agency-plan home of no other', async () => {
       const starter = await createTenant(h.database, 'starter');
@@ -54,22 +57,41 @@ for (const dialect of DIALECTS) {
         createOrganisation(h.database, { name: 'Again', homeTenant: home.slug }, OPERATOR, new Date()),
       ).rejects.toMatchObject({ code: 'conflict' });
       await expect(
-        createOrganisation(h.database, { name: 'Client as home', homeTenant: clientA.id }, OPERATOR, new Date()),
+        createOrganisation(
+          h.database,
+          { name: 'Client as home', homeTenant: clientA.id },
+          OPERATOR,
+          new Date(),
+        ),
       ).rejects.toMatchObject({ code: 'conflict' });
       await expect(
         addOrganisationTenant(h.database, organisation, home.id, OPERATOR, new Date()),
       ).rejects.toMatchObject({ code: 'invalid_parameter' });
       const rivalHome = await createTenant(h.database, 'agency');
-      const rival = await createOrganisation(h.database, { name: 'Rival', homeTenant: rivalHome.id }, OPERATOR, new Date());
-      await expect(addOrganisationTenant(h.database, rival, clientA.id, OPERATOR, new Date())).rejects.toMatchObject({
+      const rival = await createOrganisation(
+        h.database,
+        { name: 'Rival', homeTenant: rivalHome.id },
+        OPERATOR,
+        new Date(),
+      );
+      await expect(
+        addOrganisationTenant(h.database, rival, clientA.id, OPERATOR, new Date()),
+      ).rejects.toMatchObject({
         code: 'conflict',
         message: expect.stringMatching(/already a client tenant/),
       });
       // Linking again changes nothing.
-      expect((await addOrganisationTenant(h.database, organisation, clientA.slug, OPERATOR, new Date())).added).toBe(false);
+      expect(
+        (await addOrganisationTenant(h.database, organisation, clientA.slug, OPERATOR, new Date())).added,
+      ).toBe(false);
       // Both trails record the link.
-      const trail = await h.app.inject({ url: '/api/v1/audit?action=organisation.tenant_added', headers: as(keysA.admin!) });
-      expect(trail.json().data).toEqual([expect.objectContaining({ actor: 'cli', target_id: organisation.id })]);
+      const trail = await h.app.inject({
+        url: '/api/v1/audit?action=organisation.tenant_added',
+        headers: as(keysA.admin!),
+      });
+      expect(trail.json().data).toEqual([
+        expect.objectContaining({ actor: 'cli', target_id: organisation.id }),
+      ]);
     });
 
     it('lists its tenants with the caller’s role in each, to organisation keys only', async () => {
@@ -81,27 +103,38 @@ for (const dialect of DIALECTS) {
         home_tenant_id: home.id,
         you: { principal: 'key', id: analystKey.id, admin: false },
       });
-      const roles = Object.fromEntries(body.tenants.map((t: { id: string; role: string | null }) => [t.id, t.role]));
+      const roles = Object.fromEntries(
+        body.tenants.map((t: { id: string; role: string | null }) => [t.id, t.role]),
+      );
       expect(roles).toEqual({ [home.id]: 'analyst', [clientA.id]: 'analyst', [clientB.id]: null });
       expect(body.tenants[0]).toMatchObject({ id: home.id, home: true });
       // With Ferry-Tenant the answer is the same organisation.
-      expect((await h.app.inject({ url: '/api/v1/organisation', headers: as(analystKey.key, clientA.id) })).json().id).toBe(
-        organisation.id,
-      );
+      expect(
+        (await h.app.inject({ url: '/api/v1/organisation', headers: as(analystKey.key, clientA.id) })).json()
+          .id,
+      ).toBe(organisation.id);
       const plain = await h.app.inject({ url: '/api/v1/organisation', headers: as(keysA.admin!) });
       expect(plain.statusCode).toBe(403);
       expect(plain.json().code).toBe('forbidden');
       // No role in B: refused there, whatever the route.
       const inB = await h.app.inject({ url: '/api/v1/exports', headers: as(analystKey.key, clientB.id) });
       expect(inB.statusCode).toBe(403);
-      expect(inB.json()).toMatchObject({ code: 'forbidden', detail: expect.stringMatching(/no role in tenant/) });
+      expect(inB.json()).toMatchObject({
+        code: 'forbidden',
+        detail: expect.stringMatching(/no role in tenant/),
+      });
     });
 
     it('sums the tenants’ own usage into the organisation’s', async () => {
       await requestExport(h.app, keysA.admin!, { datasets: ['team_members'] });
       await requestExport(h.app, keysA.admin!, { datasets: ['sites'] });
       await requestExport(h.app, keysB.admin!, { datasets: ['team_members'] });
-      await requestExport(h.app, adminKey.key, { datasets: ['team_members'] }, { 'ferry-tenant': clientB.id });
+      await requestExport(
+        h.app,
+        adminKey.key,
+        { datasets: ['team_members'] },
+        { 'ferry-tenant': clientB.id },
+      );
       const res = await h.app.inject({ url: '/api/v1/organisation/usage', headers: as(adminKey.key) });
       expect(res.statusCode, res.body).toBe(200);
       const body = res.json() as {
@@ -110,18 +143,27 @@ for (const dialect of DIALECTS) {
       };
       expect(body.tenants.map((t) => t.tenant.id)).toEqual([home.id, clientA.id, clientB.id]);
       // Each tenant's line is what the tenant's own admin reads, and the total is their sum.
-      const own: Record<string, string> = { [home.id]: h.otherKeys.admin, [clientA.id]: keysA.admin!, [clientB.id]: keysB.admin! };
+      const own: Record<string, string> = {
+        [home.id]: h.otherKeys.admin,
+        [clientA.id]: keysA.admin!,
+        [clientB.id]: keysB.admin!,
+      };
       const sums: Record<string, number> = {};
       for (const tenant of body.tenants) {
-        const direct = (await h.app.inject({ url: '/api/v1/usage', headers: as(own[tenant.tenant.id]!) })).json();
-        const counted = (q: { quota: string }) => ['exports_per_month', 'concurrent_jobs', 'active_schedules'].includes(q.quota);
+        const direct = (
+          await h.app.inject({ url: '/api/v1/usage', headers: as(own[tenant.tenant.id]!) })
+        ).json();
+        const counted = (q: { quota: string }) =>
+          ['exports_per_month', 'concurrent_jobs', 'active_schedules'].includes(q.quota);
         expect(tenant.usage.quotas.filter(counted), tenant.tenant.id).toEqual(direct.quotas.filter(counted));
         for (const q of direct.quotas.filter(counted)) sums[q.quota] = (sums[q.quota] ?? 0) + (q.used ?? 0);
       }
       expect(Object.fromEntries(body.total.map((t) => [t.quota, t.used]))).toEqual(sums);
       expect(sums.exports_per_month).toBeGreaterThanOrEqual(4);
       // An analyst reads no usage: no tenant listed, nothing summed.
-      const analyst = (await h.app.inject({ url: '/api/v1/organisation/usage', headers: as(analystKey.key) })).json();
+      const analyst = (
+        await h.app.inject({ url: '/api/v1/organisation/usage', headers: as(analystKey.key) })
+      ).json();
       expect(analyst.tenants).toEqual([]);
     });
 
@@ -152,15 +194,22 @@ for (const dialect of DIALECTS) {
       const foreign = await put(adminKey.key, memberId, { tenant_roles: { [outside.id]: 'admin' } });
       expect(foreign.statusCode).toBe(400);
       expect(foreign.json().detail).toMatch(/not a client tenant/);
-      expect((await put(adminKey.key, clientA.members.admin, { default_role: 'analyst' })).statusCode).toBe(404);
+      expect((await put(adminKey.key, clientA.members.admin, { default_role: 'analyst' })).statusCode).toBe(
+        404,
+      );
       const removed = await h.app.inject({
         method: 'DELETE',
         url: `/api/v1/organisation/members/${memberId}`,
         headers: as(adminKey.key),
       });
       expect(removed.statusCode).toBe(200);
-      expect((await h.app.inject({ url: '/api/v1/organisation/members', headers: as(adminKey.key) })).json().data).toEqual([]);
-      const trail = await h.app.inject({ url: '/api/v1/audit?action=organisation.member_changed', headers: as(h.otherKeys.admin) });
+      expect(
+        (await h.app.inject({ url: '/api/v1/organisation/members', headers: as(adminKey.key) })).json().data,
+      ).toEqual([]);
+      const trail = await h.app.inject({
+        url: '/api/v1/audit?action=organisation.member_changed',
+        headers: as(h.otherKeys.admin),
+      });
       expect(trail.json().data[0]).toMatchObject({ actor: `api_key:${adminKey.id}`, target_id: memberId });
     });
 
@@ -172,9 +221,15 @@ for (const dialect of DIALECTS) {
         payload: { role: 'manager', name: 'reporting', tenant_roles: { [clientA.id]: 'analyst' } },
       });
       expect(created.statusCode, created.body).toBe(201);
-      const key = created.json() as { id: string; key: string; role: string; tenant_roles: Record<string, string> };
+      const key = created.json() as {
+        id: string;
+        key: string;
+        role: string;
+        tenant_roles: Record<string, string>;
+      };
       expect(key).toMatchObject({ role: 'manager', tenant_roles: { [clientA.id]: 'analyst' } });
-      const auditIn = (tenant: string) => h.app.inject({ url: '/api/v1/audit', headers: as(key.key, tenant) });
+      const auditIn = (tenant: string) =>
+        h.app.inject({ url: '/api/v1/audit', headers: as(key.key, tenant) });
       // Manager in B (the default) reads the audit log there; analyst in A does not.
       expect((await auditIn(clientB.id)).statusCode).toBe(200);
       expect((await auditIn(clientA.id)).statusCode).toBe(403);
@@ -230,7 +285,11 @@ for (const dialect of DIALECTS) {
       const url = `ws://127.0.0.1:${port}/api/v1/stream/export`;
       const client = await connectStream(url);
       client.send({ type: 'auth', token: analystKey.key, tenant_id: clientA.id });
-      expect(await client.next()).toMatchObject({ type: 'authenticated', tenant_id: clientA.id, role: 'analyst' });
+      expect(await client.next()).toMatchObject({
+        type: 'authenticated',
+        tenant_id: clientA.id,
+        role: 'analyst',
+      });
       client.socket.close();
       const outside = await createTenant(h.database, 'pro');
       for (const tenant of [outside.id, clientB.id]) {
