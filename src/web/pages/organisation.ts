@@ -24,6 +24,9 @@ import { webDb } from '../tables.ts';
 import { html } from '../html.ts';
 import { count, csrfField, when } from '../layout.ts';
 
+/** The organisation pages do not exist for a member of no organisation. */
+const notMember = () => new FerryError('not_found', 'you are not a member of an organisation');
+
 /**
  * The organisation of an agency's members (docs/organisations.md): the tenant switcher's
  * endpoint, and the organisation page with its tenants, usage per tenant and in total, members
@@ -159,7 +162,8 @@ ${
   app.get('/app/organisation', async (request, reply) => render(request, reply));
 
   app.post('/app/organisation/exports', async (request, reply) => {
-    const { auth } = signedInOf(request);
+    const { auth, signedIn } = signedInOf(request);
+    if (!signedIn.organisation) throw notMember();
     const caller = await organisationCaller(deps.database, auth);
     const body = request.body;
     const dates = { from: field(body, 'from'), to: field(body, 'to') };
@@ -187,7 +191,8 @@ ${
   });
 
   app.get<{ Params: { id: string } }>('/app/organisation/exports/:id/download', async (request, reply) => {
-    const { auth } = signedInOf(request);
+    const { auth, signedIn } = signedInOf(request);
+    if (!signedIn.organisation) throw notMember();
     const caller = await organisationCaller(deps.database, auth);
     // Organisation exports are the home tenant's, whichever tenant the session is working in.
     const link = await issueDownload(deps.exports, caller.home, request.params.id, { baseUrl: deps.baseUrl });
