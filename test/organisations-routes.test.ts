@@ -380,6 +380,33 @@ for (const dialect of DIALECTS) {
       }
     });
 
+    it('reads and exports only while the key’s own account is closed', async () => {
+      await h.database.db
+        .updateTable('tenants')
+        .set({ status: 'closing' })
+        .where('id', '=', home.id)
+        .execute();
+      try {
+        const write = await h.app.inject({
+          method: 'POST',
+          url: '/api/v1/api-keys',
+          headers: as(orgKey.key, clientB.id),
+          payload: { role: 'analyst' },
+        });
+        expect(write.statusCode).toBe(403);
+        expect(write.json().code).toBe('account_closed');
+        expect(
+          (await h.app.inject({ url: '/api/v1/api-keys', headers: as(orgKey.key, clientB.id) })).statusCode,
+        ).toBe(200);
+      } finally {
+        await h.database.db
+          .updateTable('tenants')
+          .set({ status: 'active' })
+          .where('id', '=', home.id)
+          .execute();
+      }
+    });
+
     it('cuts access to a tenant at once when it leaves the organisation', async () => {
       expect(
         (await h.app.inject({ url: '/api/v1/api-keys', headers: as(orgKey.key, clientB.id) })).statusCode,

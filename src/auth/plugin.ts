@@ -128,7 +128,9 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     };
     // An organisation key may act in a client tenant of its organisation (docs/organisations.md).
     const acting = await keyInRequestedTenant(database, resolved, request.headers[TENANT_HEADER], client);
-    if (acting.tenantStatus === 'closing' && !allowedWhileClosed(request))
+    // A closed account (the tenant acted in, or the organisation key's own) reads and exports only.
+    const closing = acting.tenantStatus === 'closing' || resolved.tenantStatus === 'closing';
+    if (closing && !allowedWhileClosed(request))
       throw new FerryError(
         'account_closed',
         'the account is closed: during its grace period it can be read, exported and reopened (POST /api/v1/account/reopen)',
