@@ -35,6 +35,7 @@ for (const dialect of DIALECTS) {
         format: 'json',
       });
       others.exports = exported.id;
+      others['organisation/exports'] = exported.id;
       others.keys = (
         await createApiKey(h.database, { tenantId: h.other.id, role: 'analyst', name: 'other' })
       ).id;

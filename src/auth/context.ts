@@ -23,4 +23,19 @@ export interface AuthContext {
   readonly actor: string;
   readonly ip: string | null;
   readonly userAgent: string | null;
+  /**
+   * Set when an organisation key or member acts in a client tenant of its organisation
+   * (docs/organisations.md): `tenantId` is then the client tenant, and this names the
+   * organisation and who acts.
+   */
+  readonly organisation?: OrganisationActor | undefined;
+}
+
+/** An organisation key or member acting in a client tenant. */
+export interface OrganisationActor {
+  readonly id: string;
+  readonly homeTenantId: string;
+  readonly principal: 'key' | 'member';
+  /** The API key's or the team member's id (both belong to the home tenant). */
+  readonly principalId: string;
 }

@@ -8,6 +8,7 @@ import { CLIENT_POLICY, clientKey, recordFailure } from './failure-throttle.ts';
 import { refuseAddress, refusingList } from './ip-allowlist.ts';
 import { bindApiKeyPepper, type RejectedKey, resolveApiKey } from './keys.ts';
 import { effectiveLimits, type PlanLimits } from './limits.ts';
+import { keyInRequestedTenant, TENANT_HEADER } from './organisations.ts';
 import {
   consumeRateLimit,
   dropFinishedWindows,
@@ -28,7 +29,8 @@ declare module 'fastify' {
      * validated, so a caller who may not call learns nothing of the route's input rules):
      * 401 `unauthorized` when the Bearer key is missing, malformed, unknown or revoked,
      * 401 `api_key_expired` when it has expired; 403 `ip_not_allowed` from an address
-     * outside the tenant's or the key's IP allow-list; 429 `rate_limited` over the key's limits.
+     * outside the tenant's or the key's IP allow-list; 403 `tenant_not_in_organisation` for a
+     * `Ferry-Tenant` the key may not act in; 429 `rate_limited` over the key's limits.
      */
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   }
@@ -131,29 +133,41 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
         rejectionMessage(resolved),
         resolved.rejected === 'expired' ? 'api_key_expired' : 'unauthorized',
       );
-    if (resolved.tenantStatus === 'closing' && !allowedWhileClosed(request))
+    const userAgent = request.headers['user-agent'];
+    const client = {
+      ip: request.ip ?? null,
+      userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null,
+      route: `${request.method} ${request.routeOptions.url ?? request.url}`,
+      occurredAt: at,
+    };
+    // An organisation key may act in a client tenant of its organisation (docs/organisations.md).
+    const acting = await keyInRequestedTenant(database, resolved, request.headers[TENANT_HEADER], client);
+    // A closed account (the tenant acted in, or the organisation key's own) reads and exports only.
+    const closing = acting.tenantStatus === 'closing' || resolved.tenantStatus === 'closing';
+    if (closing && !allowedWhileClosed(request))
       throw new FerryError(
         'account_closed',
         'the account is closed: during its grace period it can be read, exported and reopened (POST /api/v1/account/reopen)',
       );
-    const userAgent = request.headers['user-agent'];
     const refused = refusingList(resolved.allowLists, request.ip);
     if (refused)
       throw await refuseAddress(database, {
         tenantId: resolved.auth.tenantId,
         actor: resolved.auth.actor,
-        ip: request.ip ?? null,
-        userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null,
+        ...client,
         list: refused,
-        route: `${request.method} ${request.routeOptions.url ?? request.url}`,
-        occurredAt: at,
       });
-    request.auth = Object.freeze({
-      ...resolved.auth,
-      ip: request.ip ?? null,
-      userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 512) : null,
-    });
-    const limits = effectiveLimits(resolved.auth.plan, resolved.limitOverrides, {
+    // In a client tenant, that tenant's allow-list applies as well.
+    if (acting !== resolved && refusingList(acting.allowLists, request.ip))
+      throw await refuseAddress(database, {
+        tenantId: acting.auth.tenantId,
+        actor: acting.auth.actor,
+        ...client,
+        list: 'tenant',
+      });
+    request.auth = Object.freeze({ ...acting.auth, ip: client.ip, userAgent: client.userAgent });
+    // The limits are those of the tenant acted in; the requests are counted on the key.
+    const limits = effectiveLimits(acting.auth.plan, acting.limitOverrides, {
       enterpriseRateLimit: config.enterpriseRateLimit,
     });
     request.limits = limits;

@@ -11,6 +11,7 @@ import { registerKeys } from './keys.ts';
 import { registerKeyRotation } from './key-rotation.ts';
 import { registerExport } from './export.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerOrgs } from './orgs.ts';
 import { registerProcessors } from './processors.ts';
 import { registerReceipts } from './receipts.ts';
 import { registerRetention } from './retention.ts';
@@ -34,6 +35,7 @@ const COMMANDS: ((program: Command) => void)[] = [
   registerWorker,
   registerMigrate,
   registerTenants,
+  registerOrgs,
   registerTeamMembers,
   registerUsers,
   registerDatamap,

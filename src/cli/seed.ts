@@ -1,6 +1,9 @@
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { invalid } from '../domain/ferry-error.ts';
+import type { Database } from '../db/database.ts';
+import { firstAdmin } from '../web/accounts.ts';
+import { addOrganisationTenant, createOrganisation, setMember } from '../organisations/admin.ts';
 import { defaultWindow, SEED_LIMITS, type SeedOptions, type SeedProgress, seed } from '../seed/seed.ts';
 import { withCommand } from './context.ts';
 
@@ -11,6 +14,8 @@ interface SeedFlags {
   seed: string;
   since?: string;
   until?: string;
+  /** Make the first tenant an agency with this name, managing the others. */
+  agency?: string;
 }
 
 const DAY = 86_400_000;
@@ -61,8 +66,17 @@ export function registerSeed(program: Command): void {
     .option('--seed <n>', 'seed of the generator: the same seed gives the same data', '42')
     .option('--since <date>', 'first day of activity, YYYY-MM-DD (default: 90 days before --until)')
     .option('--until <date>', 'day activity stops, exclusive, YYYY-MM-DD (default: today, UTC)')
+    .option(
+      '--agency <name>',
+      'make the first tenant an agency (organisation <name>, agency plan) managing the other tenants',
+    )
     .action(async (flags: SeedFlags) => {
       const options = seedOptionsFromFlags(flags);
+      if (flags.agency !== undefined && options.tenants < 2)
+        throw invalid(
+          '--agency',
+          'needs --tenants 2 or more: the first is the agency, the others its clients',
+        );
       await withCommand(async ({ database, keys }) => {
         const started = performance.now();
         const bar = process.stderr.isTTY ? progressBar() : progressLines();
@@ -82,8 +96,35 @@ export function registerSeed(program: Command): void {
           `seeded ${summary.tenants.length} tenant${summary.tenants.length === 1 ? '' : 's'}: ${tenants}; ` +
             `rows: ${rows}; ${seconds.toFixed(1)} s, ${Math.round(messages / seconds)} messages/s\n`,
         );
+        if (flags.agency !== undefined) await seedAgency(database, flags.agency, summary.tenants);
       });
     });
+}
+
+/**
+ * Demo data for organisations (docs/organisations.md): the first seeded tenant becomes the
+ * agency's home (on the agency plan), the others its client tenants, and the home tenant's first
+ * admin an organisation admin with the manager role in every client tenant.
+ */
+async function seedAgency(
+  database: Database,
+  name: string,
+  tenants: readonly { id: string; slug: string }[],
+): Promise<void> {
+  const [home, ...clients] = tenants;
+  if (!home) return;
+  const by = { actor: 'cli', ip: null, userAgent: null };
+  const now = new Date();
+  await database.db.updateTable('tenants').set({ plan: 'agency' }).where('id', '=', home.id).execute();
+  const organisation = await createOrganisation(database, { name, homeTenant: home.id }, by, now);
+  for (const client of clients) await addOrganisationTenant(database, organisation, client.id, by, now);
+  const admin = await firstAdmin(database, home.id);
+  if (admin)
+    await setMember(database, organisation, admin.id, { admin: true, defaultRole: 'manager' }, by, now);
+  process.stdout.write(
+    `organisation "${organisation.name}" (${organisation.id}): home ${home.slug}, clients ` +
+      `${clients.map((c) => c.slug).join(', ')}${admin ? `; organisation admin ${admin.email}` : ''}\n`,
+  );
 }
 
 /** How often a log line repeats the progress of a phase that is still running. */

@@ -42,10 +42,12 @@ export function exportMetadata(
   tenant: TenantInfo,
   exportId: string,
   timezone: string,
+  /** The export time (now by default). */
+  at: Date = new Date(),
 ) {
   return {
     export_id: exportId,
-    export_date: new Date().toISOString(),
+    export_date: at.toISOString(),
     export_version: FERRY_EXPORT_VERSION,
     tenant_id: tenant.id,
     tenant_name: tenant.name,

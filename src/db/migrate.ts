@@ -28,6 +28,7 @@ import * as deletions from './migrations/0025-deletions.ts';
 import * as ipAllowlists from './migrations/0026-ip-allowlists.ts';
 import * as keyring from './migrations/0027-keyring.ts';
 import * as apiKeyExpiry from './migrations/0028-api-key-expiry.ts';
+import * as organisations from './migrations/0029-organisations.ts';
 import * as messageDeletions from './migrations/0030-message-deletions.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
@@ -59,6 +60,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0026-ip-allowlists': ipAllowlists,
   '0027-keyring': keyring,
   '0028-api-key-expiry': apiKeyExpiry,
+  '0029-organisations': organisations,
   '0030-message-deletions': messageDeletions,
 };
 

@@ -63,6 +63,15 @@ export const ERRORS = {
       '(CIDR ranges set with `PUT /api/v1/account/ip-allowlist` or `allowed_ips` on the key). The ' +
       'refusal is recorded in the audit trail as `ip.refused`.',
   },
+  tenant_not_in_organisation: {
+    status: 403,
+    title: 'Tenant not in organisation',
+    description:
+      "The `Ferry-Tenant` header (or the dashboard's tenant switcher) names a tenant that the " +
+      "caller's organisation does not manage, whether that tenant exists or not, or the caller is " +
+      "not an organisation key at all. The refusal is recorded in the caller's own audit trail as " +
+      '`organisation.tenant_refused`.',
+  },
   link_invalid: {
     status: 403,
     title: 'Download link invalid',

@@ -72,6 +72,30 @@ export interface ExportConfig {
   files?: PackageFileRequest[] | null;
   /** The saved export configuration this export ran, when it ran one. */
   saved_config?: { id: string; name: string } | null;
+  /**
+   * An organisation's export across its tenants (docs/organisations.md): the same request run
+   * in each of these tenants, one folder each. Set by the organisation export, never by a body.
+   */
+  organisation?: OrganisationExport | null;
+}
+
+/** The tenants an organisation export runs in, as accepted (each checked against the caller's role there). */
+export interface OrganisationExport {
+  id: string;
+  name: string;
+  /** Who acts in the client tenants (`org_key:<id>`, `org_member:<id>`), for their audit trails. */
+  actor: string;
+  tenants: OrganisationExportTenant[];
+}
+
+export interface OrganisationExportTenant {
+  id: string;
+  slug: string;
+  name: string;
+  /** The folder under `tenants/`. */
+  folder: string;
+  /** Where the tenant's plan lets its history start when the request has no `from`. */
+  history_from: string | null;
 }
 
 /** The rows of `dataset` chosen by `filters`. */

@@ -27,6 +27,7 @@ import { announceProgress, ExportStopped, exportProgressChannel, ProgressTracker
 import { progressFigures } from './presenter.ts';
 import { subjectPackageFor } from './subject-packages.ts';
 import { partitionCount, partitionedProducer } from './partitions.ts';
+import { auditOrganisationTenants, organisationFileSpec, organisationRoot } from './organisation-export.ts';
 import { type CommittedFile, type ExportJobs, type ExportRow, exportJobs } from './repository.ts';
 
 /** How often a running attempt writes its progress (and checks it still owns the export). */
@@ -52,6 +53,13 @@ export function fileSpec(config: ExportConfig, createdAt: Date): ExportFileType 
   const encrypted = config.recipients.length > 0;
   const age = (spec: ExportFileType): ExportFileType =>
     encrypted ? { name: `${spec.name}.age`, contentType: 'application/octet-stream' } : spec;
+  if (config.organisation) {
+    const tar = config.package === 'tar.gz';
+    return age({
+      name: `${organisationRoot(createdAt)}.${tar ? 'tar.gz' : 'zip'}`,
+      contentType: tar ? 'application/gzip' : 'application/zip',
+    });
+  }
   if (config.package !== 'none') {
     const zip = config.package === 'zip';
     return age({
@@ -242,6 +250,15 @@ export async function runExportJob(job: FerryJob, ctx: JobContext): Promise<void
     await auditCompleted(ctx.database, row, done, progress.at).catch((err: unknown) =>
       log.error({ err }, 'export completed but its audit entry was not written'),
     );
+    await auditOrganisationTenants(ctx.database, row, {
+      action: 'export.completed',
+      dataType: row.datasets.join(','),
+      dateRange: dateRange(row.config),
+      success: true,
+      targetId: row.id,
+    }).catch((err: unknown) =>
+      log.error({ err }, "organisation export completed but its tenants' audit entries were not written"),
+    );
   } catch (err) {
     const stopped = stopOf(controller.signal, err);
     if (stopped) {
@@ -285,6 +302,7 @@ function exportFileSpec(ctx: JobContext, row: ExportRow, attemptId: string): Fil
   const database = ctx.database;
   const config = row.config;
   const limits = { recipients: config.recipients, ...fileLimits(row) };
+  if (config.organisation) return organisationFileSpec(database, row, limits, fileSpec);
   if (config.package === 'none') {
     const request = acceptedExportRequest(row.tenant_id, config);
     return {
@@ -348,6 +366,8 @@ function exportFileSpec(ctx: JobContext, row: ExportRow, attemptId: string): Fil
 function splitRun(database: Database, row: ExportRow): FileSetSpec<SplitProduced> | null {
   const config = row.config;
   if (config.package === 'none' || config.package === 'directory' || !config.split_size) return null;
+  // An organisation's export is written whole.
+  if (config.organisation) return null;
   // A data subject's package is written whole (the privacy code never asks for parts).
   if (config.subject_request) return null;
   const kind = config.package;
@@ -471,16 +491,16 @@ export async function auditFailure(
   row: ExportRow,
   failure: { code: string; message: string },
 ): Promise<void> {
-  await recordAudit(ctx.database, {
-    tenantId: row.tenant_id,
-    actor: row.actor,
+  const entry = {
     action: 'export.failed',
     dataType: row.datasets.join(','),
     dateRange: dateRange(row.config),
     success: false,
     error: `${failure.code}: ${failure.message}`,
     targetId: row.id,
-  });
+  };
+  await recordAudit(ctx.database, { ...entry, tenantId: row.tenant_id, actor: row.actor });
+  await auditOrganisationTenants(ctx.database, row, entry);
 }
 
 /** An export failed for good: the `export.failed` webhook event and the audit entry. */

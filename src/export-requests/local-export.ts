@@ -12,6 +12,7 @@ import {
   fileLimits,
   PROGRESS_INTERVAL_MS,
 } from './export-job.ts';
+import { auditOrganisationTenants } from './organisation-export.ts';
 import { ExportStopped, ProgressTracker } from './progress.ts';
 import { CLI_ACTOR, type ExportRow, exportJobs } from './repository.ts';
 import { recordAccepted } from './service.ts';
@@ -133,7 +134,15 @@ export async function startLocalExport(
       { ...progress, ...totals, at },
       new Date(at.getTime() + row.retention_days * DAY_MS),
     );
-    if (done) await auditCompleted(database, row, totals, progress.at);
+    if (done) {
+      await auditCompleted(database, row, totals, progress.at);
+      await auditOrganisationTenants(database, row, {
+        action: 'export.completed',
+        dataType: row.datasets.join(','),
+        success: true,
+        targetId: row.id,
+      });
+    }
     return done;
   };
   // Ferry keeps no copy: the key only names the file in the record, under the export's prefix.

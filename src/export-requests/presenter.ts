@@ -11,9 +11,11 @@ export interface ExportView {
   status: ExportStatus;
   kind: 'dataset' | 'package';
   datasets: string[];
-  request: Omit<ExportConfig, 'recipients' | 'history_from' | 'split_size'> & {
+  request: Omit<ExportConfig, 'recipients' | 'history_from' | 'split_size' | 'organisation'> & {
     encryption: { recipients: string[] } | null;
     split_size: number | null;
+    /** An organisation's export: the organisation and the tenants it runs in, one folder each. */
+    organisation?: OrganisationView;
   };
   progress: {
     records: number;
@@ -44,6 +46,12 @@ export interface ExportView {
   expires_at: string | null;
   files_deleted_at: string | null;
   links: { self: string; download?: string; repeat: string };
+}
+
+export interface OrganisationView {
+  id: string;
+  name: string;
+  tenants: { id: string; slug: string; name: string; folder: string }[];
 }
 
 /** A file of a split package as the API lists it, with the API link that issues its download link. */
@@ -93,7 +101,7 @@ function splitView(row: ExportRow, files: readonly ExportFileRow[], self: string
 }
 
 export function presentExport(row: ExportRow, files: readonly ExportFileRow[], now: Date): ExportView {
-  const { recipients, history_from: _window, split_size: splitSize, ...config } = row.config;
+  const { recipients, history_from: _window, split_size: splitSize, organisation, ...config } = row.config;
   const self = `${EXPORTS_PATH}/${row.id}`;
   return {
     id: row.id,
@@ -104,6 +112,20 @@ export function presentExport(row: ExportRow, files: readonly ExportFileRow[], n
       ...config,
       encryption: recipients.length ? { recipients } : null,
       split_size: splitSize ?? null,
+      ...(organisation
+        ? {
+            organisation: {
+              id: organisation.id,
+              name: organisation.name,
+              tenants: organisation.tenants.map((t) => ({
+                id: t.id,
+                slug: t.slug,
+                name: t.name,
+                folder: `tenants/${t.folder}`,
+              })),
+            },
+          }
+        : {}),
     },
     progress: progressOf(row, now),
     files:

@@ -52,6 +52,8 @@ export interface ListFilter {
   to?: Date | undefined;
   /** Only exports requested by this API key or team member (roles that see their own exports only). */
   requester?: { apiKeyId: string | null; teamMemberId: string | null } | undefined;
+  /** Organisation exports (across several tenants) only when requested by this API key or team member. */
+  organisationExportsOf?: { apiKeyId: string | null; teamMemberId: string | null } | undefined;
   /** Exclusive keyset position: created_at (the database's text, see db/keyset.ts) and id of the last row of the previous page. */
   after?: { at: string; id: string } | undefined;
   limit: number;
@@ -78,7 +80,11 @@ export function tenantExports(database: Database, tenantId: string) {
         actor: row.actor,
         api_key_id: row.apiKeyId,
         team_member_id: row.teamMemberId,
-        kind: row.config.package === 'none' ? ('dataset' as const) : ('package' as const),
+        // An organisation's export is an archive of folders, whatever each folder holds.
+        kind:
+          row.config.package === 'none' && !row.config.organisation
+            ? ('dataset' as const)
+            : ('package' as const),
         datasets: row.config.datasets,
         config: JSON.stringify(row.config),
         retention_days: row.retentionDays,
@@ -152,6 +158,16 @@ export function tenantExports(database: Database, tenantId: string) {
             ...(requester.apiKeyId ? [eb('api_key_id', '=', requester.apiKeyId)] : []),
             ...(requester.teamMemberId ? [eb('team_member_id', '=', requester.teamMemberId)] : []),
             eb.val(false),
+          ]),
+        );
+      }
+      const own = filter.organisationExportsOf;
+      if (own) {
+        query = query.where((eb) =>
+          eb.or([
+            sql<boolean>`coalesce(jsonb_typeof(config->'organisation'), 'null') = 'null'`,
+            ...(own.apiKeyId ? [eb('api_key_id', '=', own.apiKeyId)] : []),
+            ...(own.teamMemberId ? [eb('team_member_id', '=', own.teamMemberId)] : []),
           ]),
         );
       }

@@ -71,7 +71,7 @@ async function inTransaction<T>(database: Database, fn: (tx: Database) => Promis
 }
 
 /** pg-boss's view of a Kysely connection, so a job is sent inside the caller's transaction. */
-function jobConnection(db: Kysely<DB>) {
+export function jobConnection(db: Kysely<DB>) {
   return {
     async executeSql(text: string, values: unknown[] = []) {
       const result = await db.executeQuery(CompiledQuery.raw(text, values));
@@ -147,13 +147,20 @@ async function visibleExport(deps: ExportServiceDeps, auth: AuthContext, id: str
   return row;
 }
 
-/** Whether the caller may read an export: the roles that see every export, or the key or member that asked for it. */
-export function canSee(auth: AuthContext, row: Pick<ExportRow, 'api_key_id' | 'team_member_id'>): boolean {
-  if (SEES_ALL.includes(auth.role)) return true;
-  return (
+/**
+ * Whether the caller may read an export: the roles that see every export, or the key or member
+ * that asked for it. An organisation's export (other tenants' data) only the key or member that
+ * asked for it.
+ */
+export function canSee(
+  auth: AuthContext,
+  row: Pick<ExportRow, 'api_key_id' | 'team_member_id'> & { config?: Pick<ExportConfig, 'organisation'> },
+): boolean {
+  const requester =
     (auth.apiKeyId !== null && row.api_key_id === auth.apiKeyId) ||
-    (auth.teamMemberId !== null && row.team_member_id === auth.teamMemberId)
-  );
+    (auth.teamMemberId !== null && row.team_member_id === auth.teamMemberId);
+  if (row.config?.organisation) return requester;
+  return SEES_ALL.includes(auth.role) || requester;
 }
 
 async function view(deps: ExportServiceDeps, auth: AuthContext, row: ExportRow): Promise<ExportView> {
@@ -356,6 +363,11 @@ export async function repeatExport(
   const replay = await replayed(deps, auth, idempotency);
   if (replay) return replay;
   const source = await visibleExport(deps, auth, id);
+  if (source.config.organisation)
+    throw invalid(
+      'id',
+      `export ${id} is an organisation's export across its tenants; request it again with POST /api/v1/organisation/exports`,
+    );
   if (source.config.package === 'directory')
     throw invalid(
       'id',
@@ -568,6 +580,7 @@ export async function listExports(
     requester: SEES_ALL.includes(auth.role)
       ? undefined
       : { apiKeyId: auth.apiKeyId, teamMemberId: auth.teamMemberId },
+    organisationExportsOf: { apiKeyId: auth.apiKeyId, teamMemberId: auth.teamMemberId },
     after,
     limit: limit + 1,
   };

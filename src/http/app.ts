@@ -30,6 +30,7 @@ import { exportDatasetRoutes } from './routes/export-datasets.ts';
 import { exportRoutes } from './routes/exports.ts';
 import { healthRoutes } from './routes/health.ts';
 import { odataRoutes } from './routes/odata.ts';
+import { organisationRoutes } from './routes/organisation.ts';
 import { problemRoutes } from './routes/problems.ts';
 import { processorRoutes } from './routes/processors.ts';
 import { receiptKeyRoutes } from './routes/receipt-keys.ts';
@@ -77,6 +78,7 @@ const ROUTES: readonly RoutePlugin[] = [
   accountRoutes,
   backupRoutes,
   importRoutes,
+  organisationRoutes,
 ];
 
 const QUIET_PATHS = new Set(['/healthz', '/readyz']);

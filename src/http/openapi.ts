@@ -46,6 +46,11 @@ export async function registerOpenApi(app: FastifyInstance, config: Config, vers
         { name: 'schedules', description: 'Scheduled exports and their runs' },
         { name: 'deletions', description: 'Selective deletion of conversations, customers and documents' },
         {
+          name: 'organisation',
+          description:
+            'Agency organisations: the client tenants an organisation key or member may act in (with the `Ferry-Tenant` header), organisation-wide usage, members, keys and the aggregated export',
+        },
+        {
           name: 'export-configs',
           description: 'Saved export configurations: named definitions, run now or on their schedule',
         },
@@ -94,6 +99,18 @@ const RATE_LIMIT_HEADERS: ResponseHeader[] = [
   'X-RateLimit-Burst',
 ];
 
+/** The header an organisation key names the tenant it acts in with (docs/organisations.md). */
+const FERRY_TENANT_HEADER = {
+  'ferry-tenant': {
+    type: 'string',
+    maxLength: 64,
+    description:
+      'Organisation keys: the id of the client tenant to act in (see `GET /api/v1/organisation`); without it ' +
+      'the key acts in its own tenant. Any tenant outside the organisation is refused with 403 ' +
+      '`tenant_not_in_organisation`.',
+  },
+};
+
 const REQUEST_ID_HEADER = {
   'x-request-id': {
     type: 'string',
@@ -113,7 +130,8 @@ const REQUEST_ID_HEADER = {
  *   preHandler hook;
  * - `X-Request-Id` on every response (but a 101), the `X-RateLimit-*` headers on every response of
  *   an authenticated route but 401, `Retry-After` on its 429, `WWW-Authenticate` on 401;
- * - the optional `X-Request-Id` request header;
+ * - the optional `X-Request-Id` request header, and `Ferry-Tenant` on authenticated routes (so
+ *   they list 400 as well);
  * - for HEAD routes, responses without content.
  */
 export function documentOperation(
@@ -124,7 +142,10 @@ export function documentOperation(
   if (!schema || schema.hide) return schema;
   const authenticated = [route.onRequest, route.preHandler].flat().includes(authenticate as never);
   const head = route.method === 'HEAD';
-  const takesInput = Boolean(schema.params || schema.querystring || schema.body || schema.headers);
+  // Every authenticated operation takes the Ferry-Tenant header.
+  const takesInput = Boolean(
+    schema.params || schema.querystring || schema.body || schema.headers || authenticated,
+  );
   const statuses = [
     ...(takesInput ? [400] : []),
     ...(schema.body ? [413, 415] : []),
@@ -143,7 +164,7 @@ export function documentOperation(
   );
   return {
     ...schema,
-    headers: withRequestIdHeader(schema.headers as ResponseEntry | undefined),
+    headers: withRequestIdHeader(schema.headers as ResponseEntry | undefined, authenticated),
     response,
     ...(authenticated && !schema.security ? { security: [{ bearer: [] }] } : {}),
     ...(head ? { summary: `${schema.summary ?? ''} (headers only, no body)`.trim() } : {}),
@@ -170,11 +191,15 @@ function documentResponse(
   return { ...entry, 'x-response-description': description, headers };
 }
 
-function withRequestIdHeader(headers: ResponseEntry | undefined): ResponseEntry {
+function withRequestIdHeader(headers: ResponseEntry | undefined, authenticated: boolean): ResponseEntry {
   const base = headers ?? { type: 'object', properties: {} };
   return {
     ...base,
-    properties: { ...(base.properties as ResponseEntry | undefined), ...REQUEST_ID_HEADER },
+    properties: {
+      ...(base.properties as ResponseEntry | undefined),
+      ...(authenticated ? FERRY_TENANT_HEADER : {}),
+      ...REQUEST_ID_HEADER,
+    },
   };
 }
 
@@ -212,6 +237,12 @@ export function shareCommonParts<T extends OpenApiObject>(doc: T): T {
   );
   components.parameters = {
     RequestId: { in: 'header', name: 'x-request-id', required: false, ...withoutSchemaDescription() },
+    FerryTenant: {
+      in: 'header',
+      name: 'ferry-tenant',
+      required: false,
+      ...withoutSchemaDescription(FERRY_TENANT_HEADER['ferry-tenant']),
+    },
   };
   const shared = new Set<string>(SHARED_HEADERS);
   for (const item of Object.values(doc.paths ?? {})) {
@@ -220,7 +251,9 @@ export function shareCommonParts<T extends OpenApiObject>(doc: T): T {
       operation.parameters = operation.parameters?.map((p) =>
         'in' in p && p.in === 'header' && p.name === 'x-request-id'
           ? { $ref: '#/components/parameters/RequestId' }
-          : p,
+          : 'in' in p && p.in === 'header' && p.name === 'ferry-tenant'
+            ? { $ref: '#/components/parameters/FerryTenant' }
+            : p,
       );
       for (const response of Object.values((operation.responses ?? {}) as Record<string, ResponseEntry>)) {
         const headers = response.headers as Record<string, unknown> | undefined;
@@ -232,7 +265,9 @@ export function shareCommonParts<T extends OpenApiObject>(doc: T): T {
   return doc;
 }
 
-function withoutSchemaDescription() {
-  const { description, ...schema } = REQUEST_ID_HEADER['x-request-id'];
+function withoutSchemaDescription(
+  header: { description: string; type: string; maxLength: number } = REQUEST_ID_HEADER['x-request-id'],
+) {
+  const { description, ...schema } = header;
   return { description, schema };
 }

@@ -2,6 +2,7 @@ import type { WebSocket } from 'ws';
 import { recordAudit } from '../auth/audit.ts';
 import type { AuthContext } from '../auth/context.ts';
 import { resolveApiKey } from '../auth/keys.ts';
+import { keyInRequestedTenant } from '../auth/organisations.ts';
 import { refuseAddress, refusingList } from '../auth/ip-allowlist.ts';
 import { authorize, authorizeExport } from '../auth/policy.ts';
 import { canSee } from '../export-requests/service.ts';
@@ -268,7 +269,21 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
       return;
     }
     const resolved = await resolveApiKey(database, message.token);
-    const verified = 'auth' in resolved ? resolved.auth : null;
+    // An organisation key may name a client tenant of its organisation (docs/organisations.md).
+    const acting =
+      'auth' in resolved && resolved.auth.tenantId !== message.tenantId
+        ? await keyInRequestedTenant(database, resolved, message.tenantId, {
+            ip: deps.address,
+            userAgent: deps.userAgent,
+            route: 'GET /api/v1/stream/export',
+          }).catch((err: unknown) => {
+            if (err instanceof FerryError) return null;
+            throw err;
+          })
+        : 'auth' in resolved
+          ? resolved
+          : null;
+    const verified = acting?.auth ?? null;
     if (closed) return;
     if (!verified || verified.tenantId !== message.tenantId) {
       limiter.fail(deps.address);
@@ -279,11 +294,13 @@ export function openStreamSession(socket: WebSocket, deps: SessionDeps): Connect
       );
     }
     // The upgrade carries no credential: the allow-lists are checked here, before anything is sent.
-    const refused = 'auth' in resolved ? refusingList(resolved.allowLists, deps.address) : null;
+    const homeRefused = 'auth' in resolved ? refusingList(resolved.allowLists, deps.address) : null;
+    const refused =
+      homeRefused ?? (acting && acting !== resolved ? refusingList(acting.allowLists, deps.address) : null);
     if (refused) {
       const error = await refuseAddress(database, {
-        tenantId: verified.tenantId,
-        actor: verified.actor,
+        tenantId: homeRefused && 'auth' in resolved ? resolved.auth.tenantId : verified.tenantId,
+        actor: homeRefused && 'auth' in resolved ? resolved.auth.actor : verified.actor,
         ip: deps.address,
         userAgent: deps.userAgent,
         list: refused,

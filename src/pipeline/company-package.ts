@@ -94,6 +94,11 @@ export interface PackageOptions {
   signal?: AbortSignal;
   /** The data map that says which datasets go in the package, and how (default: the reference map). */
   datamap?: DataMap;
+  /**
+   * The export time the package records (metadata, datapackage.json, index.html, its root folder
+   * and file times); now by default. Packages of the same data, id and time have the same bytes.
+   */
+  now?: Date;
 }
 
 /** Conversations read per page when writing one file per conversation. */
@@ -170,6 +175,8 @@ interface Ctx {
   tmp: string;
   onProgress: PackageOptions['onProgress'];
   signal: AbortSignal | undefined;
+  /** The export time the package records. */
+  now: Date;
   /** The conversation browser's index, fed by the conversations builder. */
   viewer: ConversationIndexWriter;
   viewerDone: Promise<void>;
@@ -225,6 +232,7 @@ async function addDataset(
       exportId: ctx.exportId,
       anonymizeKey: ctx.anonymizeKey,
       datamap: ctx.datamap,
+      now: ctx.now,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     }),
     ctx.pkg.add(file, pass),
@@ -562,7 +570,7 @@ export async function writeCompanyPackage(
   const format = packageFormat(request.format);
   const tenant = await loadTenant(database, request.tenantId);
   const exportId = options.exportId ?? randomUUID();
-  const now = new Date();
+  const now = options.now ?? new Date();
   const root = `${subject ? 'personal-data' : 'company-export'}-${now.toISOString().slice(0, 10)}`;
   const writer = createPackageWriter(request.kind, target, { root, mtime: now });
   // What was written: sizes for the file list of index.html, sizes and hashes for datapackage.json.
@@ -596,6 +604,7 @@ export async function writeCompanyPackage(
     tmp,
     onProgress: options.onProgress,
     signal: options.signal,
+    now,
     viewer,
     viewerDone,
   };

@@ -48,6 +48,8 @@ export interface ExportOptions {
   signal?: AbortSignal;
   /** The data map the dataset is declared in (default: the reference map). */
   datamap?: DataMap;
+  /** The export time the file's metadata records (now by default). */
+  now?: Date;
 }
 
 /**
@@ -129,7 +131,7 @@ async function streamDataset(
   const anonymizeKey = options.anonymizeKey ?? randomBytes(16).toString('hex');
   const compression = compressionCodec(request.compression).create();
   const compressed: Transform[] = compression ? [compression] : [];
-  const metadata = exportMetadata(scoped, tenant, exportId, timezone);
+  const metadata = exportMetadata(scoped, tenant, exportId, timezone, options.now);
   const suffix = compressionCodec(request.compression).suffix;
   const datamap = options.datamap ?? REFERENCE_DATAMAP;
   const dataset = datasetOf(scoped, datamap);

@@ -26,6 +26,7 @@ import {
   SESSION_IDLE_MS,
   tenantAccess,
 } from '../auth/ip-allowlist.ts';
+import { type MemberOrganisation, memberAuthIn, memberOrganisation } from '../auth/organisations.ts';
 import type { Database } from '../db/database.ts';
 import { FerryError, invalid } from '../domain/ferry-error.ts';
 import { type TokenPurpose, webDb } from './tables.ts';
@@ -70,7 +71,20 @@ export interface SignedIn {
   readonly secondFactorPending: boolean;
   /** The tenant's IP allow-list, as read with the session (empty = no restriction). */
   readonly ipAllowlist?: readonly string[];
+  /** An organisation member's organisation: its tenants and the member's role in each. */
+  readonly organisation?: MemberOrganisation | undefined;
+  /**
+   * The member's own tenant while the session acts in another tenant of the organisation
+   * (`tenant` is then that tenant, `member.role` the member's role there, and `ipAllowlist`
+   * still the home tenant's).
+   */
+  readonly home?: Workspace | undefined;
+  /** The allow-list of the tenant acted in, when it is not the home tenant. */
+  readonly actingIpAllowlist?: readonly string[] | undefined;
 }
+
+/** The member's own tenant: where their sessions, sign-ins and second factor are recorded. */
+export const memberTenantId = (signedIn: SignedIn): string => (signedIn.home ?? signedIn.tenant).id;
 
 export interface ClientInfo {
   readonly ip: string | null;
@@ -82,6 +96,12 @@ const newToken = () => randomBytes(32).toString('base64url');
 
 /** What every service takes: the caller as the API's services see it. */
 export function authOf(signedIn: SignedIn, client: ClientInfo): AuthContext {
+  // In another tenant of the organisation: the member's role there, as `org_member:<id>`.
+  const acting =
+    signedIn.home && signedIn.organisation
+      ? memberAuthIn(signedIn.organisation, signedIn.member, signedIn.tenant.id, client)
+      : null;
+  if (acting) return acting;
   return Object.freeze({
     tenantId: signedIn.tenant.id,
     plan: signedIn.tenant.plan,
@@ -272,6 +292,7 @@ export async function resolveSession(database: Database, token: string, now: Dat
     .innerJoin('team_members as m', 'm.id', 's.team_member_id')
     .innerJoin('tenants as t', 't.id', 's.tenant_id')
     .leftJoin('tenant_access as a', 'a.tenant_id', 's.tenant_id')
+    .leftJoin('organisation_members as om', 'om.team_member_id', 'm.id')
     .select([
       's.id as session_id',
       's.second_factor_pending',
@@ -293,6 +314,8 @@ export async function resolveSession(database: Database, token: string, now: Dat
       'a.ip_allowlist',
       'a.session_idle_minutes',
       'a.session_absolute_minutes',
+      's.acting_tenant_id',
+      'om.organisation_id',
     ])
     .where('s.token_hash', '=', sha256(token))
     .executeTakeFirst();
@@ -315,12 +338,52 @@ export async function resolveSession(database: Database, token: string, now: Dat
       .where('id', '=', row.session_id)
       .execute();
   }
-  return {
+  const signedIn: SignedIn = {
     sessionId: row.session_id,
     member: memberOf(row),
     tenant: workspaceOf(row),
     secondFactorPending: row.second_factor_pending,
     ipAllowlist: row.ip_allowlist ?? [],
+  };
+  if (!row.organisation_id || row.second_factor_pending) return signedIn;
+  return actingIn(database, signedIn, row.acting_tenant_id);
+}
+
+/**
+ * An organisation member's session with its organisation, acting in the tenant it switched to.
+ * A tenant that left the organisation, or where the member lost their role, takes the session
+ * back to the member's own tenant at once.
+ */
+async function actingIn(
+  database: Database,
+  signedIn: SignedIn,
+  actingTenantId: string | null,
+): Promise<SignedIn> {
+  const organisation = await memberOrganisation(database, signedIn.member.id);
+  if (!organisation) return signedIn;
+  const home = { ...signedIn, organisation };
+  if (!actingTenantId || actingTenantId === signedIn.tenant.id) return home;
+  const tenant = organisation.tenants.find((t) => t.id === actingTenantId && !t.home);
+  if (!tenant?.role) {
+    await webDb(database)
+      .updateTable('web_sessions')
+      .set({ acting_tenant_id: null })
+      .where('id', '=', signedIn.sessionId)
+      .execute();
+    return home;
+  }
+  return {
+    ...home,
+    member: { ...signedIn.member, role: tenant.role },
+    tenant: {
+      id: tenant.id,
+      slug: tenant.slug,
+      name: tenant.name,
+      plan: tenant.plan,
+      timezone: tenant.timezone,
+    },
+    home: signedIn.tenant,
+    actingIpAllowlist: tenant.ipAllowlist,
   };
 }
 
@@ -332,7 +395,7 @@ export async function endSession(database: Database, signedIn: SignedIn, client:
     .where('ended_at', 'is', null)
     .execute();
   await recordAudit(database, {
-    tenantId: signedIn.tenant.id,
+    tenantId: memberTenantId(signedIn),
     actor: `team_member:${signedIn.member.id}`,
     action: 'session.signed_out',
     ip: client.ip,
@@ -643,7 +706,7 @@ export async function startTotp(database: Database, signedIn: SignedIn, secrets:
     .insertInto('team_member_factors')
     .values({
       team_member_id: signedIn.member.id,
-      tenant_id: signedIn.tenant.id,
+      tenant_id: memberTenantId(signedIn),
       totp_secret: sealed,
       enabled_at: null,
       last_step: null,
@@ -695,7 +758,7 @@ export async function confirmTotp(
     .where('team_member_id', '=', signedIn.member.id)
     .execute();
   await recordAudit(database, {
-    tenantId: signedIn.tenant.id,
+    tenantId: memberTenantId(signedIn),
     actor: `team_member:${signedIn.member.id}`,
     action: 'session.two_factor_enabled',
     success: true,
@@ -719,7 +782,7 @@ export async function disableTotp(
     .where('team_member_id', '=', signedIn.member.id)
     .execute();
   await recordAudit(database, {
-    tenantId: signedIn.tenant.id,
+    tenantId: memberTenantId(signedIn),
     actor: `team_member:${signedIn.member.id}`,
     action: 'session.two_factor_disabled',
     success: true,

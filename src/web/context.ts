@@ -87,6 +87,7 @@ export function sendPage(
       auth,
       member: signedIn.member,
       tenant: signedIn.tenant,
+      organisation: signedIn.organisation,
     },
     body,
   );

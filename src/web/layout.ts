@@ -71,18 +71,48 @@ function notices(shell: Pick<Shell, 'notice' | 'error'>): Html {
   }${shell.error ? html`<p class="error" role="alert">${shell.error}</p>` : null}</div>`;
 }
 
+/** An organisation member's tenants, for the header's switcher (docs/organisations.md). */
+export interface SwitcherTenants {
+  readonly tenants: readonly { readonly id: string; readonly name: string; readonly role: string | null }[];
+}
+
+/** The page of an organisation, in the navigation of its members. */
+export const ORGANISATION_NAV: NavItem = { href: '/app/organisation', label: 'Organisation', action: null };
+
+/**
+ * The workspace in the header: its name, or for an organisation member a form that switches
+ * the session to another tenant of the organisation (a plain form: it works without script).
+ */
+function workspace(
+  tenant: { readonly id?: string; readonly name: string },
+  organisation: SwitcherTenants | undefined,
+  csrf: string,
+): Html {
+  const choices = organisation?.tenants.filter((t) => t.role !== null) ?? [];
+  if (choices.length < 2) return html`<li><span class="tenant">${tenant.name}</span></li>`;
+  return html`<li><form method="post" action="/app/organisation/switch" class="inline tenant-switch">${csrfField(csrf)}<label for="tenant-switch" class="visually-hidden">Workspace</label><select id="tenant-switch" name="tenant_id">${choices.map(
+    (t) =>
+      html`<option value="${t.id}"${t.id === tenant.id ? html` selected` : null}>${t.name} (${t.role})</option>`,
+  )}</select><button type="submit" class="secondary outline">Switch</button></form></li>`;
+}
+
 /** A page of the signed-in dashboard. */
 export function appPage(
   shell: Shell & {
     readonly auth: AuthContext;
     readonly member: { readonly name: string; readonly email: string };
-    readonly tenant: { readonly name: string };
+    readonly tenant: { readonly id?: string; readonly name: string };
     readonly current: string;
     readonly head?: Fragment;
+    /** The member's organisation, when they belong to one. */
+    readonly organisation?: SwitcherTenants | undefined;
   },
   body: Fragment,
 ): Html {
-  const items = NAV.filter((item) => item.action === null || isAllowed(shell.auth, item.action));
+  const items = [
+    ...NAV.filter((item) => item.action === null || isAllowed(shell.auth, item.action)),
+    ...(shell.organisation ? [ORGANISATION_NAV] : []),
+  ];
   return html`<!doctype html>
 <html lang="en">
 <head>${head(shell.title, shell.head)}</head>
@@ -90,7 +120,7 @@ export function appPage(
 <a class="skip" href="#main">Skip to content</a>
 <header class="container">
 <nav aria-label="Main">
-<ul><li><a href="/app" class="brand"><strong>Ferry</strong></a></li><li><span class="tenant">${shell.tenant.name}</span></li></ul>
+<ul><li><a href="/app" class="brand"><strong>Ferry</strong></a></li>${workspace(shell.tenant, shell.organisation, shell.csrf)}</ul>
 <ul class="menu">${items.map(
     (item) =>
       html`<li><a href="${item.href}"${

@@ -13,7 +13,7 @@ import { registerExportUsage } from '../export-requests/service.ts';
 import { linkBase } from '../export-requests/links.ts';
 import { logProblem, toProblem } from '../http/error-handler.ts';
 import type { RoutePlugin } from '../http/types.ts';
-import { authOf, resolveSession } from './accounts.ts';
+import { authOf, memberTenantId, resolveSession } from './accounts.ts';
 import { clientOf, SESSION_COOKIE, type WebDeps, type WebPages } from './context.ts';
 import { html } from './html.ts';
 import { plainPage } from './layout.ts';
@@ -28,6 +28,7 @@ import { compliancePages } from './pages/compliance.ts';
 import { exportPages } from './pages/export.ts';
 import { historyPages } from './pages/history.ts';
 import { keyPages } from './pages/keys.ts';
+import { organisationPages } from './pages/organisation.ts';
 import { biPages } from './pages/bi.ts';
 import { privacyCenterPages } from './pages/privacy-center.ts';
 import { schedulePages } from './pages/schedules.ts';
@@ -60,6 +61,7 @@ const PAGES: readonly WebPages[] = [
   importPages,
   compliancePages,
   accountPages,
+  organisationPages,
   privacyCenterPages,
 ];
 
@@ -180,17 +182,24 @@ export const webRoutes: RoutePlugin = async (app, deps) => {
     const signedIn = token ? await resolveSession(deps.database, token, now()) : null;
     if (!signedIn || signedIn.secondFactorPending) return toSignIn(request, reply);
     const client = clientOf(request);
+    const refusal = {
+      ip: request.ip ?? null,
+      userAgent: client.userAgent,
+      list: 'tenant' as const,
+      route: `${request.method} ${request.routeOptions.url ?? request.url}`,
+      occurredAt: now(),
+    };
     if (!addressAllowed(signedIn.ipAllowlist ?? [], request.ip))
       throw await refuseAddress(deps.database, {
-        tenantId: signedIn.tenant.id,
+        ...refusal,
+        tenantId: memberTenantId(signedIn),
         actor: `team_member:${signedIn.member.id}`,
-        ip: request.ip ?? null,
-        userAgent: client.userAgent,
-        list: 'tenant',
-        route: `${request.method} ${request.routeOptions.url ?? request.url}`,
-        occurredAt: now(),
       });
-    request.web = { signedIn, auth: authOf(signedIn, client) };
+    const auth = authOf(signedIn, client);
+    // Switched to another tenant of the organisation: that tenant's allow-list applies as well.
+    if (signedIn.actingIpAllowlist && !addressAllowed(signedIn.actingIpAllowlist, request.ip))
+      throw await refuseAddress(deps.database, { ...refusal, tenantId: auth.tenantId, actor: auth.actor });
+    request.web = { signedIn, auth };
   });
 
   app.setErrorHandler((error: unknown, request, reply) => {

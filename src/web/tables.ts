@@ -1,4 +1,5 @@
 import type { ColumnType, Kysely } from 'kysely';
+import type { OrganisationMembersTable } from '../auth/organisations.ts';
 import type { TenantAccessTable } from '../auth/tables.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
@@ -19,6 +20,8 @@ export interface WebSessionsTable {
   idle_expires_at: Timestamp;
   expires_at: Timestamp;
   ended_at: Timestamp | null;
+  /** Migration 0029: the tenant an organisation member switched to (null: their own). */
+  acting_tenant_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type TokenPurpose = 'sign_in' | 'reset' | 'invite';
@@ -48,6 +51,7 @@ export type WebTables = {
   sign_in_tokens: SignInTokensTable;
   team_member_factors: TeamMemberFactorsTable;
   tenant_access: TenantAccessTable;
+  organisation_members: OrganisationMembersTable;
 };
 
 export function webDb(database: Database): Kysely<DB & WebTables> {

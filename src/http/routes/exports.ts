@@ -68,6 +68,32 @@ const RequestView = Type.Object(
     decimal_separator: Type.Optional(
       Type.Union([Type.String({ description: 'CSV: the decimal separator written' }), Type.Null()]),
     ),
+    organisation: Type.Optional(
+      Type.Object(
+        {
+          id: Type.String({ format: 'uuid' }),
+          name: Type.String(),
+          tenants: Type.Array(
+            Type.Object(
+              {
+                id: Type.String({ format: 'uuid' }),
+                slug: Type.String(),
+                name: Type.String(),
+                folder: Type.String({
+                  description: 'The folder of the archive that holds this tenant’s export',
+                }),
+              },
+              closed,
+            ),
+          ),
+        },
+        {
+          ...closed,
+          description:
+            "An organisation's export across its tenants (docs/organisations.md): one folder per tenant",
+        },
+      ),
+    ),
   },
   { ...closed, description: 'The export configuration as it runs (after defaults and authorization)' },
 );

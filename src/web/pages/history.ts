@@ -126,6 +126,9 @@ function formatText(view: ExportView): string {
 }
 
 function datasetsOf(view: ExportView): string {
+  const organisation = view.request.organisation;
+  if (organisation)
+    return `${organisation.name}: ${view.datasets.join(', ')} from ${organisation.tenants.length} tenants`;
   return view.kind === 'package' ? `Company package (${view.request.package})` : view.datasets.join(', ');
 }
 
