@@ -95,7 +95,10 @@ describe.skipIf(!testsDialect('postgres') || !existsSync('/proc/self/status'))(
 
     beforeAll(async () => {
       t = await createTestDatabase('postgres');
+      const secretKey = randomBytes(32).toString('base64url');
+      // Seeded under the server's keys: its keyring's data key opens with the server's master key.
       const summary = await seed(t.database, {
+        secretKey,
         tenants: 1,
         conversations: 2,
         messagesPerConversation: 2,
@@ -111,7 +114,7 @@ describe.skipIf(!testsDialect('postgres') || !existsSync('/proc/self/status'))(
         ...process.env,
         ...t.env,
         FERRY_DATA_DIR: dataDir,
-        FERRY_SECRET_KEY: randomBytes(32).toString('base64url'),
+        FERRY_SECRET_KEY: secretKey,
         FERRY_DEMO: 'off',
         LOG_LEVEL: 'silent',
         PORT: String(port),

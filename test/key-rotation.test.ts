@@ -8,8 +8,21 @@ import { sql } from 'kysely';
 import { Secret, TOTP } from 'otpauth';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupContext } from '../src/backup/context.ts';
-import { backupKeyContext, keyFileOf, type KeyRow } from '../src/backup/keys.ts';
-import { keyObjectKey, readObject, writeKeyFile } from '../src/backup/repository.ts';
+import {
+  backupKeyContext,
+  keyFileOf,
+  type KeyRow,
+  openCarriedDataKeys,
+  openKeyFile,
+} from '../src/backup/keys.ts';
+import { parseManifest } from '../src/backup/manifest.ts';
+import {
+  keyObjectKey,
+  manifestObjectKey,
+  readKeyFile,
+  readObject,
+  writeKeyFile,
+} from '../src/backup/repository.ts';
 import {
   type BackupContext,
   openDestinations,
@@ -444,8 +457,24 @@ for (const dialect of DIALECTS) {
       let clock = new Date();
       const p = await processWith([NEW], () => clock);
       const before = await p.keyring.activeId();
-      // A backup taken now carries the data key its secrets are sealed under.
+      // A backup taken now carries the data key its secrets are sealed under, wrapped by the
+      // master key: the backup's own key alone (a tenant's age identity) does not give it.
       const withKey = await runBackup(p.backups, { tenantId: tenant.id, trigger: 'manual', actor: 'test' });
+      const [local] = await openDestinations(p.backups, await getBackupSettings(t.database.db, tenant.id));
+      const signed = parseManifest(
+        (await readObject(local!.store, manifestObjectKey(tenant.id, withKey.id)))!,
+        'test',
+      );
+      const backupKey = await openKeyFile(
+        await readKeyFile(local!.store, tenant.id, signed.manifest.key_id, 'test'),
+        { secrets: p.secrets },
+      );
+      await local!.close();
+      const carried = openCarriedDataKeys(backupKey, signed.manifest.data_keys ?? [], 'test');
+      expect(carried.map((c) => [c.id, c.master_key_id])).toEqual([[before, masterKeyHex(NEW)]]);
+      const plain = Buffer.from(await p.keyring.dataKey(before));
+      for (const form of ['base64', 'hex', 'base64url'] as const)
+        expect(JSON.stringify(signed.manifest) + JSON.stringify(carried)).not.toContain(plain.toString(form));
 
       const first = await rotateDataKeys(p.deps(), { actor: 'cli', rotationDays: 90, force: true });
       expect(first).not.toBeNull();
@@ -485,6 +514,7 @@ for (const dialect of DIALECTS) {
         actor: 'test',
       });
       expect(restored.status).toBe('completed');
+      expect(restored.report).toMatchObject({ data_keys_unavailable: [] });
       const sandbox = restored.target_tenant_id!;
       const restoredSecrets = await sql<{ s: string }>`
         SELECT secret_sealed AS s FROM webhook_endpoints WHERE tenant_id = ${sandbox} ORDER BY created_at`.execute(
@@ -503,6 +533,25 @@ for (const dialect of DIALECTS) {
       const moved = await sql<{ s: string }>`
         SELECT secret_sealed AS s FROM webhook_endpoints WHERE tenant_id = ${sandbox}`.execute(t.database.db);
       expect(moved.rows.every((r) => r.s.startsWith(`v2:${after}:`))).toBe(true);
+
+      // The first backup was taken under the old master key: its copy of the (now destroyed) data
+      // key is wrapped by it, so with only the new master key the restore names that key, and
+      // the secrets under it stay unreadable rather than opening with a key that should be gone.
+      const early = await restoreBackup(fresh.backups, {
+        tenantId: tenant.id,
+        backupId,
+        mode: 'sandbox',
+        actor: 'test',
+      });
+      expect(early.status).toBe('completed');
+      expect(early.report).toMatchObject({ data_keys_unavailable: [before] });
+      const unreadable = await sql<{ s: string }>`
+        SELECT secret_sealed AS s FROM webhook_endpoints WHERE tenant_id = ${early.target_tenant_id}
+          AND secret_sealed LIKE ${`v2:${before}:%`}`.execute(t.database.db);
+      expect(unreadable.rows.length).toBeGreaterThan(0);
+      for (const r of unreadable.rows)
+        expect(await rejection(fresh.secrets.open(r.s))).toMatchObject({ code: 'secret_unreadable' });
+      await sql`DELETE FROM tenants WHERE id = ${early.target_tenant_id}`.execute(t.database.db);
 
       // On its schedule: a key older than FERRY_DATA_KEY_ROTATION_DAYS is replaced; 0 never.
       clock = new Date(clock.getTime() + 91 * 86_400_000);

@@ -228,19 +228,23 @@ export async function destroyTenantKeys(db: Kysely<DB>, tenantId: string, now: D
   return r.rows.map((row) => row.id);
 }
 
-/** A keyring data key as a manifest carries it: encrypted under the backup's data key. */
+/**
+ * A keyring data key as a manifest carries it: wrapped by the operator's master key (as in
+ * the keyring), then encrypted under the backup's data key. A restore needs both keys, so a
+ * tenant restoring with its own age identity gets nothing it could open.
+ */
 export interface CarriedDataKey {
   readonly id: string;
-  /** base64(nonce ‖ AES-256-GCM ciphertext ‖ tag), the additional data binding the id. */
+  /** base64(nonce ‖ AES-256-GCM ciphertext ‖ tag) of `<master key id>:<wrapped key>`, the additional data binding the id. */
   readonly sealed: string;
 }
 
 const carriedAad = (id: string) => Buffer.from(`ferry backup data key v1\0${id}`);
 
 /**
- * The keyring data keys `ids` (those the tenant's sealed values use), encrypted under the
- * backup's data key, so a restore into a database that lacks them (or destroyed them since)
- * still opens the restored secrets. A key the keyring no longer has is left out.
+ * The keyring data keys `ids` (those the tenant's sealed values use), for the manifest, so a
+ * restore into a database that lacks them (or destroyed them since) still opens the restored
+ * secrets. A key the keyring no longer has is left out.
  */
 export async function carryDataKeys(
   keyring: Keyring,
@@ -249,9 +253,9 @@ export async function carryDataKeys(
 ): Promise<CarriedDataKey[]> {
   const out: CarriedDataKey[] = [];
   for (const id of ids) {
-    let dataKey: Uint8Array;
+    let copy: { wrapped: string; master_key_id: string };
     try {
-      dataKey = await keyring.dataKey(id);
+      copy = await keyring.wrappedCopy(id);
     } catch (err) {
       // Destroyed or from elsewhere: what it sealed is unreadable here as well.
       if (err instanceof FerryError) continue;
@@ -260,28 +264,40 @@ export async function carryDataKeys(
     const nonce = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', key.keyringKey, nonce);
     cipher.setAAD(carriedAad(id));
-    const body = Buffer.concat([cipher.update(dataKey), cipher.final(), cipher.getAuthTag()]);
+    const body = Buffer.concat([
+      cipher.update(`${copy.master_key_id}:${copy.wrapped}`, 'utf8'),
+      cipher.final(),
+      cipher.getAuthTag(),
+    ]);
     out.push({ id, sealed: Buffer.concat([nonce, body]).toString('base64') });
   }
   return out;
 }
 
-/** The data keys a manifest carries; `backup_corrupt` when one does not open. */
+/** The wrapped data keys a manifest carries; `backup_corrupt` when one does not open. */
 export function openCarriedDataKeys(
   key: DataKey,
   carried: readonly CarriedDataKey[],
   where: string,
-): { id: string; key: Buffer }[] {
+): { id: string; wrapped: string; master_key_id: string }[] {
   return carried.map(({ id, sealed }) => {
     const bytes = Buffer.from(sealed, 'base64');
+    let text: string;
     try {
-      if (bytes.length !== 12 + 32 + 16) throw new Error('size');
+      if (bytes.length < 12 + 16) throw new Error('size');
       const decipher = createDecipheriv('aes-256-gcm', key.keyringKey, bytes.subarray(0, 12));
       decipher.setAAD(carriedAad(id));
-      decipher.setAuthTag(bytes.subarray(44));
-      return { id, key: Buffer.concat([decipher.update(bytes.subarray(12, 44)), decipher.final()]) };
+      decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+      text = Buffer.concat([
+        decipher.update(bytes.subarray(12, bytes.length - 16)),
+        decipher.final(),
+      ]).toString('utf8');
     } catch {
       throw new FerryError('backup_corrupt', `${where}: data key ${id} in the manifest does not open`);
     }
+    const [masterKeyId, wrapped] = text.split(':');
+    if (!masterKeyId || !wrapped)
+      throw new FerryError('backup_corrupt', `${where}: data key ${id} in the manifest is malformed`);
+    return { id, master_key_id: masterKeyId, wrapped };
   });
 }

@@ -73,6 +73,11 @@ export interface RestoreReport {
   readonly erasure_ledger: { readonly entries: number; readonly replayed: boolean };
   /** Columns a backup never holds: restored as values no password or key matches. */
   readonly withheld: readonly string[];
+  /**
+   * Keyring data keys the backup carries that are wrapped by a master key not configured
+   * here (or no keyring was given): restored secrets sealed under them do not open.
+   */
+  readonly data_keys_unavailable: readonly string[];
   readonly files_restored: number;
   readonly duration_ms: number;
 }
@@ -250,9 +255,11 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
     if (input.mode === 'replace') await deleteCurrent(session, manifest, declared, catalog);
     // The data keys of the restored secrets, for a keyring that lacks them: retired there, so the
     // next data-key rotation seals those secrets again and destroys the keys once more.
+    const dataKeysUnavailable: string[] = [];
     if (input.keyring)
       for (const carried of openCarriedDataKeys(key, manifest.data_keys ?? [], where))
-        await input.keyring.restore(session.db, carried.id, carried.key);
+        if (!(await input.keyring.restore(session.db, carried.id, carried)))
+          dataKeysUnavailable.push(carried.id);
     // The public keys of the receipts, for a database that lacks them: retired there, never signing.
     for (const k of manifest.signing_keys ?? [])
       await sql`INSERT INTO receipt_signing_keys (kid, public_key, private_key_sealed, created_at, retired_at)
@@ -350,7 +357,12 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
         erased_at: d.erased_at,
         tables: d.tables,
       });
-    return { reports, reErased, ledger: { entries: ledger.length, replayed: Boolean(input.ledgerKey) } };
+    return {
+      reports,
+      reErased,
+      ledger: { entries: ledger.length, replayed: Boolean(input.ledgerKey) },
+      dataKeysUnavailable,
+    };
   });
 
   const filesRestored =
@@ -374,6 +386,9 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
     erasure_ledger: result.ledger,
     withheld: manifest.tables.flatMap((t) => t.withheld.map((c) => `${t.name}.${c}`)),
     files_restored: filesRestored,
+    data_keys_unavailable: input.keyring
+      ? result.dataKeysUnavailable
+      : (manifest.data_keys ?? []).map((k) => k.id),
     duration_ms: Date.now() - started,
   };
 }

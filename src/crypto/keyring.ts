@@ -299,11 +299,37 @@ export class Keyring implements AtRestKeyring {
   }
 
   /**
-   * Puts a data key back (a backup restored into a database that lacks it, or destroyed it
-   * since): as `retired`, wrapped by the current master key, on `db` (the restore's session),
-   * so the next data-key rotation moves what uses it and destroys it again.
+   * A copy of a data key wrapped by the current master key, for a backup to carry: whoever
+   * restores it needs the master key as well as the backup's key.
    */
-  async restore(db: Kysely<DB>, id: string, key: Uint8Array): Promise<void> {
+  async wrappedCopy(id: string): Promise<{ wrapped: string; master_key_id: string }> {
+    return wrapDataKey(this.master.current, id, await this.dataKey(id));
+  }
+
+  /**
+   * Puts a data key back from a wrapped copy (a backup restored into a database that lacks
+   * it, or destroyed it since): as `retired`, wrapped by the current master key, on `db` (the
+   * restore's session), so the next data-key rotation moves what uses it and destroys it
+   * again. False when the copy's master key is not configured (it stays out).
+   */
+  async restore(
+    db: Kysely<DB>,
+    id: string,
+    copy: { wrapped: string; master_key_id: string },
+  ): Promise<boolean> {
+    const present = await keyringDb(db)
+      .selectFrom('keyring')
+      .select('state')
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (present && present.state !== 'destroyed') return true;
+    let key: Buffer;
+    try {
+      key = unwrapDataKey(this.master.all, { id, ...copy });
+    } catch (err) {
+      if (err instanceof FerryError) return false;
+      throw err;
+    }
     const wrapped = wrapDataKey(this.master.current, id, key);
     const now = this.#now();
     await keyringDb(db)
@@ -316,5 +342,6 @@ export class Keyring implements AtRestKeyring {
           .where('keyring.state', '=', 'destroyed'),
       )
       .execute();
+    return true;
   }
 }

@@ -76,7 +76,8 @@ function gcmOpen(key: Uint8Array, aad: string, iv64: string, tag64: string, ct64
 export class SecretBox {
   readonly keyring: Keyring;
   readonly #legacyKeys: () => readonly string[];
-  readonly #keys = new Map<string, Buffer>();
+  /** Derived keys by the keyring's data key object: forgotten with it when a key is destroyed. */
+  readonly #keys = new WeakMap<Uint8Array, Buffer>();
 
   /**
    * `legacyKeys` open v1 values: FERRY_SECRET_KEY or the install's key file
@@ -96,17 +97,17 @@ export class SecretBox {
   }
 
   async #aesKey(dataKeyId: string, db?: Kysely<DB>): Promise<Buffer> {
-    let key = this.#keys.get(dataKeyId);
+    let dataKey: Uint8Array;
+    try {
+      dataKey = await this.keyring.dataKey(dataKeyId, db);
+    } catch (err) {
+      if (err instanceof FerryError) throw unreadable(err.message.replace(/^cannot open data key: /, ''));
+      throw err;
+    }
+    let key = this.#keys.get(dataKey);
     if (!key) {
-      let dataKey: Uint8Array;
-      try {
-        dataKey = await this.keyring.dataKey(dataKeyId, db);
-      } catch (err) {
-        if (err instanceof FerryError) throw unreadable(err.message.replace(/^cannot open data key: /, ''));
-        throw err;
-      }
       key = Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), V2_LABEL, 32));
-      this.#keys.set(dataKeyId, key);
+      this.#keys.set(dataKey, key);
     }
     return key;
   }

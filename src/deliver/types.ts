@@ -38,7 +38,7 @@ export interface DeliveryArtifact {
   readonly dateRange?: { readonly start: string | null; readonly end: string | null };
 }
 
-/** A sealed secret inside a stored target: `sealSecret` output, opened only while delivering. */
+/** A sealed secret inside a stored target: `SecretBox.seal` output, opened only while delivering. */
 export interface SealedSecret {
   readonly sealed: string;
 }
