@@ -411,6 +411,11 @@ for (const dialect of DIALECTS) {
         await d.close();
       }
 
+      // A file written after the rotation is under the keyring as well.
+      const later = `exports/${tenant.id}/10/after-rotation.csv`;
+      files.set(later, randomBytes(50_000));
+      await (await both.store.put(later, Readable.from([files.get(later)!]))).commit();
+
       // With only the new master key configured, everything opens.
       await expectEverythingOpens(await processWith([NEW]));
 
@@ -481,7 +486,7 @@ for (const dialect of DIALECTS) {
       const after = first!.rotation.dataKeyId!;
       expect(after).not.toBe(before);
       expect(await p.keyring.activeId()).toBe(after);
-      expect(first!.rotation.counts).toMatchObject({ files: 4, destroyed: 0, failed: 0 });
+      expect(first!.rotation.counts).toMatchObject({ files: 5, destroyed: 0, failed: 0 });
       expect(first!.rotation.counts.secrets).toBeGreaterThanOrEqual(5);
       await rememberDataKeys(p);
       for (const key of files.keys()) {

@@ -433,6 +433,8 @@ describe('storage configuration', () => {
     expect(() => loadConfig({ FERRY_STORAGE: 'gcs' })).toThrow(/FERRY_STORAGE/);
     expect(() => loadConfig({ FERRY_S3_ACCESS_KEY_ID: 'id' })).toThrow(/FERRY_S3_SECRET_ACCESS_KEY/);
     expect(() => loadConfig({ FERRY_S3_FORCE_PATH_STYLE: 'yes' })).toThrow(/FERRY_S3_FORCE_PATH_STYLE/);
+    expect(() => loadConfig({ FERRY_DATA_KEY_ROTATION_DAYS: '-1' })).toThrow(/FERRY_DATA_KEY_ROTATION_DAYS/);
+    expect(loadConfig({ FERRY_DATA_KEY_ROTATION_DAYS: '0' }).storage.dataKeyRotationDays).toBe(0);
   });
 
   test('FERRY_ENCRYPTION_KEY: base64 of 32 bytes, comma-separated for rotation, never echoed', () => {
