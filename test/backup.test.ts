@@ -9,7 +9,7 @@ import { listBackups } from '../src/backup/catalog.ts';
 import { applyKeepPolicy } from '../src/backup/forget.ts';
 import type { KeyFile } from '../src/backup/keys.ts';
 import { chunkObjectKey, keyObjectKey, manifestObjectKey } from '../src/backup/repository.ts';
-import { restoreInto } from '../src/backup/restore.ts';
+import { restoreInto, SANDBOX_RECHAINED } from '../src/backup/restore.ts';
 import {
   type BackupContext,
   forget,
@@ -25,6 +25,8 @@ import type { Database } from '../src/db/database.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
 import { pgliteDatabase } from '../src/db/pglite-database.ts';
 import { FerryError } from '../src/domain/ferry-error.ts';
+import { recordAudit } from '../src/auth/audit.ts';
+import { verifyAuditChain } from '../src/privacy/audit-chain.ts';
 import { executeErasure } from '../src/privacy/erasure.ts';
 import { createHold, releaseHold } from '../src/privacy/holds.ts';
 import { resolveSubject } from '../src/privacy/subject.ts';
@@ -110,6 +112,21 @@ for (const dialect of DIALECTS) {
     });
 
     it('restores every point of a full and an incremental backup into a sandbox, row for row', async () => {
+      // Audit events to restore: the copy's chain must verify too.
+      for (const [action, error] of [
+        ['export.requested', null],
+        ['session.sign_in_failed', 'wrong password "ana@example.com"\nline 2 😀'],
+      ] as const)
+        await recordAudit(database, {
+          tenantId,
+          actor: 'test',
+          action,
+          success: error === null,
+          error,
+          ip: '203.0.113.7',
+          userAgent: 'Mozilla/5.0',
+          occurredAt: new Date('2026-11-01T10:00:00.123456Z'),
+        });
       const before = await snapshotTenant(database, tenantId);
       const otherBefore = await tenantRows(database, otherTenantId);
       const full = await runBackup(ctx, { tenantId, trigger: 'manual', actor: 'test' });
@@ -138,10 +155,15 @@ for (const dialect of DIALECTS) {
         expect(restore.status).toBe('completed');
         const report = restore.report as { target_tenant_id: string; target_slug: string; id_salt: string };
         expect(report.target_tenant_id).not.toBe(tenantId);
-        const restored = await tenantRows(database, report.target_tenant_id);
+        // The copy's audit events are chained anew (their ids changed): all but the chain's own
+        // columns are the source's, and the copy's chain verifies.
+        const drop = { audit_events: SANDBOX_RECHAINED };
+        const restored = await tenantRows(database, report.target_tenant_id, { drop });
         expect(restored).toEqual(
-          canonical(expected, { sandbox: { salt: report.id_salt, slug: report.target_slug } }),
+          canonical(expected, { sandbox: { salt: report.id_salt, slug: report.target_slug }, drop }),
         );
+        expect(restored.audit_events!.length).toBeGreaterThan(0);
+        expect(await verifyAuditChain(database, report.target_tenant_id)).toMatchObject({ valid: true });
       }
       // The live tenants were not touched (their audit trail records the backups and restores).
       expect(await tenantRows(database, tenantId, { skip: ['audit_events'] })).toEqual(

@@ -301,8 +301,10 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
           const exprs = table.columns.map((c) =>
             sandboxValue(table.name, c, types.get(c), salt, { targetSlug, tenantKey }),
           );
+          // Audit events in their chain's order, so the copy's chain keeps the source's sequence.
+          const order = table.name === 'audit_events' ? ' ORDER BY seq, occurred_at, id' : '';
           await session.exec(
-            `INSERT INTO ${quoteIdent(table.name)} (${columnList}) SELECT ${exprs.join(', ')} FROM ${quoteIdent(staging)}`,
+            `INSERT INTO ${quoteIdent(table.name)} (${columnList}) SELECT ${exprs.join(', ')} FROM ${quoteIdent(staging)}${order}`,
           );
         }
         // The backup's own ids of customers and team members are kept until the ledger is replayed.
@@ -330,7 +332,7 @@ export async function restoreInto(input: RestoreInput): Promise<RestoreReport> {
            FROM ${kept} k WHERE ${key.map((c) => `t.${quoteIdent(c)} = k.${quoteIdent(c)}`).join(' AND ')}`,
         );
       }
-    // Another database, or a new (sandbox) tenant: its audit chain goes on from its last restored event.
+    // Another database, or a new (sandbox) tenant: its audit chain goes on from its last event.
     if (input.mode !== 'replace') await chainHead(session.db, targetTenantId);
     // The ledger as the backup recorded it, and every newer entry the caller knows.
     const ledger = [...input.ledger];
@@ -450,6 +452,9 @@ async function deleteCurrent(
   }
 }
 
+/** Columns of an audit event the chain trigger fills in when a sandbox's copy is chained anew. */
+export const SANDBOX_RECHAINED = ['prev_hash', 'hash', 'redacted_by'];
+
 /** The SQL value of a column in a sandbox: ids mapped, the tenant renamed, stored files re-keyed. */
 function sandboxValue(
   table: string,
@@ -465,6 +470,9 @@ function sandboxValue(
     if (column === 'status') return `'active'`;
     if (['closed_at', 'closed_by', 'purge_after', 'purged_at'].includes(column)) return 'NULL';
   }
+  // The copy's audit events get a chain of their own: their ids and tenant changed, so the
+  // source's hashes cannot hold; the chain trigger links them again in their order (below).
+  if (table === 'audit_events' && SANDBOX_RECHAINED.includes(column)) return 'NULL';
   if (table === 'export_files' && column === 'storage_key')
     return `'restored/' || ${remapSql(salt, 'id')} || '/' || ${c}`;
   if (type?.type === 'uuid') return `CASE WHEN ${c} IS NULL THEN NULL ELSE ${remapSql(salt, c)} END`;

@@ -39,6 +39,9 @@ export class TarGzPackageWriter extends BasePackageWriter {
     this.#tmpBase = options.tmpDir ?? tmpdir();
     this.#done = pipeline(this.#pack, createGzip(), this.#counter, out);
     this.#done.catch((err: Error) => this.fail(err));
+    // As the ZIP writer: an output failing while the pipeline tears down (its listeners already
+    // gone) still fails the package instead of escaping as an uncaught 'error'.
+    out.on('error', (err: Error) => this.fail(err));
   }
 
   protected async writeEntry(path: string, source: Readable | Buffer): Promise<PackageEntryResult> {

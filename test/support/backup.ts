@@ -84,7 +84,13 @@ export async function snapshotTenant(database: Database, tenantId: string): Prom
  */
 export function canonical(
   snapshot: TenantSnapshot,
-  as: { sandbox?: { salt: string; slug: string }; skip?: readonly string[]; ignore?: readonly string[] } = {},
+  as: {
+    sandbox?: { salt: string; slug: string };
+    skip?: readonly string[];
+    ignore?: readonly string[];
+    /** Columns left out of one table's rows only. */
+    drop?: Readonly<Record<string, readonly string[]>>;
+  } = {},
 ): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const table of backupTables()) {
@@ -93,7 +99,7 @@ export function canonical(
     out[table.name] = (snapshot.rows[table.name] ?? [])
       .map((row) => {
         const mapped: Record<string, unknown> = { ...row };
-        for (const column of as.ignore ?? []) delete mapped[column];
+        for (const column of [...(as.ignore ?? []), ...(as.drop?.[table.name] ?? [])]) delete mapped[column];
         for (const column of Object.keys(table.withheld))
           mapped[column] = table.withheld[column] === WITHHELD ? '!withheld-from-backup' : null;
         const sandbox = as.sandbox;
@@ -125,7 +131,11 @@ export function canonical(
 export async function tenantRows(
   database: Database,
   tenantId: string,
-  as: { skip?: readonly string[]; ignore?: readonly string[] } = {},
+  as: {
+    skip?: readonly string[];
+    ignore?: readonly string[];
+    drop?: Readonly<Record<string, readonly string[]>>;
+  } = {},
 ): Promise<Record<string, string[]>> {
   return canonical(await snapshotTenant(database, tenantId), as);
 }
