@@ -11,7 +11,12 @@ import {
   removeOrganisationTenant,
 } from '../organisations/admin.ts';
 import { listOrganisationKeys } from '../organisations/keys.ts';
-import { findOrganisation, type Organisation, organisationTenants } from '../organisations/model.ts';
+import {
+  findOrganisation,
+  type Organisation,
+  organisationTenants,
+  presentOrganisationTenant,
+} from '../organisations/model.ts';
 import { withDatabase } from './context.ts';
 import {
   OPERATOR,
@@ -32,14 +37,7 @@ async function organisationView(database: Database, organisation: Organisation) 
     name: organisation.name,
     home_tenant_id: organisation.homeTenantId,
     created_at: organisation.createdAt.toISOString(),
-    tenants: tenants.map((t) => ({
-      id: t.id,
-      slug: t.slug,
-      name: t.name,
-      plan: t.plan,
-      home: t.home,
-      added_at: t.addedAt?.toISOString() ?? null,
-    })),
+    tenants: tenants.map(presentOrganisationTenant),
   };
 }
 

@@ -105,7 +105,48 @@ export function registerExportUsage(): void {
   });
 }
 
-function requireQueue(deps: ExportServiceDeps): JobQueue {
+/** The row of an export just accepted: queued, nothing done yet. */
+export function queuedRow(
+  auth: Pick<AuthContext, 'tenantId' | 'actor' | 'apiKeyId' | 'teamMemberId'>,
+  id: string,
+  config: ExportConfig,
+  limits: Pick<PlanLimits, 'retentionDays' | 'maxFileBytes'>,
+  repeatOf: string | null,
+  now: Date,
+): ExportRow {
+  return {
+    id,
+    tenant_id: auth.tenantId,
+    actor: auth.actor,
+    api_key_id: auth.apiKeyId,
+    team_member_id: auth.teamMemberId,
+    status: 'queued',
+    // An organisation export is always one archive of the tenants' folders.
+    kind: config.package === 'none' && !config.organisation ? 'dataset' : 'package',
+    datasets: config.datasets,
+    config,
+    retention_days: limits.retentionDays,
+    max_file_bytes: limits.maxFileBytes,
+    repeat_of: repeatOf,
+    records_done: 0,
+    records_estimated: null,
+    bytes_done: 0,
+    progress_at: null,
+    attempts: 0,
+    attempt_id: null,
+    error_code: null,
+    error_message: null,
+    download_count: 0,
+    created_at: now,
+    started_at: null,
+    finished_at: null,
+    expires_at: null,
+    files_deleted_at: null,
+    updated_at: now,
+  };
+}
+
+export function requireQueue(deps: ExportServiceDeps): JobQueue {
   if (!deps.queue)
     throw new FerryError(
       'service_unavailable',
@@ -432,35 +473,7 @@ async function accept(
   });
   const config = withHistoryWindow(requested, limits, now);
   const id = randomUUID();
-  const row: ExportRow = {
-    id,
-    tenant_id: auth.tenantId,
-    actor: auth.actor,
-    api_key_id: auth.apiKeyId,
-    team_member_id: auth.teamMemberId,
-    status: 'queued',
-    kind: config.package === 'none' ? 'dataset' : 'package',
-    datasets: config.datasets,
-    config,
-    retention_days: limits.retentionDays,
-    max_file_bytes: limits.maxFileBytes,
-    repeat_of: options.repeatOf,
-    records_done: 0,
-    records_estimated: null,
-    bytes_done: 0,
-    progress_at: null,
-    attempts: 0,
-    attempt_id: null,
-    error_code: null,
-    error_message: null,
-    download_count: 0,
-    created_at: now,
-    started_at: null,
-    finished_at: null,
-    expires_at: null,
-    files_deleted_at: null,
-    updated_at: now,
-  };
+  const row = queuedRow(auth, id, config, limits, options.repeatOf, now);
   const body = presentExport(row, [], now);
   const { idempotency } = options;
   const inserted = await recordAccepted(

@@ -13,8 +13,13 @@ import { authorizeConfig, checkAgainstDataMap, exportConfigFromBody } from '../e
 import { ExportBodySchema } from '../export-requests/export-body.ts';
 import { sendExportJob } from '../export-requests/jobs.ts';
 import { type ExportView, presentExport } from '../export-requests/presenter.ts';
-import type { ExportRow } from '../export-requests/repository.ts';
-import { type ExportServiceDeps, jobConnection, recordAccepted } from '../export-requests/service.ts';
+import {
+  type ExportServiceDeps,
+  jobConnection,
+  queuedRow,
+  recordAccepted,
+  requireQueue,
+} from '../export-requests/service.ts';
 import { callerIn, type OrganisationCaller } from './model.ts';
 
 /**
@@ -184,12 +189,7 @@ export async function createOrganisationExport(
   caller: OrganisationCaller,
   body: OrganisationExportBody,
 ): Promise<ExportView> {
-  if (!deps.queue)
-    throw new FerryError(
-      'service_unavailable',
-      'this server has no job queue; exports cannot be requested here',
-    );
-  const queue = deps.queue;
+  const queue = requireQueue(deps);
   const now = deps.now();
   const home = caller.home;
   const planned = await planOrganisationExport(deps.database, caller, body, now);
@@ -209,34 +209,6 @@ export async function createOrganisationExport(
     },
   );
   if (!inserted) throw new FerryError('conflict', 'the export could not be stored; retry');
-  const row: ExportRow = {
-    id,
-    tenant_id: home.tenantId,
-    actor: home.actor,
-    api_key_id: home.apiKeyId,
-    team_member_id: home.teamMemberId,
-    status: 'queued',
-    kind: 'package',
-    datasets: stored.datasets,
-    config: stored,
-    retention_days: homeLimits.retentionDays,
-    max_file_bytes: homeLimits.maxFileBytes,
-    repeat_of: null,
-    records_done: 0,
-    records_estimated: null,
-    bytes_done: 0,
-    progress_at: null,
-    attempts: 0,
-    attempt_id: null,
-    error_code: null,
-    error_message: null,
-    download_count: 0,
-    created_at: now,
-    started_at: null,
-    finished_at: null,
-    expires_at: null,
-    files_deleted_at: null,
-    updated_at: now,
-  };
+  const row = queuedRow(home, id, stored, homeLimits, null, now);
   return presentExport(row, [], now);
 }

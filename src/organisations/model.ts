@@ -80,6 +80,18 @@ export async function organisationById(database: Database, id: string): Promise<
 }
 
 /** The organisation's tenants: the home tenant first, then its client tenants by name. */
+/** A tenant of an organisation as the API and the CLI print it. */
+export function presentOrganisationTenant(t: OrganisationTenant) {
+  return {
+    id: t.id,
+    slug: t.slug,
+    name: t.name,
+    plan: t.plan,
+    home: t.home,
+    added_at: t.addedAt?.toISOString() ?? null,
+  };
+}
+
 export async function organisationTenants(database: Database, organisation: Organisation) {
   const rows = await organisationDb(database)
     .selectFrom('tenants as t')

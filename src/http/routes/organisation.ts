@@ -12,7 +12,11 @@ import {
   revokeOrganisationKey,
   setKeyTenantRoles,
 } from '../../organisations/keys.ts';
-import { organisationCaller, requireOrganisationAdmin } from '../../organisations/model.ts';
+import {
+  organisationCaller,
+  presentOrganisationTenant,
+  requireOrganisationAdmin,
+} from '../../organisations/model.ts';
 import { organisationUsage, SUMMED_QUOTAS } from '../../organisations/usage.ts';
 import { problemResponses } from '../problem.ts';
 import { jsonResponse, listBody, listResponse } from '../responses.ts';
@@ -221,12 +225,7 @@ export const organisationRoutes: RoutePlugin = async (app, deps) => {
         // A request's caller is a key or a member; the operator works on the command line only.
         you: { principal: c.principal as 'key' | 'member', id: c.principalId, admin: c.manages },
         tenants: c.tenants.map((t) => ({
-          id: t.id,
-          slug: t.slug,
-          name: t.name,
-          plan: t.plan,
-          home: t.home,
-          added_at: t.addedAt?.toISOString() ?? null,
+          ...presentOrganisationTenant(t),
           role: c.roles.get(t.id) ?? null,
         })),
       };
