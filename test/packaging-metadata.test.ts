@@ -1,12 +1,20 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { REFERENCE_DATASETS } from '../src/datamap/reference-datasets.ts';
 import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
-import { buildDataPackage, type DataPackageInput, dataPackageText } from '../src/packaging/datapackage.ts';
+import {
+  buildDataPackage,
+  type DataPackageInput,
+  DataPackageSpool,
+  dataPackageText,
+} from '../src/packaging/datapackage.ts';
 import { checksumsFile, parseChecksumsFile } from '../src/packaging/checksums.ts';
 import type { PackageField } from '../src/packaging/fields.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../src/packaging/json-schema.ts';
@@ -104,6 +112,43 @@ describe('datapackage.json', () => {
     const pieces = [...dataPackageText(many)];
     expect(pieces.length).toBeGreaterThan(3);
     expect(pieces.join('')).toBe(`${JSON.stringify(many, null, 2)}\n`);
+  });
+
+  it('is the same bytes from a spool on disk, which keeps names unique without holding them', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-datapackage-'));
+    try {
+      const input = companyExport();
+      // 3,000 resources: past the spool's chunk, so names are looked up in its file.
+      const resources = [
+        ...input.resources,
+        ...Array.from({ length: 3000 }, (_, i) => ({
+          path: `conversations/c-${i}.json`,
+          name: `conversations_c_${i}`,
+          title: `conversation "${i}"\nwith its messages 😀`,
+          format: 'json',
+          mediatype: 'application/json',
+          bytes: i,
+          hash: HASH,
+        })),
+      ];
+      const spool = new DataPackageSpool(join(dir, 'resources'));
+      for (const resource of resources) await spool.add(resource);
+      expect(spool.count).toBe(resources.length);
+      // A used name is refused, whether it is still in memory or already in the file.
+      for (const name of ['index', 'conversations_c_0', 'conversations_c_2999'])
+        await expect(spool.add({ ...resources[0]!, name })).rejects.toThrow('is used twice');
+      expect(await spool.freeName('conversations_c_0')).toBe('conversations_c_0-2');
+      expect(await spool.freeName('conversations_c_3000')).toBe('conversations_c_3000');
+      // A resource the builder refuses is refused here too.
+      await expect(spool.add({ ...resources[0]!, name: 'Not A Name' })).rejects.toThrow('must match');
+      // Pieces are bytes: a read from the file may end inside a character.
+      const chunks: Buffer[] = [];
+      for await (const piece of spool.text(input)) chunks.push(Buffer.from(piece));
+      const whole = buildDataPackage({ ...input, resources });
+      expect(Buffer.concat(chunks).toString()).toBe(`${JSON.stringify(whole, null, 2)}\n`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('checksums.sha256 lists every file once, sorted by the bytes of its path', () => {

@@ -1,20 +1,25 @@
 import { Readable } from 'node:stream';
 import { FerryError } from '../domain/ferry-error.ts';
-import type { PackageEntryResult, PackageWriter, PackageWriterOptions } from './package-writer.ts';
-import { checksumsFile } from './checksums.ts';
+import type {
+  PackageEntryResult,
+  PackageFinish,
+  PackageWriter,
+  PackageWriterOptions,
+} from './package-writer.ts';
 import { CHECKSUMS_FILE, checkEntryPath, checkRoot } from './entry-path.ts';
+import { PackageEntryLog } from './entry-log.ts';
 
 type State = 'open' | 'finishing' | 'finished' | 'failed';
 
 /**
  * What the zip, tar.gz and directory writers share: path checks, one entry at a time, the entry
- * list, the checksums manifest and the failure state. Subclasses only move bytes.
+ * log (paths taken, and the checksums manifest, kept on disk so memory does not grow with the
+ * file count) and the failure state. Subclasses only move bytes.
  */
 export abstract class BasePackageWriter implements PackageWriter {
   protected readonly root: string;
   protected readonly mtime: Date;
-  readonly #entries: PackageEntryResult[] = [];
-  readonly #paths = new Set<string>();
+  readonly #log: PackageEntryLog;
   #queue: Promise<unknown> = Promise.resolve();
   #state: State = 'open';
   #failure: Error | undefined;
@@ -22,6 +27,7 @@ export abstract class BasePackageWriter implements PackageWriter {
   constructor(options: PackageWriterOptions) {
     this.root = checkRoot(options.root);
     this.mtime = options.mtime;
+    this.#log = new PackageEntryLog({ tmpDir: options.tmpDir, runEntries: options.entriesInMemory });
   }
 
   add(path: string, source: Readable | Buffer | string): Promise<PackageEntryResult> {
@@ -34,24 +40,29 @@ export abstract class BasePackageWriter implements PackageWriter {
           `path: "${CHECKSUMS_FILE}" is written by the package itself`,
         );
       }
-      if (this.#paths.has(checked))
-        throw new FerryError('invalid_parameter', `path: "${checked}" was already added`);
       this.#assertOpen();
     } catch (err) {
       if (source instanceof Readable) source.destroy();
       return Promise.reject(err);
     }
-    this.#paths.add(checked);
+    // A path seen before (or sharing its fingerprint) is checked against the log in its turn.
+    const maybeTaken = this.#log.claim(checked);
     if (source instanceof Readable) {
       // The source may fail while it waits for its turn (or for a spool folder); the pipeline that
       // reads it later still sees the stored error. Without a listener that failure would crash the
       // process instead of failing this entry.
       source.on('error', () => {});
     }
-    return this.#enqueue(() => this.#write(checked, source));
+    return this.#enqueue(async () => {
+      if (maybeTaken && (await this.#log.isRecorded(checked))) {
+        if (source instanceof Readable) source.destroy();
+        throw new FerryError('invalid_parameter', `path: "${checked}" was already added`);
+      }
+      return this.#write(checked, source);
+    });
   }
 
-  finish(): Promise<{ entries: PackageEntryResult[]; bytes: number }> {
+  finish(): Promise<PackageFinish> {
     try {
       this.#assertOpen();
     } catch (err) {
@@ -61,14 +72,16 @@ export abstract class BasePackageWriter implements PackageWriter {
     return this.#enqueue(async () => {
       this.#throwIfFailed();
       try {
-        const manifest = await this.writeEntry(CHECKSUMS_FILE, checksumsFile(this.#entries));
+        const checksums = await this.writeEntry(CHECKSUMS_FILE, this.#log.manifest());
         const bytes = await this.close();
         this.#throwIfFailed();
         this.#state = 'finished';
-        return { entries: [...this.#entries, manifest], bytes };
+        return { files: this.#log.count + 1, checksums, bytes };
       } catch (err) {
         this.abort(err as Error);
         throw err;
+      } finally {
+        await this.#log.dispose();
       }
     });
   }
@@ -78,6 +91,7 @@ export abstract class BasePackageWriter implements PackageWriter {
     this.#state = 'failed';
     this.#failure = err ?? new FerryError('package_aborted', 'the package was aborted');
     this.destroy(this.#failure);
+    void this.#log.dispose();
   }
 
   /** Writes one entry's bytes; `path` is relative to the root and already checked. */
@@ -104,7 +118,7 @@ export abstract class BasePackageWriter implements PackageWriter {
     try {
       const result = await this.writeEntry(path, typeof source === 'string' ? Buffer.from(source) : source);
       this.#throwIfFailed();
-      this.#entries.push(result);
+      await this.#log.record(result);
       return result;
     } catch (err) {
       if (source instanceof Readable) source.destroy();

@@ -1,4 +1,8 @@
+import { createReadStream } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { invalid } from '../domain/ferry-error.ts';
+import { FingerprintTable, fingerprint } from './fingerprints.ts';
 import { checkEntryPath } from './entry-path.ts';
 import { type PackageField, tableSchemaField } from './fields.ts';
 
@@ -77,10 +81,8 @@ export interface DataPackageDescriptor {
  * with the path of their JSON Schema.
  */
 export function buildDataPackage(input: DataPackageInput): DataPackageDescriptor {
-  if (!NAME.test(input.name)) throw invalid('name', `"${input.name}" must match ${NAME.source}`);
+  const head = packageHead(input);
   if (input.resources.length === 0) throw invalid('resources', 'a data package needs at least one resource');
-  const created = input.created instanceof Date ? input.created : new Date(input.created);
-  if (Number.isNaN(created.getTime())) throw invalid('created', 'must be a valid date-time');
   const names = new Set<string>();
   const resources = input.resources.map((resource, index) => {
     if (names.has(resource.name))
@@ -88,6 +90,14 @@ export function buildDataPackage(input: DataPackageInput): DataPackageDescriptor
     names.add(resource.name);
     return buildResource(resource, `resources[${index}]`);
   });
+  return { ...head, resources };
+}
+
+/** The descriptor without its resources, checked; `resources` is its last key. */
+function packageHead(input: Omit<DataPackageInput, 'resources'>): Omit<DataPackageDescriptor, 'resources'> {
+  if (!NAME.test(input.name)) throw invalid('name', `"${input.name}" must match ${NAME.source}`);
+  const created = input.created instanceof Date ? input.created : new Date(input.created);
+  if (Number.isNaN(created.getTime())) throw invalid('created', 'must be a valid date-time');
   return {
     $schema: DATA_PACKAGE_PROFILE,
     name: input.name,
@@ -96,9 +106,21 @@ export function buildDataPackage(input: DataPackageInput): DataPackageDescriptor
     ...(input.version ? { version: input.version } : {}),
     created: created.toISOString(),
     ...(input.keywords?.length ? { keywords: [...input.keywords] } : {}),
-    resources,
   };
 }
+
+/** The first lines of `datapackage.json`, up to its resources. */
+function headText(head: Omit<DataPackageDescriptor, 'resources'>): string {
+  // `resources` is the descriptor's last key; the head's closing brace gives way to it.
+  return `${JSON.stringify(head, null, 2).slice(0, -2)},\n  "resources": [\n`;
+}
+
+/** One resource as it sits in `datapackage.json`'s list. */
+function resourceText(resource: DataResource): string {
+  return `    ${JSON.stringify(resource, null, 2).replaceAll('\n', '\n    ')}`;
+}
+
+const RESOURCES_TAIL = '\n  ]\n}\n';
 
 /** Resources joined into one string at a time by `dataPackageText`. */
 const TEXT_RESOURCES = 1000;
@@ -114,16 +136,96 @@ export function* dataPackageText(descriptor: DataPackageDescriptor): Generator<s
     yield `${JSON.stringify(descriptor, null, 2)}\n`;
     return;
   }
-  // `resources` is the descriptor's last key; the head's closing brace gives way to it.
-  yield `${JSON.stringify(head, null, 2).slice(0, -2)},\n  "resources": [\n`;
+  yield headText(head);
   for (let i = 0; i < resources.length; i += TEXT_RESOURCES) {
     const text = resources
       .slice(i, i + TEXT_RESOURCES)
-      .map((r) => `    ${JSON.stringify(r, null, 2).replaceAll('\n', '\n    ')}`)
+      .map(resourceText)
       .join(',\n');
     yield i + TEXT_RESOURCES < resources.length ? `${text},\n` : text;
   }
-  yield '\n  ]\n}\n';
+  yield RESOURCES_TAIL;
+}
+
+/** Resource text gathered before it is appended to the spool file. */
+const SPOOL_CHUNK = 256 * 1024;
+
+/**
+ * `datapackage.json` for a package whose resources are too many to hold (a company package
+ * describes a file per conversation): each resource is checked and turned into its text as it
+ * comes, and the text goes to a file in a temporary folder. Names stay unique without a list of
+ * them in memory: a fingerprint table says which names are new, and only a name whose
+ * fingerprint was seen is looked up in the file. The result is byte for byte what
+ * `dataPackageText(buildDataPackage(…))` writes for the same resources.
+ */
+export class DataPackageSpool {
+  readonly #file: string;
+  readonly #names = new FingerprintTable();
+  #buffer: string[] = [];
+  #bufferBytes = 0;
+  #flushed: Promise<void> = Promise.resolve();
+  #count = 0;
+
+  /** `file` is created (or replaced) on the first flush; the caller removes it. */
+  constructor(file: string) {
+    this.#file = file;
+  }
+
+  /** Resources added. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** A name made from `base` that no resource has yet: `base`, else `base-2`, `base-3`, … */
+  async freeName(base: string): Promise<string> {
+    let name = base;
+    for (let n = 2; await this.#taken(name); n++) name = `${base}-${n}`;
+    return name;
+  }
+
+  /** Checks a resource and appends it; a name already used is refused. */
+  async add(input: DataResourceInput): Promise<void> {
+    const index = this.#count;
+    const resource = buildResource(input, `resources[${index}]`);
+    if (await this.#taken(resource.name))
+      throw invalid(`resources[${index}].name`, `"${resource.name}" is used twice`);
+    this.#names.add(fingerprint(resource.name));
+    const text = `${index ? ',\n' : ''}${resourceText(resource)}`;
+    this.#count++;
+    this.#buffer.push(text);
+    this.#bufferBytes += text.length;
+    if (this.#bufferBytes >= SPOOL_CHUNK) await this.#flush();
+  }
+
+  /** `datapackage.json`, streamed from the spool; needs at least one resource. */
+  async *text(input: Omit<DataPackageInput, 'resources'>): AsyncGenerator<string | Buffer> {
+    const head = packageHead(input);
+    if (this.#count === 0) throw invalid('resources', 'a data package needs at least one resource');
+    await this.#flush();
+    yield headText(head);
+    yield* createReadStream(this.#file, { highWaterMark: SPOOL_CHUNK }) as AsyncIterable<Buffer>;
+    yield RESOURCES_TAIL;
+  }
+
+  async #taken(name: string): Promise<boolean> {
+    if (!this.#names.has(fingerprint(name))) return false;
+    // Seen before, or a fingerprint shared by chance: the names in the file settle it.
+    await this.#flush();
+    const line = `      "name": ${JSON.stringify(name)},`;
+    const lines = createInterface({ input: createReadStream(this.#file), crlfDelay: Infinity });
+    for await (const l of lines) if (l === line) return true;
+    return false;
+  }
+
+  #flush(): Promise<void> {
+    if (this.#buffer.length) {
+      const text = this.#buffer.join('');
+      this.#buffer = [];
+      this.#bufferBytes = 0;
+      this.#flushed = this.#flushed.then(() => appendFile(this.#file, text));
+    }
+    return this.#flushed;
+  }
 }
 
 function buildResource(input: DataResourceInput, param: string): DataResource {

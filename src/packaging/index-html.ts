@@ -18,8 +18,11 @@ export interface IndexPageInput {
   /** Page title; defaults to "<company> — data export". */
   readonly title?: string;
   readonly datasets: readonly IndexPageDataset[];
-  /** Files of the package, in any order; folders with many files are summarised. */
-  readonly files: Iterable<IndexPageFile>;
+  /**
+   * Files of the package, in any order (or already summarised as they were written); folders
+   * with many files are summarised.
+   */
+  readonly files: Iterable<IndexPageFile> | FileListSummary;
   /** Present when the package carries the conversation viewer files. */
   readonly conversations?: { readonly count: number };
   /** Shown in the footer, e.g. "Ferry 0.1.0". */
@@ -161,32 +164,47 @@ interface FolderSummary {
   bytes: number;
 }
 
-/** Lists top-level files one by one and folders as a summary; memory is bounded by the folder count. */
-function fileSection(files: Iterable<IndexPageFile>): string {
-  const top: IndexPageFile[] = [];
-  const folders = new Map<string, FolderSummary>();
-  for (const file of files) {
+/**
+ * The file list of index.html as files are added: top-level files one by one, folders as a
+ * count, a size and their first few files, so memory is bounded by the folder count.
+ */
+export class FileListSummary {
+  readonly top: IndexPageFile[] = [];
+  readonly folders = new Map<string, FolderSummary>();
+
+  static of(files: Iterable<IndexPageFile>): FileListSummary {
+    const summary = new FileListSummary();
+    for (const file of files) summary.add(file);
+    return summary;
+  }
+
+  add(file: IndexPageFile): void {
     const slash = file.path.indexOf('/');
     if (slash === -1) {
-      top.push(file);
-      continue;
+      this.top.push(file);
+      return;
     }
     const name = file.path.slice(0, slash);
-    let folder = folders.get(name);
+    let folder = this.folders.get(name);
     if (!folder) {
       folder = { files: [], count: 0, bytes: 0 };
-      folders.set(name, folder);
+      this.folders.set(name, folder);
     }
     folder.count++;
     folder.bytes += file.bytes ?? 0;
-    if (folder.files.length < LIST_FOLDER_FILES) folder.files.push(file);
+    if (folder.files.length < LIST_FOLDER_FILES) folder.files.push({ path: file.path, bytes: file.bytes });
   }
+}
+
+/** Lists top-level files one by one and folders as a summary. */
+function fileSection(files: Iterable<IndexPageFile> | FileListSummary): string {
+  const { top, folders } = files instanceof FileListSummary ? files : FileListSummary.of(files);
   const size = (bytes: number | null) =>
     bytes === null
       ? ''
       : `<span title="${escapeHtml(bytes.toLocaleString('en-US'))} bytes">${formatBytes(bytes)}</span>`;
   const rows: string[] = [];
-  for (const file of top.sort((a, b) => a.path.localeCompare(b.path))) {
+  for (const file of [...top].sort((a, b) => a.path.localeCompare(b.path))) {
     rows.push(
       `<tr><td><code>${escapeHtml(file.path)}</code></td><td class="num">${size(file.bytes)}</td></tr>`,
     );
@@ -197,7 +215,7 @@ function fileSection(files: Iterable<IndexPageFile>): string {
       `<tr class="folder"><td><code>${escapeHtml(name)}/</code> <span class="muted">${label}</span></td><td class="num">${size(folder.bytes)}</td></tr>`,
     );
     if (folder.count > LIST_FOLDER_FILES) continue;
-    for (const file of folder.files.sort((a, b) => a.path.localeCompare(b.path))) {
+    for (const file of [...folder.files].sort((a, b) => a.path.localeCompare(b.path))) {
       rows.push(
         `<tr><td>&nbsp;&nbsp;<code>${escapeHtml(file.path)}</code></td><td class="num">${size(file.bytes)}</td></tr>`,
       );

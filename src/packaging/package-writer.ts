@@ -22,13 +22,24 @@ export interface PackageWriter {
   add(path: string, source: Readable | Buffer | string): Promise<PackageEntryResult>;
   /**
    * Writes checksums.sha256 (sha256sum format: "<hex>  <path>\n", covering every entry added, sorted
-   * by path) as the last entry, then closes. Resolves with every entry, checksums.sha256 last, and the
-   * bytes written (the archive size; for a directory, the sum of the files; for a split
-   * package, the sum of the parts, which are listed with the files each holds).
+   * by path) as the last entry, then closes. Resolves with the number of files (checksums.sha256
+   * included), checksums.sha256's own entry, and the bytes written (the archive size; for a
+   * directory, the sum of the files; for a split package, the sum of the parts, which are listed
+   * with the files each holds). The list of entries is not kept: a package may hold millions.
    */
-  finish(): Promise<{ entries: PackageEntryResult[]; bytes: number; parts?: SplitPart[] }>;
+  finish(): Promise<PackageFinish>;
   /** Stops writing, destroys the output stream (a directory package is removed) and cleans temp files. */
   abort(err?: Error): void;
+}
+
+/** What a finished package reports. */
+export interface PackageFinish {
+  /** Files in the package, checksums.sha256 included. */
+  files: number;
+  /** checksums.sha256, the last file. */
+  checksums: PackageEntryResult;
+  bytes: number;
+  parts?: SplitPart[];
 }
 
 /** One part of a split package (src/packaging/split-writer.ts). */
@@ -53,6 +64,11 @@ export interface PackageWriterOptions {
    * of a large archive; the system temp folder by default.
    */
   tmpDir?: string;
+  /**
+   * Entries of `checksums.sha256` kept in memory before they are sorted and moved to a run file in
+   * `tmpDir` (100,000 by default); the manifest is merged from the runs.
+   */
+  entriesInMemory?: number;
   /** ZIP: central directory bytes kept in memory before the rest moves to `tmpDir` (8 MiB by default). */
   zipCentralInMemory?: number;
 }

@@ -5,7 +5,7 @@ import type { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { invalid } from '../domain/ferry-error.ts';
 import { BasePackageWriter } from './base-writer.ts';
-import type { PackageEntryResult, PackageWriterOptions, SplitPart } from './package-writer.ts';
+import type { PackageEntryResult, PackageFinish, PackageWriterOptions, SplitPart } from './package-writer.ts';
 import type { SplitFormat, SplitPartLayout, SpooledEntry } from './split-format.ts';
 import { TarSplitFormat } from './split-tar.ts';
 import { ZipSplitFormat } from './split-zip.ts';
@@ -74,7 +74,7 @@ export class SplitPackageWriter extends BasePackageWriter {
     return this.#parts;
   }
 
-  override async finish(): Promise<{ entries: PackageEntryResult[]; bytes: number; parts: SplitPart[] }> {
+  override async finish(): Promise<PackageFinish & { parts: SplitPart[] }> {
     const done = await super.finish();
     return { ...done, parts: [...this.#parts] };
   }

@@ -23,9 +23,9 @@ import {
   type PackageWriter,
   type SplitPart,
 } from '../packaging/archive.ts';
-import { buildDataPackage, type DataResourceInput, dataPackageText } from '../packaging/datapackage.ts';
+import { DataPackageSpool, type DataResourceInput } from '../packaging/datapackage.ts';
 import { indentJsonText } from '../format/json-text.ts';
-import { buildIndexHtml } from '../packaging/index-html.ts';
+import { buildIndexHtml, FileListSummary } from '../packaging/index-html.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../packaging/json-schema.ts';
 import {
   ConversationIndexWriter,
@@ -132,29 +132,24 @@ function jsonFile(path: string, title: string, description?: string): DataFile {
 }
 
 /**
- * The resources of datapackage.json: every data file with the bytes and SHA-256 the package
- * writer measured, and the path of its JSON Schema when the package has one. Resource names
- * come from the paths (`analytics/daily.csv` is `analytics_daily`).
+ * Lists a written data file in datapackage.json, with the bytes and SHA-256 the package writer
+ * measured, and the path of its JSON Schema when `addSchemas` writes one (JSON and NDJSON
+ * dataset files). Resource names come from the paths (`analytics/daily.csv` is
+ * `analytics_daily`). The list goes to disk as it grows: a package holds a file per conversation.
  */
-function describeFiles(
-  files: readonly DataFile[],
-  written: ReadonlyMap<string, PackageEntryResult>,
-): DataResourceInput[] {
-  const names = new Set<string>();
-  return files.map((file) => {
-    const entry = written.get(file.path);
-    if (!entry) throw new Error(`datapackage.json: ${file.path} was not written`);
-    const base = file.path
-      .toLowerCase()
-      .replace(/\.[a-z0-9]+$/, '')
-      .replace(/[^a-z0-9]+/g, '_');
-    let name = base;
-    for (let n = 2; names.has(name); n++) name = `${base}-${n}`;
-    names.add(name);
-    const schema = jsonSchemaPath(file.path);
-    const jsonSchema = /\.n?json$/.test(file.path) && written.has(schema) ? schema : undefined;
-    return { ...file, name, bytes: entry.bytes, hash: entry.sha256, ...(jsonSchema ? { jsonSchema } : {}) };
-  });
+async function describe(ctx: Ctx, file: DataFile, entry: PackageEntryResult, schema = false): Promise<void> {
+  const base = file.path
+    .toLowerCase()
+    .replace(/\.[a-z0-9]+$/, '')
+    .replace(/[^a-z0-9]+/g, '_');
+  const resource: DataResourceInput = {
+    ...file,
+    name: await ctx.resources.freeName(base),
+    bytes: entry.bytes,
+    hash: entry.sha256,
+    ...(schema ? { jsonSchema: jsonSchemaPath(file.path) } : {}),
+  };
+  await ctx.resources.add(resource);
 }
 
 interface Ctx {
@@ -168,8 +163,8 @@ interface Ctx {
   anonymizeKey: string;
   pkg: PackageWriter;
   counts: Record<string, number>;
-  /** Every data file, for datapackage.json; its bytes and hash are filled in once all are written. */
-  resources: DataFile[];
+  /** Every data file, for datapackage.json, in a spool on disk. */
+  resources: DataPackageSpool;
   described: Described[];
   datasetFiles: Record<string, string[]>;
   tmp: string;
@@ -227,7 +222,7 @@ async function addDataset(
   const file = `${entry.path}.${writer.extension}`;
   const request = datasetRequest(ctx, dataset, format, entry.parameters);
   const pass = new PassThrough();
-  const [outcome] = await Promise.all([
+  const [outcome, written] = await Promise.all([
     writeDataset(ctx.database, request, pass, {
       exportId: ctx.exportId,
       anonymizeKey: ctx.anonymizeKey,
@@ -244,8 +239,9 @@ async function addDataset(
     type: f.type,
     description: f.description,
   }));
+  const schema = format === 'json' || format === 'ndjson';
   if (entry.format === 'tabular') {
-    ctx.resources.push({
+    const tabular: DataFile = {
       path: file,
       title: dataset,
       description: declaration.description,
@@ -254,10 +250,10 @@ async function addDataset(
       // A JSON export holds its rows under `data`, after `export_metadata`.
       ...(format === 'json' ? { dialect: { property: 'data', itemType: 'object' } } : {}),
       fields,
-    });
-  } else ctx.resources.push(jsonFile(file, dataset, declaration.description));
-  if (format === 'json' || format === 'ndjson' || format === 'xml')
-    ctx.described.push({ file, dataset, fields, format });
+    };
+    await describe(ctx, tabular, written, schema);
+  } else await describe(ctx, jsonFile(file, dataset, declaration.description), written, schema);
+  if (schema || format === 'xml') ctx.described.push({ file, dataset, fields, format });
 }
 
 /** JSON Schemas of the JSON files (a record schema per NDJSON line), an XSD next to each XML file and under `schemas/`. */
@@ -293,8 +289,8 @@ async function addJson(
   value: unknown,
   records: number,
 ): Promise<void> {
-  await ctx.pkg.add(file, `${JSON.stringify(value, null, 2)}\n`);
-  ctx.resources.push(jsonFile(file, dataset, ctx.datamap.datasets[dataset]?.description));
+  const entry = await ctx.pkg.add(file, `${JSON.stringify(value, null, 2)}\n`);
+  await describe(ctx, jsonFile(file, dataset, ctx.datamap.datasets[dataset]?.description), entry);
   note(ctx, dataset, file, records);
 }
 
@@ -401,8 +397,12 @@ async function addConversations(ctx: Ctx): Promise<void> {
       const entries = byConversation.get(id) ?? [];
       const list = entries.map((e) => e.message);
       const document = `{"conversation":${page[i]!.j},"messages":[${entries.map((e) => e.text).join(',')}]}`;
-      await ctx.pkg.add(`conversations/${id}.json`, `${indentJsonText(document)}\n`);
-      ctx.resources.push(jsonFile(`conversations/${id}.json`, `conversation ${id} with its messages`));
+      const entry = await ctx.pkg.add(`conversations/${id}.json`, `${indentJsonText(document)}\n`);
+      await describe(
+        ctx,
+        jsonFile(`conversations/${id}.json`, `conversation ${id} with its messages`),
+        entry,
+      );
       const customer = (conversation.customer_name ?? conversation.customer_email ?? null) as string | null;
       const summary = {
         conversation_id: id,
@@ -455,9 +455,11 @@ async function addConversations(ctx: Ctx): Promise<void> {
   await new Promise<void>((resolve, reject) => index.once('close', resolve).once('error', reject));
   viewer.end();
   await viewerDone;
-  await ctx.pkg.add('conversations/index.json', createReadStream(indexFile));
-  ctx.resources.push(
+  const entry = await ctx.pkg.add('conversations/index.json', createReadStream(indexFile));
+  await describe(
+    ctx,
     jsonFile('conversations/index.json', 'conversations', 'One summary row per conversation.'),
+    entry,
   );
   note(ctx, 'conversations', 'conversations/index.json', count);
   ctx.counts['conversations/*.json'] = count;
@@ -477,14 +479,18 @@ async function addKnowledgeBase(ctx: Ctx): Promise<void> {
     const yaml = Object.entries(front)
       .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
       .join('\n');
-    await ctx.pkg.add(file, `---\n${yaml}\n---\n\n${doc.content}\n`);
-    ctx.resources.push({
-      path: file,
-      title: doc.title,
-      description: 'A knowledge-base document: YAML front matter, then its Markdown text.',
-      format: 'md',
-      mediatype: 'text/markdown',
-    });
+    const entry = await ctx.pkg.add(file, `---\n${yaml}\n---\n\n${doc.content}\n`);
+    await describe(
+      ctx,
+      {
+        path: file,
+        title: doc.title,
+        description: 'A knowledge-base document: YAML front matter, then its Markdown text.',
+        format: 'md',
+        mediatype: 'text/markdown',
+      },
+      entry,
+    );
     index.push({
       document_id: doc.document_id,
       title: doc.title,
@@ -573,18 +579,19 @@ export async function writeCompanyPackage(
   const now = options.now ?? new Date();
   const root = `${subject ? 'personal-data' : 'company-export'}-${now.toISOString().slice(0, 10)}`;
   const writer = createPackageWriter(request.kind, target, { root, mtime: now });
-  // What was written: sizes for the file list of index.html, sizes and hashes for datapackage.json.
-  const written = new Map<string, PackageEntryResult>();
+  // What was written, summarised for the file list of index.html.
+  const files = new FileListSummary();
   const pkg: PackageWriter = {
     add: async (file, source) => {
       const entry: PackageEntryResult = await writer.add(file, source);
-      written.set(entry.path, entry);
+      files.add(entry);
       return entry;
     },
     finish: () => writer.finish(),
     abort: (err) => writer.abort(err),
   };
   const tmp = await mkdtemp(path.join(tmpdir(), 'ferry-package-'));
+  const resources = new DataPackageSpool(path.join(tmp, 'datapackage-resources.json'));
   const viewer = new ConversationIndexWriter();
   const viewerFile = path.join(tmp, 'viewer-index.js');
   const viewerDone = pipeline(viewer.stream, createWriteStream(viewerFile));
@@ -598,7 +605,7 @@ export async function writeCompanyPackage(
     anonymizeKey: randomBytes(16).toString('hex'),
     pkg,
     counts: {},
-    resources: [],
+    resources,
     described: [],
     datasetFiles: {},
     tmp,
@@ -633,17 +640,16 @@ export async function writeCompanyPackage(
     }
     await addSchemas(ctx);
     await pkg.add('data_dictionary.md', dataDictionaryMarkdown(datamap, { datasets }));
-    if (ctx.resources.length) {
-      const descriptor = buildDataPackage({
+    if (resources.count) {
+      const descriptor = resources.text({
         name: root,
         title: subject ? `Your personal data held by ${tenant.name}` : `${tenant.name} data export`,
         description: subject
           ? `The personal data ${tenant.name} holds about one person, exported by Ferry for request ${subject.requestId}.`
           : `Data of ${tenant.name} exported by Ferry (anonymization level: ${request.pii}).`,
         created: now,
-        resources: describeFiles(ctx.resources, written),
       });
-      await pkg.add('datapackage.json', Readable.from(dataPackageText(descriptor), { objectMode: false }));
+      await pkg.add('datapackage.json', Readable.from(descriptor, { objectMode: false }));
     }
     const records = Object.entries(ctx.counts)
       .filter(([file]) => file !== 'conversations/*.json')
@@ -699,7 +705,7 @@ export async function writeCompanyPackage(
           rows: (ctx.datasetFiles[d] ?? []).reduce((n, f) => n + (ctx.counts[f] ?? 0), 0),
           files: ctx.datasetFiles[d] ?? [],
         })),
-        files: [...written.values()].map((entry) => ({ path: entry.path, bytes: entry.bytes })),
+        files,
         ...(browsable ? { conversations: { count: ctx.counts['conversations/*.json'] ?? 0 } } : {}),
         generator: `Ferry ${FERRY_VERSION}`,
       }),
