@@ -31,7 +31,11 @@ export class PackageEntryLog {
   readonly #tmpBase: string;
   readonly #runEntries: number;
   readonly #fingerprints = new FingerprintTable();
-  #pending: Buffer[] = [];
+  /**
+   * Lines not yet in a run, as strings: a small Buffer would come from Node's shared pool and
+   * keep its whole 8 KiB slab alive for as long as it waits here.
+   */
+  #pending: string[] = [];
   readonly #runs: string[] = [];
   #dir: Promise<string> | undefined;
   #count = 0;
@@ -59,9 +63,11 @@ export class PackageEntryLog {
   /** Whether an entry with this path was recorded (exact; reads the runs on disk). */
   async isRecorded(path: string): Promise<boolean> {
     await this.#flushing;
+    const tail = `  ${path}\n`;
+    if (this.#pending.some((line) => line.length === PATH_AT - 2 + tail.length && line.endsWith(tail)))
+      return true;
     const key = Buffer.from(path);
     const matches = (line: Buffer) => line.length === PATH_AT + key.length + 1 && pathOf(line).equals(key);
-    if (this.#pending.some(matches)) return true;
     for (const run of this.#runs) {
       for await (const line of lines(run)) if (matches(line)) return true;
     }
@@ -70,7 +76,7 @@ export class PackageEntryLog {
 
   /** Records a written entry. */
   record(entry: ChecksumEntry): Promise<void> {
-    this.#pending.push(Buffer.from(`${entry.sha256}  ${entry.path}\n`));
+    this.#pending.push(`${entry.sha256}  ${entry.path}\n`);
     this.#count++;
     if (this.#pending.length < this.#runEntries) return Promise.resolve();
     const run = this.#pending;
@@ -97,18 +103,20 @@ export class PackageEntryLog {
     }
   }
 
-  async #writeRun(run: Buffer[]): Promise<void> {
-    run.sort(byPath);
+  async #writeRun(run: string[]): Promise<void> {
     this.#dir ??= mkdtemp(join(this.#tmpBase, 'ferry-entries-'));
     const file = join(await this.#dir, `run-${this.#runs.length + 1}`);
-    await writeFile(file, Buffer.concat(run));
+    await writeFile(file, Buffer.concat(sortedLines(run)));
     this.#runs.push(file);
   }
 
   async *#merge(): AsyncGenerator<Buffer> {
     await this.#flushing;
-    this.#pending.sort(byPath);
-    const sources: LineSource[] = [arraySource(this.#pending), ...this.#runs.map((run) => fileSource(run))];
+    const sources: LineSource[] = [
+      arraySource(sortedLines(this.#pending)),
+      ...this.#runs.map((run) => fileSource(run)),
+    ];
+    this.#pending = [];
     const heap = new LineHeap();
     for (const source of sources) {
       const line = await source.next();
@@ -132,6 +140,11 @@ export class PackageEntryLog {
     }
     if (chunk.length) yield Buffer.concat(chunk);
   }
+}
+
+/** Lines as bytes, sorted by the bytes of their paths. */
+function sortedLines(lines: readonly string[]): Buffer[] {
+  return lines.map((line) => Buffer.from(line)).sort(byPath);
 }
 
 function pathOf(line: Buffer): Buffer {
