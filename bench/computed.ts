@@ -42,7 +42,8 @@ const ALL_CASES: Case[] = [
       parameters: { granularity },
     }),
   ),
-  // A dated report streams window by window (collect/dataset-source.ts), as in a company package.
+  // A dated report, as in a company package: one statement over the year, which also looks back
+  // before it (returning visitors).
   {
     name: 'analytics daily over one year',
     dataset: 'analytics',

@@ -3,19 +3,6 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ExportHarness, exportHarness, requestExport } from './support/fixtures/export-jobs.ts';
 import { DIALECTS } from './support/databases.ts';
-import { datasetStream, reportWindows } from '../src/collect/dataset-source.ts';
-import { buildExportQuery } from '../src/collect/query.ts';
-import { parseExportRequest } from '../src/collect/request.ts';
-import { loadTenant, zonesFor } from '../src/collect/tenant.ts';
-import { REFERENCE_DATAMAP } from '../src/datamap/datamap.ts';
-import { getWriter } from '../src/format/registry.ts';
-import type { Readable } from 'node:stream';
-
-async function text(stream: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.from(chunk as Buffer));
-  return Buffer.concat(chunks).toString('utf8');
-}
 import { connectStream, type StreamClient } from './support/fixtures/stream.ts';
 
 /** Progress of computed reports over the API: an estimate before any row, the real count at the end. */
@@ -57,77 +44,6 @@ for (const dialect of DIALECTS) {
       expect(done.progress.records).toBe(n);
       expect(done.files[0]!.records).toBe(n);
       expect(done.progress.percentage).toBe(100);
-    });
-
-    it('streams a report window by window, with exactly the bytes of one query over the whole range', async () => {
-      const tenant = await loadTenant(h.database, h.tenant.id);
-      // 58 days from a Monday: windows of 8 days (at most 8 windows), of 4 weeks, of 3 months.
-      const cases: [string, Record<string, string>, number][] = [
-        ['analytics', { granularity: 'daily' }, 8],
-        ['analytics', { granularity: 'weekly' }, 3],
-        ['analytics', { granularity: 'monthly' }, 1],
-        ['analytics', { granularity: 'hourly', metrics: 'performance' }, 8],
-        ['revenue_attribution', {}, 8],
-      ];
-      for (const [dataset, options, windows] of cases) {
-        const request = parseExportRequest({
-          tenantId: tenant.id,
-          dataset,
-          format: 'csv',
-          pii: 'complete',
-          from: '2026-08-03',
-          to: '2026-09-29',
-          options,
-        });
-        expect(reportWindows(request).length, `${dataset} ${JSON.stringify(options)}`).toBe(windows);
-        const writer = getWriter('csv');
-        const zones = zonesFor(request, tenant);
-        const key = 'a'.repeat(32);
-        const windowed = await text(datasetStream(h.database, request, writer, zones, key));
-        const single = await text(
-          h.database.copyOut(
-            buildExportQuery(REFERENCE_DATAMAP.datasets[dataset]!, request, {
-              ...zones,
-              anonymizeKey: key,
-              input: writer.input,
-            }),
-          ),
-        );
-        expect(windowed.split('\n').length, dataset).toBeGreaterThan(2);
-        expect(windowed, `${dataset} ${JSON.stringify(options)}`).toBe(single);
-      }
-    });
-
-    it('splits a long range into at most 8 windows that cover it in order, on period boundaries', () => {
-      const cases: [Record<string, string>, string, string, number][] = [
-        [{ granularity: 'daily' }, '2025-11-01', '2026-10-31', 8],
-        [{ granularity: 'weekly' }, '2025-11-01', '2026-10-31', 8],
-        [{ granularity: 'monthly' }, '2023-11-15', '2026-10-31', 8],
-        [{ granularity: 'daily' }, '2026-10-01', '2026-10-20', 3],
-      ];
-      for (const [options, from, to, count] of cases) {
-        const request = parseExportRequest({
-          tenantId: h.tenant.id,
-          dataset: 'analytics',
-          format: 'csv',
-          from,
-          to,
-          options,
-        });
-        const windows = reportWindows(request);
-        expect(windows, `${options.granularity} ${from}`).toHaveLength(count);
-        expect(windows[0]!.from).toBe(from);
-        expect(windows.at(-1)!.to).toBe(to);
-        for (const [i, w] of windows.entries()) {
-          if (i > 0) {
-            const day = new Date(`${w.from}T00:00:00Z`);
-            // Each window starts the day after the one before ends, on a period's first day.
-            expect(Date.parse(w.from) - Date.parse(windows[i - 1]!.to)).toBe(86_400_000);
-            if (options.granularity === 'weekly') expect(day.getUTCDay()).toBe(1);
-            if (options.granularity === 'monthly') expect(day.getUTCDate()).toBe(1);
-          }
-        }
-      }
     });
 
     it('revenue attribution: the estimate bounds the rows from above', async () => {

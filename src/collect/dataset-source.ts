@@ -42,10 +42,10 @@ export async function estimateRows(
 }
 
 /**
- * The database stream for a tabular dataset in the writer's input shape: one COPY, or for
- * a computed report over a date range, one COPY per window of that range in order (see
- * `reportWindows`), so rows — and progress — arrive window by window instead of all at
- * the end of one long aggregation.
+ * The database stream for a tabular dataset in the writer's input shape: one COPY, a computed
+ * report over a date range too (one statement reads the history before the range once;
+ * statements per part of the range each read it again). Progress is the rows written against
+ * `estimateRows`.
  */
 export function datasetStream(
   database: Database,
@@ -57,82 +57,14 @@ export function datasetStream(
 ): Readable {
   const dataset = datasetOf(request, datamap);
   const ctx = { ...zones, anonymizeKey, input: writer.input };
-  const windows =
-    dataset.kind === 'computed' && REPORTS[dataset.report].windowed ? reportWindows(request) : [];
-  const enriched = requestedEnrichments(dataset, request).size > 0;
-  if (windows.length < 2 && !enriched) return database.copyOut(buildExportQuery(dataset, request, ctx));
+  if (requestedEnrichments(dataset, request).size === 0)
+    return database.copyOut(buildExportQuery(dataset, request, ctx));
   return Readable.from(
     (async function* () {
       // Enriched fields read lookup tables that are filled before the query runs.
-      if (enriched) await prepareEnrichment(database, dataset, request, zones);
-      if (windows.length < 2) {
-        yield* database.copyOut(buildExportQuery(dataset, request, ctx));
-        return;
-      }
-      for (const [i, window] of windows.entries()) {
-        const part: ExportRequest = {
-          ...request,
-          filters: { ...request.filters, from: window.from, to: window.to },
-        };
-        const query = buildExportQuery(dataset, part, ctx);
-        // The header line comes once, with the first window.
-        yield* database.copyOut(i === 0 ? query : { ...query, header: false });
-      }
+      await prepareEnrichment(database, dataset, request, zones);
+      yield* database.copyOut(buildExportQuery(dataset, request, ctx));
     })(),
     { objectMode: false },
   );
-}
-
-const DAY_MS = 86_400_000;
-const dayText = (ms: number) => new Date(ms).toISOString().slice(0, 10);
-
-/**
- * At most this many statements per report: each window's statement also reads the tenant's
- * history before it (returning visitors), so more windows cost more than their rows.
- */
-const MAX_WINDOWS = 8;
-
-/**
- * Consecutive day ranges that cover a computed report's `from`–`to` and split it only at
- * boundaries of its periods, so every row of the report falls in exactly one window and
- * the windows' rows, in order, are the report's rows: weeks (Monday) for weekly reports,
- * months for monthly ones, any day otherwise. A window spans at least a week (four weeks,
- * three months) and there are at most `MAX_WINDOWS`. None without both ends of a date range.
- */
-export function reportWindows(request: ExportRequest): { from: string; to: string }[] {
-  const from = request.filters.from;
-  const to = request.filters.to;
-  if (typeof from !== 'string' || typeof to !== 'string') return [];
-  const start = Date.parse(`${from.slice(0, 10)}T00:00:00Z`);
-  const end = Date.parse(`${to.slice(0, 10)}T00:00:00Z`);
-  if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) return [];
-  const granularity = request.options.granularity ?? 'daily';
-  const days = (end - start) / DAY_MS + 1;
-  const first = new Date(start);
-  const last = new Date(end);
-  let next: (day: number) => number;
-  if (granularity === 'monthly') {
-    const months =
-      (last.getUTCFullYear() - first.getUTCFullYear()) * 12 + last.getUTCMonth() - first.getUTCMonth() + 1;
-    const step = Math.max(3, Math.ceil(months / MAX_WINDOWS));
-    next = (day) => {
-      const d = new Date(day);
-      return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + step, 1);
-    };
-  } else if (granularity === 'weekly') {
-    const mondayOf = (day: number) => day - ((new Date(day).getUTCDay() + 6) % 7) * DAY_MS;
-    const weeks = Math.floor((end - mondayOf(start)) / (7 * DAY_MS)) + 1;
-    const step = Math.max(4, Math.ceil(weeks / MAX_WINDOWS));
-    next = (day) => mondayOf(day) + step * 7 * DAY_MS;
-  } else {
-    const step = Math.max(7, Math.ceil(days / MAX_WINDOWS));
-    next = (day) => day + step * DAY_MS;
-  }
-  const windows: { from: string; to: string }[] = [];
-  for (let day = start; day <= end; ) {
-    const following = Math.min(next(day), end + DAY_MS);
-    windows.push({ from: dayText(day), to: dayText(following - DAY_MS) });
-    day = following;
-  }
-  return windows;
 }

@@ -41,11 +41,6 @@ export interface ReportBuilder {
    * counting the report itself would compute it twice.
    */
   estimate(request: ExportRequest, dayZone: string, select: SelectRows): string;
-  /**
-   * Whether a report over a date range may run window by window (collect/dataset-source.ts):
-   * true for reports of one row per period; a summary of the whole range is one statement.
-   */
-  readonly windowed: boolean;
 }
 
 /** The report's first and last day, from the request's `from`/`to` filters. */
@@ -129,42 +124,34 @@ export const REPORTS = {
     },
     estimate: (request, dayZone) => analyticsEstimate(analyticsOptions(request, dayZone)),
     fields: (request) => analyticsColumns(metrics(request)),
-    windowed: true,
   },
   revenue_attribution: {
     source: (request, dayZone) => revenueAttributionSource(attributionOptions(request, dayZone)),
     estimate: (request, dayZone) => revenueAttributionEstimate(attributionOptions(request, dayZone)),
-    windowed: true,
   },
   rollups: {
     source: (request, dayZone) => rollupsSource(rollupOptions(request, dayZone)),
     estimate: (request, dayZone) => rollupsEstimate(rollupOptions(request, dayZone)),
-    windowed: true,
   },
   site_summary: {
     source: (request, dayZone) => siteSummarySource(summaryOptions(request, dayZone)),
     estimate: (request, dayZone) => siteSummaryEstimate(summaryOptions(request, dayZone)),
-    windowed: false,
   },
   topic_summary: {
     source: (request, dayZone) => topicSummarySource(summaryOptions(request, dayZone)),
     estimate: (request, dayZone) => topicSummaryEstimate(summaryOptions(request, dayZone)),
-    windowed: false,
   },
   daily_totals: {
     source: (request, dayZone, select) => dailyTotalsSource(totals(request, dayZone, select)),
     estimate: (request, dayZone, select) => totalsEstimate(totals(request, dayZone, select)),
-    windowed: true,
   },
   channel_performance: {
     source: (request, dayZone, select) => channelPerformanceSource(totals(request, dayZone, select)),
     estimate: (request, dayZone, select) => totalsEstimate(totals(request, dayZone, select)),
-    windowed: false,
   },
   marketing_campaigns: {
     source: (request, dayZone, select) => marketingCampaignsSource(campaignOptions(request, dayZone, select)),
     estimate: (request, dayZone, select) =>
       marketingCampaignsEstimate(campaignOptions(request, dayZone, select)),
-    windowed: false,
   },
 } satisfies Record<ComputedReport, ReportBuilder>;

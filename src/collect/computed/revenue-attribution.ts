@@ -76,9 +76,9 @@ export function revenueAttributionSource(options: AttributionOptions): { from: s
   const { credited, credit } = CREDIT[model];
 
   // Lifetime value runs over all of the customer's earlier events, so the window is
-  // computed before the lower bound and the segment filter apply. With a first day (each
-  // window of a dated export has one), only the customers with an event in the range are
-  // read: the other customers' events cannot reach the report.
+  // computed before the lower bound and the segment filter apply. With a first day, only
+  // the customers with an event in the range are read: the other customers' events cannot
+  // reach the report.
   const customers = range.lower
     ? `
     AND r.customer_id IN (
