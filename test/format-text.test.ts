@@ -147,6 +147,8 @@ describe('indentJsonText', () => {
       'text',
       [[[]], [{}], { 'key with "quotes"': ['\u0000\n\t'] }],
       { conversation: { id: 'c1', custom_fields: { nested: { deeper: [1.25, false] } } }, messages: [] },
+      // Quotes after runs of backslashes: an odd run escapes the quote, an even one does not.
+      { 'ends in \\': 'ends in \\', q: 'say \\"hi\\" \\\\', r: ['\\\\"', '"\\', '\\\\\\"'], '': '' },
     ];
     for (const value of values) {
       const compact = JSON.stringify(value);
