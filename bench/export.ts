@@ -14,6 +14,10 @@
  *
  * Ratios are reference seconds / Ferry seconds (1.0 = as fast as the reference; higher is faster).
  * Each Ferry run is its own process, so its peak RSS is reported alone.
+ *
+ * The fixtures are migrated to this checkout's migrations. A branch with a migration main does
+ * not have yet benchmarks on fixtures of its own (`BENCH_SCHEMA_PREFIX=ferry_bench_mine` gives
+ * `ferry_bench_mine_<N>`): main's migrator refuses a schema that holds a migration it lacks.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -64,7 +68,7 @@ const CASES = ALL_CASES.filter((c) => !ONLY || ONLY.includes(c.name));
 
 /** A PostgreSQL schema holding exactly `messages` seeded messages (reused between runs). */
 export async function pgFixture(messages: number): Promise<{ schema: string; tenant: string }> {
-  const schema = `ferry_bench_${messages}`;
+  const schema = `${process.env.BENCH_SCHEMA_PREFIX ?? 'ferry_bench'}_${messages}`;
   const admin = postgresDatabase({ connectionString: PG_URL, max: 1 });
   await admin.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
   await admin.close();

@@ -68,6 +68,64 @@ for (const dialect of DIALECTS) {
       expect(plan).not.toContain('ferry_csv_guard');
     });
 
+    it('guards a computed value with the same cells, read once and inlined', async () => {
+      // Around anything but a column the guard names its value once, so PostgreSQL inlines it
+      // even when the value is expensive (a scrubber's result) instead of calling it per cell.
+      const computed = "(v.x || '')";
+      expect(csvGuardSql(computed)).toContain('ferry_csv_guard_computed');
+      const values = CASES.map(([input], n) => `(${n}, ${literal(input)})`).join(', ');
+      const { rows } = await sql
+        .raw<{ n: number; out: string }>(
+          `SELECT v.n, ${csvGuardSql(computed)} AS out FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
+        )
+        .execute(t.database.db);
+      expect(rows.map((r) => r.out)).toEqual(CASES.map(([input]) => csvGuard(input)));
+      const { rows: plan } = await sql
+        .raw<Record<string, string>>(
+          `EXPLAIN (VERBOSE) SELECT ${csvGuardSql('md5(v.x)')}, ${csvGuardJsonSql('jsonb_build_array(v.x)')} FROM (VALUES ('=1'), ('x')) AS v(x)`,
+        )
+        .execute(t.database.db);
+      const text = plan.map((r) => Object.values(r)[0]).join('\n');
+      expect(text).toContain('regexp_replace');
+      expect(text).not.toContain('ferry_csv_guard');
+      const { rows: nulls } = await sql
+        .raw<{ a: string | null; b: string | null }>(
+          `SELECT ${csvGuardSql('NULL::text')} AS a, ${csvGuardJsonSql('NULL::jsonb')} AS b`,
+        )
+        .execute(t.database.db);
+      expect(nulls[0]).toEqual({ a: null, b: null });
+    });
+
+    it('guards computed JSON the same way, as jsonb, json or text', async () => {
+      const documents = [
+        '-5',
+        '-0.25',
+        '5',
+        '"=1+1"',
+        '"-1"',
+        '{"a": "=1"}',
+        '[-1, 2]',
+        'null',
+        'true',
+        ' -5',
+      ];
+      for (const type of ['jsonb', 'json', 'text']) {
+        const values = documents.map((d, n) => `(${n}, ${literal(d)}::${type})`).join(', ');
+        const computed = `(CASE WHEN v.n >= 0 THEN v.x END)`;
+        expect(csvGuardJsonSql(computed)).toContain('ferry_csv_guard_json_computed');
+        const { rows } = await sql
+          .raw<{ n: number; out: string; plain: string }>(
+            `SELECT v.n, ${csvGuardJsonSql(computed)} AS out, v.x::text AS plain FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
+          )
+          .execute(t.database.db);
+        expect(
+          rows.map((r) => r.out),
+          type,
+        ).toEqual(rows.map((r) => csvGuard(r.plain)));
+        expect(rows[0]!.out, type).toBe("'-5");
+      }
+    });
+
     it('guards JSON text the same way, as jsonb, json or text', async () => {
       const documents = ['-5', '-0.25', '5', '"=1+1"', '{"a": "=1"}', '[-1, 2]', 'null', 'true'];
       for (const type of ['jsonb', 'json', 'text']) {

@@ -30,6 +30,7 @@ import * as keyring from './migrations/0027-keyring.ts';
 import * as apiKeyExpiry from './migrations/0028-api-key-expiry.ts';
 import * as organisations from './migrations/0029-organisations.ts';
 import * as messageDeletions from './migrations/0030-message-deletions.ts';
+import * as anonymizedExportSpeed from './migrations/0031-anonymized-export-speed.ts';
 
 /** Every migration, in order. A new migration is a new file added here. */
 const MIGRATIONS: Record<string, { up: string }> = {
@@ -62,6 +63,7 @@ const MIGRATIONS: Record<string, { up: string }> = {
   '0028-api-key-expiry': apiKeyExpiry,
   '0029-organisations': organisations,
   '0030-message-deletions': messageDeletions,
+  '0031-anonymized-export-speed': anonymizedExportSpeed,
 };
 
 /**

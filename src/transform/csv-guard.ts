@@ -8,14 +8,24 @@
 
 const TRIGGERS: ReadonlySet<string> = new Set(['=', '+', '-', '@', '\t', '\r', '\0', '＝', '＋', '－', '＠']);
 
-/** Wraps a text SQL expression in `ferry_csv_guard` (migration 0002); NULL stays NULL. */
+/**
+ * A column of the FROM clause, maybe parenthesized and cast to text: cheap to read twice, so
+ * PostgreSQL inlines `ferry_csv_guard` around it. Around anything else (a scrubber's or a
+ * pseudonym's result) it would call the guard per cell, so those take the `_computed` guards
+ * of migration 0031, which read their value once and are inlined whatever it costs.
+ */
+const COLUMN = /^\(*[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\)*(?:::(?:text|jsonb?))?$/;
+
+/** Wraps a text SQL expression in the formula guard (migrations 0019, 0031); NULL stays NULL. */
 export function csvGuardSql(textExpr: string): string {
-  return `ferry_csv_guard(${textExpr})`;
+  return COLUMN.test(textExpr) ? `ferry_csv_guard(${textExpr})` : `ferry_csv_guard_computed(${textExpr})`;
 }
 
-/** Wraps a json, jsonb (or JSON text) SQL expression in `ferry_csv_guard_json` (migration 0019): its text, guarded. */
+/** Wraps a json, jsonb (or JSON text) SQL expression in the formula guard for JSON (migrations 0019, 0031): its text, guarded. */
 export function csvGuardJsonSql(jsonExpr: string): string {
-  return `ferry_csv_guard_json(${jsonExpr})`;
+  return COLUMN.test(jsonExpr)
+    ? `ferry_csv_guard_json(${jsonExpr})`
+    : `ferry_csv_guard_json_computed(${jsonExpr})`;
 }
 
 /** The JavaScript twin of `ferry_csv_guard`, with the same rules plus NUL, which SQL text cannot hold. */
