@@ -17,6 +17,7 @@ import { exportDataset } from '../src/pipeline/export-dataset.ts';
 import { defaultWindow, seed } from '../src/seed/seed.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './support/databases.ts';
 import { sink } from './support/fixtures/streams.ts';
+import { settle } from './support/wait.ts';
 
 /**
  * Enriched conversation fields against both databases: the user-agent classes are checked
@@ -320,6 +321,9 @@ for (const dialect of DIALECTS) {
         WHERE id = (SELECT id FROM conversations WHERE tenant_id = ${tenantId} ORDER BY id DESC LIMIT 1)`.execute(
         t.database.db,
       );
+      // The feed sends a change once every transaction older than it has ended; other suites'
+      // transactions on the same server may still be open.
+      await settle(t.database);
       const next = sink();
       await exportChanges(t.database, request, start.nextCursor, next.out);
       const rows = next
