@@ -40,8 +40,6 @@ const SKIP: Record<string, string> = {
     'the recipient and file name are placeholders the reader fills in from earlier output',
   'docs/benchmarks.md: npm run bench                                     # every benchmark':
     'benchmarks run for many minutes on millions of rows',
-  'docs/benchmarks.md: BENCH_ONLY=export BENCH_MESSAGES=1000000,10000000 BENCH_PGLITE_MESSAGES=1000000 \\':
-    'benchmarks run for many minutes on millions of rows',
   'docs/benchmarks.md: npx node bench/api.ts': 'a load test of several minutes',
   'docs/benchmarks.md: BENCH_ONLY=retention npm run bench':
     'seeds a million messages and sweeps half of them: minutes of work',
