@@ -90,8 +90,11 @@ export class PackageEntryLog {
     return Readable.from(this.#merge(), { objectMode: false });
   }
 
-  /** Removes the runs from disk. */
+  /** Removes the runs from disk (after the run being written, if any). */
   async dispose(): Promise<void> {
+    await this.#flushing.catch(() => {
+      // A run that failed to write failed its package already.
+    });
     const dir = this.#dir;
     this.#dir = undefined;
     this.#pending = [];
