@@ -96,6 +96,26 @@ for (const dialect of DIALECTS) {
       expect(nulls[0]).toEqual({ a: null, b: null });
     });
 
+    /**
+     * Guards each document (the first is `-5`) through `csvGuardJsonSql(expr)` over `v.x`, as
+     * jsonb, json and text, and expects what the JavaScript guard gives for its text.
+     */
+    async function expectGuardedLikeJavaScript(documents: string[], expr: string): Promise<void> {
+      for (const type of ['jsonb', 'json', 'text']) {
+        const values = documents.map((d, n) => `(${n}, ${literal(d)}::${type})`).join(', ');
+        const { rows } = await sql
+          .raw<{ n: number; out: string; plain: string }>(
+            `SELECT v.n, ${csvGuardJsonSql(expr)} AS out, v.x::text AS plain FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
+          )
+          .execute(t.database.db);
+        expect(
+          rows.map((r) => r.out),
+          type,
+        ).toEqual(rows.map((r) => csvGuard(r.plain)));
+        expect(rows[0]!.out, type).toBe("'-5");
+      }
+    }
+
     it('guards computed JSON the same way, as jsonb, json or text', async () => {
       const documents = [
         '-5',
@@ -109,38 +129,14 @@ for (const dialect of DIALECTS) {
         'true',
         ' -5',
       ];
-      for (const type of ['jsonb', 'json', 'text']) {
-        const values = documents.map((d, n) => `(${n}, ${literal(d)}::${type})`).join(', ');
-        const computed = `(CASE WHEN v.n >= 0 THEN v.x END)`;
-        expect(csvGuardJsonSql(computed)).toContain('ferry_csv_guard_json_computed');
-        const { rows } = await sql
-          .raw<{ n: number; out: string; plain: string }>(
-            `SELECT v.n, ${csvGuardJsonSql(computed)} AS out, v.x::text AS plain FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
-          )
-          .execute(t.database.db);
-        expect(
-          rows.map((r) => r.out),
-          type,
-        ).toEqual(rows.map((r) => csvGuard(r.plain)));
-        expect(rows[0]!.out, type).toBe("'-5");
-      }
+      const computed = `(CASE WHEN v.n >= 0 THEN v.x END)`;
+      expect(csvGuardJsonSql(computed)).toContain('ferry_csv_guard_json_computed');
+      await expectGuardedLikeJavaScript(documents, computed);
     });
 
     it('guards JSON text the same way, as jsonb, json or text', async () => {
       const documents = ['-5', '-0.25', '5', '"=1+1"', '{"a": "=1"}', '[-1, 2]', 'null', 'true'];
-      for (const type of ['jsonb', 'json', 'text']) {
-        const values = documents.map((d, n) => `(${n}, ${literal(d)}::${type})`).join(', ');
-        const { rows } = await sql
-          .raw<{ n: number; out: string; plain: string }>(
-            `SELECT v.n, ${csvGuardJsonSql('v.x')} AS out, v.x::text AS plain FROM (VALUES ${values}) AS v(n, x) ORDER BY v.n`,
-          )
-          .execute(t.database.db);
-        expect(
-          rows.map((r) => r.out),
-          type,
-        ).toEqual(rows.map((r) => csvGuard(r.plain)));
-        expect(rows[0]!.out, type).toBe("'-5");
-      }
+      await expectGuardedLikeJavaScript(documents, 'v.x');
       const { rows } = await sql
         .raw<{ out: string | null }>(`SELECT ${csvGuardJsonSql('NULL::jsonb')} AS out`)
         .execute(t.database.db);
