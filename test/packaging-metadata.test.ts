@@ -9,12 +9,7 @@ import addFormatsModule from 'ajv-formats';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { REFERENCE_DATASETS } from '../src/datamap/reference-datasets.ts';
 import { assertValidDataPackage } from '../src/packaging/datapackage-profile.ts';
-import {
-  buildDataPackage,
-  type DataPackageInput,
-  DataPackageSpool,
-  dataPackageText,
-} from '../src/packaging/datapackage.ts';
+import { buildDataPackage, type DataPackageInput, DataPackageSpool } from '../src/packaging/datapackage.ts';
 import { checksumsFile, parseChecksumsFile } from '../src/packaging/checksums.ts';
 import type { PackageField } from '../src/packaging/fields.ts';
 import { exportFileJsonSchema, recordJsonSchema } from '../src/packaging/json-schema.ts';
@@ -91,27 +86,6 @@ describe('datapackage.json', () => {
     expect(ok).toBe(true);
     expect(descriptor.$schema).toBe('https://datapackage.org/profiles/2.0/datapackage.json');
     expect(descriptor.created).toBe('2026-11-22T09:30:00.000Z');
-  });
-
-  it('is written in pieces as exactly the pretty-printed descriptor, at any number of resources', () => {
-    const small = buildDataPackage(companyExport());
-    expect([...dataPackageText(small)].join('')).toBe(`${JSON.stringify(small, null, 2)}\n`);
-    // 2,500 resources: three pieces of resources, the last one without a trailing comma.
-    const many = buildDataPackage({
-      ...companyExport(),
-      resources: Array.from({ length: 2500 }, (_, i) => ({
-        path: `conversations/c-${i}.json`,
-        name: `conversations_c_${i}`,
-        title: `conversation "${i}"\nwith its messages`,
-        format: 'json',
-        mediatype: 'application/json',
-        bytes: i,
-        hash: HASH,
-      })),
-    });
-    const pieces = [...dataPackageText(many)];
-    expect(pieces.length).toBeGreaterThan(3);
-    expect(pieces.join('')).toBe(`${JSON.stringify(many, null, 2)}\n`);
   });
 
   it('is the same bytes from a spool on disk, which keeps names unique without holding them', async () => {

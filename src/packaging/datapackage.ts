@@ -78,7 +78,8 @@ export interface DataPackageDescriptor {
 /**
  * A Frictionless Data Package v2 descriptor (`datapackage.json`) for an export: one resource per
  * data file, tabular ones with a Table Schema derived from the data map's field types, JSON ones
- * with the path of their JSON Schema.
+ * with the path of their JSON Schema. The descriptor whole, in memory: packages write theirs
+ * through `DataPackageSpool`, whose text is this descriptor's (the tests hold them equal).
  */
 export function buildDataPackage(input: DataPackageInput): DataPackageDescriptor {
   const head = packageHead(input);
@@ -122,31 +123,6 @@ function resourceText(resource: DataResource): string {
 
 const RESOURCES_TAIL = '\n  ]\n}\n';
 
-/** Resources joined into one string at a time by `dataPackageText`. */
-const TEXT_RESOURCES = 1000;
-
-/**
- * `datapackage.json` as text, in pieces: exactly `JSON.stringify(descriptor, null, 2)` and a
- * newline, without ever building it as one string. A package with a file per conversation
- * lists millions of resources, past the longest string V8 can hold.
- */
-export function* dataPackageText(descriptor: DataPackageDescriptor): Generator<string> {
-  const { resources, ...head } = descriptor;
-  if (resources.length === 0) {
-    yield `${JSON.stringify(descriptor, null, 2)}\n`;
-    return;
-  }
-  yield headText(head);
-  for (let i = 0; i < resources.length; i += TEXT_RESOURCES) {
-    const text = resources
-      .slice(i, i + TEXT_RESOURCES)
-      .map(resourceText)
-      .join(',\n');
-    yield i + TEXT_RESOURCES < resources.length ? `${text},\n` : text;
-  }
-  yield RESOURCES_TAIL;
-}
-
 /** Resource text gathered before it is appended to the spool file. */
 const SPOOL_CHUNK = 256 * 1024;
 
@@ -156,7 +132,7 @@ const SPOOL_CHUNK = 256 * 1024;
  * comes, and the text goes to a file in a temporary folder. Names stay unique without a list of
  * them in memory: a fingerprint table says which names are new, and only a name whose
  * fingerprint was seen is looked up in the file. The result is byte for byte what
- * `dataPackageText(buildDataPackage(…))` writes for the same resources.
+ * `JSON.stringify(buildDataPackage(…), null, 2)` and a newline give for the same resources.
  */
 export class DataPackageSpool {
   readonly #file: string;
